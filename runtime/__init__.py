@@ -1,0 +1,1 @@
+"""edgerun runtime: the .erm format, IR, loader/verifier, interpreter and kernels."""

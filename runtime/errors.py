@@ -1,0 +1,34 @@
+"""The exceptions edgerun raises. Every message names what is wrong and where."""
+
+from __future__ import annotations
+
+
+class EdgerunError(Exception):
+    """Base class of every error edgerun raises on purpose."""
+
+
+class ModelError(EdgerunError):
+    """A model file or graph is malformed: bad bytes, bad indices, bad shapes."""
+
+
+class ConversionError(EdgerunError):
+    """A model in a foreign format (ONNX, ...) cannot be converted."""
+
+
+class UnsupportedOpError(ModelError):
+    """A model uses an operator (or operator version) that no kernel implements."""
+
+    def __init__(self, op: str, node: str, supported: list[str] | None = None, detail: str = ""):
+        self.op = op
+        self.node = node
+        self.supported = sorted(supported or [])
+        message = f"node {node!r}: unsupported op {op!r}"
+        if detail:
+            message += f" ({detail})"
+        if self.supported:
+            message += "; supported ops: " + ", ".join(self.supported)
+        super().__init__(message)
+
+
+class InputError(EdgerunError):
+    """Inputs passed at run time do not match what the signature expects."""

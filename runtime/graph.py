@@ -1,0 +1,250 @@
+"""The in-memory IR: Graph, Node, Value, plus a small builder.
+
+A `Graph` is a list of `Node`s in topological order over `Value`s (tensors).
+Values are identified by object; names are unique within one graph. A graph
+may carry named signatures (entry points) and metadata; nested graphs (control
+flow bodies) appear as node attributes.
+
+    g = GraphBuilder("mlp")
+    x = g.input("x", np.float32, (-1, 64))
+    h = g.op("Gemm", [x, g.constant("w1", w1), g.constant("b1", b1)], transB=1)
+    y = g.op("Relu", [h])
+    g.output(y, "y")
+    graph = g.build()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime import dtypes
+from runtime.errors import ModelError
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class Quantization:
+    """real = scale * (q - zero_point); one entry per tensor, or per slice along `axis`."""
+
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int = 0
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Quantization)
+            and self.axis == other.axis
+            and np.array_equal(self.scale, other.scale)
+            and np.array_equal(self.zero_point, other.zero_point)
+        )
+
+
+@dataclass(eq=False)
+class Value:
+    """A tensor of the graph: an input, a constant, a variable or an op result.
+
+    `shape` uses -1 for dynamic dimensions; None means unknown (inferred later),
+    and so does a `dtype` of None.
+    `data` holds the contents of constants and the initial value of variables.
+    """
+
+    name: str
+    dtype: np.dtype | None
+    shape: Shape | None = None
+    data: np.ndarray | None = None
+    is_variable: bool = False
+    quantization: Quantization | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None:
+            self.dtype = np.dtype(self.dtype)
+        if self.shape is not None:
+            self.shape = tuple(int(d) for d in self.shape)
+
+    @property
+    def is_constant(self) -> bool:
+        return self.data is not None and not self.is_variable
+
+    def __repr__(self) -> str:
+        return f"Value({self.name!r}, {self.dtype}, {self.shape})"
+
+
+@dataclass(eq=False)
+class Node:
+    """One operator application. `None` in inputs/outputs marks an omitted optional slot."""
+
+    op_type: str
+    inputs: list[Value | None]
+    outputs: list[Value | None]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    domain: str = ""
+    version: int = 1
+
+    def __repr__(self) -> str:
+        return f"Node({self.op_type!r}, name={self.name!r}, v{self.version})"
+
+
+@dataclass
+class Signature:
+    """A named entry point: signature-level names mapped to values of the graph."""
+
+    inputs: dict[str, Value]
+    outputs: dict[str, Value]
+
+
+@dataclass(eq=False)
+class Graph:
+    """A computation over values. `signatures` default to one, `serving_default`."""
+
+    name: str
+    nodes: list[Node]
+    inputs: list[Value]
+    outputs: list[Value]
+    signatures: dict[str, Signature] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.signatures:
+            self.signatures = {"serving_default": self.default_signature()}
+
+    def default_signature(self) -> Signature:
+        return Signature(
+            inputs={v.name: v for v in self.inputs}, outputs={v.name: v for v in self.outputs}
+        )
+
+    def values(self) -> list[Value]:
+        """Every value the graph uses, each once, in first-seen order."""
+        seen: dict[int, Value] = {}
+
+        def add(v: Value | None) -> None:
+            if v is not None and id(v) not in seen:
+                seen[id(v)] = v
+
+        for v in self.inputs:
+            add(v)
+        for node in self.nodes:
+            for v in (*node.inputs, *node.outputs):
+                add(v)
+        for v in self.outputs:
+            add(v)
+        for sig in self.signatures.values():
+            for v in (*sig.inputs.values(), *sig.outputs.values()):
+                add(v)
+        return list(seen.values())
+
+    def subgraphs(self) -> list[Graph]:
+        """Graphs nested in node attributes, depth first (not including self)."""
+        found: list[Graph] = []
+        for node in self.nodes:
+            for value in node.attrs.values():
+                items = value if isinstance(value, list) else [value]
+                for item in items:
+                    if isinstance(item, Graph):
+                        found.append(item)
+                        found.extend(item.subgraphs())
+        return found
+
+    def op_histogram(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+class GraphBuilder:
+    """Builds a `Graph` op by op, generating unique names where none are given."""
+
+    def __init__(self, name: str = "main", opset: int = 21, domain: str = "") -> None:
+        self.name = name
+        self.opset = opset
+        self.domain = domain
+        self._nodes: list[Node] = []
+        self._inputs: list[Value] = []
+        self._outputs: list[Value] = []
+        self._names: set[str] = set()
+        self._signatures: dict[str, Signature] = {}
+        self.metadata: dict[str, str] = {}
+
+    def _unique(self, base: str) -> str:
+        name, i = base, 0
+        while name in self._names:
+            i += 1
+            name = f"{base}_{i}"
+        self._names.add(name)
+        return name
+
+    def _claim(self, name: str) -> str:
+        if name in self._names:
+            raise ModelError(f"value name {name!r} is already used in graph {self.name!r}")
+        self._names.add(name)
+        return name
+
+    def input(self, name: str, dtype: Any, shape: Sequence[int]) -> Value:
+        """Declare a graph input; -1 in `shape` marks a dynamic dimension."""
+        value = Value(self._claim(name), np.dtype(dtype), tuple(shape))
+        self._inputs.append(value)
+        return value
+
+    def constant(self, name: str, data: Any, dtype: Any = None) -> Value:
+        """A constant tensor (a weight). `data` is kept as given, not copied."""
+        array = np.asarray(data, dtype=dtype)
+        _check_dtype(array.dtype, name)
+        return Value(self._claim(self._unique(name) if name in self._names else name),
+                     array.dtype, array.shape, data=array)
+
+    def variable(self, name: str, initial: Any) -> Value:
+        """A persistent tensor whose value survives across runs (trainable state)."""
+        array = np.asarray(initial)
+        _check_dtype(array.dtype, name)
+        return Value(self._claim(name), array.dtype, array.shape, data=array, is_variable=True)
+
+    def op(
+        self,
+        op_type: str,
+        inputs: Iterable[Value | None],
+        *,
+        num_outputs: int = 1,
+        name: str | None = None,
+        output_names: Sequence[str] | None = None,
+        version: int | None = None,
+        domain: str | None = None,
+        **attrs: Any,
+    ) -> Any:
+        """Append a node; returns its output Value (or a list of them if num_outputs > 1).
+
+        Output dtypes and shapes are left unknown: the interpreter infers them.
+        """
+        node_name = self._unique(name or op_type.lower())
+        names = list(output_names or [f"{node_name}:{i}" for i in range(num_outputs)])
+        outputs = [Value(self._claim(n), None, None) for n in names]
+        node = Node(op_type, list(inputs), list(outputs), dict(attrs), node_name,
+                    self.domain if domain is None else domain,
+                    self.opset if version is None else version)
+        self._nodes.append(node)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def output(self, value: Value, name: str | None = None) -> Value:
+        """Mark `value` as a graph output, renaming it to `name` if given."""
+        if name is not None and name != value.name:
+            self._names.discard(value.name)
+            value.name = self._claim(name)
+        self._outputs.append(value)
+        return value
+
+    def signature(self, name: str, inputs: dict[str, Value], outputs: dict[str, Value]) -> None:
+        self._signatures[name] = Signature(dict(inputs), dict(outputs))
+
+    def build(self) -> Graph:
+        return Graph(self.name, list(self._nodes), list(self._inputs), list(self._outputs),
+                     dict(self._signatures), dict(self.metadata))
+
+
+def _check_dtype(dtype: np.dtype, name: str) -> None:
+    if not dtypes.is_supported(dtype):
+        raise ModelError(f"tensor {name!r}: dtype {dtype} cannot be stored in .erm")

@@ -1,0 +1,7 @@
+"""numpy reference kernels, grouped by op family. Importing this package registers them."""
+
+from runtime.kernels import elementwise, nn, shape  # noqa: F401  (registration side effects)
+from runtime.kernels.base import Kernel, TensorSpec
+from runtime.kernels.registry import register, resolve, supported_ops
+
+__all__ = ["Kernel", "TensorSpec", "register", "resolve", "supported_ops"]

@@ -1,0 +1,87 @@
+"""What every kernel is: a prepare step (validation, shape/dtype inference,
+precomputation) and a run step (compute into preallocated outputs).
+
+A kernel object is made once per node from the node's attributes. The
+interpreter calls `prepare` whenever input shapes change and `run` on every
+invoke, with outputs that are views into the memory arena: `run` must write
+every element of every output and must not keep references to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import ModelError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Static facts about a tensor at prepare time: concrete shape and dtype."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+class Kernel:
+    """Base class of kernels. Subclasses set `num_inputs` bounds and override
+    `prepare` and `run`.
+
+    Attributes:
+        op_type, name: the node's op and name, for error messages.
+        attrs: the node's attributes (ints, floats, strs, arrays, lists, graphs).
+        version: the opset version the node follows.
+    """
+
+    min_inputs: int = 1
+    max_inputs: int = 1
+
+    def __init__(self, op_type: str, name: str, attrs: dict[str, Any], version: int) -> None:
+        self.op_type = op_type
+        self.name = name
+        self.attrs = attrs
+        self.version = version
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+    def fail(self, message: str) -> ModelError:
+        """A ModelError that names this node; use as `raise self.fail("...")`."""
+        return ModelError(f"node {self.name!r} ({self.op_type}): {message}")
+
+    def check_arity(self, inputs: list[TensorSpec | None]) -> None:
+        present = len(inputs)
+        if not self.min_inputs <= present <= self.max_inputs:
+            raise self.fail(
+                f"expected {self.min_inputs}..{self.max_inputs} inputs, got {present}"
+            )
+        for i in range(self.min_inputs):
+            if inputs[i] is None:
+                raise self.fail(f"required input {i} is missing")
+
+    def prepare(
+        self, inputs: list[TensorSpec | None], values: list[np.ndarray | None]
+    ) -> list[TensorSpec]:
+        """Validate inputs and return the output specs.
+
+        `values[i]` is input i's contents when it is a constant, else None.
+        Raises ModelError (via `self.fail`) when inputs or attributes are invalid.
+        """
+        raise NotImplementedError
+
+    def run(self, inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> None:
+        """Compute outputs from inputs, writing into `outputs` in place."""
+        raise NotImplementedError

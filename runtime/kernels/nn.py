@@ -1,0 +1,1 @@
+"""Neural-network kernels: Conv, pooling, Gemm/MatMul, normalization, Softmax."""

@@ -1,0 +1,62 @@
+"""Kernel registry: (domain, op_type) -> kernels by the opset version they start at.
+
+A node of version v gets the kernel registered with the largest `since` <= v,
+as in ONNX's reference evaluator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from runtime.errors import UnsupportedOpError
+from runtime.kernels.base import Kernel
+
+_KERNELS: dict[tuple[str, str], list[tuple[int, type[Kernel]]]] = {}
+
+ONNX_DOMAINS = ("", "ai.onnx")
+
+
+def _domain_key(domain: str) -> str:
+    return "" if domain in ONNX_DOMAINS else domain
+
+
+def register(op_type: str, since: int = 1, domain: str = "") -> Callable[[type[Kernel]], type[Kernel]]:
+    """Class decorator: register a kernel for `op_type` from opset `since` on."""
+
+    def decorate(cls: type[Kernel]) -> type[Kernel]:
+        versions = _KERNELS.setdefault((_domain_key(domain), op_type), [])
+        if any(v == since for v, _ in versions):
+            raise ValueError(f"kernel {domain}:{op_type} v{since} registered twice")
+        versions.append((since, cls))
+        versions.sort(key=lambda item: item[0])
+        return cls
+
+    return decorate
+
+
+def resolve(domain: str, op_type: str, version: int, node: str) -> type[Kernel]:
+    """The kernel class for a node; UnsupportedOpError when there is none."""
+    versions = _KERNELS.get((_domain_key(domain), op_type))
+    if not versions:
+        raise UnsupportedOpError(_qualified(domain, op_type), node, supported_ops())
+    chosen = [cls for since, cls in versions if since <= version]
+    if not chosen:
+        raise UnsupportedOpError(
+            _qualified(domain, op_type), node, supported_ops(),
+            detail=f"version {version} is older than the first supported, {versions[0][0]}",
+        )
+    return chosen[-1]
+
+
+def is_supported(domain: str, op_type: str) -> bool:
+    return (_domain_key(domain), op_type) in _KERNELS
+
+
+def supported_ops() -> list[str]:
+    """Every registered op, as 'Op' for ONNX ops and 'domain:Op' otherwise."""
+    return sorted(_qualified(d, op) for d, op in _KERNELS)
+
+
+def _qualified(domain: str, op_type: str) -> str:
+    key = _domain_key(domain)
+    return op_type if not key else f"{key}:{op_type}"

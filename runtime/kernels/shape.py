@@ -1,0 +1,1 @@
+"""Shape kernels: Reshape, Flatten, Transpose, Concat, Identity."""
