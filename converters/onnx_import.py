@@ -1,0 +1,357 @@
+"""ONNX import: an `onnx.ModelProto` (or a file / bytes holding one) -> `runtime.graph.Graph`.
+
+    graph = from_onnx("mlp.onnx")
+
+The conversion is structural: each ONNX node becomes one `Node` with the same
+op type, domain and opset version (ONNX semantics, NCHW), initializers and
+`Constant` nodes become constant `Value`s, and graph inputs/outputs keep their
+ONNX names so the default signature maps them one to one. Ops that no runtime
+kernel implements are refused up front, all of them in one error.
+
+`onnx` is imported inside the functions, so importing this module is cheap and
+works without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import ChainMap
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from runtime import dtypes
+from runtime.errors import ConversionError
+from runtime.graph import Graph, Node, Value
+
+if TYPE_CHECKING:
+    import onnx
+
+_ONNX_DOMAINS = ("", "ai.onnx")
+_CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
+
+
+def from_onnx(model: onnx.ModelProto | str | os.PathLike[str] | bytes) -> Graph:
+    """Convert an ONNX model to an edgerun `Graph`.
+
+    `model` is a ModelProto, a path to an .onnx file (external data is read from
+    beside it) or the serialized bytes. Returns a graph whose `serving_default`
+    signature maps the ONNX input/output names to values, with ONNX/producer
+    metadata copied to `graph.metadata`.
+
+    Raises ConversionError when the model cannot be read or parsed, uses ops no
+    kernel implements (one error listing every such op with its node names),
+    lacks an opset for a node's domain, or holds types/attributes edgerun cannot
+    represent.
+    """
+    proto = _load(model)
+    opsets = _opsets(proto)
+    _check_supported(proto.graph)
+    graph = _GraphConverter(opsets).convert(proto.graph, ChainMap(), top_level=True)
+    graph.metadata.update(_metadata(proto))
+    return graph
+
+
+def _load(model: Any) -> onnx.ModelProto:
+    """Parse `model` into a ModelProto; ConversionError for unreadable or non-ONNX input."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if isinstance(model, onnx.ModelProto):
+        proto = model
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        try:
+            proto = onnx.load_from_string(bytes(model))
+        except (DecodeError, ValueError) as exc:
+            raise ConversionError(f"cannot parse ONNX model from bytes: {exc}") from None
+    elif isinstance(model, (str, os.PathLike)):
+        try:
+            proto = onnx.load(os.fspath(model))
+        except OSError as exc:
+            raise ConversionError(f"cannot read ONNX model {os.fspath(model)!r}: "
+                                  f"{exc.strerror or exc}") from None
+        except (DecodeError, ValueError, onnx.checker.ValidationError) as exc:
+            raise ConversionError(f"cannot parse ONNX model {os.fspath(model)!r}: {exc}") from None
+    else:
+        raise ConversionError(f"expected an onnx.ModelProto, a path or bytes, "
+                              f"got {type(model).__name__}")
+    if not proto.HasField("graph") or not proto.graph.output:
+        raise ConversionError("not an ONNX model: it has no graph (or a graph without outputs)")
+    return proto
+
+
+def _opsets(proto: onnx.ModelProto) -> dict[str, int]:
+    """Opset version per domain, with 'ai.onnx' folded into ''."""
+    return {_domain(o.domain): int(o.version) for o in proto.opset_import}
+
+
+def _domain(domain: str) -> str:
+    return "" if domain in _ONNX_DOMAINS else domain
+
+
+def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
+    """Producer, doc string, versions and metadata_props of the model, as str -> str."""
+    meta = {
+        "producer": proto.producer_name,
+        "producer_version": proto.producer_version,
+        "onnx.doc_string": proto.doc_string,
+        "onnx.domain": proto.domain,
+        "onnx.model_version": str(proto.model_version) if proto.model_version else "",
+        "onnx.ir_version": str(proto.ir_version),
+        "onnx.opset_import": ",".join(
+            f"{o.domain or 'ai.onnx'}:{o.version}" for o in proto.opset_import),
+    }
+    meta = {key: value for key, value in meta.items() if value}
+    meta.update({p.key: p.value for p in proto.metadata_props})
+    return meta
+
+
+def _node_names(graph: onnx.GraphProto) -> list[str]:
+    """One unique name per node: its own, or '{op_type}_{i}' when empty or already taken."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for i, node in enumerate(graph.node):
+        name = node.name
+        if not name or name in taken:
+            base = name = f"{node.op_type}_{i}"
+            k = 0
+            while name in taken:
+                k += 1
+                name = f"{base}_{k}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _check_supported(graph: onnx.GraphProto) -> None:
+    """ConversionError listing every op (with node names) that no kernel implements.
+
+    Nested graphs (control-flow bodies) are checked too; `Constant` nodes are
+    folded into constants, so they need no kernel.
+    """
+    import runtime.kernels  # noqa: F401  (registers the kernels)
+    from runtime.kernels import registry
+
+    missing: dict[str, list[str]] = {}
+    for node, name in _walk_nodes(graph):
+        domain = _domain(node.domain)
+        if node.op_type == "Constant" and domain == "":
+            continue
+        if not registry.is_supported(domain, node.op_type):
+            op = node.op_type if not domain else f"{domain}:{node.op_type}"
+            missing.setdefault(op, []).append(name)
+    if missing:
+        listed = ", ".join(f"{op} ({', '.join(names)})" for op, names in missing.items())
+        raise ConversionError(
+            f"unsupported ops: {listed}; supported: {', '.join(registry.supported_ops())}")
+
+
+def _walk_nodes(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, str]]:
+    """(node, name) for every node of `graph` and of the graphs nested in its attributes."""
+    found = []
+    for node, name in zip(graph.node, _node_names(graph), strict=True):
+        found.append((node, name))
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                found.extend(_walk_nodes(sub))
+    return found
+
+
+class _GraphConverter:
+    """Converts GraphProtos (and the graphs nested in their attributes) under one opset map."""
+
+    def __init__(self, opsets: dict[str, int]) -> None:
+        self.opsets = opsets
+
+    def convert(self, proto: onnx.GraphProto, outer: ChainMap, top_level: bool = False) -> Graph:
+        """A Graph for `proto`. Names it does not define resolve in `outer` (the enclosing
+        graphs' values), so nested bodies share outer-scope Values by object.
+        ConversionError for dangling or duplicate names and unrepresentable types."""
+        scope: ChainMap = outer.new_child()
+        inputs = _define_inputs(proto, scope, required=top_level)
+        hints = {info.name: info for info in proto.value_info}
+        nodes = []
+        for node, name in zip(proto.node, _node_names(proto), strict=True):
+            converted = self._node(node, name, scope)
+            if converted is not None:
+                nodes.append(converted)
+                _apply_hints(converted.outputs, hints)
+        outputs = [self._output(info, scope) for info in proto.output]
+        return Graph(proto.name or "main", nodes, inputs, outputs)
+
+    def _node(self, proto: onnx.NodeProto, name: str, scope: ChainMap) -> Node | None:
+        """The Node for `proto`, or None for a `Constant` (whose output joins `scope`)."""
+        domain = _domain(proto.domain)
+        where = f"node {name!r} ({proto.op_type})"
+        if domain not in self.opsets:
+            raise ConversionError(f"{where}: the model imports no opset for domain "
+                                  f"{domain or 'ai.onnx'!r}")
+        if proto.op_type == "Constant" and domain == "":
+            _define(scope, _constant_value(proto, where), where)
+            return None
+        inputs = [_lookup(scope, n, where) if n else None for n in proto.input]
+        attrs = {a.name: self._attribute(a, f"{where} attribute {a.name!r}", scope)
+                 for a in proto.attribute}
+        outputs: list[Value | None] = []
+        for out in proto.output:
+            value = Value(out, None, None) if out else None
+            if value is not None:
+                _define(scope, value, where)
+            outputs.append(value)
+        return Node(proto.op_type, inputs, outputs, attrs, name, domain, self.opsets[domain])
+
+    def _attribute(self, attr: onnx.AttributeProto, where: str, scope: ChainMap) -> Any:
+        """The Python value of an attribute; ConversionError for kinds edgerun cannot hold."""
+        import onnx
+
+        kind = onnx.AttributeProto
+        if attr.ref_attr_name:
+            raise ConversionError(f"{where}: references function attribute "
+                                  f"{attr.ref_attr_name!r}; functions are not supported")
+        readers: dict[int, Callable[[], Any]] = {
+            kind.FLOAT: lambda: float(attr.f),
+            kind.INT: lambda: int(attr.i),
+            kind.STRING: lambda: _decode(attr.s, where),
+            kind.FLOATS: lambda: [float(f) for f in attr.floats],
+            kind.INTS: lambda: [int(i) for i in attr.ints],
+            kind.STRINGS: lambda: [_decode(s, where) for s in attr.strings],
+            kind.TENSOR: lambda: _to_array(attr.t, where),
+            kind.TENSORS: lambda: [_to_array(t, where) for t in attr.tensors],
+            kind.GRAPH: lambda: self.convert(attr.g, scope),
+            kind.GRAPHS: lambda: [self.convert(g, scope) for g in attr.graphs],
+        }
+        if attr.type not in readers:
+            raise ConversionError(f"{where}: attribute type "
+                                  f"{kind.AttributeType.Name(attr.type)} is not supported")
+        return readers[attr.type]()
+
+    def _output(self, info: onnx.ValueInfoProto, scope: ChainMap) -> Value:
+        """The Value behind a graph output, given the output's declared type if it had none."""
+        where = f"graph output {info.name!r}"
+        value = _lookup(scope, info.name, where)
+        declared = _value_from_info(info, where, required=False)
+        if value.dtype is None:
+            value.dtype = declared.dtype
+        if value.shape is None:
+            value.shape = declared.shape
+        return value
+
+
+def _define_inputs(proto: onnx.GraphProto, scope: ChainMap, required: bool) -> list[Value]:
+    """Define the initializers (as constants) and the graph inputs in `scope`; return the
+    inputs that are not initializers. `required`: inputs must declare a tensor type."""
+    if proto.sparse_initializer:
+        raise ConversionError(f"graph {proto.name!r}: sparse initializers are not supported")
+    for init in proto.initializer:
+        array = _to_array(init, f"initializer {init.name!r}")
+        _define(scope, Value(init.name, array.dtype, array.shape, data=array), "initializer")
+    inputs = []
+    for info in proto.input:
+        if info.name in scope.maps[0]:
+            continue  # older exporters list initializers as inputs too: they are constants
+        value = _value_from_info(info, f"graph input {info.name!r}", required=required)
+        _define(scope, value, "graph input")
+        inputs.append(value)
+    return inputs
+
+
+def _define(scope: ChainMap, value: Value, where: str) -> None:
+    """Add `value` to the innermost scope; ConversionError if its name is already defined there."""
+    if value.name in scope.maps[0]:
+        raise ConversionError(f"{where}: name {value.name!r} is defined twice")
+    scope[value.name] = value
+
+
+def _lookup(scope: ChainMap, name: str, where: str) -> Value:
+    if name not in scope:
+        raise ConversionError(f"{where}: {name!r} is not a graph input, initializer or output "
+                              f"of an earlier node (nodes must be in topological order)")
+    return scope[name]
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConversionError(f"{where}: string is not valid UTF-8") from None
+
+
+def _numpy_dtype(elem_type: int, where: str) -> np.dtype:
+    """numpy dtype for an ONNX element type that .erm can store; ConversionError otherwise."""
+    import onnx
+
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError, ValueError):
+        dtype = None
+    if dtype is None or not dtypes.is_supported(dtype):
+        name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in \
+            onnx.TensorProto.DataType.values() else f"code {elem_type}"
+        raise ConversionError(f"{where}: element type {name} is not supported")
+    return dtype
+
+
+def _to_array(tensor: onnx.TensorProto, where: str) -> np.ndarray:
+    """A native-order, contiguous numpy copy of a TensorProto; ConversionError if unsupported."""
+    from onnx import numpy_helper
+
+    _numpy_dtype(tensor.data_type, where)
+    try:
+        array = numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, OSError) as exc:
+        raise ConversionError(f"{where}: cannot read tensor data: {exc}") from None
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+
+
+def _value_from_info(info: onnx.ValueInfoProto, where: str, required: bool) -> Value:
+    """A Value with dtype and shape from a ValueInfoProto: dim_value kept, dim_param or
+    missing dims -> -1, no shape -> None. With `required`, a missing tensor type is a
+    ConversionError; otherwise it gives dtype None. Non-tensor types always fail."""
+    kind = info.type.WhichOneof("value")
+    if kind is None and not required:
+        return Value(info.name, None, None)
+    if kind != "tensor_type":
+        raise ConversionError(f"{where}: expected a tensor type, got {kind or 'no type'}")
+    tensor_type = info.type.tensor_type
+    if tensor_type.elem_type == 0:
+        if required:
+            raise ConversionError(f"{where}: element type is undefined")
+        dtype = None
+    else:
+        dtype = _numpy_dtype(tensor_type.elem_type, where)
+    shape = None
+    if tensor_type.HasField("shape"):
+        shape = tuple(d.dim_value if d.HasField("dim_value") else -1
+                      for d in tensor_type.shape.dim)
+    return Value(info.name, dtype, shape)
+
+
+def _apply_hints(outputs: list[Value | None], hints: dict[str, onnx.ValueInfoProto]) -> None:
+    """Give node outputs the dtype/shape their value_info declares (hints, no failures)."""
+    for value in outputs:
+        if value is None or value.name not in hints:
+            continue
+        try:
+            hinted = _value_from_info(hints[value.name], value.name, required=False)
+        except ConversionError:
+            continue
+        value.dtype, value.shape = hinted.dtype, hinted.shape
+
+
+def _constant_value(node: onnx.NodeProto, where: str) -> Value:
+    """The constant Value a `Constant` node defines; ConversionError for other attributes."""
+    if len(node.output) != 1 or len(node.attribute) != 1:
+        raise ConversionError(f"{where}: expected one output and one attribute")
+    attr = node.attribute[0]
+    if attr.name not in _CONSTANT_ATTRS:
+        raise ConversionError(f"{where}: Constant attribute {attr.name!r} is not supported "
+                              f"(supported: {', '.join(_CONSTANT_ATTRS)})")
+    array = {
+        "value": lambda: _to_array(attr.t, where),
+        "value_float": lambda: np.array(attr.f, dtype=np.float32),
+        "value_floats": lambda: np.array(attr.floats, dtype=np.float32),
+        "value_int": lambda: np.array(attr.i, dtype=np.int64),
+        "value_ints": lambda: np.array(attr.ints, dtype=np.int64),
+    }[attr.name]()
+    return Value(node.output[0], array.dtype, array.shape, data=array)

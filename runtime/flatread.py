@@ -1,0 +1,194 @@
+"""A verifying flatbuffer reader for the .erm schema.
+
+The flatbuffers Python runtime follows offsets without checking them, so a
+malformed file could make it read anywhere (or fail deep inside `struct`).
+This module decodes the whole model itself and checks, before every read, that
+the bytes it is about to read lie inside the buffer: table and vtable
+positions and sizes, every field against its table, every offset target,
+string and vector lengths. It returns plain Python values: dicts for tables,
+str for strings, lists for vectors of tables or strings, and numpy arrays
+(read-only views into the buffer, no copy) for vectors of scalars.
+
+Any violation raises ModelError naming the table, field and byte position.
+The schema description below mirrors runtime/schema/edgerun.fbs field by field
+(tests/runtime/test_flatread.py checks that they agree).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import ModelError
+
+# Scalar kinds: struct format and size. Vector element kinds use numpy dtypes.
+_SCALARS = {
+    "bool": ("<?", 1), "i8": ("<b", 1), "u8": ("<B", 1), "u16": ("<H", 2), "i32": ("<i", 4),
+    "u32": ("<I", 4), "i64": ("<q", 8), "u64": ("<Q", 8), "f64": ("<d", 8),
+}
+_VECTORS = {
+    "[u8]": np.dtype("<u1"), "[i32]": np.dtype("<i4"), "[i64]": np.dtype("<i8"),
+    "[f32]": np.dtype("<f4"), "[f64]": np.dtype("<f8"),
+}
+
+# table -> [(field, kind)], in declaration order (= vtable slot order).
+# Kinds: a scalar name, "string", "[string]", a vector kind, "Table" or "[Table]".
+SCHEMA: dict[str, list[tuple[str, str]]] = {
+    "Quantization": [("scale", "[f32]"), ("zero_point", "[i64]"), ("axis", "i32")],
+    "Buffer": [("data", "[u8]"), ("offset", "u64"), ("size", "u64")],
+    "Tensor": [
+        ("name", "string"), ("dtype", "i8"), ("shape", "[i64]"), ("buffer", "u32"),
+        ("quantization", "Quantization"), ("is_variable", "bool"),
+    ],
+    "Attribute": [
+        ("name", "string"), ("type", "i8"), ("f", "f64"), ("i", "i64"), ("s", "[u8]"),
+        ("floats", "[f64]"), ("ints", "[i64]"), ("strings", "[string]"),
+        ("tensors", "[i32]"), ("graphs", "[i32]"),
+    ],
+    "Operator": [
+        ("name", "string"), ("domain", "string"), ("op_type", "string"), ("version", "i32"),
+        ("inputs", "[i32]"), ("outputs", "[i32]"), ("attributes", "[Attribute]"),
+    ],
+    "SubGraph": [
+        ("name", "string"), ("tensors", "[Tensor]"), ("inputs", "[i32]"),
+        ("outputs", "[i32]"), ("operators", "[Operator]"),
+    ],
+    "TensorRef": [("name", "string"), ("tensor", "u32")],
+    "Signature": [
+        ("name", "string"), ("subgraph", "u32"), ("inputs", "[TensorRef]"),
+        ("outputs", "[TensorRef]"),
+    ],
+    "KeyValue": [("key", "string"), ("value", "string")],
+    "Model": [
+        ("schema_version", "u32"), ("producer", "string"), ("description", "string"),
+        ("subgraphs", "[SubGraph]"), ("buffers", "[Buffer]"), ("signatures", "[Signature]"),
+        ("metadata", "[KeyValue]"),
+    ],
+}
+
+_DEFAULTS = {"string": "", "[string]": []}
+
+
+class FlatReader:
+    """Decodes one flatbuffer, verifying as it goes; work is bounded by the buffer size."""
+
+    def __init__(self, buf: Any) -> None:
+        self.buf = buf
+        self.view = memoryview(buf)
+        self.size = len(self.view)
+        # Unshared, every object needs >= 4 bytes of its own; tables shared
+        # through many offsets must not multiply the work a small file causes.
+        self.max_objects = self.size // 4 + 64
+        self.objects = 0
+
+    def read_root(self, identifier: bytes, root: str = "Model") -> dict[str, Any]:
+        if self.size < 8:
+            raise ModelError(f"file is {self.size} bytes, too short for a model header")
+        found = bytes(self.view[4:8])
+        if found != identifier:
+            raise ModelError(f"file identifier is {found!r}, expected {identifier!r}: not an .erm file")
+        return self._table(self._uoffset(0, f"{root} root offset"), root)
+
+    def _fail(self, what: str, pos: int, message: str) -> ModelError:
+        return ModelError(f"malformed flatbuffer: {what} at byte {pos}: {message}")
+
+    def _need(self, pos: int, length: int, what: str) -> None:
+        if pos < 0 or length < 0 or pos + length > self.size:
+            raise self._fail(what, pos, f"{length} bytes needed but the file has {self.size}")
+
+    def _scalar(self, pos: int, kind: str, what: str) -> Any:
+        fmt, width = _SCALARS[kind]
+        self._need(pos, width, what)
+        return struct.unpack_from(fmt, self.view, pos)[0]
+
+    def _uoffset(self, pos: int, what: str) -> int:
+        target = pos + self._scalar(pos, "u32", what)
+        if target == pos or target >= self.size:
+            raise self._fail(what, pos, f"offset points to byte {target}, outside the file")
+        return target
+
+    def _count(self, n: int = 1) -> None:
+        self.objects += n
+        if self.objects > self.max_objects:
+            raise ModelError(f"model has more than {self.max_objects} flatbuffer objects")
+
+    def _table(self, pos: int, name: str) -> dict[str, Any]:
+        self._count()
+        what = f"table {name}"
+        if pos % 4:
+            raise self._fail(what, pos, "table is not 4-byte aligned")
+        vtable = pos - self._scalar(pos, "i32", what)
+        vt_size = self._scalar(vtable, "u16", f"{what} vtable")
+        table_size = self._scalar(vtable + 2, "u16", f"{what} vtable")
+        if vt_size < 4 or vt_size % 2:
+            raise self._fail(what, vtable, f"vtable size {vt_size} is invalid")
+        self._need(vtable, vt_size, f"{what} vtable")
+        if table_size < 4:
+            raise self._fail(what, pos, f"table size {table_size} is invalid")
+        self._need(pos, table_size, what)
+        result: dict[str, Any] = {}
+        for slot, (field, kind) in enumerate(SCHEMA[name]):
+            entry = 4 + 2 * slot
+            voffset = 0
+            if entry + 2 <= vt_size:
+                voffset = struct.unpack_from("<H", self.view, vtable + entry)[0]
+            result[field] = self._field(pos, table_size, voffset, f"{name}.{field}", kind)
+        return result
+
+    def _field(self, table: int, table_size: int, voffset: int, what: str, kind: str) -> Any:
+        if voffset == 0:
+            return self._default(kind)
+        width = _SCALARS[kind][1] if kind in _SCALARS else 4
+        if voffset < 4 or voffset + width > table_size:
+            raise self._fail(what, table, f"field offset {voffset} is outside the table")
+        pos = table + voffset
+        if kind in _SCALARS:
+            return self._scalar(pos, kind, what)
+        target = self._uoffset(pos, what)
+        if kind == "string":
+            return self._string(target, what)
+        if kind in _VECTORS:
+            return self._vector(target, _VECTORS[kind], what)
+        if kind.startswith("["):
+            return self._offset_vector(target, kind[1:-1], what)
+        return self._table(target, kind)
+
+    @staticmethod
+    def _default(kind: str) -> Any:
+        if kind in _SCALARS:
+            return False if kind == "bool" else 0
+        return _DEFAULTS.get(kind)
+
+    def _string(self, pos: int, what: str) -> str:
+        length = self._scalar(pos, "u32", what)
+        self._need(pos + 4, length + 1, what)
+        if self.view[pos + 4 + length] != 0:
+            raise self._fail(what, pos, "string is not null-terminated")
+        try:
+            return bytes(self.view[pos + 4 : pos + 4 + length]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._fail(what, pos, "string is not valid UTF-8") from None
+
+    def _vector(self, pos: int, dtype: np.dtype, what: str) -> np.ndarray:
+        count = self._scalar(pos, "u32", what)
+        self._need(pos + 4, count * dtype.itemsize, what)
+        self._count()
+        array = np.frombuffer(self.buf, dtype=dtype, count=count, offset=pos + 4)
+        array.flags.writeable = False
+        return array
+
+    def _offset_vector(self, pos: int, element: str, what: str) -> list[Any]:
+        count = self._scalar(pos, "u32", what)
+        self._need(pos + 4, count * 4, what)
+        self._count(count)
+        items = []
+        for i in range(count):
+            slot = pos + 4 + 4 * i
+            target = self._uoffset(slot, f"{what}[{i}]")
+            items.append(
+                self._string(target, f"{what}[{i}]") if element == "string"
+                else self._table(target, element)
+            )
+        return items

@@ -1,0 +1,13 @@
+"""Constants of the .erm container format (see runtime/schema/edgerun.fbs)."""
+
+FILE_IDENTIFIER = b"ERM1"
+SCHEMA_VERSION = 1
+# External buffers start at multiples of this, measured from the file start.
+BUFFER_ALIGNMENT = 64
+# Inline vectors (small buffers kept inside the flatbuffer) are aligned to this.
+INLINE_ALIGNMENT = 16
+# Buffers up to this many bytes are stored inline by default; larger ones are
+# appended after the flatbuffer so they map zero-copy.
+DEFAULT_INLINE_LIMIT = 1024
+# The flatbuffer part of a file must stay below 2 GiB (32-bit offsets).
+MAX_FLATBUFFER_BYTES = 2**31 - 1

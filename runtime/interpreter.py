@@ -1,0 +1,136 @@
+"""The interpreter: load -> verify -> resolve kernels -> prepare -> plan -> invoke.
+
+    it = Interpreter("mlp.erm")
+    y = it.run({"x": x})["y"]
+
+Each signature gets its own execution plan (the operators its outputs need,
+in model order) and its own arena. Variables are shared by all signatures and
+persist across runs. Not thread-safe: use one Interpreter per thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import EdgerunError, InputError, ModelError
+from runtime.graph import Graph, Node, Value
+from runtime.loader import load_model
+from runtime.plan import ExecutionPlan, TensorInfo
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """Names, dtypes and declared shapes (-1 = dynamic) of a signature's inputs and outputs."""
+
+    name: str
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+
+
+class Interpreter:
+    """Runs a model's signatures.
+
+    Args:
+        model: a path to an .erm file (memory-mapped), its bytes, or a Graph.
+        device: "auto" or a backend name known to `devices` ("cpu").
+        num_threads: threads for kernels that use them (None = library default).
+        memory_budget: the most bytes one signature's arena may take (None = no limit
+            beyond what the machine has).
+
+    Raises ModelError (malformed model), UnsupportedOpError (no kernel for an op),
+    EdgerunError (unknown device). All of them at construction, not at first run.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes | Graph,
+        device: str = "auto",
+        num_threads: int | None = None,
+        memory_budget: int | None = None,
+    ) -> None:
+        from devices import select_backend
+
+        self.backend = select_backend(device)
+        if num_threads is not None and num_threads < 1:
+            raise EdgerunError(f"num_threads must be >= 1, got {num_threads}")
+        self.num_threads = num_threads
+        graph = model if isinstance(model, Graph) else load_model(_as_source(model))
+        self.graph = graph
+        self._variables = _variable_storage(graph)
+        self._plans: dict[str, ExecutionPlan] = {}
+        for name, signature in graph.signatures.items():
+            self._plans[name] = ExecutionPlan(graph, name, signature, self._variables, memory_budget)
+        self.signatures = {
+            name: SignatureInfo(name, plan.input_info, plan.output_info)
+            for name, plan in self._plans.items()
+        }
+
+    def _plan(self, signature: str) -> ExecutionPlan:
+        try:
+            return self._plans[signature]
+        except KeyError:
+            known = ", ".join(sorted(self._plans)) or "none"
+            raise InputError(f"unknown signature {signature!r}; the model has: {known}") from None
+
+    def run(
+        self, inputs: Mapping[str, Any], signature: str = DEFAULT_SIGNATURE
+    ) -> dict[str, np.ndarray]:
+        """Run `signature` on named inputs; returns its outputs by name (fresh arrays).
+
+        An input whose shape differs from the prepared one only in dynamic
+        dimensions re-prepares the plan automatically. Raises InputError for an
+        unknown signature, missing or unexpected inputs, or a wrong dtype, rank or
+        shape, naming the input and what was expected.
+        """
+        return self._plan(signature).run(inputs)
+
+    def resize_input(
+        self, name: str, shape: tuple[int, ...], signature: str = DEFAULT_SIGNATURE
+    ) -> None:
+        """Prepare `signature` for a new input shape now (a no-op if unchanged).
+
+        Dimensions declared static must keep their size. Raises InputError for
+        an unknown input or an incompatible shape, ModelError if the model cannot
+        run at that shape.
+        """
+        self._plan(signature).resize(name, tuple(shape))
+
+    @property
+    def peak_activation_bytes(self) -> int:
+        """Arena bytes of the default signature (or the largest arena if there is none)."""
+        if DEFAULT_SIGNATURE in self._plans:
+            return self._plans[DEFAULT_SIGNATURE].arena_bytes
+        return max((p.arena_bytes for p in self._plans.values()), default=0)
+
+    def arena_bytes(self, signature: str = DEFAULT_SIGNATURE) -> int:
+        return self._plan(signature).arena_bytes
+
+    def variables(self) -> dict[str, np.ndarray]:
+        """Copies of the current values of every variable, by name."""
+        return {v.name: array.copy() for v, array in self._variables.items()}
+
+
+def _as_source(model: Any) -> Any:
+    if isinstance(model, str | os.PathLike | bytes | bytearray | memoryview):
+        return model if not isinstance(model, str) else Path(model)
+    raise EdgerunError(f"model must be a path, bytes or Graph, not {type(model).__name__}")
+
+
+def _variable_storage(graph: Graph) -> dict[Value, np.ndarray]:
+    """Writable, persistent storage for each variable, initialised from its data."""
+    return {v: np.array(v.data, copy=True) for v in graph.values() if v.is_variable}
+
+
+def _node_label(node: Node) -> str:
+    return f"{node.name!r} ({node.op_type})"
+
+
+__all__ = ["DEFAULT_SIGNATURE", "Interpreter", "SignatureInfo", "TensorInfo", "ModelError"]

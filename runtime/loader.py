@@ -1,0 +1,138 @@
+""".erm -> IR: map the file, verify all of it, and build a Graph whose weights
+are read-only numpy views into the mapping (nothing is copied or read ahead).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime import dtypes
+from runtime.errors import ModelError
+from runtime.flatread import FlatReader
+from runtime.format import FILE_IDENTIFIER
+from runtime.graph import Graph, Node, Quantization, Signature, Value
+from runtime.schema.fb.AttributeType import AttributeType
+from runtime.verifier import verify_model
+
+Source = str | os.PathLike | bytes | bytearray | memoryview
+
+
+def load_model(source: Source) -> Graph:
+    """Load and verify a model from a path (memory-mapped) or from bytes.
+
+    Raises ModelError for anything malformed, OSError when the file cannot be read.
+    """
+    buf = _open(source)
+    raw = FlatReader(buf).read_root(FILE_IDENTIFIER)
+    verify_model(raw, len(buf))
+    return _Builder(raw, buf).graph(0)
+
+
+def _open(source: Source) -> Any:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source) if not isinstance(source, bytes) else source
+    path = Path(source)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise ModelError(f"{path}: file is empty")
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+class _Builder:
+    """Turns a verified raw model into Graph objects, one per subgraph, sharing buffers."""
+
+    def __init__(self, raw: dict[str, Any], buf: Any) -> None:
+        self.raw = raw
+        self.buf = buf
+        self.graphs: dict[int, Graph] = {}
+
+    def buffer_array(self, index: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        entry = self.raw["buffers"][index]
+        if entry["offset"]:
+            count = entry["size"] // dtype.itemsize
+            array = np.frombuffer(self.buf, dtype=dtype, count=count, offset=entry["offset"])
+        else:
+            data = entry["data"]
+            # Inline data is 16-byte aligned by our writer; copy small unaligned data.
+            array = data.view(dtype) if data.ctypes.data % dtype.alignment == 0 else data.copy().view(dtype)
+        array = array.reshape(shape)
+        array.flags.writeable = False
+        return array
+
+    def value(self, tensor: dict[str, Any]) -> Value:
+        dtype = dtypes.to_numpy(tensor["dtype"]) if tensor["dtype"] else None
+        shape = None if tensor["shape"] is None else tuple(int(d) for d in tensor["shape"])
+        data = self.buffer_array(tensor["buffer"], dtype, shape) if tensor["buffer"] else None
+        quant = None
+        if tensor["quantization"] is not None:
+            q = tensor["quantization"]
+            quant = Quantization(np.array(q["scale"]), np.array(q["zero_point"]), q["axis"])
+        return Value(tensor["name"], dtype, shape, data=data,
+                     is_variable=bool(tensor["is_variable"]), quantization=quant)
+
+    def graph(self, index: int) -> Graph:
+        if index in self.graphs:
+            return self.graphs[index]
+        sub = self.raw["subgraphs"][index]
+        values = [self.value(t) for t in sub["tensors"] or []]
+
+        def pick(indices: Any) -> list[Value | None]:
+            return [values[i] if i >= 0 else None for i in ([] if indices is None else indices.tolist())]
+
+        nodes = [
+            Node(op["op_type"], pick(op["inputs"]), pick(op["outputs"]),
+                 self.attributes(op, values), op["name"], op["domain"], op["version"])
+            for op in sub["operators"] or []
+        ]
+        graph = Graph(sub["name"], nodes, pick(sub["inputs"]), pick(sub["outputs"]))
+        if index == 0:
+            graph.signatures = self.signatures(values) or graph.signatures
+            graph.metadata = {kv["key"]: kv["value"] for kv in self.raw["metadata"] or []}
+        self.graphs[index] = graph
+        return graph
+
+    def signatures(self, values: list[Value]) -> dict[str, Signature]:
+        result = {}
+        for sig in self.raw["signatures"] or []:
+            if sig["subgraph"] != 0:
+                raise ModelError(f"signature {sig['name']!r}: only subgraph 0 may have signatures")
+            result[sig["name"]] = Signature(
+                {r["name"]: values[r["tensor"]] for r in sig["inputs"] or []},
+                {r["name"]: values[r["tensor"]] for r in sig["outputs"] or []},
+            )
+        return result
+
+    def attributes(self, op: dict[str, Any], values: list[Value]) -> dict[str, Any]:
+        return {a["name"]: self.attribute(a, values) for a in op["attributes"] or []}
+
+    def attribute(self, attr: dict[str, Any], values: list[Value]) -> Any:
+        kind = attr["type"]
+
+        def listed(key: str) -> list:
+            return [] if attr[key] is None else attr[key].tolist()
+
+        if kind == AttributeType.FLOAT:
+            return float(attr["f"])
+        if kind == AttributeType.INT:
+            return int(attr["i"])
+        if kind == AttributeType.STRING:
+            return "" if attr["s"] is None else bytes(attr["s"]).decode("utf-8")
+        if kind == AttributeType.FLOATS:
+            return listed("floats")
+        if kind == AttributeType.INTS:
+            return listed("ints")
+        if kind == AttributeType.STRINGS:
+            return list(attr["strings"] or [])
+        if kind == AttributeType.TENSOR:
+            return values[listed("tensors")[0]].data
+        if kind == AttributeType.TENSORS:
+            return [values[i].data for i in listed("tensors")]
+        if kind == AttributeType.GRAPH:
+            return self.graph(listed("graphs")[0])
+        return [self.graph(i) for i in listed("graphs")]

@@ -1,0 +1,389 @@
+"""One signature's execution plan: kernels, shape inference, arena, invoke loop.
+
+Prepare walks the operators the signature's outputs need, in model order:
+each kernel infers its output specs; an operator whose inputs are all
+constants is evaluated right then (constant folding at prepare time); the
+remaining operators become steps whose outputs live in one arena placed by
+`runtime.planner`. Invoke is a plain loop over (run, inputs, outputs) with
+every array bound in advance, so steady-state runs allocate only the results.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import EdgerunError, InputError, ModelError
+from runtime.graph import Graph, Node, Signature, Value
+from runtime.kernels import Kernel, TensorSpec, resolve
+from runtime.planner import TensorLife, plan_arena
+from runtime.verifier import MAX_TENSOR_BYTES
+
+ARENA_ALIGNMENT = 64
+_END = 1 << 62  # "live until the end of the run"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A signature tensor: name, dtype and shape (-1 marks a dynamic dimension)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+
+Step = tuple[Callable[[list, list], None], list, list, Node]
+
+
+@dataclass
+class _Prepared:
+    """Everything that depends on input shapes; swapped in whole after a successful prepare."""
+
+    shapes: dict[str, tuple[int, ...]]
+    steps: list[Step] = field(default_factory=list)
+    input_slots: dict[str, list[tuple[list, int]]] = field(default_factory=dict)
+    output_sources: dict[str, Any] = field(default_factory=dict)  # name -> array or input name
+    arena_bytes: int = 0
+
+
+class ExecutionPlan:
+    """Runs one signature of a graph. Raises ModelError/UnsupportedOpError on construction."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        name: str,
+        signature: Signature,
+        variables: dict[Value, np.ndarray],
+        memory_budget: int | None,
+    ) -> None:
+        self.name = name
+        self.signature = signature
+        self.variables = variables
+        self.memory_budget = memory_budget if memory_budget is not None else _physical_memory()
+        self.nodes = _needed_nodes(graph, signature)
+        self.kernels = [_make_kernel(node) for node in self.nodes]
+        self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
+        shapes = {n: tuple(max(d, 1) for d in info.shape) for n, info in self.input_info.items()}
+        self.prepared = self._prepare(shapes)
+        self.output_info = self._describe_outputs(shapes)
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.prepared.arena_bytes
+
+    def _describe_outputs(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, TensorInfo]:
+        """Output dtypes and shapes; a dim is dynamic (-1) if it follows a dynamic input dim.
+
+        Found by preparing once more with every dynamic input dim set to 2 and
+        comparing (declared output shapes win when the model has them).
+        """
+        probe = None
+        if any(-1 in info.shape for info in self.input_info.values()):
+            other = {n: tuple(2 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
+            try:
+                probe = self._prepare(other)
+            except EdgerunError:
+                probe = None
+        infos = {}
+        for name, value in self.signature.outputs.items():
+            dtype, shape = self._output_spec(self.prepared, name)
+            if probe is not None:
+                _, other_shape = self._output_spec(probe, name)
+                shape = tuple(-1 if a != b else a for a, b in zip(shape, other_shape, strict=False))
+            if value.shape is not None and len(value.shape) == len(shape):
+                shape = value.shape
+            infos[name] = TensorInfo(name, dtype, tuple(shape))
+        return infos
+
+    def _output_spec(self, prepared: _Prepared, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        source = prepared.output_sources[name]
+        if isinstance(source, str):
+            return self.input_info[source].dtype, prepared.shapes[source]
+        return source.dtype, source.shape
+
+    # ----------------------------------------------------------------- run
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        arrays = self._check_inputs(inputs)
+        prepared = self.prepared
+        for input_name, slots in prepared.input_slots.items():
+            array = arrays[input_name]
+            for slot_list, index in slots:
+                slot_list[index] = array
+        node = None
+        try:
+            for run, ins, outs, node in prepared.steps:
+                run(ins, outs)
+        except EdgerunError:
+            raise
+        except Exception as exc:  # a kernel bug or bad data must not escape as a numpy error
+            raise ModelError(f"node {node.name!r} ({node.op_type}) failed: {exc}") from exc
+        return {
+            name: (arrays[source] if isinstance(source, str) else source).copy()
+            for name, source in prepared.output_sources.items()
+        }
+
+    def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, Mapping):
+            raise InputError(f"inputs must be a dict of name -> array, not {type(inputs).__name__}")
+        expected = self.input_info
+        if inputs.keys() != expected.keys():
+            self._name_error(inputs)
+        arrays, changed = {}, {}
+        for name, info in expected.items():
+            array = _as_array(inputs[name], name)
+            if array.dtype != info.dtype:
+                raise InputError(f"input {name!r}: expected dtype {info.dtype}, got {array.dtype}")
+            if array.shape != self.prepared.shapes[name]:
+                self._check_shape(name, array.shape)
+                changed[name] = array.shape
+            arrays[name] = array
+        if changed:
+            self.prepared = self._prepare({**self.prepared.shapes, **changed})
+        return arrays
+
+    def _name_error(self, inputs: Mapping[str, Any]) -> None:
+        expected = self.input_info
+        want = ", ".join(repr(n) for n in expected) or "none"
+        missing = [n for n in expected if n not in inputs]
+        if missing:
+            got = ", ".join(repr(n) for n in missing)
+            raise InputError(f"signature {self.name!r}: missing input {got}; expected {want}")
+        extra = ", ".join(repr(n) for n in inputs if n not in expected)
+        raise InputError(f"signature {self.name!r}: unexpected input {extra}; expected {want}")
+
+    def _check_shape(self, name: str, shape: tuple[int, ...]) -> None:
+        declared = self.input_info[name].shape
+        pretty = "(" + ", ".join("?" if d < 0 else str(d) for d in declared) + ")"
+        if len(shape) != len(declared):
+            raise InputError(f"input {name!r}: expected rank {len(declared)} {pretty}, got shape {shape}")
+        for want, got in zip(declared, shape, strict=True):
+            if want >= 0 and want != got:
+                raise InputError(f"input {name!r}: expected shape {pretty}, got {shape}")
+
+    def resize(self, name: str, shape: tuple[int, ...]) -> None:
+        if name not in self.input_info:
+            known = ", ".join(repr(n) for n in self.input_info) or "none"
+            raise InputError(f"signature {self.name!r} has no input {name!r}; inputs: {known}")
+        if not all(isinstance(d, int | np.integer) and d >= 0 for d in shape):
+            raise InputError(f"input {name!r}: shape {shape} must be non-negative integers")
+        shape = tuple(int(d) for d in shape)
+        self._check_shape(name, shape)
+        if shape != self.prepared.shapes[name]:
+            self.prepared = self._prepare({**self.prepared.shapes, name: shape})
+
+    # ------------------------------------------------------------- prepare
+    def _prepare(self, shapes: dict[str, tuple[int, ...]]) -> _Prepared:
+        prepared = _Prepared(dict(shapes))
+        specs: dict[Value, TensorSpec] = {}
+        known: dict[Value, np.ndarray] = {}
+        feeds: dict[Value, str] = {}
+        for input_name, value in self.signature.inputs.items():
+            specs[value] = TensorSpec(value.dtype, shapes[input_name])
+            feeds[value] = input_name
+        arena_values: list[Value] = []
+        lives: dict[Value, list[int]] = {}
+        folded_bytes = 0
+        for node, kernel in zip(self.nodes, self.kernels, strict=True):
+            in_values = self._node_inputs(node, specs, known)
+            in_specs = [None if v is None else specs[v] for v in in_values]
+            out_specs = self._infer(node, kernel, in_specs, [known.get(v) for v in in_values])
+            if in_values and all(v is None or v in known for v in in_values):
+                outs = self._fold(node, kernel, in_values, known, out_specs)
+                folded_bytes += sum(a.nbytes for a in outs)
+                self._check_budget(folded_bytes, "constant-folded tensors")
+                for value, array, spec in zip(node.outputs, outs, out_specs, strict=True):
+                    if value is not None:
+                        known[value], specs[value] = array, spec
+                continue
+            step_index = len(prepared.steps)
+            outputs = self._bind_outputs(node, out_specs, specs, arena_values, lives, step_index)
+            for v in in_values:
+                if v in lives:
+                    lives[v][1] = step_index
+            prepared.steps.append((kernel.run, [None] * len(in_values), outputs, node))
+            self._remember_inputs(prepared, in_values, known, feeds)
+        views = self._allocate(prepared, arena_values, lives, specs)
+        self._bind_outputs_of_signature(prepared, views, known, feeds)
+        return prepared
+
+    def _node_inputs(self, node: Node, specs: dict, known: dict) -> list[Value | None]:
+        for value in node.inputs:
+            if value is None or value in specs:
+                continue
+            if value.data is not None and not value.is_variable:
+                known[value] = value.data
+                specs[value] = TensorSpec(value.data.dtype, value.data.shape)
+            elif value in self.variables:
+                specs[value] = TensorSpec(self.variables[value].dtype, self.variables[value].shape)
+            else:
+                raise ModelError(
+                    f"node {node.name!r} ({node.op_type}): input {value.name!r} is neither a "
+                    f"signature input of {self.name!r}, a constant, nor produced before it"
+                )
+        return list(node.inputs)
+
+    def _infer(self, node: Node, kernel: Kernel, in_specs: list, values: list) -> list[TensorSpec]:
+        try:
+            out_specs = list(kernel.prepare(in_specs, values))
+        except EdgerunError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"node {node.name!r} ({node.op_type}): cannot prepare: {exc}") from exc
+        if len(out_specs) < len(node.outputs):
+            raise ModelError(
+                f"node {node.name!r} ({node.op_type}): has {len(node.outputs)} outputs, "
+                f"the kernel produces {len(out_specs)}"
+            )
+        for value, spec in zip(node.outputs, out_specs, strict=False):
+            if any(d < 0 for d in spec.shape) or spec.nbytes > MAX_TENSOR_BYTES:
+                raise ModelError(f"node {node.name!r}: output shape {spec.shape} is invalid or too large")
+            if value is not None and value.dtype is not None and value.dtype != spec.dtype:
+                raise ModelError(
+                    f"node {node.name!r} ({node.op_type}): output {value.name!r} is declared "
+                    f"{value.dtype} but computes {spec.dtype}"
+                )
+        return out_specs[: len(node.outputs)]
+
+    def _fold(self, node: Node, kernel: Kernel, in_values: list, known: dict, out_specs: list) -> list:
+        for spec in out_specs:
+            self._check_budget(spec.nbytes, f"output of {node.name!r}")
+        outs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
+        try:
+            kernel.run([None if v is None else known[v] for v in in_values], outs)
+        except EdgerunError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"node {node.name!r} ({node.op_type}) failed: {exc}") from exc
+        for array in outs:
+            array.flags.writeable = False
+        return outs
+
+    def _bind_outputs(self, node, out_specs, specs, arena_values, lives, step_index) -> list:  # noqa: ANN001
+        outputs: list[Any] = []
+        for i, spec in enumerate(out_specs):
+            value = node.outputs[i]
+            if value is not None and value in self.variables:
+                outputs.append(self.variables[value])
+                continue
+            if value is None:  # an omitted optional output still needs scratch space
+                value = Value(f"{node.name}:unused{i}", spec.dtype, spec.shape)
+            specs[value] = spec
+            arena_values.append(value)
+            lives[value] = [step_index, step_index]
+            outputs.append(value)  # replaced by the arena view in _allocate
+        return outputs
+
+    def _remember_inputs(self, prepared: _Prepared, in_values: list, known: dict, feeds: dict) -> None:
+        slot_list = prepared.steps[-1][1]
+        for i, value in enumerate(in_values):
+            if value is None:
+                continue
+            if value in feeds:
+                prepared.input_slots.setdefault(feeds[value], []).append((slot_list, i))
+            elif value in known:
+                slot_list[i] = known[value]
+            elif value in self.variables:
+                slot_list[i] = self.variables[value]
+            else:
+                slot_list[i] = value  # an arena tensor: replaced in _allocate
+
+    def _allocate(
+        self, prepared: _Prepared, arena_values: list, lives: dict, specs: dict
+    ) -> dict[Value, np.ndarray]:
+        """Place arena tensors, bind their views into the steps; returns the views."""
+        for value in self.signature.outputs.values():
+            if value in lives:
+                lives[value][1] = _END
+        layout = plan_arena(
+            [TensorLife(specs[v].nbytes, *lives[v]) for v in arena_values], ARENA_ALIGNMENT
+        )
+        self._check_budget(layout.size, "the activation arena")
+        arena = np.empty(layout.size + ARENA_ALIGNMENT, np.uint8)
+        base = -arena.ctypes.data % ARENA_ALIGNMENT
+        views: dict[Value, np.ndarray] = {}
+        for value, offset in zip(arena_values, layout.offsets, strict=True):
+            spec = specs[value]
+            start = base + offset
+            views[value] = arena[start : start + spec.nbytes].view(spec.dtype).reshape(spec.shape)
+        for _, ins, outs, _node in prepared.steps:
+            for slots in (ins, outs):
+                for i, item in enumerate(slots):
+                    if isinstance(item, Value):
+                        slots[i] = views[item]
+        prepared.arena_bytes = layout.size
+        return views
+
+    def _bind_outputs_of_signature(
+        self, prepared: _Prepared, views: dict, known: dict, feeds: dict
+    ) -> None:
+        for name, value in self.signature.outputs.items():
+            if value in feeds:
+                prepared.output_sources[name] = feeds[value]
+            elif value in views:
+                prepared.output_sources[name] = views[value]
+            elif value in known or (value.data is not None and not value.is_variable):
+                prepared.output_sources[name] = known.get(value, value.data)
+            elif value in self.variables:
+                prepared.output_sources[name] = self.variables[value]
+            else:
+                raise ModelError(f"signature {self.name!r}: output {name!r} is never produced")
+
+    def _check_budget(self, nbytes: int, what: str) -> None:
+        if nbytes > self.memory_budget:
+            raise ModelError(
+                f"signature {self.name!r}: {what} needs {nbytes} bytes, "
+                f"over the memory budget of {self.memory_budget}"
+            )
+
+
+def _make_kernel(node: Node) -> Kernel:
+    cls = resolve(node.domain, node.op_type, node.version, node.name)
+    return cls(node.op_type, node.name, dict(node.attrs), node.version)
+
+
+def _needed_nodes(graph: Graph, signature: Signature) -> list[Node]:
+    """The nodes the signature's outputs depend on, in graph order."""
+    producer: dict[Value, int] = {}
+    for index, node in enumerate(graph.nodes):
+        for value in node.outputs:
+            if value is not None:
+                producer[value] = index
+    needed: set[int] = set()
+    stack = [producer[v] for v in signature.outputs.values() if v in producer]
+    fed = set(signature.inputs.values())
+    while stack:
+        index = stack.pop()
+        if index in needed:
+            continue
+        needed.add(index)
+        for value in graph.nodes[index].inputs:
+            if value is not None and value not in fed and value in producer:
+                stack.append(producer[value])
+    return [node for index, node in enumerate(graph.nodes) if index in needed]
+
+
+def _declared(name: str, value: Value, signature: str) -> TensorInfo:
+    if value.dtype is None or value.shape is None:
+        raise ModelError(f"signature {signature!r}: input {name!r} needs a declared dtype and shape")
+    return TensorInfo(name, value.dtype, value.shape)
+
+
+def _as_array(data: Any, name: str) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return data
+    try:
+        return np.asarray(data)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"input {name!r}: cannot be read as an array: {exc}") from None
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 34
