@@ -66,7 +66,9 @@ class ExecutionPlan:
         self.variables = variables
         self.memory_budget = memory_budget if memory_budget is not None else _physical_memory()
         self.nodes = _needed_nodes(graph, signature)
-        self.kernels = [_make_kernel(node) for node in self.nodes]
+        # Resolved once (unknown ops fail here); instantiated afresh by each prepare,
+        # so a failed or probing prepare never disturbs the live one.
+        self.kernel_classes = [resolve(n.domain, n.op_type, n.version, n.name) for n in self.nodes]
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         shapes = {n: tuple(max(d, 1) for d in info.shape) for n, info in self.input_info.items()}
         self.prepared = self._prepare(shapes)
@@ -188,7 +190,8 @@ class ExecutionPlan:
         arena_values: list[Value] = []
         lives: dict[Value, list[int]] = {}
         folded_bytes = 0
-        for node, kernel in zip(self.nodes, self.kernels, strict=True):
+        for node, cls in zip(self.nodes, self.kernel_classes, strict=True):
+            kernel = cls(node.op_type, node.name, dict(node.attrs), node.version)
             in_values = self._node_inputs(node, specs, known)
             in_specs = [None if v is None else specs[v] for v in in_values]
             out_specs = self._infer(node, kernel, in_specs, [known.get(v) for v in in_values])
@@ -339,11 +342,6 @@ class ExecutionPlan:
                 f"signature {self.name!r}: {what} needs {nbytes} bytes, "
                 f"over the memory budget of {self.memory_budget}"
             )
-
-
-def _make_kernel(node: Node) -> Kernel:
-    cls = resolve(node.domain, node.op_type, node.version, node.name)
-    return cls(node.op_type, node.name, dict(node.attrs), node.version)
 
 
 def _needed_nodes(graph: Graph, signature: Signature) -> list[Node]:

@@ -39,6 +39,14 @@ def float_attr(kernel: Kernel, key: str, default: float) -> float:
     return float(value)
 
 
+def flag_attr(kernel: Kernel, key: str) -> bool:
+    """A 0/1 int attribute (default 0) as a bool; ModelError for any other value."""
+    value = int_attr(kernel, key, 0)
+    if value not in (0, 1):
+        raise kernel.fail(f"attribute {key!r} must be 0 or 1, got {value}")
+    return bool(value)
+
+
 def ints_attr(kernel: Kernel, key: str) -> tuple[int, ...] | None:
     """A list-of-ints attribute as a tuple, or None when absent."""
     value = kernel.attr(key)

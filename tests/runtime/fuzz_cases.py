@@ -1,0 +1,109 @@
+"""Mutated-model generator and outcome classifier shared by the fuzz test and
+benchmarks/bench_fuzz.py.
+
+An outcome is "ModelError" / "UnsupportedOpError" (refused with a clear error),
+"ran" (loaded and every signature ran), or "BUG: ..." for anything else:
+another exception type, a wrong set of outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from runtime import Interpreter, serialize
+from runtime.errors import EdgerunError, ModelError, UnsupportedOpError
+from tests.runtime.graphs import add_relu_graph, feature_graph, mlp_graph
+from tests.runtime.mutate import int_vectors, patch_vector, raw_model
+
+FUZZ_BUDGET = 64 << 20  # arena bytes a mutated model may ask for
+_INTERESTING = [0, 1, -1, -2, 2, 7, 255, 2**15, 2**31 - 1, -(2**31), 2**32 - 1, 2**40, 2**62]
+
+
+def base_models() -> list[bytes]:
+    """Serialized seeds: inline and external buffers, several ops, an unknown op."""
+    return [
+        serialize(add_relu_graph()),
+        serialize(mlp_graph((8, 6, 3)), inline_limit=0),
+        serialize(mlp_graph((5, 4, 4, 2))),
+        serialize(feature_graph(), inline_limit=64),
+    ]
+
+
+def mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    """One random mutation of `data` (kind chosen at random)."""
+    kind = rng.integers(7)
+    out = bytearray(data)
+    if kind == 0:  # overwrite a few bytes
+        for _ in range(rng.integers(1, 5)):
+            out[rng.integers(len(out))] = rng.integers(256)
+    elif kind == 1:  # flip one bit
+        pos = rng.integers(len(out))
+        out[pos] ^= 1 << rng.integers(8)
+    elif kind == 2:  # truncate
+        del out[rng.integers(len(out)) :]
+    elif kind == 3:  # insert or delete a run of bytes
+        pos, n = rng.integers(len(out)), int(rng.integers(1, 9))
+        if rng.integers(2):
+            out[pos:pos] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        else:
+            del out[pos : pos + n]
+    elif kind == 4:  # an interesting 32-bit value at an aligned position
+        pos = int(rng.integers(len(out) // 4)) * 4
+        value = int(rng.choice(_INTERESTING)) & 0xFFFFFFFF
+        out[pos : pos + 4] = value.to_bytes(4, "little")
+    else:  # index and shape vectors: out of range, cycles, huge dims
+        return _mutate_vector(data, rng)
+    return bytes(out)
+
+
+def _mutate_vector(data: bytes, rng: np.random.Generator) -> bytes:
+    raw = raw_model(data)
+    vectors = int_vectors(raw)
+    label, pick = vectors[rng.integers(len(vectors))]
+    vector = pick(raw)
+    n_tensors = len(raw["subgraphs"][0]["tensors"])
+    candidates = [*_INTERESTING, n_tensors, n_tensors - 1, int(rng.integers(-1, n_tensors + 2))]
+    value = int(rng.choice(candidates))
+    info = np.iinfo(vector.dtype)
+    value = min(max(value, info.min), info.max)
+    return patch_vector(data, pick, int(rng.integers(len(vector))), value)
+
+
+def mutated_models(count: int, seed: int) -> Iterator[bytes]:
+    rng = np.random.default_rng(seed)
+    seeds = base_models()
+    for i in range(count):
+        yield mutate(seeds[i % len(seeds)], rng)
+
+
+def outcome(data: bytes) -> str:
+    """What edgerun does with `data`; anything starting with "BUG" is a defect."""
+    try:
+        it = Interpreter(data, memory_budget=FUZZ_BUDGET)
+    except UnsupportedOpError:
+        return "UnsupportedOpError"
+    except ModelError:
+        return "ModelError"
+    except Exception as exc:  # noqa: BLE001 - classifying is the point
+        return f"BUG: {type(exc).__name__} at load: {exc}"
+    rng = np.random.default_rng(0)
+    for name, sig in it.signatures.items():
+        feeds = {}
+        for input_name, info in sig.inputs.items():
+            shape = tuple(max(d, 1) for d in info.shape)
+            if int(np.prod(shape, dtype=np.float64)) * info.dtype.itemsize > FUZZ_BUDGET:
+                return "loaded (input too large to run)"
+            feeds[input_name] = rng.standard_normal(shape).astype(info.dtype)
+        try:
+            result = it.run(feeds, signature=name)
+        except ModelError:
+            return "ModelError at run"
+        except EdgerunError as exc:
+            return f"BUG: {type(exc).__name__} at run: {exc}"
+        except Exception as exc:  # noqa: BLE001
+            return f"BUG: {type(exc).__name__} at run: {exc}"
+        if set(result) != set(sig.outputs):
+            return f"BUG: signature {name!r} returned {sorted(result)}"
+    return "ran"

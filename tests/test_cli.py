@@ -1,0 +1,182 @@
+"""The `edgerun` command line, in-process through runtime.cli.main and once as a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from runtime import cli
+from tests.onnx_models import make_mlp, ort_run
+
+REPO = Path(__file__).resolve().parents[1]
+MLP_PARAMS = 64 * 32 + 32 + 32 * 10 + 10
+
+
+@pytest.fixture
+def mlp_onnx(tmp_path: Path) -> Path:
+    path = tmp_path / "mlp.onnx"
+    onnx.save(make_mlp(), path)
+    return path
+
+
+@pytest.fixture
+def mlp_erm(mlp_onnx: Path, capsys: pytest.CaptureFixture) -> Path:
+    path = mlp_onnx.with_suffix(".erm")
+    assert cli.main(["convert", str(mlp_onnx), "-o", str(path)]) == 0
+    capsys.readouterr()
+    return path
+
+
+def _error_line(capsys: pytest.CaptureFixture) -> str:
+    """The single stderr line of a failed command (asserting there is no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgerun: error: "), err
+    return lines[0]
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def test_convert_prints_summary(mlp_onnx: Path, capsys: pytest.CaptureFixture) -> None:
+    out_path = mlp_onnx.parent / "out.erm"
+    assert cli.main(["convert", str(mlp_onnx), "-o", str(out_path)]) == 0
+    out = capsys.readouterr().out
+    assert out_path.is_file()
+    assert "4 nodes" in out and f"{MLP_PARAMS:,} parameters" in out
+    assert f"{out_path.stat().st_size:,} bytes" in out
+
+
+def test_convert_default_output_path(mlp_onnx: Path) -> None:
+    assert cli.main(["convert", str(mlp_onnx)]) == 0
+    assert mlp_onnx.with_suffix(".erm").is_file()
+
+
+def test_inspect(mlp_erm: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["inspect", str(mlp_erm)]) == 0
+    out = capsys.readouterr().out
+    assert "signature 'serving_default'" in out
+    assert "input  x: float32 [?, 64]" in out
+    assert "output y: float32 [?, 10]" in out
+    assert "ops (4 nodes): Gemm x2, Relu x1, Softmax x1" in out
+    assert f"{MLP_PARAMS:,} parameters" in out
+    assert "metadata producer: edgerun-tests" in out
+
+
+def test_run_matches_onnxruntime(mlp_erm: Path, capsys: pytest.CaptureFixture) -> None:
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    np.save(mlp_erm.parent / "x.npy", x)
+    out_npz = mlp_erm.parent / "out.npz"
+    code = cli.main(["run", str(mlp_erm), "--input", f"x={mlp_erm.parent / 'x.npy'}",
+                     "-o", str(out_npz)])
+    assert code == 0
+    assert "y: float32 [3, 10]" in capsys.readouterr().out
+    got = np.load(out_npz)["y"]
+    np.testing.assert_allclose(got, ort_run(make_mlp(), {"x": x})["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_bench(mlp_erm: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["bench", str(mlp_erm), "--runs", "5", "--warmup", "1", "--batch", "2"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "x[2, 64]" in out and "5 runs" in out
+    assert "p50" in out and "p99" in out and "mean" in out
+    assert "peak activation memory:" in out
+
+
+def test_random_inputs_fill_dynamic_dims() -> None:
+    from runtime import TensorInfo
+
+    infos = {"x": TensorInfo("x", np.dtype(np.float32), (-1, 3, -1)),
+             "n": TensorInfo("n", np.dtype(np.int64), (2,))}
+    arrays = cli.random_inputs(infos, batch=4)
+    assert arrays["x"].shape == (4, 3, 1) and arrays["x"].dtype == np.float32
+    assert arrays["n"].shape == (2,) and arrays["n"].dtype == np.int64
+
+
+@pytest.mark.parametrize("specs, expected", [
+    (["x=a.npy"], {"x": Path("a.npy")}),
+    (["x=a.npy", "mask=dir/b=c.npy"], {"x": Path("a.npy"), "mask": Path("dir/b=c.npy")}),
+    ([], {}),
+])
+def test_parse_input_specs(specs: list[str], expected: dict) -> None:
+    assert cli.parse_input_specs(specs) == expected
+
+
+# --- errors --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["inspect", "run", "bench", "convert"])
+def test_missing_file(tmp_path: Path, command: str, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main([command, str(tmp_path / "missing.erm")]) == 1
+    assert "missing.erm" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["inspect", "run", "bench"])
+def test_corrupt_model(tmp_path: Path, command: str, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "corrupt.erm"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    assert cli.main([command, str(path)]) == 1
+    _error_line(capsys)
+
+
+def test_convert_garbage_onnx(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(b"\x00\x01garbage")
+    assert cli.main(["convert", str(path)]) == 1
+    assert "cannot parse ONNX model" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("spec", ["x", "=a.npy", "x="])
+def test_bad_input_spec(tmp_path: Path, spec: str, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["run", str(tmp_path / "m.erm"), "--input", spec]) == 1
+    assert f"bad --input {spec!r}" in _error_line(capsys)
+
+
+def test_debug_shows_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["--debug", "inspect", str(tmp_path / "missing.erm")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "edgerun: error: " in err
+
+
+@pytest.mark.parametrize("argv", [["run"], ["nosuchcommand"], ["bench", "m.erm", "--runs", "x"]])
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main([]) == 2
+    assert "convert" in capsys.readouterr().out
+
+
+def test_unimportable_plugin_fails_cleanly(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(cli.PLUGINS, "ghost", "no_such_module_for_edgerun")
+    assert cli.main(["ghost", "anything"]) == 1
+    assert "command 'ghost' is unavailable" in _error_line(capsys)
+
+
+# --- as a process --------------------------------------------------------------------------
+
+def _edgerun() -> list[str]:
+    script = Path(sys.executable).parent / "edgerun"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "runtime.cli"]
+
+
+def test_console_script(mlp_erm: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([*_edgerun(), "inspect", str(mlp_erm)], capture_output=True,
+                          text=True, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "signature 'serving_default'" in done.stdout
+    missing = subprocess.run([sys.executable, "-m", "runtime.cli", "inspect", "missing.erm"],
+                             capture_output=True, text=True, cwd=REPO, env=env)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("edgerun: error: ") and "Traceback" not in missing.stderr
