@@ -41,7 +41,8 @@ class Interpreter:
     Args:
         model: a path to an .erm file (memory-mapped), its bytes, or a Graph.
         device: "auto" or a backend name known to `devices` ("cpu").
-        num_threads: threads for kernels that use them (None = library default).
+        num_threads: threads for kernels (None = library default). numpy's BLAS
+            pool is process-wide, so this caps it for the whole process.
         memory_budget: the most bytes one signature's arena may take (None = no limit
             beyond what the machine has).
 
@@ -62,6 +63,8 @@ class Interpreter:
         if num_threads is not None and num_threads < 1:
             raise EdgerunError(f"num_threads must be >= 1, got {num_threads}")
         self.num_threads = num_threads
+        if num_threads is not None:
+            _limit_blas_threads(num_threads)
         graph = model if isinstance(model, Graph) else load_model(_as_source(model))
         self.graph = graph
         self._variables = _variable_storage(graph)
@@ -122,6 +125,12 @@ def _as_source(model: Any) -> Any:
     if isinstance(model, str | os.PathLike | bytes | bytearray | memoryview):
         return model if not isinstance(model, str) else Path(model)
     raise EdgerunError(f"model must be a path, bytes or Graph, not {type(model).__name__}")
+
+
+def _limit_blas_threads(num_threads: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=num_threads, user_api="blas")
 
 
 def _variable_storage(graph: Graph) -> dict[Value, np.ndarray]:

@@ -110,7 +110,7 @@ def _best_fit_small(busy: list[tuple[int, int]], need: int) -> int:
     reach, best, best_gap = 0, -1, -1
     for off, end in busy:
         gap = off - reach
-        if gap >= need and (best_gap < 0 or gap <= best_gap):
+        if gap >= need and (best_gap < 0 or gap < best_gap):
             best, best_gap = reach, gap
         reach = max(reach, end)
     return reach if best < 0 else best

@@ -77,13 +77,13 @@ def str_attr(kernel: Kernel, key: str, default: str) -> str:
 def normalize_axis(
     kernel: Kernel, axis: int, rank: int, *, negative: bool = True, end: bool = False
 ) -> int:
-    """`axis` in [0, rank) (or [0, rank] when `end`), counting from the back when
-    negative and `negative` is allowed; ModelError when out of range."""
+    """`axis` in [0, rank), or [0, rank] when `end`; a negative axis counts from the back
+    (axis + rank) when `negative` is allowed. ModelError when out of range."""
     hi = rank + 1 if end else rank
-    lo = -hi if negative else 0
+    lo = -rank if negative else 0
     if not lo <= axis < hi:
         raise kernel.fail(f"axis {axis} is out of range [{lo}, {hi - 1}] for rank {rank}")
-    return axis + hi if axis < 0 else axis
+    return axis + rank if axis < 0 else axis
 
 
 def require_kind(kernel: Kernel, spec: TensorSpec, kinds: str, what: str) -> None:

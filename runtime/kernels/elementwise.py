@@ -97,18 +97,19 @@ class Div(_Binary):
 
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
-        self.integer = specs[0].dtype.kind in "iu"
+        self.kind = specs[0].dtype.kind
         return specs
 
     def run(self, inputs, outputs):
         a, b = inputs
         out = outputs[0]
-        if not self.integer:
+        if self.kind == "f":
             np.divide(a, b, out=out)
             return
         with np.errstate(all="ignore"):  # numpy yields 0 for x // 0; INT_MIN // -1 wraps
             np.floor_divide(a, b, out=out)
-            # floor and truncation differ when the division is inexact and signs differ
+            if self.kind == "u":
+                return
+            # floor and truncation differ when the division is inexact and the signs differ
             inexact = np.remainder(a, b) != 0
-        if out.dtype.kind == "i":
-            np.add(out, inexact & ((a < 0) != (b < 0)), out=out)
+        np.add(out, inexact & ((a < 0) != (b < 0)), out=out)

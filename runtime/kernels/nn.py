@@ -79,16 +79,25 @@ class Gemm(Kernel):
         self.use_c = c is not None and self.beta != 0
         if c is not None:
             self._check_c(c.shape, (m, n))
-        self.c_term = None
-        if self.use_c and values[2] is not None:
-            self.c_term = values[2] if self.beta == 1 else values[2] * self.beta
+        self.c_term = self._constant_term(values[2] if len(values) > 2 else None)
         return [TensorSpec(a.dtype, (m, n))]
+
+    def _constant_term(self, c: np.ndarray | None) -> np.ndarray | None:
+        """beta * C computed once when C is a constant; None when C is absent or not constant."""
+        if not self.use_c or c is None or self.beta == 1:
+            return c if self.use_c else None
+        with np.errstate(all="ignore"):
+            return c * self.beta
 
     def _scalar(self, key: str, dtype: np.dtype) -> np.generic:
         value = float_attr(self, key, 1.0)
-        if dtype.kind != "f" and value != int(value):
-            raise self.fail(f"{key}={value} is not an integer but the inputs are {dtype}")
-        return dtype.type(value)
+        if dtype.kind == "f":
+            with np.errstate(over="ignore"):  # a huge alpha becomes inf, as in ONNX Runtime
+                return dtype.type(value)
+        info = np.iinfo(dtype)
+        if not value.is_integer() or not info.min <= value <= info.max:
+            raise self.fail(f"{key}={value} is not representable in the inputs' {dtype}")
+        return dtype.type(int(value))
 
     def _check_c(self, c: tuple[int, ...], y: tuple[int, int]) -> None:
         if len(c) > 2 or any(dc not in (1, dy) for dc, dy in zip(c[::-1], y[::-1], strict=False)):
@@ -192,11 +201,11 @@ class BatchNormalization(Kernel):
     def _coefficients(self, params, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """(mul, add) with Y = X * mul + add, computed in float64, shaped to broadcast."""
         scale, bias, mean, var = (np.asarray(p, np.float64) for p in params)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(all="ignore"):  # negative variances give nan, as they would in ORT
             mul = scale / np.sqrt(var + self.epsilon)
-        add = bias - mean * mul
-        return (mul.astype(dtype).reshape(self.param_shape),
-                add.astype(dtype).reshape(self.param_shape))
+            add = bias - mean * mul
+            return (mul.astype(dtype).reshape(self.param_shape),
+                    add.astype(dtype).reshape(self.param_shape))
 
     def run(self, inputs, outputs):
         x, out = inputs[0], outputs[0]

@@ -28,7 +28,7 @@ class _WindowPool(Kernel):
         if kernel_shape is None:
             raise self.fail("attribute 'kernel_shape' is required")
         window = window_from_attrs(
-            self, x.shape[2:], kernel_shape,
+            self, x.shape, kernel_shape,
             ceil_mode=flag_attr(self, "ceil_mode"), pads_below_kernel=True,
         )
         self.taps = window.taps()

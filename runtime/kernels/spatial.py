@@ -18,7 +18,10 @@ from runtime.kernels.base import Kernel
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 MAX_TAPS = 1 << 16  # kernels with more positions than this are refused
-MAX_PADDED_SPATIAL = 1 << 28  # elements of one padded (spatial-only) plane
+# The padded copy of an input may hold at most this many elements, or PADDING_FACTOR times
+# the input's, whichever is more: malformed pads cannot make us allocate without bound.
+MIN_PADDED_LIMIT = 1 << 22
+PADDING_FACTOR = 16
 
 Index = tuple[object, ...]
 
@@ -62,31 +65,28 @@ class Window:
 
 
 def window_from_attrs(
-    kernel: Kernel, in_shape: tuple[int, ...], kernel_shape: tuple[int, ...], *,
+    kernel: Kernel, x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], *,
     ceil_mode: bool = False, pads_below_kernel: bool = False,
 ) -> Window:
-    """The window a Conv/pool node describes with strides, dilations, pads and auto_pad.
+    """The window a Conv/pool node describes, for an (N, C, *spatial) input of `x_shape`,
+    with its strides, dilations, pads and auto_pad attributes.
 
     `pads_below_kernel` refuses pads >= kernel size (pools, as ONNX Runtime does).
-    Raises the node's ModelError for bad attributes or a window that fits nowhere.
+    Raises the node's ModelError for bad attributes, a window that fits nowhere, or
+    a kernel or padding too large for the reference kernels.
     """
+    in_shape = x_shape[2:]
     n = len(in_shape)
+    if any(size < 1 for size in in_shape):
+        raise kernel.fail(f"input shape {x_shape} has an empty spatial axis")
     if len(kernel_shape) != n or any(k < 1 for k in kernel_shape):
         raise kernel.fail(f"kernel_shape {kernel_shape} invalid for {n} spatial axes")
     strides = _per_axis(kernel, "strides", n)
     dilations = _per_axis(kernel, "dilations", n)
     extent = [(k - 1) * d + 1 for k, d in zip(kernel_shape, dilations, strict=True)]
-    begin, end = _pads(kernel, n)
     auto_pad = str_attr(kernel, "auto_pad", "NOTSET")
-    if auto_pad not in AUTO_PADS:
-        raise kernel.fail(f"auto_pad {auto_pad!r} is not one of {', '.join(AUTO_PADS)}")
-    if auto_pad == "VALID":
-        begin = end = (0,) * n
-    elif auto_pad != "NOTSET":
-        begin, end = _same_pads(in_shape, strides, extent, upper=auto_pad == "SAME_UPPER")
-    if pads_below_kernel and any(
-        p >= k for p, k in zip(begin + end, kernel_shape + kernel_shape, strict=True)
-    ):
+    begin, end = _pads(kernel, auto_pad, in_shape, strides, extent)
+    if pads_below_kernel and any(p >= k for p, k in zip(begin + end, kernel_shape * 2, strict=True)):
         raise kernel.fail(f"pads {begin + end} must be smaller than kernel_shape {kernel_shape}")
     out = tuple(
         _out_size(i, b + e, x, s, ceil_mode and auto_pad == "NOTSET", b)
@@ -97,8 +97,11 @@ def window_from_attrs(
             f"window of extent {tuple(extent)} does not fit input {in_shape} padded by {begin + end}"
         )
     window = Window(in_shape, kernel_shape, strides, dilations, begin, end, out)
-    if prod(kernel_shape) > MAX_TAPS or prod(window.padded_shape) > MAX_PADDED_SPATIAL:
-        raise kernel.fail(f"window {kernel_shape} over padded input {window.padded_shape} too large")
+    padded = prod(x_shape[:2]) * prod(window.padded_shape)
+    if prod(kernel_shape) > MAX_TAPS or padded > max(MIN_PADDED_LIMIT, PADDING_FACTOR * prod(x_shape)):
+        raise kernel.fail(
+            f"kernel {kernel_shape} over input {x_shape} padded to {window.padded_shape} is too large"
+        )
     return window
 
 
@@ -109,7 +112,17 @@ def _per_axis(kernel: Kernel, key: str, n: int) -> tuple[int, ...]:
     return values
 
 
-def _pads(kernel: Kernel, n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _pads(
+    kernel: Kernel, auto_pad: str, in_shape: tuple[int, ...], strides: tuple[int, ...], extent: list[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(pads at the start, pads at the end) per spatial axis, from `pads` or `auto_pad`."""
+    n = len(in_shape)
+    if auto_pad not in AUTO_PADS:
+        raise kernel.fail(f"auto_pad {auto_pad!r} is not one of {', '.join(AUTO_PADS)}")
+    if auto_pad == "VALID":
+        return (0,) * n, (0,) * n
+    if auto_pad != "NOTSET":
+        return _same_pads(in_shape, strides, extent, upper=auto_pad == "SAME_UPPER")
     pads = ints_attr(kernel, "pads") or (0,) * (2 * n)
     if len(pads) != 2 * n or any(p < 0 for p in pads):
         raise kernel.fail(f"pads {pads} invalid: need {2 * n} values >= 0")
@@ -130,9 +143,7 @@ def _same_pads(
 
 
 def _out_size(size: int, pad: int, extent: int, stride: int, ceil_mode: bool, begin: int) -> int:
-    span = size + pad - extent
-    if span < 0:
-        return 0
+    span = size + pad - extent  # may be negative: then only ceil_mode can fit a window
     if not ceil_mode:
         return span // stride + 1
     out = -(-span // stride) + 1

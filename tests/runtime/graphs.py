@@ -22,7 +22,7 @@ def mlp_graph(sizes: tuple[int, ...] = (64, 32, 10), seed: int = 0) -> Graph:
     g = GraphBuilder("mlp")
     h = g.input("x", np.float32, (-1, sizes[0]))
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        w = g.constant(f"w{i}", rng.standard_normal((n_out, n_in)).astype(np.float32) / np.sqrt(n_in))
+        w = g.constant(f"w{i}", (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(np.float32))
         b = g.constant(f"b{i}", rng.standard_normal(n_out).astype(np.float32))
         h = g.op("Gemm", [h, w, b], name=f"fc{i}", transB=1)
         if i < len(sizes) - 2:

@@ -21,4 +21,4 @@ def test_mutated_models_fail_cleanly_or_run(seed):
         if result.startswith("BUG"):
             bugs.append(result)
     assert not bugs, f"{len(bugs)} bugs, e.g. {bugs[:5]}; outcomes {dict(outcomes)}"
-    assert outcomes["ModelError"] > 30 and outcomes["ran"] > 30, dict(outcomes)
+    assert outcomes["ModelError"] > 100 and outcomes["ran"] > 10, dict(outcomes)

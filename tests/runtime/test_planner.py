@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runtime import planner
 from runtime.planner import ArenaPlan, TensorLife, plan_arena
 
 TO_THE_END = sys.maxsize
@@ -72,15 +74,15 @@ def reference_plan(tensors: list[TensorLife], alignment: int) -> list[int]:
 
 
 @st.composite
-def lifetimes(draw: st.DrawFn, max_tensors: int = 60) -> list[TensorLife]:
-    n = draw(st.integers(0, max_tensors))
-    tensors = []
-    for _ in range(n):
-        size = draw(st.one_of(st.just(0), st.integers(1, 5000)))
-        first = draw(st.integers(-1, 30))
-        length = draw(st.one_of(st.integers(0, 12), st.just(TO_THE_END - first)))
-        tensors.append(TensorLife(size, first, first + length))
-    return tensors
+def tensor_lives(draw: st.DrawFn) -> TensorLife:
+    size = draw(st.one_of(st.just(0), st.integers(1, 5000)))
+    first = draw(st.integers(-1, 30))
+    length = draw(st.one_of(st.integers(0, 12), st.just(TO_THE_END - first)))
+    return TensorLife(size, first, first + length)
+
+
+def lifetimes(max_tensors: int = 60) -> st.SearchStrategy[list[TensorLife]]:
+    return st.lists(tensor_lives(), max_size=max_tensors)
 
 
 @settings(max_examples=300, deadline=None)
@@ -91,9 +93,17 @@ def test_random_plans_keep_every_invariant(tensors: list[TensorLife], alignment:
 
 
 @settings(max_examples=100, deadline=None)
-@given(tensors=lifetimes(max_tensors=120), alignment=st.sampled_from([1, 64]))
-def test_random_plans_match_the_plain_reference(tensors: list[TensorLife], alignment: int) -> None:
-    assert plan_arena(tensors, alignment).offsets == reference_plan(tensors, alignment)
+@given(
+    tensors=lifetimes(max_tensors=120),
+    alignment=st.sampled_from([1, 64]),
+    vectorized=st.booleans(),
+)
+def test_random_plans_match_the_plain_reference(
+    tensors: list[TensorLife], alignment: int, vectorized: bool
+) -> None:
+    # The planner switches to numpy above a few busy ranges; force that path too.
+    with mock.patch.object(planner, "_SMALL", 0 if vectorized else planner._SMALL):
+        assert plan_arena(tensors, alignment).offsets == reference_plan(tensors, alignment)
 
 
 def test_chain_reuses_the_first_block_for_the_third() -> None:
@@ -103,7 +113,8 @@ def test_chain_reuses_the_first_block_for_the_third() -> None:
     assert plan.size == 2 * 128
 
 
-def test_best_fit_prefers_the_smallest_gap_that_fits() -> None:
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_best_fit_prefers_the_smallest_gap_that_fits(vectorized: bool) -> None:
     tensors = [
         TensorLife(100, 0, 1),  # [0, 100)
         TensorLife(60, 0, 3),  # [100, 160)
@@ -111,7 +122,8 @@ def test_best_fit_prefers_the_smallest_gap_that_fits() -> None:
         TensorLife(20, 0, 3),  # [190, 210)
         TensorLife(15, 2, 3),  # gaps for it: [0, 100) and [160, 190): the smaller wins
     ]
-    plan = plan_arena(tensors, alignment=1)
+    with mock.patch.object(planner, "_SMALL", 0 if vectorized else planner._SMALL):
+        plan = plan_arena(tensors, alignment=1)
     assert plan == ArenaPlan(offsets=[0, 100, 160, 190, 160], size=210)
 
 
@@ -190,3 +202,17 @@ def test_bad_alignment_is_rejected(alignment: object) -> None:
 def test_bad_tensors_are_rejected_by_index(tensor: TensorLife, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         plan_arena([TensorLife(8, 0, 1), tensor])
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_equal_gaps_go_to_the_lowest_address(vectorized: bool) -> None:
+    tensors = [
+        TensorLife(90, 0, 1),  # [0, 90)
+        TensorLife(90, 0, 3),  # [90, 180)
+        TensorLife(90, 0, 1),  # [180, 270)
+        TensorLife(20, 0, 3),  # [270, 290)
+        TensorLife(15, 2, 3),  # gaps for it: [0, 90) and [180, 270): equal, the lower wins
+    ]
+    with mock.patch.object(planner, "_SMALL", 0 if vectorized else planner._SMALL):
+        plan = plan_arena(tensors, alignment=1)
+    assert plan == ArenaPlan(offsets=[0, 90, 180, 270, 0], size=290)

@@ -1,0 +1,70 @@
+"""Robustness of the loader and interpreter on mutated .erm files, and how fast they refuse them.
+
+Feeds N mutated models (bytes overwritten, bits flipped, truncations, index and
+shape vectors set to out-of-range or huge values: tests/runtime/fuzz_cases.py) to
+`Interpreter` and runs every signature of those that load. Each file ends in one
+outcome: refused with ModelError / UnsupportedOpError, "ran", "ModelError at run",
+"loaded (...)", or "BUG: ..." for anything else (another exception type, a
+wrong set of outputs). Prints the count per outcome, the throughput in files/s and
+each distinct BUG message; exits 1 if there is any BUG.
+
+    .venv/bin/python benchmarks/bench_fuzz.py [-n 10000] [--seed 0] [--markdown]
+
+There is no anchor here: the figure to watch is BUG = 0; files/s shows that
+verification stays cheap enough to run on every load.
+"""
+
+# ruff: noqa: E402 - the repository root goes on sys.path before project imports
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._harness import machine, print_table
+from tests.runtime.fuzz_cases import mutated_models, outcome
+
+
+def category(result: str) -> str:
+    """The table row for an outcome: every BUG message counts under "BUG"."""
+    return "BUG" if result.startswith("BUG") else result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--count", type=int, default=10_000, help="mutated files (default 10,000)")
+    parser.add_argument("--seed", type=int, default=0, help="mutation seed (default 0)")
+    parser.add_argument("--markdown", action="store_true", help="print README table rows")
+    args = parser.parse_args(argv)
+
+    counts: Counter[str] = Counter()
+    bugs: Counter[str] = Counter()
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy overflow warnings from garbage weights
+        for data in mutated_models(args.count, args.seed):
+            result = outcome(data)
+            counts[category(result)] += 1
+            if result.startswith("BUG"):
+                bugs[result[:300]] += 1
+    elapsed = time.perf_counter() - start
+
+    print(f"# {machine()}; {args.count:,} mutated files, seed {args.seed}: "
+          f"{args.count / elapsed:,.0f} files/s ({elapsed:.1f} s)")
+    rows = [[name, f"{n:,}", f"{100 * n / args.count:.1f}"] for name, n in counts.most_common()]
+    print_table(["outcome", "files", "%"], rows, args.markdown)
+    if bugs:
+        print(f"\n{len(bugs)} distinct BUG message(s):")
+        for message, n in bugs.most_common():
+            print(f"  {n:>5} x {message}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Device profiles: the limits an interpreter should respect on a kind of device.
+
+    profile = get_profile("rpi4")
+    profile.num_threads, profile.memory_budget_bytes  # 4, 1 GiB
+
+A profile is a plain record; the interpreter reads it to pick its thread
+count, check its arena against the memory budget and prefer kernels in the
+listed dtypes (most preferred first; numpy dtype names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from devices.host import logical_cores, total_memory_bytes
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Limits for one kind of device: threads, bytes and dtypes, most preferred first."""
+
+    name: str
+    num_threads: int
+    memory_budget_bytes: int
+    preferred_dtypes: tuple[str, ...]
+
+
+def host_profile() -> DeviceProfile:
+    """The machine we run on: every usable core, half the physical memory (1 GiB if unknown).
+
+    Half leaves room for the OS, the Python process and the caller's own data.
+    """
+    memory = total_memory_bytes()
+    return DeviceProfile(
+        name="host",
+        num_threads=logical_cores(),
+        memory_budget_bytes=memory // 2 if memory else GiB,
+        preferred_dtypes=("float32",),
+    )
+
+
+# Raspberry Pi 4 Model B: BCM2711, 4x Cortex-A72 (ARMv8.0-A, NEON, no FP16 arithmetic,
+# no dot-product instructions) at 1.5-1.8 GHz, sold with 1, 2, 4 or 8 GB LPDDR4.
+# 4 threads = one per core. 1 GiB = half of the common 2 GB board, the rest is for
+# Raspberry Pi OS and the application. int8 first: a quantized model moves a quarter of
+# the bytes of a float32 one through the A72's narrow memory bus; float32 is the fallback
+# (without FP16 arithmetic, float16 would only be converted back to float32).
+RPI4 = DeviceProfile(
+    name="rpi4",
+    num_threads=4,
+    memory_budget_bytes=1 * GiB,
+    preferred_dtypes=("int8", "float32"),
+)
+
+# A mid-range Android phone (2020+): big.LITTLE SoC with 2-4 big cores (e.g. Cortex-A76/A78)
+# plus efficiency cores, ARMv8.2-A (FP16 arithmetic and int8 dot product), 4-8 GB RAM.
+# 4 threads: about the number of big cores; work split onto the little cores finishes
+# last and holds every op back. 512 MiB: the per-app heap limit (dalvik.vm.heapsize) is
+# commonly 256-512 MB, and the low-memory killer reclaims apps with much larger footprints.
+PHONE = DeviceProfile(
+    name="phone",
+    num_threads=4,
+    memory_budget_bytes=512 * MiB,
+    preferred_dtypes=("int8", "float16", "float32"),
+)
+
+PROFILES: dict[str, DeviceProfile] = {p.name: p for p in (host_profile(), RPI4, PHONE)}
+
+
+def get_profile(name: str) -> DeviceProfile:
+    """The built-in profile called `name`; KeyError naming the known profiles otherwise."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise KeyError(f"unknown device profile {name!r}; known profiles: {known}") from None

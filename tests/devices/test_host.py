@@ -1,0 +1,121 @@
+"""Tests for devices: host detection, built-in profiles, backend selection."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices import host, select_backend
+from devices.profiles import PROFILES, DeviceProfile, get_profile
+from runtime.errors import EdgerunError
+
+
+def test_detect_reports_plausible_values() -> None:
+    info = host.detect()
+    assert info.arch == host.normalize_arch(platform.machine())
+    assert info.os == platform.system().lower()
+    assert 1 <= info.cores <= (os.cpu_count() or 1)
+    assert info.memory_bytes > 0
+    assert isinstance(info.has_cuda, bool)
+    assert info.python == platform.python_version()
+
+
+@pytest.mark.parametrize(
+    ("machine", "arch"),
+    [
+        ("x86_64", "x86_64"),
+        ("AMD64", "x86_64"),
+        ("aarch64", "aarch64"),
+        ("arm64", "aarch64"),
+        ("riscv64", "riscv64"),
+        ("ARMv7l", "armv7l"),
+    ],
+)
+def test_arch_names_are_normalized(machine: str, arch: str) -> None:
+    assert host.normalize_arch(machine) == arch
+
+
+def test_cores_follow_the_affinity_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2}, raising=False)
+    assert host.logical_cores() == 2
+
+
+def test_cores_fall_back_to_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert host.logical_cores() == 1
+
+
+def test_memory_is_read_from_meminfo_in_bytes(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        2048 kB\nMemFree:         1024 kB\n")
+    assert host.total_memory_bytes(meminfo) == 2048 * 1024
+
+
+def test_memory_falls_back_to_sysconf(tmp_path: Path) -> None:
+    if not hasattr(os, "sysconf"):
+        pytest.skip("no os.sysconf on this platform")
+    expected = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert host.total_memory_bytes(tmp_path / "missing") == expected
+
+
+def test_a_failing_cuda_probe_means_no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> bool:
+        raise RuntimeError("CUDA driver library not found")
+
+    monkeypatch.setitem(sys.modules, "numba.cuda", types.SimpleNamespace(is_available=broken))
+    assert host.cuda_available() is False
+
+
+def test_missing_numba_means_no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "numba.cuda", None)  # makes the import raise ImportError
+    assert host.cuda_available() is False
+
+
+@pytest.mark.parametrize("name", ["rpi4", "phone", "host"])
+def test_builtin_profiles_are_usable(name: str) -> None:
+    profile = get_profile(name)
+    assert isinstance(profile, DeviceProfile) and profile.name == name
+    assert profile.num_threads >= 1
+    assert profile.memory_budget_bytes > 0
+    assert profile.preferred_dtypes
+    assert all(np.dtype(d).name == d for d in profile.preferred_dtypes)
+
+
+def test_rpi4_profile_matches_the_board() -> None:
+    assert get_profile("rpi4") == DeviceProfile("rpi4", 4, 1 << 30, ("int8", "float32"))
+
+
+def test_host_profile_uses_the_detected_host() -> None:
+    info, profile = host.detect(), get_profile("host")
+    assert profile.num_threads == info.cores
+    assert profile.memory_budget_bytes == info.memory_bytes // 2
+
+
+def test_unknown_profile_lists_the_known_ones() -> None:
+    with pytest.raises(KeyError, match=r"unknown device profile 'tpu'; known profiles: host, phone"):
+        get_profile("tpu")
+    assert set(PROFILES) == {"host", "rpi4", "phone"}
+
+
+@pytest.mark.parametrize(("device", "backend"), [("auto", "cpu"), ("cpu", "cpu")])
+def test_select_backend_picks_cpu(device: str, backend: str) -> None:
+    assert select_backend(device) == backend
+
+
+@pytest.mark.parametrize("device", ["numba", "cuda"])
+def test_reserved_backends_are_not_available_yet(device: str) -> None:
+    with pytest.raises(EdgerunError, match=rf"device '{device}' is not available yet: .*'cpu'"):
+        select_backend(device)
+
+
+@pytest.mark.parametrize("device", ["gpu", "CPU", ""])
+def test_unknown_devices_list_the_valid_names(device: str) -> None:
+    with pytest.raises(EdgerunError, match=r"unknown device .*'auto', 'cpu', 'numba', 'cuda'"):
+        select_backend(device)
