@@ -12,6 +12,7 @@ directory that is removed at the end. Needs numpy and onnx (`pip install -e .[on
 # ruff: noqa: E402 - the repository root goes on sys.path before project imports
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import time
@@ -82,20 +83,19 @@ def compare_with_onnxruntime(model: onnx.ModelProto, x: np.ndarray, probs: np.nd
 
 def main() -> int:
     model = build_cnn()
-    with tempfile.TemporaryDirectory(prefix="edgerun-demo-") as tmp:
-        onnx_path, erm_path = Path(tmp) / "cnn.onnx", Path(tmp) / "cnn.erm"
-        onnx.save(model, onnx_path)
-        print(f"$ edgerun convert {onnx_path.name} -o {erm_path.name}")
-        if edgerun_cli(["convert", str(onnx_path), "-o", str(erm_path)]) != 0:
-            return 1
-        print(f"\n$ edgerun inspect {erm_path.name}")
-        if edgerun_cli(["inspect", str(erm_path)]) != 0:
-            return 1
+    with tempfile.TemporaryDirectory(prefix="edgerun-demo-") as tmp, contextlib.chdir(tmp):
+        onnx.save(model, "cnn.onnx")
+        for command in (["convert", "cnn.onnx", "-o", "cnn.erm"], ["inspect", "cnn.erm"]):
+            print(f"$ edgerun {' '.join(command)}")  # the same as running the `edgerun` command
+            if edgerun_cli(command) != 0:
+                return 1
+            print()
+        erm_path = Path("cnn.erm").resolve()
 
         it = Interpreter(erm_path, num_threads=1)
         x = np.random.default_rng(42).standard_normal((1, 3, 32, 32)).astype(np.float32)
         probs = it.run({"x": x})["probs"]
-        print("\ntop-5 classes for a random 3x32x32 image:")
+        print("top-5 classes for a random 3x32x32 image:")
         for k in np.argsort(probs[0])[::-1][:5]:
             print(f"  {CLASSES[k]:<10} {probs[0, k]:.4f}")
         compare_with_onnxruntime(model, x, probs)

@@ -70,7 +70,9 @@ class Interpreter:
         self._variables = _variable_storage(graph)
         self._plans: dict[str, ExecutionPlan] = {}
         for name, signature in graph.signatures.items():
-            self._plans[name] = ExecutionPlan(graph, name, signature, self._variables, memory_budget)
+            self._plans[name] = ExecutionPlan(
+                graph, name, signature, self._variables, memory_budget, self.backend
+            )
         self.signatures = {
             name: SignatureInfo(name, plan.input_info, plan.output_info)
             for name, plan in self._plans.items()

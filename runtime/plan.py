@@ -60,6 +60,7 @@ class ExecutionPlan:
         signature: Signature,
         variables: dict[Value, np.ndarray],
         memory_budget: int | None,
+        backend: str = "cpu",
     ) -> None:
         self.name = name
         self.signature = signature
@@ -68,7 +69,9 @@ class ExecutionPlan:
         self.nodes = _needed_nodes(graph, signature)
         # Resolved once (unknown ops fail here); instantiated afresh by each prepare,
         # so a failed or probing prepare never disturbs the live one.
-        self.kernel_classes = [resolve(n.domain, n.op_type, n.version, n.name) for n in self.nodes]
+        self.kernel_classes = [
+            resolve(n.domain, n.op_type, n.version, n.name, backend) for n in self.nodes
+        ]
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         shapes = {n: tuple(max(d, 1) for d in info.shape) for n, info in self.input_info.items()}
         self.prepared = self._prepare(shapes)
@@ -118,7 +121,7 @@ class ExecutionPlan:
                 slot_list[index] = array
         node = None
         try:
-            for run, ins, outs, node in prepared.steps:
+            for run, ins, outs, node in prepared.steps:  # noqa: B007 - node names a failure
                 run(ins, outs)
         except EdgerunError:
             raise

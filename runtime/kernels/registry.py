@@ -2,16 +2,24 @@
 
 A node of version v gets the kernel registered with the largest `since` <= v,
 as in ONNX's reference evaluator.
+
+A backend (devices/, e.g. "numba") may accelerate an op with a mixin class: it
+is combined with whichever reference kernel the version resolves to, so it
+inherits that version's semantics and validation. Its `prepare` calls the
+reference `prepare` and switches `self.run` to a fast path only where the fast
+path applies, falling back to the reference `run` everywhere else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 from runtime.errors import UnsupportedOpError
 from runtime.kernels.base import Kernel
 
 _KERNELS: dict[tuple[str, str], list[tuple[int, type[Kernel]]]] = {}
+_ACCELERATED: dict[tuple[str, str, str], type] = {}  # (backend, domain, op) -> mixin
 
 ONNX_DOMAINS = ("", "ai.onnx")
 
@@ -34,8 +42,31 @@ def register(op_type: str, since: int = 1, domain: str = "") -> Callable[[type[K
     return decorate
 
 
-def resolve(domain: str, op_type: str, version: int, node: str) -> type[Kernel]:
-    """The kernel class for a node; UnsupportedOpError when there is none."""
+def accelerate(op_type: str, backend: str, domain: str = "") -> Callable[[type], type]:
+    """Class decorator: register a backend's mixin that speeds up `op_type`."""
+
+    def decorate(mixin: type) -> type:
+        _ACCELERATED[(backend, _domain_key(domain), op_type)] = mixin
+        return mixin
+
+    return decorate
+
+
+@cache
+def _combine(mixin: type, reference: type[Kernel]) -> type[Kernel]:
+    return type(f"{mixin.__name__}_{reference.__name__}", (mixin, reference), {})
+
+
+def resolve(
+    domain: str, op_type: str, version: int, node: str, backend: str = "cpu"
+) -> type[Kernel]:
+    """The kernel class for a node on `backend`; UnsupportedOpError when there is none."""
+    reference = _resolve_reference(domain, op_type, version, node)
+    mixin = _ACCELERATED.get((backend, _domain_key(domain), op_type))
+    return reference if mixin is None else _combine(mixin, reference)
+
+
+def _resolve_reference(domain: str, op_type: str, version: int, node: str) -> type[Kernel]:
     versions = _KERNELS.get((_domain_key(domain), op_type))
     if not versions:
         raise UnsupportedOpError(_qualified(domain, op_type), node, supported_ops())

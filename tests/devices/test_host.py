@@ -104,18 +104,24 @@ def test_unknown_profile_lists_the_known_ones() -> None:
     assert set(PROFILES) == {"host", "rpi4", "phone"}
 
 
-@pytest.mark.parametrize(("device", "backend"), [("auto", "cpu"), ("cpu", "cpu")])
-def test_select_backend_picks_cpu(device: str, backend: str) -> None:
+@pytest.mark.parametrize(("device", "backend"), [("auto", "numba"), ("cpu", "cpu"), ("numba", "numba")])
+def test_select_backend(device: str, backend: str) -> None:
     assert select_backend(device) == backend
 
 
-@pytest.mark.parametrize("device", ["numba", "cuda"])
-def test_reserved_backends_are_not_available_yet(device: str) -> None:
-    with pytest.raises(EdgerunError, match=rf"device '{device}' is not available yet: .*'cpu'"):
-        select_backend(device)
+def test_auto_falls_back_to_cpu_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "devices.numba_kernels", None)  # import raises ImportError
+    assert select_backend("auto") == "cpu"
+    with pytest.raises(EdgerunError, match="'numba' is unavailable"):
+        select_backend("numba")
+
+
+def test_reserved_backends_are_not_available_yet() -> None:
+    with pytest.raises(EdgerunError, match=r"device 'cuda' is not available yet: .*'cpu'"):
+        select_backend("cuda")
 
 
 @pytest.mark.parametrize("device", ["gpu", "CPU", ""])
 def test_unknown_devices_list_the_valid_names(device: str) -> None:
-    with pytest.raises(EdgerunError, match=r"unknown device .*'auto', 'cpu', 'numba', 'cuda'"):
+    with pytest.raises(EdgerunError, match=r"unknown device .*'auto', 'numba', 'cpu', 'cuda'"):
         select_backend(device)

@@ -1,0 +1,94 @@
+"""The "numba" backend: compiled fast paths for ops where numpy's per-call
+overhead dominates (small Gemm, Softmax). Each is a mixin over the reference
+kernel (see runtime.kernels.registry.accelerate): the reference prepare
+validates and infers shapes, then the fast path is taken only where it applies.
+
+Earns its place in benchmarks/bench_mlp.py (64-32-10 MLP per-invoke time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from runtime.kernels.base import TensorSpec
+from runtime.kernels.registry import accelerate
+
+BACKEND = "numba"
+# Above this many multiply-adds BLAS (numpy.matmul) is faster than our loop.
+SMALL_GEMM_MACS = 1 << 15
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def gemm_small(a, bt, c, alpha, out):  # pragma: no cover - compiled
+    """out = alpha * a @ bt.T + c; a (M, K), bt (N, K), c broadcast to (M, N)."""
+    m, k = a.shape
+    n = bt.shape[0]
+    for i in range(m):
+        for j in range(n):
+            acc = 0.0
+            for p in range(k):
+                acc += a[i, p] * bt[j, p]
+            out[i, j] = alpha * acc + c[i, j]
+
+
+@njit(cache=True, nogil=True)
+def softmax_rows(x, out):  # pragma: no cover - compiled
+    """Row-wise softmax of a 2-D array, max-subtracted for stability."""
+    rows, cols = x.shape
+    for i in range(rows):
+        top = x[i, 0]
+        for j in range(1, cols):
+            top = max(top, x[i, j])
+        total = 0.0
+        for j in range(cols):
+            e = np.exp(x[i, j] - top)
+            out[i, j] = e
+            total += e
+        scale = 1.0 / total
+        for j in range(cols):
+            out[i, j] *= scale
+
+
+@accelerate("Gemm", BACKEND)
+class NumbaGemm:
+    """Small float Gemm with constant B (and C): one compiled loop instead of
+    matmul + scale + bias calls."""
+
+    def prepare(self, inputs, values):
+        specs = super().prepare(inputs, values)
+        (m, n), a = specs[0].shape, inputs[0]
+        b = values[1] if len(values) > 1 else None
+        c_known = len(inputs) < 3 or inputs[2] is None or not self.use_c or self.c_term is not None
+        k = a.shape[0] if self.trans_a else a.shape[1]
+        if a.dtype in _FLOATS and b is not None and c_known and 0 < m * n * k <= SMALL_GEMM_MACS:
+            self.bt = np.ascontiguousarray(b if self.trans_b else b.T)
+            bias = self.c_term if self.use_c else np.zeros((), a.dtype)
+            self.bias = np.broadcast_to(np.asarray(bias, a.dtype), (m, n))
+            self.alpha_f = float(self.alpha)
+            self.run = self._run_small
+        return specs
+
+    def _run_small(self, inputs, outputs):
+        a = inputs[0].T if self.trans_a else inputs[0]
+        gemm_small(a, self.bt, self.bias, self.alpha_f, outputs[0])
+
+
+@accelerate("Softmax", BACKEND)
+class NumbaSoftmax:
+    """Softmax over the last axis (any opset) or the flattened tail (opset < 13)."""
+
+    def prepare(self, inputs, values):
+        specs: list[TensorSpec] = super().prepare(inputs, values)
+        x = inputs[0]
+        last_axis = self.axis == len(x.shape) - 1
+        if x.dtype in _FLOATS and x.size > 0 and (self.version < 13 or last_axis):
+            axis = self.axis
+            self.rows2d = (int(np.prod(x.shape[:axis], dtype=np.int64)),
+                           int(np.prod(x.shape[axis:], dtype=np.int64)))
+            self.run = self._run_rows
+        return specs
+
+    def _run_rows(self, inputs, outputs):
+        softmax_rows(inputs[0].reshape(self.rows2d), outputs[0].reshape(self.rows2d))
