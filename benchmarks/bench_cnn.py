@@ -10,11 +10,11 @@ For every (batch, threads) case both runtimes are called `--blocks x --runs` tim
 in alternating blocks; the table gives each one's median in µs, the ratio
 edgerun / onnxruntime (< 1.00 means edgerun is faster) and edgerun's peak
 activation memory (its arena, KiB). `threads` is passed as edgerun's
-`num_threads` and as onnxruntime's intra_op_num_threads; where edgerun's kernels
-ignore it, numpy's BLAS uses its own thread count in both rows. Before timing,
-edgerun's output is checked against onnxruntime's (rtol 1e-5). On a machine with
-few cores and other busy processes, multi-threaded BLAS calls stall now and then:
-read the medians, and the load average printed above the table.
+`num_threads` (which sets the process-wide BLAS thread pool) and as onnxruntime's
+intra_op_num_threads. Before timing, edgerun's output is checked against
+onnxruntime's (rtol 1e-5). On a machine with few cores and other busy processes,
+multi-threaded calls stall now and then: read the medians, and the load average
+printed above the table.
 """
 
 # ruff: noqa: E402 - the repository root goes on sys.path before project imports

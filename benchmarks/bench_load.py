@@ -8,11 +8,14 @@ so memory figures start clean:
     edgerun load_model(path)          vs  onnx.load(path)
     edgerun Interpreter(path)         vs  onnxruntime.InferenceSession(path)
 
-Each child imports what it needs first, then reads VmRSS from /proc/self/status,
-runs the step once and reads VmRSS and VmHWM again. The table gives the median
+Each child first runs the step on a tiny model of the same form (so imports and
+one-time library set-up, e.g. backend selection or onnxruntime's environment,
+are not counted), then reads VmRSS from /proc/self/status, runs the step once on
+the big model and reads VmRSS and VmHWM again. (Before that, the parent checks
+that both runtimes compute the same output from the big model, rtol 1e-5.) The table gives the median
 over `--repeats` children of: wall time (ms), the RSS growth (MiB) and the peak
-RSS growth during the step (MiB), and edgerun's ratio to the anchor on the same
-line (< 1.00 means edgerun is faster / smaller). The files were just written, so
+RSS growth during the step (MiB), and edgerun's time and RSS growth as a ratio
+to the anchor's (< 1 means edgerun is faster / smaller). The files were just written, so
 they are in the page cache: this measures parsing and copying, not the disk.
 edgerun maps weights zero-copy, so its RSS grows only when a run touches them.
 
@@ -37,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from benchmarks._harness import machine, print_table
+from benchmarks._harness import check_close, machine, print_table
 
 # step -> (label, anchor step or None)
 STEPS = {
@@ -48,8 +51,8 @@ STEPS = {
 }
 
 
-def write_models(directory: Path, layers: int, width: int) -> tuple[Path, Path]:
-    """The big model as directory/big.onnx and directory/big.erm; returns both paths."""
+def write_models(directory: Path, layers: int, width: int, name: str = "big") -> tuple[Path, Path]:
+    """The model as directory/{name}.onnx and directory/{name}.erm; returns both paths."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -74,11 +77,24 @@ def write_models(directory: Path, layers: int, width: int) -> tuple[Path, Path]:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx_path, erm_path = directory / "big.onnx", directory / "big.erm"
+    onnx_path, erm_path = directory / f"{name}.onnx", directory / f"{name}.erm"
     onnx.save(model, onnx_path)
     del model, inits, graph
     save_model(from_onnx(onnx_path), erm_path)
     return onnx_path, erm_path
+
+
+def check_outputs(onnx_path: Path, erm_path: Path) -> None:
+    """SystemExit unless edgerun and onnxruntime give the same y for one random x."""
+    import onnxruntime as ort
+
+    from runtime import Interpreter
+
+    it = Interpreter(erm_path, num_threads=1)
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    width = it.signatures["serving_default"].inputs["x"].shape[1]
+    x = np.random.default_rng(1).standard_normal((1, width)).astype(np.float32)
+    check_close("big model", it.run({"x": x})["y"], session.run(None, {"x": x})[0])
 
 
 def _rss_kib() -> dict[str, int]:
@@ -90,8 +106,9 @@ def _rss_kib() -> dict[str, int]:
     return fields
 
 
-def child(step: str, path: str) -> None:
-    """Run one step in this (fresh) process and print {"ms", "rss_mib", "peak_mib"} as JSON."""
+def child(step: str, path: str, warmup_path: str) -> None:
+    """Run one step in this (fresh) process, first on `warmup_path` untimed, then on `path`;
+    print {"ms", "rss_mib", "peak_mib"} of the second as JSON."""
     if step == "erm_load_model":
         from runtime import load_model as fn
     elif step == "erm_interpreter":
@@ -111,6 +128,7 @@ def child(step: str, path: str) -> None:
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
             return ort.InferenceSession(p, options, providers=["CPUExecutionProvider"])
+    fn(warmup_path)
     before = _rss_kib()
     start = time.perf_counter()
     loaded = fn(path)
@@ -124,11 +142,12 @@ def child(step: str, path: str) -> None:
     del loaded
 
 
-def measure(step: str, path: Path, repeats: int) -> dict[str, float]:
+def measure(step: str, path: Path, warmup_path: Path, repeats: int) -> dict[str, float]:
     """Medians over `repeats` fresh child processes running `step` on `path`."""
     results = []
     for _ in range(repeats):
-        proc = subprocess.run([sys.executable, __file__, "--child", step, str(path)],
+        command = [sys.executable, __file__, "--child", step, str(path), str(warmup_path)]
+        proc = subprocess.run(command,
                               capture_output=True, text=True, check=False, cwd=REPO)
         if proc.returncode != 0:
             raise SystemExit(f"child {step} failed:\n{proc.stderr}")
@@ -142,29 +161,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=4096, help="layer width (default 4096)")
     parser.add_argument("--repeats", type=int, default=3, help="child processes per step (default 3)")
     parser.add_argument("--markdown", action="store_true", help="print README table rows")
-    parser.add_argument("--child", nargs=2, metavar=("STEP", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("STEP", "PATH", "WARMUP_PATH"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(*args.child)
         return 0
 
     with tempfile.TemporaryDirectory(prefix="edgerun-bench-load-") as tmp:
-        onnx_path, erm_path = write_models(Path(tmp), args.layers, args.width)
-        sizes = {p.suffix: p.stat().st_size / 2**20 for p in (onnx_path, erm_path)}
-        figures = {step: measure(step, erm_path if step.startswith("erm") else onnx_path,
-                                 args.repeats) for step in STEPS}
+        paths = {".onnx": {}, ".erm": {}}
+        for name, layers, width in (("big", args.layers, args.width), ("tiny", 1, 4)):
+            for path in write_models(Path(tmp), layers, width, name):
+                paths[path.suffix][name] = path
+        check_outputs(paths[".onnx"]["big"], paths[".erm"]["big"])
+        sizes = {suffix: p["big"].stat().st_size / 2**20 for suffix, p in paths.items()}
+        figures = {}
+        for step in STEPS:
+            p = paths[".erm" if step.startswith("erm") else ".onnx"]
+            figures[step] = measure(step, p["big"], p["tiny"], args.repeats)
     rows = []
     for step, (label, anchor) in STEPS.items():
         f = figures[step]
         ratios = ["", ""]
         if anchor is not None:
             a = figures[anchor]
-            ratios = [f"{f['ms'] / a['ms']:.3f}", f"{f['peak_mib'] / max(a['peak_mib'], 1e-9):.3f}"]
+            ratios = [f"{f['ms'] / a['ms']:.2g}", f"{f['rss_mib'] / max(a['rss_mib'], 1e-9):.2g}"]
         rows.append([label, f"{f['ms']:.1f}", f"{f['rss_mib']:.1f}", f"{f['peak_mib']:.1f}", *ratios])
     print(f"# {machine()}; {args.layers} x Gemm {args.width}x{args.width} float32: "
           f".onnx {sizes['.onnx']:.0f} MiB, .erm {sizes['.erm']:.0f} MiB; "
           f"median of {args.repeats} fresh processes")
-    print_table(["step", "time ms", "RSS +MiB", "peak RSS +MiB", "time vs anchor", "peak vs anchor"],
+    print_table(["step", "time ms", "RSS +MiB", "peak RSS +MiB", "time vs anchor", "RSS vs anchor"],
                 rows, args.markdown)
     return 0
 
