@@ -84,11 +84,8 @@ class NumbaSoftmax:
         x = inputs[0]
         last_axis = self.axis == len(x.shape) - 1
         if x.dtype in _FLOATS and x.size > 0 and (self.version < 13 or last_axis):
-            axis = self.axis
-            self.rows2d = (int(np.prod(x.shape[:axis], dtype=np.int64)),
-                           int(np.prod(x.shape[axis:], dtype=np.int64)))
-            self.run = self._run_rows
+            self.run = self._run_rows  # over self.rows, the reference's 2-D view
         return specs
 
     def _run_rows(self, inputs, outputs):
-        softmax_rows(inputs[0].reshape(self.rows2d), outputs[0].reshape(self.rows2d))
+        softmax_rows(inputs[0].reshape(self.rows), outputs[0].reshape(self.rows))

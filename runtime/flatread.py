@@ -58,7 +58,7 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
     "TensorRef": [("name", "string"), ("tensor", "u32")],
     "Signature": [
         ("name", "string"), ("subgraph", "u32"), ("inputs", "[TensorRef]"),
-        ("outputs", "[TensorRef]"),
+        ("outputs", "[TensorRef]"), ("updates", "[i32]"),
     ],
     "KeyValue": [("key", "string"), ("value", "string")],
     "Model": [
@@ -81,6 +81,7 @@ class FlatReader:
         # Unshared, every object needs >= 4 bytes of its own; tables shared
         # through many offsets must not multiply the work a small file causes.
         self.max_objects = self.size // 4 + 64
+        self.seen: set[int] = set()
         self.objects = 0
 
     def read_root(self, identifier: bytes, root: str = "Model") -> dict[str, Any]:
@@ -109,6 +110,13 @@ class FlatReader:
             raise self._fail(what, pos, f"offset points to byte {target}, outside the file")
         return target
 
+    def _claim(self, pos: int, what: str) -> None:
+        """Each table, string and vector may be reached once: our writer never
+        shares them, and sharing would let a small file cause unbounded work."""
+        if pos in self.seen:
+            raise self._fail(what, pos, "object is referenced more than once")
+        self.seen.add(pos)
+
     def _count(self, n: int = 1) -> None:
         self.objects += n
         if self.objects > self.max_objects:
@@ -117,6 +125,7 @@ class FlatReader:
     def _table(self, pos: int, name: str) -> dict[str, Any]:
         self._count()
         what = f"table {name}"
+        self._claim(pos, what)
         if pos % 4:
             raise self._fail(what, pos, "table is not 4-byte aligned")
         vtable = pos - self._scalar(pos, "i32", what)
@@ -162,6 +171,7 @@ class FlatReader:
         return _DEFAULTS.get(kind)
 
     def _string(self, pos: int, what: str) -> str:
+        self._claim(pos, what)
         length = self._scalar(pos, "u32", what)
         self._need(pos + 4, length + 1, what)
         if self.view[pos + 4 + length] != 0:
@@ -172,6 +182,7 @@ class FlatReader:
             raise self._fail(what, pos, "string is not valid UTF-8") from None
 
     def _vector(self, pos: int, dtype: np.dtype, what: str) -> np.ndarray:
+        self._claim(pos, what)
         count = self._scalar(pos, "u32", what)
         self._need(pos + 4, count * dtype.itemsize, what)
         self._count()
@@ -180,6 +191,7 @@ class FlatReader:
         return array
 
     def _offset_vector(self, pos: int, element: str, what: str) -> list[Any]:
+        self._claim(pos, what)
         count = self._scalar(pos, "u32", what)
         self._need(pos + 4, count * 4, what)
         self._count(count)

@@ -92,10 +92,15 @@ class Node:
 
 @dataclass
 class Signature:
-    """A named entry point: signature-level names mapped to values of the graph."""
+    """A named entry point: signature-level names mapped to values of the graph.
+
+    Variables read as their value at the start of a run; `updates` lists the
+    variables whose writing nodes this signature runs (stored when it ends).
+    """
 
     inputs: dict[str, Value]
     outputs: dict[str, Value]
+    updates: list[Value] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -123,6 +128,8 @@ class Graph:
         seen: dict[int, Value] = {}
 
         def add(v: Value | None) -> None:
+            if v is not None and not isinstance(v, Value):
+                raise ModelError(f"graph {self.name!r}: {type(v).__name__} used where a Value belongs")
             if v is not None and id(v) not in seen:
                 seen[id(v)] = v
 
@@ -134,7 +141,7 @@ class Graph:
         for v in self.outputs:
             add(v)
         for sig in self.signatures.values():
-            for v in (*sig.inputs.values(), *sig.outputs.values()):
+            for v in (*sig.inputs.values(), *sig.outputs.values(), *sig.updates):
                 add(v)
         return list(seen.values())
 
@@ -229,6 +236,19 @@ class GraphBuilder:
         self._nodes.append(node)
         return outputs[0] if len(outputs) == 1 else outputs
 
+    def assign(self, variable: Value, value: Value, name: str | None = None) -> Node:
+        """Write `value` into `variable` (an Identity node whose output is the variable).
+
+        Takes effect at the end of runs of signatures that list `variable` in
+        their `updates`; reads of the variable see its value at the run's start.
+        """
+        if not variable.is_variable:
+            raise ModelError(f"assign: {variable.name!r} is not a variable")
+        node = Node("Identity", [value], [variable], {}, self._unique(name or f"assign_{variable.name}"),
+                    self.domain, self.opset)
+        self._nodes.append(node)
+        return node
+
     def output(self, value: Value, name: str | None = None) -> Value:
         """Mark `value` as a graph output, renaming it to `name` if given."""
         if name is not None and name != value.name:
@@ -237,8 +257,14 @@ class GraphBuilder:
         self._outputs.append(value)
         return value
 
-    def signature(self, name: str, inputs: dict[str, Value], outputs: dict[str, Value]) -> None:
-        self._signatures[name] = Signature(dict(inputs), dict(outputs))
+    def signature(
+        self,
+        name: str,
+        inputs: dict[str, Value],
+        outputs: dict[str, Value],
+        updates: Iterable[Value] = (),
+    ) -> None:
+        self._signatures[name] = Signature(dict(inputs), dict(outputs), list(updates))
 
     def build(self) -> Graph:
         return Graph(self.name, list(self._nodes), list(self._inputs), list(self._outputs),

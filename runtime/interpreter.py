@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import EdgerunError, InputError, ModelError
-from runtime.graph import Graph, Node, Value
+from runtime.graph import Graph, Value
 from runtime.loader import load_model
 from runtime.plan import ExecutionPlan, TensorInfo
+from runtime.writer import serialize
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -65,7 +66,9 @@ class Interpreter:
         self.num_threads = num_threads
         if num_threads is not None:
             _limit_blas_threads(num_threads)
-        graph = model if isinstance(model, Graph) else load_model(_as_source(model))
+        # An in-memory Graph goes through the same verifier as a file (one copy of
+        # its weights); pass a path for zero-copy loading of large models.
+        graph = load_model(serialize(model) if isinstance(model, Graph) else _as_source(model))
         self.graph = graph
         self._variables = _variable_storage(graph)
         self._plans: dict[str, ExecutionPlan] = {}
@@ -138,10 +141,6 @@ def _limit_blas_threads(num_threads: int) -> None:
 def _variable_storage(graph: Graph) -> dict[Value, np.ndarray]:
     """Writable, persistent storage for each variable, initialised from its data."""
     return {v: np.array(v.data, copy=True) for v in graph.values() if v.is_variable}
-
-
-def _node_label(node: Node) -> str:
-    return f"{node.name!r} ({node.op_type})"
 
 
 __all__ = ["DEFAULT_SIGNATURE", "Interpreter", "SignatureInfo", "TensorInfo", "ModelError"]

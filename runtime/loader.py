@@ -58,7 +58,7 @@ class _Builder:
             count = entry["size"] // dtype.itemsize
             array = np.frombuffer(self.buf, dtype=dtype, count=count, offset=entry["offset"])
         else:
-            data = entry["data"]
+            data = entry["data"] if entry["data"] is not None else np.zeros(0, np.uint8)
             # Inline data is 16-byte aligned by our writer; copy small unaligned data.
             array = data.view(dtype) if data.ctypes.data % dtype.alignment == 0 else data.copy().view(dtype)
         array = array.reshape(shape)
@@ -102,9 +102,11 @@ class _Builder:
         for sig in self.raw["signatures"] or []:
             if sig["subgraph"] != 0:
                 raise ModelError(f"signature {sig['name']!r}: only subgraph 0 may have signatures")
+            updates = [] if sig["updates"] is None else sig["updates"].tolist()
             result[sig["name"]] = Signature(
                 {r["name"]: values[r["tensor"]] for r in sig["inputs"] or []},
                 {r["name"]: values[r["tensor"]] for r in sig["outputs"] or []},
+                [values[i] for i in updates],
             )
         return result
 

@@ -47,6 +47,7 @@ class _Prepared:
     steps: list[Step] = field(default_factory=list)
     input_slots: dict[str, list[tuple[list, int]]] = field(default_factory=dict)
     output_sources: dict[str, Any] = field(default_factory=dict)  # name -> array or input name
+    updates: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (new value, storage)
     arena_bytes: int = 0
 
 
@@ -65,7 +66,8 @@ class ExecutionPlan:
         self.name = name
         self.signature = signature
         self.variables = variables
-        self.memory_budget = memory_budget if memory_budget is not None else _physical_memory()
+        self.memory_budget = memory_budget if memory_budget is not None else _physical_memory() // 2
+        self.updated = set(signature.updates)
         self.nodes = _needed_nodes(graph, signature)
         # Resolved once (unknown ops fail here); instantiated afresh by each prepare,
         # so a failed or probing prepare never disturbs the live one.
@@ -73,7 +75,7 @@ class ExecutionPlan:
             resolve(n.domain, n.op_type, n.version, n.name, backend) for n in self.nodes
         ]
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
-        shapes = {n: tuple(max(d, 1) for d in info.shape) for n, info in self.input_info.items()}
+        shapes = {n: tuple(1 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
         self.prepared = self._prepare(shapes)
         self.output_info = self._describe_outputs(shapes)
 
@@ -85,7 +87,7 @@ class ExecutionPlan:
         """Output dtypes and shapes; a dim is dynamic (-1) if it follows a dynamic input dim.
 
         Found by preparing once more with every dynamic input dim set to 2 and
-        comparing (declared output shapes win when the model has them).
+        comparing. Declared output shapes are only hints and are not trusted.
         """
         probe = None
         if any(-1 in info.shape for info in self.input_info.values()):
@@ -95,13 +97,11 @@ class ExecutionPlan:
             except EdgerunError:
                 probe = None
         infos = {}
-        for name, value in self.signature.outputs.items():
+        for name in self.signature.outputs:
             dtype, shape = self._output_spec(self.prepared, name)
             if probe is not None:
                 _, other_shape = self._output_spec(probe, name)
                 shape = tuple(-1 if a != b else a for a, b in zip(shape, other_shape, strict=False))
-            if value.shape is not None and len(value.shape) == len(shape):
-                shape = value.shape
             infos[name] = TensorInfo(name, dtype, tuple(shape))
         return infos
 
@@ -127,6 +127,8 @@ class ExecutionPlan:
             raise
         except Exception as exc:  # a kernel bug or bad data must not escape as a numpy error
             raise ModelError(f"node {node.name!r} ({node.op_type}) failed: {exc}") from exc
+        for new_value, storage in prepared.updates:
+            np.copyto(storage, new_value)
         return {
             name: (arrays[source] if isinstance(source, str) else source).copy()
             for name, source in prepared.output_sources.items()
@@ -148,8 +150,15 @@ class ExecutionPlan:
                 changed[name] = array.shape
             arrays[name] = array
         if changed:
-            self.prepared = self._prepare({**self.prepared.shapes, **changed})
+            self.prepared = self._reprepare({**self.prepared.shapes, **changed})
         return arrays
+
+    def _reprepare(self, shapes: dict[str, tuple[int, ...]]) -> _Prepared:
+        """Prepare for new input shapes; inputs that do not fit together are an InputError."""
+        try:
+            return self._prepare(shapes)
+        except ModelError as exc:
+            raise InputError(f"signature {self.name!r} cannot run with input shapes {shapes}: {exc}") from exc
 
     def _name_error(self, inputs: Mapping[str, Any]) -> None:
         expected = self.input_info
@@ -179,7 +188,7 @@ class ExecutionPlan:
         shape = tuple(int(d) for d in shape)
         self._check_shape(name, shape)
         if shape != self.prepared.shapes[name]:
-            self.prepared = self._prepare({**self.prepared.shapes, name: shape})
+            self.prepared = self._reprepare({**self.prepared.shapes, name: shape})
 
     # ------------------------------------------------------------- prepare
     def _prepare(self, shapes: dict[str, tuple[int, ...]]) -> _Prepared:
@@ -192,13 +201,14 @@ class ExecutionPlan:
             feeds[value] = input_name
         arena_values: list[Value] = []
         lives: dict[Value, list[int]] = {}
+        self._pending_updates: list[tuple[Value, np.ndarray]] = []
         folded_bytes = 0
         for node, cls in zip(self.nodes, self.kernel_classes, strict=True):
             kernel = cls(node.op_type, node.name, dict(node.attrs), node.version)
             in_values = self._node_inputs(node, specs, known)
             in_specs = [None if v is None else specs[v] for v in in_values]
             out_specs = self._infer(node, kernel, in_specs, [known.get(v) for v in in_values])
-            if in_values and all(v is None or v in known for v in in_values):
+            if self._foldable(node, in_values, known, out_specs):
                 outs = self._fold(node, kernel, in_values, known, out_specs)
                 folded_bytes += sum(a.nbytes for a in outs)
                 self._check_budget(folded_bytes, "constant-folded tensors")
@@ -216,6 +226,17 @@ class ExecutionPlan:
         views = self._allocate(prepared, arena_values, lives, specs)
         self._bind_outputs_of_signature(prepared, views, known, feeds)
         return prepared
+
+    @staticmethod
+    def _foldable(node: Node, in_values: list, known: dict, out_specs: list[TensorSpec]) -> bool:
+        """All inputs constant, no variable written, and the result not much bigger than
+        its inputs (a tiny model must not make prepare materialise gigabytes)."""
+        if not in_values or not all(v is None or v in known for v in in_values):
+            return False
+        if any(v is not None and v.is_variable for v in node.outputs):
+            return False
+        in_bytes = sum(known[v].nbytes for v in in_values if v is not None)
+        return sum(spec.nbytes for spec in out_specs) <= max(4 * in_bytes, 16 << 20)
 
     def _node_inputs(self, node: Node, specs: dict, known: dict) -> list[Value | None]:
         for value in node.inputs:
@@ -258,8 +279,8 @@ class ExecutionPlan:
     def _fold(self, node: Node, kernel: Kernel, in_values: list, known: dict, out_specs: list) -> list:
         for spec in out_specs:
             self._check_budget(spec.nbytes, f"output of {node.name!r}")
-        outs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
         try:
+            outs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
             kernel.run([None if v is None else known[v] for v in in_values], outs)
         except EdgerunError:
             raise
@@ -273,16 +294,31 @@ class ExecutionPlan:
         outputs: list[Any] = []
         for i, spec in enumerate(out_specs):
             value = node.outputs[i]
-            if value is not None and value in self.variables:
-                outputs.append(self.variables[value])
-                continue
+            if value is not None and value.is_variable:
+                value = self._update_target(node, value, spec, arena_values, lives, step_index)
             if value is None:  # an omitted optional output still needs scratch space
                 value = Value(f"{node.name}:unused{i}", spec.dtype, spec.shape)
             specs[value] = spec
             arena_values.append(value)
-            lives[value] = [step_index, step_index]
+            lives.setdefault(value, [step_index, step_index])
             outputs.append(value)  # replaced by the arena view in _allocate
         return outputs
+
+    def _update_target(self, node, variable, spec, arena_values, lives, step_index) -> Value | None:  # noqa: ANN001
+        """Where a node writes a variable: an arena tensor copied into the variable's
+        storage when the run ends (if this signature updates it), else scratch (None)."""
+        if variable not in self.updated:
+            return None
+        storage = self.variables[variable]
+        if (spec.dtype, spec.shape) != (storage.dtype, storage.shape):
+            raise ModelError(
+                f"node {node.name!r} ({node.op_type}): writes variable {variable.name!r} "
+                f"{storage.dtype}{list(storage.shape)} with {spec.dtype}{list(spec.shape)}"
+            )
+        temp = Value(f"{variable.name}:next", spec.dtype, spec.shape)
+        lives[temp] = [step_index, _END]
+        self._pending_updates.append((temp, storage))
+        return temp
 
     def _remember_inputs(self, prepared: _Prepared, in_values: list, known: dict, feeds: dict) -> None:
         slot_list = prepared.steps[-1][1]
@@ -309,7 +345,10 @@ class ExecutionPlan:
             [TensorLife(specs[v].nbytes, *lives[v]) for v in arena_values], ARENA_ALIGNMENT
         )
         self._check_budget(layout.size, "the activation arena")
-        arena = np.empty(layout.size + ARENA_ALIGNMENT, np.uint8)
+        try:
+            arena = np.empty(layout.size + ARENA_ALIGNMENT, np.uint8)
+        except MemoryError:
+            raise ModelError(f"signature {self.name!r}: cannot allocate a {layout.size}-byte arena") from None
         base = -arena.ctypes.data % ARENA_ALIGNMENT
         views: dict[Value, np.ndarray] = {}
         for value, offset in zip(arena_values, layout.offsets, strict=True):
@@ -322,6 +361,7 @@ class ExecutionPlan:
                     if isinstance(item, Value):
                         slots[i] = views[item]
         prepared.arena_bytes = layout.size
+        prepared.updates = [(views[temp], storage) for temp, storage in self._pending_updates]
         return views
 
     def _bind_outputs_of_signature(
@@ -354,16 +394,19 @@ def _needed_nodes(graph: Graph, signature: Signature) -> list[Node]:
         for value in node.outputs:
             if value is not None:
                 producer[value] = index
-    needed: set[int] = set()
-    stack = [producer[v] for v in signature.outputs.values() if v in producer]
+    # Variables are leaves (read at the start of a run); their writers run only
+    # for the signature's `updates`.
+    roots = [v for v in signature.outputs.values() if not v.is_variable] + list(signature.updates)
+    stack = [producer[v] for v in roots if v in producer]
     fed = set(signature.inputs.values())
+    needed: set[int] = set()
     while stack:
         index = stack.pop()
         if index in needed:
             continue
         needed.add(index)
         for value in graph.nodes[index].inputs:
-            if value is not None and value not in fed and value in producer:
+            if value is not None and value not in fed and not value.is_variable and value in producer:
                 stack.append(producer[value])
     return [node for index, node in enumerate(graph.nodes) if index in needed]
 

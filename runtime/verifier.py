@@ -19,6 +19,7 @@ from runtime.format import BUFFER_ALIGNMENT, SCHEMA_VERSION
 from runtime.schema.fb.AttributeType import AttributeType
 
 MAX_RANK = 16
+MAX_SUBGRAPH_DEPTH = 32
 # Largest tensor a model may declare (elements x itemsize); 1 TiB.
 MAX_TENSOR_BYTES = 1 << 40
 
@@ -82,12 +83,14 @@ def _tensor_bytes(tensor: Raw, where: str) -> int | None:
     if any(d < -1 for d in dims):
         raise ModelError(f"{where}: invalid dimension in shape {dims}")
     itemsize = dtypes.to_numpy(tensor["dtype"]).itemsize if tensor["dtype"] else 1
-    known = 1
+    bound = 1  # dynamic and zero dims counted as 1: a bound that holds for any batch
     for d in dims:
-        known *= max(d, 1)
-        if known * itemsize > MAX_TENSOR_BYTES:
+        bound *= max(d, 1)
+        if bound * itemsize > MAX_TENSOR_BYTES:
             raise ModelError(f"{where}: shape {dims} needs more than {MAX_TENSOR_BYTES} bytes")
-    return None if -1 in dims else known * itemsize
+    if -1 in dims:
+        return None
+    return itemsize * (0 if 0 in dims else bound)
 
 
 def _check_tensor(tensor: Raw, where: str, buffer_sizes: list[int]) -> None:
@@ -155,9 +158,10 @@ def _check_subgraph(sub: Raw, index: int, buffer_sizes: list[int], n_subgraphs: 
     for i in inputs:
         if tensors[i]["buffer"]:
             raise ModelError(f"{where}: input {tensors[i]['name']!r} is a constant")
+    written: set[int] = set()
     for o, op in enumerate(sub["operators"] or []):
         _check_operator(op, f"{where} operator {o} ({op['name']!r}, {op['op_type']})",
-                        tensors, available, n_subgraphs)
+                        tensors, available, written, n_subgraphs)
     for i in outputs:
         if i not in available:
             raise ModelError(f"{where}: output {tensors[i]['name']!r} is never produced")
@@ -165,8 +169,10 @@ def _check_subgraph(sub: Raw, index: int, buffer_sizes: list[int], n_subgraphs: 
 
 
 def _check_operator(
-    op: Raw, where: str, tensors: list[Raw], available: set[int], n_subgraphs: int
+    op: Raw, where: str, tensors: list[Raw], available: set[int], written_before: set[int],
+    n_subgraphs: int,
 ) -> None:
+    """Check one operator; adds what it writes to `available` and `written_before`."""
     if not op["op_type"]:
         raise ModelError(f"{where}: empty op_type")
     if op["version"] < 1:
@@ -187,9 +193,10 @@ def _check_operator(
             raise ModelError(f"{where}: tensor {tensors[i]['name']!r} is both input and output")
         if tensors[i]["buffer"] and not tensors[i]["is_variable"]:
             raise ModelError(f"{where}: writes constant tensor {tensors[i]['name']!r}")
-        if i in available and not tensors[i]["is_variable"]:
+        if i in available and not tensors[i]["is_variable"] or i in written_before:
             raise ModelError(f"{where}: tensor {tensors[i]['name']!r} is produced twice")
         available.add(i)
+        written_before.add(i)
     _check_attributes(op["attributes"] or [], where, tensors, n_subgraphs)
 
 
@@ -233,25 +240,29 @@ def _subgraph_refs(sub: Raw) -> set[int]:
 
 
 def _check_subgraph_references(subgraphs: list[Raw]) -> None:
-    """Control-flow bodies must not (indirectly) contain themselves."""
-    edges = [_subgraph_refs(s) for s in subgraphs]
+    """Control-flow bodies must not (indirectly) contain themselves, nor nest too deep."""
+    edges = [sorted(_subgraph_refs(s)) for s in subgraphs]
     state = [0] * len(subgraphs)  # 0 new, 1 on the stack, 2 done
+    depth = [0] * len(subgraphs)  # longest chain of nested bodies below each subgraph
     for start in range(len(subgraphs)):
         if state[start]:
             continue
-        stack = [(start, iter(sorted(edges[start])))]
+        stack = [(start, iter(edges[start]))]
         state[start] = 1
         while stack:
             node, children = stack[-1]
             child = next(children, None)
             if child is None:
                 state[node] = 2
+                depth[node] = 1 + max((depth[c] for c in edges[node]), default=0)
+                if depth[node] > MAX_SUBGRAPH_DEPTH:
+                    raise ModelError(f"subgraph {node}: control flow nests deeper than {MAX_SUBGRAPH_DEPTH}")
                 stack.pop()
             elif state[child] == 1:
                 raise ModelError(f"subgraph {child} contains itself through control-flow attributes")
             elif state[child] == 0:
                 state[child] = 1
-                stack.append((child, iter(sorted(edges[child]))))
+                stack.append((child, iter(edges[child])))
 
 
 def _check_signatures(signatures: list[Raw], subgraphs: list[Raw], available: list[set[int]]) -> None:
@@ -276,4 +287,18 @@ def _check_signatures(signatures: list[Raw], subgraphs: list[Raw], available: li
                     raise ModelError(f"{where}: input {ref['name']!r} is not a subgraph input")
                 if kind == "outputs" and ref["tensor"] not in available[sig["subgraph"]]:
                     raise ModelError(f"{where}: output {ref['name']!r} is never produced")
+        _unique([str(r["tensor"]) for r in sig["inputs"] or []], f"{where}: input tensor")
+        _check_updates(sig, where, sub)
+
+
+def _check_updates(sig: Raw, where: str, sub: Raw) -> None:
+    tensors = sub["tensors"] or []
+    updates = _check_index_list(sig["updates"], len(tensors), f"{where} updates")
+    written = set()
+    for op in sub["operators"] or []:
+        written.update(int(i) for i in (op["outputs"] if op["outputs"] is not None else []))
+    for i in updates:
+        if not tensors[i]["is_variable"] or i not in written:
+            name = tensors[i]["name"]
+            raise ModelError(f"{where}: updates {name!r}, which is not a variable an operator writes")
 

@@ -9,6 +9,7 @@ the final absolute offsets.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -74,10 +75,13 @@ def save_model(
 
 
 def _write(graph: Graph, stream: BinaryIO, inline_limit: int, sparse: bool) -> None:
-    tables = _Tables.collect(graph, inline_limit)
-    probe = _build(tables, data_start=0)
-    data_start = _align(len(probe), BUFFER_ALIGNMENT)
-    flat = _build(tables, data_start=data_start)
+    try:
+        tables = _Tables.collect(graph, inline_limit)
+        probe = _build(tables, data_start=0)
+        data_start = _align(len(probe), BUFFER_ALIGNMENT)
+        flat = _build(tables, data_start=data_start)
+    except (TypeError, ValueError, OverflowError, UnicodeError, struct.error) as exc:
+        raise ModelError(f"graph {graph.name!r} cannot be serialized: {exc}") from exc
     if len(flat) != len(probe):
         raise AssertionError("flatbuffer size changed between passes")
     if len(flat) > MAX_FLATBUFFER_BYTES:
@@ -132,11 +136,9 @@ class _Tables:
     @classmethod
     def collect(cls, graph: Graph, inline_limit: int) -> _Tables:
         tables = cls()
-        for index, g in enumerate([graph, *graph.subgraphs()]):
-            if id(g) in tables.subgraph_index:
-                raise ModelError(f"graph {g.name!r} is nested in more than one place")
+        unique = list({id(g): g for g in [graph, *graph.subgraphs()]}.values())  # shared bodies once
+        for index, g in enumerate(unique):
             tables.subgraph_index[id(g)] = index
-        for g in [graph, *graph.subgraphs()]:
             tables.subgraphs.append(tables._collect_subgraph(g, inline_limit))
         return tables
 
@@ -239,12 +241,14 @@ def _build_signature(
         return _table_vector(builder, made)
 
     inputs, outputs = refs(signature.inputs), refs(signature.outputs)
+    updates = _int_vector(builder, [main.index[id(v)] for v in signature.updates], np.int32)
     text = builder.CreateString(name)
     Signature.Start(builder)
     Signature.AddName(builder, text)
     Signature.AddSubgraph(builder, 0)
     Signature.AddInputs(builder, inputs)
     Signature.AddOutputs(builder, outputs)
+    Signature.AddUpdates(builder, updates)
     return Signature.End(builder)
 
 

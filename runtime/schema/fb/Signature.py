@@ -92,8 +92,35 @@ class Signature(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
         return o == 0
 
+    # Signature
+    def Updates(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 4))
+        return 0
+
+    # Signature
+    def UpdatesAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Int32Flags, o)
+        return 0
+
+    # Signature
+    def UpdatesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Signature
+    def UpdatesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        return o == 0
+
 def SignatureStart(builder):
-    builder.StartObject(4)
+    builder.StartObject(5)
 
 def Start(builder):
     SignatureStart(builder)
@@ -133,6 +160,18 @@ def SignatureStartOutputsVector(builder, numElems):
 
 def StartOutputsVector(builder, numElems):
     return SignatureStartOutputsVector(builder, numElems)
+
+def SignatureAddUpdates(builder, updates):
+    builder.PrependUOffsetTRelativeSlot(4, flatbuffers.number_types.UOffsetTFlags.py_type(updates), 0)
+
+def AddUpdates(builder, updates):
+    SignatureAddUpdates(builder, updates)
+
+def SignatureStartUpdatesVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def StartUpdatesVector(builder, numElems):
+    return SignatureStartUpdatesVector(builder, numElems)
 
 def SignatureEnd(builder):
     return builder.EndObject()
