@@ -58,8 +58,9 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
     "TensorRef": [("name", "string"), ("tensor", "u32")],
     "Signature": [
         ("name", "string"), ("subgraph", "u32"), ("inputs", "[TensorRef]"),
-        ("outputs", "[TensorRef]"), ("updates", "[i32]"),
+        ("outputs", "[TensorRef]"), ("updates", "[VariableUpdate]"),
     ],
+    "VariableUpdate": [("variable", "u32"), ("value", "u32")],
     "KeyValue": [("key", "string"), ("value", "string")],
     "Model": [
         ("schema_version", "u32"), ("producer", "string"), ("description", "string"),

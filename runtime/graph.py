@@ -94,13 +94,14 @@ class Node:
 class Signature:
     """A named entry point: signature-level names mapped to values of the graph.
 
-    Variables read as their value at the start of a run; `updates` lists the
-    variables whose writing nodes this signature runs (stored when it ends).
+    Nodes read a variable's value at the start of a run; `updates` maps
+    variables to the values stored into them when a run of the signature ends.
+    An input whose Value has `data` may be omitted: the data is its default.
     """
 
     inputs: dict[str, Value]
     outputs: dict[str, Value]
-    updates: list[Value] = field(default_factory=list)
+    updates: dict[Value, Value] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -141,7 +142,7 @@ class Graph:
         for v in self.outputs:
             add(v)
         for sig in self.signatures.values():
-            for v in (*sig.inputs.values(), *sig.outputs.values(), *sig.updates):
+            for v in (*sig.inputs.values(), *sig.outputs.values(), *sig.updates, *sig.updates.values()):
                 add(v)
         return list(seen.values())
 
@@ -236,19 +237,6 @@ class GraphBuilder:
         self._nodes.append(node)
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def assign(self, variable: Value, value: Value, name: str | None = None) -> Node:
-        """Write `value` into `variable` (an Identity node whose output is the variable).
-
-        Takes effect at the end of runs of signatures that list `variable` in
-        their `updates`; reads of the variable see its value at the run's start.
-        """
-        if not variable.is_variable:
-            raise ModelError(f"assign: {variable.name!r} is not a variable")
-        node = Node("Identity", [value], [variable], {}, self._unique(name or f"assign_{variable.name}"),
-                    self.domain, self.opset)
-        self._nodes.append(node)
-        return node
-
     def output(self, value: Value, name: str | None = None) -> Value:
         """Mark `value` as a graph output, renaming it to `name` if given."""
         if name is not None and name != value.name:
@@ -262,9 +250,10 @@ class GraphBuilder:
         name: str,
         inputs: dict[str, Value],
         outputs: dict[str, Value],
-        updates: Iterable[Value] = (),
+        updates: dict[Value, Value] | None = None,
     ) -> None:
-        self._signatures[name] = Signature(dict(inputs), dict(outputs), list(updates))
+        """Add a signature; `updates` maps variables to the values they take after a run."""
+        self._signatures[name] = Signature(dict(inputs), dict(outputs), dict(updates or {}))
 
     def build(self) -> Graph:
         return Graph(self.name, list(self._nodes), list(self._inputs), list(self._outputs),

@@ -102,11 +102,10 @@ class _Builder:
         for sig in self.raw["signatures"] or []:
             if sig["subgraph"] != 0:
                 raise ModelError(f"signature {sig['name']!r}: only subgraph 0 may have signatures")
-            updates = [] if sig["updates"] is None else sig["updates"].tolist()
             result[sig["name"]] = Signature(
                 {r["name"]: values[r["tensor"]] for r in sig["inputs"] or []},
                 {r["name"]: values[r["tensor"]] for r in sig["outputs"] or []},
-                [values[i] for i in updates],
+                {values[u["variable"]]: values[u["value"]] for u in sig["updates"] or []},
             )
         return result
 

@@ -29,11 +29,15 @@ _END = 1 << 62  # "live until the end of the run"
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """A signature tensor: name, dtype and shape (-1 marks a dynamic dimension)."""
+    """A signature tensor: name, dtype and shape (-1 marks a dynamic dimension).
+
+    `has_default`: an input that may be omitted (the model holds its default value).
+    """
 
     name: str
     dtype: np.dtype
     shape: tuple[int, ...]
+    has_default: bool = False
 
 
 Step = tuple[Callable[[list, list], None], list, list, Node]
@@ -47,7 +51,8 @@ class _Prepared:
     steps: list[Step] = field(default_factory=list)
     input_slots: dict[str, list[tuple[list, int]]] = field(default_factory=dict)
     output_sources: dict[str, Any] = field(default_factory=dict)  # name -> array or input name
-    updates: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (new value, storage)
+    # (new value: array or input name, variable storage), copied when a run ends
+    updates: list[tuple[Any, np.ndarray]] = field(default_factory=list)
     arena_bytes: int = 0
 
 
@@ -67,7 +72,6 @@ class ExecutionPlan:
         self.signature = signature
         self.variables = variables
         self.memory_budget = memory_budget if memory_budget is not None else _physical_memory() // 2
-        self.updated = set(signature.updates)
         self.nodes = _needed_nodes(graph, signature)
         # Resolved once (unknown ops fail here); instantiated afresh by each prepare,
         # so a failed or probing prepare never disturbs the live one.
@@ -127,8 +131,8 @@ class ExecutionPlan:
             raise
         except Exception as exc:  # a kernel bug or bad data must not escape as a numpy error
             raise ModelError(f"node {node.name!r} ({node.op_type}) failed: {exc}") from exc
-        for new_value, storage in prepared.updates:
-            np.copyto(storage, new_value)
+        for source, storage in prepared.updates:
+            np.copyto(storage, arrays[source] if isinstance(source, str) else source)
         return {
             name: (arrays[source] if isinstance(source, str) else source).copy()
             for name, source in prepared.output_sources.items()
@@ -139,7 +143,7 @@ class ExecutionPlan:
             raise InputError(f"inputs must be a dict of name -> array, not {type(inputs).__name__}")
         expected = self.input_info
         if inputs.keys() != expected.keys():
-            self._name_error(inputs)
+            inputs = self._with_defaults(inputs)
         arrays, changed = {}, {}
         for name, info in expected.items():
             array = _as_array(inputs[name], name)
@@ -160,10 +164,20 @@ class ExecutionPlan:
         except ModelError as exc:
             raise InputError(f"signature {self.name!r} cannot run with input shapes {shapes}: {exc}") from exc
 
+    def _with_defaults(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """`inputs` plus the defaults of omitted optional inputs; InputError for a missing
+        required input or an unknown name."""
+        expected = self.input_info
+        if any(n not in expected for n in inputs) or any(
+            n not in inputs and not info.has_default for n, info in expected.items()
+        ):
+            self._name_error(inputs)
+        return {n: inputs[n] if n in inputs else self.signature.inputs[n].data for n in expected}
+
     def _name_error(self, inputs: Mapping[str, Any]) -> None:
         expected = self.input_info
         want = ", ".join(repr(n) for n in expected) or "none"
-        missing = [n for n in expected if n not in inputs]
+        missing = [n for n, info in expected.items() if n not in inputs and not info.has_default]
         if missing:
             got = ", ".join(repr(n) for n in missing)
             raise InputError(f"signature {self.name!r}: missing input {got}; expected {want}")
@@ -201,7 +215,6 @@ class ExecutionPlan:
             feeds[value] = input_name
         arena_values: list[Value] = []
         lives: dict[Value, list[int]] = {}
-        self._pending_updates: list[tuple[Value, np.ndarray]] = []
         folded_bytes = 0
         for node, cls in zip(self.nodes, self.kernel_classes, strict=True):
             kernel = cls(node.op_type, node.name, dict(node.attrs), node.version)
@@ -224,7 +237,7 @@ class ExecutionPlan:
             prepared.steps.append((kernel.run, [None] * len(in_values), outputs, node))
             self._remember_inputs(prepared, in_values, known, feeds)
         views = self._allocate(prepared, arena_values, lives, specs)
-        self._bind_outputs_of_signature(prepared, views, known, feeds)
+        self._bind_results(prepared, views, known, feeds, specs)
         return prepared
 
     @staticmethod
@@ -295,7 +308,7 @@ class ExecutionPlan:
         for i, spec in enumerate(out_specs):
             value = node.outputs[i]
             if value is not None and value.is_variable:
-                value = self._update_target(node, value, spec, arena_values, lives, step_index)
+                raise ModelError(f"node {node.name!r} ({node.op_type}): writes variable {value.name!r}")
             if value is None:  # an omitted optional output still needs scratch space
                 value = Value(f"{node.name}:unused{i}", spec.dtype, spec.shape)
             specs[value] = spec
@@ -303,22 +316,6 @@ class ExecutionPlan:
             lives.setdefault(value, [step_index, step_index])
             outputs.append(value)  # replaced by the arena view in _allocate
         return outputs
-
-    def _update_target(self, node, variable, spec, arena_values, lives, step_index) -> Value | None:  # noqa: ANN001
-        """Where a node writes a variable: an arena tensor copied into the variable's
-        storage when the run ends (if this signature updates it), else scratch (None)."""
-        if variable not in self.updated:
-            return None
-        storage = self.variables[variable]
-        if (spec.dtype, spec.shape) != (storage.dtype, storage.shape):
-            raise ModelError(
-                f"node {node.name!r} ({node.op_type}): writes variable {variable.name!r} "
-                f"{storage.dtype}{list(storage.shape)} with {spec.dtype}{list(spec.shape)}"
-            )
-        temp = Value(f"{variable.name}:next", spec.dtype, spec.shape)
-        lives[temp] = [step_index, _END]
-        self._pending_updates.append((temp, storage))
-        return temp
 
     def _remember_inputs(self, prepared: _Prepared, in_values: list, known: dict, feeds: dict) -> None:
         slot_list = prepared.steps[-1][1]
@@ -338,7 +335,7 @@ class ExecutionPlan:
         self, prepared: _Prepared, arena_values: list, lives: dict, specs: dict
     ) -> dict[Value, np.ndarray]:
         """Place arena tensors, bind their views into the steps; returns the views."""
-        for value in self.signature.outputs.values():
+        for value in (*self.signature.outputs.values(), *self.signature.updates.values()):
             if value in lives:
                 lives[value][1] = _END
         layout = plan_arena(
@@ -361,23 +358,32 @@ class ExecutionPlan:
                     if isinstance(item, Value):
                         slots[i] = views[item]
         prepared.arena_bytes = layout.size
-        prepared.updates = [(views[temp], storage) for temp, storage in self._pending_updates]
         return views
 
-    def _bind_outputs_of_signature(
-        self, prepared: _Prepared, views: dict, known: dict, feeds: dict
-    ) -> None:
-        for name, value in self.signature.outputs.items():
+    def _bind_results(self, prepared: _Prepared, views: dict, known: dict, feeds: dict, specs: dict) -> None:
+        """Where each output and each variable update reads from after the steps ran."""
+        def source(value: Value, what: str) -> Any:
             if value in feeds:
-                prepared.output_sources[name] = feeds[value]
-            elif value in views:
-                prepared.output_sources[name] = views[value]
-            elif value in known or (value.data is not None and not value.is_variable):
-                prepared.output_sources[name] = known.get(value, value.data)
-            elif value in self.variables:
-                prepared.output_sources[name] = self.variables[value]
-            else:
-                raise ModelError(f"signature {self.name!r}: output {name!r} is never produced")
+                return feeds[value]
+            if value in views:
+                return views[value]
+            if value in known or (value.data is not None and not value.is_variable):
+                return known.get(value, value.data)
+            if value in self.variables:
+                return self.variables[value]
+            raise ModelError(f"signature {self.name!r}: {what} is never produced")
+
+        for name, value in self.signature.outputs.items():
+            prepared.output_sources[name] = source(value, f"output {name!r}")
+        for variable, value in self.signature.updates.items():
+            storage = self.variables[variable]
+            spec = specs.get(value) or TensorSpec(value.dtype, tuple(value.shape or ()))
+            if (spec.dtype, spec.shape) != (storage.dtype, storage.shape):
+                raise ModelError(
+                    f"signature {self.name!r}: variable {variable.name!r} is "
+                    f"{storage.dtype}{list(storage.shape)} but its update is {spec.dtype}{list(spec.shape)}"
+                )
+            prepared.updates.append((source(value, f"update of {variable.name!r}"), storage))
 
     def _check_budget(self, nbytes: int, what: str) -> None:
         if nbytes > self.memory_budget:
@@ -394,9 +400,8 @@ def _needed_nodes(graph: Graph, signature: Signature) -> list[Node]:
         for value in node.outputs:
             if value is not None:
                 producer[value] = index
-    # Variables are leaves (read at the start of a run); their writers run only
-    # for the signature's `updates`.
-    roots = [v for v in signature.outputs.values() if not v.is_variable] + list(signature.updates)
+    # Variables are leaves: nodes read them as they were when the run started.
+    roots = [v for v in (*signature.outputs.values(), *signature.updates.values()) if not v.is_variable]
     stack = [producer[v] for v in roots if v in producer]
     fed = set(signature.inputs.values())
     needed: set[int] = set()
@@ -414,7 +419,7 @@ def _needed_nodes(graph: Graph, signature: Signature) -> list[Node]:
 def _declared(name: str, value: Value, signature: str) -> TensorInfo:
     if value.dtype is None or value.shape is None:
         raise ModelError(f"signature {signature!r}: input {name!r} needs a declared dtype and shape")
-    return TensorInfo(name, value.dtype, value.shape)
+    return TensorInfo(name, value.dtype, value.shape, has_default=value.data is not None)
 
 
 def _as_array(data: Any, name: str) -> np.ndarray:

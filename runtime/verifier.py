@@ -156,8 +156,8 @@ def _check_subgraph(sub: Raw, index: int, buffer_sizes: list[int], n_subgraphs: 
         raise ModelError(f"{where}: a tensor is listed twice as a subgraph input")
     available = set(inputs) | {i for i, t in enumerate(tensors) if t["buffer"] or t["is_variable"]}
     for i in inputs:
-        if tensors[i]["buffer"]:
-            raise ModelError(f"{where}: input {tensors[i]['name']!r} is a constant")
+        if tensors[i]["is_variable"]:
+            raise ModelError(f"{where}: input {tensors[i]['name']!r} is a variable")
     written: set[int] = set()
     for o, op in enumerate(sub["operators"] or []):
         _check_operator(op, f"{where} operator {o} ({op['name']!r}, {op['op_type']})",
@@ -191,9 +191,11 @@ def _check_operator(
     for i in written:
         if i in inputs:
             raise ModelError(f"{where}: tensor {tensors[i]['name']!r} is both input and output")
-        if tensors[i]["buffer"] and not tensors[i]["is_variable"]:
+        if tensors[i]["is_variable"]:
+            raise ModelError(f"{where}: writes variable {tensors[i]['name']!r} (only signature updates may)")
+        if tensors[i]["buffer"]:
             raise ModelError(f"{where}: writes constant tensor {tensors[i]['name']!r}")
-        if i in available and not tensors[i]["is_variable"] or i in written_before:
+        if i in available or i in written_before:
             raise ModelError(f"{where}: tensor {tensors[i]['name']!r} is produced twice")
         available.add(i)
         written_before.add(i)
@@ -288,17 +290,21 @@ def _check_signatures(signatures: list[Raw], subgraphs: list[Raw], available: li
                 if kind == "outputs" and ref["tensor"] not in available[sig["subgraph"]]:
                     raise ModelError(f"{where}: output {ref['name']!r} is never produced")
         _unique([str(r["tensor"]) for r in sig["inputs"] or []], f"{where}: input tensor")
-        _check_updates(sig, where, sub)
+        _check_updates(sig["updates"] or [], where, sub["tensors"] or [], available[sig["subgraph"]])
 
 
-def _check_updates(sig: Raw, where: str, sub: Raw) -> None:
-    tensors = sub["tensors"] or []
-    updates = _check_index_list(sig["updates"], len(tensors), f"{where} updates")
-    written = set()
-    for op in sub["operators"] or []:
-        written.update(int(i) for i in (op["outputs"] if op["outputs"] is not None else []))
-    for i in updates:
-        if not tensors[i]["is_variable"] or i not in written:
-            name = tensors[i]["name"]
-            raise ModelError(f"{where}: updates {name!r}, which is not a variable an operator writes")
-
+def _check_updates(updates: list[Raw], where: str, tensors: list[Raw], available: set[int]) -> None:
+    """Each update stores an available, non-variable value into a distinct variable of its type."""
+    _unique([str(u["variable"]) for u in updates], f"{where}: updated variable")
+    for u in updates:
+        variable, value = u["variable"], u["value"]
+        if variable >= len(tensors) or value >= len(tensors):
+            bad = max(variable, value)
+            raise ModelError(f"{where}: update refers to tensor {bad}, subgraph has {len(tensors)}")
+        var, new = tensors[variable], tensors[value]
+        if not var["is_variable"]:
+            raise ModelError(f"{where}: updates {var['name']!r}, which is not a variable")
+        if new["is_variable"] or value not in available:
+            raise ModelError(f"{where}: update of {var['name']!r} takes {new['name']!r}, not a value")
+        if new["dtype"] and new["dtype"] != var["dtype"]:
+            raise ModelError(f"{where}: update of {var['name']!r} takes a value of another dtype")

@@ -39,6 +39,7 @@ from runtime.schema.fb import (
     SubGraph,
     Tensor,
     TensorRef,
+    VariableUpdate,
 )
 from runtime.schema.fb.AttributeType import AttributeType
 
@@ -241,7 +242,13 @@ def _build_signature(
         return _table_vector(builder, made)
 
     inputs, outputs = refs(signature.inputs), refs(signature.outputs)
-    updates = _int_vector(builder, [main.index[id(v)] for v in signature.updates], np.int32)
+    updates = []
+    for variable, value in signature.updates.items():
+        VariableUpdate.Start(builder)
+        VariableUpdate.AddVariable(builder, main.index[id(variable)])
+        VariableUpdate.AddValue(builder, main.index[id(value)])
+        updates.append(VariableUpdate.End(builder))
+    updates = _table_vector(builder, updates)
     text = builder.CreateString(name)
     Signature.Start(builder)
     Signature.AddName(builder, text)

@@ -90,9 +90,8 @@ def counter_graph() -> Graph:
     x = g.input("x", np.float32, (2,))
     state = g.variable("state", np.array([10.0, 20.0], np.float32))
     y = g.op("Add", [x, state], name="y")
-    g.assign(state, y)
     g.signature("infer", {"x": x}, {"y": y})
-    g.signature("step", {"x": x}, {"y": y, "state": state}, updates=[state])
+    g.signature("step", {"x": x}, {"y": y, "state": state}, updates={state: y})
     g.signature("read", {}, {"state": state})
     return g.build()
 
@@ -110,24 +109,75 @@ def test_variables_change_only_in_signatures_that_update_them():
     np.testing.assert_array_equal(it.variables()["state"], [11, 21])
 
 
-def test_a_write_of_the_wrong_shape_into_a_variable_is_refused():
+def test_an_update_of_the_wrong_shape_is_refused():
     g = GraphBuilder()
     x = g.input("x", np.float32, (3,))
     state = g.variable("state", np.zeros(2, np.float32))
-    g.assign(state, g.op("Relu", [x]))
-    g.signature("step", {"x": x}, {}, updates=[state])
-    with pytest.raises(ModelError, match="writes variable 'state'"):
+    g.signature("step", {"x": x}, {}, updates={state: g.op("Relu", [x])})
+    with pytest.raises(ModelError, match="variable 'state' is float32\\[2\\] but its update is float32\\[3\\]"):
         Interpreter(g.build())
 
 
-def test_updates_must_name_a_written_variable():
+def test_updates_must_store_values_into_variables():
     g = GraphBuilder()
     x = g.input("x", np.float32, (2,))
     state = g.variable("state", np.zeros(2, np.float32))
+    other = g.variable("other", np.zeros(2, np.float32))
     y = g.op("Relu", [x])
-    g.signature("step", {"x": x}, {"y": y}, updates=[state])
-    with pytest.raises(ModelError, match="not a variable an operator writes"):
+    g.signature("a", {"x": x}, {"y": y}, updates={y: state})
+    with pytest.raises(ModelError, match="which is not a variable"):
         load_model(serialize(g.build()))
+    g._signatures.clear()
+    g.signature("b", {"x": x}, {"y": y}, updates={state: other})
+    with pytest.raises(ModelError, match="not a value"):
+        load_model(serialize(g.build()))
+
+
+def test_operators_may_not_write_variables():
+    g = GraphBuilder()
+    x = g.input("x", np.float32, (2,))
+    state = g.variable("state", np.zeros(2, np.float32))
+    graph = g.build()
+    graph.nodes.append(Node("Relu", [x], [state], name="writer"))
+    graph.outputs.append(state)
+    with pytest.raises(ModelError, match="writes variable 'state'"):
+        load_model(serialize(graph))
+
+
+def test_restore_style_signature_copies_inputs_into_variables_only_if_all_are_valid():
+    g = GraphBuilder()
+    w = g.variable("w", np.zeros((2, 2), np.float32))
+    b = g.variable("b", np.zeros(2, np.float32))
+    new_w = g.input("w_new", np.float32, (2, 2))
+    new_b = g.input("b_new", np.float32, (2,))
+    g.signature("restore", {"w": new_w, "b": new_b}, {}, updates={w: new_w, b: new_b})
+    g.signature("save", {}, {"w": w, "b": b})
+    it = Interpreter(g.build())
+    with pytest.raises(InputError, match="missing input 'b'"):
+        it.run({"w": np.ones((2, 2), np.float32)}, "restore")
+    with pytest.raises(InputError, match="expected shape"):
+        it.run({"w": np.ones((2, 3), np.float32), "b": np.ones(2, np.float32)}, "restore")
+    np.testing.assert_array_equal(it.run({}, "save")["w"], np.zeros((2, 2)))  # unchanged
+    it.run({"w": np.ones((2, 2), np.float32), "b": np.full(2, 3, np.float32)}, "restore")
+    saved = it.run({}, "save")
+    np.testing.assert_array_equal(saved["w"], np.ones((2, 2)))
+    np.testing.assert_array_equal(saved["b"], [3, 3])
+
+
+def test_inputs_with_defaults_may_be_omitted():
+    g = GraphBuilder()
+    x = g.input("x", np.float32, (2,))
+    lr = g.input("learning_rate", np.float32, ())
+    lr.data = np.array(0.5, np.float32)
+    g.output(g.op("Mul", [x, lr]), "y")
+    it = Interpreter(g.build())
+    info = it.signatures["serving_default"].inputs
+    assert info["learning_rate"].has_default and not info["x"].has_default
+    np.testing.assert_array_equal(it.run({"x": np.ones(2, np.float32)})["y"], [0.5, 0.5])
+    lr_now = np.array(2.0, np.float32)
+    np.testing.assert_array_equal(it.run({"x": np.ones(2, np.float32), "learning_rate": lr_now})["y"], [2, 2])
+    with pytest.raises(InputError, match="missing input 'x'"):
+        it.run({"learning_rate": lr_now})
 
 
 def test_zero_size_constants_and_static_zero_dims():
