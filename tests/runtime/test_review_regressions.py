@@ -114,7 +114,7 @@ def test_an_update_of_the_wrong_shape_is_refused():
     x = g.input("x", np.float32, (3,))
     state = g.variable("state", np.zeros(2, np.float32))
     g.signature("step", {"x": x}, {}, updates={state: g.op("Relu", [x])})
-    with pytest.raises(ModelError, match="variable 'state' is float32\\[2\\] but its update is float32\\[3\\]"):
+    with pytest.raises(ModelError, match=r"'state' is float32\[2\] but its update is float32\[3\]"):
         Interpreter(g.build())
 
 
