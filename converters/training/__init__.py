@@ -1,0 +1,5 @@
+"""On-device training: turn an inference graph into a trainable one.
+
+    from converters.training import make_trainable
+    train_graph = make_trainable(graph, loss="cross_entropy", optimizer=("sgd", {"lr": 0.1}))
+"""
