@@ -33,6 +33,8 @@ from runtime.errors import EdgerunError
 # command name -> module exposing add_parser(subparsers)
 PLUGINS: dict[str, str] = {
     "convert": "converters.cli",
+    "make-trainable": "converters.training.cli",
+    "train": "runtime.train_cli",
 }
 
 EXPECTED_ERRORS = (EdgerunError, OSError, ValueError)

@@ -24,6 +24,7 @@ from runtime.planner import TensorLife, plan_arena
 from runtime.verifier import MAX_TENSOR_BYTES
 
 ARENA_ALIGNMENT = 64
+_RECENT_PREPARATIONS = 3  # prepared input-shape sets kept for reuse
 _END = 1 << 62  # "live until the end of the run"
 
 
@@ -81,6 +82,7 @@ class ExecutionPlan:
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         shapes = {n: tuple(1 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
         self.prepared = self._prepare(shapes)
+        self._recent: dict[tuple, _Prepared] = {tuple(shapes.items()): self.prepared}
         self.output_info = self._describe_outputs(shapes)
 
     @property
@@ -158,11 +160,20 @@ class ExecutionPlan:
         return arrays
 
     def _reprepare(self, shapes: dict[str, tuple[int, ...]]) -> _Prepared:
-        """Prepare for new input shapes; inputs that do not fit together are an InputError."""
-        try:
-            return self._prepare(shapes)
-        except ModelError as exc:
-            raise InputError(f"signature {self.name!r} cannot run with input shapes {shapes}: {exc}") from exc
+        """Prepare for new input shapes, reusing one of the last few preparations (a
+        training loop alternates full and last-partial batches); inputs that do not
+        fit together are an InputError."""
+        key = tuple(shapes.items())
+        cached = self._recent.pop(key, None)
+        if cached is None:
+            try:
+                cached = self._prepare(shapes)
+            except ModelError as exc:
+                raise InputError(f"signature {self.name!r} cannot run with input shapes {shapes}: {exc}") from exc
+        self._recent[key] = cached
+        while len(self._recent) > _RECENT_PREPARATIONS:
+            self._recent.pop(next(iter(self._recent)))
+        return cached
 
     def _with_defaults(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """`inputs` plus the defaults of omitted optional inputs; InputError for a missing

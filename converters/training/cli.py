@@ -1,0 +1,56 @@
+"""`edgerun make-trainable`: add loss, gradients and optimizer to an .erm model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from converters.training.trainable import LOSSES, OPTIMIZERS
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the `make-trainable` command."""
+    p = subparsers.add_parser("make-trainable", help="add train/infer/save/restore signatures to a model")
+    p.add_argument("model", type=Path, help="inference model (.erm, or .onnx)")
+    p.add_argument("--loss", choices=LOSSES, default="cross_entropy")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument("--lr", type=float, default=0.01, help="default learning rate (an input of 'train')")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    p.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="optimizer weight decay")
+    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty added to the loss")
+    p.add_argument("--trainable", default=None,
+                   help="glob pattern(s) of weights to train, comma-separated, or 'last:K' (default: all)")
+    p.add_argument("--output-name", default=None, help="model output the loss applies to")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="output file (default: MODEL with suffix .train.erm)")
+    p.set_defaults(func=cmd_make_trainable)
+
+
+def cmd_make_trainable(args: argparse.Namespace) -> int:
+    """Load (or convert), make trainable, save; prints one summary line."""
+    from converters.training.trainable import make_trainable
+    from runtime import load_model, save_model
+
+    if args.model.suffix == ".onnx":
+        from converters import from_onnx
+
+        graph = from_onnx(args.model)
+    else:
+        graph = load_model(args.model)
+    trainable: Any = args.trainable
+    if trainable and trainable.startswith("last:"):
+        trainable = int(trainable.split(":", 1)[1])
+    settings: dict[str, Any] = {"lr": args.lr, "weight_decay": args.weight_decay}
+    if args.optimizer == "sgd":
+        settings.update(momentum=args.momentum, nesterov=args.nesterov)
+    train_graph = make_trainable(graph, loss=args.loss, optimizer=(args.optimizer, settings),
+                                 trainable=trainable, l2=args.l2, output=args.output_name)
+    output = args.output or args.model.with_name(args.model.stem + ".train.erm")
+    path = save_model(train_graph, output)
+    params = [v for v in train_graph.signatures["save"].outputs.values()]
+    count = sum(v.data.size for v in params)
+    print(f"made {path}: {len(params)} trainable tensors ({count:,} values), "
+          f"signatures {', '.join(train_graph.signatures)}")
+    return 0

@@ -1,0 +1,353 @@
+"""make_trainable: add a loss, reverse-mode gradients and optimizer updates to a graph.
+
+The result is one graph with these signatures (all sharing the parameters,
+which become variables):
+
+    infer / serving_default   the original inputs -> the original outputs
+    train                     inputs + labels [+ learning_rate] -> loss (+ accuracy);
+                              stores new parameters, optimizer state and
+                              BatchNormalization running statistics when it ends
+    save                      -> every model variable by name (parameters and running stats)
+    restore                   every model variable by name -> stores them all, or,
+                              if any is missing, extra or mis-shaped, nothing (InputError)
+
+The train signature runs a copy of the forward graph in training mode
+(BatchNormalization with batch statistics, Dropout dropping), the loss, the
+backward nodes built by the gradient rules of converters.training.rules, and
+one optimizer update per parameter. The device only runs signatures.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from converters.training.rules import (
+    TRAINING_DOMAIN,
+    GradContext,
+    gradient_rule,
+    training_forward_rule,
+)
+from runtime.errors import ConversionError
+from runtime.graph import Graph, Node, Signature, Value
+
+LOSSES = ("cross_entropy", "mse", "bce_logits")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+# BatchNormalization inputs that hold running statistics, not trainable weights.
+_STATISTICS_SLOTS = {"BatchNormalization": (3, 4)}
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """An optimizer name and its settings (lr is the default learning rate)."""
+
+    name: str
+    lr: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+
+    @classmethod
+    def parse(cls, spec: str | tuple[str, dict[str, Any]] | Optimizer) -> Optimizer:
+        if isinstance(spec, Optimizer):
+            return spec
+        name, options = (spec, {}) if isinstance(spec, str) else spec
+        if name not in OPTIMIZERS:
+            raise ConversionError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        allowed = set(cls.__dataclass_fields__) - {"name"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ConversionError(f"optimizer {name!r}: unknown settings {unknown}; known: {sorted(allowed)}")
+        return cls(name, **options)
+
+
+def make_trainable(
+    graph: Graph,
+    loss: str = "cross_entropy",
+    optimizer: str | tuple[str, dict[str, Any]] | Optimizer = ("sgd", {"lr": 0.01}),
+    trainable: None | str | Sequence[str] | int = None,
+    *,
+    l2: float = 0.0,
+    output: str | None = None,
+    one_hot_labels: bool = False,
+) -> Graph:
+    """A new graph with train/infer/save/restore signatures (see the module docstring).
+
+    Args:
+        graph: an inference graph (from from_onnx or GraphBuilder); not modified.
+        loss: "cross_entropy" (softmax cross-entropy on logits; integer labels, or
+            one-hot/probability labels with `one_hot_labels`), "mse", or
+            "bce_logits". If the chosen output comes from Softmax (cross_entropy)
+            or Sigmoid (bce_logits), the loss reads that op's input as logits.
+        optimizer: "sgd", "adam" or "adamw", optionally with settings, e.g.
+            ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True}).
+        trainable: which float constants train: None or "all" (all weights), a
+            glob pattern ("fc2.*", comma-separated for several), a list of exact
+            names, or an int k for the weights of the last k nodes that have any
+            (transfer learning). The rest stay constants.
+        l2: L2 weight decay added to the loss as 0.5 * l2 * sum of squared weights.
+        output: which output the loss applies to (default: the only one).
+
+    Raises ConversionError: unknown loss/optimizer/output/parameter names, no
+    trainable parameter, or an op on the path to the loss without a gradient
+    rule (naming the op and the node).
+    """
+    if loss not in LOSSES:
+        raise ConversionError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    opt = Optimizer.parse(optimizer)
+    builder = _TrainableBuilder(_copy_graph(graph))
+    builder.select_parameters(trainable)
+    builder.build_training_forward()
+    builder.add_loss(loss, output, one_hot_labels, l2)
+    builder.add_backward()
+    builder.add_optimizer(opt)
+    return builder.finish(loss, opt, l2)
+
+
+def _copy_graph(graph: Graph) -> Graph:
+    """A copy whose Values and Nodes are new objects (constant arrays are shared)."""
+    mapping: dict[int, Value] = {}
+
+    def new(v: Value | None) -> Value | None:
+        if v is None:
+            return None
+        if id(v) not in mapping:
+            mapping[id(v)] = Value(v.name, v.dtype, v.shape, v.data, v.is_variable, v.quantization)
+        return mapping[id(v)]
+
+    nodes = [Node(n.op_type, [new(v) for v in n.inputs], [new(v) for v in n.outputs], dict(n.attrs),
+                  n.name, n.domain, n.version) for n in graph.nodes]
+    serving = graph.signatures.get("serving_default") or graph.default_signature()
+    signature = Signature({k: new(v) for k, v in serving.inputs.items()},
+                          {k: new(v) for k, v in serving.outputs.items()})
+    return Graph(graph.name, nodes, [new(v) for v in graph.inputs], [new(v) for v in graph.outputs],
+                 {"serving_default": signature}, dict(graph.metadata))
+
+
+class _TrainableBuilder:
+    """The steps of make_trainable, sharing their bookkeeping."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.serving = graph.signatures["serving_default"]
+        self.opset = max((n.version for n in graph.nodes if n.domain in ("", "ai.onnx")), default=17)
+        self.params: list[Value] = []
+        self.statistics: list[Value] = []
+        self.forward = GradContext(self.opset, prefix="train")
+        self.backward = GradContext(self.opset, prefix="grad")
+        self.train_value: dict[Value, Value] = {}
+        self.updates: dict[Value, Value] = {}
+        self.train_inputs: dict[str, Value] = dict(self.serving.inputs)
+        self.train_outputs: dict[str, Value] = {}
+        self.extra_inputs: list[Value] = []
+
+    # ---------------------------------------------------------------- parameters
+    def select_parameters(self, trainable: None | str | Sequence[str] | int) -> None:
+        candidates: list[tuple[Node, Value]] = []
+        seen: set[Value] = set()
+        for node in self.graph.nodes:
+            stats = _STATISTICS_SLOTS.get(node.op_type, ())
+            for slot, v in enumerate(node.inputs):
+                if v is None or not v.is_constant or v.dtype.kind != "f" or v in seen:
+                    continue
+                seen.add(v)
+                if slot in stats:
+                    self.statistics.append(v)
+                elif v.data.ndim >= 1 and _differentiable(node.op_type):
+                    candidates.append((node, v))
+        self.params = _choose(candidates, trainable)
+        if not self.params:
+            raise ConversionError(f"no trainable parameters match {trainable!r}")
+        for v in (*self.params, *self.statistics):
+            v.is_variable = True
+
+    # ---------------------------------------------------------- training forward
+    def build_training_forward(self) -> None:
+        """A copy of the forward nodes in training mode; values map through train_value."""
+        for node in self.graph.nodes:
+            inputs = [self._train(v) for v in node.inputs]
+            twin = Node(node.op_type, inputs, node.outputs, node.attrs, node.name, node.domain, node.version)
+            rule = training_forward_rule(node.op_type)
+            if rule is not None:
+                outputs, updates = rule(self.forward, twin)
+                self.updates.update(updates)
+            else:
+                outputs = [None if v is None else Value(f"{v.name}/train", v.dtype, v.shape)
+                           for v in node.outputs]
+                self.forward.nodes.append(Node(node.op_type, inputs, outputs, dict(node.attrs),
+                                               f"{node.name}/train", node.domain, node.version))
+            for old, new in zip(node.outputs, outputs, strict=True):
+                if old is not None:
+                    self.train_value[old] = new
+
+    def _train(self, v: Value | None) -> Value | None:
+        return None if v is None else self.train_value.get(v, v)
+
+    # ---------------------------------------------------------------------- loss
+    def add_loss(self, loss: str, output: str | None, one_hot: bool, l2: float) -> None:
+        name, value = self._loss_output(output)
+        info = self._output_info(name)
+        target = self._train(value)
+        producer = self._producer_of(target)
+        if producer is not None and (loss, producer.op_type) in (("cross_entropy", "Softmax"),
+                                                                  ("bce_logits", "Sigmoid")):
+            target = producer.inputs[0]  # the logits before the final activation
+        if loss == "cross_entropy" and not one_hot:
+            labels = Value("labels", np.int64, (info.shape[0],))
+        else:
+            labels = Value("labels", info.dtype, info.shape)
+        self.train_inputs["labels"] = labels
+        self.extra_inputs.append(labels)
+        op = {"cross_entropy": "SoftmaxCrossEntropy", "mse": "MSELoss", "bce_logits": "BCEWithLogits"}[loss]
+        self.loss_dtype = info.dtype
+        total = self.forward.op(op, [target, labels])
+        if loss == "cross_entropy":
+            self.train_outputs["accuracy"] = self.forward.op("Accuracy", [target, labels])
+        if l2 > 0:
+            squares = self.forward.op("SumSquares", list(self.params))
+            scale = self.forward.constant("l2_half", np.asarray(0.5 * l2, info.dtype))
+            total = self.forward.onnx("Add", [total, self.forward.onnx("Mul", [squares, scale])])
+        self.loss = total
+        self.train_outputs["loss"] = total
+
+    def _loss_output(self, output: str | None) -> tuple[str, Value]:
+        outputs = self.serving.outputs
+        if output is None:
+            if len(outputs) != 1:
+                raise ConversionError(f"the model has outputs {sorted(outputs)}: say which one the loss uses")
+            output = next(iter(outputs))
+        if output not in outputs:
+            raise ConversionError(f"no output {output!r}; the model has {sorted(outputs)}")
+        return output, outputs[output]
+
+    def _output_info(self, name: str) -> Any:
+        from runtime import Interpreter
+
+        info = Interpreter(self.graph, device="cpu").signatures["serving_default"].outputs[name]
+        if info.dtype.kind != "f":
+            raise ConversionError(f"output {name!r} is {info.dtype}; a loss needs floats")
+        return info
+
+    def _producer_of(self, value: Value) -> Node | None:
+        for node in self.forward.nodes:
+            if value in node.outputs:
+                return node
+        return None
+
+    # ------------------------------------------------------------------ backward
+    def add_backward(self) -> None:
+        """Reverse-mode gradients of the loss with respect to every parameter."""
+        depends = set(self.params)
+        for node in self.forward.nodes:
+            if any(v in depends for v in node.inputs if v is not None):
+                depends.update(v for v in node.outputs if v is not None)
+        one = self.backward.constant("loss_grad_seed", np.ones((), self.loss_dtype))
+        self.grads: dict[Value, Value] = {self.loss: one}
+        for node in reversed(self.forward.nodes):
+            out_grads = [None if v is None else self.grads.get(v) for v in node.outputs]
+            if all(g is None for g in out_grads) or not depends.intersection(node.inputs):
+                continue
+            rule = gradient_rule(node.op_type)
+            if rule is None:
+                raise ConversionError(f"node {node.name!r}: op {node.op_type!r} has no gradient")
+            in_grads = rule(self.backward, node, out_grads)
+            for value, grad in zip(node.inputs, in_grads, strict=True):
+                if value is None or grad is None or value not in depends:
+                    continue
+                previous = self.grads.get(value)
+                self.grads[value] = grad if previous is None else self.backward.onnx("Add", [previous, grad])
+
+    # ----------------------------------------------------------------- optimizer
+    def add_optimizer(self, opt: Optimizer) -> None:
+        ctx = self.backward
+        lr = Value("learning_rate", np.float32, (), data=np.asarray(opt.lr, np.float32))
+        self.train_inputs["learning_rate"] = lr
+        self.extra_inputs.append(lr)
+        step = None
+        if opt.name in ("adam", "adamw"):
+            step = _variable("optimizer.step", np.zeros((), np.float32))
+            self.updates[step] = ctx.onnx("Add", [step, ctx.constant("one", np.ones((), np.float32))])
+        for param in self.params:
+            grad = self.grads.get(param)
+            if grad is None:
+                raise ConversionError(f"parameter {param.name!r} does not affect the loss")
+            self._update(ctx, opt, param, grad, lr, step)
+
+    def _update(self, ctx: GradContext, opt: Optimizer, param: Value, grad: Value, lr: Value,
+                step: Value | None) -> None:
+        zeros = np.zeros_like(param.data)
+        if opt.name == "sgd":
+            attrs = {"momentum": opt.momentum, "nesterov": int(opt.nesterov),
+                     "weight_decay": opt.weight_decay}
+            if opt.momentum == 0:
+                self.updates[param] = ctx.op("SGDUpdate", [param, grad, lr], **attrs)
+                return
+            velocity = _variable(f"{param.name}.velocity", zeros)
+            new_param, new_velocity = ctx.op("SGDUpdate", [param, grad, lr, velocity], num_outputs=2, **attrs)
+            self.updates.update({param: new_param, velocity: new_velocity})
+            return
+        m, v = _variable(f"{param.name}.adam_m", zeros), _variable(f"{param.name}.adam_v", zeros.copy())
+        new_param, new_m, new_v = ctx.op(
+            "AdamUpdate", [param, grad, lr, m, v, step], num_outputs=3, beta1=opt.beta1, beta2=opt.beta2,
+            epsilon=opt.epsilon, weight_decay=opt.weight_decay, decoupled=int(opt.name == "adamw"),
+        )
+        self.updates.update({param: new_param, m: new_m, v: new_v})
+
+    # -------------------------------------------------------------------- finish
+    def finish(self, loss: str, opt: Optimizer, l2: float) -> Graph:
+        state = [*self.params, *self.statistics]
+        restore_inputs = {v.name: Value(f"restore/{v.name}", v.dtype, v.data.shape) for v in state}
+        signatures = {
+            "serving_default": self.serving,
+            "infer": Signature(dict(self.serving.inputs), dict(self.serving.outputs)),
+            "train": Signature(self.train_inputs, self.train_outputs, self.updates),
+            "save": Signature({}, {v.name: v for v in state}),
+            "restore": Signature(restore_inputs, {}, {v: restore_inputs[v.name] for v in state}),
+        }
+        nodes = [*self.graph.nodes, *self.forward.nodes, *self.backward.nodes]
+        inputs = [*self.graph.inputs, *self.extra_inputs, *restore_inputs.values()]
+        metadata = dict(self.graph.metadata)
+        metadata["edgerun.training"] = json.dumps({
+            "loss": loss, "optimizer": opt.__dict__, "l2": l2,
+            "parameters": [v.name for v in self.params], "statistics": [v.name for v in self.statistics],
+        })
+        return Graph(self.graph.name, nodes, inputs, list(self.graph.outputs), signatures, metadata)
+
+
+def _differentiable(op_type: str) -> bool:
+    return gradient_rule(op_type) is not None or training_forward_rule(op_type) is not None
+
+
+def _variable(name: str, initial: np.ndarray) -> Value:
+    return Value(name, initial.dtype, initial.shape, data=initial, is_variable=True)
+
+
+def _choose(candidates: list[tuple[Node, Value]], trainable: None | str | Sequence[str] | int) -> list[Value]:
+    """The candidate weights that `trainable` selects, in graph order."""
+    values = [v for _, v in candidates]
+    if trainable is None or trainable == "all":
+        return values
+    if isinstance(trainable, int):
+        nodes = list(dict.fromkeys(node.name for node, _ in candidates))
+        keep = set(nodes[-trainable:]) if trainable > 0 else set()
+        return [v for node, v in candidates if node.name in keep]
+    if isinstance(trainable, str):
+        patterns = [p.strip() for p in trainable.split(",") if p.strip()]
+        return [v for v in values if any(fnmatch.fnmatchcase(v.name, p) for p in patterns)]
+    names = list(trainable)
+    known = {v.name for v in values}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConversionError(f"not trainable weights: {unknown}; the weights are {sorted(known)}")
+    return [v for v in values if v.name in set(names)]
+
+
+__all__ = ["LOSSES", "OPTIMIZERS", "Optimizer", "TRAINING_DOMAIN", "make_trainable"]
