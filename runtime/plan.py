@@ -169,7 +169,8 @@ class ExecutionPlan:
             try:
                 cached = self._prepare(shapes)
             except ModelError as exc:
-                raise InputError(f"signature {self.name!r} cannot run with input shapes {shapes}: {exc}") from exc
+                message = f"signature {self.name!r} cannot run with input shapes {shapes}: {exc}"
+                raise InputError(message) from exc
         self._recent[key] = cached
         while len(self._recent) > _RECENT_PREPARATIONS:
             self._recent.pop(next(iter(self._recent)))

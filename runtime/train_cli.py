@@ -36,7 +36,7 @@ def load_dataset(path: Path, input_names: list[str]) -> tuple[Any, np.ndarray]:
         arrays = {k: data[k] for k in data.files}
     label_key = "y" if "y" in arrays else "labels" if "labels" in arrays else None
     if label_key is None:
-        raise InputError(f"{path}: no labels; expected an array named 'y' or 'labels', found {sorted(arrays)}")
+        raise InputError(f"{path}: no labels; expected an array 'y' or 'labels', found {sorted(arrays)}")
     labels = arrays.pop(label_key)
     if len(input_names) == 1 and "x" in arrays:
         return arrays["x"], labels
