@@ -1,4 +1,5 @@
-"""Neural-network kernels: MatMul, Gemm, Softmax.
+"""Neural-network kernels: MatMul, Gemm, Softmax, LogSoftmax, each followed by its gradient
+kernel (edgerun domain).
 
 Conv lives in conv.py, the pools in pool.py, normalization in normalization.py.
 """
@@ -20,7 +21,7 @@ from runtime.kernels.attrs import (
     require_same_dtype,
 )
 from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.elementwise import broadcast_shape
+from runtime.kernels.elementwise import broadcast_shape, check_broadcasts_to, sum_to
 from runtime.kernels.registry import register
 
 
@@ -53,6 +54,44 @@ def matmul_shape(kernel: Kernel, a: tuple[int, ...], b: tuple[int, ...]) -> tupl
     rows = a2[-2:-1] if len(a) > 1 else ()
     cols = b2[-1:] if len(b) > 1 else ()
     return batch + rows + cols
+
+
+@register("MatMulGrad", since=1, domain="edgerun")
+class MatMulGrad(Kernel):
+    """(dY, A, B) -> (dA, dB) of Y = numpy.matmul(A, B): with 1-D operands promoted to 2-D,
+    dA = dY @ B^T and dB = A^T @ dY, each summed over the batch axes its operand was broadcast
+    along and shaped like the operand. ModelError unless dY has Y's shape."""
+
+    min_inputs = max_inputs = 3
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        dy, a, b = inputs
+        require_kind(self, dy, FLOAT_KINDS, "dY")
+        require_same_dtype(self, [dy, a, b], "dY, A and B")
+        y = matmul_shape(self, a.shape, b.shape)
+        if dy.shape != y:
+            raise self.fail(f"dY shape {dy.shape} differs from the output shape {y} of A @ B")
+        self.a2 = (1,) + a.shape if len(a.shape) == 1 else a.shape
+        self.b2 = b.shape + (1,) if len(b.shape) == 1 else b.shape
+        batch = broadcast_shape(self, [self.a2[:-2], self.b2[:-2]])
+        self.dy2 = batch + (self.a2[-2], self.b2[-1])
+        return [a, b]
+
+    def run(self, inputs, outputs):
+        dy, a, b = inputs[0].reshape(self.dy2), inputs[1].reshape(self.a2), inputs[2].reshape(self.b2)
+        da = outputs[0].reshape(self.a2, copy=False)
+        _matmul_to(dy, np.swapaxes(b, -1, -2), da)
+        if len(outputs) > 1:
+            _matmul_to(np.swapaxes(a, -1, -2), dy, outputs[1].reshape(self.b2, copy=False))
+
+
+def _matmul_to(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+    """out = x @ y summed down to out's shape (out's batch axes broadcast to the product's)."""
+    if np.broadcast_shapes(x.shape[:-2], y.shape[:-2]) == out.shape[:-2]:
+        np.matmul(x, y, out=out)
+    else:
+        sum_to(np.matmul(x, y), out)
 
 
 @register("Gemm", since=7)
@@ -120,6 +159,81 @@ class Gemm11(Gemm):
     min_inputs = 2
 
 
+@register("GemmGrad", since=1, domain="edgerun")
+class GemmGrad(Kernel):
+    """(dY, A, B[, C]) -> (dA, dB[, dC]) of Y = alpha * A' @ B' + beta * C (Gemm), with the
+    forward node's alpha, beta, transA and transB: dA' = alpha * dY @ B'^T, dB' = alpha * A'^T @ dY
+    (transposed back to A's and B's layout) and dC = beta * dY summed down to C's shape. dC exists
+    only when C is given. ModelError unless dY has Y's shape (M, N)."""
+
+    min_inputs, max_inputs = 3, 4
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        dy, a, b = inputs[:3]
+        c = inputs[3] if len(inputs) > 3 else None
+        require_kind(self, dy, FLOAT_KINDS, "dY")
+        require_same_dtype(self, [s for s in (dy, a, b, c) if s is not None], "dY, A, B and C")
+        require_rank(self, a, 2, 2, what="A")
+        require_rank(self, b, 2, 2, what="B")
+        self.trans_a, self.trans_b = flag_attr(self, "transA"), flag_attr(self, "transB")
+        m, k = a.shape[::-1] if self.trans_a else a.shape
+        k2, n = b.shape[::-1] if self.trans_b else b.shape
+        if k != k2:
+            raise self.fail(f"inner dimensions differ: A' is ({m}, {k}), B' is ({k2}, {n})")
+        if dy.shape != (m, n):
+            raise self.fail(f"dY shape {dy.shape} differs from the output shape {(m, n)}")
+        if c is not None:
+            check_broadcasts_to(self, c.shape, (m, n), "C")
+        self.alpha = dy.dtype.type(float_attr(self, "alpha", 1.0))
+        self.beta = dy.dtype.type(float_attr(self, "beta", 1.0))
+        return [a, b] + ([TensorSpec(dy.dtype, c.shape)] if c is not None else [])
+
+    def run(self, inputs, outputs):
+        dy, a, b = inputs[:3]
+        a_ = a.T if self.trans_a else a  # A', B' as in the forward op
+        b_ = b.T if self.trans_b else b
+        if self.trans_a:  # dA = dA'^T = alpha * B' @ dY^T
+            np.matmul(b_, dy.T, out=outputs[0])
+        else:
+            np.matmul(dy, b_.T, out=outputs[0])
+        if len(outputs) > 1 and self.trans_b:  # dB = dB'^T = alpha * dY^T @ A'
+            np.matmul(dy.T, a_, out=outputs[1])
+        elif len(outputs) > 1:
+            np.matmul(a_.T, dy, out=outputs[1])
+        if len(outputs) > 2:
+            sum_to(dy, outputs[2])
+        for out, scale in zip(outputs, (self.alpha, self.alpha, self.beta), strict=False):
+            if scale != 1:
+                np.multiply(out, scale, out=out)
+
+
+def softmax_view(shape: tuple[int, ...], axis: int, flatten: bool) -> tuple[tuple[int, ...], int]:
+    """The shape a softmax-like op works on and the axis it normalizes: the 2-D view
+    (prod(shape[:axis]), prod(shape[axis:])) and 1 when `flatten` (before opset 13), else
+    `shape` and `axis` itself (axis already in [0, rank))."""
+    if flatten:
+        return (prod(shape[:axis]), prod(shape[axis:])), 1
+    return shape, axis
+
+
+def softmax(x: np.ndarray, out: np.ndarray, axis: int) -> None:
+    """out = exp(x - max) / sum(exp(x - max)) along `axis`; out may not alias x."""
+    if out.size == 0:
+        return
+    np.subtract(x, np.max(x, axis=axis, keepdims=True), out=out)
+    np.exp(out, out=out)
+    np.divide(out, np.sum(out, axis=axis, keepdims=True), out=out)
+
+
+def log_softmax(x: np.ndarray, out: np.ndarray, axis: int) -> None:
+    """out = (x - max) - log(sum(exp(x - max))) along `axis`; out may not alias x."""
+    if out.size == 0:
+        return
+    np.subtract(x, np.max(x, axis=axis, keepdims=True), out=out)
+    np.subtract(out, np.log(np.sum(np.exp(out), axis=axis, keepdims=True)), out=out)
+
+
 @register("Softmax", since=1)
 class Softmax(Kernel):
     """Before opset 13: X viewed as 2-D (prod(shape[:axis]), prod(shape[axis:])), softmax over
@@ -127,6 +241,8 @@ class Softmax(Kernel):
 
     default_axis = 1
     negative_axis = False
+    flatten = True  # the opset < 13 2-D view
+    compute = staticmethod(softmax)
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
@@ -136,11 +252,12 @@ class Softmax(Kernel):
             self, int_attr(self, "axis", self.default_axis), len(x.shape), negative=self.negative_axis
         )
         self.rows = (prod(x.shape[: self.axis]), prod(x.shape[self.axis :]))
+        self.view, self.view_axis = softmax_view(x.shape, self.axis, self.flatten)
         return [x]
 
     def run(self, inputs, outputs):
-        out = outputs[0].reshape(self.rows, copy=False)
-        softmax(inputs[0].reshape(self.rows), out, axis=1)
+        out = outputs[0].reshape(self.view, copy=False)
+        self.compute(inputs[0].reshape(self.view), out, self.view_axis)
 
 
 @register("Softmax", since=11)
@@ -153,15 +270,67 @@ class Softmax13(Softmax11):
     """From opset 13: softmax along one axis (default -1), other axes independent."""
 
     default_axis = -1
+    flatten = False
+
+
+@register("LogSoftmax", since=1)
+class LogSoftmax(Softmax):
+    """log(Softmax(X)), computed stably; the same axis semantics as Softmax of each version."""
+
+    compute = staticmethod(log_softmax)
+
+
+@register("LogSoftmax", since=11)
+class LogSoftmax11(LogSoftmax):
+    negative_axis = True
+
+
+@register("LogSoftmax", since=13)
+class LogSoftmax13(LogSoftmax11):
+    default_axis = -1
+    flatten = False
+
+
+class _SoftmaxGrad(Kernel):
+    """(dY, Y; axis=-1, flatten=0) -> dX for a softmax-like forward with output Y. `axis` may be
+    negative; flatten=1 gives the opset < 13 semantics (the 2-D view of `softmax_view`), so a rule
+    passes the forward node's axis (default 1) with flatten=1 below opset 13, else axis (default -1)
+    with flatten=0. ModelError unless dY and Y are floats of the same shape and dtype."""
+
+    min_inputs = max_inputs = 2
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        dy, y = inputs
+        require_kind(self, dy, FLOAT_KINDS, "dY")
+        require_same_dtype(self, [dy, y], "dY and Y")
+        if dy.shape != y.shape:
+            raise self.fail(f"dY shape {dy.shape} differs from Y shape {y.shape}")
+        axis = normalize_axis(self, int_attr(self, "axis", -1), len(y.shape))
+        self.view, self.axis = softmax_view(y.shape, axis, flag_attr(self, "flatten"))
+        return [dy]
+
+
+@register("SoftmaxGrad", since=1, domain="edgerun")
+class SoftmaxGrad(_SoftmaxGrad):
+    """dX = Y * (dY - sum(dY * Y)), the sum along the softmax axis."""
 
     def run(self, inputs, outputs):
-        softmax(inputs[0], outputs[0], axis=self.axis)
+        dy, y = inputs[0].reshape(self.view), inputs[1].reshape(self.view)
+        out = outputs[0].reshape(self.view, copy=False)
+        np.multiply(dy, y, out=out)
+        total = np.sum(out, axis=self.axis, keepdims=True)
+        np.subtract(dy, total, out=out)
+        np.multiply(out, y, out=out)
 
 
-def softmax(x: np.ndarray, out: np.ndarray, axis: int) -> None:
-    """out = exp(x - max) / sum(exp(x - max)) along `axis`; out may not alias x."""
-    if out.size == 0:
-        return
-    np.subtract(x, np.max(x, axis=axis, keepdims=True), out=out)
-    np.exp(out, out=out)
-    np.divide(out, np.sum(out, axis=axis, keepdims=True), out=out)
+@register("LogSoftmaxGrad", since=1, domain="edgerun")
+class LogSoftmaxGrad(_SoftmaxGrad):
+    """dX = dY - exp(Y) * sum(dY), the sum along the softmax axis; Y is the LogSoftmax output."""
+
+    def run(self, inputs, outputs):
+        dy, y = inputs[0].reshape(self.view), inputs[1].reshape(self.view)
+        out = outputs[0].reshape(self.view, copy=False)
+        np.exp(y, out=out)
+        np.multiply(out, np.sum(dy, axis=self.axis, keepdims=True), out=out)
+        np.subtract(dy, out, out=out)

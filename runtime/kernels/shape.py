@@ -1,4 +1,5 @@
-"""Shape kernels: Reshape, Flatten, Transpose, Concat, Identity. Any dtype."""
+"""Shape kernels: Reshape, Flatten, Transpose, Concat, Identity, and the gradient kernels
+(edgerun domain) ReshapeLike and ConcatGrad. Any dtype."""
 
 from __future__ import annotations
 
@@ -56,6 +57,24 @@ class Reshape(Kernel):
 class Reshape14(Reshape):
     def _allowzero(self) -> bool:
         return flag_attr(self, "allowzero")
+
+
+@register("ReshapeLike", since=1, domain="edgerun")
+class ReshapeLike(Kernel):
+    """(dY, Like) -> dY reshaped to Like's shape (only Like's shape is read): the gradient of
+    Reshape, Flatten and other ops that only change the shape. ModelError when the sizes differ."""
+
+    min_inputs = max_inputs = 2
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        dy, like = inputs
+        if dy.size != like.size:
+            raise self.fail(f"cannot reshape dY shape {dy.shape} ({dy.size} elements) to {like.shape}")
+        return [TensorSpec(dy.dtype, like.shape)]
+
+    def run(self, inputs, outputs):
+        np.copyto(outputs[0], inputs[0].reshape(outputs[0].shape))
 
 
 @register("Flatten", since=1)
@@ -143,6 +162,40 @@ class Concat4(Concat):
 @register("Concat", since=11)
 class Concat11(Concat4):
     negative_axis = True
+
+
+@register("ConcatGrad", since=1, domain="edgerun")
+class ConcatGrad(Kernel):
+    """(dY, X1, ..., Xn; axis) -> (dX1, ..., dXn): dY split along `axis` (required, may be
+    negative) into pieces shaped like the Xi, of which only the shapes are read. ModelError
+    unless the Xi concatenated along `axis` have dY's shape."""
+
+    min_inputs, max_inputs = 2, 1 << 31
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        if any(spec is None for spec in inputs):
+            raise self.fail("ConcatGrad inputs may not be omitted")
+        dy, parts = inputs[0], inputs[1:]
+        self.axis = normalize_axis(self, int_attr(self, "axis"), len(dy.shape))
+        axis = self.axis
+        for i, spec in enumerate(parts, start=1):
+            shape = spec.shape
+            if len(shape) != len(dy.shape) or shape[:axis] + shape[axis + 1 :] != dy.shape[:axis] + dy.shape[axis + 1 :]:
+                raise self.fail(f"input {i} shape {shape} does not match dY shape {dy.shape} outside axis {axis}")
+        sizes = [spec.shape[self.axis] for spec in parts]
+        if sum(sizes) != dy.shape[self.axis]:
+            raise self.fail(f"the inputs' sizes {sizes} along axis {self.axis} do not add up to "
+                            f"dY's {dy.shape[self.axis]}")
+        self.bounds = np.cumsum([0] + sizes).tolist()
+        return [TensorSpec(dy.dtype, spec.shape) for spec in parts]
+
+    def run(self, inputs, outputs):
+        dy = inputs[0]
+        index = [slice(None)] * dy.ndim
+        for i, out in enumerate(outputs):
+            index[self.axis] = slice(self.bounds[i], self.bounds[i + 1])
+            np.copyto(out, dy[tuple(index)])
 
 
 @register("Identity", since=1)

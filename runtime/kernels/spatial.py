@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.kernels.attrs import ints_attr, prod, str_attr
-from runtime.kernels.base import Kernel
+from runtime.kernels.base import Kernel, TensorSpec
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 MAX_TAPS = 1 << 16  # kernels with more positions than this are refused
@@ -201,3 +201,49 @@ def scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if buf is None or buf.size < nbytes:
         buf = pool[slot] = np.empty(max(nbytes, 64), np.uint8)
     return buf[:nbytes].view(dtype).reshape(shape)
+
+
+class TapGradient:
+    """The adjoint of gathering kernel taps from a `PaddedInput` (col2im), for gradient kernels.
+
+    `start` gives a zeroed (N, C, *padded_shape) buffer, `add` adds one tap's gradient
+    (shaped (N, C, *out_shape)) into it, and `finish` crops it into the input's gradient:
+    what fell on padding is dropped and input positions no window reaches get 0. When the
+    windows cover exactly the input, the buffer is the gradient itself and `finish` is free.
+    The buffer lives in per-thread scratch (`slot`), valid until the next use of the slot.
+    """
+
+    def __init__(self, window: Window, slot: str) -> None:
+        self.window = window
+        self.slot = slot
+        self.taps = window.taps()
+        padded = PaddedInput(window, 0.0, slot)
+        self.src, self.dst = padded.src, padded.dst
+        self.direct = not any(window.pads_begin) and window.padded_shape == window.in_shape
+
+    def start(self, dx: np.ndarray) -> np.ndarray:
+        shape = dx.shape[:2] + self.window.padded_shape
+        buf = dx if self.direct else scratch(self.slot, shape, dx.dtype)
+        buf.fill(0)
+        return buf
+
+    def add(self, buf: np.ndarray, k: int, grad: np.ndarray, where: np.ndarray | bool = True) -> None:
+        """buf[tap k] += grad (only where `where` holds)."""
+        view = buf[self.taps[k]]
+        np.add(view, grad, out=view, where=where)
+
+    def finish(self, buf: np.ndarray, dx: np.ndarray) -> None:
+        if buf is dx:
+            return
+        dx.fill(0)
+        np.copyto(dx[self.src], buf[self.dst])
+
+
+def require_output_grad(
+    kernel: Kernel, dy: TensorSpec, x: TensorSpec, out_shape: tuple[int, ...], what: str = "dY"
+) -> None:
+    """ModelError unless the incoming gradient `dy` has the forward output's shape and X's dtype."""
+    if dy.dtype != x.dtype or dy.shape != out_shape:
+        raise kernel.fail(
+            f"{what} is {dy.dtype} {dy.shape}; the forward output for X {x.shape} is {x.dtype} {out_shape}"
+        )
