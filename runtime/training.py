@@ -68,7 +68,10 @@ def fit(
         raise InputError(f"features have {[len(a) for a in features.values()]} examples, labels {n}")
     if epochs < 1 or batch_size < 1 or n == 0:
         raise InputError(f"need epochs >= 1, batch_size >= 1 and data; got {epochs}, {batch_size}, {n}")
-    extra = {} if learning_rate is None else {"learning_rate": np.asarray(learning_rate, np.float32)}
+    extra = {}
+    if learning_rate is not None:
+        lr_dtype = interpreter.signatures[TRAIN].inputs["learning_rate"].dtype
+        extra["learning_rate"] = np.asarray(learning_rate, lr_dtype)
     rng = np.random.default_rng(seed)
     history = []
     for epoch in range(epochs):

@@ -268,7 +268,7 @@ class _TrainableBuilder:
     # ----------------------------------------------------------------- optimizer
     def add_optimizer(self, opt: Optimizer) -> None:
         ctx = self.backward
-        lr = Value("learning_rate", np.float32, (), data=np.asarray(opt.lr, np.float32))
+        lr = Value("learning_rate", self.loss_dtype, (), data=np.asarray(opt.lr, self.loss_dtype))
         self.train_inputs["learning_rate"] = lr
         self.extra_inputs.append(lr)
         step = None

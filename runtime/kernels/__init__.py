@@ -1,6 +1,15 @@
 """numpy reference kernels, grouped by op family. Importing this package registers them."""
 
-from runtime.kernels import conv, elementwise, nn, normalization, pool, shape  # noqa: F401  (registration side effects)
+from runtime.kernels import (  # noqa: F401  (registration side effects)
+    conv,
+    elementwise,
+    losses,
+    nn,
+    normalization,
+    optimizers,
+    pool,
+    shape,
+)
 from runtime.kernels.base import Kernel, TensorSpec
 from runtime.kernels.registry import register, resolve, supported_ops
 

@@ -154,8 +154,9 @@ class ConvGrad(Kernel):
             part = slice(start, start + self.chunk)
             grads = self._by_group(dy[part])
             dw_groups += np.matmul(grads, self._columns(buf[part]).swapaxes(1, 2))
-            cols_shape = (g, weights.shape[2], grads.shape[2])
-            dcols = np.matmul(weights.swapaxes(1, 2), grads, out=scratch("convgrad.dcol", cols_shape, x.dtype))
+            dcols = scratch("convgrad.dcol", (g, weights.shape[2], grads.shape[2]), x.dtype)
+            product = np.multiply if grads.shape[1] == 1 else np.matmul  # an outer product is faster so
+            product(weights.swapaxes(1, 2), grads, out=dcols)
             self._col2im(dcols, dx[part])
         if len(outputs) > 2:
             np.sum(dy, axis=(0,) + tuple(range(2, dy.ndim)), out=outputs[2])

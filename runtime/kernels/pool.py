@@ -1,4 +1,5 @@
-"""Pooling kernels (ONNX semantics, (N, C, *spatial)): MaxPool, AveragePool and the global pools.
+"""Pooling kernels (ONNX semantics, (N, C, *spatial)): MaxPool, AveragePool and the global pools,
+each followed by its gradient kernel (edgerun domain, for training).
 
 Windowed pools pad the input into scratch (-inf / 0) and reduce one kernel tap
 at a time with whole-array ufunc calls, which beats reducing a strided window
@@ -15,7 +16,14 @@ import numpy as np
 from runtime.kernels.attrs import FLOAT_KINDS, flag_attr, ints_attr, prod, require_kind, require_rank
 from runtime.kernels.base import Kernel, TensorSpec
 from runtime.kernels.registry import register
-from runtime.kernels.spatial import PaddedInput, Window, window_from_attrs
+from runtime.kernels.spatial import (
+    PaddedInput,
+    TapGradient,
+    Window,
+    require_output_grad,
+    scratch,
+    window_from_attrs,
+)
 
 
 class _WindowPool(Kernel):
@@ -78,6 +86,42 @@ class MaxPool(_WindowPool):
         indices += planes * prod(self.window.in_shape)
 
 
+@register("MaxPoolGrad", since=1, domain="edgerun")
+class MaxPoolGrad(_WindowPool):
+    """dX of Y = MaxPool(X) from (dY, X); the node carries the forward MaxPool's attributes.
+    Each output's gradient goes to the first maximum of its window in window (row-major)
+    order, as numpy's argmax picks, and is dropped when that maximum is padding."""
+
+    min_inputs = max_inputs = 2
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        dy, x = inputs
+        window = self._window(x)
+        require_output_grad(self, dy, x, x.shape[:2] + window.out_shape)
+        self.pad = PaddedInput(window, -np.inf, "pool.pad")
+        self.scatter = TapGradient(window, "pool.dpad")
+        return [x]
+
+    def run(self, inputs, outputs):
+        dy, x = inputs
+        dx = outputs[0]
+        buf = self.pad(x)
+        best = scratch("pool.best", dy.shape, x.dtype)
+        winner = scratch("pool.winner", dy.shape, np.int32)
+        np.copyto(best, buf[self.taps[0]])
+        winner.fill(0)
+        for k, tap in enumerate(self.taps[1:], start=1):
+            values = buf[tap]
+            better = values > best  # strict: the first maximum in window order wins
+            np.copyto(best, values, where=better)
+            winner[better] = k
+        acc = self.scatter.start(dx)
+        for k in range(len(self.taps)):
+            self.scatter.add(acc, k, dy, where=winner == k)
+        self.scatter.finish(acc, dx)
+
+
 def _tap_indices(window: Window, column_major: bool) -> list[np.ndarray]:
     """Per kernel tap, the flat index within one input plane that each output reads."""
     starts = [
@@ -118,6 +162,31 @@ class AveragePool(_WindowPool):
         np.divide(out, self.divisor, out=out)
 
 
+@register("AveragePoolGrad", since=1, domain="edgerun")
+class AveragePoolGrad(_WindowPool):
+    """dX of Y = AveragePool(X) from (dY, X), with the forward's attributes (count_include_pad
+    and ceil_mode included): each output spreads dY / (its divisor) over its window."""
+
+    min_inputs = max_inputs = 2
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        dy, x = inputs
+        window = self._window(x)
+        require_output_grad(self, dy, x, x.shape[:2] + window.out_shape)
+        self.divisor = _window_counts(window, flag_attr(self, "count_include_pad")).astype(x.dtype)
+        self.scatter = TapGradient(window, "pool.dpad")
+        return [x]
+
+    def run(self, inputs, outputs):
+        dy, dx = inputs[0], outputs[0]
+        share = np.divide(dy, self.divisor, out=scratch("pool.share", dy.shape, dy.dtype))
+        acc = self.scatter.start(dx)
+        for k in range(len(self.taps)):
+            self.scatter.add(acc, k, share)
+        self.scatter.finish(acc, dx)
+
+
 def _window_counts(window: Window, include_pad: bool) -> np.ndarray:
     """How many positions of each output's window are counted, shape `window.out_shape`."""
     per_axis = []
@@ -135,13 +204,15 @@ def _window_counts(window: Window, include_pad: bool) -> np.ndarray:
 class _GlobalPool(Kernel):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
-        x = inputs[0]
+        return [self._output(inputs[0])]
+
+    def _output(self, x: TensorSpec) -> TensorSpec:
         require_kind(self, x, FLOAT_KINDS, "X")
         require_rank(self, x, 3, what="X (N, C, *spatial)")
         if 0 in x.shape[2:]:
             raise self.fail(f"X shape {x.shape} has an empty spatial axis")
         self.axes = tuple(range(2, len(x.shape)))
-        return [TensorSpec(x.dtype, x.shape[:2] + (1,) * len(self.axes))]
+        return TensorSpec(x.dtype, x.shape[:2] + (1,) * len(self.axes))
 
 
 @register("GlobalAveragePool", since=1)
@@ -154,3 +225,20 @@ class GlobalAveragePool(_GlobalPool):
 class GlobalMaxPool(_GlobalPool):
     def run(self, inputs, outputs):
         np.max(inputs[0], axis=self.axes, keepdims=True, out=outputs[0])
+
+
+@register("GlobalAveragePoolGrad", since=1, domain="edgerun")
+class GlobalAveragePoolGrad(_GlobalPool):
+    """dX of Y = GlobalAveragePool(X) from (dY, X): dY / (spatial size), broadcast over space."""
+
+    min_inputs = max_inputs = 2
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        dy, x = inputs
+        require_output_grad(self, dy, x, self._output(x).shape)
+        self.count = prod(x.shape[2:])
+        return [x]
+
+    def run(self, inputs, outputs):
+        np.divide(inputs[0], self.count, out=outputs[0])

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import numpy as np
 
 from runtime.kernels.attrs import flag_attr, int_attr, ints_attr, normalize_axis, prod
@@ -178,16 +180,18 @@ class ConcatGrad(Kernel):
             raise self.fail("ConcatGrad inputs may not be omitted")
         dy, parts = inputs[0], inputs[1:]
         self.axis = normalize_axis(self, int_attr(self, "axis"), len(dy.shape))
-        axis = self.axis
+        outside = _drop(dy.shape, self.axis)
         for i, spec in enumerate(parts, start=1):
-            shape = spec.shape
-            if len(shape) != len(dy.shape) or shape[:axis] + shape[axis + 1 :] != dy.shape[:axis] + dy.shape[axis + 1 :]:
-                raise self.fail(f"input {i} shape {shape} does not match dY shape {dy.shape} outside axis {axis}")
+            if len(spec.shape) != len(dy.shape) or _drop(spec.shape, self.axis) != outside:
+                raise self.fail(
+                    f"input {i} shape {spec.shape} does not match dY shape {dy.shape} "
+                    f"outside axis {self.axis}"
+                )
         sizes = [spec.shape[self.axis] for spec in parts]
         if sum(sizes) != dy.shape[self.axis]:
             raise self.fail(f"the inputs' sizes {sizes} along axis {self.axis} do not add up to "
                             f"dY's {dy.shape[self.axis]}")
-        self.bounds = np.cumsum([0] + sizes).tolist()
+        self.bounds = list(accumulate(sizes, initial=0))
         return [TensorSpec(dy.dtype, spec.shape) for spec in parts]
 
     def run(self, inputs, outputs):
@@ -196,6 +200,10 @@ class ConcatGrad(Kernel):
         for i, out in enumerate(outputs):
             index[self.axis] = slice(self.bounds[i], self.bounds[i + 1])
             np.copyto(out, dy[tuple(index)])
+
+
+def _drop(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    return shape[:axis] + shape[axis + 1 :]
 
 
 @register("Identity", since=1)

@@ -28,7 +28,8 @@ def analytic_and_numeric_gradients(it: Interpreter, feeds: dict, names: list[str
         return float(it.run(feeds, "train")["loss"])
 
     it.run(start, "restore")
-    it.run({**feeds, "learning_rate": np.asarray(1.0, np.float32)}, "train")
+    lr_dtype = it.signatures["train"].inputs["learning_rate"].dtype
+    it.run({**feeds, "learning_rate": np.asarray(1.0, lr_dtype)}, "train")
     after = it.run({}, "save")
     analytic = {n: start[n] - after[n] for n in names}
     numeric = {n: numerical_gradient(lambda v, n=n: loss_at(n, v), start[n], eps=1e-6) for n in names}
@@ -86,12 +87,13 @@ def test_softmax_regression_on_digits_matches_scikit_learn():
     assert ours >= reference - 0.01, (ours, reference)
 
 
-@pytest.mark.parametrize("model,images,epochs", [(lambda: mlp((64, 64, 10), softmax=True), False, 30),
-                                                 (lambda: cnn(seed=0), True, 25)])
+@pytest.mark.parametrize("model,images,epochs", [(lambda: mlp((64, 64, 10), softmax=True), False, 20),
+                                                 (lambda: cnn(seed=0), True, 30)])
 def test_mlp_and_cnn_learn_digits_and_survive_save_restore(model, images, epochs):
     x_train, y_train, x_test, y_test = digits(images=images)
     it = trained_interpreter(model(), optimizer=("adam", {"lr": 0.01}))
     history = fit(it, x_train, y_train, epochs=epochs, batch_size=32)
+    history += fit(it, x_train, y_train, epochs=5, batch_size=32, learning_rate=0.001, seed=1)  # decay
     assert history[-1].loss < history[0].loss
     outputs = predict(it, x_test)["y"]
     assert np.mean(outputs.argmax(1) == y_test) >= 0.97

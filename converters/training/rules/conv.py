@@ -1,0 +1,55 @@
+"""Gradient rules of Conv and the pools: each is one edgerun gradient kernel that carries the
+forward node's window attributes (kernels in runtime/kernels/conv.py and pool.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from converters.training.rules import GradContext, gradient
+from runtime.graph import Node, Value
+
+WINDOW_ATTRS = ("auto_pad", "dilations", "kernel_shape", "pads", "strides")
+CONV_ATTRS = WINDOW_ATTRS + ("group",)
+MAX_POOL_ATTRS = WINDOW_ATTRS + ("ceil_mode",)
+AVERAGE_POOL_ATTRS = WINDOW_ATTRS + ("ceil_mode", "count_include_pad")
+
+
+def _attrs(node: Node, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: node.attrs[key] for key in keys if key in node.attrs}
+
+
+@gradient("Conv")
+def conv(ctx: GradContext, node: Node, grads: list[Value | None]) -> list[Value | None]:
+    """dX and dW, and dB when the node has a bias, from one ConvGrad(dY, X, W) node."""
+    if grads[0] is None:
+        return [None] * len(node.inputs)
+    has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
+    results = ctx.op(
+        "ConvGrad", [grads[0], node.inputs[0], node.inputs[1]],
+        num_outputs=3 if has_bias else 2, **_attrs(node, CONV_ATTRS),
+    )
+    return results + [None] * (len(node.inputs) - len(results))
+
+
+@gradient("MaxPool")
+def max_pool(ctx: GradContext, node: Node, grads: list[Value | None]) -> list[Value | None]:
+    """dX = MaxPoolGrad(dY, X); the Indices output takes no gradient."""
+    if grads[0] is None:
+        return [None]
+    return [ctx.op("MaxPoolGrad", [grads[0], node.inputs[0]], **_attrs(node, MAX_POOL_ATTRS))]
+
+
+@gradient("AveragePool")
+def average_pool(ctx: GradContext, node: Node, grads: list[Value | None]) -> list[Value | None]:
+    """dX = AveragePoolGrad(dY, X)."""
+    if grads[0] is None:
+        return [None]
+    return [ctx.op("AveragePoolGrad", [grads[0], node.inputs[0]], **_attrs(node, AVERAGE_POOL_ATTRS))]
+
+
+@gradient("GlobalAveragePool")
+def global_average_pool(ctx: GradContext, node: Node, grads: list[Value | None]) -> list[Value | None]:
+    """dX = GlobalAveragePoolGrad(dY, X)."""
+    if grads[0] is None:
+        return [None]
+    return [ctx.op("GlobalAveragePoolGrad", [grads[0], node.inputs[0]])]

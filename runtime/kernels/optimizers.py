@@ -1,0 +1,163 @@
+"""Optimizer update kernels of on-device training (domain "edgerun"): PyTorch's SGD and Adam/AdamW.
+
+An update reads a parameter, its gradient, the learning rate and the optimizer state
+and returns the new parameter and new state; the train signature stores them into
+the variables. Nothing is updated in place. Arithmetic is in the parameter's dtype.
+The learning rate is a scalar tensor (a signature input, so it can be scheduled); a
+negative or non-finite one is bad input data: InputError when the update runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from runtime.errors import InputError
+from runtime.kernels.attrs import FLOAT_KINDS, flag_attr, float_attr, require_kind, require_same_dtype
+from runtime.kernels.base import Kernel, TensorSpec
+from runtime.kernels.losses import require_same_shape, require_scalar
+from runtime.kernels.registry import register
+
+TRAINING = "edgerun"
+
+
+def require_state(kernel: Kernel, param: TensorSpec, specs: list[TensorSpec], names: list[str]) -> None:
+    """ModelError unless each spec (gradient, optimizer state) has the param's dtype and shape."""
+    require_kind(kernel, param, FLOAT_KINDS, "param")
+    require_same_dtype(kernel, [param, *specs], "param, " + ", ".join(names))
+    for spec, name in zip(specs, names, strict=True):
+        require_same_shape(kernel, param, spec, f"param and {name}")
+
+
+def bounded_attr(kernel: Kernel, key: str, default: float, lo: float, hi: float = math.inf) -> float:
+    """A finite float attribute in [lo, hi); ModelError otherwise."""
+    value = float_attr(kernel, key, default)
+    if not (math.isfinite(value) and lo <= value < hi):
+        raise kernel.fail(f"attribute {key!r} must be finite and in [{lo}, {hi}), got {value}")
+    return value
+
+
+def learning_rate(kernel: Kernel, lr: np.ndarray) -> float:
+    """The learning rate as a float; InputError when it is negative or not finite."""
+    value = float(lr.reshape(()))
+    if not (math.isfinite(value) and value >= 0):
+        raise InputError(f"node {kernel.name!r} ({kernel.op_type}): learning rate must be finite "
+                         f"and >= 0, got {value}")
+    return value
+
+
+def scratch_outputs(outputs: list[np.ndarray], count: int, like: np.ndarray) -> list[np.ndarray]:
+    """`outputs` padded with scratch arrays up to `count` (a node may omit trailing outputs)."""
+    return list(outputs) + [np.empty_like(like) for _ in range(count - len(outputs))]
+
+
+@register("SGDUpdate", since=1, domain=TRAINING)
+class SGDUpdate(Kernel):
+    """(param, grad, lr[, velocity]; momentum=0, nesterov=0, weight_decay=0)
+    -> (new_param[, new_velocity]), as torch.optim.SGD (dampening 0):
+
+        g = grad + weight_decay * param
+        v = momentum * velocity + g                   (momentum > 0 only)
+        step = g + momentum * v if nesterov else v    (g when momentum == 0)
+        new_param = param - lr * step
+
+    The velocity input and output exist exactly when momentum > 0; a zero velocity
+    starts it, which matches PyTorch's first step (v = g)."""
+
+    min_inputs, max_inputs = 3, 4
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        self.momentum = bounded_attr(self, "momentum", 0.0, 0.0)
+        self.nesterov = flag_attr(self, "nesterov")
+        self.weight_decay = bounded_attr(self, "weight_decay", 0.0, 0.0)
+        if self.nesterov and self.momentum == 0:
+            raise self.fail("nesterov=1 needs momentum > 0")
+        want = 4 if self.momentum else 3
+        if len(inputs) != want or inputs[-1] is None:
+            needs = "(param, grad, lr, velocity)" if self.momentum else "(param, grad, lr)"
+            raise self.fail(f"momentum={self.momentum} takes {want} inputs {needs}, got {len(inputs)}")
+        param, grad, lr = inputs[:3]
+        require_state(self, param, [grad, *inputs[3:]], ["grad", "velocity"][: want - 2])
+        require_scalar(self, lr, FLOAT_KINDS, "lr")
+        return [param] * (want - 2)
+
+    def run(self, inputs, outputs):
+        param, grad, lr = inputs[:3]
+        dtype = param.dtype.type
+        rate = dtype(learning_rate(self, lr))
+        g = grad + dtype(self.weight_decay) * param if self.weight_decay else grad
+        step = g
+        if self.momentum:
+            v = scratch_outputs(outputs, 2, param)[1]
+            momentum = dtype(self.momentum)
+            np.multiply(inputs[3], momentum, out=v)
+            np.add(v, g, out=v)
+            step = g + momentum * v if self.nesterov else v
+        new_param = outputs[0]
+        np.multiply(step, rate, out=new_param)
+        np.subtract(param, new_param, out=new_param)
+
+
+@register("AdamUpdate", since=1, domain=TRAINING)
+class AdamUpdate(Kernel):
+    """(param, grad, lr, m, v, step; beta1=0.9, beta2=0.999, epsilon=1e-8, weight_decay=0,
+    decoupled=0) -> (new_param, new_m, new_v), as torch.optim.Adam (decoupled=0: L2 added to
+    the gradient) or torch.optim.AdamW (decoupled=1: param decays by lr * weight_decay first):
+
+        t = step + 1                    (step: the number of updates already taken)
+        g = grad + weight_decay * param                 (decoupled=0)
+        base = param * (1 - lr * weight_decay)          (decoupled=1; else base = param)
+        new_m = beta1 * m + (1 - beta1) * g
+        new_v = beta2 * v + (1 - beta2) * g^2
+        new_param = base - lr * (new_m / (1 - beta1^t)) / (sqrt(new_v / (1 - beta2^t)) + epsilon)
+
+    `step` is a scalar of any numeric dtype; a negative or non-finite step is an InputError."""
+
+    min_inputs = max_inputs = 6
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        param, grad, lr, m, v, step = inputs
+        self.beta1 = bounded_attr(self, "beta1", 0.9, 0.0, 1.0)
+        self.beta2 = bounded_attr(self, "beta2", 0.999, 0.0, 1.0)
+        self.epsilon = bounded_attr(self, "epsilon", 1e-8, 0.0)
+        self.weight_decay = bounded_attr(self, "weight_decay", 0.0, 0.0)
+        self.decoupled = flag_attr(self, "decoupled")
+        require_state(self, param, [grad, m, v], ["grad", "m", "v"])
+        require_scalar(self, lr, FLOAT_KINDS, "lr")
+        require_scalar(self, step, "fiu", "step")
+        return [param, param, param]
+
+    def run(self, inputs, outputs):
+        param, grad, lr, m, v, step = inputs
+        dtype = param.dtype.type
+        rate = learning_rate(self, lr)
+        t = self._steps_taken(step) + 1
+        new_param, new_m, new_v = scratch_outputs(outputs, 3, param)
+        g = grad
+        if self.weight_decay and not self.decoupled:
+            g = grad + dtype(self.weight_decay) * param
+        np.multiply(m, dtype(self.beta1), out=new_m)
+        np.add(new_m, dtype(1 - self.beta1) * g, out=new_m)
+        np.multiply(v, dtype(self.beta2), out=new_v)
+        np.add(new_v, dtype(1 - self.beta2) * np.square(g), out=new_v)
+        m_hat = new_m / dtype(1 - self.beta1**t)
+        v_hat = new_v / dtype(1 - self.beta2**t)
+        np.sqrt(v_hat, out=v_hat)
+        np.add(v_hat, dtype(self.epsilon), out=v_hat)
+        np.divide(m_hat, v_hat, out=m_hat)
+        np.multiply(m_hat, dtype(rate), out=m_hat)
+        if self.weight_decay and self.decoupled:
+            np.multiply(param, dtype(1 - rate * self.weight_decay), out=new_param)
+        else:
+            np.copyto(new_param, param)
+        np.subtract(new_param, m_hat, out=new_param)
+
+    def _steps_taken(self, step: np.ndarray) -> float:
+        value = float(step.reshape(()))
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"node {self.name!r} ({self.op_type}): step (updates taken) must be "
+                             f"finite and >= 0, got {value}")
+        return value
