@@ -6,6 +6,10 @@ straight into the output, a few samples at a time so the column buffer stays
 bounded; unpadded 1x1 stride-1 convolutions multiply the input directly.
 Depthwise convolutions take the same path (G batched (1, K) @ (K, out)
 products), which measured faster than accumulating one multiply per tap.
+
+ConvGrad (edgerun domain, for training) reuses the window: dW multiplies dY by the
+same columns (laid out (G, C/G * K, batch * out)), and dX scatters W^T @ dY back tap
+by tap (col2im, `spatial.TapGradient`).
 """
 
 from __future__ import annotations
@@ -155,7 +159,7 @@ class ConvGrad(Kernel):
             grads = self._by_group(dy[part])
             dw_groups += np.matmul(grads, self._columns(buf[part]).swapaxes(1, 2))
             dcols = scratch("convgrad.dcol", (g, weights.shape[2], grads.shape[2]), x.dtype)
-            product = np.multiply if grads.shape[1] == 1 else np.matmul  # an outer product is faster so
+            product = np.multiply if grads.shape[1] == 1 else np.matmul  # depthwise: an outer product
             product(weights.swapaxes(1, 2), grads, out=dcols)
             self._col2im(dcols, dx[part])
         if len(outputs) > 2:
