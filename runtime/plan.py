@@ -233,7 +233,7 @@ class ExecutionPlan:
             in_values = self._node_inputs(node, specs, known)
             in_specs = [None if v is None else specs[v] for v in in_values]
             out_specs = self._infer(node, kernel, in_specs, [known.get(v) for v in in_values])
-            if self._foldable(node, in_values, known, out_specs):
+            if self._foldable(node, kernel, in_values, known, out_specs):
                 outs = self._fold(node, kernel, in_values, known, out_specs)
                 folded_bytes += sum(a.nbytes for a in outs)
                 self._check_budget(folded_bytes, "constant-folded tensors")
@@ -253,10 +253,12 @@ class ExecutionPlan:
         return prepared
 
     @staticmethod
-    def _foldable(node: Node, in_values: list, known: dict, out_specs: list[TensorSpec]) -> bool:
-        """All inputs constant, no variable written, and the result not much bigger than
-        its inputs (a tiny model must not make prepare materialise gigabytes)."""
-        if not in_values or not all(v is None or v in known for v in in_values):
+    def _foldable(
+        node: Node, kernel: Kernel, in_values: list, known: dict, out_specs: list[TensorSpec]
+    ) -> bool:
+        """All inputs constant, a deterministic kernel, and the result not much bigger
+        than its inputs (a tiny model must not make prepare materialise gigabytes)."""
+        if not kernel.deterministic or not in_values or not all(v is None or v in known for v in in_values):
             return False
         if any(v is not None and v.is_variable for v in node.outputs):
             return False

@@ -48,6 +48,9 @@ class Kernel:
 
     min_inputs: int = 1
     max_inputs: int = 1
+    # False for kernels whose outputs change from run to run (random draws):
+    # the interpreter never evaluates them at prepare time.
+    deterministic: bool = True
 
     def __init__(self, op_type: str, name: str, attrs: dict[str, Any], version: int) -> None:
         self.op_type = op_type

@@ -166,3 +166,19 @@ def test_bad_arguments_are_conversion_errors():
         make_trainable(graph, trainable=["nope"])
     with pytest.raises(ConversionError, match="no trainable parameters"):
         make_trainable(graph, trainable="zzz*")
+
+
+def test_dropout_drops_only_while_training():
+    g = GraphBuilder(opset=17)
+    x = g.input("x", np.float32, (-1, 16))
+    w = g.constant("w", np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32))
+    h = g.op("Dropout", [x, g.constant("ratio", np.asarray(0.5, np.float32))], name="drop")
+    g.output(g.op("Gemm", [h, w], transB=1, name="fc"), "y")
+    it = trained_interpreter(g.build(), optimizer=("sgd", {"lr": 0.0}))
+    xs = np.ones((8, 16), np.float32)
+    labels = np.zeros(8, np.int64)
+    losses = {float(it.run({"x": xs, "labels": labels}, "train")["loss"]) for _ in range(5)}
+    assert len(losses) > 1  # a fresh mask each step (lr 0: the weights do not move)
+    infer = [it.run({"x": xs}, "infer")["y"] for _ in range(2)]
+    np.testing.assert_array_equal(infer[0], infer[1])
+    np.testing.assert_allclose(infer[0], xs @ w.data.T, rtol=1e-6)  # identity at inference
