@@ -1,0 +1,156 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Auth(_message.Message):
+    __slots__ = ("client_id", "timestamp", "nonce", "signature")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    timestamp: float
+    nonce: bytes
+    signature: bytes
+    def __init__(self, client_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., nonce: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class EnrolRequest(_message.Message):
+    __slots__ = ("client_id", "public_key", "token", "info", "auth")
+    class InfoEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    public_key: bytes
+    token: str
+    info: _containers.ScalarMap[str, str]
+    auth: Auth
+    def __init__(self, client_id: _Optional[str] = ..., public_key: _Optional[bytes] = ..., token: _Optional[str] = ..., info: _Optional[_Mapping[str, str]] = ..., auth: _Optional[_Union[Auth, _Mapping]] = ...) -> None: ...
+
+class EnrolReply(_message.Message):
+    __slots__ = ("coordinator_public_key",)
+    COORDINATOR_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    coordinator_public_key: bytes
+    def __init__(self, coordinator_public_key: _Optional[bytes] = ...) -> None: ...
+
+class WorkRequest(_message.Message):
+    __slots__ = ("auth",)
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    auth: Auth
+    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ...) -> None: ...
+
+class WorkReply(_message.Message):
+    __slots__ = ("action", "round", "model_version", "config_json", "deadline", "retry_after")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        WAIT: _ClassVar[WorkReply.Action]
+        TRAIN: _ClassVar[WorkReply.Action]
+        STOP: _ClassVar[WorkReply.Action]
+    WAIT: WorkReply.Action
+    TRAIN: WorkReply.Action
+    STOP: WorkReply.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    action: WorkReply.Action
+    round: int
+    model_version: int
+    config_json: str
+    deadline: float
+    retry_after: float
+    def __init__(self, action: _Optional[_Union[WorkReply.Action, str]] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., config_json: _Optional[str] = ..., deadline: _Optional[float] = ..., retry_after: _Optional[float] = ...) -> None: ...
+
+class DownloadRequest(_message.Message):
+    __slots__ = ("auth", "kind", "model_version")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PARAMETERS: _ClassVar[DownloadRequest.Kind]
+        MODEL: _ClassVar[DownloadRequest.Kind]
+    PARAMETERS: DownloadRequest.Kind
+    MODEL: DownloadRequest.Kind
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    auth: Auth
+    kind: DownloadRequest.Kind
+    model_version: int
+    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ..., kind: _Optional[_Union[DownloadRequest.Kind, str]] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class Chunk(_message.Message):
+    __slots__ = ("data", "total_size", "sha256", "signature", "model_version")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    total_size: int
+    sha256: bytes
+    signature: bytes
+    model_version: int
+    def __init__(self, data: _Optional[bytes] = ..., total_size: _Optional[int] = ..., sha256: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., model_version: _Optional[int] = ...) -> None: ...
+
+class UpdateHeader(_message.Message):
+    __slots__ = ("auth", "round", "num_examples", "metrics", "total_size", "sha256")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    auth: Auth
+    round: int
+    num_examples: int
+    metrics: _containers.ScalarMap[str, float]
+    total_size: int
+    sha256: bytes
+    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., total_size: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+
+class UploadChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: UpdateHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UploadReply(_message.Message):
+    __slots__ = ("accepted", "message")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    message: str
+    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
