@@ -1,0 +1,72 @@
+"""What a device does in a round, with nothing but the interpreter: load the
+global parameters into its trainable model, train on local data through the
+`train` signature, and return the clipped weight delta.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.interpreter import Interpreter
+from runtime.training import fit, predict
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """A round's result on one device: the delta (trained minus global), clipped."""
+
+    delta: Arrays
+    num_examples: int
+    metrics: dict[str, float]
+
+
+def parameter_spec(interpreter: Interpreter) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """Name -> (dtype, shape) of the model variables that federated rounds exchange."""
+    outputs = interpreter.signatures["save"].outputs
+    return {name: (info.dtype, tuple(info.shape)) for name, info in outputs.items()}
+
+
+def clip_by_global_norm(delta: Arrays, max_norm: float | None) -> tuple[Arrays, float]:
+    """Scale `delta` so its global L2 norm is at most `max_norm`; returns (delta, norm before)."""
+    norm = float(np.sqrt(sum(float(np.sum(np.square(d, dtype=np.float64))) for d in delta.values())))
+    if max_norm is None or max_norm <= 0 or norm <= max_norm:
+        return delta, norm
+    scale = max_norm / norm
+    return {k: (d * scale).astype(d.dtype) for k, d in delta.items()}, norm
+
+
+def local_update(
+    interpreter: Interpreter, parameters: Arrays, x: Any, y: np.ndarray, config: dict[str, Any]
+) -> LocalResult:
+    """Train from `parameters` for config["epochs"] epochs; returns the clipped delta.
+
+    Config keys: epochs (1), batch_size (32), learning_rate (model default),
+    clip_norm (none), seed (0). Raises InputError when the data or parameters
+    do not fit the model (the model is left at `parameters` or unchanged).
+    """
+    interpreter.run(parameters, signature="restore")
+    history = fit(
+        interpreter, x, y,
+        epochs=int(config.get("epochs", 1)), batch_size=int(config.get("batch_size", 32)),
+        learning_rate=config.get("learning_rate"), seed=int(config.get("seed", 0)),
+    )
+    trained = interpreter.run({}, signature="save")
+    delta = {name: trained[name] - parameters[name] for name in parameters}
+    delta, norm = clip_by_global_norm(delta, config.get("clip_norm"))
+    last = history[-1]
+    metrics = {"loss": last.loss, "delta_norm": norm}
+    if last.accuracy is not None:
+        metrics["accuracy"] = last.accuracy
+    return LocalResult(delta, len(y), metrics)
+
+
+def local_evaluate(interpreter: Interpreter, parameters: Arrays, x: Any, y: np.ndarray) -> dict[str, float]:
+    """Accuracy of `parameters` on held-out data (classification: argmax of the output)."""
+    interpreter.run(parameters, signature="restore")
+    outputs = next(iter(predict(interpreter, x).values()))
+    return {"accuracy": float(np.mean(outputs.argmax(axis=-1) == y)), "num_examples": float(len(y))}
