@@ -72,10 +72,12 @@ class Interpreter:
         self.graph = graph
         self._variables = _variable_storage(graph)
         self._plans: dict[str, ExecutionPlan] = {}
+        shared: dict[tuple, ExecutionPlan] = {}  # identical signatures share one plan and arena
         for name, signature in graph.signatures.items():
-            self._plans[name] = ExecutionPlan(
-                graph, name, signature, self._variables, memory_budget, self.backend
-            )
+            key = _signature_key(signature)
+            if key not in shared:
+                shared[key] = ExecutionPlan(graph, name, signature, self._variables, memory_budget, self.backend)
+            self._plans[name] = shared[key]
         self.signatures = {
             name: SignatureInfo(name, plan.input_info, plan.output_info)
             for name, plan in self._plans.items()
@@ -130,6 +132,12 @@ def _as_source(model: Any) -> Any:
     if isinstance(model, str | os.PathLike | bytes | bytearray | memoryview):
         return model if not isinstance(model, str) else Path(model)
     raise EdgerunError(f"model must be a path, bytes or Graph, not {type(model).__name__}")
+
+
+def _signature_key(signature: Any) -> tuple:
+    return (tuple((k, id(v)) for k, v in signature.inputs.items()),
+            tuple((k, id(v)) for k, v in signature.outputs.items()),
+            tuple((id(k), id(v)) for k, v in signature.updates.items()))
 
 
 def _limit_blas_threads(num_threads: int) -> None:

@@ -148,7 +148,7 @@ class ExecutionPlan:
             inputs = self._with_defaults(inputs)
         arrays, changed = {}, {}
         for name, info in expected.items():
-            array = _as_array(inputs[name], name)
+            array = _as_array(inputs[name], name, info.dtype)
             if array.dtype != info.dtype:
                 raise InputError(f"input {name!r}: expected dtype {info.dtype}, got {array.dtype}")
             if array.shape != self.prepared.shapes[name]:
@@ -436,11 +436,16 @@ def _declared(name: str, value: Value, signature: str) -> TensorInfo:
     return TensorInfo(name, value.dtype, value.shape, has_default=value.data is not None)
 
 
-def _as_array(data: Any, name: str) -> np.ndarray:
+def _as_array(data: Any, name: str, dtype: np.dtype) -> np.ndarray:
+    """numpy arrays pass as they are (their dtype must match); Python numbers and
+    lists are converted to the expected dtype."""
     if isinstance(data, np.ndarray):
         return data
     try:
-        return np.asarray(data)
+        converted = np.asarray(data)
+        if converted.dtype.kind in "biuf" and np.can_cast(converted, dtype, casting="same_kind"):
+            return converted.astype(dtype, copy=False)
+        return converted
     except (ValueError, TypeError) as exc:
         raise InputError(f"input {name!r}: cannot be read as an array: {exc}") from None
 

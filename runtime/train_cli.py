@@ -63,7 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         accuracy = "" if m.accuracy is None else f" accuracy {m.accuracy:.4f}"
         print(f"\repoch {m.epoch + 1}/{args.epochs}: loss {m.loss:.4f}{accuracy}, "
               f"{m.examples_per_second:,.0f} examples/s" + " " * 10)
-    output = args.output or args.model.with_name(args.model.name.replace(".train.erm", "") + ".trained.erm")
+    base = args.model.name.removesuffix(".erm").removesuffix(".train")
+    output = args.output or args.model.with_name(base + ".trained.erm")
     save_trained(it, output)
     metrics = args.metrics or output.with_suffix(".metrics.json")
     metrics.write_text(json.dumps([{**m.__dict__, "examples_per_second": m.examples_per_second}
@@ -84,11 +85,12 @@ class _Progress:
         self.start = self.clock()
 
     def __call__(self, epoch: int, batch: int, outputs: dict[str, float]) -> None:
-        if batch == 0:
+        if batch == 0:  # rates count the batches after the first, timed from its end
             self.start = self.clock()
         done = (batch + 1) / self.batches
         bar = "#" * int(done * 20)
-        rate = (batch + 1) * self.batch_size / max(self.clock() - self.start, 1e-9)
+        rate = batch * self.batch_size / max(self.clock() - self.start, 1e-9)
         metrics = " ".join(f"{k} {v:.4f}" for k, v in sorted(outputs.items()))
-        sys.stderr.write(f"\repoch {epoch + 1} [{bar:<20}] {metrics} {rate:,.0f} ex/s")
+        shown = f" {rate:,.0f} ex/s" if batch else ""
+        sys.stderr.write(f"\repoch {epoch + 1} [{bar:<20}] {metrics}{shown}")
         sys.stderr.flush()

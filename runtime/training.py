@@ -63,6 +63,7 @@ def fit(
     the data does not fit it (wrong names, lengths, dtypes, shapes).
     """
     features = _features(interpreter, x)
+    y = np.asarray(y).astype(interpreter.signatures[TRAIN].inputs["labels"].dtype, copy=False)
     n = len(y)
     if any(len(a) != n for a in features.values()):
         raise InputError(f"features have {[len(a) for a in features.values()]} examples, labels {n}")
@@ -125,9 +126,11 @@ def _features(
         raise InputError(f"the model has no {signature!r} signature; make it with make_trainable")
     wanted = [name for name, info in interpreter.signatures[signature].inputs.items()
               if name not in ("labels", "learning_rate")]
-    if isinstance(x, Mapping):
-        return {name: np.asarray(a) for name, a in x.items()}
-    if len(wanted) != 1:
-        raise InputError(f"the model has inputs {wanted}: pass a dict of arrays by name")
-    return {wanted[0]: np.asarray(x)}
+    inputs = interpreter.signatures[signature].inputs
+    if not isinstance(x, Mapping):
+        if len(wanted) != 1:
+            raise InputError(f"the model has inputs {wanted}: pass a dict of arrays by name")
+        x = {wanted[0]: x}
+    return {name: np.asarray(a).astype(inputs[name].dtype, copy=False) if name in inputs else np.asarray(a)
+            for name, a in x.items()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,10 @@ def cmd_make_trainable(args: argparse.Namespace) -> int:
         graph = load_model(args.model)
     trainable: Any = args.trainable
     if trainable and trainable.startswith("last:"):
-        trainable = int(trainable.split(":", 1)[1])
+        count = trainable.split(":", 1)[1]
+        if not count.isdigit():
+            raise ValueError(f"--trainable last:K needs a whole number K, got {count!r}")
+        trainable = int(count)
     settings: dict[str, Any] = {"lr": args.lr, "weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
         settings.update(momentum=args.momentum, nesterov=args.nesterov)
@@ -49,7 +53,8 @@ def cmd_make_trainable(args: argparse.Namespace) -> int:
                                  trainable=trainable, l2=args.l2, output=args.output_name)
     output = args.output or args.model.with_name(args.model.stem + ".train.erm")
     path = save_model(train_graph, output)
-    params = [v for v in train_graph.signatures["save"].outputs.values()]
+    trained = json.loads(train_graph.metadata["edgerun.training"])["parameters"]
+    params = [v for v in train_graph.signatures["save"].outputs.values() if v.name in trained]
     count = sum(v.data.size for v in params)
     print(f"made {path}: {len(params)} trainable tensors ({count:,} values), "
           f"signatures {', '.join(train_graph.signatures)}")

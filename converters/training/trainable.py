@@ -38,8 +38,9 @@ from runtime.graph import Graph, Node, Signature, Value
 
 LOSSES = ("cross_entropy", "mse", "bce_logits")
 OPTIMIZERS = ("sgd", "adam", "adamw")
-# BatchNormalization inputs that hold running statistics, not trainable weights.
-_STATISTICS_SLOTS = {"BatchNormalization": (3, 4)}
+# Inputs that are settings or statistics, never trainable weights.
+_NON_WEIGHT_SLOTS = {"BatchNormalization": (3, 4), "Dropout": (1, 2), "Clip": (1, 2), "Reshape": (1,),
+                     "LeakyRelu": (), "Pad": (1, 2)}
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,16 @@ class Optimizer:
     beta2: float = 0.999
     epsilon: float = 1e-8
 
+    def __post_init__(self) -> None:
+        checks = [(self.lr >= 0, "lr must be >= 0"), (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+                  (not self.nesterov or self.momentum > 0, "nesterov needs momentum > 0"),
+                  (self.weight_decay >= 0, "weight_decay must be >= 0"),
+                  (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)"),
+                  (self.epsilon > 0, "epsilon must be > 0")]
+        for ok, message in checks:
+            if not ok:
+                raise ConversionError(f"optimizer {self.name!r}: {message}")
+
     @classmethod
     def parse(cls, spec: str | tuple[str, dict[str, Any]] | Optimizer) -> Optimizer:
         if isinstance(spec, Optimizer):
@@ -62,7 +73,8 @@ class Optimizer:
         name, options = (spec, {}) if isinstance(spec, str) else spec
         if name not in OPTIMIZERS:
             raise ConversionError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-        allowed = set(cls.__dataclass_fields__) - {"name"}
+        allowed = {"lr", "weight_decay"} | ({"momentum", "nesterov"} if name == "sgd" else
+                                             {"beta1", "beta2", "epsilon"})
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise ConversionError(f"optimizer {name!r}: unknown settings {unknown}; known: {sorted(allowed)}")
@@ -104,7 +116,7 @@ def make_trainable(
         raise ConversionError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     opt = Optimizer.parse(optimizer)
     builder = _TrainableBuilder(_copy_graph(graph))
-    builder.select_parameters(trainable)
+    builder.select_parameters(trainable, output)
     builder.build_training_forward()
     builder.add_loss(loss, output, one_hot_labels, l2)
     builder.add_backward()
@@ -141,6 +153,7 @@ class _TrainableBuilder:
         self.opset = max((n.version for n in graph.nodes if n.domain in ("", "ai.onnx")), default=17)
         self.params: list[Value] = []
         self.statistics: list[Value] = []
+        self.frozen: set[int] = set()  # ids of nodes that stay in inference mode while training
         self.forward = GradContext(self.opset, prefix="train")
         self.backward = GradContext(self.opset, prefix="grad")
         self.train_value: dict[Value, Value] = {}
@@ -150,22 +163,31 @@ class _TrainableBuilder:
         self.extra_inputs: list[Value] = []
 
     # ---------------------------------------------------------------- parameters
-    def select_parameters(self, trainable: None | str | Sequence[str] | int) -> None:
+    def select_parameters(self, trainable: None | str | Sequence[str] | int, output: str | None) -> None:
+        """Weights that train: float constants in weight slots of differentiable nodes the
+        loss output depends on, filtered by `trainable`. BatchNormalization statistics
+        become variables only where that layer trains (a frozen layer stays in inference mode)."""
+        _, loss_output = self._loss_output(output)
+        upstream = _ancestor_nodes(self.graph, loss_output)
         candidates: list[tuple[Node, Value]] = []
         seen: set[Value] = set()
         for node in self.graph.nodes:
-            stats = _STATISTICS_SLOTS.get(node.op_type, ())
+            skip = _NON_WEIGHT_SLOTS.get(node.op_type, ())
             for slot, v in enumerate(node.inputs):
-                if v is None or not v.is_constant or v.dtype.kind != "f" or v in seen:
+                if v is None or not v.is_constant or v.dtype.kind != "f" or v in seen or slot in skip:
                     continue
                 seen.add(v)
-                if slot in stats:
-                    self.statistics.append(v)
-                elif v.data.ndim >= 1 and _differentiable(node.op_type):
+                if v.data.ndim >= 1 and id(node) in upstream and _differentiable(node.op_type):
                     candidates.append((node, v))
         self.params = _choose(candidates, trainable)
         if not self.params:
             raise ConversionError(f"no trainable parameters match {trainable!r}")
+        chosen = set(self.params)
+        for node in self.graph.nodes:
+            if node.op_type == "BatchNormalization" and chosen.intersection(node.inputs[1:3]):
+                self.statistics.extend(v for v in node.inputs[3:5] if v is not None and v.is_constant)
+            elif node.op_type == "BatchNormalization":
+                self.frozen.add(id(node))
         for v in (*self.params, *self.statistics):
             v.is_variable = True
 
@@ -175,7 +197,7 @@ class _TrainableBuilder:
         for node in self.graph.nodes:
             inputs = [self._train(v) for v in node.inputs]
             twin = Node(node.op_type, inputs, node.outputs, node.attrs, node.name, node.domain, node.version)
-            rule = training_forward_rule(node.op_type)
+            rule = None if id(node) in self.frozen else training_forward_rule(node.op_type)
             if rule is not None:
                 outputs, updates = rule(self.forward, twin)
                 self.updates.update(updates)
@@ -196,10 +218,15 @@ class _TrainableBuilder:
         name, value = self._loss_output(output)
         info = self._output_info(name)
         target = self._train(value)
+        if loss == "cross_entropy" and len(info.shape) != 2:
+            raise ConversionError(f"cross_entropy needs a (batch, classes) output; {name!r} has shape {info.shape}")
         producer = self._producer_of(target)
-        if producer is not None and (loss, producer.op_type) in (("cross_entropy", "Softmax"),
-                                                                  ("bce_logits", "Sigmoid")):
+        if producer is not None and _is_final_activation(producer, loss, len(info.shape)):
             target = producer.inputs[0]  # the logits before the final activation
+        taken = {v.name for v in self.graph.values()}
+        for reserved in ("labels", "learning_rate"):
+            if reserved in taken:
+                raise ConversionError(f"the model already has a tensor named {reserved!r}; rename it first")
         if loss == "cross_entropy" and not one_hot:
             labels = Value("labels", np.int64, (info.shape[0],))
         else:
@@ -249,6 +276,7 @@ class _TrainableBuilder:
         for node in self.forward.nodes:
             if any(v in depends for v in node.inputs if v is not None):
                 depends.update(v for v in node.outputs if v is not None)
+        self.backward.needs_grad = lambda v: v in depends
         one = self.backward.constant("loss_grad_seed", np.ones((), self.loss_dtype))
         self.grads: dict[Value, Value] = {self.loss: one}
         for node in reversed(self.forward.nodes):
@@ -313,6 +341,11 @@ class _TrainableBuilder:
             "restore": Signature(restore_inputs, {}, {v: restore_inputs[v.name] for v in state}),
         }
         nodes = [*self.graph.nodes, *self.forward.nodes, *self.backward.nodes]
+        names = [v.name for v in (*self.updates, *restore_inputs.values())]
+        clash = sorted({n for n in names if names.count(n) > 1} | ({n for n in names} & {
+            v.name for v in self.graph.values() if not v.is_variable}))
+        if clash:
+            raise ConversionError(f"tensor names {clash} would be used twice; rename them in the model first")
         inputs = [*self.graph.inputs, *self.extra_inputs, *restore_inputs.values()]
         metadata = dict(self.graph.metadata)
         metadata["edgerun.training"] = json.dumps({
@@ -320,6 +353,31 @@ class _TrainableBuilder:
             "parameters": [v.name for v in self.params], "statistics": [v.name for v in self.statistics],
         })
         return Graph(self.graph.name, nodes, inputs, list(self.graph.outputs), signatures, metadata)
+
+
+def _ancestor_nodes(graph: Graph, output: Value) -> set[int]:
+    """ids of the nodes `output` depends on."""
+    producer = {id(v): n for n in graph.nodes for v in n.outputs if v is not None}
+    found: set[int] = set()
+    stack = [producer[id(output)]] if id(output) in producer else []
+    while stack:
+        node = stack.pop()
+        if id(node) in found:
+            continue
+        found.add(id(node))
+        stack.extend(producer[id(v)] for v in node.inputs if v is not None and id(v) in producer)
+    return found
+
+
+def _is_final_activation(node: Node, loss: str, rank: int) -> bool:
+    """A Softmax over the class axis before cross_entropy, or a Sigmoid before bce_logits."""
+    if loss == "bce_logits":
+        return node.op_type == "Sigmoid"
+    if loss != "cross_entropy" or node.op_type != "Softmax":
+        return False
+    default = -1 if node.version >= 13 else 1
+    axis = int(node.attrs.get("axis", default))
+    return axis in (-1, rank - 1)
 
 
 def _differentiable(op_type: str) -> bool:

@@ -20,6 +20,7 @@ from runtime.kernels.attrs import FLOAT_KINDS, int_attr, ints_attr, prod, requir
 from runtime.kernels.base import Kernel, TensorSpec
 from runtime.kernels.registry import register
 from runtime.kernels.spatial import (
+    Index,
     PaddedInput,
     TapGradient,
     Window,
@@ -123,11 +124,13 @@ class Conv(Kernel):
 class ConvGrad(Kernel):
     """(dX, dW, dB) of Y = Conv(X, W, B) from dY; the node carries the forward Conv's attributes.
 
-    Inputs dY (N, M, *out), X (N, C, *in), W (M, C/group, *kernel). Per group, with the
-    im2col columns of X laid out (C/G * K, batch * out) and dY as (M/G, batch * out):
-    dW = dY @ columns^T, and dX is the col2im (tap-by-tap scatter-add) of W^T @ dY.
-    dB = dY summed over batch and space; it is skipped when the node has two outputs.
-    Samples are processed a few at a time so the column buffers stay bounded, as in Conv.
+    Inputs dY (N, M, *out), X (N, C, *in), W (M, C/group, *kernel). dB is skipped when the node
+    has one output fewer. Attribute compute_dx (0 or 1, default 1): with 0 there is no dX output
+    (the outputs are dW[, dB]), for a Conv whose input needs no gradient (the graph's input).
+    Per group, with the im2col columns of X laid out (C/G * K, positions) and dY as
+    (M/G, positions): dW = dY @ columns^T, dB = dY summed over positions, and dX is the col2im
+    (tap-by-tap scatter-add) of W^T @ dY. Stride-1 convolutions use `ShiftedColumns`, others
+    `TapColumns`. Samples are processed a few at a time so the column buffers stay bounded.
     """
 
     min_inputs = max_inputs = 3
@@ -137,53 +140,125 @@ class ConvGrad(Kernel):
         dy, x, w = inputs
         self.group, window = conv_window(self, x, w, None)
         require_output_grad(self, dy, x, (x.shape[0], w.shape[0]) + window.out_shape)
-        self.taps, self.out_shape = window.taps(), window.out_shape
-        self.pad = PaddedInput(window, 0.0, "convgrad.pad")
-        self.scatter = TapGradient(window, "convgrad.dpad")
-        columns = x.shape[1] * len(self.taps) * prod(window.out_shape)
+        self.compute_dx = int_attr(self, "compute_dx", 1)
+        if self.compute_dx not in (0, 1):
+            raise self.fail(f"attribute 'compute_dx' must be 0 or 1, got {self.compute_dx}")
+        stride_one = set(window.strides) == {1}
+        self.columns = ShiftedColumns(window) if stride_one else TapColumns(window)
+        columns = x.shape[1] * self.columns.per_sample
         if columns > MAX_COLUMNS_PER_SAMPLE:
             raise self.fail(f"im2col of one sample needs {columns} elements, over the limit")
         self.chunk = max(1, COLUMN_BUDGET // max(1, columns))
-        return [x, w, TensorSpec(x.dtype, w.shape[:1])]
+        specs = [x, w, TensorSpec(x.dtype, w.shape[:1])]
+        return specs if self.compute_dx else specs[1:]
 
     def run(self, inputs, outputs):
         dy, x, w = inputs
-        dx, dw = outputs[0], outputs[1]
+        dx, dw, *db = outputs if self.compute_dx else [None, *outputs]
         g, m = self.group, w.shape[0]
         weights = w.reshape(g, m // g, -1)  # (G, M/G, C/G * K)
         dw_groups = dw.reshape(weights.shape, copy=False)
         dw_groups.fill(0)
-        buf = self.pad(x)
+        for out in db:
+            out.fill(0)
         for start in range(0, x.shape[0], self.chunk):
             part = slice(start, start + self.chunk)
-            grads = self._by_group(dy[part])
-            dw_groups += np.matmul(grads, self._columns(buf[part]).swapaxes(1, 2))
-            dcols = scratch("convgrad.dcol", (g, weights.shape[2], grads.shape[2]), x.dtype)
-            product = np.multiply if grads.shape[1] == 1 else np.matmul  # depthwise: an outer product
-            product(weights.swapaxes(1, 2), grads, out=dcols)
-            self._col2im(dcols, dx[part])
-        if len(outputs) > 2:
-            np.sum(dy, axis=(0,) + tuple(range(2, dy.ndim)), out=outputs[2])
+            grads = self.columns.grads(dy[part])  # (M, positions)
+            cols = self.columns.gather(x[part])  # (C * K, positions)
+            for out in db:
+                out += grads.sum(axis=1)
+            grads = grads.reshape(g, m // g, -1)
+            dw_groups += np.matmul(grads, cols.reshape(g, -1, cols.shape[1]).swapaxes(1, 2))
+            if dx is not None:
+                dcols = scratch("convgrad.dcol", (g, weights.shape[2], grads.shape[2]), x.dtype)
+                product = np.multiply if grads.shape[1] == 1 else np.matmul  # depthwise: an outer product
+                product(weights.swapaxes(1, 2), grads, out=dcols)
+                self.columns.col2im(dcols.reshape(-1, grads.shape[2]), dx[part])
 
-    def _by_group(self, dy: np.ndarray) -> np.ndarray:
-        """dY (batch, M, *out) as (G, M/G, batch * out)."""
+
+class TapColumns:
+    """im2col by kernel tap for ConvGrad: positions are (batch, *out), and each tap is one strided
+    slice of the padded input (any strides). Buffers live in scratch until the next call."""
+
+    def __init__(self, window: Window) -> None:
+        self.taps, self.out_shape = window.taps(), window.out_shape
+        self.per_sample = len(self.taps) * prod(window.out_shape)
+        self.pad = PaddedInput(window, 0.0, "convgrad.pad")
+        self.scatter = TapGradient(window, "convgrad.dpad")
+
+    def grads(self, dy: np.ndarray) -> np.ndarray:
+        """dY (batch, M, *out) as (M, batch * out)."""
         moved = scratch("convgrad.dy", (dy.shape[1], dy.shape[0]) + self.out_shape, dy.dtype)
         np.copyto(moved, np.moveaxis(dy, 0, 1))
-        return moved.reshape(self.group, dy.shape[1] // self.group, -1)
+        return moved.reshape(dy.shape[1], -1)
 
-    def _columns(self, buf: np.ndarray) -> np.ndarray:
-        """Columns (G, C/G * K, batch * out) of a padded input (batch, C, *padded)."""
+    def gather(self, x: np.ndarray) -> np.ndarray:
+        """Columns (C * K, batch * out) of an input (batch, C, *in)."""
+        buf = self.pad(x)
         b, c = buf.shape[:2]
         cols = scratch("convgrad.col", (c, len(self.taps), b) + self.out_shape, buf.dtype)
         for k, tap in enumerate(self.taps):
             np.copyto(cols[:, k], np.moveaxis(buf[tap], 0, 1))
-        return cols.reshape(self.group, c // self.group * len(self.taps), -1)
+        return cols.reshape(c * len(self.taps), -1)
 
-    def _col2im(self, dcols: np.ndarray, dx: np.ndarray) -> None:
-        """dX (batch, C, *in) from column gradients (G, C/G * K, batch * out)."""
+    def col2im(self, dcols: np.ndarray, dx: np.ndarray) -> None:
+        """dX (batch, C, *in) from column gradients (C * K, batch * out)."""
         b, c = dx.shape[:2]
         per_tap = dcols.reshape((c, len(self.taps), b) + self.out_shape)
         acc = self.scatter.start(dx)
         for k in range(len(self.taps)):
             self.scatter.add(acc, k, np.moveaxis(per_tap[:, k], 0, 1))
         self.scatter.finish(acc, dx)
+
+
+class ShiftedColumns:
+    """im2col for stride 1 over a wide grid: the positions are those of the padded input, samples
+    one after another (all but the last `shifts[-1]`), so each tap is one contiguous shift of the
+    flattened channel planes rather than a strided slice. dY is zero at the positions that hold
+    no output, so they add nothing to dW, dB or dX. Buffers live in scratch until the next call.
+    """
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.shifts = window.tap_shifts()
+        self.plane = prod(window.padded_shape)
+        self.per_sample = len(self.shifts) * self.plane
+        self.pad = PaddedInput(window, 0.0, "convgrad.pad")
+        self.outputs: Index = (Ellipsis,) + tuple(slice(0, o) for o in window.out_shape)
+        self.covers_input = all(
+            s.stop == n for s, n in zip(self.pad.src[1:], window.in_shape, strict=True)
+        )
+
+    def _span(self, batch: int) -> int:
+        return batch * self.plane - self.shifts[-1]
+
+    def grads(self, dy: np.ndarray) -> np.ndarray:
+        """dY (batch, M, *out) as (M, positions), zero where no output is."""
+        b, m = dy.shape[:2]
+        wide = scratch("convgrad.dy", (m, b) + self.window.padded_shape, dy.dtype)
+        wide.fill(0)
+        np.copyto(wide[self.outputs], np.moveaxis(dy, 0, 1))
+        return wide.reshape(m, -1)[:, : self._span(b)]
+
+    def gather(self, x: np.ndarray) -> np.ndarray:
+        """Columns (C * K, positions) of an input (batch, C, *in)."""
+        b, c = x.shape[:2]
+        planes, span = self.pad.channel_major(x).reshape(c, -1), self._span(b)
+        cols = scratch("convgrad.col", (c, len(self.shifts), span), x.dtype)
+        for k, shift in enumerate(self.shifts):
+            np.copyto(cols[:, k], planes[:, shift : shift + span])
+        return cols.reshape(-1, span)
+
+    def col2im(self, dcols: np.ndarray, dx: np.ndarray) -> None:
+        """dX (batch, C, *in) from column gradients (C * K, positions)."""
+        b, c = dx.shape[:2]
+        span = self._span(b)
+        acc = scratch("convgrad.dpad", (c, b) + self.window.padded_shape, dx.dtype)
+        acc.fill(0)
+        planes, per_tap = acc.reshape(c, -1), dcols.reshape(c, len(self.shifts), span)
+        for k, shift in enumerate(self.shifts):
+            view = planes[:, shift : shift + span]
+            np.add(view, per_tap[:, k], out=view)
+        if not self.covers_input:
+            dx.fill(0)
+        np.copyto(np.moveaxis(dx, 0, 1)[self.pad.src], acc[self.pad.dst])

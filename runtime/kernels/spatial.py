@@ -63,6 +63,16 @@ class Window:
             ))
         return result
 
+    def tap_shifts(self) -> list[int]:
+        """For each kernel position (row-major, as `taps`), how far it lies from the window's first
+        position in a flattened (*padded_shape) plane. With stride 1, the window whose first
+        position is p reads p + shift for each tap: every tap is one shift of the flat planes."""
+        plane_strides = [prod(self.padded_shape[i + 1 :]) for i in range(len(self.padded_shape))]
+        return [
+            sum(i * d * s for i, d, s in zip(offsets, self.dilations, plane_strides, strict=True))
+            for offsets in itertools.product(*(range(k) for k in self.kernel))
+        ]
+
 
 def window_from_attrs(
     kernel: Kernel, x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], *,
@@ -185,6 +195,14 @@ class PaddedInput:
         for region in self.borders:
             buf[region] = self.fill
         np.copyto(buf[self.dst], x[self.src])
+        return buf
+
+    def channel_major(self, x: np.ndarray) -> np.ndarray:
+        """The padded input laid out (C, N, *padded_shape): always a copy, in scratch `slot`."""
+        buf = scratch(self.slot, (x.shape[1], x.shape[0]) + self.window.padded_shape, x.dtype)
+        for region in self.borders:
+            buf[region] = self.fill
+        np.copyto(buf[self.dst], np.moveaxis(x, 0, 1)[self.src])
         return buf
 
 

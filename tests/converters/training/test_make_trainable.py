@@ -182,3 +182,66 @@ def test_dropout_drops_only_while_training():
     infer = [it.run({"x": xs}, "infer")["y"] for _ in range(2)]
     np.testing.assert_array_equal(infer[0], infer[1])
     np.testing.assert_allclose(infer[0], xs @ w.data.T, rtol=1e-6)  # identity at inference
+
+
+def two_head_graph():
+    g = GraphBuilder(opset=17)
+    x = g.input("x", np.float32, (-1, 4))
+    h = g.op("Relu", [g.op("Gemm", [x, g.constant("w0", np.ones((3, 4), np.float32))], transB=1)])
+    g.output(g.op("Gemm", [h, g.constant("w1", np.ones((2, 3), np.float32))], transB=1), "y")
+    g.output(g.op("Gemm", [h, g.constant("w2", np.ones((5, 3), np.float32))], transB=1), "z")
+    return g.build()
+
+
+def test_the_default_trains_only_what_the_chosen_output_depends_on():
+    it = trained_interpreter(two_head_graph(), output="y")
+    assert set(it.signatures["save"].outputs) == {"w0", "w1"}
+
+
+def test_a_frozen_batch_norm_layer_keeps_inference_mode_and_statistics():
+    it = trained_interpreter(cnn(seed=0), trainable="fc.*")
+    assert set(it.signatures["save"].outputs) == {"fc.weight", "fc.bias"}
+    x, y, _, _ = digits(images=True)
+    before = it.run({"x": x[:8]}, "infer")["y"]
+    fit(it, x[:64], y[:64], epochs=1, batch_size=16)
+    assert not np.array_equal(it.run({"x": x[:8]}, "infer")["y"], before)  # fc moved
+    assert not any(v.is_variable for v in it.graph.values() if v.name.startswith("bn1."))
+
+
+def test_softmax_over_another_axis_is_not_taken_for_the_loss_head():
+    g = GraphBuilder(opset=17)
+    x = g.input("x", np.float32, (-1, 3))
+    h = g.op("Gemm", [x, g.constant("w", np.eye(3, dtype=np.float32))], transB=1)
+    g.output(g.op("Softmax", [h], axis=0), "y")
+    it = trained_interpreter(g.build(), optimizer=("sgd", {"lr": 0.0}))
+    xs = np.array([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0]], np.float32)
+    labels = np.array([2, 0])
+    probs = it.run({"x": xs}, "infer")["y"]
+    want = -np.mean(np.log(np.exp(probs[[0, 1], labels]) / np.exp(probs).sum(1)))  # CE on the outputs as logits
+    assert float(it.run({"x": xs, "labels": labels}, "train")["loss"]) == pytest.approx(want, rel=1e-5)
+
+
+def test_more_argument_errors():
+    graph = mlp((4, 3))
+    with pytest.raises(ConversionError, match="nesterov needs momentum"):
+        make_trainable(graph, optimizer=("sgd", {"nesterov": True}))
+    with pytest.raises(ConversionError, match="unknown settings \\['momentum'\\]"):
+        make_trainable(graph, optimizer=("adam", {"momentum": 0.9}))
+    g = GraphBuilder(opset=17)
+    x = g.input("x", np.float32, (-1, 4))
+    h = g.op("Gemm", [x, g.constant("w", np.ones((2, 4), np.float32))], transB=1, output_names=["labels"])
+    g.output(g.op("Relu", [h]), "out")
+    with pytest.raises(ConversionError, match="already has a tensor named 'labels'"):
+        make_trainable(g.build())
+    g = GraphBuilder(opset=17)
+    x = g.input("x", np.float32, (-1, 1, 2, 2))
+    g.output(g.op("Conv", [x, g.constant("w", np.ones((3, 1, 1, 1), np.float32))]), "y")
+    with pytest.raises(ConversionError, match="cross_entropy needs a \\(batch, classes\\) output"):
+        make_trainable(g.build())
+
+
+def test_python_numbers_and_other_label_dtypes_are_accepted():
+    it = trained_interpreter(mlp((4, 3)), optimizer=("sgd", {"lr": 0.1}))
+    x = np.ones((2, 4), np.float32)
+    it.run({"x": x, "labels": [0, 2], "learning_rate": 0.05}, "train")
+    fit(it, x, np.array([0, 2], np.int32), epochs=1, learning_rate=0.05)
