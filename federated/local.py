@@ -45,15 +45,15 @@ def local_update(
 ) -> LocalResult:
     """Train from `parameters` for config["epochs"] epochs; returns the clipped delta.
 
-    Config keys: epochs (1), batch_size (32), learning_rate (model default),
-    clip_norm (none), seed (0). Raises InputError when the data or parameters
+    Config keys: epochs (1), batch_size (32), lr or learning_rate (the model's
+    default), clip_norm (0 or absent: no clipping), seed (0). Raises InputError when the data or parameters
     do not fit the model (the model is left at `parameters` or unchanged).
     """
     interpreter.run(parameters, signature="restore")
     history = fit(
         interpreter, x, y,
         epochs=int(config.get("epochs", 1)), batch_size=int(config.get("batch_size", 32)),
-        learning_rate=config.get("learning_rate"), seed=int(config.get("seed", 0)),
+        learning_rate=config.get("lr", config.get("learning_rate")), seed=int(config.get("seed", 0)),
     )
     trained = interpreter.run({}, signature="save")
     delta = {name: trained[name] - parameters[name] for name in parameters}

@@ -1,0 +1,177 @@
+"""The device agent: enrol, poll for work, train locally, upload the delta.
+
+Meant for a Raspberry Pi or a phone-like device: it keeps its Ed25519 key in a
+file, verifies every model and parameter payload against the coordinator's key
+before using it, and retries with exponential back-off (with jitter) while the
+coordinator is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from federated.auth import AuthError, KeyPair, payload_message, sha256, verify
+from federated.codec import decode_arrays, encode_arrays
+from federated.local import local_update, parameter_spec
+from federated.protos import federated_pb2 as pb
+from federated.protos import federated_pb2_grpc as pb_grpc
+from federated.service import CHUNK_BYTES, KEEPALIVE_OPTIONS, upload_body
+from runtime.interpreter import Interpreter
+
+log = logging.getLogger("edgerun.federated.client")
+
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+@dataclass
+class ClientOptions:
+    """Back-off between failed calls doubles from `backoff_initial` up to `backoff_max` seconds."""
+
+    token: str = ""
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_retries: int = 8
+    rpc_timeout: float = 60.0
+    drop_probability: float = 0.0  # simulation: skip a selected round as if the device went away
+    seed: int = 0
+    info: dict[str, str] = field(default_factory=dict)
+
+
+class FederatedClient:
+    """One device. `data` is (x, y) or a callable returning (x, y) for each round."""
+
+    def __init__(self, channel: grpc.Channel, client_id: str, key: KeyPair,
+                 data: tuple[Any, np.ndarray] | Callable[[], tuple[Any, np.ndarray]],
+                 options: ClientOptions | None = None) -> None:
+        self.stub = pb_grpc.CoordinatorStub(channel)
+        self.client_id, self.key, self.data = client_id, key, data
+        self.options = options or ClientOptions()
+        self.rng = random.Random(self.options.seed)
+        self.coordinator_key: bytes | None = None
+        self.interpreter: Interpreter | None = None
+        self.rounds_done: list[int] = []
+
+    # ------------------------------------------------------------ plumbing
+    def _auth(self, method: str, body: bytes) -> pb.Auth:
+        fields = self.key.sign_request(method, self.client_id, sha256(body))
+        return pb.Auth(client_id=fields.client_id, timestamp=fields.timestamp, nonce=fields.nonce,
+                       signature=fields.signature)
+
+    def _call(self, make_call: Callable[[], Any]) -> Any:
+        """Run an RPC (made afresh each try: signatures are single-use), retrying
+        with exponential back-off while the coordinator is unreachable."""
+        delay = self.options.backoff_initial
+        for attempt in range(self.options.max_retries + 1):
+            try:
+                return make_call()
+            except grpc.RpcError as exc:
+                if exc.code() not in _RETRYABLE or attempt == self.options.max_retries:
+                    raise
+                log.info("%s: %s; retrying in %.1f s", self.client_id, exc.code().name, delay)
+                time.sleep(delay * (0.5 + self.rng.random()))
+                delay = min(delay * 2, self.options.backoff_max)
+        raise AssertionError("unreachable")
+
+    # -------------------------------------------------------------- steps
+    def enrol(self) -> None:
+        body = self.key.public_bytes + self.options.token.encode()
+        request = lambda: self.stub.Enrol(  # noqa: E731
+            pb.EnrolRequest(client_id=self.client_id, public_key=self.key.public_bytes,
+                            token=self.options.token, info=self.options.info,
+                            auth=self._auth("Enrol", body)), timeout=self.options.rpc_timeout)
+        self.coordinator_key = self._call(request).coordinator_public_key
+
+    def _download(self, kind: int, version: int) -> bytes:
+        name = "model" if kind == pb.DownloadRequest.MODEL else "parameters"
+
+        def fetch() -> bytes:
+            auth = self._auth("Download", f"{name}:{version}".encode())
+            chunks: Iterator[pb.Chunk] = self.stub.Download(
+                pb.DownloadRequest(auth=auth, kind=kind, model_version=version), timeout=self.options.rpc_timeout)
+            first = None
+            parts = []
+            for chunk in chunks:
+                first = first or chunk
+                parts.append(chunk.data)
+            blob = b"".join(parts)
+            if first is None or len(blob) != first.total_size or sha256(blob) != first.sha256:
+                raise AuthError(f"{name} v{version}: payload does not match its announced size and sha256")
+            verify(self.coordinator_key, first.signature, payload_message(name, version, first.sha256),
+                   f"{name} v{version} from the coordinator")
+            return blob
+
+        return self._call(fetch)
+
+    def _upload(self, round_number: int, blob: bytes, num_examples: int, metrics: dict[str, float]) -> None:
+        digest = sha256(blob)
+
+        def chunks() -> Iterator[pb.UploadChunk]:
+            body = upload_body(round_number, num_examples, metrics, digest)
+            header = pb.UpdateHeader(auth=self._auth("Upload", body), round=round_number,
+                                     num_examples=num_examples, metrics=metrics, total_size=len(blob),
+                                     sha256=digest)
+            yield pb.UploadChunk(header=header, data=blob[:CHUNK_BYTES])
+            for start in range(CHUNK_BYTES, len(blob), CHUNK_BYTES):
+                yield pb.UploadChunk(data=blob[start : start + CHUNK_BYTES])
+
+        self._call(lambda: self.stub.Upload(chunks(), timeout=self.options.rpc_timeout))
+
+    def train_round(self, work: pb.WorkReply) -> None:
+        if self.interpreter is None:
+            self.interpreter = Interpreter(self._download(pb.DownloadRequest.MODEL, 0))
+        spec = parameter_spec(self.interpreter)
+        parameters = decode_arrays(self._download(pb.DownloadRequest.PARAMETERS, work.model_version), spec)
+        x, y = self.data() if callable(self.data) else self.data
+        config = json.loads(work.config_json or "{}")
+        config.setdefault("seed", work.round)
+        result = local_update(self.interpreter, parameters, x, y, config)
+        self._upload(work.round, encode_arrays(result.delta), result.num_examples,
+                     {k: float(v) for k, v in result.metrics.items()})
+        self.rounds_done.append(work.round)
+
+    def _train_or_skip(self, work: pb.WorkReply) -> None:
+        """Train for one round; a refusal (late upload, bad payload) loses only that round."""
+        try:
+            self.train_round(work)
+        except grpc.RpcError as exc:
+            if exc.code() in _RETRYABLE:
+                raise
+            log.warning("%s: round %d refused: %s %s", self.client_id, work.round, exc.code().name, exc.details())
+        except AuthError as exc:
+            log.error("%s: round %d skipped, payload refused: %s", self.client_id, work.round, exc)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Enrol if needed, then follow the coordinator until it says stop (or `stop` is set)."""
+        stop = stop or threading.Event()
+        if self.coordinator_key is None:
+            self.enrol()
+        skipped: set[int] = set()
+        while not stop.is_set():
+            work = self._call(lambda: self.stub.GetWork(pb.WorkRequest(auth=self._auth("GetWork", b"")),
+                                                         timeout=self.options.rpc_timeout))
+            if work.action == pb.WorkReply.STOP:
+                return
+            if work.action == pb.WorkReply.TRAIN and work.round not in skipped:
+                if self.rng.random() < self.options.drop_probability:
+                    skipped.add(work.round)  # this device "drops out" of the round
+                    continue
+                self._train_or_skip(work)
+                continue
+            stop.wait(max(work.retry_after, 0.05))
+
+
+def channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A channel with the keep-alive settings the coordinator expects."""
+    if credentials is None:
+        return grpc.insecure_channel(target, options=KEEPALIVE_OPTIONS)
+    return grpc.secure_channel(target, credentials, options=KEEPALIVE_OPTIONS)

@@ -1,0 +1,262 @@
+"""The coordinator: enrolment, the round state machine, model publication.
+
+Plain Python, no gRPC (federated.service adapts it). One background thread runs
+rounds; request handlers (called from gRPC threads) read shared state under a
+lock and record updates in the store, which makes every transition durable and
+atomic (a restarted coordinator resumes the open round from SQLite).
+
+Round r: wait for enough available clients -> the strategy selects clients and
+the round config -> open the round (deadline) -> selected clients download the
+signed global parameters, train, upload their deltas -> when `report_goal` of
+them reported (or the deadline passed) the strategy aggregates -> the new
+global parameters are published as the next model version in the same
+transaction that closes the round. Too few reports: the round fails and the
+global model is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from federated.auth import KeyPair, payload_message, sha256
+from federated.codec import PayloadError, decode_arrays, encode_arrays
+from federated.local import parameter_spec
+from federated.store import AlreadyEnrolled
+from federated.typing import FitRes
+from runtime.errors import EdgerunError
+from runtime.interpreter import Interpreter
+
+log = logging.getLogger("edgerun.federated")
+
+Arrays = dict[str, np.ndarray]
+Evaluator = Callable[[Arrays], dict[str, float]]
+
+
+class Rejected(EdgerunError):
+    """A client request the coordinator refuses; `code` says why (for the gRPC status)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # "unauthenticated", "already_exists", "not_found", "failed_precondition", ...
+
+
+@dataclass
+class CoordinatorConfig:
+    """Round settings. `report_goal`: fraction of the selected clients whose updates
+    close a round early (stragglers past the deadline are ignored). What clients do
+    in a round (epochs, batch size, learning rate, clipping) is the strategy's config."""
+
+    rounds: int = 10
+    round_timeout: float = 60.0
+    report_goal: float = 1.0
+    available_window: float = 60.0  # a client seen this recently counts as available
+    wait_for_clients: float = 60.0  # how long a round waits for enough available clients
+    enrol_token: str | None = None
+    allowed_keys: set[bytes] = field(default_factory=set)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Work:
+    action: str  # "wait", "train" or "stop"
+    round: int = 0
+    model_version: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    deadline: float = 0.0
+    retry_after: float = 1.0
+
+
+class Coordinator:
+    """State and handlers of one federated training run (see the module docstring)."""
+
+    def __init__(self, model_path: str | Path, store: Any, strategy: Any, config: CoordinatorConfig,
+                 key: KeyPair, evaluator: Evaluator | None = None) -> None:
+        self.model_bytes = Path(model_path).read_bytes()
+        self.store, self.strategy, self.config, self.key = store, strategy, config, key
+        self.evaluator = evaluator
+        interpreter = Interpreter(self.model_bytes, device="cpu")
+        self.spec = parameter_spec(interpreter)
+        self.lock = threading.Condition()
+        self.last_seen: dict[str, float] = {}
+        self.rng = np.random.default_rng(config.seed)
+        self.finished = False
+        latest = store.latest_model()
+        if latest is None:
+            self.version, self.parameters = 0, interpreter.run({}, signature="save")
+            store.publish_model(0, encode_arrays(self.parameters), {})
+        else:
+            self.version = latest[0]
+            self.parameters = decode_arrays(latest[1], self.spec)
+
+    # ------------------------------------------------------------ enrolment
+    def enrol(self, client_id: str, public_key: bytes, token: str, info: dict[str, str]) -> bytes:
+        """Register a device key; returns the coordinator's public key."""
+        allowed = public_key in self.config.allowed_keys
+        if not allowed and (self.config.enrol_token is None or token != self.config.enrol_token):
+            raise Rejected("permission_denied", f"client {client_id!r}: bad enrolment token and key not allowed")
+        try:
+            self.store.enrol(client_id, public_key, dict(info))
+        except AlreadyEnrolled:
+            raise Rejected("already_exists", f"client {client_id!r} or its key is already enrolled") from None
+        log.info("enrolled client %s", client_id)
+        return self.key.public_bytes
+
+    def public_key_of(self, client_id: str) -> bytes | None:
+        record = self.store.client(client_id)
+        return None if record is None else record.public_key
+
+    # ----------------------------------------------------------------- work
+    def work_for(self, client_id: str, now: float | None = None) -> Work:
+        now = time.time() if now is None else now
+        with self.lock:
+            self.last_seen[client_id] = now
+            if self.finished:
+                return Work("stop")
+            current = self.store.current_round()
+            if (current is None or client_id not in current.selected or now > current.deadline
+                    or self._reported(current.round, client_id)):
+                return Work("wait", retry_after=0.2)
+            return Work("train", current.round, current.model_version, dict(current.config), current.deadline)
+
+    def _reported(self, round_number: int, client_id: str) -> bool:
+        return client_id in self.store.reported(round_number)
+
+    def payload(self, kind: str, version: int) -> tuple[bytes, bytes, bytes]:
+        """(payload, sha256, coordinator signature) of the model file or a parameter version."""
+        if kind == "model":
+            blob = self.model_bytes
+        else:
+            blob = self.store.model(version)
+            if blob is None:
+                raise Rejected("not_found", f"model version {version} does not exist")
+        digest = sha256(blob)
+        return blob, digest, self.key.sign(payload_message(kind, version, digest))
+
+    # --------------------------------------------------------------- upload
+    def submit(self, client_id: str, round_number: int, blob: bytes, num_examples: int,
+               metrics: dict[str, float]) -> None:
+        """Validate and durably record one client's delta; Rejected says why not."""
+        if num_examples <= 0:
+            raise Rejected("invalid_argument", f"client {client_id!r}: num_examples must be positive")
+        try:
+            decode_arrays(blob, self.spec)
+        except PayloadError as exc:
+            log.warning("rejected update from %s for round %d: %s", client_id, round_number, exc)
+            raise Rejected("invalid_argument", f"client {client_id!r}: {exc}") from None
+        with self.lock:
+            current = self.store.current_round()
+            if current is None or current.round != round_number:
+                raise Rejected("failed_precondition", f"round {round_number} is not open")
+            if not self.store.record_update(round_number, client_id, blob, num_examples, dict(metrics)):
+                raise Rejected("failed_precondition",
+                               f"client {client_id!r} is not selected for round {round_number} or already reported")
+            self.lock.notify_all()
+        log.info("round %d: update from %s (%d examples)", round_number, client_id, num_examples)
+
+    def status(self) -> dict[str, Any]:
+        """Rounds, clients and metrics for operators (JSON-able)."""
+        with self.lock:
+            current = self.store.current_round()
+            return {
+                "model_version": self.version,
+                "finished": self.finished,
+                "current_round": None if current is None else current.round,
+                "clients": len(self.store.clients()),
+                "available": len(self._available(time.time())),
+                "history": [{"round": r.round, "status": r.status, "metrics": r.metrics}
+                            for r in self.store.history()],
+            }
+
+    # --------------------------------------------------------------- rounds
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Run rounds until `config.rounds` have finished (or `stop` is set)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            history = self.store.history()
+            done = sum(1 for r in history if r.status == "aggregated")
+            if done >= self.config.rounds:
+                break
+            current = self.store.current_round()
+            if current is not None:
+                self._finish(current.round, stop)  # resume a round a restart interrupted
+            else:
+                self._run_round(1 + max((r.round for r in history), default=0), stop)
+        with self.lock:
+            self.finished = not stop.is_set()
+            self.lock.notify_all()
+
+    def _available(self, now: float) -> list[str]:
+        window = self.config.available_window
+        return sorted(c for c, seen in self.last_seen.items() if now - seen <= window)
+
+    def _run_round(self, round_number: int, stop: threading.Event) -> None:
+        order = list(self.spec)
+        deadline_for_clients = time.time() + self.config.wait_for_clients
+        while not stop.is_set():
+            with self.lock:
+                available = self._available(time.time())
+                try:
+                    selected, fit_ins = self.strategy.configure_fit(
+                        round_number, [self.parameters[n] for n in order], available, self.rng)
+                    break
+                except EdgerunError as exc:
+                    if time.time() > deadline_for_clients:
+                        log.warning("round %d: %s", round_number, exc)
+                        deadline_for_clients = time.time() + self.config.wait_for_clients
+                    self.lock.wait(0.1)
+        else:
+            return
+        config = dict(fit_ins.config)
+        deadline = time.time() + self.config.round_timeout
+        self.store.open_round(round_number, self.version, list(selected), config, deadline)
+        log.info("round %d: selected %d of %d clients", round_number, len(selected), len(available))
+        self._finish(round_number, stop)
+
+    def _finish(self, round_number: int, stop: threading.Event) -> None:
+        """Wait for the report goal or the deadline, then aggregate (or fail) the round."""
+        with self.lock:
+            current = self.store.current_round()
+            goal = max(1, math.ceil(self.config.report_goal * len(current.selected)))
+            while not stop.is_set() and time.time() < current.deadline:
+                if len(self.store.reported(round_number)) >= goal:
+                    break
+                self.lock.wait(min(0.05, max(0.0, current.deadline - time.time())))
+            if stop.is_set():
+                return
+            updates = self.store.updates(round_number)
+        self._aggregate(current, updates)
+
+    def _aggregate(self, current: Any, updates: list[Any]) -> None:
+        order = list(self.spec)
+        results = []
+        for u in updates:
+            delta = decode_arrays(u.blob, self.spec)
+            results.append((u.client_id, FitRes([delta[n] for n in order], u.num_examples, dict(u.metrics))))
+        failures = len(current.selected) - len(results)
+        try:
+            new, metrics = self.strategy.aggregate_fit(current.round, [self.parameters[n] for n in order],
+                                                       results, failures)
+        except EdgerunError as exc:
+            log.warning("round %d failed: %s", current.round, exc)
+            self.store.fail_round(current.round, str(exc))
+            return
+        parameters = dict(zip(order, new, strict=True))
+        metrics = {**metrics, "reports": len(results), "selected": len(current.selected)}
+        if self.evaluator is not None:
+            metrics.update(self.evaluator(parameters))
+        with self.lock:
+            self.store.finish_round(current.round, self.version + 1, encode_arrays(parameters),
+                                    json.loads(json.dumps(metrics, default=float)))
+            self.version += 1
+            self.parameters = parameters
+        log.info("round %d aggregated: version %d, %s", current.round, self.version, metrics)

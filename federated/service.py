@@ -1,0 +1,156 @@
+"""gRPC adapter for the coordinator: authenticate, call a plain handler, map errors
+to status codes. Large payloads stream in chunks; keep-alives keep slow devices
+connected while they train.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from federated.auth import AuthError, ReplayGuard, SignedFields, sha256, verify_request
+from federated.coordinator import Coordinator, Rejected
+from federated.protos import federated_pb2 as pb
+from federated.protos import federated_pb2_grpc as pb_grpc
+
+log = logging.getLogger("edgerun.federated")
+
+CHUNK_BYTES = 1 << 20
+# Server and client agree on keep-alives so a device training for minutes stays connected.
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+_CODES = {
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "already_exists": grpc.StatusCode.ALREADY_EXISTS,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def _fields(auth: pb.Auth) -> SignedFields:
+    return SignedFields(auth.client_id, auth.timestamp, auth.nonce, auth.signature)
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+    """Thin: every method authenticates, delegates to the Coordinator, maps Rejected/AuthError."""
+
+    def __init__(self, coordinator: Coordinator, max_update_bytes: int | None = None) -> None:
+        self.coordinator = coordinator
+        self.guard = ReplayGuard()
+        spec_bytes = sum(dt.itemsize * max(1, int(__import__("numpy").prod(shape)))
+                         for dt, shape in coordinator.spec.values())
+        self.max_update_bytes = max_update_bytes or 2 * spec_bytes + (1 << 16)
+
+    def _authenticate(self, auth: pb.Auth, method: str, body: bytes, context: Any) -> str:
+        key = self.coordinator.public_key_of(auth.client_id)
+        if key is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"unknown client {auth.client_id!r}: enrol first")
+        try:
+            verify_request(key, _fields(auth), method, sha256(body), self.guard)
+        except AuthError as exc:
+            log.warning("%s refused: %s", method, exc)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        return auth.client_id
+
+    @staticmethod
+    def _abort(context: Any, exc: Rejected) -> None:
+        log.warning("refused: %s", exc)
+        context.abort(_CODES.get(exc.code, grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+
+    def Enrol(self, request: pb.EnrolRequest, context: Any) -> pb.EnrolReply:
+        body = request.public_key + request.token.encode()
+        try:  # proof of possession: signed with the key being enrolled
+            verify_request(request.public_key, _fields(request.auth), "Enrol", sha256(body), self.guard)
+        except AuthError as exc:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        if request.auth.client_id != request.client_id:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "client id differs from the signed one")
+        try:
+            key = self.coordinator.enrol(request.client_id, request.public_key, request.token, dict(request.info))
+        except Rejected as exc:
+            self._abort(context, exc)
+        return pb.EnrolReply(coordinator_public_key=key)
+
+    def GetWork(self, request: pb.WorkRequest, context: Any) -> pb.WorkReply:
+        client = self._authenticate(request.auth, "GetWork", b"", context)
+        work = self.coordinator.work_for(client)
+        action = {"wait": pb.WorkReply.WAIT, "train": pb.WorkReply.TRAIN, "stop": pb.WorkReply.STOP}
+        return pb.WorkReply(action=action[work.action], round=work.round, model_version=work.model_version,
+                            config_json=json.dumps(work.config), deadline=work.deadline,
+                            retry_after=work.retry_after)
+
+    def Download(self, request: pb.DownloadRequest, context: Any) -> Iterator[pb.Chunk]:
+        kind = "model" if request.kind == pb.DownloadRequest.MODEL else "parameters"
+        body = f"{kind}:{request.model_version}".encode()
+        self._authenticate(request.auth, "Download", body, context)
+        try:
+            blob, digest, signature = self.coordinator.payload(kind, request.model_version)
+        except Rejected as exc:
+            self._abort(context, exc)
+        for start in range(0, max(len(blob), 1), CHUNK_BYTES):
+            first = start == 0
+            yield pb.Chunk(data=blob[start : start + CHUNK_BYTES],
+                           total_size=len(blob) if first else 0, sha256=digest if first else b"",
+                           signature=signature if first else b"",
+                           model_version=request.model_version if first else 0)
+
+    def Upload(self, request_iterator: Iterator[pb.UploadChunk], context: Any) -> pb.UploadReply:
+        header, parts, size = None, [], 0
+        for chunk in request_iterator:
+            if header is None:
+                if not chunk.HasField("header"):
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the header")
+                header = chunk.header
+                if header.total_size > self.max_update_bytes:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"update of {header.total_size} bytes exceeds {self.max_update_bytes}")
+            size += len(chunk.data)
+            if size > header.total_size:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "more bytes than the header announced")
+            parts.append(chunk.data)
+        if header is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload")
+        blob = b"".join(parts)
+        if len(blob) != header.total_size or sha256(blob) != header.sha256:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload size or sha256 does not match the header")
+        signed = upload_body(header.round, header.num_examples, dict(header.metrics), header.sha256)
+        client = self._authenticate(header.auth, "Upload", signed, context)
+        try:
+            self.coordinator.submit(client, header.round, blob, header.num_examples, dict(header.metrics))
+        except Rejected as exc:
+            self._abort(context, exc)
+        return pb.UploadReply(accepted=True, message="ok")
+
+    def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusReply:
+        return pb.StatusReply(json=json.dumps(self.coordinator.status(), default=str))
+
+
+def upload_body(round_number: int, num_examples: int, metrics: dict[str, float], digest: bytes) -> bytes:
+    """The bytes an Upload's auth signature covers (besides method, id, time and nonce)."""
+    fields = json.dumps({"round": round_number, "num_examples": num_examples, "metrics": metrics},
+                        sort_keys=True).encode()
+    return fields + digest
+
+
+def serve(coordinator: Coordinator, address: str = "127.0.0.1:0",
+          credentials: grpc.ServerCredentials | None = None, workers: int = 16) -> tuple[grpc.Server, int]:
+    """Start a gRPC server for `coordinator`; returns (server, bound port)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=KEEPALIVE_OPTIONS)
+    pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(coordinator), server)
+    port = (server.add_secure_port(address, credentials) if credentials is not None
+            else server.add_insecure_port(address))
+    server.start()
+    return server, port
