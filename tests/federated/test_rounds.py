@@ -1,0 +1,171 @@
+"""Federated rounds end to end over loopback gRPC: a real coordinator, real clients.
+
+The oracle for FedAvg is a plain numpy implementation of the same MLP training
+(forward, softmax cross-entropy, backward, SGD) and of example-weighted averaging.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import numpy as np
+import pytest
+
+from converters.training import make_trainable
+from federated import partition
+from federated.auth import KeyPair, sha256
+from federated.client import ClientOptions, FederatedClient, channel
+from federated.codec import encode_arrays
+from federated.coordinator import Coordinator, CoordinatorConfig
+from federated.protos import federated_pb2 as pb
+from federated.service import serve, upload_body
+from federated.simulation import SimulationConfig, simulate
+from federated.store import Store
+from federated.strategies import FedAvg
+from runtime import save_model
+from tests.converters.training.models import digits, mlp
+
+TOKEN = "t"
+
+
+def numpy_local_sgd(params, x, y, epochs, batch_size, lr, seed):
+    """The 64-32-10 MLP trained by hand: the same batches as runtime.training.fit."""
+    w0, b0, w1, b1 = (params[k].astype(np.float64) for k in ("fc0.weight", "fc0.bias", "fc1.weight", "fc1.bias"))
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        order = rng.permutation(len(y))
+        for start in range(0, len(y), batch_size):
+            i = order[start : start + batch_size]
+            h = np.maximum(x[i] @ w0.T + b0, 0)
+            z = h @ w1.T + b1
+            p = np.exp(z - z.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            p[np.arange(len(i)), y[i]] -= 1
+            dz = p / len(i)
+            dh = (dz @ w1) * (h > 0)
+            w1, b1 = w1 - lr * dz.T @ h, b1 - lr * dz.sum(0)
+            w0, b0 = w0 - lr * dh.T @ x[i], b0 - lr * dh.sum(0)
+    return {"fc0.weight": w0, "fc0.bias": b0, "fc1.weight": w1, "fc1.bias": b1}
+
+
+def numpy_fedavg(params, shards, rounds, epochs, batch_size, lr):
+    """Every client trains every round (fraction 1); the global model is the example-weighted mean."""
+    params = {k: v.astype(np.float64) for k, v in params.items()}
+    for r in range(1, rounds + 1):
+        total = sum(len(y) for _, y in shards)
+        trained = [numpy_local_sgd(params, x, y, epochs, batch_size, lr, seed=r) for x, y in shards]
+        params = {k: sum(len(y) * t[k] for t, (_, y) in zip(trained, shards, strict=True)) / total for k in params}
+    return params
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    graph = make_trainable(mlp((64, 32, 10), seed=0), optimizer=("sgd", {"lr": 0.1}))
+    return save_model(graph, tmp_path / "mlp.train.erm")
+
+
+def start(model_path, tmp_path, strategy, rounds, **config):
+    coordinator = Coordinator(model_path, Store(tmp_path / "c.db"), strategy,
+                              CoordinatorConfig(rounds=rounds, enrol_token=TOKEN, **config), KeyPair.generate())
+    server, port = serve(coordinator)
+    return coordinator, server, f"127.0.0.1:{port}"
+
+
+def test_fedavg_over_grpc_equals_a_numpy_fedavg(model_path, tmp_path):
+    x, y, _, _ = digits()
+    shards = [(x[i], y[i]) for i in partition.iid(240, 3, seed=1)]
+    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=3, min_available_clients=3, local_epochs=2,
+                      batch_size=16, client_lr=0.1)
+    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=3, round_timeout=60)
+    initial = dict(coordinator.parameters)
+    stop = threading.Event()
+    clients = [FederatedClient(channel(target), f"dev{i}", KeyPair.generate(), shard, ClientOptions(token=TOKEN))
+               for i, shard in enumerate(shards)]
+    threads = [threading.Thread(target=c.run, args=(stop,)) for c in clients]
+    for t in threads:
+        t.start()
+    try:
+        coordinator.run()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        server.stop(0)
+    want = numpy_fedavg(initial, shards, rounds=3, epochs=2, batch_size=16, lr=0.1)
+    assert [r.status for r in coordinator.store.history()] == ["aggregated"] * 3
+    for name, value in want.items():
+        np.testing.assert_allclose(coordinator.parameters[name], value, rtol=0, atol=1e-6, err_msg=name)
+    assert all(c.rounds_done == [1, 2, 3] for c in clients)
+
+
+def test_simulation_learns_digits(model_path):
+    x, y, x_test, y_test = digits()
+    config = SimulationConfig(num_clients=10, rounds=5, fraction_fit=0.5, partition="iid", epochs=2,
+                              batch_size=16, lr=0.1, round_timeout=20)
+    history = simulate(model_path, x, y, x_test, y_test, config)
+    assert [r.status for r in history] == ["aggregated"] * 5
+    assert history[-1].metrics["test_accuracy"] > 0.85
+
+
+class Device:
+    """A hand-driven client for protocol tests."""
+
+    def __init__(self, target, client_id):
+        self.client = FederatedClient(channel(target), client_id, KeyPair.generate(), (None, None),
+                                      ClientOptions(token=TOKEN, max_retries=0))
+        self.stub = self.client.stub
+
+    def upload(self, round_number, blob, num_examples=10, auth=None):
+        digest = sha256(blob)
+        body = upload_body(round_number, num_examples, {}, digest)
+        header = pb.UpdateHeader(auth=auth or self.client._auth("Upload", body), round=round_number,
+                                 num_examples=num_examples, total_size=len(blob), sha256=digest)
+        return self.stub.Upload(iter([pb.UploadChunk(header=header, data=blob)]), timeout=10)
+
+
+def code_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value.code()
+
+
+def test_bad_requests_get_specific_statuses_and_change_nothing(model_path, tmp_path):
+    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1)
+    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=1, round_timeout=60)
+    try:
+        good, outsider = Device(target, "good"), Device(target, "outsider")
+        good.client.enrol()
+        assert code_of(good.client.enrol) == grpc.StatusCode.ALREADY_EXISTS
+        stranger = Device(target, "stranger")
+        stranger.client.options.token = "wrong"
+        assert code_of(stranger.client.enrol) == grpc.StatusCode.PERMISSION_DENIED
+        coordinator.work_for("good")
+        runner = threading.Thread(target=coordinator.run)
+        runner.start()
+        while coordinator.store.current_round() is None:
+            runner.join(0.05)
+        outsider.client.enrol()
+        params = coordinator.parameters
+        delta = {k: np.zeros_like(v) for k, v in params.items()}
+        wrong_shape = {**delta, "fc0.bias": np.zeros(3, np.float32)}
+        nan = {**delta, "fc0.bias": np.full_like(delta["fc0.bias"], np.nan)}
+        assert code_of(lambda: good.upload(1, encode_arrays(wrong_shape))) == grpc.StatusCode.INVALID_ARGUMENT
+        assert code_of(lambda: good.upload(1, encode_arrays(nan))) == grpc.StatusCode.INVALID_ARGUMENT
+        assert code_of(lambda: good.upload(2, encode_arrays(delta))) == grpc.StatusCode.FAILED_PRECONDITION
+        assert code_of(lambda: outsider.upload(1, encode_arrays(delta))) == grpc.StatusCode.FAILED_PRECONDITION
+        blob = encode_arrays(delta)
+        signed = good.client._auth("Upload", upload_body(1, 10, {}, sha256(blob)))
+        unsigned = pb.Auth(client_id="good", timestamp=signed.timestamp, nonce=signed.nonce, signature=b"x" * 64)
+        assert code_of(lambda: good.upload(1, blob, auth=unsigned)) == grpc.StatusCode.UNAUTHENTICATED
+        assert coordinator.store.reported(1) == []  # nothing above was recorded
+        assert good.upload(1, blob, auth=signed).accepted
+        assert code_of(lambda: good.upload(1, blob, auth=signed)) == grpc.StatusCode.UNAUTHENTICATED  # replay
+        missing = lambda: list(good.stub.Download(pb.DownloadRequest(  # noqa: E731
+            auth=good.client._auth("Download", b"parameters:99"), model_version=99), timeout=10))
+        assert code_of(missing) == grpc.StatusCode.NOT_FOUND
+        runner.join(30)
+        assert [r.status for r in coordinator.store.history()] == ["aggregated"]
+        assert coordinator.store.reported(1) == ["good"]
+    finally:
+        server.stop(0)
