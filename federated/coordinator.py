@@ -90,6 +90,7 @@ class Coordinator:
         self.last_seen: dict[str, float] = {}
         self.rng = np.random.default_rng(config.seed)
         self.finished = False
+        self.stopped: set[str] = set()  # clients told that the run is over
         latest = store.latest_model()
         if latest is None:
             self.version, self.parameters = 0, interpreter.run({}, signature="save")
@@ -121,6 +122,8 @@ class Coordinator:
         with self.lock:
             self.last_seen[client_id] = now
             if self.finished:
+                self.stopped.add(client_id)
+                self.lock.notify_all()
                 return Work("stop")
             current = self.store.current_round()
             if (current is None or client_id not in current.selected or now > current.deadline
@@ -162,6 +165,17 @@ class Coordinator:
                                f"client {client_id!r} is not selected for round {round_number} or already reported")
             self.lock.notify_all()
         log.info("round %d: update from %s (%d examples)", round_number, client_id, num_examples)
+
+    def wait_until_clients_stopped(self, timeout: float) -> bool:
+        """After `run`: keep answering until every enrolled client was told to stop
+        (or `timeout` seconds passed); True if all were."""
+        deadline = time.time() + timeout
+        with self.lock:
+            while time.time() < deadline:
+                if {c.client_id for c in self.store.clients()} <= self.stopped:
+                    return True
+                self.lock.wait(0.1)
+        return False
 
     def status(self) -> dict[str, Any]:
         """Rounds, clients and metrics for operators (JSON-able)."""

@@ -85,6 +85,7 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
         threads = _start_clients(f"127.0.0.1:{port}", x, y, config, stop)
         try:
             coordinator.run()
+            coordinator.wait_until_clients_stopped(timeout=5)
         finally:
             stop.set()
             for t in threads:

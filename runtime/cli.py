@@ -35,6 +35,7 @@ PLUGINS: dict[str, str] = {
     "convert": "converters.cli",
     "make-trainable": "converters.training.cli",
     "train": "runtime.train_cli",
+    "federated": "federated.cli",
 }
 
 EXPECTED_ERRORS = (EdgerunError, OSError, ValueError)

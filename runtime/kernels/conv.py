@@ -7,9 +7,11 @@ bounded; unpadded 1x1 stride-1 convolutions multiply the input directly.
 Depthwise convolutions take the same path (G batched (1, K) @ (K, out)
 products), which measured faster than accumulating one multiply per tap.
 
-ConvGrad (edgerun domain, for training) reuses the window: dW multiplies dY by the
-same columns (laid out (G, C/G * K, batch * out)), and dX scatters W^T @ dY back tap
-by tap (col2im, `spatial.TapGradient`).
+ConvGrad (edgerun domain, for training) multiplies dY by columns of X laid out
+(G, C/G * K, positions) for dW, and scatters W^T @ dY back tap by tap for dX (col2im).
+With stride 1 the positions are whole rows of the padded input, so every tap is one
+contiguous shift of it (`ShiftedColumns`); other strides gather strided slices
+(`TapColumns`), which took 1.2-1.9x as long on the stride-1 shapes we measured.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ class ConvGrad(Kernel):
         dy, x, w = inputs
         dx, dw, *db = outputs if self.compute_dx else [None, *outputs]
         g, m = self.group, w.shape[0]
-        weights = w.reshape(g, m // g, -1)  # (G, M/G, C/G * K)
+        weights = w.reshape(g, m // g, prod(w.shape[1:]))  # (G, M/G, C/G * K)
         dw_groups = dw.reshape(weights.shape, copy=False)
         dw_groups.fill(0)
         for out in db:
@@ -167,8 +169,8 @@ class ConvGrad(Kernel):
             cols = self.columns.gather(x[part])  # (C * K, positions)
             for out in db:
                 out += grads.sum(axis=1)
-            grads = grads.reshape(g, m // g, -1)
-            dw_groups += np.matmul(grads, cols.reshape(g, -1, cols.shape[1]).swapaxes(1, 2))
+            grads = grads.reshape(g, m // g, grads.shape[1])
+            dw_groups += np.matmul(grads, cols.reshape(g, weights.shape[2], cols.shape[1]).swapaxes(1, 2))
             if dx is not None:
                 dcols = scratch("convgrad.dcol", (g, weights.shape[2], grads.shape[2]), x.dtype)
                 product = np.multiply if grads.shape[1] == 1 else np.matmul  # depthwise: an outer product
@@ -190,7 +192,7 @@ class TapColumns:
         """dY (batch, M, *out) as (M, batch * out)."""
         moved = scratch("convgrad.dy", (dy.shape[1], dy.shape[0]) + self.out_shape, dy.dtype)
         np.copyto(moved, np.moveaxis(dy, 0, 1))
-        return moved.reshape(dy.shape[1], -1)
+        return moved.reshape(dy.shape[1], dy.shape[0] * prod(self.out_shape))
 
     def gather(self, x: np.ndarray) -> np.ndarray:
         """Columns (C * K, batch * out) of an input (batch, C, *in)."""
@@ -199,7 +201,7 @@ class TapColumns:
         cols = scratch("convgrad.col", (c, len(self.taps), b) + self.out_shape, buf.dtype)
         for k, tap in enumerate(self.taps):
             np.copyto(cols[:, k], np.moveaxis(buf[tap], 0, 1))
-        return cols.reshape(c * len(self.taps), -1)
+        return cols.reshape(c * len(self.taps), b * prod(self.out_shape))
 
     def col2im(self, dcols: np.ndarray, dx: np.ndarray) -> None:
         """dX (batch, C, *in) from column gradients (C * K, batch * out)."""
@@ -212,53 +214,57 @@ class TapColumns:
 
 
 class ShiftedColumns:
-    """im2col for stride 1 over a wide grid: the positions are those of the padded input, samples
-    one after another (all but the last `shifts[-1]`), so each tap is one contiguous shift of the
-    flattened channel planes rather than a strided slice. dY is zero at the positions that hold
-    no output, so they add nothing to dW, dB or dX. Buffers live in scratch until the next call.
+    """im2col for stride 1, where each tap is one contiguous shift of a flattened padded plane.
+
+    Per sample, the positions are the first out[0] rows (along the first spatial axis) of the
+    padded plane, whole: (out[0], *padded_shape[1:]), so a tap reads one run of the plane
+    starting at its shift. The plane gets one more zero row, which the last taps' runs reach
+    into. dY is zero at the positions that hold no output (the overhang of each row), so they
+    add nothing to dW, dB or dX. Buffers live in scratch until the next call.
     """
 
     def __init__(self, window: Window) -> None:
-        self.window = window
+        padded = window.padded_shape
         self.shifts = window.tap_shifts()
-        self.plane = prod(window.padded_shape)
-        self.per_sample = len(self.shifts) * self.plane
-        self.pad = PaddedInput(window, 0.0, "convgrad.pad")
+        self.plane_shape = (padded[0] + 1,) + padded[1:]
+        self.grid = (window.out_shape[0],) + padded[1:]  # the positions of one sample
+        self.per_sample = len(self.shifts) * prod(self.grid)
+        pad = PaddedInput(window, 0.0, "convgrad.pad")
+        self.src, self.dst = pad.src, pad.dst
         self.outputs: Index = (Ellipsis,) + tuple(slice(0, o) for o in window.out_shape)
-        self.covers_input = all(
-            s.stop == n for s, n in zip(self.pad.src[1:], window.in_shape, strict=True)
-        )
-
-    def _span(self, batch: int) -> int:
-        return batch * self.plane - self.shifts[-1]
+        self.covers_input = all(s.stop == n for s, n in zip(self.src[1:], window.in_shape, strict=True))
 
     def grads(self, dy: np.ndarray) -> np.ndarray:
         """dY (batch, M, *out) as (M, positions), zero where no output is."""
         b, m = dy.shape[:2]
-        wide = scratch("convgrad.dy", (m, b) + self.window.padded_shape, dy.dtype)
+        wide = scratch("convgrad.dy", (m, b) + self.grid, dy.dtype)
         wide.fill(0)
         np.copyto(wide[self.outputs], np.moveaxis(dy, 0, 1))
-        return wide.reshape(m, -1)[:, : self._span(b)]
+        return wide.reshape(m, b * prod(self.grid))
 
     def gather(self, x: np.ndarray) -> np.ndarray:
         """Columns (C * K, positions) of an input (batch, C, *in)."""
         b, c = x.shape[:2]
-        planes, span = self.pad.channel_major(x).reshape(c, -1), self._span(b)
-        cols = scratch("convgrad.col", (c, len(self.shifts), span), x.dtype)
+        buf = scratch("convgrad.pad", (c, b) + self.plane_shape, x.dtype)
+        buf.fill(0)
+        np.copyto(buf[self.dst], np.moveaxis(x, 0, 1)[self.src])
+        planes, run = buf.reshape(c, b, prod(self.plane_shape)), prod(self.grid)
+        cols = scratch("convgrad.col", (c, len(self.shifts), b, run), x.dtype)
         for k, shift in enumerate(self.shifts):
-            np.copyto(cols[:, k], planes[:, shift : shift + span])
-        return cols.reshape(-1, span)
+            np.copyto(cols[:, k], planes[:, :, shift : shift + run])
+        return cols.reshape(c * len(self.shifts), b * run)
 
     def col2im(self, dcols: np.ndarray, dx: np.ndarray) -> None:
         """dX (batch, C, *in) from column gradients (C * K, positions)."""
         b, c = dx.shape[:2]
-        span = self._span(b)
-        acc = scratch("convgrad.dpad", (c, b) + self.window.padded_shape, dx.dtype)
+        run = prod(self.grid)
+        acc = scratch("convgrad.dpad", (c, b) + self.plane_shape, dx.dtype)
         acc.fill(0)
-        planes, per_tap = acc.reshape(c, -1), dcols.reshape(c, len(self.shifts), span)
+        planes = acc.reshape(c, b, prod(self.plane_shape))
+        per_tap = dcols.reshape(c, len(self.shifts), b, run)
         for k, shift in enumerate(self.shifts):
-            view = planes[:, shift : shift + span]
+            view = planes[:, :, shift : shift + run]
             np.add(view, per_tap[:, k], out=view)
         if not self.covers_input:
             dx.fill(0)
-        np.copyto(np.moveaxis(dx, 0, 1)[self.pad.src], acc[self.pad.dst])
+        np.copyto(np.moveaxis(dx, 0, 1)[self.src], acc[self.dst])

@@ -62,6 +62,9 @@ def check_class_labels(kernel: Kernel, logits: TensorSpec, labels: TensorSpec) -
 
 def check_label_range(kernel: Kernel, labels: np.ndarray, classes: int) -> None:
     """InputError naming the first label outside [0, classes)."""
+    as_unsigned = labels.view(np.dtype(f"u{labels.dtype.itemsize}"))  # negative labels become huge
+    if labels.size == 0 or as_unsigned.max() < classes:
+        return
     bad = np.flatnonzero((labels < 0) | (labels >= classes))
     if bad.size:
         row = int(bad[0])
@@ -88,18 +91,21 @@ class SoftmaxCrossEntropy(Kernel):
         self.check_arity(inputs)
         logits, labels = inputs
         self.indices = check_class_labels(self, logits, labels)
+        self.rows = np.arange(logits.shape[0])
         return [TensorSpec(logits.dtype, ())]
 
     def run(self, inputs, outputs):
         logits, labels = inputs
         n, classes = logits.shape
-        logp = log_softmax(logits)
-        if self.indices:
-            check_label_range(self, labels, classes)
-            total = -np.sum(logp[np.arange(n), labels])
-        else:
-            total = -np.sum(labels * logp)
-        outputs[0][...] = total / n
+        if not self.indices:
+            outputs[0][...] = -np.sum(labels * log_softmax(logits)) / n
+            return
+        check_label_range(self, labels, classes)
+        # -log_softmax at the label = log(sum(exp(shifted))) - shifted[label], shifted = x - max
+        # (ufunc.reduce rather than np.max / np.sum: the same sums, less overhead per call)
+        shifted = logits - np.maximum.reduce(logits, axis=1, keepdims=True)
+        log_sums = np.log(np.add.reduce(np.exp(shifted), axis=1))
+        outputs[0][...] = np.add.reduce(log_sums - shifted[self.rows, labels]) / n
 
 
 @register("SoftmaxCrossEntropyGrad", since=1, domain=TRAINING)
@@ -114,19 +120,23 @@ class SoftmaxCrossEntropyGrad(Kernel):
         self.indices = check_class_labels(self, logits, labels)
         require_scalar(self, dloss, FLOAT_KINDS, "dloss")
         require_same_dtype(self, [dloss, logits], "dloss and logits")
+        self.rows = np.arange(logits.shape[0])
         return [logits]
 
     def run(self, inputs, outputs):
         dloss, logits, labels = inputs
         n, classes = logits.shape
-        out = outputs[0]
-        softmax(logits, out, axis=1)
-        if self.indices:
-            check_label_range(self, labels, classes)
-            out[np.arange(n), labels] -= 1
-        else:
+        out, share = outputs[0], dloss.reshape(()) / n
+        if not self.indices:
+            softmax(logits, out, axis=1)
             np.subtract(out, labels, out=out)
-        np.multiply(out, dloss.reshape(()) / n, out=out)
+            np.multiply(out, share, out=out)
+            return
+        check_label_range(self, labels, classes)
+        np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True), out=out)
+        np.exp(out, out=out)
+        np.multiply(out, share / np.add.reduce(out, axis=1, keepdims=True), out=out)  # softmax * dloss / N
+        out[self.rows, labels] -= share
 
 
 # ------------------------------------------------------------------ elementwise losses
@@ -255,4 +265,4 @@ class Accuracy(Kernel):
             check_label_range(self, labels, logits.shape[1])
         else:
             labels = np.argmax(labels, axis=1)
-        outputs[0][...] = np.mean(np.argmax(logits, axis=1) == labels)
+        outputs[0][...] = np.count_nonzero(np.argmax(logits, axis=1) == labels) / len(labels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.errors import ModelError
+from runtime.errors import InputError, ModelError
 from runtime.kernels.attrs import (
     FLOAT_KINDS,
     float_attr,
@@ -110,20 +110,23 @@ class BatchNormTraining(Kernel):
         self.momentum = float_attr(self, "momentum", 0.9)
         if not self.epsilon >= 0 or not 0 <= self.momentum <= 1:
             raise self.fail(f"epsilon {self.epsilon} must be >= 0 and momentum {self.momentum} in [0, 1]")
+        # Fewer than 2 values per channel is an input problem (a batch of 1 sample
+        # after a Gemm), refused at run time: a dynamic batch prepares with 1 first.
         self.count = prod(x.shape[:1] + x.shape[2:])
-        if self.count < 2:
-            raise self.fail(f"X shape {x.shape} has {self.count} value(s) per channel; training needs 2+")
         channels = TensorSpec(x.dtype, x.shape[1:2])
         return [x, channels, channels, channels, channels]
 
     def run(self, inputs, outputs):
         x, scale, bias, running_mean, running_var = inputs
+        if self.count < 2:
+            raise InputError(f"node {self.name!r} (BatchNormTraining): X shape {x.shape} has {self.count} "
+                             "value(s) per channel; training needs at least 2 (use a larger batch)")
         y = outputs[0]
         shape = _channel_shape(x)
-        mean = np.mean(x, axis=_batch_axes(x), dtype=np.float64)
+        mean = np.einsum("ncs->c", _planes(x), dtype=np.float64) / self.count
         np.subtract(x, mean.astype(x.dtype).reshape(shape), out=y)
-        flat = y.reshape(x.shape[0], x.shape[1], -1)
-        var = np.einsum("ncs,ncs->c", flat, flat, dtype=np.float64) / self.count
+        centred = _planes(y)
+        var = np.einsum("ncs,ncs->c", centred, centred, dtype=np.float64) / self.count
         inv_std = 1.0 / np.sqrt(var + self.epsilon)
         np.multiply(y, (inv_std * scale).astype(x.dtype).reshape(shape), out=y)
         np.add(y, bias.reshape(shape), out=y)
@@ -161,14 +164,13 @@ class BatchNormGrad(Kernel):
         dy, x, scale, mean, inv_std = inputs
         dx = outputs[0]
         shape, m = _channel_shape(x), self.count
-        np.subtract(x, mean.reshape(shape), out=dx)
-        np.multiply(dx, inv_std.reshape(shape), out=dx)  # dx holds xhat for now
-        db = np.sum(dy, axis=_batch_axes(x), dtype=np.float64)
-        dscale = np.einsum("ncs,ncs->c", dy.reshape(x.shape[0], x.shape[1], -1),
-                           dx.reshape(x.shape[0], x.shape[1], -1), dtype=np.float64)
-        np.multiply(dx, (-dscale / m).astype(x.dtype).reshape(shape), out=dx)
-        np.add(dx, dy, out=dx)
-        np.subtract(dx, (db / m).astype(x.dtype).reshape(shape), out=dx)
+        db = np.einsum("ncs->c", _planes(dy), dtype=np.float64)
+        np.subtract(x, mean.reshape(shape), out=dx)  # dx holds X - mean = xhat / inv_std for now
+        dscale = np.einsum("ncs,ncs->c", _planes(dy), _planes(dx), dtype=np.float64) * inv_std
+        # dX = scale * inv_std * (dY - (X - mean) * inv_std * dscale / m - dB / m)
+        np.multiply(dx, (inv_std * dscale / m).astype(x.dtype).reshape(shape), out=dx)
+        np.add(dx, (db / m).astype(x.dtype).reshape(shape), out=dx)
+        np.subtract(dy, dx, out=dx)
         np.multiply(dx, (scale * inv_std).reshape(shape), out=dx)
         for out, result in zip(outputs[1:], (dscale, db), strict=False):
             np.copyto(out, result, casting="same_kind")
@@ -184,8 +186,9 @@ def _check_channel_params(kernel: Kernel, x: TensorSpec, params: list, names: tu
             raise kernel.fail(f"{name} must be {x.dtype} {x.shape[1:2]} for X {x.shape}, got {got}")
 
 
-def _batch_axes(x: np.ndarray) -> tuple[int, ...]:
-    return (0,) + tuple(range(2, x.ndim))
+def _planes(x: np.ndarray) -> np.ndarray:
+    """(N, C, *spatial) viewed (N, C, S) for per-channel sums (a copy if the strides need it)."""
+    return x.reshape(x.shape[0], x.shape[1], prod(x.shape[2:]))
 
 
 def _channel_shape(x: np.ndarray) -> tuple[int, ...]:

@@ -90,7 +90,12 @@ class MaxPool(_WindowPool):
 class MaxPoolGrad(_WindowPool):
     """dX of Y = MaxPool(X) from (dY, X); the node carries the forward MaxPool's attributes.
     Each output's gradient goes to the first maximum of its window in window (row-major)
-    order, as numpy's argmax picks, and is dropped when that maximum is padding."""
+    order, as numpy's argmax picks, and is dropped when that maximum is padding.
+
+    Prepare tabulates, per output and tap, the flat position it reads in one padded plane,
+    and where each output's window starts in the whole padded input; run gathers every window
+    with the table, takes one argmax per window and adds dY at the winners (np.add.at, so
+    overlapping windows that pick the same input add up)."""
 
     min_inputs = max_inputs = 2
 
@@ -101,24 +106,23 @@ class MaxPoolGrad(_WindowPool):
         require_output_grad(self, dy, x, x.shape[:2] + window.out_shape)
         self.pad = PaddedInput(window, -np.inf, "pool.pad")
         self.scatter = TapGradient(window, "pool.dpad")
+        self.plane_size = prod(window.padded_shape)
+        plane = np.arange(self.plane_size).reshape(window.padded_shape)
+        self.table = np.stack([plane[tap].ravel() for tap in self.taps], axis=1)  # (out, K)
+        self.shifts = np.asarray(window.tap_shifts())  # each tap's position in its window
+        self.starts = self.table[:, 0] + np.arange(prod(x.shape[:2]))[:, None] * self.plane_size
         return [x]
 
     def run(self, inputs, outputs):
         dy, x = inputs
         dx = outputs[0]
-        buf = self.pad(x)
-        best = scratch("pool.best", dy.shape, x.dtype)
-        winner = scratch("pool.winner", dy.shape, np.int32)
-        np.copyto(best, buf[self.taps[0]])
-        winner.fill(0)
-        for k, tap in enumerate(self.taps[1:], start=1):
-            values = buf[tap]
-            better = values > best  # strict: the first maximum in window order wins
-            np.copyto(best, values, where=better)
-            winner[better] = k
+        planes = self.pad(x).reshape(len(self.starts), self.plane_size)
+        windows = scratch("pool.windows", planes.shape[:1] + self.table.shape, x.dtype)
+        np.take(planes, self.table, axis=1, out=windows)
+        targets = np.take(self.shifts, np.argmax(windows, axis=2))
+        targets += self.starts  # now flat positions in the padded input
         acc = self.scatter.start(dx)
-        for k in range(len(self.taps)):
-            self.scatter.add(acc, k, dy, where=winner == k)
+        np.add.at(acc.reshape(-1), targets.reshape(-1), dy.reshape(-1))
         self.scatter.finish(acc, dx)
 
 

@@ -65,8 +65,8 @@ class Window:
 
     def tap_shifts(self) -> list[int]:
         """For each kernel position (row-major, as `taps`), how far it lies from the window's first
-        position in a flattened (*padded_shape) plane. With stride 1, the window whose first
-        position is p reads p + shift for each tap: every tap is one shift of the flat planes."""
+        position in a flattened (*padded_shape) plane: the window starting at p reads p + shift.
+        With stride 1, windows start at consecutive positions, so a tap is one shift of the plane."""
         plane_strides = [prod(self.padded_shape[i + 1 :]) for i in range(len(self.padded_shape))]
         return [
             sum(i * d * s for i, d, s in zip(offsets, self.dilations, plane_strides, strict=True))
@@ -197,14 +197,6 @@ class PaddedInput:
         np.copyto(buf[self.dst], x[self.src])
         return buf
 
-    def channel_major(self, x: np.ndarray) -> np.ndarray:
-        """The padded input laid out (C, N, *padded_shape): always a copy, in scratch `slot`."""
-        buf = scratch(self.slot, (x.shape[1], x.shape[0]) + self.window.padded_shape, x.dtype)
-        for region in self.borders:
-            buf[region] = self.fill
-        np.copyto(buf[self.dst], np.moveaxis(x, 0, 1)[self.src])
-        return buf
-
 
 _local = threading.local()
 
@@ -245,10 +237,10 @@ class TapGradient:
         buf.fill(0)
         return buf
 
-    def add(self, buf: np.ndarray, k: int, grad: np.ndarray, where: np.ndarray | bool = True) -> None:
-        """buf[tap k] += grad (only where `where` holds)."""
+    def add(self, buf: np.ndarray, k: int, grad: np.ndarray) -> None:
+        """buf[tap k] += grad."""
         view = buf[self.taps[k]]
-        np.add(view, grad, out=view, where=where)
+        np.add(view, grad, out=view)
 
     def finish(self, buf: np.ndarray, dx: np.ndarray) -> None:
         if buf is dx:

@@ -90,10 +90,29 @@ def test_conv_grad_without_bias_output_gives_dx_and_dw():
     np.testing.assert_array_equal(outputs[1], dw)
 
 
-def test_conv_grad_in_batch_chunks_matches_one_chunk(monkeypatch):
+@pytest.mark.parametrize("x_shape, w_shape, attrs", [CONV[1], CONV[4], CONV[13], CONV[15]])
+@pytest.mark.parametrize("outputs", [1, 2], ids=["dw", "dw-db"])
+def test_conv_grad_without_dx_gives_the_same_dw_and_db(x_shape, w_shape, attrs, outputs):
+    (x, w, _, dy), whole = conv_gradients(x_shape, w_shape, attrs, np.random.default_rng(14))
+    attrs = {**attrs, "compute_dx": 0}
+    ours = run_kernel("ConvGrad", [dy, x, w], attrs, domain=TRAINING, num_outputs=outputs)
+    assert len(ours) == outputs
+    for mine, want in zip(ours, whole[1:], strict=False):
+        np.testing.assert_array_equal(mine, want)
+
+
+def test_conv_grad_without_dx_declares_no_dx_output():
+    specs = resolve(TRAINING, "ConvGrad", 1, "t")("ConvGrad", "t", {"compute_dx": 0}, 1).prepare(
+        [spec((1, 3, 3, 3)), X, W], [None] * 3)
+    assert specs == [W, spec((3,))]
+
+
+@pytest.mark.parametrize("attrs", [{"group": 2, "pads": [1, 0, 1, 2], "strides": [2, 1]},
+                                   {"group": 2, "pads": [1, 0, 1, 2], "dilations": [1, 2]}],
+                         ids=["strided", "stride1"])
+def test_conv_grad_in_batch_chunks_matches_one_chunk(monkeypatch, attrs):
     from runtime.kernels import conv
 
-    attrs = {"group": 2, "pads": [1, 0, 1, 2], "strides": [2, 1]}
     (x, w, _, dy), whole = conv_gradients((5, 4, 6, 6), (4, 2, 3, 3), attrs, np.random.default_rng(3))
     monkeypatch.setattr(conv, "COLUMN_BUDGET", 1)  # one sample per chunk
     assert_gradients_match(run_kernel("ConvGrad", [dy, x, w], attrs, domain=TRAINING), whole)
@@ -143,6 +162,15 @@ def test_max_pool_grad_ties_go_to_the_first_maximum():
     expected = np.zeros((4, 4))
     expected[:3, :3] = dy[0, 0]  # every window's first (top-left) element
     np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+def test_max_pool_grad_overlapping_windows_add_up_at_a_shared_maximum():
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 1, 2] = 1.0  # the maximum of the four 2x2 windows (stride 1) that hold it
+    dy = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    (dx,) = run_kernel("MaxPoolGrad", [dy, x], {"kernel_shape": [2, 2]}, domain=TRAINING)
+    assert dx[0, 0, 1, 2] == dy[0, 0, :2, 1:].sum()
+    assert dx.sum() == dy.sum()  # the other windows pass theirs to their first element
 
 
 def test_pool_grads_run_in_float32():
@@ -314,6 +342,7 @@ INVALID = [
     ("ConvGrad", TRAINING, [spec((1, 3, 3, 3)), X, spec((3, 1, 3, 3))], {}, {}, "group 1"),
     ("ConvGrad", TRAINING, [spec((1, 3, 3, 3)), X], {}, {}, "expected 3..3 inputs"),
     ("ConvGrad", TRAINING, [spec((1, 3, 3, 3)), X, W], {}, {"strides": [0, 1]}, "strides"),
+    ("ConvGrad", TRAINING, [spec((1, 3, 3, 3)), X, W], {}, {"compute_dx": 2}, "compute_dx"),
     ("MaxPoolGrad", TRAINING, [spec((1, 2, 4, 4)), X], {}, {"kernel_shape": [3, 3]}, "dY is"),
     ("MaxPoolGrad", TRAINING, [spec((1, 2, 3, 3), np.int64), spec((1, 2, 5, 5), np.int64)], {},
      {"kernel_shape": [3, 3]}, "expected a float"),
@@ -325,7 +354,6 @@ INVALID = [
     ("BatchNormTraining", TRAINING, [spec((4, 2)), CH, CH, CH, spec((2,), F32)], {}, {}, "running_var"),
     ("BatchNormTraining", TRAINING, [spec((4, 2)), CH, CH, CH, CH], {}, {"momentum": 1.5}, "momentum"),
     ("BatchNormTraining", TRAINING, [spec((4, 2)), CH, CH, CH, CH], {}, {"epsilon": float("nan")}, "epsilon"),
-    ("BatchNormTraining", TRAINING, [spec((1, 2)), CH, CH, CH, CH], {}, {}, "needs 2"),
     ("BatchNormTraining", TRAINING, [spec((4,)), CH, CH, CH, CH], {}, {}, "rank >= 2"),
     ("BatchNormGrad", TRAINING, [spec((4, 3)), spec((4, 2)), CH, CH, CH], {}, {}, "dY is"),
     ("BatchNormGrad", TRAINING, [spec((4, 2)), spec((4, 2)), CH, CH, None], {}, {}, "required input 4"),
@@ -364,7 +392,7 @@ ATTR_VALUES = st.one_of(
     st.lists(st.integers(-2, 6), max_size=5), st.sampled_from(["SAME_UPPER", "bogus", b"\xff"]), st.none(),
 )
 ATTR_KEYS = st.sampled_from(["pads", "strides", "dilations", "kernel_shape", "group", "auto_pad", "ceil_mode",
-                             "count_include_pad", "epsilon", "momentum", "ratio", "seed"])
+                             "count_include_pad", "epsilon", "momentum", "ratio", "seed", "compute_dx"])
 
 
 @settings(max_examples=150, deadline=None)
@@ -376,3 +404,11 @@ def test_mutated_grad_nodes_fail_only_with_model_error(node, key, value):
         kernel.prepare(specs, [None] * len(specs))
     except ModelError:
         pass
+
+
+def test_batch_norm_training_on_one_value_per_channel_is_an_input_error():
+    from runtime.errors import InputError
+
+    ones = np.ones(2)
+    with pytest.raises(InputError, match="needs at least 2"):
+        run_kernel("BatchNormTraining", [np.ones((1, 2)), ones, ones, ones, ones], domain="edgerun")

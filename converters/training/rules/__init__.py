@@ -94,12 +94,16 @@ class GradContext:
 
     `nodes` collects the nodes in the order they were made (already topological,
     since a rule can only use values that exist). Names are made unique.
+    `needs_grad(value)` says whether the gradient with respect to a forward value is used;
+    a rule may return None for an input where it is False and skip that work. It defaults
+    to True for every value; whoever builds the backward graph may set a sharper test.
     """
 
     def __init__(self, opset: int, prefix: str = "grad") -> None:
         self.opset = opset
         self.prefix = prefix
         self.nodes: list[Node] = []
+        self.needs_grad: Callable[[Value], bool] = lambda value: True
         self._count = 0
 
     def _name(self, hint: str) -> str:

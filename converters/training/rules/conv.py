@@ -20,14 +20,19 @@ def _attrs(node: Node, keys: tuple[str, ...]) -> dict[str, Any]:
 
 @gradient("Conv")
 def conv(ctx: GradContext, node: Node, grads: list[Value | None]) -> list[Value | None]:
-    """dX and dW, and dB when the node has a bias, from one ConvGrad(dY, X, W) node."""
+    """dX and dW, and dB when the node has a bias, from one ConvGrad(dY, X, W) node. When X
+    needs no gradient (`ctx.needs_grad`), ConvGrad gets compute_dx=0, which drops its dX
+    output (its outputs are then dW[, dB]), and X gets None."""
     if grads[0] is None:
         return [None] * len(node.inputs)
     has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
-    results = ctx.op(
-        "ConvGrad", [grads[0], node.inputs[0], node.inputs[1]],
-        num_outputs=3 if has_bias else 2, **_attrs(node, CONV_ATTRS),
-    )
+    inputs, attrs = [grads[0], node.inputs[0], node.inputs[1]], _attrs(node, CONV_ATTRS)
+    if ctx.needs_grad(node.inputs[0]):
+        results = ctx.op("ConvGrad", inputs, num_outputs=3 if has_bias else 2, **attrs)
+    elif has_bias:
+        results = [None, *ctx.op("ConvGrad", inputs, num_outputs=2, compute_dx=0, **attrs)]
+    else:
+        results = [None, ctx.op("ConvGrad", inputs, compute_dx=0, **attrs)]
     return results + [None] * (len(node.inputs) - len(results))
 
 

@@ -245,3 +245,18 @@ def test_python_numbers_and_other_label_dtypes_are_accepted():
     x = np.ones((2, 4), np.float32)
     it.run({"x": x, "labels": [0, 2], "learning_rate": 0.05}, "train")
     fit(it, x, np.array([0, 2], np.int32), epochs=1, learning_rate=0.05)
+
+
+def test_batch_norm_after_gemm_with_a_dynamic_batch_loads_and_trains():
+    g = GraphBuilder(opset=17)
+    x = g.input("x", np.float32, (-1, 4))
+    h = g.op("Gemm", [x, g.constant("w", np.ones((3, 4), np.float32))], transB=1)
+    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+    h = g.op("BatchNormalization", [h, g.constant("s", ones), g.constant("b", zeros), g.constant("m", zeros),
+                                    g.constant("v", ones)])
+    g.output(h, "y")
+    it = trained_interpreter(g.build())
+    it.run({"x": np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "labels": [0, 1, 2, 0]},
+           "train")
+    with pytest.raises(InputError, match="needs at least 2"):
+        it.run({"x": np.ones((1, 4), np.float32), "labels": [0]}, "train")

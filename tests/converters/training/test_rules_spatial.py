@@ -62,6 +62,33 @@ def test_conv_gradient_without_bias_has_no_bias_output(inputs):
     assert grads[2:] == [None] * (inputs - 2)
 
 
+@pytest.mark.parametrize("inputs", [3, 2], ids=["bias", "no-bias"])
+def test_conv_gradient_skips_dx_when_x_needs_none(inputs):
+    x, dy = value("x"), value("dy")
+    conv = node("Conv", [x, value("w"), value("b")][:inputs], **CONV_ATTRS)
+    ctx = GradContext(opset=17)
+    ctx.needs_grad = lambda v: v is not x
+    grads = gradient_rule("Conv")(ctx, conv, [dy])
+    made = only_node(ctx)
+    assert made.op_type == "ConvGrad" and made.attrs == {**CONV_ATTRS, "compute_dx": 0}
+    assert len(made.outputs) == inputs - 1 and grads == [None, *made.outputs]
+
+
+def test_conv_gradient_without_dx_runs_and_matches_the_full_one():
+    x, w, b, dy = value("x"), value("w"), value("b"), value("dy")
+    ctx = GradContext(opset=17)
+    ctx.needs_grad = lambda v: v is not x
+    gradient_rule("Conv")(ctx, node("Conv", [x, w, b], pads=[1, 1, 1, 1]), [dy])
+    made = only_node(ctx)
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s) for s in ((2, 4, 5, 5), (2, 3, 5, 5), (4, 3, 3, 3))]
+    full = run_kernel("ConvGrad", arrays, {"pads": [1, 1, 1, 1]}, domain=TRAINING_DOMAIN)
+    skipped = run_kernel("ConvGrad", arrays, made.attrs, domain=TRAINING_DOMAIN)
+    assert len(skipped) == 2
+    for mine, want in zip(skipped, full[1:], strict=True):
+        np.testing.assert_array_equal(mine, want)
+
+
 @pytest.mark.parametrize("op, inputs", [("Conv", 3), ("MaxPool", 1), ("AveragePool", 1),
                                         ("GlobalAveragePool", 1), ("BatchNormTraining", 5),
                                         ("DropoutTraining", 1)])

@@ -1,0 +1,147 @@
+"""`edgerun federated coordinator | client | simulate | status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `edgerun federated` and its subcommands."""
+    fed = subparsers.add_parser("federated", help="federated learning: coordinator, client, simulation")
+    commands = fed.add_subparsers(title="federated commands", metavar="COMMAND")
+
+    c = commands.add_parser("coordinator", help="run a coordinator for a trainable model")
+    c.add_argument("--model", type=Path, required=True, help="trainable .erm (from make-trainable)")
+    c.add_argument("--rounds", type=int, default=10)
+    c.add_argument("--port", type=int, default=8765)
+    c.add_argument("--host", default="0.0.0.0")
+    c.add_argument("--state", type=Path, default=Path("coordinator.db"), help="SQLite state file")
+    c.add_argument("--key", type=Path, default=Path("coordinator.key"), help="Ed25519 key file (created)")
+    c.add_argument("--token", required=True, help="enrolment token devices must present")
+    c.add_argument("--fraction-fit", type=float, default=0.5)
+    c.add_argument("--min-clients", type=int, default=2)
+    c.add_argument("--epochs", type=int, default=1)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--lr", type=float, default=0.01)
+    c.add_argument("--clip-norm", type=float, default=0.0)
+    c.add_argument("--round-timeout", type=float, default=600.0)
+    c.add_argument("--report-goal", type=float, default=1.0)
+    c.set_defaults(func=cmd_coordinator)
+
+    d = commands.add_parser("client", help="run a device client")
+    d.add_argument("--coordinator", required=True, help="HOST:PORT")
+    d.add_argument("--data", type=Path, required=True, help=".npz with x and y")
+    d.add_argument("--id", required=True, help="this device's client id")
+    d.add_argument("--key", type=Path, default=Path("device.key"), help="Ed25519 key file (created)")
+    d.add_argument("--token", default="", help="enrolment token")
+    d.set_defaults(func=cmd_client)
+
+    s = commands.add_parser("simulate", help="N virtual devices against a real coordinator on loopback")
+    s.add_argument("--model", type=Path, required=True, help="trainable .erm")
+    s.add_argument("--data", type=Path, required=True, help=".npz with x, y (and optional x_test, y_test)")
+    s.add_argument("--clients", type=int, default=10)
+    s.add_argument("--rounds", type=int, default=10)
+    s.add_argument("--fraction-fit", type=float, default=0.5)
+    s.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default="iid")
+    s.add_argument("--alpha", type=float, default=0.5)
+    s.add_argument("--shards-per-client", type=int, default=2)
+    s.add_argument("--drop", type=float, default=0.0, help="probability a selected device drops out")
+    s.add_argument("--epochs", type=int, default=1)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--lr", type=float, default=0.01)
+    s.add_argument("--round-timeout", type=float, default=30.0)
+    s.add_argument("--report-goal", type=float, default=1.0)
+    s.add_argument("--metrics", type=Path, default=Path("rounds.json"), help="per-round metrics (JSON)")
+    s.set_defaults(func=cmd_simulate)
+
+    t = commands.add_parser("status", help="rounds, clients and metrics of a coordinator state file")
+    t.add_argument("--state", type=Path, default=Path("coordinator.db"))
+    t.set_defaults(func=cmd_status)
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from federated.auth import KeyPair
+    from federated.coordinator import Coordinator, CoordinatorConfig
+    from federated.service import serve
+    from federated.store import Store
+    from federated.strategies import FedAvg
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    strategy = FedAvg(fraction_fit=args.fraction_fit, min_fit_clients=args.min_clients,
+                      min_available_clients=args.min_clients, local_epochs=args.epochs,
+                      batch_size=args.batch_size, client_lr=args.lr, clip_norm=args.clip_norm)
+    config = CoordinatorConfig(rounds=args.rounds, round_timeout=args.round_timeout,
+                               report_goal=args.report_goal, enrol_token=args.token)
+    coordinator = Coordinator(args.model, Store(args.state), strategy, config, KeyPair.load_or_create(args.key))
+    server, port = serve(coordinator, f"{args.host}:{args.port}")
+    print(f"coordinator listening on port {port}", flush=True)
+    try:
+        coordinator.run()
+        coordinator.wait_until_clients_stopped(timeout=30)
+    finally:
+        server.stop(grace=5).wait()
+    return 0
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from federated.auth import KeyPair
+    from federated.client import ClientOptions, FederatedClient, channel
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with np.load(args.data, allow_pickle=False) as data:
+        x, y = data["x"], data["y"]
+    client = FederatedClient(channel(args.coordinator), args.id, KeyPair.load_or_create(args.key), (x, y),
+                             ClientOptions(token=args.token))
+    client.run()
+    print(f"done: trained in rounds {client.rounds_done}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from federated.simulation import SimulationConfig, simulate
+
+    with np.load(args.data, allow_pickle=False) as data:
+        x, y = data["x"], data["y"]
+        x_test, y_test = (data["x_test"], data["y_test"]) if "x_test" in data.files else (x, y)
+    config = SimulationConfig(
+        num_clients=args.clients, rounds=args.rounds, fraction_fit=args.fraction_fit, partition=args.partition,
+        alpha=args.alpha, shards_per_client=args.shards_per_client, drop_probability=args.drop,
+        report_goal=args.report_goal, round_timeout=args.round_timeout, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr)
+    history = simulate(args.model, x, y, x_test, y_test, config)
+    rows = [_round_row(r) for r in history]
+    for row in rows:
+        accuracy = row["metrics"].get("test_accuracy")
+        shown = "" if accuracy is None else f" test accuracy {accuracy:.4f}"
+        print(f"round {row['round']}: {row['status']}{shown}")
+    args.metrics.write_text(json.dumps(rows, indent=2))
+    print(f"wrote {args.metrics}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from federated.store import Store
+
+    if not args.state.exists():
+        raise FileNotFoundError(f"{args.state}: no coordinator state file")
+    store = Store(args.state)
+    latest = store.latest_model()
+    status = {"model_version": None if latest is None else latest[0], "clients": len(store.clients()),
+              "current_round": getattr(store.current_round(), "round", None),
+              "rounds": [_round_row(r) for r in store.history()]}
+    json.dump(status, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def _round_row(record: Any) -> dict[str, Any]:
+    return {"round": record.round, "status": record.status, "metrics": record.metrics,
+            "seconds": None if record.finished_at is None else record.finished_at - record.opened_at}
+
