@@ -33,6 +33,9 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--clip-norm", type=float, default=0.0)
     c.add_argument("--round-timeout", type=float, default=600.0)
     c.add_argument("--report-goal", type=float, default=1.0)
+    c.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS")
+    c.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    c.add_argument("--tls-client-ca", type=Path, help="require device certificates signed by this CA (mTLS)")
     c.set_defaults(func=cmd_coordinator)
 
     d = commands.add_parser("client", help="run a device client")
@@ -41,6 +44,9 @@ def add_parser(subparsers: Any) -> None:
     d.add_argument("--id", required=True, help="this device's client id")
     d.add_argument("--key", type=Path, default=Path("device.key"), help="Ed25519 key file (created)")
     d.add_argument("--token", default="", help="enrolment token")
+    d.add_argument("--tls-ca", type=Path, help="CA that signed the coordinator's certificate; enables TLS")
+    d.add_argument("--tls-cert", type=Path, help="device certificate for mutual TLS")
+    d.add_argument("--tls-key", type=Path, help="device private key for mutual TLS")
     d.set_defaults(func=cmd_client)
 
     s = commands.add_parser("simulate", help="N virtual devices against a real coordinator on loopback")
@@ -80,7 +86,14 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     config = CoordinatorConfig(rounds=args.rounds, round_timeout=args.round_timeout,
                                report_goal=args.report_goal, enrol_token=args.token)
     coordinator = Coordinator(args.model, Store(args.state), strategy, config, KeyPair.load_or_create(args.key))
-    server, port = serve(coordinator, f"{args.host}:{args.port}")
+    credentials = None
+    if args.tls_cert or args.tls_key:
+        from federated.tls import server_credentials
+
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
+    server, port = serve(coordinator, f"{args.host}:{args.port}", credentials)
     print(f"coordinator listening on port {port}", flush=True)
     try:
         coordinator.run()
@@ -97,7 +110,12 @@ def cmd_client(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with np.load(args.data, allow_pickle=False) as data:
         x, y = data["x"], data["y"]
-    client = FederatedClient(channel(args.coordinator), args.id, KeyPair.load_or_create(args.key), (x, y),
+    credentials = None
+    if args.tls_ca or args.tls_cert:
+        from federated.tls import channel_credentials
+
+        credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+    client = FederatedClient(channel(args.coordinator, credentials), args.id, KeyPair.load_or_create(args.key), (x, y),
                              ClientOptions(token=args.token))
     client.run()
     print(f"done: trained in rounds {client.rounds_done}")
