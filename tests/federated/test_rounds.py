@@ -7,6 +7,7 @@ The oracle for FedAvg is a plain numpy implementation of the same MLP training
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -168,4 +169,32 @@ def test_bad_requests_get_specific_statuses_and_change_nothing(model_path, tmp_p
         assert [r.status for r in coordinator.store.history()] == ["aggregated"]
         assert coordinator.store.reported(1) == ["good"]
     finally:
+        server.stop(0)
+
+
+def test_too_few_reports_fail_the_round_and_keep_the_model(model_path, tmp_path):
+    x, y, _, _ = digits()
+    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=2, min_available_clients=2, min_fit_results=2)
+    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=1, round_timeout=1.5)
+    coordinator.work_for("ghost-seen")  # counts as available, never reports
+    before = dict(coordinator.parameters)
+    stop = threading.Event()
+    client = FederatedClient(channel(target), "dev", KeyPair.generate(), (x[:40], y[:40]), ClientOptions(token=TOKEN))
+    coordinator.store.enrol("ghost-seen", KeyPair.generate().public_bytes, {})
+    thread = threading.Thread(target=client.run, args=(stop,))
+    thread.start()
+    runner = threading.Thread(target=coordinator.run, args=(stop,))
+    runner.start()
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not coordinator.store.history():
+            time.sleep(0.05)
+        first = coordinator.store.history()[0]
+        assert first.status == "failed" and "need at least 2" in first.reason
+        assert coordinator.store.latest_model()[0] == 0
+        assert all(np.array_equal(coordinator.parameters[k], v) for k, v in before.items())
+    finally:
+        stop.set()
+        thread.join(10)
+        runner.join(10)
         server.stop(0)
