@@ -22,10 +22,10 @@ import numpy as np
 
 from federated.auth import AuthError, KeyPair, payload_message, sha256, verify
 from federated.codec import decode_arrays, encode_arrays
-from federated.local import local_update, parameter_spec
+from federated.local import local_evaluate, local_update, parameter_spec
 from federated.protos import federated_pb2 as pb
 from federated.protos import federated_pb2_grpc as pb_grpc
-from federated.service import CHUNK_BYTES, KEEPALIVE_OPTIONS, upload_body
+from federated.service import CHUNK_BYTES, KEEPALIVE_OPTIONS, evaluation_body, upload_body
 from runtime.interpreter import Interpreter
 
 log = logging.getLogger("edgerun.federated.client")
@@ -52,14 +52,16 @@ class FederatedClient:
 
     def __init__(self, channel: grpc.Channel, client_id: str, key: KeyPair,
                  data: tuple[Any, np.ndarray] | Callable[[], tuple[Any, np.ndarray]],
-                 options: ClientOptions | None = None) -> None:
+                 options: ClientOptions | None = None,
+                 eval_data: tuple[Any, np.ndarray] | None = None) -> None:
         self.stub = pb_grpc.CoordinatorStub(channel)
-        self.client_id, self.key, self.data = client_id, key, data
+        self.client_id, self.key, self.data, self.eval_data = client_id, key, data, eval_data
         self.options = options or ClientOptions()
         self.rng = random.Random(self.options.seed)
         self.coordinator_key: bytes | None = None
         self.interpreter: Interpreter | None = None
         self.rounds_done: list[int] = []
+        self.evaluations_done: list[int] = []
 
     # ------------------------------------------------------------ plumbing
     def _auth(self, method: str, body: bytes) -> pb.Auth:
@@ -139,9 +141,27 @@ class FederatedClient:
                      {k: float(v) for k, v in result.metrics.items()})
         self.rounds_done.append(work.round)
 
+    def evaluate_round(self, work: pb.WorkReply) -> None:
+        """Evaluate the round's global model on held-out data (or the training data if none)."""
+        if self.interpreter is None:
+            self.interpreter = Interpreter(self._download(pb.DownloadRequest.MODEL, 0))
+        spec = parameter_spec(self.interpreter)
+        parameters = decode_arrays(self._download(pb.DownloadRequest.PARAMETERS, work.model_version), spec)
+        x, y = self.eval_data or (self.data() if callable(self.data) else self.data)
+        result = local_evaluate(self.interpreter, parameters, x, y)
+        metrics = {"accuracy": result["accuracy"]}
+        body = evaluation_body(work.round, len(y), result["loss"], metrics)
+        self._call(lambda: self.stub.ReportEvaluation(
+            pb.EvaluationReport(auth=self._auth("ReportEvaluation", body), round=work.round, num_examples=len(y),
+                                loss=result["loss"], metrics=metrics), timeout=self.options.rpc_timeout))
+        self.evaluations_done.append(work.round)
+
     def _train_or_skip(self, work: pb.WorkReply) -> None:
-        """Train for one round; a refusal (late upload, bad payload) loses only that round."""
+        """Train (or evaluate) for one round; a refusal (late upload, bad payload) loses only that round."""
         try:
+            if work.action == pb.WorkReply.EVALUATE:
+                self.evaluate_round(work)
+                return
             self.train_round(work)
         except grpc.RpcError as exc:
             if exc.code() in _RETRYABLE:
@@ -161,6 +181,9 @@ class FederatedClient:
                                                          timeout=self.options.rpc_timeout))
             if work.action == pb.WorkReply.STOP:
                 return
+            if work.action == pb.WorkReply.EVALUATE and work.round not in self.evaluations_done:
+                self._train_or_skip(work)
+                continue
             if work.action == pb.WorkReply.TRAIN and work.round not in skipped:
                 if self.rng.random() < self.options.drop_probability:
                     skipped.add(work.round)  # this device "drops out" of the round

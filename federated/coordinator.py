@@ -32,7 +32,7 @@ from federated.auth import KeyPair, payload_message, sha256
 from federated.codec import PayloadError, decode_arrays, encode_arrays
 from federated.local import parameter_spec
 from federated.store import AlreadyEnrolled
-from federated.typing import FitRes
+from federated.typing import EvaluateRes, FitRes
 from runtime.errors import EdgerunError
 from runtime.interpreter import Interpreter
 
@@ -61,6 +61,8 @@ class CoordinatorConfig:
     report_goal: float = 1.0
     available_window: float = 60.0  # a client seen this recently counts as available
     wait_for_clients: float = 60.0  # how long a round waits for enough available clients
+    evaluate_every: int = 0  # an evaluation round after every k-th training round (0: never)
+    evaluation_timeout: float = 30.0
     enrol_token: str | None = None
     allowed_keys: set[bytes] = field(default_factory=set)
     seed: int = 0
@@ -91,6 +93,7 @@ class Coordinator:
         self.rng = np.random.default_rng(config.seed)
         self.finished = False
         self.stopped: set[str] = set()  # clients told that the run is over
+        self.evaluation: dict[str, Any] | None = None  # the open evaluation round, if any
         latest = store.latest_model()
         if latest is None:
             self.version, self.parameters = 0, interpreter.run({}, signature="save")
@@ -125,6 +128,9 @@ class Coordinator:
                 self.stopped.add(client_id)
                 self.lock.notify_all()
                 return Work("stop")
+            evaluation = self.evaluation
+            if evaluation and client_id in evaluation["selected"] and client_id not in evaluation["results"]:
+                return Work("evaluate", evaluation["round"], evaluation["version"], {}, evaluation["deadline"])
             current = self.store.current_round()
             if (current is None or client_id not in current.selected or now > current.deadline
                     or self._reported(current.round, client_id)):
@@ -191,10 +197,50 @@ class Coordinator:
                             for r in self.store.history()],
             }
 
+    def submit_evaluation(self, client_id: str, round_number: int, result: EvaluateRes) -> None:
+        """Record one client's evaluation of the global model; Rejected says why not."""
+        with self.lock:
+            evaluation = self.evaluation
+            if evaluation is None or evaluation["round"] != round_number:
+                raise Rejected("failed_precondition", f"no evaluation is open for round {round_number}")
+            if client_id not in evaluation["selected"] or client_id in evaluation["results"]:
+                raise Rejected("failed_precondition",
+                               f"client {client_id!r} is not asked to evaluate round {round_number} or already did")
+            evaluation["results"][client_id] = result
+            self.lock.notify_all()
+
+    def _evaluate(self, round_number: int, stop: threading.Event) -> None:
+        """Ask clients to evaluate the new global model on their held-out data; store the
+        example-weighted result as state "evaluation/<round>"."""
+        order = list(self.spec)
+        with self.lock:
+            try:
+                selected, _ = self.strategy.configure_evaluate(
+                    round_number, [self.parameters[n] for n in order], self._available(time.time()), self.rng)
+            except EdgerunError as exc:
+                log.warning("round %d: no evaluation: %s", round_number, exc)
+                return
+            if not selected:
+                return
+            deadline = time.time() + self.config.evaluation_timeout
+            self.evaluation = {"round": round_number, "version": self.version, "selected": set(selected),
+                               "results": {}, "deadline": deadline}
+            while not stop.is_set() and time.time() < deadline and len(self.evaluation["results"]) < len(selected):
+                self.lock.wait(0.05)
+            results, self.evaluation = list(self.evaluation["results"].items()), None
+        try:
+            loss, metrics = self.strategy.aggregate_evaluate(round_number, results, len(selected) - len(results))
+            summary = {"loss": loss, **metrics}
+        except EdgerunError as exc:
+            summary = {"failed": str(exc)}
+        self.store.put_state(f"evaluation/{round_number}", json.loads(json.dumps(summary, default=float)))
+        log.info("round %d evaluation: %s", round_number, summary)
+
     # --------------------------------------------------------------- rounds
     def run(self, stop: threading.Event | None = None) -> None:
         """Run rounds until `config.rounds` have finished (or `stop` is set)."""
         stop = stop or threading.Event()
+        self._stop = stop
         while not stop.is_set():
             history = self.store.history()
             done = sum(1 for r in history if r.status == "aggregated")
@@ -274,3 +320,6 @@ class Coordinator:
             self.version += 1
             self.parameters = parameters
         log.info("round %d aggregated: version %d, %s", current.round, self.version, metrics)
+        every = self.config.evaluate_every
+        if every and current.round % every == 0:
+            self._evaluate(current.round, self._stop)

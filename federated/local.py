@@ -66,7 +66,17 @@ def local_update(
 
 
 def local_evaluate(interpreter: Interpreter, parameters: Arrays, x: Any, y: np.ndarray) -> dict[str, float]:
-    """Accuracy of `parameters` on held-out data (classification: argmax of the output)."""
+    """Accuracy and cross-entropy loss of `parameters` on held-out classification data.
+
+    The model's output is read as probabilities when its rows are non-negative and sum
+    to 1 (a final Softmax), else as logits."""
     interpreter.run(parameters, signature="restore")
-    outputs = next(iter(predict(interpreter, x).values()))
-    return {"accuracy": float(np.mean(outputs.argmax(axis=-1) == y)), "num_examples": float(len(y))}
+    outputs = next(iter(predict(interpreter, x).values())).astype(np.float64)
+    y = np.asarray(y).astype(np.int64)
+    if np.all(outputs >= 0) and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-4):
+        log_p = np.log(np.clip(outputs, 1e-12, None))
+    else:
+        shifted = outputs - outputs.max(axis=-1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    loss = float(-np.mean(log_p[np.arange(len(y)), y])) if len(y) else float("nan")
+    return {"accuracy": float(np.mean(outputs.argmax(axis=-1) == y)), "loss": loss, "num_examples": float(len(y))}

@@ -17,6 +17,7 @@ from federated.auth import AuthError, ReplayGuard, SignedFields, sha256, verify_
 from federated.coordinator import Coordinator, Rejected
 from federated.protos import federated_pb2 as pb
 from federated.protos import federated_pb2_grpc as pb_grpc
+from federated.typing import EvaluateRes
 
 log = logging.getLogger("edgerun.federated")
 
@@ -87,7 +88,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def GetWork(self, request: pb.WorkRequest, context: Any) -> pb.WorkReply:
         client = self._authenticate(request.auth, "GetWork", b"", context)
         work = self.coordinator.work_for(client)
-        action = {"wait": pb.WorkReply.WAIT, "train": pb.WorkReply.TRAIN, "stop": pb.WorkReply.STOP}
+        action = {"wait": pb.WorkReply.WAIT, "train": pb.WorkReply.TRAIN, "stop": pb.WorkReply.STOP,
+                  "evaluate": pb.WorkReply.EVALUATE}
         return pb.WorkReply(action=action[work.action], round=work.round, model_version=work.model_version,
                             config_json=json.dumps(work.config), deadline=work.deadline,
                             retry_after=work.retry_after)
@@ -134,6 +136,16 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._abort(context, exc)
         return pb.UploadReply(accepted=True, message="ok")
 
+    def ReportEvaluation(self, request: pb.EvaluationReport, context: Any) -> pb.UploadReply:
+        body = evaluation_body(request.round, request.num_examples, request.loss, dict(request.metrics))
+        client = self._authenticate(request.auth, "ReportEvaluation", body, context)
+        result = EvaluateRes(request.loss, request.num_examples, dict(request.metrics))
+        try:
+            self.coordinator.submit_evaluation(client, request.round, result)
+        except Rejected as exc:
+            self._abort(context, exc)
+        return pb.UploadReply(accepted=True, message="ok")
+
     def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusReply:
         return pb.StatusReply(json=json.dumps(self.coordinator.status(), default=str))
 
@@ -143,6 +155,12 @@ def upload_body(round_number: int, num_examples: int, metrics: dict[str, float],
     fields = json.dumps({"round": round_number, "num_examples": num_examples, "metrics": metrics},
                         sort_keys=True).encode()
     return fields + digest
+
+
+def evaluation_body(round_number: int, num_examples: int, loss: float, metrics: dict[str, float]) -> bytes:
+    """The bytes a ReportEvaluation's auth signature covers."""
+    return json.dumps({"round": round_number, "num_examples": num_examples, "loss": loss, "metrics": metrics},
+                      sort_keys=True).encode()
 
 
 def serve(coordinator: Coordinator, address: str = "127.0.0.1:0",

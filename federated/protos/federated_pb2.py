@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n federated/protos/federated.proto\x12\x11\x65\x64gerun.federated\"N\n\x04\x41uth\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x01\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\xd1\x01\n\x0c\x45nrolRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\r\n\x05token\x18\x03 \x01(\t\x12\x37\n\x04info\x18\x04 \x03(\x0b\x32).edgerun.federated.EnrolRequest.InfoEntry\x12%\n\x04\x61uth\x18\x05 \x01(\x0b\x32\x17.edgerun.federated.Auth\x1a+\n\tInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\nEnrolReply\x12\x1e\n\x16\x63oordinator_public_key\x18\x01 \x01(\x0c\"4\n\x0bWorkRequest\x12%\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x17.edgerun.federated.Auth\"\xcb\x01\n\tWorkReply\x12\x33\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32#.edgerun.federated.WorkReply.Action\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x01\x12\x13\n\x0bretry_after\x18\x06 \x01(\x01\"\'\n\x06\x41\x63tion\x12\x08\n\x04WAIT\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04STOP\x10\x02\"\xa9\x01\n\x0f\x44ownloadRequest\x12%\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x17.edgerun.federated.Auth\x12\x35\n\x04kind\x18\x02 \x01(\x0e\x32\'.edgerun.federated.DownloadRequest.Kind\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\"!\n\x04Kind\x12\x0e\n\nPARAMETERS\x10\x00\x12\t\n\x05MODEL\x10\x01\"c\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x15\n\rmodel_version\x18\x05 \x01(\x03\"\xed\x01\n\x0cUpdateHeader\x12%\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x17.edgerun.federated.Auth\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12=\n\x07metrics\x18\x04 \x03(\x0b\x32,.edgerun.federated.UpdateHeader.MetricsEntry\x12\x12\n\ntotal_size\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"L\n\x0bUploadChunk\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.edgerun.federated.UpdateHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"0\n\x0bUploadReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x0f\n\rStatusRequest\"\x1b\n\x0bStatusReply\x12\x0c\n\x04json\x18\x01 \x01(\t2\x83\x03\n\x0b\x43oordinator\x12G\n\x05\x45nrol\x12\x1f.edgerun.federated.EnrolRequest\x1a\x1d.edgerun.federated.EnrolReply\x12G\n\x07GetWork\x12\x1e.edgerun.federated.WorkRequest\x1a\x1c.edgerun.federated.WorkReply\x12J\n\x08\x44ownload\x12\".edgerun.federated.DownloadRequest\x1a\x18.edgerun.federated.Chunk0\x01\x12J\n\x06Upload\x12\x1e.edgerun.federated.UploadChunk\x1a\x1e.edgerun.federated.UploadReply(\x01\x12J\n\x06Status\x12 .edgerun.federated.StatusRequest\x1a\x1e.edgerun.federated.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n federated/protos/federated.proto\x12\x11\x65\x64gerun.federated\"N\n\x04\x41uth\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x01\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\xd1\x01\n\x0c\x45nrolRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\r\n\x05token\x18\x03 \x01(\t\x12\x37\n\x04info\x18\x04 \x03(\x0b\x32).edgerun.federated.EnrolRequest.InfoEntry\x12%\n\x04\x61uth\x18\x05 \x01(\x0b\x32\x17.edgerun.federated.Auth\x1a+\n\tInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\nEnrolReply\x12\x1e\n\x16\x63oordinator_public_key\x18\x01 \x01(\x0c\"4\n\x0bWorkRequest\x12%\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x17.edgerun.federated.Auth\"\xd9\x01\n\tWorkReply\x12\x33\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32#.edgerun.federated.WorkReply.Action\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x01\x12\x13\n\x0bretry_after\x18\x06 \x01(\x01\"5\n\x06\x41\x63tion\x12\x08\n\x04WAIT\x10\x00\x12\t\n\x05TRAIN\x10\x01\x12\x08\n\x04STOP\x10\x02\x12\x0c\n\x08\x45VALUATE\x10\x03\"\xa9\x01\n\x0f\x44ownloadRequest\x12%\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x17.edgerun.federated.Auth\x12\x35\n\x04kind\x18\x02 \x01(\x0e\x32\'.edgerun.federated.DownloadRequest.Kind\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\"!\n\x04Kind\x12\x0e\n\nPARAMETERS\x10\x00\x12\t\n\x05MODEL\x10\x01\"c\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x15\n\rmodel_version\x18\x05 \x01(\x03\"\xed\x01\n\x0cUpdateHeader\x12%\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x17.edgerun.federated.Auth\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12=\n\x07metrics\x18\x04 \x03(\x0b\x32,.edgerun.federated.UpdateHeader.MetricsEntry\x12\x12\n\ntotal_size\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"L\n\x0bUploadChunk\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.edgerun.federated.UpdateHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"0\n\x0bUploadReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xdf\x01\n\x10\x45valuationReport\x12%\n\x04\x61uth\x18\x01 \x01(\x0b\x32\x17.edgerun.federated.Auth\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x41\n\x07metrics\x18\x05 \x03(\x0b\x32\x30.edgerun.federated.EvaluationReport.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x0f\n\rStatusRequest\"\x1b\n\x0bStatusReply\x12\x0c\n\x04json\x18\x01 \x01(\t2\xdc\x03\n\x0b\x43oordinator\x12G\n\x05\x45nrol\x12\x1f.edgerun.federated.EnrolRequest\x1a\x1d.edgerun.federated.EnrolReply\x12G\n\x07GetWork\x12\x1e.edgerun.federated.WorkRequest\x1a\x1c.edgerun.federated.WorkReply\x12J\n\x08\x44ownload\x12\".edgerun.federated.DownloadRequest\x1a\x18.edgerun.federated.Chunk0\x01\x12J\n\x06Upload\x12\x1e.edgerun.federated.UploadChunk\x1a\x1e.edgerun.federated.UploadReply(\x01\x12W\n\x10ReportEvaluation\x12#.edgerun.federated.EvaluationReport\x1a\x1e.edgerun.federated.UploadReply\x12J\n\x06Status\x12 .edgerun.federated.StatusRequest\x1a\x1e.edgerun.federated.StatusReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLREQUEST_INFOENTRY']._serialized_options = b'8\001'
   _globals['_UPDATEHEADER_METRICSENTRY']._loaded_options = None
   _globals['_UPDATEHEADER_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_EVALUATIONREPORT_METRICSENTRY']._loaded_options = None
+  _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_AUTH']._serialized_start=55
   _globals['_AUTH']._serialized_end=133
   _globals['_ENROLREQUEST']._serialized_start=136
@@ -46,27 +48,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKREQUEST']._serialized_start=393
   _globals['_WORKREQUEST']._serialized_end=445
   _globals['_WORKREPLY']._serialized_start=448
-  _globals['_WORKREPLY']._serialized_end=651
+  _globals['_WORKREPLY']._serialized_end=665
   _globals['_WORKREPLY_ACTION']._serialized_start=612
-  _globals['_WORKREPLY_ACTION']._serialized_end=651
-  _globals['_DOWNLOADREQUEST']._serialized_start=654
-  _globals['_DOWNLOADREQUEST']._serialized_end=823
-  _globals['_DOWNLOADREQUEST_KIND']._serialized_start=790
-  _globals['_DOWNLOADREQUEST_KIND']._serialized_end=823
-  _globals['_CHUNK']._serialized_start=825
-  _globals['_CHUNK']._serialized_end=924
-  _globals['_UPDATEHEADER']._serialized_start=927
-  _globals['_UPDATEHEADER']._serialized_end=1164
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=1118
-  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=1164
-  _globals['_UPLOADCHUNK']._serialized_start=1166
-  _globals['_UPLOADCHUNK']._serialized_end=1242
-  _globals['_UPLOADREPLY']._serialized_start=1244
-  _globals['_UPLOADREPLY']._serialized_end=1292
-  _globals['_STATUSREQUEST']._serialized_start=1294
-  _globals['_STATUSREQUEST']._serialized_end=1309
-  _globals['_STATUSREPLY']._serialized_start=1311
-  _globals['_STATUSREPLY']._serialized_end=1338
-  _globals['_COORDINATOR']._serialized_start=1341
-  _globals['_COORDINATOR']._serialized_end=1728
+  _globals['_WORKREPLY_ACTION']._serialized_end=665
+  _globals['_DOWNLOADREQUEST']._serialized_start=668
+  _globals['_DOWNLOADREQUEST']._serialized_end=837
+  _globals['_DOWNLOADREQUEST_KIND']._serialized_start=804
+  _globals['_DOWNLOADREQUEST_KIND']._serialized_end=837
+  _globals['_CHUNK']._serialized_start=839
+  _globals['_CHUNK']._serialized_end=938
+  _globals['_UPDATEHEADER']._serialized_start=941
+  _globals['_UPDATEHEADER']._serialized_end=1178
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=1132
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=1178
+  _globals['_UPLOADCHUNK']._serialized_start=1180
+  _globals['_UPLOADCHUNK']._serialized_end=1256
+  _globals['_UPLOADREPLY']._serialized_start=1258
+  _globals['_UPLOADREPLY']._serialized_end=1306
+  _globals['_EVALUATIONREPORT']._serialized_start=1309
+  _globals['_EVALUATIONREPORT']._serialized_end=1532
+  _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_start=1132
+  _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_end=1178
+  _globals['_STATUSREQUEST']._serialized_start=1534
+  _globals['_STATUSREQUEST']._serialized_end=1549
+  _globals['_STATUSREPLY']._serialized_start=1551
+  _globals['_STATUSREPLY']._serialized_end=1578
+  _globals['_COORDINATOR']._serialized_start=1581
+  _globals['_COORDINATOR']._serialized_end=2057
 # @@protoc_insertion_point(module_scope)

@@ -59,9 +59,11 @@ class WorkReply(_message.Message):
         WAIT: _ClassVar[WorkReply.Action]
         TRAIN: _ClassVar[WorkReply.Action]
         STOP: _ClassVar[WorkReply.Action]
+        EVALUATE: _ClassVar[WorkReply.Action]
     WAIT: WorkReply.Action
     TRAIN: WorkReply.Action
     STOP: WorkReply.Action
+    EVALUATE: WorkReply.Action
     ACTION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +146,27 @@ class UploadReply(_message.Message):
     accepted: bool
     message: str
     def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class EvaluationReport(_message.Message):
+    __slots__ = ("auth", "round", "num_examples", "loss", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    auth: Auth
+    round: int
+    num_examples: int
+    loss: float
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ..., loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

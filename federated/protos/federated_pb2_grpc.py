@@ -54,6 +54,11 @@ class CoordinatorStub:
                 request_serializer=federated_dot_protos_dot_federated__pb2.UploadChunk.SerializeToString,
                 response_deserializer=federated_dot_protos_dot_federated__pb2.UploadReply.FromString,
                 _registered_method=True)
+        self.ReportEvaluation = channel.unary_unary(
+                '/edgerun.federated.Coordinator/ReportEvaluation',
+                request_serializer=federated_dot_protos_dot_federated__pb2.EvaluationReport.SerializeToString,
+                response_deserializer=federated_dot_protos_dot_federated__pb2.UploadReply.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/edgerun.federated.Coordinator/Status',
                 request_serializer=federated_dot_protos_dot_federated__pb2.StatusRequest.SerializeToString,
@@ -92,6 +97,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportEvaluation(self, request, context):
+        """Metrics of the global model on a device's held-out data (evaluation rounds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Rounds, clients and metrics, for operators.
         """
@@ -120,6 +132,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'Upload': grpc.stream_unary_rpc_method_handler(
                     servicer.Upload,
                     request_deserializer=federated_dot_protos_dot_federated__pb2.UploadChunk.FromString,
+                    response_serializer=federated_dot_protos_dot_federated__pb2.UploadReply.SerializeToString,
+            ),
+            'ReportEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportEvaluation,
+                    request_deserializer=federated_dot_protos_dot_federated__pb2.EvaluationReport.FromString,
                     response_serializer=federated_dot_protos_dot_federated__pb2.UploadReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
@@ -235,6 +252,33 @@ class Coordinator:
             target,
             '/edgerun.federated.Coordinator/Upload',
             federated_dot_protos_dot_federated__pb2.UploadChunk.SerializeToString,
+            federated_dot_protos_dot_federated__pb2.UploadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgerun.federated.Coordinator/ReportEvaluation',
+            federated_dot_protos_dot_federated__pb2.EvaluationReport.SerializeToString,
             federated_dot_protos_dot_federated__pb2.UploadReply.FromString,
             options,
             channel_credentials,

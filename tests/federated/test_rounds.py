@@ -198,3 +198,45 @@ def test_too_few_reports_fail_the_round_and_keep_the_model(model_path, tmp_path)
         thread.join(10)
         runner.join(10)
         server.stop(0)
+
+
+def test_evaluation_rounds_report_example_weighted_metrics(model_path, tmp_path):
+    from federated.codec import decode_arrays
+
+    x, y, x_test, y_test = digits()
+    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=2, min_available_clients=2, fraction_evaluate=1.0,
+                      min_evaluate_clients=2, local_epochs=1, batch_size=16, client_lr=0.1)
+    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=2, round_timeout=60,
+                                        evaluate_every=1)
+    held_out = [(x_test[:100], y_test[:100]), (x_test[100:250], y_test[100:250])]
+    stop = threading.Event()
+    clients = [FederatedClient(channel(target), f"dev{i}", KeyPair.generate(), (x[i * 200:(i + 1) * 200],
+                               y[i * 200:(i + 1) * 200]), ClientOptions(token=TOKEN), eval_data=held_out[i])
+               for i in range(2)]
+    threads = [threading.Thread(target=c.run, args=(stop,)) for c in clients]
+    for t in threads:
+        t.start()
+    try:
+        coordinator.run()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        server.stop(0)
+    assert all(c.evaluations_done == [1, 2] for c in clients)
+    store = coordinator.store
+    params = decode_arrays(store.model(1), coordinator.spec)
+    correct = total = 0
+    loss = 0.0
+    for xs, ys in held_out:  # the version-1 model by hand
+        h = np.maximum(xs @ params["fc0.weight"].T + params["fc0.bias"], 0)
+        z = h @ params["fc1.weight"].T + params["fc1.bias"]
+        z = z.astype(np.float64) - z.max(1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+        correct += np.sum(z.argmax(1) == ys)
+        loss += -np.sum(log_p[np.arange(len(ys)), ys])
+        total += len(ys)
+    evaluation = store.get_state("evaluation/1")
+    assert evaluation["num_examples"] == total
+    assert evaluation["accuracy"] == pytest.approx(correct / total, abs=1e-9)
+    assert evaluation["loss"] == pytest.approx(loss / total, rel=1e-5)
