@@ -16,6 +16,8 @@ global model is unchanged.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import math
@@ -94,6 +96,9 @@ class Coordinator:
         self.finished = False
         self.stopped: set[str] = set()  # clients told that the run is over
         self.evaluation: dict[str, Any] | None = None  # the open evaluation round, if any
+        saved = store.get_state("strategy")
+        if saved:
+            strategy.load_state(_decode_state(saved))  # server-optimizer state survives restarts
         latest = store.latest_model()
         if latest is None:
             self.version, self.parameters = 0, interpreter.run({}, signature="save")
@@ -316,10 +321,30 @@ class Coordinator:
             metrics.update(self.evaluator(parameters))
         with self.lock:
             self.store.finish_round(current.round, self.version + 1, encode_arrays(parameters),
-                                    json.loads(json.dumps(metrics, default=float)))
+                                    json.loads(json.dumps(metrics, default=float)),
+                                    state={"strategy": _encode_state(self.strategy.state())})
             self.version += 1
             self.parameters = parameters
         log.info("round %d aggregated: version %d, %s", current.round, self.version, metrics)
         every = self.config.evaluate_every
         if every and current.round % every == 0:
             self._evaluate(current.round, self._stop)
+
+
+def _encode_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Strategy state as JSON: array lists become base64 .npz, scalars stay as they are."""
+    arrays = {f"{key}.{i}": a for key, value in state.items() if isinstance(value, list)
+              for i, a in enumerate(value)}
+    scalars = {key: value for key, value in state.items() if not isinstance(value, list)}
+    lists = {key: len(value) for key, value in state.items() if isinstance(value, list)}
+    return {"arrays": base64.b64encode(encode_arrays(arrays)).decode(), "lists": lists, "scalars": scalars}
+
+
+def _decode_state(saved: dict[str, Any]) -> dict[str, Any]:
+    blob = base64.b64decode(saved["arrays"])
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    state: dict[str, Any] = dict(saved["scalars"])
+    for key, count in saved["lists"].items():
+        state[key] = [arrays[f"{key}.{i}"] for i in range(count)]
+    return state

@@ -240,3 +240,28 @@ def test_evaluation_rounds_report_example_weighted_metrics(model_path, tmp_path)
     assert evaluation["num_examples"] == total
     assert evaluation["accuracy"] == pytest.approx(correct / total, abs=1e-9)
     assert evaluation["loss"] == pytest.approx(loss / total, rel=1e-5)
+
+
+def test_server_optimizer_state_survives_a_restart(model_path, tmp_path):
+    from federated.strategies import FedAdam
+
+    x, y, _, _ = digits()
+    strategy = FedAdam(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1)
+    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=1)
+    stop = threading.Event()
+    client = FederatedClient(channel(target), "dev", KeyPair.generate(), (x[:64], y[:64]), ClientOptions(token=TOKEN))
+    thread = threading.Thread(target=client.run, args=(stop,))
+    thread.start()
+    try:
+        coordinator.run()
+    finally:
+        stop.set()
+        thread.join(10)
+        server.stop(0)
+    after_round = strategy.state()
+    assert any(np.any(a != 0) for a in after_round["m"])
+    fresh = FedAdam(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1)
+    Coordinator(model_path, Store(tmp_path / "c.db"), fresh, CoordinatorConfig(rounds=2, enrol_token=TOKEN),
+                KeyPair.generate())
+    for key in ("m", "v"):
+        assert all(np.array_equal(a, b) for a, b in zip(fresh.state()[key], after_round[key], strict=True))
