@@ -64,7 +64,10 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--lr", type=float, default=0.01)
     s.add_argument("--round-timeout", type=float, default=30.0)
     s.add_argument("--report-goal", type=float, default=1.0)
-    s.add_argument("--metrics", type=Path, default=Path("rounds.json"), help="per-round metrics (JSON)")
+    s.add_argument("--metrics", type=Path, default=Path("rounds.json"), help="per-round metrics (.json or .csv)")
+    s.add_argument("--plot", type=Path, default=None, help="PNG of accuracy and loss per round (needs matplotlib)")
+    s.add_argument("--slow", default=None, metavar="SHARE:SECONDS",
+                   help="a share of devices that take SECONDS longer per round, e.g. 0.2:1.5")
     s.set_defaults(func=cmd_simulate)
 
     t = commands.add_parser("status", help="rounds, clients and metrics of a coordinator state file")
@@ -123,7 +126,7 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from federated.simulation import SimulationConfig, simulate
+    from federated.simulation import SimulationConfig, plot_history, simulate, write_metrics
 
     with np.load(args.data, allow_pickle=False) as data:
         x, y = data["x"], data["y"]
@@ -132,16 +135,36 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         num_clients=args.clients, rounds=args.rounds, fraction_fit=args.fraction_fit, partition=args.partition,
         alpha=args.alpha, shards_per_client=args.shards_per_client, drop_probability=args.drop,
         report_goal=args.report_goal, round_timeout=args.round_timeout, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr)
-    history = simulate(args.model, x, y, x_test, y_test, config)
-    rows = [_round_row(r) for r in history]
-    for row in rows:
-        accuracy = row["metrics"].get("test_accuracy")
-        shown = "" if accuracy is None else f" test accuracy {accuracy:.4f}"
-        print(f"round {row['round']}: {row['status']}{shown}")
-    args.metrics.write_text(json.dumps(rows, indent=2))
+        batch_size=args.batch_size, lr=args.lr, behaviours=_behaviours(args))
+    history = simulate(args.model, x, y, x_test, y_test, config, on_round=_progress(args.rounds))
+    print()
+    write_metrics(history, args.metrics)
     print(f"wrote {args.metrics}")
+    if args.plot is not None:
+        plot_history(history, args.plot)
+        print(f"wrote {args.plot}")
     return 0
+
+
+def _behaviours(args: argparse.Namespace) -> tuple:
+    from federated.simulation import DeviceBehaviour
+
+    if args.slow is None:
+        return ()
+    share, _, seconds = args.slow.partition(":")
+    slow = DeviceBehaviour("slow", float(share), float(seconds or 0), args.drop)
+    return (DeviceBehaviour("normal", 1 - slow.share, 0.0, args.drop), slow)
+
+
+def _progress(rounds: int) -> Any:
+    """A one-line progress bar: rounds done, last status and test accuracy."""
+    def show(record: Any) -> None:
+        bar = "#" * int(20 * record.round / max(rounds, 1))
+        accuracy = record.metrics.get("test_accuracy")
+        shown = "" if accuracy is None else f" test accuracy {accuracy:.4f}"
+        sys.stdout.write(f"\rround {record.round}/{rounds} [{bar:<20}] {record.status}{shown}   ")
+        sys.stdout.flush()
+    return show
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ class ClientOptions:
     max_retries: int = 8
     rpc_timeout: float = 60.0
     drop_probability: float = 0.0  # simulation: skip a selected round as if the device went away
+    delay_seconds: float = 0.0  # simulation: extra time a slow device spends on each round
     seed: int = 0
     info: dict[str, str] = field(default_factory=dict)
 
@@ -134,6 +135,8 @@ class FederatedClient:
         spec = parameter_spec(self.interpreter)
         parameters = decode_arrays(self._download(pb.DownloadRequest.PARAMETERS, work.model_version), spec)
         x, y = self.data() if callable(self.data) else self.data
+        if self.options.delay_seconds:
+            time.sleep(self.options.delay_seconds)
         config = json.loads(work.config_json or "{}")
         config.setdefault("seed", work.round)
         result = local_update(self.interpreter, parameters, x, y, config)

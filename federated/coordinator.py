@@ -84,10 +84,12 @@ class Coordinator:
     """State and handlers of one federated training run (see the module docstring)."""
 
     def __init__(self, model_path: str | Path, store: Any, strategy: Any, config: CoordinatorConfig,
-                 key: KeyPair, evaluator: Evaluator | None = None) -> None:
+                 key: KeyPair, evaluator: Evaluator | None = None,
+                 on_round: Callable[[Any], None] | None = None) -> None:
         self.model_bytes = Path(model_path).read_bytes()
         self.store, self.strategy, self.config, self.key = store, strategy, config, key
         self.evaluator = evaluator
+        self.on_round = on_round  # called with each finished round's record (progress display)
         interpreter = Interpreter(self.model_bytes, device="cpu")
         self.spec = parameter_spec(interpreter)
         self.lock = threading.Condition()
@@ -214,6 +216,10 @@ class Coordinator:
             evaluation["results"][client_id] = result
             self.lock.notify_all()
 
+    def _announce(self, round_number: int) -> None:
+        if self.on_round is not None:
+            self.on_round(self.store.round(round_number))
+
     def _evaluate(self, round_number: int, stop: threading.Event) -> None:
         """Ask clients to evaluate the new global model on their held-out data; store the
         example-weighted result as state "evaluation/<round>"."""
@@ -314,6 +320,7 @@ class Coordinator:
         except EdgerunError as exc:
             log.warning("round %d failed: %s", current.round, exc)
             self.store.fail_round(current.round, str(exc))
+            self._announce(current.round)
             return
         parameters = dict(zip(order, new, strict=True))
         metrics = {**metrics, "reports": len(results), "selected": len(current.selected)}
@@ -326,6 +333,7 @@ class Coordinator:
             self.version += 1
             self.parameters = parameters
         log.info("round %d aggregated: version %d, %s", current.round, self.version, metrics)
+        self._announce(current.round)
         every = self.config.evaluate_every
         if every and current.round % every == 0:
             self._evaluate(current.round, self._stop)

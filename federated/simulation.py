@@ -8,9 +8,11 @@ accuracy per round.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,17 @@ log = logging.getLogger("edgerun.federated.simulation")
 TOKEN = "simulation"
 
 
+@dataclass(frozen=True)
+class DeviceBehaviour:
+    """A kind of simulated device: its share of the fleet, how long a round takes it
+    beyond training (slow hardware, slow network) and how often it drops out."""
+
+    name: str
+    share: float
+    delay_seconds: float = 0.0
+    drop_probability: float = 0.0
+
+
 @dataclass
 class SimulationConfig:
     num_clients: int = 10
@@ -46,6 +59,8 @@ class SimulationConfig:
     batch_size: int = 32
     lr: float = 0.01
     seed: int = 0
+    # Device kinds by share of the fleet; empty: every device drops with drop_probability.
+    behaviours: tuple[DeviceBehaviour, ...] = ()
 
 
 def partitions(y: np.ndarray, config: SimulationConfig) -> list[np.ndarray]:
@@ -60,8 +75,10 @@ def partitions(y: np.ndarray, config: SimulationConfig) -> list[np.ndarray]:
 
 
 def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-             config: SimulationConfig, strategy: Any = None, store_path: str | Path | None = None) -> list[Any]:
-    """Run a whole federated training; returns the store's round history."""
+             config: SimulationConfig, strategy: Any = None, store_path: str | Path | None = None,
+             on_round: Callable[[Any], None] | None = None) -> list[Any]:
+    """Run a whole federated training; returns the store's round history. `on_round` is
+    called with each finished round's record (for progress display)."""
     strategy = strategy or FedAvg(
         fraction_fit=config.fraction_fit, min_fit_clients=1,
         min_available_clients=max(1, int(config.fraction_fit * config.num_clients)),
@@ -79,7 +96,7 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
             model_path, store, strategy,
             CoordinatorConfig(rounds=config.rounds, round_timeout=config.round_timeout,
                               report_goal=config.report_goal, enrol_token=TOKEN, seed=config.seed),
-            KeyPair.generate(), evaluator=evaluate)
+            KeyPair.generate(), evaluator=evaluate, on_round=on_round)
         server, port = serve(coordinator)
         stop = threading.Event()
         threads = _start_clients(f"127.0.0.1:{port}", x, y, config, stop)
@@ -97,14 +114,69 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
 def _start_clients(target: str, x: np.ndarray, y: np.ndarray, config: SimulationConfig,
                    stop: threading.Event) -> list[threading.Thread]:
     threads = []
+    kinds = assign_behaviours(config)
     for i, index in enumerate(partitions(y, config)):
-        options = ClientOptions(token=TOKEN, drop_probability=config.drop_probability, seed=config.seed + i)
+        kind = kinds[i]
+        options = ClientOptions(token=TOKEN, drop_probability=kind.drop_probability, delay_seconds=kind.delay_seconds,
+                                seed=config.seed + i)
         client = FederatedClient(channel(target), f"device-{i:04d}", KeyPair.generate(), (x[index], y[index]),
                                  options)
         thread = threading.Thread(target=_run_client, args=(client, stop), name=client.client_id, daemon=True)
         thread.start()
         threads.append(thread)
     return threads
+
+
+def assign_behaviours(config: SimulationConfig) -> list[DeviceBehaviour]:
+    """One behaviour per client, in proportion to the shares (deterministic for a seed)."""
+    if not config.behaviours:
+        return [DeviceBehaviour("default", 1.0, 0.0, config.drop_probability)] * config.num_clients
+    shares = np.array([b.share for b in config.behaviours], dtype=np.float64)
+    if np.any(shares < 0) or shares.sum() <= 0:
+        raise ValueError("device behaviour shares must be >= 0 and not all 0")
+    counts = np.floor(shares / shares.sum() * config.num_clients).astype(int)
+    counts[np.argmax(shares)] += config.num_clients - counts.sum()
+    kinds = [b for b, n in zip(config.behaviours, counts, strict=True) for _ in range(n)]
+    order = np.random.default_rng(config.seed).permutation(len(kinds))
+    return [kinds[i] for i in order]
+
+
+def write_metrics(history: list[Any], path: Path) -> None:
+    """Per-round metrics as JSON, or CSV when `path` ends in .csv."""
+    rows = [{"round": r.round, "status": r.status,
+             "seconds": None if r.finished_at is None else r.finished_at - r.opened_at, **r.metrics} for r in history]
+    if path.suffix == ".csv":
+        import csv
+
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        path.write_text(json.dumps(rows, indent=2))
+
+
+def plot_history(history: list[Any], path: Path) -> None:
+    """A PNG of test accuracy and training loss per round (needs matplotlib: the `plot` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in history if r.status == "aggregated"]
+    rounds = [r.round for r in done]
+    fig, left = plt.subplots(figsize=(7, 4))
+    left.plot(rounds, [r.metrics.get("test_accuracy", float("nan")) for r in done], "o-", label="test accuracy")
+    left.set_xlabel("round")
+    left.set_ylabel("test accuracy")
+    right = left.twinx()
+    right.plot(rounds, [r.metrics.get("loss", float("nan")) for r in done], "s--", color="tab:red", label="loss")
+    right.set_ylabel("client training loss")
+    fig.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _run_client(client: FederatedClient, stop: threading.Event) -> None:

@@ -20,11 +20,17 @@ def test_simulate_then_status(tmp_path, capsys):
     x, y, xt, yt = digits()
     np.savez(tmp_path / "data.npz", x=x[:400], y=y[:400], x_test=xt, y_test=yt)
     assert main(["federated", "simulate", "--model", str(model), "--data", str(tmp_path / "data.npz"),
-                 "--clients", "4", "--rounds", "2", "--epochs", "1", "--lr", "0.1",
-                 "--metrics", str(tmp_path / "rounds.json")]) == 0
-    assert "round 2: aggregated" in capsys.readouterr().out
+                 "--clients", "4", "--rounds", "2", "--epochs", "1", "--lr", "0.1", "--slow", "0.5:0.1",
+                 "--metrics", str(tmp_path / "rounds.json"), "--plot", str(tmp_path / "rounds.png")]) == 0
+    out = capsys.readouterr().out
+    assert "round 2/2 [####################] aggregated" in out
     rows = json.loads((tmp_path / "rounds.json").read_text())
-    assert [r["status"] for r in rows] == ["aggregated", "aggregated"]
+    assert [r["status"] for r in rows] == ["aggregated", "aggregated"] and "test_accuracy" in rows[0]
+    assert (tmp_path / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["federated", "simulate", "--model", str(model), "--data", str(tmp_path / "data.npz"),
+                 "--clients", "4", "--rounds", "1", "--metrics", str(tmp_path / "rounds.csv")]) == 0
+    header = (tmp_path / "rounds.csv").read_text().splitlines()[0]
+    assert header.startswith("round,status,seconds") and "test_accuracy" in header
     assert main(["federated", "status", "--state", str(tmp_path / "missing.db")]) == 1
 
 

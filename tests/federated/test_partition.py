@@ -195,3 +195,13 @@ def test_stratified_split_is_deterministic(digits_labels):
 def test_bad_arguments_raise_value_errors_naming_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_device_behaviours_are_assigned_by_share():
+    from federated.simulation import DeviceBehaviour, SimulationConfig, assign_behaviours
+
+    behaviours = (DeviceBehaviour("fast", 0.7), DeviceBehaviour("slow", 0.3, 2.0))
+    config = SimulationConfig(num_clients=10, behaviours=behaviours)
+    kinds = assign_behaviours(config)
+    assert len(kinds) == 10 and sum(k.name == "slow" for k in kinds) == 3
+    assert assign_behaviours(config) == kinds  # deterministic
