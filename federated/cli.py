@@ -24,7 +24,9 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--host", default="0.0.0.0")
     c.add_argument("--state", type=Path, default=Path("coordinator.db"), help="SQLite state file")
     c.add_argument("--key", type=Path, default=Path("coordinator.key"), help="Ed25519 key file (created)")
-    c.add_argument("--token", required=True, help="enrolment token devices must present")
+    c.add_argument("--token", default=None, help="enrolment token devices must present")
+    c.add_argument("--allow-keys", type=Path, default=None,
+                   help="file of device public keys (hex, one per line) that may enrol without the token")
     c.add_argument("--fraction-fit", type=float, default=0.5)
     c.add_argument("--min-clients", type=int, default=2)
     c.add_argument("--epochs", type=int, default=1)
@@ -86,8 +88,13 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     strategy = FedAvg(fraction_fit=args.fraction_fit, min_fit_clients=args.min_clients,
                       min_available_clients=args.min_clients, local_epochs=args.epochs,
                       batch_size=args.batch_size, client_lr=args.lr, clip_norm=args.clip_norm)
+    allowed = set()
+    if args.allow_keys is not None:
+        allowed = {bytes.fromhex(line.strip()) for line in args.allow_keys.read_text().splitlines() if line.strip()}
+    if args.token is None and not allowed:
+        raise ValueError("enrolment needs --token or --allow-keys")
     config = CoordinatorConfig(rounds=args.rounds, round_timeout=args.round_timeout,
-                               report_goal=args.report_goal, enrol_token=args.token)
+                               report_goal=args.report_goal, enrol_token=args.token, allowed_keys=allowed)
     coordinator = Coordinator(args.model, Store(args.state), strategy, config, KeyPair.load_or_create(args.key))
     credentials = None
     if args.tls_cert or args.tls_key:

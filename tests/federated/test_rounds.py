@@ -265,3 +265,20 @@ def test_server_optimizer_state_survives_a_restart(model_path, tmp_path):
                 KeyPair.generate())
     for key in ("m", "v"):
         assert all(np.array_equal(a, b) for a, b in zip(fresh.state()[key], after_round[key], strict=True))
+
+
+def test_an_allow_listed_key_enrols_without_the_token(model_path, tmp_path):
+    device_key = KeyPair.generate()
+    coordinator = Coordinator(model_path, Store(tmp_path / "c.db"), FedAvg(min_fit_clients=1, min_available_clients=1),
+                              CoordinatorConfig(rounds=1, allowed_keys={device_key.public_bytes}), KeyPair.generate())
+    server, port = serve(coordinator)
+    try:
+        allowed = FederatedClient(channel(f"127.0.0.1:{port}"), "pi", device_key, (None, None),
+                                  ClientOptions(max_retries=0))
+        allowed.enrol()
+        other = FederatedClient(channel(f"127.0.0.1:{port}"), "other", KeyPair.generate(), (None, None),
+                                ClientOptions(max_retries=0))
+        assert code_of(other.enrol) == grpc.StatusCode.PERMISSION_DENIED
+        assert [c.client_id for c in coordinator.store.clients()] == ["pi"]
+    finally:
+        server.stop(0)
