@@ -5,11 +5,13 @@ global parameters into its trainable model, train on local data through the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from runtime.errors import InputError
 from runtime.interpreter import Interpreter
 from runtime.training import fit, predict
 
@@ -46,12 +48,18 @@ def local_update(
     """Train from `parameters` for config["epochs"] epochs; returns the clipped delta.
 
     Config keys: epochs (1), batch_size (32), lr or learning_rate (the model's
-    default), clip_norm (0 or absent: no clipping), seed (0). Raises InputError when the data or parameters
-    do not fit the model (the model is left at `parameters` or unchanged).
+    default), clip_norm (0 or absent: no clipping), seed (0), proximal_mu (0: FedProx's
+    mu / 2 * ||w - parameters||^2 joins the local loss; > 0 needs a model made with
+    make_trainable(..., proximal=True)). Raises InputError when the data or parameters
+    do not fit the model, or proximal_mu is negative or the model lacks the proximal
+    term (the model is left at `parameters` or unchanged).
     """
+    extra = _proximal_inputs(interpreter, config)
     interpreter.run(parameters, signature="restore")
+    if extra:
+        interpreter.run({}, signature="set_anchor")  # the proximal term pulls towards `parameters`
     history = fit(
-        interpreter, x, y,
+        interpreter, x, y, inputs=extra,
         epochs=int(config.get("epochs", 1)), batch_size=int(config.get("batch_size", 32)),
         learning_rate=config.get("lr", config.get("learning_rate")), seed=int(config.get("seed", 0)),
     )
@@ -63,6 +71,20 @@ def local_update(
     if last.accuracy is not None:
         metrics["accuracy"] = last.accuracy
     return LocalResult(delta, len(y), metrics)
+
+
+def _proximal_inputs(interpreter: Interpreter, config: dict[str, Any]) -> Arrays:
+    """{"proximal_mu": mu} for the train signature when config asks for mu > 0, else {}."""
+    mu = float(config.get("proximal_mu") or 0.0)
+    if not math.isfinite(mu) or mu < 0:
+        raise InputError(f"proximal_mu must be a finite number >= 0, got {mu}")
+    if mu == 0:
+        return {}
+    if "set_anchor" not in interpreter.signatures:
+        raise InputError(f"proximal_mu={mu} needs a model with a proximal term; "
+                         "make it with make_trainable(..., proximal=True)")
+    dtype = interpreter.signatures["train"].inputs["proximal_mu"].dtype
+    return {"proximal_mu": np.asarray(mu, dtype)}
 
 
 def local_evaluate(interpreter: Interpreter, parameters: Arrays, x: Any, y: np.ndarray) -> dict[str, float]:

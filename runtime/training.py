@@ -54,12 +54,14 @@ def fit(
     shuffle: bool = True,
     seed: int = 0,
     on_batch: BatchCallback | None = None,
+    inputs: Mapping[str, np.ndarray] | None = None,
 ) -> list[EpochMetrics]:
     """Train with mini-batches through the `train` signature; returns per-epoch metrics.
 
     `x` is one array (for a model with one input) or arrays by input name; all
     have the same number of examples as `y`. `learning_rate` overrides the
-    model's default. Raises InputError if the model has no train signature or
+    model's default; `inputs` are fixed extra inputs for every step (e.g.
+    proximal_mu). Raises InputError if the model has no train signature or
     the data does not fit it (wrong names, lengths, dtypes, shapes).
     """
     features = _features(interpreter, x)
@@ -69,7 +71,7 @@ def fit(
         raise InputError(f"features have {[len(a) for a in features.values()]} examples, labels {n}")
     if epochs < 1 or batch_size < 1 or n == 0:
         raise InputError(f"need epochs >= 1, batch_size >= 1 and data; got {epochs}, {batch_size}, {n}")
-    extra = {}
+    extra = dict(inputs or {})
     if learning_rate is not None:
         lr_dtype = interpreter.signatures[TRAIN].inputs["learning_rate"].dtype
         extra["learning_rate"] = np.asarray(learning_rate, lr_dtype)
@@ -124,8 +126,10 @@ def _features(
 ) -> dict[str, np.ndarray]:
     if signature not in interpreter.signatures:
         raise InputError(f"the model has no {signature!r} signature; make it with make_trainable")
+    # Data inputs: everything but the labels and the inputs that have defaults
+    # (learning_rate, proximal_mu, ...), which are settings rather than examples.
     wanted = [name for name, info in interpreter.signatures[signature].inputs.items()
-              if name not in ("labels", "learning_rate")]
+              if name != "labels" and not info.has_default]
     inputs = interpreter.signatures[signature].inputs
     if not isinstance(x, Mapping):
         if len(wanted) != 1:

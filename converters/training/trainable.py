@@ -4,17 +4,24 @@ The result is one graph with these signatures (all sharing the parameters,
 which become variables):
 
     infer / serving_default   the original inputs -> the original outputs
-    train                     inputs + labels [+ learning_rate] -> loss (+ accuracy);
+    train                     inputs + labels [+ learning_rate] [+ proximal_mu] -> loss (+ accuracy);
                               stores new parameters, optimizer state and
                               BatchNormalization running statistics when it ends
     save                      -> every model variable by name (parameters and running stats)
     restore                   every model variable by name -> stores them all, or,
                               if any is missing, extra or mis-shaped, nothing (InputError)
+    set_anchor                (with proximal=True) -> nothing; copies every parameter into
+                              its anchor variable `anchor/<name>` (not part of save/restore)
 
 The train signature runs a copy of the forward graph in training mode
 (BatchNormalization with batch statistics, Dropout dropping), the loss, the
 backward nodes built by the gradient rules of converters.training.rules, and
 one optimizer update per parameter. The device only runs signatures.
+
+With proximal=True the train signature also minimises FedProx's proximal term
+(Li et al. 2020), mu/2 * ||w - anchor||^2 with mu the optional input
+`proximal_mu` (default 0): mu * (w - anchor) joins each parameter's gradient and
+the term joins the reported loss.
 """
 
 from __future__ import annotations
@@ -90,6 +97,7 @@ def make_trainable(
     l2: float = 0.0,
     output: str | None = None,
     one_hot_labels: bool = False,
+    proximal: bool = False,
 ) -> Graph:
     """A new graph with train/infer/save/restore signatures (see the module docstring).
 
@@ -107,6 +115,9 @@ def make_trainable(
             (transfer learning). The rest stay constants.
         l2: L2 weight decay added to the loss as 0.5 * l2 * sum of squared weights.
         output: which output the loss applies to (default: the only one).
+        proximal: add FedProx's proximal term: anchor variables, the train input
+            `proximal_mu` (default 0.0, which trains exactly as without it) and the
+            `set_anchor` signature (see the module docstring).
 
     Raises ConversionError: unknown loss/optimizer/output/parameter names, no
     trainable parameter, or an op on the path to the loss without a gradient
@@ -120,6 +131,8 @@ def make_trainable(
     builder.build_training_forward()
     builder.add_loss(loss, output, one_hot_labels, l2)
     builder.add_backward()
+    if proximal:
+        builder.add_proximal()
     builder.add_optimizer(opt)
     return builder.finish(loss, opt, l2)
 
@@ -161,6 +174,7 @@ class _TrainableBuilder:
         self.train_inputs: dict[str, Value] = dict(self.serving.inputs)
         self.train_outputs: dict[str, Value] = {}
         self.extra_inputs: list[Value] = []
+        self.anchor_updates: dict[Value, Value] = {}  # proximal anchor -> a copy of its parameter
 
     # ---------------------------------------------------------------- parameters
     def select_parameters(self, trainable: None | str | Sequence[str] | int, output: str | None) -> None:
@@ -293,6 +307,30 @@ class _TrainableBuilder:
                 previous = self.grads.get(value)
                 self.grads[value] = grad if previous is None else self.backward.onnx("Add", [previous, grad])
 
+    # ------------------------------------------------------------------ proximal
+    def add_proximal(self) -> None:
+        """FedProx's mu/2 * sum ||p - anchor||^2: an `anchor/<name>` variable per parameter
+        (initially the parameter), the train input `proximal_mu` (default 0), mu * (p - anchor)
+        added to each gradient and the term added to the reported loss. The backward graph
+        is not rebuilt: the term's gradient is written out here."""
+        if "proximal_mu" in {v.name for v in self.graph.values()}:
+            raise ConversionError("the model already has a tensor named 'proximal_mu'; rename it first")
+        ctx, dtype = self.backward, self.loss_dtype
+        mu = Value("proximal_mu", dtype, (), data=np.zeros((), dtype))
+        self.train_inputs["proximal_mu"] = mu
+        self.extra_inputs.append(mu)
+        differences = []
+        for param in self.params:
+            anchor = _variable(f"anchor/{param.name}", param.data.copy())
+            self.anchor_updates[anchor] = ctx.onnx("Identity", [param])  # updates take values, not variables
+            difference = ctx.onnx("Sub", [param, anchor])
+            differences.append(difference)
+            if param in self.grads:  # a parameter without one fails in add_optimizer
+                self.grads[param] = ctx.onnx("Add", [self.grads[param], ctx.onnx("Mul", [difference, mu])])
+        half_mu = ctx.onnx("Mul", [mu, ctx.constant("proximal_half", np.asarray(0.5, dtype))])
+        term = ctx.onnx("Mul", [ctx.op("SumSquares", differences), half_mu])
+        self.train_outputs["loss"] = ctx.onnx("Add", [self.train_outputs["loss"], term])
+
     # ----------------------------------------------------------------- optimizer
     def add_optimizer(self, opt: Optimizer) -> None:
         ctx = self.backward
@@ -340,8 +378,10 @@ class _TrainableBuilder:
             "save": Signature({}, {v.name: v for v in state}),
             "restore": Signature(restore_inputs, {}, {v: restore_inputs[v.name] for v in state}),
         }
+        if self.anchor_updates:
+            signatures["set_anchor"] = Signature({}, {}, self.anchor_updates)
         nodes = [*self.graph.nodes, *self.forward.nodes, *self.backward.nodes]
-        names = [v.name for v in (*self.updates, *restore_inputs.values())]
+        names = [v.name for v in (*self.updates, *restore_inputs.values(), *self.anchor_updates)]
         clash = sorted({n for n in names if names.count(n) > 1} | ({n for n in names} & {
             v.name for v in self.graph.values() if not v.is_variable}))
         if clash:
@@ -351,6 +391,7 @@ class _TrainableBuilder:
         metadata["edgerun.training"] = json.dumps({
             "loss": loss, "optimizer": opt.__dict__, "l2": l2,
             "parameters": [v.name for v in self.params], "statistics": [v.name for v in self.statistics],
+            "proximal": bool(self.anchor_updates),
         })
         return Graph(self.graph.name, nodes, inputs, list(self.graph.outputs), signatures, metadata)
 
