@@ -282,3 +282,20 @@ def test_an_allow_listed_key_enrols_without_the_token(model_path, tmp_path):
         assert [c.client_id for c in coordinator.store.clients()] == ["pi"]
     finally:
         server.stop(0)
+
+
+def test_a_client_refuses_payloads_not_signed_by_its_coordinator(model_path, tmp_path):
+    from federated.auth import AuthError
+
+    strategy = FedAvg(min_fit_clients=1, min_available_clients=1)
+    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=1)
+    try:
+        device = Device(target, "dev")
+        device.client.enrol()
+        assert len(device.client._download(pb.DownloadRequest.PARAMETERS, 0)) > 0  # genuine: accepted
+        device.client.coordinator_key = KeyPair.generate().public_bytes  # an impostor's key
+        for kind in (pb.DownloadRequest.PARAMETERS, pb.DownloadRequest.MODEL):
+            with pytest.raises(AuthError, match="signature does not verify"):
+                device.client._download(kind, 0)
+    finally:
+        server.stop(0)
