@@ -15,15 +15,18 @@ One configuration per client count N, each from scratch in a temporary directory
     .venv/bin/python benchmarks/bench_federated.py [--clients 10,100,500] [--rounds 3] [--select 10]
         [--fraction-fit 0.2] [--budget 75] [--total-budget 210] [--markdown]
 
-Columns (the round window runs from round 1 opening to the last round finishing, as seen by
-polling the coordinator's SQLite state through federated.store.Store every 50 ms):
+Columns. The round window runs from round 1's opened_at to the last round's finished_at in the
+coordinator's SQLite state (read through federated.store.Store). This process samples the CPU
+clocks and the GetWork count every 50 ms (less often when its device threads starve it of the
+GIL; the widest gap is printed to stderr) and interpolates them linearly at those two instants.
   wall/round    median over rounds of finished_at - opened_at from the store (s)
   coord CPU     coordinator-process CPU over the round window / rounds (s per round), and as
-                a share of one core over that window (100% = one core busy; the process is
-                Python, so the GIL keeps it near one core)
-  fleet CPU     this process's CPU (all device threads) over the window / rounds (s per round)
-  GetWork/s     GetWork calls completed per second over the window, of 5 * N wanted (each waiting
-                device asks again 0.2 s after each answer); the shortfall is queueing
+                a share of one core over that window (100% = one core busy; its handlers are
+                Python, so the GIL holds it to about one core: near 100% means saturated)
+  fleet CPU     this process's CPU (device threads, plus the sampling) over the window / rounds
+  GetWork/s     GetWork calls answered per second over the window, and in brackets the 5 * N
+                that N idle devices would make with instant answers (each asks again 0.2 s
+                after a "wait"); a shortfall is time the calls spend queued
   enrol         wall time for all N devices to enrol (s)
   KiB/dev/round parameters downloaded + delta uploaded by one selected device per round: the
                 encode_arrays(.npz) payloads of the model's parameter spec (gRPC framing,
@@ -66,7 +69,7 @@ from federated.client import ClientOptions, FederatedClient, channel
 from federated.codec import encode_arrays
 from federated.local import parameter_spec
 from federated.partition import iid
-from federated.store import Store
+from federated.store import RoundRecord, Store
 from runtime import Interpreter, save_model
 from tests.converters.training.models import digits, mlp
 
@@ -97,7 +100,8 @@ class Counter:
 
 @dataclass
 class Sample:
-    """Clocks read together: wall (s), coordinator and this process's CPU (s), GetWork calls."""
+    """Clocks read together: time.time() (the store's clock), coordinator and this process's
+    CPU (s), GetWork calls answered so far."""
 
     wall: float
     coordinator_cpu: float
@@ -107,12 +111,13 @@ class Sample:
 
 @dataclass
 class Outcome:
+    """What one fleet size gave: its finished rounds, enrolment time and the clock samples."""
+
     clients: int
     selected: int
-    rounds: list = field(default_factory=list)  # finished RoundRecords
+    rounds: list[RoundRecord] = field(default_factory=list)  # finished rounds, from the store
     enrol_s: float = math.nan
-    start: Sample | None = None  # when round 1 was first seen open
-    end: Sample | None = None  # when the last finished round was first seen finished
+    samples: list[Sample] = field(default_factory=list)  # every POLL_S s, or later when starved of the GIL
     note: str = ""
 
 
@@ -131,7 +136,7 @@ def payload_sizes(model_path: Path) -> Payloads:
     return Payloads(model_path.stat().st_size, size, size)
 
 
-def check_payloads(store: Store, rounds: list, want: Payloads) -> None:
+def check_payloads(store: Store, rounds: list[RoundRecord], want: Payloads) -> None:
     """SystemExit unless every finished round aggregated all its selected devices' updates and
     the stored parameter and update blobs have the sizes the table reports."""
     for record in rounds:
@@ -202,21 +207,27 @@ def start_fleet(fleet: list[FederatedClient], stop: threading.Event) -> list[thr
 
 
 # ------------------------------------------------------------------ one configuration
+def sample(proc: subprocess.Popen, polls: Counter) -> Sample:
+    return Sample(time.time(), cpu_seconds(proc.pid), time.process_time(), polls.value)
+
+
 def watch(outcome: Outcome, store: Store, proc: subprocess.Popen, rounds: int, deadline: float,
           polls: Counter) -> None:
-    """Poll the store until `rounds` rounds finished, the coordinator exited or `deadline` passed;
-    fills outcome.rounds, .start and .end (the clocks when the last finished round was seen)."""
-    while time.monotonic() < deadline and proc.poll() is None:
-        now = Sample(time.perf_counter(), cpu_seconds(proc.pid), time.process_time(), polls.value)
+    """Sample the clocks every POLL_S s until the store shows `rounds` finished rounds (the last
+    sample comes after that), the coordinator exited or `deadline` passed; fills outcome."""
+    while True:
         history = store.history()
-        if outcome.start is None and (history or store.current_round() is not None):
-            outcome.start = now
-        if len(history) > len(outcome.rounds):
-            outcome.rounds, outcome.end = history, now
+        outcome.samples.append(sample(proc, polls))
+        if proc.poll() is not None:
+            outcome.note = "coordinator exited early"
+            return
+        outcome.rounds = history
         if len(history) >= rounds:
             return
+        if time.monotonic() >= deadline:
+            outcome.note = "time budget reached"
+            return
         time.sleep(POLL_S)
-    outcome.note = "coordinator exited early" if proc.poll() is not None else "time budget reached"
 
 
 def run_config(n: int, selected: int, fraction: float, args: argparse.Namespace, model: Path,
@@ -227,21 +238,23 @@ def run_config(n: int, selected: int, fraction: float, args: argparse.Namespace,
     stop, polls = threading.Event(), Counter()
     with tempfile.TemporaryDirectory(prefix="bench_federated_") as tmp:
         proc, port = start_coordinator(model, Path(tmp), selected, fraction, args.rounds, budget)
-        store = Store(Path(tmp) / "c.db")
-        fleet, channels = make_fleet(f"127.0.0.1:{port}", *data, n, polls)
-        threads: list[threading.Thread] = []
+        store, channels, threads = None, [], []
         try:
+            store = Store(Path(tmp) / "c.db")
+            fleet, channels = make_fleet(f"127.0.0.1:{port}", *data, n, polls)
             began = time.perf_counter()
             with ThreadPoolExecutor(16) as pool:
                 list(pool.map(FederatedClient.enrol, fleet))
             outcome.enrol_s = time.perf_counter() - began
+            outcome.samples.append(sample(proc, polls))  # before any device asks for work
             threads = start_fleet(fleet, stop)
             watch(outcome, store, proc, args.rounds, deadline, polls)
-            if outcome.rounds and not outcome.note:
+            if outcome.rounds:
                 check_payloads(store, outcome.rounds, payloads)
         finally:
             shut_down(proc, channels, threads, stop, graceful=not outcome.note)
-            store.close()
+            if store is not None:
+                store.close()
     return outcome
 
 
@@ -270,22 +283,41 @@ def shut_down(proc: subprocess.Popen, channels: list[grpc.Channel], threads: lis
 
 
 # ------------------------------------------------------------------ table
+def window(o: Outcome) -> tuple[float, Sample, float] | None:
+    """(length in s, clock increments, widest sample gap in s) over the round window: round 1's
+    opened_at to the last finished round's finished_at (the store's times), the clocks linearly
+    interpolated between the samples around those instants. None without a finished round."""
+    if not o.rounds or len(o.samples) < 2:
+        return None
+    t = np.array([s.wall for s in o.samples])
+    t0, t1 = o.rounds[0].opened_at, o.rounds[-1].finished_at
+    if not t[0] <= t0 < t1 <= t[-1]:
+        return None
+    inside = t[max(0, np.searchsorted(t, t0) - 1): np.searchsorted(t, t1) + 1]
+
+    def grew(name: str) -> float:
+        values = [getattr(s, name) for s in o.samples]
+        return float(np.interp(t1, t, values) - np.interp(t0, t, values))
+
+    increments = Sample(t1 - t0, grew("coordinator_cpu"), grew("fleet_cpu"), round(grew("polls")))
+    return t1 - t0, increments, float(np.diff(inside).max())
+
+
 def row(o: Outcome, payloads: Payloads) -> list[object]:
-    """A table row; the figures per round cover the window from round 1 opening to the last
-    finished round, so a configuration stopped by its budget reports the rounds it finished."""
+    """A table row; the figures per round cover the round window (see `window`), so a
+    configuration stopped by its budget reports the rounds it finished."""
     done = len(o.rounds)
     head = [o.clients, o.selected, f"{done} ({o.note})" if o.note else done]
     tail = [f"{o.enrol_s:.1f}", f"{payloads.parameters / 1024:.1f}+{payloads.delta / 1024:.1f}",
             f"{payloads.model / 1024:.1f}"]
-    if not done or o.start is None or o.end is None:
+    measured = window(o)
+    if measured is None:
         return [*head, "-", "-", "-", "-", "-", *tail]
+    span, grew, _ = measured
     wall = float(np.median([r.finished_at - r.opened_at for r in o.rounds]))
-    span = o.end.wall - o.start.wall
-    coordinator = o.end.coordinator_cpu - o.start.coordinator_cpu
-    fleet = o.end.fleet_cpu - o.start.fleet_cpu
-    polls = f"{(o.end.polls - o.start.polls) / span:,.0f} ({5 * o.clients:,})"
-    return [*head, f"{wall:.2f}", f"{coordinator / done:.2f}", f"{100 * coordinator / span:.0f}%",
-            f"{fleet / done:.2f}", polls, *tail]
+    polls = f"{grew.polls / span:,.0f} ({5 * o.clients:,})"
+    return [*head, f"{wall:.2f}", f"{grew.coordinator_cpu / done:.2f}", f"{100 * grew.coordinator_cpu / span:.0f}%",
+            f"{grew.fleet_cpu / done:.2f}", polls, *tail]
 
 
 def skipped(n: int, selected: int, why: str) -> list[object]:
@@ -314,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     x, y, _, _ = digits()
-    began = time.monotonic()
+    host, began = machine(), time.monotonic()  # the load average before this script adds to it
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_federated_model_") as tmp:
         model = save_model(make_trainable(mlp((64, 32, 10)), optimizer=("sgd", {"lr": LR})), Path(tmp) / "m.erm")
@@ -323,15 +355,17 @@ def main(argv: list[str] | None = None) -> int:
             selected = min(n, max(1, int(args.fraction_fit * n)) if args.fraction_fit else args.select)
             fraction = args.fraction_fit or selected / n
             left = args.total_budget - (time.monotonic() - began)
-            if left < 10:
+            if left < 5:
                 rows.append(skipped(n, selected, "total time budget spent"))
                 continue
             outcome = run_config(n, selected, fraction, args, model, (x, y), payloads, min(args.budget, left))
             rows.append(row(outcome, payloads))
-            print(f"# {n} clients done after {time.monotonic() - began:.0f} s", file=sys.stderr)
+            measured = window(outcome)
+            gap = "" if measured is None else f"; clocks sampled at most {1e3 * measured[2]:.0f} ms apart"
+            print(f"# {n} clients done after {time.monotonic() - began:.0f} s{gap}", file=sys.stderr)
     rows.append(flower_row())
     how = f"fraction_fit {args.fraction_fit}" if args.fraction_fit else f"{args.select} selected per round"
-    print(f"# {machine()}; MLP 64-32-10, FedAvg, {how}, {EPOCHS} epoch, batch {BATCH}, SGD lr {LR}, "
+    print(f"# {host}; MLP 64-32-10, FedAvg, {how}, {EPOCHS} epoch, batch {BATCH}, SGD lr {LR}, "
           f"IID digits ({len(y)} examples), loopback gRPC, coordinator in its own process; "
           f"{args.rounds} rounds per fleet size, {time.monotonic() - began:.0f} s in all")
     print_table(HEADERS, rows, args.markdown)

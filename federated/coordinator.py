@@ -97,6 +97,7 @@ class Coordinator:
         self.rng = np.random.default_rng(config.seed)
         self.finished = False
         self.stopped: set[str] = set()  # clients told that the run is over
+        self._keys: dict[str, bytes] = {}
         self.evaluation: dict[str, Any] | None = None  # the open evaluation round, if any
         saved = store.get_state("strategy")
         if saved:
@@ -123,8 +124,13 @@ class Coordinator:
         return self.key.public_bytes
 
     def public_key_of(self, client_id: str) -> bytes | None:
-        record = self.store.client(client_id)
-        return None if record is None else record.public_key
+        """The enrolled key of a client (cached: keys never change once enrolled)."""
+        key = self._keys.get(client_id)
+        if key is None:
+            record = self.store.client(client_id)
+            if record is not None:
+                key = self._keys[client_id] = record.public_key
+        return key
 
     # ----------------------------------------------------------------- work
     def work_for(self, client_id: str, now: float | None = None) -> Work:
@@ -141,7 +147,9 @@ class Coordinator:
             current = self.store.current_round()
             if (current is None or client_id not in current.selected or now > current.deadline
                     or self._reported(current.round, client_id)):
-                return Work("wait", retry_after=0.2)
+                # Not needed in the open round: nothing to do before it ends, so poll less.
+                busy = current is not None and client_id not in current.selected
+                return Work("wait", retry_after=0.5 if busy else 0.2)
             return Work("train", current.round, current.model_version, dict(current.config), current.deadline)
 
     def _reported(self, round_number: int, client_id: str) -> bool:
