@@ -299,3 +299,24 @@ def test_a_client_refuses_payloads_not_signed_by_its_coordinator(model_path, tmp
                 device.client._download(kind, 0)
     finally:
         server.stop(0)
+
+
+def test_models_and_updates_over_grpcs_4_mib_default_travel_in_chunks(tmp_path):
+    big = save_model(make_trainable(mlp((64, 2048, 600, 10), seed=0), optimizer=("sgd", {"lr": 0.01})),
+                     tmp_path / "big.train.erm")
+    assert big.stat().st_size > 4 << 20
+    x, y, _, _ = digits()
+    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1, batch_size=32)
+    coordinator, server, target = start(big, tmp_path, strategy, rounds=1, round_timeout=120)
+    client = FederatedClient(channel(target), "dev", KeyPair.generate(), (x[:64], y[:64]), ClientOptions(token=TOKEN))
+    stop = threading.Event()
+    thread = threading.Thread(target=client.run, args=(stop,))
+    thread.start()
+    try:
+        coordinator.run()
+    finally:
+        stop.set()
+        thread.join(30)
+        server.stop(0)
+    assert client.rounds_done == [1]
+    assert len(coordinator.store.updates(1)[0].blob) > 4 << 20
