@@ -73,16 +73,9 @@ def start(model_path, tmp_path, strategy, rounds, **config):
     return coordinator, server, f"127.0.0.1:{port}"
 
 
-def test_fedavg_over_grpc_equals_a_numpy_fedavg(model_path, tmp_path):
-    x, y, _, _ = digits()
-    shards = [(x[i], y[i]) for i in partition.iid(240, 3, seed=1)]
-    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=3, min_available_clients=3, local_epochs=2,
-                      batch_size=16, client_lr=0.1)
-    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=3, round_timeout=60)
-    initial = dict(coordinator.parameters)
+def run_rounds(coordinator, server, clients) -> None:
+    """Run the coordinator to the end with each client in its own thread, then shut down."""
     stop = threading.Event()
-    clients = [FederatedClient(channel(target), f"dev{i}", KeyPair.generate(), shard, ClientOptions(token=TOKEN))
-               for i, shard in enumerate(shards)]
     threads = [threading.Thread(target=c.run, args=(stop,)) for c in clients]
     for t in threads:
         t.start()
@@ -91,8 +84,20 @@ def test_fedavg_over_grpc_equals_a_numpy_fedavg(model_path, tmp_path):
     finally:
         stop.set()
         for t in threads:
-            t.join(10)
+            t.join(30)
         server.stop(0)
+
+
+def test_fedavg_over_grpc_equals_a_numpy_fedavg(model_path, tmp_path):
+    x, y, _, _ = digits()
+    shards = [(x[i], y[i]) for i in partition.iid(240, 3, seed=1)]
+    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=3, min_available_clients=3, local_epochs=2,
+                      batch_size=16, client_lr=0.1)
+    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=3, round_timeout=60)
+    initial = dict(coordinator.parameters)
+    clients = [FederatedClient(channel(target), f"dev{i}", KeyPair.generate(), shard, ClientOptions(token=TOKEN))
+               for i, shard in enumerate(shards)]
+    run_rounds(coordinator, server, clients)
     want = numpy_fedavg(initial, shards, rounds=3, epochs=2, batch_size=16, lr=0.1)
     assert [r.status for r in coordinator.store.history()] == ["aggregated"] * 3
     for name, value in want.items():
@@ -209,20 +214,10 @@ def test_evaluation_rounds_report_example_weighted_metrics(model_path, tmp_path)
     coordinator, server, target = start(model_path, tmp_path, strategy, rounds=2, round_timeout=60,
                                         evaluate_every=1)
     held_out = [(x_test[:100], y_test[:100]), (x_test[100:250], y_test[100:250])]
-    stop = threading.Event()
     clients = [FederatedClient(channel(target), f"dev{i}", KeyPair.generate(), (x[i * 200:(i + 1) * 200],
                                y[i * 200:(i + 1) * 200]), ClientOptions(token=TOKEN), eval_data=held_out[i])
                for i in range(2)]
-    threads = [threading.Thread(target=c.run, args=(stop,)) for c in clients]
-    for t in threads:
-        t.start()
-    try:
-        coordinator.run()
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
-        server.stop(0)
+    run_rounds(coordinator, server, clients)
     assert all(c.evaluations_done == [1, 2] for c in clients)
     store = coordinator.store
     params = decode_arrays(store.model(1), coordinator.spec)
@@ -248,16 +243,8 @@ def test_server_optimizer_state_survives_a_restart(model_path, tmp_path):
     x, y, _, _ = digits()
     strategy = FedAdam(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1)
     coordinator, server, target = start(model_path, tmp_path, strategy, rounds=1)
-    stop = threading.Event()
     client = FederatedClient(channel(target), "dev", KeyPair.generate(), (x[:64], y[:64]), ClientOptions(token=TOKEN))
-    thread = threading.Thread(target=client.run, args=(stop,))
-    thread.start()
-    try:
-        coordinator.run()
-    finally:
-        stop.set()
-        thread.join(10)
-        server.stop(0)
+    run_rounds(coordinator, server, [client])
     after_round = strategy.state()
     assert any(np.any(a != 0) for a in after_round["m"])
     fresh = FedAdam(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1)
@@ -309,14 +296,6 @@ def test_models_and_updates_over_grpcs_4_mib_default_travel_in_chunks(tmp_path):
     strategy = FedAvg(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1, batch_size=32)
     coordinator, server, target = start(big, tmp_path, strategy, rounds=1, round_timeout=120)
     client = FederatedClient(channel(target), "dev", KeyPair.generate(), (x[:64], y[:64]), ClientOptions(token=TOKEN))
-    stop = threading.Event()
-    thread = threading.Thread(target=client.run, args=(stop,))
-    thread.start()
-    try:
-        coordinator.run()
-    finally:
-        stop.set()
-        thread.join(30)
-        server.stop(0)
+    run_rounds(coordinator, server, [client])
     assert client.rounds_done == [1]
     assert len(coordinator.store.updates(1)[0].blob) > 4 << 20
