@@ -11,6 +11,7 @@ not seen before (within that window). The coordinator signs what it sends
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
 import struct
@@ -119,7 +120,7 @@ class ReplayGuard:
 
     def check(self, fields: SignedFields, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        if abs(now - fields.timestamp) > self.max_skew:
+        if not math.isfinite(fields.timestamp) or abs(now - fields.timestamp) > self.max_skew:
             raise AuthError(f"client {fields.client_id!r}: timestamp is {now - fields.timestamp:+.0f} s off")
         if len(fields.nonce) != 16:
             raise AuthError(f"client {fields.client_id!r}: nonce must be 16 bytes")

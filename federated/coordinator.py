@@ -98,6 +98,7 @@ class Coordinator:
         self.finished = False
         self.stopped: set[str] = set()  # clients told that the run is over
         self._keys: dict[str, bytes] = {}
+        self.closing: int | None = None  # the round being aggregated
         self.evaluation: dict[str, Any] | None = None  # the open evaluation round, if any
         saved = store.get_state("strategy")
         if saved:
@@ -179,8 +180,9 @@ class Coordinator:
             raise Rejected("invalid_argument", f"client {client_id!r}: {exc}") from None
         with self.lock:
             current = self.store.current_round()
-            if current is None or current.round != round_number:
-                raise Rejected("failed_precondition", f"round {round_number} is not open")
+            if (current is None or current.round != round_number or self.closing == round_number
+                    or time.time() > current.deadline):
+                raise Rejected("failed_precondition", f"round {round_number} is not open (or past its deadline)")
             if not self.store.record_update(round_number, client_id, blob, num_examples, dict(metrics)):
                 raise Rejected("failed_precondition",
                                f"client {client_id!r} is not selected for round {round_number} or already reported")
@@ -313,7 +315,12 @@ class Coordinator:
             if stop.is_set():
                 return
             updates = self.store.updates(round_number)
-        self._aggregate(current, updates)
+            self.closing = round_number  # from now on, uploads for this round are refused
+        try:
+            self._aggregate(current, updates)
+        finally:
+            with self.lock:
+                self.closing = None
 
     def _aggregate(self, current: Any, updates: list[Any]) -> None:
         order = list(self.spec)
@@ -325,7 +332,9 @@ class Coordinator:
         try:
             new, metrics = self.strategy.aggregate_fit(current.round, [self.parameters[n] for n in order],
                                                        results, failures)
-        except EdgerunError as exc:
+            if not all(np.isfinite(a).all() for a in new if a.dtype.kind == "f"):
+                raise Rejected("invalid_argument", f"round {current.round}: the aggregate is not finite")
+        except Exception as exc:  # noqa: BLE001 - any aggregation failure fails the round, keeps the model
             log.warning("round %d failed: %s", current.round, exc)
             self.store.fail_round(current.round, str(exc))
             self._announce(current.round)

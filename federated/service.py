@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from federated.auth import AuthError, ReplayGuard, SignedFields, sha256, verify_request
+from federated.auth import AuthError, ReplayGuard, SignedFields, request_message, sha256, verify, verify_request
 from federated.coordinator import Coordinator, Rejected
 from federated.protos import federated_pb2 as pb
 from federated.protos import federated_pb2_grpc as pb_grpc
@@ -73,8 +73,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def Enrol(self, request: pb.EnrolRequest, context: Any) -> pb.EnrolReply:
         body = request.public_key + request.token.encode()
-        try:  # proof of possession: signed with the key being enrolled
-            verify_request(request.public_key, _fields(request.auth), "Enrol", sha256(body), self.guard)
+        try:  # proof of possession: signed with the key being enrolled (a replay only meets ALREADY_EXISTS,
+            # so unenrolled callers cannot grow the replay guard)
+            message = request_message("Enrol", request.auth.client_id, request.auth.timestamp, request.auth.nonce,
+                                      sha256(body))
+            verify(request.public_key, request.auth.signature, message, f"client {request.client_id!r} Enrol")
         except AuthError as exc:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         if request.auth.client_id != request.client_id:

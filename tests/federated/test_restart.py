@@ -52,16 +52,17 @@ def test_kill_9_mid_round_then_restart_finishes_the_run(tmp_path):
     coordinator = start_coordinator(model, tmp_path, port, rounds=4)
     slow = threading.Event()
 
-    def data(index):
+    def data(index, delay):
         def load():
             if slow.is_set():
-                time.sleep(1.0)  # keep round 2 open long enough to kill the coordinator in it
+                time.sleep(delay)  # staggered reports keep round 2 open while we kill the coordinator
             return x[index], y[index]
         return load
 
     stop = threading.Event()
     options = ClientOptions(token="t", backoff_initial=0.2, backoff_max=1.0, max_retries=60)
-    clients = [FederatedClient(channel(f"127.0.0.1:{port}"), f"dev{i}", KeyPair.generate(), data(index), options)
+    clients = [FederatedClient(channel(f"127.0.0.1:{port}"), f"dev{i}", KeyPair.generate(), data(index, 1.5 * i),
+                               options)
                for i, index in enumerate(partition.iid(300, 3, seed=0))]
     threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in clients]
     for t in threads:

@@ -299,3 +299,38 @@ def test_models_and_updates_over_grpcs_4_mib_default_travel_in_chunks(tmp_path):
     run_rounds(coordinator, server, [client])
     assert client.rounds_done == [1]
     assert len(coordinator.store.updates(1)[0].blob) > 4 << 20
+
+
+def test_an_aggregate_that_overflows_fails_the_round_and_keeps_the_model(model_path, tmp_path):
+    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1)
+    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=2, round_timeout=30)
+    try:
+        device = Device(target, "evil")
+        device.client.enrol()
+        coordinator.work_for("evil")
+        stop = threading.Event()
+        runner = threading.Thread(target=coordinator.run, args=(stop,), daemon=True)
+        runner.start()
+        huge = {k: np.full_like(v, np.finfo(np.float32).max) for k, v in coordinator.parameters.items()}
+        for round_number in (1, 2):  # each delta is finite; the second sum overflows float32
+            while getattr(coordinator.store.current_round(), "round", None) != round_number:
+                runner.join(0.05)
+            assert device.upload(round_number, encode_arrays(huge)).accepted
+            while coordinator.store.round(round_number).status in ("open", "collecting"):
+                runner.join(0.05)
+        rounds = {r.round: r for r in coordinator.store.history()}
+        assert rounds[1].status == "aggregated"
+        assert rounds[2].status == "failed" and "not finite" in rounds[2].reason
+        assert coordinator.store.latest_model()[0] == 1
+        assert all(np.isfinite(v).all() for v in coordinator.parameters.values())
+        stop.set()
+        runner.join(10)
+    finally:
+        server.stop(0)
+
+
+def test_nan_timestamps_are_refused():
+    from federated.auth import AuthError, ReplayGuard, SignedFields
+
+    with pytest.raises(AuthError, match="timestamp"):
+        ReplayGuard().check(SignedFields("c", float("nan"), b"n" * 16, b""))
