@@ -113,12 +113,17 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                            model_version=request.model_version if first else 0)
 
     def Upload(self, request_iterator: Iterator[pb.UploadChunk], context: Any) -> pb.UploadReply:
-        header, parts, size = None, [], 0
+        """The header (round, examples, metrics, size, sha256) is authenticated on the first chunk,
+        so an unauthenticated caller cannot make the coordinator buffer anything; the payload
+        must then match the signed size and sha256."""
+        header, client, parts, size = None, "", [], 0
         for chunk in request_iterator:
             if header is None:
                 if not chunk.HasField("header"):
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the header")
                 header = chunk.header
+                signed = upload_body(header.round, header.num_examples, dict(header.metrics), header.sha256)
+                client = self._authenticate(header.auth, "Upload", signed, context)
                 if header.total_size > self.max_update_bytes:
                     context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                   f"update of {header.total_size} bytes exceeds {self.max_update_bytes}")
@@ -131,8 +136,6 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         blob = b"".join(parts)
         if len(blob) != header.total_size or sha256(blob) != header.sha256:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload size or sha256 does not match the header")
-        signed = upload_body(header.round, header.num_examples, dict(header.metrics), header.sha256)
-        client = self._authenticate(header.auth, "Upload", signed, context)
         try:
             self.coordinator.submit(client, header.round, blob, header.num_examples, dict(header.metrics))
         except Rejected as exc:

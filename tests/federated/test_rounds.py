@@ -334,3 +334,27 @@ def test_nan_timestamps_are_refused():
 
     with pytest.raises(AuthError, match="timestamp"):
         ReplayGuard().check(SignedFields("c", float("nan"), b"n" * 16, b""))
+
+
+def test_uploads_are_authenticated_on_the_first_chunk(model_path, tmp_path):
+    strategy = FedAvg(min_fit_clients=1, min_available_clients=1)
+    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=1)
+    try:
+        device = Device(target, "dev")
+        device.client.enrol()
+
+        def chunks(auth, total, data):
+            header = pb.UpdateHeader(auth=auth, round=1, num_examples=1, total_size=total, sha256=sha256(b"x"))
+            yield pb.UploadChunk(header=header, data=data)
+
+        # A forged header announcing 1 TiB is refused as unauthenticated, not as too large:
+        # authentication comes first, before any size is trusted or bytes are buffered.
+        forged = pb.Auth(client_id="dev", timestamp=time.time(), nonce=b"n" * 16, signature=b"s" * 64)
+        code = code_of(lambda: device.stub.Upload(chunks(forged, 1 << 40, b"x"), timeout=10))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        signed = device.client._auth("Upload", upload_body(1, 1, {}, sha256(b"x")))
+        tampered = pb.UpdateHeader(auth=signed, round=1, num_examples=1, total_size=1, sha256=sha256(b"x"))
+        reply = lambda: device.stub.Upload(iter([pb.UploadChunk(header=tampered, data=b"y")]), timeout=10)  # noqa: E731
+        assert code_of(reply) == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        server.stop(0)
