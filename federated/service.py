@@ -12,6 +12,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+import numpy as np
 
 from federated.auth import AuthError, ReplayGuard, SignedFields, request_message, sha256, verify, verify_request
 from federated.coordinator import Coordinator, Rejected
@@ -51,8 +52,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, coordinator: Coordinator, max_update_bytes: int | None = None) -> None:
         self.coordinator = coordinator
         self.guard = ReplayGuard()
-        spec_bytes = sum(dt.itemsize * max(1, int(__import__("numpy").prod(shape)))
-                         for dt, shape in coordinator.spec.values())
+        spec_bytes = sum(dt.itemsize * int(np.prod(shape)) for dt, shape in coordinator.spec.values())
         self.max_update_bytes = max_update_bytes or 2 * spec_bytes + (1 << 16)
 
     def _authenticate(self, auth: pb.Auth, method: str, body: bytes, context: Any) -> str:

@@ -200,11 +200,11 @@ class GraphBuilder:
         return value
 
     def constant(self, name: str, data: Any, dtype: Any = None) -> Value:
-        """A constant tensor (a weight). `data` is kept as given, not copied."""
+        """A constant tensor (a weight), renamed name_1, name_2, ... if the name is taken.
+        `data` is kept as given, not copied."""
         array = np.asarray(data, dtype=dtype)
         _check_dtype(array.dtype, name)
-        return Value(self._claim(self._unique(name) if name in self._names else name),
-                     array.dtype, array.shape, data=array)
+        return Value(self._unique(name), array.dtype, array.shape, data=array)
 
     def variable(self, name: str, initial: Any) -> Value:
         """A persistent tensor whose value survives across runs (trainable state)."""

@@ -178,3 +178,11 @@ def test_steady_state_run_allocates_little_beyond_its_outputs():
         tracemalloc.stop()
     activations = 64 * 256 * 4  # one hidden layer output, for scale
     assert peak < activations, f"run allocated {peak} bytes at peak"
+
+
+def test_builder_renames_a_repeated_constant_name_and_refuses_a_repeated_input():
+    g = GraphBuilder()
+    assert [g.constant("c", np.ones(2)).name, g.constant("c", np.ones(2)).name] == ["c", "c_1"]
+    g.input("x", np.float32, (1,))
+    with pytest.raises(ModelError, match="already used"):
+        g.input("x", np.float32, (1,))
