@@ -26,6 +26,10 @@ VENV = ROOT / ".venv"
 STAMP = VENV / ".edgerun-installed"
 PYPROJECT = ROOT / "pyproject.toml"
 MIN_PYTHON = (3, 11)
+# Packages installed without their dependencies: silero-vad ships the trained
+# ONNX voice-activity models the conformance tests run, but depends on torch,
+# which the tests never import (several GB we must not pull).
+NO_DEPS = ("silero-vad==6.2.3",)
 
 
 def say(message: str) -> None:
@@ -57,7 +61,8 @@ def ensure_venv() -> None:
 
 
 def project_hash() -> str:
-    return hashlib.sha256(PYPROJECT.read_bytes()).hexdigest()
+    """Changes whenever pyproject.toml or the NO_DEPS list changes."""
+    return hashlib.sha256(PYPROJECT.read_bytes() + repr(NO_DEPS).encode()).hexdigest()
 
 
 def stamp_for(extras: tuple[str, ...]) -> str:
@@ -89,6 +94,8 @@ def ensure_installed(extras: tuple[str, ...]) -> None:
     say(f"installing edgerun into .venv: pip install -e {target!r} (takes a while once)")
     pip = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     code = subprocess.call([*pip, "-e", target], cwd=ROOT)
+    if code == 0 and "test" in extras:
+        code = subprocess.call([*pip, "--no-deps", *NO_DEPS], cwd=ROOT)
     if code != 0:
         say(f"pip install failed with exit code {code}; fix the error above and run again")
         sys.exit(code)

@@ -30,5 +30,18 @@ class UnsupportedOpError(ModelError):
         super().__init__(message)
 
 
+class ValueNeeded(ModelError):
+    """A kernel's output shape depends on the contents of an input that is not a
+    constant at prepare time (Reshape by a computed shape, NonZero, Range...).
+
+    The plan then runs the model eagerly, preparing each node with the actual
+    input values. Outside a plan it is a ModelError like any other.
+    """
+
+    def __init__(self, node: str, op: str, index: int):
+        self.index = index
+        super().__init__(f"node {node!r} ({op}): input {index} must be known to infer the output shape")
+
+
 class InputError(EdgerunError):
     """Inputs passed at run time do not match what the signature expects."""

@@ -1,13 +1,22 @@
 """numpy reference kernels, grouped by op family. Importing this package registers them."""
 
 from runtime.kernels import (  # noqa: F401  (registration side effects)
+    activations,
+    cast,
+    control,
     conv,
     elementwise,
+    indexing,
+    linalg,
     losses,
     nn,
     normalization,
     optimizers,
     pool,
+    quantize,
+    recurrent,
+    reduce,
+    resize,
     shape,
 )
 from runtime.kernels.base import Kernel, TensorSpec

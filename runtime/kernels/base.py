@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import ModelError
+from runtime.errors import ModelError, ValueNeeded
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class Kernel:
     # False for kernels whose outputs change from run to run (random draws):
     # the interpreter never evaluates them at prepare time.
     deterministic: bool = True
+    # True for kernels whose outputs depend only on the input shapes and dtypes
+    # (Shape, Size): the plan evaluates them at prepare time, so shape arithmetic
+    # (Shape -> Gather -> Concat -> Reshape) folds once input shapes are known.
+    shape_only: bool = False
 
     def __init__(self, op_type: str, name: str, attrs: dict[str, Any], version: int) -> None:
         self.op_type = op_type
@@ -64,6 +68,14 @@ class Kernel:
     def fail(self, message: str) -> ModelError:
         """A ModelError that names this node; use as `raise self.fail("...")`."""
         return ModelError(f"node {self.name!r} ({self.op_type}): {message}")
+
+    def value_of(self, values: list[np.ndarray | None], index: int) -> np.ndarray:
+        """Input `index`'s contents at prepare time. Raises ValueNeeded when it is not
+        known yet (the plan then prepares this node with the run's actual values)."""
+        value = values[index] if index < len(values) else None
+        if value is None:
+            raise ValueNeeded(self.name, self.op_type, index)
+        return value
 
     def check_arity(self, inputs: list[TensorSpec | None]) -> None:
         present = len(inputs)

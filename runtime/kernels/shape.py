@@ -16,16 +16,14 @@ MAX_RANK = 64  # numpy's limit
 
 @register("Reshape", since=5)
 class Reshape(Kernel):
-    """Y = X with the shape held by input 1, which must be a constant: -1 is inferred and 0
+    """Y = X with the shape held by input 1 (needed at prepare time): -1 is inferred and 0
     copies X's dimension at that position (from opset 14, allowzero=1 makes 0 a real 0)."""
 
     min_inputs = max_inputs = 2
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
-        target = values[1]
-        if target is None:
-            raise self.fail("the shape input must be a constant")
+        target = self.value_of(values, 1)
         if target.ndim != 1 or target.dtype.kind not in "iu" or target.size > MAX_RANK:
             raise self.fail(f"the shape input must be 1-D ints of length <= {MAX_RANK}, got {target!r}")
         shape = self._resolve(inputs[0].shape, [int(d) for d in target])

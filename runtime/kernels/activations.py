@@ -1,0 +1,1 @@
+"""(activations kernels: being written.)"""

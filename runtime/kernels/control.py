@@ -1,0 +1,1 @@
+"""(control kernels: being written.)"""
