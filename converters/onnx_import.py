@@ -47,7 +47,7 @@ def from_onnx(model: onnx.ModelProto | str | os.PathLike[str] | bytes) -> Graph:
     """
     proto = _load(model)
     opsets = _opsets(proto)
-    _check_supported(proto.graph)
+    _check_supported(proto.graph, opsets)
     graph = _GraphConverter(opsets).convert(proto.graph, ChainMap(), top_level=True)
     graph.metadata.update(_metadata(proto))
     return graph
@@ -124,27 +124,39 @@ def _node_names(graph: onnx.GraphProto) -> list[str]:
     return names
 
 
-def _check_supported(graph: onnx.GraphProto) -> None:
-    """ConversionError listing every op (with node names) that no kernel implements.
+def _check_supported(graph: onnx.GraphProto, opsets: dict[str, int]) -> None:
+    """ConversionError listing every op (with node names) that no kernel implements at
+    the model's opset version.
 
     Nested graphs (control-flow bodies) are checked too; `Constant` nodes are
     folded into constants, so they need no kernel.
     """
     import runtime.kernels  # noqa: F401  (registers the kernels)
+    from runtime.errors import UnsupportedOpError
     from runtime.kernels import registry
 
     missing: dict[str, list[str]] = {}
+    too_old: dict[str, list[str]] = {}
     for node, name in _walk_nodes(graph):
         domain = _domain(node.domain)
         if node.op_type == "Constant" and domain == "":
             continue
+        op = node.op_type if not domain else f"{domain}:{node.op_type}"
         if not registry.is_supported(domain, node.op_type):
-            op = node.op_type if not domain else f"{domain}:{node.op_type}"
             missing.setdefault(op, []).append(name)
-    if missing:
-        listed = ", ".join(f"{op} ({', '.join(names)})" for op, names in missing.items())
-        raise ConversionError(
-            f"unsupported ops: {listed}; supported: {', '.join(registry.supported_ops())}")
+        elif domain in opsets:
+            try:
+                registry.resolve(domain, node.op_type, opsets[domain], name)
+            except UnsupportedOpError:
+                too_old.setdefault(f"{op} version {opsets[domain]}", []).append(name)
+    if missing or too_old:
+        problems = []
+        if missing:
+            problems.append("unsupported ops: " + ", ".join(f"{op} ({', '.join(n)})" for op, n in missing.items()))
+        if too_old:
+            problems.append("unsupported op versions: " + ", ".join(
+                f"{op} ({', '.join(n)})" for op, n in too_old.items()))
+        raise ConversionError(f"{'; '.join(problems)}; supported: {', '.join(registry.supported_ops())}")
 
 
 def _walk_nodes(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, str]]:
@@ -163,6 +175,7 @@ class _GraphConverter:
 
     def __init__(self, opsets: dict[str, int]) -> None:
         self.opsets = opsets
+        self.local_values: dict[int, set[int]] = {}  # id(graph) -> ids of the Values it defines
 
     def convert(self, proto: onnx.GraphProto, outer: ChainMap, top_level: bool = False) -> Graph:
         """A Graph for `proto`. Names it does not define resolve in `outer` (the enclosing
@@ -178,7 +191,9 @@ class _GraphConverter:
                 nodes.append(converted)
                 _apply_hints(converted.outputs, hints)
         outputs = [self._output(info, scope) for info in proto.output]
-        return Graph(proto.name or "main", nodes, inputs, outputs)
+        graph = Graph(proto.name or "main", nodes, inputs, outputs)
+        self.local_values[id(graph)] = {id(v) for v in scope.maps[0].values()}
+        return graph
 
     def _node(self, proto: onnx.NodeProto, name: str, scope: ChainMap) -> Node | None:
         """The Node for `proto`, or None for a `Constant` (whose output joins `scope`)."""
@@ -199,7 +214,37 @@ class _GraphConverter:
             if value is not None:
                 _define(scope, value, where)
             outputs.append(value)
-        return Node(proto.op_type, inputs, outputs, attrs, name, domain, self.opsets[domain])
+        node = Node(proto.op_type, inputs, outputs, attrs, name, domain, self.opsets[domain])
+        self._capture_outer_values(node)
+        return node
+
+    def _capture_outer_values(self, node: Node) -> None:
+        """Make a control-flow node's outer-scope references explicit.
+
+        ONNX bodies (If branches, Loop/Scan bodies) may read any value of the
+        enclosing graphs by name. In .erm every subgraph is self-contained, so
+        each outer value a body reads becomes a *capture*: appended to the node's
+        inputs and, in the same order, to every body's inputs (after the formal
+        ones), with the count in the node's `captures` attribute. Bodies nested
+        deeper pass their captures up the same way, level by level.
+        """
+        graphs = [g for v in node.attrs.values() for g in (v if isinstance(v, list) else [v])
+                  if isinstance(g, Graph)]
+        if not graphs:
+            return
+        captured: dict[int, Value] = {}
+        for graph in graphs:
+            for value in _free_values(graph, self.local_values[id(graph)]):
+                captured.setdefault(id(value), value)
+        outer = list(captured.values())
+        for graph in graphs:
+            local = {id(v): Value(v.name, v.dtype, v.shape) for v in outer}
+            for inner in graph.nodes:
+                inner.inputs = [local.get(id(v), v) if v is not None else None for v in inner.inputs]
+            graph.outputs = [local.get(id(v), v) for v in graph.outputs]
+            graph.inputs = [*graph.inputs, *(local[id(v)] for v in outer)]
+        node.inputs = [*node.inputs, *outer]
+        node.attrs["captures"] = len(outer)
 
     def _attribute(self, attr: onnx.AttributeProto, where: str, scope: ChainMap) -> Any:
         """The Python value of an attribute; ConversionError for kinds edgerun cannot hold."""
@@ -236,6 +281,16 @@ class _GraphConverter:
         if value.shape is None:
             value.shape = declared.shape
         return value
+
+
+def _free_values(graph: Graph, local: set[int]) -> list[Value]:
+    """The values `graph` reads (node inputs and graph outputs) that it does not define."""
+    free: dict[int, Value] = {}
+    produced = {id(v) for node in graph.nodes for v in node.outputs if v is not None}
+    for value in [v for node in graph.nodes for v in node.inputs] + list(graph.outputs):
+        if value is not None and id(value) not in local and id(value) not in produced:
+            free.setdefault(id(value), value)
+    return list(free.values())
 
 
 def _define_inputs(proto: onnx.GraphProto, scope: ChainMap, required: bool) -> list[Value]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import EdgerunError, InputError, ModelError
+from runtime.errors import EdgerunError, InputError, ModelError, ValueNeeded
 from runtime.graph import Graph, Node, Signature, Value
 from runtime.kernels import Kernel, TensorSpec, resolve
 from runtime.planner import TensorLife, plan_arena
@@ -55,6 +55,7 @@ class _Prepared:
     # (new value: array or input name, variable storage), copied when a run ends
     updates: list[tuple[Any, np.ndarray]] = field(default_factory=list)
     arena_bytes: int = 0
+    eager: bool = False  # outputs need run-time values: prepare again on every run
 
 
 class ExecutionPlan:
@@ -79,6 +80,10 @@ class ExecutionPlan:
         self.kernel_classes = [
             resolve(n.domain, n.op_type, n.version, n.name, backend) for n in self.nodes
         ]
+        for body in (g for n in self.nodes for g in _bodies(n)):  # control-flow bodies run eagerly,
+            for n in [body_node for g in (body, *body.subgraphs()) for body_node in g.nodes]:  # fail now
+                resolve(n.domain, n.op_type, n.version, n.name, "cpu")
+        self.eager = False  # set for good once a kernel needs run-time values to infer shapes
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         shapes = {n: tuple(1 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
         self.prepared = self._prepare(shapes)
@@ -95,6 +100,9 @@ class ExecutionPlan:
         Found by preparing once more with every dynamic input dim set to 2 and
         comparing. Declared output shapes are only hints and are not trusted.
         """
+        if self.prepared.eager:  # shapes depend on values: trust the declarations
+            return {name: TensorInfo(name, value.dtype, tuple(value.shape or ()))
+                    for name, value in self.signature.outputs.items()}
         probe = None
         if any(-1 in info.shape for info in self.input_info.values()):
             other = {n: tuple(2 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
@@ -121,6 +129,8 @@ class ExecutionPlan:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays = self._check_inputs(inputs)
         prepared = self.prepared
+        if prepared.eager:
+            prepared = self._prepare(prepared.shapes, arrays)
         for input_name, slots in prepared.input_slots.items():
             array = arrays[input_name]
             for slot_list, index in slots:
@@ -217,14 +227,34 @@ class ExecutionPlan:
             self.prepared = self._reprepare({**self.prepared.shapes, name: shape})
 
     # ------------------------------------------------------------- prepare
-    def _prepare(self, shapes: dict[str, tuple[int, ...]]) -> _Prepared:
+    def _prepare(self, shapes: dict[str, tuple[int, ...]], arrays: dict[str, np.ndarray] | None = None) -> _Prepared:
+        """Prepare for input `shapes`. With `arrays` (an eager run), every node is
+        evaluated with the actual inputs and the result holds the outputs."""
+        if self.eager and arrays is None:
+            return _Prepared(dict(shapes), eager=True)
+        try:
+            return self._prepare_nodes(shapes, arrays)
+        except ValueNeeded:
+            if arrays is not None:
+                raise
+            self.eager = True
+            return _Prepared(dict(shapes), eager=True)
+
+    def _prepare_nodes(self, shapes: dict[str, tuple[int, ...]], arrays: dict[str, np.ndarray] | None) -> _Prepared:
         prepared = _Prepared(dict(shapes))
         specs: dict[Value, TensorSpec] = {}
         known: dict[Value, np.ndarray] = {}
         feeds: dict[Value, str] = {}
+        eager = arrays is not None
         for input_name, value in self.signature.inputs.items():
             specs[value] = TensorSpec(value.dtype, shapes[input_name])
-            feeds[value] = input_name
+            if eager:
+                known[value] = arrays[input_name]
+            else:
+                feeds[value] = input_name
+        if eager:
+            for value, storage in self.variables.items():
+                known[value], specs[value] = storage, TensorSpec(storage.dtype, storage.shape)
         arena_values: list[Value] = []
         lives: dict[Value, list[int]] = {}
         folded_bytes = 0
@@ -233,8 +263,8 @@ class ExecutionPlan:
             in_values = self._node_inputs(node, specs, known)
             in_specs = [None if v is None else specs[v] for v in in_values]
             out_specs = self._infer(node, kernel, in_specs, [known.get(v) for v in in_values])
-            if self._foldable(node, kernel, in_values, known, out_specs):
-                outs = self._fold(node, kernel, in_values, known, out_specs)
+            if eager or self._foldable(node, kernel, in_values, known, out_specs):
+                outs = self._fold(node, kernel, in_values, known, out_specs, specs)
                 folded_bytes += sum(a.nbytes for a in outs)
                 self._check_budget(folded_bytes, "constant-folded tensors")
                 for value, array, spec in zip(node.outputs, outs, out_specs, strict=True):
@@ -258,6 +288,8 @@ class ExecutionPlan:
     ) -> bool:
         """All inputs constant, a deterministic kernel, and the result not much bigger
         than its inputs (a tiny model must not make prepare materialise gigabytes)."""
+        if kernel.shape_only and kernel.deterministic:
+            return True
         if not kernel.deterministic or not in_values or not all(v is None or v in known for v in in_values):
             return False
         if any(v is not None and v.is_variable for v in node.outputs):
@@ -303,12 +335,13 @@ class ExecutionPlan:
                 )
         return out_specs[: len(node.outputs)]
 
-    def _fold(self, node: Node, kernel: Kernel, in_values: list, known: dict, out_specs: list) -> list:
+    def _fold(self, node: Node, kernel: Kernel, in_values: list, known: dict, out_specs: list, specs: dict) -> list:
         for spec in out_specs:
             self._check_budget(spec.nbytes, f"output of {node.name!r}")
         try:
             outs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
-            kernel.run([None if v is None else known[v] for v in in_values], outs)
+            kernel.run([None if v is None else known[v] if v in known else _placeholder(specs[v])
+                        for v in in_values], outs)
         except EdgerunError:
             raise
         except Exception as exc:
@@ -405,6 +438,20 @@ class ExecutionPlan:
                 f"signature {self.name!r}: {what} needs {nbytes} bytes, "
                 f"over the memory budget of {self.memory_budget}"
             )
+
+
+def _bodies(node: Node) -> list[Graph]:
+    """The graphs held in `node`'s attributes (If branches, Loop and Scan bodies)."""
+    return [g for v in node.attrs.values() for g in (v if isinstance(v, list) else [v]) if isinstance(g, Graph)]
+
+
+def _placeholder(spec: TensorSpec) -> np.ndarray:
+    """A read-only array of `spec`'s shape and dtype backed by one element: what a
+    shape-only kernel receives at prepare time for an input not known yet."""
+    base = np.zeros(1, spec.dtype)
+    view = np.lib.stride_tricks.as_strided(base, spec.shape, (0,) * len(spec.shape))
+    view.flags.writeable = False
+    return view
 
 
 def _needed_nodes(graph: Graph, signature: Signature) -> list[Node]:

@@ -1,1 +1,193 @@
-"""(control kernels: being written.)"""
+"""Control flow: If, Loop and Scan run their bodies (subgraphs held in attributes)
+with `runtime.eager.run_graph`.
+
+The converter makes every value a body reads from the enclosing graph an
+explicit *capture*: the node's last `captures` inputs, passed to every body
+after its formal inputs. Shapes coming out of a body depend on the values
+going in, so these kernels need all their inputs at prepare time (the plan
+runs them eagerly, or folds them when every input is constant); prepare runs
+the body and `run` copies the results out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.eager import run_graph
+from runtime.graph import Graph
+from runtime.kernels.base import Kernel, TensorSpec
+from runtime.kernels.registry import register
+
+MAX_LOOP_ITERATIONS = 10_000_000  # a Loop with neither trip count nor condition must still end
+
+
+class _Body(Kernel):
+    """Shared by the control-flow kernels: captures, body lookup, result copy-out."""
+
+    max_inputs = 1 << 16
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        self.n_captures = int(self.attr("captures", 0))
+        if not 0 <= self.n_captures <= len(inputs):
+            raise self.fail(f"captures={self.n_captures} but the node has {len(inputs)} inputs")
+        formal = len(inputs) - self.n_captures
+        known = [None if spec is None else self.value_of(values, i) for i, spec in enumerate(inputs)]
+        self.results = self.evaluate(known[:formal], known[formal:])
+        return [TensorSpec(r.dtype, r.shape) for r in self.results]
+
+    def run(self, inputs, outputs):
+        for out, result in zip(outputs, self.results, strict=False):
+            np.copyto(out, result)
+
+    def body(self, key: str) -> Graph:
+        graph = self.attr(key)
+        if not isinstance(graph, Graph):
+            raise self.fail(f"attribute {key!r} must be a graph")
+        return graph
+
+    def evaluate(self, formal: list, captures: list) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+@register("If", since=1)
+class If(_Body):
+    """Runs `then_branch` or `else_branch` by the single-element boolean input."""
+
+    def evaluate(self, formal, captures):
+        if len(formal) != 1:
+            raise self.fail(f"takes one condition input, got {len(formal)}")
+        cond = formal[0]
+        if cond.size != 1:
+            raise self.fail(f"the condition must have one element, got shape {cond.shape}")
+        return run_graph(self.body("then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"), captures)
+
+
+@register("Loop", since=1)
+class Loop(_Body):
+    """for i in range(M) while cond: carried = body(i, cond, carried); scan outputs stacked.
+
+    Either bound may be omitted; with neither, MAX_LOOP_ITERATIONS bounds the run."""
+
+    min_inputs = 0
+
+    def evaluate(self, formal, captures):
+        body = self.body("body")
+        if len(formal) < 2:
+            raise self.fail(f"takes a trip count and a condition slot (either may be empty), got {len(formal)}")
+        trip, cond, carried = formal[0], formal[1], list(formal[2:])
+        n_carried = len(carried)
+        n_scan = len(body.outputs) - 1 - n_carried
+        if n_scan < 0 or len(body.inputs) != 2 + n_carried + len(captures):
+            raise self.fail(f"body has {len(body.inputs)} inputs and {len(body.outputs)} outputs, "
+                            f"which does not fit {n_carried} loop-carried values")
+        limit = MAX_LOOP_ITERATIONS if trip is None else int(trip.reshape(-1)[0])
+        keep_going = True if cond is None else bool(cond.reshape(-1)[0])
+        scans: list[list[np.ndarray]] = [[] for _ in range(n_scan)]
+        i = 0
+        while i < limit and keep_going:
+            outs = run_graph(body, [np.array(i, np.int64), np.array(keep_going), *carried, *captures])
+            keep_going = bool(np.asarray(outs[0]).reshape(-1)[0])
+            carried = outs[1 : 1 + n_carried]
+            for collected, item in zip(scans, outs[1 + n_carried :], strict=True):
+                collected.append(item)
+            i += 1
+        if trip is None and cond is None and i >= MAX_LOOP_ITERATIONS:
+            raise self.fail(f"ran {MAX_LOOP_ITERATIONS} iterations with no trip count and no condition")
+        stacked = [self._stack(collected, body.outputs[1 + n_carried + k]) for k, collected in enumerate(scans)]
+        return [*carried, *stacked]
+
+    def _stack(self, items: list[np.ndarray], declared) -> np.ndarray:  # noqa: ANN001
+        if items:
+            if any(item.shape != items[0].shape for item in items):
+                raise self.fail("scan output shapes differ between iterations")
+            return np.stack(items)
+        shape = tuple(max(d, 0) for d in (declared.shape or ()))
+        return np.zeros((0, *shape), declared.dtype or np.float32)
+
+
+@register("Scan", since=9)
+class Scan(_Body):
+    """Scans `num_scan_inputs` inputs along their scan axes, threading N state values
+    through `body`; per-iteration scan outputs are stacked along their axes."""
+
+    def evaluate(self, formal, captures):
+        body = self.body("body")
+        m = int(self.attr("num_scan_inputs", 0))
+        n = len(formal) - m
+        if m < 1 or n < 0:
+            raise self.fail(f"num_scan_inputs={m} does not fit {len(formal)} inputs")
+        states, scanned = list(formal[:n]), formal[n:]
+        in_axes = self._axes("scan_input_axes", m, [x.ndim for x in scanned])
+        in_dirs = list(self.attr("scan_input_directions", [0] * m))
+        lengths = {x.shape[a] for x, a in zip(scanned, in_axes, strict=True)}
+        if len(lengths) != 1:
+            raise self.fail(f"scan inputs have different lengths along their axes: {sorted(lengths)}")
+        length = lengths.pop()
+        k = len(body.outputs) - n
+        collected: list[list[np.ndarray]] = [[] for _ in range(k)]
+        for t in range(length):
+            slices = [np.take(x, length - 1 - t if d else t, axis=a)
+                      for x, a, d in zip(scanned, in_axes, in_dirs, strict=True)]
+            outs = run_graph(body, [*states, *slices, *captures])
+            states = outs[:n]
+            for items, item in zip(collected, outs[n:], strict=True):
+                items.append(item)
+        ranks = [body.outputs[n + j].shape for j in range(k)]
+        out_axes = self._axes("scan_output_axes", k, [1 + (len(r) if r is not None else
+                                                            (collected[j][0].ndim if collected[j] else 0))
+                                                       for j, r in enumerate(ranks)])
+        out_dirs = list(self.attr("scan_output_directions", [0] * k))
+        stacked = []
+        for items, axis, direction, declared in zip(collected, out_axes, out_dirs, body.outputs[n:], strict=True):
+            if not items:
+                shape = tuple(max(d, 0) for d in (declared.shape or ()))
+                stacked.append(np.zeros((0, *shape), declared.dtype or np.float32))
+                continue
+            if direction:
+                items = items[::-1]
+            stacked.append(np.stack(items, axis=axis))
+        return [*states, *stacked]
+
+    def _axes(self, key: str, count: int, ranks: list[int]) -> list[int]:
+        axes = list(self.attr(key, [0] * count))
+        if len(axes) != count:
+            raise self.fail(f"{key} has {len(axes)} entries, expected {count}")
+        resolved = []
+        for axis, rank in zip(axes, ranks, strict=True):
+            if not -rank <= axis < rank:
+                raise self.fail(f"{key}: axis {axis} out of range for rank {rank}")
+            resolved.append(axis % rank)
+        return resolved
+
+
+@register("Scan", since=8)
+class Scan8(Scan):
+    """Opset 8 Scan: a leading optional `sequence_lens` input and a batch axis 0 on
+    every state and scan tensor; each batch entry is scanned along axis 1 (axis 0
+    of the entry). Sequence lengths shorter than the scan axis are refused."""
+
+    min_inputs = 0
+
+    def evaluate(self, formal, captures):
+        lens, formal = formal[0], formal[1:]
+        m = int(self.attr("num_scan_inputs", 0))
+        n = len(formal) - m
+        if m < 1 or n < 0:
+            raise self.fail(f"num_scan_inputs={m} does not fit {len(formal)} inputs")
+        batches = {x.shape[0] for x in formal if x.ndim}
+        if len(batches) != 1 or any(x.ndim < 1 for x in formal):
+            raise self.fail("every state and scan input needs the same batch size on axis 0")
+        batch = batches.pop()
+        full = formal[n].shape[1] if formal[n].ndim > 1 else 0
+        if lens is not None and np.any(np.asarray(lens) != full):
+            raise self.fail(f"sequence_lens other than the full length {full} are not supported")
+        per_batch = [Scan.evaluate(self._as_v9(), [x[b] for x in formal], captures) for b in range(batch)]
+        return [np.stack([results[j] for results in per_batch]) for j in range(len(per_batch[0]))]
+
+    def _as_v9(self) -> Scan:
+        attrs = dict(self.attrs)
+        directions = attrs.pop("directions", None)
+        if directions is not None:
+            attrs["scan_input_directions"] = directions
+        return Scan(self.op_type, self.name, attrs, 9)

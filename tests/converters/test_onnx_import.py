@@ -21,6 +21,7 @@ from tests.onnx_models import make_cnn, make_mlp, make_model, ort_run
 def all_ops_supported(monkeypatch: pytest.MonkeyPatch) -> None:
     """Structural tests must not depend on which kernels exist yet."""
     monkeypatch.setattr(registry, "is_supported", lambda domain, op: True)
+    monkeypatch.setattr(registry, "resolve", lambda *args, **kwargs: None)
 
 
 def _info(name: str, shape: list | None, elem: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
@@ -173,9 +174,35 @@ def test_nested_graph_shares_outer_scope_values() -> None:
                        [_info("x", [2, 3])], [_info("y", None)])
     model.graph.initializer.append(cond)
     graph = from_onnx(model)
-    then = graph.nodes[0].attrs["then_branch"]
-    assert then.nodes[0].inputs[0] is graph.inputs[0]
-    assert {id(g) for g in graph.subgraphs()} == {id(then), id(graph.nodes[0].attrs["else_branch"])}
+    node = graph.nodes[0]
+    then, other = node.attrs["then_branch"], node.attrs["else_branch"]
+    # the outer 'x' becomes a capture: the If's last input, each branch's last input
+    assert node.attrs["captures"] == 1 and node.inputs[-1] is graph.inputs[0]
+    assert then.inputs[-1].name == "x" and then.inputs[-1] is not graph.inputs[0]
+    assert then.nodes[0].inputs[0] is then.inputs[-1]
+    assert other.nodes[0].inputs[0] is other.inputs[-1]
+    assert {id(g) for g in graph.subgraphs()} == {id(then), id(other)}
+
+
+def test_captures_thread_through_nested_bodies() -> None:
+    """A body two levels down reading a top-level value: each level captures it, and the
+    converted model computes what onnxruntime computes."""
+    inner = helper.make_graph([helper.make_node("Relu", ["x"], ["z"])], "inner", [], [_info("z", None)])
+    middle = helper.make_graph([helper.make_node("If", ["c"], ["w"], then_branch=inner, else_branch=inner)],
+                               "middle", [], [_info("w", None)])
+    model = make_model([helper.make_node("If", ["c"], ["y"], then_branch=middle, else_branch=middle)],
+                       [_info("x", [2, 3]), _info("c", [], TensorProto.BOOL)], [_info("y", [2, 3])])
+    graph = from_onnx(model)
+    top = graph.nodes[0]
+    assert top.attrs["captures"] == 2  # x and c, both read inside
+    mid = top.attrs["then_branch"].nodes[0]
+    assert mid.attrs["captures"] == 1 and mid.inputs[-1].name == "x"
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    from runtime.interpreter import Interpreter
+
+    for c in (True, False):
+        got = Interpreter(graph).run({"x": x, "c": np.array(c)})["y"]
+        np.testing.assert_array_equal(got, ort_run(model, {"x": x, "c": np.array(c)})["y"])
 
 
 @pytest.mark.usefixtures("all_ops_supported")

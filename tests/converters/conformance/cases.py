@@ -142,9 +142,18 @@ def ops_used(model: onnx.ModelProto) -> set[str]:
 
 
 def unsupported_ops(case: Case) -> set[str]:
-    """The ops of `case` that no edgerun kernel implements (Constant needs none)."""
+    """The ops of `case` that no edgerun kernel implements at the model's opset version
+    (Constant needs none)."""
     import runtime.kernels  # noqa: F401
-    from runtime.kernels.registry import supported_ops
+    from runtime.errors import UnsupportedOpError
+    from runtime.kernels import registry
 
-    supported = set(supported_ops()) | {"Constant"}
-    return ops_used(case.model) - supported
+    opsets = {("" if o.domain in ("", "ai.onnx") else o.domain): o.version for o in case.model.opset_import}
+    missing = set()
+    for op in ops_used(case.model) - {"Constant"}:
+        domain, _, op_type = op.rpartition(":")
+        try:
+            registry.resolve(domain, op_type, opsets.get(domain, 1), "?")
+        except UnsupportedOpError:
+            missing.add(op)
+    return missing

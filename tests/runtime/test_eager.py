@@ -1,0 +1,122 @@
+"""Plans whose output shapes depend on run-time contents run eagerly; control flow
+bodies run through runtime.eager. Oracles: numpy's reshape and plain Python."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.errors import InputError, ModelError, ValueNeeded
+from runtime.graph import GraphBuilder
+from runtime.interpreter import Interpreter
+
+
+def _reshape_by_input():
+    g = GraphBuilder("reshape_by_input", opset=17)
+    x = g.input("x", np.float32, (-1, 6))
+    shape = g.input("shape", np.int64, (2,))
+    g.output(g.op("Relu", [g.op("Reshape", [x, shape], name="reshape")], name="relu"), "y")
+    return g.build()
+
+
+def test_reshape_by_a_runtime_shape_runs_eagerly_and_matches_numpy():
+    it = Interpreter(_reshape_by_input())
+    plan = it._plans["serving_default"]
+    assert plan.eager  # the reshape target is an input: no arena can be planned ahead
+    x = np.arange(-12, 12, dtype=np.float32).reshape(4, 6)
+    for target in ([3, 8], [8, -1], [24, 1]):
+        got = it.run({"x": x, "shape": np.array(target, np.int64)})["y"]
+        np.testing.assert_array_equal(got, np.maximum(x.reshape(target), 0))
+    got = it.run({"x": x[:1], "shape": np.array([2, 3], np.int64)})["y"]  # a new batch size too
+    np.testing.assert_array_equal(got, np.maximum(x[:1].reshape(2, 3), 0))
+
+
+def test_eager_outputs_are_fresh_arrays():
+    it = Interpreter(_reshape_by_input())
+    x = np.ones((2, 6), np.float32)
+    first = it.run({"x": x, "shape": np.array([3, 4], np.int64)})["y"]
+    first[...] = -5
+    again = it.run({"x": x, "shape": np.array([3, 4], np.int64)})["y"]
+    np.testing.assert_array_equal(again, np.ones((3, 4), np.float32))
+
+
+def test_eager_bad_runtime_shape_is_a_model_error_naming_the_node():
+    it = Interpreter(_reshape_by_input())
+    with pytest.raises(ModelError, match="reshape"):
+        it.run({"x": np.ones((2, 6), np.float32), "shape": np.array([5, 5], np.int64)})
+    # the interpreter is still usable afterwards
+    out = it.run({"x": np.ones((2, 6), np.float32), "shape": np.array([4, 3], np.int64)})["y"]
+    assert out.shape == (4, 3)
+
+
+def test_eager_still_checks_inputs():
+    it = Interpreter(_reshape_by_input())
+    with pytest.raises(InputError, match="shape"):
+        it.run({"x": np.ones((2, 6), np.float32), "shape": np.array([4, 3], np.int32)})
+
+
+def test_value_needed_is_a_model_error_naming_node_and_input():
+    error = ValueNeeded("n1", "Reshape", 1)
+    assert isinstance(error, ModelError) and "n1" in str(error) and "input 1" in str(error)
+
+
+def _counting_loop(trip: int | None, stop_at: float | None):
+    """Loop: acc += 1 each iteration while acc < stop_at (if given), `trip` times at most;
+    also scans acc out each iteration."""
+    body = GraphBuilder("body", opset=17)
+    body.input("i", np.int64, ())
+    body.input("cond_in", np.bool_, ())
+    acc = body.input("acc", np.float32, (1,))
+    one = body.constant("one", np.ones(1, np.float32))
+    nxt = body.op("Add", [acc, one], name="inc")
+    if stop_at is None:
+        cond = body.op("Identity", [body.constant("true", np.array(True))], name="keep")
+    else:
+        limit = body.constant("limit", np.array([stop_at], np.float32))
+        cond = body.op("Reshape", [body.op("Less", [nxt, limit], name="less"),
+                                   body.constant("scalar", np.zeros(0, np.int64))], name="squeeze")
+    body.output(cond, "cond_out")
+    body.output(nxt, "acc_out")
+    body.output(body.op("Identity", [nxt], name="scan"), "scan_out")
+    g = GraphBuilder("loop", opset=17)
+    start = g.input("start", np.float32, (1,))
+    m = g.constant("m", np.array(trip, np.int64)) if trip is not None else None
+    final, scanned = g.op("Loop", [m, None, start], body=body.build(), name="loop",
+                          output_names=["final", "scanned"])
+    g.output(final, "final")
+    g.output(scanned, "scanned")
+    return g.build()
+
+
+def test_loop_with_trip_count_matches_python():
+    it = Interpreter(_counting_loop(trip=5, stop_at=None))
+    out = it.run({"start": np.array([2.0], np.float32)})
+    np.testing.assert_array_equal(out["final"], [7.0])
+    np.testing.assert_array_equal(out["scanned"], np.array([[3.0], [4.0], [5.0], [6.0], [7.0]], np.float32))
+
+
+def test_loop_stops_on_its_condition():
+    it = Interpreter(_counting_loop(trip=100, stop_at=4.0))
+    out = it.run({"start": np.array([0.0], np.float32)})
+    np.testing.assert_array_equal(out["final"], [4.0])  # 1, 2, 3 (cond true), 4 (cond false, still produced)
+    assert out["scanned"].shape == (4, 1)
+
+
+def test_loop_with_zero_trips_returns_the_initial_value_and_an_empty_scan():
+    it = Interpreter(_counting_loop(trip=0, stop_at=None))
+    out = it.run({"start": np.array([9.0], np.float32)})
+    np.testing.assert_array_equal(out["final"], [9.0])
+    assert out["scanned"].shape[0] == 0
+
+
+def test_an_unsupported_op_inside_a_body_fails_at_construction():
+    body = GraphBuilder("body", opset=17)
+    bx = body.input("bx", np.float32, (2,))
+    body.output(body.op("NoSuchOp", [bx], name="inner_bad"), "by")
+    g = GraphBuilder("outer", opset=17)
+    cond = g.input("cond", np.bool_, ())
+    x = g.input("x", np.float32, (2,))
+    branch = body.build()
+    g.output(g.op("If", [cond, x], then_branch=branch, else_branch=branch, captures=1, name="if"), "y")
+    with pytest.raises(ModelError, match="inner_bad"):
+        Interpreter(g.build())
