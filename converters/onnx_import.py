@@ -32,13 +32,17 @@ _ONNX_DOMAINS = ("", "ai.onnx")
 _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 
 
-def from_onnx(model: onnx.ModelProto | str | os.PathLike[str] | bytes) -> Graph:
+def from_onnx(model: onnx.ModelProto | str | os.PathLike[str] | bytes, check: bool = True) -> Graph:
     """Convert an ONNX model to an edgerun `Graph`.
 
     `model` is a ModelProto, a path to an .onnx file (external data is read from
     beside it) or the serialized bytes. Returns a graph whose `serving_default`
     signature maps the ONNX input/output names to values, with ONNX/producer
     metadata copied to `graph.metadata`.
+
+    `check` runs `onnx.checker` first: invalid ONNX is refused with the checker's
+    message (graph inputs/outputs without a declared shape are accepted, as
+    onnxruntime accepts them).
 
     Raises ConversionError when the model cannot be read or parsed, uses ops no
     kernel implements (one error listing every such op with its node names),
@@ -47,8 +51,10 @@ def from_onnx(model: onnx.ModelProto | str | os.PathLike[str] | bytes) -> Graph:
     """
     proto = _load(model)
     opsets = _opsets(proto)
-    _check_supported(proto.graph, opsets)
+    _check_supported(proto.graph, opsets)  # first: every unsupported op in one error
     graph = _GraphConverter(opsets).convert(proto.graph, ChainMap(), top_level=True)
+    if check:
+        _check_valid(proto, model)
     graph.metadata.update(_metadata(proto))
     return graph
 
@@ -79,6 +85,39 @@ def _load(model: Any) -> onnx.ModelProto:
     if not proto.HasField("graph") or not proto.graph.output:
         raise ConversionError("not an ONNX model: it has no graph (or a graph without outputs)")
     return proto
+
+
+def _check_valid(proto: onnx.ModelProto, source: Any) -> None:
+    """ConversionError carrying onnx.checker's message when the model is not valid ONNX.
+
+    One rule is relaxed, as onnxruntime relaxes it: graph inputs and outputs may
+    declare a tensor type without a shape (edgerun infers shapes itself). Models
+    over protobuf's 2 GiB limit are checked from their path.
+    """
+    import onnx
+
+    def check(model: Any) -> None:
+        if not isinstance(model, onnx.ModelProto) or model.ByteSize() < (1 << 31) - 1:
+            onnx.checker.check_model(model)
+        elif isinstance(source, (str, os.PathLike)):
+            onnx.checker.check_model(os.fspath(source))
+
+    try:
+        check(proto)
+    except onnx.checker.ValidationError as exc:
+        message = str(exc)
+        if "Field 'shape' of 'type' is required" in message:
+            relaxed = onnx.ModelProto()
+            relaxed.CopyFrom(proto)
+            for info in (*relaxed.graph.input, *relaxed.graph.output):
+                if info.type.HasField("tensor_type") and not info.type.tensor_type.HasField("shape"):
+                    info.type.tensor_type.shape.SetInParent()
+            try:
+                check(relaxed)
+                return
+            except onnx.checker.ValidationError as again:
+                message = str(again)
+        raise ConversionError(f"invalid ONNX model (onnx.checker): {message}") from None
 
 
 def _opsets(proto: onnx.ModelProto) -> dict[str, int]:

@@ -152,7 +152,7 @@ def test_attribute_types() -> None:
     node = helper.make_node("Relu", ["x"], ["y"], f=1.5, i=3, s="abc", fs=[1.0, 2.0],
                             ints=[1, 2], ss=["a", "b"], t=tensor, ts=[tensor, tensor],
                             g=body, gs=[body])
-    attrs = from_onnx(_one_node(node)).nodes[0].attrs
+    attrs = from_onnx(_one_node(node), check=False).nodes[0].attrs  # attributes Relu lacks
     assert attrs["f"] == 1.5 and isinstance(attrs["f"], float)
     assert attrs["i"] == 3 and isinstance(attrs["i"], int)
     assert attrs["s"] == "abc" and attrs["ss"] == ["a", "b"]
@@ -229,7 +229,7 @@ def test_ai_onnx_domain_is_the_default_domain() -> None:
     model = _one_node(helper.make_node("Relu", ["x"], ["y"], domain="ai.onnx"))
     model.opset_import[0].domain = "ai.onnx"
     model.opset_import[0].version = 14
-    (node,) = from_onnx(model).nodes
+    (node,) = from_onnx(model, check=False).nodes
     assert (node.domain, node.version) == ("", 14)
 
 
@@ -366,3 +366,31 @@ def test_static_batch_matches_onnxruntime(batch: int) -> None:
     x = np.random.default_rng(2).standard_normal((batch, 3, 16, 16)).astype(np.float32)
     got = Interpreter(from_onnx(model)).run({"x": x})
     np.testing.assert_allclose(got["y"], ort_run(model, {"x": x})["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_invalid_onnx_gets_the_checkers_message() -> None:
+    model = make_mlp()
+    model.graph.node[1].attribute.append(helper.make_attribute("bogus", 1))  # Relu has no such attribute
+    with pytest.raises(ConversionError, match=r"invalid ONNX model \(onnx.checker\)") as info:
+        from_onnx(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        assert str(exc).splitlines()[0] in str(info.value)
+
+
+def test_outputs_without_a_shape_are_accepted_as_onnxruntime_accepts_them() -> None:
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [_info("x", [2, 3])], [_info("y", None)])
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(model)
+    assert from_onnx(model).outputs[0].shape is None
+
+
+def test_missing_external_data_names_the_file(tmp_path) -> None:
+    model = make_mlp()
+    path = tmp_path / "mlp.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(ConversionError, match="weights.bin"):
+        from_onnx(str(path))
