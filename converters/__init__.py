@@ -1,8 +1,9 @@
-"""Converters into edgerun's IR: ONNX import (more formats and graph passes to come).
+"""Converters into edgerun's IR: ONNX import and the graph optimizer (more formats to come).
 
 Importing this package does not import onnx; `from_onnx` does, when called.
 """
 
 from converters.onnx_import import from_onnx
+from converters.optimize import OptimizeReport, optimize
 
-__all__ = ["from_onnx"]
+__all__ = ["OptimizeReport", "from_onnx", "optimize"]

@@ -1,4 +1,7 @@
-"""`edgerun convert`: ONNX -> .erm. Registered by runtime.cli through `add_parser`."""
+"""`edgerun convert`: ONNX -> .erm. Registered by runtime.cli through `add_parser`.
+
+    edgerun convert model.onnx [out.erm | -o out.erm] [--no-optimize]
+"""
 
 from __future__ import annotations
 
@@ -11,21 +14,31 @@ def add_parser(subparsers: Any) -> None:
     """Register the `convert` command on an argparse subparsers object."""
     p = subparsers.add_parser("convert", help="convert an ONNX model to .erm")
     p.add_argument("model", type=Path, help=".onnx file")
-    p.add_argument("-o", "--output", type=Path, default=None,
+    p.add_argument("output_path", nargs="?", type=Path, default=None, metavar="output",
                    help="output .erm (default: the input path with suffix .erm)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="output .erm (same as the positional)")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="skip the graph optimizer (constant folding, BN folding, fusion, ...)")
     p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    """Convert and save; prints one summary line (nodes, parameters, file size).
+    """Convert, optimize (unless --no-optimize) and save. Prints the optimizer's report
+    (a header and one line per pass: nodes before -> after, what changed), then one
+    summary line (nodes, parameters, file size).
 
-    Fails with ConversionError (unreadable or unsupported model) or ModelError / OSError
-    (the graph cannot be written)."""
-    from converters.onnx_import import from_onnx
+    Fails with ConversionError (unreadable or unsupported model), ModelError / OSError
+    (the graph cannot be written) or ValueError (two different output paths given)."""
+    from converters.optimize import optimize
     from runtime import save_model
 
-    output = args.output or args.model.with_suffix(".erm")
-    graph = from_onnx(args.model)
+    if args.output and args.output_path and args.output != args.output_path:
+        raise ValueError(f"two output paths given: {args.output_path} and -o {args.output}")
+    output = args.output or args.output_path or args.model.with_suffix(".erm")
+    graph = _import(args.model)
+    if not args.no_optimize:
+        for line in optimize(graph).lines():
+            print(line)
     path = save_model(graph, output)
     nodes = len(graph.nodes) + sum(len(g.nodes) for g in graph.subgraphs())
     params = sum(v.data.size for v in graph.values()
@@ -33,3 +46,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(f"converted {args.model} -> {path}: {nodes} nodes, {params:,} parameters, "
           f"{path.stat().st_size:,} bytes")
     return 0
+
+
+def _import(model: Path) -> Any:
+    """The graph as imported, not optimized (the optimizer runs here, to print its report)."""
+    from converters.onnx_import import from_onnx
+
+    return from_onnx(model, optimize=False)

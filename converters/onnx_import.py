@@ -32,7 +32,9 @@ _ONNX_DOMAINS = ("", "ai.onnx")
 _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
 
 
-def from_onnx(model: onnx.ModelProto | str | os.PathLike[str] | bytes, check: bool = True) -> Graph:
+def from_onnx(
+    model: onnx.ModelProto | str | os.PathLike[str] | bytes, check: bool = True, optimize: bool = True
+) -> Graph:
     """Convert an ONNX model to an edgerun `Graph`.
 
     `model` is a ModelProto, a path to an .onnx file (external data is read from
@@ -42,7 +44,10 @@ def from_onnx(model: onnx.ModelProto | str | os.PathLike[str] | bytes, check: bo
 
     `check` runs `onnx.checker` first: invalid ONNX is refused with the checker's
     message (graph inputs/outputs without a declared shape are accepted, as
-    onnxruntime accepts them).
+    onnxruntime accepts them). `optimize` runs the graph optimizer
+    (`converters.optimize`: constant and shape folding, BatchNormalization folding,
+    activation fusion, dead-code elimination); pass False for the graph exactly
+    as imported (the training converter does: it differentiates the original ops).
 
     Raises ConversionError when the model cannot be read or parsed, uses ops no
     kernel implements (one error listing every such op with its node names),
@@ -56,6 +61,10 @@ def from_onnx(model: onnx.ModelProto | str | os.PathLike[str] | bytes, check: bo
     if check:
         _check_valid(proto, model)
     graph.metadata.update(_metadata(proto))
+    if optimize:
+        from converters.optimize import optimize as run_optimizer
+
+        run_optimizer(graph)
     return graph
 
 
@@ -395,7 +404,7 @@ def _to_array(tensor: onnx.TensorProto, where: str) -> np.ndarray:
         array = numpy_helper.to_array(tensor)
     except (ValueError, TypeError, OSError) as exc:
         raise ConversionError(f"{where}: cannot read tensor data: {exc}") from None
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("="))
+    return np.require(array, array.dtype.newbyteorder("="), "C")  # keeps 0-d scalars 0-d
 
 
 def _value_from_info(info: onnx.ValueInfoProto, where: str, required: bool) -> Value:

@@ -12,6 +12,7 @@ import numpy as np
 from numba import njit
 
 from runtime.kernels.base import TensorSpec
+from runtime.kernels.fused import apply_activation
 from runtime.kernels.registry import accelerate
 
 BACKEND = "numba"
@@ -73,6 +74,7 @@ class NumbaGemm:
     def _run_small(self, inputs, outputs):
         a = inputs[0].T if self.trans_a else inputs[0]
         gemm_small(a, self.bt, self.bias, self.alpha_f, outputs[0])
+        apply_activation(outputs[0], self.activation)  # a fused Relu/Clip/... (runtime.kernels.fused)
 
 
 @accelerate("Softmax", BACKEND)

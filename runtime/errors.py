@@ -30,6 +30,10 @@ class UnsupportedOpError(ModelError):
         super().__init__(message)
 
 
+class MemoryBudgetError(ModelError):
+    """Running a model would take more memory than the interpreter's memory budget."""
+
+
 class ValueNeeded(ModelError):
     """A kernel's output shape depends on the contents of an input that is not a
     constant at prepare time (Reshape by a computed shape, NonZero, Range...).

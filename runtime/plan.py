@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import EdgerunError, InputError, ModelError, ValueNeeded
+from runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, ValueNeeded
 from runtime.graph import Graph, Node, Signature, Value
 from runtime.kernels import Kernel, TensorSpec, resolve
 from runtime.planner import TensorLife, plan_arena
@@ -56,6 +56,7 @@ class _Prepared:
     updates: list[tuple[Any, np.ndarray]] = field(default_factory=list)
     arena_bytes: int = 0
     eager: bool = False  # outputs need run-time values: prepare again on every run
+    deferred: bool = False  # not prepared yet: the first run's shapes decide
 
 
 class ExecutionPlan:
@@ -86,8 +87,19 @@ class ExecutionPlan:
         self.eager = False  # set for good once a kernel needs run-time values to infer shapes
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         shapes = {n: tuple(1 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
-        self.prepared = self._prepare(shapes)
-        self._recent: dict[tuple, _Prepared] = {tuple(shapes.items()): self.prepared}
+        self._recent: dict[tuple, _Prepared] = {}
+        try:
+            self.prepared = self._prepare(shapes)
+            self._recent[tuple(shapes.items())] = self.prepared
+        except MemoryBudgetError:
+            raise  # larger shapes would need more still
+        except ModelError:
+            # Dynamic dims are prepared at 1 until a run says otherwise; some models
+            # cannot run that small (a 256-wide window over a length-1 signal). Their
+            # first run prepares for its real shapes; static models fail right here.
+            if not any(d < 0 for info in self.input_info.values() for d in info.shape):
+                raise
+            self.prepared = _Prepared(dict(shapes), deferred=True)
         self.output_info = self._describe_outputs(shapes)
 
     @property
@@ -100,7 +112,7 @@ class ExecutionPlan:
         Found by preparing once more with every dynamic input dim set to 2 and
         comparing. Declared output shapes are only hints and are not trusted.
         """
-        if self.prepared.eager:  # shapes depend on values: trust the declarations
+        if self.prepared.eager or self.prepared.deferred:  # shapes not known yet: trust the declarations
             return {name: TensorInfo(name, value.dtype, tuple(value.shape or ()))
                     for name, value in self.signature.outputs.items()}
         probe = None
@@ -165,7 +177,7 @@ class ExecutionPlan:
                 self._check_shape(name, array.shape)
                 changed[name] = array.shape
             arrays[name] = array
-        if changed:
+        if changed or self.prepared.deferred:
             self.prepared = self._reprepare({**self.prepared.shapes, **changed})
         return arrays
 
@@ -223,7 +235,7 @@ class ExecutionPlan:
             raise InputError(f"input {name!r}: shape {shape} must be non-negative integers")
         shape = tuple(int(d) for d in shape)
         self._check_shape(name, shape)
-        if shape != self.prepared.shapes[name]:
+        if shape != self.prepared.shapes[name] or self.prepared.deferred:
             self.prepared = self._reprepare({**self.prepared.shapes, name: shape})
 
     # ------------------------------------------------------------- prepare
@@ -392,7 +404,7 @@ class ExecutionPlan:
         try:
             arena = np.empty(layout.size + ARENA_ALIGNMENT, np.uint8)
         except MemoryError:
-            raise ModelError(f"signature {self.name!r}: cannot allocate a {layout.size}-byte arena") from None
+            raise MemoryBudgetError(f"signature {self.name!r}: cannot allocate a {layout.size}-byte arena") from None
         base = -arena.ctypes.data % ARENA_ALIGNMENT
         views: dict[Value, np.ndarray] = {}
         for value, offset in zip(arena_values, layout.offsets, strict=True):
@@ -434,7 +446,7 @@ class ExecutionPlan:
 
     def _check_budget(self, nbytes: int, what: str) -> None:
         if nbytes > self.memory_budget:
-            raise ModelError(
+            raise MemoryBudgetError(
                 f"signature {self.name!r}: {what} needs {nbytes} bytes, "
                 f"over the memory budget of {self.memory_budget}"
             )

@@ -37,7 +37,7 @@ def cmd_make_trainable(args: argparse.Namespace) -> int:
     if args.model.suffix == ".onnx":
         from converters import from_onnx
 
-        graph = from_onnx(args.model)
+        graph = from_onnx(args.model, optimize=False)  # gradients need the original ops
     else:
         graph = load_model(args.model)
     trainable: Any = args.trainable

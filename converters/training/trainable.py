@@ -126,7 +126,11 @@ def make_trainable(
     if loss not in LOSSES:
         raise ConversionError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     opt = Optimizer.parse(optimizer)
-    builder = _TrainableBuilder(_copy_graph(graph))
+    copied = _copy_graph(graph)
+    from converters.optimize import unfuse_activations
+
+    unfuse_activations(copied)  # an optimized .erm: gradient rules know the plain ops
+    builder = _TrainableBuilder(copied)
     builder.select_parameters(trainable, output)
     builder.build_training_forward()
     builder.add_loss(loss, output, one_hot_labels, l2)

@@ -120,3 +120,32 @@ def test_an_unsupported_op_inside_a_body_fails_at_construction():
     g.output(g.op("If", [cond, x], then_branch=branch, else_branch=branch, captures=1, name="if"), "y")
     with pytest.raises(ModelError, match="inner_bad"):
         Interpreter(g.build())
+
+
+def _window_over_dynamic_length():
+    """y = Conv(x, w) with a width-4 window over a dynamic length: cannot be prepared
+    at the placeholder length 1."""
+    g = GraphBuilder("window", opset=17)
+    x = g.input("x", np.float32, (1, 1, -1))
+    w = g.constant("w", np.array([[[1.0, 2.0, 3.0, 4.0]]], np.float32))
+    g.output(g.op("Conv", [x, w], name="conv"), "y")
+    return g.build()
+
+
+def test_a_model_that_cannot_prepare_at_length_one_prepares_on_its_first_run():
+    it = Interpreter(_window_over_dynamic_length())
+    x = np.arange(8, dtype=np.float32).reshape(1, 1, 8)
+    want = np.array([np.dot(x[0, 0, i : i + 4], [1, 2, 3, 4]) for i in range(5)], np.float32)
+    np.testing.assert_allclose(it.run({"x": x})["y"].reshape(-1), want)
+    with pytest.raises(InputError, match="cannot run with input shapes"):
+        it.run({"x": np.ones((1, 1, 2), np.float32)})  # too short for the window
+    np.testing.assert_allclose(it.run({"x": x})["y"].reshape(-1), want)  # still fine
+
+
+def test_a_static_model_that_cannot_prepare_fails_at_construction():
+    g = GraphBuilder("window", opset=17)
+    x = g.input("x", np.float32, (1, 1, 2))
+    w = g.constant("w", np.ones((1, 1, 4), np.float32))
+    g.output(g.op("Conv", [x, w], name="conv"), "y")
+    with pytest.raises(ModelError, match="conv"):
+        Interpreter(g.build())

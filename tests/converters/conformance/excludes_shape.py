@@ -1,4 +1,70 @@
 """Excluded conformance cases of the shape family: name -> reason (one line each)."""
 
+# Element types numpy (and so .erm, see runtime/dtypes.py) cannot hold: the converter
+# refuses any model with a tensor of one of these types.
+NO_NUMPY_TYPE = ("BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ",
+                 "FLOAT8E8M0", "FLOAT4E2M1", "INT4", "UINT4", "INT2", "UINT2")
+
+
+def _no_type(name: str) -> str:
+    return f"element type {name} has no numpy dtype; the converter refuses the model"
+
+
+def _cast_cases() -> dict[str, str]:
+    """Cast/CastLike cases (and CastLike's expanded twins) that involve such a type."""
+    floats = ("FLOAT", "FLOAT16")
+    pairs = [("FLOAT", "BFLOAT16"), ("BFLOAT16", "FLOAT")]
+    for other in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT4E2M1"):
+        pairs += [(f, other) for f in floats] + [(other, f) for f in floats]
+    for small, wide in (("UINT4", "UINT8"), ("INT4", "INT8"), ("UINT2", "UINT8"), ("INT2", "INT8")):
+        pairs += [(f, small) for f in floats] + [(small, f) for f in (*floats, wide)]
+    names = {}
+    for src, dst in pairs:
+        odd = src if src in NO_NUMPY_TYPE else dst
+        for prefix in ("test_cast_", "test_castlike_", "test_castlike_expanded_"):
+            name = f"{prefix}{src}_to_{dst}"
+            if prefix == "test_castlike_expanded_":
+                name = f"test_castlike_{src}_to_{dst}_expanded"
+            names[name] = _no_type(odd)
+    for f in floats:
+        for f8 in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ"):
+            for name in (f"test_cast_no_saturate_{f}_to_{f8}", f"test_castlike_no_saturate_{f}_to_{f8}",
+                         f"test_castlike_no_saturate_{f}_to_{f8}_expanded"):
+                names[name] = _no_type(f8)
+        names[f"test_cast_e8m0_{f}_to_FLOAT8E8M0"] = _no_type("FLOAT8E8M0")
+        names[f"test_cast_e8m0_FLOAT8E8M0_to_{f}"] = _no_type("FLOAT8E8M0")
+    return names
+
+
+_FLOAT_PAIRS = [(a, b) for a in ("FLOAT", "FLOAT16", "DOUBLE") for b in ("FLOAT", "FLOAT16", "DOUBLE") if a != b]
+
 EXCLUDED: dict[str, str] = {
+    **_cast_cases(),
+    "test_compress_bfloat16": _no_type("BFLOAT16"),
+    "test_onehot_with_bfloat16_values": _no_type("BFLOAT16"),
+    "test_range_bfloat16_type_positive_delta": _no_type("BFLOAT16"),
+    "test_range_bfloat16_type_positive_delta_expanded": _no_type("BFLOAT16"),
+    "test_reversesequence_bfloat16": _no_type("BFLOAT16"),
+    "test_unique_bfloat16_sorted_without_axis": _no_type("BFLOAT16"),
+    # Other families' expanded cases whose last missing ops were shape kernels (Cast, Reshape...).
+    "test_attention_3d_causal_bf16_expanded": _no_type("BFLOAT16"),
+    "test_attention_4d_causal_bf16_expanded": _no_type("BFLOAT16"),
+    "test_attention_4d_padded_kv_bf16_expanded": _no_type("BFLOAT16"),
+    "test_attention_4d_causal_padded_kv_bf16_expanded": _no_type("BFLOAT16"),
+    "test_attention_4d_attn_mask_causal_bf16_expanded": _no_type("BFLOAT16"),
+    "test_celu_bfloat16_expanded": _no_type("BFLOAT16"),
+    # Waiting on changes outside the shape kernels (lead): delete these entries when they land.
+    **{name: "harness: the case's data sets are TensorProtos; cases.py must convert them with "
+             "numpy_helper.to_array (the kernel passes with converted data)"
+       for name in [f"test_cast_{a}_to_{b}" for a, b in _FLOAT_PAIRS]
+       + [f"test_castlike_{a}_to_{b}{e}" for a, b in _FLOAT_PAIRS for e in ("", "_expanded")]},
+    **{name: "Split into equal parts needs the node's output count: the plan must set kernel.num_outputs"
+       for name in ("test_split_equal_parts_1d_opset13", "test_split_equal_parts_2d_opset13",
+                    "test_split_equal_parts_default_axis_opset13", "test_GLU", "test_GLU_dim")},
+    **{name: "converter: np.ascontiguousarray turns the 0-d Constant Q_Max into shape (1,), so y_scale is (1,)"
+       for name in ("test_dynamicquantizelinear_expanded", "test_dynamicquantizelinear_max_adjusted_expanded",
+                    "test_dynamicquantizelinear_min_adjusted_expanded")},
+    # Identity itself works; the graph input is not a tensor.
+    "test_identity_sequence": "sequence-typed graph input: .erm holds tensors only",
+    "test_identity_opt": "optional-typed graph input: .erm holds tensors only",
 }

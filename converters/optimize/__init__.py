@@ -1,0 +1,60 @@
+"""Graph optimizer: passes that make a converted graph smaller and faster while keeping
+every signature's outputs equal. Works in place on the top-level graph (control-flow
+bodies are left as they are) and returns a report:
+
+    graph = from_onnx("model.onnx")
+    report = optimize(graph)                     # default passes, to a fixed point
+    report = optimize(graph, ["fold_constants", "eliminate_dead_code"])
+    print("\\n".join(report.lines()))
+
+Passes, in the default order (each its own module):
+    remove_identity      Identity / inference Dropout removal        (identity.py)
+    fold_shape_ops       Shape / Size of static shapes -> constants   (shape_ops.py)
+    fold_constants       nodes of constant inputs -> constants        (constants.py)
+    fold_batchnorm       BatchNormalization into Conv / Gemm          (batchnorm.py)
+    fold_conv_add        Conv + Add(per-channel constant) -> bias     (conv_add.py)
+    fuse_activations     Conv/Gemm/MatMul + Relu/Clip/... -> one node (activation.py)
+    eliminate_dead_code  nodes and constants no output needs          (dead_code.py)
+
+`unfuse_activations(graph)` undoes fuse_activations, for consumers (such as the training
+converter's gradient rules) that do not understand fused activation attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from converters.optimize.activation import FuseActivations, unfuse_activations
+from converters.optimize.batchnorm import FoldBatchNorm
+from converters.optimize.constants import FoldConstants
+from converters.optimize.conv_add import FoldConvAdd
+from converters.optimize.dead_code import EliminateDeadCode
+from converters.optimize.identity import RemoveIdentity
+from converters.optimize.manager import MAX_ROUNDS, OptimizeReport, Pass, PassSummary, run_passes
+from converters.optimize.shape_ops import FoldShapeOps
+from runtime.errors import ConversionError
+from runtime.graph import Graph
+
+PASSES: dict[str, Callable[[], Pass]] = {
+    cls.name: cls for cls in (RemoveIdentity, FoldShapeOps, FoldConstants, FoldBatchNorm,
+                              FoldConvAdd, FuseActivations, EliminateDeadCode)
+}
+DEFAULT_PASSES = tuple(PASSES)
+
+
+def optimize(graph: Graph, passes: Sequence[str | Pass] | None = None,
+             max_rounds: int = MAX_ROUNDS) -> OptimizeReport:
+    """Optimize `graph` in place with `passes` (names from PASSES or Pass objects; default:
+    all, in DEFAULT_PASSES order), repeated until a round changes nothing or `max_rounds`
+    rounds ran. Returns what each pass did. ConversionError for an unknown pass name."""
+    chosen = []
+    for p in DEFAULT_PASSES if passes is None else passes:
+        if isinstance(p, str):
+            if p not in PASSES:
+                raise ConversionError(f"unknown optimizer pass {p!r}; known: {', '.join(PASSES)}")
+            p = PASSES[p]()
+        chosen.append(p)
+    return run_passes(graph, chosen, max_rounds)
+
+
+__all__ = ["DEFAULT_PASSES", "PASSES", "OptimizeReport", "Pass", "PassSummary", "optimize", "unfuse_activations"]
