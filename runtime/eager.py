@@ -40,8 +40,7 @@ def run_graph(graph: Graph, inputs: Sequence[np.ndarray], backend: str = "cpu") 
 
 def run_node(node: Node, inputs: list[np.ndarray | None], backend: str = "cpu") -> list[np.ndarray]:
     """Prepare `node`'s kernel with `inputs` as known values, run it, return its outputs."""
-    kernel: Kernel = resolve(node.domain, node.op_type, node.version, node.name, backend)(
-        node.op_type, node.name, dict(node.attrs), node.version)
+    kernel: Kernel = resolve(node.domain, node.op_type, node.version, node.name, backend).for_node(node)
     specs = [None if a is None else TensorSpec(a.dtype, a.shape) for a in inputs]
     try:
         out_specs = list(kernel.prepare(specs, list(inputs)))

@@ -271,7 +271,7 @@ class ExecutionPlan:
         lives: dict[Value, list[int]] = {}
         folded_bytes = 0
         for node, cls in zip(self.nodes, self.kernel_classes, strict=True):
-            kernel = cls(node.op_type, node.name, dict(node.attrs), node.version)
+            kernel = cls.for_node(node)
             in_values = self._node_inputs(node, specs, known)
             in_specs = [None if v is None else specs[v] for v in in_values]
             out_specs = self._infer(node, kernel, in_specs, [known.get(v) for v in in_values])

@@ -52,7 +52,7 @@ class FoldConstants(Pass):
             return None
         try:
             cls = resolve(node.domain, node.op_type, node.version, node.name)
-            kernel = cls(node.op_type, node.name, dict(node.attrs), node.version)
+            kernel = cls.for_node(node)
             if not kernel.deterministic:
                 return None
             specs = [None if a is None else TensorSpec(a.dtype, a.shape) for a in inputs]

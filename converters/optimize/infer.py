@@ -71,8 +71,7 @@ def _prepare(node: Node, specs: dict[Value, TensorSpec], known: dict[Value, np.n
     if rewrite.nested_graphs(node) or any(v is not None and v not in specs for v in node.inputs):
         return
     try:
-        kernel = resolve(node.domain, node.op_type, node.version, node.name)(
-            node.op_type, node.name, dict(node.attrs), node.version)
+        kernel = resolve(node.domain, node.op_type, node.version, node.name).for_node(node)
         out_specs = list(kernel.prepare([None if v is None else specs[v] for v in node.inputs],
                                         [None if v is None else known.get(v) for v in node.inputs]))
     except Exception:  # noqa: BLE001 - any failure only means "unknown"

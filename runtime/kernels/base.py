@@ -55,12 +55,23 @@ class Kernel:
     # (Shape, Size): the plan evaluates them at prepare time, so shape arithmetic
     # (Shape -> Gather -> Concat -> Reshape) folds once input shapes are known.
     shape_only: bool = False
+    # How many output slots the node has (omitted optional ones included); set by
+    # `for_node`. Split into equal parts, for one, depends on it.
+    num_outputs: int = 1
 
     def __init__(self, op_type: str, name: str, attrs: dict[str, Any], version: int) -> None:
         self.op_type = op_type
         self.name = name
         self.attrs = attrs
         self.version = version
+
+    @classmethod
+    def for_node(cls, node: Any) -> Kernel:
+        """A kernel object for `node` (a runtime.graph.Node): its attributes, version
+        and output count."""
+        kernel = cls(node.op_type, node.name, dict(node.attrs), node.version)
+        kernel.num_outputs = len(node.outputs)
+        return kernel
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)

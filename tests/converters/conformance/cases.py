@@ -51,8 +51,17 @@ def node_cases() -> tuple[Case, ...]:
     cases = []
     for c in raw:
         op = ops[c.name] or ops.get(_unexpanded(c.name)) or ""
-        cases.append(Case(c.name, "node", op, c.model, tuple(c.data_sets), c.rtol, c.atol))
+        cases.append(Case(c.name, "node", op, c.model, _arrays(c.data_sets), c.rtol, c.atol))
     return tuple(cases)
+
+
+def _arrays(data_sets: list) -> tuple:
+    """Data sets with every TensorProto (onnx stores some cases' data that way, e.g. the
+    Cast cases) turned into the numpy array it holds."""
+    def convert(items: list) -> list:
+        return [numpy_helper.to_array(a) if isinstance(a, onnx.TensorProto) else a for a in items]
+
+    return tuple((convert(inputs), convert(outputs)) for inputs, outputs in data_sets)
 
 
 def _single_op(model: onnx.ModelProto) -> str:
