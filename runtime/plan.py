@@ -95,12 +95,27 @@ class ExecutionPlan:
             raise  # larger shapes would need more still
         except ModelError:
             # Dynamic dims are prepared at 1 until a run says otherwise; some models
-            # cannot run that small (a 256-wide window over a length-1 signal). Their
-            # first run prepares for its real shapes; static models fail right here.
-            if not any(d < 0 for info in self.input_info.values() for d in info.shape):
+            # cannot run that small (a 256-wide window over a length-1 signal). If they
+            # prepare at a larger size, their first run prepares for its real shapes;
+            # a model that prepares at neither size is broken and fails right here.
+            if not self._prepares_when_larger():
                 raise
             self.prepared = _Prepared(dict(shapes), deferred=True)
         self.output_info = self._describe_outputs(shapes)
+
+    def _prepares_when_larger(self, size: int = 512) -> bool:
+        """Whether the signature prepares with every dynamic dim set to `size` (running
+        out of memory budget counts as yes: the size, not the model, is the problem)."""
+        if not any(d < 0 for info in self.input_info.values() for d in info.shape):
+            return False
+        larger = {n: tuple(size if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
+        try:
+            self._prepare(larger)
+        except MemoryBudgetError:
+            return True
+        except ModelError:
+            return False
+        return True
 
     @property
     def arena_bytes(self) -> int:

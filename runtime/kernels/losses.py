@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.errors import InputError
-from runtime.kernels.attrs import FLOAT_KINDS, require_kind, require_rank, require_same_dtype
+from runtime.kernels.attrs import FLOAT_KINDS, int_attr, prod, require_kind, require_rank, require_same_dtype, str_attr
 from runtime.kernels.base import Kernel, TensorSpec
 from runtime.kernels.nn import softmax
 from runtime.kernels.registry import register
@@ -266,3 +266,81 @@ class Accuracy(Kernel):
         else:
             labels = np.argmax(labels, axis=1)
         outputs[0][...] = np.count_nonzero(np.argmax(logits, axis=1) == labels) / len(labels)
+
+
+# ------------------------------------------------------------------ ONNX-domain losses
+class _ClassLoss(Kernel):
+    """Base of the ONNX losses over scores (N, C, d1, ...) and integer targets (N, d1, ...),
+    with an optional per-class weight (C,), ignore_index and reduction none | sum | mean.
+
+    The per-element loss is -weight[t] * score[n, t, d...] (0 where t == ignore_index); "mean"
+    divides the sum by the sum of the weights used (the count of non-ignored elements when
+    unweighted). A target outside [0, C) other than ignore_index is an InputError."""
+
+    min_inputs, max_inputs = 2, 3
+    extra_outputs = 0
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        scores, target = inputs[0], inputs[1]
+        weight = inputs[2] if len(inputs) > 2 else None
+        require_kind(self, scores, FLOAT_KINDS, "scores")
+        require_rank(self, scores, 2, what="scores (N, C, ...)")
+        require_kind(self, target, "iu", "target")
+        if target.shape != scores.shape[:1] + scores.shape[2:]:
+            raise self.fail(f"target shape {target.shape} must be {scores.shape[:1] + scores.shape[2:]} "
+                            f"for scores {scores.shape}")
+        if weight is not None and (weight.shape != scores.shape[1:2] or weight.dtype != scores.dtype):
+            raise self.fail(f"weight must be {scores.dtype} {scores.shape[1:2]}, got {weight.dtype} {weight.shape}")
+        self.reduction = str_attr(self, "reduction", "mean")
+        if self.reduction not in ("none", "sum", "mean"):
+            raise self.fail(f"reduction {self.reduction!r} must be none, sum or mean")
+        self.ignore = None if self.attr("ignore_index") is None else int_attr(self, "ignore_index")
+        loss = TensorSpec(scores.dtype, target.shape if self.reduction == "none" else ())
+        return [loss] + [scores] * self.extra_outputs
+
+    def _loss(self, log_probs: np.ndarray, target: np.ndarray, weight: np.ndarray | None, out: np.ndarray) -> None:
+        n, c = log_probs.shape[:2]
+        t = target.reshape(n, prod(target.shape[1:])).astype(np.int64)
+        kept = np.ones(t.shape, bool) if self.ignore is None else t != self.ignore
+        safe = np.where(kept, t, 0)
+        bad = (safe < 0) | (safe >= c)
+        if bad.any():
+            raise InputError(f"node {self.name!r} ({self.op_type}): target {int(t[bad][0])} is out of "
+                             f"range for {c} classes")
+        picked = np.take_along_axis(log_probs.reshape(n, c, t.shape[1]), safe[:, None, :], axis=1)[:, 0, :]
+        w = (np.ones(t.shape, log_probs.dtype) if weight is None else weight[safe]) * kept
+        loss = -picked * w
+        if self.reduction == "none":
+            np.copyto(out, loss.reshape(out.shape), casting="unsafe")
+        elif self.reduction == "sum":
+            out[...] = np.sum(loss)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[...] = np.sum(loss) / np.sum(w)
+
+
+@register("NegativeLogLikelihoodLoss", since=12)
+class NegativeLogLikelihoodLoss(_ClassLoss):
+    """loss = -input[n, target[n, d...], d...] (see _ClassLoss); input holds log-probabilities."""
+
+    def run(self, inputs, outputs):
+        weight = inputs[2] if len(inputs) > 2 else None
+        self._loss(inputs[0], inputs[1], weight, outputs[0])
+
+
+@register("SoftmaxCrossEntropyLoss", since=12)
+class SoftmaxCrossEntropyLoss(_ClassLoss):
+    """NegativeLogLikelihoodLoss of log_softmax(scores) along axis 1; the optional second output
+    is that log_softmax (log_prob), shaped like scores."""
+
+    extra_outputs = 1
+
+    def run(self, inputs, outputs):
+        scores = inputs[0].astype(np.float64)
+        shifted = scores - np.max(scores, axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+        weight = inputs[2] if len(inputs) > 2 else None
+        self._loss(log_probs, inputs[1], weight, outputs[0])
+        if len(outputs) > 1:
+            np.copyto(outputs[1], log_probs, casting="unsafe")

@@ -13,7 +13,18 @@ import itertools
 
 import numpy as np
 
-from runtime.kernels.attrs import FLOAT_KINDS, flag_attr, ints_attr, prod, require_kind, require_rank
+from runtime.errors import InputError
+from runtime.kernels.attrs import (
+    FLOAT_KINDS,
+    flag_attr,
+    float_attr,
+    int_attr,
+    ints_attr,
+    prod,
+    require_kind,
+    require_rank,
+    str_attr,
+)
 from runtime.kernels.base import Kernel, TensorSpec
 from runtime.kernels.registry import register
 from runtime.kernels.spatial import (
@@ -246,3 +257,173 @@ class GlobalAveragePoolGrad(_GlobalPool):
 
     def run(self, inputs, outputs):
         np.divide(inputs[0], self.count, out=outputs[0])
+
+
+def _p_attr(kernel: Kernel) -> float:
+    """The `p` of an Lp pool (default 2; a float attribute in opset 1, an int after)."""
+    value = kernel.attr("p", 2)
+    if not isinstance(value, int | float | np.integer | np.floating) or not value > 0:
+        raise kernel.fail(f"attribute 'p' must be a number > 0, got {value!r}")
+    return float(value)
+
+
+@register("LpPool", since=1)
+class LpPool(_WindowPool):
+    """Y = (sum over each window of |X|^p)^(1/p); padding adds nothing."""
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        x = inputs[0]
+        window = self._window(x)
+        self.p = _p_attr(self)
+        self.pad = PaddedInput(window, 0.0, "pool.pad")
+        return [TensorSpec(x.dtype, x.shape[:2] + window.out_shape)]
+
+    def run(self, inputs, outputs):
+        powered = np.abs(self.pad(inputs[0])) ** self.p
+        total = np.zeros(outputs[0].shape, np.float64)
+        for tap in self.taps:
+            total += powered[tap]
+        np.copyto(outputs[0], total ** (1 / self.p), casting="unsafe")
+
+
+@register("GlobalLpPool", since=1)
+class GlobalLpPool(_GlobalPool):
+    """Y = (sum over all spatial positions of |X|^p)^(1/p), p default 2."""
+
+    def prepare(self, inputs, values):
+        self.p = _p_attr(self)
+        return super().prepare(inputs, values)
+
+    def run(self, inputs, outputs):
+        total = np.sum(np.abs(inputs[0].astype(np.float64)) ** self.p, axis=self.axes, keepdims=True)
+        np.copyto(outputs[0], total ** (1 / self.p), casting="unsafe")
+
+
+@register("MaxUnpool", since=9)
+class MaxUnpool(Kernel):
+    """Y = zeros with X's values at the flat positions I (MaxPool's Indices output) of the
+    unpooled shape (N, C, *spatial), spatial = (in - 1) * stride + kernel - pads_begin - pads_end.
+    With output_shape (a run-time value), Y has that shape and holds the unpooled tensor at its
+    start (zeros beyond; cropped where smaller), as the ONNX reference does. An index outside
+    the unpooled shape is an InputError; repeated indices keep the last value written."""
+
+    min_inputs, max_inputs = 2, 3
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        x, indices = inputs[0], inputs[1]
+        require_kind(self, x, FLOAT_KINDS + "iu", "X")
+        require_rank(self, x, 3, what="X (N, C, *spatial)")
+        require_kind(self, indices, "iu", "I")
+        if indices.shape != x.shape:
+            raise self.fail(f"I shape {indices.shape} differs from X shape {x.shape}")
+        self.unpooled = shape = x.shape[:2] + self._default_spatial(x.shape[2:])
+        if len(inputs) > 2 and inputs[2] is not None:
+            shape = tuple(int(d) for d in self.value_of(values, 2).reshape(-1))
+            if len(shape) != len(x.shape) or shape[:2] != x.shape[:2] or min(shape) < 0:
+                raise self.fail(f"output_shape {shape} does not fit X shape {x.shape}")
+        self.common = tuple(slice(0, min(a, b)) for a, b in zip(shape, self.unpooled, strict=True))
+        return [TensorSpec(x.dtype, shape)]
+
+    def _default_spatial(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        n = len(in_shape)
+        kernel = ints_attr(self, "kernel_shape")
+        strides = ints_attr(self, "strides") or (1,) * n
+        pads = ints_attr(self, "pads") or (0,) * (2 * n)
+        if kernel is None or len(kernel) != n or len(strides) != n or len(pads) != 2 * n:
+            raise self.fail(f"kernel_shape {kernel}, strides {strides}, pads {pads} invalid for {n} spatial axes")
+        shape = tuple((i - 1) * s + k - b - e
+                      for i, s, k, b, e in zip(in_shape, strides, kernel, pads[:n], pads[n:], strict=True))
+        if min(shape) < 1:
+            raise self.fail(f"output spatial shape {shape} is empty")
+        return shape
+
+    def run(self, inputs, outputs):
+        out = outputs[0]
+        unpooled = out if out.shape == self.unpooled else np.zeros(self.unpooled, out.dtype)
+        flat = inputs[1].reshape(-1).astype(np.int64)
+        if flat.size and (flat.min() < 0 or flat.max() >= unpooled.size):
+            raise InputError(f"node {self.name!r} (MaxUnpool): index out of range for shape {self.unpooled}")
+        unpooled.fill(0)
+        unpooled.reshape(-1)[flat] = inputs[0].reshape(-1)
+        if unpooled is not out:
+            out.fill(0)
+            out[self.common] = unpooled[self.common]
+
+
+@register("RoiAlign", since=10)
+class RoiAlign(Kernel):
+    """Region-of-interest pooling with bilinear samples (ONNX / Mask R-CNN semantics).
+
+    X (N, C, H, W), rois (R, 4) as (x1, y1, x2, y2) scaled by spatial_scale, batch_indices (R,).
+    Each ROI splits into output_height x output_width bins, each sampled on a grid of
+    sampling_ratio^2 points (adaptive ceil(bin size) when 0); a sample reads X bilinearly (0 when
+    more than one pixel off the input) and a bin averages them (mode avg) or takes the largest
+    weighted corner value (mode max). coordinate_transformation_mode half_pixel (the opset-16
+    default) shifts coordinates by -0.5; output_half_pixel (opset 10) does not and makes ROIs at
+    least 1 pixel. A batch index outside X is an InputError."""
+
+    min_inputs = max_inputs = 3
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        x, rois, indices = inputs
+        require_kind(self, x, FLOAT_KINDS, "X")
+        require_rank(self, x, 4, 4, what="X (N, C, H, W)")
+        require_kind(self, indices, "iu", "batch_indices")
+        r = rois.shape[0] if rois.shape else -1
+        if rois.dtype != x.dtype or len(rois.shape) != 2 or rois.shape[1] != 4 or indices.shape != (r,):
+            raise self.fail(f"rois {rois.dtype} {rois.shape} must be {x.dtype} (R, 4) with batch_indices (R,), "
+                            f"got {indices.shape}")
+        default = "half_pixel" if self.version >= 16 else "output_half_pixel"
+        self.half_pixel = str_attr(self, "coordinate_transformation_mode", default) == "half_pixel"
+        self.mode = str_attr(self, "mode", "avg")
+        if self.mode not in ("avg", "max"):
+            raise self.fail(f"mode {self.mode!r} must be avg or max")
+        self.out_h, self.out_w = int_attr(self, "output_height", 1), int_attr(self, "output_width", 1)
+        self.ratio = int_attr(self, "sampling_ratio", 0)
+        self.scale = float_attr(self, "spatial_scale", 1.0)
+        if self.out_h < 1 or self.out_w < 1 or self.ratio < 0 or 0 in x.shape[2:]:
+            raise self.fail(f"output size ({self.out_h}, {self.out_w}), sampling_ratio {self.ratio} "
+                            f"or X shape {x.shape} invalid")
+        return [TensorSpec(x.dtype, (r, x.shape[1], self.out_h, self.out_w))]
+
+    def run(self, inputs, outputs):
+        x, rois, indices = inputs
+        if indices.size and (indices.min() < 0 or indices.max() >= x.shape[0]):
+            raise InputError(f"node {self.name!r} (RoiAlign): batch index outside the {x.shape[0]} images")
+        shift = 0.5 if self.half_pixel else 0.0
+        for r, (roi, b) in enumerate(zip(rois.astype(np.float64), indices, strict=True)):
+            start_w, start_h, end_w, end_h = roi * self.scale - shift
+            size_h, size_w = end_h - start_h, end_w - start_w
+            if not self.half_pixel:
+                size_h, size_w = max(size_h, 1.0), max(size_w, 1.0)
+            ys = self._samples(start_h, size_h / self.out_h, self.out_h, x.shape[2])
+            xs = self._samples(start_w, size_w / self.out_w, self.out_w, x.shape[3])
+            outputs[0][r] = self._pool(x[int(b)].astype(np.float64), ys, xs)
+
+    def _samples(self, start: float, bin_size: float, bins: int, size: int):
+        """Per bin and sample along one axis: (low, high, weight of low, weight of high), each
+        (bins, grid); weights are 0 for samples more than one pixel off the axis."""
+        grid = self.ratio or max(1, int(np.ceil(bin_size)))
+        pos = start + np.arange(bins)[:, None] * bin_size + (np.arange(grid)[None, :] + 0.5) * bin_size / grid
+        valid = (pos >= -1.0) & (pos <= size)
+        pos = np.maximum(pos, 0)
+        low = np.minimum(pos.astype(np.int64), size - 1)
+        high = np.minimum(low + 1, size - 1)
+        pos = np.where(low >= size - 1, low, pos)
+        frac = pos - low
+        return low, high, np.where(valid, 1 - frac, 0), np.where(valid, frac, 0)
+
+    def _pool(self, plane: np.ndarray, ys, xs) -> np.ndarray:
+        """(C, out_h, out_w) from one image (C, H, W) and the per-axis samples."""
+        corners = []
+        for y_idx, y_w in ((ys[0], ys[2]), (ys[1], ys[3])):
+            for x_idx, x_w in ((xs[0], xs[2]), (xs[1], xs[3])):
+                values = plane[:, y_idx[:, :, None, None], x_idx[None, None, :, :]]  # (C, oh, gh, ow, gw)
+                corners.append(values * (y_w[:, :, None, None] * x_w[None, None, :, :]))
+        if self.mode == "avg":
+            total = sum(corners)
+            return total.sum(axis=(2, 4)) / (ys[0].shape[1] * xs[0].shape[1])
+        return np.max(np.maximum.reduce(corners), axis=(2, 4))

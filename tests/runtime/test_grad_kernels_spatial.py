@@ -320,11 +320,12 @@ def test_dropout_inference_mask_keeps_everything(opset, mask_dtype):
     assert mask.dtype == mask_dtype and mask.all()
 
 
-def test_dropout_training_mode_fed_at_run_is_refused():
-    x = np.ones((2, 3), np.float32)
-    _, run = prepared("Dropout", [x, np.array(0.5, np.float32), np.array(True)], {}, domain="")
-    with pytest.raises(ModelError, match="training_mode"):
-        run()
+def test_dropout_training_mode_drops_and_rescales():
+    """ONNX Dropout with training_mode true: y = x * mask / (1 - ratio), mask ~ Bernoulli(1 - ratio)."""
+    x = np.ones((200, 50), np.float32)
+    y, mask = run_kernel("Dropout", [x, np.array(0.25, np.float32), np.array(True)], {"seed": 3}, version=13)
+    np.testing.assert_allclose(y, np.where(mask, x / 0.75, 0), rtol=1e-6)
+    assert abs(mask.mean() - 0.75) < 0.02
 
 
 # --- invalid nodes -------------------------------------------------------------------------------
@@ -363,7 +364,6 @@ INVALID = [
     ("DropoutTraining", TRAINING, [spec((3,), np.int64)], {}, {}, "expected a float"),
     ("DropoutGrad", TRAINING, [spec((3,)), spec((3,), np.float64)], {}, {}, "mask"),
     ("DropoutGrad", TRAINING, [spec((3,)), spec((4,), np.bool_)], {}, {}, "mask shape"),
-    ("Dropout", "", [spec((3,)), spec(()), spec((), np.bool_)], {2: np.array(True)}, {}, "training_mode"),
     ("Dropout", "", [spec((3,)), spec((2,))], {}, {}, "ratio must be a scalar"),
     ("Dropout", "", [spec((3,)), spec((), np.int64)], {}, {}, "ratio"),
     ("Dropout", "", [spec((3,), np.int64)], {}, {}, "expected a float"),
