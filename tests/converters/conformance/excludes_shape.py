@@ -36,8 +36,6 @@ def _cast_cases() -> dict[str, str]:
     return names
 
 
-_FLOAT_PAIRS = [(a, b) for a in ("FLOAT", "FLOAT16", "DOUBLE") for b in ("FLOAT", "FLOAT16", "DOUBLE") if a != b]
-
 EXCLUDED: dict[str, str] = {
     **_cast_cases(),
     "test_compress_bfloat16": _no_type("BFLOAT16"),
@@ -53,17 +51,6 @@ EXCLUDED: dict[str, str] = {
     "test_attention_4d_causal_padded_kv_bf16_expanded": _no_type("BFLOAT16"),
     "test_attention_4d_attn_mask_causal_bf16_expanded": _no_type("BFLOAT16"),
     "test_celu_bfloat16_expanded": _no_type("BFLOAT16"),
-    # Waiting on changes outside the shape kernels (lead): delete these entries when they land.
-    **{name: "harness: the case's data sets are TensorProtos; cases.py must convert them with "
-             "numpy_helper.to_array (the kernel passes with converted data)"
-       for name in [f"test_cast_{a}_to_{b}" for a, b in _FLOAT_PAIRS]
-       + [f"test_castlike_{a}_to_{b}{e}" for a, b in _FLOAT_PAIRS for e in ("", "_expanded")]},
-    **{name: "Split into equal parts needs the node's output count: the plan must set kernel.num_outputs"
-       for name in ("test_split_equal_parts_1d_opset13", "test_split_equal_parts_2d_opset13",
-                    "test_split_equal_parts_default_axis_opset13", "test_GLU", "test_GLU_dim")},
-    **{name: "converter: np.ascontiguousarray turns the 0-d Constant Q_Max into shape (1,), so y_scale is (1,)"
-       for name in ("test_dynamicquantizelinear_expanded", "test_dynamicquantizelinear_max_adjusted_expanded",
-                    "test_dynamicquantizelinear_min_adjusted_expanded")},
     # Identity itself works; the graph input is not a tensor.
     "test_identity_sequence": "sequence-typed graph input: .erm holds tensors only",
     "test_identity_opt": "optional-typed graph input: .erm holds tensors only",
