@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from runtime.schema.fb.DType import DType
 
-# Every dtype a tensor may have, in the schema's numbering. BFLOAT16 is part of
-# the format but has no numpy type, so models using it are refused for now.
+# Every dtype a tensor may have, in the schema's numbering. bfloat16 is numpy's
+# extension type from ml_dtypes (as in JAX and TensorFlow).
 _TO_NUMPY: dict[int, np.dtype] = {
     DType.FLOAT32: np.dtype(np.float32),
     DType.FLOAT16: np.dtype(np.float16),
     DType.FLOAT64: np.dtype(np.float64),
+    DType.BFLOAT16: np.dtype(ml_dtypes.bfloat16),
     DType.INT8: np.dtype(np.int8),
     DType.INT16: np.dtype(np.int16),
     DType.INT32: np.dtype(np.int32),

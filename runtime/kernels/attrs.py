@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from runtime.kernels.base import Kernel, TensorSpec
 
 FLOAT_KINDS = "f"
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 NUMERIC_KINDS = "fiu"
 
 
@@ -86,9 +88,14 @@ def normalize_axis(
     return axis + rank if axis < 0 else axis
 
 
+def kind_of(dtype: np.dtype) -> str:
+    """numpy's kind code, with ml_dtypes' bfloat16 counted as a float ('f')."""
+    return "f" if dtype == BFLOAT16 else dtype.kind
+
+
 def require_kind(kernel: Kernel, spec: TensorSpec, kinds: str, what: str) -> None:
     """ModelError unless `spec.dtype.kind` is one of `kinds` (numpy kind codes)."""
-    if spec.dtype.kind not in kinds:
+    if kind_of(spec.dtype) not in kinds:
         names = {"f": "float", "i": "signed int", "u": "unsigned int", "b": "bool"}
         allowed = "/".join(names.get(k, k) for k in kinds)
         raise kernel.fail(f"{what}: expected a {allowed} tensor, got {spec.dtype}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 
 from runtime.kernels.attrs import int_attr, require_rank
@@ -30,6 +31,7 @@ _ONNX_TYPES: dict[int, tuple[str, type]] = {
     11: ("DOUBLE", np.float64),
     12: ("UINT32", np.uint32),
     13: ("UINT64", np.uint64),
+    16: ("BFLOAT16", ml_dtypes.bfloat16),
 }
 _BY_NAME = {name: code for code, (name, _) in _ONNX_TYPES.items()}
 

@@ -16,6 +16,7 @@ import os
 import warnings
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -36,6 +37,7 @@ class Case:
     atol: float
 
 
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 DATA_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 MODEL_CATEGORIES = ("simple", "pytorch-operator", "pytorch-converted")
 
@@ -124,6 +126,8 @@ def assert_similar(expected, outputs, rtol: float, atol: float) -> None:
             np.testing.assert_array_equal(out, ref)
             continue
         assert out.dtype == ref.dtype, f"output {i}: dtype {out.dtype}, expected {ref.dtype}"
+        if ref.dtype == BFLOAT16:  # compared as the float32 values they hold
+            ref, out = ref.astype(np.float32), out.astype(np.float32)
         if ref.dtype.kind in "fc":
             np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=f"output {i}")
         else:

@@ -2,7 +2,7 @@
 
 # Element types numpy (and so .erm, see runtime/dtypes.py) cannot hold: the converter
 # refuses any model with a tensor of one of these types.
-NO_NUMPY_TYPE = ("BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ",
+NO_NUMPY_TYPE = ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ",
                  "FLOAT8E8M0", "FLOAT4E2M1", "INT4", "UINT4", "INT2", "UINT2")
 
 
@@ -13,7 +13,7 @@ def _no_type(name: str) -> str:
 def _cast_cases() -> dict[str, str]:
     """Cast/CastLike cases (and CastLike's expanded twins) that involve such a type."""
     floats = ("FLOAT", "FLOAT16")
-    pairs = [("FLOAT", "BFLOAT16"), ("BFLOAT16", "FLOAT")]
+    pairs = []
     for other in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT4E2M1"):
         pairs += [(f, other) for f in floats] + [(other, f) for f in floats]
     for small, wide in (("UINT4", "UINT8"), ("INT4", "INT8"), ("UINT2", "UINT8"), ("INT2", "INT8")):
@@ -38,19 +38,10 @@ def _cast_cases() -> dict[str, str]:
 
 EXCLUDED: dict[str, str] = {
     **_cast_cases(),
-    "test_compress_bfloat16": _no_type("BFLOAT16"),
-    "test_onehot_with_bfloat16_values": _no_type("BFLOAT16"),
-    "test_range_bfloat16_type_positive_delta": _no_type("BFLOAT16"),
-    "test_range_bfloat16_type_positive_delta_expanded": _no_type("BFLOAT16"),
-    "test_reversesequence_bfloat16": _no_type("BFLOAT16"),
-    "test_unique_bfloat16_sorted_without_axis": _no_type("BFLOAT16"),
-    # Other families' expanded cases whose last missing ops were shape kernels (Cast, Reshape...).
-    "test_attention_3d_causal_bf16_expanded": _no_type("BFLOAT16"),
-    "test_attention_4d_causal_bf16_expanded": _no_type("BFLOAT16"),
-    "test_attention_4d_padded_kv_bf16_expanded": _no_type("BFLOAT16"),
-    "test_attention_4d_causal_padded_kv_bf16_expanded": _no_type("BFLOAT16"),
-    "test_attention_4d_attn_mask_causal_bf16_expanded": _no_type("BFLOAT16"),
-    "test_celu_bfloat16_expanded": _no_type("BFLOAT16"),
+    # Other families' expanded cases: bfloat16 through ops whose numpy kernels reject it.
+    **{f"test_attention_{case}_bf16_expanded": "bfloat16 ReduceMax: numpy's max has no bfloat16 loop"
+       for case in ("3d_causal", "4d_causal", "4d_padded_kv", "4d_causal_padded_kv", "4d_attn_mask_causal")},
+    "test_celu_bfloat16_expanded": "bfloat16 Div/Exp chain rounds differently from the reference's float32",
     # Identity itself works; the graph input is not a tensor.
     "test_identity_sequence": "sequence-typed graph input: .erm holds tensors only",
     "test_identity_opt": "optional-typed graph input: .erm holds tensors only",
