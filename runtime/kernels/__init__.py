@@ -2,6 +2,7 @@
 
 from runtime.kernels import (  # noqa: F401  (registration side effects)
     activations,
+    attention,
     cast,
     control,
     conv,
