@@ -36,6 +36,7 @@ PLUGINS: dict[str, str] = {
     "make-trainable": "converters.training.cli",
     "train": "runtime.train_cli",
     "federated": "federated.cli",
+    "serve": "serving.cli",
 }
 
 EXPECTED_ERRORS = (EdgerunError, OSError, ValueError)

@@ -1,0 +1,51 @@
+"""Optional bearer-token authentication: a gRPC interceptor and a check for HTTP headers."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import grpc
+
+# methods reachable without a token, so orchestrators can probe health
+OPEN_GRPC_METHODS = ("/grpc.health.v1.Health/",)
+
+
+def read_token(path: str | Path) -> str:
+    """The token in `path` (surrounding whitespace removed). ValueError if it is empty."""
+    token = Path(path).read_text().strip()
+    if not token:
+        raise ValueError("the auth token file is empty")
+    return token
+
+
+def token_ok(header: str | None, token: str) -> bool:
+    """Whether an `authorization` header value is 'Bearer <token>' (compared in constant time)."""
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls without 'authorization: Bearer <token>' metadata with UNAUTHENTICATED."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+        async def deny_unary(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+        async def deny_stream(request_iterator, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny_unary)
+        self._deny_stream = grpc.stream_stream_rpc_method_handler(deny_stream)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        if method.startswith(OPEN_GRPC_METHODS):
+            return await continuation(handler_call_details)
+        header = next((v for k, v in handler_call_details.invocation_metadata or () if k == "authorization"), None)
+        if token_ok(header if isinstance(header, str) else None, self._token):
+            return await continuation(handler_call_details)
+        return self._deny_stream if method.endswith("/ModelStreamInfer") else self._deny_unary

@@ -1,0 +1,59 @@
+"""`edgerun serve`: a KServe v2 / Triton-protocol model server over a model repository."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `edgerun serve`."""
+    p = subparsers.add_parser("serve", help="serve a model repository over gRPC and REST (KServe v2)")
+    add_arguments(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-repository", type=Path, required=True, help="DIR/<model>/<version>/model.erm")
+    p.add_argument("--host", default="0.0.0.0", help="address to bind (default all interfaces)")
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus /metrics (0 = off)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the ports")
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads per worker (default 1)")
+    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
+    p.add_argument("--repository-poll-secs", type=float, default=2.0)
+    p.add_argument("--load-model", action="append", default=[], help="explicit mode: model to load at start")
+    p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS on gRPC and HTTP")
+    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mTLS)")
+    p.add_argument("--auth-token-file", type=Path, help="require 'Authorization: Bearer <token in file>'")
+    p.add_argument("--max-message-size", type=int, default=64 * 1024 * 1024,
+                   help="largest request or response in bytes, both protocols (default 64 MiB)")
+    p.add_argument("--grace-secs", type=float, default=10.0, help="drain time on SIGTERM")
+    p.add_argument("--log-level", default="INFO")
+
+
+def options_from(args: argparse.Namespace):
+    """ServeOptions from parsed arguments. ValueError for inconsistent TLS flags or an empty token."""
+    from serving.auth import read_token
+    from serving.options import ServeOptions
+    from serving.tls import TlsFiles
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    if args.tls_client_ca and not args.tls_cert:
+        raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    token = read_token(args.auth_token_file) if args.auth_token_file else None
+    return ServeOptions(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port,
+                        args.workers, args.model_control_mode, args.repository_poll_secs, tuple(args.load_model),
+                        tls, token, args.max_message_size, args.grace_secs, args.log_level, args.threads)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; exit code 0 after a clean drain."""
+    from serving.supervisor import serve
+
+    return serve(options_from(args))

@@ -1,0 +1,156 @@
+"""The gRPC front end: thin grpc.aio servicers over Handlers, plus grpc.health.v1."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from serving.errors import ServingError, Status
+from serving.grpc_codec import request_from_proto, response_to_proto
+from serving.handlers import Handlers
+from serving.protos import grpc_service_pb2 as pb
+from serving.protos import grpc_service_pb2_grpc as pb_grpc
+from serving.protos import health_pb2, health_pb2_grpc
+
+log = logging.getLogger("edgerun.serving")
+GRPC_CODES = {status: getattr(grpc.StatusCode, status.name) for status in Status}
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: ServingError) -> None:
+    await context.abort(GRPC_CODES[exc.status], exc.message)
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """inference.GRPCInferenceService: parse, call a handler, map ServingError to a status code."""
+
+    def __init__(self, handlers: Handlers) -> None:
+        self.h = handlers
+
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=self.h.server_live())
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.h.server_ready())
+
+    async def ModelReady(self, request, context):
+        return pb.ModelReadyResponse(ready=self.h.model_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(**self.h.server_metadata())
+
+    async def ModelMetadata(self, request, context):
+        try:
+            meta = self.h.model_metadata(request.name, request.version)
+        except ServingError as exc:
+            return await _abort(context, exc)
+        msg = pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"])
+        for kind in ("inputs", "outputs"):
+            for t in meta[kind]:
+                getattr(msg, kind).add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+        return msg
+
+    async def ModelInfer(self, request, context):
+        try:
+            response = await self.h.infer(request_from_proto(request))
+        except ServingError as exc:
+            return await _abort(context, exc)
+        return response_to_proto(response)
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        async for request in request_iterator:
+            try:
+                response = await self.h.infer(request_from_proto(request))
+            except ServingError as exc:
+                yield pb.ModelStreamInferResponse(error_message=exc.message,
+                                                  infer_response=pb.ModelInferResponse(id=request.id))
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=response_to_proto(response))
+
+    async def ModelConfig(self, request, context):
+        try:
+            return pb.ModelConfigResponse(config=self.h.model_config(request.name, request.version))
+        except ServingError as exc:
+            return await _abort(context, exc)
+
+    async def ModelStatistics(self, request, context):
+        try:
+            models = self.h.model_statistics(request.name, request.version)
+        except ServingError as exc:
+            return await _abort(context, exc)
+        return pb.ModelStatisticsResponse(model_stats=[_stats(m) for m in models])
+
+    async def RepositoryIndex(self, request, context):
+        rows = self.h.repository_index(request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**r) for r in rows])
+
+    async def RepositoryModelLoad(self, request, context):
+        try:
+            await self.h.load_model(request.model_name)
+        except ServingError as exc:
+            return await _abort(context, exc)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request, context):
+        try:
+            await self.h.unload_model(request.model_name)
+        except ServingError as exc:
+            return await _abort(context, exc)
+        return pb.RepositoryModelUnloadResponse()
+
+
+def _stats(model) -> pb.ModelStatistics:
+    s = model.stats
+    with s.lock:
+        infer = pb.InferStatistics(
+            success=pb.StatisticDuration(count=s.success.count, ns=s.success.ns),
+            fail=pb.StatisticDuration(count=s.fail.count, ns=s.fail.ns),
+            queue=pb.StatisticDuration(count=s.queue.count, ns=s.queue.ns),
+            compute_infer=pb.StatisticDuration(count=s.compute_infer.count, ns=s.compute_infer.ns))
+        batches = [pb.InferBatchStatistics(batch_size=size, compute_infer=pb.StatisticDuration(count=d.count, ns=d.ns))
+                   for size, d in sorted(s.batches.items())]
+        return pb.ModelStatistics(name=model.name, version=model.version_str, last_inference=s.last_inference_ms,
+                                  inference_count=s.inference_count, execution_count=s.execution_count,
+                                  inference_stats=infer, batch_stats=batches)
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1: '' is the server; a model name is SERVING when it has a ready version."""
+
+    def __init__(self, handlers: Handlers) -> None:
+        self.h = handlers
+
+    def _status(self, service: str) -> int:
+        R = health_pb2.HealthCheckResponse
+        if not service:
+            return R.SERVING if self.h.server_ready() else R.NOT_SERVING
+        if service in ("inference.GRPCInferenceService",):
+            return R.SERVING if self.h.accepting else R.NOT_SERVING
+        if service in self.h.repository.models:
+            return R.SERVING if self.h.model_ready(service) else R.NOT_SERVING
+        return R.SERVICE_UNKNOWN
+
+    async def Check(self, request, context):
+        status = self._status(request.service)
+        if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request, context):
+        yield health_pb2.HealthCheckResponse(status=self._status(request.service))
+
+
+def build_server(handlers: Handlers, address: str, max_message_bytes: int, interceptors=(),
+                 credentials: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
+    """A grpc.aio server bound to `address` (SO_REUSEPORT on, so several workers share the port).
+    Raises RuntimeError if the address cannot be bound."""
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", max_message_bytes),
+               ("grpc.so_reuseport", 1)]
+    server = grpc.aio.server(interceptors=list(interceptors), options=options)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(handlers), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(handlers), server)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"cannot bind gRPC address {address}")
+    return server

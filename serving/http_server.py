@@ -1,0 +1,145 @@
+"""A small asyncio HTTP/1.1 server: keep-alive, Content-Length bodies, TLS, SO_REUSEPORT, draining.
+
+Enough for the v2 REST API and its clients (tritonclient.http, curl, load balancers); no chunked
+request bodies, no pipelining beyond sequential keep-alive requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+log = logging.getLogger("edgerun.serving")
+MAX_HEADER_LINE = 16 * 1024
+MAX_HEADERS = 100
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+App = Callable[[Request], Awaitable[Response]]
+
+
+class HttpServer:
+    """Serves `app` on (host, port). Bodies over `max_body` bytes get 413 without being read."""
+
+    def __init__(self, app: App, max_body: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.app, self.max_body, self.ssl_context = app, max_body, ssl_context
+        self._server: asyncio.Server | None = None
+        self._active = 0
+        self._idle: set[asyncio.StreamWriter] = set()
+        self._closing = False
+
+    async def start(self, host: str, port: int) -> None:
+        """Bind and listen (SO_REUSEPORT on). OSError if the port cannot be bound."""
+        self._server = await asyncio.start_server(self._connection, host, port, reuse_port=True,
+                                                  ssl=self.ssl_context, limit=MAX_HEADER_LINE)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop accepting, let requests in progress finish (up to `grace_s`), close the rest."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._idle):
+            writer.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self._active and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while not self._closing:
+                self._idle.add(writer)
+                request = await self._read_request(reader, writer)
+                self._idle.discard(writer)
+                if request is None:
+                    break
+                self._active += 1
+                try:
+                    response = await self.app(request)
+                finally:
+                    self._active -= 1
+                keep = request.headers.get("connection", "").lower() != "close" and not self._closing
+                await self._write(writer, response, keep)
+                if not keep:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+            pass
+        except Exception:
+            log.exception("HTTP connection failed")
+        finally:
+            self._idle.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _read_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
+        try:
+            line = await reader.readline()
+            if not line:
+                return None
+            method, target, _version = line.decode("latin-1").split()
+            headers: dict[str, str] = {}
+            while True:
+                raw = await reader.readline()
+                if raw in (b"\r\n", b"\n", b""):
+                    break
+                if len(headers) >= MAX_HEADERS:
+                    raise ValueError("too many headers")
+                key, _, value = raw.decode("latin-1").partition(":")
+                headers[key.strip().lower()] = value.strip()
+        except (ValueError, asyncio.LimitOverrunError):
+            await self._write(writer, _plain(400, "malformed request line or headers"), False)
+            return None
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            await self._write(writer, _plain(411, "send a Content-Length body (chunked is not supported)"), False)
+            return None
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            length = -1
+        if length < 0:
+            await self._write(writer, _plain(400, "bad Content-Length"), False)
+            return None
+        if length > self.max_body:
+            await self._write(writer, _plain(413, f"request body of {length} bytes exceeds the limit of "
+                                                  f"{self.max_body} bytes"), False)
+            return None
+        body = await reader.readexactly(length) if length else b""
+        path, _, query = target.partition("?")
+        return Request(method.upper(), path, query, headers, body)
+
+    async def _write(self, writer: asyncio.StreamWriter, response: Response, keep: bool) -> None:
+        reason = HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
+        head = [f"HTTP/1.1 {response.status} {reason}", f"Content-Length: {len(response.body)}",
+                "Connection: keep-alive" if keep else "Connection: close"]
+        head += [f"{k}: {v}" for k, v in response.headers.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        if response.body:
+            writer.write(response.body)
+        await writer.drain()
+
+
+def _plain(status: int, message: str) -> Response:
+    import json
+
+    return Response(status, json.dumps({"error": message}).encode(), {"Content-Type": "application/json"})

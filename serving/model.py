@@ -1,0 +1,120 @@
+"""One loaded model version: its interpreters, settings, batcher and statistics.
+
+A ServedModel is immutable once built; the repository swaps whole objects, so a request that
+picked a version keeps it until it finishes even if the version is unloaded meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import EdgerunError, InputError
+from runtime.interpreter import Interpreter
+from serving import metrics
+from serving.batcher import Batcher
+from serving.config import ModelSettings, check_against
+from serving.errors import ServingError, Status, invalid
+from serving.stats import ModelStats
+
+log = logging.getLogger("edgerun.serving")
+SIGNATURE = "serving_default"
+
+
+class ServedModel:
+    """A verified, warmed-up model version ready for traffic.
+
+    Build it with `ServedModel.load`; `execute` runs a batch of decoded inputs. With one instance
+    the model runs on the calling (event loop) thread; with more, on a pool of that many threads,
+    each with its own Interpreter.
+    """
+
+    def __init__(self, settings: ModelSettings, version: int, interpreters: list[Interpreter], config) -> None:
+        self.name = settings.name
+        self.version = version
+        self.version_str = str(version)
+        self.settings = settings
+        self.config = config
+        self.interpreters = interpreters
+        signature = interpreters[0].signatures[SIGNATURE]
+        self.inputs = signature.inputs
+        self.outputs = signature.outputs
+        self.stats = ModelStats()
+        self._free: queue.SimpleQueue[Interpreter] = queue.SimpleQueue()
+        for it in interpreters:
+            self._free.put(it)
+        self._pool = ThreadPoolExecutor(len(interpreters), f"{self.name}-{version}") if len(interpreters) > 1 else None
+        self.batcher = Batcher(self._run_rows, settings.batching) if settings.batching else None
+
+    @classmethod
+    def load(cls, settings: ModelSettings, version: int, path: Path) -> ServedModel:
+        """Read, verify and warm up `path` (one zero-filled run per instance at batch 1).
+
+        The bytes are read into memory, so later changes to the file cannot disturb this version.
+        Raises EdgerunError (bad model, no serving_default signature, config mismatch) or OSError.
+        """
+        data = path.read_bytes()
+        interpreters = [Interpreter(data) for _ in range(settings.instances)]
+        if SIGNATURE not in interpreters[0].signatures:
+            raise EdgerunError(f"model has no {SIGNATURE!r} signature")
+        signature = interpreters[0].signatures[SIGNATURE]
+        config = check_against(settings, signature.inputs, signature.outputs)
+        for it in interpreters:  # batch 2 then 1: compiles kernels and plans before traffic
+            for rows in (2, 1):
+                warm = {name: np.zeros([rows if d < 0 else d for d in info.shape], info.dtype)
+                        for name, info in signature.inputs.items() if not info.has_default}
+                it.run(warm, signature=SIGNATURE)
+        return cls(settings, version, interpreters, config)
+
+    async def execute(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        """Run one request's inputs (through the batcher if configured); returns all outputs and the
+        seconds the request queued. ServingError INVALID_ARGUMENT if the model rejects the inputs,
+        INTERNAL (message without details) if the model fails."""
+        if self.batcher is not None:
+            return await self.batcher.submit(arrays)
+        rows = _rows(arrays)
+        return await self._run_rows(arrays, rows), 0.0
+
+    async def _run_rows(self, arrays: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        if self._pool is None:
+            outputs = self._run(arrays)
+        else:
+            outputs = await asyncio.get_running_loop().run_in_executor(self._pool, self._run_pooled, arrays)
+        seconds = time.perf_counter() - start
+        self.stats.execution(rows, seconds)
+        return outputs
+
+    def _run_pooled(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        it = self._free.get()
+        try:
+            return self._run(arrays, it)
+        finally:
+            self._free.put(it)
+
+    def _run(self, arrays: dict[str, np.ndarray], it: Interpreter | None = None) -> dict[str, np.ndarray]:
+        try:
+            return (it or self.interpreters[0]).run(arrays, signature=SIGNATURE)
+        except InputError as exc:
+            raise invalid(f"model {self.name!r}: {exc}") from None
+        except Exception:
+            log.exception("model %s version %s failed", self.name, self.version)
+            raise ServingError(Status.INTERNAL, f"model {self.name!r} version {self.version} failed to run") from None
+
+    def close(self) -> None:
+        """Publish the last statistics; stop the thread pool once in-flight work is done (the
+        batcher still flushes what it holds)."""
+        metrics.publish(self)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+
+def _rows(arrays: dict[str, np.ndarray]) -> int:
+    first = next(iter(arrays.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1

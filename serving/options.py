@@ -1,0 +1,43 @@
+"""The settings of one server, shared by the supervisor and its workers (picklable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.tls import TlsFiles
+
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    repository: Path
+    host: str = "0.0.0.0"
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    workers: int = 1
+    mode: str = "none"
+    poll_s: float = 2.0
+    startup_models: tuple[str, ...] = ()
+    tls: TlsFiles | None = None
+    token: str | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE
+    grace_s: float = 10.0
+    log_level: str = "INFO"
+    threads: int | None = 1
+    control_dir: Path | None = None  # set by the supervisor: load/unload records shared by workers
+
+    def check(self) -> None:
+        """ValueError naming the first bad option."""
+        if not self.repository.is_dir():
+            raise ValueError(f"model repository {self.repository} is not a directory")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.mode not in ("none", "poll", "explicit"):
+            raise ValueError(f"--model-control-mode must be none, poll or explicit, got {self.mode!r}")
+        if self.max_message_bytes < 1024:
+            raise ValueError("--max-message-size must be at least 1024 bytes")
+        if self.poll_s <= 0:
+            raise ValueError("--repository-poll-secs must be > 0")

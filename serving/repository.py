@@ -1,0 +1,253 @@
+"""The model repository: `<repo>/<model>/<version>/model.erm` plus optional `<repo>/<model>/config.pbtxt`.
+
+Loading is availability-preserving: a version is read, verified and warmed up off the event loop
+and only then swapped in; versions that fail (broken or half-copied files) are recorded with their
+reason and retried only when their files change, and the versions already serving stay. Requests
+hold the ServedModel they started with, so unloading never cuts one short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving import metrics
+from serving.config import CONFIG_NAME, MODEL_FILE, ConfigError, ModelSettings, read_settings
+from serving.errors import ServingError, Status, not_found
+from serving.model import ServedModel
+
+log = logging.getLogger("edgerun.serving")
+Fingerprint = tuple[int, int]
+
+
+@dataclass
+class ModelEntry:
+    """What the repository knows of one model: ready versions, failures and file fingerprints."""
+
+    name: str
+    settings: ModelSettings | None = None
+    ready: dict[int, ServedModel] = field(default_factory=dict)
+    failed: dict[int, tuple[Fingerprint, str]] = field(default_factory=dict)
+    loaded_from: dict[int, Fingerprint] = field(default_factory=dict)
+    config_fp: Fingerprint | None = None
+    error: str = ""
+
+    def latest(self) -> ServedModel | None:
+        return self.ready[max(self.ready)] if self.ready else None
+
+
+def _fingerprint(path: Path) -> Fingerprint | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+class Repository:
+    """Loads and serves the models of one repository directory.
+
+    `mode`: 'none' (load everything once), 'poll' (rescan every `poll_s`), 'explicit' (load or
+    unload on request; `startup_models` are loaded at start). Files changed less than `settle_s`
+    ago are left for the next scan, so copies in progress are not even tried.
+    """
+
+    def __init__(self, root: Path, mode: str = "none", poll_s: float = 2.0, settle_s: float = 0.3,
+                 startup_models: tuple[str, ...] = ()) -> None:
+        if mode not in ("none", "poll", "explicit"):
+            raise ValueError(f"model control mode must be none, poll or explicit, got {mode!r}")
+        self.root = Path(root)
+        self.mode, self.poll_s, self.settle_s = mode, poll_s, settle_s
+        self.startup_models = startup_models
+        self.models: dict[str, ModelEntry] = {}
+        self._lock = asyncio.Lock()
+        self._poller: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Initial load (all models, or `startup_models` in explicit mode); starts polling in poll mode."""
+        names = list(self.startup_models) if self.mode == "explicit" else self._model_dirs()
+        for name in names:
+            await self.load(name)
+        if self.mode == "poll":
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+
+    def _model_dirs(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError as exc:
+            log.error("cannot list model repository: %s", exc.strerror)
+            return []
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                present = set(self._model_dirs())
+                for name in sorted(present | set(self.models)):
+                    if name in present:
+                        await self.load(name)
+                    else:
+                        await self.unload(name)
+            except Exception:  # never let the poller die
+                log.exception("repository poll failed")
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def get(self, name: str, version: str = "") -> ServedModel:
+        """The ready ServedModel for `name` and `version` ('' = the highest ready version).
+        NOT_FOUND for an unknown model or version, UNAVAILABLE if the model has no ready version."""
+        entry = self.models.get(name)
+        if entry is None:
+            raise not_found(f"unknown model {name!r}")
+        if not version:
+            model = entry.latest()
+            if model is None:
+                raise ServingError(Status.UNAVAILABLE, f"model {name!r} has no ready version")
+            return model
+        model = entry.ready.get(int(version)) if version.isdigit() else None
+        if model is None:
+            raise not_found(f"model {name!r} has no ready version {version!r}; ready: {sorted(entry.ready)}")
+        return model
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except ServingError:
+            return False
+        return True
+
+    def index(self) -> list[tuple[str, str, str, str]]:
+        """(model, version, state, reason) for every version known, failed ones included."""
+        rows = []
+        for name in sorted(set(self._model_dirs()) | set(self.models)):
+            entry = self.models.get(name)
+            if entry is None:
+                rows.append((name, "", "UNAVAILABLE", "not loaded"))
+                continue
+            if entry.error:
+                rows.append((name, "", "UNAVAILABLE", entry.error))
+            for version in sorted(set(entry.ready) | set(entry.failed)):
+                if version in entry.ready:
+                    rows.append((name, str(version), "READY", ""))
+                else:
+                    rows.append((name, str(version), "UNAVAILABLE", entry.failed[version][1]))
+        return rows
+
+    def publish_metrics(self) -> None:
+        """Move every ready version's statistics into the Prometheus counters."""
+        for entry in self.models.values():
+            for model in entry.ready.values():
+                metrics.publish(model)
+
+    def loaded_count(self) -> int:
+        return sum(len(e.ready) for e in self.models.values())
+
+    # --- loading ------------------------------------------------------------------------------
+
+    async def load(self, name: str) -> ModelEntry:
+        """Bring model `name` in line with its directory: load new or changed versions the policy
+        selects, drop versions no longer selected once a replacement is ready. NOT_FOUND if the
+        directory does not exist; errors of single versions are recorded, not raised."""
+        if not name or "/" in name or name.startswith(".") or not (self.root / name).is_dir():
+            raise not_found(f"unknown model {name!r}")
+        async with self._lock:
+            entry = self.models.setdefault(name, ModelEntry(name))
+            await self._sync(entry)
+            metrics.MODELS_LOADED.set(self.loaded_count())
+            return entry
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of `name`; in-flight requests finish on their version."""
+        async with self._lock:
+            entry = self.models.pop(name, None)
+            if entry is None:
+                raise not_found(f"unknown model {name!r}")
+            for model in entry.ready.values():
+                model.close()
+            log.info("unloaded model %s", name)
+            metrics.MODELS_LOADED.set(self.loaded_count())
+
+    async def _sync(self, entry: ModelEntry) -> None:
+        model_dir = self.root / entry.name
+        config_fp = _fingerprint(model_dir / CONFIG_NAME)
+        if entry.settings is None or config_fp != entry.config_fp:
+            try:
+                settings = read_settings(model_dir)
+            except (ConfigError, OSError) as exc:
+                entry.error = str(exc) if isinstance(exc, ConfigError) else "config file unreadable"
+                log.error("model %s: bad config, keeping the versions it serves: %s", entry.name, entry.error)
+                return
+            reload_all = entry.settings is not None
+            entry.settings, entry.config_fp, entry.error = settings, config_fp, ""
+            if reload_all:
+                entry.loaded_from.clear()
+                entry.failed.clear()
+        available = self._versions(model_dir)
+        wanted = entry.settings.policy.select(list(available))
+        fresh: dict[int, ServedModel] = {}
+        for version in wanted:
+            fp = available[version]
+            if entry.loaded_from.get(version) == fp and version in entry.ready:
+                fresh[version] = entry.ready[version]
+                continue
+            if version in entry.failed and entry.failed[version][0] == fp:
+                continue
+            if time.time() - fp[1] / 1e9 < self.settle_s:
+                continue  # still being written: look again next scan
+            model = await self._load_version(entry, version, fp)
+            if model is not None:
+                fresh[version] = model
+        self._swap(entry, wanted, fresh)
+
+    def _versions(self, model_dir: Path) -> dict[int, Fingerprint]:
+        versions = {}
+        try:
+            children = list(model_dir.iterdir())
+        except OSError:
+            return {}
+        for child in children:
+            if child.name.isdigit() and child.is_dir():
+                fp = _fingerprint(child / MODEL_FILE)
+                if fp is not None:
+                    versions[int(child.name)] = fp
+        return versions
+
+    async def _load_version(self, entry: ModelEntry, version: int, fp: Fingerprint) -> ServedModel | None:
+        path = self.root / entry.name / str(version) / MODEL_FILE
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(ServedModel.load, entry.settings, version, path)
+        except Exception as exc:  # a broken version must never take the server down
+            reason = f"failed to load: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            reason = reason.replace(str(self.root), "<repository>")
+            entry.failed[version] = (fp, reason)
+            metrics.LOAD_FAILURES.labels(entry.name, str(version)).inc()
+            log.error("model %s version %d %s", entry.name, version, reason)
+            return None
+        entry.failed.pop(version, None)
+        entry.loaded_from[version] = fp
+        log.info("loaded model %s version %d in %.1f ms", entry.name, version, (time.perf_counter() - started) * 1e3)
+        return model
+
+    def _swap(self, entry: ModelEntry, wanted: list[int], fresh: dict[int, ServedModel]) -> None:
+        """Serve `fresh`; while fewer than the policy wants are ready, keep old ready versions
+        (highest first) so a failed new version never leaves the model without one."""
+        limit = len(wanted) if entry.settings.policy.kind != "latest" else entry.settings.policy.count
+        keep = dict(fresh)
+        for version in sorted(entry.ready, reverse=True):
+            if len(keep) >= max(limit, 1):
+                break
+            if version not in keep and (version in wanted or len(fresh) < limit):
+                keep[version] = entry.ready[version]
+        for version, model in entry.ready.items():
+            if keep.get(version) is not model:
+                model.close()
+                log.info("model %s version %d retired", entry.name, version)
+        entry.ready = keep

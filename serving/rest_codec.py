@@ -1,0 +1,120 @@
+"""The v2 REST JSON body (and Triton's binary-data extension) <-> InferRequest/InferResponse.
+
+Binary extension: the request's JSON header is the first `Inference-Header-Content-Length` bytes,
+followed by the raw tensors of inputs whose parameters carry `binary_data_size`, in input order.
+Outputs are returned raw when requested (`binary_data` per output, or `binary_data_output`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from serving.datatypes import datatype_of, to_raw
+from serving.errors import invalid
+from serving.types import InferRequest, InferResponse, InputTensor
+
+
+def parse_infer(model: str, version: str, body: bytes, header_length: str | None) -> InferRequest:
+    """Decode an infer body. InvalidArgument for bad JSON, a bad header length, binary sizes that do
+    not add up to the body, or malformed input entries."""
+    header, binary = _split(body, header_length)
+    try:
+        doc = json.loads(header)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise invalid("request JSON must be an object with an 'inputs' list")
+    inputs, offset = [], 0
+    for entry in doc["inputs"]:
+        tensor, offset = _input(entry, binary, offset)
+        inputs.append(tensor)
+    if offset != len(binary):
+        raise invalid(f"binary data is {len(binary)} bytes but the inputs' binary_data_size add up to {offset}")
+    params = _dict(doc.get("parameters"), "parameters")
+    outputs = None
+    if doc.get("outputs") is not None:
+        if not isinstance(doc["outputs"], list):
+            raise invalid("'outputs' must be a list")
+        outputs = {}
+        for out in doc["outputs"]:
+            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+                raise invalid("each requested output needs a 'name'")
+            outputs[out["name"]] = _dict(out.get("parameters"), f"output {out['name']!r} parameters")
+    return InferRequest(model, version, str(doc.get("id", "")), inputs, outputs, params)
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        n = int(header_length)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= len(body):
+        raise invalid(f"Inference-Header-Content-Length {header_length!r} does not fit a body of {len(body)} bytes")
+    view = memoryview(body)
+    return bytes(view[:n]), view[n:]
+
+
+def _dict(value: Any, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid(f"{what} must be a JSON object")
+    return value
+
+
+def _input(entry: Any, binary: memoryview, offset: int) -> tuple[InputTensor, int]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise invalid("each input needs a 'name'")
+    name = entry["name"]
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise invalid(f"input {name!r}: 'shape' must be a list of integers")
+    datatype = entry.get("datatype")
+    if not isinstance(datatype, str):
+        raise invalid(f"input {name!r}: 'datatype' must be a string")
+    params = _dict(entry.get("parameters"), f"input {name!r} parameters")
+    raw = None
+    size = params.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise invalid(f"input {name!r}: binary_data_size {size!r} overruns the {len(binary)} bytes of binary data")
+        raw = binary[offset:offset + size]
+        offset += size
+    values = entry.get("data")
+    if values is not None and not isinstance(values, list):
+        values = [values]
+    return InputTensor(name, datatype, shape, raw, values, params), offset
+
+
+def encode_infer(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
+    """The response body and, if any output is binary, the JSON header's length."""
+    default_binary = bool(request.parameters.get("binary_data_output", False))
+    outputs, blobs = [], []
+    for name, array in response.outputs.items():
+        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
+        wanted = (request.outputs or {}).get(name, {})
+        if wanted.get("binary_data", default_binary):
+            blob = to_raw(array)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _json_values(array)
+        outputs.append(entry)
+    doc = {"model_name": response.model, "model_version": response.version, "outputs": outputs}
+    if response.id:
+        doc["id"] = response.id
+    header = json.dumps(doc).encode()
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def _json_values(array: np.ndarray) -> list:
+    if datatype_of(array.dtype) == "BYTES":
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.ravel()]
+    return array.ravel().tolist()

@@ -1,0 +1,38 @@
+"""`edgerun serve`: its options and the errors for bad ones (one line, exit 1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime import cli
+
+
+def test_help_lists_the_options(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["serve", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--model-repository", "--grpc-port", "--http-port", "--metrics-port", "--workers",
+                 "--model-control-mode", "--tls-cert", "--tls-key", "--tls-client-ca", "--auth-token-file",
+                 "--max-message-size"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--tls-cert", "c.pem"], "TLS needs both --tls-cert and --tls-key"),
+    (["--tls-client-ca", "ca.pem"], "--tls-client-ca needs --tls-cert"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--max-message-size", "10"], "at least 1024 bytes"),
+])
+def test_bad_options(tmp_path, capsys, extra, words) -> None:
+    assert cli.main(["serve", "--model-repository", str(tmp_path), *extra]) == 1
+    assert words in capsys.readouterr().err
+
+
+def test_missing_repository_and_empty_token(tmp_path, capsys) -> None:
+    assert cli.main(["serve", "--model-repository", str(tmp_path / "none")]) == 1
+    assert "is not a directory" in capsys.readouterr().err
+    token = tmp_path / "token"
+    token.write_text("  \n")
+    assert cli.main(["serve", "--model-repository", str(tmp_path), "--auth-token-file", str(token)]) == 1
+    assert "token file is empty" in capsys.readouterr().err
