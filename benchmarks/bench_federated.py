@@ -158,7 +158,7 @@ def start_coordinator(model: Path, workdir: Path, selected: int, fraction: float
                "--rounds", str(rounds), "--port", "0", "--host", "127.0.0.1", "--state", str(workdir / "c.db"),
                "--key", str(workdir / "c.key"), "--token", TOKEN, "--fraction-fit", repr(fraction),
                "--min-clients", str(selected), "--lr", str(LR), "--epochs", str(EPOCHS),
-               "--batch-size", str(BATCH), "--round-timeout", str(round_timeout)]
+               "--batch-size", str(BATCH), "--round-timeout", str(round_timeout), "--secure-aggregation", "off"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(workdir / "coordinator.log", "w") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True)

@@ -38,6 +38,7 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS")
     c.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     c.add_argument("--tls-client-ca", type=Path, help="require device certificates signed by this CA (mTLS)")
+    add_privacy_arguments(c)
     c.set_defaults(func=cmd_coordinator)
 
     d = commands.add_parser("client", help="run a device client")
@@ -70,11 +71,45 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--plot", type=Path, default=None, help="PNG of accuracy and loss per round (needs matplotlib)")
     s.add_argument("--slow", default=None, metavar="SHARE:SECONDS",
                    help="a share of devices that take SECONDS longer per round, e.g. 0.2:1.5")
+    s.add_argument("--drop-stage", default="start", help="where dropping devices go away: start, a secure-"
+                   "aggregation stage (advertise, share, masked, consistency, unmask) or random")
+    add_privacy_arguments(s)
     s.set_defaults(func=cmd_simulate)
 
     t = commands.add_parser("status", help="rounds, clients and metrics of a coordinator state file")
     t.add_argument("--state", type=Path, default=Path("coordinator.db"))
     t.set_defaults(func=cmd_status)
+
+
+def add_privacy_arguments(p: Any) -> None:
+    """Secure aggregation and differential privacy options (coordinator and simulate)."""
+    p.add_argument("--secure-aggregation", choices=["on", "off"], default="on",
+                   help="collect only masked updates and learn only their sum (default on)")
+    p.add_argument("--secagg-bits", type=int, default=32, help="ring Z_2^bits of the masked updates (<= 32)")
+    p.add_argument("--secagg-neighbours", type=int, default=20, help="SecAgg+ neighbours per client")
+    p.add_argument("--secagg-clip-range", type=float, default=None, help="per-value quantization bound")
+    p.add_argument("--secagg-stage-timeout", type=float, default=10.0, help="seconds per protocol stage")
+    p.add_argument("--dp-noise", type=float, default=0.0, help="DP noise multiplier z (0: no DP)")
+    p.add_argument("--dp-clip", type=float, default=1.0, help="DP clipping norm S of each client's delta")
+    p.add_argument("--dp-delta", type=float, default=1e-5)
+    p.add_argument("--dp-epsilon", type=float, default=float("inf"), help="stop training at this epsilon")
+    p.add_argument("--dp-mode", choices=["central", "distributed"], default="central")
+    p.add_argument("--compression", default="none", help="plain uploads only: none, int8 or topk:F")
+
+
+def privacy_options(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(SecAggOptions or None, DpOptions or None) from the command line."""
+    from federated.privacy import DpOptions
+    from federated.secagg.options import SecAggOptions
+
+    secagg = None
+    if args.secure_aggregation == "on":
+        secagg = SecAggOptions(bits=args.secagg_bits, neighbours=args.secagg_neighbours,
+                               clip_range=args.secagg_clip_range, stage_timeout=args.secagg_stage_timeout)
+    dp = None
+    if args.dp_noise > 0:
+        dp = DpOptions(args.dp_noise, args.dp_clip, args.dp_delta, args.dp_epsilon, args.dp_mode)
+    return secagg, dp
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
@@ -93,8 +128,10 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         allowed = {bytes.fromhex(line.strip()) for line in args.allow_keys.read_text().splitlines() if line.strip()}
     if args.token is None and not allowed:
         raise ValueError("enrolment needs --token or --allow-keys")
+    secagg, dp = privacy_options(args)
     config = CoordinatorConfig(rounds=args.rounds, round_timeout=args.round_timeout,
-                               report_goal=args.report_goal, enrol_token=args.token, allowed_keys=allowed)
+                               report_goal=args.report_goal, enrol_token=args.token, allowed_keys=allowed,
+                               secagg=secagg, dp=dp, compression=args.compression)
     coordinator = Coordinator(args.model, Store(args.state), strategy, config, KeyPair.load_or_create(args.key))
     credentials = None
     if args.tls_cert or args.tls_key:
@@ -142,7 +179,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         num_clients=args.clients, rounds=args.rounds, fraction_fit=args.fraction_fit, partition=args.partition,
         alpha=args.alpha, shards_per_client=args.shards_per_client, drop_probability=args.drop,
         report_goal=args.report_goal, round_timeout=args.round_timeout, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, behaviours=_behaviours(args))
+        batch_size=args.batch_size, lr=args.lr, behaviours=_behaviours(args), drop_stage=args.drop_stage,
+        secagg=privacy_options(args)[0], dp=privacy_options(args)[1], compression=args.compression)
     history = simulate(args.model, x, y, x_test, y_test, config, on_round=_progress(args.rounds))
     print()
     write_metrics(history, args.metrics)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -21,10 +22,21 @@ import grpc
 import numpy as np
 
 from federated.auth import AuthError, KeyPair, payload_message, sha256, verify
-from federated.codec import decode_arrays, encode_arrays
+from federated.codec import decode_arrays
+from federated.compression import compress
 from federated.local import local_evaluate, local_update, parameter_spec
+from federated.privacy import gaussian_noise
 from federated.protos import federated_pb2 as pb
 from federated.protos import federated_pb2_grpc as pb_grpc
+from federated.secagg import wire
+from federated.secagg.device import secure_upload
+from federated.secagg.errors import SecAggError
+from federated.secagg.messages import SecAggParams
+from federated.secagg.options import client_weight
+from federated.secagg.quantize import pack
+from federated.secagg.session import StageReply
+from federated.secagg.update import encode_update
+from federated.secagg.workflow import DROP_STAGES
 from federated.service import CHUNK_BYTES, KEEPALIVE_OPTIONS, evaluation_body, upload_body
 from runtime.interpreter import Interpreter
 
@@ -43,6 +55,9 @@ class ClientOptions:
     max_retries: int = 8
     rpc_timeout: float = 60.0
     drop_probability: float = 0.0  # simulation: skip a selected round as if the device went away
+    # simulation, secure aggregation: where a dropping device goes away: "start" (before training),
+    # a secure-aggregation stage (federated.secagg.workflow.DROP_STAGES) or "random" (any of them)
+    drop_stage: str = "start"
     delay_seconds: float = 0.0  # simulation: extra time a slow device spends on each round
     seed: int = 0
     info: dict[str, str] = field(default_factory=dict)
@@ -62,7 +77,9 @@ class FederatedClient:
         self.coordinator_key: bytes | None = None
         self.interpreter: Interpreter | None = None
         self.rounds_done: list[int] = []
+        self.pending_drop: str | None = None  # simulation: the secure-aggregation stage to drop at
         self.evaluations_done: list[int] = []
+        self.bytes_uploaded = 0  # update payload bytes sent (plain deltas or masked inputs)
 
     # ------------------------------------------------------------ plumbing
     def _auth(self, method: str, body: bytes) -> pb.Auth:
@@ -117,6 +134,7 @@ class FederatedClient:
 
     def _upload(self, round_number: int, blob: bytes, num_examples: int, metrics: dict[str, float]) -> None:
         digest = sha256(blob)
+        self.bytes_uploaded += len(blob)
 
         def chunks() -> Iterator[pb.UploadChunk]:
             body = upload_body(round_number, num_examples, metrics, digest)
@@ -140,9 +158,39 @@ class FederatedClient:
         config = json.loads(work.config_json or "{}")
         config.setdefault("seed", work.round)
         result = local_update(self.interpreter, parameters, x, y, config)
-        self._upload(work.round, encode_arrays(result.delta), result.num_examples,
+        delta = [result.delta[n] for n in spec]
+        if config.get("dp", {}).get("mode") == "distributed":  # this client's share of the DP noise
+            dp = config["dp"]
+            stddev = dp["noise_multiplier"] * dp["clip_norm"] / math.sqrt(dp["expected_clients"])
+            delta = [d + z.astype(d.dtype) for d, z in zip(delta, gaussian_noise([d.shape for d in delta], stddev),
+                                                            strict=True)]
+        if "secagg" in config:
+            self.rounds_done.append(work.round)  # whatever happens, never train this round twice
+            self._secure_upload(work, config, delta, result.num_examples)
+            return
+        blob = compress(dict(zip(spec, delta, strict=True)), config.get("compression", "none"))
+        self._upload(work.round, blob, result.num_examples,
                      {k: float(v) for k, v in result.metrics.items()})
         self.rounds_done.append(work.round)
+
+    def _secure_upload(self, work: pb.WorkReply, config: dict[str, Any], delta: list[np.ndarray],
+                       num_examples: int) -> None:
+        """Take part in the round's secure aggregation with the weighted, quantized delta."""
+        secagg = config["secagg"]
+        params = SecAggParams.from_config(secagg)
+        weight = 1.0 if "dp" in config else client_weight(num_examples, int(secagg["max_weight"]))
+        ring = encode_update(delta, weight, params.quantization)
+        transport = _SecAggTransport(self, work.round, params.quantization.bits)
+        deadline = work.deadline + 5 * float(secagg["stage_timeout"]) + 5.0
+        try:
+            outcome = secure_upload(self.client_id, self.key, params, ring, transport, deadline,
+                                    drop_at=self.pending_drop)
+        except SecAggError as exc:
+            log.warning("%s: round %d secure aggregation ended: %s", self.client_id, work.round, exc)
+            return
+        finally:
+            self.pending_drop = None
+        log.info("%s: round %d secure aggregation: %s", self.client_id, work.round, outcome)
 
     def evaluate_round(self, work: pb.WorkReply) -> None:
         """Evaluate the round's global model on held-out data (or the training data if none)."""
@@ -187,13 +235,50 @@ class FederatedClient:
             if work.action == pb.WorkReply.EVALUATE and work.round not in self.evaluations_done:
                 self._train_or_skip(work)
                 continue
-            if work.action == pb.WorkReply.TRAIN and work.round not in skipped:
+            if work.action == pb.WorkReply.TRAIN and work.round not in skipped and work.round not in self.rounds_done:
                 if self.rng.random() < self.options.drop_probability:
-                    skipped.add(work.round)  # this device "drops out" of the round
-                    continue
+                    stage = self.options.drop_stage
+                    if stage == "random":
+                        stage = self.rng.choice(("start", *DROP_STAGES))
+                    if stage == "start" or "secagg" not in json.loads(work.config_json or "{}"):
+                        skipped.add(work.round)  # this device "drops out" of the round
+                        continue
+                    self.pending_drop = stage  # it goes away in the middle of secure aggregation
                 self._train_or_skip(work)
                 continue
             stop.wait(max(work.retry_after, 0.05))
+
+
+class _SecAggTransport:
+    """federated.secagg.device.Transport over this client's gRPC stub (signed requests)."""
+
+    def __init__(self, client: FederatedClient, round_number: int, bits: int) -> None:
+        self.client, self.round, self.bits = client, round_number, bits
+
+    def send(self, stage: str, payload: Any) -> StageReply:
+        def call() -> pb.SecAggReply:
+            request = pb.SecAggRequest(round=self.round)
+            wire.fill_request(request, stage, payload)
+            request.auth.CopyFrom(self.client._auth("SecAgg", wire.request_body(request)))
+            return self.client.stub.SecAgg(request, timeout=self.client.options.rpc_timeout)
+
+        return wire.reply_from_pb(self.client._call(call))
+
+    def upload_masked(self, vector: np.ndarray) -> None:
+        blob = pack(vector, self.bits)
+        digest = sha256(blob)
+        length = len(vector)
+
+        def chunks() -> Iterator[pb.MaskedChunk]:
+            body = wire.masked_body(self.round, self.bits, length, digest)
+            header = pb.MaskedHeader(auth=self.client._auth("UploadMasked", body), round=self.round, bits=self.bits,
+                                     length=length, total_size=len(blob), sha256=digest)
+            yield pb.MaskedChunk(header=header, data=blob[:CHUNK_BYTES])
+            for start in range(CHUNK_BYTES, len(blob), CHUNK_BYTES):
+                yield pb.MaskedChunk(data=blob[start : start + CHUNK_BYTES])
+
+        self.client._call(lambda: self.client.stub.UploadMasked(chunks(), timeout=self.client.options.rpc_timeout))
+        self.client.bytes_uploaded += len(blob)
 
 
 def channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:

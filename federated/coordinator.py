@@ -32,7 +32,15 @@ import numpy as np
 
 from federated.auth import KeyPair, payload_message, sha256
 from federated.codec import PayloadError, decode_arrays, encode_arrays
+from federated.compression import decompress
+from federated.compression import parse as parse_compression
+from federated.errors import Rejected
 from federated.local import parameter_spec
+from federated.privacy import DpOptions, PrivacyAccountant
+from federated.secagg.messages import SecAggParams
+from federated.secagg.options import SecAggOptions
+from federated.secagg.session import SecureRound
+from federated.secure_rounds import SecureRoundsMixin
 from federated.store import AlreadyEnrolled
 from federated.typing import EvaluateRes, FitRes
 from runtime.errors import EdgerunError
@@ -42,14 +50,6 @@ log = logging.getLogger("edgerun.federated")
 
 Arrays = dict[str, np.ndarray]
 Evaluator = Callable[[Arrays], dict[str, float]]
-
-
-class Rejected(EdgerunError):
-    """A client request the coordinator refuses; `code` says why (for the gRPC status)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code  # "unauthenticated", "already_exists", "not_found", "failed_precondition", ...
 
 
 @dataclass
@@ -68,6 +68,12 @@ class CoordinatorConfig:
     enrol_token: str | None = None
     allowed_keys: set[bytes] = field(default_factory=set)
     seed: int = 0
+    # Secure aggregation (on by default): the coordinator only learns the sum of the updates.
+    secagg: SecAggOptions | None = field(default_factory=SecAggOptions)
+    # Differential privacy (DP-FedAvg with accounting); None: off.
+    dp: DpOptions | None = None
+    # Plain uploads only: "none", "int8" (stochastic rounding) or "topk:F" (sparse).
+    compression: str = "none"
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class Work:
     retry_after: float = 1.0
 
 
-class Coordinator:
+class Coordinator(SecureRoundsMixin):
     """State and handlers of one federated training run (see the module docstring)."""
 
     def __init__(self, model_path: str | Path, store: Any, strategy: Any, config: CoordinatorConfig,
@@ -100,6 +106,20 @@ class Coordinator:
         self._keys: dict[str, bytes] = {}
         self.closing: int | None = None  # the round being aggregated
         self.evaluation: dict[str, Any] | None = None  # the open evaluation round, if any
+        self.secure: SecureRound | None = None  # the open secure-aggregation round, if any
+        self.accountant: PrivacyAccountant | None = None
+        self.budget_exhausted = False
+        self.upload_bytes = 0.0  # mean update payload per reporting client in the last round
+        if config.secagg is not None and config.compression != "none":
+            raise ValueError("compression applies to plain uploads; under secure aggregation use "
+                             "SecAggOptions(bits=...) for reduced-bit fixed point")
+        parse_compression(config.compression)
+        if config.dp is not None:
+            spent = (store.get_state("privacy") or {}).get("sampling_probabilities", [])
+            self.accountant = PrivacyAccountant(config.dp, spent)
+        if config.secagg is not None and getattr(strategy, "needs_individual_updates", False):
+            raise ValueError(f"{type(strategy).__name__} needs each client's update; it cannot run with secure "
+                             "aggregation (turn it off to use it)")
         saved = store.get_state("strategy")
         if saved:
             strategy.load_state(_decode_state(saved))  # server-optimizer state survives restarts
@@ -146,8 +166,10 @@ class Coordinator:
             if evaluation and client_id in evaluation["selected"] and client_id not in evaluation["results"]:
                 return Work("evaluate", evaluation["round"], evaluation["version"], {}, evaluation["deadline"])
             current = self.store.current_round()
+            secure = self.secure
             if (current is None or client_id not in current.selected or now > current.deadline
-                    or self._reported(current.round, client_id)):
+                    or self._reported(current.round, client_id)
+                    or (secure is not None and client_id in secure.server.roster)):
                 # Not needed in the open round: nothing to do before it ends, so poll less.
                 busy = current is not None and client_id not in current.selected
                 return Work("wait", retry_after=0.5 if busy else 0.2)
@@ -173,8 +195,10 @@ class Coordinator:
         """Validate and durably record one client's delta; Rejected says why not."""
         if num_examples <= 0:
             raise Rejected("invalid_argument", f"client {client_id!r}: num_examples must be positive")
+        current = self.store.current_round()
+        method = current.config.get("compression", "none") if current is not None else "none"
         try:
-            decode_arrays(blob, self.spec)
+            decompress(blob, self.spec, method)
         except PayloadError as exc:
             log.warning("rejected update from %s for round %d: %s", client_id, round_number, exc)
             raise Rejected("invalid_argument", f"client {client_id!r}: {exc}") from None
@@ -183,6 +207,9 @@ class Coordinator:
             if (current is None or current.round != round_number or self.closing == round_number
                     or time.time() > current.deadline):
                 raise Rejected("failed_precondition", f"round {round_number} is not open (or past its deadline)")
+            if "secagg" in current.config:
+                raise Rejected("failed_precondition",
+                               f"round {round_number} uses secure aggregation: only masked inputs are accepted")
             if not self.store.record_update(round_number, client_id, blob, num_examples, dict(metrics)):
                 raise Rejected("failed_precondition",
                                f"client {client_id!r} is not selected for round {round_number} or already reported")
@@ -265,7 +292,7 @@ class Coordinator:
         while not stop.is_set():
             history = self.store.history()
             done = sum(1 for r in history if r.status == "aggregated")
-            if done >= self.config.rounds:
+            if done >= self.config.rounds or self.budget_exhausted:
                 break
             current = self.store.current_round()
             if current is not None:
@@ -298,8 +325,32 @@ class Coordinator:
         else:
             return
         config = dict(fit_ins.config)
+        if self.accountant is not None:
+            q = len(selected) / max(len(available), len(selected))
+            if not self.accountant.allows(q):
+                log.info("round %d not started: it would exceed the privacy budget (epsilon %.3f spent of %.3f)",
+                         round_number, self.accountant.epsilon, self.accountant.options.epsilon_budget)
+                self.budget_exhausted = True
+                return
+            dp = self.config.dp
+            config["clip_norm"] = dp.clip_norm  # clients clip their deltas to S
+            config["dp"] = {"noise_multiplier": dp.noise_multiplier, "clip_norm": dp.clip_norm, "mode": dp.mode,
+                            "expected_clients": len(selected), "sampling_probability": q}
+        if self.config.compression != "none":
+            config["compression"] = self.config.compression
         deadline = time.time() + self.config.round_timeout
-        self.store.open_round(round_number, self.version, list(selected), config, deadline)
+        options = self.config.secagg
+        if options is not None:
+            shapes = [tuple(self.spec[n][1]) for n in order]
+            config["secagg"] = options.round_config(round_number, len(selected), shapes,
+                                                    float(config.get("clip_norm") or 0.0))
+        with self.lock:
+            self.store.open_round(round_number, self.version, list(selected), config, deadline)
+            if options is not None:
+                goal = max(1, math.ceil(self.config.report_goal * len(selected)))
+                keys = {c: self.public_key_of(c) for c in selected}
+                self.secure = SecureRound(SecAggParams.from_config(config["secagg"]), selected, keys, goal,
+                                          deadline, options.stage_timeout)
         log.info("round %d: selected %d of %d clients", round_number, len(selected), len(available))
         self._finish(round_number, stop)
 
@@ -307,6 +358,10 @@ class Coordinator:
         """Wait for the report goal or the deadline, then aggregate (or fail) the round."""
         with self.lock:
             current = self.store.current_round()
+        if "secagg" in current.config:
+            self._finish_secure(current, stop)
+            return
+        with self.lock:
             goal = max(1, math.ceil(self.config.report_goal * len(current.selected)))
             while not stop.is_set() and time.time() < current.deadline:
                 if len(self.store.reported(round_number)) >= goal:
@@ -326,12 +381,23 @@ class Coordinator:
         order = list(self.spec)
         results = []
         for u in updates:
-            delta = decode_arrays(u.blob, self.spec)
+            delta = decompress(u.blob, self.spec, current.config.get("compression", "none"))
             results.append((u.client_id, FitRes([delta[n] for n in order], u.num_examples, dict(u.metrics))))
         failures = len(current.selected) - len(results)
+        if updates:
+            self.upload_bytes = sum(len(u.blob) for u in updates) / len(updates)
+        if "dp" in current.config:
+            total = [sum(res.delta[i].astype(np.float64) for _, res in results) for i in range(len(order))]
+            self._conclude(current, len(results), lambda: self._private_sum(current, total, len(results), failures))
+            return
+        self._conclude(current, len(results), lambda: self.strategy.aggregate_fit(
+            current.round, [self.parameters[n] for n in order], results, failures))
+
+    def _conclude(self, current: Any, reports: int, aggregate: Callable[[], tuple[list, dict]]) -> None:
+        """Publish the aggregate as the next model version, or fail the round if it raises."""
+        order = list(self.spec)
         try:
-            new, metrics = self.strategy.aggregate_fit(current.round, [self.parameters[n] for n in order],
-                                                       results, failures)
+            new, metrics = aggregate()
             if not all(np.isfinite(a).all() for a in new if a.dtype.kind == "f"):
                 raise Rejected("invalid_argument", f"round {current.round}: the aggregate is not finite")
         except Exception as exc:  # noqa: BLE001 - any aggregation failure fails the round, keeps the model
@@ -340,7 +406,8 @@ class Coordinator:
             self._announce(current.round)
             return
         parameters = dict(zip(order, new, strict=True))
-        metrics = {**metrics, "reports": len(results), "selected": len(current.selected)}
+        metrics = {**metrics, "reports": reports, "selected": len(current.selected),
+                   "upload_bytes_per_client": self.upload_bytes}
         if self.evaluator is not None:
             metrics.update(self.evaluator(parameters))
         with self.lock:

@@ -18,6 +18,9 @@ from federated.auth import AuthError, ReplayGuard, SignedFields, request_message
 from federated.coordinator import Coordinator, Rejected
 from federated.protos import federated_pb2 as pb
 from federated.protos import federated_pb2_grpc as pb_grpc
+from federated.secagg import wire
+from federated.secagg.errors import MalformedVector
+from federated.secagg.quantize import unpack
 from federated.typing import EvaluateRes
 
 log = logging.getLogger("edgerun.federated")
@@ -148,6 +151,48 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         result = EvaluateRes(request.loss, request.num_examples, dict(request.metrics))
         try:
             self.coordinator.submit_evaluation(client, request.round, result)
+        except Rejected as exc:
+            self._abort(context, exc)
+        return pb.UploadReply(accepted=True, message="ok")
+
+    def SecAgg(self, request: pb.SecAggRequest, context: Any) -> pb.SecAggReply:
+        """One secure-aggregation stage message (or poll), signed over the request without auth."""
+        client = self._authenticate(request.auth, "SecAgg", wire.request_body(request), context)
+        try:
+            reply = self.coordinator.secure_step(client, request.round, request.stage, wire.payload_of(request))
+        except Rejected as exc:
+            self._abort(context, exc)
+        return wire.reply_to_pb(reply)
+
+    def UploadMasked(self, request_iterator: Iterator[pb.MaskedChunk], context: Any) -> pb.UploadReply:
+        """A masked input: header (authenticated first), then packed ring elements matching it."""
+        header, client, parts, size = None, "", [], 0
+        for chunk in request_iterator:
+            if header is None:
+                if not chunk.HasField("header"):
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the header")
+                header = chunk.header
+                signed = wire.masked_body(header.round, header.bits, header.length, header.sha256)
+                client = self._authenticate(header.auth, "UploadMasked", signed, context)
+                if header.total_size > self.max_update_bytes:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"masked input of {header.total_size} bytes exceeds {self.max_update_bytes}")
+            size += len(chunk.data)
+            if size > header.total_size:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "more bytes than the header announced")
+            parts.append(chunk.data)
+        if header is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload")
+        blob = b"".join(parts)
+        if len(blob) != header.total_size or sha256(blob) != header.sha256:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload size or sha256 does not match the header")
+        try:
+            if not 2 <= header.bits <= 32:
+                raise Rejected("invalid_argument", f"bits must be in 2..32, got {header.bits}")
+            vector = unpack(blob, header.bits, header.length)
+            self.coordinator.submit_masked(client, header.round, header.bits, vector)
+        except MalformedVector as exc:
+            self._abort(context, Rejected("invalid_argument", str(exc)))
         except Rejected as exc:
             self._abort(context, exc)
         return pb.UploadReply(accepted=True, message="ok")

@@ -13,7 +13,7 @@ import logging
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from federated.auth import KeyPair
 from federated.client import ClientOptions, FederatedClient, channel
 from federated.coordinator import Coordinator, CoordinatorConfig
 from federated.local import local_evaluate
+from federated.privacy import DpOptions
+from federated.secagg.options import SecAggOptions
 from federated.service import serve
 from federated.store import Store
 from federated.strategies import FedAvg
@@ -61,6 +63,11 @@ class SimulationConfig:
     seed: int = 0
     # Device kinds by share of the fleet; empty: every device drops with drop_probability.
     behaviours: tuple[DeviceBehaviour, ...] = ()
+    # Secure aggregation (None: off, plain deltas) and where dropping devices go away.
+    secagg: SecAggOptions | None = field(default_factory=SecAggOptions)
+    drop_stage: str = "start"
+    dp: DpOptions | None = None
+    compression: str = "none"  # plain uploads only (secagg=None)
 
 
 def partitions(y: np.ndarray, config: SimulationConfig) -> list[np.ndarray]:
@@ -95,7 +102,8 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
         coordinator = Coordinator(
             model_path, store, strategy,
             CoordinatorConfig(rounds=config.rounds, round_timeout=config.round_timeout,
-                              report_goal=config.report_goal, enrol_token=TOKEN, seed=config.seed),
+                              report_goal=config.report_goal, enrol_token=TOKEN, seed=config.seed,
+                              secagg=config.secagg, dp=config.dp, compression=config.compression),
             KeyPair.generate(), evaluator=evaluate, on_round=on_round)
         server, port = serve(coordinator)
         stop = threading.Event()
@@ -118,7 +126,7 @@ def _start_clients(target: str, x: np.ndarray, y: np.ndarray, config: Simulation
     for i, index in enumerate(partitions(y, config)):
         kind = kinds[i]
         options = ClientOptions(token=TOKEN, drop_probability=kind.drop_probability, delay_seconds=kind.delay_seconds,
-                                seed=config.seed + i)
+                                seed=config.seed + i, drop_stage=config.drop_stage)
         client = FederatedClient(channel(target), f"device-{i:04d}", KeyPair.generate(), (x[index], y[index]),
                                  options)
         thread = threading.Thread(target=_run_client, args=(client, stop), name=client.client_id, daemon=True)

@@ -2,7 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -177,3 +177,113 @@ class StatusReply(_message.Message):
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: str
     def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class SecAggKeys(_message.Message):
+    __slots__ = ("client_id", "encryption_key", "mask_key", "seed_commitment", "signature", "device_key")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_KEY_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_FIELD_NUMBER: _ClassVar[int]
+    SEED_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_KEY_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    encryption_key: bytes
+    mask_key: bytes
+    seed_commitment: bytes
+    signature: bytes
+    device_key: bytes
+    def __init__(self, client_id: _Optional[str] = ..., encryption_key: _Optional[bytes] = ..., mask_key: _Optional[bytes] = ..., seed_commitment: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., device_key: _Optional[bytes] = ...) -> None: ...
+
+class SecAggShare(_message.Message):
+    __slots__ = ("sender", "recipient", "nonce", "ciphertext")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    recipient: str
+    nonce: bytes
+    ciphertext: bytes
+    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class SecAggProof(_message.Message):
+    __slots__ = ("client_id", "signature")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    signature: bytes
+    def __init__(self, client_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class SecAggReveal(_message.Message):
+    __slots__ = ("owner", "kind", "x", "y")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    kind: str
+    x: int
+    y: bytes
+    def __init__(self, owner: _Optional[str] = ..., kind: _Optional[str] = ..., x: _Optional[int] = ..., y: _Optional[bytes] = ...) -> None: ...
+
+class SecAggRequest(_message.Message):
+    __slots__ = ("auth", "round", "stage", "keys", "shares", "proof", "revealed")
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    REVEALED_FIELD_NUMBER: _ClassVar[int]
+    auth: Auth
+    round: int
+    stage: str
+    keys: SecAggKeys
+    shares: _containers.RepeatedCompositeFieldContainer[SecAggShare]
+    proof: SecAggProof
+    revealed: _containers.RepeatedCompositeFieldContainer[SecAggReveal]
+    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ..., round: _Optional[int] = ..., stage: _Optional[str] = ..., keys: _Optional[_Union[SecAggKeys, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[SecAggShare, _Mapping]]] = ..., proof: _Optional[_Union[SecAggProof, _Mapping]] = ..., revealed: _Optional[_Iterable[_Union[SecAggReveal, _Mapping]]] = ...) -> None: ...
+
+class SecAggReply(_message.Message):
+    __slots__ = ("stage", "expects_you", "roster", "inbox", "survivors", "proofs", "message", "retry_after")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTS_YOU_FIELD_NUMBER: _ClassVar[int]
+    ROSTER_FIELD_NUMBER: _ClassVar[int]
+    INBOX_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    PROOFS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    expects_you: bool
+    roster: _containers.RepeatedCompositeFieldContainer[SecAggKeys]
+    inbox: _containers.RepeatedCompositeFieldContainer[SecAggShare]
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    proofs: _containers.RepeatedCompositeFieldContainer[SecAggProof]
+    message: str
+    retry_after: float
+    def __init__(self, stage: _Optional[str] = ..., expects_you: _Optional[bool] = ..., roster: _Optional[_Iterable[_Union[SecAggKeys, _Mapping]]] = ..., inbox: _Optional[_Iterable[_Union[SecAggShare, _Mapping]]] = ..., survivors: _Optional[_Iterable[str]] = ..., proofs: _Optional[_Iterable[_Union[SecAggProof, _Mapping]]] = ..., message: _Optional[str] = ..., retry_after: _Optional[float] = ...) -> None: ...
+
+class MaskedHeader(_message.Message):
+    __slots__ = ("auth", "round", "bits", "length", "total_size", "sha256")
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    auth: Auth
+    round: int
+    bits: int
+    length: int
+    total_size: int
+    sha256: bytes
+    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ..., round: _Optional[int] = ..., bits: _Optional[int] = ..., length: _Optional[int] = ..., total_size: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+
+class MaskedChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: MaskedHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[MaskedHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -64,6 +64,16 @@ class CoordinatorStub:
                 request_serializer=federated_dot_protos_dot_federated__pb2.StatusRequest.SerializeToString,
                 response_deserializer=federated_dot_protos_dot_federated__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.SecAgg = channel.unary_unary(
+                '/edgerun.federated.Coordinator/SecAgg',
+                request_serializer=federated_dot_protos_dot_federated__pb2.SecAggRequest.SerializeToString,
+                response_deserializer=federated_dot_protos_dot_federated__pb2.SecAggReply.FromString,
+                _registered_method=True)
+        self.UploadMasked = channel.stream_unary(
+                '/edgerun.federated.Coordinator/UploadMasked',
+                request_serializer=federated_dot_protos_dot_federated__pb2.MaskedChunk.SerializeToString,
+                response_deserializer=federated_dot_protos_dot_federated__pb2.UploadReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -111,6 +121,22 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecAgg(self, request, context):
+        """Secure aggregation (federated/secagg): send this client's message for a stage, or poll;
+        the reply says which stage is open and carries what the client needs for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadMasked(self, request_iterator, context):
+        """Secure aggregation: the masked input (ring elements, packed), the only form in which a
+        client's update reaches the coordinator when secure aggregation is on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +169,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=federated_dot_protos_dot_federated__pb2.StatusRequest.FromString,
                     response_serializer=federated_dot_protos_dot_federated__pb2.StatusReply.SerializeToString,
+            ),
+            'SecAgg': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecAgg,
+                    request_deserializer=federated_dot_protos_dot_federated__pb2.SecAggRequest.FromString,
+                    response_serializer=federated_dot_protos_dot_federated__pb2.SecAggReply.SerializeToString,
+            ),
+            'UploadMasked': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadMasked,
+                    request_deserializer=federated_dot_protos_dot_federated__pb2.MaskedChunk.FromString,
+                    response_serializer=federated_dot_protos_dot_federated__pb2.UploadReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +343,60 @@ class Coordinator:
             '/edgerun.federated.Coordinator/Status',
             federated_dot_protos_dot_federated__pb2.StatusRequest.SerializeToString,
             federated_dot_protos_dot_federated__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecAgg(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgerun.federated.Coordinator/SecAgg',
+            federated_dot_protos_dot_federated__pb2.SecAggRequest.SerializeToString,
+            federated_dot_protos_dot_federated__pb2.SecAggReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadMasked(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgerun.federated.Coordinator/UploadMasked',
+            federated_dot_protos_dot_federated__pb2.MaskedChunk.SerializeToString,
+            federated_dot_protos_dot_federated__pb2.UploadReply.FromString,
             options,
             channel_credentials,
             insecure,

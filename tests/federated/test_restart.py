@@ -32,7 +32,7 @@ def start_coordinator(model, tmp_path, port, rounds):
         [sys.executable, "-m", "runtime.cli", "federated", "coordinator", "--model", str(model),
          "--rounds", str(rounds), "--port", str(port), "--host", "127.0.0.1", "--state", str(tmp_path / "c.db"),
          "--key", str(tmp_path / "c.key"), "--token", "t", "--fraction-fit", "1.0", "--min-clients", "3",
-         "--lr", "0.1", "--round-timeout", "60"],
+         "--lr", "0.1", "--round-timeout", "60", "--secure-aggregation", "off"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

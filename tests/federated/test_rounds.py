@@ -67,6 +67,7 @@ def model_path(tmp_path):
 
 
 def start(model_path, tmp_path, strategy, rounds, **config):
+    config.setdefault("secagg", None)  # these tests look at plain uploads; tests/federated/secagg covers secure ones
     coordinator = Coordinator(model_path, Store(tmp_path / "c.db"), strategy,
                               CoordinatorConfig(rounds=rounds, enrol_token=TOKEN, **config), KeyPair.generate())
     server, port = serve(coordinator)
@@ -108,7 +109,7 @@ def test_fedavg_over_grpc_equals_a_numpy_fedavg(model_path, tmp_path):
 def test_simulation_learns_digits(model_path):
     x, y, x_test, y_test = digits()
     config = SimulationConfig(num_clients=10, rounds=5, fraction_fit=0.5, partition="iid", epochs=2,
-                              batch_size=16, lr=0.1, round_timeout=20)
+                              batch_size=16, lr=0.1, round_timeout=20, secagg=None)
     history = simulate(model_path, x, y, x_test, y_test, config)
     assert [r.status for r in history] == ["aggregated"] * 5
     assert history[-1].metrics["test_accuracy"] > 0.85
@@ -248,8 +249,8 @@ def test_server_optimizer_state_survives_a_restart(model_path, tmp_path):
     after_round = strategy.state()
     assert any(np.any(a != 0) for a in after_round["m"])
     fresh = FedAdam(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1)
-    Coordinator(model_path, Store(tmp_path / "c.db"), fresh, CoordinatorConfig(rounds=2, enrol_token=TOKEN),
-                KeyPair.generate())
+    Coordinator(model_path, Store(tmp_path / "c.db"), fresh,
+                CoordinatorConfig(rounds=2, enrol_token=TOKEN, secagg=None), KeyPair.generate())
     for key in ("m", "v"):
         assert all(np.array_equal(a, b) for a, b in zip(fresh.state()[key], after_round[key], strict=True))
 
@@ -257,7 +258,8 @@ def test_server_optimizer_state_survives_a_restart(model_path, tmp_path):
 def test_an_allow_listed_key_enrols_without_the_token(model_path, tmp_path):
     device_key = KeyPair.generate()
     coordinator = Coordinator(model_path, Store(tmp_path / "c.db"), FedAvg(min_fit_clients=1, min_available_clients=1),
-                              CoordinatorConfig(rounds=1, allowed_keys={device_key.public_bytes}), KeyPair.generate())
+                              CoordinatorConfig(rounds=1, allowed_keys={device_key.public_bytes}, secagg=None),
+                              KeyPair.generate())
     server, port = serve(coordinator)
     try:
         allowed = FederatedClient(channel(f"127.0.0.1:{port}"), "pi", device_key, (None, None),

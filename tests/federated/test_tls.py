@@ -28,7 +28,7 @@ def pki(tmp_path):
 def run_one_round(tmp_path, server_creds, client_creds):
     model = save_model(make_trainable(mlp((64, 10)), optimizer=("sgd", {"lr": 0.1})), tmp_path / "m.train.erm")
     coordinator = Coordinator(model, Store(tmp_path / "c.db"), FedAvg(min_fit_clients=1, min_available_clients=1),
-                              CoordinatorConfig(rounds=1, enrol_token="t"), KeyPair.generate())
+                              CoordinatorConfig(rounds=1, enrol_token="t", secagg=None), KeyPair.generate())
     server, port = serve(coordinator, "127.0.0.1:0", credentials=server_creds)
     x, y, _, _ = digits()
     client = FederatedClient(channel(f"localhost:{port}", client_creds), "dev", KeyPair.generate(), (x[:50], y[:50]),
