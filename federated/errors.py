@@ -1,0 +1,13 @@
+"""Errors the coordinator's handlers raise (mapped to gRPC status codes by federated.service)."""
+
+from __future__ import annotations
+
+from runtime.errors import EdgerunError
+
+
+class Rejected(EdgerunError):
+    """A client request the coordinator refuses; `code` says why (for the gRPC status)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # "unauthenticated", "already_exists", "not_found", "failed_precondition", ...

@@ -1,0 +1,23 @@
+"""Secure aggregation (Bonawitz et al. 2017, SecAgg+ neighbour graphs of Bell et al. 2020).
+
+Small pure modules plus two state machines:
+  shamir     t-of-n secret sharing over the prime 2^521 - 1
+  crypto     X25519 agreement -> HKDF-SHA256 keys, AES-GCM share encryption, key signatures
+  prg        AES-256-CTR mask expansion (never numpy's RNG)
+  quantize   clip, fixed point in Z_{2^b}, the no-wrap check, packing
+  graph      SecAgg+ neighbour graphs (random regular, complete for small cohorts)
+  messages   the wire dataclasses of the stages
+  client     one client's half (advertise -> share -> mask -> consistency -> unmask)
+  server     the coordinator's half; it only ever sees masked vectors and the final sum
+  workflow   one in-process round with dropouts (tests, benchmark, simulation)
+  update     model deltas + weight <-> ring vectors
+  options    coordinator settings -> per-round parameters (no-wrap plan)
+  session    the coordinator's network driver (stage deadlines, poll replies)
+  device     the client's network driver (drives SecAggClient through a transport)
+  wire       messages <-> protobuf
+  simulate   deterministic in-process runs, secure vs plain (acceptance)
+"""
+
+from federated.secagg.errors import SecAggError
+
+__all__ = ["SecAggError"]

@@ -1,0 +1,218 @@
+"""The coordinator's half of a secure-aggregation round, as a state machine.
+
+Stages: advertise -> share -> masked -> consistency -> unmask -> done (or aborted).
+`receive_*` checks one client's message for the open stage and raises a specific
+SecAggError (the message is then ignored; the round goes on without it); `close()`
+ends the open stage, aborting the round when fewer than min_clients took part.
+The server adds masked vectors into one running sum as they arrive, so it never
+holds an individual input, masked or not, beyond the call that receives it; in
+`finish()` it rebuilds survivors' self-mask seeds and dropped clients' mask keys
+(never both for one client) and removes the masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from federated.auth import AuthError, verify
+from federated.secagg import crypto, graph, prg, shamir
+from federated.secagg.client import seed_commitment, survivors_message, verify_roster
+from federated.secagg.errors import (
+    BothSharesRevealed,
+    ForgedMessage,
+    InconsistentView,
+    MalformedVector,
+    RoundAborted,
+    SecAggError,
+    StageError,
+    WrongRecipient,
+)
+from federated.secagg.messages import (
+    MASK_KEY,
+    SEED,
+    AdvertiseKeys,
+    ConsistencyProof,
+    EncryptedShare,
+    RevealedShare,
+    SecAggParams,
+)
+from federated.secagg.quantize import add, subtract
+
+STAGES = ("advertise", "share", "masked", "consistency", "unmask", "done")
+
+
+class SecAggServer:
+    """One round over the selected clients; `device_keys` maps id -> enrolled Ed25519 key."""
+
+    def __init__(self, params: SecAggParams, selected: Sequence[str], device_keys: Mapping[str, bytes]) -> None:
+        self.params, self.selected = params, set(selected)
+        self.device_keys = {c: device_keys[c] for c in selected}
+        self.stage = "advertise"
+        self.failure: str | None = None
+        self.roster: dict[str, AdvertiseKeys] = {}
+        self.neighbours: dict[str, list[str]] = {}
+        self.shares: dict[str, list[EncryptedShare]] = {}  # sender -> its shares
+        self.masked_sum = np.zeros(params.length, dtype=np.uint32)
+        self.survivors: list[str] = []  # U3: masked input received
+        self.proofs: dict[str, ConsistencyProof] = {}
+        self.revealed: dict[str, list[RevealedShare]] = {}  # revealer -> shares
+
+    # ------------------------------------------------------------ stage control
+    def _expect(self, stage: str, client_id: str, members: object) -> None:
+        if self.stage != stage:
+            raise StageError(f"round {self.params.round}: {stage!r} message from {client_id!r} while in {self.stage!r}")
+        if client_id not in members:  # type: ignore[operator]
+            raise StageError(f"round {self.params.round}: client {client_id!r} is not part of stage {stage!r}")
+
+    def expected(self) -> set[str]:
+        """Clients whose message the open stage still waits for."""
+        return {"advertise": self.selected - set(self.roster), "share": set(self.roster) - set(self.shares),
+                "masked": set(self.shares) - set(self.survivors),
+                "consistency": set(self.survivors) - set(self.proofs),
+                "unmask": set(self.proofs) - set(self.revealed)}.get(self.stage, set())
+
+    def close(self) -> None:
+        """End the open stage. RoundAborted (and stage "aborted") when too few took part."""
+        p, counts = self.params, {"advertise": len(self.roster), "share": len(self.shares),
+                                  "masked": len(self.survivors), "consistency": len(self.proofs)}
+        if self.stage in counts and counts[self.stage] < p.min_clients:
+            self._abort(f"round {p.round}: {counts[self.stage]} clients finished stage {self.stage!r}, "
+                        f"need {p.min_clients}")
+        if self.stage == "advertise":
+            ids = sorted(self.roster)
+            self.neighbours = graph.neighbours(ids, p.neighbours, p.graph_seed, p.complete_below)
+            self.index = {cid: i + 1 for i, cid in enumerate(ids)}
+        self.stage = STAGES[STAGES.index(self.stage) + 1]
+
+    def _abort(self, reason: str) -> None:
+        self.stage, self.failure = "aborted", reason
+        self.masked_sum = np.zeros(0, dtype=np.uint32)
+        raise RoundAborted(reason)
+
+    # ------------------------------------------------------------ stages
+    def receive_keys(self, client_id: str, keys: AdvertiseKeys) -> None:
+        """Stage 0. ForgedMessage unless signed by the client's device key; StageError twice."""
+        self._expect("advertise", client_id, self.selected - set(self.roster))
+        if keys.client_id != client_id:
+            raise ForgedMessage(f"keys of {keys.client_id!r} sent by {client_id!r}")
+        verify_roster(self.params, {client_id: keys}, self.device_keys)
+        self.roster[client_id] = keys
+
+    def receive_shares(self, client_id: str, shares: Sequence[EncryptedShare]) -> None:
+        """Stage 1. WrongRecipient unless there is exactly one share for each neighbour."""
+        self._expect("share", client_id, set(self.roster) - set(self.shares))
+        recipients = sorted(s.recipient for s in shares)
+        if any(s.sender != client_id for s in shares):
+            raise ForgedMessage(f"client {client_id!r} sent shares in another client's name")
+        if recipients != self.neighbours[client_id]:
+            raise WrongRecipient(f"client {client_id!r}: shares for {recipients} but its neighbours are "
+                                 f"{self.neighbours[client_id]}")
+        self.shares[client_id] = list(shares)
+
+    def inbox(self, client_id: str) -> list[EncryptedShare]:
+        """The shares addressed to `client_id` by clients that finished stage 1."""
+        if self.stage != "masked" or client_id not in self.shares:
+            raise StageError(f"round {self.params.round}: no inbox for {client_id!r} in stage {self.stage!r}")
+        return [s for sender in self.neighbours[client_id] if sender in self.shares
+                for s in self.shares[sender] if s.recipient == client_id]
+
+    def receive_masked(self, client_id: str, masked: np.ndarray) -> None:
+        """Stage 2: add a masked vector into the running sum. MalformedVector for the wrong
+        dtype, length or an element outside Z_{2^b}."""
+        self._expect("masked", client_id, set(self.shares) - set(self.survivors))
+        p, bits = self.params, self.params.quantization.bits
+        y = np.asarray(masked)
+        if y.dtype != np.uint32 or y.shape != (p.length,):
+            raise MalformedVector(f"client {client_id!r}: masked vector must be {p.length} uint32 values, "
+                                  f"got {y.dtype}{list(y.shape)}")
+        if bits < 32 and y.size and int(y.max()) >> bits:
+            raise MalformedVector(f"client {client_id!r}: masked vector has elements outside Z_2^{bits}")
+        self.masked_sum = add(self.masked_sum, y, bits)
+        self.survivors.append(client_id)
+
+    def survivor_list(self) -> list[str]:
+        return sorted(self.survivors)
+
+    def receive_consistency(self, client_id: str, proof: ConsistencyProof) -> None:
+        """Stage 3. ForgedMessage unless the proof is the client's signature of the survivor list."""
+        self._expect("consistency", client_id, set(self.survivors) - set(self.proofs))
+        try:
+            verify(self.device_keys[client_id], proof.signature,
+                   survivors_message(self.params.round, self.survivor_list()), f"survivor list of {client_id!r}")
+        except AuthError as exc:
+            raise ForgedMessage(str(exc)) from None
+        if proof.client_id != client_id:
+            raise ForgedMessage(f"consistency proof of {proof.client_id!r} sent by {client_id!r}")
+        self.proofs[client_id] = proof
+
+    def proof_list(self) -> list[ConsistencyProof]:
+        return [self.proofs[c] for c in sorted(self.proofs)]
+
+    def receive_unmask(self, client_id: str, revealed: Sequence[RevealedShare]) -> None:
+        """Stage 4. BothSharesRevealed when one owner gets both kinds; InconsistentView for a
+        seed share of a dropped owner or a mask-key share of a survivor (the two sets are
+        disjoint); WrongRecipient for a share the revealer cannot hold or a wrong x."""
+        self._expect("unmask", client_id, set(self.proofs) - set(self.revealed))
+        alive, x = set(self.survivors), self.index[client_id]
+        holdable = {client_id} | {o for o in self.neighbours[client_id] if o in self.shares}
+        kinds: dict[str, str] = {}
+        for share in revealed:
+            if share.owner in kinds:
+                both = kinds[share.owner] != share.kind
+                error = BothSharesRevealed if both else ForgedMessage
+                raise error(f"client {client_id!r} revealed {'both shares' if both else 'twice'} for {share.owner!r}")
+            kinds[share.owner] = share.kind
+            if share.owner not in holdable or share.x != x:
+                raise WrongRecipient(f"client {client_id!r} revealed a share of {share.owner!r} it cannot hold")
+            want = SEED if share.owner in alive else MASK_KEY
+            if share.kind != want:
+                raise InconsistentView(f"client {client_id!r} revealed a {share.kind} share of {share.owner!r}, "
+                                       f"which {'survived' if share.owner in alive else 'dropped'}")
+            shamir.decode_y(share.y)
+        self.revealed[client_id] = list(revealed)
+
+    # ------------------------------------------------------------ result
+    def finish(self) -> np.ndarray:
+        """The sum mod 2^b of the survivors' inputs. RoundAborted when some needed secret has
+        fewer than its threshold of shares or does not match its commitment / public key."""
+        if self.stage != "unmask":
+            raise StageError(f"round {self.params.round}: finish() in stage {self.stage!r}")
+        p, bits = self.params, self.params.quantization.bits
+        if len(self.revealed) < p.min_clients:
+            self._abort(f"round {p.round}: {len(self.revealed)} clients revealed shares, need {p.min_clients}")
+        collected: dict[str, list[tuple[int, int]]] = {}
+        for shares in self.revealed.values():
+            for s in shares:
+                collected.setdefault(s.owner, []).append((s.x, shamir.decode_y(s.y)))
+        total = self.masked_sum
+        for u in sorted(self.survivors):
+            seed = self._rebuild(u, collected)
+            if seed_commitment(p.round, u, seed) != self.roster[u].seed_commitment:
+                self._abort(f"round {p.round}: rebuilt seed of {u!r} does not match its commitment")
+            total = subtract(total, prg.expand(seed, p.length, bits), bits)
+        alive = set(self.survivors)
+        for u in sorted(set(self.shares) - alive):
+            raw = self._rebuild(u, collected)
+            key = crypto.private_key_from(raw)
+            if crypto.public_bytes(key) != self.roster[u].mask_key:
+                self._abort(f"round {p.round}: rebuilt mask key of {u!r} does not match its public key")
+            for v in self.neighbours[u]:
+                if v in alive:
+                    pairwise = prg.expand(crypto.agree(key, self.roster[v].mask_key, "mask", p.round, u, v),
+                                          p.length, bits)
+                    total = subtract(total, pairwise, bits) if v < u else add(total, pairwise, bits)
+        self.stage = "done"
+        return total
+
+    def _rebuild(self, owner: str, collected: dict[str, list[tuple[int, int]]]) -> bytes:
+        t = graph.threshold(len(self.neighbours[owner]), self.params.threshold_fraction)
+        shares = sorted(collected.get(owner, []))
+        if len(shares) < t:
+            self._abort(f"round {self.params.round}: {len(shares)} shares of {owner!r} revealed, need {t}")
+        try:
+            return shamir.combine(shares[:t], 32)
+        except SecAggError as exc:
+            self._abort(f"round {self.params.round}: secret of {owner!r}: {exc}")
+            raise AssertionError("unreachable") from exc
