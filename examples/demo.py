@@ -188,8 +188,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def federated_demo(rounds: int, plot: str) -> int:
-    """(filled in when secure aggregation lands)"""
-    return 0
+    """Federated digits with secure aggregation on and 20 % of the selected devices dropping
+    out at random protocol stages; 0 if the final accuracy reached 90 %."""
+    from federated.demo import run_secure_digits_demo
+
+    plot_path = Path(plot).resolve()
+    with tempfile.TemporaryDirectory(prefix="edgerun-federated-") as workdir:
+        history = run_secure_digits_demo(workdir, rounds=rounds, plot=plot_path)
+    accuracies = [r.metrics["test_accuracy"] for r in history if r.metrics.get("test_accuracy") is not None]
+    if not accuracies:
+        print("no round completed")
+        return 1
+    print(f"final global accuracy {accuracies[-1]:.4f} after {len(history)} rounds; plot: {plot_path}")
+    return 0 if accuracies[-1] >= 0.9 else 1
 
 
 if __name__ == "__main__":

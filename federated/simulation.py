@@ -166,7 +166,9 @@ def write_metrics(history: list[Any], path: Path) -> None:
 
 
 def plot_history(history: list[Any], path: Path) -> None:
-    """A PNG of test accuracy and training loss per round (needs matplotlib: the `plot` extra)."""
+    """A PNG of test accuracy and training loss per round (needs matplotlib: the `plot` extra).
+    Under secure aggregation clients report no loss in the clear: the plot then shows accuracy
+    and the number of masked inputs aggregated per round."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,8 +181,15 @@ def plot_history(history: list[Any], path: Path) -> None:
     left.set_xlabel("round")
     left.set_ylabel("test accuracy")
     right = left.twinx()
-    right.plot(rounds, [r.metrics.get("loss", float("nan")) for r in done], "s--", color="tab:red", label="loss")
-    right.set_ylabel("client training loss")
+    if any(r.metrics.get("loss") is not None for r in done):
+        right.plot(rounds, [r.metrics.get("loss", float("nan")) for r in done], "s--", color="tab:red", label="loss")
+        right.set_ylabel("client training loss")
+    else:
+        right.bar(rounds, [r.metrics.get("reports", 0) for r in done], color="tab:gray", alpha=0.3,
+                  label="masked inputs aggregated")
+        right.set_ylabel("devices in the masked sum")
+        left.set_zorder(right.get_zorder() + 1)  # the accuracy line in front of the bars
+        left.patch.set_visible(False)
     fig.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
