@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from federated.errors import Rejected
 from federated.local import parameter_spec
 from federated.privacy import DpOptions, PrivacyAccountant
 from federated.secagg.messages import SecAggParams
-from federated.secagg.options import SecAggOptions
+from federated.secagg.options import SecAggOptions, dp_clip_bound
 from federated.secagg.session import SecureRound
 from federated.secure_rounds import SecureRoundsMixin
 from federated.store import AlreadyEnrolled
@@ -100,7 +101,9 @@ class Coordinator(SecureRoundsMixin):
         self.spec = parameter_spec(interpreter)
         self.lock = threading.Condition()
         self.last_seen: dict[str, float] = {}
-        self.rng = np.random.default_rng(config.seed)
+        # Under DP the cohort must be a fresh uniform draw (the accounting assumes it): the
+        # selection RNG is seeded from the OS's CSPRNG instead of the configured seed.
+        self.rng = np.random.default_rng(secrets.randbits(128) if config.dp is not None else config.seed)
         self.finished = False
         self.stopped: set[str] = set()  # clients told that the run is over
         self._keys: dict[str, bytes] = {}
@@ -115,8 +118,19 @@ class Coordinator(SecureRoundsMixin):
                              "SecAggOptions(bits=...) for reduced-bit fixed point")
         parse_compression(config.compression)
         if config.dp is not None:
-            spent = (store.get_state("privacy") or {}).get("sampling_probabilities", [])
+            if config.dp.mode == "distributed" and config.secagg is None:
+                raise ValueError("distributed DP needs secure aggregation: without it the coordinator sees each "
+                                 "client's update with only 1/sqrt(n) of the noise (use mode='central' or turn "
+                                 "secure aggregation on)")
+            saved = store.get_state("privacy") or {}
+            spent = saved.get("rounds", saved.get("sampling_probabilities", []))
             self.accountant = PrivacyAccountant(config.dp, spent)
+        if config.dp is not None and config.secagg is not None:  # refuse a clip margin > 10 % of S now
+            order = list(self.spec)
+            cohort = max(2, int(getattr(strategy, "min_fit_clients", 2)))
+            sample = config.secagg.round_config(0, cohort, [tuple(self.spec[n][1]) for n in order],
+                                                config.dp.clip_norm)
+            dp_clip_bound(SecAggParams.from_config(sample), config.dp.clip_norm)
         if config.secagg is not None and getattr(strategy, "needs_individual_updates", False):
             raise ValueError(f"{type(strategy).__name__} needs each client's update; it cannot run with secure "
                              "aggregation (turn it off to use it)")
@@ -326,8 +340,9 @@ class Coordinator(SecureRoundsMixin):
             return
         config = dict(fit_ins.config)
         if self.accountant is not None:
-            q = len(selected) / max(len(available), len(selected))
-            if not self.accountant.allows(q):
+            population = max(len(available), len(selected))
+            q = len(selected) / population
+            if not self.accountant.allows(population, len(selected)):
                 log.info("round %d not started: it would exceed the privacy budget (epsilon %.3f spent of %.3f)",
                          round_number, self.accountant.epsilon, self.accountant.options.epsilon_budget)
                 self.budget_exhausted = True
@@ -335,7 +350,8 @@ class Coordinator(SecureRoundsMixin):
             dp = self.config.dp
             config["clip_norm"] = dp.clip_norm  # clients clip their deltas to S
             config["dp"] = {"noise_multiplier": dp.noise_multiplier, "clip_norm": dp.clip_norm, "mode": dp.mode,
-                            "expected_clients": len(selected), "sampling_probability": q}
+                            "expected_clients": len(selected), "sampling_probability": q,
+                            "available": population}
         if self.config.compression != "none":
             config["compression"] = self.config.compression
         deadline = time.time() + self.config.round_timeout
@@ -344,6 +360,9 @@ class Coordinator(SecureRoundsMixin):
             shapes = [tuple(self.spec[n][1]) for n in order]
             config["secagg"] = options.round_config(round_number, len(selected), shapes,
                                                     float(config.get("clip_norm") or 0.0))
+            if "dp" in config:  # rounding must not push a clipped delta's norm past S
+                config["clip_norm"] = dp_clip_bound(SecAggParams.from_config(config["secagg"]),
+                                                    self.config.dp.clip_norm)
         with self.lock:
             self.store.open_round(round_number, self.version, list(selected), config, deadline)
             if options is not None:
@@ -387,8 +406,17 @@ class Coordinator(SecureRoundsMixin):
         if updates:
             self.upload_bytes = sum(len(u.blob) for u in updates) / len(updates)
         if "dp" in current.config:
-            total = [sum(res.delta[i].astype(np.float64) for _, res in results) for i in range(len(order))]
-            self._conclude(current, len(results), lambda: self._private_sum(current, total, len(results), failures))
+            # The coordinator has the updates now: charge the round whatever happens next, and
+            # clip each decompressed delta to S itself (a client may not have, and
+            # decompression may add norm), so the sensitivity the accountant assumes holds.
+            epsilon = self._charge_privacy(current, len(results)) if results else self.accountant.epsilon
+            bound = self.config.dp.clip_norm
+            total = [np.zeros(self.spec[n][1], dtype=np.float64) for n in order]
+            for _, res in results:
+                clipped = clip_to_norm([d.astype(np.float64) for d in res.delta], bound)
+                total = [t + d for t, d in zip(total, clipped, strict=True)]
+            self._conclude(current, len(results),
+                           lambda: self._private_sum(current, total, len(results), failures, epsilon))
             return
         self._conclude(current, len(results), lambda: self.strategy.aggregate_fit(
             current.round, [self.parameters[n] for n in order], results, failures))
@@ -421,6 +449,14 @@ class Coordinator(SecureRoundsMixin):
         every = self.config.evaluate_every
         if every and current.round % every == 0:
             self._evaluate(current.round, self._stop)
+
+
+def clip_to_norm(arrays: list[np.ndarray], bound: float) -> list[np.ndarray]:
+    """`arrays` scaled down so that their global L2 norm is at most `bound` (unchanged if it is)."""
+    norm = math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays))
+    if not math.isfinite(norm):
+        return [np.full_like(a, np.nan) for a in arrays]  # the round then fails as "not finite"
+    return arrays if norm <= bound else [a * (bound / norm) for a in arrays]
 
 
 def _encode_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -4,10 +4,20 @@
 DP-FedAvg (McMahan et al. 2018): every client clips its delta to L2 norm S (clip_norm);
 the sum of the deltas gets Gaussian noise of standard deviation z * S (z: noise_multiplier),
 added by the coordinator ("central") or as n independent shares of variance (z S)^2 / n
-added by the n expected clients before masking ("distributed"); the new model is the
-global model plus the noisy sum over the expected number of clients. Each round is the
-sampled Gaussian mechanism PoissonSampled(q, Gaussian(z)) with q = clients selected /
-clients available, which is exactly the event handed to the accountant.
+added by the n expected clients before masking ("distributed", only under secure
+aggregation); the new model is the global model plus the noisy sum over the expected number
+of clients.
+
+Accounting: the coordinator draws a cohort of fixed size m from the N available clients
+without replacement (with a selection RNG seeded from `secrets`), so each round is
+SampledWithoutReplacement(N, m, Gaussian(z_eff / 2)) under the replace-one relation of
+dp-accounting (the only relation it supports for that sampling): replacing one client's
+clipped delta by another moves the sum by up to 2 S, hence the / 2. z_eff is z, except in
+distributed mode when only k of the n expected clients' noisy inputs are in the sum: their
+noise has deviation z S sqrt(k / n), so z_eff = z sqrt(k / n). A round is charged as soon
+as the coordinator has learnt the sum, even if aggregation then fails. `allows` checks the
+budget at z before a round starts, so a round with dropouts in distributed mode can end a
+run slightly above the budget (the reported epsilon is the true one).
 """
 
 from __future__ import annotations
@@ -49,12 +59,17 @@ class DpOptions:
         """Standard deviation of the noise on the sum of clipped deltas: z * S."""
         return self.noise_multiplier * self.clip_norm
 
-    def event(self, sampling_probability: float) -> dp_accounting.DpEvent:
-        """The DP event of one round with this sampling probability."""
-        if not 0 < sampling_probability <= 1:
-            raise ValueError(f"sampling probability must be in (0, 1], got {sampling_probability}")
-        return dp_accounting.PoissonSampledDpEvent(sampling_probability,
-                                                   dp_accounting.GaussianDpEvent(self.noise_multiplier))
+    def event(self, available: int, selected: int, noise_multiplier: float | None = None) -> dp_accounting.DpEvent:
+        """The DP event of one round: `selected` of `available` clients drawn without
+        replacement, Gaussian noise of `noise_multiplier` (default z) times S on the sum, whose
+        replace-one sensitivity is 2 S."""
+        if not 0 < selected <= available:
+            raise ValueError(f"need 0 < selected <= available, got {selected} of {available}")
+        z = self.noise_multiplier if noise_multiplier is None else noise_multiplier
+        if not z > 0:
+            raise ValueError(f"noise multiplier must be > 0, got {z}")
+        return dp_accounting.SampledWithoutReplacementDpEvent(int(available), int(selected),
+                                                              dp_accounting.GaussianDpEvent(z / 2))
 
 
 def noise_rng() -> np.random.Generator:
@@ -71,34 +86,56 @@ def gaussian_noise(shapes: Sequence[tuple[int, ...]], stddev: float,
 
 def client_stddev(options: DpOptions, expected_clients: int) -> float:
     """Distributed mode: each of `expected_clients` adds noise of this deviation, so their sum
-    has deviation z * S when all report (less when some drop out: noted in the round metrics)."""
+    has deviation z * S when all report (z * S * sqrt(k / n) when k of n do: see
+    `effective_multiplier`)."""
     return options.stddev / math.sqrt(expected_clients)
 
 
-class PrivacyAccountant:
-    """Composes one sampled-Gaussian event per finished round (RDP accountant) and reports
-    epsilon at the configured delta."""
+def effective_multiplier(options: DpOptions, mode: str, expected_clients: int, counted: int) -> float:
+    """The noise multiplier of a round's sum: z in central mode; z * sqrt(counted / expected)
+    in distributed mode, where only the `counted` clients' noise shares are in the sum."""
+    if mode == "distributed":
+        return options.noise_multiplier * math.sqrt(min(counted, expected_clients) / expected_clients)
+    return options.noise_multiplier
 
-    def __init__(self, options: DpOptions, sampling_probabilities: Sequence[float] = ()) -> None:
+
+class PrivacyAccountant:
+    """Composes one event per round whose sum the coordinator learnt (RDP accountant,
+    replace-one relation) and reports epsilon at the configured delta. `history` holds
+    [available, selected, noise multiplier] per round (persisted as coordinator state);
+    a bare float (a sampling probability, from older state) is charged as an unsampled
+    round at z, which never under-reports."""
+
+    def __init__(self, options: DpOptions, rounds: Sequence[Sequence[float] | float] = ()) -> None:
         self.options = options
-        self.history: list[float] = []
-        self._accountant = dp_accounting.rdp.RdpAccountant()
-        for q in sampling_probabilities:
-            self.record(q)
+        self.history: list[list[float]] = []
+        self._accountant = self._new()
+        for entry in rounds:
+            if isinstance(entry, (int, float)):
+                self.record(1, 1)
+            else:
+                available, selected, z = entry
+                self.record(int(available), int(selected), float(z))
+
+    @staticmethod
+    def _new() -> dp_accounting.rdp.RdpAccountant:
+        return dp_accounting.rdp.RdpAccountant(
+            neighboring_relation=dp_accounting.privacy_accountant.NeighboringRelation.REPLACE_ONE)
 
     @property
     def epsilon(self) -> float:
         """Epsilon spent by the rounds recorded so far (0 before any)."""
         return float(self._accountant.get_epsilon(self.options.delta)) if self.history else 0.0
 
-    def allows(self, sampling_probability: float) -> bool:
-        """Whether one more round at this sampling probability stays within the budget."""
+    def allows(self, available: int, selected: int) -> bool:
+        """Whether one more round (at multiplier z) stays within the budget."""
         trial = copy.deepcopy(self._accountant)
-        trial.compose(self.options.event(sampling_probability))
+        trial.compose(self.options.event(available, selected))
         return float(trial.get_epsilon(self.options.delta)) <= self.options.epsilon_budget
 
-    def record(self, sampling_probability: float) -> float:
+    def record(self, available: int, selected: int, noise_multiplier: float | None = None) -> float:
         """Count one round; returns the epsilon spent so far."""
-        self._accountant.compose(self.options.event(sampling_probability))
-        self.history.append(float(sampling_probability))
+        z = self.options.noise_multiplier if noise_multiplier is None else float(noise_multiplier)
+        self._accountant.compose(self.options.event(available, selected, z))
+        self.history.append([int(available), int(selected), z])
         return self.epsilon

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from federated.errors import Rejected
-from federated.privacy import gaussian_noise
-from federated.secagg.errors import SecAggError
+from federated.privacy import effective_multiplier, gaussian_noise
+from federated.secagg.errors import ImplausibleWeight, SecAggError
 from federated.secagg.session import StageReply
 from federated.secagg.update import decode_sum
 
@@ -80,28 +80,49 @@ class SecureRoundsMixin:
                 self.secure = None
         params = secure.params
         self.upload_bytes = float(params.length * params.quantization.bytes_per_value)
-        sums, weight = decode_sum(total, params.quantization, len(survivors), [tuple(self.spec[n][1]) for n in order])
-        scale = float(config["max_weight"])
         failures = len(current.selected) - len(survivors)
-        if "dp" in current.config:  # clients sent weight 1: the sum is the plain sum of clipped deltas
-            self._conclude(current, len(survivors), lambda: self._private_sum(current, sums, len(survivors), failures))
+        charge = self._charge_privacy(current, len(survivors)) if "dp" in current.config else None
+        try:
+            sums, weight = decode_sum(total, params.quantization, len(survivors),
+                                      [tuple(self.spec[n][1]) for n in order])
+            levels = params.quantization.levels
+            if charge is not None and round(weight * levels) != len(survivors) * levels:
+                raise ImplausibleWeight(f"round {current.round}: DP clients send weight 1, the total is {weight:.6g} "
+                                        f"for {len(survivors)} clients")
+        except SecAggError as exc:  # e.g. a client's weight slot outside (0, 1]: it would rescale the average
+            log.warning("round %d failed: %s", current.round, exc)
+            self.store.fail_round(current.round, f"{type(exc).__name__}: {exc}")
+            self._announce(current.round)
+            return
+        scale = float(config["max_weight"])
+        if charge is not None:  # clients sent weight 1: the sum is the plain sum of clipped deltas
+            self._conclude(current, len(survivors),
+                           lambda: self._private_sum(current, sums, len(survivors), failures, charge))
             return
         self._conclude(current, len(survivors), lambda: self.strategy.aggregate_sum(
             current.round, [self.parameters[n] for n in order], [s * scale for s in sums], weight * scale,
             len(survivors), failures))
 
+    def _charge_privacy(self, current: Any, counted: int) -> float:
+        """Charge the accountant for a round whose sum the coordinator has learnt (whatever
+        happens next), at the round's effective noise multiplier; returns epsilon so far."""
+        dp = current.config["dp"]
+        z = effective_multiplier(self.config.dp, dp["mode"], dp["expected_clients"], counted)
+        available = int(dp.get("available") or round(dp["expected_clients"] / dp["sampling_probability"]))
+        epsilon = self.accountant.record(available, dp["expected_clients"], z)
+        self.store.put_state("privacy", {"rounds": self.accountant.history})
+        return epsilon
+
     def _private_sum(self, current: Any, total: list[np.ndarray], reports: int,
-                     failures: int) -> tuple[list, dict]:
+                     failures: int, epsilon: float) -> tuple[list, dict]:
         """DP-FedAvg: the sum of clipped deltas, plus N(0, (z S)^2) in central mode (clients added
-        their shares in distributed mode), over the expected number of clients; the round is
-        then charged to the accountant."""
+        their shares in distributed mode), over the expected number of clients. The round was
+        already charged to the accountant (`epsilon`)."""
         dp = current.config["dp"]
         if dp["mode"] == "central":
             noise = gaussian_noise([t.shape for t in total], self.config.dp.stddev)
             total = [t + z for t, z in zip(total, noise, strict=True)]
         new, metrics = self.strategy.aggregate_sum(current.round, [self.parameters[n] for n in self.spec], total,
                                                    dp["expected_clients"], reports, failures)
-        epsilon = self.accountant.record(dp["sampling_probability"])
-        self.store.put_state("privacy", {"sampling_probabilities": self.accountant.history})
-        return new, {**metrics, "epsilon": epsilon, "delta": self.config.dp.delta}
-
+        z = effective_multiplier(self.config.dp, dp["mode"], dp["expected_clients"], reports)
+        return new, {**metrics, "epsilon": epsilon, "delta": self.config.dp.delta, "noise_multiplier": z}

@@ -16,6 +16,16 @@ Small pure modules plus two state machines:
   device     the client's network driver (drives SecAggClient through a transport)
   wire       messages <-> protobuf
   simulate   deterministic in-process runs, secure vs plain (acceptance)
+
+Threat model: clients take their peers' Ed25519 device keys (which sign the advertised
+X25519 keys) from the coordinator. The scheme protects inputs against an honest-but-curious
+coordinator (it follows the protocol and may collude with fewer than the threshold of
+clients), not against an actively malicious coordinator that substitutes device keys, plays
+all of a victim's peers itself and so unmasks the victim. Closing that needs device keys
+certified by an enrolment CA whose key is pinned in every client (or an out-of-band key
+directory), so that clients can verify peers' keys without trusting the coordinator.
+Against a coordinator that only withholds messages, clients refuse to mask with fewer than
+their threshold of holders or with a roster below a fraction of the stated cohort.
 """
 
 from federated.secagg.errors import SecAggError

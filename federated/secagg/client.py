@@ -99,7 +99,8 @@ class SecAggClient:
     def share_keys(self, roster: Roster, device_keys: Mapping[str, bytes]) -> list[EncryptedShare]:
         """Stage 1: Shamir shares of the seed and mask key for each neighbour, encrypted for it.
         ForgedMessage for an unsigned or altered roster (including this client's own entry);
-        RoundAborted when the roster is smaller than min_clients."""
+        RoundAborted when the roster is smaller than min_clients or than more than
+        `threshold_fraction` of the cohort stated in the round parameters."""
         self._advance("share", "mask")
         p = self.params
         verify_roster(p, roster, device_keys)
@@ -107,8 +108,11 @@ class SecAggClient:
         if mine is None or (mine.encryption_key, mine.mask_key) != (crypto.public_bytes(self._c_sk),
                                                                      crypto.public_bytes(self._s_sk)):
             raise ForgedMessage(f"client {self.id!r}: the roster does not carry this client's own keys")
-        if len(roster) < p.min_clients:
-            raise RoundAborted(f"round {p.round}: {len(roster)} clients advertised keys, need {p.min_clients}")
+        need = max(p.min_clients, graph.threshold(p.cohort - 1, p.threshold_fraction) if p.cohort else 0)
+        if len(roster) < need:
+            self.stage = "aborted"
+            raise RoundAborted(f"round {p.round}: {len(roster)} clients advertised keys, need {need} "
+                               f"(cohort {p.cohort})")
         self.roster, self.device_keys = dict(roster), dict(device_keys)
         ids = sorted(roster)
         self.index = {cid: i + 1 for i, cid in enumerate(ids)}
@@ -130,7 +134,10 @@ class SecAggClient:
     def mask(self, inbox: Sequence[EncryptedShare], ring_input: np.ndarray) -> np.ndarray:
         """Stage 2: input + self mask + signed pairwise masks with every neighbour whose shares
         arrived, mod 2^b. WrongRecipient / ForgedMessage for a share not meant for this client
-        or altered; MalformedVector for an input of the wrong length or range."""
+        or altered; MalformedVector for an input of the wrong length or range; RoundAborted
+        (nothing is sent) when fewer than this client's threshold t of holders (itself and the
+        neighbours whose shares arrived) remain: masking with fewer peers would let the
+        coordinator unmask the input with its self-mask seed alone (Bonawitz et al.: |U2| >= t)."""
         self._advance("mask", "consistency")
         p, bits = self.params, self.params.quantization.bits
         x = np.asarray(ring_input)
@@ -138,6 +145,11 @@ class SecAggClient:
             raise MalformedVector(f"client {self.id!r}: input must be {p.length} uint32 values < 2^{bits}")
         for share in inbox:
             self._receive(share)
+        t = graph.threshold(len(self.neighbours), p.threshold_fraction)
+        if len(self._held) < max(t, p.min_clients):
+            self.stage = "aborted"
+            raise RoundAborted(f"client {self.id!r}: shares of {len(self._held) - 1} neighbours arrived, "
+                               f"need {max(t, p.min_clients) - 1}: refusing to send a masked input")
         masked = add(x, prg.expand(self._seed, p.length, bits), bits)
         for v in sorted(self._held):
             if v == self.id:

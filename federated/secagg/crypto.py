@@ -15,10 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from federated.secagg.errors import ForgedMessage, SecAggError
+from federated.secagg.errors import ForgedMessage, MalformedMessage, SecAggError
 
 DOMAIN = b"edgerun-secagg-v1"
 NONCE_BYTES = 12
+KEY_BYTES = 32
+TAG_BYTES = 16
+_PROBE = X25519PrivateKey.generate()  # only to test peer keys: exchange() refuses low-order points
 
 
 def _raw(key: X25519PrivateKey) -> bytes:
@@ -41,6 +44,17 @@ def private_key_from(raw: bytes) -> X25519PrivateKey:
 
 def public_bytes(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def check_public_key(raw: bytes, what: str) -> None:
+    """MalformedMessage unless `raw` is a 32-byte X25519 public key of full order (the
+    all-zero and other low-order points give a shared secret any party can compute)."""
+    if not isinstance(raw, bytes) or len(raw) != KEY_BYTES:
+        raise MalformedMessage(f"{what}: X25519 public key must be {KEY_BYTES} bytes, got {len(raw)}")
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        raise MalformedMessage(f"{what}: X25519 public key is a low-order point") from None
 
 
 def frame(*parts: bytes | str | int) -> bytes:

@@ -29,6 +29,16 @@ class MalformedVector(SecAggError):
     """A masked vector of the wrong length or with elements outside Z_{2^b}."""
 
 
+class MalformedMessage(SecAggError):
+    """A public key, commitment, nonce or ciphertext of the wrong length, or a low-order
+    X25519 point: the sender is excluded from the round (as if it had dropped)."""
+
+
+class ImplausibleWeight(SecAggError):
+    """The unmasked total weight W is outside [survivors * one step, survivors * 1]: some
+    client put a weight outside (0, 1] in its weight slot (it would rescale the average)."""
+
+
 class BothSharesRevealed(SecAggError):
     """A client revealed the self-mask share and the mask-key share of the same peer."""
 

@@ -20,7 +20,10 @@ class SecAggParams:
     length: ring elements per client; neighbours: k of SecAgg+ (complete graph when the
     cohort has at most `complete_below` clients); threshold_fraction: shares needed out of
     a client's degree + 1 holders; min_clients: fewer at any stage aborts the round;
-    graph_seed: 32 bytes the coordinator draws with `secrets`."""
+    graph_seed: 32 bytes the coordinator draws with `secrets`; cohort: clients selected for
+    the round (0: not stated). A client refuses a roster of fewer than
+    graph.threshold(cohort - 1, threshold_fraction) clients (more than `threshold_fraction`
+    of the cohort), so a coordinator cannot shrink the roster to isolate it."""
 
     round: int
     quantization: Quantization
@@ -30,6 +33,7 @@ class SecAggParams:
     complete_below: int = 0
     threshold_fraction: float = 0.5
     min_clients: int = 2
+    cohort: int = 0
 
     def __post_init__(self) -> None:
         if self.length < 1:
@@ -42,23 +46,29 @@ class SecAggParams:
             raise ConfigurationError(f"threshold_fraction must be in [0.5, 1), got {self.threshold_fraction}")
         if self.neighbours < 2:
             raise ConfigurationError(f"neighbours must be >= 2, got {self.neighbours}")
+        if self.cohort < 0:
+            raise ConfigurationError(f"cohort must be >= 0, got {self.cohort}")
 
     def to_config(self) -> dict[str, Any]:
         q = self.quantization
         return {"round": self.round, "bits": q.bits, "clip_range": q.clip_range, "levels": q.levels,
                 "length": self.length, "graph_seed": self.graph_seed.hex(), "neighbours": self.neighbours,
                 "complete_below": self.complete_below, "threshold_fraction": self.threshold_fraction,
-                "min_clients": self.min_clients}
+                "min_clients": self.min_clients, "cohort": self.cohort}
 
     @classmethod
     def from_config(cls, c: dict[str, Any]) -> SecAggParams:
-        """ConfigurationError for missing or out-of-range values."""
+        """ConfigurationError for missing or out-of-range values (including a missing cohort)."""
         try:
             q = Quantization(int(c["bits"]), float(c["clip_range"]), int(c["levels"]))
-            return cls(int(c["round"]), q, int(c["length"]), bytes.fromhex(c["graph_seed"]), int(c["neighbours"]),
-                       int(c["complete_below"]), float(c["threshold_fraction"]), int(c["min_clients"]))
+            params = cls(int(c["round"]), q, int(c["length"]), bytes.fromhex(c["graph_seed"]), int(c["neighbours"]),
+                         int(c["complete_below"]), float(c["threshold_fraction"]), int(c["min_clients"]),
+                         int(c["cohort"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigurationError(f"bad secure-aggregation config: {exc!r}") from None
+        if params.cohort < params.min_clients:  # a round config must state its cohort
+            raise ConfigurationError(f"cohort {params.cohort} is below min_clients {params.min_clients}")
+        return params
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,10 +45,25 @@ class SecAggOptions:
         clip = self.clip_range if self.clip_range else (clip_norm if clip_norm > 0 else 1.0)
         params = SecAggParams(round_number, plan(self.bits, clip, max(cohort, self.min_clients)),
                               vector_length(shapes), secrets.token_bytes(32), self.neighbours,
-                              self.complete_below, self.threshold_fraction, self.min_clients)
+                              self.complete_below, self.threshold_fraction, self.min_clients,
+                              max(cohort, self.min_clients))
         return {**params.to_config(), "max_weight": self.max_weight, "stage_timeout": self.stage_timeout}
 
 
 def client_weight(num_examples: int, max_weight: int) -> float:
     """A client's weight in [0, 1]: its example count over max_weight, capped at 1."""
     return min(num_examples, max_weight) / max_weight
+
+
+def dp_clip_bound(params: SecAggParams, clip_norm: float, max_margin: float = 0.1) -> float:
+    """The L2 bound DP clients clip to before quantizing: S - sqrt(d) * step / 2, so that
+    rounding each of the d values (by at most step / 2) cannot take the norm past S.
+    ConfigurationError when that margin is more than `max_margin` of S (too coarse a ring
+    for this model and cohort: use more bits)."""
+    d = params.length - 1  # the last element is the weight
+    margin = math.sqrt(d) * params.quantization.step / 2
+    if margin > max_margin * clip_norm:
+        raise ConfigurationError(f"quantization to {params.quantization.bits} bits for {params.cohort or 'this'} "
+                                 f"clients moves a delta of {d} values by up to {margin:.4g} in L2 norm, more than "
+                                 f"{max_margin:.0%} of clip_norm {clip_norm}: use more bits or a smaller cohort")
+    return clip_norm - margin

@@ -12,7 +12,10 @@ holds an individual input, masked or not, beyond the call that receives it; in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+import math
+import secrets
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +26,7 @@ from federated.secagg.errors import (
     BothSharesRevealed,
     ForgedMessage,
     InconsistentView,
+    MalformedMessage,
     MalformedVector,
     RoundAborted,
     SecAggError,
@@ -40,6 +44,7 @@ from federated.secagg.messages import (
 )
 from federated.secagg.quantize import add, subtract
 
+MAX_SUBSETS = 32  # t-subsets of revealed shares tried per secret before a reconstruction is refused
 STAGES = ("advertise", "share", "masked", "consistency", "unmask", "done")
 
 
@@ -58,6 +63,7 @@ class SecAggServer:
         self.survivors: list[str] = []  # U3: masked input received
         self.proofs: dict[str, ConsistencyProof] = {}
         self.revealed: dict[str, list[RevealedShare]] = {}  # revealer -> shares
+        self.excluded: dict[str, str] = {}  # client -> why (MalformedMessage): treated as dropped
 
     # ------------------------------------------------------------ stage control
     def _expect(self, stage: str, client_id: str, members: object) -> None:
@@ -68,7 +74,8 @@ class SecAggServer:
 
     def expected(self) -> set[str]:
         """Clients whose message the open stage still waits for."""
-        return {"advertise": self.selected - set(self.roster), "share": set(self.roster) - set(self.shares),
+        return {"advertise": self.selected - set(self.roster) - set(self.excluded),
+                "share": set(self.roster) - set(self.shares) - set(self.excluded),
                 "masked": set(self.shares) - set(self.survivors),
                 "consistency": set(self.survivors) - set(self.proofs),
                 "unmask": set(self.proofs) - set(self.revealed)}.get(self.stage, set())
@@ -81,6 +88,10 @@ class SecAggServer:
             self._abort(f"round {p.round}: {counts[self.stage]} clients finished stage {self.stage!r}, "
                         f"need {p.min_clients}")
         if self.stage == "advertise":
+            need = graph.threshold(p.cohort - 1, p.threshold_fraction) if p.cohort else 0
+            if len(self.roster) < need:  # clients would refuse this roster (client.share_keys)
+                self._abort(f"round {p.round}: {len(self.roster)} of a cohort of {p.cohort} advertised keys, "
+                            f"need {need}")
             ids = sorted(self.roster)
             self.neighbours = graph.neighbours(ids, p.neighbours, p.graph_seed, p.complete_below)
             self.index = {cid: i + 1 for i, cid in enumerate(ids)}
@@ -93,19 +104,38 @@ class SecAggServer:
 
     # ------------------------------------------------------------ stages
     def receive_keys(self, client_id: str, keys: AdvertiseKeys) -> None:
-        """Stage 0. ForgedMessage unless signed by the client's device key; StageError twice."""
-        self._expect("advertise", client_id, self.selected - set(self.roster))
+        """Stage 0. ForgedMessage unless signed by the client's device key; MalformedMessage for
+        keys or commitment not of 32 bytes or a low-order X25519 key (the client is left out of
+        the roster, as if it had dropped, instead of aborting everyone's round); StageError twice."""
+        self._expect("advertise", client_id, self.selected - set(self.roster) - set(self.excluded))
         if keys.client_id != client_id:
             raise ForgedMessage(f"keys of {keys.client_id!r} sent by {client_id!r}")
         verify_roster(self.params, {client_id: keys}, self.device_keys)
+        try:
+            crypto.check_public_key(keys.encryption_key, f"encryption key of {client_id!r}")
+            crypto.check_public_key(keys.mask_key, f"mask key of {client_id!r}")
+            if len(keys.seed_commitment) != 32:
+                raise MalformedMessage(f"seed commitment of {client_id!r} must be 32 bytes, "
+                                       f"got {len(keys.seed_commitment)}")
+        except MalformedMessage as exc:
+            self.excluded[client_id] = str(exc)
+            raise
         self.roster[client_id] = keys
 
     def receive_shares(self, client_id: str, shares: Sequence[EncryptedShare]) -> None:
-        """Stage 1. WrongRecipient unless there is exactly one share for each neighbour."""
-        self._expect("share", client_id, set(self.roster) - set(self.shares))
+        """Stage 1. WrongRecipient unless there is exactly one share for each neighbour;
+        MalformedMessage (the sender is left out) for a nonce or ciphertext of the wrong length."""
+        self._expect("share", client_id, set(self.roster) - set(self.shares) - set(self.excluded))
         recipients = sorted(s.recipient for s in shares)
         if any(s.sender != client_id for s in shares):
             raise ForgedMessage(f"client {client_id!r} sent shares in another client's name")
+        size = 2 * shamir.SHARE_BYTES + crypto.TAG_BYTES
+        for s in shares:
+            if len(s.nonce) != crypto.NONCE_BYTES or len(s.ciphertext) != size:
+                self.excluded[client_id] = "malformed share"
+                raise MalformedMessage(f"client {client_id!r}: share for {s.recipient!r} has a "
+                                       f"{len(s.nonce)}-byte nonce and {len(s.ciphertext)}-byte ciphertext, "
+                                       f"need {crypto.NONCE_BYTES} and {size}")
         if recipients != self.neighbours[client_id]:
             raise WrongRecipient(f"client {client_id!r}: shares for {recipients} but its neighbours are "
                                  f"{self.neighbours[client_id]}")
@@ -188,16 +218,15 @@ class SecAggServer:
                 collected.setdefault(s.owner, []).append((s.x, shamir.decode_y(s.y)))
         total = self.masked_sum
         for u in sorted(self.survivors):
-            seed = self._rebuild(u, collected)
-            if seed_commitment(p.round, u, seed) != self.roster[u].seed_commitment:
-                self._abort(f"round {p.round}: rebuilt seed of {u!r} does not match its commitment")
+            commitment = self.roster[u].seed_commitment
+            seed = self._rebuild(u, collected, "seed",
+                                 lambda secret, u=u, c=commitment: seed_commitment(p.round, u, secret) == c)
             total = subtract(total, prg.expand(seed, p.length, bits), bits)
         alive = set(self.survivors)
         for u in sorted(set(self.shares) - alive):
-            raw = self._rebuild(u, collected)
+            raw = self._rebuild(u, collected, "mask key", lambda secret, u=u: crypto.public_bytes(
+                crypto.private_key_from(secret)) == self.roster[u].mask_key)
             key = crypto.private_key_from(raw)
-            if crypto.public_bytes(key) != self.roster[u].mask_key:
-                self._abort(f"round {p.round}: rebuilt mask key of {u!r} does not match its public key")
             for v in self.neighbours[u]:
                 if v in alive:
                     pairwise = prg.expand(crypto.agree(key, self.roster[v].mask_key, "mask", p.round, u, v),
@@ -206,13 +235,30 @@ class SecAggServer:
         self.stage = "done"
         return total
 
-    def _rebuild(self, owner: str, collected: dict[str, list[tuple[int, int]]]) -> bytes:
+    def _rebuild(self, owner: str, collected: dict[str, list[tuple[int, int]]], what: str,
+                 valid: Callable[[bytes], bool]) -> bytes:
+        """`owner`'s secret from t of its revealed shares, checked by `valid` (its commitment or
+        public key). One wrong share must not sink the round: when the t lowest-x shares give a
+        wrong secret and more than t were revealed, the other t-subsets (all when there are at
+        most MAX_SUBSETS, else MAX_SUBSETS - 1 drawn with `secrets`) are tried before the round
+        is aborted."""
         t = graph.threshold(len(self.neighbours[owner]), self.params.threshold_fraction)
         shares = sorted(collected.get(owner, []))
         if len(shares) < t:
             self._abort(f"round {self.params.round}: {len(shares)} shares of {owner!r} revealed, need {t}")
-        try:
-            return shamir.combine(shares[:t], 32)
-        except SecAggError as exc:
-            self._abort(f"round {self.params.round}: secret of {owner!r}: {exc}")
-            raise AssertionError("unreachable") from exc
+        if math.comb(len(shares), t) <= MAX_SUBSETS:  # all of them, the t lowest x first
+            tries = [list(subset) for subset in itertools.combinations(shares, t)]
+        else:
+            pick = secrets.SystemRandom()
+            tries = [shares[:t], *(sorted(pick.sample(shares, t)) for _ in range(MAX_SUBSETS - 1))]
+        for subset in tries:
+            try:
+                secret = shamir.combine(subset, 32)
+                if valid(secret):
+                    return secret
+            except (SecAggError, ValueError):
+                continue
+        self._abort(f"round {self.params.round}: rebuilt {what} of {owner!r} does not match its "
+                    f"{'commitment' if what == 'seed' else 'public key'} ({len(tries)} subsets of {len(shares)} "
+                    f"shares tried)")
+        raise AssertionError("unreachable")

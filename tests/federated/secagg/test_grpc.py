@@ -115,7 +115,7 @@ def test_dp_rounds_report_epsilon_and_stop_at_the_budget(model_path, tmp_path): 
     x, y, _, _ = digits()
     shards = [(x[i], y[i]) for i in partition.iid(240, 3, seed=4)]
     strategy = FedAvg(fraction_fit=1.0, min_fit_clients=3, min_available_clients=3, local_epochs=1)
-    dp = DpOptions(noise_multiplier=2.0, clip_norm=0.5, delta=1e-5, epsilon_budget=3.5)
+    dp = DpOptions(noise_multiplier=4.0, clip_norm=0.5, delta=1e-5, epsilon_budget=3.5)
     coordinator, server, target = start(model_path, tmp_path, strategy, rounds=50, dp=dp)
     clients = [FederatedClient(channel(target), f"dev{i}", KeyPair.generate(), shard, ClientOptions(token=TOKEN))
                for i, shard in enumerate(shards)]
@@ -124,8 +124,8 @@ def test_dp_rounds_report_epsilon_and_stop_at_the_budget(model_path, tmp_path): 
     epsilons = [r.metrics["epsilon"] for r in history]
     assert 0 < len(history) < 50 and all(r.status == "aggregated" for r in history)
     assert all(a < b for a, b in zip(epsilons, epsilons[1:], strict=False)) and epsilons[-1] <= 3.5
-    assert coordinator.accountant.history == [1.0] * len(history)  # q = 3 selected / 3 available
-    assert not coordinator.accountant.allows(1.0)  # one more round would exceed the budget
+    assert coordinator.accountant.history == [[3, 3, 4.0]] * len(history)  # 3 selected of 3, no dropouts
+    assert not coordinator.accountant.allows(3, 3)  # one more round would exceed the budget
 
 
 def test_the_demo_function_prints_accuracy_per_round(tmp_path, capsys):
