@@ -7,9 +7,12 @@ load generator processes (default 2), each running closed-loop tritonclient.grpc
 with their own connection. Every scenario is bounded by
 a request count and by time. Scenarios:
 
+  single      MLP at concurrency 1 with a synchronous tritonclient.grpc client and with
+              tritonclient.http (binary data), each in its own spawned process: p50/p90/p99
   latency     MLP 64-32-10 and CNN 3x16x16 at concurrency 1, 8, 32, one worker, no batching;
               beside each, the Interpreter's own p50 for one batch-1 run in this process
-  batching    CNN 3x16x16 at concurrency 32 with dynamic batching (max 32, 2 ms) vs without
+  batching    at concurrency 32 with dynamic batching (max 32, 20 ms) vs without, on the CNN 3x16x16
+              and on an AlexNet-style CNN 3x32x32 with a 4096-4096-10 fully connected head
   workers     CNN 3x96x96 at concurrency 32 with 1 and 2 worker processes
 
 Comparisons (batching, workers) keep both servers up and measure them in alternating blocks of
@@ -42,9 +45,9 @@ import numpy as np
 
 from benchmarks._harness import machine, print_table
 
-SHAPES = {"mlp": (64,), "cnn": (3, 16, 16), "cnn96": (3, 96, 96)}
+SHAPES = {"mlp": (64,), "cnn": (3, 16, 16), "cnn96": (3, 96, 96), "alex": (3, 32, 32)}
 CLIENT_PROCESSES = 2  # load generator processes (--client-processes); each runs asyncio clients
-BATCHING = "max_batch_size: 32\ndynamic_batching { max_queue_delay_microseconds: 2000 }\n"
+BATCHING = "max_batch_size: 32\ndynamic_batching { max_queue_delay_microseconds: 20000 }\n"
 
 
 def build_models(folder: Path) -> dict[str, Path]:
@@ -56,12 +59,39 @@ def build_models(folder: Path) -> dict[str, Path]:
     cnn96 = make_cnn()
     for axis in (2, 3):
         cnn96.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = 96
-    models = {"mlp": make_mlp(), "mlp2": make_mlp(seed=7), "cnn": make_cnn(), "cnn96": cnn96}
+    models = {"mlp": make_mlp(), "mlp2": make_mlp(seed=7), "cnn": make_cnn(), "cnn96": cnn96, "alex": make_alex()}
     paths = {}
     for name, model in models.items():
         paths[name] = folder / f"{name}.erm"
         save_model(from_onnx(model), paths[name])
     return paths
+
+
+def make_alex():
+    """x [batch, 3, 32, 32] -> Conv 3->16 3x3 pad 1, Relu, MaxPool 2, Flatten (4096), Gemm 4096->4096,
+    Relu, Gemm 4096->10 -> y: an AlexNet-style fully connected head (64 MiB), random float32 weights."""
+    from onnx import TensorProto, helper
+
+    from tests.onnx_models import make_model
+
+    rng = np.random.default_rng(3)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * (2.0 / np.prod(shape[1:])) ** 0.5).astype(np.float32)
+
+    weights = {"cw": w(16, 3, 3, 3), "cb": np.zeros(16, np.float32), "f1w": w(4096, 4096),
+               "f1b": np.zeros(4096, np.float32), "f2w": w(10, 4096), "f2b": np.zeros(10, np.float32)}
+    node = helper.make_node
+    nodes = [node("Conv", ["x", "cw", "cb"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             node("Relu", ["c"], ["r"], name="relu"),
+             node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             node("Flatten", ["p"], ["f"], name="flatten", axis=1),
+             node("Gemm", ["f", "f1w", "f1b"], ["h"], name="fc1", transB=1),
+             node("Relu", ["h"], ["hr"], name="relu_fc"),
+             node("Gemm", ["hr", "f2w", "f2b"], ["y"], name="fc2", transB=1)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 32, 32])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])
+    return make_model(nodes, [x], [y], weights, name="alex")
 
 
 def make_repo(folder: Path, models: dict[str, Path], names: list[str], config: str = "") -> Path:
@@ -77,7 +107,7 @@ class Server:
     """`python -m serving` on fixed loopback ports; waits until every worker serves."""
 
     def __init__(self, repo: Path, log: Path, workers: int = 1, *extra: str, port: int = 18731) -> None:
-        self.url = f"127.0.0.1:{port}"
+        self.url, self.http_url = f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"
         cmd = [sys.executable, "-m", "serving", "--model-repository", str(repo), "--host", "127.0.0.1",
                "--grpc-port", str(port), "--http-port", str(port + 1), "--metrics-port", str(port + 2),
                "--workers", str(workers), *extra]
@@ -148,6 +178,52 @@ def _client_process(url, model, shape, clients, budget, ready, start, deadline, 
     out.put((np.array(lat), errors[0], messages[:3], max(ends)))
 
 
+def _single_process(kind, url, model, shape, duration, requests, out) -> None:
+    """One synchronous client (tritonclient.grpc or tritonclient.http with binary data) sending
+    requests back to back; put (latencies µs, errors)."""
+    if kind == "grpc":
+        import tritonclient.grpc as tc
+    else:
+        import tritonclient.http as tc
+    x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+    client = tc.InferenceServerClient(url)
+    tensor = tc.InferInput("x", [1, *shape], "FP32")
+    if kind == "grpc":
+        tensor.set_data_from_numpy(x)
+        outputs = None
+    else:
+        tensor.set_data_from_numpy(x, binary_data=True)
+        outputs = [tc.InferRequestedOutput("y", binary_data=True)]
+    for _ in range(200):  # warm up
+        client.infer(model, [tensor], outputs=outputs)
+    lat, errors = [], 0
+    clock = time.perf_counter
+    deadline = clock() + duration
+    while clock() < deadline and len(lat) < requests:
+        t0 = clock()
+        try:
+            client.infer(model, [tensor], outputs=outputs)
+            lat.append((clock() - t0) * 1e6)
+        except Exception:  # noqa: BLE001 - counted
+            errors += 1
+    client.close()
+    out.put((np.array(lat), errors))
+
+
+def run_single(server: Server, model: str, kind: str, duration: float, requests: int) -> dict:
+    """Concurrency 1 with one synchronous client of `kind` ('grpc' or 'http') in a spawned process."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    url = server.url if kind == "grpc" else server.http_url
+    proc = ctx.Process(target=_single_process, args=(kind, url, model, SHAPES[model], duration, requests, out))
+    proc.start()
+    lat, errors = out.get(timeout=duration + 120)
+    proc.join()
+    p50, p90, p99 = np.percentile(lat, [50, 90, 99]) if lat.size else (0, 0, 0)
+    return {"ok": int(lat.size), "errors": errors, "messages": [], "rps": lat.size / max(lat.sum() / 1e6, 1e-9),
+            "p50": p50, "p90": p90, "p99": p99}
+
+
 def run_load(url: str, model: str, concurrency: int, duration: float, requests: int,
              during=None, processes: int = CLIENT_PROCESSES) -> dict:
     """Closed-loop load at `concurrency`; `during()` runs in this process while the load runs."""
@@ -177,14 +253,14 @@ def run_load(url: str, model: str, concurrency: int, duration: float, requests: 
             "rps": lat.size / wall, "p50": p50, "p90": p90, "p99": p99, "wall": wall}
 
 
-def interpreter_p50(path: Path, shape: tuple[int, ...], runs: int = 2000) -> float:
-    """The Interpreter's median µs for one batch-1 run, in this process, one BLAS thread."""
+def interpreter_p50(path: Path, shape: tuple[int, ...], runs: int = 2000, x=None) -> float:
+    """The Interpreter's median µs for one batch-1 run (or of input `x`), in this process, one BLAS thread."""
     from threadpoolctl import threadpool_limits
 
     from runtime.interpreter import Interpreter
 
     it = Interpreter(path)
-    x = {"x": np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)}
+    x = {"x": np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32) if x is None else x}
     with threadpool_limits(1):
         for _ in range(50):
             it.run(x)
@@ -240,7 +316,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per latency/throughput scenario")
     parser.add_argument("--requests", type=int, default=100_000, help="requests of the volume and reload runs")
-    parser.add_argument("--only", nargs="*", default=["latency", "batching", "workers", "volume", "reload"])
+    parser.add_argument("--only", nargs="*",
+                        default=["single", "latency", "batching", "workers", "volume", "reload"])
     parser.add_argument("--rounds", type=int, default=5, help="alternating blocks per side in comparisons")
     parser.add_argument("--client-processes", type=int, default=CLIENT_PROCESSES,
                         help="load generator processes; the clients are spread over them")
@@ -269,7 +346,21 @@ def main() -> int:
         return r
 
     results = {}
-    plain = make_repo(work / "plain", models, ["mlp", "cnn", "cnn96"])
+    plain = make_repo(work / "plain", models, ["mlp", "cnn", "cnn96", "alex"])
+    if "single" in args.only:
+        server = Server(plain, work / "single.log", 1)
+        try:
+            check_outputs(server.url, "mlp", models["mlp"])
+            for kind in ("grpc", "http"):
+                r = run_single(server, "mlp", kind, args.duration, 10**9)
+                results[("single", kind)] = r
+                if r["errors"]:
+                    failed.append(f"single {kind}: {r['errors']} errors")
+                rows.append([f"single, sync tritonclient.{kind}", "mlp", 1, 1, r["ok"], r["errors"], f"{r['rps']:.0f}",
+                             f"{r['p50']:.0f}", f"{r['p90']:.0f}", f"{r['p99']:.0f}"])
+        finally:
+            if server.stop() != 0:
+                failed.append("single: server exit code")
     if "latency" in args.only:
         for model in ("mlp", "cnn"):
             print(f"Interpreter p50 {model} batch 1: {interpreter_p50(models[model], SHAPES[model]):.1f} us")
@@ -295,8 +386,13 @@ def main() -> int:
         results[key] = second / first
 
     if "batching" in args.only:
-        batched = make_repo(work / "batched", models, ["cnn"], BATCHING)
+        batched = make_repo(work / "batched", models, ["cnn", "alex"], BATCHING)
         comparison("batching", "cnn", [("no batching", plain, 1), ("batching", batched, 1)])
+        for r in (1, 32):
+            x = np.zeros((r, *SHAPES["alex"]), np.float32)
+            per_row = interpreter_p50(models["alex"], SHAPES["alex"], 30, x) / r
+            print(f"Interpreter alex batch {r}: {per_row:.0f} us/row")
+        comparison("batching-alex", "alex", [("no batching", plain, 1), ("batching", batched, 1)])
     if "workers" in args.only:
         print(f"Interpreter p50 cnn96 batch 1: {interpreter_p50(models['cnn96'], SHAPES['cnn96']):.1f} us")
         comparison("workers", "cnn96", [("1 worker", plain, 1), ("2 workers", plain, 2)])
@@ -314,8 +410,13 @@ def main() -> int:
                  "p99 us"], rows, args.markdown)
     if "batching" in results:
         print(f"dynamic batching / none, CNN at concurrency 32: {results['batching']:.2f}x (target >= 1.5x)")
+        print(f"dynamic batching / none, AlexNet-style CNN at concurrency 32: {results['batching-alex']:.2f}x")
     if "workers" in results:
         print(f"2 workers / 1 worker, CNN 3x96x96 at concurrency 32: {results['workers']:.2f}x")
+    for kind in ("grpc", "http"):
+        if ("single", kind) in results:
+            print(f"MLP p50 at concurrency 1, sync tritonclient.{kind}: {results[('single', kind)]['p50']:.0f} us "
+                  "(target <= 400 us)")
     if ("mlp", 1) in results:
         print(f"MLP p50 at concurrency 1: {results[('mlp', 1)]['p50']:.0f} us (target <= 400 us)")
     shutil.rmtree(work, ignore_errors=True)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from serving.errors import invalid
+
 if TYPE_CHECKING:  # config imports the protos; keep this module importable without them
     from serving.config import Batching
 
@@ -35,13 +37,14 @@ class Batcher:
         self.settings = settings
         self._queues: dict[tuple, list[_Pending]] = {}
         self._timers: dict[tuple, asyncio.TimerHandle] = {}
+        self._running: set[asyncio.Task] = set()
 
     async def submit(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
         """Queue one request (first dim = its rows, <= max_batch_size); returns its outputs and the
         seconds it waited. Raises whatever the batch run raised (every request of that batch does)."""
         loop = asyncio.get_running_loop()
+        rows = batch_rows(arrays)
         key = tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(arrays.items()))
-        rows = next(iter(arrays.values())).shape[0]
         pending = _Pending(arrays, rows, loop.create_future())
         group = self._queues.setdefault(key, [])
         if group and sum(p.rows for p in group) + rows > self.settings.max_batch_size:
@@ -60,7 +63,21 @@ class Batcher:
             timer.cancel()
         group = self._queues.pop(key, [])
         if group:
-            asyncio.get_running_loop().create_task(self._execute(group))
+            task = asyncio.get_running_loop().create_task(self._execute(group))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def drain(self, now: bool = False) -> None:
+        """Wait until every queued request has run (when its batch fills or its delay ends; at once
+        with `now`) and every batch in progress has finished."""
+        while self._queues or self._running:
+            if now:
+                for key in list(self._queues):
+                    self._flush(key)
+            if self._running:
+                await asyncio.gather(*list(self._running), return_exceptions=True)
+            else:
+                await asyncio.sleep(min(self.settings.max_delay_s, 0.01) or 0.001)
 
     async def _execute(self, group: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -76,11 +93,42 @@ class Batcher:
                 bounds = np.cumsum([p.rows for p in group])[:-1]
                 split = {name: np.split(array, bounds) for name, array in outputs.items()}
                 parts = [{name: split[name][i] for name in outputs} for i in range(len(group))]
-        except Exception as exc:  # every request of the batch gets the batch's error
+        except Exception as exc:
+            if len(group) == 1:
+                if not group[0].future.done():
+                    group[0].future.set_exception(exc)
+                return
+            # one bad request must not fail the others: run each on its own, so only it fails
             for p in group:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                await self._execute_one(p, started)
             return
         for p, part in zip(group, parts, strict=True):
             if not p.future.done():
                 p.future.set_result((part, started - p.enqueued))
+
+    async def _execute_one(self, p: _Pending, started: float) -> None:
+        try:
+            outputs = await self._run(p.arrays, p.rows)
+        except Exception as exc:
+            if not p.future.done():
+                p.future.set_exception(exc)
+            return
+        if not p.future.done():
+            p.future.set_result((outputs, started - p.enqueued))
+
+
+def batch_rows(arrays: dict[str, np.ndarray]) -> int:
+    """The first dimension every input shares; InvalidArgument naming the input that differs (or if
+    an input is a scalar or there are no inputs)."""
+    rows, first = None, ""
+    for name, array in arrays.items():
+        if array.ndim == 0:
+            raise invalid(f"input {name!r}: a batched model needs a batch dimension")
+        if rows is None:
+            rows, first = int(array.shape[0]), name
+        elif array.shape[0] != rows:
+            raise invalid(f"input {name!r}: batch size {array.shape[0]} differs from input {first!r} "
+                          f"(batch size {rows}); every input needs the same first dimension")
+    if rows is None:
+        raise invalid("a batched request needs at least one input")
+    return rows

@@ -32,6 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-message-size", type=int, default=64 * 1024 * 1024,
                    help="largest request or response in bytes, both protocols (default 64 MiB)")
     p.add_argument("--grace-secs", type=float, default=10.0, help="drain time on SIGTERM")
+    p.add_argument("--grpc-max-concurrent-rpcs", type=int, default=256,
+                   help="gRPC calls in progress per worker; more are refused with RESOURCE_EXHAUSTED")
+    p.add_argument("--http-max-connections", type=int, default=1024,
+                   help="open HTTP connections per worker; more are answered 503 and closed")
+    p.add_argument("--http-header-timeout-secs", type=float, default=10.0,
+                   help="time a client has to send the request line and headers")
+    p.add_argument("--http-body-timeout-secs", type=float, default=60.0, help="time to send the body")
+    p.add_argument("--http-idle-timeout-secs", type=float, default=60.0,
+                   help="how long an idle kept-alive connection stays open")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -49,7 +58,12 @@ def options_from(args: argparse.Namespace):
     token = read_token(args.auth_token_file) if args.auth_token_file else None
     return ServeOptions(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port,
                         args.workers, args.model_control_mode, args.repository_poll_secs, tuple(args.load_model),
-                        tls, token, args.max_message_size, args.grace_secs, args.log_level, args.threads)
+                        tls, token, args.max_message_size, args.grace_secs, args.log_level, args.threads,
+                        max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+                        http_max_connections=args.http_max_connections,
+                        http_header_timeout_s=args.http_header_timeout_secs,
+                        http_body_timeout_s=args.http_body_timeout_secs,
+                        http_idle_timeout_s=args.http_idle_timeout_secs)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

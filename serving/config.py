@@ -65,9 +65,15 @@ def read_settings(model_dir: Path) -> ModelSettings:
     proto = mc.ModelConfig()
     path = model_dir / CONFIG_NAME
     if path.is_file():
+        data = path.read_bytes()
         try:
-            text_format.Parse(path.read_text(), proto)
-        except text_format.ParseError as exc:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"model {model_dir.name!r}: {CONFIG_NAME} is not valid UTF-8 "
+                              f"(byte {exc.start})") from None
+        try:
+            text_format.Parse(text, proto)
+        except (text_format.ParseError, ValueError, TypeError, RecursionError) as exc:
             raise ConfigError(f"model {model_dir.name!r}: {CONFIG_NAME}: {exc}") from None
     if proto.name and proto.name != model_dir.name:
         raise ConfigError(f"model {model_dir.name!r}: config names it {proto.name!r}")

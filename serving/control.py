@@ -8,7 +8,6 @@ rewritten under an exclusive flock and replaced atomically, so readers never see
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import logging
@@ -50,9 +49,12 @@ class ControlLog:
 
     def pending(self) -> list[tuple[str, str, int]]:
         """(model, action, seq) records this worker has not applied yet, oldest first."""
-        models = self.read()["models"]
+        models = self.read().get("models")
+        if not isinstance(models, dict):
+            return []
         todo = [(name, entry["action"], entry["seq"]) for name, entry in models.items()
-                if entry["seq"] > self.applied.get(name, 0)]
+                if isinstance(entry, dict) and isinstance(entry.get("seq"), int)
+                and entry["seq"] > self.applied.get(name, 0)]
         return sorted(todo, key=lambda item: item[2])
 
 
@@ -60,11 +62,20 @@ async def follow(control: ControlLog, handlers, poll_s: float = 0.25) -> None:
     """Apply other workers' load/unload records forever (cancel to stop)."""
     while True:
         await asyncio.sleep(poll_s)
-        for model, action, seq in control.pending():
-            with contextlib.suppress(ServingError):
+        try:
+            todo = control.pending()
+        except Exception:  # a malformed record: never let the follower die
+            log.exception("cannot read model control records")
+            continue
+        for model, action, seq in todo:
+            try:
                 if action == "load":
                     await handlers.repository.load(model)
                 else:
                     await handlers.repository.unload(model)
+            except ServingError:
+                pass
+            except Exception:
+                log.exception("applying model control %s %s failed", action, model)
             control.applied[model] = seq
             log.info("applied model control %s %s from another worker", action, model)

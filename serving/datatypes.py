@@ -46,17 +46,24 @@ def datatype_of(dtype: np.dtype) -> str:
 
 def element_count(name: str, shape: list[int] | tuple[int, ...]) -> int:
     """The number of elements of `shape`; InvalidArgument naming input `name` if a dimension is
-    negative, the rank exceeds MAX_RANK or the product exceeds MAX_ELEMENTS."""
+    not an int64, negative or above MAX_ELEMENTS, the rank exceeds MAX_RANK or the product of the
+    non-zero dimensions exceeds MAX_ELEMENTS (so a zero dimension cannot hide a huge other one)."""
     if len(shape) > MAX_RANK:
         raise invalid(f"input {name!r}: rank {len(shape)} exceeds the limit of {MAX_RANK}")
-    count = 1
+    count, nonzero = 1, 1
     for dim in shape:
+        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or not -(1 << 63) <= dim < (1 << 63):
+            raise invalid(f"input {name!r}: shape dimensions must be int64 values")
         if dim < 0:
             raise invalid(f"input {name!r}: shape {list(shape)} has a negative dimension")
-        count *= dim
-        if count > MAX_ELEMENTS:
+        if dim > MAX_ELEMENTS:
             raise invalid(f"input {name!r}: shape {list(shape)} has more than {MAX_ELEMENTS} elements")
-    return count
+        count *= dim
+        if dim:
+            nonzero *= dim
+        if nonzero > MAX_ELEMENTS:
+            raise invalid(f"input {name!r}: shape {list(shape)} has more than {MAX_ELEMENTS} elements")
+    return int(count)
 
 
 def from_raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryview) -> np.ndarray:
@@ -93,7 +100,17 @@ def from_list(name: str, datatype: str, shape: list[int], values: list) -> np.nd
     dtype = _dtype(name, datatype)
     count = element_count(name, shape)
     if datatype == "BYTES":
-        items = [v.encode() if isinstance(v, str) else bytes(v) for v in _flatten(values)]
+        items = []
+        for v in _flatten(values, name):
+            if isinstance(v, str):
+                items.append(v.encode())
+            elif isinstance(v, bytes):
+                items.append(v)
+            else:
+                raise invalid(f"input {name!r}: BYTES values must be strings (REST) or bytes (gRPC), "
+                              f"got {type(v).__name__}")
+            if len(items) > count:
+                raise invalid(f"input {name!r}: expected {count} values for shape {list(shape)}, got more")
         array = np.empty(len(items), dtype=object)
         array[:] = items
     else:
@@ -106,10 +123,22 @@ def from_list(name: str, datatype: str, shape: list[int], values: list) -> np.nd
     return array.reshape(shape)
 
 
-def _flatten(values: object) -> list:
-    if isinstance(values, list | tuple):
-        return [item for value in values for item in _flatten(value)]
-    return [values]
+def _flatten(values: object, name: str = "") -> list:
+    """The leaves of nested lists, depth-first; InvalidArgument if nested deeper than MAX_RANK."""
+    out: list = []
+    stack = [(iter([values]), 0)]
+    while stack:
+        items, depth = stack[-1]
+        for item in items:
+            if isinstance(item, list | tuple):
+                if depth >= MAX_RANK:
+                    raise invalid(f"input {name!r}: values nested deeper than {MAX_RANK} levels")
+                stack.append((iter(item), depth + 1))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
 
 
 def _dtype(name: str, datatype: str) -> np.dtype:
@@ -122,8 +151,13 @@ def _dtype(name: str, datatype: str) -> np.dtype:
 
 def _bytes_from_raw(name: str, shape: list[int], count: int, raw: bytes | memoryview) -> np.ndarray:
     view = memoryview(raw)
+    if len(view) < 4 * count:
+        raise invalid(f"input {name!r}: truncated BYTES data: expected {count} BYTES elements for shape "
+                      f"{list(shape)}, but {len(view)} bytes cannot hold them (4-byte length each)")
     items, offset = [], 0
     while offset < len(view):
+        if len(items) >= count:
+            raise invalid(f"input {name!r}: expected {count} BYTES elements for shape {list(shape)}, got more")
         if offset + 4 > len(view):
             raise invalid(f"input {name!r}: truncated BYTES element length at byte {offset}")
         (size,) = struct.unpack_from("<I", view, offset)

@@ -16,6 +16,8 @@ CONTENTS_FIELD = {
     "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
 
+_FIELDS = sorted(set(CONTENTS_FIELD.values()))
+
 
 def parameters(params) -> dict[str, Any]:
     """A protobuf map of InferParameter -> plain values."""
@@ -53,6 +55,10 @@ def request_from_proto(msg: pb.ModelInferRequest) -> InferRequest:
             values = list(getattr(tensor.contents, field)) if field else None
             if field is None or not values:
                 values = _any_contents(tensor.contents)
+            used = [f for f in _FIELDS if len(getattr(tensor.contents, f))]
+            if field is not None and any(f != field for f in used):
+                raise invalid(f"input {tensor.name!r}: typed contents of datatype {tensor.datatype} go in "
+                              f"{field}, got {', '.join(used)}")
         inputs.append(InputTensor(tensor.name, tensor.datatype, list(tensor.shape),
                                   raws[i] if raws else None, values, parameters(tensor.parameters)))
     outputs = {o.name: parameters(o.parameters) for o in msg.outputs} if len(msg.outputs) else None
@@ -62,7 +68,7 @@ def request_from_proto(msg: pb.ModelInferRequest) -> InferRequest:
 def _any_contents(contents: pb.InferTensorContents) -> list | None:
     """Typed contents in whatever field they were given (so a datatype mismatch is caught later by
     the datatype check rather than read as 'no data')."""
-    for field in set(CONTENTS_FIELD.values()):
+    for field in _FIELDS:
         values = getattr(contents, field)
         if len(values):
             return list(values)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 
 import grpc
@@ -14,6 +16,7 @@ from serving.protos import grpc_service_pb2_grpc as pb_grpc
 from serving.protos import health_pb2, health_pb2_grpc
 
 log = logging.getLogger("edgerun.serving")
+DEFAULT_MAX_CONCURRENT_RPCS = 256  # more at once are refused with RESOURCE_EXHAUSTED
 GRPC_CODES = {status: getattr(grpc.StatusCode, status.name) for status in Status}
 
 
@@ -21,6 +24,47 @@ async def _abort(context: grpc.aio.ServicerContext, exc: ServingError) -> None:
     await context.abort(GRPC_CODES[exc.status], exc.message)
 
 
+def _guarded(method):
+    """Wrap a servicer method: ServingError -> its status; any other exception is logged with its
+    traceback and answered INTERNAL 'internal error', so no exception text reaches clients."""
+    name = method.__name__
+    if inspect.isasyncgenfunction(method):
+        @functools.wraps(method)
+        async def stream(self, request, context):
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except ServingError as exc:
+                await _abort(context, exc)
+            except Exception:
+                log.exception("gRPC %s failed", name)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        return stream
+
+    @functools.wraps(method)
+    async def unary(self, request, context):
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except ServingError as exc:
+            return await _abort(context, exc)
+        except Exception:
+            log.exception("gRPC %s failed", name)
+            return await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    return unary
+
+
+def _guard_all(cls):
+    for attr, value in list(vars(cls).items()):
+        if attr[:1].isupper() and callable(value):
+            setattr(cls, attr, _guarded(value))
+    return cls
+
+
+@_guard_all
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """inference.GRPCInferenceService: parse, call a handler, map ServingError to a status code."""
 
@@ -63,6 +107,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 response = await self.h.infer(request_from_proto(request))
             except ServingError as exc:
                 yield pb.ModelStreamInferResponse(error_message=exc.message,
+                                                  infer_response=pb.ModelInferResponse(id=request.id))
+                continue
+            except Exception:
+                log.exception("gRPC stream inference failed")
+                yield pb.ModelStreamInferResponse(error_message="internal error",
                                                   infer_response=pb.ModelInferResponse(id=request.id))
                 continue
             yield pb.ModelStreamInferResponse(infer_response=response_to_proto(response))
@@ -114,6 +163,7 @@ def _stats(model) -> pb.ModelStatistics:
                                   inference_stats=infer, batch_stats=batches)
 
 
+@_guard_all
 class HealthServicer(health_pb2_grpc.HealthServicer):
     """grpc.health.v1: '' is the server; a model name is SERVING when it has a ready version."""
 
@@ -141,13 +191,15 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
 
 def build_server(handlers: Handlers, address: str, max_message_bytes: int, interceptors=(),
-                 credentials: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
+                 credentials: grpc.ServerCredentials | None = None,
+                 max_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS) -> grpc.aio.Server:
     """A grpc.aio server bound to `address` (SO_REUSEPORT on, so several workers share the port).
     Raises RuntimeError if the address cannot be bound."""
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.so_reuseport", 1)]
-    server = grpc.aio.server(interceptors=list(interceptors), options=options)
+    server = grpc.aio.server(interceptors=list(interceptors), options=options,
+                             maximum_concurrent_rpcs=max_concurrent_rpcs or None)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(handlers), server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(handlers), server)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)

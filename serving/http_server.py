@@ -19,6 +19,18 @@ MAX_HEADER_LINE = 16 * 1024
 MAX_HEADERS = 100
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits: seconds to send the request line and headers, to send the body, to
+    start the next request on a kept-alive connection; and how many connections at once (more are
+    answered 503 and closed)."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    idle_timeout_s: float = 60.0
+    max_connections: int = 1024
+
+
 @dataclass
 class Request:
     method: str
@@ -36,15 +48,21 @@ class Response:
 
 
 App = Callable[[Request], Awaitable[Response]]
+# called with the request (body not read yet) once the headers are in; a Response refuses it
+Authorize = Callable[[Request], Response | None]
 
 
 class HttpServer:
     """Serves `app` on (host, port). Bodies over `max_body` bytes get 413 without being read."""
 
-    def __init__(self, app: App, max_body: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, app: App, max_body: int, ssl_context: ssl.SSLContext | None = None,
+                 limits: Limits | None = None, authorize: Authorize | None = None) -> None:
         self.app, self.max_body, self.ssl_context = app, max_body, ssl_context
+        self.limits = limits or Limits()
+        self.authorize = authorize if authorize is not None else getattr(app, "authorize", None)
         self._server: asyncio.Server | None = None
         self._active = 0
+        self._connections = 0
         self._idle: set[asyncio.StreamWriter] = set()
         self._closing = False
 
@@ -66,10 +84,16 @@ class HttpServer:
             await asyncio.sleep(0.01)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
         try:
+            if self._connections > self.limits.max_connections:
+                await self._write(writer, _plain(503, "too many connections"), False)
+                return
+            first = True
             while not self._closing:
                 self._idle.add(writer)
-                request = await self._read_request(reader, writer)
+                request = await self._read_request(reader, writer, first)
+                first = False
                 self._idle.discard(writer)
                 if request is None:
                     break
@@ -87,20 +111,33 @@ class HttpServer:
         except Exception:
             log.exception("HTTP connection failed")
         finally:
+            self._connections -= 1
             self._idle.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _read_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
+    async def _read_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            first: bool = True) -> Request | None:
+        """The next request, or None once the connection should close (answered if need be).
+        TimeoutError when the client is too slow (the connection is then closed unanswered)."""
+        loop = asyncio.get_running_loop()
         try:
-            line = await reader.readline()
+            if first:
+                deadline = loop.time() + self.limits.header_timeout_s
+                async with asyncio.timeout_at(deadline):
+                    line = await reader.readline()
+            else:  # kept alive: wait up to idle_timeout_s for the next request to start
+                async with asyncio.timeout(self.limits.idle_timeout_s):
+                    line = await reader.readline()
+                deadline = loop.time() + self.limits.header_timeout_s
             if not line:
                 return None
             method, target, _version = line.decode("latin-1").split()
             headers: dict[str, str] = {}
             while True:
-                raw = await reader.readline()
+                async with asyncio.timeout_at(deadline):
+                    raw = await reader.readline()
                 if raw in (b"\r\n", b"\n", b""):
                     break
                 if len(headers) >= MAX_HEADERS:
@@ -110,6 +147,13 @@ class HttpServer:
         except (ValueError, asyncio.LimitOverrunError):
             await self._write(writer, _plain(400, "malformed request line or headers"), False)
             return None
+        path, _, query = target.partition("?")
+        request = Request(method.upper(), path, query, headers, b"")
+        if self.authorize is not None:
+            refusal = self.authorize(request)
+            if refusal is not None:  # answered before the body is read; the connection then closes
+                await self._write(writer, refusal, False)
+                return None
         if "chunked" in headers.get("transfer-encoding", "").lower():
             await self._write(writer, _plain(411, "send a Content-Length body (chunked is not supported)"), False)
             return None
@@ -124,9 +168,10 @@ class HttpServer:
             await self._write(writer, _plain(413, f"request body of {length} bytes exceeds the limit of "
                                                   f"{self.max_body} bytes"), False)
             return None
-        body = await reader.readexactly(length) if length else b""
-        path, _, query = target.partition("?")
-        return Request(method.upper(), path, query, headers, body)
+        if length:
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                request.body = await reader.readexactly(length)
+        return request
 
     async def _write(self, writer: asyncio.StreamWriter, response: Response, keep: bool) -> None:
         reason = HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""

@@ -25,6 +25,7 @@ from serving.stats import ModelStats
 
 log = logging.getLogger("edgerun.serving")
 SIGNATURE = "serving_default"
+_CLOSING: set[asyncio.Task] = set()  # versions draining their batcher before the pool stops
 
 
 class ServedModel:
@@ -76,7 +77,7 @@ class ServedModel:
         """Run one request's inputs (through the batcher if configured); returns all outputs and the
         seconds the request queued. ServingError INVALID_ARGUMENT if the model rejects the inputs,
         INTERNAL (message without details) if the model fails."""
-        if self.batcher is not None:
+        if self.batcher is not None and arrays:
             return await self.batcher.submit(arrays)
         rows = _rows(arrays)
         return await self._run_rows(arrays, rows), 0.0
@@ -108,9 +109,28 @@ class ServedModel:
             raise ServingError(Status.INTERNAL, f"model {self.name!r} version {self.version} failed to run") from None
 
     def close(self) -> None:
-        """Publish the last statistics; stop the thread pool once in-flight work is done (the
-        batcher still flushes what it holds)."""
+        """Publish the last statistics; flush what the batcher holds and stop the thread pool only
+        once the batches in progress have finished (in the background when a loop is running)."""
         metrics.publish(self)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or self.batcher is None:
+            self._shutdown_pool()
+            return
+        task = loop.create_task(self._close_after_drain())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+    async def _close_after_drain(self) -> None:
+        try:
+            await self.batcher.drain()
+        finally:
+            self._shutdown_pool()
+            metrics.publish(self)
+
+    def _shutdown_pool(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
 

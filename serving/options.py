@@ -27,6 +27,11 @@ class ServeOptions:
     grace_s: float = 10.0
     log_level: str = "INFO"
     threads: int | None = 1
+    max_concurrent_rpcs: int = 256  # gRPC calls at once per worker; more get RESOURCE_EXHAUSTED
+    http_max_connections: int = 1024  # HTTP connections at once per worker; more get 503
+    http_header_timeout_s: float = 10.0  # to send the request line and headers
+    http_body_timeout_s: float = 60.0  # to send the body
+    http_idle_timeout_s: float = 60.0  # between requests on a kept-alive connection
     control_dir: Path | None = None  # set by the supervisor: load/unload records shared by workers
 
     def check(self) -> None:
@@ -39,5 +44,9 @@ class ServeOptions:
             raise ValueError(f"--model-control-mode must be none, poll or explicit, got {self.mode!r}")
         if self.max_message_bytes < 1024:
             raise ValueError("--max-message-size must be at least 1024 bytes")
+        if self.max_concurrent_rpcs < 1 or self.http_max_connections < 1:
+            raise ValueError("--grpc-max-concurrent-rpcs and --http-max-connections must be >= 1")
+        if min(self.http_header_timeout_s, self.http_body_timeout_s, self.http_idle_timeout_s) <= 0:
+            raise ValueError("HTTP timeouts must be > 0")
         if self.poll_s <= 0:
             raise ValueError("--repository-poll-secs must be > 0")

@@ -39,6 +39,11 @@ class ModelEntry:
         return self.ready[max(self.ready)] if self.ready else None
 
 
+def _plain_version(version: str) -> bool:
+    """True for a version string worth looking up: ASCII decimal digits, at most 18 of them."""
+    return 0 < len(version) <= 18 and version.isascii() and version.isdigit()
+
+
 def _fingerprint(path: Path) -> Fingerprint | None:
     try:
         st = path.stat()
@@ -70,7 +75,12 @@ class Repository:
         """Initial load (all models, or `startup_models` in explicit mode); starts polling in poll mode."""
         names = list(self.startup_models) if self.mode == "explicit" else self._model_dirs()
         for name in names:
-            await self.load(name)
+            try:  # one bad model must not keep the server (or the other models) from starting
+                await self.load(name)
+            except ServingError as exc:
+                log.error("model %s: %s", name, exc.message)
+            except Exception:
+                log.exception("loading model %s failed", name)
         if self.mode == "poll":
             self._poller = asyncio.get_running_loop().create_task(self._poll())
 
@@ -90,13 +100,20 @@ class Repository:
             await asyncio.sleep(self.poll_s)
             try:
                 present = set(self._model_dirs())
-                for name in sorted(present | set(self.models)):
+                names = sorted(present | set(self.models))
+            except Exception:  # never let the poller die
+                log.exception("repository poll failed")
+                continue
+            for name in names:
+                try:  # one bad model must not keep the others from loading
                     if name in present:
                         await self.load(name)
                     else:
                         await self.unload(name)
-            except Exception:  # never let the poller die
-                log.exception("repository poll failed")
+                except ServingError:
+                    pass  # removed meanwhile
+                except Exception:
+                    log.exception("repository poll of model %s failed", name)
 
     # --- lookups ------------------------------------------------------------------------------
 
@@ -111,7 +128,7 @@ class Repository:
             if model is None:
                 raise ServingError(Status.UNAVAILABLE, f"model {name!r} has no ready version")
             return model
-        model = entry.ready.get(int(version)) if version.isdigit() else None
+        model = entry.ready.get(int(version)) if _plain_version(version) else None
         if model is None:
             raise not_found(f"model {name!r} has no ready version {version!r}; ready: {sorted(entry.ready)}")
         return model
@@ -213,7 +230,7 @@ class Repository:
         except OSError:
             return {}
         for child in children:
-            if child.name.isdigit() and child.is_dir():
+            if _plain_version(child.name) and child.is_dir():
                 fp = _fingerprint(child / MODEL_FILE)
                 if fp is not None:
                     versions[int(child.name)] = fp

@@ -48,10 +48,18 @@ class RestApp:
         self.h = handlers
         self.token = token
 
-    async def __call__(self, request: Request) -> Response:
+    def authorize(self, request: Request) -> Response | None:
+        """401 if a token is required and the request lacks it (the HTTP server calls this as soon as
+        the headers are in, before reading the body); None if it may proceed."""
         if self.token and request.path not in OPEN_PATHS and not token_ok(request.headers.get("authorization"),
                                                                            self.token):
             return _json(401, {"error": "missing or invalid bearer token"})
+        return None
+
+    async def __call__(self, request: Request) -> Response:
+        refusal = self.authorize(request)
+        if refusal is not None:
+            return refusal
         for method, pattern, name in ROUTES:
             match = pattern.fullmatch(request.path.rstrip("/") or "/")
             if match:
@@ -114,7 +122,7 @@ class RestApp:
         if request.body:
             try:
                 ready_only = bool(json.loads(request.body).get("ready", False))
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 raise ServingError(Status.INVALID_ARGUMENT, "index body must be a JSON object") from None
         return _json(200, self.h.repository_index(ready_only))
 

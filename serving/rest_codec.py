@@ -25,6 +25,8 @@ def parse_infer(model: str, version: str, body: bytes, header_length: str | None
         doc = json.loads(header)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise invalid("request body is not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise invalid("request JSON must be an object with an 'inputs' list")
     inputs, offset = [], 0

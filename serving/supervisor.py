@@ -15,12 +15,16 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from serving import logs
 from serving.options import ServeOptions
 
 log = logging.getLogger("edgerun.serving")
+RESTART_FIRST_S = 0.1  # delay before restarting a crashed worker, doubled per crash in a row
+RESTART_MAX_S = 5.0
+STABLE_S = 30.0  # a worker that ran this long before crashing restarts after RESTART_FIRST_S again
 
 
 def serve(options: ServeOptions) -> int:
@@ -56,15 +60,28 @@ def _supervise(options: ServeOptions) -> int:
         return process
 
     workers = [start(i) for i in range(options.workers)]
+    started = [time.monotonic()] * len(workers)
+    delays = [0.0] * len(workers)  # the backoff of each worker slot
+    restart_at: list[float | None] = [None] * len(workers)
     log.info("supervisor (pid %d) started %d worker(s); metrics on port %d", os.getpid(), len(workers),
              options.metrics_port)
     try:
         while not stop.wait(0.5):
+            now = time.monotonic()
             for i, process in enumerate(workers):
+                if restart_at[i] is not None:
+                    if now >= restart_at[i]:
+                        restart_at[i] = None
+                        workers[i], started[i] = start(i), now
+                    continue
                 if process.exitcode is not None:
-                    log.error("worker %d (pid %d) exited with %s; restarting it", i, process.pid, process.exitcode)
+                    ran = now - started[i]
+                    delays[i] = RESTART_FIRST_S if ran >= STABLE_S else min(max(delays[i] * 2, RESTART_FIRST_S),
+                                                                            RESTART_MAX_S)
+                    log.error("worker %d (pid %d) exited with %s after %.1f s; restarting it in %.1f s", i,
+                              process.pid, process.exitcode, ran, delays[i])
                     metrics.worker_exited(process.pid)
-                    workers[i] = start(i)
+                    restart_at[i] = now + delays[i]
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -25,12 +25,14 @@ def decode_inputs(model: str, specs: Mapping, tensors: list[InputTensor], max_ba
 
     Returns name -> array. Raises InvalidArgument for: more inputs than the model has, a repeated or
     unknown name, a missing required input, a datatype, rank or static dimension that differs, a
-    negative or absurd dimension, a batch over `max_batch_size` (when > 0), byte lengths that do not
+    negative or absurd dimension, a batch over `max_batch_size` or first dimensions that differ
+    between inputs (when max_batch_size > 0), byte lengths that do not
     match shape x datatype, and both or neither of raw and typed contents.
     """
     if len(tensors) > len(specs):
         raise invalid(f"model {model!r} takes {len(specs)} input(s) {sorted(specs)}, the request has {len(tensors)}")
     arrays: dict[str, np.ndarray] = {}
+    batch: tuple[str, int] | None = None  # (first input, its batch size) when the model batches
     for tensor in tensors:
         if tensor.name in arrays:
             raise invalid(f"input {tensor.name!r} appears twice")
@@ -38,6 +40,12 @@ def decode_inputs(model: str, specs: Mapping, tensors: list[InputTensor], max_ba
         if info is None:
             raise invalid(f"unknown input {tensor.name!r}; model {model!r} has inputs {sorted(specs)}")
         _check_header(tensor, info, max_batch_size)
+        if max_batch_size > 0 and tensor.shape:
+            if batch is None:
+                batch = (tensor.name, tensor.shape[0])
+            elif tensor.shape[0] != batch[1]:
+                raise invalid(f"input {tensor.name!r}: batch size {tensor.shape[0]} differs from input "
+                              f"{batch[0]!r} (batch size {batch[1]}); every input needs the same first dimension")
         arrays[tensor.name] = _decode(tensor)
     missing = [name for name, info in specs.items() if name not in arrays and not info.has_default]
     if missing:

@@ -36,7 +36,7 @@ async def _serve(options: ServeOptions, index: int) -> None:
     from serving.control import ControlLog, follow
     from serving.grpc_service import build_server
     from serving.handlers import Handlers
-    from serving.http_server import HttpServer
+    from serving.http_server import HttpServer, Limits
     from serving.repository import Repository
     from serving.rest import RestApp
     from serving.tls import grpc_credentials, ssl_context
@@ -49,9 +49,11 @@ async def _serve(options: ServeOptions, index: int) -> None:
     interceptors = [TokenInterceptor(options.token)] if options.token else []
     credentials = grpc_credentials(options.tls) if options.tls else None
     grpc_server = build_server(handlers, f"{options.host}:{options.grpc_port}", options.max_message_bytes,
-                               interceptors, credentials)
+                               interceptors, credentials, options.max_concurrent_rpcs)
+    limits = Limits(options.http_header_timeout_s, options.http_body_timeout_s, options.http_idle_timeout_s,
+                    options.http_max_connections)
     http_server = HttpServer(RestApp(handlers, options.token), options.max_message_bytes,
-                             ssl_context(options.tls) if options.tls else None)
+                             ssl_context(options.tls) if options.tls else None, limits)
     await grpc_server.start()
     await http_server.start(options.host, options.http_port)
     log.info("worker %d (pid %d) serving gRPC on %s:%d and HTTP on %s:%d, %d model version(s) ready",
