@@ -232,7 +232,10 @@ class RotaryEmbedding(Kernel):
                                  f"{cos.shape[0]} cached positions")
             cos, sin = cos[positions], sin[positions]
         # work in (batch, seq, heads, head)
-        x4 = x.transpose(0, 2, 1, 3) if x.ndim == 4 else x.reshape(x.shape[0], x.shape[1], self.heads, -1)
+        if x.ndim == 4:
+            x4 = x.transpose(0, 2, 1, 3)
+        else:  # explicit head size: reshape cannot infer -1 for an empty tensor
+            x4 = x.reshape(x.shape[0], x.shape[1], self.heads, x.shape[2] // self.heads)
         cos, sin = cos[:, :, None, :], sin[:, :, None, :]
         rotate = x4[..., : self.dim]
         if self.interleaved:
