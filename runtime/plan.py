@@ -55,7 +55,6 @@ class _Prepared:
     # (new value: array or input name, variable storage), copied when a run ends
     updates: list[tuple[Any, np.ndarray]] = field(default_factory=list)
     arena_bytes: int = 0
-    eager: bool = False  # outputs need run-time values: prepare again on every run
     deferred: bool = False  # not prepared yet: the first run's shapes decide
 
 
@@ -127,7 +126,7 @@ class ExecutionPlan:
         Found by preparing once more with every dynamic input dim set to 2 and
         comparing. Declared output shapes are only hints and are not trusted.
         """
-        if self.prepared.eager or self.prepared.deferred:  # shapes not known yet: trust the declarations
+        if self.eager or self.prepared.deferred:  # shapes not known yet: trust the declarations
             return {name: TensorInfo(name, value.dtype, tuple(value.shape or ()))
                     for name, value in self.signature.outputs.items()}
         probe = None
@@ -156,7 +155,7 @@ class ExecutionPlan:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays = self._check_inputs(inputs)
         prepared = self.prepared
-        if prepared.eager:
+        if self.eager:  # shapes need run-time values: prepare with them, every run
             prepared = self._prepare(prepared.shapes, arrays)
         for input_name, slots in prepared.input_slots.items():
             array = arrays[input_name]
@@ -258,14 +257,14 @@ class ExecutionPlan:
         """Prepare for input `shapes`. With `arrays` (an eager run), every node is
         evaluated with the actual inputs and the result holds the outputs."""
         if self.eager and arrays is None:
-            return _Prepared(dict(shapes), eager=True)
+            return _Prepared(dict(shapes))
         try:
             return self._prepare_nodes(shapes, arrays)
         except ValueNeeded:
             if arrays is not None:
                 raise
             self.eager = True
-            return _Prepared(dict(shapes), eager=True)
+            return _Prepared(dict(shapes))
 
     def _prepare_nodes(self, shapes: dict[str, tuple[int, ...]], arrays: dict[str, np.ndarray] | None) -> _Prepared:
         prepared = _Prepared(dict(shapes))
