@@ -8,7 +8,10 @@ with their own connection. Every scenario is bounded by
 a request count and by time. Scenarios:
 
   single      MLP at concurrency 1 with a synchronous tritonclient.grpc client and with
-              tritonclient.http (binary data), each in its own spawned process: p50/p90/p99
+              tritonclient.http (binary data), each in its own spawned process: p50/p90/p99 of
+              edgerun, of edgerun with --busy-poll-us 300, and of a bare transport stub
+              (benchmarks/_serving_stub.py: grpc.aio and asyncio answering a canned response,
+              the floor any Python server on this stack starts from), in alternating blocks
   latency     MLP 64-32-10 and CNN 3x16x16 at concurrency 1, 8, 32, one worker, no batching;
               beside each, the Interpreter's own p50 for one batch-1 run in this process
   batching    at concurrency 32 with dynamic batching (max 32, 20 ms) vs without, on the CNN 3x16x16
@@ -106,11 +109,15 @@ def make_repo(folder: Path, models: dict[str, Path], names: list[str], config: s
 class Server:
     """`python -m serving` on fixed loopback ports; waits until every worker serves."""
 
-    def __init__(self, repo: Path, log: Path, workers: int = 1, *extra: str, port: int = 18731) -> None:
+    def __init__(self, repo: Path | None, log: Path, workers: int = 1, *extra: str, port: int = 18731) -> None:
+        """With `repo` None, the bare transport stub (benchmarks/_serving_stub.py) instead."""
         self.url, self.http_url = f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"
+        self.stub = repo is None
         cmd = [sys.executable, "-m", "serving", "--model-repository", str(repo), "--host", "127.0.0.1",
                "--grpc-port", str(port), "--http-port", str(port + 1), "--metrics-port", str(port + 2),
                "--workers", str(workers), *extra]
+        if self.stub:
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "_serving_stub.py"), str(port), str(port + 1)]
         self.log = log
         self.out = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=self.out, stderr=subprocess.STDOUT)
@@ -122,10 +129,11 @@ class Server:
         raise RuntimeError(f"server did not start:\n{log.read_text()}")
 
     def stop(self) -> int:
+        """SIGTERM; the exit code (0 for the stub, which just dies)."""
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(60)
         self.out.close()
-        return code
+        return 0 if self.stub else code
 
 
 def _client_process(url, model, shape, clients, budget, ready, start, deadline, out) -> None:
@@ -208,6 +216,10 @@ def _single_process(kind, url, model, shape, duration, requests, out) -> None:
             errors += 1
     client.close()
     out.put((np.array(lat), errors))
+
+
+SINGLE_VARIANTS = [("edgerun", ()), ("edgerun --busy-poll-us 300", ("--busy-poll-us", "300")),
+                   ("bare transport stub", None)]
 
 
 def run_single(server: Server, model: str, kind: str, duration: float, requests: int) -> dict:
@@ -348,19 +360,31 @@ def main() -> int:
     results = {}
     plain = make_repo(work / "plain", models, ["mlp", "cnn", "cnn96", "alex"])
     if "single" in args.only:
-        server = Server(plain, work / "single.log", 1)
+        servers = {}
         try:
-            check_outputs(server.url, "mlp", models["mlp"])
-            for kind in ("grpc", "http"):
-                r = run_single(server, "mlp", kind, args.duration, 10**9)
-                results[("single", kind)] = r
-                if r["errors"]:
-                    failed.append(f"single {kind}: {r['errors']} errors")
-                rows.append([f"single, sync tritonclient.{kind}", "mlp", 1, 1, r["ok"], r["errors"], f"{r['rps']:.0f}",
-                             f"{r['p50']:.0f}", f"{r['p90']:.0f}", f"{r['p99']:.0f}"])
+            for i, (label, extra) in enumerate(SINGLE_VARIANTS):
+                repo = None if extra is None else plain
+                servers[label] = Server(repo, work / f"single-{i}.log", 1, *(extra or ()), port=18761 + 10 * i)
+                if repo is not None:
+                    check_outputs(servers[label].url, "mlp", models["mlp"])
+            blocks: dict[tuple[str, str], list[dict]] = {(v[0], kind): [] for v in SINGLE_VARIANTS
+                                                         for kind in ("grpc", "http")}
+            labels = list(servers)
+            for r in range(args.rounds):  # alternating blocks, as in compare()
+                for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                    for kind in ("grpc", "http"):
+                        blocks[(label, kind)].append(run_single(servers[label], "mlp", kind, args.duration / 2, 10**9))
         finally:
-            if server.stop() != 0:
-                failed.append("single: server exit code")
+            codes = [server.stop() for server in servers.values()]
+        failed.extend(f"single: server exit code {c}" for c in codes if c)
+        for (label, kind), runs in blocks.items():
+            r = sorted(runs, key=lambda x: x["p50"])[len(runs) // 2]
+            results[("single", label, kind)] = r
+            errors = sum(x["errors"] for x in runs)
+            if errors:
+                failed.append(f"single {label} {kind}: {errors} errors")
+            rows.append([f"single, sync tritonclient.{kind}, {label} (median of {args.rounds})", "mlp", 1, 1,
+                         r["ok"], errors, f"{r['rps']:.0f}", f"{r['p50']:.0f}", f"{r['p90']:.0f}", f"{r['p99']:.0f}"])
     if "latency" in args.only:
         for model in ("mlp", "cnn"):
             print(f"Interpreter p50 {model} batch 1: {interpreter_p50(models[model], SHAPES[model]):.1f} us")
@@ -414,9 +438,10 @@ def main() -> int:
     if "workers" in results:
         print(f"2 workers / 1 worker, CNN 3x96x96 at concurrency 32: {results['workers']:.2f}x")
     for kind in ("grpc", "http"):
-        if ("single", kind) in results:
-            print(f"MLP p50 at concurrency 1, sync tritonclient.{kind}: {results[('single', kind)]['p50']:.0f} us "
-                  "(target <= 400 us)")
+        if ("single", "edgerun", kind) in results:
+            figures = ", ".join(f"{label} {results[('single', label, kind)]['p50']:.0f} us"
+                                for label, _ in SINGLE_VARIANTS)
+            print(f"MLP p50 at concurrency 1, sync tritonclient.{kind}: {figures} (target <= 400 us)")
     if ("mlp", 1) in results:
         print(f"MLP p50 at concurrency 1: {results[('mlp', 1)]['p50']:.0f} us (target <= 400 us)")
     shutil.rmtree(work, ignore_errors=True)

@@ -32,6 +32,7 @@ class ServeOptions:
     http_header_timeout_s: float = 10.0  # to send the request line and headers
     http_body_timeout_s: float = 60.0  # to send the body
     http_idle_timeout_s: float = 60.0  # between requests on a kept-alive connection
+    busy_poll_us: int = 0  # poll without blocking this long before the event loop sleeps (0 = off)
     control_dir: Path | None = None  # set by the supervisor: load/unload records shared by workers
 
     def check(self) -> None:
@@ -48,5 +49,7 @@ class ServeOptions:
             raise ValueError("--grpc-max-concurrent-rpcs and --http-max-connections must be >= 1")
         if min(self.http_header_timeout_s, self.http_body_timeout_s, self.http_idle_timeout_s) <= 0:
             raise ValueError("HTTP timeouts must be > 0")
+        if not 0 <= self.busy_poll_us <= 1_000_000:
+            raise ValueError(f"--busy-poll-us must be within 0..1000000, got {self.busy_poll_us}")
         if self.poll_s <= 0:
             raise ValueError("--repository-poll-secs must be > 0")

@@ -17,7 +17,8 @@ from serving.rest_codec import encode_infer, parse_infer
 
 log = logging.getLogger("edgerun.serving")
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
-ROUTES = [
+ROUTES = [  # inference first: it is nearly all the traffic
+    ("POST", re.compile(_MODEL + "/infer"), "infer"),
     ("GET", re.compile(r"/v2/health/live"), "live"),
     ("GET", re.compile(r"/v2/health/ready"), "ready"),
     ("GET", re.compile(r"/v2"), "server_metadata"),
@@ -25,7 +26,6 @@ ROUTES = [
     ("GET", re.compile(_MODEL), "model_metadata"),
     ("GET", re.compile(_MODEL + "/ready"), "model_ready"),
     ("GET", re.compile(_MODEL + "/config"), "model_config"),
-    ("POST", re.compile(_MODEL + "/infer"), "infer"),
     ("POST", re.compile(r"/v2/repository/index"), "index"),
     ("POST", re.compile(r"/v2/repository/models/(?P<model>[^/]+)/load"), "load"),
     ("POST", re.compile(r"/v2/repository/models/(?P<model>[^/]+)/unload"), "unload"),

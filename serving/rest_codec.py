@@ -22,7 +22,7 @@ def parse_infer(model: str, version: str, body: bytes, header_length: str | None
     not add up to the body, or malformed input entries."""
     header, binary = _split(body, header_length)
     try:
-        doc = json.loads(header)
+        doc = _load_header(header)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -46,6 +46,30 @@ def parse_infer(model: str, version: str, body: bytes, header_length: str | None
                 raise invalid("each requested output needs a 'name'")
             outputs[out["name"]] = _dict(out.get("parameters"), f"output {out['name']!r} parameters")
     return InferRequest(model, version, str(doc.get("id", "")), inputs, outputs, params)
+
+
+# A client sends the same JSON header with every request of a given shape (the tensors travel as
+# binary data after it), and gets the same header back: both are memoized, bounded, and only for
+# headers without JSON tensor data. The documents are shared, so nothing may modify them.
+MEMO_ENTRIES = 256
+MEMO_MAX_BYTES = 4096
+_parsed_headers: dict[bytes, Any] = {}
+_encoded_headers: dict[tuple, bytes] = {}
+
+
+def _memo(memo: dict, key: Any, value: Any) -> None:
+    if len(memo) >= MEMO_ENTRIES:
+        memo.clear()
+    memo[key] = value
+
+
+def _load_header(header: bytes) -> Any:
+    doc = _parsed_headers.get(header)
+    if doc is None:
+        doc = json.loads(header)
+        if len(header) <= MEMO_MAX_BYTES and b'"data"' not in header:
+            _memo(_parsed_headers, header, doc)
+    return doc
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
@@ -96,24 +120,32 @@ def _input(entry: Any, binary: memoryview, offset: int) -> tuple[InputTensor, in
 def encode_infer(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
     """The response body and, if any output is binary, the JSON header's length."""
     default_binary = bool(request.parameters.get("binary_data_output", False))
-    outputs, blobs = [], []
-    for name, array in response.outputs.items():
-        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
-        wanted = (request.outputs or {}).get(name, {})
-        if wanted.get("binary_data", default_binary):
-            blob = to_raw(array)
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = _json_values(array)
-        outputs.append(entry)
-    doc = {"model_name": response.model, "model_version": response.version, "outputs": outputs}
-    if response.id:
-        doc["id"] = response.id
-    header = json.dumps(doc).encode()
+    requested = request.outputs or {}
+    binary = {name: bool(requested.get(name, {}).get("binary_data", default_binary)) for name in response.outputs}
+    blobs = {name: to_raw(array) for name, array in response.outputs.items() if binary[name]}
+    key = None
+    if len(blobs) == len(response.outputs):  # all binary: the header depends on shapes only
+        layout = tuple((name, a.dtype.str, a.shape, len(blobs[name])) for name, a in response.outputs.items())
+        key = (response.model, response.version, response.id, layout)
+    header = _encoded_headers.get(key) if key is not None else None
+    if header is None:
+        outputs = []
+        for name, array in response.outputs.items():
+            entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
+            if binary[name]:
+                entry["parameters"] = {"binary_data_size": len(blobs[name])}
+            else:
+                entry["data"] = _json_values(array)
+            outputs.append(entry)
+        doc = {"model_name": response.model, "model_version": response.version, "outputs": outputs}
+        if response.id:
+            doc["id"] = response.id
+        header = json.dumps(doc).encode()
+        if key is not None and len(header) <= MEMO_MAX_BYTES:
+            _memo(_encoded_headers, key, header)
     if not blobs:
         return header, None
-    return b"".join([header, *blobs]), len(header)
+    return b"".join([header, *blobs.values()]), len(header)
 
 
 def _json_values(array: np.ndarray) -> list:

@@ -28,7 +28,10 @@ def run_worker(options: ServeOptions, index: int = 0) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(options.threads)
-    asyncio.run(_serve(options, index))
+    from serving.busy_poll import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory(options.busy_poll_us / 1e6)) as runner:
+        runner.run(_serve(options, index))
 
 
 async def _serve(options: ServeOptions, index: int) -> None:

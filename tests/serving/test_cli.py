@@ -14,7 +14,7 @@ def test_help_lists_the_options(capsys) -> None:
     out = capsys.readouterr().out
     for flag in ("--model-repository", "--grpc-port", "--http-port", "--metrics-port", "--workers",
                  "--model-control-mode", "--tls-cert", "--tls-key", "--tls-client-ca", "--auth-token-file",
-                 "--max-message-size"):
+                 "--max-message-size", "--busy-poll-us"):
         assert flag in out
 
 
@@ -23,6 +23,7 @@ def test_help_lists_the_options(capsys) -> None:
     (["--tls-client-ca", "ca.pem"], "--tls-client-ca needs --tls-cert"),
     (["--workers", "0"], "--workers must be >= 1"),
     (["--max-message-size", "10"], "at least 1024 bytes"),
+    (["--busy-poll-us", "-1"], "--busy-poll-us must be within 0..1000000"),
 ])
 def test_bad_options(tmp_path, capsys, extra, words) -> None:
     assert cli.main(["serve", "--model-repository", str(tmp_path), *extra]) == 1
