@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -54,6 +56,7 @@ class Request:
     query: str
     headers: dict[str, str]
     body: bytes
+    version: str = "HTTP/1.1"
 
 
 @dataclass
@@ -63,6 +66,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+# The app runs its first step in the protocol callback, outside any asyncio task (in a context of
+# its own): until it first waits, asyncio.current_task() is None, so asyncio.timeout() must wait.
 App = Callable[[Request], Awaitable[Response]]
 # called with the request (body not read yet) once the headers are in; a Response refuses it
 Authorize = Callable[[Request], Response | None]
@@ -79,6 +84,7 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task | None = None
         self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task] = set()  # handlers that had to wait
         self._active = 0  # requests whose handler is running
         self._closing = False
 
@@ -102,25 +108,30 @@ class HttpServer:
         while self._active and loop.time() < deadline:
             await asyncio.sleep(0.01)
         for connection in list(self._connections):
-            connection.close()
+            connection.expire()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
 
     async def _sweep(self) -> None:
-        """Close, unanswered, every connection past its deadline (a client too slow to send)."""
+        """Close every connection past a deadline: a client too slow to send its request
+        (unanswered) or to read our answer (dropping what it has not read)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.limits.sweep_s)
             now = loop.time()
             for connection in list(self._connections):
-                if connection.deadline is not None and now >= connection.deadline:
-                    connection.close()
+                if connection.expired(now):
+                    connection.expire()
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: buffers bytes, parses one request at a time, answers in order."""
+    """One client connection: buffers bytes, parses one request at a time, answers in order.
+
+    Every callback leaves the connection in one of these states: reading a request (with a
+    deadline), running one (`busy`, no deadline), or closed. Requests are taken from the buffer by
+    the loop in `_advance`, never by recursion, so any number of pipelined requests is safe."""
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -130,16 +141,20 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.request: Request | None = None  # headers parsed, body not yet complete
         self.body_length = 0
-        self.busy = False  # a handler is running or its answer is being written
-        self.closed = False
-        self.peer_done = False  # the client has half-closed
+        self.busy = False  # a handler is running
+        self.closed = False  # no more reading, parsing or answering
+        self.peer_done = False  # the client has half-closed: answer what is buffered, then close
         self.write_paused = False
         self.read_paused = False
-        self.deadline: float | None = None
+        self.deadline: float | None = None  # for the client to send (or, once closed, to read) its bytes
+        self.write_deadline: float | None = None  # for the client to read what we have sent
 
     @property
     def idle(self) -> bool:
         return not self.busy and self.request is None and not self.buffer
+
+    def expired(self, now: float) -> bool:
+        return any(d is not None and now >= d for d in (self.deadline, self.write_deadline))
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -153,7 +168,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.deadline = None
+        self.deadline = self.write_deadline = None
         self.server._connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
@@ -171,85 +186,100 @@ class _Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.peer_done = True
-        return self.busy  # keep the transport open to answer the request in progress
+        if not self.busy:
+            self._advance()  # answers what is complete, then closes
+        return True  # the transport stays open for the answers (TLS transports close regardless)
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.write_deadline = self.loop.time() + self.limits.body_timeout_s
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_deadline = None
         if not self.busy:
             self._advance()
 
     # --- requests -------------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close once what was written is sent; the client then has body_timeout_s to read it."""
         if not self.closed:
             self.closed = True
-            self.deadline = None
+            self.deadline = self.loop.time() + self.limits.body_timeout_s
+            self.transport.close()
+
+    def expire(self) -> None:
+        """Past a deadline: close, dropping whatever the client has not read."""
+        self.closed = True
+        self.deadline = self.write_deadline = None
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
             self.transport.close()
 
     def _advance(self) -> None:
-        """Parse and dispatch what the buffer holds, one request at a time."""
-        while not (self.busy or self.closed or self.write_paused):
-            if self.request is None:
-                while self.buffer[:2] == b"\r\n":  # blank lines before a request line are allowed
-                    del self.buffer[:2]
-                end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
-                if end < 0:
-                    if len(self.buffer) > MAX_HEAD:
-                        self._answer(_plain(400, f"request line and headers exceed {MAX_HEAD} bytes"), keep=False)
-                    elif self.peer_done:
+        """Parse and dispatch what the buffer holds, one request at a time, until a handler has to
+        wait, the client must send more, or the connection closes."""
+        try:
+            while not (self.busy or self.closed or self.write_paused):
+                if self.read_paused:
+                    self.read_paused = False
+                    self.transport.resume_reading()
+                if self.request is None and not self._take_head():
+                    return
+                if len(self.buffer) < self.body_length:
+                    if self.peer_done:
                         self.close()
                     return
-                head = bytes(self.buffer[:end])
-                del self.buffer[:end + 4]
-                if not self._start(head):
-                    return
-            if len(self.buffer) < self.body_length:
-                if self.peer_done:
-                    self.close()
-                return
-            request, self.request = self.request, None
-            if self.body_length:
-                request.body = bytes(self.buffer[:self.body_length])
-                del self.buffer[:self.body_length]
-            self._dispatch(request)
+                request, self.request = self.request, None
+                if self.body_length:
+                    request.body = bytes(self.buffer[:self.body_length])
+                    del self.buffer[:self.body_length]
+                self._dispatch(request)
+        except Exception:
+            log.exception("HTTP connection failed")
+            self.expire()
+
+    def _take_head(self) -> bool:
+        """Parse the next request line and headers from the buffer; False if they are incomplete
+        or were refused."""
+        while self.buffer[:2] == b"\r\n":  # blank lines before a request line are allowed
+            del self.buffer[:2]
+        end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+        if end < 0:
+            if len(self.buffer) > MAX_HEAD:
+                self._answer(_plain(400, f"request line and headers exceed {MAX_HEAD} bytes"), keep=False)
+            elif self.buffer.find(b"\n\n", 0, MAX_HEAD) >= 0:
+                self._answer(_plain(400, "request lines must end with CRLF"), keep=False)
+            elif self.peer_done:
+                self.close()
+            return False
+        head = bytes(self.buffer[:end])
+        del self.buffer[:end + 4]
+        return self._start(head)
 
     def _start(self, head: bytes) -> bool:
-        """Parse the request line and headers and check them; False if the request was refused
-        (answered, and the connection is closing)."""
-        try:
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, version = lines[0].split(" ")
-            if not version.startswith("HTTP/1."):
-                raise ValueError(version)
-            headers: dict[str, str] = {}
-            for raw in lines[1:]:
-                if len(headers) >= MAX_HEADERS:
-                    raise ValueError("too many headers")
-                key, colon, value = raw.partition(":")
-                if not colon or not key or key != key.strip():
-                    raise ValueError(raw)
-                headers[key.lower()] = value.strip()
-        except ValueError:
-            self._answer(_plain(400, "malformed request line or headers"), keep=False)
+        """Check the request line and headers; False if the request was refused (answered, and
+        the connection is closing)."""
+        request = _parse_head(head)
+        if isinstance(request, Response):
+            self._answer(request, keep=False)
             return False
-        path, _, query = target.partition("?")
-        request = Request(method.upper(), path, query, headers, b"")
         if self.server.authorize is not None:
             refusal = self.server.authorize(request)
             if refusal is not None:  # answered before the body is read; the connection then closes
                 self._answer(refusal, keep=False)
                 return False
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self._answer(_plain(411, "send a Content-Length body (chunked is not supported)"), keep=False)
+        headers = request.headers
+        if "transfer-encoding" in headers:
+            self._answer(_plain(411, "send a Content-Length body (Transfer-Encoding is not supported)"), keep=False)
             return False
         length_text = headers.get("content-length", "0")
-        length = int(length_text) if length_text.isdigit() else -1
-        if length < 0:
+        if not _LENGTH.fullmatch(length_text):
             self._answer(_plain(400, "bad Content-Length"), keep=False)
             return False
+        length = int(length_text)
         if length > self.server.max_body:
             self._answer(_plain(413, f"request body of {length} bytes exceeds the limit of "
                                      f"{self.server.max_body} bytes"), keep=False)
@@ -262,40 +292,50 @@ class _Connection(asyncio.Protocol):
         return True
 
     def _dispatch(self, request: Request) -> None:
-        """Run the app on `request`: to its end at once if it never waits, else in a task."""
+        """Run the app on `request` in a context of its own: to its end at once if it never
+        waits (then `busy` is false again on return), else in a task."""
         self.busy, self.deadline = True, None
         self.server._active += 1
+        context = contextvars.copy_context()
         try:
-            step = _run_until_suspended(self.server.app(request))
+            step = context.run(_run_until_suspended, self.server.app, request)
+        except asyncio.CancelledError:
+            step = _plain(503, "request cancelled")
         except Exception:
-            self._finish(request, _internal_error(request))
-            return
+            step = _internal_error(request)
         if isinstance(step, Response):
             self._finish(request, step)
-        else:
-            self.loop.create_task(self._await(request, step))
+            return
+        task = self.loop.create_task(self._await(request, step), context=context)
+        self.server._tasks.add(task)
+        task.add_done_callback(self.server._tasks.discard)
 
     async def _await(self, request: Request, pending: Awaitable[Response]) -> None:
         try:
             response = await pending
+        except asyncio.CancelledError:
+            stopping = asyncio.current_task().cancelling() > 0  # this task, not just the handler
+            self._finish(request, _plain(503, "request cancelled"), keep=not stopping)
+            if stopping:
+                raise
+            response = None
         except Exception:
             response = _internal_error(request)
-        self._finish(request, response)
-
-    def _finish(self, request: Request, response: Response) -> None:
-        self.server._active -= 1
-        keep = (request.headers.get("connection", "").lower() != "close" and not self.server._closing
-                and not self.peer_done)
-        self._answer(response, keep)
-        if not keep or self.closed:
-            return
-        self.busy = False
-        self.deadline = self.loop.time() + (self.limits.header_timeout_s if self.buffer
-                                            else self.limits.idle_timeout_s)
-        if self.read_paused:
-            self.read_paused = False
-            self.transport.resume_reading()
+        if response is not None:
+            self._finish(request, response)
         self._advance()
+
+    def _finish(self, request: Request, response: Response, keep: bool = True) -> None:
+        """Answer `request`; the connection is then ready for the next one, or closed."""
+        self.server._active -= 1
+        self.busy = False
+        keep = keep and _keep_alive(request) and not self.server._closing
+        if self.peer_done and not self.buffer:
+            keep = False
+        self._answer(response, keep)
+        if not self.closed:
+            self.deadline = self.loop.time() + (self.limits.header_timeout_s if self.buffer
+                                                else self.limits.idle_timeout_s)
 
     def _answer(self, response: Response, keep: bool) -> None:
         """Write `response`; with `keep` false, close once it is sent."""
@@ -312,12 +352,56 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
             self.transport.write(response.body)
         if not keep:
-            self.close()  # the transport flushes what it holds before it closes
+            self.close()
 
 
-def _run_until_suspended(coro: Coroutine[Any, Any, Response]) -> Response | Awaitable[Response]:
-    """Run `coro` in this callback until it returns or first waits. Returns its result, or an
-    awaitable that finishes it (the future it waits on is handed on to the awaiting task)."""
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a method or header name
+_TARGET = re.compile(r"/[\x21-\x7e]*")  # origin-form, visible ASCII only
+_LENGTH = re.compile(r"[0-9]{1,18}")
+_FIELD_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls other than tab
+_SINGLE = frozenset({"content-length", "transfer-encoding", "host", "authorization", "expect",
+                     "content-encoding", "inference-header-content-length"})  # repeated: refused
+
+
+def _parse_head(head: bytes) -> Request | Response:
+    """The request line and headers as a Request (body empty), or the 400 Response refusing them.
+    Strict where a lenient reading could differ from a proxy's (request smuggling): CRLF line ends
+    only, token header names, no repeated framing headers, no control characters."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if (len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not _TARGET.fullmatch(parts[1])
+            or parts[2] not in ("HTTP/1.1", "HTTP/1.0")):
+        return _plain(400, "malformed request line")
+    if len(lines) - 1 > MAX_HEADERS:
+        return _plain(400, f"more than {MAX_HEADERS} headers")
+    headers: dict[str, str] = {}
+    for raw in lines[1:]:
+        name, colon, value = raw.partition(":")
+        if not colon or not _TOKEN.fullmatch(name) or _FIELD_VALUE_BAD.search(value):
+            return _plain(400, "malformed header line")
+        name, value = name.lower(), value.strip(" \t")
+        if name in headers:
+            if name in _SINGLE:
+                return _plain(400, f"repeated {name} header")
+            value = f"{headers[name]}, {value}"
+        headers[name] = value
+    method, target, version = parts
+    path, _, query = target.partition("?")
+    return Request(method.upper(), path, query, headers, b"", version)
+
+
+def _keep_alive(request: Request) -> bool:
+    """HTTP/1.1 keeps the connection unless told 'close'; HTTP/1.0 only if told 'keep-alive'."""
+    tokens = {t.strip().lower() for t in request.headers.get("connection", "").split(",")}
+    if request.version == "HTTP/1.0":
+        return "keep-alive" in tokens
+    return "close" not in tokens
+
+
+def _run_until_suspended(app: App, request: Request) -> Response | Awaitable[Response]:
+    """Run `app(request)` in this callback until it returns or first waits. Returns its result, or
+    an awaitable that finishes it (the future it waits on is handed on to the awaiting task)."""
+    coro = app(request)
     try:
         waiting_on = coro.send(None)
     except StopIteration as done:

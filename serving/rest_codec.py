@@ -44,8 +44,9 @@ def parse_infer(model: str, version: str, body: bytes, header_length: str | None
         for out in doc["outputs"]:
             if not isinstance(out, dict) or not isinstance(out.get("name"), str):
                 raise invalid("each requested output needs a 'name'")
-            outputs[out["name"]] = _dict(out.get("parameters"), f"output {out['name']!r} parameters")
-    return InferRequest(model, version, str(doc.get("id", "")), inputs, outputs, params)
+            outputs[out["name"]] = dict(_dict(out.get("parameters"), f"output {out['name']!r} parameters"))
+    # copies: the document may be a memoized one that later requests share
+    return InferRequest(model, version, str(doc.get("id", "")), inputs, outputs, dict(params))
 
 
 # A client sends the same JSON header with every request of a given shape (the tensors travel as
@@ -114,7 +115,7 @@ def _input(entry: Any, binary: memoryview, offset: int) -> tuple[InputTensor, in
     values = entry.get("data")
     if values is not None and not isinstance(values, list):
         values = [values]
-    return InputTensor(name, datatype, shape, raw, values, params), offset
+    return InputTensor(name, datatype, list(shape), raw, values, dict(params)), offset
 
 
 def encode_infer(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:

@@ -36,6 +36,18 @@ def test_a_repeated_request_header_still_gets_its_own_tensor_bytes() -> None:
     assert got[1].inputs[0].shape == [1, 4] and got[1].outputs == {"y": {"binary_data": True}}
 
 
+def test_changing_a_parsed_request_does_not_change_the_next() -> None:
+    x = np.zeros((1, 4), np.float32)
+    first = parse_infer("m", "", *_binary_body(x))
+    first.inputs[0].shape.append(9)
+    first.inputs[0].parameters["binary_data_size"] = 1
+    first.outputs["y"]["binary_data"] = False
+    first.parameters["poison"] = True
+    second = parse_infer("m", "", *_binary_body(x))
+    assert second.inputs[0].shape == [1, 4] and second.inputs[0].parameters == {"binary_data_size": 16}
+    assert second.outputs == {"y": {"binary_data": True}} and second.parameters == {}
+
+
 def test_typed_json_data_is_never_remembered() -> None:
     rest_codec._parsed_headers.clear()
     for values in ([1.0, 2.0], [3.0, 4.0]):
