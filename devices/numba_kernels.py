@@ -91,3 +91,7 @@ class NumbaSoftmax:
 
     def _run_rows(self, inputs, outputs):
         softmax_rows(inputs[0].reshape(self.rows), outputs[0].reshape(self.rows))
+
+
+# The 2-D convolutional fast paths register with this backend too.
+from devices import numba_spatial  # noqa: E402, F401

@@ -14,12 +14,14 @@ from tests.onnx_models import make_mlp, make_model, ort_run
 F32 = TensorProto.FLOAT
 
 
-def run_both(model, feeds, device="numba"):
+def run_both(model, feeds, device="numba", oracle=None, atol=1e-6):
+    """Run on `device` and compare with onnxruntime on `oracle` (model, feeds), by default the
+    same ones; returns the plan's step function names."""
     it = Interpreter(from_onnx(model), device=device)
     ours = it.run(feeds)
-    theirs = ort_run(model, feeds)
+    theirs = ort_run(*(oracle or (model, feeds)))
     for name, want in theirs.items():
-        np.testing.assert_allclose(ours[name], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours[name], want, rtol=1e-5, atol=atol)
     return [step[0].__name__ for step in it._plans["serving_default"].prepared.steps]
 
 
@@ -83,3 +85,60 @@ def test_softmax(shape, axis, opset, fast):
 def test_mlp_matches_onnxruntime_on_both_backends(device):
     x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
     run_both(make_mlp(), {"x": x}, device=device)
+
+
+def conv_model(x_shape, w_shape, *, bias=True, activation=None, dtype=np.float32, **attrs):
+    """x -> Conv (weights and bias constant) [-> activation] -> y."""
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    elem = F32 if dtype == np.float32 else TensorProto.DOUBLE
+    inits = {"w": rng.standard_normal(w_shape).astype(dtype)}
+    names = ["x", "w"]
+    if bias:
+        inits["b"] = rng.standard_normal(w_shape[0]).astype(dtype)
+        names.append("b")
+    nodes = [helper.make_node("Conv", names, ["c" if activation else "y"], **attrs)]
+    if activation:
+        nodes.append(helper.make_node(activation, ["c"], ["y"]))
+    model = make_model(nodes, [helper.make_tensor_value_info("x", elem, x_shape)],
+                       [helper.make_tensor_value_info("y", elem, None)], inits)
+    return model, {"x": rng.standard_normal(x_shape).astype(dtype)}
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kwargs,fast", [
+    ((1, 3, 32, 32), (16, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="Relu"), True),
+    ((4, 16, 16, 16), (32, 16, 3, 3), dict(pads=[1, 1, 1, 1]), True),
+    ((2, 3, 17, 13), (5, 3, 3, 2), dict(strides=[2, 3], pads=[0, 1, 2, 0], bias=False), True),
+    ((1, 2, 20, 20), (4, 2, 3, 3), dict(dilations=[2, 3], pads=[2, 1, 0, 3]), True),
+    ((1, 3, 9, 9), (6, 3, 4, 4), dict(auto_pad="SAME_UPPER", strides=[2, 2]), True),
+    ((1, 3, 8, 8), (4, 3, 3, 3), dict(bias=False, activation="Relu"), True),
+    ((1, 3, 8, 8), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="LeakyRelu"), True),  # applied after
+    ((2, 3, 10, 10), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], dtype=np.float64), True),
+    ((1, 2, 4, 4), (3, 2, 5, 5), dict(pads=[2, 2, 2, 2]), True),  # every window hangs over the edge
+    ((1, 4, 8, 8), (4, 2, 3, 3), dict(group=2), False),   # groups: reference
+    ((1, 3, 8, 8), (4, 3, 1, 1), {}, False),                # pointwise: already one matmul
+    ((1, 3, 16), (4, 3, 3), dict(pads=[1, 1]), False),      # 1-D: reference
+])
+def test_conv(x_shape, w_shape, kwargs, fast):
+    model, feeds = conv_model(x_shape, w_shape, **kwargs)
+    # onnxruntime has no float64 Conv: a float64 model is checked against its float32 twin
+    twin = conv_model(x_shape, w_shape, **{**kwargs, "dtype": np.float32})
+    steps = run_both(model, feeds, oracle=twin, atol=1e-4)  # float32 sums of up to 144 products
+    assert steps[0] == ("_run_2d" if fast else "run")
+
+
+def test_conv_propagates_nan_like_the_reference():
+    model, feeds = conv_model((1, 2, 6, 6), (3, 2, 3, 3), pads=[1, 1, 1, 1], activation="Relu")
+    feeds["x"][0, 1, 2, 3] = np.nan
+    want = Interpreter(from_onnx(model), device="cpu").run(feeds)["y"]
+    got = Interpreter(from_onnx(model), device="numba").run(feeds)["y"]
+    assert np.isnan(want).any()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # NaN where the reference has NaN
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 4, 9), (3, 2, 2, 3, 4)])
+def test_global_average_pool(shape):
+    node = helper.make_node("GlobalAveragePool", ["x"], ["y"])
+    model = make_model([node], [helper.make_tensor_value_info("x", F32, shape)],
+                       [helper.make_tensor_value_info("y", F32, None)])
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    assert run_both(model, {"x": x}) == ["_run_planes"]

@@ -1,0 +1,136 @@
+"""The "numba" backend's fast paths for convolutional networks: 2-D Conv and GlobalAveragePool
+on float NCHW tensors.
+
+The reference Conv builds its im2col columns with one numpy call per kernel tap after a padded
+copy, which on the small images of edge models costs more than the arithmetic. Here one compiled
+pass gathers the columns straight from the unpadded input, BLAS still does the multiply, and one
+pass adds the bias and a fused Relu. Anything else (other ranks, groups, integer types, fused
+activations other than Relu, which run after) stays on the reference path. MaxPool stays on the
+reference path too: its per-tap np.maximum over strided views already beats a general compiled
+loop with bounds checks.
+
+Earns its place in benchmarks/bench_cnn.py.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+from numba import njit
+
+from runtime.kernels.fused import apply_activation
+from runtime.kernels.registry import accelerate
+from runtime.kernels.spatial import scratch
+
+BACKEND = "numba"
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@njit(cache=True, nogil=True)
+def im2col_2d(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow):  # pragma: no cover - compiled
+    """cols[n, (c*kh + i)*kw + j, y*ow + z] = x[n, c, y*sh - ph + i*dh, z*sw - pw + j*dw], 0 outside."""
+    n_, c_, h, w = x.shape
+    for n in range(n_):
+        for c in range(c_):
+            for i in range(kh):
+                for j in range(kw):
+                    row = (c * kh + i) * kw + j
+                    for y in range(oh):
+                        src_y = y * sh - ph + i * dh
+                        base = y * ow
+                        if src_y < 0 or src_y >= h:
+                            for z in range(ow):
+                                cols[n, row, base + z] = 0.0
+                            continue
+                        for z in range(ow):
+                            src_x = z * sw - pw + j * dw
+                            if 0 <= src_x < w:
+                                cols[n, row, base + z] = x[n, c, src_y, src_x]
+                            else:
+                                cols[n, row, base + z] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def add_bias(out, bias, relu):  # pragma: no cover - compiled
+    """out[n, m, p] += bias[m], then Relu if asked (NaN stays NaN, as with np.maximum)."""
+    n_, m_, p_ = out.shape
+    for n in range(n_):
+        for m in range(m_):
+            b = bias[m]
+            for p in range(p_):
+                v = out[n, m, p] + b
+                out[n, m, p] = 0.0 if (relu and v < 0.0) else v
+
+
+@njit(cache=True, nogil=True)
+def relu_inplace(out):  # pragma: no cover - compiled
+    flat = out.reshape(-1)
+    for i in range(flat.size):
+        if flat[i] < 0.0:
+            flat[i] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def mean_planes(x, out):  # pragma: no cover - compiled
+    """out[i] = mean of x[i, :], accumulated in float64."""
+    rows, cols = x.shape
+    for i in range(rows):
+        total = 0.0
+        for j in range(cols):
+            total += x[i, j]
+        out[i] = total / cols
+
+
+def _window_2d(window) -> tuple[int, ...] | None:
+    """(kh, kw, sh, sw, dh, dw, ph, pw) of a 2-D window, or None for other ranks."""
+    if len(window.kernel) != 2:
+        return None
+    return (*window.kernel, *window.strides, *window.dilations, *window.pads_begin)
+
+
+@accelerate("Conv", BACKEND)
+class NumbaConv:
+    """2-D float Conv with one group: compiled im2col, one batched matmul, compiled bias + Relu."""
+
+    def prepare(self, inputs, values):
+        specs = super().prepare(inputs, values)
+        x = inputs[0]
+        geometry = _window_2d(self.pad.window)
+        if x.dtype in _FLOATS and geometry is not None and self.group == 1 and not self.pointwise:
+            self.geometry = geometry + self.pad.window.out_shape
+            self.relu = self.activation is not None and self.activation[0] == "Relu"
+            self.run = self._run_2d
+        return specs
+
+    def _run_2d(self, inputs, outputs):
+        x, w, out = inputs[0], inputs[1], outputs[0]
+        n, m = out.shape[:2]
+        rows = w.shape[1] * len(self.taps)
+        cols = scratch("numba.conv.col", (n, rows, self.out_size), x.dtype)
+        im2col_2d(np.ascontiguousarray(x), cols, *self.geometry)
+        result = out.reshape(n, m, self.out_size)
+        np.matmul(w.reshape(m, rows), cols, out=result)
+        if self.has_bias:
+            add_bias(result, inputs[2], self.relu)
+        elif self.relu:
+            relu_inplace(result)
+        if self.activation is not None and not self.relu:
+            apply_activation(out, self.activation)
+
+
+@accelerate("GlobalAveragePool", BACKEND)
+class NumbaGlobalAveragePool:
+    """Float GlobalAveragePool of any rank: one compiled pass over each (n, c) plane."""
+
+    def prepare(self, inputs, values):
+        specs = super().prepare(inputs, values)
+        x = inputs[0]
+        if x.dtype in _FLOATS and len(x.shape) > 2 and prod(x.shape[2:]) > 0:
+            self.run = self._run_planes
+        return specs
+
+    def _run_planes(self, inputs, outputs):
+        x = np.ascontiguousarray(inputs[0])
+        planes = x.reshape(x.shape[0] * x.shape[1], -1)
+        mean_planes(planes, outputs[0].reshape(-1))
