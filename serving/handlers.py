@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from serving import metrics
+from serving.classify import classification_counts, classify
 from serving.datatypes import datatype_of
 from serving.errors import ServingError, Status
 from serving.repository import Repository
@@ -20,7 +21,8 @@ from serving.validate import decode_inputs, select_outputs
 log = logging.getLogger("edgerun.serving")
 SERVER_NAME = "edgerun"
 SERVER_VERSION = "0.1.0"
-EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics", "schedule_policy"]
+EXTENSIONS = ["classification", "binary_tensor_data", "model_repository", "model_configuration", "statistics",
+              "schedule_policy"]
 PLATFORM = "edgerun_erm"
 
 
@@ -115,7 +117,11 @@ class Handlers:
             model = self.repository.get(request.model, request.version)
             arrays = decode_inputs(model.name, model.inputs, request.inputs, model.settings.max_batch_size)
             names = select_outputs(model.name, model.outputs, request.outputs)
+            counts = classification_counts(request.outputs)
             outputs, queued = await model.execute(arrays)
+            selected = {n: outputs[n] for n in names}
+            for n, count in counts.items():
+                selected[n] = classify(n, selected[n], count)
         except ServingError as exc:
             self._failed(request, model, exc.status.name, time.perf_counter() - start)
             raise
@@ -125,7 +131,7 @@ class Handlers:
             raise ServingError(Status.INTERNAL, "internal error") from None
         seconds = time.perf_counter() - start
         model.stats.request(True, seconds, queued)
-        return InferResponse(model.name, model.version_str, request.id, {n: outputs[n] for n in names})
+        return InferResponse(model.name, model.version_str, request.id, selected)
 
     def _failed(self, request: InferRequest, model, reason: str, seconds: float) -> None:
         if model is not None:

@@ -84,14 +84,10 @@ def _decode(tensor: InputTensor) -> np.ndarray:
 
 def select_outputs(model: str, specs: Mapping, requested: Mapping | None) -> list[str]:
     """The output names to return: all of the signature's, or the requested ones in request order.
-    InvalidArgument naming an unknown output, or one that asks for Triton's classification
-    extension (not supported: answering with the raw tensor would mislead the client)."""
+    InvalidArgument naming an unknown output."""
     if not requested:
         return list(specs)
-    for name, params in requested.items():
+    for name in requested:
         if name not in specs:
             raise invalid(f"unknown output {name!r}; model {model!r} has outputs {sorted(specs)}")
-        if params.get("classification"):
-            raise invalid(f"output {name!r}: the classification extension is not supported; "
-                          "request the tensor itself")
     return list(requested)

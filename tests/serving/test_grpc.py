@@ -89,13 +89,13 @@ def test_requested_outputs_only(client) -> None:
     assert result.as_numpy("out_float32") is None
 
 
-def test_unknown_and_classification_outputs_are_refused(client) -> None:
+def test_unknown_outputs_and_bad_class_counts_are_refused(client) -> None:
     x = _input("x", np.zeros((1, 64), np.float32))
     with pytest.raises(tg.InferenceServerException, match="unknown output 'z'") as info:
         client.infer("mlp", [x], outputs=[tg.InferRequestedOutput("z")])
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
-    with pytest.raises(tg.InferenceServerException, match="classification extension is not supported"):
-        client.infer("mlp", [x], outputs=[tg.InferRequestedOutput("y", class_count=3)])
+    with pytest.raises(tg.InferenceServerException, match="classification count must be a positive integer"):
+        client.infer("mlp", [x], outputs=[tg.InferRequestedOutput("y", class_count=-3)])
 
 
 def test_typed_contents_accepted_and_raw_outputs_returned(main_server, interpreters) -> None:
