@@ -109,11 +109,16 @@ class NumbaConv:
     def _run_2d(self, inputs, outputs):
         x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
         n, m = out.shape[:2]
-        result = out.reshape(n, m, self.out_size)
         g, rows = self.group, w.shape[1] * len(self.taps)  # rows per group
-        cols = scratch("numba.conv.col", (n, g, rows, self.out_size), x.dtype)
-        im2col_2d(x, cols.reshape(n, g * rows, self.out_size), *self.geometry, *self.pad.window.out_shape)
-        np.matmul(w.reshape(g, m // g, rows), cols, out=out.reshape(n, g, m // g, self.out_size))
+        weights = w.reshape(g, m // g, rows)
+        result = out.reshape(n, m, self.out_size, copy=False)
+        for start in range(0, n, self.chunk):  # a bounded im2col buffer, as the reference keeps
+            part = slice(start, min(n, start + self.chunk))
+            size = part.stop - part.start
+            cols = scratch("numba.conv.col", (size, g, rows, self.out_size), x.dtype)
+            im2col_2d(x[part], cols.reshape(size, g * rows, self.out_size), *self.geometry,
+                      *self.pad.window.out_shape)
+            np.matmul(weights, cols, out=result[part].reshape(size, g, m // g, self.out_size, copy=False))
         if self.has_bias:
             add_bias(result, inputs[2], self.relu)
         elif self.relu:
@@ -129,11 +134,11 @@ class NumbaGlobalAveragePool:
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
         x = inputs[0]
-        if x.dtype in _FLOATS and len(x.shape) > 2 and prod(x.shape[2:]) > 0:
+        if x.dtype in _FLOATS and len(x.shape) > 2 and prod(x.shape) > 0:
             self.run = self._run_planes
         return specs
 
     def _run_planes(self, inputs, outputs):
         x = np.ascontiguousarray(inputs[0])
-        planes = x.reshape(x.shape[0] * x.shape[1], -1)
-        mean_planes(planes, outputs[0].reshape(-1))
+        planes = x.reshape(x.shape[0] * x.shape[1], prod(x.shape[2:]))
+        mean_planes(planes, outputs[0].reshape(-1, copy=False))

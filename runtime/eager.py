@@ -5,11 +5,16 @@ This is how control-flow bodies (If branches, Loop and Scan bodies) run, and
 how a signature runs when some output shape depends on run-time contents (a
 Reshape by a computed shape, NonZero...): shape inference then needs the
 values, so planning an arena ahead of time is impossible. Slower than a
-planned run (a prepare per node per run), never less correct.
+planned run, never less correct.
+
+`PreparedKernels` keeps the cost down: a node's kernel, once prepared, is reused
+while the node sees the same input shapes and the same contents of the (small)
+inputs its prepare read, so a streaming model pays for preparation once.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +24,78 @@ from runtime.graph import Graph, Node, Value
 from runtime.kernels.base import Kernel, TensorSpec
 from runtime.kernels.registry import resolve
 from runtime.verifier import MAX_TENSOR_BYTES
+
+CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})  # their prepare runs the body: never reused
+MAX_KEY_BYTES = 4096  # inputs a prepare read, compared on reuse; a node reading more is re-prepared
+
+
+class _Reads(list):
+    """The values list handed to a kernel's prepare, noting which inputs it looked at."""
+
+    def __init__(self, values: list) -> None:
+        super().__init__(values)
+        self.read: set[int] = set()
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            self.read.update(range(*index.indices(len(self))))
+        else:
+            self.read.add(index if index >= 0 else len(self) + index)
+        return super().__getitem__(index)
+
+    def __iter__(self):
+        self.read.update(range(len(self)))
+        return super().__iter__()
+
+
+class PreparedKernels:
+    """Prepared kernels of one graph's nodes, reused across eager runs (one thread's).
+
+    A kernel is reused when its node sees the same input dtypes and shapes and the same
+    contents of every input its prepare read. Inputs are handed to prepare as private copies
+    (when small), so a kernel that keeps a reference to one is unaffected by a caller that
+    changes its arrays in place. Control-flow and non-deterministic kernels are never reused,
+    nor kernels whose prepare read more than MAX_KEY_BYTES of input contents."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple] = {}
+
+    def prepare(self, node: Node, cls: type[Kernel], specs: list, values: list) -> tuple[Kernel, list[TensorSpec]]:
+        """The node's kernel prepared for `specs`/`values` and its output specs. Raises what
+        the kernel's prepare raises."""
+        shapes = tuple(None if s is None else (s.dtype, s.shape) for s in specs)
+        entry = self._entries.get(id(node))
+        if entry is not None and entry[0] == shapes and all(
+                values[i] is not None and np.array_equal(values[i], seen) for i, seen in entry[1]):
+            return entry[2], entry[3]
+        kernel = cls.for_node(node)
+        small = [v.copy() if isinstance(v, np.ndarray) and v.nbytes <= MAX_KEY_BYTES else v for v in values]
+        reads = _Reads(small)
+        out_specs = list(kernel.prepare(specs, reads))
+        read = [(i, small[i]) for i in sorted(reads.read) if i < len(small) and small[i] is not None]
+        if (kernel.deterministic and node.op_type not in CONTROL_FLOW
+                and sum(a.nbytes for _, a in read) <= MAX_KEY_BYTES
+                and all(a.nbytes <= MAX_KEY_BYTES for _, a in read)):
+            self._entries[id(node)] = (shapes, read, kernel, out_specs)
+        else:
+            self._entries.pop(id(node), None)
+        return kernel, out_specs
+
+
+_threads = threading.local()
+MAX_CACHED_GRAPHS = 64
+
+
+def _graph_cache(graph: Graph, backend: str) -> PreparedKernels:
+    """This thread's PreparedKernels for `graph` on `backend`."""
+    caches = _threads.__dict__.setdefault("caches", {})
+    key = (id(graph), backend)
+    entry = caches.get(key)
+    if entry is None or entry[0] is not graph:
+        if len(caches) >= MAX_CACHED_GRAPHS:  # graphs come and go (reloaded models): stay bounded
+            caches.clear()
+        entry = caches[key] = (graph, PreparedKernels())
+    return entry[1]
 
 
 def run_graph(graph: Graph, inputs: Sequence[np.ndarray], backend: str = "cpu") -> list[np.ndarray]:
@@ -30,20 +107,27 @@ def run_graph(graph: Graph, inputs: Sequence[np.ndarray], backend: str = "cpu") 
     if len(inputs) != len(graph.inputs):
         raise ModelError(f"graph {graph.name!r} takes {len(graph.inputs)} inputs, got {len(inputs)}")
     env: dict[Value, np.ndarray] = dict(zip(graph.inputs, inputs, strict=True))
+    cache = _graph_cache(graph, backend)
     for node in _needed(graph):
-        outs = run_node(node, [None if v is None else _read(env, v, node) for v in node.inputs], backend)
+        outs = run_node(node, [None if v is None else _read(env, v, node) for v in node.inputs], backend, cache)
         for value, array in zip(node.outputs, outs, strict=False):
             if value is not None:
                 env[value] = array
     return [_read(env, v, None) for v in graph.outputs]
 
 
-def run_node(node: Node, inputs: list[np.ndarray | None], backend: str = "cpu") -> list[np.ndarray]:
-    """Prepare `node`'s kernel with `inputs` as known values, run it, return its outputs."""
-    kernel: Kernel = resolve(node.domain, node.op_type, node.version, node.name, backend).for_node(node)
+def run_node(node: Node, inputs: list[np.ndarray | None], backend: str = "cpu",
+             cache: PreparedKernels | None = None) -> list[np.ndarray]:
+    """Prepare `node`'s kernel with `inputs` as known values (or reuse the one `cache` holds),
+    run it, return its outputs."""
+    cls = resolve(node.domain, node.op_type, node.version, node.name, backend)
     specs = [None if a is None else TensorSpec(a.dtype, a.shape) for a in inputs]
     try:
-        out_specs = list(kernel.prepare(specs, list(inputs)))
+        if cache is None:
+            kernel: Kernel = cls.for_node(node)
+            out_specs = list(kernel.prepare(specs, list(inputs)))
+        else:
+            kernel, out_specs = cache.prepare(node, cls, specs, list(inputs))
         for spec in out_specs:
             if any(d < 0 for d in spec.shape) or spec.nbytes > MAX_TENSOR_BYTES:
                 raise ModelError(f"node {node.name!r}: output shape {spec.shape} is invalid or too large")

@@ -84,6 +84,9 @@ class ExecutionPlan:
             for n in [body_node for g in (body, *body.subgraphs()) for body_node in g.nodes]:  # fail now
                 resolve(n.domain, n.op_type, n.version, n.name, "cpu")
         self.eager = False  # set for good once a kernel needs run-time values to infer shapes
+        from runtime.eager import PreparedKernels  # not at the top: the kernels import runtime.eager
+
+        self.eager_kernels = PreparedKernels()  # eager runs reuse a kernel while its inputs allow
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         shapes = {n: tuple(1 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
         self._recent: dict[tuple, _Prepared] = {}
@@ -285,10 +288,15 @@ class ExecutionPlan:
         lives: dict[Value, list[int]] = {}
         folded_bytes = 0
         for node, cls in zip(self.nodes, self.kernel_classes, strict=True):
-            kernel = cls.for_node(node)
             in_values = self._node_inputs(node, specs, known)
             in_specs = [None if v is None else specs[v] for v in in_values]
-            out_specs = self._infer(node, kernel, in_specs, [known.get(v) for v in in_values])
+            in_known = [known.get(v) for v in in_values]
+            if eager:  # prepared with this run's values, or reused from a run that had the same ones
+                kernel, out_specs = self._infer(node, lambda c=cls, n=node, i=in_specs, k=in_known:
+                                                self.eager_kernels.prepare(n, c, i, k))
+            else:
+                kernel = cls.for_node(node)
+                _, out_specs = self._infer(node, lambda k=kernel, i=in_specs, v=in_known: (k, k.prepare(i, v)))
             if eager or self._foldable(node, kernel, in_values, known, out_specs):
                 outs = self._fold(node, kernel, in_values, known, out_specs, specs)
                 folded_bytes += sum(a.nbytes for a in outs)
@@ -339,9 +347,11 @@ class ExecutionPlan:
                 )
         return list(node.inputs)
 
-    def _infer(self, node: Node, kernel: Kernel, in_specs: list, values: list) -> list[TensorSpec]:
+    def _infer(self, node: Node, prepare) -> tuple[Kernel, list[TensorSpec]]:
+        """`prepare()` -> (kernel, output specs), checked against the node's declarations."""
         try:
-            out_specs = list(kernel.prepare(in_specs, values))
+            kernel, out_specs = prepare()
+            out_specs = list(out_specs)
         except EdgerunError:
             raise
         except Exception as exc:
@@ -359,7 +369,7 @@ class ExecutionPlan:
                     f"node {node.name!r} ({node.op_type}): output {value.name!r} is declared "
                     f"{value.dtype} but computes {spec.dtype}"
                 )
-        return out_specs[: len(node.outputs)]
+        return kernel, out_specs[: len(node.outputs)]
 
     def _fold(self, node: Node, kernel: Kernel, in_values: list, known: dict, out_specs: list, specs: dict) -> list:
         for spec in out_specs:

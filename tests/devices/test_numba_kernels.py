@@ -145,3 +145,23 @@ def test_global_average_pool(shape):
                        [helper.make_tensor_value_info("y", F32, None)])
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     assert run_both(model, {"x": x}) == ["_run_planes"]
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 0, 4, 4), (0, 3, 5)])
+def test_global_average_pool_of_nothing(shape):
+    node = helper.make_node("GlobalAveragePool", ["x"], ["y"])
+    model = make_model([node], [helper.make_tensor_value_info("x", F32, shape)],
+                       [helper.make_tensor_value_info("y", F32, None)])
+    got = Interpreter(from_onnx(model), device="numba").run({"x": np.zeros(shape, np.float32)})["y"]
+    assert got.shape == shape[:2] + (1,) * (len(shape) - 2)
+
+
+def test_conv_gathers_columns_a_few_samples_at_a_time(monkeypatch):
+    """The im2col buffer holds `chunk` samples, as the reference's does, not the whole batch."""
+    from runtime.kernels import conv, spatial
+
+    monkeypatch.setattr(conv, "COLUMN_BUDGET", 30_000)  # 4 * 9 * 400 = 14,400 columns a sample: 2 at a time
+    model, feeds = conv_model((5, 4, 20, 20), (6, 4, 3, 3), pads=[1, 1, 1, 1])
+    spatial._local.__dict__.setdefault("pool", {}).pop("numba.conv.col", None)
+    assert run_both(model, feeds, atol=1e-4)[0] == "_run_2d"
+    assert spatial._local.pool["numba.conv.col"].nbytes <= 2 * 14_400 * 4

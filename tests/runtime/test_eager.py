@@ -149,3 +149,86 @@ def test_a_static_model_that_cannot_prepare_fails_at_construction():
     g.output(g.op("Conv", [x, w], name="conv"), "y")
     with pytest.raises(ModelError, match="conv"):
         Interpreter(g.build())
+
+
+# --- eager runs reuse prepared kernels (runtime.eager.PreparedKernels) ----------------------------
+
+class _CountingKernel:
+    """Reads input 0 at prepare time; counts how often it is prepared."""
+
+    deterministic = True
+    prepared = 0
+
+    @classmethod
+    def for_node(cls, node):
+        return cls()
+
+    def prepare(self, specs, values):
+        type(self).prepared += 1
+        self.seen = values[0]
+        return [specs[0]]
+
+
+class _Node:
+    def __init__(self, op_type: str = "Counting") -> None:
+        self.op_type = op_type
+
+
+def _spec(array):
+    from runtime.kernels.base import TensorSpec
+
+    return TensorSpec(array.dtype, array.shape)
+
+
+@pytest.mark.parametrize("op_type,deterministic,size,reused", [
+    ("Counting", True, 4, True),
+    ("Counting", True, 4096, False),   # reads more than MAX_KEY_BYTES: prepared every time
+    ("Counting", False, 4, False),     # non-deterministic: never reused
+    ("If", True, 4, False),            # control flow runs its body in prepare: never reused
+])
+def test_prepared_kernels_reuse_rules(op_type, deterministic, size, reused):
+    from runtime.eager import PreparedKernels
+
+    kernel_class = type("K", (_CountingKernel,), {"deterministic": deterministic, "prepared": 0})
+    cache, node = PreparedKernels(), _Node(op_type)
+    value = np.arange(size, dtype=np.int32)
+    first, _ = cache.prepare(node, kernel_class, [_spec(value)], [value])
+    second, _ = cache.prepare(node, kernel_class, [_spec(value)], [value.copy()])
+    assert (second is first) == reused and kernel_class.prepared == (1 if reused else 2)
+    value[0] = 99  # the caller changes its array in place: a kept kernel saw a private copy
+    assert first.seen[0] == 0 or not reused
+    third, _ = cache.prepare(node, kernel_class, [_spec(value)], [value])
+    assert third is not first and third.seen[0] == 99  # other contents: prepared again
+
+
+def test_eager_signature_reuses_kernels_and_follows_new_values():
+    it = Interpreter(_reshape_by_input())
+    plan = it._plans["serving_default"]
+    x = np.arange(-12, 12, dtype=np.float32).reshape(4, 6)
+    shape = np.array([3, 8], np.int64)
+    it.run({"x": x, "shape": shape})
+    kept = {k: entry[2] for k, entry in plan.eager_kernels._entries.items()}
+    got = it.run({"x": x + 1, "shape": shape.copy()})["y"]
+    assert len(kept) == 2 and all(plan.eager_kernels._entries[k][2] is kernel for k, kernel in kept.items())
+    np.testing.assert_array_equal(got, np.maximum((x + 1).reshape(3, 8), 0))
+    shape[:] = [8, 3]  # changed in place, between runs
+    np.testing.assert_array_equal(it.run({"x": x, "shape": shape})["y"], np.maximum(x.reshape(8, 3), 0))
+
+
+def test_if_branches_follow_the_condition_on_every_eager_run():
+    then_body = GraphBuilder("then", opset=17)
+    tx = then_body.input("tx", np.float32, (2,))
+    then_body.output(then_body.op("Relu", [tx], name="then_relu"), "ty")
+    else_body = GraphBuilder("else", opset=17)
+    ex = else_body.input("ex", np.float32, (2,))
+    else_body.output(else_body.op("Neg", [ex], name="else_neg"), "ey")
+    g = GraphBuilder("choose", opset=17)
+    cond = g.input("cond", np.bool_, ())
+    x = g.input("x", np.float32, (2,))
+    g.output(g.op("If", [cond, x], then_branch=then_body.build(), else_branch=else_body.build(), captures=1,
+                  name="if"), "y")
+    it = Interpreter(g.build())
+    x = np.array([-1.0, 2.0], np.float32)
+    for flag in (True, False, True, True, False):
+        got = it.run({"cond": np.array(flag), "x": x})["y"]
+        np.testing.assert_array_equal(got, np.maximum(x, 0) if flag else -x)
