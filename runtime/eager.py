@@ -60,15 +60,17 @@ class PreparedKernels:
     def __init__(self) -> None:
         self._entries: dict[int, tuple] = {}
 
-    def prepare(self, node: Node, cls: type[Kernel], specs: list, values: list) -> tuple[Kernel, list[TensorSpec]]:
-        """The node's kernel prepared for `specs`/`values` and its output specs. Raises what
-        the kernel's prepare raises."""
+    def prepare(self, node: Node, cls: type[Kernel], specs: list, values: list,
+                backend: str = "cpu") -> tuple[Kernel, list[TensorSpec]]:
+        """The node's kernel (on `backend`) prepared for `specs`/`values` and its output specs.
+        Raises what the kernel's prepare raises."""
         shapes = tuple(None if s is None else (s.dtype, s.shape) for s in specs)
         entry = self._entries.get(id(node))
         if entry is not None and entry[0] == shapes and all(
                 values[i] is not None and np.array_equal(values[i], seen) for i, seen in entry[1]):
             return entry[2], entry[3]
         kernel = cls.for_node(node)
+        kernel.backend = backend
         small = [v.copy() if isinstance(v, np.ndarray) and v.nbytes <= MAX_KEY_BYTES else v for v in values]
         reads = _Reads(small)
         out_specs = list(kernel.prepare(specs, reads))
@@ -125,9 +127,10 @@ def run_node(node: Node, inputs: list[np.ndarray | None], backend: str = "cpu",
     try:
         if cache is None:
             kernel: Kernel = cls.for_node(node)
+            kernel.backend = backend
             out_specs = list(kernel.prepare(specs, list(inputs)))
         else:
-            kernel, out_specs = cache.prepare(node, cls, specs, list(inputs))
+            kernel, out_specs = cache.prepare(node, cls, specs, list(inputs), backend)
         for spec in out_specs:
             if any(d < 0 for d in spec.shape) or spec.nbytes > MAX_TENSOR_BYTES:
                 raise ModelError(f"node {node.name!r}: output shape {spec.shape} is invalid or too large")

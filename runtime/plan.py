@@ -73,6 +73,7 @@ class ExecutionPlan:
         self.name = name
         self.signature = signature
         self.variables = variables
+        self.backend = backend
         self.memory_budget = memory_budget if memory_budget is not None else _physical_memory() // 2
         self.nodes = _needed_nodes(graph, signature)
         # Resolved once (unknown ops fail here); instantiated afresh by each prepare,
@@ -293,9 +294,10 @@ class ExecutionPlan:
             in_known = [known.get(v) for v in in_values]
             if eager:  # prepared with this run's values, or reused from a run that had the same ones
                 kernel, out_specs = self._infer(node, lambda c=cls, n=node, i=in_specs, k=in_known:
-                                                self.eager_kernels.prepare(n, c, i, k))
+                                                self.eager_kernels.prepare(n, c, i, k, self.backend))
             else:
                 kernel = cls.for_node(node)
+                kernel.backend = self.backend
                 _, out_specs = self._infer(node, lambda k=kernel, i=in_specs, v=in_known: (k, k.prepare(i, v)))
             if eager or self._foldable(node, kernel, in_values, known, out_specs):
                 outs = self._fold(node, kernel, in_values, known, out_specs, specs)

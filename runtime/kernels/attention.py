@@ -364,7 +364,7 @@ class FlexAttention(Kernel):
     def _apply(self, hook: Graph | None, x: np.ndarray, captures: list) -> np.ndarray:
         if hook is None:
             return x
-        result = run_graph(hook, [x, *captures])
+        result = run_graph(hook, [x, *captures], self.backend)
         if len(result) != 1 or result[0].shape != x.shape:
             raise self.fail(f"a score/prob hook must return one tensor of shape {x.shape}")
         return result[0].astype(self.compute)

@@ -58,6 +58,9 @@ class Kernel:
     # How many output slots the node has (omitted optional ones included); set by
     # `for_node`. Split into equal parts, for one, depends on it.
     num_outputs: int = 1
+    # The backend the node's plan runs on, set by the plan; control flow runs its
+    # bodies on the same one.
+    backend: str = "cpu"
 
     def __init__(self, op_type: str, name: str, attrs: dict[str, Any], version: int) -> None:
         self.op_type = op_type

@@ -60,7 +60,8 @@ class If(_Body):
         cond = formal[0]
         if cond.size != 1:
             raise self.fail(f"the condition must have one element, got shape {cond.shape}")
-        return run_graph(self.body("then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"), captures)
+        return run_graph(self.body("then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"), captures,
+                         self.backend)
 
 
 @register("Loop", since=1)
@@ -86,7 +87,7 @@ class Loop(_Body):
         scans: list[list[np.ndarray]] = [[] for _ in range(n_scan)]
         i = 0
         while i < limit and keep_going:
-            outs = run_graph(body, [np.array(i, np.int64), np.array(keep_going), *carried, *captures])
+            outs = run_graph(body, [np.array(i, np.int64), np.array(keep_going), *carried, *captures], self.backend)
             keep_going = bool(np.asarray(outs[0]).reshape(-1)[0])
             carried = outs[1 : 1 + n_carried]
             for collected, item in zip(scans, outs[1 + n_carried :], strict=True):
@@ -129,7 +130,7 @@ class Scan(_Body):
         for t in range(length):
             slices = [np.take(x, length - 1 - t if d else t, axis=a)
                       for x, a, d in zip(scanned, in_axes, in_dirs, strict=True)]
-            outs = run_graph(body, [*states, *slices, *captures])
+            outs = run_graph(body, [*states, *slices, *captures], self.backend)
             states = outs[:n]
             for items, item in zip(collected, outs[n:], strict=True):
                 items.append(item)

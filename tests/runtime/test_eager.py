@@ -232,3 +232,21 @@ def test_if_branches_follow_the_condition_on_every_eager_run():
     for flag in (True, False, True, True, False):
         got = it.run({"cond": np.array(flag), "x": x})["y"]
         np.testing.assert_array_equal(got, np.maximum(x, 0) if flag else -x)
+
+
+@pytest.mark.parametrize("device", ["cpu", "numba"])
+def test_control_flow_bodies_run_on_the_plans_backend(device):
+    from runtime import eager
+
+    body = GraphBuilder("body", opset=17)
+    bx = body.input("bx", np.float32, (2,))
+    body.output(body.op("Relu", [bx], name="body_relu"), "by")
+    branch = body.build()
+    g = GraphBuilder("outer", opset=17)
+    cond = g.input("cond", np.bool_, ())
+    x = g.input("x", np.float32, (2,))
+    g.output(g.op("If", [cond, x], then_branch=branch, else_branch=branch, captures=1, name="if"), "y")
+    it = Interpreter(g.build(), device=device)
+    np.testing.assert_array_equal(it.run({"cond": np.array(True), "x": np.array([-1, 3], np.float32)})["y"], [0, 3])
+    graphs = it._plans["serving_default"].nodes[0].attrs["then_branch"]
+    assert (id(graphs), device) in eager._threads.caches
