@@ -1,5 +1,6 @@
 """The "numba" backend: compiled fast paths for ops where numpy's per-call
-overhead dominates (small Gemm, Softmax). Each is a mixin over the reference
+overhead dominates (small Gemm, Softmax here; 2-D Conv and GlobalAveragePool in
+devices.numba_spatial, imported at the end). Each is a mixin over the reference
 kernel (see runtime.kernels.registry.accelerate): the reference prepare
 validates and infers shapes, then the fast path is taken only where it applies.
 
