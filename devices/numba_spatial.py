@@ -8,7 +8,8 @@ per group, in a single call, for grouped Conv); one more pass adds the bias and 
 other fused activations run after it as in the reference. Other ranks, integer types and
 depthwise Conv (one input channel per group) stay on the reference path: for depthwise, whose
 per-channel products are too small for BLAS, numpy's batched matmul over the gathered taps beat
-a compiled direct loop 2-3x here. So does MaxPool's per-tap np.maximum over strided views.
+a compiled direct loop 2-3x here. So does MaxPool's per-tap np.maximum over strided views,
+except for the common 2x2, stride-2 window, which has a compiled pass of its own.
 
 Earns its place in benchmarks/bench_cnn.py.
 """
@@ -72,6 +73,26 @@ def relu_inplace(out):  # pragma: no cover - compiled
             flat[i] = 0.0
 
 
+@njit(inline="always")
+def _max_nan(a, b):  # pragma: no cover - compiled
+    """max(a, b) that returns NaN when either is NaN, as np.maximum does."""
+    return a if (a > b or a != a) else b
+
+
+@njit(cache=True, nogil=True)
+def max_pool_2x2(x, out):  # pragma: no cover - compiled
+    """MaxPool with a 2x2 window and stride 2 over windows that lie inside x."""
+    n_, c_ = x.shape[0], x.shape[1]
+    oh, ow = out.shape[2], out.shape[3]
+    for n in range(n_):
+        for c in range(c_):
+            for y in range(oh):
+                for z in range(ow):
+                    top = _max_nan(x[n, c, 2 * y, 2 * z], x[n, c, 2 * y, 2 * z + 1])
+                    bottom = _max_nan(x[n, c, 2 * y + 1, 2 * z], x[n, c, 2 * y + 1, 2 * z + 1])
+                    out[n, c, y, z] = _max_nan(top, bottom)
+
+
 @njit(cache=True, nogil=True)
 def mean_planes(x, out):  # pragma: no cover - compiled
     """out[i] = mean of x[i, :], accumulated in float64."""
@@ -125,6 +146,23 @@ class NumbaConv:
             relu_inplace(result)
         if self.activation is not None and not self.relu:
             apply_activation(out, self.activation)
+
+
+@accelerate("MaxPool", BACKEND)
+class NumbaMaxPool:
+    """Float MaxPool with the 2x2, stride-2 window of classic CNNs (no padding, no dilation, no
+    Indices output): one compiled pass. Other windows stay on the reference's np.maximum per tap."""
+
+    def prepare(self, inputs, values):
+        specs = super().prepare(inputs, values)
+        w = self.window
+        if (inputs[0].dtype in _FLOATS and w.kernel == (2, 2) and w.strides == (2, 2) and w.dilations == (1, 1)
+                and not w.needs_padding and self.num_outputs == 1):
+            self.run = self._run_2x2
+        return specs
+
+    def _run_2x2(self, inputs, outputs):
+        max_pool_2x2(np.ascontiguousarray(inputs[0]), outputs[0])
 
 
 @accelerate("GlobalAveragePool", BACKEND)

@@ -165,3 +165,33 @@ def test_conv_gathers_columns_a_few_samples_at_a_time(monkeypatch):
     spatial._local.__dict__.setdefault("pool", {}).pop("numba.conv.col", None)
     assert run_both(model, feeds, atol=1e-4)[0] == "_run_2d"
     assert spatial._local.pool["numba.conv.col"].nbytes <= 2 * 14_400 * 4
+
+
+@pytest.mark.parametrize("shape,attrs,outputs,fast", [
+    ((2, 3, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2]), 1, True),
+    ((1, 4, 7, 9), dict(kernel_shape=[2, 2], strides=[2, 2]), 1, True),                # odd sizes: floor
+    ((1, 4, 7, 9), dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), 1, False),  # overhang: reference
+    ((1, 2, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1]), 1, False),
+    ((1, 2, 9, 9), dict(kernel_shape=[3, 3], strides=[2, 2]), 1, False),
+    ((1, 2, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2]), 2, False),               # Indices wanted
+])
+def test_max_pool(shape, attrs, outputs, fast):
+    names = ["y", "i"][:outputs]
+    node = helper.make_node("MaxPool", ["x"], names, **attrs)
+    outs = [helper.make_tensor_value_info("y", F32, None),
+            helper.make_tensor_value_info("i", TensorProto.INT64, None)][:outputs]
+    model = make_model([node], [helper.make_tensor_value_info("x", F32, shape)], outs)
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    assert run_both(model, {"x": x}) == (["_run_2x2"] if fast else ["run"])
+
+
+def test_max_pool_propagates_nan_from_any_position():
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    model = make_model([node], [helper.make_tensor_value_info("x", F32, (1, 4, 2, 2))],
+                       [helper.make_tensor_value_info("y", F32, None)])
+    x = np.random.default_rng(3).standard_normal((1, 4, 2, 2)).astype(np.float32)
+    for channel, (row, col) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        x[0, channel, row, col] = np.nan
+    want = Interpreter(from_onnx(model), device="cpu").run({"x": x})["y"]
+    got = Interpreter(from_onnx(model), device="numba").run({"x": x})["y"]
+    assert np.isnan(want).all() and np.isnan(got).all()
