@@ -191,4 +191,6 @@ class Scan8(Scan):
         directions = attrs.pop("directions", None)
         if directions is not None:
             attrs["scan_input_directions"] = directions
-        return Scan(self.op_type, self.name, attrs, 9)
+        scan = Scan(self.op_type, self.name, attrs, 9)
+        scan.backend = self.backend
+        return scan

@@ -201,6 +201,29 @@ def test_prepared_kernels_reuse_rules(op_type, deterministic, size, reused):
     assert third is not first and third.seen[0] == 99  # other contents: prepared again
 
 
+def test_reuse_compares_contents_bit_for_bit():
+    from runtime.eager import PreparedKernels
+
+    kernel_class = type("K", (_CountingKernel,), {"prepared": 0})
+    cache, node = PreparedKernels(), _Node()
+    negative_zero = np.array([-0.0, np.nan], np.float32)
+    first, _ = cache.prepare(node, kernel_class, [_spec(negative_zero)], [negative_zero])
+    assert cache.prepare(node, kernel_class, [_spec(negative_zero)], [negative_zero.copy()])[0] is first  # same NaN
+    positive_zero = np.array([0.0, np.nan], np.float32)
+    again, _ = cache.prepare(node, kernel_class, [_spec(positive_zero)], [positive_zero])
+    assert again is not first and np.signbit(first.seen[0]) and not np.signbit(again.seen[0])
+
+
+def test_every_way_of_looking_at_the_values_counts_as_reading_them():
+    from runtime.eager import _Reads
+
+    for look in (lambda v: v.copy(), lambda v: 5 in v, lambda v: list(reversed(v)), lambda v: v + [],
+                 lambda v: v.index(None), lambda v: v.count(1), lambda v: [*v], lambda v: v[1:]):
+        reads = _Reads([0, None, 2])  # plain items: `in`, index and count compare them
+        look(reads)
+        assert reads.read >= {1, 2}
+
+
 def test_eager_signature_reuses_kernels_and_follows_new_values():
     it = Interpreter(_reshape_by_input())
     plan = it._plans["serving_default"]
