@@ -188,7 +188,9 @@ class _Connection(asyncio.Protocol):
         self.peer_done = True
         if not self.busy:
             self._advance()  # answers what is complete, then closes
-        return True  # the transport stays open for the answers (TLS transports close regardless)
+        # keep the transport open for the answers; a TLS transport closes regardless (and warns
+        # if asked to stay open)
+        return self.transport.get_extra_info("sslcontext") is None
 
     def pause_writing(self) -> None:
         self.write_paused = True

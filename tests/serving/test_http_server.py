@@ -386,6 +386,9 @@ class _Transport:
     def resume_reading(self) -> None:
         pass
 
+    def get_extra_info(self, name: str, default=None):
+        return default
+
 
 _VALID = _post("/v2/x", b"hello") + b"GET /a?b HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"
 
@@ -423,3 +426,37 @@ def test_fuzzed_bytes_get_well_formed_answers_or_a_close(data: bytes, pieces: li
             length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
             assert len(rest) >= length
             rest = rest[length:]
+
+
+def test_tls_requests_and_closes_without_warnings(tmp_path, caplog) -> None:
+    import logging
+    import ssl
+
+    from serving.tls import TlsFiles, ssl_context
+    from tests.tls_certs import make_pki
+
+    pki = make_pki(tmp_path)
+    client_context = ssl.create_default_context(cafile=str(pki["ca"]))
+
+    async def main():
+        server = HttpServer(_echo, 1 << 20, ssl_context(TlsFiles(pki["server_cert"], pki["server_key"])))
+        await server.start("127.0.0.1", 0)
+        port = server._server.sockets[0].getsockname()[1]
+        try:
+            answers = []
+            for _ in range(2):  # each connection: one request, then the client closes it
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context,
+                                                               server_hostname="localhost")
+                writer.write(_post("/tls", b"secret"))
+                answers.append(await _read_response(reader))
+                writer.close()
+                await writer.wait_closed()
+            await asyncio.sleep(0.1)
+            return answers
+        finally:
+            await server.stop(1.0)
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        answers = asyncio.run(main())
+    assert [(status, json.loads(body)["body"]) for status, _, body in answers] == [(200, "secret")] * 2
+    assert not [r for r in caplog.records if "eof_received" in r.getMessage()]
