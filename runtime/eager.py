@@ -77,8 +77,10 @@ class PreparedKernels:
     A kernel is reused when its node sees the same input dtypes and shapes and the same
     contents of every input its prepare read. Inputs are handed to prepare as private copies
     (when small), so a kernel that keeps a reference to one is unaffected by a caller that
-    changes its arrays in place. Control-flow and non-deterministic kernels are never reused,
-    nor kernels whose prepare read more than MAX_KEY_BYTES of input contents."""
+    changes its arrays in place. Control-flow kernels (whose prepare runs the body) are never
+    reused, nor kernels whose prepare read more than MAX_KEY_BYTES of input contents. Random
+    kernels are, as a planned run reuses them: their generator, made at prepare, advances run
+    after run instead of restarting."""
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple] = {}
@@ -97,7 +99,7 @@ class PreparedKernels:
         reads = _Reads(small)
         out_specs = list(kernel.prepare(specs, reads))
         read = [(i, small[i]) for i in sorted(reads.read) if i < len(small) and small[i] is not None]
-        if (kernel.deterministic and node.op_type not in CONTROL_FLOW
+        if (node.op_type not in CONTROL_FLOW
                 and sum(a.nbytes for _, a in read) <= MAX_KEY_BYTES
                 and all(a.nbytes <= MAX_KEY_BYTES for _, a in read)):
             self._entries[id(node)] = (shapes, read, kernel, out_specs)

@@ -183,7 +183,7 @@ def _spec(array):
 @pytest.mark.parametrize("op_type,deterministic,size,reused", [
     ("Counting", True, 4, True),
     ("Counting", True, 4096, False),   # reads more than MAX_KEY_BYTES: prepared every time
-    ("Counting", False, 4, False),     # non-deterministic: never reused
+    ("Counting", False, 4, True),      # random kernels too: their generator must advance, not restart
     ("If", True, 4, False),            # control flow runs its body in prepare: never reused
 ])
 def test_prepared_kernels_reuse_rules(op_type, deterministic, size, reused):
@@ -222,6 +222,28 @@ def test_every_way_of_looking_at_the_values_counts_as_reading_them():
         reads = _Reads([0, None, 2])  # plain items: `in`, index and count compare them
         look(reads)
         assert reads.read >= {1, 2}
+
+
+def _dropout(eager: bool):
+    """y = Dropout(x, 0.5, training) with seed 7; with `eager`, x is first reshaped by an input."""
+    g = GraphBuilder("dropout", opset=17)
+    x = g.input("x", np.float32, (4, 6))
+    if eager:
+        x = g.op("Reshape", [x, g.input("shape", np.int64, (2,))], name="reshape")
+    ratio, training = g.constant("ratio", np.array(0.5, np.float32)), g.constant("training", np.array(True))
+    g.output(g.op("Dropout", [x, ratio, training], seed=7, name="dropout"), "y")
+    return g.build()
+
+
+def test_seeded_dropout_advances_from_run_to_run_in_eager_runs_as_in_planned_ones():
+    x = np.ones((4, 6), np.float32)
+    planned, eager = Interpreter(_dropout(False)), Interpreter(_dropout(True))
+    assert eager._plans["serving_default"].eager and not planned._plans["serving_default"].eager
+    shape = np.array([4, 6], np.int64)
+    masks = [(planned.run({"x": x})["y"], eager.run({"x": x, "shape": shape})["y"]) for _ in range(3)]
+    for want, got in masks:
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(masks[0][0], masks[1][0])  # a new mask every run
 
 
 def test_eager_signature_reuses_kernels_and_follows_new_values():
