@@ -93,8 +93,7 @@ class PreparedKernels:
         entry = self._entries.get(id(node))
         if entry is not None and entry[0] == shapes and all(_same(values[i], seen) for i, seen in entry[1]):
             return entry[2], entry[3]
-        kernel = cls.for_node(node)
-        kernel.backend = backend
+        kernel = cls.for_node(node, backend)
         small = [v.copy() if isinstance(v, np.ndarray) and v.nbytes <= MAX_KEY_BYTES else v for v in values]
         reads = _Reads(small)
         out_specs = list(kernel.prepare(specs, reads))
@@ -156,8 +155,7 @@ def run_node(node: Node, inputs: list[np.ndarray | None], backend: str = "cpu",
     specs = [None if a is None else TensorSpec(a.dtype, a.shape) for a in inputs]
     try:
         if cache is None:
-            kernel: Kernel = cls.for_node(node)
-            kernel.backend = backend
+            kernel: Kernel = cls.for_node(node, backend)
             out_specs = list(kernel.prepare(specs, list(inputs)))
         else:
             kernel, out_specs = cache.prepare(node, cls, specs, list(inputs), backend)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -293,12 +294,11 @@ class ExecutionPlan:
             in_specs = [None if v is None else specs[v] for v in in_values]
             in_known = [known.get(v) for v in in_values]
             if eager:  # prepared with this run's values, or reused from a run that had the same ones
-                kernel, out_specs = self._infer(node, lambda c=cls, n=node, i=in_specs, k=in_known:
-                                                self.eager_kernels.prepare(n, c, i, k, self.backend))
+                kernel, out_specs = self._infer(
+                    node, partial(self.eager_kernels.prepare, node, cls, in_specs, in_known, self.backend))
             else:
-                kernel = cls.for_node(node)
-                kernel.backend = self.backend
-                _, out_specs = self._infer(node, lambda k=kernel, i=in_specs, v=in_known: (k, k.prepare(i, v)))
+                kernel, out_specs = self._infer(node, partial(_prepare_fresh, cls, node, self.backend,
+                                                              in_specs, in_known))
             if eager or self._foldable(node, kernel, in_values, known, out_specs):
                 outs = self._fold(node, kernel, in_values, known, out_specs, specs)
                 folded_bytes += sum(a.nbytes for a in outs)
@@ -490,6 +490,12 @@ def _placeholder(spec: TensorSpec) -> np.ndarray:
     view = np.lib.stride_tricks.as_strided(base, spec.shape, (0,) * len(spec.shape))
     view.flags.writeable = False
     return view
+
+
+def _prepare_fresh(cls: type[Kernel], node: Node, backend: str, specs: list, values: list):
+    """A new kernel for `node` and its output specs for `specs`/`values`."""
+    kernel = cls.for_node(node, backend)
+    return kernel, kernel.prepare(specs, values)
 
 
 def _needed_nodes(graph: Graph, signature: Signature) -> list[Node]:

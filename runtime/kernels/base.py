@@ -58,8 +58,8 @@ class Kernel:
     # How many output slots the node has (omitted optional ones included); set by
     # `for_node`. Split into equal parts, for one, depends on it.
     num_outputs: int = 1
-    # The backend the node's plan runs on, set by the plan; control flow runs its
-    # bodies on the same one.
+    # The backend the node's plan runs on (set by `for_node`); control flow runs
+    # its bodies on the same one.
     backend: str = "cpu"
 
     def __init__(self, op_type: str, name: str, attrs: dict[str, Any], version: int) -> None:
@@ -69,11 +69,12 @@ class Kernel:
         self.version = version
 
     @classmethod
-    def for_node(cls, node: Any) -> Kernel:
-        """A kernel object for `node` (a runtime.graph.Node): its attributes, version
-        and output count."""
+    def for_node(cls, node: Any, backend: str = "cpu") -> Kernel:
+        """A kernel object for `node` (a runtime.graph.Node): its attributes, version,
+        output count and the backend its plan runs on."""
         kernel = cls(node.op_type, node.name, dict(node.attrs), node.version)
         kernel.num_outputs = len(node.outputs)
+        kernel.backend = backend
         return kernel
 
     def attr(self, key: str, default: Any = None) -> Any:
