@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import grpc
 
-from serving.protos import grpc_service_pb2 as pb
-from serving.protos import grpc_service_pb2_grpc as pb_grpc
+from edgerun.serving.protos import grpc_service_pb2 as pb
+from edgerun.serving.protos import grpc_service_pb2_grpc as pb_grpc
 
 OUTPUT = bytes(40)  # float32 [1, 10]
 HEADER = json.dumps({"model_name": "mlp", "model_version": "1", "outputs": [

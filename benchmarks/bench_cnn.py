@@ -32,8 +32,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks._harness import check_close, machine, percentiles, print_table, time_interleaved
-from converters import from_onnx
-from runtime import Interpreter, serialize
+from edgerun.converters import from_onnx
+from edgerun.runtime import Interpreter, serialize
 
 
 def cnn_onnx(seed: int = 0) -> onnx.ModelProto:

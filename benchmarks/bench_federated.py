@@ -1,7 +1,7 @@
 """Federated rounds at fleet sizes of 10, 100 and 500 devices: round time, coordinator CPU, bytes.
 
 One configuration per client count N, each from scratch in a temporary directory:
-  coordinator  `python -m runtime.cli federated coordinator` in its own process
+  coordinator  `python -m edgerun federated coordinator` in its own process
                (FedAvg, loopback gRPC on 127.0.0.1, SQLite state), so its CPU can be read
                from /proc/<pid>/stat (utime + stime, all its threads) apart from the devices'.
   devices      N FederatedClient threads in this process, one gRPC channel each, holding an
@@ -63,14 +63,14 @@ import grpc
 import numpy as np
 
 from benchmarks._harness import machine, print_table
-from converters.training import make_trainable
-from federated.auth import KeyPair
-from federated.client import ClientOptions, FederatedClient, channel
-from federated.codec import encode_arrays
-from federated.local import parameter_spec
-from federated.partition import iid
-from federated.store import RoundRecord, Store
-from runtime import Interpreter, save_model
+from edgerun.converters.training import make_trainable
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.client import ClientOptions, FederatedClient, channel
+from edgerun.federated.codec import encode_arrays
+from edgerun.federated.local import parameter_spec
+from edgerun.federated.partition import iid
+from edgerun.federated.store import RoundRecord, Store
+from edgerun.runtime import Interpreter, save_model
 from tests.converters.training.models import digits, mlp
 
 TOKEN, LR, EPOCHS, BATCH, POLL_S = "bench", 0.1, 1, 10, 0.05
@@ -154,7 +154,7 @@ def check_payloads(store: Store, rounds: list[RoundRecord], want: Payloads) -> N
 def start_coordinator(model: Path, workdir: Path, selected: int, fraction: float, rounds: int,
                       round_timeout: float) -> tuple[subprocess.Popen, int]:
     """The coordinator process (its log goes to workdir/coordinator.log); returns it and its port."""
-    command = [sys.executable, "-m", "runtime.cli", "federated", "coordinator", "--model", str(model),
+    command = [sys.executable, "-m", "edgerun", "federated", "coordinator", "--model", str(model),
                "--rounds", str(rounds), "--port", "0", "--host", "127.0.0.1", "--state", str(workdir / "c.db"),
                "--key", str(workdir / "c.key"), "--token", TOKEN, "--fraction-fit", repr(fraction),
                "--min-clients", str(selected), "--lr", str(LR), "--epochs", str(EPOCHS),

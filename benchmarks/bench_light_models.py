@@ -30,8 +30,8 @@ import onnxruntime as ort
 from onnx.reference import ReferenceEvaluator
 
 from benchmarks._harness import check_close, machine, print_table, time_interleaved
-from converters import from_onnx
-from runtime import Interpreter, serialize
+from edgerun.converters import from_onnx
+from edgerun.runtime import Interpreter, serialize
 from tests.converters.test_light_models import random_inputs
 
 LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")

@@ -56,8 +56,8 @@ def write_models(directory: Path, layers: int, width: int, name: str = "big") ->
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from converters import from_onnx
-    from runtime import save_model
+    from edgerun.converters import from_onnx
+    from edgerun.runtime import save_model
 
     rng = np.random.default_rng(0)
     nodes, inits = [], []
@@ -88,7 +88,7 @@ def check_outputs(onnx_path: Path, erm_path: Path) -> None:
     """SystemExit unless edgerun and onnxruntime give the same y for one random x."""
     import onnxruntime as ort
 
-    from runtime import Interpreter
+    from edgerun.runtime import Interpreter
 
     it = Interpreter(erm_path, num_threads=1)
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
@@ -110,9 +110,9 @@ def child(step: str, path: str, warmup_path: str) -> None:
     """Run one step in this (fresh) process, first on `warmup_path` untimed, then on `path`;
     print {"ms", "rss_mib", "peak_mib"} of the second as JSON."""
     if step == "erm_load_model":
-        from runtime import load_model as fn
+        from edgerun.runtime import load_model as fn
     elif step == "erm_interpreter":
-        from runtime import Interpreter
+        from edgerun.runtime import Interpreter
 
         def fn(p: str) -> object:
             return Interpreter(p, num_threads=1)

@@ -28,8 +28,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks._harness import check_close, machine, percentiles, print_table, time_interleaved
-from converters import from_onnx
-from runtime import Interpreter, serialize
+from edgerun.converters import from_onnx
+from edgerun.runtime import Interpreter, serialize
 
 SIZES = (64, 32, 10)
 

@@ -35,10 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._harness import machine, print_table
-from federated.auth import KeyPair
-from federated.protos import federated_pb2 as pb
-from federated.secagg import graph
-from federated.secagg.messages import (
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.protos import federated_pb2 as pb
+from edgerun.federated.secagg import graph
+from edgerun.federated.secagg.messages import (
     MASK_KEY,
     AdvertiseKeys,
     ConsistencyProof,
@@ -46,9 +46,9 @@ from federated.secagg.messages import (
     RevealedShare,
     SecAggParams,
 )
-from federated.secagg.options import SecAggOptions
-from federated.secagg.wire import keys_to_pb, share_to_pb
-from federated.secagg.workflow import run_round
+from edgerun.federated.secagg.options import SecAggOptions
+from edgerun.federated.secagg.wire import keys_to_pb, share_to_pb
+from edgerun.federated.secagg.workflow import run_round
 
 # Bonawitz et al. 2017 (CCS), as reported in the paper: 1.73x expansion
 # for 2^10 users and 2^20 16-bit values (they pack 16-bit inputs in a larger ring).

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_serving.py [--duration 5] [--requests 100000] [--markdown]
 
-Everything runs on loopback: a server process (`python -m serving`) and `--client-processes`
+Everything runs on loopback: a server process (`python -m edgerun serve`) and `--client-processes`
 load generator processes (default 2), each running closed-loop tritonclient.grpc.aio clients
 with their own connection. Every scenario is bounded by
 a request count and by time. Scenarios:
@@ -56,8 +56,8 @@ BATCHING = "max_batch_size: 32\ndynamic_batching { max_queue_delay_microseconds:
 
 def build_models(folder: Path) -> dict[str, Path]:
     """mlp.erm, mlp2.erm (other weights), cnn.erm (3x16x16), wide.erm and alex.erm."""
-    from converters import from_onnx
-    from runtime.writer import save_model
+    from edgerun.converters import from_onnx
+    from edgerun.runtime.writer import save_model
     from tests.onnx_models import make_cnn, make_mlp
 
     models = {"mlp": make_mlp(), "mlp2": make_mlp(seed=7), "cnn": make_cnn(), "wide": make_wide(),
@@ -134,13 +134,13 @@ def make_repo(folder: Path, models: dict[str, Path], names: list[str], config: s
 
 
 class Server:
-    """`python -m serving` on fixed loopback ports; waits until every worker serves."""
+    """`python -m edgerun serve` on fixed loopback ports; waits until every worker serves."""
 
     def __init__(self, repo: Path | None, log: Path, workers: int = 1, *extra: str, port: int = 18731) -> None:
         """With `repo` None, the bare transport stub (benchmarks/_serving_stub.py) instead."""
         self.url, self.http_url = f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"
         self.stub = repo is None
-        cmd = [sys.executable, "-m", "serving", "--model-repository", str(repo), "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "edgerun", "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
                "--grpc-port", str(port), "--http-port", str(port + 1), "--metrics-port", str(port + 2),
                "--workers", str(workers), *extra]
         if self.stub:
@@ -296,7 +296,7 @@ def interpreter_p50(path: Path, shape: tuple[int, ...], runs: int = 2000, x=None
     """The Interpreter's median µs for one batch-1 run (or of input `x`), in this process, one BLAS thread."""
     from threadpoolctl import threadpool_limits
 
-    from runtime.interpreter import Interpreter
+    from edgerun.runtime.interpreter import Interpreter
 
     it = Interpreter(path)
     x = {"x": np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32) if x is None else x}
@@ -315,7 +315,7 @@ def check_outputs(url: str, model: str, path: Path) -> None:
     """The served output equals the Interpreter's, or RuntimeError."""
     import tritonclient.grpc as tg
 
-    from runtime.interpreter import Interpreter
+    from edgerun.runtime.interpreter import Interpreter
 
     x = np.random.default_rng(1).standard_normal((1, *SHAPES[model])).astype(np.float32)
     tensor = tg.InferInput("x", list(x.shape), "FP32")

@@ -24,8 +24,8 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks._harness import check_close, machine, percentiles, print_table, time_interleaved
-from converters import from_onnx
-from runtime import Interpreter
+from edgerun.converters import from_onnx
+from edgerun.runtime import Interpreter
 
 DATA = os.path.join(importlib.util.find_spec("silero_vad").submodule_search_locations[0], "data")
 CASES = [("silero_vad.onnx", 16000), ("silero_vad.onnx", 8000), ("silero_vad_16k_op15.onnx", 16000),

@@ -37,8 +37,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from benchmarks._harness import machine, print_table, time_interleaved
-from converters.training import make_trainable
-from runtime import Interpreter, serialize
+from edgerun.converters.training import make_trainable
+from edgerun.runtime import Interpreter, serialize
 from tests.converters.training.models import cnn, digits, mlp
 
 BATCH, LR, BN_EPS, BN_MOMENTUM = 32, 0.01, 1e-5, 0.9

@@ -3,7 +3,7 @@
 Importing this package does not import onnx; `from_onnx` does, when called.
 """
 
-from converters.onnx_import import from_onnx
-from converters.optimize import OptimizeReport, optimize
+from edgerun.converters.onnx_import import from_onnx
+from edgerun.converters.optimize import OptimizeReport, optimize
 
 __all__ = ["OptimizeReport", "from_onnx", "optimize"]

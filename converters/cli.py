@@ -1,4 +1,4 @@
-"""`edgerun convert`: ONNX -> .erm. Registered by runtime.cli through `add_parser`.
+"""`edgerun convert`: ONNX -> .erm. Registered by edgerun.cli through `add_parser`.
 
     edgerun convert model.onnx [out.erm | -o out.erm] [--no-optimize]
 """
@@ -29,8 +29,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     Fails with ConversionError (unreadable or unsupported model), ModelError / OSError
     (the graph cannot be written) or ValueError (two different output paths given)."""
-    from converters.optimize import optimize
-    from runtime import save_model
+    from edgerun.converters.optimize import optimize
+    from edgerun.runtime import save_model
 
     if args.output and args.output_path and args.output != args.output_path:
         raise ValueError(f"two output paths given: {args.output_path} and -o {args.output}")
@@ -50,6 +50,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def _import(model: Path) -> Any:
     """The graph as imported, not optimized (the optimizer runs here, to print its report)."""
-    from converters.onnx_import import from_onnx
+    from edgerun.converters.onnx_import import from_onnx
 
     return from_onnx(model, optimize=False)

@@ -1,6 +1,6 @@
 """edgerun as an `onnx.backend` backend: prepare = convert + serialize + load + Interpreter.
 
-    from converters.onnx_backend import EdgerunBackend
+    from edgerun.converters.onnx_backend import EdgerunBackend
     rep = EdgerunBackend.prepare(model)          # onnx.ModelProto
     outputs = rep.run([x])                       # positional, in graph-input order
 
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from onnx.backend.base import Backend, BackendRep
 
-from converters.onnx_import import from_onnx
-from runtime.errors import InputError
-from runtime.interpreter import DEFAULT_SIGNATURE, Interpreter
-from runtime.writer import serialize
+from edgerun.converters.onnx_import import from_onnx
+from edgerun.runtime.errors import InputError
+from edgerun.runtime.interpreter import DEFAULT_SIGNATURE, Interpreter
+from edgerun.runtime.writer import serialize
 
 
 class EdgerunRep(BackendRep):

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime import dtypes
-from runtime.errors import ConversionError
-from runtime.graph import Graph, Node, Value
+from edgerun.runtime import dtypes
+from edgerun.runtime.errors import ConversionError
+from edgerun.runtime.graph import Graph, Node, Value
 
 if TYPE_CHECKING:
     import onnx
@@ -62,7 +62,7 @@ def from_onnx(
         _check_valid(proto, model)
     graph.metadata.update(_metadata(proto))
     if optimize:
-        from converters.optimize import optimize as run_optimizer
+        from edgerun.converters.optimize import optimize as run_optimizer
 
         run_optimizer(graph)
     return graph
@@ -179,9 +179,9 @@ def _check_supported(graph: onnx.GraphProto, opsets: dict[str, int]) -> None:
     Nested graphs (control-flow bodies) are checked too; `Constant` nodes are
     folded into constants, so they need no kernel.
     """
-    import runtime.kernels  # noqa: F401  (registers the kernels)
-    from runtime.errors import UnsupportedOpError
-    from runtime.kernels import registry
+    import edgerun.runtime.kernels  # noqa: F401  (registers the kernels)
+    from edgerun.runtime.errors import UnsupportedOpError
+    from edgerun.runtime.kernels import registry
 
     missing: dict[str, list[str]] = {}
     too_old: dict[str, list[str]] = {}

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import importlib
 
-from devices.host import HostInfo, detect
-from devices.profiles import DeviceProfile, get_profile
-from runtime.errors import EdgerunError
+from edgerun.devices.host import HostInfo, detect
+from edgerun.devices.profiles import DeviceProfile, get_profile
+from edgerun.runtime.errors import EdgerunError
 
 __all__ = ["AVAILABLE_BACKENDS", "DeviceProfile", "HostInfo", "detect", "get_profile", "select_backend"]
 
 # cpu = the numpy reference kernels only; numba = cpu plus compiled fast paths.
 AVAILABLE_BACKENDS = ("numba", "cpu")
 RESERVED_BACKENDS = ("cuda",)  # names of backends still to come
-_BACKEND_MODULES = {"numba": "devices.numba_kernels"}
+_BACKEND_MODULES = {"numba": "edgerun.devices.numba_kernels"}
 
 
 def select_backend(device: str) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from runtime.kernels.base import TensorSpec
-from runtime.kernels.fused import apply_activation
-from runtime.kernels.registry import accelerate
+from edgerun.runtime.kernels.base import TensorSpec
+from edgerun.runtime.kernels.fused import apply_activation
+from edgerun.runtime.kernels.registry import accelerate
 
 BACKEND = "numba"
 # Above this many multiply-adds BLAS (numpy.matmul) is faster than our loop.
@@ -95,4 +95,4 @@ class NumbaSoftmax:
 
 
 # The 2-D convolutional fast paths register with this backend too.
-from devices import numba_spatial  # noqa: E402, F401
+from edgerun.devices import numba_spatial  # noqa: E402, F401

@@ -21,9 +21,9 @@ from math import prod
 import numpy as np
 from numba import njit
 
-from runtime.kernels.fused import apply_activation
-from runtime.kernels.registry import accelerate
-from runtime.kernels.spatial import scratch
+from edgerun.runtime.kernels.fused import apply_activation
+from edgerun.runtime.kernels.registry import accelerate
+from edgerun.runtime.kernels.spatial import scratch
 
 BACKEND = "numba"
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devices.host import logical_cores, total_memory_bytes
+from edgerun.devices.host import logical_cores, total_memory_bytes
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -36,8 +36,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime import Interpreter
-from runtime.cli import main as edgerun_cli
+from edgerun.cli import main as edgerun_cli
+from edgerun.runtime import Interpreter
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -110,7 +110,7 @@ def serve_and_query(erm_path: Path, x: np.ndarray, expected: np.ndarray) -> bool
     (repo / "cnn" / "config.pbtxt").write_text("max_batch_size: 8\n"
                                                "dynamic_batching { max_queue_delay_microseconds: 500 }\n")
     ports = {flag: free_port() for flag in ("--grpc-port", "--http-port", "--metrics-port")}
-    command = [sys.executable, "-m", "runtime.cli", "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "edgerun", "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
                *(str(part) for flag, port in ports.items() for part in (flag, port))]
     print(f"$ edgerun serve --model-repository {repo.name} --grpc-port {ports['--grpc-port']} ...")
     root = str(Path(__file__).resolve().parents[1])
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 def federated_demo(rounds: int, plot: str) -> int:
     """Federated digits with secure aggregation on and 20 % of the selected devices dropping
     out at random protocol stages; 0 if the final accuracy reached 90 %."""
-    from federated.demo import run_secure_digits_demo
+    from edgerun.federated.demo import run_secure_digits_demo
 
     plot_path = Path(plot).resolve()
     with tempfile.TemporaryDirectory(prefix="edgerun-federated-") as workdir:

@@ -19,7 +19,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from federated.typing import FitRes, Metrics, NDArrays
+from edgerun.federated.typing import FitRes, Metrics, NDArrays
 
 # ---------------------------------------------------------------- validation
 

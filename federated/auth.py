@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from runtime.errors import EdgerunError
+from edgerun.runtime.errors import EdgerunError
 
 DOMAIN = b"edgerun-federated-v1"
 MAX_SKEW_SECONDS = 300.0

@@ -99,8 +99,8 @@ def add_privacy_arguments(p: Any) -> None:
 
 def privacy_options(args: argparse.Namespace) -> tuple[Any, Any]:
     """(SecAggOptions or None, DpOptions or None) from the command line."""
-    from federated.privacy import DpOptions
-    from federated.secagg.options import SecAggOptions
+    from edgerun.federated.privacy import DpOptions
+    from edgerun.federated.secagg.options import SecAggOptions
 
     secagg = None
     if args.secure_aggregation == "on":
@@ -113,11 +113,11 @@ def privacy_options(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
-    from federated.auth import KeyPair
-    from federated.coordinator import Coordinator, CoordinatorConfig
-    from federated.service import serve
-    from federated.store import Store
-    from federated.strategies import FedAvg
+    from edgerun.federated.auth import KeyPair
+    from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
+    from edgerun.federated.service import serve
+    from edgerun.federated.store import Store
+    from edgerun.federated.strategies import FedAvg
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     strategy = FedAvg(fraction_fit=args.fraction_fit, min_fit_clients=args.min_clients,
@@ -135,7 +135,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     coordinator = Coordinator(args.model, Store(args.state), strategy, config, KeyPair.load_or_create(args.key))
     credentials = None
     if args.tls_cert or args.tls_key:
-        from federated.tls import server_credentials
+        from edgerun.federated.tls import server_credentials
 
         if not (args.tls_cert and args.tls_key):
             raise ValueError("TLS needs both --tls-cert and --tls-key")
@@ -151,15 +151,15 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    from federated.auth import KeyPair
-    from federated.client import ClientOptions, FederatedClient, channel
+    from edgerun.federated.auth import KeyPair
+    from edgerun.federated.client import ClientOptions, FederatedClient, channel
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with np.load(args.data, allow_pickle=False) as data:
         x, y = data["x"], data["y"]
     credentials = None
     if args.tls_ca or args.tls_cert:
-        from federated.tls import channel_credentials
+        from edgerun.federated.tls import channel_credentials
 
         credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
     client = FederatedClient(channel(args.coordinator, credentials), args.id, KeyPair.load_or_create(args.key), (x, y),
@@ -170,7 +170,7 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from federated.simulation import SimulationConfig, plot_history, simulate, write_metrics
+    from edgerun.federated.simulation import SimulationConfig, plot_history, simulate, write_metrics
 
     with np.load(args.data, allow_pickle=False) as data:
         x, y = data["x"], data["y"]
@@ -192,7 +192,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _behaviours(args: argparse.Namespace) -> tuple:
-    from federated.simulation import DeviceBehaviour
+    from edgerun.federated.simulation import DeviceBehaviour
 
     if args.slow is None:
         return ()
@@ -213,7 +213,7 @@ def _progress(rounds: int) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from federated.store import Store
+    from edgerun.federated.store import Store
 
     if not args.state.exists():
         raise FileNotFoundError(f"{args.state}: no coordinator state file")

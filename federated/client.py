@@ -21,24 +21,24 @@ from typing import Any
 import grpc
 import numpy as np
 
-from federated.auth import AuthError, KeyPair, payload_message, sha256, verify
-from federated.codec import decode_arrays
-from federated.compression import compress
-from federated.local import local_evaluate, local_update, parameter_spec
-from federated.privacy import gaussian_noise
-from federated.protos import federated_pb2 as pb
-from federated.protos import federated_pb2_grpc as pb_grpc
-from federated.secagg import wire
-from federated.secagg.device import secure_upload
-from federated.secagg.errors import SecAggError
-from federated.secagg.messages import SecAggParams
-from federated.secagg.options import client_weight
-from federated.secagg.quantize import pack
-from federated.secagg.session import StageReply
-from federated.secagg.update import encode_update
-from federated.secagg.workflow import DROP_STAGES
-from federated.service import CHUNK_BYTES, KEEPALIVE_OPTIONS, evaluation_body, upload_body
-from runtime.interpreter import Interpreter
+from edgerun.federated.auth import AuthError, KeyPair, payload_message, sha256, verify
+from edgerun.federated.codec import decode_arrays
+from edgerun.federated.compression import compress
+from edgerun.federated.local import local_evaluate, local_update, parameter_spec
+from edgerun.federated.privacy import gaussian_noise
+from edgerun.federated.protos import federated_pb2 as pb
+from edgerun.federated.protos import federated_pb2_grpc as pb_grpc
+from edgerun.federated.secagg import wire
+from edgerun.federated.secagg.device import secure_upload
+from edgerun.federated.secagg.errors import SecAggError
+from edgerun.federated.secagg.messages import SecAggParams
+from edgerun.federated.secagg.options import client_weight
+from edgerun.federated.secagg.quantize import pack
+from edgerun.federated.secagg.session import StageReply
+from edgerun.federated.secagg.update import encode_update
+from edgerun.federated.secagg.workflow import DROP_STAGES
+from edgerun.federated.service import CHUNK_BYTES, KEEPALIVE_OPTIONS, evaluation_body, upload_body
+from edgerun.runtime.interpreter import Interpreter
 
 log = logging.getLogger("edgerun.federated.client")
 

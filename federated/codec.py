@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from runtime.errors import EdgerunError
+from edgerun.runtime.errors import EdgerunError
 
 # Room for the .npy header in front of each member's data.
 _NPY_HEADER_MAX = 4096

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from federated.codec import PayloadError, Spec, decode_arrays, encode_arrays
+from edgerun.federated.codec import PayloadError, Spec, decode_arrays, encode_arrays
 
 Arrays = dict[str, np.ndarray]
 

@@ -31,21 +31,21 @@ from typing import Any
 
 import numpy as np
 
-from federated.auth import KeyPair, payload_message, sha256
-from federated.codec import PayloadError, decode_arrays, encode_arrays
-from federated.compression import decompress
-from federated.compression import parse as parse_compression
-from federated.errors import Rejected
-from federated.local import parameter_spec
-from federated.privacy import DpOptions, PrivacyAccountant
-from federated.secagg.messages import SecAggParams
-from federated.secagg.options import SecAggOptions, dp_clip_bound
-from federated.secagg.session import SecureRound
-from federated.secure_rounds import SecureRoundsMixin
-from federated.store import AlreadyEnrolled
-from federated.typing import EvaluateRes, FitRes
-from runtime.errors import EdgerunError
-from runtime.interpreter import Interpreter
+from edgerun.federated.auth import KeyPair, payload_message, sha256
+from edgerun.federated.codec import PayloadError, decode_arrays, encode_arrays
+from edgerun.federated.compression import decompress
+from edgerun.federated.compression import parse as parse_compression
+from edgerun.federated.errors import Rejected
+from edgerun.federated.local import parameter_spec
+from edgerun.federated.privacy import DpOptions, PrivacyAccountant
+from edgerun.federated.secagg.messages import SecAggParams
+from edgerun.federated.secagg.options import SecAggOptions, dp_clip_bound
+from edgerun.federated.secagg.session import SecureRound
+from edgerun.federated.secure_rounds import SecureRoundsMixin
+from edgerun.federated.store import AlreadyEnrolled
+from edgerun.federated.typing import EvaluateRes, FitRes
+from edgerun.runtime.errors import EdgerunError
+from edgerun.runtime.interpreter import Interpreter
 
 log = logging.getLogger("edgerun.federated")
 

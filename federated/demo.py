@@ -16,7 +16,7 @@ import numpy as np
 
 def mlp_uniform_init(sizes: tuple[int, ...] = (64, 64, 10), seed: int = 0) -> Any:
     """An MLP graph, weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    from runtime import GraphBuilder
+    from edgerun.runtime import GraphBuilder
 
     rng = np.random.default_rng(seed)
     g = GraphBuilder("mlp", opset=17)
@@ -36,9 +36,9 @@ def digits_setup(workdir: str | Path) -> tuple[Path, np.ndarray, np.ndarray, np.
     """(trainable model path, x, y, x_test, y_test) for sklearn digits (SGD lr 0.1)."""
     from sklearn.datasets import load_digits
 
-    from converters.training import make_trainable
-    from federated import partition
-    from runtime import save_model
+    from edgerun.converters.training import make_trainable
+    from edgerun.federated import partition
+    from edgerun.runtime import save_model
 
     data = load_digits()
     train, test = partition.stratified_split(data.target, 0.2, seed=0)
@@ -56,8 +56,8 @@ def run_secure_digits_demo(workdir: str | Path, rounds: int = 30, plot: str | Pa
     """Federated training on digits over loopback gRPC with secure aggregation on (dropouts at
     random protocol stages); prints test accuracy per round, writes the plot (needs matplotlib)
     into `workdir` and returns the round history."""
-    from federated.secagg.options import SecAggOptions
-    from federated.simulation import SimulationConfig, plot_history, simulate
+    from edgerun.federated.secagg.options import SecAggOptions
+    from edgerun.federated.simulation import SimulationConfig, plot_history, simulate
 
     model, x, y, x_test, y_test = digits_setup(workdir)
     config = SimulationConfig(num_clients=num_clients, rounds=rounds, fraction_fit=0.5, partition="shards",

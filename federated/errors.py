@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.errors import EdgerunError
+from edgerun.runtime.errors import EdgerunError
 
 
 class Rejected(EdgerunError):

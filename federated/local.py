@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.interpreter import Interpreter
-from runtime.training import fit, predict
+from edgerun.runtime.errors import InputError
+from edgerun.runtime.interpreter import Interpreter
+from edgerun.runtime.training import fit, predict
 
 Arrays = dict[str, np.ndarray]
 

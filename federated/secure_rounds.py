@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from federated.errors import Rejected
-from federated.privacy import effective_multiplier, gaussian_noise
-from federated.secagg.errors import ImplausibleWeight, SecAggError
-from federated.secagg.session import StageReply
-from federated.secagg.update import decode_sum
+from edgerun.federated.errors import Rejected
+from edgerun.federated.privacy import effective_multiplier, gaussian_noise
+from edgerun.federated.secagg.errors import ImplausibleWeight, SecAggError
+from edgerun.federated.secagg.session import StageReply
+from edgerun.federated.secagg.update import decode_sum
 
 log = logging.getLogger("edgerun.federated")
 

@@ -14,14 +14,14 @@ from typing import Any
 import grpc
 import numpy as np
 
-from federated.auth import AuthError, ReplayGuard, SignedFields, request_message, sha256, verify, verify_request
-from federated.coordinator import Coordinator, Rejected
-from federated.protos import federated_pb2 as pb
-from federated.protos import federated_pb2_grpc as pb_grpc
-from federated.secagg import wire
-from federated.secagg.errors import MalformedVector
-from federated.secagg.quantize import unpack
-from federated.typing import EvaluateRes
+from edgerun.federated.auth import AuthError, ReplayGuard, SignedFields, request_message, sha256, verify, verify_request
+from edgerun.federated.coordinator import Coordinator, Rejected
+from edgerun.federated.protos import federated_pb2 as pb
+from edgerun.federated.protos import federated_pb2_grpc as pb_grpc
+from edgerun.federated.secagg import wire
+from edgerun.federated.secagg.errors import MalformedVector
+from edgerun.federated.secagg.quantize import unpack
+from edgerun.federated.typing import EvaluateRes
 
 log = logging.getLogger("edgerun.federated")
 

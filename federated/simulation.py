@@ -19,17 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from federated import partition
-from federated.auth import KeyPair
-from federated.client import ClientOptions, FederatedClient, channel
-from federated.coordinator import Coordinator, CoordinatorConfig
-from federated.local import local_evaluate
-from federated.privacy import DpOptions
-from federated.secagg.options import SecAggOptions
-from federated.service import serve
-from federated.store import Store
-from federated.strategies import FedAvg
-from runtime.interpreter import Interpreter
+from edgerun.federated import partition
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.client import ClientOptions, FederatedClient, channel
+from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
+from edgerun.federated.local import local_evaluate
+from edgerun.federated.privacy import DpOptions
+from edgerun.federated.secagg.options import SecAggOptions
+from edgerun.federated.service import serve
+from edgerun.federated.store import Store
+from edgerun.federated.strategies import FedAvg
+from edgerun.runtime.interpreter import Interpreter
 
 log = logging.getLogger("edgerun.federated.simulation")
 TOKEN = "simulation"

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import EdgerunError
+from edgerun.runtime.errors import EdgerunError
 
 log = logging.getLogger("edgerun.federated.store")
 

@@ -1,107 +1,25 @@
-"""The `edgerun` command line: runtime commands plus subcommands of other packages.
+"""The runtime's own commands: `edgerun inspect`, `edgerun run`, `edgerun bench`.
 
-    edgerun inspect model.erm
-    edgerun run model.erm --input x=x.npy -o out.npz
-    edgerun bench model.erm --runs 200 --threads 2
-    edgerun convert model.onnx -o model.erm        # from converters.cli
-
-runtime must not import onnx (or grpc, ...), so other packages' commands live in
-their own modules, listed in `PLUGINS` and imported only when their command is
-used (or for `--help`). Each such module has `add_parser(subparsers)`, which
-registers its command with `set_defaults(func=handler)`; a handler takes the
-parsed arguments and returns an exit code (None means 0).
-
-Expected failures (EdgerunError, OSError, ValueError) print one line,
-`edgerun: error: <message>`, and exit 1; `--debug` shows the traceback too.
+Registered by the dispatcher in `edgerun.cli` through `add_parser`, like every other
+package's commands; this module imports nothing above the runtime.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.errors import EdgerunError
 
-# command name -> module exposing add_parser(subparsers)
-PLUGINS: dict[str, str] = {
-    "convert": "converters.cli",
-    "make-trainable": "converters.training.cli",
-    "train": "runtime.train_cli",
-    "federated": "federated.cli",
-    "serve": "serving.cli",
-}
-
-EXPECTED_ERRORS = (EdgerunError, OSError, ValueError)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one edgerun command; returns the exit code (0 ok, 1 error, 2 usage via SystemExit)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_of(argv))
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 2
-    try:
-        code = args.func(args)
-    except EXPECTED_ERRORS as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"edgerun: error: {_describe(exc)}", file=sys.stderr)
-        return 1
-    return 0 if code is None else int(code)
-
-
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser. Plugin modules are imported only for `command`, or all of
-    them when `command` is None (help); the others get a placeholder entry."""
-    parser = argparse.ArgumentParser(prog="edgerun", description="edgerun edge ML runtime")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+def add_parser(subparsers: Any) -> None:
+    """Register `inspect`, `run` and `bench`."""
     _add_inspect(subparsers)
     _add_run(subparsers)
     _add_bench(subparsers)
-    for name, module in PLUGINS.items():
-        if command is None or command == name:
-            _add_plugin(subparsers, name, module)
-        else:
-            subparsers.add_parser(name, help=f"(see 'edgerun {name} --help')")
-    return parser
-
-
-def _command_of(argv: list[str]) -> str | None:
-    """The first argument that is not an option (global options take no values)."""
-    return next((a for a in argv if not a.startswith("-")), None)
-
-
-def _add_plugin(subparsers: Any, name: str, module: str) -> None:
-    """Let `module` register its command; if it cannot be imported, register a stub that
-    fails with the import error when run."""
-    try:
-        importlib.import_module(module).add_parser(subparsers)
-    except ImportError as exc:
-        stub = subparsers.add_parser(name, help=f"(unavailable: {exc})")
-        stub.add_argument("rest", nargs=argparse.REMAINDER)
-
-        def unavailable(args: argparse.Namespace, error: ImportError = exc) -> int:
-            raise EdgerunError(f"command {name!r} is unavailable: {error}")
-
-        stub.set_defaults(func=unavailable)
-
-
-def _describe(exc: BaseException) -> str:
-    """One line for an error: OSErrors as 'reason: file', others as their message."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 # --- inspect -------------------------------------------------------------------------------
@@ -115,7 +33,7 @@ def _add_inspect(subparsers: Any) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Print signatures, op histogram, parameter count, sizes and metadata of an .erm file.
     Fails with OSError (unreadable) or ModelError (malformed)."""
-    from runtime import load_model
+    from edgerun.runtime import load_model
 
     graph = load_model(args.model)
     weights = [v for g in (graph, *graph.subgraphs()) for v in g.values() if v.data is not None]
@@ -185,7 +103,7 @@ def parse_input_specs(specs: Sequence[str]) -> dict[str, Path]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the signature and print each output's name, dtype, shape and a preview.
     Fails with ValueError (bad --input), OSError (unreadable file), EdgerunError."""
-    from runtime import Interpreter
+    from edgerun.runtime import Interpreter
 
     paths = parse_input_specs(args.input)
     inputs = {name: np.load(path, allow_pickle=False) for name, path in paths.items()}
@@ -218,7 +136,7 @@ def _add_bench(subparsers: Any) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time `--runs` invocations after `--warmup`; print p50/p90/p99/mean latency in µs
     and the peak activation memory. Fails with ValueError for non-positive counts."""
-    from runtime import Interpreter
+    from edgerun.runtime import Interpreter
 
     if args.runs < 1 or args.warmup < 0 or args.batch < 1:
         raise ValueError("--runs and --batch must be >= 1 and --warmup >= 0")
@@ -259,6 +177,3 @@ def random_inputs(infos: dict[str, Any], batch: int = 1, seed: int = 0) -> dict[
             arrays[name] = rng.integers(0, 2, size=shape).astype(dtype)
     return arrays
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from runtime.schema.fb.DType import DType
+from edgerun.runtime.schema.fb.DType import DType
 
 # Every dtype a tensor may have, in the schema's numbering. bfloat16 is numpy's
 # extension type from ml_dtypes (as in JAX and TensorFlow).

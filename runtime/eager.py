@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from runtime.errors import EdgerunError, ModelError
-from runtime.graph import Graph, Node, Value
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import resolve
-from runtime.verifier import MAX_TENSOR_BYTES
+from edgerun.runtime.errors import EdgerunError, ModelError
+from edgerun.runtime.graph import Graph, Node, Value
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import resolve
+from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})  # their prepare runs the body: never reused
 MAX_KEY_BYTES = 4096  # inputs a prepare read, compared on reuse; a node reading more is re-prepared

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import ModelError
+from edgerun.runtime.errors import ModelError
 
 # Scalar kinds: struct format and size. Vector element kinds use numpy dtypes.
 _SCALARS = {

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime import dtypes
-from runtime.errors import ModelError
+from edgerun.runtime import dtypes
+from edgerun.runtime.errors import ModelError
 
 Shape = tuple[int, ...]
 

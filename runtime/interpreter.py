@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import EdgerunError, InputError, ModelError
-from runtime.graph import Graph, Value
-from runtime.loader import load_model
-from runtime.plan import ExecutionPlan, TensorInfo
-from runtime.writer import serialize
+from edgerun.runtime.errors import EdgerunError, InputError, ModelError
+from edgerun.runtime.graph import Graph, Value
+from edgerun.runtime.loader import load_model
+from edgerun.runtime.plan import ExecutionPlan, TensorInfo
+from edgerun.runtime.writer import serialize
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -58,7 +58,7 @@ class Interpreter:
         num_threads: int | None = None,
         memory_budget: int | None = None,
     ) -> None:
-        from devices import select_backend
+        from edgerun.devices import select_backend
 
         self.backend = select_backend(device)
         if num_threads is not None and num_threads < 1:

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime import dtypes
-from runtime.errors import ModelError
-from runtime.flatread import FlatReader
-from runtime.format import FILE_IDENTIFIER
-from runtime.graph import Graph, Node, Quantization, Signature, Value
-from runtime.schema.fb.AttributeType import AttributeType
-from runtime.verifier import verify_model
+from edgerun.runtime import dtypes
+from edgerun.runtime.errors import ModelError
+from edgerun.runtime.flatread import FlatReader
+from edgerun.runtime.format import FILE_IDENTIFIER
+from edgerun.runtime.graph import Graph, Node, Quantization, Signature, Value
+from edgerun.runtime.schema.fb.AttributeType import AttributeType
+from edgerun.runtime.verifier import verify_model
 
 Source = str | os.PathLike | bytes | bytearray | memoryview
 

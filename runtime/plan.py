@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, ValueNeeded
-from runtime.graph import Graph, Node, Signature, Value
-from runtime.kernels import Kernel, TensorSpec, resolve
-from runtime.planner import TensorLife, plan_arena
-from runtime.verifier import MAX_TENSOR_BYTES
+from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, ValueNeeded
+from edgerun.runtime.graph import Graph, Node, Signature, Value
+from edgerun.runtime.kernels import Kernel, TensorSpec, resolve
+from edgerun.runtime.planner import TensorLife, plan_arena
+from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 
 ARENA_ALIGNMENT = 64
 _RECENT_PREPARATIONS = 3  # prepared input-shape sets kept for reuse
@@ -86,7 +86,7 @@ class ExecutionPlan:
             for n in [body_node for g in (body, *body.subgraphs()) for body_node in g.nodes]:  # fail now
                 resolve(n.domain, n.op_type, n.version, n.name, "cpu")
         self.eager = False  # set for good once a kernel needs run-time values to infer shapes
-        from runtime.eager import PreparedKernels  # not at the top: the kernels import runtime.eager
+        from edgerun.runtime.eager import PreparedKernels  # not at the top: the kernels import runtime.eager
 
         self.eager_kernels = PreparedKernels()  # eager runs reuse a kernel while its inputs allow
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}

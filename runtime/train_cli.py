@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import InputError
+from edgerun.runtime.errors import InputError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -48,8 +48,8 @@ def load_dataset(path: Path, input_names: list[str]) -> tuple[Any, np.ndarray]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train, print a progress line per batch (loss, accuracy, examples/s), save model and metrics."""
-    from runtime import Interpreter
-    from runtime.training import fit, save_trained
+    from edgerun.runtime import Interpreter
+    from edgerun.runtime.training import fit, save_trained
 
     it = Interpreter(args.model)
     if "train" not in it.signatures:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.interpreter import Interpreter
-from runtime.writer import save_model
+from edgerun.runtime.errors import InputError
+from edgerun.runtime.interpreter import Interpreter
+from edgerun.runtime.writer import save_model
 
 TRAIN, INFER = "train", "infer"
 

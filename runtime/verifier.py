@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime import dtypes
-from runtime.errors import ModelError
-from runtime.format import BUFFER_ALIGNMENT, SCHEMA_VERSION
-from runtime.schema.fb.AttributeType import AttributeType
+from edgerun.runtime import dtypes
+from edgerun.runtime.errors import ModelError
+from edgerun.runtime.format import BUFFER_ALIGNMENT, SCHEMA_VERSION
+from edgerun.runtime.schema.fb.AttributeType import AttributeType
 
 MAX_RANK = 16
 MAX_SUBGRAPH_DEPTH = 32

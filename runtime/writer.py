@@ -17,9 +17,9 @@ from typing import Any, BinaryIO
 import flatbuffers
 import numpy as np
 
-from runtime import dtypes
-from runtime.errors import ModelError
-from runtime.format import (
+from edgerun.runtime import dtypes
+from edgerun.runtime.errors import ModelError
+from edgerun.runtime.format import (
     BUFFER_ALIGNMENT,
     DEFAULT_INLINE_LIMIT,
     FILE_IDENTIFIER,
@@ -27,8 +27,8 @@ from runtime.format import (
     MAX_FLATBUFFER_BYTES,
     SCHEMA_VERSION,
 )
-from runtime.graph import Graph, Node, Value
-from runtime.schema.fb import (
+from edgerun.runtime.graph import Graph, Node, Value
+from edgerun.runtime.schema.fb import (
     Attribute,
     Buffer,
     KeyValue,
@@ -41,7 +41,7 @@ from runtime.schema.fb import (
     TensorRef,
     VariableUpdate,
 )
-from runtime.schema.fb.AttributeType import AttributeType
+from edgerun.runtime.schema.fb.AttributeType import AttributeType
 
 _ZERO_CHUNK = 16 << 20  # bytes compared at a time when writing sparse zero runs
 

@@ -31,7 +31,7 @@ def generate(target: Path) -> None:
     # them at where the code lives inside this package.
     for module in target.glob("*.py"):
         text = module.read_text()
-        module.write_text(text.replace("from edgerun.fb.", "from runtime.schema.fb."))
+        module.write_text(text.replace("from edgerun.fb.", "from edgerun.runtime.schema.fb."))
 
 
 def main() -> int:

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from serving.errors import invalid
+from edgerun.serving.errors import invalid
 
 if TYPE_CHECKING:  # config imports the protos; keep this module importable without them
-    from serving.config import Batching
+    from edgerun.serving.config import Batching
 
 Runner = Callable[[dict[str, np.ndarray], int], Awaitable[dict[str, np.ndarray]]]
 

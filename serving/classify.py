@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import invalid
+from edgerun.serving.errors import invalid
 
 
 def classification_counts(requested: Mapping[str, Mapping[str, Any]] | None) -> dict[str, int]:

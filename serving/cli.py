@@ -49,9 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace):
     """ServeOptions from parsed arguments. ValueError for inconsistent TLS flags or an empty token."""
-    from serving.auth import read_token
-    from serving.options import ServeOptions
-    from serving.tls import TlsFiles
+    from edgerun.serving.auth import read_token
+    from edgerun.serving.options import ServeOptions
+    from edgerun.serving.tls import TlsFiles
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ValueError("TLS needs both --tls-cert and --tls-key")
@@ -72,6 +72,6 @@ def options_from(args: argparse.Namespace):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; exit code 0 after a clean drain."""
-    from serving.supervisor import serve
+    from edgerun.serving.supervisor import serve
 
     return serve(options_from(args))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from serving.datatypes import CONFIG_TYPES, datatype_of
-from serving.protos import model_config_pb2 as mc
+from edgerun.serving.datatypes import CONFIG_TYPES, datatype_of
+from edgerun.serving.protos import model_config_pb2 as mc
 
 CONFIG_NAME = "config.pbtxt"
 MODEL_FILE = "model.erm"

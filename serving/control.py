@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from serving.errors import ServingError
+from edgerun.serving.errors import ServingError
 
 log = logging.getLogger("edgerun.serving")
 

@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from serving.errors import invalid
+from edgerun.serving.errors import invalid
 
 # v2 datatype -> numpy dtype (little-endian); BYTES is an object array
 DTYPES: dict[str, np.dtype] = {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.datatypes import datatype_of, to_raw
-from serving.errors import invalid
-from serving.protos import grpc_service_pb2 as pb
-from serving.types import InferRequest, InferResponse, InputTensor
+from edgerun.serving.datatypes import datatype_of, to_raw
+from edgerun.serving.errors import invalid
+from edgerun.serving.protos import grpc_service_pb2 as pb
+from edgerun.serving.types import InferRequest, InferResponse, InputTensor
 
 # datatype -> the InferTensorContents field that carries it
 CONTENTS_FIELD = {

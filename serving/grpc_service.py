@@ -1,4 +1,5 @@
-"""The gRPC front end: thin grpc.aio servicers over Handlers, plus grpc.health.v1."""
+"""The gRPC front end: thin grpc.aio servicers over Handlers, plus grpc.health.v1 (the
+standard messages and service from grpcio-health-checking)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import inspect
 import logging
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from serving.errors import ServingError, Status
-from serving.grpc_codec import request_from_proto, response_to_proto
-from serving.handlers import Handlers
-from serving.protos import grpc_service_pb2 as pb
-from serving.protos import grpc_service_pb2_grpc as pb_grpc
-from serving.protos import health_pb2, health_pb2_grpc
+from edgerun.serving.errors import ServingError, Status
+from edgerun.serving.grpc_codec import request_from_proto, response_to_proto
+from edgerun.serving.handlers import Handlers
+from edgerun.serving.protos import grpc_service_pb2 as pb
+from edgerun.serving.protos import grpc_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("edgerun.serving")
 DEFAULT_MAX_CONCURRENT_RPCS = 256  # more at once are refused with RESOURCE_EXHAUSTED

@@ -10,13 +10,13 @@ import logging
 import time
 from typing import Any
 
-from serving import metrics
-from serving.classify import classification_counts, classify
-from serving.datatypes import datatype_of
-from serving.errors import ServingError, Status
-from serving.repository import Repository
-from serving.types import InferRequest, InferResponse
-from serving.validate import decode_inputs, select_outputs
+from edgerun.serving import metrics
+from edgerun.serving.classify import classification_counts, classify
+from edgerun.serving.datatypes import datatype_of
+from edgerun.serving.errors import ServingError, Status
+from edgerun.serving.repository import Repository
+from edgerun.serving.types import InferRequest, InferResponse
+from edgerun.serving.validate import decode_inputs, select_outputs
 
 log = logging.getLogger("edgerun.serving")
 SERVER_NAME = "edgerun"

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import EdgerunError, InputError
-from runtime.interpreter import Interpreter
-from serving import metrics
-from serving.batcher import Batcher
-from serving.config import ModelSettings, check_against
-from serving.errors import ServingError, Status, invalid
-from serving.stats import ModelStats
+from edgerun.runtime.errors import EdgerunError, InputError
+from edgerun.runtime.interpreter import Interpreter
+from edgerun.serving import metrics
+from edgerun.serving.batcher import Batcher
+from edgerun.serving.config import ModelSettings, check_against
+from edgerun.serving.errors import ServingError, Status, invalid
+from edgerun.serving.stats import ModelStats
 
 log = logging.getLogger("edgerun.serving")
 SIGNATURE = "serving_default"

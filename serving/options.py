@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.tls import TlsFiles
+from edgerun.serving.tls import TlsFiles
 
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving import metrics
-from serving.config import CONFIG_NAME, MODEL_FILE, ConfigError, ModelSettings, read_settings
-from serving.errors import ServingError, Status, not_found
-from serving.model import ServedModel
+from edgerun.serving import metrics
+from edgerun.serving.config import CONFIG_NAME, MODEL_FILE, ConfigError, ModelSettings, read_settings
+from edgerun.serving.errors import ServingError, Status, not_found
+from edgerun.serving.model import ServedModel
 
 log = logging.getLogger("edgerun.serving")
 Fingerprint = tuple[int, int]

@@ -9,11 +9,11 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from serving.auth import token_ok
-from serving.errors import ServingError, Status
-from serving.handlers import Handlers
-from serving.http_server import Request, Response
-from serving.rest_codec import encode_infer, parse_infer
+from edgerun.serving.auth import token_ok
+from edgerun.serving.errors import ServingError, Status
+from edgerun.serving.handlers import Handlers
+from edgerun.serving.http_server import Request, Response
+from edgerun.serving.rest_codec import encode_infer, parse_infer
 
 log = logging.getLogger("edgerun.serving")
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"

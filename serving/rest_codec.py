@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from serving.datatypes import datatype_of, to_raw
-from serving.errors import invalid
-from serving.types import InferRequest, InferResponse, InputTensor
+from edgerun.serving.datatypes import datatype_of, to_raw
+from edgerun.serving.errors import invalid
+from edgerun.serving.types import InferRequest, InferResponse, InputTensor
 
 
 def parse_infer(model: str, version: str, body: bytes, header_length: str | None) -> InferRequest:

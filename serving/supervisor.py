@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from serving import logs
-from serving.options import ServeOptions
+from edgerun.serving import logs
+from edgerun.serving.options import ServeOptions
 
 log = logging.getLogger("edgerun.serving")
 RESTART_FIRST_S = 0.1  # delay before restarting a crashed worker, doubled per crash in a row
@@ -45,8 +45,8 @@ def serve(options: ServeOptions) -> int:
 
 
 def _supervise(options: ServeOptions) -> int:
-    from serving import metrics
-    from serving.worker import run_worker
+    from edgerun.serving import metrics
+    from edgerun.serving.worker import run_worker
 
     if options.metrics_port:
         metrics.serve_multiprocess(options.metrics_port, options.host)

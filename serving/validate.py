@@ -10,9 +10,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from serving.datatypes import datatype_of, element_count, from_list, from_raw
-from serving.errors import invalid
-from serving.types import InputTensor
+from edgerun.serving.datatypes import datatype_of, element_count, from_list, from_raw
+from edgerun.serving.errors import invalid
+from edgerun.serving.types import InputTensor
 
 
 def describe(info) -> str:

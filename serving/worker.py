@@ -13,8 +13,8 @@ import logging
 import os
 import signal
 
-from serving import logs
-from serving.options import ServeOptions
+from edgerun.serving import logs
+from edgerun.serving.options import ServeOptions
 
 log = logging.getLogger("edgerun.serving")
 PUBLISH_S = 0.5  # how often request statistics reach the Prometheus counters
@@ -28,21 +28,21 @@ def run_worker(options: ServeOptions, index: int = 0) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(options.threads)
-    from serving.busy_poll import loop_factory
+    from edgerun.serving.busy_poll import loop_factory
 
     with asyncio.Runner(loop_factory=loop_factory(options.busy_poll_us / 1e6)) as runner:
         runner.run(_serve(options, index))
 
 
 async def _serve(options: ServeOptions, index: int) -> None:
-    from serving.auth import TokenInterceptor
-    from serving.control import ControlLog, follow
-    from serving.grpc_service import build_server
-    from serving.handlers import Handlers
-    from serving.http_server import HttpServer, Limits
-    from serving.repository import Repository
-    from serving.rest import RestApp
-    from serving.tls import grpc_credentials, ssl_context
+    from edgerun.serving.auth import TokenInterceptor
+    from edgerun.serving.control import ControlLog, follow
+    from edgerun.serving.grpc_service import build_server
+    from edgerun.serving.handlers import Handlers
+    from edgerun.serving.http_server import HttpServer, Limits
+    from edgerun.serving.repository import Repository
+    from edgerun.serving.rest import RestApp
+    from edgerun.serving.tls import grpc_credentials, ssl_context
 
     repository = Repository(options.repository, options.mode, options.poll_s, startup_models=options.startup_models)
     control = ControlLog(options.control_dir) if options.control_dir and options.mode == "explicit" else None

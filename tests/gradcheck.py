@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.kernels import TensorSpec, resolve
+from edgerun.runtime.kernels import TensorSpec, resolve
 
 
 def run_kernel(

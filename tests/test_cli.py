@@ -1,4 +1,4 @@
-"""The `edgerun` command line, in-process through runtime.cli.main and once as a process."""
+"""The `edgerun` command line, in-process through edgerun.cli.main and once as a process."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from runtime import cli
+from edgerun import cli
+from edgerun.runtime import cli as runtime_cli
 from tests.onnx_models import make_mlp, ort_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,11 +92,11 @@ def test_bench(mlp_erm: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 def test_random_inputs_fill_dynamic_dims() -> None:
-    from runtime import TensorInfo
+    from edgerun.runtime import TensorInfo
 
     infos = {"x": TensorInfo("x", np.dtype(np.float32), (-1, 3, -1)),
              "n": TensorInfo("n", np.dtype(np.int64), (2,))}
-    arrays = cli.random_inputs(infos, batch=4)
+    arrays = runtime_cli.random_inputs(infos, batch=4)
     assert arrays["x"].shape == (4, 3, 1) and arrays["x"].dtype == np.float32
     assert arrays["n"].shape == (2,) and arrays["n"].dtype == np.int64
 
@@ -106,7 +107,7 @@ def test_random_inputs_fill_dynamic_dims() -> None:
     ([], {}),
 ])
 def test_parse_input_specs(specs: list[str], expected: dict) -> None:
-    assert cli.parse_input_specs(specs) == expected
+    assert runtime_cli.parse_input_specs(specs) == expected
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture) -> None:
 
 def test_unimportable_plugin_fails_cleanly(monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setitem(cli.PLUGINS, "ghost", "no_such_module_for_edgerun")
+    monkeypatch.setitem(cli.COMMANDS, "ghost", "no_such_module_for_edgerun")
     assert cli.main(["ghost", "anything"]) == 1
     assert "command 'ghost' is unavailable" in _error_line(capsys)
 
@@ -167,7 +168,7 @@ def test_unimportable_plugin_fails_cleanly(monkeypatch: pytest.MonkeyPatch,
 
 def _edgerun() -> list[str]:
     script = Path(sys.executable).parent / "edgerun"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "runtime.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "edgerun"]
 
 
 def test_console_script(mlp_erm: Path) -> None:
@@ -176,7 +177,7 @@ def test_console_script(mlp_erm: Path) -> None:
                           text=True, cwd=REPO, env=env)
     assert done.returncode == 0, done.stderr
     assert "signature 'serving_default'" in done.stdout
-    missing = subprocess.run([sys.executable, "-m", "runtime.cli", "inspect", "missing.erm"],
+    missing = subprocess.run([sys.executable, "-m", "edgerun", "inspect", "missing.erm"],
                              capture_output=True, text=True, cwd=REPO, env=env)
     assert missing.returncode == 1
     assert missing.stderr.startswith("edgerun: error: ") and "Traceback" not in missing.stderr

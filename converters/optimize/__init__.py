@@ -24,16 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from converters.optimize.activation import FuseActivations, unfuse_activations
-from converters.optimize.batchnorm import FoldBatchNorm
-from converters.optimize.constants import FoldConstants
-from converters.optimize.conv_add import FoldConvAdd
-from converters.optimize.dead_code import EliminateDeadCode
-from converters.optimize.identity import RemoveIdentity
-from converters.optimize.manager import MAX_ROUNDS, OptimizeReport, Pass, PassSummary, run_passes
-from converters.optimize.shape_ops import FoldShapeOps
-from runtime.errors import ConversionError
-from runtime.graph import Graph
+from edgerun.converters.optimize.activation import FuseActivations, unfuse_activations
+from edgerun.converters.optimize.batchnorm import FoldBatchNorm
+from edgerun.converters.optimize.constants import FoldConstants
+from edgerun.converters.optimize.conv_add import FoldConvAdd
+from edgerun.converters.optimize.dead_code import EliminateDeadCode
+from edgerun.converters.optimize.identity import RemoveIdentity
+from edgerun.converters.optimize.manager import MAX_ROUNDS, OptimizeReport, Pass, PassSummary, run_passes
+from edgerun.converters.optimize.shape_ops import FoldShapeOps
+from edgerun.runtime.errors import ConversionError
+from edgerun.runtime.graph import Graph
 
 PASSES: dict[str, Callable[[], Pass]] = {
     cls.name: cls for cls in (RemoveIdentity, FoldShapeOps, FoldConstants, FoldBatchNorm,

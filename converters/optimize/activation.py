@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.optimize import rewrite
-from converters.optimize.infer import infer
-from converters.optimize.manager import Pass
-from runtime.graph import Graph, Node, Value
-from runtime.kernels.fused import ACTIVATIONS, fused_activation
+from edgerun.converters.optimize import rewrite
+from edgerun.converters.optimize.infer import infer
+from edgerun.converters.optimize.manager import Pass
+from edgerun.runtime.graph import Graph, Node, Value
+from edgerun.runtime.kernels.fused import ACTIVATIONS, fused_activation
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.optimize import rewrite
-from converters.optimize.manager import Pass
-from runtime.graph import Graph, Node
+from edgerun.converters.optimize import rewrite
+from edgerun.converters.optimize.manager import Pass
+from edgerun.runtime.graph import Graph, Node
 
 
 class FoldBatchNorm(Pass):

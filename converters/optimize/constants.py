@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.optimize import rewrite
-from converters.optimize.manager import Pass
-from runtime.graph import Graph, Node
-from runtime.kernels import TensorSpec, resolve
+from edgerun.converters.optimize import rewrite
+from edgerun.converters.optimize.manager import Pass
+from edgerun.runtime.graph import Graph, Node
+from edgerun.runtime.kernels import TensorSpec, resolve
 
 GROWTH = 2  # a result may be this many times its inputs' bytes...
 SMALL_BYTES = 1024  # ...or this big, whichever is larger

@@ -6,9 +6,9 @@ a graph holds the values its nodes, inputs and signatures refer to.
 
 from __future__ import annotations
 
-from converters.optimize import rewrite
-from converters.optimize.manager import Pass, count_constants
-from runtime.graph import Graph
+from edgerun.converters.optimize import rewrite
+from edgerun.converters.optimize.manager import Pass, count_constants
+from edgerun.runtime.graph import Graph
 
 
 class EliminateDeadCode(Pass):

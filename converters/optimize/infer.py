@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from converters.optimize import rewrite
-from runtime.graph import Graph, Node, Value
-from runtime.kernels import TensorSpec, resolve
+from edgerun.converters.optimize import rewrite
+from edgerun.runtime.graph import Graph, Node, Value
+from edgerun.runtime.kernels import TensorSpec, resolve
 
 PROBE_DIMS = (2, 3)
 _MAX_PROBE_VALUE_BYTES = 1 << 16  # results computed during a probe, at most

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from runtime.graph import Graph
+from edgerun.runtime.graph import Graph
 
 MAX_ROUNDS = 8
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from runtime.graph import Graph, Node, Value
+from edgerun.runtime.graph import Graph, Node, Value
 
 
 def nested_graphs(node: Node) -> list[Graph]:

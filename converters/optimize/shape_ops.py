@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.optimize import rewrite
-from converters.optimize.infer import Facts, infer
-from converters.optimize.manager import Pass
-from runtime.graph import Graph, Node
+from edgerun.converters.optimize import rewrite
+from edgerun.converters.optimize.infer import Facts, infer
+from edgerun.converters.optimize.manager import Pass
+from edgerun.runtime.graph import Graph, Node
 
 _OPS = ("Shape", "Size")
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from converters.training.trainable import LOSSES, OPTIMIZERS
+from edgerun.converters.training.trainable import LOSSES, OPTIMIZERS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,11 +31,11 @@ def add_parser(subparsers: Any) -> None:
 
 def cmd_make_trainable(args: argparse.Namespace) -> int:
     """Load (or convert), make trainable, save; prints one summary line."""
-    from converters.training.trainable import make_trainable
-    from runtime import load_model, save_model
+    from edgerun.converters.training.trainable import make_trainable
+    from edgerun.runtime import load_model, save_model
 
     if args.model.suffix == ".onnx":
-        from converters import from_onnx
+        from edgerun.converters import from_onnx
 
         graph = from_onnx(args.model, optimize=False)  # gradients need the original ops
     else:

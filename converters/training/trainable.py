@@ -34,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from converters.training.rules import (
+from edgerun.converters.training.rules import (
     TRAINING_DOMAIN,
     GradContext,
     gradient_rule,
     training_forward_rule,
 )
-from runtime.errors import ConversionError
-from runtime.graph import Graph, Node, Signature, Value
+from edgerun.runtime.errors import ConversionError
+from edgerun.runtime.graph import Graph, Node, Signature, Value
 
 LOSSES = ("cross_entropy", "mse", "bce_logits")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -127,7 +127,7 @@ def make_trainable(
         raise ConversionError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     opt = Optimizer.parse(optimizer)
     copied = _copy_graph(graph)
-    from converters.optimize import unfuse_activations
+    from edgerun.converters.optimize import unfuse_activations
 
     unfuse_activations(copied)  # an optimized .erm: gradient rules know the plain ops
     builder = _TrainableBuilder(copied)
@@ -274,7 +274,7 @@ class _TrainableBuilder:
         return output, outputs[output]
 
     def _output_info(self, name: str) -> Any:
-        from runtime import Interpreter
+        from edgerun.runtime import Interpreter
 
         info = Interpreter(self.graph, device="cpu").signatures["serving_default"].outputs[name]
         if info.dtype.kind != "f":

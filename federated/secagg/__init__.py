@@ -28,6 +28,6 @@ Against a coordinator that only withholds messages, clients refuse to mask with 
 their threshold of holders or with a roster below a fraction of the stated cohort.
 """
 
-from federated.secagg.errors import SecAggError
+from edgerun.federated.secagg.errors import SecAggError
 
 __all__ = ["SecAggError"]

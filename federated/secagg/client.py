@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from federated.auth import AuthError, KeyPair, verify
-from federated.secagg import crypto, graph, prg, shamir
-from federated.secagg.errors import (
+from edgerun.federated.auth import AuthError, KeyPair, verify
+from edgerun.federated.secagg import crypto, graph, prg, shamir
+from edgerun.federated.secagg.errors import (
     ForgedMessage,
     InconsistentView,
     MalformedVector,
@@ -25,7 +25,7 @@ from federated.secagg.errors import (
     SurvivorClaimedDropped,
     WrongRecipient,
 )
-from federated.secagg.messages import (
+from edgerun.federated.secagg.messages import (
     MASK_KEY,
     SEED,
     AdvertiseKeys,
@@ -34,7 +34,7 @@ from federated.secagg.messages import (
     RevealedShare,
     SecAggParams,
 )
-from federated.secagg.quantize import add, subtract
+from edgerun.federated.secagg.quantize import add, subtract
 
 Roster = Mapping[str, AdvertiseKeys]
 

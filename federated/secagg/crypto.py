@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from federated.secagg.errors import ForgedMessage, MalformedMessage, SecAggError
+from edgerun.federated.secagg.errors import ForgedMessage, MalformedMessage, SecAggError
 
 DOMAIN = b"edgerun-secagg-v1"
 NONCE_BYTES = 12

@@ -12,11 +12,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from federated.auth import KeyPair
-from federated.secagg.client import SecAggClient
-from federated.secagg.errors import RoundAborted, SecAggError
-from federated.secagg.messages import SecAggParams
-from federated.secagg.session import StageReply
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.secagg.client import SecAggClient
+from edgerun.federated.secagg.errors import RoundAborted, SecAggError
+from edgerun.federated.secagg.messages import SecAggParams
+from edgerun.federated.secagg.session import StageReply
 
 
 class Transport(Protocol):

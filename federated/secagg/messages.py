@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from federated.secagg.errors import ConfigurationError
-from federated.secagg.quantize import Quantization
+from edgerun.federated.secagg.errors import ConfigurationError
+from edgerun.federated.secagg.quantize import Quantization
 
 SEED = "seed"  # share of a client's self-mask seed b_u
 MASK_KEY = "mask_key"  # share of a client's mask private key s_u

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from federated.secagg.errors import ConfigurationError
-from federated.secagg.messages import SecAggParams
-from federated.secagg.quantize import plan
-from federated.secagg.update import vector_length
+from edgerun.federated.secagg.errors import ConfigurationError
+from edgerun.federated.secagg.messages import SecAggParams
+from edgerun.federated.secagg.quantize import plan
+from edgerun.federated.secagg.update import vector_length
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federated.secagg.errors import ConfigurationError, MalformedVector
+from edgerun.federated.secagg.errors import ConfigurationError, MalformedVector
 
 
 @dataclass(frozen=True)

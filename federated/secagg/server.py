@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from federated.auth import AuthError, verify
-from federated.secagg import crypto, graph, prg, shamir
-from federated.secagg.client import seed_commitment, survivors_message, verify_roster
-from federated.secagg.errors import (
+from edgerun.federated.auth import AuthError, verify
+from edgerun.federated.secagg import crypto, graph, prg, shamir
+from edgerun.federated.secagg.client import seed_commitment, survivors_message, verify_roster
+from edgerun.federated.secagg.errors import (
     BothSharesRevealed,
     ForgedMessage,
     InconsistentView,
@@ -33,7 +33,7 @@ from federated.secagg.errors import (
     StageError,
     WrongRecipient,
 )
-from federated.secagg.messages import (
+from edgerun.federated.secagg.messages import (
     MASK_KEY,
     SEED,
     AdvertiseKeys,
@@ -42,7 +42,7 @@ from federated.secagg.messages import (
     RevealedShare,
     SecAggParams,
 )
-from federated.secagg.quantize import add, subtract
+from edgerun.federated.secagg.quantize import add, subtract
 
 MAX_SUBSETS = 32  # t-subsets of revealed shares tried per secret before a reconstruction is refused
 STAGES = ("advertise", "share", "masked", "consistency", "unmask", "done")

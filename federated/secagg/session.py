@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from federated.secagg.errors import RoundAborted, StageError
-from federated.secagg.messages import AdvertiseKeys, ConsistencyProof, EncryptedShare, SecAggParams
-from federated.secagg.server import SecAggServer
+from edgerun.federated.secagg.errors import RoundAborted, StageError
+from edgerun.federated.secagg.messages import AdvertiseKeys, ConsistencyProof, EncryptedShare, SecAggParams
+from edgerun.federated.secagg.server import SecAggServer
 
 
 @dataclass

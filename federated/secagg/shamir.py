@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from federated.secagg.errors import SecAggError
+from edgerun.federated.secagg.errors import SecAggError
 
 PRIME = (1 << 521) - 1
 SHARE_BYTES = 66  # one field element, big-endian

@@ -16,17 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from federated import partition
-from federated.auth import KeyPair
-from federated.local import local_evaluate, local_update, parameter_spec
-from federated.secagg.errors import RoundAborted
-from federated.secagg.messages import SecAggParams
-from federated.secagg.options import SecAggOptions, client_weight
-from federated.secagg.update import decode_sum, encode_update
-from federated.secagg.workflow import DROP_STAGES, run_round
-from federated.strategies import FedAvg
-from federated.typing import FitRes
-from runtime.interpreter import Interpreter
+from edgerun.federated import partition
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.local import local_evaluate, local_update, parameter_spec
+from edgerun.federated.secagg.errors import RoundAborted
+from edgerun.federated.secagg.messages import SecAggParams
+from edgerun.federated.secagg.options import SecAggOptions, client_weight
+from edgerun.federated.secagg.update import decode_sum, encode_update
+from edgerun.federated.secagg.workflow import DROP_STAGES, run_round
+from edgerun.federated.strategies import FedAvg
+from edgerun.federated.typing import FitRes
+from edgerun.runtime.interpreter import Interpreter
 
 COUNTED_AFTER = ("consistency", "unmask")  # dropping here still delivered the masked input
 

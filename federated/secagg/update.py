@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from federated.secagg.errors import ImplausibleWeight
-from federated.secagg.quantize import Quantization, dequantize_sum, quantize, to_signed
+from edgerun.federated.secagg.errors import ImplausibleWeight
+from edgerun.federated.secagg.quantize import Quantization, dequantize_sum, quantize, to_signed
 
 
 def vector_length(shapes: Sequence[tuple[int, ...]]) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from federated.protos import federated_pb2 as pb
-from federated.secagg.errors import SecAggError
-from federated.secagg.messages import AdvertiseKeys, ConsistencyProof, EncryptedShare, RevealedShare
-from federated.secagg.session import StageReply
+from edgerun.federated.protos import federated_pb2 as pb
+from edgerun.federated.secagg.errors import SecAggError
+from edgerun.federated.secagg.messages import AdvertiseKeys, ConsistencyProof, EncryptedShare, RevealedShare
+from edgerun.federated.secagg.session import StageReply
 
 
 def request_body(request: pb.SecAggRequest) -> bytes:

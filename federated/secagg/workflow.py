@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from federated.auth import KeyPair
-from federated.secagg.client import SecAggClient
-from federated.secagg.errors import SecAggError
-from federated.secagg.messages import SecAggParams
-from federated.secagg.server import SecAggServer
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.secagg.client import SecAggClient
+from edgerun.federated.secagg.errors import SecAggError
+from edgerun.federated.secagg.messages import SecAggParams
+from edgerun.federated.secagg.server import SecAggServer
 
 DROP_STAGES = ("advertise", "share", "masked", "consistency", "unmask")
 

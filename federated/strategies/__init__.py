@@ -4,7 +4,7 @@
 lives in `federated.aggregate` as pure numpy functions.
 """
 
-from federated.strategies.base import (
+from edgerun.federated.strategies.base import (
     NotEnoughClients,
     RoundFailed,
     Strategy,
@@ -12,11 +12,11 @@ from federated.strategies.base import (
     StrategyState,
     SumAggregationUnsupported,
 )
-from federated.strategies.fedavg import FedAvg
-from federated.strategies.fedavgm import FedAvgM
-from federated.strategies.fedopt import FedAdagrad, FedAdam, FedOpt, FedYogi
-from federated.strategies.fedprox import FedProx
-from federated.strategies.robust import FedMedian, FedTrimmedAvg, Krum
+from edgerun.federated.strategies.fedavg import FedAvg
+from edgerun.federated.strategies.fedavgm import FedAvgM
+from edgerun.federated.strategies.fedopt import FedAdagrad, FedAdam, FedOpt, FedYogi
+from edgerun.federated.strategies.fedprox import FedProx
+from edgerun.federated.strategies.robust import FedMedian, FedTrimmedAvg, Krum
 
 __all__ = [
     "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedMedian", "FedOpt", "FedProx", "FedTrimmedAvg",

@@ -25,9 +25,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from federated.aggregate import split_fit_results, weighted_metrics
-from federated.typing import Config, EvaluateIns, EvaluateRes, FitIns, FitRes, Metrics, NDArrays, Scalar
-from runtime.errors import EdgerunError
+from edgerun.federated.aggregate import split_fit_results, weighted_metrics
+from edgerun.federated.typing import Config, EvaluateIns, EvaluateRes, FitIns, FitRes, Metrics, NDArrays, Scalar
+from edgerun.runtime.errors import EdgerunError
 
 log = logging.getLogger(__name__)
 

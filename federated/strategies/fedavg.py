@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from federated.aggregate import apply_delta, check_like, weighted_sum
-from federated.strategies.base import RoundFailed, Strategy
-from federated.typing import FitRes, Metrics, NDArrays
+from edgerun.federated.aggregate import apply_delta, check_like, weighted_sum
+from edgerun.federated.strategies.base import RoundFailed, Strategy
+from edgerun.federated.typing import FitRes, Metrics, NDArrays
 
 
 @dataclass(kw_only=True)

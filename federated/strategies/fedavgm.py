@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from federated.aggregate import fedavgm_step
-from federated.strategies.base import StrategyState, copy_arrays, require_keys, require_range
-from federated.strategies.fedavg import FedAvg
-from federated.typing import NDArrays
+from edgerun.federated.aggregate import fedavgm_step
+from edgerun.federated.strategies.base import StrategyState, copy_arrays, require_keys, require_range
+from edgerun.federated.strategies.fedavg import FedAvg
+from edgerun.federated.typing import NDArrays
 
 
 @dataclass(kw_only=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from abc import abstractmethod
 from dataclasses import dataclass, field
 
-from federated.aggregate import fedadagrad_step, fedadam_step, fedyogi_step
-from federated.strategies.base import StrategyState, copy_arrays, require_keys, require_range
-from federated.strategies.fedavg import FedAvg
-from federated.typing import NDArrays
+from edgerun.federated.aggregate import fedadagrad_step, fedadam_step, fedyogi_step
+from edgerun.federated.strategies.base import StrategyState, copy_arrays, require_keys, require_range
+from edgerun.federated.strategies.fedavg import FedAvg
+from edgerun.federated.typing import NDArrays
 
 
 @dataclass(kw_only=True)

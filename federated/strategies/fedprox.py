@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from federated.strategies.base import require_range
-from federated.strategies.fedavg import FedAvg
-from federated.typing import Config
+from edgerun.federated.strategies.base import require_range
+from edgerun.federated.strategies.fedavg import FedAvg
+from edgerun.federated.typing import Config
 
 
 @dataclass(kw_only=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from federated.aggregate import apply_delta, coordinate_median, krum, trimmed_mean
-from federated.strategies.base import Strategy, require_int, require_range
-from federated.typing import FitRes, Metrics, NDArrays
+from edgerun.federated.aggregate import apply_delta, coordinate_median, krum, trimmed_mean
+from edgerun.federated.strategies.base import Strategy, require_int, require_range
+from edgerun.federated.typing import FitRes, Metrics, NDArrays
 
 
 @dataclass(kw_only=True)

@@ -1,6 +1,6 @@
 """numpy reference kernels, grouped by op family. Importing this package registers them."""
 
-from runtime.kernels import (  # noqa: F401  (registration side effects)
+from edgerun.runtime.kernels import (  # noqa: F401  (registration side effects)
     activations,
     attention,
     cast,
@@ -20,7 +20,7 @@ from runtime.kernels import (  # noqa: F401  (registration side effects)
     resize,
     shape,
 )
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register, resolve, supported_ops
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register, resolve, supported_ops
 
 __all__ = ["Kernel", "TensorSpec", "register", "resolve", "supported_ops"]

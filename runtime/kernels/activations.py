@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from runtime.kernels.attrs import (
+from edgerun.runtime.kernels.attrs import (
     FLOAT_KINDS,
     NUMERIC_KINDS,
     float_attr,
@@ -21,9 +21,9 @@ from runtime.kernels.attrs import (
     require_kind,
     str_attr,
 )
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.elementwise import check_broadcasts_to
-from runtime.kernels.registry import register
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.elementwise import check_broadcasts_to
+from edgerun.runtime.kernels.registry import register
 
 try:  # scipy's erf is vectorized; math.erf per element is the exact but slow fallback
     from scipy.special import erf as _erf

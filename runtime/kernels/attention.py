@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.eager import run_graph
-from runtime.errors import InputError
-from runtime.graph import Graph
-from runtime.kernels.attrs import (
+from edgerun.runtime.eager import run_graph
+from edgerun.runtime.errors import InputError
+from edgerun.runtime.graph import Graph
+from edgerun.runtime.kernels.attrs import (
     FLOAT_KINDS,
     flag_attr,
     float_attr,
@@ -18,8 +18,8 @@ from runtime.kernels.attrs import (
     require_same_dtype,
     str_attr,
 )
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
 
 
 @register("Attention", since=23)

@@ -12,7 +12,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
 
 FLOAT_KINDS = "f"
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import ModelError, ValueNeeded
+from edgerun.runtime.errors import ModelError, ValueNeeded
 
 
 @dataclass(frozen=True)

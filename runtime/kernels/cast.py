@@ -12,10 +12,10 @@ import math
 import ml_dtypes
 import numpy as np
 
-from runtime.kernels.attrs import int_attr, require_rank
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
-from runtime.kernels.shape import ints_input
+from edgerun.runtime.kernels.attrs import int_attr, require_rank
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
+from edgerun.runtime.kernels.shape import ints_input
 
 # ONNX TensorProto element type codes and names -> numpy.
 _ONNX_TYPES: dict[int, tuple[str, type]] = {

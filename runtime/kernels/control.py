@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.eager import run_graph
-from runtime.graph import Graph
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
+from edgerun.runtime.eager import run_graph
+from edgerun.runtime.graph import Graph
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
 
 MAX_LOOP_ITERATIONS = 10_000_000  # a Loop with neither trip count nor condition must still end
 

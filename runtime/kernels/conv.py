@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels.attrs import FLOAT_KINDS, int_attr, ints_attr, prod, require_kind, require_rank, str_attr
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.fused import apply_activation, fused_activation
-from runtime.kernels.registry import register
-from runtime.kernels.spatial import (
+from edgerun.runtime.kernels.attrs import FLOAT_KINDS, int_attr, ints_attr, prod, require_kind, require_rank, str_attr
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.fused import apply_activation, fused_activation
+from edgerun.runtime.kernels.registry import register
+from edgerun.runtime.kernels.spatial import (
     AUTO_PADS,
     MAX_TAPS,
     MIN_PADDED_LIMIT,

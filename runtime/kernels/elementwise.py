@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels.attrs import (
+from edgerun.runtime.kernels.attrs import (
     FLOAT_KINDS,
     NUMERIC_KINDS,
     flag_attr,
@@ -18,8 +18,8 @@ from runtime.kernels.attrs import (
     require_same_dtype,
     str_attr,
 )
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
 
 
 class _Unary(Kernel):

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels.attrs import int_attr, ints_attr, normalize_axis, prod, require_kind, require_rank, str_attr
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
-from runtime.kernels.shape import has_input, ints_input
+from edgerun.runtime.kernels.attrs import (
+    int_attr,
+    ints_attr,
+    normalize_axis,
+    prod,
+    require_kind,
+    require_rank,
+    str_attr,
+)
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
+from edgerun.runtime.kernels.shape import has_input, ints_input
 
 INDEX_KINDS = "iu"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels.attrs import (
+from edgerun.runtime.kernels.attrs import (
     FLOAT_KINDS,
     NUMERIC_KINDS,
     int_attr,
@@ -13,9 +13,9 @@ from runtime.kernels.attrs import (
     require_same_dtype,
     str_attr,
 )
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.elementwise import broadcast_shape
-from runtime.kernels.registry import register
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.elementwise import broadcast_shape
+from edgerun.runtime.kernels.registry import register
 
 
 @register("Einsum", since=12)

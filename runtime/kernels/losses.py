@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.kernels.attrs import FLOAT_KINDS, int_attr, prod, require_kind, require_rank, require_same_dtype, str_attr
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.nn import softmax
-from runtime.kernels.registry import register
+from edgerun.runtime.errors import InputError
+from edgerun.runtime.kernels.attrs import (
+    FLOAT_KINDS,
+    int_attr,
+    prod,
+    require_kind,
+    require_rank,
+    require_same_dtype,
+    str_attr,
+)
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.nn import softmax
+from edgerun.runtime.kernels.registry import register
 
 TRAINING = "edgerun"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels.attrs import (
+from edgerun.runtime.kernels.attrs import (
     FLOAT_KINDS,
     NUMERIC_KINDS,
     flag_attr,
@@ -21,10 +21,10 @@ from runtime.kernels.attrs import (
     require_rank,
     require_same_dtype,
 )
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.elementwise import broadcast_shape, check_broadcasts_to, sum_to
-from runtime.kernels.fused import apply_activation, fused_activation
-from runtime.kernels.registry import register
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.elementwise import broadcast_shape, check_broadcasts_to, sum_to
+from edgerun.runtime.kernels.fused import apply_activation, fused_activation
+from edgerun.runtime.kernels.registry import register
 
 
 @register("MatMul", since=1)

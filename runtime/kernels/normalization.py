@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.kernels.attrs import (
+from edgerun.runtime.errors import InputError
+from edgerun.runtime.kernels.attrs import (
     FLOAT_KINDS,
     flag_attr,
     float_attr,
@@ -17,9 +17,9 @@ from runtime.kernels.attrs import (
     require_kind,
     require_rank,
 )
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
-from runtime.kernels.spatial import scratch
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
+from edgerun.runtime.kernels.spatial import scratch
 
 
 @register("BatchNormalization", since=1)

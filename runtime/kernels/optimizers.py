@@ -13,11 +13,11 @@ import math
 
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.kernels.attrs import FLOAT_KINDS, flag_attr, float_attr, require_kind, require_same_dtype
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.losses import require_same_shape, require_scalar
-from runtime.kernels.registry import register
+from edgerun.runtime.errors import InputError
+from edgerun.runtime.kernels.attrs import FLOAT_KINDS, flag_attr, float_attr, require_kind, require_same_dtype
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.losses import require_same_shape, require_scalar
+from edgerun.runtime.kernels.registry import register
 
 TRAINING = "edgerun"
 

@@ -13,8 +13,8 @@ import itertools
 
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.kernels.attrs import (
+from edgerun.runtime.errors import InputError
+from edgerun.runtime.kernels.attrs import (
     FLOAT_KINDS,
     flag_attr,
     float_attr,
@@ -25,9 +25,9 @@ from runtime.kernels.attrs import (
     require_rank,
     str_attr,
 )
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
-from runtime.kernels.spatial import (
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
+from edgerun.runtime.kernels.spatial import (
     PaddedInput,
     TapGradient,
     Window,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels.attrs import FLOAT_KINDS, int_attr, normalize_axis, require_kind
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.conv import Conv, integer_operands
-from runtime.kernels.nn import matmul_shape
-from runtime.kernels.registry import register
-from runtime.kernels.spatial import scratch
+from edgerun.runtime.kernels.attrs import FLOAT_KINDS, int_attr, normalize_axis, require_kind
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.conv import Conv, integer_operands
+from edgerun.runtime.kernels.nn import matmul_shape
+from edgerun.runtime.kernels.registry import register
+from edgerun.runtime.kernels.spatial import scratch
 
 QUANTIZED = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16))
 # ONNX TensorProto codes of QuantizeLinear's output_dtype attribute

@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from runtime.errors import InputError
-from runtime.kernels.attrs import FLOAT_KINDS, float_attr, int_attr, require_kind, str_attr
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
+from edgerun.runtime.errors import InputError
+from edgerun.runtime.kernels.attrs import FLOAT_KINDS, float_attr, int_attr, require_kind, str_attr
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
 
 Activation = Callable[[np.ndarray], np.ndarray]
 DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels.attrs import (
+from edgerun.runtime.kernels.attrs import (
     NUMERIC_KINDS,
     flag_attr,
     int_attr,
@@ -18,8 +18,8 @@ from runtime.kernels.attrs import (
     normalize_axis,
     require_kind,
 )
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
 
 
 def _int_list(kernel: Kernel, value: np.ndarray, what: str) -> tuple[int, ...]:

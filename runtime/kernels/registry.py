@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
-from runtime.errors import UnsupportedOpError
-from runtime.kernels.base import Kernel
+from edgerun.runtime.errors import UnsupportedOpError
+from edgerun.runtime.kernels.base import Kernel
 
 _KERNELS: dict[tuple[str, str], list[tuple[int, type[Kernel]]]] = {}
 _ACCELERATED: dict[tuple[str, str, str], type] = {}  # (backend, domain, op) -> mixin

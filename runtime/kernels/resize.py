@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.kernels.attrs import flag_attr, float_attr, ints_attr, normalize_axis, prod, str_attr
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
-from runtime.kernels.shape import has_input, ints_input
+from edgerun.runtime.kernels.attrs import flag_attr, float_attr, ints_attr, normalize_axis, prod, str_attr
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
+from edgerun.runtime.kernels.shape import has_input, ints_input
 
 TRANSFORMS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
               "tf_half_pixel_for_nn", "tf_crop_and_resize")

@@ -11,9 +11,9 @@ from itertools import accumulate
 
 import numpy as np
 
-from runtime.kernels.attrs import flag_attr, int_attr, ints_attr, normalize_axis, prod, require_rank, str_attr
-from runtime.kernels.base import Kernel, TensorSpec
-from runtime.kernels.registry import register
+from edgerun.runtime.kernels.attrs import flag_attr, int_attr, ints_attr, normalize_axis, prod, require_rank, str_attr
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.registry import register
 
 MAX_RANK = 64  # numpy's limit
 

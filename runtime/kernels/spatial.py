@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.kernels.attrs import ints_attr, prod, str_attr
-from runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.attrs import ints_attr, prod, str_attr
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 MAX_TAPS = 1 << 16  # kernels with more positions than this are refused

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from serving.protos import grpc_service_pb2 as serving_dot_protos_dot_grpc__service__pb2
+from edgerun.serving.protos import grpc_service_pb2 as edgerun_dot_serving_dot_protos_dot_grpc__service__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in serving/protos/grpc_service_pb2_grpc.py depends on'
+        + ' but the generated code in edgerun/serving/protos/grpc_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,63 +37,63 @@ class GRPCInferenceServiceStub:
         """
         self.ServerLive = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerLive',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.ServerLiveResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerLiveResponse.FromString,
                 _registered_method=True)
         self.ServerReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerReady',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.ServerReadyResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerReadyResponse.FromString,
                 _registered_method=True)
         self.ModelReady = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelReady',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelReadyResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelReadyResponse.FromString,
                 _registered_method=True)
         self.ServerMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ServerMetadata',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelMetadata = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelMetadata',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelInfer = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelInfer',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelInferResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
         self.ModelStreamInfer = channel.stream_stream(
                 '/inference.GRPCInferenceService/ModelStreamInfer',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelStreamInferResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelStreamInferResponse.FromString,
                 _registered_method=True)
         self.ModelConfig = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelConfig',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelConfigResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelConfigResponse.FromString,
                 _registered_method=True)
         self.ModelStatistics = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelStatistics',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsResponse.FromString,
                 _registered_method=True)
         self.RepositoryIndex = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryIndex',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexResponse.FromString,
                 _registered_method=True)
         self.RepositoryModelLoad = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryModelLoad',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadResponse.FromString,
                 _registered_method=True)
         self.RepositoryModelUnload = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryModelUnload',
-                request_serializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadRequest.SerializeToString,
-                response_deserializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadResponse.FromString,
+                request_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadRequest.SerializeToString,
+                response_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadResponse.FromString,
                 _registered_method=True)
 
 
@@ -177,63 +177,63 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ServerLive': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerLive,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.ServerLiveRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.ServerLiveResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerLiveRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerLiveResponse.SerializeToString,
             ),
             'ServerReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerReady,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.ServerReadyRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.ServerReadyResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerReadyRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerReadyResponse.SerializeToString,
             ),
             'ModelReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelReady,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelReadyRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelReadyResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelReadyRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelReadyResponse.SerializeToString,
             ),
             'ServerMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerMetadata,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.ServerMetadataRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.ServerMetadataResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerMetadataRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerMetadataResponse.SerializeToString,
             ),
             'ModelMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelMetadata,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelMetadataRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelMetadataResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelMetadataRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelMetadataResponse.SerializeToString,
             ),
             'ModelInfer': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelInfer,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelInferResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelInferResponse.SerializeToString,
             ),
             'ModelStreamInfer': grpc.stream_stream_rpc_method_handler(
                     servicer.ModelStreamInfer,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelStreamInferResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelStreamInferResponse.SerializeToString,
             ),
             'ModelConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelConfig,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelConfigRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelConfigResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelConfigRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelConfigResponse.SerializeToString,
             ),
             'ModelStatistics': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelStatistics,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsResponse.SerializeToString,
             ),
             'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryIndex,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexResponse.SerializeToString,
             ),
             'RepositoryModelLoad': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryModelLoad,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadResponse.SerializeToString,
             ),
             'RepositoryModelUnload': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryModelUnload,
-                    request_deserializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadRequest.FromString,
-                    response_serializer=serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadResponse.SerializeToString,
+                    request_deserializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadRequest.FromString,
+                    response_serializer=edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,8 +261,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerLive',
-            serving_dot_protos_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.ServerLiveResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerLiveRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -288,8 +288,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerReady',
-            serving_dot_protos_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.ServerReadyResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerReadyRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -315,8 +315,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelReady',
-            serving_dot_protos_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.ModelReadyResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelReadyRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -342,8 +342,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ServerMetadata',
-            serving_dot_protos_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerMetadataRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ServerMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -369,8 +369,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelMetadata',
-            serving_dot_protos_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelMetadataRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -396,8 +396,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelInfer',
-            serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.ModelInferResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelInferResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -423,8 +423,8 @@ class GRPCInferenceService:
             request_iterator,
             target,
             '/inference.GRPCInferenceService/ModelStreamInfer',
-            serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.ModelStreamInferResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelStreamInferResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -450,8 +450,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelConfig',
-            serving_dot_protos_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.ModelConfigResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -477,8 +477,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/ModelStatistics',
-            serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.ModelStatisticsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -504,8 +504,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/RepositoryIndex',
-            serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -531,8 +531,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/RepositoryModelLoad',
-            serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelLoadResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -558,8 +558,8 @@ class GRPCInferenceService:
             request,
             target,
             '/inference.GRPCInferenceService/RepositoryModelUnload',
-            serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadRequest.SerializeToString,
-            serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadResponse.FromString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadRequest.SerializeToString,
+            edgerun_dot_serving_dot_protos_dot_grpc__service__pb2.RepositoryModelUnloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

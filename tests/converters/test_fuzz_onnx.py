@@ -13,9 +13,9 @@ import onnx
 import pytest
 from onnx import helper
 
-from converters import from_onnx
-from runtime import Interpreter
-from runtime.errors import EdgerunError
+from edgerun.converters import from_onnx
+from edgerun.runtime import Interpreter
+from edgerun.runtime.errors import EdgerunError
 from tests.converters.conformance.cases import node_cases
 
 SECONDS = 20  # per model: far above any honest case here; more means a hang

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 
-from converters.onnx_backend import EdgerunBackend
+from edgerun.converters.onnx_backend import EdgerunBackend
 from tests.onnx_models import ort_run
 
 LIGHT = sorted(glob.glob(os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light",

@@ -1,4 +1,4 @@
-"""converters.onnx_import: structure of converted graphs, errors, and numerics against onnxruntime."""
+"""edgerun.converters.onnx_import: structure of converted graphs, errors, and numerics against onnxruntime."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from converters import from_onnx as _from_onnx
-from runtime.errors import ConversionError
-from runtime.graph import Graph
-from runtime.kernels import registry
+from edgerun.converters import from_onnx as _from_onnx
+from edgerun.runtime.errors import ConversionError
+from edgerun.runtime.graph import Graph
+from edgerun.runtime.kernels import registry
 from tests.onnx_models import make_cnn, make_mlp, make_model, ort_run
 
 # The structural tests look at the graph exactly as imported; the optimizer has its own
@@ -203,7 +203,7 @@ def test_captures_thread_through_nested_bodies() -> None:
     mid = top.attrs["then_branch"].nodes[0]
     assert mid.attrs["captures"] == 1 and mid.inputs[-1].name == "x"
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
-    from runtime.interpreter import Interpreter
+    from edgerun.runtime.interpreter import Interpreter
 
     for c in (True, False):
         got = Interpreter(graph).run({"x": x, "c": np.array(c)})["y"]
@@ -346,7 +346,7 @@ def test_non_tensor_input() -> None:
 @pytest.mark.parametrize("make, feature_shape", [(make_mlp, (64,)), (make_cnn, (3, 16, 16))],
                          ids=["mlp", "cnn"])
 def test_matches_onnxruntime(tmp_path, make, feature_shape: tuple[int, ...]) -> None:
-    from runtime import Interpreter, save_model
+    from edgerun.runtime import Interpreter, save_model
 
     model = make()
     path = save_model(_from_onnx(model), tmp_path / "model.erm")
@@ -365,7 +365,7 @@ def test_matches_onnxruntime(tmp_path, make, feature_shape: tuple[int, ...]) -> 
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_static_batch_matches_onnxruntime(batch: int) -> None:
-    from runtime import Interpreter
+    from edgerun.runtime import Interpreter
 
     model = make_cnn(batch=batch)
     x = np.random.default_rng(2).standard_normal((batch, 3, 16, 16)).astype(np.float32)

@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from converters import from_onnx
-from runtime.interpreter import Interpreter
+from edgerun.converters import from_onnx
+from edgerun.runtime.interpreter import Interpreter
 
 DATA = os.path.join(importlib.util.find_spec("silero_vad").submodule_search_locations[0], "data")
 MODELS = ["silero_vad.onnx", "silero_vad_16k_op15.onnx", "silero_vad_op18_ifless.onnx"]  # 16k_op15: 16 kHz only

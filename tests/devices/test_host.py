@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices import host, select_backend
-from devices.profiles import PROFILES, DeviceProfile, get_profile
-from runtime.errors import EdgerunError
+from edgerun.devices import host, select_backend
+from edgerun.devices.profiles import PROFILES, DeviceProfile, get_profile
+from edgerun.runtime.errors import EdgerunError
 
 
 def test_detect_reports_plausible_values() -> None:
@@ -110,7 +110,7 @@ def test_select_backend(device: str, backend: str) -> None:
 
 
 def test_auto_falls_back_to_cpu_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "devices.numba_kernels", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "edgerun.devices.numba_kernels", None)  # import raises ImportError
     assert select_backend("auto") == "cpu"
     with pytest.raises(EdgerunError, match="'numba' is unavailable"):
         select_backend("numba")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from converters import from_onnx
-from runtime import Interpreter
+from edgerun.converters import from_onnx
+from edgerun.runtime import Interpreter
 from tests.onnx_models import make_mlp, make_model, ort_run
 
 F32 = TensorProto.FLOAT
@@ -63,7 +63,8 @@ def test_small_gemm_takes_the_fast_path(kwargs):
     dict(m=2, k=3, n=4, const_b=False),          # B is not a constant
 ])
 def test_gemm_falls_back_to_the_reference(kwargs):
-    assert run_both(*gemm_model(**kwargs)) == ["run"]
+    # k = 256 float32 products summed in BLAS's order, not onnxruntime's: ~1e-5 apart
+    assert run_both(*gemm_model(**kwargs), atol=1e-4) == ["run"]
 
 
 @pytest.mark.parametrize("shape,axis,opset,fast", [
@@ -158,7 +159,7 @@ def test_global_average_pool_of_nothing(shape):
 
 def test_conv_gathers_columns_a_few_samples_at_a_time(monkeypatch):
     """The im2col buffer holds `chunk` samples, as the reference's does, not the whole batch."""
-    from runtime.kernels import conv, spatial
+    from edgerun.runtime.kernels import conv, spatial
 
     monkeypatch.setattr(conv, "COLUMN_BUDGET", 30_000)  # 4 * 9 * 400 = 14,400 columns a sample: 2 at a time
     model, feeds = conv_model((5, 4, 20, 20), (6, 4, 3, 3), pads=[1, 1, 1, 1])

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import load_digits
 
-from converters.training import make_trainable
-from federated import partition
-from federated.simulation import SimulationConfig, simulate
-from runtime import GraphBuilder, save_model
+from edgerun.converters.training import make_trainable
+from edgerun.federated import partition
+from edgerun.federated.simulation import SimulationConfig, simulate
+from edgerun.runtime import GraphBuilder, save_model
 
 
 def mlp_uniform_init(sizes=(64, 64, 10), seed=0):

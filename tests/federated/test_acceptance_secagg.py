@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from federated.demo import digits_setup
-from federated.secagg.options import SecAggOptions
-from federated.secagg.simulate import InProcessConfig, run
+from edgerun.federated.demo import digits_setup
+from edgerun.federated.secagg.options import SecAggOptions
+from edgerun.federated.secagg.simulate import InProcessConfig, run
 
 
 def test_secure_digits_reaches_95_percent_and_tracks_the_plain_run(tmp_path):

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from federated import aggregate as agg
-from federated.strategies import (
+from edgerun.federated import aggregate as agg
+from edgerun.federated.strategies import (
     FedAdagrad,
     FedAdam,
     FedAvg,
@@ -22,7 +22,7 @@ from federated.strategies import (
     RoundFailed,
     SumAggregationUnsupported,
 )
-from federated.typing import FitRes, NDArrays
+from edgerun.federated.typing import FitRes, NDArrays
 
 
 def arr(*values: float, dtype=np.float64) -> np.ndarray:

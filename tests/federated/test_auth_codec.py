@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from federated.auth import (
+from edgerun.federated.auth import (
     AuthError,
     KeyPair,
     ReplayGuard,
@@ -19,7 +19,7 @@ from federated.auth import (
     verify,
     verify_request,
 )
-from federated.codec import PayloadError, decode_arrays, encode_arrays
+from edgerun.federated.codec import PayloadError, decode_arrays, encode_arrays
 
 
 @pytest.fixture

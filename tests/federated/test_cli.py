@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 
-from converters.training import make_trainable
-from runtime import save_model
-from runtime.cli import main
+from edgerun.cli import main
+from edgerun.converters.training import make_trainable
+from edgerun.runtime import save_model
 from tests.converters.training.models import digits, mlp
 
 
@@ -44,7 +44,7 @@ def test_coordinator_and_clients_as_processes(tmp_path):
     model = save_model(make_trainable(mlp((64, 32, 10)), optimizer=("sgd", {"lr": 0.1})), tmp_path / "m.train.erm")
     x, y, _, _ = digits()
     port = free_port()
-    cmd = [sys.executable, "-m", "runtime.cli", "federated"]
+    cmd = [sys.executable, "-m", "edgerun", "federated"]
     coordinator = subprocess.Popen(
         [*cmd, "coordinator", "--model", str(model), "--rounds", "2", "--port", str(port), "--host", "127.0.0.1",
          "--state", str(tmp_path / "c.db"), "--key", str(tmp_path / "c.key"), "--token", "secret",

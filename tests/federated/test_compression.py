@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from federated.codec import PayloadError, encode_arrays
-from federated.compression import compress, decompress, parse
+from edgerun.federated.codec import PayloadError, encode_arrays
+from edgerun.federated.compression import compress, decompress, parse
 
 SPEC = {"w": (np.dtype(np.float32), (100, 50)), "b": (np.dtype(np.float32), (50,))}
 
@@ -55,15 +55,15 @@ def test_bad_payloads_are_refused():
 
 
 def test_int8_uploads_over_grpc_report_bytes_and_still_learn(tmp_path):
-    from converters.training import make_trainable
-    from federated import partition
-    from federated.auth import KeyPair
-    from federated.client import ClientOptions, FederatedClient, channel
-    from federated.coordinator import Coordinator, CoordinatorConfig
-    from federated.service import serve
-    from federated.store import Store
-    from federated.strategies import FedAvg
-    from runtime import save_model
+    from edgerun.converters.training import make_trainable
+    from edgerun.federated import partition
+    from edgerun.federated.auth import KeyPair
+    from edgerun.federated.client import ClientOptions, FederatedClient, channel
+    from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
+    from edgerun.federated.service import serve
+    from edgerun.federated.store import Store
+    from edgerun.federated.strategies import FedAvg
+    from edgerun.runtime import save_model
     from tests.converters.training.models import digits, mlp
     from tests.federated.test_rounds import run_rounds
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.training import make_trainable
-from federated.local import local_update
-from runtime import GraphBuilder, Interpreter, serialize
-from runtime.errors import InputError
+from edgerun.converters.training import make_trainable
+from edgerun.federated.local import local_update
+from edgerun.runtime import GraphBuilder, Interpreter, serialize
+from edgerun.runtime.errors import InputError
 
 RNG = np.random.default_rng(11)
 X, Y = RNG.standard_normal((8, 3)), RNG.standard_normal((8, 2))

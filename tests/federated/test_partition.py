@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from federated import partition
+from edgerun.federated import partition
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +198,7 @@ def test_bad_arguments_raise_value_errors_naming_the_argument(call, message):
 
 
 def test_device_behaviours_are_assigned_by_share():
-    from federated.simulation import DeviceBehaviour, SimulationConfig, assign_behaviours
+    from edgerun.federated.simulation import DeviceBehaviour, SimulationConfig, assign_behaviours
 
     behaviours = (DeviceBehaviour("fast", 0.7), DeviceBehaviour("slow", 0.3, 2.0))
     config = SimulationConfig(num_clients=10, behaviours=behaviours)

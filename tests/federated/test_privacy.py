@@ -8,7 +8,7 @@ import dp_accounting
 import numpy as np
 import pytest
 
-from federated.privacy import DpOptions, PrivacyAccountant, client_stddev, gaussian_noise
+from edgerun.federated.privacy import DpOptions, PrivacyAccountant, client_stddev, gaussian_noise
 
 
 def test_measured_noise_stddev_is_noise_multiplier_times_clip_norm():
@@ -75,7 +75,7 @@ def test_bad_options_are_refused():
 
 
 def test_dropouts_in_distributed_mode_lower_the_effective_multiplier():
-    from federated.privacy import effective_multiplier
+    from edgerun.federated.privacy import effective_multiplier
 
     options = DpOptions(noise_multiplier=1.2, clip_norm=1.0, mode="distributed")
     assert effective_multiplier(options, "distributed", 16, 16) == 1.2

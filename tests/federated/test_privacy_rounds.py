@@ -12,17 +12,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from federated.auth import KeyPair
-from federated.compression import compress
-from federated.coordinator import Coordinator, CoordinatorConfig
-from federated.privacy import DpOptions
-from federated.secagg.errors import ConfigurationError
-from federated.secagg.messages import SecAggParams
-from federated.secagg.options import SecAggOptions, dp_clip_bound
-from federated.secagg.quantize import add, dequantize_sum, quantize
-from federated.secagg.update import encode_update
-from federated.store import Store
-from federated.strategies import FedAvg
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.compression import compress
+from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
+from edgerun.federated.privacy import DpOptions
+from edgerun.federated.secagg.errors import ConfigurationError
+from edgerun.federated.secagg.messages import SecAggParams
+from edgerun.federated.secagg.options import SecAggOptions, dp_clip_bound
+from edgerun.federated.secagg.quantize import add, dequantize_sum, quantize
+from edgerun.federated.secagg.update import encode_update
+from edgerun.federated.store import Store
+from edgerun.federated.strategies import FedAvg
 from tests.federated.test_rounds import model_path  # noqa: F401 - fixture
 
 __all__ = ["model_path"]
@@ -148,7 +148,7 @@ def test_dp_clip_bound_leaves_room_for_rounding_and_refuses_coarse_rings(model_p
 
 
 def test_plain_dp_rounds_clip_each_delta_on_the_coordinator(model_path, tmp_path, monkeypatch):  # noqa: F811
-    import federated.secure_rounds as secure_rounds
+    import edgerun.federated.secure_rounds as secure_rounds
 
     monkeypatch.setattr(secure_rounds, "gaussian_noise", lambda shapes, stddev: [np.zeros(s) for s in shapes])
     c = coordinator(model_path, tmp_path, secagg=None, dp=DpOptions(1.0, 0.5, mode="central"))

@@ -12,12 +12,12 @@ import time
 
 import numpy as np
 
-from converters.training import make_trainable
-from federated import partition
-from federated.auth import KeyPair
-from federated.client import ClientOptions, FederatedClient, channel
-from federated.store import Store
-from runtime import save_model
+from edgerun.converters.training import make_trainable
+from edgerun.federated import partition
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.client import ClientOptions, FederatedClient, channel
+from edgerun.federated.store import Store
+from edgerun.runtime import save_model
 from tests.converters.training.models import digits, mlp
 
 
@@ -29,7 +29,7 @@ def free_port() -> int:
 
 def start_coordinator(model, tmp_path, port, rounds):
     return subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli", "federated", "coordinator", "--model", str(model),
+        [sys.executable, "-m", "edgerun", "federated", "coordinator", "--model", str(model),
          "--rounds", str(rounds), "--port", str(port), "--host", "127.0.0.1", "--state", str(tmp_path / "c.db"),
          "--key", str(tmp_path / "c.key"), "--token", "t", "--fraction-fit", "1.0", "--min-clients", "3",
          "--lr", "0.1", "--round-timeout", "60", "--secure-aggregation", "off"],

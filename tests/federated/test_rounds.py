@@ -13,18 +13,18 @@ import grpc
 import numpy as np
 import pytest
 
-from converters.training import make_trainable
-from federated import partition
-from federated.auth import KeyPair, sha256
-from federated.client import ClientOptions, FederatedClient, channel
-from federated.codec import encode_arrays
-from federated.coordinator import Coordinator, CoordinatorConfig
-from federated.protos import federated_pb2 as pb
-from federated.service import serve, upload_body
-from federated.simulation import SimulationConfig, simulate
-from federated.store import Store
-from federated.strategies import FedAvg
-from runtime import save_model
+from edgerun.converters.training import make_trainable
+from edgerun.federated import partition
+from edgerun.federated.auth import KeyPair, sha256
+from edgerun.federated.client import ClientOptions, FederatedClient, channel
+from edgerun.federated.codec import encode_arrays
+from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
+from edgerun.federated.protos import federated_pb2 as pb
+from edgerun.federated.service import serve, upload_body
+from edgerun.federated.simulation import SimulationConfig, simulate
+from edgerun.federated.store import Store
+from edgerun.federated.strategies import FedAvg
+from edgerun.runtime import save_model
 from tests.converters.training.models import digits, mlp
 
 TOKEN = "t"
@@ -207,7 +207,7 @@ def test_too_few_reports_fail_the_round_and_keep_the_model(model_path, tmp_path)
 
 
 def test_evaluation_rounds_report_example_weighted_metrics(model_path, tmp_path):
-    from federated.codec import decode_arrays
+    from edgerun.federated.codec import decode_arrays
 
     x, y, x_test, y_test = digits()
     strategy = FedAvg(fraction_fit=1.0, min_fit_clients=2, min_available_clients=2, fraction_evaluate=1.0,
@@ -239,7 +239,7 @@ def test_evaluation_rounds_report_example_weighted_metrics(model_path, tmp_path)
 
 
 def test_server_optimizer_state_survives_a_restart(model_path, tmp_path):
-    from federated.strategies import FedAdam
+    from edgerun.federated.strategies import FedAdam
 
     x, y, _, _ = digits()
     strategy = FedAdam(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1)
@@ -274,7 +274,7 @@ def test_an_allow_listed_key_enrols_without_the_token(model_path, tmp_path):
 
 
 def test_a_client_refuses_payloads_not_signed_by_its_coordinator(model_path, tmp_path):
-    from federated.auth import AuthError
+    from edgerun.federated.auth import AuthError
 
     strategy = FedAvg(min_fit_clients=1, min_available_clients=1)
     coordinator, server, target = start(model_path, tmp_path, strategy, rounds=1)
@@ -332,7 +332,7 @@ def test_an_aggregate_that_overflows_fails_the_round_and_keeps_the_model(model_p
 
 
 def test_nan_timestamps_are_refused():
-    from federated.auth import AuthError, ReplayGuard, SignedFields
+    from edgerun.federated.auth import AuthError, ReplayGuard, SignedFields
 
     with pytest.raises(AuthError, match="timestamp"):
         ReplayGuard().check(SignedFields("c", float("nan"), b"n" * 16, b""))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from federated.store import (
+from edgerun.federated.store import (
     AlreadyEnrolled,
     ModelVersionConflict,
     NotFound,
@@ -329,7 +329,7 @@ def test_finish_round_rolls_back_entirely_when_it_fails_midway(store):
 
 CRASH_IN_FINISH_ROUND = """
 import os, signal, sys
-from federated.store import Store
+from edgerun.federated.store import Store
 store = Store(sys.argv[1])
 store._db.create_function("die", 0, lambda: os.kill(os.getpid(), signal.SIGKILL))
 if sys.argv[2] != "none":
@@ -358,7 +358,7 @@ def test_a_process_killed_inside_finish_round_leaves_all_or_nothing(store, path,
 
 WRITER = """
 import hashlib, sys
-from federated.store import Store
+from edgerun.federated.store import Store
 
 def payload(tag):  # deterministic bytes of a size between 100 and 20,000
     seed = hashlib.sha256(tag.encode()).digest()

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from federated.strategies import (
+from edgerun.federated.strategies import (
     FedAdagrad,
     FedAdam,
     FedAvg,
@@ -20,8 +20,8 @@ from federated.strategies import (
     RoundFailed,
     StrategyError,
 )
-from federated.typing import EvaluateRes, FitRes
-from runtime.errors import EdgerunError
+from edgerun.federated.typing import EvaluateRes, FitRes
+from edgerun.runtime.errors import EdgerunError
 
 CLIENTS = [f"client-{i:02d}" for i in range(10)]
 

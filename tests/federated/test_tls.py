@@ -7,15 +7,15 @@ import threading
 import grpc
 import pytest
 
-from converters.training import make_trainable
-from federated.auth import KeyPair
-from federated.client import ClientOptions, FederatedClient, channel
-from federated.coordinator import Coordinator, CoordinatorConfig
-from federated.service import serve
-from federated.store import Store
-from federated.strategies import FedAvg
-from federated.tls import channel_credentials, server_credentials
-from runtime import save_model
+from edgerun.converters.training import make_trainable
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.client import ClientOptions, FederatedClient, channel
+from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
+from edgerun.federated.service import serve
+from edgerun.federated.store import Store
+from edgerun.federated.strategies import FedAvg
+from edgerun.federated.tls import channel_credentials, server_credentials
+from edgerun.runtime import save_model
 from tests.converters.training.models import digits, mlp
 from tests.tls_certs import make_pki
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from runtime import Interpreter, serialize
-from runtime.errors import EdgerunError, ModelError, UnsupportedOpError
+from edgerun.runtime import Interpreter, serialize
+from edgerun.runtime.errors import EdgerunError, ModelError, UnsupportedOpError
 from tests.runtime.graphs import add_relu_graph, feature_graph, mlp_graph
 from tests.runtime.mutate import int_vectors, patch_vector, raw_model
 

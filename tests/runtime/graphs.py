@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.graph import Graph, GraphBuilder, Quantization
+from edgerun.runtime.graph import Graph, GraphBuilder, Quantization
 
 
 def add_relu_graph() -> Graph:

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.flatread import FlatReader
-from runtime.format import FILE_IDENTIFIER
+from edgerun.runtime.flatread import FlatReader
+from edgerun.runtime.format import FILE_IDENTIFIER
 
 
 def raw_model(data: bytes | bytearray) -> dict[str, Any]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.errors import InputError, ModelError, ValueNeeded
-from runtime.graph import GraphBuilder
-from runtime.interpreter import Interpreter
+from edgerun.runtime.errors import InputError, ModelError, ValueNeeded
+from edgerun.runtime.graph import GraphBuilder
+from edgerun.runtime.interpreter import Interpreter
 
 
 def _reshape_by_input():
@@ -175,7 +175,7 @@ class _Node:
 
 
 def _spec(array):
-    from runtime.kernels.base import TensorSpec
+    from edgerun.runtime.kernels.base import TensorSpec
 
     return TensorSpec(array.dtype, array.shape)
 
@@ -187,7 +187,7 @@ def _spec(array):
     ("If", True, 4, False),            # control flow runs its body in prepare: never reused
 ])
 def test_prepared_kernels_reuse_rules(op_type, deterministic, size, reused):
-    from runtime.eager import PreparedKernels
+    from edgerun.runtime.eager import PreparedKernels
 
     kernel_class = type("K", (_CountingKernel,), {"deterministic": deterministic, "prepared": 0})
     cache, node = PreparedKernels(), _Node(op_type)
@@ -202,7 +202,7 @@ def test_prepared_kernels_reuse_rules(op_type, deterministic, size, reused):
 
 
 def test_reuse_compares_contents_bit_for_bit():
-    from runtime.eager import PreparedKernels
+    from edgerun.runtime.eager import PreparedKernels
 
     kernel_class = type("K", (_CountingKernel,), {"prepared": 0})
     cache, node = PreparedKernels(), _Node()
@@ -215,7 +215,7 @@ def test_reuse_compares_contents_bit_for_bit():
 
 
 def test_every_way_of_looking_at_the_values_counts_as_reading_them():
-    from runtime.eager import _Reads
+    from edgerun.runtime.eager import _Reads
 
     for look in (lambda v: v.copy(), lambda v: 5 in v, lambda v: list(reversed(v)), lambda v: v + [],
                  lambda v: v.index(None), lambda v: v.count(1), lambda v: [*v], lambda v: v[1:]):
@@ -281,7 +281,7 @@ def test_if_branches_follow_the_condition_on_every_eager_run():
 
 @pytest.mark.parametrize("device", ["cpu", "numba"])
 def test_control_flow_bodies_run_on_the_plans_backend(device):
-    from runtime import eager
+    from edgerun.runtime import eager
 
     body = GraphBuilder("body", opset=17)
     bx = body.input("bx", np.float32, (2,))

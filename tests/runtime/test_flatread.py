@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime import load_model, serialize
-from runtime.errors import ModelError
-from runtime.flatread import SCHEMA, FlatReader
-from runtime.format import FILE_IDENTIFIER
+from edgerun.runtime import load_model, serialize
+from edgerun.runtime.errors import ModelError
+from edgerun.runtime.flatread import SCHEMA, FlatReader
+from edgerun.runtime.format import FILE_IDENTIFIER
 from tests.runtime.graphs import feature_graph
 
 FBS = Path(__file__).resolve().parents[2] / "runtime" / "schema" / "edgerun.fbs"

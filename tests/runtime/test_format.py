@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime import Graph, GraphBuilder, load_model, save_model, serialize
-from runtime.format import BUFFER_ALIGNMENT, FILE_IDENTIFIER
-from runtime.graph import Value
+from edgerun.runtime import Graph, GraphBuilder, load_model, save_model, serialize
+from edgerun.runtime.format import BUFFER_ALIGNMENT, FILE_IDENTIFIER
+from edgerun.runtime.graph import Value
 from tests.runtime.graphs import add_relu_graph, feature_graph, mlp_graph
 
 
@@ -98,7 +98,7 @@ def test_external_buffers_are_aligned_read_only_views_of_the_mapping(tmp_path):
 def test_external_offsets_are_64_byte_aligned():
     graph = mlp_graph((64, 33, 10))
     data = serialize(graph, inline_limit=0)
-    from runtime.flatread import FlatReader
+    from edgerun.runtime.flatread import FlatReader
 
     raw = FlatReader(data).read_root(FILE_IDENTIFIER)
     offsets = [b["offset"] for b in raw["buffers"] if b["offset"]]
@@ -138,7 +138,7 @@ def test_model_over_2_gib_is_written_and_loaded_without_reading_weights(tmp_path
     assert _rss_bytes() - before < 64 << 20
     tail_value = loaded.nodes[1].inputs[1]
     assert tail_value.name == "tail" and np.array_equal(tail_value.data, np.full(4, 7.0))
-    from runtime import Interpreter
+    from edgerun.runtime import Interpreter
 
     it = Interpreter(path)
     np.testing.assert_array_equal(it.run({"x": np.ones(4, np.float32)}, "serving_default")["y"],

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.errors import ModelError, UnsupportedOpError
-from runtime.kernels import TensorSpec, resolve
+from edgerun.runtime.errors import ModelError, UnsupportedOpError
+from edgerun.runtime.kernels import TensorSpec, resolve
 from tests.gradcheck import numerical_input_gradients, run_kernel
 from tests.runtime.test_kernels import case, check, mutate, random_array
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.errors import ModelError
-from runtime.kernels import TensorSpec, resolve
+from edgerun.runtime.errors import ModelError
+from edgerun.runtime.kernels import TensorSpec, resolve
 from tests.gradcheck import numerical_input_gradients, run_kernel
 from tests.runtime.test_kernels import check as check_against_onnxruntime
 
@@ -111,7 +111,7 @@ def test_conv_grad_without_dx_declares_no_dx_output():
                                    {"group": 2, "pads": [1, 0, 1, 2], "dilations": [1, 2]}],
                          ids=["strided", "stride1"])
 def test_conv_grad_in_batch_chunks_matches_one_chunk(monkeypatch, attrs):
-    from runtime.kernels import conv
+    from edgerun.runtime.kernels import conv
 
     (x, w, _, dy), whole = conv_gradients((5, 4, 6, 6), (4, 2, 3, 3), attrs, np.random.default_rng(3))
     monkeypatch.setattr(conv, "COLUMN_BUDGET", 1)  # one sample per chunk
@@ -407,7 +407,7 @@ def test_mutated_grad_nodes_fail_only_with_model_error(node, key, value):
 
 
 def test_batch_norm_training_on_one_value_per_channel_is_an_input_error():
-    from runtime.errors import InputError
+    from edgerun.runtime.errors import InputError
 
     ones = np.ones(2)
     with pytest.raises(InputError, match="needs at least 2"):

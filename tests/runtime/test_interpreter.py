@@ -11,8 +11,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from runtime import GraphBuilder, Interpreter, save_model, serialize
-from runtime.errors import EdgerunError, InputError, ModelError
+from edgerun.runtime import GraphBuilder, Interpreter, save_model, serialize
+from edgerun.runtime.errors import EdgerunError, InputError, ModelError
 from tests.runtime.graphs import add_relu_graph, mlp_graph
 
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
-from runtime.errors import ModelError, UnsupportedOpError
-from runtime.kernels import TensorSpec, resolve
+from edgerun.runtime.errors import ModelError, UnsupportedOpError
+from edgerun.runtime.kernels import TensorSpec, resolve
 
 # inputs that are model constants (initializers) unless a case says otherwise
 CONSTANTS = {"Conv": (1, 2), "Gemm": (1, 2), "BatchNormalization": (1, 2, 3, 4), "Reshape": (1,)}
@@ -396,7 +396,7 @@ def test_versions_before_the_first_kernel_are_unsupported(op, opset):
 
 
 def test_conv_in_batch_chunks_matches_onnxruntime(monkeypatch):
-    from runtime.kernels import conv
+    from edgerun.runtime.kernels import conv
 
     monkeypatch.setattr(conv, "COLUMN_BUDGET", 200)  # one sample's columns are 27 * 25 > 200
     check("Conv", [(3, 3, 5, 5), (4, 3, 3, 3), (4,)], {"pads": [1, 1, 1, 1]}, 17, np.float32, None, 1)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.errors import ModelError, UnsupportedOpError, ValueNeeded
-from runtime.kernels import TensorSpec, resolve
+from edgerun.runtime.errors import ModelError, UnsupportedOpError, ValueNeeded
+from edgerun.runtime.kernels import TensorSpec, resolve
 from tests.runtime.test_kernels import case, check, run_ours
 
 I64 = np.int64

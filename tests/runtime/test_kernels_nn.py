@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
-from runtime.errors import InputError, ModelError, UnsupportedOpError
-from runtime.kernels import TensorSpec, resolve
+from edgerun.runtime.errors import InputError, ModelError, UnsupportedOpError
+from edgerun.runtime.kernels import TensorSpec, resolve
 
 
 def run_kernel(op, arrays, attrs=None, opset=23, outputs=1, consts=()):

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.errors import ModelError, UnsupportedOpError
-from runtime.graph import GraphBuilder
-from runtime.interpreter import Interpreter
-from runtime.kernels import TensorSpec, resolve
+from edgerun.runtime.errors import ModelError, UnsupportedOpError
+from edgerun.runtime.graph import GraphBuilder
+from edgerun.runtime.interpreter import Interpreter
+from edgerun.runtime.kernels import TensorSpec, resolve
 from tests.runtime.test_kernels import case, check
 
 I64 = np.int64

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.training.rules import GradContext, gradient_rule
-from runtime.errors import InputError, ModelError
-from runtime.graph import Node, Value
+from edgerun.converters.training.rules import GradContext, gradient_rule
+from edgerun.runtime.errors import InputError, ModelError
+from edgerun.runtime.graph import Node, Value
 from tests.gradcheck import numerical_input_gradients, run_kernel
 
 SHAPES_NC = [(1, 1), (1, 4), (3, 2), (5, 7)]

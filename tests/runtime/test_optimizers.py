@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.errors import InputError, ModelError
+from edgerun.runtime.errors import InputError, ModelError
 from tests.gradcheck import run_kernel
 
 STEPS = 4

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime import planner
-from runtime.planner import ArenaPlan, TensorLife, plan_arena
+from edgerun.runtime import planner
+from edgerun.runtime.planner import ArenaPlan, TensorLife, plan_arena
 
 TO_THE_END = sys.maxsize
 

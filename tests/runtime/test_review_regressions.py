@@ -7,11 +7,11 @@ import flatbuffers
 import numpy as np
 import pytest
 
-from runtime import GraphBuilder, Interpreter, load_model, serialize
-from runtime.errors import InputError, ModelError
-from runtime.format import FILE_IDENTIFIER, SCHEMA_VERSION
-from runtime.graph import Graph, Node
-from runtime.schema.fb import KeyValue, Model
+from edgerun.runtime import GraphBuilder, Interpreter, load_model, serialize
+from edgerun.runtime.errors import InputError, ModelError
+from edgerun.runtime.format import FILE_IDENTIFIER, SCHEMA_VERSION
+from edgerun.runtime.graph import Graph, Node
+from edgerun.runtime.schema.fb import KeyValue, Model
 from tests.runtime.test_format import assert_graphs_equal
 
 

@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from runtime import GraphBuilder, Interpreter, load_model, serialize
-from runtime.errors import ModelError, UnsupportedOpError
+from edgerun.runtime import GraphBuilder, Interpreter, load_model, serialize
+from edgerun.runtime.errors import ModelError, UnsupportedOpError
 from tests.runtime.graphs import add_relu_graph, mlp_graph
 from tests.runtime.mutate import patch_vector, raw_model
 

@@ -1,8 +1,6 @@
 """Fixtures for serving tests: model files, a model repository and real server processes.
 
-Test processes import tritonclient.grpc, whose generated protos register the same `inference.*`
-names as serving/protos; so tests never import serving.protos (or modules that do) themselves,
-and talk to servers only over the wire.
+Servers run as real processes and tests talk to them over the wire with stock clients.
 """
 
 from __future__ import annotations
@@ -41,9 +39,9 @@ def free_port() -> int:
 def build_models(folder: Path) -> dict[str, Path]:
     """mlp.erm (x [-1, 64] -> y [-1, 10]), cnn.erm (x [-1, 3, 16, 16] -> y [-1, 10]), mlp2.erm (other
     weights) and ident.erm (in_<dtype> [-1, 3] -> out_<dtype>, Identity, for every dtype)."""
-    from converters import from_onnx
-    from runtime import GraphBuilder
-    from runtime.writer import save_model
+    from edgerun.converters import from_onnx
+    from edgerun.runtime import GraphBuilder
+    from edgerun.runtime.writer import save_model
     from tests.onnx_models import make_cnn, make_mlp
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,14 +73,14 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
 
 
 class Server:
-    """A `python -m serving` process on free loopback ports; `stop()` sends SIGTERM."""
+    """A `python -m edgerun serve` process on free loopback ports; `stop()` sends SIGTERM."""
 
     def __init__(self, repo: Path, log: Path, *args: str, workers: int = 1) -> None:
         self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         self.grpc_url, self.http_url = f"127.0.0.1:{self.grpc_port}", f"127.0.0.1:{self.http_port}"
         self.log = log
         self.workers = workers
-        cmd = [sys.executable, "-m", "serving", "--model-repository", str(repo), "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "edgerun", "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
                "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
                "--metrics-port", str(self.metrics_port), "--workers", str(workers), *args]
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -151,6 +149,6 @@ def main_server(tmp_path_factory, main_repo) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def interpreters(model_files) -> dict:
     """Interpreters over the same files, to compute expected outputs in the tests."""
-    from runtime.interpreter import Interpreter
+    from edgerun.runtime.interpreter import Interpreter
 
     return {name: Interpreter(path) for name, path in model_files.items()}

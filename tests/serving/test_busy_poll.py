@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from serving.busy_poll import BusyPollSelector, loop_factory
+from edgerun.serving.busy_poll import BusyPollSelector, loop_factory
 
 
 def test_ready_events_are_reported_during_and_after_the_spin() -> None:

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from serving.classify import classification_counts, classify
-from serving.errors import ServingError, Status
+from edgerun.serving.classify import classification_counts, classify
+from edgerun.serving.errors import ServingError, Status
 
 
 def _parse(strings: np.ndarray) -> list[list[tuple[float, int]]]:

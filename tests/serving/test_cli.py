@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime import cli
+from edgerun import cli
 
 
 def test_help_lists_the_options(capsys) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
-from serving.datatypes import DTYPES, datatype_of, from_list, from_raw, to_raw
-from serving.errors import ServingError, Status
+from edgerun.serving.datatypes import DTYPES, datatype_of, from_list, from_raw, to_raw
+from edgerun.serving.errors import ServingError, Status
 
 NUMERIC = [name for name in DTYPES if name != "BYTES"]
 

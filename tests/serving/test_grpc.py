@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -147,13 +148,9 @@ def test_model_control_disabled_by_default(client) -> None:
 
 
 def test_grpc_health_service(main_server) -> None:
-    """grpc.health.v1 Check ('' = server, a model name = that model), via a generic call."""
-    from serving.protos import health_pb2  # grpc.health.v1 does not clash with tritonclient
-
+    """grpc.health.v1 Check ('' = server, a model name = that model), with the standard stub."""
     with grpc.insecure_channel(main_server.grpc_url) as channel:
-        check = channel.unary_unary("/grpc.health.v1.Health/Check",
-                                    request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-                                    response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        check = health_pb2_grpc.HealthStub(channel).Check
         assert check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
         assert check(health_pb2.HealthCheckRequest(service="cnn")).status == health_pb2.HealthCheckResponse.SERVING
         with pytest.raises(grpc.RpcError) as info:

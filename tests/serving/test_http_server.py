@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.http_server import MAX_HEAD, HttpServer, Limits, Request, Response
+from edgerun.serving.http_server import MAX_HEAD, HttpServer, Limits, Request, Response
 
 
 async def _echo(request: Request) -> Response:
@@ -399,7 +399,7 @@ _VALID = _post("/v2/x", b"hello") + b"GET /a?b HTTP/1.1\r\nConnection: keep-aliv
                            st.integers(0, len(_VALID)), st.binary(max_size=40))),
        st.lists(st.integers(1, 64), min_size=1, max_size=20))
 def test_fuzzed_bytes_get_well_formed_answers_or_a_close(data: bytes, pieces: list[int]) -> None:
-    from serving.http_server import _Connection
+    from edgerun.serving.http_server import _Connection
 
     async def main() -> _Transport:
         server = HttpServer(_echo, 1 << 10)
@@ -432,7 +432,7 @@ def test_tls_requests_and_closes_without_warnings(tmp_path, caplog) -> None:
     import logging
     import ssl
 
-    from serving.tls import TlsFiles, ssl_context
+    from edgerun.serving.tls import TlsFiles, ssl_context
     from tests.tls_certs import make_pki
 
     pki = make_pki(tmp_path)

@@ -3,39 +3,28 @@ service and method names, and every field we define has the public number and ty
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from tritonclient.grpc import model_config_pb2 as triton_model_config_pb2
+from tritonclient.grpc import service_pb2
 
-from tritonclient.grpc import model_config_pb2, service_pb2
+from edgerun.serving.protos import grpc_service_pb2, model_config_pb2
 
-from tests.serving.conftest import ROOT
 
-DUMP = """
-import json
-from serving.protos import grpc_service_pb2, model_config_pb2
-
-def fields(desc, out):
+def _fields(desc, out: dict) -> None:
     out[desc.full_name] = {f.name: [f.number, f.type, f.is_repeated] for f in desc.fields}
     for nested in desc.nested_types:
-        fields(nested, out)
-
-out = {}
-for module in (grpc_service_pb2, model_config_pb2):
-    for desc in module.DESCRIPTOR.message_types_by_name.values():
-        fields(desc, out)
-service = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
-methods = {m.name: [m.input_type.full_name, m.output_type.full_name, m.client_streaming, m.server_streaming]
-           for m in service.methods}
-print(json.dumps({"fields": out, "methods": methods, "service": service.full_name}))
-"""
+        _fields(nested, out)
 
 
 def _ours() -> dict:
-    """Dumped in a child process: both sets of protos register the same names, so they cannot
-    live in one process."""
-    done = subprocess.run([sys.executable, "-c", DUMP], cwd=ROOT, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
+    """Our descriptors, from edgerun's own pool (both sets of protos load in one process)."""
+    out: dict = {}
+    for module in (grpc_service_pb2, model_config_pb2):
+        for desc in module.DESCRIPTOR.message_types_by_name.values():
+            _fields(desc, out)
+    service = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    methods = {m.name: [m.input_type.full_name, m.output_type.full_name, m.client_streaming, m.server_streaming]
+               for m in service.methods}
+    return {"fields": out, "methods": methods, "service": service.full_name}
 
 
 def _theirs(full_name: str):
@@ -66,4 +55,4 @@ def test_methods_match_tritonclient() -> None:
     assert {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
             "ModelStreamInfer", "ModelConfig", "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad",
             "RepositoryModelUnload"} == set(ours)
-    assert model_config_pb2.DESCRIPTOR.package == "inference"
+    assert model_config_pb2.DESCRIPTOR.package == triton_model_config_pb2.DESCRIPTOR.package == "inference"

@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 
-from serving import rest_codec
-from serving.rest_codec import encode_infer, parse_infer
-from serving.types import InferRequest, InferResponse
+from edgerun.serving import rest_codec
+from edgerun.serving.rest_codec import encode_infer, parse_infer
+from edgerun.serving.types import InferRequest, InferResponse
 
 
 def _binary_body(x: np.ndarray, request_id: str = "") -> tuple[bytes, str]:

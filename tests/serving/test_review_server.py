@@ -26,8 +26,8 @@ ADD_CONFIG = "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds
 @pytest.fixture(scope="module")
 def add_model(tmp_path_factory):
     """add.erm: x [-1, 2] + y [-1, 2] -> z (float32)."""
-    from runtime import GraphBuilder
-    from runtime.writer import save_model
+    from edgerun.runtime import GraphBuilder
+    from edgerun.runtime.writer import save_model
 
     g = GraphBuilder("add")
     x, y = g.input("x", np.dtype("float32"), (-1, 2)), g.input("y", np.dtype("float32"), (-1, 2))
@@ -40,8 +40,8 @@ def add_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dyn_server(tmp_path_factory):
     """A server with model dyn: Identity over x FP32 [-1, -1] (no static dimension to trip over)."""
-    from runtime import GraphBuilder
-    from runtime.writer import save_model
+    from edgerun.runtime import GraphBuilder
+    from edgerun.runtime.writer import save_model
     from tests.serving.conftest import Server
 
     g = GraphBuilder("dyn")

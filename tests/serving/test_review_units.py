@@ -10,12 +10,12 @@ import types
 import numpy as np
 import pytest
 
-from serving.batcher import Batcher, batch_rows
-from serving.control import ControlLog, follow
-from serving.datatypes import from_list, from_raw
-from serving.errors import ServingError, Status
-from serving.types import InputTensor
-from serving.validate import decode_inputs
+from edgerun.serving.batcher import Batcher, batch_rows
+from edgerun.serving.control import ControlLog, follow
+from edgerun.serving.datatypes import from_list, from_raw
+from edgerun.serving.errors import ServingError, Status
+from edgerun.serving.types import InputTensor
+from edgerun.serving.validate import decode_inputs
 
 BATCHING = types.SimpleNamespace(max_batch_size=8, max_delay_s=0.05, preferred_sizes=())
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.graph import Node, Value
+from edgerun.runtime.graph import Node, Value
 
 # Domain of edgerun's own training ops (gradient, loss and optimizer kernels).
 TRAINING_DOMAIN = "edgerun"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters.training.rules import GradContext, gradient
-from runtime.graph import Node, Value
+from edgerun.converters.training.rules import GradContext, gradient
+from edgerun.runtime.graph import Node, Value
 
 WINDOW_ATTRS = ("auto_pad", "dilations", "kernel_shape", "pads", "strides")
 CONV_ATTRS = WINDOW_ATTRS + ("group",)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 
-from converters.training.rules import GradContext, GradientRule, gradient
-from runtime.graph import Node, Value
+from edgerun.converters.training.rules import GradContext, GradientRule, gradient
+from edgerun.runtime.graph import Node, Value
 
 # The rule of a one-output op: gets dY itself (never None), returns one entry per input.
 OneOutputRule = Callable[[GradContext, Node, Value], list[Value | None]]

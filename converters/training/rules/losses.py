@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from converters.training.rules import GradContext, GradientRule, gradient
-from runtime.graph import Node, Value
+from edgerun.converters.training.rules import GradContext, GradientRule, gradient
+from edgerun.runtime.graph import Node, Value
 
 
 def _first_input_gradient(grad_op: str) -> GradientRule:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters.training.rules import GradContext, gradient
-from converters.training.rules.elementwise import one_output
-from runtime.graph import Node, Value
+from edgerun.converters.training.rules import GradContext, gradient
+from edgerun.converters.training.rules.elementwise import one_output
+from edgerun.runtime.graph import Node, Value
 
 GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
 

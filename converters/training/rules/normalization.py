@@ -8,9 +8,9 @@ import zlib
 
 import numpy as np
 
-from converters.training.rules import GradContext, gradient, training_forward
-from runtime.errors import ConversionError
-from runtime.graph import Node, Value
+from edgerun.converters.training.rules import GradContext, gradient, training_forward
+from edgerun.runtime.errors import ConversionError
+from edgerun.runtime.graph import Node, Value
 
 DEFAULT_RATIO = 0.5
 

@@ -56,7 +56,7 @@ class Model(object):
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from runtime.schema.fb.SubGraph import SubGraph
+            from edgerun.runtime.schema.fb.SubGraph import SubGraph
             obj = SubGraph()
             obj.Init(self._tab.Bytes, x)
             return obj
@@ -81,7 +81,7 @@ class Model(object):
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from runtime.schema.fb.Buffer import Buffer
+            from edgerun.runtime.schema.fb.Buffer import Buffer
             obj = Buffer()
             obj.Init(self._tab.Bytes, x)
             return obj
@@ -106,7 +106,7 @@ class Model(object):
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from runtime.schema.fb.Signature import Signature
+            from edgerun.runtime.schema.fb.Signature import Signature
             obj = Signature()
             obj.Init(self._tab.Bytes, x)
             return obj
@@ -131,7 +131,7 @@ class Model(object):
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from runtime.schema.fb.KeyValue import KeyValue
+            from edgerun.runtime.schema.fb.KeyValue import KeyValue
             obj = KeyValue()
             obj.Init(self._tab.Bytes, x)
             return obj

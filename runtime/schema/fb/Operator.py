@@ -117,7 +117,7 @@ class Operator(object):
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from runtime.schema.fb.Attribute import Attribute
+            from edgerun.runtime.schema.fb.Attribute import Attribute
             obj = Attribute()
             obj.Init(self._tab.Bytes, x)
             return obj

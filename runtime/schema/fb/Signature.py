@@ -49,7 +49,7 @@ class Signature(object):
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from runtime.schema.fb.TensorRef import TensorRef
+            from edgerun.runtime.schema.fb.TensorRef import TensorRef
             obj = TensorRef()
             obj.Init(self._tab.Bytes, x)
             return obj
@@ -74,7 +74,7 @@ class Signature(object):
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from runtime.schema.fb.TensorRef import TensorRef
+            from edgerun.runtime.schema.fb.TensorRef import TensorRef
             obj = TensorRef()
             obj.Init(self._tab.Bytes, x)
             return obj
@@ -99,7 +99,7 @@ class Signature(object):
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from runtime.schema.fb.VariableUpdate import VariableUpdate
+            from edgerun.runtime.schema.fb.VariableUpdate import VariableUpdate
             obj = VariableUpdate()
             obj.Init(self._tab.Bytes, x)
             return obj

@@ -42,7 +42,7 @@ class SubGraph(object):
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from runtime.schema.fb.Tensor import Tensor
+            from edgerun.runtime.schema.fb.Tensor import Tensor
             obj = Tensor()
             obj.Init(self._tab.Bytes, x)
             return obj
@@ -121,7 +121,7 @@ class SubGraph(object):
             x = self._tab.Vector(o)
             x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
             x = self._tab.Indirect(x)
-            from runtime.schema.fb.Operator import Operator
+            from edgerun.runtime.schema.fb.Operator import Operator
             obj = Operator()
             obj.Init(self._tab.Bytes, x)
             return obj

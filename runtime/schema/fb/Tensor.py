@@ -81,7 +81,7 @@ class Tensor(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
         if o != 0:
             x = self._tab.Indirect(o + self._tab.Pos)
-            from runtime.schema.fb.Quantization import Quantization
+            from edgerun.runtime.schema.fb.Quantization import Quantization
             obj = Quantization()
             obj.Init(self._tab.Bytes, x)
             return obj

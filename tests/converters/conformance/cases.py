@@ -109,7 +109,7 @@ def all_cases() -> list[Case]:
 
 def run_case(case: Case) -> None:
     """Convert, load and run `case` with edgerun; AssertionError on any mismatch."""
-    from converters.onnx_backend import EdgerunBackend
+    from edgerun.converters.onnx_backend import EdgerunBackend
 
     rep = EdgerunBackend.prepare(case.model)
     for inputs, expected in case.data_sets:
@@ -157,9 +157,9 @@ def ops_used(model: onnx.ModelProto) -> set[str]:
 def unsupported_ops(case: Case) -> set[str]:
     """The ops of `case` that no edgerun kernel implements at the model's opset version
     (Constant needs none)."""
-    import runtime.kernels  # noqa: F401
-    from runtime.errors import UnsupportedOpError
-    from runtime.kernels import registry
+    import edgerun.runtime.kernels  # noqa: F401
+    from edgerun.runtime.errors import UnsupportedOpError
+    from edgerun.runtime.kernels import registry
 
     opsets = {("" if o.domain in ("", "ai.onnx") else o.domain): o.version for o in case.model.opset_import}
     missing = set()

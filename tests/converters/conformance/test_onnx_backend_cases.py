@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from converters.onnx_backend import EdgerunBackend
-from runtime.errors import ConversionError
+from edgerun.converters.onnx_backend import EdgerunBackend
+from edgerun.runtime.errors import ConversionError
 from tests.converters.conformance.cases import EXCLUDED, all_cases, run_case, unsupported_ops
 
 CASES = all_cases()

@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from converters import from_onnx
-from converters.optimize import OptimizeReport, optimize
-from runtime import Interpreter
-from runtime.graph import Graph
+from edgerun.converters import from_onnx
+from edgerun.converters.optimize import OptimizeReport, optimize
+from edgerun.runtime import Interpreter
+from edgerun.runtime.graph import Graph
 from tests.onnx_models import ort_run
 
 RTOL, ATOL = 1e-4, 1e-5

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from converters.optimize import optimize, unfuse_activations
-from runtime.kernels.fused import ACTIVATIONS
+from edgerun.converters.optimize import optimize, unfuse_activations
+from edgerun.runtime.kernels.fused import ACTIVATIONS
 from tests.converters.optimize.helpers import assert_outputs_close, convert, info, ops, optimize_and_check, run
 from tests.onnx_models import make_model, ort_run
 

@@ -8,8 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
-from converters.optimize import DEFAULT_PASSES
-from runtime import Interpreter, cli, load_model
+from edgerun import cli
+from edgerun.converters.optimize import DEFAULT_PASSES
+from edgerun.runtime import Interpreter, load_model
 from tests.onnx_models import make_cnn, ort_run
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from converters.optimize import optimize
-from converters.optimize.constants import FoldConstants
+from edgerun.converters.optimize import optimize
+from edgerun.converters.optimize.constants import FoldConstants
 from tests.converters.optimize.helpers import convert, info, ops, optimize_and_check
 from tests.onnx_models import make_model
 

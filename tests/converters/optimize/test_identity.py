@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-from converters.optimize import optimize
-from runtime.graph import GraphBuilder
+from edgerun.converters.optimize import optimize
+from edgerun.runtime.graph import GraphBuilder
 from tests.converters.optimize.helpers import convert, info, ops, optimize_and_check
 from tests.onnx_models import make_model
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from converters.optimize import optimize
+from edgerun.converters.optimize import optimize
 from tests.converters.optimize.helpers import assert_outputs_close, convert, random_feeds, run
 from tests.converters.test_light_models import with_random_weights
 from tests.onnx_models import ort_run

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.optimize import DEFAULT_PASSES, PASSES, Pass, optimize
-from runtime.errors import ConversionError
-from runtime.graph import Graph
+from edgerun.converters.optimize import DEFAULT_PASSES, PASSES, Pass, optimize
+from edgerun.runtime.errors import ConversionError
+from edgerun.runtime.graph import Graph
 from tests.converters.optimize.helpers import convert, optimize_and_check
 from tests.onnx_models import make_cnn, make_mlp
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from converters.optimize import optimize
-from converters.optimize.infer import infer
+from edgerun.converters.optimize import optimize
+from edgerun.converters.optimize.infer import infer
 from tests.converters.optimize.helpers import convert, info, ops, optimize_and_check
 from tests.onnx_models import make_model
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.graph import Graph, GraphBuilder
+from edgerun.runtime.graph import Graph, GraphBuilder
 
 
 def mlp(sizes=(64, 32, 10), dtype=np.float32, seed: int = 0, softmax: bool = False) -> Graph:

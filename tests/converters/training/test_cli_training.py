@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from runtime import Interpreter, save_model
-from runtime.cli import main
-from runtime.training import predict
+from edgerun.cli import main
+from edgerun.runtime import Interpreter, save_model
+from edgerun.runtime.training import predict
 from tests.converters.training.models import digits, mlp
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.training import make_trainable
-from runtime import GraphBuilder, Interpreter, serialize
-from runtime.errors import ConversionError, InputError
-from runtime.training import fit, predict
+from edgerun.converters.training import make_trainable
+from edgerun.runtime import GraphBuilder, Interpreter, serialize
+from edgerun.runtime.errors import ConversionError, InputError
+from edgerun.runtime.training import fit, predict
 from tests.converters.training.models import cnn, digits, mlp
 from tests.gradcheck import numerical_gradient
 

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from converters.training import make_trainable
-from runtime import GraphBuilder, Interpreter, serialize
-from runtime.errors import ConversionError
+from edgerun.converters.training import make_trainable
+from edgerun.runtime import GraphBuilder, Interpreter, serialize
+from edgerun.runtime.errors import ConversionError
 from tests.converters.training.models import mlp
 from tests.gradcheck import numerical_gradient
 
@@ -134,8 +134,8 @@ def test_a_tensor_named_proximal_mu_is_refused():
 
 
 def test_fit_takes_a_bare_array_and_fixed_inputs_on_a_proximal_model():
-    from runtime import Interpreter, serialize
-    from runtime.training import fit
+    from edgerun.runtime import Interpreter, serialize
+    from edgerun.runtime.training import fit
     from tests.converters.training.models import mlp
 
     it = Interpreter(serialize(make_trainable(mlp((4, 3)), proximal=True)))

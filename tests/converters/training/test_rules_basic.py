@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from converters.training.rules import GradContext, differentiable_ops, gradient_rule
-from runtime.graph import Node, Value
-from runtime.kernels import resolve
+from edgerun.converters.training.rules import GradContext, differentiable_ops, gradient_rule
+from edgerun.runtime.graph import Node, Value
+from edgerun.runtime.kernels import resolve
 from tests.gradcheck import numerical_input_gradients, run_kernel
 
 F32 = np.dtype(np.float32)

@@ -8,9 +8,9 @@ import zlib
 import numpy as np
 import pytest
 
-from converters.training.rules import TRAINING_DOMAIN, GradContext, gradient_rule, training_forward_rule
-from runtime.errors import ConversionError
-from runtime.graph import Node, Value
+from edgerun.converters.training.rules import TRAINING_DOMAIN, GradContext, gradient_rule, training_forward_rule
+from edgerun.runtime.errors import ConversionError
+from edgerun.runtime.graph import Node, Value
 from tests.gradcheck import run_kernel
 
 F32 = np.float32
@@ -231,7 +231,7 @@ def test_dropout_training_gradient_uses_the_mask():
 
 
 def test_rules_are_registered():
-    from converters.training.rules import differentiable_ops
+    from edgerun.converters.training.rules import differentiable_ops
 
     assert {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormTraining",
             "DropoutTraining"} <= set(differentiable_ops())

@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-from federated.auth import KeyPair
-from federated.secagg.messages import SecAggParams
-from federated.secagg.quantize import plan
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.secagg.messages import SecAggParams
+from edgerun.federated.secagg.quantize import plan
 
 _KEYS: list[KeyPair] = []
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from federated import partition
-from federated.auth import KeyPair
-from federated.client import ClientOptions, FederatedClient, channel
-from federated.coordinator import Coordinator, CoordinatorConfig
-from federated.privacy import DpOptions
-from federated.protos import federated_pb2 as pb
-from federated.secagg.options import SecAggOptions
-from federated.service import CoordinatorServicer, serve
-from federated.store import Store
-from federated.strategies import FedAvg
+from edgerun.federated import partition
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.client import ClientOptions, FederatedClient, channel
+from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
+from edgerun.federated.privacy import DpOptions
+from edgerun.federated.protos import federated_pb2 as pb
+from edgerun.federated.secagg.options import SecAggOptions
+from edgerun.federated.service import CoordinatorServicer, serve
+from edgerun.federated.store import Store
+from edgerun.federated.strategies import FedAvg
 from tests.converters.training.models import digits
 from tests.federated.test_rounds import TOKEN, model_path, numpy_fedavg, run_rounds  # noqa: F401 - fixture
 
@@ -129,7 +129,7 @@ def test_dp_rounds_report_epsilon_and_stop_at_the_budget(model_path, tmp_path): 
 
 
 def test_the_demo_function_prints_accuracy_per_round(tmp_path, capsys):
-    from federated.demo import run_secure_digits_demo
+    from edgerun.federated.demo import run_secure_digits_demo
 
     history = run_secure_digits_demo(tmp_path, rounds=2, plot=None, num_clients=6, drop_probability=0.0)
     out = capsys.readouterr().out

@@ -9,9 +9,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from federated.secagg.client import SecAggClient
-from federated.secagg.errors import RoundAborted
-from federated.secagg.server import SecAggServer
+from edgerun.federated.secagg.client import SecAggClient
+from edgerun.federated.secagg.errors import RoundAborted
+from edgerun.federated.secagg.server import SecAggServer
 from tests.federated.secagg.helpers import device_keys, params, ring_inputs
 
 N = 5
@@ -80,8 +80,8 @@ def test_server_aborts_when_the_roster_is_below_the_cohort_threshold():
 
 
 def test_cohort_travels_in_the_round_config():
-    from federated.secagg.messages import SecAggParams
-    from federated.secagg.options import SecAggOptions
+    from edgerun.federated.secagg.messages import SecAggParams
+    from edgerun.federated.secagg.options import SecAggOptions
 
     config = SecAggOptions().round_config(3, 7, [(2, 2)], 1.0)
     assert SecAggParams.from_config(config).cohort == 7
@@ -93,7 +93,7 @@ LOW_ORDER = [bytes(32), (1).to_bytes(32, "little")]  # the zero point and the po
 
 
 def _signed(keys, client, **changes):
-    from federated.secagg.client import keys_message
+    from edgerun.federated.secagg.client import keys_message
 
     forged = dataclasses.replace(client.advertise(), **changes)
     return dataclasses.replace(forged, signature=keys[client.id].sign(keys_message(client.params.round, forged)))
@@ -102,7 +102,7 @@ def _signed(keys, client, **changes):
 @pytest.mark.parametrize("field,value", [("mask_key", LOW_ORDER[0]), ("encryption_key", LOW_ORDER[1]),
                                          ("mask_key", bytes(31)), ("seed_commitment", b"x" * 33)])
 def test_malformed_or_low_order_keys_exclude_only_that_client(field, value):
-    from federated.secagg.errors import MalformedMessage
+    from edgerun.federated.secagg.errors import MalformedMessage
     from tests.federated.secagg.helpers import plain_sum
 
     keys = device_keys(N)
@@ -138,7 +138,7 @@ def test_malformed_or_low_order_keys_exclude_only_that_client(field, value):
 
 @pytest.mark.parametrize("change", [{"nonce": b"\0" * 8}, {"ciphertext": b"\0" * 10}, {"nonce": b"\0" * 16}])
 def test_shares_with_a_wrong_nonce_or_ciphertext_length_exclude_the_sender(change):
-    from federated.secagg.errors import MalformedMessage
+    from edgerun.federated.secagg.errors import MalformedMessage
 
     p = params(N, length=16)
     server, clients, keys = _advertised(p)
@@ -167,7 +167,7 @@ def _to_unmask(p, drop=()):
 
 
 def _corrupt(revealed, owner):
-    from federated.secagg import shamir
+    from edgerun.federated.secagg import shamir
 
     return [dataclasses.replace(s, y=shamir.encode_y((shamir.decode_y(s.y) + 1) % shamir.PRIME))
             if s.owner == owner else s for s in revealed]

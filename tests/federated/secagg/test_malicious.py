@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from federated.auth import KeyPair
-from federated.secagg.client import SecAggClient
-from federated.secagg.errors import (
+from edgerun.federated.auth import KeyPair
+from edgerun.federated.secagg.client import SecAggClient
+from edgerun.federated.secagg.errors import (
     BothSharesRevealed,
     ForgedMessage,
     InconsistentView,
@@ -19,8 +19,8 @@ from federated.secagg.errors import (
     SurvivorClaimedDropped,
     WrongRecipient,
 )
-from federated.secagg.messages import MASK_KEY, SEED
-from federated.secagg.server import SecAggServer
+from edgerun.federated.secagg.messages import MASK_KEY, SEED
+from edgerun.federated.secagg.server import SecAggServer
 from tests.federated.secagg.helpers import device_keys, params, plain_sum, ring_inputs
 
 N = 5

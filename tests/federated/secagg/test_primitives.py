@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from federated.secagg import crypto, graph, prg, shamir
-from federated.secagg.errors import ConfigurationError, ForgedMessage, MalformedVector, SecAggError
-from federated.secagg.quantize import Quantization, dequantize_sum, pack, plan, quantize, unpack
+from edgerun.federated.secagg import crypto, graph, prg, shamir
+from edgerun.federated.secagg.errors import ConfigurationError, ForgedMessage, MalformedVector, SecAggError
+from edgerun.federated.secagg.quantize import Quantization, dequantize_sum, pack, plan, quantize, unpack
 
 
 @settings(max_examples=30, deadline=None)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from federated.secagg.errors import RoundAborted
-from federated.secagg.workflow import DROP_STAGES, run_round
+from edgerun.federated.secagg.errors import RoundAborted
+from edgerun.federated.secagg.workflow import DROP_STAGES, run_round
 from tests.federated.secagg.helpers import device_keys, params, plain_sum, ring_inputs
 
 
@@ -74,7 +74,7 @@ def test_dropped_neighbourhood_in_sparse_graph_aborts_cleanly():
     p = params(30, neighbours=4)  # shares held by 5 clients, 3 needed
     inputs = ring_inputs(keys, p)
     ids = sorted(keys)
-    from federated.secagg import graph
+    from edgerun.federated.secagg import graph
 
     g = graph.neighbours(ids, 4, p.graph_seed)
     victim = ids[0]
@@ -86,15 +86,15 @@ def test_dropped_neighbourhood_in_sparse_graph_aborts_cleanly():
 def test_masked_vector_is_uniform_and_uncorrelated_with_its_input():
     from scipy import stats
 
-    from federated.secagg.quantize import quantize
+    from edgerun.federated.secagg.quantize import quantize
 
     keys = device_keys(4)
     p = params(4, length=100_000)
     ids = sorted(keys)
     x = np.sin(np.linspace(0, 20, p.length))  # a structured delta
     inputs = {c: quantize(x, p.quantization) for c in ids}
-    from federated.secagg.client import SecAggClient
-    from federated.secagg.server import SecAggServer
+    from edgerun.federated.secagg.client import SecAggClient
+    from edgerun.federated.secagg.server import SecAggServer
 
     server = SecAggServer(p, ids, {c: keys[c].public_bytes for c in ids})
     clients = {c: SecAggClient(c, keys[c], p) for c in ids}

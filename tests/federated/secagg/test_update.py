@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from federated.secagg.options import SecAggOptions, client_weight
-from federated.secagg.update import decode_sum, encode_update, vector_length
-from federated.secagg.workflow import run_round
+from edgerun.federated.secagg.options import SecAggOptions, client_weight
+from edgerun.federated.secagg.update import decode_sum, encode_update, vector_length
+from edgerun.federated.secagg.workflow import run_round
 from tests.federated.secagg.helpers import device_keys
 
 SHAPES = [(8, 5), (5,)]
@@ -20,7 +20,7 @@ def test_weighted_average_through_secure_aggregation_equals_fedavg(n):
     deltas = [[rng.normal(0, 0.05, s) for s in SHAPES] for _ in range(n)]
     examples = rng.integers(5, 60, n)
     options = SecAggOptions(max_weight=100)
-    from federated.secagg.messages import SecAggParams
+    from edgerun.federated.secagg.messages import SecAggParams
 
     params = SecAggParams.from_config(options.round_config(1, n, SHAPES, 0.0))
     keys = device_keys(n)
@@ -40,7 +40,7 @@ def test_weighted_average_through_secure_aggregation_equals_fedavg(n):
 
 def test_decode_refuses_a_sum_of_the_wrong_length():
     q = SecAggOptions().round_config(1, 3, SHAPES, 0.0)
-    from federated.secagg.messages import SecAggParams
+    from edgerun.federated.secagg.messages import SecAggParams
 
     params = SecAggParams.from_config(q)
     ring = encode_update([np.zeros(s) for s in SHAPES], 1.0, params.quantization)

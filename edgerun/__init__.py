@@ -1,0 +1,37 @@
+"""edgerun: an edge ML runtime — .erm models, a memory-planned interpreter, ONNX import,
+KServe v2 serving and federated learning.
+
+The first things a user needs are here; everything else lives in the subpackages
+(`edgerun.runtime`, `edgerun.converters`, `edgerun.devices`, `edgerun.serving`,
+`edgerun.federated`).
+
+    from edgerun import Interpreter, from_onnx, save_model
+    save_model(from_onnx("mlp.onnx"), "mlp.erm")
+    y = Interpreter("mlp.erm").run({"x": x})["y"]
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("edgerun")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
+from edgerun.converters.onnx_import import from_onnx  # noqa: E402  (imports onnx only when called)
+from edgerun.runtime.errors import (  # noqa: E402
+    ConversionError,
+    EdgerunError,
+    InputError,
+    ModelError,
+    UnsupportedOpError,
+)
+from edgerun.runtime.interpreter import Interpreter  # noqa: E402
+from edgerun.runtime.loader import load_model  # noqa: E402
+from edgerun.runtime.writer import save_model  # noqa: E402
+
+__all__ = [
+    "ConversionError", "EdgerunError", "InputError", "Interpreter", "ModelError",
+    "UnsupportedOpError", "__version__", "from_onnx", "load_model", "save_model",
+]

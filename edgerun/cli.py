@@ -1,0 +1,110 @@
+"""The `edgerun` command line: one dispatcher over the commands each package defines.
+
+    edgerun --version
+    edgerun inspect model.erm                      # from edgerun.runtime.cli
+    edgerun convert model.onnx -o model.erm        # from edgerun.converters.cli
+    edgerun serve --model-repository models/      # from edgerun.serving.cli
+
+Every package keeps its commands in its own module, listed in `COMMANDS` and imported
+only when its command is used (or for `--help`), so `edgerun inspect` never imports
+onnx or grpc. Each such module has `add_parser(subparsers)`, which registers its
+commands with `set_defaults(func=handler)`; a handler takes the parsed arguments and
+returns an exit code (None means 0).
+
+Expected failures (EdgerunError, OSError, ValueError) print one line,
+`edgerun: error: <message>`, and exit 1; `--debug` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from edgerun import __version__
+from edgerun.runtime.errors import EdgerunError
+
+# command name -> module exposing add_parser(subparsers)
+COMMANDS: dict[str, str] = {
+    "inspect": "edgerun.runtime.cli",
+    "run": "edgerun.runtime.cli",
+    "bench": "edgerun.runtime.cli",
+    "convert": "edgerun.converters.cli",
+    "make-trainable": "edgerun.converters.training.cli",
+    "train": "edgerun.runtime.train_cli",
+    "federated": "edgerun.federated.cli",
+    "serve": "edgerun.serving.cli",
+}
+
+EXPECTED_ERRORS = (EdgerunError, OSError, ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one edgerun command; returns the exit code (0 ok, 1 error, 2 usage via SystemExit)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+    except EXPECTED_ERRORS as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"edgerun: error: {_describe(exc)}", file=sys.stderr)
+        return 1
+    return 0 if code is None else int(code)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser. Plugin modules are imported only for `command`, or all of
+    them when `command` is None (help); the others get a placeholder entry."""
+    parser = argparse.ArgumentParser(prog="edgerun", description="edgerun edge ML runtime")
+    parser.add_argument("--version", action="version", version=f"edgerun {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    wanted = set(COMMANDS.values()) if command is None else {COMMANDS.get(command)}
+    for module in dict.fromkeys(COMMANDS.values()):
+        if module in wanted:
+            _add_commands(subparsers, module)
+    for name in COMMANDS:
+        if name not in subparsers.choices:
+            subparsers.add_parser(name, help=f"(see 'edgerun {name} --help')")
+    return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The first argument that is not an option (global options take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _add_commands(subparsers: Any, module: str) -> None:
+    """Let `module` register its commands; if it cannot be imported, register stubs for its
+    commands that fail with the import error when run."""
+    try:
+        importlib.import_module(module).add_parser(subparsers)
+    except ImportError as exc:
+        for name in (n for n, m in COMMANDS.items() if m == module):
+            stub = subparsers.add_parser(name, help=f"(unavailable: {exc})")
+            stub.add_argument("rest", nargs=argparse.REMAINDER)
+            stub.set_defaults(func=functools.partial(_unavailable, name, exc))
+
+
+def _unavailable(name: str, error: ImportError, args: argparse.Namespace) -> int:
+    raise EdgerunError(f"command {name!r} is unavailable: {error}")
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an error: OSErrors as 'reason: file', others as their message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
