@@ -75,18 +75,21 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
 class Server:
     """A `python -m edgerun serve` process on free loopback ports; `stop()` sends SIGTERM."""
 
-    def __init__(self, repo: Path, log: Path, *args: str, workers: int = 1) -> None:
+    def __init__(self, repo: Path, log: Path, *args: str, workers: int = 1,
+                 command: tuple[str, ...] = (sys.executable, "-m", "edgerun"), cwd: Path = ROOT,
+                 env: dict[str, str] | None = None) -> None:
         self.grpc_port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         self.grpc_url, self.http_url = f"127.0.0.1:{self.grpc_port}", f"127.0.0.1:{self.http_port}"
         self.log = log
         self.workers = workers
-        cmd = [sys.executable, "-m", "edgerun", "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
+        cmd = [*command, "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
                "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
                "--metrics-port", str(self.metrics_port), "--workers", str(workers), *args]
-        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        env["PYTHONPATH"] = str(ROOT)
+        if env is None:
+            env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+            env["PYTHONPATH"] = str(ROOT)
         self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(cmd, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 60.0) -> Server:
         """Block until every worker logged that it serves; fail with the log if it died or timed out."""
