@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -113,9 +112,7 @@ def serve_and_query(erm_path: Path, x: np.ndarray, expected: np.ndarray) -> bool
     command = [sys.executable, "-m", "edgerun", "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
                *(str(part) for flag, port in ports.items() for part in (flag, port))]
     print(f"$ edgerun serve --model-repository {repo.name} --grpc-port {ports['--grpc-port']} ...")
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['--grpc-port']}")
         deadline = time.monotonic() + 60
