@@ -4,7 +4,7 @@ Prepare walks the operators the signature's outputs need, in model order:
 each kernel infers its output specs; an operator whose inputs are all
 constants is evaluated right then (constant folding at prepare time); the
 remaining operators become steps whose outputs live in one arena placed by
-`runtime.planner`. Invoke is a plain loop over (run, inputs, outputs) with
+`runtime.arena`. Invoke is a plain loop over (run, inputs, outputs) with
 every array bound in advance, so steady-state runs allocate only the results.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from edgerun.runtime.arena import TensorLife, plan_arena
 from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, ValueNeeded
 from edgerun.runtime.graph import Graph, Node, Signature, Value
 from edgerun.runtime.kernels import Kernel, TensorSpec, resolve
-from edgerun.runtime.planner import TensorLife, plan_arena
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 
 ARENA_ALIGNMENT = 64
