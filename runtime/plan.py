@@ -6,6 +6,8 @@ constants is evaluated right then (constant folding at prepare time); the
 remaining operators become steps whose outputs live in one arena placed by
 `runtime.arena`. Invoke is a plain loop over (run, inputs, outputs) with
 every array bound in advance, so steady-state runs allocate only the results.
+Every kernel gets the plan's `EagerContext`: its backend, and how control flow
+runs its bodies.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgerun.runtime.arena import TensorLife, plan_arena
+from edgerun.runtime.eager import EagerContext, PreparedKernels
 from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, ValueNeeded
 from edgerun.runtime.graph import Graph, Node, Signature, Value
 from edgerun.runtime.kernels import Kernel, TensorSpec, resolve
@@ -75,6 +78,7 @@ class ExecutionPlan:
         self.signature = signature
         self.variables = variables
         self.backend = backend
+        self.context = EagerContext(backend)  # handed to every kernel: control flow runs bodies through it
         self.memory_budget = memory_budget if memory_budget is not None else _physical_memory() // 2
         self.nodes = _needed_nodes(graph, signature)
         # Resolved once (unknown ops fail here); instantiated afresh by each prepare,
@@ -86,8 +90,6 @@ class ExecutionPlan:
             for n in [body_node for g in (body, *body.subgraphs()) for body_node in g.nodes]:  # fail now
                 resolve(n.domain, n.op_type, n.version, n.name, "cpu")
         self.eager = False  # set for good once a kernel needs run-time values to infer shapes
-        from edgerun.runtime.eager import PreparedKernels  # not at the top: the kernels import runtime.eager
-
         self.eager_kernels = PreparedKernels()  # eager runs reuse a kernel while its inputs allow
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         shapes = {n: tuple(1 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
@@ -295,9 +297,9 @@ class ExecutionPlan:
             in_known = [known.get(v) for v in in_values]
             if eager:  # prepared with this run's values, or reused from a run that had the same ones
                 kernel, out_specs = self._infer(
-                    node, partial(self.eager_kernels.prepare, node, cls, in_specs, in_known, self.backend))
+                    node, partial(self.eager_kernels.prepare, node, cls, in_specs, in_known, self.context))
             else:
-                kernel, out_specs = self._infer(node, partial(_prepare_fresh, cls, node, self.backend,
+                kernel, out_specs = self._infer(node, partial(_prepare_fresh, cls, node, self.context,
                                                               in_specs, in_known))
             if eager or self._foldable(node, kernel, in_values, known, out_specs):
                 outs = self._fold(node, kernel, in_values, known, out_specs, specs)
@@ -492,9 +494,9 @@ def _placeholder(spec: TensorSpec) -> np.ndarray:
     return view
 
 
-def _prepare_fresh(cls: type[Kernel], node: Node, backend: str, specs: list, values: list):
+def _prepare_fresh(cls: type[Kernel], node: Node, context: EagerContext, specs: list, values: list):
     """A new kernel for `node` and its output specs for `specs`/`values`."""
-    kernel = cls.for_node(node, backend)
+    kernel = cls.for_node(node, context)
     return kernel, kernel.prepare(specs, values)
 
 
