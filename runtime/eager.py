@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgerun.runtime.errors import EdgerunError, ModelError
-from edgerun.runtime.graph import Graph, Node, Value
+from edgerun.runtime.errors import ModelError, raise_node_failure
+from edgerun.runtime.graph import Graph, Node, Value, reachable_nodes
 from edgerun.runtime.kernels.base import ExecutionContext, Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import resolve
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
@@ -183,10 +183,8 @@ def run_node(node: Node, inputs: list[np.ndarray | None], context: ExecutionCont
                 raise ModelError(f"node {node.name!r}: output shape {spec.shape} is invalid or too large")
         outs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
         kernel.run(list(inputs), outs)
-    except EdgerunError:
-        raise
-    except Exception as exc:  # a kernel bug or bad data must not escape as a numpy error
-        raise ModelError(f"node {node.name!r} ({node.op_type}) failed: {exc}") from exc
+    except Exception as exc:
+        raise_node_failure(node, exc)
     return outs
 
 
@@ -202,16 +200,6 @@ def _read(env: dict[Value, np.ndarray], value: Value, node: Node | None) -> np.n
 def _needed(graph: Graph) -> list[Node]:
     """The nodes the outputs depend on, in graph order (cached on the graph)."""
     cached = getattr(graph, "_eager_needed", None)
-    if cached is not None:
-        return cached
-    producer = {v: i for i, n in enumerate(graph.nodes) for v in n.outputs if v is not None}
-    stack = [producer[v] for v in graph.outputs if v in producer]
-    needed: set[int] = set()
-    while stack:
-        index = stack.pop()
-        if index not in needed:
-            needed.add(index)
-            stack.extend(producer[v] for v in graph.nodes[index].inputs if v is not None and v in producer)
-    nodes = [n for i, n in enumerate(graph.nodes) if i in needed]
-    graph._eager_needed = nodes  # type: ignore[attr-defined]
-    return nodes
+    if cached is None:
+        cached = graph._eager_needed = reachable_nodes(graph, graph.outputs)  # type: ignore[attr-defined]
+    return cached

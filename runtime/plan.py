@@ -22,8 +22,15 @@ import numpy as np
 
 from edgerun.runtime.arena import TensorLife, plan_arena
 from edgerun.runtime.eager import EagerContext, PreparedKernels
-from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, ValueNeeded
-from edgerun.runtime.graph import Graph, Node, Signature, Value
+from edgerun.runtime.errors import (
+    EdgerunError,
+    InputError,
+    MemoryBudgetError,
+    ModelError,
+    ValueNeeded,
+    raise_node_failure,
+)
+from edgerun.runtime.graph import Graph, Node, Signature, Value, reachable_nodes
 from edgerun.runtime.kernels import Kernel, TensorSpec, resolve
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 
@@ -172,10 +179,8 @@ class ExecutionPlan:
         try:
             for run, ins, outs, node in prepared.steps:  # noqa: B007 - node names a failure
                 run(ins, outs)
-        except EdgerunError:
-            raise
-        except Exception as exc:  # a kernel bug or bad data must not escape as a numpy error
-            raise ModelError(f"node {node.name!r} ({node.op_type}) failed: {exc}") from exc
+        except Exception as exc:
+            raise_node_failure(node, exc)
         for source, storage in prepared.updates:
             np.copyto(storage, arrays[source] if isinstance(source, str) else source)
         return {
@@ -356,10 +361,8 @@ class ExecutionPlan:
         try:
             kernel, out_specs = prepare()
             out_specs = list(out_specs)
-        except EdgerunError:
-            raise
         except Exception as exc:
-            raise ModelError(f"node {node.name!r} ({node.op_type}): cannot prepare: {exc}") from exc
+            raise_node_failure(node, exc, "failed to prepare")
         if len(out_specs) < len(node.outputs):
             raise ModelError(
                 f"node {node.name!r} ({node.op_type}): has {len(node.outputs)} outputs, "
@@ -382,10 +385,8 @@ class ExecutionPlan:
             outs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
             kernel.run([None if v is None else known[v] if v in known else _placeholder(specs[v])
                         for v in in_values], outs)
-        except EdgerunError:
-            raise
         except Exception as exc:
-            raise ModelError(f"node {node.name!r} ({node.op_type}) failed: {exc}") from exc
+            raise_node_failure(node, exc)
         for array in outs:
             array.flags.writeable = False
         return outs
@@ -501,26 +502,10 @@ def _prepare_fresh(cls: type[Kernel], node: Node, context: EagerContext, specs: 
 
 
 def _needed_nodes(graph: Graph, signature: Signature) -> list[Node]:
-    """The nodes the signature's outputs depend on, in graph order."""
-    producer: dict[Value, int] = {}
-    for index, node in enumerate(graph.nodes):
-        for value in node.outputs:
-            if value is not None:
-                producer[value] = index
-    # Variables are leaves: nodes read them as they were when the run started.
-    roots = [v for v in (*signature.outputs.values(), *signature.updates.values()) if not v.is_variable]
-    stack = [producer[v] for v in roots if v in producer]
-    fed = set(signature.inputs.values())
-    needed: set[int] = set()
-    while stack:
-        index = stack.pop()
-        if index in needed:
-            continue
-        needed.add(index)
-        for value in graph.nodes[index].inputs:
-            if value is not None and value not in fed and not value.is_variable and value in producer:
-                stack.append(producer[value])
-    return [node for index, node in enumerate(graph.nodes) if index in needed]
+    """The nodes the signature's outputs and updates depend on, in graph order. Fed inputs
+    and variables are leaves: nodes read variables as they were when the run started."""
+    leaves = {*signature.inputs.values(), *(v for v in graph.values() if v.is_variable)}
+    return reachable_nodes(graph, (*signature.outputs.values(), *signature.updates.values()), leaves)
 
 
 def _declared(name: str, value: Value, signature: str) -> TensorInfo:
