@@ -1,31 +1,22 @@
-"""Device profiles: the limits an interpreter should respect on a kind of device.
+"""The built-in device profiles, registered into the runtime's profile registry on import.
 
-    profile = get_profile("rpi4")
-    profile.num_threads, profile.memory_budget_bytes  # 4, 1 GiB
+    Interpreter("mlp.erm", profile="rpi4")   # 4 threads, 1 GiB memory budget
+    get_profile("rpi4").num_threads          # 4
 
-A profile is a plain record; the interpreter reads it to pick its thread
-count, check its arena against the memory budget and prefer kernels in the
-listed dtypes (most preferred first; numpy dtype names).
+A profile is a plain record (`runtime.profiles.DeviceProfile`); the interpreter
+takes its thread count and checks its arena against the memory budget. The
+preferred dtypes (most preferred first; numpy dtype names) advise converters.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from edgerun.devices.host import logical_cores, total_memory_bytes
+from edgerun.runtime.profiles import DeviceProfile, get_profile, register_profile
+
+__all__ = ["PHONE", "PROFILES", "RPI4", "DeviceProfile", "get_profile", "host_profile"]
 
 MiB = 1 << 20
 GiB = 1 << 30
-
-
-@dataclass(frozen=True)
-class DeviceProfile:
-    """Limits for one kind of device: threads, bytes and dtypes, most preferred first."""
-
-    name: str
-    num_threads: int
-    memory_budget_bytes: int
-    preferred_dtypes: tuple[str, ...]
 
 
 def host_profile() -> DeviceProfile:
@@ -67,13 +58,4 @@ PHONE = DeviceProfile(
     preferred_dtypes=("int8", "float16", "float32"),
 )
 
-PROFILES: dict[str, DeviceProfile] = {p.name: p for p in (host_profile(), RPI4, PHONE)}
-
-
-def get_profile(name: str) -> DeviceProfile:
-    """The built-in profile called `name`; KeyError naming the known profiles otherwise."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        known = ", ".join(sorted(PROFILES))
-        raise KeyError(f"unknown device profile {name!r}; known profiles: {known}") from None
+PROFILES: dict[str, DeviceProfile] = {p.name: register_profile(p) for p in (host_profile(), RPI4, PHONE)}

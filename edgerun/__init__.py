@@ -19,6 +19,9 @@ try:
 except PackageNotFoundError:  # imported from a source tree that was never installed
     __version__ = "0+unknown"
 
+# The backends (numba, ...) and device profiles register themselves into the runtime's
+# registries on import; every `edgerun.*` import runs this module first.
+import edgerun.devices  # noqa: E402, F401
 from edgerun.converters.onnx_import import from_onnx  # noqa: E402  (imports onnx only when called)
 from edgerun.runtime.errors import (  # noqa: E402
     ConversionError,

@@ -84,6 +84,7 @@ def _add_run(subparsers: Any) -> None:
     p.add_argument("--signature", "-s", default="serving_default")
     p.add_argument("--output", "-o", type=Path, help="write the outputs to this .npz")
     p.add_argument("--device", default="auto")
+    p.add_argument("--profile", default=None, help="device profile: host, rpi4, phone (threads, memory budget)")
     p.set_defaults(func=cmd_run)
 
 
@@ -107,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     paths = parse_input_specs(args.input)
     inputs = {name: np.load(path, allow_pickle=False) for name, path in paths.items()}
-    it = Interpreter(args.model, device=args.device)
+    it = Interpreter(args.model, device=args.device, profile=args.profile)
     outputs = it.run(inputs, signature=args.signature)
     for name, array in outputs.items():
         preview = np.array2string(array.ravel()[:8], precision=4, separator=", ")
@@ -130,6 +131,7 @@ def _add_bench(subparsers: Any) -> None:
     p.add_argument("--batch", type=int, default=1, help="size of dynamic leading dims")
     p.add_argument("--signature", "-s", default="serving_default")
     p.add_argument("--device", default="auto")
+    p.add_argument("--profile", default=None, help="device profile: host, rpi4, phone (threads, memory budget)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -140,7 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.runs < 1 or args.warmup < 0 or args.batch < 1:
         raise ValueError("--runs and --batch must be >= 1 and --warmup >= 0")
-    it = Interpreter(args.model, device=args.device, num_threads=args.threads)
+    it = Interpreter(args.model, device=args.device, num_threads=args.threads, profile=args.profile)
     if args.signature not in it.signatures:
         raise ValueError(f"unknown signature {args.signature!r}; the model has: "
                          f"{', '.join(sorted(it.signatures))}")

@@ -7,6 +7,10 @@ Reshape by a computed shape, NonZero...): shape inference then needs the
 values, so planning an arena ahead of time is impossible. Slower than a
 planned run, never less correct.
 
+`EagerContext` is the execution context a plan hands its kernels: control-flow
+kernels run their bodies through it, on the plan's backend, without importing
+this module.
+
 `PreparedKernels` keeps the cost down: a node's kernel, once prepared, is reused
 while the node sees the same input shapes and the same contents of the (small)
 inputs its prepare read, so a streaming model pays for preparation once.
@@ -16,12 +20,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from edgerun.runtime.errors import EdgerunError, ModelError
-from edgerun.runtime.graph import Graph, Node, Value
-from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.errors import ModelError, raise_node_failure
+from edgerun.runtime.graph import Graph, Node, Value, reachable_nodes
+from edgerun.runtime.kernels.base import ExecutionContext, Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import resolve
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 
@@ -86,14 +91,14 @@ class PreparedKernels:
         self._entries: dict[int, tuple] = {}
 
     def prepare(self, node: Node, cls: type[Kernel], specs: list, values: list,
-                backend: str = "cpu") -> tuple[Kernel, list[TensorSpec]]:
-        """The node's kernel (on `backend`) prepared for `specs`/`values` and its output specs.
-        Raises what the kernel's prepare raises."""
+                context: ExecutionContext | None = None) -> tuple[Kernel, list[TensorSpec]]:
+        """The node's kernel (made with `context`) prepared for `specs`/`values` and its
+        output specs. Raises what the kernel's prepare raises."""
         shapes = tuple(None if s is None else (s.dtype, s.shape) for s in specs)
         entry = self._entries.get(id(node))
         if entry is not None and entry[0] == shapes and all(_same(values[i], seen) for i, seen in entry[1]):
             return entry[2], entry[3]
-        kernel = cls.for_node(node, backend)
+        kernel = cls.for_node(node, context)
         small = [v.copy() if isinstance(v, np.ndarray) and v.nbytes <= MAX_KEY_BYTES else v for v in values]
         reads = _Reads(small)
         out_specs = list(kernel.prepare(specs, reads))
@@ -113,6 +118,17 @@ def _same(value, seen: np.ndarray) -> bool:
             and value.tobytes() == seen.tobytes())
 
 
+@dataclass(frozen=True)
+class EagerContext:
+    """The ExecutionContext (runtime.kernels.base) of a plan on `backend`: nested graphs
+    run eagerly, on the same backend, with kernels kept per thread (PreparedKernels)."""
+
+    backend: str = "cpu"
+
+    def run_graph(self, graph: Graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return run_graph(graph, inputs, self)
+
+
 _threads = threading.local()
 MAX_CACHED_GRAPHS = 64
 
@@ -129,45 +145,46 @@ def _graph_cache(graph: Graph, backend: str) -> PreparedKernels:
     return entry[1]
 
 
-def run_graph(graph: Graph, inputs: Sequence[np.ndarray], backend: str = "cpu") -> list[np.ndarray]:
-    """Run every node `graph.outputs` need; returns the outputs in order.
+def run_graph(graph: Graph, inputs: Sequence[np.ndarray], context: ExecutionContext | None = None) -> list[np.ndarray]:
+    """Run every node `graph.outputs` need (on `context`'s backend, "cpu" by default);
+    returns the outputs in order.
 
     `inputs` match `graph.inputs` one to one. Raises ModelError (naming the node)
     when a node cannot prepare or fails, or an input count mismatch.
     """
+    context = context or EagerContext()
     if len(inputs) != len(graph.inputs):
         raise ModelError(f"graph {graph.name!r} takes {len(graph.inputs)} inputs, got {len(inputs)}")
     env: dict[Value, np.ndarray] = dict(zip(graph.inputs, inputs, strict=True))
-    cache = _graph_cache(graph, backend)
+    cache = _graph_cache(graph, context.backend)
     for node in _needed(graph):
-        outs = run_node(node, [None if v is None else _read(env, v, node) for v in node.inputs], backend, cache)
+        outs = run_node(node, [None if v is None else _read(env, v, node) for v in node.inputs], context, cache)
         for value, array in zip(node.outputs, outs, strict=False):
             if value is not None:
                 env[value] = array
     return [_read(env, v, None) for v in graph.outputs]
 
 
-def run_node(node: Node, inputs: list[np.ndarray | None], backend: str = "cpu",
+def run_node(node: Node, inputs: list[np.ndarray | None], context: ExecutionContext | None = None,
              cache: PreparedKernels | None = None) -> list[np.ndarray]:
     """Prepare `node`'s kernel with `inputs` as known values (or reuse the one `cache` holds),
-    run it, return its outputs."""
-    cls = resolve(node.domain, node.op_type, node.version, node.name, backend)
+    run it on `context`'s backend ("cpu" by default), return its outputs."""
+    context = context or EagerContext()
+    cls = resolve(node.domain, node.op_type, node.version, node.name, context.backend)
     specs = [None if a is None else TensorSpec(a.dtype, a.shape) for a in inputs]
     try:
         if cache is None:
-            kernel: Kernel = cls.for_node(node, backend)
+            kernel: Kernel = cls.for_node(node, context)
             out_specs = list(kernel.prepare(specs, list(inputs)))
         else:
-            kernel, out_specs = cache.prepare(node, cls, specs, list(inputs), backend)
+            kernel, out_specs = cache.prepare(node, cls, specs, list(inputs), context)
         for spec in out_specs:
             if any(d < 0 for d in spec.shape) or spec.nbytes > MAX_TENSOR_BYTES:
                 raise ModelError(f"node {node.name!r}: output shape {spec.shape} is invalid or too large")
         outs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
         kernel.run(list(inputs), outs)
-    except EdgerunError:
-        raise
-    except Exception as exc:  # a kernel bug or bad data must not escape as a numpy error
-        raise ModelError(f"node {node.name!r} ({node.op_type}) failed: {exc}") from exc
+    except Exception as exc:
+        raise_node_failure(node, exc)
     return outs
 
 
@@ -183,16 +200,6 @@ def _read(env: dict[Value, np.ndarray], value: Value, node: Node | None) -> np.n
 def _needed(graph: Graph) -> list[Node]:
     """The nodes the outputs depend on, in graph order (cached on the graph)."""
     cached = getattr(graph, "_eager_needed", None)
-    if cached is not None:
-        return cached
-    producer = {v: i for i, n in enumerate(graph.nodes) for v in n.outputs if v is not None}
-    stack = [producer[v] for v in graph.outputs if v in producer]
-    needed: set[int] = set()
-    while stack:
-        index = stack.pop()
-        if index not in needed:
-            needed.add(index)
-            stack.extend(producer[v] for v in graph.nodes[index].inputs if v is not None and v in producer)
-    nodes = [n for i, n in enumerate(graph.nodes) if i in needed]
-    graph._eager_needed = nodes  # type: ignore[attr-defined]
-    return nodes
+    if cached is None:
+        cached = graph._eager_needed = reachable_nodes(graph, graph.outputs)  # type: ignore[attr-defined]
+    return cached

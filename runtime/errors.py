@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 
 class EdgerunError(Exception):
     """Base class of every error edgerun raises on purpose."""
@@ -49,3 +51,13 @@ class ValueNeeded(ModelError):
 
 class InputError(EdgerunError):
     """Inputs passed at run time do not match what the signature expects."""
+
+
+def raise_node_failure(node: Any, exc: Exception, stage: str = "failed") -> NoReturn:
+    """Re-raise `exc`, which a kernel raised while `stage` ("failed", "failed to prepare"):
+    an EdgerunError as it is; anything else (a kernel bug or bad data: a numpy error must
+    not escape) as a ModelError naming the node, caused by `exc`. `node` has `name` and
+    `op_type` (a runtime.graph.Node). Call it from the `except Exception` clause."""
+    if isinstance(exc, EdgerunError):
+        raise exc
+    raise ModelError(f"node {node.name!r} ({node.op_type}) {stage}: {exc}") from exc

@@ -15,7 +15,7 @@ flow bodies) appear as node attributes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +163,34 @@ class Graph:
         for node in self.nodes:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def reachable_nodes(
+    graph: Graph,
+    roots: Iterable[Value],
+    leaves: Collection[Value] = (),
+    reads: Callable[[Node], Iterable[Value | None]] | None = None,
+) -> list[Node]:
+    """The nodes of `graph` that computing `roots` needs, in graph order.
+
+    Walks back from each root to the node that produces it, then through that node's
+    inputs (or through `reads(node)`: say, its inputs plus what its nested graphs use),
+    never past a value in `leaves` (values supplied from outside the walk: fed inputs,
+    variables read as they were when a run started). A value no node produces ends the
+    walk there.
+    """
+    producer = {v: n for n in graph.nodes for v in n.outputs if v is not None}
+    reads = reads or (lambda node: node.inputs)
+    stop = set(leaves)
+    stack = [producer[v] for v in roots if v not in stop and v in producer]
+    needed: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in needed:
+            continue
+        needed.add(id(node))
+        stack.extend(producer[v] for v in reads(node) if v is not None and v not in stop and v in producer)
+    return [node for node in graph.nodes if id(node) in needed]
 
 
 class GraphBuilder:

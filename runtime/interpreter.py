@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.runtime.errors import EdgerunError, InputError, ModelError
+from edgerun.runtime.backends import select_backend
+from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError
 from edgerun.runtime.graph import Graph, Value
 from edgerun.runtime.loader import load_model
 from edgerun.runtime.plan import ExecutionPlan, TensorInfo
+from edgerun.runtime.profiles import DeviceProfile, get_profile
 from edgerun.runtime.writer import serialize
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -41,14 +43,21 @@ class Interpreter:
 
     Args:
         model: a path to an .erm file (memory-mapped), its bytes, or a Graph.
-        device: "auto" or a backend name known to `devices` ("cpu").
-        num_threads: threads for kernels (None = library default). numpy's BLAS
-            pool is process-wide, so this caps it for the whole process.
-        memory_budget: the most bytes one signature's arena may take (None = no limit
-            beyond what the machine has).
+        device: "auto" or a registered backend name ("cpu", "numba"; see
+            `runtime.backends`).
+        num_threads: threads for kernels (None = the profile's, else the library
+            default). numpy's BLAS pool is process-wide, so this caps it for the
+            whole process.
+        memory_budget: the most bytes one signature's arena may take (None = the
+            profile's, else half the machine's physical memory).
+        profile: a device profile or the name of a registered one ("host", "rpi4",
+            "phone"; see `runtime.profiles`): its thread count and memory budget
+            apply where `num_threads` / `memory_budget` are not given.
 
-    Raises ModelError (malformed model), UnsupportedOpError (no kernel for an op),
-    EdgerunError (unknown device). All of them at construction, not at first run.
+    Raises ModelError (malformed model), MemoryBudgetError (a signature needs more
+    than the budget; it names both sizes), UnsupportedOpError (no kernel for an op),
+    EdgerunError (unknown device or profile). All of them at construction, not at
+    first run.
     """
 
     def __init__(
@@ -57,13 +66,18 @@ class Interpreter:
         device: str = "auto",
         num_threads: int | None = None,
         memory_budget: int | None = None,
+        profile: str | DeviceProfile | None = None,
     ) -> None:
-        from edgerun.devices import select_backend
-
         self.backend = select_backend(device)
+        self.profile = _as_profile(profile)
+        if num_threads is None and self.profile is not None:
+            num_threads = self.profile.num_threads
+        if memory_budget is None and self.profile is not None:
+            memory_budget = self.profile.memory_budget_bytes
         if num_threads is not None and num_threads < 1:
             raise EdgerunError(f"num_threads must be >= 1, got {num_threads}")
         self.num_threads = num_threads
+        self.memory_budget = memory_budget
         if num_threads is not None:
             _limit_blas_threads(num_threads)
         # An in-memory Graph goes through the same verifier as a file (one copy of
@@ -76,12 +90,20 @@ class Interpreter:
         for name, signature in graph.signatures.items():
             key = _signature_key(signature)
             if key not in shared:
-                shared[key] = ExecutionPlan(graph, name, signature, self._variables, memory_budget, self.backend)
+                shared[key] = self._make_plan(name, signature)
             self._plans[name] = shared[key]
         self.signatures = {
             name: SignatureInfo(name, plan.input_info, plan.output_info)
             for name, plan in self._plans.items()
         }
+
+    def _make_plan(self, name: str, signature: Any) -> ExecutionPlan:
+        try:
+            return ExecutionPlan(self.graph, name, signature, self._variables, self.memory_budget, self.backend)
+        except MemoryBudgetError as exc:
+            if self.profile is None or self.memory_budget != self.profile.memory_budget_bytes:
+                raise
+            raise MemoryBudgetError(f"{exc} (device profile {self.profile.name!r})") from exc
 
     def _plan(self, signature: str) -> ExecutionPlan:
         try:
@@ -132,6 +154,14 @@ def _as_source(model: Any) -> Any:
     if isinstance(model, str | os.PathLike | bytes | bytearray | memoryview):
         return model if not isinstance(model, str) else Path(model)
     raise EdgerunError(f"model must be a path, bytes or Graph, not {type(model).__name__}")
+
+
+def _as_profile(profile: str | DeviceProfile | None) -> DeviceProfile | None:
+    if profile is None or isinstance(profile, DeviceProfile):
+        return profile
+    if isinstance(profile, str):
+        return get_profile(profile)
+    raise EdgerunError(f"profile must be a DeviceProfile or a profile name, not {type(profile).__name__}")
 
 
 def _signature_key(signature: Any) -> tuple:

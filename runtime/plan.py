@@ -4,8 +4,10 @@ Prepare walks the operators the signature's outputs need, in model order:
 each kernel infers its output specs; an operator whose inputs are all
 constants is evaluated right then (constant folding at prepare time); the
 remaining operators become steps whose outputs live in one arena placed by
-`runtime.planner`. Invoke is a plain loop over (run, inputs, outputs) with
+`runtime.arena`. Invoke is a plain loop over (run, inputs, outputs) with
 every array bound in advance, so steady-state runs allocate only the results.
+Every kernel gets the plan's `EagerContext`: its backend, and how control flow
+runs its bodies.
 """
 
 from __future__ import annotations
@@ -18,10 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, ValueNeeded
-from edgerun.runtime.graph import Graph, Node, Signature, Value
+from edgerun.runtime.arena import TensorLife, plan_arena
+from edgerun.runtime.eager import EagerContext, PreparedKernels
+from edgerun.runtime.errors import (
+    EdgerunError,
+    InputError,
+    MemoryBudgetError,
+    ModelError,
+    ValueNeeded,
+    raise_node_failure,
+)
+from edgerun.runtime.graph import Graph, Node, Signature, Value, reachable_nodes
 from edgerun.runtime.kernels import Kernel, TensorSpec, resolve
-from edgerun.runtime.planner import TensorLife, plan_arena
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 
 ARENA_ALIGNMENT = 64
@@ -75,6 +85,7 @@ class ExecutionPlan:
         self.signature = signature
         self.variables = variables
         self.backend = backend
+        self.context = EagerContext(backend)  # handed to every kernel: control flow runs bodies through it
         self.memory_budget = memory_budget if memory_budget is not None else _physical_memory() // 2
         self.nodes = _needed_nodes(graph, signature)
         # Resolved once (unknown ops fail here); instantiated afresh by each prepare,
@@ -86,8 +97,6 @@ class ExecutionPlan:
             for n in [body_node for g in (body, *body.subgraphs()) for body_node in g.nodes]:  # fail now
                 resolve(n.domain, n.op_type, n.version, n.name, "cpu")
         self.eager = False  # set for good once a kernel needs run-time values to infer shapes
-        from edgerun.runtime.eager import PreparedKernels  # not at the top: the kernels import runtime.eager
-
         self.eager_kernels = PreparedKernels()  # eager runs reuse a kernel while its inputs allow
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         shapes = {n: tuple(1 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
@@ -170,10 +179,8 @@ class ExecutionPlan:
         try:
             for run, ins, outs, node in prepared.steps:  # noqa: B007 - node names a failure
                 run(ins, outs)
-        except EdgerunError:
-            raise
-        except Exception as exc:  # a kernel bug or bad data must not escape as a numpy error
-            raise ModelError(f"node {node.name!r} ({node.op_type}) failed: {exc}") from exc
+        except Exception as exc:
+            raise_node_failure(node, exc)
         for source, storage in prepared.updates:
             np.copyto(storage, arrays[source] if isinstance(source, str) else source)
         return {
@@ -295,9 +302,9 @@ class ExecutionPlan:
             in_known = [known.get(v) for v in in_values]
             if eager:  # prepared with this run's values, or reused from a run that had the same ones
                 kernel, out_specs = self._infer(
-                    node, partial(self.eager_kernels.prepare, node, cls, in_specs, in_known, self.backend))
+                    node, partial(self.eager_kernels.prepare, node, cls, in_specs, in_known, self.context))
             else:
-                kernel, out_specs = self._infer(node, partial(_prepare_fresh, cls, node, self.backend,
+                kernel, out_specs = self._infer(node, partial(_prepare_fresh, cls, node, self.context,
                                                               in_specs, in_known))
             if eager or self._foldable(node, kernel, in_values, known, out_specs):
                 outs = self._fold(node, kernel, in_values, known, out_specs, specs)
@@ -354,10 +361,8 @@ class ExecutionPlan:
         try:
             kernel, out_specs = prepare()
             out_specs = list(out_specs)
-        except EdgerunError:
-            raise
         except Exception as exc:
-            raise ModelError(f"node {node.name!r} ({node.op_type}): cannot prepare: {exc}") from exc
+            raise_node_failure(node, exc, "failed to prepare")
         if len(out_specs) < len(node.outputs):
             raise ModelError(
                 f"node {node.name!r} ({node.op_type}): has {len(node.outputs)} outputs, "
@@ -380,10 +385,8 @@ class ExecutionPlan:
             outs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
             kernel.run([None if v is None else known[v] if v in known else _placeholder(specs[v])
                         for v in in_values], outs)
-        except EdgerunError:
-            raise
         except Exception as exc:
-            raise ModelError(f"node {node.name!r} ({node.op_type}) failed: {exc}") from exc
+            raise_node_failure(node, exc)
         for array in outs:
             array.flags.writeable = False
         return outs
@@ -492,33 +495,17 @@ def _placeholder(spec: TensorSpec) -> np.ndarray:
     return view
 
 
-def _prepare_fresh(cls: type[Kernel], node: Node, backend: str, specs: list, values: list):
+def _prepare_fresh(cls: type[Kernel], node: Node, context: EagerContext, specs: list, values: list):
     """A new kernel for `node` and its output specs for `specs`/`values`."""
-    kernel = cls.for_node(node, backend)
+    kernel = cls.for_node(node, context)
     return kernel, kernel.prepare(specs, values)
 
 
 def _needed_nodes(graph: Graph, signature: Signature) -> list[Node]:
-    """The nodes the signature's outputs depend on, in graph order."""
-    producer: dict[Value, int] = {}
-    for index, node in enumerate(graph.nodes):
-        for value in node.outputs:
-            if value is not None:
-                producer[value] = index
-    # Variables are leaves: nodes read them as they were when the run started.
-    roots = [v for v in (*signature.outputs.values(), *signature.updates.values()) if not v.is_variable]
-    stack = [producer[v] for v in roots if v in producer]
-    fed = set(signature.inputs.values())
-    needed: set[int] = set()
-    while stack:
-        index = stack.pop()
-        if index in needed:
-            continue
-        needed.add(index)
-        for value in graph.nodes[index].inputs:
-            if value is not None and value not in fed and not value.is_variable and value in producer:
-                stack.append(producer[value])
-    return [node for index, node in enumerate(graph.nodes) if index in needed]
+    """The nodes the signature's outputs and updates depend on, in graph order. Fed inputs
+    and variables are leaves: nodes read variables as they were when the run started."""
+    leaves = {*signature.inputs.values(), *(v for v in graph.values() if v.is_variable)}
+    return reachable_nodes(graph, (*signature.outputs.values(), *signature.updates.values()), leaves)
 
 
 def _declared(name: str, value: Value, signature: str) -> TensorInfo:

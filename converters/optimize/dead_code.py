@@ -8,27 +8,19 @@ from __future__ import annotations
 
 from edgerun.converters.optimize import rewrite
 from edgerun.converters.optimize.manager import Pass, count_constants
-from edgerun.runtime.graph import Graph
+from edgerun.runtime.graph import Graph, reachable_nodes
 
 
 class EliminateDeadCode(Pass):
     name = "eliminate_dead_code"
 
     def run(self, graph: Graph) -> dict[str, int]:
-        made = rewrite.producers(graph)
-        needed: set[int] = set()
-        stack = [made[v] for v in rewrite.roots(graph) if v in made]
-        while stack:
-            node = stack.pop()
-            if id(node) in needed:
-                continue
-            needed.add(id(node))
-            stack.extend(made[v] for v in rewrite.used_values(node) if v in made)
+        needed = reachable_nodes(graph, rewrite.roots(graph), reads=rewrite.used_values)
         dead = len(graph.nodes) - len(needed)
         if not dead:
             return {}
         constants = count_constants(graph)
-        graph.nodes = [n for n in graph.nodes if id(n) in needed]
+        graph.nodes = needed
         changes = {"nodes removed": dead}
         if count_constants(graph) < constants:
             changes["constants removed"] = constants - count_constants(graph)

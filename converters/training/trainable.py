@@ -41,7 +41,7 @@ from edgerun.converters.training.rules import (
     training_forward_rule,
 )
 from edgerun.runtime.errors import ConversionError
-from edgerun.runtime.graph import Graph, Node, Signature, Value
+from edgerun.runtime.graph import Graph, Node, Signature, Value, reachable_nodes
 
 LOSSES = ("cross_entropy", "mse", "bce_logits")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -186,7 +186,7 @@ class _TrainableBuilder:
         loss output depends on, filtered by `trainable`. BatchNormalization statistics
         become variables only where that layer trains (a frozen layer stays in inference mode)."""
         _, loss_output = self._loss_output(output)
-        upstream = _ancestor_nodes(self.graph, loss_output)
+        upstream = {id(node) for node in reachable_nodes(self.graph, [loss_output])}
         candidates: list[tuple[Node, Value]] = []
         seen: set[Value] = set()
         for node in self.graph.nodes:
@@ -398,20 +398,6 @@ class _TrainableBuilder:
             "proximal": bool(self.anchor_updates),
         })
         return Graph(self.graph.name, nodes, inputs, list(self.graph.outputs), signatures, metadata)
-
-
-def _ancestor_nodes(graph: Graph, output: Value) -> set[int]:
-    """ids of the nodes `output` depends on."""
-    producer = {id(v): n for n in graph.nodes for v in n.outputs if v is not None}
-    found: set[int] = set()
-    stack = [producer[id(output)]] if id(output) in producer else []
-    while stack:
-        node = stack.pop()
-        if id(node) in found:
-            continue
-        found.add(id(node))
-        stack.extend(producer[id(v)] for v in node.inputs if v is not None and id(v) in producer)
-    return found
 
 
 def _is_final_activation(node: Node, loss: str, rank: int) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgerun.runtime.eager import run_graph
 from edgerun.runtime.errors import InputError
 from edgerun.runtime.graph import Graph
 from edgerun.runtime.kernels.attrs import (
@@ -364,7 +363,7 @@ class FlexAttention(Kernel):
     def _apply(self, hook: Graph | None, x: np.ndarray, captures: list) -> np.ndarray:
         if hook is None:
             return x
-        result = run_graph(hook, [x, *captures], self.backend)
+        result = self.run_graph(hook, [x, *captures])
         if len(result) != 1 or result[0].shape != x.shape:
             raise self.fail(f"a score/prob hook must return one tensor of shape {x.shape}")
         return result[0].astype(self.compute)

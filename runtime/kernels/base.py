@@ -9,12 +9,29 @@ every element of every output and must not keep references to them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from edgerun.runtime.errors import ModelError, ValueNeeded
+
+
+class ExecutionContext(Protocol):
+    """What a kernel may ask of whoever runs it: the backend its plan runs on, and a way
+    to run a nested graph (a control-flow body, an attention hook) to its outputs.
+
+    The plan hands one to every kernel it makes (see `Kernel.for_node`); the kernels
+    never import the executor themselves (`runtime.eager.EagerContext` implements it).
+    """
+
+    backend: str
+
+    def run_graph(self, graph: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run every node `graph.outputs` need with `inputs` bound to `graph.inputs`;
+        returns the outputs in order. Raises ModelError naming a node that fails."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -58,9 +75,9 @@ class Kernel:
     # How many output slots the node has (omitted optional ones included); set by
     # `for_node`. Split into equal parts, for one, depends on it.
     num_outputs: int = 1
-    # The backend the node's plan runs on (set by `for_node`); control flow runs
-    # its bodies on the same one.
-    backend: str = "cpu"
+    # The plan's execution context (set by `for_node`): its backend, and how control
+    # flow runs its bodies (on the same backend). None outside a plan.
+    context: ExecutionContext | None = None
 
     def __init__(self, op_type: str, name: str, attrs: dict[str, Any], version: int) -> None:
         self.op_type = op_type
@@ -69,13 +86,25 @@ class Kernel:
         self.version = version
 
     @classmethod
-    def for_node(cls, node: Any, backend: str = "cpu") -> Kernel:
+    def for_node(cls, node: Any, context: ExecutionContext | None = None) -> Kernel:
         """A kernel object for `node` (a runtime.graph.Node): its attributes, version,
-        output count and the backend its plan runs on."""
+        output count and the execution context of the plan that runs it."""
         kernel = cls(node.op_type, node.name, dict(node.attrs), node.version)
         kernel.num_outputs = len(node.outputs)
-        kernel.backend = backend
+        kernel.context = context
         return kernel
+
+    @property
+    def backend(self) -> str:
+        """The backend the node's plan runs on ("cpu" outside a plan)."""
+        return "cpu" if self.context is None else self.context.backend
+
+    def run_graph(self, graph: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run a nested graph through the plan's context (see ExecutionContext); a
+        ModelError naming this node when the kernel was made outside a plan."""
+        if self.context is None:
+            raise self.fail("runs a nested graph, which needs an execution context (make it with for_node)")
+        return self.context.run_graph(graph, inputs)
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)

@@ -1,5 +1,5 @@
 """Control flow: If, Loop and Scan run their bodies (subgraphs held in attributes)
-with `runtime.eager.run_graph`.
+through the execution context their plan hands them (`Kernel.run_graph`).
 
 The converter makes every value a body reads from the enclosing graph an
 explicit *capture*: the node's last `captures` inputs, passed to every body
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgerun.runtime.eager import run_graph
 from edgerun.runtime.graph import Graph
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import register
@@ -60,8 +59,7 @@ class If(_Body):
         cond = formal[0]
         if cond.size != 1:
             raise self.fail(f"the condition must have one element, got shape {cond.shape}")
-        return run_graph(self.body("then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"), captures,
-                         self.backend)
+        return self.run_graph(self.body("then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"), captures)
 
 
 @register("Loop", since=1)
@@ -87,7 +85,7 @@ class Loop(_Body):
         scans: list[list[np.ndarray]] = [[] for _ in range(n_scan)]
         i = 0
         while i < limit and keep_going:
-            outs = run_graph(body, [np.array(i, np.int64), np.array(keep_going), *carried, *captures], self.backend)
+            outs = self.run_graph(body, [np.array(i, np.int64), np.array(keep_going), *carried, *captures])
             keep_going = bool(np.asarray(outs[0]).reshape(-1)[0])
             carried = outs[1 : 1 + n_carried]
             for collected, item in zip(scans, outs[1 + n_carried :], strict=True):
@@ -130,7 +128,7 @@ class Scan(_Body):
         for t in range(length):
             slices = [np.take(x, length - 1 - t if d else t, axis=a)
                       for x, a, d in zip(scanned, in_axes, in_dirs, strict=True)]
-            outs = run_graph(body, [*states, *slices, *captures], self.backend)
+            outs = self.run_graph(body, [*states, *slices, *captures])
             states = outs[:n]
             for items, item in zip(collected, outs[n:], strict=True):
                 items.append(item)
@@ -192,5 +190,5 @@ class Scan8(Scan):
         if directions is not None:
             attrs["scan_input_directions"] = directions
         scan = Scan(self.op_type, self.name, attrs, 9)
-        scan.backend = self.backend
+        scan.context = self.context
         return scan

@@ -99,7 +99,7 @@ def test_host_profile_uses_the_detected_host() -> None:
 
 
 def test_unknown_profile_lists_the_known_ones() -> None:
-    with pytest.raises(KeyError, match=r"unknown device profile 'tpu'; known profiles: host, phone"):
+    with pytest.raises(EdgerunError, match=r"unknown device profile 'tpu'; known profiles: host, phone"):
         get_profile("tpu")
     assert set(PROFILES) == {"host", "rpi4", "phone"}
 

@@ -295,3 +295,21 @@ def test_control_flow_bodies_run_on_the_plans_backend(device):
     np.testing.assert_array_equal(it.run({"cond": np.array(True), "x": np.array([-1, 3], np.float32)})["y"], [0, 3])
     graphs = it._plans["serving_default"].nodes[0].attrs["then_branch"]
     assert (id(graphs), device) in eager._threads.caches
+
+
+def test_control_flow_made_outside_a_plan_names_the_missing_context():
+    """Kernels reach the executor only through the context a plan hands them."""
+    from edgerun.runtime.kernels import resolve
+
+    body = GraphBuilder("body", opset=17)
+    body.output(body.op("Relu", [body.input("bx", np.float32, (2,))], name="body_relu"), "by")
+    g = GraphBuilder("outer", opset=17)
+    x = g.input("x", np.float32, (2,))
+    g.output(g.op("If", [g.constant("cond", np.array(True)), x], then_branch=body.build(),
+                  else_branch=body.build(), captures=1, name="if"), "y")
+    node = g.build().nodes[0]
+    kernel = resolve("", "If", 17, "if").for_node(node)
+    specs = [_spec(np.array(True)), _spec(np.zeros(2, np.float32))]
+    with pytest.raises(ModelError, match=r"node 'if' \(If\): runs a nested graph, which needs an execution context"):
+        kernel.prepare(specs, [np.array(True), np.zeros(2, np.float32)])
+    assert kernel.backend == "cpu"

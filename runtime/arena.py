@@ -5,9 +5,9 @@ placed largest first; each goes into the smallest gap that fits between the
 already placed tensors whose lifetimes intersect its own, else after the last
 of them. Tensors that are never live at the same time may share bytes.
 
-    plan = plan_arena([TensorLife(400, 0, 1), TensorLife(400, 1, 2), TensorLife(400, 2, 3)])
-    plan.offsets  # [0, 448, 0]: the first and the last share memory
-    plan.size     # 896
+    layout = plan_arena([TensorLife(400, 0, 1), TensorLife(400, 1, 2), TensorLife(400, 2, 3)])
+    layout.offsets  # [0, 448, 0]: the first and the last share memory
+    layout.size     # 896
 
 Pure: depends on numpy only, so the interpreter can re-plan on every resize.
 """

@@ -1,4 +1,4 @@
-"""Tests for runtime.planner: invariants on random lifetimes, closed-form plans, errors."""
+"""Tests for runtime.arena: invariants on random lifetimes, closed-form plans, errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgerun.runtime import planner
-from edgerun.runtime.planner import ArenaPlan, TensorLife, plan_arena
+from edgerun.runtime import arena
+from edgerun.runtime.arena import ArenaPlan, TensorLife, plan_arena
 
 TO_THE_END = sys.maxsize
 
@@ -102,7 +102,7 @@ def test_random_plans_match_the_plain_reference(
     tensors: list[TensorLife], alignment: int, vectorized: bool
 ) -> None:
     # The planner switches to numpy above a few busy ranges; force that path too.
-    with mock.patch.object(planner, "_SMALL", 0 if vectorized else planner._SMALL):
+    with mock.patch.object(arena, "_SMALL", 0 if vectorized else arena._SMALL):
         assert plan_arena(tensors, alignment).offsets == reference_plan(tensors, alignment)
 
 
@@ -122,7 +122,7 @@ def test_best_fit_prefers_the_smallest_gap_that_fits(vectorized: bool) -> None:
         TensorLife(20, 0, 3),  # [190, 210)
         TensorLife(15, 2, 3),  # gaps for it: [0, 100) and [160, 190): the smaller wins
     ]
-    with mock.patch.object(planner, "_SMALL", 0 if vectorized else planner._SMALL):
+    with mock.patch.object(arena, "_SMALL", 0 if vectorized else arena._SMALL):
         plan = plan_arena(tensors, alignment=1)
     assert plan == ArenaPlan(offsets=[0, 100, 160, 190, 160], size=210)
 
@@ -213,6 +213,6 @@ def test_equal_gaps_go_to_the_lowest_address(vectorized: bool) -> None:
         TensorLife(20, 0, 3),  # [270, 290)
         TensorLife(15, 2, 3),  # gaps for it: [0, 90) and [180, 270): equal, the lower wins
     ]
-    with mock.patch.object(planner, "_SMALL", 0 if vectorized else planner._SMALL):
+    with mock.patch.object(arena, "_SMALL", 0 if vectorized else arena._SMALL):
         plan = plan_arena(tensors, alignment=1)
     assert plan == ArenaPlan(offsets=[0, 90, 180, 270, 0], size=290)

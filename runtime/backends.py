@@ -1,0 +1,104 @@
+"""The backend registry: which kernel sets an interpreter may run on, and which one
+`device="auto"` picks.
+
+"cpu" (the numpy reference kernels) is always here. Other backends live above
+the runtime (`edgerun.devices`) and register themselves when imported; the root
+package `edgerun` imports `edgerun.devices`, so every user of `edgerun.runtime`
+sees them. The runtime never imports a backend itself: it calls the loader the
+backend registered.
+
+    register_backend("numba", load=_import_numba_kernels, priority=10)
+    select_backend("auto")  # "numba" when its loader succeeds, else "cpu"
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgerun.runtime.errors import EdgerunError
+
+CPU = "cpu"
+AUTO = "auto"
+
+_log = logging.getLogger("edgerun.runtime")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered backend.
+
+    `load` makes its kernels available (imports the module that registers them) and
+    raises ImportError when they cannot be; None means nothing to load. `device="auto"`
+    tries backends from the highest `priority` down. A `reserved` name belongs to a
+    backend still to come: asking for it is an error that says so.
+    """
+
+    name: str
+    load: Callable[[], object] | None = None
+    priority: int = 0
+    reserved: bool = False
+
+
+_BACKENDS: dict[str, Backend] = {CPU: Backend(CPU)}
+_warned_cpu_only = False
+
+
+def register_backend(
+    name: str, load: Callable[[], object] | None = None, priority: int = 0, *, reserved: bool = False
+) -> None:
+    """Add (or replace) the backend `name`; see `Backend`. ValueError for "auto" or "cpu",
+    which the runtime owns."""
+    if name in (AUTO, CPU) or not name:
+        raise ValueError(f"backend name {name!r} is reserved by the runtime")
+    _BACKENDS[name] = Backend(name, load, priority, reserved)
+
+
+def backend_names(*, reserved: bool = False) -> list[str]:
+    """Registered backends, most preferred first; with `reserved`, only the reserved ones."""
+    chosen = [b for b in _BACKENDS.values() if b.reserved == reserved]
+    return [b.name for b in sorted(chosen, key=lambda b: -b.priority)]
+
+
+def select_backend(device: str) -> str:
+    """The backend to run on for a `device` request, with its kernels loaded.
+
+    "auto" gives the registered backend of highest priority whose kernels load ("cpu"
+    when none does); any other registered name gives itself. Raises EdgerunError for a
+    reserved name (not implemented yet), for a backend whose kernels fail to load, and
+    for an unknown name; each message lists the names that work.
+    """
+    available = ", ".join(repr(name) for name in (AUTO, *backend_names()))
+    if device == AUTO:
+        return _auto()
+    backend = _BACKENDS.get(device)
+    if backend is None:
+        valid = ", ".join(repr(name) for name in (AUTO, *backend_names(), *backend_names(reserved=True)))
+        raise EdgerunError(f"unknown device {device!r}: valid devices are {valid} (available now: {available})")
+    if backend.reserved:
+        raise EdgerunError(f"device {device!r} is not available yet: use one of {available}")
+    if not _loads(backend):
+        raise EdgerunError(f"device {device!r} is unavailable: its kernels failed to import")
+    return device
+
+
+def _auto() -> str:
+    global _warned_cpu_only
+    names = backend_names()
+    if names == [CPU] and not _warned_cpu_only:
+        _warned_cpu_only = True
+        _log.warning("no backend besides 'cpu' is registered (import edgerun.devices to register them): "
+                     "device 'auto' runs on 'cpu'")
+    return next(name for name in names if _loads(_BACKENDS[name]))
+
+
+def _loads(backend: Backend) -> bool:
+    """Whether the backend's kernels are available (loading them now if they are not yet)."""
+    if backend.load is None:
+        return True
+    try:
+        backend.load()
+    except ImportError:
+        return False
+    return True

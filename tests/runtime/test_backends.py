@@ -1,0 +1,65 @@
+"""The backend registry (runtime.backends): selection by priority, loaders that fail,
+reserved and unknown names, the cpu-only fallback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from edgerun.runtime import backends
+from edgerun.runtime.backends import backend_names, register_backend, select_backend
+from edgerun.runtime.errors import EdgerunError
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A private registry holding only cpu, restored after the test."""
+    fresh = {"cpu": backends.Backend("cpu")}
+    monkeypatch.setattr(backends, "_BACKENDS", fresh)
+    monkeypatch.setattr(backends, "_warned_cpu_only", False)
+    return fresh
+
+
+def _fails() -> None:
+    raise ImportError("no such compiler")
+
+
+def test_auto_takes_the_highest_priority_backend_that_loads(registry: dict) -> None:
+    loaded = []
+    register_backend("fast", load=lambda: loaded.append("fast"), priority=5)
+    register_backend("fastest", load=_fails, priority=9)
+    assert backend_names() == ["fastest", "fast", "cpu"]
+    assert select_backend("auto") == "fast" and loaded == ["fast"]
+    assert select_backend("cpu") == "cpu"
+    with pytest.raises(EdgerunError, match=r"device 'fastest' is unavailable: its kernels failed to import"):
+        select_backend("fastest")
+
+
+def test_reserved_and_unknown_names_list_the_valid_ones(registry: dict) -> None:
+    register_backend("fast", priority=5)
+    register_backend("tpu", reserved=True)
+    with pytest.raises(EdgerunError, match=r"device 'tpu' is not available yet: use one of 'auto', 'fast', 'cpu'$"):
+        select_backend("tpu")
+    with pytest.raises(EdgerunError, match=r"unknown device 'gpu': valid devices are 'auto', 'fast', 'cpu', 'tpu' "
+                                           r"\(available now: 'auto', 'fast', 'cpu'\)"):
+        select_backend("gpu")
+
+
+def test_with_only_cpu_registered_auto_runs_on_cpu_and_says_so_once(
+    registry: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="edgerun.runtime"):
+        assert select_backend("auto") == "cpu"
+        assert select_backend("auto") == "cpu"
+    assert len(caplog.records) == 1 and "device 'auto' runs on 'cpu'" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("name", ["cpu", "auto", ""])
+def test_the_runtimes_own_names_cannot_be_registered(registry: dict, name: str) -> None:
+    with pytest.raises(ValueError, match="reserved by the runtime"):
+        register_backend(name)
+
+
+def test_devices_registers_numba_and_reserves_cuda() -> None:
+    assert backend_names() == ["numba", "cpu"] and backend_names(reserved=True) == ["cuda"]
