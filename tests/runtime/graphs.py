@@ -58,3 +58,15 @@ def feature_graph() -> Graph:
     g.signature("raw", {"input": x}, {"state": s})
     g.metadata.update({"producer": "tests", "note": "ünïcode"})
     return g.build()
+
+
+def nested_chain(depth: int) -> Graph:
+    """`depth` graphs, each wrapping the next as a `body` attribute (control-flow nesting)."""
+    body = None
+    for level in range(depth):
+        g = GraphBuilder(f"g{level}")
+        x = g.input("x", np.float32, (1,))
+        attrs = {} if body is None else {"body": body}
+        g.output(g.op("Wrap", [x], **attrs), "y")
+        body = g.build()
+    return body

@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgerun.runtime import Graph, GraphBuilder, load_model, save_model, serialize
+from edgerun.runtime import Graph, GraphBuilder, Interpreter, load_model, save_model, serialize
+from edgerun.runtime.errors import ModelError
 from edgerun.runtime.format import BUFFER_ALIGNMENT, FILE_IDENTIFIER
 from edgerun.runtime.graph import Value
-from tests.runtime.graphs import add_relu_graph, feature_graph, mlp_graph
+from tests.runtime.graphs import add_relu_graph, feature_graph, mlp_graph, nested_chain
 
 
 def assert_values_equal(a: Value | None, b: Value | None) -> None:
@@ -151,3 +152,34 @@ def _rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def test_a_shared_body_graph_round_trips():
+    body = nested_chain(1)
+    g = GraphBuilder()
+    x = g.input("x", np.float32, (1,))
+    g.output(g.op("If2", [x], then_branch=body, else_branch=body), "y")
+    graph = g.build()
+    loaded = load_model(serialize(graph))
+    assert_graphs_equal(graph, loaded)
+    assert_graphs_equal(loaded, load_model(serialize(loaded)))
+
+
+def test_zero_size_constants_and_static_zero_dims():
+    g = GraphBuilder()
+    x = g.input("x", np.float32, (0, 3))
+    empty = g.constant("empty", np.zeros((0, 3), np.float32))
+    g.output(g.op("Add", [x, empty]), "y")
+    graph = g.build()
+    assert_graphs_equal(graph, load_model(serialize(graph)))
+    it = Interpreter(graph)
+    assert it.signatures["serving_default"].outputs["y"].shape == (0, 3)
+    assert it.run({"x": np.zeros((0, 3), np.float32)})["y"].shape == (0, 3)
+
+
+def test_unrepresentable_attributes_are_model_errors():
+    g = GraphBuilder()
+    x = g.input("x", np.float32, (1,))
+    g.output(g.op("Relu", [x], big=2**63), "y")
+    with pytest.raises(ModelError, match="cannot be serialized"):
+        serialize(g.build())

@@ -186,3 +186,30 @@ def test_builder_renames_a_repeated_constant_name_and_refuses_a_repeated_input()
     g.input("x", np.float32, (1,))
     with pytest.raises(ModelError, match="already used"):
         g.input("x", np.float32, (1,))
+
+
+def test_inputs_with_defaults_may_be_omitted():
+    g = GraphBuilder()
+    x = g.input("x", np.float32, (2,))
+    lr = g.input("learning_rate", np.float32, ())
+    lr.data = np.array(0.5, np.float32)
+    g.output(g.op("Mul", [x, lr]), "y")
+    it = Interpreter(g.build())
+    info = it.signatures["serving_default"].inputs
+    assert info["learning_rate"].has_default and not info["x"].has_default
+    np.testing.assert_array_equal(it.run({"x": np.ones(2, np.float32)})["y"], [0.5, 0.5])
+    lr_now = np.array(2.0, np.float32)
+    np.testing.assert_array_equal(it.run({"x": np.ones(2, np.float32), "learning_rate": lr_now})["y"], [2, 2])
+    with pytest.raises(InputError, match="missing input 'x'"):
+        it.run({"learning_rate": lr_now})
+
+
+def test_dynamic_inputs_that_do_not_fit_together_are_input_errors():
+    g = GraphBuilder()
+    a = g.input("a", np.float32, (-1, 4))
+    b = g.input("b", np.float32, (-1, 4))
+    g.output(g.op("Add", [a, b]), "y")
+    it = Interpreter(g.build())
+    with pytest.raises(InputError, match="cannot run with input shapes"):
+        it.run({"a": np.zeros((2, 4), np.float32), "b": np.zeros((3, 4), np.float32)})
+    assert it.run({"a": np.ones((3, 4), np.float32), "b": np.ones((3, 4), np.float32)})["y"].sum() == 24

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import struct
 
+import flatbuffers
 import numpy as np
 import pytest
 
 from edgerun.runtime import GraphBuilder, Interpreter, load_model, serialize
 from edgerun.runtime.errors import ModelError, UnsupportedOpError
-from tests.runtime.graphs import add_relu_graph, mlp_graph
+from edgerun.runtime.format import FILE_IDENTIFIER, SCHEMA_VERSION
+from edgerun.runtime.graph import Node
+from edgerun.runtime.schema.fb import KeyValue, Model
+from tests.runtime.graphs import add_relu_graph, mlp_graph, nested_chain
 from tests.runtime.mutate import patch_vector, raw_model
 
 
@@ -125,3 +129,53 @@ def test_old_op_version_is_unsupported():
     g.output(g.op("Relu", [x], name="r"), "y")
     with pytest.raises(UnsupportedOpError, match="version 1"):
         Interpreter(serialize(g.build()))
+
+
+def test_a_string_referenced_twice_is_refused():
+    builder = flatbuffers.Builder(0)
+    big = builder.CreateString("x" * 1000)
+    pairs = []
+    for _ in range(2):
+        KeyValue.Start(builder)
+        KeyValue.AddKey(builder, big)
+        KeyValue.AddValue(builder, big)
+        pairs.append(KeyValue.End(builder))
+    builder.StartVector(4, len(pairs), 4)
+    for off in reversed(pairs):
+        builder.PrependUOffsetTRelative(off)
+    metadata = builder.EndVector()
+    Model.Start(builder)
+    Model.AddSchemaVersion(builder, SCHEMA_VERSION)
+    Model.AddMetadata(builder, metadata)
+    builder.Finish(Model.End(builder), file_identifier=FILE_IDENTIFIER)
+    with pytest.raises(ModelError, match="referenced more than once"):
+        load_model(bytes(builder.Output()))
+
+
+def test_deeply_nested_control_flow_is_refused():
+    assert load_model(serialize(nested_chain(8))).nodes
+    with pytest.raises(ModelError, match="nests deeper than 32"):
+        load_model(serialize(nested_chain(40)))
+
+
+def test_one_tensor_under_two_signature_input_names_is_refused():
+    g = GraphBuilder()
+    x = g.input("x", np.float32, (1,))
+    y = g.op("Relu", [x])
+    g.signature("serving_default", {"a": x, "b": x}, {"y": y})
+    with pytest.raises(ModelError, match="input tensor"):
+        load_model(serialize(g.build()))
+
+
+def test_in_memory_graphs_are_verified_like_files():
+    g = GraphBuilder()
+    x = g.input("x", np.float32, (1,))
+    y = g.op("Relu", [x])
+    graph = g.build()
+    later = graph.nodes[0].outputs[0]
+    graph.nodes.insert(0, Node("Relu", [later], [x], name="writes_input"))
+    with pytest.raises(ModelError):
+        Interpreter(graph)
+    graph.nodes[0] = Node("Relu", [np.zeros(1)], [y], name="array_input")
+    with pytest.raises(ModelError, match="ndarray used where a Value belongs"):
+        Interpreter(graph)
