@@ -49,3 +49,30 @@ class ValueNeeded(ModelError):
 
 class InputError(EdgerunError):
     """Inputs passed at run time do not match what the signature expects."""
+
+
+import enum  # noqa: E402 - beside ErrorCode, its one user
+
+
+class ErrorCode(enum.Enum):
+    """Why a request failed, named and numbered as gRPC's canonical status codes (a front end
+    maps a code by name); `.http` is the matching HTTP status. Shared by serving and federated."""
+
+    INVALID_ARGUMENT = 3
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
+
+    @property
+    def http(self) -> int:
+        """The HTTP status (RESOURCE_EXHAUSTED is 413: what requests run out of is size)."""
+        return {ErrorCode.INVALID_ARGUMENT: 400, ErrorCode.UNAUTHENTICATED: 401, ErrorCode.PERMISSION_DENIED: 403,
+                ErrorCode.NOT_FOUND: 404, ErrorCode.ALREADY_EXISTS: 409, ErrorCode.FAILED_PRECONDITION: 400,
+                ErrorCode.RESOURCE_EXHAUSTED: 413, ErrorCode.INTERNAL: 500, ErrorCode.UNIMPLEMENTED: 501,
+                ErrorCode.UNAVAILABLE: 503}[self]
