@@ -122,6 +122,20 @@ def apply_delta(parameters: NDArrays, delta: NDArrays, scale: float = 1.0) -> ND
     ]
 
 
+def clip_by_global_norm(arrays: NDArrays, max_norm: float | None) -> tuple[NDArrays, float]:
+    """(`arrays` scaled down so that their global L2 norm is at most `max_norm`, each in its
+    own dtype; their norm before). None or a bound <= 0 clips nothing, and arrays within the
+    bound come back as they are. A non-finite norm under a bound gives NaN arrays: whatever
+    aggregates them then fails as "not finite" instead of trusting a partial clip."""
+    norm = math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays))
+    if max_norm is None or max_norm <= 0 or norm <= max_norm:
+        return list(arrays), norm
+    if not math.isfinite(norm):
+        return [np.full_like(a, np.nan) for a in arrays], norm
+    scale = max_norm / norm
+    return [(a * scale).astype(a.dtype) for a in arrays], norm
+
+
 def weighted_metrics(pairs: Sequence[tuple[int, Metrics]]) -> Metrics:
     """Example-weighted mean of each metric key over the (num_examples, metrics) pairs that
     report it as a finite number; other values (strings, NaN, bools) are ignored."""

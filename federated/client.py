@@ -31,13 +31,13 @@ from edgerun.federated.protos import federated_pb2_grpc as pb_grpc
 from edgerun.federated.secagg import wire
 from edgerun.federated.secagg.device import secure_upload
 from edgerun.federated.secagg.errors import SecAggError
-from edgerun.federated.secagg.messages import SecAggParams
+from edgerun.federated.secagg.messages import SecAggParams, StageReply
 from edgerun.federated.secagg.options import client_weight
 from edgerun.federated.secagg.quantize import pack
-from edgerun.federated.secagg.session import StageReply
 from edgerun.federated.secagg.update import encode_update
 from edgerun.federated.secagg.workflow import DROP_STAGES
 from edgerun.federated.service import CHUNK_BYTES, KEEPALIVE_OPTIONS, evaluation_body, upload_body
+from edgerun.federated.stages import Stage
 from edgerun.runtime.interpreter import Interpreter
 
 log = logging.getLogger("edgerun.federated.client")
@@ -255,7 +255,7 @@ class _SecAggTransport:
     def __init__(self, client: FederatedClient, round_number: int, bits: int) -> None:
         self.client, self.round, self.bits = client, round_number, bits
 
-    def send(self, stage: str, payload: Any) -> StageReply:
+    def send(self, stage: Stage, payload: Any) -> StageReply:
         def call() -> pb.SecAggReply:
             request = pb.SecAggRequest(round=self.round)
             wire.fill_request(request, stage, payload)

@@ -8,9 +8,11 @@ dtype, shape and finiteness. Failures raise PayloadError naming the array.
 
 from __future__ import annotations
 
+import base64
 import io
 import zipfile
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -74,3 +76,23 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, dty
     if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
         raise PayloadError(f"array {name!r} contains NaN or Inf")
     return array
+
+
+def encode_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A strategy's state as JSON: array lists become base64 .npz, scalars stay as they are."""
+    arrays = {f"{key}.{i}": a for key, value in state.items() if isinstance(value, list)
+              for i, a in enumerate(value)}
+    scalars = {key: value for key, value in state.items() if not isinstance(value, list)}
+    lists = {key: len(value) for key, value in state.items() if isinstance(value, list)}
+    return {"arrays": base64.b64encode(encode_arrays(arrays)).decode(), "lists": lists, "scalars": scalars}
+
+
+def decode_state(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """What `encode_state` encoded."""
+    blob = base64.b64decode(saved["arrays"])
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    state: dict[str, Any] = dict(saved["scalars"])
+    for key, count in saved["lists"].items():
+        state[key] = [arrays[f"{key}.{i}"] for i in range(count)]
+    return state

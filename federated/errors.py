@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from edgerun.runtime.errors import EdgerunError
+from edgerun.runtime.errors import EdgerunError, ErrorCode
 
 
 class Rejected(EdgerunError):
     """A client request the coordinator refuses; `code` says why (for the gRPC status)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
-        self.code = code  # "unauthenticated", "already_exists", "not_found", "failed_precondition", ...
+        self.code = code

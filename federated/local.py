@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edgerun.federated.aggregate import clip_by_global_norm
 from edgerun.runtime.errors import InputError
 from edgerun.runtime.interpreter import Interpreter
 from edgerun.runtime.training import fit, predict
@@ -31,15 +32,6 @@ def parameter_spec(interpreter: Interpreter) -> dict[str, tuple[np.dtype, tuple[
     """Name -> (dtype, shape) of the model variables that federated rounds exchange."""
     outputs = interpreter.signatures["save"].outputs
     return {name: (info.dtype, tuple(info.shape)) for name, info in outputs.items()}
-
-
-def clip_by_global_norm(delta: Arrays, max_norm: float | None) -> tuple[Arrays, float]:
-    """Scale `delta` so its global L2 norm is at most `max_norm`; returns (delta, norm before)."""
-    norm = float(np.sqrt(sum(float(np.sum(np.square(d, dtype=np.float64))) for d in delta.values())))
-    if max_norm is None or max_norm <= 0 or norm <= max_norm:
-        return delta, norm
-    scale = max_norm / norm
-    return {k: (d * scale).astype(d.dtype) for k, d in delta.items()}, norm
 
 
 def local_update(
@@ -64,8 +56,9 @@ def local_update(
         learning_rate=config.get("lr", config.get("learning_rate")), seed=int(config.get("seed", 0)),
     )
     trained = interpreter.run({}, signature="save")
-    delta = {name: trained[name] - parameters[name] for name in parameters}
-    delta, norm = clip_by_global_norm(delta, config.get("clip_norm"))
+    names = list(parameters)
+    clipped, norm = clip_by_global_norm([trained[n] - parameters[n] for n in names], config.get("clip_norm"))
+    delta = dict(zip(names, clipped, strict=True))
     last = history[-1]
     metrics = {"loss": last.loss, "delta_norm": norm}
     if last.accuracy is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -15,13 +15,15 @@ import grpc
 import numpy as np
 
 from edgerun.federated.auth import AuthError, ReplayGuard, SignedFields, request_message, sha256, verify, verify_request
-from edgerun.federated.coordinator import Coordinator, Rejected
+from edgerun.federated.coordinator import Action, Coordinator
+from edgerun.federated.errors import Rejected
 from edgerun.federated.protos import federated_pb2 as pb
 from edgerun.federated.protos import federated_pb2_grpc as pb_grpc
 from edgerun.federated.secagg import wire
 from edgerun.federated.secagg.errors import MalformedVector
 from edgerun.federated.secagg.quantize import unpack
 from edgerun.federated.typing import EvaluateRes
+from edgerun.runtime.errors import ErrorCode
 
 log = logging.getLogger("edgerun.federated")
 
@@ -34,15 +36,9 @@ KEEPALIVE_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
 ]
-_CODES = {
-    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
-    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
-    "already_exists": grpc.StatusCode.ALREADY_EXISTS,
-    "not_found": grpc.StatusCode.NOT_FOUND,
-    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
-    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
-    "resource_exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
+GRPC_CODES = {code: getattr(grpc.StatusCode, code.name) for code in ErrorCode}
+_ACTIONS = {Action.WAIT: pb.WorkReply.WAIT, Action.TRAIN: pb.WorkReply.TRAIN, Action.STOP: pb.WorkReply.STOP,
+            Action.EVALUATE: pb.WorkReply.EVALUATE}
 
 
 def _fields(auth: pb.Auth) -> SignedFields:
@@ -72,7 +68,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     @staticmethod
     def _abort(context: Any, exc: Rejected) -> None:
         log.warning("refused: %s", exc)
-        context.abort(_CODES.get(exc.code, grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+        context.abort(GRPC_CODES[exc.code], str(exc))
 
     def Enrol(self, request: pb.EnrolRequest, context: Any) -> pb.EnrolReply:
         body = request.public_key + request.token.encode()
@@ -94,9 +90,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def GetWork(self, request: pb.WorkRequest, context: Any) -> pb.WorkReply:
         client = self._authenticate(request.auth, "GetWork", b"", context)
         work = self.coordinator.work_for(client)
-        action = {"wait": pb.WorkReply.WAIT, "train": pb.WorkReply.TRAIN, "stop": pb.WorkReply.STOP,
-                  "evaluate": pb.WorkReply.EVALUATE}
-        return pb.WorkReply(action=action[work.action], round=work.round, model_version=work.model_version,
+        return pb.WorkReply(action=_ACTIONS[work.action], round=work.round, model_version=work.model_version,
                             config_json=json.dumps(work.config), deadline=work.deadline,
                             retry_after=work.retry_after)
 
@@ -115,21 +109,22 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                            signature=signature if first else b"",
                            model_version=request.model_version if first else 0)
 
-    def Upload(self, request_iterator: Iterator[pb.UploadChunk], context: Any) -> pb.UploadReply:
-        """The header (round, examples, metrics, size, sha256) is authenticated on the first chunk,
+    def _receive(self, chunks: Iterator[Any], context: Any, method: str, what: str,
+                 signed_body: Callable[[Any], bytes]) -> tuple[str, Any, bytes]:
+        """(client, header, payload) of a chunked upload (Upload, UploadMasked). The header is
+        authenticated on the first chunk (`signed_body` gives the bytes its signature covers),
         so an unauthenticated caller cannot make the coordinator buffer anything; the payload
-        must then match the signed size and sha256."""
+        must then match the signed size and sha256, and `what` it is may not exceed the limit."""
         header, client, parts, size = None, "", [], 0
-        for chunk in request_iterator:
+        for chunk in chunks:
             if header is None:
                 if not chunk.HasField("header"):
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the header")
                 header = chunk.header
-                signed = upload_body(header.round, header.num_examples, dict(header.metrics), header.sha256)
-                client = self._authenticate(header.auth, "Upload", signed, context)
+                client = self._authenticate(header.auth, method, signed_body(header), context)
                 if header.total_size > self.max_update_bytes:
                     context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"update of {header.total_size} bytes exceeds {self.max_update_bytes}")
+                                  f"{what} of {header.total_size} bytes exceeds {self.max_update_bytes}")
             size += len(chunk.data)
             if size > header.total_size:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "more bytes than the header announced")
@@ -139,6 +134,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         blob = b"".join(parts)
         if len(blob) != header.total_size or sha256(blob) != header.sha256:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload size or sha256 does not match the header")
+        return client, header, blob
+
+    def Upload(self, request_iterator: Iterator[pb.UploadChunk], context: Any) -> pb.UploadReply:
+        """A plain update: header (round, examples, metrics, size, sha256), then the payload."""
+        client, header, blob = self._receive(
+            request_iterator, context, "Upload", "update",
+            lambda h: upload_body(h.round, h.num_examples, dict(h.metrics), h.sha256))
         try:
             self.coordinator.submit(client, header.round, blob, header.num_examples, dict(header.metrics))
         except Rejected as exc:
@@ -166,33 +168,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     def UploadMasked(self, request_iterator: Iterator[pb.MaskedChunk], context: Any) -> pb.UploadReply:
         """A masked input: header (authenticated first), then packed ring elements matching it."""
-        header, client, parts, size = None, "", [], 0
-        for chunk in request_iterator:
-            if header is None:
-                if not chunk.HasField("header"):
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the header")
-                header = chunk.header
-                signed = wire.masked_body(header.round, header.bits, header.length, header.sha256)
-                client = self._authenticate(header.auth, "UploadMasked", signed, context)
-                if header.total_size > self.max_update_bytes:
-                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"masked input of {header.total_size} bytes exceeds {self.max_update_bytes}")
-            size += len(chunk.data)
-            if size > header.total_size:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "more bytes than the header announced")
-            parts.append(chunk.data)
-        if header is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload")
-        blob = b"".join(parts)
-        if len(blob) != header.total_size or sha256(blob) != header.sha256:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload size or sha256 does not match the header")
+        client, header, blob = self._receive(request_iterator, context, "UploadMasked", "masked input",
+                                             lambda h: wire.masked_body(h.round, h.bits, h.length, h.sha256))
         try:
             if not 2 <= header.bits <= 32:
-                raise Rejected("invalid_argument", f"bits must be in 2..32, got {header.bits}")
+                raise Rejected(ErrorCode.INVALID_ARGUMENT, f"bits must be in 2..32, got {header.bits}")
             vector = unpack(blob, header.bits, header.length)
             self.coordinator.submit_masked(client, header.round, header.bits, vector)
         except MalformedVector as exc:
-            self._abort(context, Rejected("invalid_argument", str(exc)))
+            self._abort(context, Rejected(ErrorCode.INVALID_ARGUMENT, str(exc)))
         except Rejected as exc:
             self._abort(context, exc)
         return pb.UploadReply(accepted=True, message="ok")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any, NoReturn
 
 
@@ -61,3 +62,27 @@ def raise_node_failure(node: Any, exc: Exception, stage: str = "failed") -> NoRe
     if isinstance(exc, EdgerunError):
         raise exc
     raise ModelError(f"node {node.name!r} ({node.op_type}) {stage}: {exc}") from exc
+
+
+class ErrorCode(enum.Enum):
+    """Why a request failed, named and numbered as gRPC's canonical status codes (a front end
+    maps a code by name); `.http` is the matching HTTP status. Shared by serving and federated."""
+
+    INVALID_ARGUMENT = 3
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
+
+    @property
+    def http(self) -> int:
+        """The HTTP status (RESOURCE_EXHAUSTED is 413: what requests run out of is size)."""
+        return {ErrorCode.INVALID_ARGUMENT: 400, ErrorCode.UNAUTHENTICATED: 401, ErrorCode.PERMISSION_DENIED: 403,
+                ErrorCode.NOT_FOUND: 404, ErrorCode.ALREADY_EXISTS: 409, ErrorCode.FAILED_PRECONDITION: 400,
+                ErrorCode.RESOURCE_EXHAUSTED: 413, ErrorCode.INTERNAL: 500, ErrorCode.UNIMPLEMENTED: 501,
+                ErrorCode.UNAVAILABLE: 503}[self]

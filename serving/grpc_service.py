@@ -10,7 +10,8 @@ import logging
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edgerun.serving.errors import ServingError, Status
+from edgerun.runtime.errors import ErrorCode
+from edgerun.serving.errors import ServingError
 from edgerun.serving.grpc_codec import request_from_proto, response_to_proto
 from edgerun.serving.handlers import Handlers
 from edgerun.serving.protos import grpc_service_pb2 as pb
@@ -18,7 +19,7 @@ from edgerun.serving.protos import grpc_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("edgerun.serving")
 DEFAULT_MAX_CONCURRENT_RPCS = 256  # more at once are refused with RESOURCE_EXHAUSTED
-GRPC_CODES = {status: getattr(grpc.StatusCode, status.name) for status in Status}
+GRPC_CODES = {code: getattr(grpc.StatusCode, code.name) for code in ErrorCode}
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: ServingError) -> None:
@@ -67,7 +68,8 @@ def _guard_all(cls):
 
 @_guard_all
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """inference.GRPCInferenceService: parse, call a handler, map ServingError to a status code."""
+    """inference.GRPCInferenceService: parse, call a handler; `_guard_all` maps ServingError to a
+    status code (ModelStreamInfer reports each message's error in the stream instead)."""
 
     def __init__(self, handlers: Handlers) -> None:
         self.h = handlers
@@ -85,10 +87,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerMetadataResponse(**self.h.server_metadata())
 
     async def ModelMetadata(self, request, context):
-        try:
-            meta = self.h.model_metadata(request.name, request.version)
-        except ServingError as exc:
-            return await _abort(context, exc)
+        meta = self.h.model_metadata(request.name, request.version)
         msg = pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"])
         for kind in ("inputs", "outputs"):
             for t in meta[kind]:
@@ -96,11 +95,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return msg
 
     async def ModelInfer(self, request, context):
-        try:
-            response = await self.h.infer(request_from_proto(request))
-        except ServingError as exc:
-            return await _abort(context, exc)
-        return response_to_proto(response)
+        return response_to_proto(await self.h.infer(request_from_proto(request)))
 
     async def ModelStreamInfer(self, request_iterator, context):
         async for request in request_iterator:
@@ -118,16 +113,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             yield pb.ModelStreamInferResponse(infer_response=response_to_proto(response))
 
     async def ModelConfig(self, request, context):
-        try:
-            return pb.ModelConfigResponse(config=self.h.model_config(request.name, request.version))
-        except ServingError as exc:
-            return await _abort(context, exc)
+        return pb.ModelConfigResponse(config=self.h.model_config(request.name, request.version))
 
     async def ModelStatistics(self, request, context):
-        try:
-            models = self.h.model_statistics(request.name, request.version)
-        except ServingError as exc:
-            return await _abort(context, exc)
+        models = self.h.model_statistics(request.name, request.version)
         return pb.ModelStatisticsResponse(model_stats=[_stats(m) for m in models])
 
     async def RepositoryIndex(self, request, context):
@@ -135,17 +124,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**r) for r in rows])
 
     async def RepositoryModelLoad(self, request, context):
-        try:
-            await self.h.load_model(request.model_name)
-        except ServingError as exc:
-            return await _abort(context, exc)
+        await self.h.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request, context):
-        try:
-            await self.h.unload_model(request.model_name)
-        except ServingError as exc:
-            return await _abort(context, exc)
+        await self.h.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
 

@@ -10,10 +10,11 @@ import logging
 import time
 from typing import Any
 
+from edgerun.runtime.errors import ErrorCode
 from edgerun.serving import metrics
 from edgerun.serving.classify import classification_counts, classify
 from edgerun.serving.datatypes import datatype_of
-from edgerun.serving.errors import ServingError, Status
+from edgerun.serving.errors import ServingError
 from edgerun.serving.repository import Repository
 from edgerun.serving.types import InferRequest, InferResponse
 from edgerun.serving.validate import decode_inputs, select_outputs
@@ -91,7 +92,7 @@ class Handlers:
             self.control_log.record(name, "load")
         if not entry.ready:
             reasons = entry.error or "; ".join(reason for _, reason in entry.failed.values()) or "no versions"
-            raise ServingError(Status.INVALID_ARGUMENT, f"model {name!r} has no loadable version: {reasons}")
+            raise ServingError(ErrorCode.INVALID_ARGUMENT, f"model {name!r} has no loadable version: {reasons}")
 
     async def unload_model(self, name: str) -> None:
         self._check_control()
@@ -101,8 +102,8 @@ class Handlers:
 
     def _check_control(self) -> None:
         if not self.model_control:
-            raise ServingError(Status.UNAVAILABLE, "model control is disabled (start the server with "
-                                                   "--model-control-mode explicit)")
+            raise ServingError(ErrorCode.UNAVAILABLE, "model control is disabled (start the server with "
+                                                      "--model-control-mode explicit)")
 
     # --- inference ----------------------------------------------------------------------------
 
@@ -113,7 +114,7 @@ class Handlers:
         model = None
         try:
             if not self.accepting:
-                raise ServingError(Status.UNAVAILABLE, "server is shutting down")
+                raise ServingError(ErrorCode.UNAVAILABLE, "server is shutting down")
             model = self.repository.get(request.model, request.version)
             arrays = decode_inputs(model.name, model.inputs, request.inputs, model.settings.max_batch_size)
             names = select_outputs(model.name, model.outputs, request.outputs)
@@ -128,7 +129,7 @@ class Handlers:
         except Exception:
             log.exception("inference on model %s failed", request.model)
             self._failed(request, model, "INTERNAL", time.perf_counter() - start)
-            raise ServingError(Status.INTERNAL, "internal error") from None
+            raise ServingError(ErrorCode.INTERNAL, "internal error") from None
         seconds = time.perf_counter() - start
         model.stats.request(True, seconds, queued)
         return InferResponse(model.name, model.version_str, request.id, selected)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerun.runtime.errors import EdgerunError, InputError
+from edgerun.runtime.errors import EdgerunError, ErrorCode, InputError
 from edgerun.runtime.interpreter import Interpreter
 from edgerun.serving import metrics
 from edgerun.serving.batcher import Batcher
 from edgerun.serving.config import ModelSettings, check_against
-from edgerun.serving.errors import ServingError, Status, invalid
+from edgerun.serving.errors import ServingError, invalid
 from edgerun.serving.stats import ModelStats
 
 log = logging.getLogger("edgerun.serving")
@@ -106,7 +106,8 @@ class ServedModel:
             raise invalid(f"model {self.name!r}: {exc}") from None
         except Exception:
             log.exception("model %s version %s failed", self.name, self.version)
-            raise ServingError(Status.INTERNAL, f"model {self.name!r} version {self.version} failed to run") from None
+            raise ServingError(ErrorCode.INTERNAL,
+                               f"model {self.name!r} version {self.version} failed to run") from None
 
     def close(self) -> None:
         """Publish the last statistics; flush what the batcher holds and stop the thread pool only

@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgerun.runtime.errors import ErrorCode
 from edgerun.serving import metrics
 from edgerun.serving.config import CONFIG_NAME, MODEL_FILE, ConfigError, ModelSettings, read_settings
-from edgerun.serving.errors import ServingError, Status, not_found
+from edgerun.serving.errors import ServingError, not_found
 from edgerun.serving.model import ServedModel
 
 log = logging.getLogger("edgerun.serving")
@@ -126,7 +127,7 @@ class Repository:
         if not version:
             model = entry.latest()
             if model is None:
-                raise ServingError(Status.UNAVAILABLE, f"model {name!r} has no ready version")
+                raise ServingError(ErrorCode.UNAVAILABLE, f"model {name!r} has no ready version")
             return model
         model = entry.ready.get(int(version)) if _plain_version(version) else None
         if model is None:

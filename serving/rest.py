@@ -9,8 +9,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from edgerun.runtime.errors import ErrorCode
 from edgerun.serving.auth import token_ok
-from edgerun.serving.errors import ServingError, Status
+from edgerun.serving.errors import ServingError
 from edgerun.serving.handlers import Handlers
 from edgerun.serving.http_server import Request, Response
 from edgerun.serving.rest_codec import encode_infer, parse_infer
@@ -108,7 +109,7 @@ class RestApp:
 
     async def _infer(self, request: Request, model: str, version: str | None) -> Response:
         if request.headers.get("content-encoding", "identity") != "identity":
-            raise ServingError(Status.INVALID_ARGUMENT, "compressed request bodies are not supported")
+            raise ServingError(ErrorCode.INVALID_ARGUMENT, "compressed request bodies are not supported")
         infer = parse_infer(model, version or "", request.body, request.headers.get("inference-header-content-length"))
         response = await self.h.infer(infer)
         body, header_length = encode_infer(response, infer)
@@ -123,7 +124,7 @@ class RestApp:
             try:
                 ready_only = bool(json.loads(request.body).get("ready", False))
             except (ValueError, AttributeError, RecursionError):
-                raise ServingError(Status.INVALID_ARGUMENT, "index body must be a JSON object") from None
+                raise ServingError(ErrorCode.INVALID_ARGUMENT, "index body must be a JSON object") from None
         return _json(200, self.h.repository_index(ready_only))
 
     async def _load(self, request: Request, model: str) -> Response:

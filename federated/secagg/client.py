@@ -35,6 +35,7 @@ from edgerun.federated.secagg.messages import (
     SecAggParams,
 )
 from edgerun.federated.secagg.quantize import add, subtract
+from edgerun.federated.stages import Stage, following
 
 Roster = Mapping[str, AdvertiseKeys]
 
@@ -72,7 +73,7 @@ class SecAggClient:
 
     def __init__(self, client_id: str, device_key: KeyPair, params: SecAggParams) -> None:
         self.id, self.device_key, self.params = client_id, device_key, params
-        self.stage = "advertise"
+        self.stage = Stage.ADVERTISE
         self._c_sk, self._c_raw = crypto.new_private_key()
         self._s_sk, self._s_raw = crypto.new_private_key()
         self._seed = os.urandom(32)
@@ -83,14 +84,14 @@ class SecAggClient:
         self._held: dict[str, tuple[int, int]] = {}  # owner -> (seed share y, mask-key share y) held by me
         self.survivors: list[str] | None = None
 
-    def _advance(self, expected: str, following: str) -> None:
+    def _advance(self, expected: Stage) -> None:
         if self.stage != expected:
             raise StageError(f"client {self.id!r}: cannot run {expected!r} in stage {self.stage!r}")
-        self.stage = following
+        self.stage = following(expected)
 
     def advertise(self) -> AdvertiseKeys:
         """Stage 0: this client's signed public keys and seed commitment."""
-        self._advance("advertise", "share")
+        self._advance(Stage.ADVERTISE)
         keys = AdvertiseKeys(self.id, crypto.public_bytes(self._c_sk), crypto.public_bytes(self._s_sk),
                              seed_commitment(self.params.round, self.id, self._seed), b"")
         signature = self.device_key.sign(keys_message(self.params.round, keys))
@@ -101,7 +102,7 @@ class SecAggClient:
         ForgedMessage for an unsigned or altered roster (including this client's own entry);
         RoundAborted when the roster is smaller than min_clients or than more than
         `threshold_fraction` of the cohort stated in the round parameters."""
-        self._advance("share", "mask")
+        self._advance(Stage.SHARE)
         p = self.params
         verify_roster(p, roster, device_keys)
         mine = roster.get(self.id)
@@ -110,7 +111,7 @@ class SecAggClient:
             raise ForgedMessage(f"client {self.id!r}: the roster does not carry this client's own keys")
         need = max(p.min_clients, graph.threshold(p.cohort - 1, p.threshold_fraction) if p.cohort else 0)
         if len(roster) < need:
-            self.stage = "aborted"
+            self.stage = Stage.ABORTED
             raise RoundAborted(f"round {p.round}: {len(roster)} clients advertised keys, need {need} "
                                f"(cohort {p.cohort})")
         self.roster, self.device_keys = dict(roster), dict(device_keys)
@@ -138,7 +139,7 @@ class SecAggClient:
         (nothing is sent) when fewer than this client's threshold t of holders (itself and the
         neighbours whose shares arrived) remain: masking with fewer peers would let the
         coordinator unmask the input with its self-mask seed alone (Bonawitz et al.: |U2| >= t)."""
-        self._advance("mask", "consistency")
+        self._advance(Stage.MASKED)
         p, bits = self.params, self.params.quantization.bits
         x = np.asarray(ring_input)
         if x.dtype != np.uint32 or x.shape != (p.length,) or (bits < 32 and x.size and int(x.max()) >> bits):
@@ -147,7 +148,7 @@ class SecAggClient:
             self._receive(share)
         t = graph.threshold(len(self.neighbours), p.threshold_fraction)
         if len(self._held) < max(t, p.min_clients):
-            self.stage = "aborted"
+            self.stage = Stage.ABORTED
             raise RoundAborted(f"client {self.id!r}: shares of {len(self._held) - 1} neighbours arrived, "
                                f"need {max(t, p.min_clients) - 1}: refusing to send a masked input")
         masked = add(x, prg.expand(self._seed, p.length, bits), bits)
@@ -181,7 +182,7 @@ class SecAggClient:
         """Stage 3: sign the survivor list. SurvivorClaimedDropped when this client (which sent
         its masked input) is not on it; InconsistentView for unknown ids; RoundAborted when
         fewer than min_clients survived."""
-        self._advance("consistency", "unmask")
+        self._advance(Stage.CONSISTENCY)
         if self.id not in survivors:
             raise SurvivorClaimedDropped(f"client {self.id!r} sent its masked input but is listed as dropped")
         if len(set(survivors)) != len(survivors) or not set(survivors) <= set(self.roster):
@@ -196,7 +197,7 @@ class SecAggClient:
         """Stage 4: seed shares of surviving owners, mask-key shares of dropped ones (never both
         for one owner). InconsistentView when the list differs from the signed one or fewer than
         this client's threshold of survivors signed it; ForgedMessage for a bad signature."""
-        self._advance("unmask", "done")
+        self._advance(Stage.UNMASK)
         p = self.params
         if self.survivors is None or sorted(survivors) != self.survivors:
             raise InconsistentView(f"client {self.id!r}: the survivor list changed after the consistency check")

@@ -3,6 +3,8 @@
 `secure_upload` runs a SecAggClient through the stages by sending each stage's message
 through a `Transport` (the FederatedClient implements it over gRPC) and polling while
 the coordinator waits for others. A client may be told to drop at a stage (simulation).
+`respond` (what a client sends in a stage, given the coordinator's reply) also serves
+the in-process round of federated.secagg.workflow.
 """
 
 from __future__ import annotations
@@ -15,14 +17,34 @@ import numpy as np
 from edgerun.federated.auth import KeyPair
 from edgerun.federated.secagg.client import SecAggClient
 from edgerun.federated.secagg.errors import RoundAborted, SecAggError
-from edgerun.federated.secagg.messages import SecAggParams
-from edgerun.federated.secagg.session import StageReply
+from edgerun.federated.secagg.messages import SecAggParams, StageReply
+from edgerun.federated.stages import Stage, passed
 
 
 class Transport(Protocol):
-    def send(self, stage: str, payload: Any) -> StageReply: ...
+    def send(self, stage: Stage, payload: Any) -> StageReply: ...
 
     def upload_masked(self, vector: np.ndarray) -> None: ...
+
+
+def respond(client: SecAggClient, reply: StageReply, ring_input: np.ndarray) -> Any:
+    """The message `client` sends in the open stage of `reply` (a stage that expects it):
+    its keys, its encrypted shares, its masked input, its consistency proof or its revealed
+    shares. SecAggError when the client refuses what it got, or for an unknown stage."""
+    stage = reply.stage
+    if stage == Stage.ADVERTISE:
+        return client.advertise()
+    if stage == Stage.SHARE:
+        roster = {keys.client_id: keys for keys, _ in reply.roster}
+        device = {keys.client_id: device_key for keys, device_key in reply.roster}
+        return client.share_keys(roster, device)
+    if stage == Stage.MASKED:
+        return client.mask(reply.inbox, ring_input)
+    if stage == Stage.CONSISTENCY:
+        return client.consistency(reply.survivors)
+    if stage == Stage.UNMASK:
+        return client.unmask(reply.survivors, reply.proofs)
+    raise SecAggError(f"unexpected stage {stage!r} from the coordinator")
 
 
 def secure_upload(client_id: str, key: KeyPair, params: SecAggParams, ring_input: np.ndarray,
@@ -32,48 +54,30 @@ def secure_upload(client_id: str, key: KeyPair, params: SecAggParams, ring_input
     without it (deadline). RoundAborted when the round aborted; SecAggError when a message
     from the coordinator is refused (the client then sends nothing more)."""
     client = SecAggClient(client_id, key, params)
-    if drop_at == "advertise":
-        return "dropped"
-    reply = transport.send("advertise", client.advertise())
-    acted = {"advertise"}
+    reply = StageReply(Stage.ADVERTISE, expects_you=True)  # every selected client advertises first
+    acted: set[Stage] = set()
     while time.time() < deadline:
         stage = reply.stage
-        if stage == "aborted":
+        if stage == Stage.ABORTED:
             raise RoundAborted(f"round {params.round} aborted: {reply.message}")
-        if stage == "done":
-            return "done" if "unmask" in acted else "left"
+        if stage == Stage.DONE:
+            return "done" if Stage.UNMASK in acted else "left"
         if not reply.expects_you:
-            if _passed(stage, acted):
+            if passed(stage, acted):
                 return "left"  # a stage this client had to act in closed without it
             time.sleep(reply.retry_after)
-            reply = transport.send("poll", None)
+            reply = transport.send(Stage.POLL, None)
             continue
         if stage == drop_at:
             return "dropped"
         acted.add(stage)
-        if stage == "share":
-            roster = {keys.client_id: keys for keys, _ in reply.roster}
-            device = {keys.client_id: device_key for keys, device_key in reply.roster}
-            reply = transport.send("share", client.share_keys(roster, device))
-        elif stage == "masked":
-            transport.upload_masked(client.mask(reply.inbox, ring_input))
-            reply = transport.send("poll", None)
-        elif stage == "consistency":
-            reply = transport.send("consistency", client.consistency(reply.survivors))
-        elif stage == "unmask":
-            transport.send("unmask", client.unmask(reply.survivors, reply.proofs))
+        message = respond(client, reply, ring_input)
+        if stage == Stage.MASKED:
+            transport.upload_masked(message)
+            reply = transport.send(Stage.POLL, None)
+        elif stage == Stage.UNMASK:
+            transport.send(stage, message)
             return "done"
         else:
-            raise SecAggError(f"unexpected stage {stage!r} from the coordinator")
+            reply = transport.send(stage, message)
     return "left"
-
-
-_ORDER = ("advertise", "share", "masked", "consistency", "unmask", "done")
-
-
-def _passed(stage: str, acted: set[str]) -> bool:
-    """True when the open stage is past one this client has not acted in (it was left out)."""
-    if stage not in _ORDER:
-        return False
-    index = _ORDER.index(stage)
-    return any(s not in acted for s in _ORDER[:index])

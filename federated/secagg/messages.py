@@ -3,11 +3,12 @@ messages of federated/protos/federated.proto, converted in federated.secagg.wire
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgerun.federated.secagg.errors import ConfigurationError
 from edgerun.federated.secagg.quantize import Quantization
+from edgerun.federated.stages import Stage
 
 SEED = "seed"  # share of a client's self-mask seed b_u
 MASK_KEY = "mask_key"  # share of a client's mask private key s_u
@@ -109,3 +110,19 @@ class RevealedShare:
     kind: str
     x: int
     y: bytes
+
+
+@dataclass
+class StageReply:
+    """The coordinator's answer to every message (or poll): the open stage, whether it waits
+    for this client, and what the client needs for it (roster with device keys for SHARE,
+    inbox for MASKED, survivors for CONSISTENCY, survivors and proofs for UNMASK)."""
+
+    stage: Stage
+    expects_you: bool = False
+    roster: list[tuple[AdvertiseKeys, bytes]] = field(default_factory=list)  # (keys, device key)
+    inbox: list[EncryptedShare] = field(default_factory=list)
+    survivors: list[str] = field(default_factory=list)
+    proofs: list[ConsistencyProof] = field(default_factory=list)
+    message: str = ""
+    retry_after: float = 0.05

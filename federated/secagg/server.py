@@ -1,6 +1,6 @@
 """The coordinator's half of a secure-aggregation round, as a state machine.
 
-Stages: advertise -> share -> masked -> consistency -> unmask -> done (or aborted).
+Stages: federated.stages.SECAGG, then done (or aborted).
 `receive_*` checks one client's message for the open stage and raises a specific
 SecAggError (the message is then ignored; the round goes on without it); `close()`
 ends the open stage, aborting the round when fewer than min_clients took part.
@@ -16,6 +16,7 @@ import itertools
 import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,11 +42,12 @@ from edgerun.federated.secagg.messages import (
     EncryptedShare,
     RevealedShare,
     SecAggParams,
+    StageReply,
 )
 from edgerun.federated.secagg.quantize import add, subtract
+from edgerun.federated.stages import Stage, following
 
 MAX_SUBSETS = 32  # t-subsets of revealed shares tried per secret before a reconstruction is refused
-STAGES = ("advertise", "share", "masked", "consistency", "unmask", "done")
 
 
 class SecAggServer:
@@ -54,7 +56,7 @@ class SecAggServer:
     def __init__(self, params: SecAggParams, selected: Sequence[str], device_keys: Mapping[str, bytes]) -> None:
         self.params, self.selected = params, set(selected)
         self.device_keys = {c: device_keys[c] for c in selected}
-        self.stage = "advertise"
+        self.stage = Stage.ADVERTISE
         self.failure: str | None = None
         self.roster: dict[str, AdvertiseKeys] = {}
         self.neighbours: dict[str, list[str]] = {}
@@ -66,7 +68,7 @@ class SecAggServer:
         self.excluded: dict[str, str] = {}  # client -> why (MalformedMessage): treated as dropped
 
     # ------------------------------------------------------------ stage control
-    def _expect(self, stage: str, client_id: str, members: object) -> None:
+    def _expect(self, stage: Stage, client_id: str, members: object) -> None:
         if self.stage != stage:
             raise StageError(f"round {self.params.round}: {stage!r} message from {client_id!r} while in {self.stage!r}")
         if client_id not in members:  # type: ignore[operator]
@@ -74,20 +76,46 @@ class SecAggServer:
 
     def expected(self) -> set[str]:
         """Clients whose message the open stage still waits for."""
-        return {"advertise": self.selected - set(self.roster) - set(self.excluded),
-                "share": set(self.roster) - set(self.shares) - set(self.excluded),
-                "masked": set(self.shares) - set(self.survivors),
-                "consistency": set(self.survivors) - set(self.proofs),
-                "unmask": set(self.proofs) - set(self.revealed)}.get(self.stage, set())
+        return {Stage.ADVERTISE: self.selected - set(self.roster) - set(self.excluded),
+                Stage.SHARE: set(self.roster) - set(self.shares) - set(self.excluded),
+                Stage.MASKED: set(self.shares) - set(self.survivors),
+                Stage.CONSISTENCY: set(self.survivors) - set(self.proofs),
+                Stage.UNMASK: set(self.proofs) - set(self.revealed)}.get(self.stage, set())
+
+    def receive(self, stage: Stage, client_id: str, payload: Any) -> None:
+        """One client message of `stage` (what SecAggClient's step for it returned), checked
+        and recorded as the `receive_*` method of that stage does."""
+        receivers = {Stage.ADVERTISE: self.receive_keys, Stage.SHARE: self.receive_shares,
+                     Stage.MASKED: self.receive_masked, Stage.CONSISTENCY: self.receive_consistency,
+                     Stage.UNMASK: self.receive_unmask}
+        if stage not in receivers:
+            raise StageError(f"round {self.params.round}: unknown secure-aggregation stage {stage!r}")
+        receivers[stage](client_id, payload)
+
+    def reply(self, client_id: str) -> StageReply:
+        """What `client_id` is told in the open stage: whether it is expected and, if so,
+        what it needs to act (the stage's inputs from the other clients)."""
+        stage = self.stage
+        reply = StageReply(stage, client_id in self.expected(), message=self.failure or "")
+        if not reply.expects_you:
+            return reply
+        if stage is Stage.SHARE:
+            reply.roster = [(self.roster[c], self.device_keys[c]) for c in sorted(self.roster)]
+        elif stage is Stage.MASKED:
+            reply.inbox = self.inbox(client_id)
+        elif stage in (Stage.CONSISTENCY, Stage.UNMASK):
+            reply.survivors = self.survivor_list()
+            reply.proofs = self.proof_list() if stage is Stage.UNMASK else []
+        return reply
 
     def close(self) -> None:
         """End the open stage. RoundAborted (and stage "aborted") when too few took part."""
-        p, counts = self.params, {"advertise": len(self.roster), "share": len(self.shares),
-                                  "masked": len(self.survivors), "consistency": len(self.proofs)}
+        p, counts = self.params, {Stage.ADVERTISE: len(self.roster), Stage.SHARE: len(self.shares),
+                                  Stage.MASKED: len(self.survivors), Stage.CONSISTENCY: len(self.proofs)}
         if self.stage in counts and counts[self.stage] < p.min_clients:
             self._abort(f"round {p.round}: {counts[self.stage]} clients finished stage {self.stage!r}, "
                         f"need {p.min_clients}")
-        if self.stage == "advertise":
+        if self.stage is Stage.ADVERTISE:
             need = graph.threshold(p.cohort - 1, p.threshold_fraction) if p.cohort else 0
             if len(self.roster) < need:  # clients would refuse this roster (client.share_keys)
                 self._abort(f"round {p.round}: {len(self.roster)} of a cohort of {p.cohort} advertised keys, "
@@ -95,10 +123,10 @@ class SecAggServer:
             ids = sorted(self.roster)
             self.neighbours = graph.neighbours(ids, p.neighbours, p.graph_seed, p.complete_below)
             self.index = {cid: i + 1 for i, cid in enumerate(ids)}
-        self.stage = STAGES[STAGES.index(self.stage) + 1]
+        self.stage = following(self.stage)
 
     def _abort(self, reason: str) -> None:
-        self.stage, self.failure = "aborted", reason
+        self.stage, self.failure = Stage.ABORTED, reason
         self.masked_sum = np.zeros(0, dtype=np.uint32)
         raise RoundAborted(reason)
 
@@ -107,7 +135,7 @@ class SecAggServer:
         """Stage 0. ForgedMessage unless signed by the client's device key; MalformedMessage for
         keys or commitment not of 32 bytes or a low-order X25519 key (the client is left out of
         the roster, as if it had dropped, instead of aborting everyone's round); StageError twice."""
-        self._expect("advertise", client_id, self.selected - set(self.roster) - set(self.excluded))
+        self._expect(Stage.ADVERTISE, client_id, self.selected - set(self.roster) - set(self.excluded))
         if keys.client_id != client_id:
             raise ForgedMessage(f"keys of {keys.client_id!r} sent by {client_id!r}")
         verify_roster(self.params, {client_id: keys}, self.device_keys)
@@ -125,7 +153,7 @@ class SecAggServer:
     def receive_shares(self, client_id: str, shares: Sequence[EncryptedShare]) -> None:
         """Stage 1. WrongRecipient unless there is exactly one share for each neighbour;
         MalformedMessage (the sender is left out) for a nonce or ciphertext of the wrong length."""
-        self._expect("share", client_id, set(self.roster) - set(self.shares) - set(self.excluded))
+        self._expect(Stage.SHARE, client_id, set(self.roster) - set(self.shares) - set(self.excluded))
         recipients = sorted(s.recipient for s in shares)
         if any(s.sender != client_id for s in shares):
             raise ForgedMessage(f"client {client_id!r} sent shares in another client's name")
@@ -143,7 +171,7 @@ class SecAggServer:
 
     def inbox(self, client_id: str) -> list[EncryptedShare]:
         """The shares addressed to `client_id` by clients that finished stage 1."""
-        if self.stage != "masked" or client_id not in self.shares:
+        if self.stage is not Stage.MASKED or client_id not in self.shares:
             raise StageError(f"round {self.params.round}: no inbox for {client_id!r} in stage {self.stage!r}")
         return [s for sender in self.neighbours[client_id] if sender in self.shares
                 for s in self.shares[sender] if s.recipient == client_id]
@@ -151,7 +179,7 @@ class SecAggServer:
     def receive_masked(self, client_id: str, masked: np.ndarray) -> None:
         """Stage 2: add a masked vector into the running sum. MalformedVector for the wrong
         dtype, length or an element outside Z_{2^b}."""
-        self._expect("masked", client_id, set(self.shares) - set(self.survivors))
+        self._expect(Stage.MASKED, client_id, set(self.shares) - set(self.survivors))
         p, bits = self.params, self.params.quantization.bits
         y = np.asarray(masked)
         if y.dtype != np.uint32 or y.shape != (p.length,):
@@ -167,7 +195,7 @@ class SecAggServer:
 
     def receive_consistency(self, client_id: str, proof: ConsistencyProof) -> None:
         """Stage 3. ForgedMessage unless the proof is the client's signature of the survivor list."""
-        self._expect("consistency", client_id, set(self.survivors) - set(self.proofs))
+        self._expect(Stage.CONSISTENCY, client_id, set(self.survivors) - set(self.proofs))
         try:
             verify(self.device_keys[client_id], proof.signature,
                    survivors_message(self.params.round, self.survivor_list()), f"survivor list of {client_id!r}")
@@ -184,7 +212,7 @@ class SecAggServer:
         """Stage 4. BothSharesRevealed when one owner gets both kinds; InconsistentView for a
         seed share of a dropped owner or a mask-key share of a survivor (the two sets are
         disjoint); WrongRecipient for a share the revealer cannot hold or a wrong x."""
-        self._expect("unmask", client_id, set(self.proofs) - set(self.revealed))
+        self._expect(Stage.UNMASK, client_id, set(self.proofs) - set(self.revealed))
         alive, x = set(self.survivors), self.index[client_id]
         holdable = {client_id} | {o for o in self.neighbours[client_id] if o in self.shares}
         kinds: dict[str, str] = {}
@@ -207,7 +235,7 @@ class SecAggServer:
     def finish(self) -> np.ndarray:
         """The sum mod 2^b of the survivors' inputs. RoundAborted when some needed secret has
         fewer than its threshold of shares or does not match its commitment / public key."""
-        if self.stage != "unmask":
+        if self.stage is not Stage.UNMASK:
             raise StageError(f"round {self.params.round}: finish() in stage {self.stage!r}")
         p, bits = self.params, self.params.quantization.bits
         if len(self.revealed) < p.min_clients:
@@ -232,7 +260,7 @@ class SecAggServer:
                     pairwise = prg.expand(crypto.agree(key, self.roster[v].mask_key, "mask", p.round, u, v),
                                           p.length, bits)
                     total = subtract(total, pairwise, bits) if v < u else add(total, pairwise, bits)
-        self.stage = "done"
+        self.stage = Stage.DONE
         return total
 
     def _rebuild(self, owner: str, collected: dict[str, list[tuple[int, int]]], what: str,

@@ -24,11 +24,12 @@ from edgerun.federated.secagg.messages import SecAggParams
 from edgerun.federated.secagg.options import SecAggOptions, client_weight
 from edgerun.federated.secagg.update import decode_sum, encode_update
 from edgerun.federated.secagg.workflow import DROP_STAGES, run_round
+from edgerun.federated.stages import Stage
 from edgerun.federated.strategies import FedAvg
 from edgerun.federated.typing import FitRes
 from edgerun.runtime.interpreter import Interpreter
 
-COUNTED_AFTER = ("consistency", "unmask")  # dropping here still delivered the masked input
+COUNTED_AFTER = (Stage.CONSISTENCY, Stage.UNMASK)  # dropping here still delivered the masked input
 
 
 @dataclass

@@ -7,8 +7,14 @@ from typing import Any
 
 from edgerun.federated.protos import federated_pb2 as pb
 from edgerun.federated.secagg.errors import SecAggError
-from edgerun.federated.secagg.messages import AdvertiseKeys, ConsistencyProof, EncryptedShare, RevealedShare
-from edgerun.federated.secagg.session import StageReply
+from edgerun.federated.secagg.messages import (
+    AdvertiseKeys,
+    ConsistencyProof,
+    EncryptedShare,
+    RevealedShare,
+    StageReply,
+)
+from edgerun.federated.stages import Stage
 
 
 def request_body(request: pb.SecAggRequest) -> bytes:
@@ -41,43 +47,48 @@ def share_from_pb(m: pb.SecAggShare) -> EncryptedShare:
     return EncryptedShare(m.sender, m.recipient, m.nonce, m.ciphertext)
 
 
-def fill_request(request: pb.SecAggRequest, stage: str, payload: Any) -> None:
+def fill_request(request: pb.SecAggRequest, stage: Stage, payload: Any) -> None:
     """Put a stage's payload (from SecAggClient) into `request`."""
-    request.stage = stage
-    if stage == "advertise":
+    request.stage = str(stage)
+    if stage == Stage.ADVERTISE:
         request.keys.CopyFrom(keys_to_pb(payload))
-    elif stage == "share":
+    elif stage == Stage.SHARE:
         request.shares.extend(share_to_pb(s) for s in payload)
-    elif stage == "consistency":
+    elif stage == Stage.CONSISTENCY:
         request.proof.CopyFrom(pb.SecAggProof(client_id=payload.client_id, signature=payload.signature))
-    elif stage == "unmask":
+    elif stage == Stage.UNMASK:
         request.revealed.extend(pb.SecAggReveal(owner=r.owner, kind=r.kind, x=r.x, y=r.y) for r in payload)
-    elif stage != "poll":
+    elif stage != Stage.POLL:
         raise SecAggError(f"unknown stage {stage!r}")
 
 
 def payload_of(request: pb.SecAggRequest) -> Any:
     """The dataclass payload of a request (None for a poll)."""
-    if request.stage == "advertise":
+    if request.stage == Stage.ADVERTISE:
         return keys_from_pb(request.keys)
-    if request.stage == "share":
+    if request.stage == Stage.SHARE:
         return [share_from_pb(s) for s in request.shares]
-    if request.stage == "consistency":
+    if request.stage == Stage.CONSISTENCY:
         return ConsistencyProof(request.proof.client_id, request.proof.signature)
-    if request.stage == "unmask":
+    if request.stage == Stage.UNMASK:
         return [RevealedShare(r.owner, r.kind, r.x, r.y) for r in request.revealed]
     return None
 
 
 def reply_to_pb(r: StageReply) -> pb.SecAggReply:
     return pb.SecAggReply(
-        stage=r.stage, expects_you=r.expects_you, roster=[keys_to_pb(k, d) for k, d in r.roster],
+        stage=str(r.stage), expects_you=r.expects_you, roster=[keys_to_pb(k, d) for k, d in r.roster],
         inbox=[share_to_pb(s) for s in r.inbox], survivors=r.survivors,
         proofs=[pb.SecAggProof(client_id=p.client_id, signature=p.signature) for p in r.proofs],
         message=r.message, retry_after=r.retry_after)
 
 
 def reply_from_pb(m: pb.SecAggReply) -> StageReply:
-    return StageReply(m.stage, m.expects_you, [(keys_from_pb(k), k.device_key) for k in m.roster],
+    """SecAggError for a stage this client does not know."""
+    try:
+        stage = Stage(m.stage)
+    except ValueError:
+        raise SecAggError(f"unexpected stage {m.stage!r} from the coordinator") from None
+    return StageReply(stage, m.expects_you, [(keys_from_pb(k), k.device_key) for k in m.roster],
                       [share_from_pb(s) for s in m.inbox], list(m.survivors),
                       [ConsistencyProof(p.client_id, p.signature) for p in m.proofs], m.message, m.retry_after)

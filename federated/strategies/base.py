@@ -1,8 +1,11 @@
 """The abstract `Strategy`: one method per stage of a federated round (as Flower's).
 
-A round is: `configure_fit` (pick clients, build their FitIns) -> clients train ->
-`aggregate_fit` (or `aggregate_sum` under secure aggregation) -> `configure_evaluate`
--> clients evaluate -> `aggregate_evaluate`. The coordinator passes plain client ids.
+A round is: `configure_fit` (pick clients, build their FitIns; under secure aggregation
+`configure_secure_fit` then sees the ring) -> clients train -> `begin_aggregation` (the
+coordinator holds the results) -> `aggregate_fit` (or `aggregate_sum` under secure
+aggregation) -> `configure_evaluate` -> clients evaluate -> `aggregate_evaluate`. The
+coordinator passes plain client ids. Differential privacy wraps a strategy
+(federated.strategies.dp) instead of being one.
 
 Bad client results are dropped, never raised: `aggregate_fit` checks every FitRes
 (delta count, shapes and dtypes equal to the global parameters, finite values,
@@ -21,13 +24,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from edgerun.federated.aggregate import split_fit_results, weighted_metrics
+from edgerun.federated.stages import Stage
 from edgerun.federated.typing import Config, EvaluateIns, EvaluateRes, FitIns, FitRes, Metrics, NDArrays, Scalar
 from edgerun.runtime.errors import EdgerunError
+
+if TYPE_CHECKING:
+    from edgerun.federated.secagg.messages import SecAggParams
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +115,21 @@ class Strategy(ABC):
         The choice depends only on the set of `available` ids and the state of `rng`.
         NotEnoughClients when too few are available; ValueError on duplicate ids."""
         need = max(self.min_available_clients, self.min_fit_clients)
-        chosen = _select(round, "fit", available, self.fraction_fit, self.min_fit_clients, need, rng)
+        chosen = _select(round, Stage.FIT, available, self.fraction_fit, self.min_fit_clients, need, rng)
         return chosen, FitIns(parameters=parameters, config=self.fit_config(round))
+
+    def configure_secure_fit(self, config: Config, params: SecAggParams) -> Config:
+        """The fit config for clients that quantize their deltas to the ring of `params`
+        (secure aggregation): `config` unchanged here (DpFixedClipping lowers clip_norm)."""
+        return config
+
+    def begin_aggregation(self, round: int, config: Config, count: int) -> None:
+        """The coordinator holds the results of `count` clients of `round` (their updates or
+        their sum), whatever happens next; `config` is the round's config as configure_fit
+        made it (read back from the store after a restart). Called once, before
+        `aggregate_fit` / `aggregate_sum`; nothing to do here (DpFixedClipping charges its
+        privacy accountant)."""
+        return None
 
     def aggregate_fit(
         self, round: int, parameters: NDArrays, results: Sequence[tuple[str, FitRes]], failures: int
@@ -176,7 +196,7 @@ class Strategy(ABC):
         if self.fraction_evaluate == 0.0:
             return [], ins
         need = max(self.min_available_clients, self.min_evaluate_clients)
-        chosen = _select(round, "evaluate", available, self.fraction_evaluate,
+        chosen = _select(round, Stage.EVALUATE, available, self.fraction_evaluate,
                          self.min_evaluate_clients, need, rng)
         return chosen, ins
 
@@ -214,7 +234,7 @@ class Strategy(ABC):
 
 
 def _select(
-    round: int, stage: str, available: Sequence[str], fraction: float, minimum: int, need: int,
+    round: int, stage: Stage, available: Sequence[str], fraction: float, minimum: int, need: int,
     rng: np.random.Generator,
 ) -> list[str]:
     """max(floor(fraction * n), minimum) ids drawn without replacement from sorted(available)."""

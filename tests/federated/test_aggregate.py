@@ -369,3 +369,22 @@ def test_a_second_result_from_the_same_client_is_rejected():
 def test_round_fails_when_every_result_is_rejected():
     with pytest.raises(RoundFailed, match=r"0 usable of 2 asked \(1 rejected, 1 failed\)"):
         FedAvg().aggregate_fit(1, [arr(0.0)], [("a", res([arr(math.nan)]))], failures=1)
+
+
+def test_clip_by_global_norm_scales_down_to_the_bound_in_each_dtype():
+    arrays = [arr(3.0, dtype=np.float32), arr(0.0, 4.0)]  # global norm 5
+    clipped, norm = agg.clip_by_global_norm(arrays, 1.0)
+    assert norm == 5.0 and [a.dtype for a in clipped] == [np.float32, np.float64]
+    np.testing.assert_allclose(np.concatenate(clipped), [0.6, 0.0, 0.8], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bound", [None, 0.0, 5.0, 9.0])
+def test_clip_by_global_norm_leaves_arrays_within_the_bound_or_without_one(bound):
+    arrays = [arr(3.0), arr(4.0)]
+    clipped, norm = agg.clip_by_global_norm(arrays, bound)
+    assert norm == 5.0 and all(a is b for a, b in zip(clipped, arrays, strict=True))
+
+
+def test_clip_by_global_norm_of_a_non_finite_update_is_nan():
+    clipped, norm = agg.clip_by_global_norm([arr(np.inf, 1.0)], 1.0)
+    assert math.isinf(norm) and np.isnan(clipped[0]).all()

@@ -16,6 +16,7 @@ from edgerun.federated.auth import KeyPair
 from edgerun.federated.compression import compress
 from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
 from edgerun.federated.privacy import DpOptions
+from edgerun.federated.rounds import RoundState, aggregate_sum, aggregate_updates
 from edgerun.federated.secagg.errors import ConfigurationError
 from edgerun.federated.secagg.messages import SecAggParams
 from edgerun.federated.secagg.options import SecAggOptions, dp_clip_bound
@@ -58,10 +59,8 @@ def finish_with(c, current, params, vectors):
     total = np.zeros(params.length, np.uint32)
     for v in vectors:
         total = add(total, v, params.quantization.bits)
-    survivors = IDS[: len(vectors)]
-    c.secure = SimpleNamespace(params=params, drive=lambda lock, stop: total,
-                               server=SimpleNamespace(survivor_list=lambda: survivors))
-    c._finish_secure(current, threading.Event())
+    state = RoundState(current.round, current, total=total, survivors=IDS[: len(vectors)])
+    aggregate_sum(c, state, threading.Event())
     return c.store.round(1)
 
 
@@ -103,8 +102,8 @@ def test_dropouts_in_distributed_dp_are_charged_at_the_lower_effective_multiplie
         current, params = open_secure_round(c, "distributed")
         record = finish_with(c, current, params, [encode_update(deltas(c), 1.0, params.quantization)] * n)
         assert record.status == "aggregated"
-        assert math.isclose(c.accountant.history[0][2], math.sqrt(n / 3))
-        epsilons[n] = c.accountant.epsilon
+        assert math.isclose(c.strategy.accountant.history[0][2], math.sqrt(n / 3))
+        epsilons[n] = c.strategy.accountant.epsilon
         assert math.isclose(record.metrics["epsilon"], epsilons[n])
     assert epsilons[2] > epsilons[3]
 
@@ -116,8 +115,8 @@ def test_a_dp_round_is_charged_once_the_sum_is_revealed_even_if_it_then_fails(mo
     vectors[0][-1] = np.uint32(params.quantization.levels // 2)  # a DP client must send weight exactly 1
     record = finish_with(c, current, params, vectors)
     assert record.status == "failed"
-    assert len(c.accountant.history) == 1 and c.accountant.epsilon > 0
-    assert c.store.get_state("privacy") == {"rounds": c.accountant.history}
+    assert len(c.strategy.accountant.history) == 1 and c.strategy.accountant.epsilon > 0
+    assert c.store.get_state("privacy") == {"rounds": c.strategy.accountant.history}
 
 
 def test_under_dp_the_cohort_is_not_drawn_from_the_configured_seed(model_path, tmp_path):  # noqa: F811
@@ -148,9 +147,9 @@ def test_dp_clip_bound_leaves_room_for_rounding_and_refuses_coarse_rings(model_p
 
 
 def test_plain_dp_rounds_clip_each_delta_on_the_coordinator(model_path, tmp_path, monkeypatch):  # noqa: F811
-    import edgerun.federated.secure_rounds as secure_rounds
+    import edgerun.federated.strategies.dp as dp
 
-    monkeypatch.setattr(secure_rounds, "gaussian_noise", lambda shapes, stddev: [np.zeros(s) for s in shapes])
+    monkeypatch.setattr(dp, "gaussian_noise", lambda shapes, stddev: [np.zeros(s) for s in shapes])
     c = coordinator(model_path, tmp_path, secagg=None, dp=DpOptions(1.0, 0.5, mode="central"))
     before = {k: v.astype(np.float64) for k, v in c.parameters.items()}
     config = {"dp": {"noise_multiplier": 1.0, "clip_norm": 0.5, "mode": "central", "expected_clients": 2,
@@ -158,7 +157,8 @@ def test_plain_dp_rounds_clip_each_delta_on_the_coordinator(model_path, tmp_path
     c.store.open_round(1, c.version, IDS[:2], config, time.time() + 60)
     big = {n: np.full(c.spec[n][1], 3.0, np.float32) for n in c.spec}  # norm far above S = 0.5
     updates = [SimpleNamespace(client_id=i, blob=compress(big, "none"), num_examples=10, metrics={}) for i in IDS[:2]]
-    c._aggregate(c.store.current_round(), updates)
+    current = c.store.current_round()
+    aggregate_updates(c, RoundState(current.round, current, updates=updates), threading.Event())
     assert c.store.round(1).status == "aggregated"
     moved = math.sqrt(sum(float(np.sum((c.parameters[k] - before[k]) ** 2)) for k in c.spec))
     assert moved == pytest.approx(0.5, rel=1e-4)  # (2 clipped deltas of norm S) / 2 expected clients

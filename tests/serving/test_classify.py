@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from edgerun.runtime.errors import ErrorCode
 from edgerun.serving.classify import classification_counts, classify
-from edgerun.serving.errors import ServingError, Status
+from edgerun.serving.errors import ServingError
 
 
 def _parse(strings: np.ndarray) -> list[list[tuple[float, int]]]:
@@ -43,7 +44,7 @@ def test_integer_outputs_and_counts_beyond_the_axis() -> None:
 def test_scalars_and_strings_cannot_be_classified(array) -> None:
     with pytest.raises(ServingError) as info:
         classify("y", np.asarray(array), 1)
-    assert info.value.status is Status.INVALID_ARGUMENT and "numeric output" in info.value.message
+    assert info.value.status is ErrorCode.INVALID_ARGUMENT and "numeric output" in info.value.message
 
 
 @pytest.mark.parametrize("count", [0, -2, True, 2.5, "3"])

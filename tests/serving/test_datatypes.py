@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
+from edgerun.runtime.errors import ErrorCode
 from edgerun.serving.datatypes import DTYPES, datatype_of, from_list, from_raw, to_raw
-from edgerun.serving.errors import ServingError, Status
+from edgerun.serving.errors import ServingError
 
 NUMERIC = [name for name in DTYPES if name != "BYTES"]
 
@@ -59,7 +60,7 @@ def test_big_endian_arrays_are_sent_little_endian() -> None:
 def test_bad_raw_data(datatype: str, shape: list[int], raw: bytes, words: str) -> None:
     with pytest.raises(ServingError) as info:
         from_raw("t", datatype, shape, raw)
-    assert info.value.status is Status.INVALID_ARGUMENT and words in info.value.message
+    assert info.value.status is ErrorCode.INVALID_ARGUMENT and words in info.value.message
     assert "'t'" in info.value.message
 
 

@@ -10,10 +10,11 @@ import types
 import numpy as np
 import pytest
 
+from edgerun.runtime.errors import ErrorCode
 from edgerun.serving.batcher import Batcher, batch_rows
 from edgerun.serving.control import ControlLog, follow
 from edgerun.serving.datatypes import from_list, from_raw
-from edgerun.serving.errors import ServingError, Status
+from edgerun.serving.errors import ServingError
 from edgerun.serving.types import InputTensor
 from edgerun.serving.validate import decode_inputs
 
@@ -34,7 +35,7 @@ def _raw(name: str, array: np.ndarray) -> InputTensor:
 def _invalid(call, *words: str) -> str:
     with pytest.raises(ServingError) as info:
         call()
-    assert info.value.status is Status.INVALID_ARGUMENT, info.value.message
+    assert info.value.status is ErrorCode.INVALID_ARGUMENT, info.value.message
     for word in words:
         assert word in info.value.message, (word, info.value.message)
     return info.value.message
@@ -83,13 +84,13 @@ def test_concurrent_requests_get_exactly_their_own_rows() -> None:
     assert calls == [4]  # a and b ran as one batch; the mismatched request never reached the model
     np.testing.assert_array_equal(ra[0]["z"], a["x"] + a["y"])
     np.testing.assert_array_equal(rb[0]["z"], b["x"] + b["y"])
-    assert isinstance(rbad, ServingError) and rbad.status is Status.INVALID_ARGUMENT
+    assert isinstance(rbad, ServingError) and rbad.status is ErrorCode.INVALID_ARGUMENT
 
 
 def test_one_failing_request_does_not_fail_its_batch() -> None:
     async def run(arrays, rows):
         if (arrays["x"] < 0).any():
-            raise ServingError(Status.INVALID_ARGUMENT, "negative input")
+            raise ServingError(ErrorCode.INVALID_ARGUMENT, "negative input")
         return {"z": arrays["x"] * 2}
 
     async def main():

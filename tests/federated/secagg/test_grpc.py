@@ -124,8 +124,8 @@ def test_dp_rounds_report_epsilon_and_stop_at_the_budget(model_path, tmp_path): 
     epsilons = [r.metrics["epsilon"] for r in history]
     assert 0 < len(history) < 50 and all(r.status == "aggregated" for r in history)
     assert all(a < b for a, b in zip(epsilons, epsilons[1:], strict=False)) and epsilons[-1] <= 3.5
-    assert coordinator.accountant.history == [[3, 3, 4.0]] * len(history)  # 3 selected of 3, no dropouts
-    assert not coordinator.accountant.allows(3, 3)  # one more round would exceed the budget
+    assert coordinator.strategy.accountant.history == [[3, 3, 4.0]] * len(history)  # 3 selected of 3, no dropouts
+    assert not coordinator.strategy.accountant.allows(3, 3)  # one more round would exceed the budget
 
 
 def test_the_demo_function_prints_accuracy_per_round(tmp_path, capsys):

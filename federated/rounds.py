@@ -1,0 +1,334 @@
+"""A federated round as a workflow: an ordered tuple of named steps over a `RoundState`
+(Flower's workflow shape).
+
+    PLAIN_ROUND   select -> fit -> aggregate -> evaluate
+    SECURE_ROUND  select -> advertise -> share -> masked -> consistency -> unmask -> aggregate -> evaluate
+
+(the protocol stages in the order of federated.stages.SECAGG). A step is
+`run(coordinator, state, stop) -> bool`; False ends the round there: it failed (and is
+recorded as failed), the privacy budget is spent, or the coordinator is stopping (the
+round stays open). The durable transitions go through the store (open, record an update,
+finish or fail), so a coordinator restarted mid-round resumes a stored round from the step
+after select; a secure round then fails, as its protocol state lived in memory.
+Handlers read the state of the round in progress (`Coordinator.round_state`) under the
+coordinator's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from edgerun.federated.codec import encode_arrays, encode_state
+from edgerun.federated.compression import decompress
+from edgerun.federated.secagg.errors import SecAggError
+from edgerun.federated.secagg.messages import SecAggParams
+from edgerun.federated.secagg.session import SecureRound
+from edgerun.federated.secagg.update import decode_sum
+from edgerun.federated.stages import SECAGG, Stage
+from edgerun.federated.store import RoundRecord, UpdateRecord
+from edgerun.federated.strategies.base import RoundFailed
+from edgerun.federated.strategies.dp import PrivacyBudgetExhausted
+from edgerun.federated.typing import Config, EvaluateRes, FitRes, Metrics, NDArrays
+from edgerun.runtime.errors import EdgerunError
+
+if TYPE_CHECKING:
+    from edgerun.federated.coordinator import Coordinator
+
+log = logging.getLogger("edgerun.federated")
+
+
+@dataclass
+class Evaluation:
+    """An open evaluation of the global model `version` by the `selected` clients."""
+
+    round: int
+    version: int
+    selected: set[str]
+    deadline: float
+    results: dict[str, EvaluateRes] = field(default_factory=dict)
+
+
+@dataclass
+class RoundState:
+    """What a round in progress holds. `record` is the round as stored (set once it is
+    open); the rest lives in memory and is rebuilt, or lost, by a restart."""
+
+    number: int
+    record: RoundRecord | None = None
+    stage: Stage = Stage.SELECT
+    secure: SecureRound | None = None  # the secure-aggregation protocol, until it ends
+    closing: bool = False  # the round's uploads are refused from now on
+    updates: list[UpdateRecord] = field(default_factory=list)  # plain rounds: the recorded deltas
+    total: np.ndarray | None = None  # secure rounds: the unmasked ring sum ...
+    survivors: list[str] = field(default_factory=list)  # ... of these clients' inputs
+    upload_bytes: float = 0.0  # mean update payload per reporting client
+    evaluation: Evaluation | None = None
+
+    @classmethod
+    def resumed(cls, record: RoundRecord) -> RoundState:
+        """The state of a stored open round (after a restart)."""
+        return cls(record.round, record)
+
+
+Run = Callable[["Coordinator", RoundState, threading.Event], bool]
+
+
+class Step(NamedTuple):
+    stage: Stage
+    run: Run
+
+
+Workflow = tuple[Step, ...]
+
+
+def run_round(c: Coordinator, workflow: Workflow, state: RoundState, stop: threading.Event) -> None:
+    """Run `workflow`'s steps over `state` until one returns False; a stored round (its
+    record set) resumes after select."""
+    steps = workflow if state.record is None else tuple(s for s in workflow if s.stage is not Stage.SELECT)
+    with c.lock:
+        c.round_state = state
+    try:
+        for step in steps:
+            state.stage = step.stage
+            if not step.run(c, state, stop):
+                return
+    finally:
+        with c.lock:
+            c.round_state = None
+
+
+def workflow_for(config: Config) -> Workflow:
+    """The workflow of a stored round, by its config."""
+    return SECURE_ROUND if "secagg" in config else PLAIN_ROUND
+
+
+# ---------------------------------------------------------------- select
+
+
+def _configure(c: Coordinator, state: RoundState, stop: threading.Event) -> tuple[list[str], int, Config] | None:
+    """Wait until the strategy can select from the available clients; (selected, how many
+    were available, fit config). None when stopping or the privacy budget is spent."""
+    patience = time.time() + c.config.wait_for_clients
+    while not stop.is_set():
+        with c.lock:
+            available = c.available(time.time())
+            try:
+                selected, fit_ins = c.strategy.configure_fit(state.number, c.parameter_list(), available, c.rng)
+                return selected, len(available), dict(fit_ins.config)
+            except PrivacyBudgetExhausted as exc:
+                log.info("%s", exc)
+                c.budget_exhausted = True
+                return None
+            except EdgerunError as exc:
+                if time.time() > patience:
+                    log.warning("round %d: %s", state.number, exc)
+                    patience = time.time() + c.config.wait_for_clients
+                c.lock.wait(0.1)
+    return None
+
+
+def _open(c: Coordinator, state: RoundState, selected: list[str], config: Config, deadline: float) -> None:
+    """Open the round durably (call with the lock held)."""
+    c.store.open_round(state.number, c.version, list(selected), config, deadline)
+    state.record = c.store.current_round()
+
+
+def _goal(c: Coordinator, selected: int) -> int:
+    """Reports (or advertisements) that close a round early."""
+    return max(1, math.ceil(c.config.report_goal * selected))
+
+
+def select_plain(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
+    chosen = _configure(c, state, stop)
+    if chosen is None:
+        return False
+    selected, available, config = chosen
+    if c.config.compression != "none":
+        config["compression"] = c.config.compression
+    with c.lock:
+        _open(c, state, selected, config, time.time() + c.config.round_timeout)
+    log.info("round %d: selected %d of %d clients", state.number, len(selected), available)
+    return True
+
+
+def select_secure(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
+    """As select_plain, plus the round's secure-aggregation parameters, and the protocol
+    opened with the round (handlers never see one without the other)."""
+    chosen = _configure(c, state, stop)
+    if chosen is None:
+        return False
+    selected, available, config = chosen
+    deadline = time.time() + c.config.round_timeout
+    options = c.config.secagg
+    config["secagg"] = options.round_config(state.number, len(selected), c.shapes,
+                                            float(config.get("clip_norm") or 0.0))
+    params = SecAggParams.from_config(config["secagg"])
+    config = c.strategy.configure_secure_fit(config, params)
+    with c.lock:
+        _open(c, state, selected, config, deadline)
+        keys = {cid: c.public_key_of(cid) for cid in selected}
+        state.secure = SecureRound(params, selected, keys, _goal(c, len(selected)), deadline, options.stage_timeout)
+    log.info("round %d: selected %d of %d clients", state.number, len(selected), available)
+    return True
+
+
+# ---------------------------------------------------------------- collect
+
+
+def fit(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
+    """Plain rounds: wait for the report goal or the deadline, then refuse further uploads."""
+    record = state.record
+    with c.lock:
+        goal = _goal(c, len(record.selected))
+        while not stop.is_set() and time.time() < record.deadline:
+            if len(c.store.reported(record.round)) >= goal:
+                break
+            c.lock.wait(min(0.05, max(0.0, record.deadline - time.time())))
+        if stop.is_set():
+            return False
+        state.updates = c.store.updates(record.round)
+        state.closing = True
+    return True
+
+
+def protocol_stage(stage: Stage, c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
+    """Secure rounds: run one protocol stage. An aborted protocol (too few clients, a refused
+    reconstruction, a restart) fails the round and keeps the global model."""
+    with c.lock:
+        try:
+            if state.secure is None:
+                raise SecAggError(f"round {state.number}: secure-aggregation state was lost (restart)")
+            total = state.secure.run_stage(stage, c.lock, stop)
+        except SecAggError as exc:
+            state.secure = None
+            if not stop.is_set():
+                _fail(c, state, str(exc))
+            return False
+        if total is not None:  # the protocol is over: the coordinator knows the sum
+            state.total, state.survivors, state.secure = total, state.secure.server.survivor_list(), None
+    return True
+
+
+# ---------------------------------------------------------------- aggregate
+
+
+def aggregate_updates(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
+    """Plain rounds: the strategy aggregates the recorded deltas."""
+    record = state.record
+    results = []
+    for u in state.updates:
+        delta = decompress(u.blob, c.spec, record.config.get("compression", "none"))
+        results.append((u.client_id, FitRes([delta[n] for n in c.spec], u.num_examples, dict(u.metrics))))
+    if state.updates:
+        state.upload_bytes = sum(len(u.blob) for u in state.updates) / len(state.updates)
+    failures = len(record.selected) - len(results)
+    c.strategy.begin_aggregation(record.round, record.config, len(results))
+    return _publish(c, state, len(results), lambda: c.strategy.aggregate_fit(
+        record.round, c.parameter_list(), results, failures))
+
+
+def aggregate_sum(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
+    """Secure rounds: decode the unmasked sum of weighted deltas; the strategy aggregates it."""
+    record, survivors = state.record, state.survivors
+    params = SecAggParams.from_config(record.config["secagg"])
+    state.upload_bytes = float(params.length * params.quantization.bytes_per_value)
+    failures = len(record.selected) - len(survivors)
+    c.strategy.begin_aggregation(record.round, record.config, len(survivors))
+    try:
+        sums, weight = decode_sum(state.total, params.quantization, len(survivors), c.shapes)
+    except SecAggError as exc:  # e.g. a client's weight slot outside (0, 1]: it would rescale the average
+        _fail(c, state, f"{type(exc).__name__}: {exc}")
+        return False
+    scale = float(record.config["secagg"]["max_weight"])  # client weights are examples / max_weight
+    return _publish(c, state, len(survivors), lambda: c.strategy.aggregate_sum(
+        record.round, c.parameter_list(), [s * scale for s in sums], weight * scale, len(survivors), failures))
+
+
+def _publish(c: Coordinator, state: RoundState, reports: int,
+             aggregate: Callable[[], tuple[NDArrays, Metrics]]) -> bool:
+    """Publish the aggregate as the next model version, or fail the round if it raises."""
+    record = state.record
+    try:
+        new, metrics = aggregate()
+        if not all(np.isfinite(a).all() for a in new if a.dtype.kind == "f"):
+            raise RoundFailed(f"round {record.round}: the aggregate is not finite")
+    except Exception as exc:  # noqa: BLE001 - any aggregation failure fails the round, keeps the model
+        _fail(c, state, str(exc))
+        return False
+    parameters = dict(zip(c.spec, new, strict=True))
+    metrics = {**metrics, "reports": reports, "selected": len(record.selected),
+               "upload_bytes_per_client": state.upload_bytes}
+    if c.evaluator is not None:
+        metrics.update(c.evaluator(parameters))
+    with c.lock:
+        c.store.finish_round(record.round, c.version + 1, encode_arrays(parameters),
+                             json.loads(json.dumps(metrics, default=float)),
+                             state={"strategy": encode_state(c.strategy.state())})
+        c.version += 1
+        c.parameters = parameters
+    log.info("round %d aggregated: version %d, %s", record.round, c.version, metrics)
+    c.announce(record.round)
+    return True
+
+
+def _fail(c: Coordinator, state: RoundState, reason: str) -> None:
+    log.warning("round %d failed (%s): %s", state.number, state.stage, reason)
+    c.store.fail_round(state.number, reason)
+    c.announce(state.number)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def evaluate(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
+    """After every `evaluate_every`-th round: clients evaluate the new global model on their
+    held-out data; the example-weighted result is stored as state "evaluation/<round>"."""
+    every = c.config.evaluate_every
+    if not every or state.number % every:
+        return True
+    with c.lock:
+        try:
+            selected, _ = c.strategy.configure_evaluate(state.number, c.parameter_list(), c.available(time.time()),
+                                                        c.rng)
+        except EdgerunError as exc:
+            log.warning("round %d: no evaluation: %s", state.number, exc)
+            return True
+        if not selected:
+            return True
+        evaluation = state.evaluation = Evaluation(state.number, c.version, set(selected),
+                                                   time.time() + c.config.evaluation_timeout)
+        while not stop.is_set() and time.time() < evaluation.deadline and len(evaluation.results) < len(selected):
+            c.lock.wait(0.05)
+        results, state.evaluation = list(evaluation.results.items()), None
+    try:
+        loss, metrics = c.strategy.aggregate_evaluate(state.number, results, len(selected) - len(results))
+        summary = {"loss": loss, **metrics}
+    except EdgerunError as exc:
+        summary = {"failed": str(exc)}
+    c.store.put_state(f"evaluation/{state.number}", json.loads(json.dumps(summary, default=float)))
+    log.info("round %d evaluation: %s", state.number, summary)
+    return True
+
+
+PLAIN_ROUND: Workflow = (
+    Step(Stage.SELECT, select_plain),
+    Step(Stage.FIT, fit),
+    Step(Stage.AGGREGATE, aggregate_updates),
+    Step(Stage.EVALUATE, evaluate),
+)
+SECURE_ROUND: Workflow = (
+    Step(Stage.SELECT, select_secure),
+    *(Step(stage, partial(protocol_stage, stage)) for stage in SECAGG),
+    Step(Stage.AGGREGATE, aggregate_sum),
+    Step(Stage.EVALUATE, evaluate),
+)
