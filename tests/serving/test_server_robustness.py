@@ -1,4 +1,4 @@
-"""Regression tests for the review's defects, against real server processes: batch dimensions,
+"""A running server under hostile or odd input, against real server processes: batch dimensions,
 shape limits over the wire, version strings, retired versions with queued requests, bad config
 files, worker restarts, HTTP timeouts / connection cap / early 401, gRPC concurrency limit."""
 
