@@ -1,5 +1,7 @@
-"""Pooling kernels (ONNX semantics, (N, C, *spatial)): MaxPool, AveragePool and the global pools,
-each followed by its gradient kernel (edgerun domain, for training).
+"""Windowed pooling kernels (ONNX semantics, (N, C, *spatial)): MaxPool and AveragePool, each
+followed by its gradient kernel (edgerun domain, for training), LpPool, MaxUnpool (MaxPool's
+inverse) and RoiAlign (pooling over regions of interest). The global pools live in
+global_pool.py.
 
 Windowed pools pad the input into scratch (-inf / 0) and reduce one kernel tap
 at a time with whole-array ufunc calls, which beats reducing a strided window
@@ -216,50 +218,7 @@ def _window_counts(window: Window, include_pad: bool) -> np.ndarray:
     return np.maximum(counts, 1)
 
 
-class _GlobalPool(Kernel):
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        return [self._output(inputs[0])]
-
-    def _output(self, x: TensorSpec) -> TensorSpec:
-        require_kind(self, x, FLOAT_KINDS, "X")
-        require_rank(self, x, 3, what="X (N, C, *spatial)")
-        if 0 in x.shape[2:]:
-            raise self.fail(f"X shape {x.shape} has an empty spatial axis")
-        self.axes = tuple(range(2, len(x.shape)))
-        return TensorSpec(x.dtype, x.shape[:2] + (1,) * len(self.axes))
-
-
-@register("GlobalAveragePool", since=1)
-class GlobalAveragePool(_GlobalPool):
-    def run(self, inputs, outputs):
-        np.mean(inputs[0], axis=self.axes, keepdims=True, out=outputs[0])
-
-
-@register("GlobalMaxPool", since=1)
-class GlobalMaxPool(_GlobalPool):
-    def run(self, inputs, outputs):
-        np.max(inputs[0], axis=self.axes, keepdims=True, out=outputs[0])
-
-
-@register("GlobalAveragePoolGrad", since=1, domain="edgerun")
-class GlobalAveragePoolGrad(_GlobalPool):
-    """dX of Y = GlobalAveragePool(X) from (dY, X): dY / (spatial size), broadcast over space."""
-
-    min_inputs = max_inputs = 2
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        dy, x = inputs
-        require_output_grad(self, dy, x, self._output(x).shape)
-        self.count = prod(x.shape[2:])
-        return [x]
-
-    def run(self, inputs, outputs):
-        np.divide(inputs[0], self.count, out=outputs[0])
-
-
-def _p_attr(kernel: Kernel) -> float:
+def p_attr(kernel: Kernel) -> float:
     """The `p` of an Lp pool (default 2; a float attribute in opset 1, an int after)."""
     value = kernel.attr("p", 2)
     if not isinstance(value, int | float | np.integer | np.floating) or not value > 0:
@@ -275,7 +234,7 @@ class LpPool(_WindowPool):
         self.check_arity(inputs)
         x = inputs[0]
         window = self._window(x)
-        self.p = _p_attr(self)
+        self.p = p_attr(self)
         self.pad = PaddedInput(window, 0.0, "pool.pad")
         return [TensorSpec(x.dtype, x.shape[:2] + window.out_shape)]
 
@@ -284,19 +243,6 @@ class LpPool(_WindowPool):
         total = np.zeros(outputs[0].shape, np.float64)
         for tap in self.taps:
             total += powered[tap]
-        np.copyto(outputs[0], total ** (1 / self.p), casting="unsafe")
-
-
-@register("GlobalLpPool", since=1)
-class GlobalLpPool(_GlobalPool):
-    """Y = (sum over all spatial positions of |X|^p)^(1/p), p default 2."""
-
-    def prepare(self, inputs, values):
-        self.p = _p_attr(self)
-        return super().prepare(inputs, values)
-
-    def run(self, inputs, outputs):
-        total = np.sum(np.abs(inputs[0].astype(np.float64)) ** self.p, axis=self.axes, keepdims=True)
         np.copyto(outputs[0], total ** (1 / self.p), casting="unsafe")
 
 
