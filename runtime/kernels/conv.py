@@ -19,11 +19,13 @@ conv_variants.py, ConvInteger and QLinearConv in quantize.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgerun.runtime.kernels.attrs import FLOAT_KINDS, int_attr, ints_attr, prod, require_kind, require_rank
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
-from edgerun.runtime.kernels.fused import apply_activation, fused_activation
+from edgerun.runtime.kernels.fused import Activation, apply_activation, fused_activation
 from edgerun.runtime.kernels.registry import register
 from edgerun.runtime.kernels.spatial import (
     Index,
@@ -74,6 +76,21 @@ def _group(kernel: Kernel, channels: int, w: tuple[int, ...]) -> int:
     return group
 
 
+@dataclass(frozen=True)
+class ConvParams:
+    """What Conv's prepare works out for the input shapes, read by Conv.run (and ConvInteger's,
+    QLinearConv's) and the numba fast path (devices/numba_spatial.py)."""
+
+    group: int
+    window: Window  # the sliding-window geometry over X's spatial axes
+    taps: tuple[Index, ...]  # per kernel tap, its strided slice of the padded input (Window.taps)
+    out_size: int  # positions per output plane, prod(window.out_shape)
+    pointwise: bool  # one tap, no padding, stride 1: X multiplies as it is, no im2col
+    chunk: int  # samples per im2col batch, so the column buffer stays near COLUMN_BUDGET
+    has_bias: bool
+    activation: Activation | None  # a fused activation (runtime.kernels.fused)
+
+
 @register("Conv", since=1)
 class Conv(Kernel):
     """Y = conv(X, W) + B. X (N, C, *in), W (M, C/group, *kernel), B (M,) optional.
@@ -86,49 +103,50 @@ class Conv(Kernel):
         return [self._prepare_conv(inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None)]
 
     def _prepare_conv(self, x: TensorSpec, w: TensorSpec, bias: TensorSpec | None) -> TensorSpec:
-        """Validate and precompute for X, W, B; the output spec."""
-        self.group, window = conv_window(self, x, w, bias)
-        self.taps, self.out_size = window.taps(), prod(window.out_shape)
-        self.pad = PaddedInput(window, 0.0, "conv.pad")
-        self.has_bias = bias is not None
-        self.pointwise = (
-            len(self.taps) == 1 and not window.needs_padding and set(window.strides) == {1}
-        )
-        columns = x.shape[1] * len(self.taps) * self.out_size
-        if not self.pointwise and columns > MAX_COLUMNS_PER_SAMPLE:
+        """Validate and precompute for X, W, B (`self.params`); the output spec."""
+        group, window = conv_window(self, x, w, bias)
+        taps, out_size = tuple(window.taps()), prod(window.out_shape)
+        pointwise = len(taps) == 1 and not window.needs_padding and set(window.strides) == {1}
+        columns = x.shape[1] * len(taps) * out_size
+        if not pointwise and columns > MAX_COLUMNS_PER_SAMPLE:
             raise self.fail(f"im2col of one sample needs {columns} elements, over the limit")
-        self.chunk = max(1, COLUMN_BUDGET // max(1, columns))
-        self.activation = fused_activation(self.attrs, f"node {self.name!r} ({self.op_type})")
+        self.params = ConvParams(
+            group, window, taps, out_size, pointwise, max(1, COLUMN_BUDGET // max(1, columns)), bias is not None,
+            fused_activation(self.attrs, f"node {self.name!r} ({self.op_type})"),
+        )
+        self.pad = PaddedInput(window, 0.0, "conv.pad")
         return TensorSpec(x.dtype, (x.shape[0], w.shape[0]) + window.out_shape)
 
     def run(self, inputs, outputs):
         x, w, out = inputs[0], inputs[1], outputs[0]
         self._convolve(x, w, out)
-        if self.has_bias:
+        if self.params.has_bias:
             b = inputs[2]
             np.add(out, b.reshape(b.shape + (1,) * (out.ndim - 2)), out=out)
-        apply_activation(out, self.activation)
+        apply_activation(out, self.params.activation)
 
     def _convolve(self, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
-        (n, c), g, m = x.shape[:2], self.group, w.shape[0]
-        weights = w.reshape(g, m // g, c // g * len(self.taps))
-        result = out.reshape(n, g, m // g, self.out_size, copy=False)
-        if self.pointwise:
-            np.matmul(weights, x.reshape(n, g, c // g, self.out_size), out=result)
+        p = self.params
+        (n, c), g, m = x.shape[:2], p.group, w.shape[0]
+        weights = w.reshape(g, m // g, c // g * len(p.taps))
+        result = out.reshape(n, g, m // g, p.out_size, copy=False)
+        if p.pointwise:
+            np.matmul(weights, x.reshape(n, g, c // g, p.out_size), out=result)
             return
         buf = self.pad(x)
         buf = buf.reshape((n, g, c // g) + buf.shape[2:])
-        for start in range(0, n, self.chunk):
-            part = buf[start : start + self.chunk]
-            np.matmul(weights, self._gather(part, out.shape[2:]), out=result[start : start + self.chunk])
+        for start in range(0, n, p.chunk):
+            part = buf[start : start + p.chunk]
+            np.matmul(weights, self._gather(part, out.shape[2:]), out=result[start : start + p.chunk])
 
     def _gather(self, buf: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
         """Columns (batch, G, C/G * K, out) of a grouped padded input (batch, G, C/G, *padded)."""
         b, g, cg = buf.shape[:3]
-        gathered = scratch("conv.col", (b, g, cg, len(self.taps)) + out_shape, buf.dtype)
-        for k, tap in enumerate(self.taps):
+        taps = self.params.taps
+        gathered = scratch("conv.col", (b, g, cg, len(taps)) + out_shape, buf.dtype)
+        for k, tap in enumerate(taps):
             np.copyto(gathered[:, :, :, k], buf[tap])
-        return gathered.reshape(b, g, cg * len(self.taps), self.out_size)
+        return gathered.reshape(b, g, cg * len(taps), self.params.out_size)
 
 
 @register("ConvGrad", since=1, domain="edgerun")

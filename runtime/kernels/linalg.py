@@ -5,6 +5,8 @@ domain), Einsum, Det and Trilu. MatMul and Gemm honour a fused activation
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgerun.runtime.kernels.attrs import (
@@ -20,7 +22,7 @@ from edgerun.runtime.kernels.attrs import (
 )
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.elementwise import broadcast_shape, check_broadcasts_to, sum_to
-from edgerun.runtime.kernels.fused import apply_activation, fused_activation
+from edgerun.runtime.kernels.fused import Activation, apply_activation, fused_activation
 from edgerun.runtime.kernels.registry import register
 
 
@@ -95,6 +97,28 @@ def _matmul_to(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
         sum_to(np.matmul(x, y), out)
 
 
+@dataclass(frozen=True, eq=False)
+class GemmParams:
+    """What Gemm's prepare works out, read by Gemm.run and the numba fast path
+    (devices/numba_kernels.py): Y = alpha * A' @ B' + beta * C, then `activation`."""
+
+    trans_a: bool  # A' = A.T
+    trans_b: bool  # B' = B.T
+    alpha: np.generic  # in the inputs' dtype
+    beta: np.generic
+    use_c: bool  # C is given and beta != 0
+    c_term: np.ndarray | None  # beta * C, computed once when C is a constant (used only with use_c)
+    activation: Activation | None  # a fused activation (runtime.kernels.fused)
+
+
+def _constant_term(c: np.ndarray | None, beta: np.generic) -> np.ndarray | None:
+    """beta * C computed once when C is a constant; None when it is not."""
+    if c is None or beta == 1:
+        return c
+    with np.errstate(all="ignore"):
+        return c * beta
+
+
 @register("Gemm", since=1)
 class Gemm(Kernel):
     """Y = alpha * A' @ B' + beta * C with A' = A.T when transA (B' likewise); A', B' are 2-D
@@ -112,25 +136,21 @@ class Gemm(Kernel):
         require_kind(self, a, NUMERIC_KINDS, "A")
         require_rank(self, a, 2, 2, what="A")
         require_rank(self, b, 2, 2, what="B")
-        self.trans_a, self.trans_b = flag_attr(self, "transA"), flag_attr(self, "transB")
-        m, k = a.shape[::-1] if self.trans_a else a.shape
-        k2, n = b.shape[::-1] if self.trans_b else b.shape
+        trans_a, trans_b = flag_attr(self, "transA"), flag_attr(self, "transB")
+        m, k = a.shape[::-1] if trans_a else a.shape
+        k2, n = b.shape[::-1] if trans_b else b.shape
         if k != k2:
             raise self.fail(f"inner dimensions differ: A' is ({m}, {k}), B' is ({k2}, {n})")
-        self.alpha, self.beta = self._scalar("alpha", a.dtype), self._scalar("beta", a.dtype)
-        self.use_c = c is not None and self.beta != 0
+        alpha, beta = self._scalar("alpha", a.dtype), self._scalar("beta", a.dtype)
+        use_c = c is not None and beta != 0
         if c is not None:
             self._check_c(c.shape, (m, n))
-        self.c_term = self._constant_term(values[2] if len(values) > 2 else None)
-        self.activation = fused_activation(self.attrs, f"node {self.name!r} (Gemm)")
+        constant_c = values[2] if len(values) > 2 else None
+        self.params = GemmParams(
+            trans_a, trans_b, alpha, beta, use_c, _constant_term(constant_c, beta) if use_c else None,
+            fused_activation(self.attrs, f"node {self.name!r} (Gemm)"),
+        )
         return [TensorSpec(a.dtype, (m, n))]
-
-    def _constant_term(self, c: np.ndarray | None) -> np.ndarray | None:
-        """beta * C computed once when C is a constant; None when C is absent or not constant."""
-        if not self.use_c or c is None or self.beta == 1:
-            return c if self.use_c else None
-        with np.errstate(all="ignore"):
-            return c * self.beta
 
     def _scalar(self, key: str, dtype: np.dtype) -> np.generic:
         value = float_attr(self, key, 1.0)
@@ -147,14 +167,14 @@ class Gemm(Kernel):
             raise self.fail(f"C shape {c} does not broadcast to the output shape {y}")
 
     def run(self, inputs, outputs):
-        a, b, out = inputs[0], inputs[1], outputs[0]
-        np.matmul(a.T if self.trans_a else a, b.T if self.trans_b else b, out=out)
-        if self.alpha != 1:
-            np.multiply(out, self.alpha, out=out)
-        if self.use_c:
-            c = self.c_term if self.c_term is not None else inputs[2] * self.beta
+        p, a, b, out = self.params, inputs[0], inputs[1], outputs[0]
+        np.matmul(a.T if p.trans_a else a, b.T if p.trans_b else b, out=out)
+        if p.alpha != 1:
+            np.multiply(out, p.alpha, out=out)
+        if p.use_c:
+            c = p.c_term if p.c_term is not None else inputs[2] * p.beta
             np.add(out, c, out=out)
-        apply_activation(out, self.activation)
+        apply_activation(out, p.activation)
 
 
 @register("Gemm", since=11)

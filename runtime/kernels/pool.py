@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from edgerun.runtime.kernels.attrs import (
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import register
 from edgerun.runtime.kernels.spatial import (
+    Index,
     PaddedInput,
     TapGradient,
     Window,
@@ -39,10 +41,20 @@ from edgerun.runtime.kernels.spatial import (
 )
 
 
+@dataclass(frozen=True)
+class PoolParams:
+    """The window a pool's prepare works out for X's shape, read by the pool's run and, for
+    MaxPool, the numba fast path (devices/numba_spatial.py)."""
+
+    window: Window  # the sliding-window geometry over X's spatial axes
+    taps: tuple[Index, ...]  # per kernel tap, its strided slice of the padded input (Window.taps)
+
+
 class _WindowPool(Kernel):
     kinds = FLOAT_KINDS
 
-    def _window(self, x: TensorSpec) -> Window:
+    def _prepare_window(self, x: TensorSpec) -> PoolParams:
+        """Validate X and the window attributes; sets and returns `self.params`."""
         require_kind(self, x, self.kinds, "X")
         require_rank(self, x, 3, what="X (N, C, *spatial)")
         kernel_shape = ints_attr(self, "kernel_shape")
@@ -52,8 +64,8 @@ class _WindowPool(Kernel):
             self, x.shape, kernel_shape,
             ceil_mode=flag_attr(self, "ceil_mode"), pads_below_kernel=True,
         )
-        self.taps = window.taps()
-        return window
+        self.params = PoolParams(window, tuple(window.taps()))
+        return self.params
 
 
 @register("MaxPool", since=1)
@@ -67,12 +79,12 @@ class MaxPool(_WindowPool):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         x = inputs[0]
-        self.window = self._window(x)
+        window = self._prepare_window(x).window
         self.column_major = flag_attr(self, "storage_order")
         fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-        self.pad = PaddedInput(self.window, fill, "pool.pad")
+        self.pad = PaddedInput(window, fill, "pool.pad")
         self.tap_indices: list[np.ndarray] | None = None  # built on first use
-        y = TensorSpec(x.dtype, x.shape[:2] + self.window.out_shape)
+        y = TensorSpec(x.dtype, x.shape[:2] + window.out_shape)
         return [y, TensorSpec(np.dtype(np.int64), y.shape)]
 
     def run(self, inputs, outputs):
@@ -80,23 +92,23 @@ class MaxPool(_WindowPool):
         if len(outputs) > 1:
             self._run_with_indices(buf, out, outputs[1])
             return
-        np.copyto(out, buf[self.taps[0]])
-        for tap in self.taps[1:]:
+        np.copyto(out, buf[self.params.taps[0]])
+        for tap in self.params.taps[1:]:
             np.maximum(out, buf[tap], out=out)
 
     def _run_with_indices(self, buf: np.ndarray, out: np.ndarray, indices: np.ndarray) -> None:
         if self.tap_indices is None:
-            self.tap_indices = _tap_indices(self.window, self.column_major)
-        np.copyto(out, buf[self.taps[0]])
+            self.tap_indices = _tap_indices(self.params.window, self.column_major)
+        np.copyto(out, buf[self.params.taps[0]])
         np.copyto(indices, self.tap_indices[0])
-        for tap, tap_index in zip(self.taps[1:], self.tap_indices[1:], strict=True):
+        for tap, tap_index in zip(self.params.taps[1:], self.tap_indices[1:], strict=True):
             values = buf[tap]
             better = values > out  # strict: the first maximum in window order wins
             np.copyto(out, values, where=better)
             np.copyto(indices, tap_index, where=better)
         n, c = out.shape[:2]
         planes = np.arange(n * c, dtype=np.int64).reshape((n, c) + (1,) * (out.ndim - 2))
-        indices += planes * prod(self.window.in_shape)
+        indices += planes * prod(self.params.window.in_shape)
 
 
 @register("MaxPoolGrad", since=1, domain="edgerun")
@@ -115,13 +127,13 @@ class MaxPoolGrad(_WindowPool):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         dy, x = inputs
-        window = self._window(x)
+        window = self._prepare_window(x).window
         require_output_grad(self, dy, x, x.shape[:2] + window.out_shape)
         self.pad = PaddedInput(window, -np.inf, "pool.pad")
         self.scatter = TapGradient(window, "pool.dpad")
         self.plane_size = prod(window.padded_shape)
         plane = np.arange(self.plane_size).reshape(window.padded_shape)
-        self.table = np.stack([plane[tap].ravel() for tap in self.taps], axis=1)  # (out, K)
+        self.table = np.stack([plane[tap].ravel() for tap in self.params.taps], axis=1)  # (out, K)
         self.shifts = np.asarray(window.tap_shifts())  # each tap's position in its window
         self.starts = self.table[:, 0] + np.arange(prod(x.shape[:2]))[:, None] * self.plane_size
         return [x]
@@ -165,7 +177,7 @@ class AveragePool(_WindowPool):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         x = inputs[0]
-        window = self._window(x)
+        window = self._prepare_window(x).window
         include_pad = flag_attr(self, "count_include_pad")
         self.pad = PaddedInput(window, 0.0, "pool.pad")
         self.divisor = _window_counts(window, include_pad).astype(x.dtype)
@@ -173,8 +185,8 @@ class AveragePool(_WindowPool):
 
     def run(self, inputs, outputs):
         buf, out = self.pad(inputs[0]), outputs[0]
-        np.copyto(out, buf[self.taps[0]])
-        for tap in self.taps[1:]:
+        np.copyto(out, buf[self.params.taps[0]])
+        for tap in self.params.taps[1:]:
             np.add(out, buf[tap], out=out)
         np.divide(out, self.divisor, out=out)
 
@@ -189,7 +201,7 @@ class AveragePoolGrad(_WindowPool):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         dy, x = inputs
-        window = self._window(x)
+        window = self._prepare_window(x).window
         require_output_grad(self, dy, x, x.shape[:2] + window.out_shape)
         self.divisor = _window_counts(window, flag_attr(self, "count_include_pad")).astype(x.dtype)
         self.scatter = TapGradient(window, "pool.dpad")
@@ -199,7 +211,7 @@ class AveragePoolGrad(_WindowPool):
         dy, dx = inputs[0], outputs[0]
         share = np.divide(dy, self.divisor, out=scratch("pool.share", dy.shape, dy.dtype))
         acc = self.scatter.start(dx)
-        for k in range(len(self.taps)):
+        for k in range(len(self.params.taps)):
             self.scatter.add(acc, k, share)
         self.scatter.finish(acc, dx)
 
@@ -233,7 +245,7 @@ class LpPool(_WindowPool):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         x = inputs[0]
-        window = self._window(x)
+        window = self._prepare_window(x).window
         self.p = p_attr(self)
         self.pad = PaddedInput(window, 0.0, "pool.pad")
         return [TensorSpec(x.dtype, x.shape[:2] + window.out_shape)]
@@ -241,7 +253,7 @@ class LpPool(_WindowPool):
     def run(self, inputs, outputs):
         powered = np.abs(self.pad(inputs[0])) ** self.p
         total = np.zeros(outputs[0].shape, np.float64)
-        for tap in self.taps:
+        for tap in self.params.taps:
             total += powered[tap]
         np.copyto(outputs[0], total ** (1 / self.p), casting="unsafe")
 

@@ -4,6 +4,8 @@ kernel (edgerun domain), and Hardmax.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgerun.runtime.kernels.attrs import (
@@ -45,6 +47,18 @@ def log_softmax(x: np.ndarray, out: np.ndarray, axis: int) -> None:
     np.subtract(out, np.log(np.sum(np.exp(out), axis=axis, keepdims=True)), out=out)
 
 
+@dataclass(frozen=True)
+class SoftmaxParams:
+    """What Softmax's (and LogSoftmax's) prepare works out, read by their run and the numba fast
+    path (devices/numba_kernels.py)."""
+
+    axis: int  # in [0, rank)
+    flatten: bool  # the opset < 13 form: normalize over everything from `axis` on
+    view: tuple[int, ...]  # the shape run computes in (2-D when flatten)
+    view_axis: int  # the axis of `view` it normalizes
+    rows: tuple[int, int]  # X as (prod(shape[:axis]), prod(shape[axis:]))
+
+
 @register("Softmax", since=1)
 class Softmax(Kernel):
     """Before opset 13: X viewed as 2-D (prod(shape[:axis]), prod(shape[axis:])), softmax over
@@ -59,14 +73,16 @@ class Softmax(Kernel):
         self.check_arity(inputs)
         x = inputs[0]
         require_kind(self, x, FLOAT_KINDS, "input")
-        self.axis = normalize_axis(self, int_attr(self, "axis", self.default_axis), len(x.shape))
-        self.rows = (prod(x.shape[: self.axis]), prod(x.shape[self.axis :]))
-        self.view, self.view_axis = softmax_view(x.shape, self.axis, self.flatten)
+        axis = normalize_axis(self, int_attr(self, "axis", self.default_axis), len(x.shape))
+        view, view_axis = softmax_view(x.shape, axis, self.flatten)
+        rows = (prod(x.shape[:axis]), prod(x.shape[axis:]))
+        self.params = SoftmaxParams(axis, self.flatten, view, view_axis, rows)
         return [x]
 
     def run(self, inputs, outputs):
-        out = outputs[0].reshape(self.view, copy=False)
-        self.compute(inputs[0].reshape(self.view), out, self.view_axis)
+        p = self.params
+        out = outputs[0].reshape(p.view, copy=False)
+        self.compute(inputs[0].reshape(p.view), out, p.view_axis)
 
 
 @register("Softmax", since=13)
