@@ -2,7 +2,8 @@
 overhead dominates (small Gemm, Softmax here; 2-D Conv and GlobalAveragePool in
 devices.numba_spatial, imported at the end). Each is a mixin over the reference
 kernel (see runtime.kernels.registry.accelerate): the reference prepare
-validates and infers shapes, then the fast path is taken only where it applies.
+validates, infers shapes and builds the op's prepared parameters (`self.params`,
+e.g. GemmParams), which the fast path reads; it is taken only where it applies.
 
 Earns its place in benchmarks/bench_mlp.py (64-32-10 MLP per-invoke time).
 """
@@ -14,7 +15,9 @@ from numba import njit
 
 from edgerun.runtime.kernels.base import TensorSpec
 from edgerun.runtime.kernels.fused import apply_activation
+from edgerun.runtime.kernels.linalg import GemmParams
 from edgerun.runtime.kernels.registry import accelerate
+from edgerun.runtime.kernels.softmax import SoftmaxParams
 
 BACKEND = "numba"
 # Above this many multiply-adds BLAS (numpy.matmul) is faster than our loop.
@@ -60,22 +63,24 @@ class NumbaGemm:
 
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
+        p: GemmParams = self.params
         (m, n), a = specs[0].shape, inputs[0]
         b = values[1] if len(values) > 1 else None
-        c_known = len(inputs) < 3 or inputs[2] is None or not self.use_c or self.c_term is not None
-        k = a.shape[0] if self.trans_a else a.shape[1]
+        c_known = len(inputs) < 3 or inputs[2] is None or not p.use_c or p.c_term is not None
+        k = a.shape[0] if p.trans_a else a.shape[1]
         if a.dtype in _FLOATS and b is not None and c_known and 0 < m * n * k <= SMALL_GEMM_MACS:
-            self.bt = np.ascontiguousarray(b if self.trans_b else b.T)
-            bias = self.c_term if self.use_c else np.zeros((), a.dtype)
+            self.bt = np.ascontiguousarray(b if p.trans_b else b.T)
+            bias = p.c_term if p.use_c else np.zeros((), a.dtype)
             self.bias = np.broadcast_to(np.asarray(bias, a.dtype), (m, n))
-            self.alpha_f = float(self.alpha)
+            self.alpha_f = float(p.alpha)
             self.run = self._run_small
         return specs
 
     def _run_small(self, inputs, outputs):
-        a = inputs[0].T if self.trans_a else inputs[0]
+        p: GemmParams = self.params
+        a = inputs[0].T if p.trans_a else inputs[0]
         gemm_small(a, self.bt, self.bias, self.alpha_f, outputs[0])
-        apply_activation(outputs[0], self.activation)  # a fused Relu/Clip/... (runtime.kernels.fused)
+        apply_activation(outputs[0], p.activation)  # a fused Relu/Clip/... (runtime.kernels.fused)
 
 
 @accelerate("Softmax", BACKEND)
@@ -84,14 +89,15 @@ class NumbaSoftmax:
 
     def prepare(self, inputs, values):
         specs: list[TensorSpec] = super().prepare(inputs, values)
+        p: SoftmaxParams = self.params
         x = inputs[0]
-        last_axis = self.axis == len(x.shape) - 1
-        if x.dtype in _FLOATS and x.size > 0 and (self.version < 13 or last_axis):
-            self.run = self._run_rows  # over self.rows, the reference's 2-D view
+        if x.dtype in _FLOATS and x.size > 0 and (p.flatten or p.axis == len(x.shape) - 1):
+            self.run = self._run_rows  # over the rows of X's 2-D view
         return specs
 
     def _run_rows(self, inputs, outputs):
-        softmax_rows(inputs[0].reshape(self.rows), outputs[0].reshape(self.rows))
+        rows = self.params.rows
+        softmax_rows(inputs[0].reshape(rows), outputs[0].reshape(rows))
 
 
 # The 2-D convolutional fast paths register with this backend too.

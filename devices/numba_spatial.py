@@ -21,9 +21,10 @@ from math import prod
 import numpy as np
 from numba import njit
 
+from edgerun.runtime.kernels.conv import ConvParams
 from edgerun.runtime.kernels.fused import apply_activation
 from edgerun.runtime.kernels.registry import accelerate
-from edgerun.runtime.kernels.spatial import scratch
+from edgerun.runtime.kernels.spatial import Window, scratch
 
 BACKEND = "numba"
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -104,7 +105,7 @@ def mean_planes(x, out):  # pragma: no cover - compiled
         out[i] = total / cols
 
 
-def _window_2d(window) -> tuple[int, ...] | None:
+def _window_2d(window: Window) -> tuple[int, ...] | None:
     """(kh, kw, sh, sw, dh, dw, ph, pw) of a 2-D window, or None for other ranks."""
     if len(window.kernel) != 2:
         return None
@@ -118,34 +119,35 @@ class NumbaConv:
 
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
+        p: ConvParams = self.params
         x, w = inputs[0], inputs[1]
-        geometry = _window_2d(self.pad.window)
-        depthwise = self.group > 1 and w.shape[1] == 1
-        if x.dtype in _FLOATS and geometry is not None and not self.pointwise and not depthwise:
+        geometry = _window_2d(p.window)
+        depthwise = p.group > 1 and w.shape[1] == 1
+        if x.dtype in _FLOATS and geometry is not None and not p.pointwise and not depthwise:
             self.geometry = geometry
-            self.relu = self.activation is not None and self.activation[0] == "Relu"
+            self.relu = p.activation is not None and p.activation[0] == "Relu"
             self.run = self._run_2d
         return specs
 
     def _run_2d(self, inputs, outputs):
+        p: ConvParams = self.params
         x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
         n, m = out.shape[:2]
-        g, rows = self.group, w.shape[1] * len(self.taps)  # rows per group
+        g, rows = p.group, w.shape[1] * len(p.taps)  # rows per group
         weights = w.reshape(g, m // g, rows)
-        result = out.reshape(n, m, self.out_size, copy=False)
-        for start in range(0, n, self.chunk):  # a bounded im2col buffer, as the reference keeps
-            part = slice(start, min(n, start + self.chunk))
+        result = out.reshape(n, m, p.out_size, copy=False)
+        for start in range(0, n, p.chunk):  # a bounded im2col buffer, as the reference keeps
+            part = slice(start, min(n, start + p.chunk))
             size = part.stop - part.start
-            cols = scratch("numba.conv.col", (size, g, rows, self.out_size), x.dtype)
-            im2col_2d(x[part], cols.reshape(size, g * rows, self.out_size), *self.geometry,
-                      *self.pad.window.out_shape)
-            np.matmul(weights, cols, out=result[part].reshape(size, g, m // g, self.out_size, copy=False))
-        if self.has_bias:
+            cols = scratch("numba.conv.col", (size, g, rows, p.out_size), x.dtype)
+            im2col_2d(x[part], cols.reshape(size, g * rows, p.out_size), *self.geometry, *p.window.out_shape)
+            np.matmul(weights, cols, out=result[part].reshape(size, g, m // g, p.out_size, copy=False))
+        if p.has_bias:
             add_bias(result, inputs[2], self.relu)
         elif self.relu:
             relu_inplace(result)
-        if self.activation is not None and not self.relu:
-            apply_activation(out, self.activation)
+        if p.activation is not None and not self.relu:
+            apply_activation(out, p.activation)
 
 
 @accelerate("MaxPool", BACKEND)
@@ -155,7 +157,7 @@ class NumbaMaxPool:
 
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
-        w = self.window
+        w = self.params.window  # PoolParams
         if (inputs[0].dtype in _FLOATS and w.kernel == (2, 2) and w.strides == (2, 2) and w.dilations == (1, 1)
                 and not w.needs_padding and self.num_outputs == 1):
             self.run = self._run_2x2

@@ -41,9 +41,9 @@ def float_attr(kernel: Kernel, key: str, default: float) -> float:
     return float(value)
 
 
-def flag_attr(kernel: Kernel, key: str) -> bool:
-    """A 0/1 int attribute (default 0) as a bool; ModelError for any other value."""
-    value = int_attr(kernel, key, 0)
+def flag_attr(kernel: Kernel, key: str, default: int = 0) -> bool:
+    """A 0/1 int attribute (`default` when absent) as a bool; ModelError for any other value."""
+    value = int_attr(kernel, key, default)
     if value not in (0, 1):
         raise kernel.fail(f"attribute {key!r} must be 0 or 1, got {value}")
     return bool(value)
@@ -124,3 +124,32 @@ def prod(values: tuple[int, ...] | list[int]) -> int:
     for v in values:
         n *= int(v)
     return n
+
+
+# --- inputs read at prepare time ---------------------------------------------------------------
+
+
+def has_input(inputs: list[TensorSpec | None], index: int) -> bool:
+    """True when optional input `index` is present (not omitted)."""
+    return index < len(inputs) and inputs[index] is not None
+
+
+def ints_input(
+    kernel: Kernel, inputs: list[TensorSpec | None], values: list, index: int, what: str, *, any_rank: bool = False
+) -> tuple[int, ...] | None:
+    """Input `index` as a tuple of ints (needed at prepare time), None when omitted.
+    ModelError unless it is a 0-D or 1-D int tensor (any rank, flattened, with `any_rank`)."""
+    if not has_input(inputs, index):
+        return None
+    array = kernel.value_of(values, index)
+    if (array.ndim > 1 and not any_rank) or array.dtype.kind not in "iu":
+        raise kernel.fail(f"{what} must be a {'' if any_rank else '1-D '}int tensor, "
+                          f"got {array.dtype} shape {array.shape}")
+    return tuple(int(v) for v in array.reshape(-1))
+
+
+def int_list(kernel: Kernel, value: np.ndarray, what: str) -> tuple[int, ...]:
+    """A 1-D (or scalar) int tensor's contents as a tuple; ModelError for anything else."""
+    if value.dtype.kind not in "iu" or value.ndim > 1:
+        raise kernel.fail(f"{what}: expected a 1-D int tensor, got {value.dtype} of shape {value.shape}")
+    return tuple(int(v) for v in value.reshape(-1))

@@ -61,6 +61,9 @@ class Kernel:
         op_type, name: the node's op and name, for error messages.
         attrs: the node's attributes (ints, floats, strs, arrays, lists, graphs).
         version: the opset version the node follows.
+        params: where an op has a backend fast path, what its prepare worked out for the
+            current input shapes, as a frozen dataclass (e.g. conv.ConvParams): the reference
+            `run` and the fast path both read it, so neither depends on the other's fields.
     """
 
     min_inputs: int = 1

@@ -18,9 +18,10 @@ from edgerun.runtime.errors import ModelError
 
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh")
 _PARAM_COUNTS = {"Relu": 0, "Clip": 2, "LeakyRelu": 1, "HardSigmoid": 2, "HardSwish": 0, "Sigmoid": 0, "Tanh": 0}
+Activation = tuple[str, tuple[float, ...]]  # (name, params), as fused_activation returns it
 
 
-def fused_activation(attrs: dict[str, Any], where: str) -> tuple[str, tuple[float, ...]] | None:
+def fused_activation(attrs: dict[str, Any], where: str) -> Activation | None:
     """The (name, params) of a node's fused activation, None when it has none.
     ModelError for an unknown activation or the wrong number of parameters."""
     name = attrs.get("activation")
@@ -34,7 +35,7 @@ def fused_activation(attrs: dict[str, Any], where: str) -> tuple[str, tuple[floa
     return name, params
 
 
-def apply_activation(y: np.ndarray, activation: tuple[str, tuple[float, ...]] | None) -> None:
+def apply_activation(y: np.ndarray, activation: Activation | None) -> None:
     """Apply `activation` to `y` in place (a no-op for None)."""
     if activation is None:
         return

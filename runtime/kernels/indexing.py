@@ -1,5 +1,5 @@
 """Indexing kernels: Slice, Gather, GatherElements, GatherND, the Scatters, Compress,
-NonZero, OneHot, ReverseSequence, Unique. Any data dtype; indices are int32/int64.
+NonZero, OneHot, ReverseSequence. Any data dtype; indices are int32/int64.
 
 Indices are checked before use: one out of range is a ModelError naming the node,
 the axis and the bad value, never a numpy IndexError.
@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from edgerun.runtime.kernels.attrs import (
+    has_input,
     int_attr,
     ints_attr,
+    ints_input,
     normalize_axis,
     prod,
     require_kind,
@@ -20,7 +22,6 @@ from edgerun.runtime.kernels.attrs import (
 )
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import register
-from edgerun.runtime.kernels.shape import has_input, ints_input
 
 INDEX_KINDS = "iu"
 
@@ -35,7 +36,6 @@ def checked_indices(kernel: Kernel, indices: np.ndarray, size: int, what: str) -
     return np.where(idx < 0, idx + size, idx)
 
 
-# ----------------------------------------------------------------------------- Slice
 @register("Slice", since=1)
 class Slice(Kernel):
     """Y = X[starts:ends:steps] along `axes` (default: the first len(starts) axes). Opset 1
@@ -91,7 +91,6 @@ class Slice(Kernel):
         np.copyto(outputs[0], inputs[0][self.index])
 
 
-# ---------------------------------------------------------------------------- Gathers
 @register("Gather", since=1)
 class Gather(Kernel):
     """Y = X indexed along `axis` (default 0) by int `indices` of any shape: Y's shape is
@@ -182,7 +181,6 @@ class GatherND(Kernel):
         np.copyto(outputs[0], data[(rows, *coords)].reshape(outputs[0].shape))
 
 
-# --------------------------------------------------------------------------- Scatters
 _REDUCTIONS = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
 
@@ -268,7 +266,6 @@ class Scatter(ScatterElements):
     """Deprecated alias of ScatterElements (opsets 9 and 10), without reduction."""
 
 
-# ------------------------------------------------------------- data-dependent shapes
 @register("Compress", since=9)
 class Compress(Kernel):
     """Y = the slices of X along `axis` where the 1-D bool `condition` (needed at prepare
@@ -381,37 +378,3 @@ class ReverseSequence(Kernel):
             index[self.batch_axis] = b
             index[self.time_axis] = slice(0, n)
             out[tuple(index)] = np.flip(x[tuple(index)], axis=0)
-
-
-@register("Unique", since=11)
-class Unique(Kernel):
-    """(Y, indices, inverse_indices, counts) = the unique elements (or slices along `axis`)
-    of X, sorted (`sorted`=1, default) or in order of first occurrence; the other outputs
-    are int64. X is needed at prepare time."""
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        x = inputs[0]
-        axis = self.attr("axis")
-        self.axis = None if axis is None else normalize_axis(self, int_attr(self, "axis"), len(x.shape))
-        results = self._unique(self.value_of(values, 0))
-        return [TensorSpec(r.dtype, r.shape) for r in results]
-
-    def _unique(self, x: np.ndarray) -> list[np.ndarray]:
-        y, first, inverse, counts = np.unique(
-            x, return_index=True, return_inverse=True, return_counts=True, axis=self.axis
-        )
-        inverse = inverse.reshape(-1)
-        if int_attr(self, "sorted", 1) == 0:
-            order = np.argsort(first, kind="stable")
-            y = np.take(y, order, axis=0 if self.axis is None else self.axis)
-            first, counts = first[order], counts[order]
-            inverse = np.argsort(order)[inverse]
-        return [y, *(a.astype(np.int64) for a in (first, inverse, counts))]
-
-    def run(self, inputs, outputs):
-        results = self._unique(inputs[0])
-        if [r.shape for r in results[: len(outputs)]] != [o.shape for o in outputs]:
-            raise self.fail("X's unique values changed since prepare")
-        for out, result in zip(outputs, results, strict=False):
-            np.copyto(out, result)

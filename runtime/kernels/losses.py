@@ -21,8 +21,8 @@ from edgerun.runtime.kernels.attrs import (
     str_attr,
 )
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
-from edgerun.runtime.kernels.nn import softmax
 from edgerun.runtime.kernels.registry import register
+from edgerun.runtime.kernels.softmax import softmax
 
 TRAINING = "edgerun"
 

@@ -1,5 +1,7 @@
-"""Pooling kernels (ONNX semantics, (N, C, *spatial)): MaxPool, AveragePool and the global pools,
-each followed by its gradient kernel (edgerun domain, for training).
+"""Windowed pooling kernels (ONNX semantics, (N, C, *spatial)): MaxPool and AveragePool, each
+followed by its gradient kernel (edgerun domain, for training), LpPool, MaxUnpool (MaxPool's
+inverse) and RoiAlign (pooling over regions of interest). The global pools live in
+global_pool.py.
 
 Windowed pools pad the input into scratch (-inf / 0) and reduce one kernel tap
 at a time with whole-array ufunc calls, which beats reducing a strided window
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,6 +31,7 @@ from edgerun.runtime.kernels.attrs import (
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import register
 from edgerun.runtime.kernels.spatial import (
+    Index,
     PaddedInput,
     TapGradient,
     Window,
@@ -37,10 +41,20 @@ from edgerun.runtime.kernels.spatial import (
 )
 
 
+@dataclass(frozen=True)
+class PoolParams:
+    """The window a pool's prepare works out for X's shape, read by the pool's run and, for
+    MaxPool, the numba fast path (devices/numba_spatial.py)."""
+
+    window: Window  # the sliding-window geometry over X's spatial axes
+    taps: tuple[Index, ...]  # per kernel tap, its strided slice of the padded input (Window.taps)
+
+
 class _WindowPool(Kernel):
     kinds = FLOAT_KINDS
 
-    def _window(self, x: TensorSpec) -> Window:
+    def _prepare_window(self, x: TensorSpec) -> PoolParams:
+        """Validate X and the window attributes; sets and returns `self.params`."""
         require_kind(self, x, self.kinds, "X")
         require_rank(self, x, 3, what="X (N, C, *spatial)")
         kernel_shape = ints_attr(self, "kernel_shape")
@@ -50,8 +64,8 @@ class _WindowPool(Kernel):
             self, x.shape, kernel_shape,
             ceil_mode=flag_attr(self, "ceil_mode"), pads_below_kernel=True,
         )
-        self.taps = window.taps()
-        return window
+        self.params = PoolParams(window, tuple(window.taps()))
+        return self.params
 
 
 @register("MaxPool", since=1)
@@ -65,12 +79,12 @@ class MaxPool(_WindowPool):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         x = inputs[0]
-        self.window = self._window(x)
+        window = self._prepare_window(x).window
         self.column_major = flag_attr(self, "storage_order")
         fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-        self.pad = PaddedInput(self.window, fill, "pool.pad")
+        self.pad = PaddedInput(window, fill, "pool.pad")
         self.tap_indices: list[np.ndarray] | None = None  # built on first use
-        y = TensorSpec(x.dtype, x.shape[:2] + self.window.out_shape)
+        y = TensorSpec(x.dtype, x.shape[:2] + window.out_shape)
         return [y, TensorSpec(np.dtype(np.int64), y.shape)]
 
     def run(self, inputs, outputs):
@@ -78,23 +92,23 @@ class MaxPool(_WindowPool):
         if len(outputs) > 1:
             self._run_with_indices(buf, out, outputs[1])
             return
-        np.copyto(out, buf[self.taps[0]])
-        for tap in self.taps[1:]:
+        np.copyto(out, buf[self.params.taps[0]])
+        for tap in self.params.taps[1:]:
             np.maximum(out, buf[tap], out=out)
 
     def _run_with_indices(self, buf: np.ndarray, out: np.ndarray, indices: np.ndarray) -> None:
         if self.tap_indices is None:
-            self.tap_indices = _tap_indices(self.window, self.column_major)
-        np.copyto(out, buf[self.taps[0]])
+            self.tap_indices = _tap_indices(self.params.window, self.column_major)
+        np.copyto(out, buf[self.params.taps[0]])
         np.copyto(indices, self.tap_indices[0])
-        for tap, tap_index in zip(self.taps[1:], self.tap_indices[1:], strict=True):
+        for tap, tap_index in zip(self.params.taps[1:], self.tap_indices[1:], strict=True):
             values = buf[tap]
             better = values > out  # strict: the first maximum in window order wins
             np.copyto(out, values, where=better)
             np.copyto(indices, tap_index, where=better)
         n, c = out.shape[:2]
         planes = np.arange(n * c, dtype=np.int64).reshape((n, c) + (1,) * (out.ndim - 2))
-        indices += planes * prod(self.window.in_shape)
+        indices += planes * prod(self.params.window.in_shape)
 
 
 @register("MaxPoolGrad", since=1, domain="edgerun")
@@ -113,13 +127,13 @@ class MaxPoolGrad(_WindowPool):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         dy, x = inputs
-        window = self._window(x)
+        window = self._prepare_window(x).window
         require_output_grad(self, dy, x, x.shape[:2] + window.out_shape)
         self.pad = PaddedInput(window, -np.inf, "pool.pad")
         self.scatter = TapGradient(window, "pool.dpad")
         self.plane_size = prod(window.padded_shape)
         plane = np.arange(self.plane_size).reshape(window.padded_shape)
-        self.table = np.stack([plane[tap].ravel() for tap in self.taps], axis=1)  # (out, K)
+        self.table = np.stack([plane[tap].ravel() for tap in self.params.taps], axis=1)  # (out, K)
         self.shifts = np.asarray(window.tap_shifts())  # each tap's position in its window
         self.starts = self.table[:, 0] + np.arange(prod(x.shape[:2]))[:, None] * self.plane_size
         return [x]
@@ -163,7 +177,7 @@ class AveragePool(_WindowPool):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         x = inputs[0]
-        window = self._window(x)
+        window = self._prepare_window(x).window
         include_pad = flag_attr(self, "count_include_pad")
         self.pad = PaddedInput(window, 0.0, "pool.pad")
         self.divisor = _window_counts(window, include_pad).astype(x.dtype)
@@ -171,8 +185,8 @@ class AveragePool(_WindowPool):
 
     def run(self, inputs, outputs):
         buf, out = self.pad(inputs[0]), outputs[0]
-        np.copyto(out, buf[self.taps[0]])
-        for tap in self.taps[1:]:
+        np.copyto(out, buf[self.params.taps[0]])
+        for tap in self.params.taps[1:]:
             np.add(out, buf[tap], out=out)
         np.divide(out, self.divisor, out=out)
 
@@ -187,7 +201,7 @@ class AveragePoolGrad(_WindowPool):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         dy, x = inputs
-        window = self._window(x)
+        window = self._prepare_window(x).window
         require_output_grad(self, dy, x, x.shape[:2] + window.out_shape)
         self.divisor = _window_counts(window, flag_attr(self, "count_include_pad")).astype(x.dtype)
         self.scatter = TapGradient(window, "pool.dpad")
@@ -197,7 +211,7 @@ class AveragePoolGrad(_WindowPool):
         dy, dx = inputs[0], outputs[0]
         share = np.divide(dy, self.divisor, out=scratch("pool.share", dy.shape, dy.dtype))
         acc = self.scatter.start(dx)
-        for k in range(len(self.taps)):
+        for k in range(len(self.params.taps)):
             self.scatter.add(acc, k, share)
         self.scatter.finish(acc, dx)
 
@@ -216,50 +230,7 @@ def _window_counts(window: Window, include_pad: bool) -> np.ndarray:
     return np.maximum(counts, 1)
 
 
-class _GlobalPool(Kernel):
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        return [self._output(inputs[0])]
-
-    def _output(self, x: TensorSpec) -> TensorSpec:
-        require_kind(self, x, FLOAT_KINDS, "X")
-        require_rank(self, x, 3, what="X (N, C, *spatial)")
-        if 0 in x.shape[2:]:
-            raise self.fail(f"X shape {x.shape} has an empty spatial axis")
-        self.axes = tuple(range(2, len(x.shape)))
-        return TensorSpec(x.dtype, x.shape[:2] + (1,) * len(self.axes))
-
-
-@register("GlobalAveragePool", since=1)
-class GlobalAveragePool(_GlobalPool):
-    def run(self, inputs, outputs):
-        np.mean(inputs[0], axis=self.axes, keepdims=True, out=outputs[0])
-
-
-@register("GlobalMaxPool", since=1)
-class GlobalMaxPool(_GlobalPool):
-    def run(self, inputs, outputs):
-        np.max(inputs[0], axis=self.axes, keepdims=True, out=outputs[0])
-
-
-@register("GlobalAveragePoolGrad", since=1, domain="edgerun")
-class GlobalAveragePoolGrad(_GlobalPool):
-    """dX of Y = GlobalAveragePool(X) from (dY, X): dY / (spatial size), broadcast over space."""
-
-    min_inputs = max_inputs = 2
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        dy, x = inputs
-        require_output_grad(self, dy, x, self._output(x).shape)
-        self.count = prod(x.shape[2:])
-        return [x]
-
-    def run(self, inputs, outputs):
-        np.divide(inputs[0], self.count, out=outputs[0])
-
-
-def _p_attr(kernel: Kernel) -> float:
+def p_attr(kernel: Kernel) -> float:
     """The `p` of an Lp pool (default 2; a float attribute in opset 1, an int after)."""
     value = kernel.attr("p", 2)
     if not isinstance(value, int | float | np.integer | np.floating) or not value > 0:
@@ -274,29 +245,16 @@ class LpPool(_WindowPool):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         x = inputs[0]
-        window = self._window(x)
-        self.p = _p_attr(self)
+        window = self._prepare_window(x).window
+        self.p = p_attr(self)
         self.pad = PaddedInput(window, 0.0, "pool.pad")
         return [TensorSpec(x.dtype, x.shape[:2] + window.out_shape)]
 
     def run(self, inputs, outputs):
         powered = np.abs(self.pad(inputs[0])) ** self.p
         total = np.zeros(outputs[0].shape, np.float64)
-        for tap in self.taps:
+        for tap in self.params.taps:
             total += powered[tap]
-        np.copyto(outputs[0], total ** (1 / self.p), casting="unsafe")
-
-
-@register("GlobalLpPool", since=1)
-class GlobalLpPool(_GlobalPool):
-    """Y = (sum over all spatial positions of |X|^p)^(1/p), p default 2."""
-
-    def prepare(self, inputs, values):
-        self.p = _p_attr(self)
-        return super().prepare(inputs, values)
-
-    def run(self, inputs, outputs):
-        total = np.sum(np.abs(inputs[0].astype(np.float64)) ** self.p, axis=self.axes, keepdims=True)
         np.copyto(outputs[0], total ** (1 / self.p), casting="unsafe")
 
 

@@ -1,5 +1,6 @@
 """Linear quantization kernels (ONNX semantics): QuantizeLinear, DequantizeLinear,
-DynamicQuantizeLinear, and the integer and quantized MatMul / Conv ops.
+DynamicQuantizeLinear, and the integer and quantized products: MatMulInteger,
+QLinearMatMul, ConvInteger and QLinearConv.
 
 Quantized types are the integer ones .erm can hold (int8/uint8/int16/uint16; int32 input to
 DequantizeLinear). A scale (and zero point) is per tensor (a scalar or one value), per axis
@@ -13,13 +14,12 @@ import numpy as np
 
 from edgerun.runtime.kernels.attrs import FLOAT_KINDS, int_attr, normalize_axis, require_kind
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
-from edgerun.runtime.kernels.conv import Conv, integer_operands
-from edgerun.runtime.kernels.nn import matmul_shape
+from edgerun.runtime.kernels.conv import Conv
+from edgerun.runtime.kernels.linalg import matmul_shape
 from edgerun.runtime.kernels.registry import register
 from edgerun.runtime.kernels.spatial import scratch
 
 QUANTIZED = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16))
-# ONNX TensorProto codes of QuantizeLinear's output_dtype attribute
 _ONNX_CODES = {2: np.dtype(np.uint8), 3: np.dtype(np.int8), 4: np.dtype(np.uint16), 5: np.dtype(np.int16)}
 
 
@@ -194,6 +194,44 @@ class QLinearMatMul(Kernel):
         multiplier = _along(a_scale, -2, np.float64) * _along(b_scale, -1, np.float64)
         scaled = product * (multiplier / y_scale.astype(np.float64).reshape(()))
         saturate(np.rint(scaled) + y_zero.astype(np.int64).reshape(()), y_zero.dtype, outputs[0])
+
+
+@register("ConvInteger", since=10)
+class ConvInteger(Conv):
+    """Y (int32) = conv(X - x_zero_point, W - w_zero_point) for 8-bit X and W; w_zero_point may
+    be per output channel. Computed exactly in float64 (sums stay far below 2**53)."""
+
+    min_inputs, max_inputs = 2, 4
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        x, w = inputs[0], inputs[1]
+        for name, spec in (("X", x), ("W", w)):
+            require_kind(self, spec, "iu", name)
+        spec = self._prepare_conv(*(TensorSpec(np.dtype(np.float64), s.shape) for s in (x, w)), None)
+        return [TensorSpec(np.dtype(np.int32), spec.shape)]
+
+    def run(self, inputs, outputs):
+        x, w = integer_operands(inputs[0], inputs[1], _at(inputs, 2), _at(inputs, 3))
+        out = scratch("convint.out", outputs[0].shape, np.float64)
+        self._convolve(x, w, out)
+        np.copyto(outputs[0], np.rint(out), casting="unsafe")
+
+
+def integer_operands(x, w, x_zero, w_zero) -> tuple[np.ndarray, np.ndarray]:
+    """(X - x_zero, W - w_zero) in float64; w_zero is a scalar or per output channel (axis 0)."""
+    xf = x.astype(np.float64)
+    wf = w.astype(np.float64)
+    if x_zero is not None:
+        xf -= x_zero.astype(np.float64).reshape(())
+    if w_zero is not None:
+        wz = w_zero.astype(np.float64)
+        wf -= wz.reshape(()) if wz.size == 1 else wz.reshape((-1,) + (1,) * (w.ndim - 1))
+    return xf, wf
+
+
+def _at(inputs: list, i: int):
+    return inputs[i] if len(inputs) > i else None
 
 
 @register("QLinearConv", since=10)

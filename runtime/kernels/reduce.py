@@ -1,5 +1,5 @@
-"""Reductions along axes: ReduceSum/Mean/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare, ArgMax,
-ArgMin, TopK, and the scans CumSum and CumProd.
+"""Reductions along axes: ReduceSum/Mean/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare, ArgMax
+and ArgMin, and the cumulative (running) reductions CumSum and CumProd.
 
 A reduction over an empty set gives the operation's identity: 0 for sums and norms, 1 for
 products, -inf / +inf for Max / Min (the dtype's extreme for ints, False / True for bool),
@@ -14,6 +14,7 @@ from edgerun.runtime.kernels.attrs import (
     NUMERIC_KINDS,
     flag_attr,
     int_attr,
+    int_list,
     ints_attr,
     normalize_axis,
     require_kind,
@@ -22,24 +23,9 @@ from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import register
 
 
-def _int_list(kernel: Kernel, value: np.ndarray, what: str) -> tuple[int, ...]:
-    """A 1-D (or scalar) int tensor's contents as a tuple; ModelError for anything else."""
-    if value.dtype.kind not in "iu" or value.ndim > 1:
-        raise kernel.fail(f"{what}: expected a 1-D int tensor, got {value.dtype} of shape {value.shape}")
-    return tuple(int(v) for v in value.reshape(-1))
-
-
 def _accumulator(dtype: np.dtype) -> np.dtype:
     """The dtype sums of `dtype` accumulate in: float32 for float16, else `dtype` (ints wrap)."""
     return np.dtype(np.float32) if dtype == np.float16 else dtype
-
-
-def _flag(kernel: Kernel, key: str, default: int) -> bool:
-    """A 0/1 attribute with the given default; ModelError for any other value."""
-    value = int_attr(kernel, key, default)
-    if value not in (0, 1):
-        raise kernel.fail(f"attribute {key!r} must be 0 or 1, got {value}")
-    return bool(value)
 
 
 class _Reduce(Kernel):
@@ -58,10 +44,10 @@ class _Reduce(Kernel):
         self.check_arity(inputs)
         x = inputs[0]
         require_kind(self, x, self.kinds, "data")
-        keep = _flag(self, "keepdims", 1)
+        keep = flag_attr(self, "keepdims", 1)
         if from_input:
             has_axes = len(inputs) > 1 and inputs[1] is not None
-            axes = _int_list(self, self.value_of(values, 1), "axes") if has_axes else ()
+            axes = int_list(self, self.value_of(values, 1), "axes") if has_axes else ()
             noop = flag_attr(self, "noop_with_empty_axes")
         else:
             axes, noop = ints_attr(self, "axes") or (), False
@@ -170,9 +156,6 @@ class ReduceLogSumExp(_Reduce):
         return peak + np.log(np.sum(np.exp(wide - peak), axis=axes, keepdims=True))
 
 
-# --- ArgMax / ArgMin -----------------------------------------------------------------------------
-
-
 class _ArgReduce(Kernel):
     """data -> int64 index of the first (or, with select_last_index=1, last) extreme along `axis`
     (default 0); `keepdims` (default 1) keeps that axis as 1. The axis must not be empty."""
@@ -187,7 +170,7 @@ class _ArgReduce(Kernel):
         self.last = flag_attr(self, "select_last_index")
         if x.shape[self.axis] == 0:
             raise self.fail(f"axis {self.axis} of data shape {x.shape} is empty: no extreme to select")
-        keep = _flag(self, "keepdims", 1)
+        keep = flag_attr(self, "keepdims", 1)
         shape = tuple(1 if i == self.axis else d for i, d in enumerate(x.shape) if keep or i != self.axis)
         return [TensorSpec(np.dtype(np.int64), shape)]
 
@@ -208,50 +191,6 @@ class ArgMax(_ArgReduce):
 @register("ArgMin", since=1)
 class ArgMin(_ArgReduce):
     pick = staticmethod(np.argmin)
-
-
-# --- TopK ------------------------------------------------------------------------------------------
-
-
-@register("TopK", since=1)
-class TopK(Kernel):
-    """(X[, K]) -> (Values, Indices int64): the k largest (largest=1, default) or smallest
-    elements along `axis` (default -1), best first, equal values in index order. k is attribute
-    `k` in opset 1 and input K (one int64) from opset 10; `largest` and `sorted` from opset 11."""
-
-    def prepare(self, inputs, values):
-        self.min_inputs = self.max_inputs = 1 if self.version < 10 else 2
-        self.check_arity(inputs)
-        x = inputs[0]
-        require_kind(self, x, NUMERIC_KINDS, "X")
-        if self.version < 10:
-            k = int_attr(self, "k")
-        else:
-            ks = _int_list(self, self.value_of(values, 1), "K")
-            if len(ks) != 1:
-                raise self.fail(f"K: expected one value, got {list(ks)}")
-            k = ks[0]
-        self.axis = normalize_axis(self, int_attr(self, "axis", -1), len(x.shape))
-        self.largest = _flag(self, "largest", 1)
-        if not 0 <= k <= x.shape[self.axis]:
-            raise self.fail(f"k={k} is out of range [0, {x.shape[self.axis]}] for axis {self.axis} of {x.shape}")
-        self.k = k
-        shape = x.shape[: self.axis] + (k,) + x.shape[self.axis + 1 :]
-        return [TensorSpec(x.dtype, shape), TensorSpec(np.dtype(np.int64), shape)]
-
-    def run(self, inputs, outputs):
-        x = inputs[0]
-        if self.largest:  # a stable ascending sort of the reversed axis, reversed: ties by index
-            n = x.shape[self.axis]
-            order = n - 1 - np.flip(np.argsort(np.flip(x, self.axis), axis=self.axis, kind="stable"), self.axis)
-        else:
-            order = np.argsort(x, axis=self.axis, kind="stable")
-        index = np.take(order, np.arange(self.k), axis=self.axis)
-        np.copyto(outputs[1], index)
-        np.copyto(outputs[0], np.take_along_axis(x, index, axis=self.axis))
-
-
-# --- CumSum / CumProd ---------------------------------------------------------------------------------
 
 
 class _Scan(Kernel):
@@ -303,4 +242,3 @@ class CumSum(_Scan):
 class CumProd(_Scan):
     ufunc = np.multiply
     identity = 1
-

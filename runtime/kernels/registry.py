@@ -88,6 +88,18 @@ def supported_ops() -> list[str]:
     return sorted(_qualified(d, op) for d, op in _KERNELS)
 
 
+def kernel_versions() -> dict[str, list[tuple[int, type[Kernel]]]]:
+    """Every registered op, named as `supported_ops` names it -> its reference kernels as
+    (the opset version each starts at, the kernel class), oldest first. A copy."""
+    return {_qualified(d, op): list(versions) for (d, op), versions in sorted(_KERNELS.items())}
+
+
+def accelerated_ops(backend: str) -> dict[str, type]:
+    """The ops `backend` has a fast-path mixin for (registered with `accelerate`), named as
+    `supported_ops` names them -> the mixin; empty for a backend that registered none."""
+    return {_qualified(d, op): mixin for (b, d, op), mixin in sorted(_ACCELERATED.items()) if b == backend}
+
+
 def _qualified(domain: str, op_type: str) -> str:
     key = _domain_key(domain)
     return op_type if not key else f"{key}:{op_type}"

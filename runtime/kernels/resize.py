@@ -1,4 +1,4 @@
-"""Resampling and padding kernels: Resize, Upsample, Pad, CenterCropPad, Col2Im.
+"""Resampling kernels: Resize and Upsample.
 
 Resize is separable: prepare builds, for every resized axis, the input positions each
 output position reads and their weights (`AxisSampling`); run gathers and sums along
@@ -8,19 +8,27 @@ Coordinate mapping and weights follow the ONNX reference evaluator.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgerun.runtime.kernels.attrs import flag_attr, float_attr, ints_attr, normalize_axis, prod, str_attr
+from edgerun.runtime.kernels.attrs import (
+    flag_attr,
+    float_attr,
+    has_input,
+    ints_attr,
+    ints_input,
+    normalize_axis,
+    str_attr,
+)
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import register
-from edgerun.runtime.kernels.shape import has_input, ints_input
 
 TRANSFORMS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
               "tf_half_pixel_for_nn", "tf_crop_and_resize")
+
+
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 MAX_TAPS = 1 << 12  # antialiased downsampling by a huge factor would read this many inputs per output
 
@@ -291,145 +299,3 @@ class Upsample(_Resampler):
         self.plan_axes(Sampling(mode, "asymmetric", "simple"), x.shape, axes, out_shape, scales,
                        [(0.0, 1.0)] * len(axes))
         return [TensorSpec(x.dtype, out_shape)]
-
-
-# ------------------------------------------------------------------------------ Pad
-@register("Pad", since=1)
-class Pad(Kernel):
-    """Y = X padded by pads [begin_1.., end_1..] (negative: cropped) along `axes` (opset 18,
-    default all): attribute `paddings` (opset 1) or `pads` (2), input 1 from opset 11 (needed
-    at prepare time). mode constant (value: attribute `value`, or input 2 from 11, default 0),
-    reflect, edge, or wrap (opset 19)."""
-
-    max_inputs = 4
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        x = inputs[0]
-        rank = len(x.shape)
-        modes = ("constant", "reflect", "edge") + (("wrap",) if self.version >= 19 else ())
-        self.mode = str_attr(self, "mode", "constant")
-        if self.mode not in modes:
-            raise self.fail(f"mode {self.mode!r} is not one of {', '.join(modes)}")
-        axes = tuple(range(rank))
-        if self.version < 11:
-            pads = ints_attr(self, "pads" if self.version >= 2 else "paddings")
-        else:
-            pads = ints_input(self, inputs, values, 1, "pads")
-            if self.version >= 18 and has_input(inputs, 3):
-                axes = tuple(normalize_axis(self, a, rank) for a in ints_input(self, inputs, values, 3, "axes"))
-        if pads is None or len(pads) != 2 * len(axes) or len(set(axes)) != len(axes):
-            raise self.fail(f"pads {pads} must hold 2 x {len(axes)} counts for axes {list(axes)}")
-        widths = [(0, 0)] * rank
-        for i, axis in enumerate(axes):
-            widths[axis] = (pads[i], pads[i + len(axes)])
-        shape = tuple(d + b + e for d, (b, e) in zip(x.shape, widths, strict=True))
-        if any(d < 0 for d in shape):
-            raise self.fail(f"pads {list(pads)} crop X shape {x.shape} below zero")
-        self.crop = tuple(slice(max(-b, 0), d - max(-e, 0)) for d, (b, e) in zip(x.shape, widths, strict=True))
-        self.widths = [(max(b, 0), max(e, 0)) for b, e in widths]
-        cropped = [s.stop - s.start for s in self.crop]
-        if min(cropped, default=0) < 0:
-            raise self.fail(f"pads {list(pads)} crop more than X shape {x.shape} holds")
-        if self.mode != "constant" and any(n == 0 and w != (0, 0) for n, w in zip(cropped, self.widths, strict=True)):
-            raise self.fail(f"mode {self.mode!r} cannot pad an empty axis (X shape {x.shape})")
-        self.value = float_attr(self, "value", 0.0) if self.version < 11 else None
-        return [TensorSpec(x.dtype, shape)]
-
-    def run(self, inputs, outputs):
-        x = inputs[0][self.crop]
-        if x.ndim == 0:  # a scalar has nothing to pad
-            np.copyto(outputs[0], x)
-            return
-        if self.mode != "constant":
-            np.copyto(outputs[0], np.pad(x, self.widths, mode=self.mode))
-            return
-        value = self.value
-        if value is None:
-            value = 0 if len(inputs) < 3 or inputs[2] is None or inputs[2].size == 0 else inputs[2].reshape(-1)[0]
-        np.copyto(outputs[0], np.pad(x, self.widths, mode="constant", constant_values=value))
-
-
-@register("CenterCropPad", since=18)
-class CenterCropPad(Kernel):
-    """Y = X cropped or zero-padded, centred, to the sizes of input 1 (needed at prepare
-    time) along `axes` (default all); an odd difference puts the extra element at the end."""
-
-    min_inputs = max_inputs = 2
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        x = inputs[0]
-        rank = len(x.shape)
-        sizes = ints_input(self, inputs, values, 1, "shape")
-        axes = tuple(normalize_axis(self, a, rank) for a in (ints_attr(self, "axes") or range(rank)))
-        if len(sizes) != len(axes) or any(d < 0 for d in sizes):
-            raise self.fail(f"shape {list(sizes)} must hold a non-negative size for each of axes {list(axes)}")
-        shape = list(x.shape)
-        self.source = [slice(None)] * rank
-        self.target = [slice(None)] * rank
-        for axis, want in zip(axes, sizes, strict=True):
-            have = x.shape[axis]
-            start = abs(have - want) // 2
-            span = slice(start, start + min(have, want))
-            (self.source if want < have else self.target)[axis] = span
-            shape[axis] = want
-        return [TensorSpec(x.dtype, tuple(shape))]
-
-    def run(self, inputs, outputs):
-        out = outputs[0]
-        out[...] = 0
-        out[tuple(self.target)] = inputs[0][tuple(self.source)]
-
-
-# --------------------------------------------------------------------------- Col2Im
-@register("Col2Im", since=18)
-class Col2Im(Kernel):
-    """(N, C * prod(block), L) columns -> (N, C, *image_shape): each column is a block
-    added back at its sliding position (the inverse of im2col; overlaps sum). image_shape
-    and block_shape (inputs 1, 2) are needed at prepare time; strides, dilations and pads
-    as in Conv."""
-
-    min_inputs = max_inputs = 3
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        x = inputs[0]
-        image = ints_input(self, inputs, values, 1, "image_shape")
-        block = ints_input(self, inputs, values, 2, "block_shape")
-        d = len(image)
-        strides = ints_attr(self, "strides") or (1,) * d
-        dilations = ints_attr(self, "dilations") or (1,) * d
-        pads = ints_attr(self, "pads") or (0,) * (2 * d)
-        if len(block) != d or len(strides) != d or len(dilations) != d or len(pads) != 2 * d or len(x.shape) != 3:
-            raise self.fail(f"input shape {x.shape}, image_shape {list(image)}, block_shape {list(block)}, "
-                            f"strides, dilations and pads must agree on {d} spatial axes")
-        if min((*block, *strides, *dilations)) <= 0 or min(pads) < 0:
-            raise self.fail("block_shape, strides and dilations must be positive, pads non-negative")
-        padded = [n + pads[i] + pads[i + d] for i, n in enumerate(image)]
-        geometry = list(zip(padded, dilations, block, strides, strict=True))
-        counts = [(p - dl * (k - 1) - 1) // s + 1 for p, dl, k, s in geometry]
-        taps = prod(block)
-        if x.shape[1] % taps or prod(counts) != x.shape[2] or min(counts) <= 0:
-            raise self.fail(f"input shape {x.shape} does not fit {taps} taps per channel and {counts} blocks")
-        n, c = x.shape[0], x.shape[1] // taps
-        self.columns = (n, c, *block, *counts)
-        self.padded = (n, c, *padded)
-        self.places = [  # where each block tap lands in the padded image, for every block position
-            (Ellipsis, *(slice(o * dl, o * dl + (m - 1) * s + 1, s)
-                         for o, dl, m, s in zip(off, dilations, counts, strides, strict=True)))
-            for off in itertools.product(*(range(k) for k in block))
-        ]
-        self.crop = (Ellipsis, *(slice(pads[i], pads[i] + image[i]) for i in range(d)))
-        return [TensorSpec(x.dtype, (n, c, *image))]
-
-    def run(self, inputs, outputs):
-        d = len(self.places[0]) - 1
-        columns = inputs[0].reshape(self.columns)
-        taps = columns.reshape(self.columns[:2] + (-1,) + self.columns[2 + d :])
-        canvas = np.zeros(self.padded, outputs[0].dtype)
-        for i, place in enumerate(self.places):
-            canvas[place] += taps[:, :, i]
-        np.copyto(outputs[0], canvas[self.crop])
-
-

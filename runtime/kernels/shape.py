@@ -1,17 +1,17 @@
-"""Shape kernels: Reshape, Flatten, Transpose, Concat, Identity, Shape, Size, Squeeze,
-Unsqueeze, Split, Expand, Tile, DepthToSpace, SpaceToDepth, and the gradient kernels
-(edgerun domain) ReshapeLike and ConcatGrad. Any dtype.
+"""Shape kernels: Reshape, Flatten, Squeeze and Unsqueeze (X's elements in order, in a new
+shape), ReshapeLike (edgerun domain, their gradient), Expand and Tile (X repeated), Identity, and
+Shape and Size, which read only X's shape. Any dtype.
 
-Inputs that decide an output shape (Reshape's shape, axes, split sizes, repeats) are read
-with `ints_input`, which asks the plan for them at prepare time (`Kernel.value_of`)."""
+Inputs that decide an output shape (Reshape's shape, axes, repeats) are read with
+`attrs.ints_input`, which asks the plan for them at prepare time (`Kernel.value_of`).
+Concat and Split live in concat.py, Transpose and DepthToSpace in transpose.py, Pad in pad.py.
+"""
 
 from __future__ import annotations
 
-from itertools import accumulate
-
 import numpy as np
 
-from edgerun.runtime.kernels.attrs import flag_attr, int_attr, ints_attr, normalize_axis, prod, require_rank, str_attr
+from edgerun.runtime.kernels.attrs import flag_attr, int_attr, ints_attr, ints_input, normalize_axis, prod
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import register
 
@@ -105,139 +105,6 @@ class Flatten11(Flatten):
     negative_axis = True
 
 
-@register("Transpose", since=1)
-class Transpose(Kernel):
-    """Y = X with axes permuted by `perm` (default: reversed)."""
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        x = inputs[0]
-        rank = len(x.shape)
-        perm = ints_attr(self, "perm")
-        self.perm = tuple(range(rank))[::-1] if perm is None else perm
-        if sorted(self.perm) != list(range(rank)):
-            raise self.fail(f"perm {self.perm} is not a permutation of the {rank} axes of X")
-        return [TensorSpec(x.dtype, tuple(x.shape[p] for p in self.perm))]
-
-    def run(self, inputs, outputs):
-        np.copyto(outputs[0], inputs[0].transpose(self.perm))
-
-
-@register("Concat", since=1)
-class Concat(Kernel):
-    """Y = the inputs joined along `axis`; every other dimension must agree. Before opset 4
-    axis defaults to 1; from opset 11 it may be negative."""
-
-    max_inputs = 1 << 31
-    default_axis: int | None = 1
-    negative_axis = False
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        if any(spec is None for spec in inputs):
-            raise self.fail("Concat inputs may not be omitted")
-        first = inputs[0]
-        rank = len(first.shape)
-        axis = normalize_axis(
-            self, int_attr(self, "axis", self.default_axis), rank, negative=self.negative_axis
-        )
-        for i, spec in enumerate(inputs):
-            if spec.dtype != first.dtype:
-                raise self.fail(f"input {i} dtype {spec.dtype} differs from input 0 ({first.dtype})")
-            rest = spec.shape[:axis] + spec.shape[axis + 1 :]
-            if len(spec.shape) != rank or rest != first.shape[:axis] + first.shape[axis + 1 :]:
-                raise self.fail(
-                    f"input {i} shape {spec.shape} does not match input 0 shape {first.shape} "
-                    f"outside axis {axis}"
-                )
-        self.axis = axis
-        joined = sum(spec.shape[axis] for spec in inputs)
-        return [TensorSpec(first.dtype, first.shape[:axis] + (joined,) + first.shape[axis + 1 :])]
-
-    def run(self, inputs, outputs):
-        np.concatenate(inputs, axis=self.axis, out=outputs[0])
-
-
-@register("Concat", since=4)
-class Concat4(Concat):
-    default_axis = None  # required
-
-
-@register("Concat", since=11)
-class Concat11(Concat4):
-    negative_axis = True
-
-
-@register("ConcatGrad", since=1, domain="edgerun")
-class ConcatGrad(Kernel):
-    """(dY, X1, ..., Xn; axis) -> (dX1, ..., dXn): dY split along `axis` (required, may be
-    negative) into pieces shaped like the Xi, of which only the shapes are read. ModelError
-    unless the Xi concatenated along `axis` have dY's shape."""
-
-    min_inputs, max_inputs = 2, 1 << 31
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        if any(spec is None for spec in inputs):
-            raise self.fail("ConcatGrad inputs may not be omitted")
-        dy, parts = inputs[0], inputs[1:]
-        self.axis = normalize_axis(self, int_attr(self, "axis"), len(dy.shape))
-        outside = _drop(dy.shape, self.axis)
-        for i, spec in enumerate(parts, start=1):
-            if len(spec.shape) != len(dy.shape) or _drop(spec.shape, self.axis) != outside:
-                raise self.fail(
-                    f"input {i} shape {spec.shape} does not match dY shape {dy.shape} "
-                    f"outside axis {self.axis}"
-                )
-        sizes = [spec.shape[self.axis] for spec in parts]
-        if sum(sizes) != dy.shape[self.axis]:
-            raise self.fail(f"the inputs' sizes {sizes} along axis {self.axis} do not add up to "
-                            f"dY's {dy.shape[self.axis]}")
-        self.bounds = list(accumulate(sizes, initial=0))
-        return [TensorSpec(dy.dtype, spec.shape) for spec in parts]
-
-    def run(self, inputs, outputs):
-        dy = inputs[0]
-        index = [slice(None)] * dy.ndim
-        for i, out in enumerate(outputs):
-            index[self.axis] = slice(self.bounds[i], self.bounds[i + 1])
-            np.copyto(out, dy[tuple(index)])
-
-
-def _drop(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
-    return shape[:axis] + shape[axis + 1 :]
-
-
-@register("Identity", since=1)
-class Identity(Kernel):
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        return [inputs[0]]
-
-    def run(self, inputs, outputs):
-        np.copyto(outputs[0], inputs[0])
-
-
-
-def has_input(inputs: list[TensorSpec | None], index: int) -> bool:
-    """True when optional input `index` is present (not omitted)."""
-    return index < len(inputs) and inputs[index] is not None
-
-
-def ints_input(
-    kernel: Kernel, inputs: list[TensorSpec | None], values: list, index: int, what: str, *, any_rank: bool = False
-) -> tuple[int, ...] | None:
-    """Input `index` as a tuple of ints (needed at prepare time), None when omitted.
-    ModelError unless it is a 0-D or 1-D int tensor (any rank, flattened, with `any_rank`)."""
-    if not has_input(inputs, index):
-        return None
-    array = kernel.value_of(values, index)
-    if (array.ndim > 1 and not any_rank) or array.dtype.kind not in "iu":
-        raise kernel.fail(f"{what} must be a {'' if any_rank else '1-D '}int tensor, "
-                          f"got {array.dtype} shape {array.shape}")
-    return tuple(int(v) for v in array.reshape(-1))
-
-
 def node_axes(
     kernel: Kernel, inputs: list[TensorSpec | None], values: list, index: int, rank: int
 ) -> tuple[int, ...] | None:
@@ -261,47 +128,6 @@ class _ReshapeTo(Kernel):
 
     def run(self, inputs, outputs):
         np.copyto(outputs[0], inputs[0].reshape(outputs[0].shape))
-
-
-@register("Shape", since=1)
-class Shape(Kernel):
-    """Y = X's shape as 1-D int64; from opset 15, dims[start:end] (negative counts from the
-    back, both clamped to [0, rank])."""
-
-    shape_only = True
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        dims = inputs[0].shape
-        start, end = 0, len(dims)
-        if self.version >= 15:
-            start = _clamp_index(int_attr(self, "start", 0), len(dims))
-            end = _clamp_index(int_attr(self, "end", len(dims)), len(dims))
-        self.dims = np.array(dims[start:end], np.int64)
-        return [TensorSpec(np.dtype(np.int64), self.dims.shape)]
-
-    def run(self, inputs, outputs):
-        np.copyto(outputs[0], self.dims)
-
-
-def _clamp_index(index: int, size: int) -> int:
-    """`index` (negative counts from the back) clamped to [0, size]."""
-    return min(max(index + size if index < 0 else index, 0), size)
-
-
-@register("Size", since=1)
-class Size(Kernel):
-    """Y = the number of elements of X, an int64 scalar."""
-
-    shape_only = True
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        self.count = prod(inputs[0].shape)
-        return [TensorSpec(np.dtype(np.int64), ())]
-
-    def run(self, inputs, outputs):
-        outputs[0][...] = self.count
 
 
 @register("Squeeze", since=1)
@@ -343,49 +169,6 @@ class Unsqueeze(_ReshapeTo):
         dims = iter(x.shape)
         shape = tuple(1 if i in axes else next(dims) for i in range(len(x.shape) + len(axes)))
         return [TensorSpec(x.dtype, shape)]
-
-
-@register("Split", since=1)
-class Split(Kernel):
-    """Y1..Yn = X cut along `axis` (default 0) into pieces of the sizes `split` gives
-    (attribute, or input 1 in opset 1 and from 13), else into n equal pieces; from opset 18
-    `num_outputs` pieces of ceil(dim / n) (the last may be smaller). n is the node's
-    output count."""
-
-    max_inputs = 2
-
-    def prepare(self, inputs, values):
-        self.check_arity(inputs)
-        x = inputs[0]
-        axis = normalize_axis(self, int_attr(self, "axis", 0), len(x.shape))  # exporters use -1 before opset 11
-        dim = x.shape[axis]
-        sizes = self._sizes(inputs, values, dim)
-        if any(s < 0 for s in sizes) or sum(sizes) != dim:
-            raise self.fail(f"split sizes {list(sizes)} do not add up to {dim}, the size of axis {axis}")
-        self.axis = axis
-        self.bounds = list(accumulate(sizes, initial=0))
-        return [TensorSpec(x.dtype, x.shape[:axis] + (s,) + x.shape[axis + 1 :]) for s in sizes]
-
-    def _sizes(self, inputs: list, values: list, dim: int) -> tuple[int, ...]:
-        split = ints_attr(self, "split") if self.version < 13 else None
-        if split is None:
-            split = ints_input(self, inputs, values, 1, "split")
-        if split is not None:
-            return split
-        count = int_attr(self, "num_outputs", 0) if self.version >= 18 else 0
-        if count > 0:
-            piece = -(-dim // count)
-            return tuple(min(piece, max(dim - i * piece, 0)) for i in range(count))
-        count = self.num_outputs  # the node's output count
-        if count <= 0 or dim % count:
-            raise self.fail(f"cannot split a dimension of {dim} into {count} equal parts")
-        return (dim // count,) * count
-
-    def run(self, inputs, outputs):
-        index = [slice(None)] * inputs[0].ndim
-        for i, out in enumerate(outputs):
-            index[self.axis] = slice(self.bounds[i], self.bounds[i + 1])
-            np.copyto(out, inputs[0][tuple(index)])
 
 
 @register("Expand", since=8)
@@ -448,50 +231,52 @@ class Tile1(Tile):
         return [TensorSpec(x.dtype, tuple(d * r for d, r in zip(x.shape, self.repeats, strict=True)))]
 
 
-@register("DepthToSpace", since=1)
-class DepthToSpace(Kernel):
-    """(N, C, H, W) -> (N, C / b^2, H * b, W * b) with b = `blocksize`: depth moves into
-    b x b spatial blocks, in DCR order (depth, column, row) or, from opset 11, CRD."""
+@register("Shape", since=1)
+class Shape(Kernel):
+    """Y = X's shape as 1-D int64; from opset 15, dims[start:end] (negative counts from the
+    back, both clamped to [0, rank])."""
 
-    inverse = False  # SpaceToDepth
+    shape_only = True
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
-        x = inputs[0]
-        require_rank(self, x, 4, 4, what="input")
-        b = int_attr(self, "blocksize")
-        mode = str_attr(self, "mode", "DCR") if self.version >= 11 or self.inverse else "DCR"
-        if b <= 0 or mode not in ("DCR", "CRD"):
-            raise self.fail(f"blocksize {b} must be positive and mode {mode!r} DCR or CRD")
-        n, c, h, w = x.shape
-        if self.inverse:
-            if h % b or w % b:
-                raise self.fail(f"H and W of input shape {x.shape} must be multiples of blocksize {b}")
-            self.split = (n, c, h // b, b, w // b, b)
-            self.perm = (0, 3, 5, 1, 2, 4) if mode == "DCR" else (0, 1, 3, 5, 2, 4)
-            out = (n, c * b * b, h // b, w // b)
-        else:
-            if c % (b * b):
-                raise self.fail(f"C of input shape {x.shape} must be a multiple of blocksize^2 = {b * b}")
-            depth = c // (b * b)
-            self.split = (n, b, b, depth, h, w) if mode == "DCR" else (n, depth, b, b, h, w)
-            self.perm = (0, 3, 4, 1, 5, 2) if mode == "DCR" else (0, 1, 4, 2, 5, 3)
-            out = (n, depth, h * b, w * b)
-        return [TensorSpec(x.dtype, out)]
+        dims = inputs[0].shape
+        start, end = 0, len(dims)
+        if self.version >= 15:
+            start = _clamp_index(int_attr(self, "start", 0), len(dims))
+            end = _clamp_index(int_attr(self, "end", len(dims)), len(dims))
+        self.dims = np.array(dims[start:end], np.int64)
+        return [TensorSpec(np.dtype(np.int64), self.dims.shape)]
 
     def run(self, inputs, outputs):
-        blocks = inputs[0].reshape(self.split).transpose(self.perm)
-        np.copyto(outputs[0], blocks.reshape(outputs[0].shape))
+        np.copyto(outputs[0], self.dims)
 
 
-@register("SpaceToDepth", since=1)
-class SpaceToDepth(DepthToSpace):
-    """(N, C, H, W) -> (N, C * b^2, H / b, W / b): the inverse of DepthToSpace; DCR order,
-    from opset 28 `mode` may be CRD."""
+def _clamp_index(index: int, size: int) -> int:
+    """`index` (negative counts from the back) clamped to [0, size]."""
+    return min(max(index + size if index < 0 else index, 0), size)
 
-    inverse = True
+
+@register("Size", since=1)
+class Size(Kernel):
+    """Y = the number of elements of X, an int64 scalar."""
+
+    shape_only = True
 
     def prepare(self, inputs, values):
-        if self.version < 28 and "mode" in self.attrs:
-            raise self.fail("the mode attribute needs opset 28")
-        return super().prepare(inputs, values)
+        self.check_arity(inputs)
+        self.count = prod(inputs[0].shape)
+        return [TensorSpec(np.dtype(np.int64), ())]
+
+    def run(self, inputs, outputs):
+        outputs[0][...] = self.count
+
+
+@register("Identity", since=1)
+class Identity(Kernel):
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        return [inputs[0]]
+
+    def run(self, inputs, outputs):
+        np.copyto(outputs[0], inputs[0])

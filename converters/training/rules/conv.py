@@ -1,5 +1,5 @@
 """Gradient rules of Conv and the pools: each is one edgerun gradient kernel that carries the
-forward node's window attributes (kernels in runtime/kernels/conv.py and pool.py)."""
+forward node's window attributes (kernels in runtime/kernels/conv.py, pool.py and global_pool.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Binary ops broadcast, so each operand's gradient is summed back to the operand's shape with
 SumTo (see `unbroadcast`). The activations use their gradient kernels in runtime/kernels/
-elementwise.py: ReluGrad and LeakyReluGrad read the forward input X, SigmoidGrad and TanhGrad
+activations.py: ReluGrad and LeakyReluGrad read the forward input X, SigmoidGrad and TanhGrad
 the forward output Y.
 """
 

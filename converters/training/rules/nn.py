@@ -1,5 +1,5 @@
 """Gradient rules of MatMul, Gemm, Softmax and LogSoftmax, through the gradient kernels in
-runtime/kernels/nn.py (MatMulGrad, GemmGrad, SoftmaxGrad, LogSoftmaxGrad)."""
+runtime/kernels/linalg.py (MatMulGrad, GemmGrad) and softmax.py (SoftmaxGrad, LogSoftmaxGrad)."""
 
 from __future__ import annotations
 

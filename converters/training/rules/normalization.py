@@ -1,6 +1,6 @@
 """Training rules of BatchNormalization and Dropout: in the train signature they run as edgerun
 training ops (BatchNormTraining, DropoutTraining), whose gradients are BatchNormGrad and
-DropoutGrad (kernels in runtime/kernels/normalization.py)."""
+DropoutGrad (kernels in runtime/kernels/batch_norm.py and dropout.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,79 @@
+"""Generator kernels, whose output is made rather than computed from input data:
+ConstantOfShape, Range and EyeLike. (Constant nodes become constant tensors when a model is
+converted; the random ops are Dropout's, in dropout.py.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgerun.runtime.kernels.attrs import int_attr, ints_input, require_rank
+from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.cast import cast_into, onnx_dtype
+from edgerun.runtime.kernels.registry import register
+
+
+@register("ConstantOfShape", since=9)
+class ConstantOfShape(Kernel):
+    """Y = a tensor of the shape held by input 0 (1-D, needed at prepare time) filled with
+    the one-element tensor attribute `value` (default float32 0)."""
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        shape = ints_input(self, inputs, values, 0, "shape")
+        if any(d < 0 for d in shape):
+            raise self.fail(f"shape {list(shape)} has a negative dimension")
+        value = self.attr("value")
+        value = np.zeros(1, np.float32) if value is None else np.asarray(value)
+        if value.size != 1:
+            raise self.fail(f"attribute 'value' must hold one element, got shape {value.shape}")
+        self.fill = value.reshape(())
+        return [TensorSpec(value.dtype, shape)]
+
+    def run(self, inputs, outputs):
+        outputs[0][...] = self.fill
+
+
+@register("Range", since=11)
+class Range(Kernel):
+    """Y = start, start + delta, ... up to (not including) limit: max(ceil((limit - start)
+    / delta), 0) elements of start's dtype. The three scalars are needed at prepare time
+    and share a dtype; delta may not be 0."""
+
+    min_inputs = max_inputs = 3
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        if any(spec.dtype != inputs[0].dtype or spec.size != 1 for spec in inputs):
+            raise self.fail("start, limit and delta must be one-element tensors of one dtype")
+        start, limit, delta = (self.value_of(values, i).reshape(()).item() for i in range(3))
+        if delta == 0:
+            raise self.fail("delta may not be 0")
+        count = max(math.ceil((limit - start) / delta), 0) if isinstance(start, float) else \
+            max(-((start - limit) // delta), 0)
+        return [TensorSpec(inputs[0].dtype, (count,))]
+
+    def run(self, inputs, outputs):
+        start, _, delta = (x.reshape(()).item() for x in inputs)
+        out = outputs[0]
+        steps = np.arange(out.shape[0], dtype=np.float64 if isinstance(start, float) else np.int64)
+        cast_into(out, start + steps * delta)
+
+
+@register("EyeLike", since=9)
+class EyeLike(Kernel):
+    """Y = a 2-D tensor of X's shape with ones on diagonal `k` (0: the main one, > 0
+    above it) and zeros elsewhere; element type `dtype` (default X's)."""
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        x = inputs[0]
+        require_rank(self, x, 2, 2, what="input")
+        self.k = int_attr(self, "k", 0)
+        return [TensorSpec(onnx_dtype(self, "dtype", x.dtype), x.shape)]
+
+    def run(self, inputs, outputs):
+        out = outputs[0]
+        np.copyto(out, np.eye(out.shape[0], out.shape[1], self.k, dtype=out.dtype))
