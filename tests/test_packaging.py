@@ -7,6 +7,7 @@ convert + run a model, `edgerun serve` queried by tritonclient. Its top-level na
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -34,9 +35,14 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 90
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    """Built from a copy of the source tree, so a stale `build/` left by an earlier build cannot
+    slip deleted modules into the wheel."""
     out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache", "tests"))
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-          str(ROOT)], cwd=out, env=dict(os.environ))
+          str(source)], cwd=out, env=dict(os.environ))
     (built,) = out.glob("edgerun-*.whl")
     return built
 
@@ -67,7 +73,11 @@ def test_the_wheel_holds_only_the_edgerun_package(wheel) -> None:
     for layer in LAYERS:
         assert f"edgerun/{layer}/__init__.py" in names
     assert "edgerun/runtime/schema/edgerun.fbs" in names
-    assert not [n for n in names if n.startswith("edgerun/tests") or "/tests/" in n]
+    modules = {n for n in names if n.endswith(".py")}
+    sources = {"/".join(("edgerun", *path.relative_to(ROOT).parts))
+               for folder in LAYERS for path in (ROOT / folder).rglob("*.py")}
+    sources |= {f"edgerun/{path.name}" for path in (ROOT / "edgerun").glob("*.py")}
+    assert modules == sources  # every module, and nothing else (no tests, no stale build output)
 
 
 def test_every_package_folder_is_in_the_build_configuration() -> None:
