@@ -152,27 +152,29 @@ class ExecutionPlan:
         """Output dtypes and shapes; a dim is dynamic (-1) if it follows a dynamic input dim.
 
         Found by preparing once more with every dynamic input dim set to 2 and
-        comparing. Declared output shapes are only hints and are not trusted.
+        comparing. Declared output shapes are only hints: trusted when shapes are not
+        known before a run, and for which dims are dynamic when the work budget refuses 2.
         """
-        declared = {name: TensorInfo(name, value.dtype, tuple(value.shape or ()))
-                    for name, value in self.signature.outputs.items()}
         if self.eager or self.prepared.deferred:  # shapes not known yet: trust the declarations
-            return declared
-        probe = None
+            return {name: TensorInfo(name, value.dtype, tuple(value.shape or ()))
+                    for name, value in self.signature.outputs.items()}
+        probe, refused = None, False
         if any(-1 in info.shape for info in self.input_info.values()):
             other = {n: tuple(2 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
             try:
                 probe = self._prepare(other)
             except WorkBudgetError:  # the budget allows size 1 only
-                return declared
+                refused = True
             except EdgerunError:
                 probe = None
         infos = {}
-        for name in self.signature.outputs:
+        for name, value in self.signature.outputs.items():
             dtype, shape = self._output_spec(self.prepared, name)
             if probe is not None:
                 _, other_shape = self._output_spec(probe, name)
                 shape = tuple(-1 if a != b else a for a, b in zip(shape, other_shape, strict=False))
+            elif refused and value.shape is not None and len(value.shape) == len(shape):
+                shape = tuple(-1 if d < 0 else s for s, d in zip(shape, value.shape, strict=True))
             infos[name] = TensorInfo(name, dtype, tuple(shape))
         return infos
 

@@ -154,3 +154,14 @@ def test_profile_default_and_explicit_budget() -> None:
     assert Interpreter(mlp_graph(), device="cpu", profile=tight, work_budget=10**6).estimated_macs() > 100
     with pytest.raises(EdgerunError, match="work_budget must be >= 1"):
         Interpreter(mlp_graph(), device="cpu", work_budget=0)
+
+
+def test_a_budget_for_one_row_keeps_declared_dynamic_outputs() -> None:
+    # outputs are found dynamic by preparing at size 2, which this budget refuses
+    g = GraphBuilder("declared")
+    x = g.input("x", F32, (-1, 64))
+    y = g.op("MatMul", [x, g.constant("w", np.ones((64, 10), F32))], name="mm")
+    y.dtype, y.shape = np.dtype(F32), (-1, 10)
+    g.output(y, "y")
+    it = Interpreter(g.build(), device="cpu", work_budget=64 * 10)
+    assert it.signatures["serving_default"].outputs["y"].shape == (-1, 10)
