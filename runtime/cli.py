@@ -31,8 +31,8 @@ def _add_inspect(subparsers: Any) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Print signatures, op histogram, parameter count, sizes and metadata of an .erm file.
-    Fails with OSError (unreadable) or ModelError (malformed)."""
+    """Print signatures, op histogram, parameter count, sizes, estimated work and metadata of an
+    .erm file. Fails with OSError (unreadable) or ModelError (malformed)."""
     from edgerun.runtime import load_model
 
     graph = load_model(args.model)
@@ -49,9 +49,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     histogram = graph.op_histogram()
     print(f"ops ({len(graph.nodes)} nodes): "
           + ", ".join(f"{op} x{n}" for op, n in histogram.items()))
+    print(_work_line(args.model))
     for key, value in graph.metadata.items():
         print(f"metadata {key}: {value}")
     return 0
+
+
+def _work_line(model: Path) -> str:
+    """'estimated work (multiply-adds per run, dynamic dims at 1): sig N, ...', or why not."""
+    from edgerun.runtime import EdgerunError, Interpreter
+
+    try:
+        it = Interpreter(model, device="cpu")
+    except EdgerunError as exc:
+        return f"estimated work: unavailable ({exc})"
+    figures = ", ".join(f"{name} {it.estimated_macs(name):,}" for name in it.signatures)
+    return f"estimated work (multiply-adds per run, dynamic dims at 1): {figures or 'no signatures'}"
 
 
 def _size(nbytes: int) -> str:
@@ -162,6 +175,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"threads={args.threads or 'default'}")
     print(f"latency us: p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  mean {times.mean():.1f}")
     print(f"peak activation memory: {_size(it.peak_activation_bytes)}")
+    macs = it.estimated_macs(args.signature)
+    print(f"estimated work: {macs:,} multiply-adds per run ({macs / times.mean() / 1e3:.2f} GMAC/s at the mean)")
     return 0
 
 

@@ -37,6 +37,12 @@ class MemoryBudgetError(ModelError):
     """Running a model would take more memory than the interpreter's memory budget."""
 
 
+class WorkBudgetError(ModelError):
+    """Preparing or running a signature at its input shapes would take more multiply-adds
+    than the interpreter's work budget (runtime.work estimates them from the shapes); the
+    message names the estimate, the budget and the node that contributes most."""
+
+
 class ValueNeeded(ModelError):
     """A kernel's output shape depends on the contents of an input that is not a
     constant at prepare time (Reshape by a computed shape, NonZero, Range...).

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgerun.runtime.backends import select_backend
-from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError
+from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, WorkBudgetError
 from edgerun.runtime.graph import Graph, Value
 from edgerun.runtime.loader import load_model
 from edgerun.runtime.plan import ExecutionPlan, TensorInfo
@@ -51,13 +51,18 @@ class Interpreter:
         memory_budget: the most bytes one signature's arena may take (None = the
             profile's, else half the machine's physical memory).
         profile: a device profile or the name of a registered one ("host", "rpi4",
-            "phone"; see `runtime.profiles`): its thread count and memory budget
-            apply where `num_threads` / `memory_budget` are not given.
+            "phone"; see `runtime.profiles`): its thread count, memory budget and work
+            budget apply where `num_threads` / `memory_budget` / `work_budget` are not given.
+        work_budget: the most multiply-adds (MACs) one run of a signature may take, as
+            `runtime.work` estimates them from the prepared shapes (None = the profile's,
+            else unlimited). Checked whenever a signature is prepared: at construction,
+            by `resize_input` and by a run with new dynamic dimensions.
 
     Raises ModelError (malformed model), MemoryBudgetError (a signature needs more
-    than the budget; it names both sizes), UnsupportedOpError (no kernel for an op),
-    EdgerunError (unknown device or profile). All of them at construction, not at
-    first run.
+    than the budget; it names both sizes), WorkBudgetError (a signature's estimated
+    work passes the work budget; it names both and the heaviest node),
+    UnsupportedOpError (no kernel for an op), EdgerunError (unknown device or profile,
+    a budget below 1). All of them at construction, not at first run.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class Interpreter:
         num_threads: int | None = None,
         memory_budget: int | None = None,
         profile: str | DeviceProfile | None = None,
+        work_budget: int | None = None,
     ) -> None:
         self.backend = select_backend(device)
         self.profile = _as_profile(profile)
@@ -74,10 +80,15 @@ class Interpreter:
             num_threads = self.profile.num_threads
         if memory_budget is None and self.profile is not None:
             memory_budget = self.profile.memory_budget_bytes
+        if work_budget is None and self.profile is not None:
+            work_budget = self.profile.work_budget_macs
         if num_threads is not None and num_threads < 1:
             raise EdgerunError(f"num_threads must be >= 1, got {num_threads}")
+        if work_budget is not None and work_budget < 1:
+            raise EdgerunError(f"work_budget must be >= 1 multiply-add, got {work_budget}")
         self.num_threads = num_threads
         self.memory_budget = memory_budget
+        self.work_budget = work_budget
         if num_threads is not None:
             _limit_blas_threads(num_threads)
         # An in-memory Graph goes through the same verifier as a file (one copy of
@@ -99,11 +110,16 @@ class Interpreter:
 
     def _make_plan(self, name: str, signature: Any) -> ExecutionPlan:
         try:
-            return ExecutionPlan(self.graph, name, signature, self._variables, self.memory_budget, self.backend)
+            return ExecutionPlan(self.graph, name, signature, self._variables, self.memory_budget, self.backend,
+                                 self.work_budget)
         except MemoryBudgetError as exc:
             if self.profile is None or self.memory_budget != self.profile.memory_budget_bytes:
                 raise
             raise MemoryBudgetError(f"{exc} (device profile {self.profile.name!r})") from exc
+        except WorkBudgetError as exc:
+            if self.profile is None or self.work_budget != self.profile.work_budget_macs:
+                raise
+            raise WorkBudgetError(f"{exc} (device profile {self.profile.name!r})") from exc
 
     def _plan(self, signature: str) -> ExecutionPlan:
         try:
@@ -120,7 +136,9 @@ class Interpreter:
         An input whose shape differs from the prepared one only in dynamic
         dimensions re-prepares the plan automatically. Raises InputError for an
         unknown signature, missing or unexpected inputs, or a wrong dtype, rank or
-        shape, naming the input and what was expected.
+        shape, naming the input and what was expected; WorkBudgetError (before any
+        computing) if the new shapes need more work than the work budget, leaving
+        the previous preparation in place.
         """
         return self._plan(signature).run(inputs)
 
@@ -131,7 +149,8 @@ class Interpreter:
 
         Dimensions declared static must keep their size. Raises InputError for
         an unknown input or an incompatible shape, ModelError if the model cannot
-        run at that shape.
+        run at that shape, WorkBudgetError if it needs more work than the work
+        budget there (the interpreter stays prepared for the previous shape).
         """
         self._plan(signature).resize(name, tuple(shape))
 
@@ -144,6 +163,14 @@ class Interpreter:
 
     def arena_bytes(self, signature: str = DEFAULT_SIGNATURE) -> int:
         return self._plan(signature).arena_bytes
+
+    def estimated_macs(self, signature: str = DEFAULT_SIGNATURE) -> int:
+        """Estimated multiply-adds of one run of `signature` at its prepared input shapes
+        (dynamic dimensions at 1 until a run or `resize_input` sets them), constant-folded
+        nodes included; see `runtime.work` for how each op counts. A signature whose shapes
+        depend on input values (it prepares on every run) reports its last run, 0 before
+        one. InputError for an unknown signature."""
+        return self._plan(signature).work.total
 
     def variables(self) -> dict[str, np.ndarray]:
         """Copies of the current values of every variable, by name."""

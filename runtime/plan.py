@@ -28,11 +28,13 @@ from edgerun.runtime.errors import (
     MemoryBudgetError,
     ModelError,
     ValueNeeded,
+    WorkBudgetError,
     raise_node_failure,
 )
 from edgerun.runtime.graph import Graph, Node, Signature, Value, reachable_nodes
 from edgerun.runtime.kernels import Kernel, TensorSpec, resolve
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
+from edgerun.runtime.work import WorkTally, node_macs
 
 ARENA_ALIGNMENT = 64
 _RECENT_PREPARATIONS = 3  # prepared input-shape sets kept for reuse
@@ -66,11 +68,14 @@ class _Prepared:
     # (new value: array or input name, variable storage), copied when a run ends
     updates: list[tuple[Any, np.ndarray]] = field(default_factory=list)
     arena_bytes: int = 0
+    work: WorkTally = field(default_factory=WorkTally)  # estimated multiply-adds per run
     deferred: bool = False  # not prepared yet: the first run's shapes decide
 
 
 class ExecutionPlan:
-    """Runs one signature of a graph. Raises ModelError/UnsupportedOpError on construction."""
+    """Runs one signature of a graph. Raises ModelError/UnsupportedOpError on construction;
+    MemoryBudgetError / WorkBudgetError when its input shapes need more than `memory_budget`
+    bytes / `work_budget` multiply-adds (None: unlimited; see runtime.work)."""
 
     def __init__(
         self,
@@ -80,8 +85,10 @@ class ExecutionPlan:
         variables: dict[Value, np.ndarray],
         memory_budget: int | None,
         backend: str = "cpu",
+        work_budget: int | None = None,
     ) -> None:
         self.name = name
+        self.work_budget = work_budget
         self.signature = signature
         self.variables = variables
         self.backend = backend
@@ -96,6 +103,7 @@ class ExecutionPlan:
         for body in (g for n in self.nodes for g in _bodies(n)):  # control-flow bodies run eagerly,
             for n in [body_node for g in (body, *body.subgraphs()) for body_node in g.nodes]:  # fail now
                 resolve(n.domain, n.op_type, n.version, n.name, "cpu")
+        self._eager_work = WorkTally()
         self.eager = False  # set for good once a kernel needs run-time values to infer shapes
         self.eager_kernels = PreparedKernels()  # eager runs reuse a kernel while its inputs allow
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
@@ -104,7 +112,7 @@ class ExecutionPlan:
         try:
             self.prepared = self._prepare(shapes)
             self._recent[tuple(shapes.items())] = self.prepared
-        except MemoryBudgetError:
+        except (MemoryBudgetError, WorkBudgetError):
             raise  # larger shapes would need more still
         except ModelError:
             # Dynamic dims are prepared at 1 until a run says otherwise; some models
@@ -124,7 +132,7 @@ class ExecutionPlan:
         larger = {n: tuple(size if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
         try:
             self._prepare(larger)
-        except MemoryBudgetError:
+        except (MemoryBudgetError, WorkBudgetError):
             return True
         except ModelError:
             return False
@@ -134,28 +142,39 @@ class ExecutionPlan:
     def arena_bytes(self) -> int:
         return self.prepared.arena_bytes
 
+    @property
+    def work(self) -> WorkTally:
+        """The work estimate of a run at the prepared shapes (for a plan that prepares every
+        run, of the last run; empty before the first)."""
+        return self._eager_work if self.eager else self.prepared.work
+
     def _describe_outputs(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, TensorInfo]:
         """Output dtypes and shapes; a dim is dynamic (-1) if it follows a dynamic input dim.
 
         Found by preparing once more with every dynamic input dim set to 2 and
-        comparing. Declared output shapes are only hints and are not trusted.
+        comparing. Declared output shapes are only hints: trusted when shapes are not
+        known before a run, and for which dims are dynamic when the work budget refuses 2.
         """
         if self.eager or self.prepared.deferred:  # shapes not known yet: trust the declarations
             return {name: TensorInfo(name, value.dtype, tuple(value.shape or ()))
                     for name, value in self.signature.outputs.items()}
-        probe = None
+        probe, refused = None, False
         if any(-1 in info.shape for info in self.input_info.values()):
             other = {n: tuple(2 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
             try:
                 probe = self._prepare(other)
+            except WorkBudgetError:  # the budget allows size 1 only
+                refused = True
             except EdgerunError:
                 probe = None
         infos = {}
-        for name in self.signature.outputs:
+        for name, value in self.signature.outputs.items():
             dtype, shape = self._output_spec(self.prepared, name)
             if probe is not None:
                 _, other_shape = self._output_spec(probe, name)
                 shape = tuple(-1 if a != b else a for a, b in zip(shape, other_shape, strict=False))
+            elif refused and value.shape is not None and len(value.shape) == len(shape):
+                shape = tuple(-1 if d < 0 else s for s, d in zip(shape, value.shape, strict=True))
             infos[name] = TensorInfo(name, dtype, tuple(shape))
         return infos
 
@@ -170,7 +189,9 @@ class ExecutionPlan:
         arrays = self._check_inputs(inputs)
         prepared = self.prepared
         if self.eager:  # shapes need run-time values: prepare with them, every run
+            self._eager_work = WorkTally()
             prepared = self._prepare(prepared.shapes, arrays)
+            self._eager_work = prepared.work
         for input_name, slots in prepared.input_slots.items():
             array = arrays[input_name]
             for slot_list, index in slots:
@@ -216,6 +237,8 @@ class ExecutionPlan:
         if cached is None:
             try:
                 cached = self._prepare(shapes)
+            except WorkBudgetError:
+                raise  # the caller's limit, not a model or input fault: keep its type
             except ModelError as exc:
                 message = f"signature {self.name!r} cannot run with input shapes {shapes}: {exc}"
                 raise InputError(message) from exc
@@ -306,6 +329,8 @@ class ExecutionPlan:
             else:
                 kernel, out_specs = self._infer(node, partial(_prepare_fresh, cls, node, self.context,
                                                               in_specs, in_known))
+            prepared.work.add(node, node_macs(node, in_specs, out_specs))
+            prepared.work.check(self.work_budget, self.name, node)  # before the node is evaluated
             if eager or self._foldable(node, kernel, in_values, known, out_specs):
                 outs = self._fold(node, kernel, in_values, known, out_specs, specs)
                 folded_bytes += sum(a.nbytes for a in outs)

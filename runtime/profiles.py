@@ -22,12 +22,15 @@ class DeviceProfile:
     signature's arena (and its constant-folded tensors) may take. `preferred_dtypes`:
     numpy dtype names, most preferred first — advice for whoever converts or quantizes
     a model for the device; the interpreter runs the dtypes the model holds.
+    `work_budget_macs`: the most multiply-adds one run may take (runtime.work estimates
+    them from the shapes; None = unlimited).
     """
 
     name: str
     num_threads: int
     memory_budget_bytes: int
     preferred_dtypes: tuple[str, ...]
+    work_budget_macs: int | None = None
 
 
 _PROFILES: dict[str, DeviceProfile] = {}
@@ -35,9 +38,11 @@ _PROFILES: dict[str, DeviceProfile] = {}
 
 def register_profile(profile: DeviceProfile) -> DeviceProfile:
     """Make `profile` available by its name (replacing one of the same name); returns it.
-    ValueError for a thread count below 1 or a budget below 1 byte."""
+    ValueError for a thread count below 1, a budget below 1 byte or 1 multiply-add."""
     if profile.num_threads < 1 or profile.memory_budget_bytes < 1:
         raise ValueError(f"device profile {profile.name!r}: num_threads and memory_budget_bytes must be >= 1")
+    if profile.work_budget_macs is not None and profile.work_budget_macs < 1:
+        raise ValueError(f"device profile {profile.name!r}: work_budget_macs must be >= 1 or None")
     _PROFILES[profile.name] = profile
     return profile
 

@@ -3,6 +3,7 @@ in protos/model_config.proto) filled in with defaults and checked against the mo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from edgerun.serving.datatypes import CONFIG_TYPES, datatype_of
 from edgerun.serving.protos import model_config_pb2 as mc
 
 CONFIG_NAME = "config.pbtxt"
+WORK_BUDGET = "work_budget_macs"  # parameters { key: "work_budget_macs" value { string_value: "2e9" } }
 MODEL_FILE = "model.erm"
 _TYPE_NAMES = {value: name for name, value in CONFIG_TYPES.items()}
 
@@ -57,6 +59,7 @@ class ModelSettings:
     max_batch_size: int
     batching: Batching | None
     instances: int
+    work_budget_macs: int | None = None  # the most multiply-adds one run may take (None: unlimited)
 
 
 def read_settings(model_dir: Path) -> ModelSettings:
@@ -82,7 +85,8 @@ def read_settings(model_dir: Path) -> ModelSettings:
     proto.backend = proto.backend or "edgerun"
     if proto.max_batch_size < 0:
         raise ConfigError(f"model {proto.name!r}: max_batch_size must be >= 0, got {proto.max_batch_size}")
-    return ModelSettings(proto.name, proto, _policy(proto), proto.max_batch_size, _batching(proto), _instances(proto))
+    return ModelSettings(proto.name, proto, _policy(proto), proto.max_batch_size, _batching(proto), _instances(proto),
+                         _work_budget(proto))
 
 
 def _policy(proto: mc.ModelConfig) -> VersionPolicy:
@@ -111,6 +115,22 @@ def _instances(proto: mc.ModelConfig) -> int:
     if any(group.count < 0 for group in proto.instance_group):
         raise ConfigError(f"model {proto.name!r}: instance_group count must be >= 0")
     return count
+
+
+def _work_budget(proto: mc.ModelConfig) -> int | None:
+    """The `work_budget_macs` parameter: a positive whole number, digits ("2000000000") or in
+    exponent form ("2e9"); None when absent."""
+    if WORK_BUDGET not in proto.parameters:
+        return None
+    text = proto.parameters[WORK_BUDGET].string_value.strip().replace("_", "")
+    try:
+        value = int(text) if text.isdigit() else float(text)
+    except ValueError:
+        value = 0
+    if not (math.isfinite(value) and value == int(value) and 1 <= value < 1 << 62):
+        raise ConfigError(f"model {proto.name!r}: parameter {WORK_BUDGET} must be a whole number of "
+                          f"multiply-adds >= 1 (like \"2e9\"), got {text!r}")
+    return int(value)
 
 
 def check_against(settings: ModelSettings, inputs: dict, outputs: dict) -> mc.ModelConfig:

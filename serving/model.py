@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgerun.runtime.errors import EdgerunError, ErrorCode, InputError
+from edgerun.runtime.errors import EdgerunError, ErrorCode, InputError, WorkBudgetError
 from edgerun.runtime.interpreter import Interpreter
 from edgerun.serving import metrics
 from edgerun.serving.batcher import Batcher
-from edgerun.serving.config import ModelSettings, check_against
+from edgerun.serving.config import WORK_BUDGET, ModelSettings, check_against
 from edgerun.serving.errors import ServingError, invalid
 from edgerun.serving.stats import ModelStats
 
@@ -55,13 +55,18 @@ class ServedModel:
 
     @classmethod
     def load(cls, settings: ModelSettings, version: int, path: Path) -> ServedModel:
-        """Read, verify and warm up `path` (one zero-filled run per instance at batch 1).
+        """Read, verify and warm up `path` (zero-filled runs per instance at batch 2, where the work
+        budget allows it, then 1).
 
         The bytes are read into memory, so later changes to the file cannot disturb this version.
-        Raises EdgerunError (bad model, no serving_default signature, config mismatch) or OSError.
+        Raises EdgerunError (bad model, no serving_default signature, config mismatch, a batch of
+        one over the config's work_budget_macs) or OSError.
         """
         data = path.read_bytes()
-        interpreters = [Interpreter(data) for _ in range(settings.instances)]
+        try:
+            interpreters = [Interpreter(data, work_budget=settings.work_budget_macs) for _ in range(settings.instances)]
+        except WorkBudgetError as exc:
+            raise WorkBudgetError(f"{exc} (parameter {WORK_BUDGET} of the model's config)") from None
         if SIGNATURE not in interpreters[0].signatures:
             raise EdgerunError(f"model has no {SIGNATURE!r} signature")
         signature = interpreters[0].signatures[SIGNATURE]
@@ -70,7 +75,11 @@ class ServedModel:
             for rows in (2, 1):
                 warm = {name: np.zeros([rows if d < 0 else d for d in info.shape], info.dtype)
                         for name, info in signature.inputs.items() if not info.has_default}
-                it.run(warm, signature=SIGNATURE)
+                try:
+                    it.run(warm, signature=SIGNATURE)
+                except WorkBudgetError:
+                    if rows == 1:
+                        raise
         return cls(settings, version, interpreters, config)
 
     async def execute(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
@@ -102,7 +111,7 @@ class ServedModel:
     def _run(self, arrays: dict[str, np.ndarray], it: Interpreter | None = None) -> dict[str, np.ndarray]:
         try:
             return (it or self.interpreters[0]).run(arrays, signature=SIGNATURE)
-        except InputError as exc:
+        except (InputError, WorkBudgetError) as exc:  # the budget refuses before computing
             raise invalid(f"model {self.name!r}: {exc}") from None
         except Exception:
             log.exception("model %s version %s failed", self.name, self.version)

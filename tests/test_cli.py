@@ -68,6 +68,8 @@ def test_inspect(mlp_erm: Path, capsys: pytest.CaptureFixture) -> None:
     assert "ops (3 nodes): Gemm x2, Softmax x1" in out  # the optimizer fused the Relu into its Gemm
     assert f"{MLP_PARAMS:,} parameters" in out
     assert "metadata producer: edgerun-tests" in out
+    mlp_macs = 64 * 32 + 32 * 10 + 10  # Gemm (Relu fused), Gemm, Softmax at batch 1
+    assert f"estimated work (multiply-adds per run, dynamic dims at 1): serving_default {mlp_macs:,}" in out
 
 
 def test_run_matches_onnxruntime(mlp_erm: Path, capsys: pytest.CaptureFixture) -> None:
@@ -89,6 +91,7 @@ def test_bench(mlp_erm: Path, capsys: pytest.CaptureFixture) -> None:
     assert "x[2, 64]" in out and "5 runs" in out
     assert "p50" in out and "p99" in out and "mean" in out
     assert "peak activation memory:" in out
+    assert f"estimated work: {2 * (64 * 32 + 32 * 10 + 10):,} multiply-adds per run" in out
 
 
 def test_random_inputs_fill_dynamic_dims() -> None:

@@ -70,3 +70,23 @@ def nested_chain(depth: int) -> Graph:
         g.output(g.op("Wrap", [x], **attrs), "y")
         body = g.build()
     return body
+
+
+def table_cnn(rows: int = 960, size: int = 16, seed: int = 0) -> Graph:
+    """x [-1, 3, size, size] -> y [-1, 10]: x plus row 0 of a learned (rows, 3, size, size) table
+    (Gather, Add), then conv1 and conv2 (3x3, 3 -> 16 -> 16, pad 1) with Relu, GlobalAveragePool,
+    Flatten and a Gemm. Pointing conv1's input at the table (a 4-byte change to the .erm, see
+    mutate.repoint_input) runs the rest of the network at batch `rows`."""
+    rng = np.random.default_rng(seed)
+    g = GraphBuilder("table_cnn")
+    x = g.input("x", np.float32, (-1, 3, size, size))
+    table = g.constant("table", rng.standard_normal((rows, 3, size, size)).astype(np.float32))
+    row = g.op("Gather", [table, g.constant("row", np.array([0], np.int64))], name="pick_row", axis=0)
+    h = g.op("Add", [x, row], name="add_row")
+    for i, (c_in, c_out) in enumerate(((3, 16), (16, 16)), start=1):
+        w = g.constant(f"conv{i}_w", (rng.standard_normal((c_out, c_in, 3, 3)) * 0.2).astype(np.float32))
+        h = g.op("Relu", [g.op("Conv", [h, w], name=f"conv{i}", pads=[1, 1, 1, 1])], name=f"relu{i}")
+    h = g.op("Flatten", [g.op("GlobalAveragePool", [h], name="gap")], name="flatten", axis=1)
+    fc_w = g.constant("fc_w", (rng.standard_normal((10, 16)) * 0.2).astype(np.float32))
+    g.output(g.op("Gemm", [h, fc_w], name="fc", transB=1), "y")
+    return g.build()

@@ -50,3 +50,12 @@ def int_vectors(raw: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any]
                 found.append((f"tensor{t}.shape",
                               lambda r, s=s, t=t: r["subgraphs"][s]["tensors"][t]["shape"]))
     return found
+
+
+def repoint_input(data: bytes, op_name: str, slot: int, tensor_name: str) -> bytes:
+    """A copy of `data` in which input `slot` of operator `op_name` (main subgraph) reads
+    tensor `tensor_name` instead: one int32 index, 4 bytes, changed."""
+    sub = raw_model(data)["subgraphs"][0]
+    op = next(i for i, o in enumerate(sub["operators"]) if o["name"] == op_name)
+    tensor = next(i for i, t in enumerate(sub["tensors"]) if t["name"] == tensor_name)
+    return patch_vector(data, lambda r: r["subgraphs"][0]["operators"][op]["inputs"], slot, tensor)
