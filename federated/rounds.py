@@ -124,17 +124,22 @@ def _configure(c: Coordinator, state: RoundState, stop: threading.Event) -> tupl
             available = c.available(time.time())
             try:
                 selected, fit_ins = c.strategy.configure_fit(state.number, c.parameter_list(), available, c.rng)
-                return selected, len(available), dict(fit_ins.config)
-            except PrivacyBudgetExhausted as exc:
-                log.info("%s", exc)
-                c.budget_exhausted = True
-                return None
+                break
             except EdgerunError as exc:
                 if time.time() > patience:
                     log.warning("round %d: %s", state.number, exc)
                     patience = time.time() + c.config.wait_for_clients
                 c.lock.wait(0.1)
-    return None
+    else:
+        return None
+    try:  # outside the lock: the privacy accountant's arithmetic must not stall request handlers
+        c.strategy.admit(state.number, len(available), len(selected))
+    except PrivacyBudgetExhausted as exc:
+        log.info("%s", exc)
+        with c.lock:
+            c.budget_exhausted = True
+        return None
+    return selected, len(available), dict(fit_ins.config)
 
 
 def _open(c: Coordinator, state: RoundState, selected: list[str], config: Config, deadline: float) -> None:

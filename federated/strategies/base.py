@@ -118,6 +118,11 @@ class Strategy(ABC):
         chosen = _select(round, Stage.FIT, available, self.fraction_fit, self.min_fit_clients, need, rng)
         return chosen, FitIns(parameters=parameters, config=self.fit_config(round))
 
+    def admit(self, round: int, available: int, selected: int) -> None:
+        """Called after configure_fit, outside the coordinator's lock: raise to keep the round
+        from starting (DpFixedClipping: PrivacyBudgetExhausted). Nothing to check here."""
+        return None
+
     def configure_secure_fit(self, config: Config, params: SecAggParams) -> Config:
         """The fit config for clients that quantize their deltas to the ring of `params`
         (secure aggregation): `config` unchanged here (DpFixedClipping lowers clip_norm)."""

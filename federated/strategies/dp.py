@@ -76,18 +76,23 @@ class DpFixedClipping:
     def configure_fit(self, round: int, parameters: NDArrays, available: Sequence[str],
                       rng: np.random.Generator) -> tuple[list[str], FitIns]:
         """The wrapped strategy's selection, with clip_norm S and the round's "dp" entry in the
-        config. PrivacyBudgetExhausted when one more round would exceed the budget."""
+        config. Whether the budget allows the round is `admit`'s question."""
         selected, ins = self.strategy.configure_fit(round, parameters, available, rng)
         population = max(len(available), len(selected))
-        if not self.accountant.allows(population, len(selected)):
-            raise PrivacyBudgetExhausted(
-                f"round {round} not started: it would exceed the privacy budget (epsilon "
-                f"{self.accountant.epsilon:.3f} spent of {self.options.epsilon_budget:.3f})")
         o = self.options
         dp = {"noise_multiplier": o.noise_multiplier, "clip_norm": o.clip_norm, "mode": o.mode,
               "expected_clients": len(selected), "sampling_probability": len(selected) / population,
               "available": population}
         return selected, FitIns(ins.parameters, {**ins.config, "clip_norm": o.clip_norm, "dp": dp})
+
+    def admit(self, round: int, available: int, selected: int) -> None:
+        """PrivacyBudgetExhausted when one more round of `selected` clients out of `available`
+        would exceed the budget. The accountant's arithmetic takes up to a second, so the
+        coordinator calls this outside its lock."""
+        if not self.accountant.allows(max(available, selected), selected):
+            raise PrivacyBudgetExhausted(
+                f"round {round} not started: it would exceed the privacy budget (epsilon "
+                f"{self.accountant.epsilon:.3f} spent of {self.options.epsilon_budget:.3f})")
 
     def configure_secure_fit(self, config: Config, params: SecAggParams) -> Config:
         """Clients clip to S less the rounding margin of the ring, so that quantizing a clipped

@@ -33,8 +33,10 @@ def test_configure_fit_selects_as_the_strategy_and_asks_clients_to_clip():
 
 def test_a_round_over_the_budget_is_not_started():
     strategy, _ = wrapped(budget=0.01)
+    selected, _ = strategy.configure_fit(1, PARAMETERS, IDS, np.random.default_rng(0))
     with pytest.raises(PrivacyBudgetExhausted, match="privacy budget"):
-        strategy.configure_fit(1, PARAMETERS, IDS, np.random.default_rng(0))
+        strategy.admit(1, len(IDS), len(selected))
+    wrapped()[0].admit(1, len(IDS), len(selected))  # the default budget allows a round
 
 
 def test_the_round_is_charged_before_aggregation_and_only_then_aggregated():
