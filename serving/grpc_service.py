@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgerun.runtime.errors import ErrorCode
-from edgerun.serving.errors import ServingError
+from edgerun.serving.errors import ServingError, quote
 from edgerun.serving.grpc_codec import request_from_proto, response_to_proto
 from edgerun.serving.handlers import Handlers
 from edgerun.serving.protos import grpc_service_pb2 as pb
@@ -22,8 +22,13 @@ DEFAULT_MAX_CONCURRENT_RPCS = 256  # more at once are refused with RESOURCE_EXHA
 GRPC_CODES = {code: getattr(grpc.StatusCode, code.name) for code in ErrorCode}
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: ServingError) -> None:
-    await context.abort(GRPC_CODES[exc.status], exc.message)
+def _fail(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    """End the call with `code` and `message` without raising. `context.abort()` raises an exception
+    whose traceback holds the handler's frames (and so the request) and which grpc's call state
+    keeps: a reference cycle, so every refused request, however large, would stay in memory until
+    the garbage collector's next full pass."""
+    context.set_code(code)
+    context.set_details(message)
 
 
 def _guarded(method):
@@ -39,10 +44,10 @@ def _guarded(method):
             except grpc.aio.AbortError:
                 raise
             except ServingError as exc:
-                await _abort(context, exc)
+                _fail(context, GRPC_CODES[exc.status], exc.message)
             except Exception:
                 log.exception("gRPC %s failed", name)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                _fail(context, grpc.StatusCode.INTERNAL, "internal error")
         return stream
 
     @functools.wraps(method)
@@ -52,10 +57,11 @@ def _guarded(method):
         except grpc.aio.AbortError:
             raise
         except ServingError as exc:
-            return await _abort(context, exc)
+            _fail(context, GRPC_CODES[exc.status], exc.message)
         except Exception:
             log.exception("gRPC %s failed", name)
-            return await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            _fail(context, grpc.StatusCode.INTERNAL, "internal error")
+        return None  # grpc sends no message when the status is not OK
     return unary
 
 
@@ -167,7 +173,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     async def Check(self, request, context):
         status = self._status(request.service)
         if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            raise ServingError(ErrorCode.NOT_FOUND, f"unknown service {quote(request.service)}")
         return health_pb2.HealthCheckResponse(status=status)
 
     async def Watch(self, request, context):
