@@ -36,6 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gRPC calls in progress per worker; more are refused with RESOURCE_EXHAUSTED")
     p.add_argument("--http-max-connections", type=int, default=1024,
                    help="open HTTP connections per worker; more are answered 503 and closed")
+    p.add_argument("--http-max-connections-per-client", type=int, default=64,
+                   help="open HTTP connections per worker from one client IP address; more are answered "
+                        "503 and closed (default 64)")
+    p.add_argument("--http-body-budget", type=int, default=None, metavar="BYTES",
+                   help="bytes of HTTP request bodies over 64 KiB that a worker receives and handles at once; "
+                        "a body that does not fit is answered 503 before it is read (default 4 x "
+                        "--max-message-size = 256 MiB; at least --max-message-size)")
     p.add_argument("--http-header-timeout-secs", type=float, default=10.0,
                    help="time a client has to send the request line and headers")
     p.add_argument("--http-body-timeout-secs", type=float, default=60.0, help="time to send the body")
@@ -64,6 +71,8 @@ def options_from(args: argparse.Namespace):
                         tls, token, args.max_message_size, args.grace_secs, args.log_level, args.threads,
                         max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
                         http_max_connections=args.http_max_connections,
+                        http_max_connections_per_client=args.http_max_connections_per_client,
+                        http_body_budget_bytes=args.http_body_budget,
                         http_header_timeout_s=args.http_header_timeout_secs,
                         http_body_timeout_s=args.http_body_timeout_secs,
                         http_idle_timeout_s=args.http_idle_timeout_secs,

@@ -14,7 +14,8 @@ def test_help_lists_the_options(capsys) -> None:
     out = capsys.readouterr().out
     for flag in ("--model-repository", "--grpc-port", "--http-port", "--metrics-port", "--workers",
                  "--model-control-mode", "--tls-cert", "--tls-key", "--tls-client-ca", "--auth-token-file",
-                 "--max-message-size", "--busy-poll-us"):
+                 "--max-message-size", "--busy-poll-us",
+                 "--http-max-connections-per-client", "--http-body-budget BYTES"):
         assert flag in out
 
 
@@ -24,6 +25,8 @@ def test_help_lists_the_options(capsys) -> None:
     (["--workers", "0"], "--workers must be >= 1"),
     (["--max-message-size", "10"], "at least 1024 bytes"),
     (["--busy-poll-us", "-1"], "--busy-poll-us must be within 0..1000000"),
+    (["--http-max-connections-per-client", "0"], "--http-max-connections-per-client must be >= 1"),
+    (["--max-message-size", "4096", "--http-body-budget", "4095"], "--http-body-budget (4095 bytes) must be at least"),
 ])
 def test_bad_options(tmp_path, capsys, extra, words) -> None:
     assert cli.main(["serve", "--model-repository", str(tmp_path), *extra]) == 1
