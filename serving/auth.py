@@ -7,7 +7,8 @@ from pathlib import Path
 
 import grpc
 
-# methods reachable without a token, so orchestrators can probe health
+# methods reachable without a token, so orchestrators can probe health (the health servicer asks for
+# the token itself when the service checked is a model)
 OPEN_GRPC_METHODS = ("/grpc.health.v1.Health/",)
 
 
@@ -24,6 +25,12 @@ def token_ok(header: str | None, token: str) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
+
+
+def metadata_token_ok(metadata, token: str) -> bool:
+    """Whether gRPC invocation metadata ((key, value) pairs) carries 'authorization: Bearer <token>'."""
+    header = next((v for k, v in metadata or () if k == "authorization"), None)
+    return token_ok(header if isinstance(header, str) else None, token)
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
@@ -49,7 +56,6 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(OPEN_GRPC_METHODS):
             return await continuation(handler_call_details)
-        header = next((v for k, v in handler_call_details.invocation_metadata or () if k == "authorization"), None)
-        if token_ok(header if isinstance(header, str) else None, self._token):
+        if metadata_token_ok(handler_call_details.invocation_metadata, self._token):
             return await continuation(handler_call_details)
         return self._deny_stream if method.endswith("/ModelStreamInfer") else self._deny_unary

@@ -1,10 +1,18 @@
-"""`edgerun serve`: a KServe v2 / Triton-protocol model server over a model repository."""
+"""`edgerun serve`: a KServe v2 / Triton-protocol model server over a model repository.
+
+Without a token the server is open by design: anyone who can reach its ports may infer, read
+model metadata, statistics and metrics, and (in explicit mode) load and unload models. Bind it to
+loopback (--host 127.0.0.1) or a private network, or set a token.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
+
+TOKEN_ENV = "EDGERUN_SERVE_TOKEN"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,7 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS on gRPC and HTTP")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mTLS)")
-    p.add_argument("--auth-token-file", type=Path, help="require 'Authorization: Bearer <token in file>'")
+    p.add_argument("--auth-token-file", "--token-file", type=Path,
+                   help="require 'Authorization: Bearer <token in file>' on every call but the server's "
+                        "health checks, on gRPC, REST and /metrics. Or set the token in the environment "
+                        f"variable {TOKEN_ENV}. No token = no authentication (keep the ports private)")
     p.add_argument("--max-message-size", type=int, default=64 * 1024 * 1024,
                    help="largest request or response in bytes, both protocols (default 64 MiB)")
     p.add_argument("--grace-secs", type=float, default=10.0, help="drain time on SIGTERM")
@@ -56,7 +67,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace):
     """ServeOptions from parsed arguments. ValueError for inconsistent TLS flags or an empty token."""
-    from edgerun.serving.auth import read_token
     from edgerun.serving.options import ServeOptions
     from edgerun.serving.tls import TlsFiles
 
@@ -65,7 +75,7 @@ def options_from(args: argparse.Namespace):
     if args.tls_client_ca and not args.tls_cert:
         raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-    token = read_token(args.auth_token_file) if args.auth_token_file else None
+    token = _token(args.auth_token_file)
     return ServeOptions(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port,
                         args.workers, args.model_control_mode, args.repository_poll_secs, tuple(args.load_model),
                         tls, token, args.max_message_size, args.grace_secs, args.log_level, args.threads,
@@ -77,6 +87,23 @@ def options_from(args: argparse.Namespace):
                         http_body_timeout_s=args.http_body_timeout_secs,
                         http_idle_timeout_s=args.http_idle_timeout_secs,
                         busy_poll_us=args.busy_poll_us)
+
+
+def _token(path: Path | None) -> str | None:
+    """The token from `path` or the TOKEN_ENV variable, or None. ValueError if both are given or
+    the one given is empty."""
+    from edgerun.serving.auth import read_token
+
+    env = os.environ.get(TOKEN_ENV)
+    if path is not None and env is not None:
+        raise ValueError(f"give the token by --auth-token-file or by {TOKEN_ENV}, not both")
+    if path is not None:
+        return read_token(path)
+    if env is not None:
+        if not env.strip():
+            raise ValueError(f"the token in {TOKEN_ENV} is empty")
+        return env.strip()
+    return None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
