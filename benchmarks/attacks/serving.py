@@ -11,6 +11,9 @@ Families (see the "Hold under attack" issue):
   long_strings       gRPC and REST requests naming a model with a very long string: error messages
                      that echo it whole overflow gRPC's 16 KiB metadata limit (RESOURCE_EXHAUSTED
                      instead of NOT_FOUND) and each such request used to leave memory behind.
+  grpc_large_messages  concurrent gRPC calls each carrying a large message: gRPC reads a whole
+                     message before any handler runs, so these are bounded by --max-message-size
+                     x --grpc-max-concurrent-rpcs only; the figures show the cost (no fix here).
   unauthenticated    with a token configured, calls without it: gRPC health Check of a model,
                      gRPC metadata, /metrics, and a REST request announcing a 50 MB body (it must
                      get 401 before the body is sent).
@@ -383,6 +386,49 @@ def _rest_long_name(target: Target, counts: dict) -> None:
         counts["longest_message"] = max(counts["longest_message"], len(message))
 
 
+# --- large gRPC messages ---------------------------------------------------------------------------
+
+
+def grpc_large_messages(target: Target, calls: int = 12, message_bytes: int = 60 * MIB,
+                        duration_s: float = 0.0) -> dict:
+    """Rounds of `calls` concurrent gRPC ModelInfer calls, each on a connection of its own, carrying
+    `message_bytes` of raw input for a [1, 64] tensor (INVALID_ARGUMENT once the server has read
+    it), until `duration_s` (at least one round). Refused = INVALID_ARGUMENT or RESOURCE_EXHAUSTED;
+    failed = any other outcome."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    message = pb.ModelInferRequest(model_name=target.model)
+    message.inputs.add(name=target.input, datatype="FP32", shape=list(target.shape))
+    message.raw_input_contents.append(bytes(message_bytes))
+    counts = {"tried": 0, "refused": 0, "failed": 0}
+    options = [("grpc.max_send_message_length", -1), ("grpc.use_local_subchannel_pool", 1)]
+
+    def call() -> None:
+        with grpc.insecure_channel(target.grpc_url, options=options) as channel:
+            try:
+                pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(message, timeout=60,
+                                                                     metadata=tuple(target.auth().items()))
+                refused = False
+            except grpc.RpcError as exc:
+                refused = exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        counts["refused" if refused else "failed"] += 1
+
+    deadline = time.monotonic() + duration_s
+    with _observed(target) as figures:
+        while True:
+            threads = [threading.Thread(target=call) for _ in range(calls)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            counts["tried"] += calls
+            if time.monotonic() >= deadline:
+                break
+    return counts | figures
+
+
 # --- unauthenticated --------------------------------------------------------------------------------
 
 
@@ -501,6 +547,7 @@ def run_all(duration_s: float) -> dict[str, dict]:
         "body_flood": (body_flood, {"duration_s": duration_s}),
         "connection_flood": (connection_flood, {"duration_s": duration_s}),
         "long_strings": (long_strings, {"requests": 200, "duration_s": duration_s}),
+        "grpc_large_messages": (grpc_large_messages, {"duration_s": duration_s}),
         "unauthenticated": (unauthenticated, {"requests": 20, "duration_s": duration_s}),
     }
     results = {}
