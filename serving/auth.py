@@ -7,7 +7,8 @@ from pathlib import Path
 
 import grpc
 
-# methods reachable without a token, so orchestrators can probe health
+# methods reachable without a token, so orchestrators can probe health (the health servicer asks for
+# the token itself when the service checked is a model)
 OPEN_GRPC_METHODS = ("/grpc.health.v1.Health/",)
 
 
@@ -26,17 +27,27 @@ def token_ok(header: str | None, token: str) -> bool:
     return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
 
 
+def metadata_token_ok(metadata, token: str) -> bool:
+    """Whether gRPC invocation metadata ((key, value) pairs) carries 'authorization: Bearer <token>'."""
+    header = next((v for k, v in metadata or () if k == "authorization"), None)
+    return token_ok(header if isinstance(header, str) else None, token)
+
+
 class TokenInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls without 'authorization: Bearer <token>' metadata with UNAUTHENTICATED."""
 
     def __init__(self, token: str) -> None:
         self._token = token
 
+        # status set without context.abort(), whose exception would keep the request in a
+        # reference cycle until the next full garbage collection (see grpc_service._fail)
         async def deny_unary(request, context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+            context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+            context.set_details("missing or invalid bearer token")
 
         async def deny_stream(request_iterator, context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+            context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+            context.set_details("missing or invalid bearer token")
 
         self._deny_unary = grpc.unary_unary_rpc_method_handler(deny_unary)
         self._deny_stream = grpc.stream_stream_rpc_method_handler(deny_stream)
@@ -45,7 +56,6 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(OPEN_GRPC_METHODS):
             return await continuation(handler_call_details)
-        header = next((v for k, v in handler_call_details.invocation_metadata or () if k == "authorization"), None)
-        if token_ok(header if isinstance(header, str) else None, self._token):
+        if metadata_token_ok(handler_call_details.invocation_metadata, self._token):
             return await continuation(handler_call_details)
         return self._deny_stream if method.endswith("/ModelStreamInfer") else self._deny_unary

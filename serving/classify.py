@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.serving.errors import invalid
+from edgerun.serving.errors import invalid, quote
 
 
 def classification_counts(requested: Mapping[str, Mapping[str, Any]] | None) -> dict[str, int]:
@@ -26,7 +26,7 @@ def classification_counts(requested: Mapping[str, Mapping[str, Any]] | None) -> 
         if count is None:
             continue
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise invalid(f"output {name!r}: classification count must be a positive integer, got {count!r}")
+            raise invalid(f"output {quote(name)}: classification count must be a positive integer, got {quote(count)}")
         counts[name] = count
     return counts
 

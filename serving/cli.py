@@ -1,10 +1,18 @@
-"""`edgerun serve`: a KServe v2 / Triton-protocol model server over a model repository."""
+"""`edgerun serve`: a KServe v2 / Triton-protocol model server over a model repository.
+
+Without a token the server is open by design: anyone who can reach its ports may infer, read
+model metadata, statistics and metrics, and (in explicit mode) load and unload models. Bind it to
+loopback (--host 127.0.0.1) or a private network, or set a token.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
+
+TOKEN_ENV = "EDGERUN_SERVE_TOKEN"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,7 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS on gRPC and HTTP")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mTLS)")
-    p.add_argument("--auth-token-file", type=Path, help="require 'Authorization: Bearer <token in file>'")
+    p.add_argument("--auth-token-file", "--token-file", type=Path,
+                   help="require 'Authorization: Bearer <token in file>' on every call but the server's "
+                        "health checks, on gRPC, REST and /metrics. Or set the token in the environment "
+                        f"variable {TOKEN_ENV}. No token = no authentication (keep the ports private)")
     p.add_argument("--max-message-size", type=int, default=64 * 1024 * 1024,
                    help="largest request or response in bytes, both protocols (default 64 MiB)")
     p.add_argument("--grace-secs", type=float, default=10.0, help="drain time on SIGTERM")
@@ -36,6 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gRPC calls in progress per worker; more are refused with RESOURCE_EXHAUSTED")
     p.add_argument("--http-max-connections", type=int, default=1024,
                    help="open HTTP connections per worker; more are answered 503 and closed")
+    p.add_argument("--http-max-connections-per-client", type=int, default=64,
+                   help="open HTTP connections per worker from one client IP address; more are answered "
+                        "503 and closed (default 64)")
+    p.add_argument("--http-body-budget", type=int, default=None, metavar="BYTES",
+                   help="bytes of HTTP request bodies over 64 KiB that a worker receives and handles at once; "
+                        "a body that does not fit is answered 503 before it is read (default 4 x "
+                        "--max-message-size = 256 MiB; at least --max-message-size)")
     p.add_argument("--http-header-timeout-secs", type=float, default=10.0,
                    help="time a client has to send the request line and headers")
     p.add_argument("--http-body-timeout-secs", type=float, default=60.0, help="time to send the body")
@@ -49,7 +67,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace):
     """ServeOptions from parsed arguments. ValueError for inconsistent TLS flags or an empty token."""
-    from edgerun.serving.auth import read_token
     from edgerun.serving.options import ServeOptions
     from edgerun.serving.tls import TlsFiles
 
@@ -58,16 +75,35 @@ def options_from(args: argparse.Namespace):
     if args.tls_client_ca and not args.tls_cert:
         raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-    token = read_token(args.auth_token_file) if args.auth_token_file else None
+    token = _token(args.auth_token_file)
     return ServeOptions(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port,
                         args.workers, args.model_control_mode, args.repository_poll_secs, tuple(args.load_model),
                         tls, token, args.max_message_size, args.grace_secs, args.log_level, args.threads,
                         max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
                         http_max_connections=args.http_max_connections,
+                        http_max_connections_per_client=args.http_max_connections_per_client,
+                        http_body_budget_bytes=args.http_body_budget,
                         http_header_timeout_s=args.http_header_timeout_secs,
                         http_body_timeout_s=args.http_body_timeout_secs,
                         http_idle_timeout_s=args.http_idle_timeout_secs,
                         busy_poll_us=args.busy_poll_us)
+
+
+def _token(path: Path | None) -> str | None:
+    """The token from `path` or the TOKEN_ENV variable, or None. ValueError if both are given or
+    the one given is empty."""
+    from edgerun.serving.auth import read_token
+
+    env = os.environ.get(TOKEN_ENV)
+    if path is not None and env is not None:
+        raise ValueError(f"give the token by --auth-token-file or by {TOKEN_ENV}, not both")
+    if path is not None:
+        return read_token(path)
+    if env is not None:
+        if not env.strip():
+            raise ValueError(f"the token in {TOKEN_ENV} is empty")
+        return env.strip()
+    return None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

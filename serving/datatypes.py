@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from edgerun.serving.errors import invalid
+from edgerun.serving.errors import invalid, quote
 
 # v2 datatype -> numpy dtype (little-endian); BYTES is an object array
 DTYPES: dict[str, np.dtype] = {
@@ -49,20 +49,20 @@ def element_count(name: str, shape: list[int] | tuple[int, ...]) -> int:
     not an int64, negative or above MAX_ELEMENTS, the rank exceeds MAX_RANK or the product of the
     non-zero dimensions exceeds MAX_ELEMENTS (so a zero dimension cannot hide a huge other one)."""
     if len(shape) > MAX_RANK:
-        raise invalid(f"input {name!r}: rank {len(shape)} exceeds the limit of {MAX_RANK}")
+        raise invalid(f"input {quote(name)}: rank {len(shape)} exceeds the limit of {MAX_RANK}")
     count, nonzero = 1, 1
     for dim in shape:
         if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or not -(1 << 63) <= dim < (1 << 63):
-            raise invalid(f"input {name!r}: shape dimensions must be int64 values")
+            raise invalid(f"input {quote(name)}: shape dimensions must be int64 values")
         if dim < 0:
-            raise invalid(f"input {name!r}: shape {list(shape)} has a negative dimension")
+            raise invalid(f"input {quote(name)}: shape {list(shape)} has a negative dimension")
         if dim > MAX_ELEMENTS:
-            raise invalid(f"input {name!r}: shape {list(shape)} has more than {MAX_ELEMENTS} elements")
+            raise invalid(f"input {quote(name)}: shape {list(shape)} has more than {MAX_ELEMENTS} elements")
         count *= dim
         if dim:
             nonzero *= dim
         if nonzero > MAX_ELEMENTS:
-            raise invalid(f"input {name!r}: shape {list(shape)} has more than {MAX_ELEMENTS} elements")
+            raise invalid(f"input {quote(name)}: shape {list(shape)} has more than {MAX_ELEMENTS} elements")
     return int(count)
 
 
@@ -75,7 +75,7 @@ def from_raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryview
         return _bytes_from_raw(name, shape, count, raw)
     want = count * dtype.itemsize
     if len(raw) != want:
-        raise invalid(f"input {name!r}: expected {want} bytes for {datatype} {list(shape)}, got {len(raw)}")
+        raise invalid(f"input {quote(name)}: expected {want} bytes for {datatype} {list(shape)}, got {len(raw)}")
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
@@ -107,19 +107,19 @@ def from_list(name: str, datatype: str, shape: list[int], values: list) -> np.nd
             elif isinstance(v, bytes):
                 items.append(v)
             else:
-                raise invalid(f"input {name!r}: BYTES values must be strings (REST) or bytes (gRPC), "
+                raise invalid(f"input {quote(name)}: BYTES values must be strings (REST) or bytes (gRPC), "
                               f"got {type(v).__name__}")
             if len(items) > count:
-                raise invalid(f"input {name!r}: expected {count} values for shape {list(shape)}, got more")
+                raise invalid(f"input {quote(name)}: expected {count} values for shape {list(shape)}, got more")
         array = np.empty(len(items), dtype=object)
         array[:] = items
     else:
         try:
             array = np.asarray(values, dtype=dtype).ravel()
         except (ValueError, TypeError, OverflowError) as exc:
-            raise invalid(f"input {name!r}: values do not fit datatype {datatype}: {exc}") from None
+            raise invalid(f"input {quote(name)}: values do not fit datatype {datatype}: {quote(exc)}") from None
     if array.size != count:
-        raise invalid(f"input {name!r}: expected {count} values for shape {list(shape)}, got {array.size}")
+        raise invalid(f"input {quote(name)}: expected {count} values for shape {list(shape)}, got {array.size}")
     return array.reshape(shape)
 
 
@@ -132,7 +132,7 @@ def _flatten(values: object, name: str = "") -> list:
         for item in items:
             if isinstance(item, list | tuple):
                 if depth >= MAX_RANK:
-                    raise invalid(f"input {name!r}: values nested deeper than {MAX_RANK} levels")
+                    raise invalid(f"input {quote(name)}: values nested deeper than {MAX_RANK} levels")
                 stack.append((iter(item), depth + 1))
                 break
             out.append(item)
@@ -145,29 +145,29 @@ def _dtype(name: str, datatype: str) -> np.dtype:
     try:
         return DTYPES[datatype]
     except KeyError:
-        raise invalid(f"input {name!r}: unknown datatype {datatype!r}; expected one of "
+        raise invalid(f"input {quote(name)}: unknown datatype {quote(datatype)}; expected one of "
                       + ", ".join(DTYPES)) from None
 
 
 def _bytes_from_raw(name: str, shape: list[int], count: int, raw: bytes | memoryview) -> np.ndarray:
     view = memoryview(raw)
     if len(view) < 4 * count:
-        raise invalid(f"input {name!r}: truncated BYTES data: expected {count} BYTES elements for shape "
+        raise invalid(f"input {quote(name)}: truncated BYTES data: expected {count} BYTES elements for shape "
                       f"{list(shape)}, but {len(view)} bytes cannot hold them (4-byte length each)")
     items, offset = [], 0
     while offset < len(view):
         if len(items) >= count:
-            raise invalid(f"input {name!r}: expected {count} BYTES elements for shape {list(shape)}, got more")
+            raise invalid(f"input {quote(name)}: expected {count} BYTES elements for shape {list(shape)}, got more")
         if offset + 4 > len(view):
-            raise invalid(f"input {name!r}: truncated BYTES element length at byte {offset}")
+            raise invalid(f"input {quote(name)}: truncated BYTES element length at byte {offset}")
         (size,) = struct.unpack_from("<I", view, offset)
         offset += 4
         if offset + size > len(view):
-            raise invalid(f"input {name!r}: BYTES element of {size} bytes overruns the data")
+            raise invalid(f"input {quote(name)}: BYTES element of {size} bytes overruns the data")
         items.append(bytes(view[offset:offset + size]))
         offset += size
     if len(items) != count:
-        raise invalid(f"input {name!r}: expected {count} BYTES elements for shape {list(shape)}, got {len(items)}")
+        raise invalid(f"input {quote(name)}: expected {count} BYTES elements for shape {list(shape)}, got {len(items)}")
     array = np.empty(count, dtype=object)
     array[:] = items
     return array.reshape(shape)

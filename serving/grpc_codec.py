@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgerun.serving.datatypes import datatype_of, to_raw
-from edgerun.serving.errors import invalid
+from edgerun.serving.errors import invalid, quote
 from edgerun.serving.protos import grpc_service_pb2 as pb
 from edgerun.serving.types import InferRequest, InferResponse, InputTensor
 
@@ -57,7 +57,7 @@ def request_from_proto(msg: pb.ModelInferRequest) -> InferRequest:
                 values = _any_contents(tensor.contents)
             used = [f for f in _FIELDS if len(getattr(tensor.contents, f))]
             if field is not None and any(f != field for f in used):
-                raise invalid(f"input {tensor.name!r}: typed contents of datatype {tensor.datatype} go in "
+                raise invalid(f"input {quote(tensor.name)}: typed contents of datatype {quote(tensor.datatype)} go in "
                               f"{field}, got {', '.join(used)}")
         inputs.append(InputTensor(tensor.name, tensor.datatype, list(tensor.shape),
                                   raws[i] if raws else None, values, parameters(tensor.parameters)))

@@ -11,7 +11,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from edgerun.runtime.errors import ErrorCode
-from edgerun.serving.errors import ServingError
+from edgerun.serving.auth import metadata_token_ok
+from edgerun.serving.errors import ServingError, quote
 from edgerun.serving.grpc_codec import request_from_proto, response_to_proto
 from edgerun.serving.handlers import Handlers
 from edgerun.serving.protos import grpc_service_pb2 as pb
@@ -22,8 +23,13 @@ DEFAULT_MAX_CONCURRENT_RPCS = 256  # more at once are refused with RESOURCE_EXHA
 GRPC_CODES = {code: getattr(grpc.StatusCode, code.name) for code in ErrorCode}
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: ServingError) -> None:
-    await context.abort(GRPC_CODES[exc.status], exc.message)
+def _fail(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    """End the call with `code` and `message` without raising. `context.abort()` raises an exception
+    whose traceback holds the handler's frames (and so the request) and which grpc's call state
+    keeps: a reference cycle, so every refused request, however large, would stay in memory until
+    the garbage collector's next full pass."""
+    context.set_code(code)
+    context.set_details(message)
 
 
 def _guarded(method):
@@ -39,10 +45,10 @@ def _guarded(method):
             except grpc.aio.AbortError:
                 raise
             except ServingError as exc:
-                await _abort(context, exc)
+                _fail(context, GRPC_CODES[exc.status], exc.message)
             except Exception:
                 log.exception("gRPC %s failed", name)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                _fail(context, grpc.StatusCode.INTERNAL, "internal error")
         return stream
 
     @functools.wraps(method)
@@ -52,10 +58,11 @@ def _guarded(method):
         except grpc.aio.AbortError:
             raise
         except ServingError as exc:
-            return await _abort(context, exc)
+            _fail(context, GRPC_CODES[exc.status], exc.message)
         except Exception:
             log.exception("gRPC %s failed", name)
-            return await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            _fail(context, grpc.StatusCode.INTERNAL, "internal error")
+        return None  # grpc sends no message when the status is not OK
     return unary
 
 
@@ -147,12 +154,24 @@ def _stats(model) -> pb.ModelStatistics:
                                   inference_stats=infer, batch_stats=batches)
 
 
+SERVER_SERVICES = ("", "inference.GRPCInferenceService")  # health checks open to probes even with a token
+
+
 @_guard_all
 class HealthServicer(health_pb2_grpc.HealthServicer):
-    """grpc.health.v1: '' is the server; a model name is SERVING when it has a ready version."""
+    """grpc.health.v1: '' is the server; a model name is SERVING when it has a ready version. With a
+    `token`, only the server's own services answer without it (the interceptor lets health calls
+    through): a model name without the token is UNAUTHENTICATED, so probes cannot list models."""
 
-    def __init__(self, handlers: Handlers) -> None:
+    def __init__(self, handlers: Handlers, token: str | None = None) -> None:
         self.h = handlers
+        self.token = token
+
+    def _authorize(self, service: str, context: grpc.aio.ServicerContext) -> None:
+        if self.token and service not in SERVER_SERVICES:
+            if not metadata_token_ok(context.invocation_metadata(), self.token):
+                raise ServingError(ErrorCode.UNAUTHENTICATED, "missing or invalid bearer token (health checks "
+                                                              "of models need it)")
 
     def _status(self, service: str) -> int:
         R = health_pb2.HealthCheckResponse
@@ -165,19 +184,23 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         return R.SERVICE_UNKNOWN
 
     async def Check(self, request, context):
+        self._authorize(request.service, context)
         status = self._status(request.service)
         if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            raise ServingError(ErrorCode.NOT_FOUND, f"unknown service {quote(request.service)}")
         return health_pb2.HealthCheckResponse(status=status)
 
     async def Watch(self, request, context):
+        self._authorize(request.service, context)
         yield health_pb2.HealthCheckResponse(status=self._status(request.service))
 
 
 def build_server(handlers: Handlers, address: str, max_message_bytes: int, interceptors=(),
                  credentials: grpc.ServerCredentials | None = None,
-                 max_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS) -> grpc.aio.Server:
-    """A grpc.aio server bound to `address` (SO_REUSEPORT on, so several workers share the port).
+                 max_concurrent_rpcs: int | None = DEFAULT_MAX_CONCURRENT_RPCS,
+                 token: str | None = None) -> grpc.aio.Server:
+    """A grpc.aio server bound to `address` (SO_REUSEPORT on, so several workers share the port);
+    `token` makes health checks of models require it (`interceptors` check the other calls).
     Raises RuntimeError if the address cannot be bound."""
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
@@ -185,7 +208,7 @@ def build_server(handlers: Handlers, address: str, max_message_bytes: int, inter
     server = grpc.aio.server(interceptors=list(interceptors), options=options,
                              maximum_concurrent_rpcs=max_concurrent_rpcs or None)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(handlers), server)
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(handlers), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(handlers, token), server)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC address {address}")

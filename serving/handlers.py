@@ -14,7 +14,7 @@ from edgerun.runtime.errors import ErrorCode
 from edgerun.serving import metrics
 from edgerun.serving.classify import classification_counts, classify
 from edgerun.serving.datatypes import datatype_of
-from edgerun.serving.errors import ServingError
+from edgerun.serving.errors import ServingError, quote
 from edgerun.serving.repository import Repository
 from edgerun.serving.types import InferRequest, InferResponse
 from edgerun.serving.validate import decode_inputs, select_outputs
@@ -92,7 +92,7 @@ class Handlers:
             self.control_log.record(name, "load")
         if not entry.ready:
             reasons = entry.error or "; ".join(reason for _, reason in entry.failed.values()) or "no versions"
-            raise ServingError(ErrorCode.INVALID_ARGUMENT, f"model {name!r} has no loadable version: {reasons}")
+            raise ServingError(ErrorCode.INVALID_ARGUMENT, f"model {quote(name)} has no loadable version: {reasons}")
 
     async def unload_model(self, name: str) -> None:
         self._check_control()
@@ -127,7 +127,7 @@ class Handlers:
             self._failed(request, model, exc.status.name, time.perf_counter() - start)
             raise
         except Exception:
-            log.exception("inference on model %s failed", request.model)
+            log.exception("inference on model %s failed", quote(request.model))
             self._failed(request, model, "INTERNAL", time.perf_counter() - start)
             raise ServingError(ErrorCode.INTERNAL, "internal error") from None
         seconds = time.perf_counter() - start

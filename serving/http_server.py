@@ -3,6 +3,13 @@
 Enough for the v2 REST API and its clients (tritonclient.http, curl, load balancers); no chunked
 request bodies. Pipelined requests are answered one after another, in order.
 
+Memory is bounded whatever clients do: a connection buffers at most the request line and headers
+(MAX_HEAD) plus READ_AHEAD bytes, except for a request body, which is received into a buffer of its
+own only after its Content-Length was reserved from the server's body budget (`Limits.body_budget`:
+bytes of bodies being received or handled, across connections). A body that does not fit the
+budget is refused with 503 before it is read. Connections are capped in total and per client
+address.
+
 It is an `asyncio.Protocol`, not a stream reader: bytes are parsed where they arrive and a request
 whose handler finishes without waiting is answered in the same callback, with no task, no timer
 and one write. On a small model that halves the server's share of a request's latency. Time
@@ -28,20 +35,28 @@ MAX_HEAD = 16 * 1024  # request line plus headers
 MAX_HEADERS = 100
 SMALL_BODY = 1 << 16  # responses up to this size go out with their headers in one write
 READ_AHEAD = 1 << 16  # bytes buffered beyond the request in progress before reading pauses
+UNBUDGETED_BODY = READ_AHEAD  # bodies up to this size need no reservation: any connection may buffer this much
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# connections the kernel completes before we accept them (asyncio's default is 100): past it, a
+# burst of connections looks open to clients that then wait for SYN-ACK retransmits (1 s, 3 s, ...)
+BACKLOG = 1024
 
 
 @dataclass(frozen=True)
 class Limits:
     """Per-connection limits: seconds to send the request line and headers, to send the body, to
-    start the next request on a kept-alive connection; and how many connections at once (more are
-    answered 503 and closed)."""
+    start the next request on a kept-alive connection; how many connections at once, in all and
+    from one client address (more are answered 503 and closed); and the body budget in bytes
+    (None = 4 x the server's largest body): request bodies over UNBUDGETED_BODY bytes being received
+    or handled may add up to this much, and one that does not fit is answered 503 unread."""
 
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
     idle_timeout_s: float = 60.0
     max_connections: int = 1024
+    max_connections_per_client: int = 64
+    body_budget: int | None = None
 
     @property
     def sweep_s(self) -> float:
@@ -80,10 +95,13 @@ class HttpServer:
                  limits: Limits | None = None, authorize: Authorize | None = None) -> None:
         self.app, self.max_body, self.ssl_context = app, max_body, ssl_context
         self.limits = limits or Limits()
+        self.body_budget = self.limits.body_budget if self.limits.body_budget is not None else 4 * max_body
+        self.body_bytes = 0  # reserved by the bodies being received or handled
         self.authorize = authorize if authorize is not None else getattr(app, "authorize", None)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task | None = None
         self._connections: set[_Connection] = set()
+        self._per_client: dict[str, int] = {}  # client address -> its open connections
         self._tasks: set[asyncio.Task] = set()  # handlers that had to wait
         self._active = 0  # requests whose handler is running
         self._closing = False
@@ -92,7 +110,7 @@ class HttpServer:
         """Bind and listen (SO_REUSEPORT on). OSError if the port cannot be bound."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), host, port, reuse_port=True,
-                                                ssl=self.ssl_context)
+                                                ssl=self.ssl_context, backlog=BACKLOG)
         self._sweeper = loop.create_task(self._sweep())
 
     async def stop(self, grace_s: float) -> None:
@@ -113,6 +131,29 @@ class HttpServer:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+
+    def reserve(self, size: int) -> bool:
+        """Reserve `size` bytes of the body budget; False (nothing reserved) if they do not fit."""
+        if self.body_bytes + size > self.body_budget:
+            return False
+        self.body_bytes += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.body_bytes -= size
+
+    def admit(self, client: str) -> bool:
+        """Count a connection from `client`; False (not counted) if it has its maximum already."""
+        count = self._per_client.get(client, 0)
+        if count >= self.limits.max_connections_per_client:
+            return False
+        self._per_client[client] = count + 1
+        return True
+
+    def discharge(self, client: str) -> None:
+        count = self._per_client.pop(client) - 1
+        if count:
+            self._per_client[client] = count
 
     async def _sweep(self) -> None:
         """Close every connection past a deadline: a client too slow to send its request
@@ -141,6 +182,9 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.request: Request | None = None  # headers parsed, body not yet complete
         self.body_length = 0
+        self.body: bytearray | None = None  # the body being received, when it was not all in `buffer`
+        self.reserved = 0  # bytes of the server's body budget held by the request in progress
+        self.client: str | None = None  # the address this connection counts against, once admitted
         self.busy = False  # a handler is running
         self.closed = False  # no more reading, parsing or answering
         self.peer_done = False  # the client has half-closed: answer what is buffered, then close
@@ -164,18 +208,39 @@ class _Connection(asyncio.Protocol):
         if len(self.server._connections) > self.limits.max_connections:
             self._answer(_plain(503, "too many connections"), keep=False)
             return
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if not self.server.admit(client):
+            self._answer(_plain(503, "too many connections from your address"), keep=False)
+            return
+        self.client = client
         self.deadline = self.loop.time() + self.limits.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.deadline = self.write_deadline = None
         self.server._connections.discard(self)
+        if self.client is not None:
+            self.server.discharge(self.client)
+            self.client = None
+        if not self.busy:  # a running handler still holds its body: _finish releases it
+            self.body = None
+            self._release()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         if self.idle and data:  # the next request starts: its headers have header_timeout_s
             self.deadline = self.loop.time() + self.limits.header_timeout_s
+        if self.body is not None:  # a body being received: its bytes go straight into it
+            room = self.body_length - len(self.body)
+            if len(data) <= room:
+                self.body += data
+                data = b""
+            else:
+                view = memoryview(data)
+                self.body += view[:room]
+                data = view[room:]
         self.buffer += data
         if self.busy or self.write_paused:
             if len(self.buffer) > READ_AHEAD and not self.read_paused:
@@ -230,14 +295,13 @@ class _Connection(asyncio.Protocol):
                     self.transport.resume_reading()
                 if self.request is None and not self._take_head():
                     return
-                if len(self.buffer) < self.body_length:
+                body = self._take_body()
+                if body is None:
                     if self.peer_done:
                         self.close()
                     return
                 request, self.request = self.request, None
-                if self.body_length:
-                    request.body = bytes(self.buffer[:self.body_length])
-                    del self.buffer[:self.body_length]
+                request.body = body
                 self._dispatch(request)
         except Exception:
             log.exception("HTTP connection failed")
@@ -260,6 +324,28 @@ class _Connection(asyncio.Protocol):
         head = bytes(self.buffer[:end])
         del self.buffer[:end + 4]
         return self._start(head)
+
+    def _take_body(self) -> bytes | None:
+        """The body of the request in progress once it is complete, else None (what arrived so
+        far is moved from `buffer` into a body buffer of its own, which then takes the rest)."""
+        length = self.body_length
+        if self.body is None:
+            if len(self.buffer) >= length:  # all here (small requests): no second buffer
+                body = bytes(self.buffer[:length]) if length else b""
+                del self.buffer[:length]
+                return body
+            self.body, self.buffer = self.buffer, bytearray()
+            return None
+        if len(self.body) < length:
+            return None
+        body, self.body = bytes(self.body), None  # one copy, then the buffer is freed at once
+        return body
+
+    def _release(self) -> None:
+        """Give back the body budget the request in progress reserved."""
+        if self.reserved:
+            self.server.release(self.reserved)
+            self.reserved = 0
 
     def _start(self, head: bytes) -> bool:
         """Check the request line and headers; False if the request was refused (answered, and
@@ -286,6 +372,14 @@ class _Connection(asyncio.Protocol):
             self._answer(_plain(413, f"request body of {length} bytes exceeds the limit of "
                                      f"{self.server.max_body} bytes"), keep=False)
             return False
+        if length > UNBUDGETED_BODY:
+            if not self.server.reserve(length):
+                refusal = _plain(503, f"the server is busy receiving other request bodies; retry a request "
+                                      f"body of {length} bytes later")
+                refusal.headers["Retry-After"] = "1"
+                self._answer(refusal, keep=False)
+                return False
+            self.reserved = length
         self.request, self.body_length = request, length
         if length > len(self.buffer):
             self.deadline = self.loop.time() + self.limits.body_timeout_s
@@ -331,6 +425,7 @@ class _Connection(asyncio.Protocol):
         """Answer `request`; the connection is then ready for the next one, or closed."""
         self.server._active -= 1
         self.busy = False
+        self._release()
         keep = keep and _keep_alive(request) and not self.server._closing
         if self.peer_done and not self.buffer:
             keep = False

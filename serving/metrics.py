@@ -11,9 +11,15 @@ request path. Durations are cumulative microseconds like Triton's; counters carr
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client.exposition import make_wsgi_app
+
+from edgerun.serving.auth import token_ok
 
 _LABELS = ("model", "version")
 REQUEST_SUCCESS = Counter("nv_inference_request_success", "Successful inference requests", _LABELS)
@@ -54,12 +60,35 @@ def publish(model) -> None:
     model._published = now
 
 
-def serve_multiprocess(port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics on `port`, summing the samples every worker wrote to PROMETHEUS_MULTIPROC_DIR.
-    Raises KeyError if that variable is unset, OSError if the port is taken."""
+def serve_multiprocess(port: int, host: str = "127.0.0.1", token: str | None = None) -> None:
+    """Serve /metrics on `port` (a daemon thread), summing the samples every worker wrote to
+    PROMETHEUS_MULTIPROC_DIR. With `token`, requests without 'Authorization: Bearer <token>' get 401
+    (the labels name every model). Raises KeyError if that variable is unset, OSError if the port
+    is taken."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    start_http_server(port, addr=host, registry=registry)
+    if token is None:
+        start_http_server(port, addr=host, registry=registry)
+        return
+    app = make_wsgi_app(registry)
+
+    def guarded(environ, start_response):
+        if not token_ok(environ.get("HTTP_AUTHORIZATION"), token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+            return [b"missing or invalid bearer token\n"]
+        return app(environ, start_response)
+
+    server = make_server(host, port, guarded, _ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        pass
 
 
 def worker_exited(pid: int) -> None:

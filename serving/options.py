@@ -29,6 +29,8 @@ class ServeOptions:
     threads: int | None = 1
     max_concurrent_rpcs: int = 256  # gRPC calls at once per worker; more get RESOURCE_EXHAUSTED
     http_max_connections: int = 1024  # HTTP connections at once per worker; more get 503
+    http_max_connections_per_client: int = 64  # of those, from one client address
+    http_body_budget_bytes: int | None = None  # request bodies in flight per worker (None = 4 x max message)
     http_header_timeout_s: float = 10.0  # to send the request line and headers
     http_body_timeout_s: float = 60.0  # to send the body
     http_idle_timeout_s: float = 60.0  # between requests on a kept-alive connection
@@ -45,8 +47,12 @@ class ServeOptions:
             raise ValueError(f"--model-control-mode must be none, poll or explicit, got {self.mode!r}")
         if self.max_message_bytes < 1024:
             raise ValueError("--max-message-size must be at least 1024 bytes")
-        if self.max_concurrent_rpcs < 1 or self.http_max_connections < 1:
-            raise ValueError("--grpc-max-concurrent-rpcs and --http-max-connections must be >= 1")
+        if self.max_concurrent_rpcs < 1 or self.http_max_connections < 1 or self.http_max_connections_per_client < 1:
+            raise ValueError("--grpc-max-concurrent-rpcs, --http-max-connections and "
+                             "--http-max-connections-per-client must be >= 1")
+        if self.http_body_budget_bytes is not None and self.http_body_budget_bytes < self.max_message_bytes:
+            raise ValueError(f"--http-body-budget ({self.http_body_budget_bytes} bytes) must be at least "
+                             f"--max-message-size ({self.max_message_bytes} bytes)")
         if min(self.http_header_timeout_s, self.http_body_timeout_s, self.http_idle_timeout_s) <= 0:
             raise ValueError("HTTP timeouts must be > 0")
         if not 0 <= self.busy_poll_us <= 1_000_000:

@@ -17,11 +17,12 @@ from pathlib import Path
 from edgerun.runtime.errors import ErrorCode
 from edgerun.serving import metrics
 from edgerun.serving.config import CONFIG_NAME, MODEL_FILE, ConfigError, ModelSettings, read_settings
-from edgerun.serving.errors import ServingError, not_found
+from edgerun.serving.errors import ServingError, not_found, quote
 from edgerun.serving.model import ServedModel
 
 log = logging.getLogger("edgerun.serving")
 Fingerprint = tuple[int, int]
+NAME_MAX = 255  # bytes in a directory name (longer ones make stat() fail rather than say no)
 
 
 @dataclass
@@ -123,7 +124,7 @@ class Repository:
         NOT_FOUND for an unknown model or version, UNAVAILABLE if the model has no ready version."""
         entry = self.models.get(name)
         if entry is None:
-            raise not_found(f"unknown model {name!r}")
+            raise not_found(f"unknown model {quote(name)}")
         if not version:
             model = entry.latest()
             if model is None:
@@ -131,7 +132,7 @@ class Repository:
             return model
         model = entry.ready.get(int(version)) if _plain_version(version) else None
         if model is None:
-            raise not_found(f"model {name!r} has no ready version {version!r}; ready: {sorted(entry.ready)}")
+            raise not_found(f"model {name!r} has no ready version {quote(version)}; ready: {sorted(entry.ready)}")
         return model
 
     def is_ready(self, name: str, version: str = "") -> bool:
@@ -173,8 +174,9 @@ class Repository:
         """Bring model `name` in line with its directory: load new or changed versions the policy
         selects, drop versions no longer selected once a replacement is ready. NOT_FOUND if the
         directory does not exist; errors of single versions are recorded, not raised."""
-        if not name or "/" in name or name.startswith(".") or not (self.root / name).is_dir():
-            raise not_found(f"unknown model {name!r}")
+        if (not name or "/" in name or name.startswith(".") or len(name.encode()) > NAME_MAX
+                or not (self.root / name).is_dir()):
+            raise not_found(f"unknown model {quote(name)}")
         async with self._lock:
             entry = self.models.setdefault(name, ModelEntry(name))
             await self._sync(entry)
@@ -186,7 +188,7 @@ class Repository:
         async with self._lock:
             entry = self.models.pop(name, None)
             if entry is None:
-                raise not_found(f"unknown model {name!r}")
+                raise not_found(f"unknown model {quote(name)}")
             for model in entry.ready.values():
                 model.close()
             log.info("unloaded model %s", name)

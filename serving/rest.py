@@ -11,7 +11,7 @@ from google.protobuf import json_format
 
 from edgerun.runtime.errors import ErrorCode
 from edgerun.serving.auth import token_ok
-from edgerun.serving.errors import ServingError
+from edgerun.serving.errors import ServingError, quote
 from edgerun.serving.handlers import Handlers
 from edgerun.serving.http_server import Request, Response
 from edgerun.serving.rest_codec import encode_infer, parse_infer
@@ -65,7 +65,7 @@ class RestApp:
             match = pattern.fullmatch(request.path.rstrip("/") or "/")
             if match:
                 if request.method != method:
-                    return _json(405, {"error": f"{request.method} is not allowed on {request.path}"})
+                    return _json(405, {"error": f"{quote(request.method)} is not allowed on {quote(request.path)}"})
                 try:
                     return await getattr(self, "_" + name)(request, **match.groupdict())
                 except ServingError as exc:
@@ -73,7 +73,7 @@ class RestApp:
                 except Exception:
                     log.exception("REST %s %s failed", request.method, request.path)
                     return _json(500, {"error": "internal error"})
-        return _json(404, {"error": f"no route for {request.path}"})
+        return _json(404, {"error": f"no route for {quote(request.path)}"})
 
     async def _live(self, request: Request) -> Response:
         return _json(200 if self.h.server_live() else 503, {"live": self.h.server_live()})

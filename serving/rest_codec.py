@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgerun.serving.datatypes import datatype_of, to_raw
-from edgerun.serving.errors import invalid
+from edgerun.serving.errors import invalid, quote
 from edgerun.serving.types import InferRequest, InferResponse, InputTensor
 
 
@@ -44,7 +44,7 @@ def parse_infer(model: str, version: str, body: bytes, header_length: str | None
         for out in doc["outputs"]:
             if not isinstance(out, dict) or not isinstance(out.get("name"), str):
                 raise invalid("each requested output needs a 'name'")
-            outputs[out["name"]] = dict(_dict(out.get("parameters"), f"output {out['name']!r} parameters"))
+            outputs[out["name"]] = dict(_dict(out.get("parameters"), f"output {quote(out['name'])} parameters"))
     # copies: the document may be a memoized one that later requests share
     return InferRequest(model, version, str(doc.get("id", "")), inputs, outputs, dict(params))
 
@@ -81,7 +81,8 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     except ValueError:
         n = -1
     if not 0 <= n <= len(body):
-        raise invalid(f"Inference-Header-Content-Length {header_length!r} does not fit a body of {len(body)} bytes")
+        raise invalid(f"Inference-Header-Content-Length {quote(header_length)} does not fit a body of "
+                      f"{len(body)} bytes")
     view = memoryview(body)
     return bytes(view[:n]), view[n:]
 
@@ -100,16 +101,17 @@ def _input(entry: Any, binary: memoryview, offset: int) -> tuple[InputTensor, in
     name = entry["name"]
     shape = entry.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise invalid(f"input {name!r}: 'shape' must be a list of integers")
+        raise invalid(f"input {quote(name)}: 'shape' must be a list of integers")
     datatype = entry.get("datatype")
     if not isinstance(datatype, str):
-        raise invalid(f"input {name!r}: 'datatype' must be a string")
-    params = _dict(entry.get("parameters"), f"input {name!r} parameters")
+        raise invalid(f"input {quote(name)}: 'datatype' must be a string")
+    params = _dict(entry.get("parameters"), f"input {quote(name)} parameters")
     raw = None
     size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-            raise invalid(f"input {name!r}: binary_data_size {size!r} overruns the {len(binary)} bytes of binary data")
+            raise invalid(f"input {quote(name)}: binary_data_size {quote(size)} overruns the {len(binary)} bytes "
+                          "of binary data")
         raw = binary[offset:offset + size]
         offset += size
     values = entry.get("data")

@@ -49,7 +49,7 @@ def _supervise(options: ServeOptions) -> int:
     from edgerun.serving.worker import run_worker
 
     if options.metrics_port:
-        metrics.serve_multiprocess(options.metrics_port, options.host)
+        metrics.serve_multiprocess(options.metrics_port, options.host, options.token)
     context = multiprocessing.get_context("spawn")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}

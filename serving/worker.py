@@ -52,9 +52,10 @@ async def _serve(options: ServeOptions, index: int) -> None:
     interceptors = [TokenInterceptor(options.token)] if options.token else []
     credentials = grpc_credentials(options.tls) if options.tls else None
     grpc_server = build_server(handlers, f"{options.host}:{options.grpc_port}", options.max_message_bytes,
-                               interceptors, credentials, options.max_concurrent_rpcs)
+                               interceptors, credentials, options.max_concurrent_rpcs, options.token)
     limits = Limits(options.http_header_timeout_s, options.http_body_timeout_s, options.http_idle_timeout_s,
-                    options.http_max_connections)
+                    options.http_max_connections, options.http_max_connections_per_client,
+                    options.http_body_budget_bytes)
     http_server = HttpServer(RestApp(handlers, options.token), options.max_message_bytes,
                              ssl_context(options.tls) if options.tls else None, limits)
     await grpc_server.start()

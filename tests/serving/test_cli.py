@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from edgerun import cli
@@ -14,7 +16,8 @@ def test_help_lists_the_options(capsys) -> None:
     out = capsys.readouterr().out
     for flag in ("--model-repository", "--grpc-port", "--http-port", "--metrics-port", "--workers",
                  "--model-control-mode", "--tls-cert", "--tls-key", "--tls-client-ca", "--auth-token-file",
-                 "--max-message-size", "--busy-poll-us"):
+                 "--max-message-size", "--busy-poll-us", "--token-file", "EDGERUN_SERVE_TOKEN",
+                 "--http-max-connections-per-client", "--http-body-budget BYTES"):
         assert flag in out
 
 
@@ -24,6 +27,8 @@ def test_help_lists_the_options(capsys) -> None:
     (["--workers", "0"], "--workers must be >= 1"),
     (["--max-message-size", "10"], "at least 1024 bytes"),
     (["--busy-poll-us", "-1"], "--busy-poll-us must be within 0..1000000"),
+    (["--http-max-connections-per-client", "0"], "--http-max-connections-per-client must be >= 1"),
+    (["--max-message-size", "4096", "--http-body-budget", "4095"], "--http-body-budget (4095 bytes) must be at least"),
 ])
 def test_bad_options(tmp_path, capsys, extra, words) -> None:
     assert cli.main(["serve", "--model-repository", str(tmp_path), *extra]) == 1
@@ -37,3 +42,22 @@ def test_missing_repository_and_empty_token(tmp_path, capsys) -> None:
     token.write_text("  \n")
     assert cli.main(["serve", "--model-repository", str(tmp_path), "--auth-token-file", str(token)]) == 1
     assert "token file is empty" in capsys.readouterr().err
+
+
+def test_token_from_the_environment_but_not_from_two_places(tmp_path, capsys, monkeypatch) -> None:
+    from edgerun.serving.cli import add_arguments, options_from
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    monkeypatch.setenv("EDGERUN_SERVE_TOKEN", " from-env ")
+    assert options_from(parser.parse_args(["--model-repository", str(tmp_path)])).token == "from-env"
+    assert cli.main(["serve", "--model-repository", str(tmp_path), "--token-file", str(token)]) == 1
+    assert "not both" in capsys.readouterr().err
+    monkeypatch.setenv("EDGERUN_SERVE_TOKEN", "  ")
+    assert cli.main(["serve", "--model-repository", str(tmp_path)]) == 1
+    assert "EDGERUN_SERVE_TOKEN is empty" in capsys.readouterr().err
+    monkeypatch.delenv("EDGERUN_SERVE_TOKEN")
+    assert options_from(parser.parse_args(["--model-repository", str(tmp_path), "--token-file", str(token)])).token \
+        == "from-file"

@@ -341,6 +341,59 @@ def test_large_bodies_both_ways() -> None:
     assert status == 200 and body == payload[::-1]
 
 
+def test_bodies_that_overrun_the_budget_are_refused_unread_and_the_budget_comes_back() -> None:
+    big = 1 << 20  # over UNBUDGETED_BODY: reserved; two do not fit a budget of 1.5 MiB
+    limits = Limits(body_budget=big * 3 // 2)
+
+    async def scenario(server, port):
+        held_reader, held = await asyncio.open_connection("127.0.0.1", port)
+        held.write(_post("/a", b"x" * big)[:-1000])  # the headers and most of the body
+        await asyncio.sleep(0.1)
+        reserved = server.body_bytes
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_post("/b", b"y" * big)[:200])
+        refusal = await _read_response(reader)
+        closed = await reader.read()
+        small = await _two_requests(server, port)  # small bodies need no reservation
+        held.write(b"x" * 1000)
+        answer = await _read_response(held_reader)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_post("/a", b"z" * big)[:-1])  # reserved, then the client goes away
+        await asyncio.sleep(0.1)
+        writer.close()
+        await asyncio.sleep(0.1)
+        return reserved, refusal, closed, small, answer, server.body_bytes
+
+    reserved, (status, headers, body), closed, (small, _), answer, left = _serve(_echo, scenario, limits, big)
+    assert reserved == big and left == 0
+    assert status == 503 and headers["retry-after"] == "1" and headers["connection"] == "close" and closed == b""
+    assert "busy" in json.loads(body)["error"]
+    assert [s for s, _, _ in small] == [200, 200]
+    assert answer[0] == 200 and len(json.loads(answer[2])["body"]) == big
+
+
+def test_connections_are_capped_per_client_address() -> None:
+    async def scenario(server, port):
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        refusal = await _read_response(reader)
+        other_reader, other_writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+        other_writer.write(_post("/other-address"))
+        other = await _read_response(other_reader)
+        for _, w in held:
+            w.close()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_post("/again"))
+        again = await _read_response(reader)
+        return refusal, other, again, dict(server._per_client)
+
+    refusal, other, again, per_client = _serve(_echo, scenario, Limits(max_connections_per_client=2))
+    assert refusal[0] == 503 and b"from your address" in refusal[2]
+    assert other[0] == 200 and again[0] == 200
+    assert per_client == {"127.0.0.1": 1, "127.0.0.2": 1}
+
+
 def test_stop_finishes_requests_in_progress() -> None:
     async def scenario(server, port):
         gate = asyncio.Event()
