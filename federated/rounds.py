@@ -20,9 +20,11 @@ clip_norm) and weights are capped in (0, 1] by the ring's max_weight; the coordi
 checks that the norm of the decoded sum S = sum_i w_i delta_i is at most W * bound (W =
 sum_i w_i <= n survivors), plus the rounding of the ring and, under distributed DP, the
 clients' noise. A sum over that bound fails the round. What this verifies: the sum is one
-that clipped clients could have produced. What it cannot: which client did not clip, nor
-anything about a cheater whose excess fits in the room the honest clients left under the
-bound; that client still moves the model by up to about n * bound / W in one round.
+that clipped clients could have produced, so the averaged update S / W stays within about
+the bound, as in a plain round. What it cannot: which client did not clip, nor a cheater
+whose excess fits under the bound; that client cannot make the step larger but can choose
+its direction (cancel the honest part of the sum and put its own in its place), where a
+plain round limits its pull to its share of the weights.
 
 The durable transitions go through the store (open, record an update,
 finish or fail), so a coordinator restarted mid-round resumes a stored round from the step
