@@ -3,14 +3,15 @@
 A device proves every request with its key: it signs
     DOMAIN | method | client_id | timestamp | nonce | sha256(body)
 and the coordinator checks the signature against the enrolled public key, that
-the timestamp is within `max_skew` seconds of its clock, and that the nonce was
-not seen before (within that window). The coordinator signs what it sends
+the timestamp is at most `max_skew` seconds behind its clock and `max_future` ahead,
+and that the nonce was not seen before (within that window). The coordinator signs what it sends
 (models, parameters) the same way, so a device refuses anything else.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import os
 import secrets
@@ -27,7 +28,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from edgerun.runtime.errors import EdgerunError
 
 DOMAIN = b"edgerun-federated-v1"
-MAX_SKEW_SECONDS = 300.0
+MAX_SKEW_SECONDS = 300.0  # how far behind the coordinator's clock a request may be
+MAX_FUTURE_SECONDS = 5.0  # ... and how far ahead
+MAX_NONCES_PER_CLIENT = 16_384  # nonces remembered per client (above 50 requests/s for 300 s)
 
 
 class AuthError(EdgerunError):
@@ -110,31 +113,60 @@ def verify(public_key: bytes, signature: bytes, message: bytes, what: str) -> No
         raise AuthError(f"{what}: signature does not verify") from None
 
 
-class ReplayGuard:
-    """Remembers recent nonces per client; refuses stale, future or repeated requests."""
+class ReplayLimit(AuthError):
+    """A client has more requests in the replay window than the guard keeps nonces for."""
 
-    def __init__(self, max_skew: float = MAX_SKEW_SECONDS) -> None:
-        self.max_skew = max_skew
-        self._seen: dict[tuple[str, bytes], float] = {}
+
+class ReplayGuard:
+    """Remembers each client's recent nonces; refuses stale, future or repeated requests.
+
+    A request is fresh when its timestamp is at most `max_skew` seconds behind the
+    coordinator's clock and at most `max_future` ahead (a client cannot pin its nonces in
+    memory with far-future timestamps). A nonce is remembered until its timestamp is no
+    longer fresh (timestamp + max_skew): a min-heap orders them by that expiry, so each
+    check forgets what expired in O(log n) amortized and never scans the rest. At most
+    `max_per_client` nonces are kept per client; beyond that its requests are refused
+    (ReplayLimit) until some expire, so memory is bounded by clients * max_per_client."""
+
+    def __init__(self, max_skew: float = MAX_SKEW_SECONDS, max_future: float = MAX_FUTURE_SECONDS,
+                 max_per_client: int = MAX_NONCES_PER_CLIENT) -> None:
+        self.max_skew, self.max_future, self.max_per_client = max_skew, max_future, max_per_client
+        self._seen: dict[str, set[bytes]] = {}
+        self._expiry: list[tuple[float, str, bytes]] = []  # heap of (timestamp + max_skew, client, nonce)
         self._lock = threading.Lock()
 
     def check(self, fields: SignedFields, now: float | None = None) -> None:
+        """Remember the request's nonce; AuthError if it is stale, from the future or a
+        replay, ReplayLimit if its client already has `max_per_client` nonces remembered."""
         now = time.time() if now is None else now
-        if not math.isfinite(fields.timestamp) or abs(now - fields.timestamp) > self.max_skew:
-            raise AuthError(f"client {fields.client_id!r}: timestamp is {now - fields.timestamp:+.0f} s off")
+        age = now - fields.timestamp
+        if not math.isfinite(fields.timestamp) or age > self.max_skew or -age > self.max_future:
+            raise AuthError(f"client {fields.client_id!r}: timestamp is {age:+.0f} s off (accepted: up to "
+                            f"{self.max_future:g} s ahead, {self.max_skew:g} s behind the coordinator's clock)")
         if len(fields.nonce) != 16:
             raise AuthError(f"client {fields.client_id!r}: nonce must be 16 bytes")
-        key = (fields.client_id, fields.nonce)
         with self._lock:
-            self._forget_before(now - self.max_skew)
-            if key in self._seen:
+            self._forget_expired(now)
+            nonces = self._seen.setdefault(fields.client_id, set())
+            if fields.nonce in nonces:
                 raise AuthError(f"client {fields.client_id!r}: replayed request (nonce already used)")
-            self._seen[key] = fields.timestamp
+            if len(nonces) >= self.max_per_client:
+                raise ReplayLimit(f"client {fields.client_id!r}: {len(nonces)} requests in the last "
+                                  f"{self.max_skew:g} s, the most the coordinator remembers")
+            nonces.add(fields.nonce)
+            heapq.heappush(self._expiry, (fields.timestamp + self.max_skew, fields.client_id, fields.nonce))
 
-    def _forget_before(self, cutoff: float) -> None:
-        stale = [k for k, t in self._seen.items() if t < cutoff]
-        for k in stale:
-            del self._seen[k]
+    def _forget_expired(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] < now:
+            _, client, nonce = heapq.heappop(self._expiry)
+            nonces = self._seen[client]
+            nonces.discard(nonce)
+            if not nonces:
+                del self._seen[client]
+
+    def __len__(self) -> int:
+        """Nonces remembered (all clients)."""
+        return len(self._expiry)
 
 
 def verify_request(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,15 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--host", default="0.0.0.0")
     c.add_argument("--state", type=Path, default=Path("coordinator.db"), help="SQLite state file")
     c.add_argument("--key", type=Path, default=Path("coordinator.key"), help="Ed25519 key file (created)")
-    c.add_argument("--token", default=None, help="enrolment token devices must present")
+    c.add_argument("--token-file", type=Path, default=None,
+                   help=f"file holding the enrolment token devices must present (or set {TOKEN_ENV})")
+    c.add_argument("--token", default=None, help="deprecated (visible in the process list): use --token-file")
+    c.add_argument("--operator-token-file", type=Path, default=None,
+                   help=f"file holding the token that makes Status report rounds and clients (or set {OPERATOR_ENV})")
+    c.add_argument("--max-update-norm", type=float, default=10.0,
+                   help="L2 bound on each client's update (plain rounds: clipped; secure: clients clip, the sum is "
+                        "checked); 0: no bound")
+    c.add_argument("--max-examples", type=int, default=1000, help="example count an update is weighted by, at most")
     c.add_argument("--allow-keys", type=Path, default=None,
                    help="file of device public keys (hex, one per line) that may enrol without the token")
     c.add_argument("--fraction-fit", type=float, default=0.5)
@@ -46,7 +55,9 @@ def add_parser(subparsers: Any) -> None:
     d.add_argument("--data", type=Path, required=True, help=".npz with x and y")
     d.add_argument("--id", required=True, help="this device's client id")
     d.add_argument("--key", type=Path, default=Path("device.key"), help="Ed25519 key file (created)")
-    d.add_argument("--token", default="", help="enrolment token")
+    d.add_argument("--token-file", type=Path, default=None,
+                   help=f"file holding the enrolment token (or set {TOKEN_ENV})")
+    d.add_argument("--token", default=None, help="deprecated (visible in the process list): use --token-file")
     d.add_argument("--tls-ca", type=Path, help="CA that signed the coordinator's certificate; enables TLS")
     d.add_argument("--tls-cert", type=Path, help="device certificate for mutual TLS")
     d.add_argument("--tls-key", type=Path, help="device private key for mutual TLS")
@@ -79,6 +90,27 @@ def add_parser(subparsers: Any) -> None:
     t = commands.add_parser("status", help="rounds, clients and metrics of a coordinator state file")
     t.add_argument("--state", type=Path, default=Path("coordinator.db"))
     t.set_defaults(func=cmd_status)
+
+
+TOKEN_ENV, OPERATOR_ENV = "EDGERUN_ENROL_TOKEN", "EDGERUN_OPERATOR_TOKEN"
+
+
+def read_secret(path: Path | None, env: str, flag_value: str | None = None, flag: str = "") -> str | None:
+    """A secret from a file (first line, stripped), else the environment variable `env`, else
+    the deprecated command-line `flag_value` (with a warning: other users of the machine can
+    read a process's arguments). None if none is given; ValueError for an empty file."""
+    if path is not None:
+        text = path.read_text().strip()
+        if not text:
+            raise ValueError(f"{path}: the token file is empty")
+        return text.splitlines()[0]
+    if os.environ.get(env):
+        return os.environ[env]
+    if flag_value is not None:
+        logging.getLogger("edgerun.federated").warning(
+            "%s on the command line is visible in the process list and is deprecated: use %s-file or %s",
+            flag, flag, env)
+    return flag_value
 
 
 def add_privacy_arguments(p: Any) -> None:
@@ -126,12 +158,15 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     allowed = set()
     if args.allow_keys is not None:
         allowed = {bytes.fromhex(line.strip()) for line in args.allow_keys.read_text().splitlines() if line.strip()}
-    if args.token is None and not allowed:
-        raise ValueError("enrolment needs --token or --allow-keys")
+    token = read_secret(args.token_file, TOKEN_ENV, args.token, "--token")
+    if token is None and not allowed:
+        raise ValueError(f"enrolment needs --token-file (or {TOKEN_ENV}) or --allow-keys")
     secagg, dp = privacy_options(args)
     config = CoordinatorConfig(rounds=args.rounds, round_timeout=args.round_timeout,
-                               report_goal=args.report_goal, enrol_token=args.token, allowed_keys=allowed,
-                               secagg=secagg, dp=dp, compression=args.compression)
+                               report_goal=args.report_goal, enrol_token=token, allowed_keys=allowed,
+                               secagg=secagg, dp=dp, compression=args.compression,
+                               max_update_norm=args.max_update_norm or None, max_examples=args.max_examples,
+                               operator_token=read_secret(args.operator_token_file, OPERATOR_ENV))
     coordinator = Coordinator(args.model, Store(args.state), strategy, config, KeyPair.load_or_create(args.key))
     credentials = None
     if args.tls_cert or args.tls_key:
@@ -163,7 +198,7 @@ def cmd_client(args: argparse.Namespace) -> int:
 
         credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
     client = FederatedClient(channel(args.coordinator, credentials), args.id, KeyPair.load_or_create(args.key), (x, y),
-                             ClientOptions(token=args.token))
+                             ClientOptions(token=read_secret(args.token_file, TOKEN_ENV, args.token, "--token") or ""))
     client.run()
     print(f"done: trained in rounds {client.rounds_done}")
     return 0

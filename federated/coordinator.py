@@ -18,7 +18,10 @@ Differential privacy wraps the strategy (federated.strategies.dp).
 from __future__ import annotations
 
 import enum
+import hmac
 import logging
+import math
+import re
 import secrets
 import threading
 import time
@@ -77,6 +80,61 @@ class CoordinatorConfig:
     dp: DpOptions | None = None
     # Plain uploads only: "none", "int8" (stochastic rounding) or "topk:F" (sparse).
     compression: str = "none"
+    # One bad client (see federated.rounds): every update's L2 norm is bounded by max_update_norm
+    # (plain rounds: the coordinator clips it; secure rounds: clients are told to clip to it and
+    # the coordinator checks the norm of the sum); None: no bound. An update weighs
+    # min(num_examples, max_examples), the same cap as SecAggOptions.max_weight.
+    max_update_norm: float | None = 10.0
+    max_examples: int = 1000
+    # Status with this token (gRPC metadata "authorization: Bearer <token>") reports rounds and
+    # clients; without it Status only says the coordinator is alive. None: liveness only.
+    operator_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_update_norm is not None and not (math.isfinite(self.max_update_norm)
+                                                     and self.max_update_norm > 0):
+            raise ValueError(f"max_update_norm must be a finite number > 0 or None, got {self.max_update_norm!r}")
+        if isinstance(self.max_examples, bool) or not isinstance(self.max_examples, int) or self.max_examples < 1:
+            raise ValueError(f"max_examples must be an integer >= 1, got {self.max_examples!r}")
+
+
+# Enrolment and upload fields a client chooses, bounded (INVALID_ARGUMENT beyond).
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+MAX_INFO_ENTRIES, MAX_INFO_KEY, MAX_INFO_VALUE = 32, 64, 1024
+MAX_METRICS, MAX_METRIC_NAME = 32, 64
+
+
+def check_enrolment(client_id: str, info: dict[str, str]) -> None:
+    """Rejected(INVALID_ARGUMENT) unless the id is 1-128 characters of [A-Za-z0-9._:@-]
+    (starting with a letter or digit) and `info` has at most MAX_INFO_ENTRIES entries with
+    keys up to MAX_INFO_KEY and values up to MAX_INFO_VALUE characters."""
+    if not CLIENT_ID.fullmatch(client_id):
+        shown = client_id if len(client_id) <= 40 else f"{client_id[:40]}... ({len(client_id)} characters)"
+        raise Rejected(ErrorCode.INVALID_ARGUMENT, f"client id {shown!r}: expected 1-128 characters of "
+                       "[A-Za-z0-9._:@-], starting with a letter or digit")
+    if len(info) > MAX_INFO_ENTRIES:
+        raise Rejected(ErrorCode.INVALID_ARGUMENT, f"client {client_id!r}: info has {len(info)} entries, "
+                       f"at most {MAX_INFO_ENTRIES} are accepted")
+    for key, value in info.items():
+        if len(key) > MAX_INFO_KEY or len(value) > MAX_INFO_VALUE:
+            raise Rejected(ErrorCode.INVALID_ARGUMENT, f"client {client_id!r}: info entry {key[:40]!r} has a "
+                           f"{len(key)}-character key and a {len(value)}-character value, at most "
+                           f"{MAX_INFO_KEY} and {MAX_INFO_VALUE} are accepted")
+
+
+def check_metrics(client_id: str, metrics: dict[str, float]) -> None:
+    """Rejected(INVALID_ARGUMENT) unless `metrics` has at most MAX_METRICS entries, names up
+    to MAX_METRIC_NAME characters and finite values (they are stored as strict JSON)."""
+    if len(metrics) > MAX_METRICS:
+        raise Rejected(ErrorCode.INVALID_ARGUMENT, f"client {client_id!r}: {len(metrics)} metrics, at most "
+                       f"{MAX_METRICS} are accepted")
+    for name, value in metrics.items():
+        if len(name) > MAX_METRIC_NAME:
+            raise Rejected(ErrorCode.INVALID_ARGUMENT, f"client {client_id!r}: metric name {name[:40]!r}... is "
+                           f"{len(name)} characters, at most {MAX_METRIC_NAME} are accepted")
+        if not math.isfinite(value):
+            raise Rejected(ErrorCode.INVALID_ARGUMENT, f"client {client_id!r}: metric {name!r} is {value}; "
+                           "metrics must be finite numbers")
 
 
 class Action(enum.StrEnum):
@@ -165,9 +223,12 @@ class Coordinator:
 
     # ------------------------------------------------------------ enrolment
     def enrol(self, client_id: str, public_key: bytes, token: str, info: dict[str, str]) -> bytes:
-        """Register a device key; returns the coordinator's public key."""
+        """Register a device key; returns the coordinator's public key. Rejected: fields out
+        of bounds (check_enrolment), a bad token for a key not allowed, an id or key enrolled."""
+        check_enrolment(client_id, info)
         allowed = public_key in self.config.allowed_keys
-        if not allowed and (self.config.enrol_token is None or token != self.config.enrol_token):
+        expected = self.config.enrol_token
+        if not allowed and (expected is None or not hmac.compare_digest(token.encode(), expected.encode())):
             raise Rejected(ErrorCode.PERMISSION_DENIED,
                            f"client {client_id!r}: bad enrolment token and key not allowed")
         try:
@@ -226,6 +287,7 @@ class Coordinator:
         """Validate and durably record one client's delta; Rejected says why not."""
         if num_examples <= 0:
             raise Rejected(ErrorCode.INVALID_ARGUMENT, f"client {client_id!r}: num_examples must be positive")
+        check_metrics(client_id, metrics)
         current = self.store.current_round()
         method = current.config.get("compression", "none") if current is not None else "none"
         try:
@@ -285,6 +347,7 @@ class Coordinator:
 
     def submit_evaluation(self, client_id: str, round_number: int, result: EvaluateRes) -> None:
         """Record one client's evaluation of the global model; Rejected says why not."""
+        check_metrics(client_id, dict(result.metrics))
         with self.lock:
             evaluation = self.round_state.evaluation if self.round_state is not None else None
             if evaluation is None or evaluation.round != round_number:
@@ -302,24 +365,31 @@ class Coordinator:
         deadline = time.time() + timeout
         with self.lock:
             while time.time() < deadline:
-                if {c.client_id for c in self.store.clients()} <= self.stopped:
+                if set(self.store.client_ids()) <= self.stopped:
                     return True
                 self.lock.wait(0.1)
         return False
 
-    def status(self) -> dict[str, Any]:
-        """Rounds, clients and metrics for operators (JSON-able)."""
-        with self.lock:
-            current = self.store.current_round()
-            return {
-                "model_version": self.version,
-                "finished": self.finished,
-                "current_round": None if current is None else current.round,
-                "clients": len(self.store.clients()),
-                "available": len(self.available(time.time())),
-                "history": [{"round": r.round, "status": r.status, "metrics": r.metrics}
-                            for r in self.store.history()],
-            }
+    def liveness(self) -> dict[str, Any]:
+        """What anyone may learn (Status without the operator token): the coordinator answers."""
+        return {"alive": True, "finished": self.finished}
+
+    def status(self, recent: int = 10) -> dict[str, Any]:
+        """Rounds, clients and metrics for operators (JSON-able): counts come from SQL and only
+        the last `recent` finished rounds are read, so a call costs the same with 10 or
+        100,000 clients enrolled."""
+        now, window = time.time(), self.config.available_window
+        current = self.store.current_round()
+        return {
+            "model_version": self.version,
+            "finished": self.finished,
+            "current_round": None if current is None else current.round,
+            "clients": self.store.client_count(),
+            "available": sum(1 for seen in list(self.last_seen.values()) if now - seen <= window),
+            "rounds": self.store.round_counts(),
+            "history": [{"round": r.round, "status": r.status, "metrics": r.metrics}
+                        for r in self.store.history(last=recent)],
+        }
 
     def available(self, now: float) -> list[str]:
         """Clients seen within the last `available_window` seconds, sorted."""

@@ -7,7 +7,26 @@
 (the protocol stages in the order of federated.stages.SECAGG). A step is
 `run(coordinator, state, stop) -> bool`; False ends the round there: it failed (and is
 recorded as failed), the privacy budget is spent, or the coordinator is stopping (the
-round stays open). The durable transitions go through the store (open, record an update,
+round stays open).
+
+One bad client. Plain rounds: the coordinator clips every decoded update to
+`max_update_norm` (L2) and weighs it by min(num_examples, max_examples), so one client
+moves the global model by at most max_update_norm (its share of the weights times that,
+for FedAvg) whatever it sends; the round metrics count "clipped" and "examples_capped"
+updates and give the median update norm. An aggregate that is not finite fails only that
+round (the model is kept). Secure rounds: the coordinator sees only the sum, so it cannot
+clip or weigh one update. Clients are told to clip to max_update_norm (the round config's
+clip_norm) and weights are capped in (0, 1] by the ring's max_weight; the coordinator
+checks that the norm of the decoded sum S = sum_i w_i delta_i is at most W * bound (W =
+sum_i w_i <= n survivors), plus the rounding of the ring and, under distributed DP, the
+clients' noise. A sum over that bound fails the round. What this verifies: the sum is one
+that clipped clients could have produced, so the averaged update S / W stays within about
+the bound, as in a plain round. What it cannot: which client did not clip, nor a cheater
+whose excess fits under the bound; that client cannot make the step larger but can choose
+its direction (cancel the honest part of the sum and put its own in its place), where a
+plain round limits its pull to its share of the weights.
+
+The durable transitions go through the store (open, record an update,
 finish or fail), so a coordinator restarted mid-round resumes a stored round from the step
 after select; a secure round then fails, as its protocol state lived in memory.
 Handlers read the state of the round in progress (`Coordinator.round_state`) under the
@@ -16,7 +35,6 @@ coordinator's lock.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -28,6 +46,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from edgerun.federated.aggregate import clip_by_global_norm
 from edgerun.federated.codec import encode_arrays, encode_state
 from edgerun.federated.compression import decompress
 from edgerun.federated.secagg.errors import SecAggError
@@ -38,7 +57,7 @@ from edgerun.federated.stages import SECAGG, Stage
 from edgerun.federated.store import RoundRecord, UpdateRecord
 from edgerun.federated.strategies.base import RoundFailed
 from edgerun.federated.strategies.dp import PrivacyBudgetExhausted
-from edgerun.federated.typing import Config, EvaluateRes, FitRes, Metrics, NDArrays
+from edgerun.federated.typing import Config, EvaluateRes, FitRes, Metrics, NDArrays, Scalar
 from edgerun.runtime.errors import EdgerunError
 
 if TYPE_CHECKING:
@@ -148,6 +167,15 @@ def _open(c: Coordinator, state: RoundState, selected: list[str], config: Config
     state.record = c.store.current_round()
 
 
+def _bound_clients(c: Coordinator, config: Config) -> None:
+    """Tell clients to clip their deltas to the coordinator's update bound (the lower of it
+    and the strategy's clip_norm): honest updates then pass the server-side bound as they are."""
+    bound = c.config.max_update_norm
+    if bound is not None:
+        own = float(config.get("clip_norm") or 0.0)
+        config["clip_norm"] = min(own, bound) if own > 0 else bound
+
+
 def _goal(c: Coordinator, selected: int) -> int:
     """Reports (or advertisements) that close a round early."""
     return max(1, math.ceil(c.config.report_goal * selected))
@@ -160,6 +188,7 @@ def select_plain(c: Coordinator, state: RoundState, stop: threading.Event) -> bo
     selected, available, config = chosen
     if c.config.compression != "none":
         config["compression"] = c.config.compression
+    _bound_clients(c, config)
     with c.lock:
         _open(c, state, selected, config, time.time() + c.config.round_timeout)
     log.info("round %d: selected %d of %d clients", state.number, len(selected), available)
@@ -179,6 +208,7 @@ def select_secure(c: Coordinator, state: RoundState, stop: threading.Event) -> b
                                             float(config.get("clip_norm") or 0.0))
     params = SecAggParams.from_config(config["secagg"])
     config = c.strategy.configure_secure_fit(config, params)
+    _bound_clients(c, config)
     with c.lock:
         _open(c, state, selected, config, deadline)
         keys = {cid: c.public_key_of(cid) for cid in selected}
@@ -228,18 +258,29 @@ def protocol_stage(stage: Stage, c: Coordinator, state: RoundState, stop: thread
 
 
 def aggregate_updates(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
-    """Plain rounds: the strategy aggregates the recorded deltas."""
+    """Plain rounds: the strategy aggregates the recorded deltas, each clipped to the update
+    bound and weighed by its capped example count (see the module docstring)."""
     record = state.record
-    results = []
+    bound, cap = c.config.max_update_norm, c.config.max_examples
+    results, norms, capped = [], [], 0
     for u in state.updates:
         delta = decompress(u.blob, c.spec, record.config.get("compression", "none"))
-        results.append((u.client_id, FitRes([delta[n] for n in c.spec], u.num_examples, dict(u.metrics))))
+        arrays, norm = clip_by_global_norm([delta[n] for n in c.spec], bound)
+        norms.append(norm)
+        capped += u.num_examples > cap
+        results.append((u.client_id, FitRes(arrays, min(u.num_examples, cap), dict(u.metrics))))
     if state.updates:
         state.upload_bytes = sum(len(u.blob) for u in state.updates) / len(state.updates)
+    clipped = sum(bound is not None and n > bound for n in norms)
+    if clipped or capped:
+        log.warning("round %d: %d of %d updates clipped to norm %s, %d example counts capped at %d",
+                    record.round, clipped, len(norms), bound, capped, cap)
+    bounds = {"clipped": clipped, "examples_capped": capped,
+              "update_norm_median": float(np.median(norms)) if norms else 0.0}
     failures = len(record.selected) - len(results)
     c.strategy.begin_aggregation(record.round, record.config, len(results))
     return _publish(c, state, len(results), lambda: c.strategy.aggregate_fit(
-        record.round, c.parameter_list(), results, failures))
+        record.round, c.parameter_list(), results, failures), bounds)
 
 
 def aggregate_sum(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
@@ -254,14 +295,43 @@ def aggregate_sum(c: Coordinator, state: RoundState, stop: threading.Event) -> b
     except SecAggError as exc:  # e.g. a client's weight slot outside (0, 1]: it would rescale the average
         _fail(c, state, f"{type(exc).__name__}: {exc}")
         return False
+    norm = math.sqrt(sum(float(np.sum(np.square(s))) for s in sums))
+    limit = sum_norm_bound(record.config, params, weight, len(survivors))
+    if not norm <= limit:
+        _fail(c, state, f"the norm {norm:.6g} of the sum of {len(survivors)} weighted updates exceeds "
+                        f"{limit:.6g}, the most clients that clipped to {record.config.get('clip_norm')} can send")
+        return False
     scale = float(record.config["secagg"]["max_weight"])  # client weights are examples / max_weight
     return _publish(c, state, len(survivors), lambda: c.strategy.aggregate_sum(
-        record.round, c.parameter_list(), [s * scale for s in sums], weight * scale, len(survivors), failures))
+        record.round, c.parameter_list(), [s * scale for s in sums], weight * scale, len(survivors), failures),
+        {"sum_norm": norm, "sum_norm_bound": limit})
+
+
+def sum_norm_bound(config: Config, params: SecAggParams, weight: float, survivors: int) -> float:
+    """The largest L2 norm of S = sum_i w_i delta_i (dequantized, in units of max_weight) when
+    every survivor clipped its delta to config["clip_norm"] and sent a weight w_i in (0, 1]:
+    weight * clip_norm (weight = sum_i w_i <= survivors), plus the ring's rounding (half a
+    step per value and client) and, under distributed DP, the clients' Gaussian noise
+    (its norm exceeds sigma * (sqrt(d) + 10) with probability below 1e-21). inf when the
+    round has no clip_norm: nothing can be checked."""
+    clip = float(config.get("clip_norm") or 0.0)
+    if clip <= 0:
+        return math.inf
+    d = params.length - 1
+    limit = weight * clip + survivors * math.sqrt(d) * params.quantization.step / 2
+    dp = config.get("dp")
+    if dp and dp.get("mode") == "distributed":
+        sigma = dp["noise_multiplier"] * dp["clip_norm"] * math.sqrt(max(1.0, survivors / dp["expected_clients"]))
+        limit += sigma * (math.sqrt(d) + 10)
+    return limit
+
+
 
 
 def _publish(c: Coordinator, state: RoundState, reports: int,
-             aggregate: Callable[[], tuple[NDArrays, Metrics]]) -> bool:
-    """Publish the aggregate as the next model version, or fail the round if it raises."""
+             aggregate: Callable[[], tuple[NDArrays, Metrics]], bounds: Metrics | None = None) -> bool:
+    """Publish the aggregate as the next model version, or fail the round if it raises or
+    is not finite (the model is kept). `bounds`: the update bounds' figures, into the metrics."""
     record = state.record
     try:
         new, metrics = aggregate()
@@ -271,19 +341,38 @@ def _publish(c: Coordinator, state: RoundState, reports: int,
         _fail(c, state, str(exc))
         return False
     parameters = dict(zip(c.spec, new, strict=True))
-    metrics = {**metrics, "reports": reports, "selected": len(record.selected),
+    metrics = {**metrics, **(bounds or {}), "reports": reports, "selected": len(record.selected),
                "upload_bytes_per_client": state.upload_bytes}
     if c.evaluator is not None:
         metrics.update(c.evaluator(parameters))
+    metrics = finite_metrics(f"round {record.round}", metrics)
     with c.lock:
-        c.store.finish_round(record.round, c.version + 1, encode_arrays(parameters),
-                             json.loads(json.dumps(metrics, default=float)),
+        c.store.finish_round(record.round, c.version + 1, encode_arrays(parameters), metrics,
                              state={"strategy": encode_state(c.strategy.state())})
         c.version += 1
         c.parameters = parameters
     log.info("round %d aggregated: version %d, %s", record.round, c.version, metrics)
     c.announce(record.round)
     return True
+
+
+def finite_metrics(where: str, metrics: dict[str, Scalar]) -> dict[str, Scalar]:
+    """`metrics` as strict JSON values: numbers as Python floats (ints and strings kept), the
+    non-finite ones dropped with a warning (client metrics are finite, but a weighted mean
+    of large ones can overflow)."""
+    out, dropped = {}, []
+    for key, value in metrics.items():
+        if isinstance(value, (str, bool)) or value is None:
+            out[key] = value
+        elif isinstance(value, (int, np.integer)):
+            out[key] = int(value)
+        elif math.isfinite(float(value)):
+            out[key] = float(value)
+        else:
+            dropped.append(key)
+    if dropped:
+        log.warning("%s: non-finite metrics dropped: %s", where, ", ".join(sorted(dropped)))
+    return out
 
 
 def _fail(c: Coordinator, state: RoundState, reason: str) -> None:
@@ -317,10 +406,10 @@ def evaluate(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
         results, state.evaluation = list(evaluation.results.items()), None
     try:
         loss, metrics = c.strategy.aggregate_evaluate(state.number, results, len(selected) - len(results))
-        summary = {"loss": loss, **metrics}
+        summary = finite_metrics(f"round {state.number} evaluation", {"loss": loss, **metrics})
     except EdgerunError as exc:
         summary = {"failed": str(exc)}
-    c.store.put_state(f"evaluation/{state.number}", json.loads(json.dumps(summary, default=float)))
+    c.store.put_state(f"evaluation/{state.number}", summary)
     log.info("round %d evaluation: %s", state.number, summary)
     return True
 

@@ -1,22 +1,37 @@
 """gRPC adapter for the coordinator: authenticate, call a plain handler, map errors
 to status codes. Large payloads stream in chunks; keep-alives keep slow devices
 connected while they train.
+
+The service runs on grpc.aio, in its own event-loop thread (`serve`). A call waiting for
+bytes from the network is a coroutine, not a thread: an open stream holds no worker, so
+idle or unauthenticated streams cannot starve other calls. The coordinator's handlers
+(SQLite, locks, signatures) run on a small thread pool, each a short, bounded piece of
+work. What one peer or client may hold is bounded (federated.limits.ServiceLimits): a
+stream must send its authenticated header within `header_timeout` and each next chunk
+within `idle_timeout` or it is cancelled; concurrent streams per IP address and per
+client are capped; requests are rate-limited per enrolled client (after its signature
+verified) and unauthenticated calls per IP address, RESOURCE_EXHAUSTED beyond.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import json
 import logging
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent import futures
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
-from edgerun.federated.auth import AuthError, ReplayGuard, SignedFields, request_message, sha256, verify, verify_request
-from edgerun.federated.coordinator import Action, Coordinator
+from edgerun.federated.auth import AuthError, ReplayGuard, ReplayLimit, SignedFields, request_message, sha256, verify
+from edgerun.federated.coordinator import Action, Coordinator, check_enrolment
 from edgerun.federated.errors import Rejected
+from edgerun.federated.limits import RateLimiter, ServiceLimits, Slots, peer_host
 from edgerun.federated.protos import federated_pb2 as pb
 from edgerun.federated.protos import federated_pb2_grpc as pb_grpc
 from edgerun.federated.secagg import wire
@@ -27,6 +42,7 @@ from edgerun.runtime.errors import ErrorCode
 
 log = logging.getLogger("edgerun.federated")
 
+T = TypeVar("T")
 CHUNK_BYTES = 1 << 20
 # Server and client agree on keep-alives so a device training for minutes stays connected.
 KEEPALIVE_OPTIONS = [
@@ -46,31 +62,127 @@ def _fields(auth: pb.Auth) -> SignedFields:
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
-    """Thin: every method authenticates, delegates to the Coordinator, maps Rejected/AuthError."""
+    """Thin: every method authenticates, runs a Coordinator handler on the worker pool and
+    maps Rejected to its status code; the limits are applied here (module docstring)."""
 
-    def __init__(self, coordinator: Coordinator, max_update_bytes: int | None = None) -> None:
-        self.coordinator = coordinator
+    def __init__(self, coordinator: Coordinator, pool: futures.Executor, limits: ServiceLimits | None = None,
+                 max_update_bytes: int | None = None) -> None:
+        self.coordinator, self.pool = coordinator, pool
+        self.limits = limits = limits or ServiceLimits()
         self.guard = ReplayGuard()
+        self.client_rate = RateLimiter(limits.client_rate, limits.client_burst)
+        self.peer_rate = RateLimiter(limits.peer_rate, limits.peer_burst)
+        self.peer_streams, self.client_streams = Slots(limits.streams_per_peer), Slots(limits.streams_per_client)
         spec_bytes = sum(dt.itemsize * int(np.prod(shape)) for dt, shape in coordinator.spec.values())
         self.max_update_bytes = max_update_bytes or 2 * spec_bytes + (1 << 16)
 
-    def _authenticate(self, auth: pb.Auth, method: str, body: bytes, context: Any) -> str:
+    # ------------------------------------------------------------ plumbing
+    async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) on the worker pool; a Rejected it raises ends the call with its status."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        except Rejected as exc:
+            log.warning("refused: %s", exc)
+            await context.abort(GRPC_CODES[exc.code], str(exc))
+            raise  # not reached: abort raises
+
+    def _verify(self, auth: pb.Auth, method: str, body: bytes) -> str:
+        """The id of the enrolled client that signed this request (worker pool). Rejected:
+        UNAUTHENTICATED (unknown client, bad signature, stale or replayed), RESOURCE_EXHAUSTED
+        (over its rate or replay-window limit). The rate is charged only once the signature
+        verified, so nobody can spend another client's budget."""
         key = self.coordinator.public_key_of(auth.client_id)
         if key is None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"unknown client {auth.client_id!r}: enrol first")
+            raise Rejected(ErrorCode.UNAUTHENTICATED, f"unknown client {auth.client_id[:128]!r}: enrol first")
+        fields = _fields(auth)
         try:
-            verify_request(key, _fields(auth), method, sha256(body), self.guard)
+            verify(key, fields.signature, request_message(method, fields.client_id, fields.timestamp, fields.nonce,
+                                                          sha256(body)), f"client {fields.client_id!r} {method}")
+            if not self.client_rate.allow(auth.client_id):
+                raise Rejected(ErrorCode.RESOURCE_EXHAUSTED, f"client {auth.client_id!r}: over "
+                               f"{self.limits.client_rate:g} requests/s (burst {self.limits.client_burst:g}); "
+                               "retry later")
+            self.guard.check(fields)
+        except ReplayLimit as exc:
+            raise Rejected(ErrorCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except AuthError as exc:
-            log.warning("%s refused: %s", method, exc)
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            raise Rejected(ErrorCode.UNAUTHENTICATED, f"{method}: {exc}") from None
         return auth.client_id
 
-    @staticmethod
-    def _abort(context: Any, exc: Rejected) -> None:
-        log.warning("refused: %s", exc)
-        context.abort(GRPC_CODES[exc.code], str(exc))
+    async def _limit_peer(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        """Charge an unauthenticated call to its IP address's bucket; RESOURCE_EXHAUSTED when empty."""
+        peer = peer_host(context.peer())
+        if not self.peer_rate.allow(peer):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{method} from {peer}: over {self.limits.peer_rate:g} unauthenticated calls/s "
+                                f"(burst {self.limits.peer_burst:g}); retry later")
 
-    def Enrol(self, request: pb.EnrolRequest, context: Any) -> pb.EnrolReply:
+    @contextlib.asynccontextmanager
+    async def _slot(self, context: grpc.aio.ServicerContext, slots: Slots, key: str,
+                    what: str) -> AsyncIterator[None]:
+        """Hold one of `key`'s stream slots for the block; RESOURCE_EXHAUSTED when it has none left."""
+        if not slots.acquire(key):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{what} {key!r} already has {slots.limit} streams open; retry later")
+        try:
+            yield
+        finally:
+            slots.release(key)
+
+    async def _next(self, context: grpc.aio.ServicerContext, chunks: AsyncIterator[Any], timeout: float,
+                    what: str) -> Any:
+        """The next message of a stream (None at its end); DEADLINE_EXCEEDED if it does not
+        arrive within `timeout` seconds, which ends the stream and frees what it held."""
+        try:
+            return await asyncio.wait_for(anext(chunks), timeout)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            log.warning("stream from %s cancelled: %s did not arrive within %g s", context.peer(), what, timeout)
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{what} did not arrive within {timeout:g} s")
+
+    async def _receive(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, method: str,
+                       what: str, signed_body: Callable[[Any], bytes]) -> tuple[str, Any, bytes]:
+        """(client, header, payload) of a chunked upload (Upload, UploadMasked). The header must
+        come first, within `header_timeout`, and is authenticated before anything else is read
+        (`signed_body` gives the bytes its signature covers), so an unauthenticated caller
+        cannot make the coordinator buffer anything or hold the stream open; then the client
+        holds one of its stream slots while the chunks come, each within `idle_timeout`, and
+        `what` it uploads may not exceed the size limit."""
+        chunks = aiter(requests)
+        chunk = await self._next(context, chunks, self.limits.header_timeout, "the first chunk (with the header)")
+        if chunk is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload")
+        if not chunk.HasField("header"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the header")
+        header = chunk.header
+        client = await self._run(context, self._verify, header.auth, method, signed_body(header))
+        if header.total_size > self.max_update_bytes:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{what} of {header.total_size} bytes exceeds {self.max_update_bytes}")
+        parts, size = [], 0
+        async with self._slot(context, self.client_streams, client, "client"):
+            while chunk is not None:
+                size += len(chunk.data)
+                if size > header.total_size:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "more bytes than the header announced")
+                parts.append(chunk.data)
+                chunk = await self._next(context, chunks, self.limits.idle_timeout, "the next chunk")
+        return client, header, b"".join(parts)
+
+    @staticmethod
+    def _check_payload(header: Any, blob: bytes) -> None:
+        if len(blob) != header.total_size or sha256(blob) != header.sha256:
+            raise Rejected(ErrorCode.INVALID_ARGUMENT, "payload size or sha256 does not match the header")
+
+    # ------------------------------------------------------------ methods
+    async def Enrol(self, request: pb.EnrolRequest, context: grpc.aio.ServicerContext) -> pb.EnrolReply:
+        await self._limit_peer(context, "Enrol")
+        return pb.EnrolReply(coordinator_public_key=await self._run(context, self._enrol, request))
+
+    def _enrol(self, request: pb.EnrolRequest) -> bytes:
+        info = dict(request.info)
+        check_enrolment(request.client_id, info)  # bounded fields before any work on them
         body = request.public_key + request.token.encode()
         try:  # proof of possession: signed with the key being enrolled (a replay only meets ALREADY_EXISTS,
             # so unenrolled callers cannot grow the replay guard)
@@ -78,111 +190,101 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                                       sha256(body))
             verify(request.public_key, request.auth.signature, message, f"client {request.client_id!r} Enrol")
         except AuthError as exc:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            raise Rejected(ErrorCode.UNAUTHENTICATED, str(exc)) from None
         if request.auth.client_id != request.client_id:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "client id differs from the signed one")
-        try:
-            key = self.coordinator.enrol(request.client_id, request.public_key, request.token, dict(request.info))
-        except Rejected as exc:
-            self._abort(context, exc)
-        return pb.EnrolReply(coordinator_public_key=key)
+            raise Rejected(ErrorCode.UNAUTHENTICATED, "client id differs from the signed one")
+        return self.coordinator.enrol(request.client_id, request.public_key, request.token, info)
 
-    def GetWork(self, request: pb.WorkRequest, context: Any) -> pb.WorkReply:
-        client = self._authenticate(request.auth, "GetWork", b"", context)
-        work = self.coordinator.work_for(client)
+    async def GetWork(self, request: pb.WorkRequest, context: grpc.aio.ServicerContext) -> pb.WorkReply:
+        work = await self._run(context, lambda: self.coordinator.work_for(self._verify(request.auth, "GetWork", b"")))
         return pb.WorkReply(action=_ACTIONS[work.action], round=work.round, model_version=work.model_version,
                             config_json=json.dumps(work.config), deadline=work.deadline,
                             retry_after=work.retry_after)
 
-    def Download(self, request: pb.DownloadRequest, context: Any) -> Iterator[pb.Chunk]:
+    async def Download(self, request: pb.DownloadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Chunk]:
         kind = "model" if request.kind == pb.DownloadRequest.MODEL else "parameters"
         body = f"{kind}:{request.model_version}".encode()
-        self._authenticate(request.auth, "Download", body, context)
-        try:
-            blob, digest, signature = self.coordinator.payload(kind, request.model_version)
-        except Rejected as exc:
-            self._abort(context, exc)
-        for start in range(0, max(len(blob), 1), CHUNK_BYTES):
-            first = start == 0
-            yield pb.Chunk(data=blob[start : start + CHUNK_BYTES],
-                           total_size=len(blob) if first else 0, sha256=digest if first else b"",
-                           signature=signature if first else b"",
-                           model_version=request.model_version if first else 0)
+        async with self._slot(context, self.peer_streams, peer_host(context.peer()), "peer"):
+            client = await self._run(context, self._verify, request.auth, "Download", body)
+            async with self._slot(context, self.client_streams, client, "client"):
+                blob, digest, signature = await self._run(context, self.coordinator.payload, kind,
+                                                          request.model_version)
+                for start in range(0, max(len(blob), 1), CHUNK_BYTES):
+                    first = start == 0
+                    yield pb.Chunk(data=blob[start : start + CHUNK_BYTES],
+                                   total_size=len(blob) if first else 0, sha256=digest if first else b"",
+                                   signature=signature if first else b"",
+                                   model_version=request.model_version if first else 0)
 
-    def _receive(self, chunks: Iterator[Any], context: Any, method: str, what: str,
-                 signed_body: Callable[[Any], bytes]) -> tuple[str, Any, bytes]:
-        """(client, header, payload) of a chunked upload (Upload, UploadMasked). The header is
-        authenticated on the first chunk (`signed_body` gives the bytes its signature covers),
-        so an unauthenticated caller cannot make the coordinator buffer anything; the payload
-        must then match the signed size and sha256, and `what` it is may not exceed the limit."""
-        header, client, parts, size = None, "", [], 0
-        for chunk in chunks:
-            if header is None:
-                if not chunk.HasField("header"):
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the header")
-                header = chunk.header
-                client = self._authenticate(header.auth, method, signed_body(header), context)
-                if header.total_size > self.max_update_bytes:
-                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"{what} of {header.total_size} bytes exceeds {self.max_update_bytes}")
-            size += len(chunk.data)
-            if size > header.total_size:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "more bytes than the header announced")
-            parts.append(chunk.data)
-        if header is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload")
-        blob = b"".join(parts)
-        if len(blob) != header.total_size or sha256(blob) != header.sha256:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload size or sha256 does not match the header")
-        return client, header, blob
-
-    def Upload(self, request_iterator: Iterator[pb.UploadChunk], context: Any) -> pb.UploadReply:
+    async def Upload(self, request_iterator: AsyncIterator[pb.UploadChunk],
+                     context: grpc.aio.ServicerContext) -> pb.UploadReply:
         """A plain update: header (round, examples, metrics, size, sha256), then the payload."""
-        client, header, blob = self._receive(
-            request_iterator, context, "Upload", "update",
-            lambda h: upload_body(h.round, h.num_examples, dict(h.metrics), h.sha256))
-        try:
-            self.coordinator.submit(client, header.round, blob, header.num_examples, dict(header.metrics))
-        except Rejected as exc:
-            self._abort(context, exc)
+        async with self._slot(context, self.peer_streams, peer_host(context.peer()), "peer"):
+            client, header, blob = await self._receive(
+                request_iterator, context, "Upload", "update",
+                lambda h: upload_body(h.round, h.num_examples, dict(h.metrics), h.sha256))
+        await self._run(context, self._submit, client, header, blob)
         return pb.UploadReply(accepted=True, message="ok")
 
-    def ReportEvaluation(self, request: pb.EvaluationReport, context: Any) -> pb.UploadReply:
+    def _submit(self, client: str, header: pb.UpdateHeader, blob: bytes) -> None:
+        self._check_payload(header, blob)
+        self.coordinator.submit(client, header.round, blob, header.num_examples, dict(header.metrics))
+
+    async def ReportEvaluation(self, request: pb.EvaluationReport,
+                               context: grpc.aio.ServicerContext) -> pb.UploadReply:
+        await self._run(context, self._report_evaluation, request)
+        return pb.UploadReply(accepted=True, message="ok")
+
+    def _report_evaluation(self, request: pb.EvaluationReport) -> None:
         body = evaluation_body(request.round, request.num_examples, request.loss, dict(request.metrics))
-        client = self._authenticate(request.auth, "ReportEvaluation", body, context)
+        client = self._verify(request.auth, "ReportEvaluation", body)
         result = EvaluateRes(request.loss, request.num_examples, dict(request.metrics))
-        try:
-            self.coordinator.submit_evaluation(client, request.round, result)
-        except Rejected as exc:
-            self._abort(context, exc)
-        return pb.UploadReply(accepted=True, message="ok")
+        self.coordinator.submit_evaluation(client, request.round, result)
 
-    def SecAgg(self, request: pb.SecAggRequest, context: Any) -> pb.SecAggReply:
+    async def SecAgg(self, request: pb.SecAggRequest, context: grpc.aio.ServicerContext) -> pb.SecAggReply:
         """One secure-aggregation stage message (or poll), signed over the request without auth."""
-        client = self._authenticate(request.auth, "SecAgg", wire.request_body(request), context)
-        try:
-            reply = self.coordinator.secure_step(client, request.round, request.stage, wire.payload_of(request))
-        except Rejected as exc:
-            self._abort(context, exc)
-        return wire.reply_to_pb(reply)
+        return wire.reply_to_pb(await self._run(context, self._secure_step, request))
 
-    def UploadMasked(self, request_iterator: Iterator[pb.MaskedChunk], context: Any) -> pb.UploadReply:
+    def _secure_step(self, request: pb.SecAggRequest) -> Any:
+        client = self._verify(request.auth, "SecAgg", wire.request_body(request))
+        return self.coordinator.secure_step(client, request.round, request.stage, wire.payload_of(request))
+
+    async def UploadMasked(self, request_iterator: AsyncIterator[pb.MaskedChunk],
+                           context: grpc.aio.ServicerContext) -> pb.UploadReply:
         """A masked input: header (authenticated first), then packed ring elements matching it."""
-        client, header, blob = self._receive(request_iterator, context, "UploadMasked", "masked input",
-                                             lambda h: wire.masked_body(h.round, h.bits, h.length, h.sha256))
-        try:
-            if not 2 <= header.bits <= 32:
-                raise Rejected(ErrorCode.INVALID_ARGUMENT, f"bits must be in 2..32, got {header.bits}")
-            vector = unpack(blob, header.bits, header.length)
-            self.coordinator.submit_masked(client, header.round, header.bits, vector)
-        except MalformedVector as exc:
-            self._abort(context, Rejected(ErrorCode.INVALID_ARGUMENT, str(exc)))
-        except Rejected as exc:
-            self._abort(context, exc)
+        async with self._slot(context, self.peer_streams, peer_host(context.peer()), "peer"):
+            client, header, blob = await self._receive(
+                request_iterator, context, "UploadMasked", "masked input",
+                lambda h: wire.masked_body(h.round, h.bits, h.length, h.sha256))
+        await self._run(context, self._submit_masked, client, header, blob)
         return pb.UploadReply(accepted=True, message="ok")
 
-    def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusReply:
-        return pb.StatusReply(json=json.dumps(self.coordinator.status(), default=str))
+    def _submit_masked(self, client: str, header: pb.MaskedHeader, blob: bytes) -> None:
+        self._check_payload(header, blob)
+        if not 2 <= header.bits <= 32:
+            raise Rejected(ErrorCode.INVALID_ARGUMENT, f"bits must be in 2..32, got {header.bits}")
+        try:
+            vector = unpack(blob, header.bits, header.length)
+        except MalformedVector as exc:
+            raise Rejected(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
+        self.coordinator.submit_masked(client, header.round, header.bits, vector)
+
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
+        """Rounds, clients and metrics for an operator (metadata "authorization: Bearer <operator
+        token>"); anyone else learns only that the coordinator is alive."""
+        await self._limit_peer(context, "Status")
+        if self._is_operator(context):
+            status = await self._run(context, self.coordinator.status)
+        else:
+            status = self.coordinator.liveness()
+        return pb.StatusReply(json=json.dumps(status, default=str))
+
+    def _is_operator(self, context: grpc.aio.ServicerContext) -> bool:
+        token = self.coordinator.config.operator_token
+        if token is None:
+            return False
+        presented = dict(context.invocation_metadata() or ()).get("authorization", "")
+        return hmac.compare_digest(presented.encode(), f"Bearer {token}".encode())
 
 
 def upload_body(round_number: int, num_examples: int, metrics: dict[str, float], digest: bytes) -> bytes:
@@ -198,12 +300,65 @@ def evaluation_body(round_number: int, num_examples: int, loss: float, metrics: 
                       sort_keys=True).encode()
 
 
-def serve(coordinator: Coordinator, address: str = "127.0.0.1:0",
-          credentials: grpc.ServerCredentials | None = None, workers: int = 16) -> tuple[grpc.Server, int]:
-    """Start a gRPC server for `coordinator`; returns (server, bound port)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=KEEPALIVE_OPTIONS)
-    pb_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(coordinator), server)
-    port = (server.add_secure_port(address, credentials) if credentials is not None
-            else server.add_insecure_port(address))
-    server.start()
-    return server, port
+class CoordinatorServer:
+    """The coordinator's grpc.aio server, on its own event-loop thread, and the worker pool its
+    handlers run on. `stop(grace)` returns a threading.Event set once it has stopped (as
+    grpc.Server.stop does); RuntimeError at start if the address cannot be bound."""
+
+    def __init__(self, coordinator: Coordinator, address: str, credentials: grpc.ServerCredentials | None,
+                 workers: int, limits: ServiceLimits) -> None:
+        self.pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coordinator")
+        self.servicer = CoordinatorServicer(coordinator, self.pool, limits)
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Future[float | None] = self._loop.create_future()
+        self._stopped = threading.Event()
+        started: futures.Future[int] = futures.Future()
+        self._thread = threading.Thread(target=self._main, args=(address, credentials, started), daemon=True,
+                                        name="coordinator-grpc")
+        self._thread.start()
+        self.port = started.result(timeout=60)
+
+    def _main(self, address: str, credentials: grpc.ServerCredentials | None, started: futures.Future) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve(address, credentials, started))
+        finally:
+            self._loop.close()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
+
+    async def _serve(self, address: str, credentials: grpc.ServerCredentials | None, started: futures.Future) -> None:
+        limits = self.servicer.limits
+        try:
+            server = grpc.aio.server(options=[*KEEPALIVE_OPTIONS, ("grpc.max_receive_message_length",
+                                                                   limits.max_message_bytes)],
+                                     maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
+            pb_grpc.add_CoordinatorServicer_to_server(self.servicer, server)
+            port = (server.add_secure_port(address, credentials) if credentials is not None
+                    else server.add_insecure_port(address))
+            if port == 0:
+                raise RuntimeError(f"cannot bind the coordinator's gRPC address {address}")
+            await server.start()
+        except BaseException as exc:
+            started.set_exception(exc)
+            return
+        started.set_result(port)
+        grace = await self._stop
+        await server.stop(grace)
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Stop accepting calls, cancel those still running after `grace` seconds (None: at once)."""
+        def request() -> None:
+            if not self._stop.done():
+                self._stop.set_result(grace)
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: stopped
+            self._loop.call_soon_threadsafe(request)
+        return self._stopped
+
+
+def serve(coordinator: Coordinator, address: str = "127.0.0.1:0", credentials: grpc.ServerCredentials | None = None,
+          workers: int = 16, limits: ServiceLimits | None = None) -> tuple[CoordinatorServer, int]:
+    """Start a gRPC server for `coordinator`; returns (server, bound port). `workers`: threads
+    that run the coordinator's handlers; `limits`: what one peer or client may hold."""
+    server = CoordinatorServer(coordinator, address, credentials, workers, limits or ServiceLimits())
+    return server, server.port

@@ -86,9 +86,10 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
              on_round: Callable[[Any], None] | None = None) -> list[Any]:
     """Run a whole federated training; returns the store's round history. `on_round` is
     called with each finished round's record (for progress display)."""
+    fewest = 1 if config.secagg is None else config.secagg.min_clients  # a secure round of one always fails
     strategy = strategy or FedAvg(
-        fraction_fit=config.fraction_fit, min_fit_clients=1,
-        min_available_clients=max(1, int(config.fraction_fit * config.num_clients)),
+        fraction_fit=config.fraction_fit, min_fit_clients=fewest,
+        min_available_clients=max(fewest, int(config.fraction_fit * config.num_clients)),
         local_epochs=config.epochs, batch_size=config.batch_size, client_lr=config.lr)
     evaluator_model = Interpreter(Path(model_path), device="auto")
     lock = threading.Lock()

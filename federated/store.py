@@ -18,7 +18,7 @@ shared connection a read from thread B inside thread A's transaction would see
 A's uncommitted rows. Timestamps are seconds since the epoch from `clock`.
 
 Errors are `StoreError`s with specific subclasses; bad arguments (a negative
-num_examples, metrics that are not JSON) raise ValueError.
+num_examples, metrics that are not strict JSON, e.g. NaN or Infinity) raise ValueError.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def _dumps(name: str, value: Any) -> str:
     if not isinstance(value, dict):
         raise ValueError(f"{name}: expected a JSON-able dict, got {type(value).__name__}")
     try:
-        return json.dumps(value, sort_keys=True)
+        return json.dumps(value, sort_keys=True, allow_nan=False)  # strict JSON: no NaN or Infinity
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name}: not JSON-serialisable: {exc}") from None
 
@@ -305,6 +305,15 @@ class Store:
         with self._transaction(write=False) as db:
             rows = db.execute("SELECT * FROM clients ORDER BY client_id").fetchall()
         return [self._client_record(r) for r in rows]
+
+    def client_ids(self) -> list[str]:
+        """Every enrolled client's id, sorted (no keys or info read)."""
+        with self._transaction(write=False) as db:
+            return [r[0] for r in db.execute("SELECT client_id FROM clients ORDER BY client_id")]
+
+    def client_count(self) -> int:
+        with self._transaction(write=False) as db:
+            return db.execute("SELECT count(*) FROM clients").fetchone()[0]
 
     @staticmethod
     def _client_record(row: sqlite3.Row) -> ClientRecord:
@@ -500,16 +509,24 @@ class Store:
         if row[0] not in UNFINISHED:
             raise RoundStateError(f"cannot {action} round {round}: it is already {row[0]}")
 
-    def history(self) -> list[RoundRecord]:
-        """Every finished (aggregated or failed) round, by round number."""
+    def history(self, last: int | None = None) -> list[RoundRecord]:
+        """Every finished (aggregated or failed) round, by round number; only the `last` ones if given."""
+        limit = -1 if last is None else max(0, last)
         with self._transaction(write=False) as db:
-            rows = db.execute("SELECT * FROM rounds WHERE finished_at IS NOT NULL ORDER BY round").fetchall()
+            rows = db.execute("SELECT * FROM (SELECT * FROM rounds WHERE finished_at IS NOT NULL "
+                              "ORDER BY round DESC LIMIT ?) ORDER BY round", (limit,)).fetchall()
             selected: dict[int, list[str]] = {}
+            first = rows[0]["round"] if rows else 0
             for r in db.execute("SELECT rc.round, rc.client_id FROM round_clients rc "
                                 "JOIN rounds USING (round) WHERE rounds.finished_at IS NOT NULL "
-                                "ORDER BY rc.round, rc.position"):
+                                "AND rc.round >= ? ORDER BY rc.round, rc.position", (first,)):
                 selected.setdefault(r[0], []).append(r[1])
         return [_round_record(r, selected.get(r["round"], [])) for r in rows]
+
+    def round_counts(self) -> dict[str, int]:
+        """How many rounds are in each status ({"aggregated": 3, "failed": 1, ...})."""
+        with self._transaction(write=False) as db:
+            return dict(db.execute("SELECT status, count(*) FROM rounds GROUP BY status ORDER BY status").fetchall())
 
     def events(self, round: int | None = None) -> list[RoundEvent]:
         """The append-only round log (one round's, or all), oldest first."""

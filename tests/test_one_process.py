@@ -111,11 +111,12 @@ def test_the_coordinator_serves_in_the_same_process(tmp_path: Path) -> None:
     model = save_model(make_trainable(mlp((8, 4, 2), seed=0), optimizer=("sgd", {"lr": 0.1})),
                        tmp_path / "m.train.erm")
     coordinator = Coordinator(model, Store(tmp_path / "c.db"), FedAvg(),
-                              CoordinatorConfig(rounds=3, secagg=None), KeyPair.generate())
+                              CoordinatorConfig(rounds=3, secagg=None, operator_token="op"), KeyPair.generate())
     server, port = serve_coordinator(coordinator)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = federated_pb2_grpc.CoordinatorStub(channel).Status(federated_pb2.StatusRequest(), timeout=10)
+            reply = federated_pb2_grpc.CoordinatorStub(channel).Status(
+                federated_pb2.StatusRequest(), metadata=[("authorization", "Bearer op")], timeout=10)
         status = json.loads(reply.json)
         assert (status["clients"], status["finished"], status["history"]) == (0, False, [])
     finally:

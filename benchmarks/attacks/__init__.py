@@ -1,0 +1,1 @@
+"""Attack runs against edgerun's servers; each module exposes `run_all(duration_s) -> dict[str, dict]`."""

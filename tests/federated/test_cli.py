@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -45,18 +46,20 @@ def test_coordinator_and_clients_as_processes(tmp_path):
     x, y, _, _ = digits()
     port = free_port()
     cmd = [sys.executable, "-m", "edgerun", "federated"]
+    (tmp_path / "token").write_text("secret\n")
     coordinator = subprocess.Popen(
         [*cmd, "coordinator", "--model", str(model), "--rounds", "2", "--port", str(port), "--host", "127.0.0.1",
-         "--state", str(tmp_path / "c.db"), "--key", str(tmp_path / "c.key"), "--token", "secret",
-         "--fraction-fit", "1.0", "--min-clients", "2", "--lr", "0.1"],
+         "--state", str(tmp_path / "c.db"), "--key", str(tmp_path / "c.key"),
+         "--token-file", str(tmp_path / "token"), "--fraction-fit", "1.0", "--min-clients", "2", "--lr", "0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     clients = []
     for i in range(2):
         np.savez(tmp_path / f"d{i}.npz", x=x[i * 200 : (i + 1) * 200], y=y[i * 200 : (i + 1) * 200])
         clients.append(subprocess.Popen(
             [*cmd, "client", "--coordinator", f"127.0.0.1:{port}", "--data", str(tmp_path / f"d{i}.npz"),
-             "--id", f"dev{i}", "--key", str(tmp_path / f"d{i}.key"), "--token", "secret"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+             "--id", f"dev{i}", "--key", str(tmp_path / f"d{i}.key")],  # the token from the environment
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "EDGERUN_ENROL_TOKEN": "secret"}))
     try:
         assert coordinator.wait(120) == 0, coordinator.stdout.read()
         for client in clients:

@@ -305,7 +305,9 @@ def test_models_and_updates_over_grpcs_4_mib_default_travel_in_chunks(tmp_path):
 
 def test_an_aggregate_that_overflows_fails_the_round_and_keeps_the_model(model_path, tmp_path):
     strategy = FedAvg(fraction_fit=1.0, min_fit_clients=1, min_available_clients=1)
-    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=2, round_timeout=30)
+    # No update bound (it would clip these deltas, see test_attacks): the last line of defence alone.
+    coordinator, server, target = start(model_path, tmp_path, strategy, rounds=2, round_timeout=30,
+                                        max_update_norm=None)
     try:
         device = Device(target, "evil")
         device.client.enrol()

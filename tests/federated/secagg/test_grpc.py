@@ -34,13 +34,13 @@ def test_secure_rounds_carry_only_masked_vectors_and_equal_fedavg(model_path, tm
     seen: dict[str, list[type]] = {"Upload": [], "UploadMasked": []}
     plain_upload, masked_upload = CoordinatorServicer.Upload, CoordinatorServicer.UploadMasked
 
-    def record(name, method):
-        def wrapper(self, request_iterator, context):
-            def spy():
-                for chunk in request_iterator:
+    def record(name, method):  # the servicer is grpc.aio: its streams are async iterators
+        async def wrapper(self, request_iterator, context):
+            async def spy():
+                async for chunk in request_iterator:
                     seen[name].append(type(chunk))
                     yield chunk
-            return method(self, spy(), context)
+            return await method(self, spy(), context)
         return wrapper
 
     monkeypatch.setattr(CoordinatorServicer, "Upload", record("Upload", plain_upload))

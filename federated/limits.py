@@ -1,0 +1,122 @@
+"""What the coordinator's gRPC service lets one peer or one client hold: token-bucket rate
+limits, per-key concurrency slots and the limits that configure them.
+
+Pure Python, no gRPC (federated.service applies them). A *peer* is the IP address a call
+comes from (everything before the port in `context.peer()`); a *client* is an enrolled
+client id, known only once a request's signature verified. Unauthenticated calls (Enrol,
+the liveness form of Status) are limited per peer; authenticated ones per client, so an
+outsider cannot spend an enrolled client's budget by claiming its id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Limits of the coordinator service (seconds, counts, requests per second).
+
+    header_timeout: a stream (Upload, UploadMasked) must deliver its first, authenticated
+    message this soon after it opens, or it is cancelled (DEADLINE_EXCEEDED);
+    idle_timeout: then every next chunk must arrive this soon after the previous one;
+    streams_per_peer / streams_per_client: concurrent streaming calls (uploads and
+    downloads) from one IP address / by one enrolled client, more are refused with
+    RESOURCE_EXHAUSTED; client_rate, client_burst: a token bucket per enrolled client
+    over all its requests; peer_rate, peer_burst: one per IP address over unauthenticated
+    calls (Enrol, Status without the operator token); max_concurrent_rpcs: every call in
+    progress, a backstop gRPC enforces before any handler runs; max_message_bytes: the
+    largest message received (chunks are 1 MiB)."""
+
+    header_timeout: float = 5.0
+    idle_timeout: float = 30.0
+    streams_per_peer: int = 32
+    streams_per_client: int = 4
+    client_rate: float = 50.0
+    client_burst: float = 100.0
+    peer_rate: float = 100.0
+    peer_burst: float = 200.0
+    max_concurrent_rpcs: int = 1024
+    max_message_bytes: int = 2 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "idle_timeout", "client_rate", "client_burst", "peer_rate", "peer_burst"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ServiceLimits.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("streams_per_peer", "streams_per_client", "max_concurrent_rpcs", "max_message_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServiceLimits.{name} must be >= 1, got {getattr(self, name)!r}")
+
+
+class RateLimiter:
+    """One token bucket per key: `burst` tokens, refilled at `rate` per second. Thread-safe.
+
+    At most `max_keys` buckets are kept (the least recently used one is dropped: its key
+    starts again with a full bucket), so the table is bounded whatever the keys."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.max_keys, self._clock = rate, burst, max_keys, clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        """Take one token from `key`'s bucket; False (taking nothing) when it is empty."""
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._buckets.pop(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            allowed = tokens >= 1.0
+            self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+            return allowed
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class Slots:
+    """Counts what each key holds at once (calls in progress), up to `limit` per key.
+    Thread-safe; a key holding nothing takes no memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> bool:
+        """Take a slot for `key`; False (taking nothing) when it holds `limit` already."""
+        with self._lock:
+            held = self._held.get(key, 0)
+            if held >= self.limit:
+                return False
+            self._held[key] = held + 1
+            return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            held = self._held.get(key, 0) - 1
+            if held > 0:
+                self._held[key] = held
+            else:
+                self._held.pop(key, None)
+
+    def held(self, key: str) -> int:
+        with self._lock:
+            return self._held.get(key, 0)
+
+
+def peer_host(peer: str) -> str:
+    """The address part of a gRPC peer string: "ipv4:10.0.0.7:5123" -> "10.0.0.7",
+    "ipv6:[::1]:5123" -> "::1"; anything else (a unix socket path) as it is."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    if kind == "ipv6":
+        return rest.rpartition(":")[0].strip("[]") or rest
+    return peer
