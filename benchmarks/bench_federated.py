@@ -156,10 +156,10 @@ def start_coordinator(model: Path, workdir: Path, selected: int, fraction: float
     """The coordinator process (its log goes to workdir/coordinator.log); returns it and its port."""
     command = [sys.executable, "-m", "edgerun", "federated", "coordinator", "--model", str(model),
                "--rounds", str(rounds), "--port", "0", "--host", "127.0.0.1", "--state", str(workdir / "c.db"),
-               "--key", str(workdir / "c.key"), "--token", TOKEN, "--fraction-fit", repr(fraction),
+               "--key", str(workdir / "c.key"), "--fraction-fit", repr(fraction),
                "--min-clients", str(selected), "--lr", str(LR), "--epochs", str(EPOCHS),
                "--batch-size", str(BATCH), "--round-timeout", str(round_timeout), "--secure-aggregation", "off"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EDGERUN_ENROL_TOKEN": TOKEN}  # not on the command line
     with open(workdir / "coordinator.log", "w") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     line = proc.stdout.readline()
