@@ -53,10 +53,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--http-body-budget", type=int, default=None, metavar="BYTES",
                    help="bytes of HTTP request bodies over 64 KiB that a worker receives and handles at once; "
                         "a body that does not fit is answered 503 before it is read (default 4 x "
-                        "--max-message-size = 256 MiB; at least --max-message-size)")
+                        "--max-message-size = 256 MiB; at least --max-message-size). One client IP address "
+                        "(IPv6: /64 network) may hold at most the larger of --max-message-size and a "
+                        "quarter of it")
     p.add_argument("--http-header-timeout-secs", type=float, default=10.0,
                    help="time a client has to send the request line and headers")
     p.add_argument("--http-body-timeout-secs", type=float, default=60.0, help="time to send the body")
+    p.add_argument("--http-min-body-rate", type=int, default=64 * 1024, metavar="BYTES_PER_SEC",
+                   help="slowest average rate in bytes per second, after a 2 s grace, at which an HTTP "
+                        "request body over 64 KiB may arrive; a slower one is answered 408 and closed, "
+                        "freeing its share of --http-body-budget (default 65536 = 64 KiB/s; 0 = no minimum)")
     p.add_argument("--http-idle-timeout-secs", type=float, default=60.0,
                    help="how long an idle kept-alive connection stays open")
     p.add_argument("--busy-poll-us", type=int, default=0,
@@ -86,6 +92,7 @@ def options_from(args: argparse.Namespace):
                         http_header_timeout_s=args.http_header_timeout_secs,
                         http_body_timeout_s=args.http_body_timeout_secs,
                         http_idle_timeout_s=args.http_idle_timeout_secs,
+                        http_min_body_rate=args.http_min_body_rate,
                         busy_poll_us=args.busy_poll_us)
 
 

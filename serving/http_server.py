@@ -7,8 +7,12 @@ Memory is bounded whatever clients do: a connection buffers at most the request 
 (MAX_HEAD) plus READ_AHEAD bytes, except for a request body, which is received into a buffer of its
 own only after its Content-Length was reserved from the server's body budget (`Limits.body_budget`:
 bytes of bodies being received or handled, across connections). A body that does not fit the
-budget is refused with 503 before it is read. Connections are capped in total and per client
-address.
+budget, or would take the bodies one client address has reserved past its share
+(`Limits.client_body_budget`), is refused with 503 before it is read. Holding a reservation costs
+the client bandwidth: a body that arrives slower than `Limits.min_body_rate` on average (after a
+grace of `Limits.body_rate_grace_s`) is answered 408 and its reservation given back, so headers
+that announce a large body and then nothing hold it for seconds, not the whole body timeout.
+Connections are capped in total and per client address.
 
 It is an `asyncio.Protocol`, not a stream reader: bytes are parsed where they arrive and a request
 whose handler finishes without waiting is answered in the same callback, with no task, no timer
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ipaddress
 import json
 import logging
 import re
@@ -49,7 +54,13 @@ class Limits:
     start the next request on a kept-alive connection; how many connections at once, in all and
     from one client address (more are answered 503 and closed); and the body budget in bytes
     (None = 4 x the server's largest body): request bodies over UNBUDGETED_BODY bytes being received
-    or handled may add up to this much, and one that does not fit is answered 503 unread."""
+    or handled may add up to this much, and one that does not fit is answered 503 unread.
+
+    Of that budget one client address (an IPv6 one by its /64 network) may hold at most
+    `client_body_budget` bytes at once (None = the larger of the largest body and a quarter of the
+    budget), so that no one address takes it all. A body over UNBUDGETED_BODY bytes must arrive at
+    `min_body_rate` bytes/s or faster, averaged from its headers, after a grace of
+    `body_rate_grace_s` seconds (0 = no minimum); a slower one is answered 408 and closed."""
 
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
@@ -57,6 +68,9 @@ class Limits:
     max_connections: int = 1024
     max_connections_per_client: int = 64
     body_budget: int | None = None
+    client_body_budget: int | None = None
+    min_body_rate: int = 64 * 1024
+    body_rate_grace_s: float = 2.0
 
     @property
     def sweep_s(self) -> float:
@@ -97,6 +111,9 @@ class HttpServer:
         self.limits = limits or Limits()
         self.body_budget = self.limits.body_budget if self.limits.body_budget is not None else 4 * max_body
         self.body_bytes = 0  # reserved by the bodies being received or handled
+        self.client_body_budget = (self.limits.client_body_budget if self.limits.client_body_budget is not None
+                                   else max(max_body, self.body_budget // 4))
+        self._reserved_by: dict[str, int] = {}  # reservation key (see _reservation_key) -> bytes it holds
         self.authorize = authorize if authorize is not None else getattr(app, "authorize", None)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task | None = None
@@ -132,15 +149,24 @@ class HttpServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
 
-    def reserve(self, size: int) -> bool:
-        """Reserve `size` bytes of the body budget; False (nothing reserved) if they do not fit."""
+    def reserve(self, size: int, key: str = "") -> str | None:
+        """Reserve `size` bytes of the body budget for the client `key` (see _reservation_key):
+        None, or why nothing was reserved (they do not fit the budget or the client's share)."""
+        held = self._reserved_by.get(key, 0)
+        if held + size > self.client_body_budget:
+            return (f"your address is sending other request bodies ({held} bytes); retry a request body "
+                    f"of {size} bytes later")
         if self.body_bytes + size > self.body_budget:
-            return False
+            return f"the server is busy receiving other request bodies; retry a request body of {size} bytes later"
         self.body_bytes += size
-        return True
+        self._reserved_by[key] = held + size
+        return None
 
-    def release(self, size: int) -> None:
+    def release(self, size: int, key: str = "") -> None:
         self.body_bytes -= size
+        held = self._reserved_by.pop(key) - size
+        if held:
+            self._reserved_by[key] = held
 
     def admit(self, client: str) -> bool:
         """Count a connection from `client`; False (not counted) if it has its maximum already."""
@@ -165,6 +191,8 @@ class HttpServer:
             for connection in list(self._connections):
                 if connection.expired(now):
                     connection.expire()
+                elif connection.too_slow(now):
+                    connection.cut_off()
 
 
 class _Connection(asyncio.Protocol):
@@ -184,6 +212,8 @@ class _Connection(asyncio.Protocol):
         self.body_length = 0
         self.body: bytearray | None = None  # the body being received, when it was not all in `buffer`
         self.reserved = 0  # bytes of the server's body budget held by the request in progress
+        self.reserved_by = ""  # the reservation key they count against
+        self.body_started = 0.0  # when the reserved body's headers were in (for the minimum rate)
         self.client: str | None = None  # the address this connection counts against, once admitted
         self.busy = False  # a handler is running
         self.closed = False  # no more reading, parsing or answering
@@ -199,6 +229,22 @@ class _Connection(asyncio.Protocol):
 
     def expired(self, now: float) -> bool:
         return any(d is not None and now >= d for d in (self.deadline, self.write_deadline))
+
+    def too_slow(self, now: float) -> bool:
+        """Whether the reserved body being received is behind the minimum rate (Limits.min_body_rate
+        bytes/s on average since its headers, after the grace)."""
+        if not self.reserved or self.request is None or self.closed or self.limits.min_body_rate <= 0:
+            return False
+        received = len(self.body) if self.body is not None else len(self.buffer)
+        due = self.limits.min_body_rate * (now - self.body_started - self.limits.body_rate_grace_s)
+        return received < self.body_length and received < due
+
+    def cut_off(self) -> None:
+        """Answer a body too slow for the minimum rate with 408, give back its reservation, close."""
+        self.request, self.body = None, None
+        self.buffer.clear()
+        self._release()
+        self._answer(_plain(408, f"request body sent slower than {self.limits.min_body_rate} bytes/s"), keep=False)
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -344,7 +390,7 @@ class _Connection(asyncio.Protocol):
     def _release(self) -> None:
         """Give back the body budget the request in progress reserved."""
         if self.reserved:
-            self.server.release(self.reserved)
+            self.server.release(self.reserved, self.reserved_by)
             self.reserved = 0
 
     def _start(self, head: bytes) -> bool:
@@ -373,13 +419,14 @@ class _Connection(asyncio.Protocol):
                                      f"{self.server.max_body} bytes"), keep=False)
             return False
         if length > UNBUDGETED_BODY:
-            if not self.server.reserve(length):
-                refusal = _plain(503, f"the server is busy receiving other request bodies; retry a request "
-                                      f"body of {length} bytes later")
+            key = _reservation_key(self.client or "")
+            why = self.server.reserve(length, key)
+            if why is not None:
+                refusal = _plain(503, why)
                 refusal.headers["Retry-After"] = "1"
                 self._answer(refusal, keep=False)
                 return False
-            self.reserved = length
+            self.reserved, self.reserved_by, self.body_started = length, key, self.loop.time()
         self.request, self.body_length = request, length
         if length > len(self.buffer):
             self.deadline = self.loop.time() + self.limits.body_timeout_s
@@ -485,6 +532,20 @@ def _parse_head(head: bytes) -> Request | Response:
     method, target, version = parts
     path, _, query = target.partition("?")
     return Request(method.upper(), path, query, headers, b"", version)
+
+
+def _reservation_key(address: str) -> str:
+    """The client a body reservation counts against: the IPv4 address, or the /64 network of an
+    IPv6 one (one host usually has a whole /64 to pick addresses from)."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
 
 
 def _keep_alive(request: Request) -> bool:

@@ -34,6 +34,7 @@ class ServeOptions:
     http_header_timeout_s: float = 10.0  # to send the request line and headers
     http_body_timeout_s: float = 60.0  # to send the body
     http_idle_timeout_s: float = 60.0  # between requests on a kept-alive connection
+    http_min_body_rate: int = 64 * 1024  # bytes/s a body over 64 KiB must average after 2 s (0 = off)
     busy_poll_us: int = 0  # poll without blocking this long before the event loop sleeps (0 = off)
     control_dir: Path | None = None  # set by the supervisor: load/unload records shared by workers
 
@@ -55,6 +56,8 @@ class ServeOptions:
                              f"--max-message-size ({self.max_message_bytes} bytes)")
         if min(self.http_header_timeout_s, self.http_body_timeout_s, self.http_idle_timeout_s) <= 0:
             raise ValueError("HTTP timeouts must be > 0")
+        if self.http_min_body_rate < 0:
+            raise ValueError(f"--http-min-body-rate must be >= 0 bytes/s, got {self.http_min_body_rate}")
         if not 0 <= self.busy_poll_us <= 1_000_000:
             raise ValueError(f"--busy-poll-us must be within 0..1000000, got {self.busy_poll_us}")
         if self.poll_s <= 0:

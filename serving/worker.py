@@ -55,7 +55,7 @@ async def _serve(options: ServeOptions, index: int) -> None:
                                interceptors, credentials, options.max_concurrent_rpcs, options.token)
     limits = Limits(options.http_header_timeout_s, options.http_body_timeout_s, options.http_idle_timeout_s,
                     options.http_max_connections, options.http_max_connections_per_client,
-                    options.http_body_budget_bytes)
+                    options.http_body_budget_bytes, min_body_rate=options.http_min_body_rate)
     http_server = HttpServer(RestApp(handlers, options.token), options.max_message_bytes,
                              ssl_context(options.tls) if options.tls else None, limits)
     await grpc_server.start()

@@ -6,6 +6,13 @@ Families (see the "Hold under attack" issue):
   body_flood         many connections each announcing a large REST body and sending all but its
                      last byte, then holding it: without a body budget every body sits in memory
                      at once. Refused = answered 503 before the body; accepted = the body was read.
+  body_hold          a few connections each announcing a large REST body and sending none of it,
+                     renewed as the server closes them: without a per-address share of the body
+                     budget and a minimum body rate they hold the whole budget for the body
+                     timeout, and honest bodies over 64 KiB get 503. Honest clients here send
+                     ~100 KiB bodies.
+  body_trickle       one REST body sent at a given rate (below the server's minimum: it must be
+                     answered 408 within seconds, not at the body timeout; above it: 200).
   connection_flood   many idle HTTP connections from one address, reopened as the server closes
                      them: without a per-client cap they take every slot and new clients get 503.
   long_strings       gRPC and REST requests naming a model with a very long string: error messages
@@ -45,7 +52,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +274,88 @@ def body_flood(target: Target, connections: int = 12, body_bytes: int = 60 * MIB
             if time.monotonic() >= deadline:
                 break
     return counts | figures
+
+
+def body_hold(target: Target, connections: int = 4, body_bytes: int = 60 * MIB, duration_s: float = 3.0,
+              honest_rows: int = 400) -> dict:
+    """Keep `connections` connections from the default loopback address open for `duration_s`, each
+    having sent the headers of a `body_bytes` body and nothing more, opening a new one for each
+    that the server answers or closes, while honest clients (another address) send bodies of
+    `honest_rows` x 64 zeros (400: ~100 KiB of JSON, over the 64 KiB that needs no reservation).
+    Tried = connections opened; refused = answered 503; cut_off = answered 408 (too slow); closed =
+    closed unanswered (past the body timeout); failed = could not connect, or another answer; held
+    = open and unanswered at the end."""
+    counts = {"tried": 0, "refused": 0, "cut_off": 0, "closed": 0, "failed": 0, "held": 0}
+    sockets: dict[int, socket.socket] = {}
+    poller = select.poll()
+
+    def refill() -> None:
+        while len(sockets) < connections:
+            counts["tried"] += 1
+            try:
+                sock = _announce(target, body_bytes).sock
+            except OSError:
+                counts["failed"] += 1
+                return
+            sockets[sock.fileno()] = sock
+            poller.register(sock, select.POLLIN)
+
+    def collect(wait_ms: int) -> int:
+        ready = poller.poll(wait_ms)
+        for fd, _ in ready:
+            poller.unregister(fd)
+            with sockets.pop(fd) as sock:
+                status = _read_status(sock, 1)
+            counts[{503: "refused", 408: "cut_off", None: "closed"}.get(status, "failed")] += 1
+        return len(ready)
+
+    honest_target = replace(target, shape=(honest_rows, target.shape[-1]))
+    with _observed(honest_target) as figures:
+        refill()
+        deadline = time.monotonic() + duration_s
+        while time.monotonic() < deadline:
+            collect(50)
+            refill()
+        collect(0)
+        counts["held"] = len(sockets)
+        for sock in sockets.values():
+            sock.close()
+    return counts | figures
+
+
+def infer_body(rows: int, columns: int = 64, name: str = "x") -> bytes:
+    """A v2 REST inference request body: input `name`, FP32 zeros of shape [rows, columns]."""
+    return json.dumps({"inputs": [{"name": name, "datatype": "FP32", "shape": [rows, columns],
+                                   "data": [0.0] * (rows * columns)}]}).encode()
+
+
+def body_trickle(target: Target, rows: int = 3300, rate: int = 2048, chunk_bytes: int = 1024,
+                 source: str | None = None, limit_s: float = 120.0) -> dict:
+    """One REST inference of `rows` x 64 zeros (3300: ~1 MiB of JSON) whose body is sent at
+    `rate` bytes/s in `chunk_bytes` pieces (from `source`, an address, if given), until it is all
+    sent or the server answers: status (None if closed unanswered), seconds from the headers to
+    the answer, body bytes sent."""
+    t = target
+    body = infer_body(rows, t.shape[-1], t.input)
+    headers = "".join(f"{k}: {v}\r\n" for k, v in t.auth().items())
+    start = time.monotonic()
+    sent = 0
+    with socket.create_connection((t.host, t.http_port), 10,
+                                  source_address=(source, 0) if source else None) as sock:
+        sock.sendall(f"POST /v2/models/{t.model}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                     f"{headers}Connection: close\r\n\r\n".encode())
+        try:
+            while sent < len(body) and time.monotonic() - start < limit_s and not _answered(sock, 0):
+                piece = body[sent:sent + chunk_bytes]
+                sock.sendall(piece)
+                sent += len(piece)
+                wait = start + sent / rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+        except OSError:
+            pass  # answered and closed: the status tells
+        status = _read_status(sock, limit_s)
+    return {"status": status, "answered_after_s": time.monotonic() - start, "sent": sent, "body_bytes": len(body)}
 
 
 def _finish_body(attacker: _BodyAttacker) -> str:
@@ -545,6 +634,8 @@ def run_all(duration_s: float) -> dict[str, dict]:
     token = "attack-bench-token"
     families: dict[str, tuple[Callable[..., dict], dict]] = {
         "body_flood": (body_flood, {"duration_s": duration_s}),
+        "body_hold": (body_hold, {"duration_s": duration_s}),
+        "body_trickle": (body_trickle, {}),
         "connection_flood": (connection_flood, {"duration_s": duration_s}),
         "long_strings": (long_strings, {"requests": 200, "duration_s": duration_s}),
         "grpc_large_messages": (grpc_large_messages, {"duration_s": duration_s}),

@@ -17,7 +17,8 @@ def test_help_lists_the_options(capsys) -> None:
     for flag in ("--model-repository", "--grpc-port", "--http-port", "--metrics-port", "--workers",
                  "--model-control-mode", "--tls-cert", "--tls-key", "--tls-client-ca", "--auth-token-file",
                  "--max-message-size", "--busy-poll-us", "--token-file", "EDGERUN_SERVE_TOKEN",
-                 "--http-max-connections-per-client", "--http-body-budget BYTES"):
+                 "--http-max-connections-per-client", "--http-body-budget BYTES",
+                 "--http-min-body-rate BYTES_PER_SEC"):
         assert flag in out
 
 
@@ -29,6 +30,7 @@ def test_help_lists_the_options(capsys) -> None:
     (["--busy-poll-us", "-1"], "--busy-poll-us must be within 0..1000000"),
     (["--http-max-connections-per-client", "0"], "--http-max-connections-per-client must be >= 1"),
     (["--max-message-size", "4096", "--http-body-budget", "4095"], "--http-body-budget (4095 bytes) must be at least"),
+    (["--http-min-body-rate", "-1"], "--http-min-body-rate must be >= 0"),
 ])
 def test_bad_options(tmp_path, capsys, extra, words) -> None:
     assert cli.main(["serve", "--model-repository", str(tmp_path), *extra]) == 1

@@ -35,10 +35,39 @@ def _assert_honest_served(figures: dict) -> None:
 def test_concurrent_bodies_are_held_to_the_budget(start_server, main_repo) -> None:
     server = start_server(main_repo, "--max-message-size", str(8 * MIB), "--http-body-budget", str(16 * MIB))
     figures = attacks.body_flood(_target(server), connections=12, body_bytes=8 * MIB - 64, hold_s=1.0)
-    assert (figures["accepted"], figures["refused"], figures["failed"]) == (2, 10, 0), figures
-    # two bodies in the budget and one being copied out of its buffer; 12 would be 96 MiB
+    # the budget has room for two, but one address gets a share of one (max(8 MiB, 16 MiB / 4))
+    assert (figures["accepted"], figures["refused"], figures["failed"]) == (1, 11, 0), figures
+    # one body in the budget and one being copied out of its buffer; 12 would be 96 MiB
     assert figures["rss_peak_mib"] - figures["rss_before_mib"] < 40, figures
     _assert_honest_served(figures)
+
+
+def test_bodies_announced_and_never_sent_from_one_address_leave_room_for_others(start_server, main_repo) -> None:
+    # 4 x 1 MiB budget: before each address had a share, these four took all of it (and held it for
+    # the body timeout) and every honest body over 64 KiB got 503
+    server = start_server(main_repo, "--max-message-size", str(MIB), "--http-body-timeout-secs", "3")
+    figures = attacks.body_hold(_target(server), connections=4, body_bytes=MIB - 64, duration_s=6.0)
+    assert figures["failed"] == 0 and figures["refused"] >= 3, figures  # one body per address at a time
+    assert figures["cut_off"] >= 1, figures  # and that one, sending nothing, loses it after the 2 s grace
+    _assert_honest_served(figures)  # ~100 KiB bodies from another address
+
+
+def test_a_body_slower_than_the_minimum_rate_is_cut_off_and_its_reservation_released(start_server,
+                                                                                     main_repo) -> None:
+    # the whole budget is one body: while the trickle holds it, every other large body gets 503
+    server = start_server(main_repo, "--max-message-size", str(2 * MIB), "--http-body-budget", str(2 * MIB))
+    target = _target(server)
+    slow = attacks.body_trickle(target, rows=3300, rate=2048)
+    assert slow["status"] == 408 and slow["answered_after_s"] < 10 and slow["sent"] < slow["body_bytes"], slow
+    honest = attacks.body_trickle(target, rows=400, rate=100 * MIB, chunk_bytes=MIB, source=attacks.HONEST_ADDRESS)
+    assert honest["status"] == 200, honest
+
+
+def test_a_large_body_at_an_honest_pace_is_served(start_server, main_repo) -> None:
+    server = start_server(main_repo, "--max-message-size", str(2 * MIB))
+    # ~1 MiB at 320 KiB/s: past the 2 s grace, above the 64 KiB/s minimum
+    paced = attacks.body_trickle(_target(server), rows=3300, rate=320 * 1024, chunk_bytes=64 * 1024)
+    assert paced["status"] == 200 and paced["answered_after_s"] > 2.5 and paced["sent"] == paced["body_bytes"], paced
 
 
 def test_idle_connections_from_one_address_leave_room_for_others(start_server, main_repo) -> None:

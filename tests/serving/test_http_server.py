@@ -343,7 +343,7 @@ def test_large_bodies_both_ways() -> None:
 
 def test_bodies_that_overrun_the_budget_are_refused_unread_and_the_budget_comes_back() -> None:
     big = 1 << 20  # over UNBUDGETED_BODY: reserved; two do not fit a budget of 1.5 MiB
-    limits = Limits(body_budget=big * 3 // 2)
+    limits = Limits(body_budget=big * 3 // 2, client_body_budget=2 * big)  # the budget binds, not the share
 
     async def scenario(server, port):
         held_reader, held = await asyncio.open_connection("127.0.0.1", port)
@@ -370,6 +370,67 @@ def test_bodies_that_overrun_the_budget_are_refused_unread_and_the_budget_comes_
     assert "busy" in json.loads(body)["error"]
     assert [s for s, _, _ in small] == [200, 200]
     assert answer[0] == 200 and len(json.loads(answer[2])["body"]) == big
+
+
+def test_one_address_holds_at_most_its_share_of_the_budget() -> None:
+    big = 1 << 20  # budget 4 MiB, a quarter (1 MiB) per address: one reserved body each
+    limits = Limits(body_budget=4 * big, min_body_rate=0)
+
+    async def scenario(server, port):
+        held_reader, held = await asyncio.open_connection("127.0.0.1", port)
+        held.write(_post("/a", b"x" * big)[:300])  # headers and a little: the body is reserved
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_post("/b", b"y" * big)[:300])
+        refusal = await _read_response(reader)
+        other_reader, other = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+        other.write(_post("/c", b"z" * big))
+        answer = await _read_response(other_reader)
+        shares = dict(server._reserved_by)
+        held.close()
+        await asyncio.sleep(0.1)
+        return refusal, answer, shares, dict(server._reserved_by), server.body_bytes
+
+    (status, headers, body), answer, shares, left, left_bytes = _serve(_echo, scenario, limits, big)
+    assert status == 503 and headers["retry-after"] == "1" and b"your address" in body
+    assert answer[0] == 200 and len(json.loads(answer[2])["body"]) == big
+    assert shares == {"127.0.0.1": big}  # the other address's body was released when answered
+    assert left == {} and left_bytes == 0
+
+
+def test_a_body_slower_than_the_minimum_rate_is_cut_off_and_released() -> None:
+    big = 1 << 20
+    limits = Limits(body_budget=big, min_body_rate=256 * 1024, body_rate_grace_s=0.3, header_timeout_s=0.4)
+
+    async def scenario(server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_post("/slow", b"x" * big)[:1000])
+        start = asyncio.get_running_loop().time()
+        answer = await _read_response(reader)
+        elapsed = asyncio.get_running_loop().time() - start
+        closed = await reader.read()
+        reserved = server.body_bytes
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_post("/fast", b"y" * big))
+        fast = await _read_response(reader)
+        writer.close()
+        return answer, elapsed, closed, reserved, fast
+
+    (status, headers, body), elapsed, closed, reserved, fast = _serve(_echo, scenario, limits, big)
+    assert status == 408 and headers["connection"] == "close" and closed == b"" and b"bytes/s" in body
+    assert elapsed < 2 and reserved == 0
+    assert fast[0] == 200
+
+
+def test_reservation_keys() -> None:
+    from edgerun.serving.http_server import _reservation_key
+
+    assert _reservation_key("10.0.0.1") == "10.0.0.1"
+    assert _reservation_key("2001:db8:1:2:aaaa::1") == _reservation_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert _reservation_key("2001:db8:1:3::1") != _reservation_key("2001:db8:1:2::1")
+    assert _reservation_key("::ffff:10.0.0.1") == "10.0.0.1"
+    assert _reservation_key("fe80::1%eth0") == "fe80::/64"
+    assert _reservation_key("") == ""
 
 
 def test_connections_are_capped_per_client_address() -> None:
