@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,8 +157,11 @@ class Slots:
 
 def peer_host(peer: str) -> str:
     """The address part of a gRPC peer string: "ipv4:10.0.0.7:5123" -> "10.0.0.7",
-    "ipv6:[::1]:5123" -> "::1"; anything else (a unix socket path) as it is."""
+    "ipv6:[::1]:5123" (or, as grpc.aio writes it, "ipv6:%5B::1%5D:5123") -> "::1"; anything
+    else (a unix socket path) as it is."""
     kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        rest = urllib.parse.unquote(rest)
     if kind == "ipv4":
         return rest.rpartition(":")[0] or rest
     if kind == "ipv6":
