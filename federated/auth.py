@@ -18,6 +18,7 @@ import secrets
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,28 +134,48 @@ class ReplayGuard:
         self.max_skew, self.max_future, self.max_per_client = max_skew, max_future, max_per_client
         self._seen: dict[str, set[bytes]] = {}
         self._expiry: list[tuple[float, str, bytes]] = []  # heap of (timestamp + max_skew, client, nonce)
+        self._now = -math.inf  # the latest clock reading: the guard's time never goes back
         self._lock = threading.Lock()
 
-    def check(self, fields: SignedFields, now: float | None = None) -> None:
+    def check(self, fields: SignedFields, now: float | None = None,
+              charge: Callable[[], None] | None = None) -> None:
         """Remember the request's nonce; AuthError if it is stale, from the future or a
-        replay, ReplayLimit if its client already has `max_per_client` nonces remembered."""
-        now = time.time() if now is None else now
-        age = now - fields.timestamp
-        if not math.isfinite(fields.timestamp) or age > self.max_skew or -age > self.max_future:
-            raise AuthError(f"client {fields.client_id!r}: timestamp is {age:+.0f} s off (accepted: up to "
-                            f"{self.max_future:g} s ahead, {self.max_skew:g} s behind the coordinator's clock)")
+        replay, ReplayLimit if its client already has `max_per_client` nonces remembered.
+
+        `charge` (if given) runs once the request is known fresh and unseen, before its nonce
+        is remembered, under the guard's lock (so concurrent copies of one request charge at
+        most once); whatever it raises refuses the request and nothing is remembered. So a
+        replayed or stale request never charges the client it claims to be.
+
+        Why a nonce still inside its freshness window is never forgotten: the clock is read
+        under the lock and never goes back (`now` is the largest reading so far, whatever
+        the wall clock or the `now` argument does); a request is stale exactly when
+        `timestamp + max_skew < now`, and a nonce is forgotten exactly when that same value,
+        stored as its expiry, is `< now`. A forgotten nonce had expiry < some earlier now <=
+        every later now, so a request carrying it again is refused as stale."""
         if len(fields.nonce) != 16:
             raise AuthError(f"client {fields.client_id!r}: nonce must be 16 bytes")
+        if not math.isfinite(fields.timestamp):
+            raise AuthError(f"client {fields.client_id!r}: timestamp is not a finite number")
+        expiry = fields.timestamp + self.max_skew
         with self._lock:
+            now = max(time.time() if now is None else now, self._now)
+            self._now = now
+            if expiry < now or fields.timestamp - now > self.max_future:
+                raise AuthError(f"client {fields.client_id!r}: timestamp is {now - fields.timestamp:+.0f} s off "
+                                f"(accepted: up to {self.max_future:g} s ahead, {self.max_skew:g} s behind the "
+                                "coordinator's clock)")
             self._forget_expired(now)
-            nonces = self._seen.setdefault(fields.client_id, set())
+            nonces = self._seen.get(fields.client_id, set())
             if fields.nonce in nonces:
                 raise AuthError(f"client {fields.client_id!r}: replayed request (nonce already used)")
             if len(nonces) >= self.max_per_client:
                 raise ReplayLimit(f"client {fields.client_id!r}: {len(nonces)} requests in the last "
                                   f"{self.max_skew:g} s, the most the coordinator remembers")
-            nonces.add(fields.nonce)
-            heapq.heappush(self._expiry, (fields.timestamp + self.max_skew, fields.client_id, fields.nonce))
+            if charge is not None:
+                charge()
+            self._seen.setdefault(fields.client_id, nonces).add(fields.nonce)
+            heapq.heappush(self._expiry, (expiry, fields.client_id, fields.nonce))
 
     def _forget_expired(self, now: float) -> None:
         while self._expiry and self._expiry[0][0] < now:

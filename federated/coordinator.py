@@ -25,6 +25,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,8 @@ from edgerun.runtime.errors import ErrorCode
 from edgerun.runtime.interpreter import Interpreter
 
 log = logging.getLogger("edgerun.federated")
+UNKNOWN_TTL = 10.0  # seconds an id found not enrolled is answered from memory
+MAX_UNKNOWN_IDS = 4096  # ids remembered as not enrolled
 
 Arrays = dict[str, np.ndarray]
 Evaluator = Callable[[Arrays], dict[str, float]]
@@ -180,6 +183,13 @@ class Coordinator:
         self.finished = False
         self.stopped: set[str] = set()  # clients told that the run is over
         self._keys: dict[str, bytes] = {}
+        # Ids looked up and not enrolled (id -> when), so a flood of requests naming unknown
+        # ids does not read SQLite each time: bounded (LRU), forgotten after UNKNOWN_TTL
+        # seconds (an enrolment made outside this process shows up by then) and at once when
+        # the id enrols here; `_enrolments` keeps a lookup racing an enrolment from caching.
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._unknown_lock = threading.Lock()
+        self._enrolments = 0
         self.round_state: RoundState | None = None  # the round in progress, if any
         self.budget_exhausted = False
         if config.secagg is not None and config.compression != "none":
@@ -235,17 +245,35 @@ class Coordinator:
             self.store.enrol(client_id, public_key, dict(info))
         except AlreadyEnrolled:
             raise Rejected(ErrorCode.ALREADY_EXISTS, f"client {client_id!r} or its key is already enrolled") from None
+        with self._unknown_lock:
+            self._enrolments += 1
+            self._unknown.pop(client_id, None)
         log.info("enrolled client %s", client_id)
         return self.key.public_bytes
 
     def public_key_of(self, client_id: str) -> bytes | None:
         """The enrolled key of a client (cached: keys never change once enrolled)."""
         key = self._keys.get(client_id)
-        if key is None:
-            record = self.store.client(client_id)
-            if record is not None:
-                key = self._keys[client_id] = record.public_key
-        return key
+        if key is not None:
+            return key
+        now = time.monotonic()
+        with self._unknown_lock:
+            seen = self._unknown.get(client_id)
+            if seen is not None and now - seen < UNKNOWN_TTL:
+                self._unknown.move_to_end(client_id)
+                return None
+            generation = self._enrolments
+        record = self.store.client(client_id)
+        if record is not None:
+            key = self._keys[client_id] = record.public_key
+            return key
+        with self._unknown_lock:
+            if self._enrolments == generation:  # no enrolment since the lookup began
+                self._unknown[client_id] = now
+                self._unknown.move_to_end(client_id)
+                while len(self._unknown) > MAX_UNKNOWN_IDS:
+                    self._unknown.popitem(last=False)
+        return None
 
     # ----------------------------------------------------------------- work
     def work_for(self, client_id: str, now: float | None = None) -> Work:

@@ -4,14 +4,17 @@ limits, per-key concurrency slots and the limits that configure them.
 Pure Python, no gRPC (federated.service applies them). A *peer* is the IP address a call
 comes from (everything before the port in `context.peer()`); a *client* is an enrolled
 client id, known only once a request's signature verified. Unauthenticated calls (Enrol,
-the liveness form of Status) are limited per peer; authenticated ones per client, so an
-outsider cannot spend an enrolled client's budget by claiming its id.
+the liveness form of Status) and every request that fails authentication are limited per
+peer; authenticated ones per client, so an outsider cannot spend an enrolled client's
+budget by claiming its id (nor by replaying its requests: they are charged only once
+fresh and unseen).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +31,9 @@ class ServiceLimits:
     downloads) from one IP address / by one enrolled client, more are refused with
     RESOURCE_EXHAUSTED; client_rate, client_burst: a token bucket per enrolled client
     over all its requests; peer_rate, peer_burst: one per IP address over unauthenticated
-    calls (Enrol, Status without the operator token); max_concurrent_rpcs: every call in
+    calls (Enrol, Status without the operator token) and failed authentications (once it
+    is spent, that address's signed requests are refused before any verification);
+    max_concurrent_rpcs: every call in
     progress, a backstop gRPC enforces before any handler runs; max_message_bytes: the
     largest message received (chunks are 1 MiB)."""
 
@@ -76,8 +81,47 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
             return allowed
 
+    def has_token(self, key: str) -> bool:
+        """Whether `key`'s bucket holds a token now, taking nothing (and keeping no new key)."""
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self.burst, now))
+            return min(self.burst, tokens + (now - at) * self.rate) >= 1.0
+
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class LogThrottle:
+    """Decides which of many similar log lines to write: the first `per_window` per key in
+    each `window` seconds, then only a count of those left out. Thread-safe; at most
+    `max_keys` keys are tracked (the least recently used is dropped), so a flood of
+    refusals costs a bounded number of log lines and bounded memory."""
+
+    def __init__(self, per_window: int = 10, window: float = 60.0, max_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_window, self.window, self.max_keys, self._clock = per_window, window, max_keys, clock
+        self._keys: OrderedDict[str, list[float]] = OrderedDict()  # key -> [window start, written, left out]
+        self._lock = threading.Lock()
+
+    def admit(self, key: str) -> tuple[bool, int]:
+        """(write this line?, lines of `key` left out in its previous window and not yet
+        reported: write that count along with this line when it is written)."""
+        now = self._clock()
+        with self._lock:
+            entry = self._keys.pop(key, None)
+            reported = 0
+            if entry is None or now - entry[0] >= self.window:
+                reported = int(entry[2]) if entry is not None else 0
+                entry = [now, 0, 0]
+            self._keys[key] = entry
+            if len(self._keys) > self.max_keys:
+                self._keys.popitem(last=False)
+            if entry[1] < self.per_window:
+                entry[1] += 1
+                return True, reported
+            entry[2] += 1
+            return False, reported
 
 
 class Slots:
@@ -113,8 +157,11 @@ class Slots:
 
 def peer_host(peer: str) -> str:
     """The address part of a gRPC peer string: "ipv4:10.0.0.7:5123" -> "10.0.0.7",
-    "ipv6:[::1]:5123" -> "::1"; anything else (a unix socket path) as it is."""
+    "ipv6:[::1]:5123" (or, as grpc.aio writes it, "ipv6:%5B::1%5D:5123") -> "::1"; anything
+    else (a unix socket path) as it is."""
     kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        rest = urllib.parse.unquote(rest)
     if kind == "ipv4":
         return rest.rpartition(":")[0] or rest
     if kind == "ipv6":

@@ -9,8 +9,12 @@ idle or unauthenticated streams cannot starve other calls. The coordinator's han
 work. What one peer or client may hold is bounded (federated.limits.ServiceLimits): a
 stream must send its authenticated header within `header_timeout` and each next chunk
 within `idle_timeout` or it is cancelled; concurrent streams per IP address and per
-client are capped; requests are rate-limited per enrolled client (after its signature
-verified) and unauthenticated calls per IP address, RESOURCE_EXHAUSTED beyond.
+client are capped; requests are rate-limited per enrolled client (once its signature
+verified and the request is fresh and unseen, so replays cost the client nothing) and
+unauthenticated calls and failed authentications per IP address, RESOURCE_EXHAUSTED
+beyond: an address that spent its failure budget has its signed requests refused on the
+event loop, before they take a worker, a key lookup or a signature verification. Refusals
+are logged at most a few per address and minute, then counted.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 from edgerun.federated.auth import AuthError, ReplayGuard, ReplayLimit, SignedFields, request_message, sha256, verify
 from edgerun.federated.coordinator import Action, Coordinator, check_enrolment
 from edgerun.federated.errors import Rejected
-from edgerun.federated.limits import RateLimiter, ServiceLimits, Slots, peer_host
+from edgerun.federated.limits import LogThrottle, RateLimiter, ServiceLimits, Slots, peer_host
 from edgerun.federated.protos import federated_pb2 as pb
 from edgerun.federated.protos import federated_pb2_grpc as pb_grpc
 from edgerun.federated.secagg import wire
@@ -72,6 +76,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.guard = ReplayGuard()
         self.client_rate = RateLimiter(limits.client_rate, limits.client_burst)
         self.peer_rate = RateLimiter(limits.peer_rate, limits.peer_burst)
+        # failed authentications per IP address: a bucket of the same size, apart from the
+        # one Enrol and Status spend, so a fleet enrolling behind one address is not refused
+        # its signed requests for it
+        self.peer_failures = RateLimiter(limits.peer_rate, limits.peer_burst)
+        self.refusal_log = LogThrottle()
         self.peer_streams, self.client_streams = Slots(limits.streams_per_peer), Slots(limits.streams_per_client)
         spec_bytes = sum(dt.itemsize * int(np.prod(shape)) for dt, shape in coordinator.spec.values())
         self.max_update_bytes = max_update_bytes or 2 * spec_bytes + (1 << 16)
@@ -82,31 +91,62 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         try:
             return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
         except Rejected as exc:
-            log.warning("refused: %s", exc)
+            self._log_refusal(peer_host(context.peer()), str(exc))
             await context.abort(GRPC_CODES[exc.code], str(exc))
             raise  # not reached: abort raises
 
-    def _verify(self, auth: pb.Auth, method: str, body: bytes) -> str:
-        """The id of the enrolled client that signed this request (worker pool). Rejected:
-        UNAUTHENTICATED (unknown client, bad signature, stale or replayed), RESOURCE_EXHAUSTED
-        (over its rate or replay-window limit). The rate is charged only once the signature
-        verified, so nobody can spend another client's budget."""
+    def _log_refusal(self, peer: str, message: str) -> None:
+        """A WARNING for a refused call: the first few per address and minute, then a count."""
+        write, left_out = self.refusal_log.admit(peer)
+        if write:
+            more = f" ({left_out} more refusals from {peer} not logged in the minute before)" if left_out else ""
+            log.warning("refused (from %s): %s%s", peer, message, more)
+
+    async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> str:
+        """The caller's IP address, once it may have a signed request verified: an address
+        whose failed-authentication bucket is empty is refused (RESOURCE_EXHAUSTED) here, on
+        the event loop, before any worker, key lookup or signature check is spent on it."""
+        peer = peer_host(context.peer())
+        if not self.peer_failures.has_token(peer):
+            message = (f"{method} from {peer}: over {self.limits.peer_rate:g} failed authentications/s "
+                       f"(burst {self.limits.peer_burst:g}); retry later")
+            self._log_refusal(peer, message)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        return peer
+
+    def _refuse_unauthenticated(self, peer: str, message: str) -> Rejected:
+        """The refusal of a request that failed authentication, charged to its address:
+        UNAUTHENTICATED, or RESOURCE_EXHAUSTED once the address's failure bucket is spent."""
+        if self.peer_failures.allow(peer):
+            return Rejected(ErrorCode.UNAUTHENTICATED, message)
+        return Rejected(ErrorCode.RESOURCE_EXHAUSTED, f"{message}; and {peer} is over {self.limits.peer_rate:g} "
+                        f"failed authentications/s (burst {self.limits.peer_burst:g}): retry later")
+
+    def _charge_client(self, client: str) -> None:
+        if not self.client_rate.allow(client):
+            raise Rejected(ErrorCode.RESOURCE_EXHAUSTED, f"client {client!r}: over {self.limits.client_rate:g} "
+                           f"requests/s (burst {self.limits.client_burst:g}); retry later")
+
+    def _verify(self, auth: pb.Auth, method: str, body: bytes, peer: str) -> str:
+        """The id of the enrolled client that signed this request, sent from address `peer`
+        (worker pool). Rejected: UNAUTHENTICATED (unknown client, bad signature, stale or
+        replayed; each charged to `peer`'s failure bucket, RESOURCE_EXHAUSTED once it is
+        spent), RESOURCE_EXHAUSTED (over the client's rate or replay-window limit). The
+        order is: signature, freshness and nonce unseen, the client's rate, then the nonce
+        is remembered; so only a fresh request signed by the client spends its budget, never
+        an outsider claiming its id nor a replay of its requests."""
         key = self.coordinator.public_key_of(auth.client_id)
         if key is None:
-            raise Rejected(ErrorCode.UNAUTHENTICATED, f"unknown client {auth.client_id[:128]!r}: enrol first")
+            raise self._refuse_unauthenticated(peer, f"{method}: unknown client {auth.client_id[:128]!r}: enrol first")
         fields = _fields(auth)
         try:
             verify(key, fields.signature, request_message(method, fields.client_id, fields.timestamp, fields.nonce,
                                                           sha256(body)), f"client {fields.client_id!r} {method}")
-            if not self.client_rate.allow(auth.client_id):
-                raise Rejected(ErrorCode.RESOURCE_EXHAUSTED, f"client {auth.client_id!r}: over "
-                               f"{self.limits.client_rate:g} requests/s (burst {self.limits.client_burst:g}); "
-                               "retry later")
-            self.guard.check(fields)
+            self.guard.check(fields, charge=lambda: self._charge_client(auth.client_id))
         except ReplayLimit as exc:
             raise Rejected(ErrorCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except AuthError as exc:
-            raise Rejected(ErrorCode.UNAUTHENTICATED, f"{method}: {exc}") from None
+            raise self._refuse_unauthenticated(peer, f"{method}: {exc}") from None
         return auth.client_id
 
     async def _limit_peer(self, context: grpc.aio.ServicerContext, method: str) -> None:
@@ -156,7 +196,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if not chunk.HasField("header"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must carry the header")
         header = chunk.header
-        client = await self._run(context, self._verify, header.auth, method, signed_body(header))
+        peer = await self._admit(context, method)
+        client = await self._run(context, self._verify, header.auth, method, signed_body(header), peer)
         if header.total_size > self.max_update_bytes:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"{what} of {header.total_size} bytes exceeds {self.max_update_bytes}")
@@ -196,7 +237,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return self.coordinator.enrol(request.client_id, request.public_key, request.token, info)
 
     async def GetWork(self, request: pb.WorkRequest, context: grpc.aio.ServicerContext) -> pb.WorkReply:
-        work = await self._run(context, lambda: self.coordinator.work_for(self._verify(request.auth, "GetWork", b"")))
+        peer = await self._admit(context, "GetWork")
+        work = await self._run(context,
+                               lambda: self.coordinator.work_for(self._verify(request.auth, "GetWork", b"", peer)))
         return pb.WorkReply(action=_ACTIONS[work.action], round=work.round, model_version=work.model_version,
                             config_json=json.dumps(work.config), deadline=work.deadline,
                             retry_after=work.retry_after)
@@ -204,8 +247,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     async def Download(self, request: pb.DownloadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Chunk]:
         kind = "model" if request.kind == pb.DownloadRequest.MODEL else "parameters"
         body = f"{kind}:{request.model_version}".encode()
-        async with self._slot(context, self.peer_streams, peer_host(context.peer()), "peer"):
-            client = await self._run(context, self._verify, request.auth, "Download", body)
+        peer = await self._admit(context, "Download")
+        async with self._slot(context, self.peer_streams, peer, "peer"):
+            client = await self._run(context, self._verify, request.auth, "Download", body, peer)
             async with self._slot(context, self.client_streams, client, "client"):
                 blob, digest, signature = await self._run(context, self.coordinator.payload, kind,
                                                           request.model_version)
@@ -232,21 +276,23 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     async def ReportEvaluation(self, request: pb.EvaluationReport,
                                context: grpc.aio.ServicerContext) -> pb.UploadReply:
-        await self._run(context, self._report_evaluation, request)
+        peer = await self._admit(context, "ReportEvaluation")
+        await self._run(context, self._report_evaluation, request, peer)
         return pb.UploadReply(accepted=True, message="ok")
 
-    def _report_evaluation(self, request: pb.EvaluationReport) -> None:
+    def _report_evaluation(self, request: pb.EvaluationReport, peer: str) -> None:
         body = evaluation_body(request.round, request.num_examples, request.loss, dict(request.metrics))
-        client = self._verify(request.auth, "ReportEvaluation", body)
+        client = self._verify(request.auth, "ReportEvaluation", body, peer)
         result = EvaluateRes(request.loss, request.num_examples, dict(request.metrics))
         self.coordinator.submit_evaluation(client, request.round, result)
 
     async def SecAgg(self, request: pb.SecAggRequest, context: grpc.aio.ServicerContext) -> pb.SecAggReply:
         """One secure-aggregation stage message (or poll), signed over the request without auth."""
-        return wire.reply_to_pb(await self._run(context, self._secure_step, request))
+        peer = await self._admit(context, "SecAgg")
+        return wire.reply_to_pb(await self._run(context, self._secure_step, request, peer))
 
-    def _secure_step(self, request: pb.SecAggRequest) -> Any:
-        client = self._verify(request.auth, "SecAgg", wire.request_body(request))
+    def _secure_step(self, request: pb.SecAggRequest, peer: str) -> Any:
+        client = self._verify(request.auth, "SecAgg", wire.request_body(request), peer)
         return self.coordinator.secure_step(client, request.round, request.stage, wire.payload_of(request))
 
     async def UploadMasked(self, request_iterator: AsyncIterator[pb.MaskedChunk],

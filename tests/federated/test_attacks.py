@@ -4,10 +4,13 @@ clients are served in bounded time while it runs, stored state is unchanged, mem
 bounded.
 
 1. streams that never send (or stall) hold no worker, are cancelled, and are capped per peer
-   and per client; requests are rate-limited per client;
+   and per client; requests are rate-limited per client, failed authentications per peer
+   (refused before verification once spent, logged a few times, unknown ids not re-read),
+   and replayed or stale requests spend nothing of the client they claim to be;
 2. one client cannot destroy or take over the model in plain rounds (update norm bound,
    capped example counts), and under secure aggregation the norm of the sum is checked;
-3. the replay guard costs the same at 100,000 nonces as at 1,000 and is bounded;
+3. the replay guard costs the same at 100,000 nonces as at 1,000, is bounded, and never
+   forgets a nonce still inside its freshness window (its clock never goes back);
 4. Status reveals nothing without the operator token and reads no client rows; enrolment
    fields, metrics and tokens are bounded, strict and compared in constant time.
 """
@@ -15,8 +18,10 @@ bounded.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -41,13 +46,40 @@ from tests.federated.test_rounds import TOKEN, Device, code_of, model_path  # no
 __all__ = ["model_path"]
 
 
-def start(model_path, tmp_path, strategy, limits=None, **config):  # noqa: F811 - the fixture's value
+def start(model_path, tmp_path, strategy, limits=None, address="127.0.0.1:0", **config):  # noqa: F811
     config.setdefault("secagg", None)
     config.setdefault("rounds", 1)
     coordinator = Coordinator(model_path, Store(tmp_path / "c.db"), strategy,
                               CoordinatorConfig(enrol_token=TOKEN, **config), KeyPair.generate())
-    server, port = serve(coordinator, limits=limits)
+    server, port = serve(coordinator, address=address, limits=limits)
     return coordinator, server, f"127.0.0.1:{port}"
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def signed_get_work(device, now=None) -> pb.WorkRequest:
+    fields = device.client.key.sign_request("GetWork", device.client.client_id, sha256(b""), now=now)
+    return pb.WorkRequest(auth=pb.Auth(client_id=fields.client_id, timestamp=fields.timestamp, nonce=fields.nonce,
+                                       signature=fields.signature))
+
+
+def codes_of(calls) -> dict[str, int]:
+    codes: dict[str, int] = {}
+    for call in calls:
+        try:
+            call()
+            name = "OK"
+        except grpc.RpcError as exc:
+            name = exc.code().name
+        codes[name] = codes.get(name, 0) + 1
+    return codes
 
 
 def timed(call) -> float:
@@ -210,6 +242,75 @@ def test_one_client_flooding_requests_is_rate_limited_and_others_are_served(mode
         server.stop(0)
 
 
+@pytest.mark.skipif(not _ipv6_loopback(), reason="needs ::1 to tell the honest client's address apart")
+def test_failed_authentications_are_rate_limited_per_address_and_honest_clients_are_served(
+        model_path, tmp_path, caplog):
+    # Loopback peers all come from 127.0.0.1: the server listens on both families, the
+    # attacker connects over IPv4 and the honest client from ::1, another address.
+    limits = ServiceLimits(peer_rate=5.0, peer_burst=50.0)
+    coordinator, server, target = start(model_path, tmp_path, fedavg(), limits=limits, address="[::]:0")
+    honest = Device(target.replace("127.0.0.1", "[::1]"), "honest")
+    attacker = Device(target, "attacker")  # never enrolled; its channel is the flood's
+    lookups = []
+    store_client = coordinator.store.client
+    coordinator.store.client = lambda cid: lookups.append(cid) or store_client(cid)
+    try:
+        honest.client.enrol()
+        honest_work = lambda: honest.stub.GetWork(signed_get_work(honest), timeout=5)  # noqa: E731
+        honest_work()
+        forged = pb.Auth(client_id="honest", timestamp=time.time(), nonce=os.urandom(16), signature=b"s" * 64)
+        unknown = signed_get_work(attacker)  # a valid signature by a key nobody enrolled
+
+        def flood(request_for):
+            return codes_of(lambda: attacker.stub.GetWork(request_for(), timeout=5) for _ in range(400))
+
+        results, latencies = {}, []
+        with caplog.at_level(logging.WARNING, logger="edgerun.federated"):
+            threads = [threading.Thread(target=lambda k=k, f=f: results.__setitem__(k, flood(f)))
+                       for k, f in (("unknown", lambda: unknown),
+                                    ("forged", lambda: pb.WorkRequest(auth=forged)))]
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                latencies.append(timed(honest_work))  # honest requests while the flood runs, ...
+                time.sleep(0.05)  # ... within the honest client's own rate
+            for t in threads:
+                t.join()
+        total = {code: results["unknown"].get(code, 0) + results["forged"].get(code, 0)
+                 for code in ("UNAUTHENTICATED", "RESOURCE_EXHAUSTED")}
+        assert sum(total.values()) == 800, results
+        assert total["UNAUTHENTICATED"] <= 50 + 5 * 10, results  # the burst, and what refilled meanwhile
+        assert total["RESOURCE_EXHAUSTED"] >= 600, results
+        assert latencies and max(latencies) < 2.0, latencies
+        assert lookups.count("attacker") <= 2, lookups.count("attacker")  # unknown ids are not read each time
+        refused = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refused) <= server.servicer.refusal_log.per_window + 2, len(refused)
+        late = Device(target.replace("127.0.0.1", "[::1]"), "late")  # an id found unknown (and cached) ...
+        assert code_of(lambda: late.stub.GetWork(signed_get_work(late), timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
+        late.client.enrol()
+        late.stub.GetWork(signed_get_work(late), timeout=5)  # ... is served as soon as it enrols
+    finally:
+        server.stop(0)
+
+
+def test_replayed_and_stale_requests_do_not_spend_the_victims_budget(model_path, tmp_path):
+    limits = ServiceLimits(client_rate=1.0, client_burst=5.0, peer_burst=1000.0)
+    coordinator, server, target = start(model_path, tmp_path, fedavg(), limits=limits)
+    try:
+        victim = Device(target, "victim")
+        victim.client.enrol()
+        captured = signed_get_work(victim)
+        victim.stub.GetWork(captured, timeout=5)  # the victim's own request, seen on the wire
+        replays = codes_of(lambda: victim.stub.GetWork(captured, timeout=5) for _ in range(150))
+        stale = codes_of(lambda: victim.stub.GetWork(signed_get_work(victim, now=time.time() - MAX_SKEW_SECONDS - 10),
+                                                      timeout=5) for _ in range(20))
+        assert replays == {"UNAUTHENTICATED": 150} and stale == {"UNAUTHENTICATED": 20}
+        fresh = codes_of(lambda: victim.stub.GetWork(signed_get_work(victim), timeout=5) for _ in range(4))
+        assert fresh == {"OK": 4}  # the rest of its burst: nothing was spent by the replays
+    finally:
+        server.stop(0)
+
+
 def test_rate_limiter_and_slots_bound_their_tables():
     now = [0.0]
     limiter = RateLimiter(rate=2.0, burst=3.0, max_keys=10, clock=lambda: now[0])
@@ -225,6 +326,7 @@ def test_rate_limiter_and_slots_bound_their_tables():
     slots.release("p")
     assert slots.held("p") == 0 and slots._held == {}
     assert peer_host("ipv4:10.0.0.7:5123") == "10.0.0.7" and peer_host("ipv6:[::1]:5123") == "::1"
+    assert peer_host("ipv6:%5B::1%5D:5123") == "::1"  # grpc.aio's form
 
 
 # ---------------------------------------------------------------- 2. one bad client in a round
@@ -364,6 +466,46 @@ def test_the_replay_guard_forgets_in_order_and_bounds_each_client():
         with pytest.raises(AuthError, match="timestamp"):
             guard.check(SignedFields("c", later + ahead, b"z" * 16, b""), now=later)
     guard.check(SignedFields("c", later + 3.0, b"z" * 16, b""), now=later)  # a few seconds of drift are fine
+
+
+def test_a_nonce_inside_its_freshness_window_is_never_forgotten():
+    guard = ReplayGuard()
+    t = 1_000_000.0
+    guard.check(SignedFields("c", t, b"n" * 16, b""), now=t)
+    guard.check(SignedFields("c", t + MAX_SKEW_SECONDS + 1, b"m" * 16, b""), now=t + MAX_SKEW_SECONDS + 1)
+    assert len(guard) == 1  # "n" expired and was forgotten ...
+    with pytest.raises(AuthError, match="timestamp"):  # ... and a check with an older clock reading
+        guard.check(SignedFields("c", t, b"n" * 16, b""), now=t + MAX_SKEW_SECONDS - 1)  # cannot replay it
+    rng = np.random.default_rng(0)
+    for _ in range(2000):  # at the boundary, whatever order the clock readings arrive in
+        guard = ReplayGuard()
+        ts = float(rng.uniform(1e9, 2e9))
+        nonce = os.urandom(16)
+        guard.check(SignedFields("c", ts, nonce, b""), now=ts)
+        readings = ts + MAX_SKEW_SECONDS + rng.uniform(-1e-6, 1e-6, size=2)
+        guard.check(SignedFields("c", ts + 1, os.urandom(16), b""), now=float(readings[0]))
+        with pytest.raises(AuthError):
+            guard.check(SignedFields("c", ts, nonce, b""), now=float(readings[1]))
+
+
+def test_the_replay_guard_charges_only_fresh_unseen_requests_once():
+    guard, now, charged = ReplayGuard(), 1_000_000.0, []
+    charge = lambda: charged.append(1)  # noqa: E731
+    fields = SignedFields("c", now, b"n" * 16, b"")
+    guard.check(fields, now=now, charge=charge)
+    for bad in (fields, SignedFields("c", now - MAX_SKEW_SECONDS - 1, b"o" * 16, b""),
+                SignedFields("c", now + 60, b"p" * 16, b"")):
+        with pytest.raises(AuthError):
+            guard.check(bad, now=now, charge=charge)
+    assert len(charged) == 1
+
+    def refuse():
+        raise RuntimeError("over its rate")
+
+    with pytest.raises(RuntimeError):
+        guard.check(SignedFields("c", now, b"q" * 16, b""), now=now, charge=refuse)
+    guard.check(SignedFields("c", now, b"q" * 16, b""), now=now, charge=charge)  # refused: not remembered
+    assert len(charged) == 2 and len(guard) == 2
 
 
 def test_future_timestamps_and_floods_over_grpc_leave_the_guard_bounded(model_path, tmp_path):
