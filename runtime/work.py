@@ -18,6 +18,11 @@ How a node counts (N batch, K the contracted length; sizes are element counts):
 The figures are estimates for bounding work, not exact operation counts. Nodes inside
 control-flow bodies (If, Loop, Scan) and attention hooks are not counted: the node holding
 them counts its outputs only.
+
+Some work depends on input values, not shapes: RoiAlign's adaptive sampling grid follows the ROI
+coordinates. Its estimate here is its output size; its kernel counts the samples from the actual
+rois when it runs and raises WorkBudgetError before sampling when they alone pass the budget,
+which kernels read as `context.work_budget` (runtime.kernels.base.ExecutionContext).
 """
 
 from __future__ import annotations
