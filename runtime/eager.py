@@ -121,9 +121,11 @@ def _same(value, seen: np.ndarray) -> bool:
 @dataclass(frozen=True)
 class EagerContext:
     """The ExecutionContext (runtime.kernels.base) of a plan on `backend`: nested graphs
-    run eagerly, on the same backend, with kernels kept per thread (PreparedKernels)."""
+    run eagerly, on the same backend, with kernels kept per thread (PreparedKernels).
+    `work_budget` is the plan's (None: unlimited), for kernels whose work depends on values."""
 
     backend: str = "cpu"
+    work_budget: int | None = None
 
     def run_graph(self, graph: Graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         return run_graph(graph, inputs, self)

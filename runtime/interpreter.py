@@ -168,8 +168,8 @@ class Interpreter:
         """Estimated multiply-adds of one run of `signature` at its prepared input shapes
         (dynamic dimensions at 1 until a run or `resize_input` sets them), constant-folded
         nodes included; see `runtime.work` for how each op counts. A signature whose shapes
-        depend on input values (it prepares on every run) reports its last run, 0 before
-        one. InputError for an unknown signature."""
+        depend on input values (it prepares on every run) reports its last run that the work
+        budget allowed, 0 before one. InputError for an unknown signature."""
         return self._plan(signature).work.total
 
     def variables(self) -> dict[str, np.ndarray]:

@@ -92,7 +92,7 @@ class ExecutionPlan:
         self.signature = signature
         self.variables = variables
         self.backend = backend
-        self.context = EagerContext(backend)  # handed to every kernel: control flow runs bodies through it
+        self.context = EagerContext(backend, work_budget)  # handed to every kernel: control flow runs bodies through it
         self.memory_budget = memory_budget if memory_budget is not None else _physical_memory() // 2
         self.nodes = _needed_nodes(graph, signature)
         # Resolved once (unknown ops fail here); instantiated afresh by each prepare,
@@ -145,7 +145,7 @@ class ExecutionPlan:
     @property
     def work(self) -> WorkTally:
         """The work estimate of a run at the prepared shapes (for a plan that prepares every
-        run, of the last run; empty before the first)."""
+        run, of the last run that passed the budget; empty before the first)."""
         return self._eager_work if self.eager else self.prepared.work
 
     def _describe_outputs(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, TensorInfo]:
@@ -189,8 +189,7 @@ class ExecutionPlan:
         arrays = self._check_inputs(inputs)
         prepared = self.prepared
         if self.eager:  # shapes need run-time values: prepare with them, every run
-            self._eager_work = WorkTally()
-            prepared = self._prepare(prepared.shapes, arrays)
+            prepared = self._prepare(prepared.shapes, arrays)  # a refusal keeps the last estimate
             self._eager_work = prepared.work
         for input_name, slots in prepared.input_slots.items():
             array = arrays[input_name]

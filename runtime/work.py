@@ -8,7 +8,7 @@ How a node counts (N batch, K the contracted length; sizes are element counts):
 - Conv family: output size x (Cin / group) x kernel taps = N*Cout*Hout*Wout*(Cin/group)*kH*kW;
   ConvTranspose: input size x (Cout / group) x taps.
 - Gemm, MatMul (batched or not), their quantized forms: output size x K = M*N*K per batch;
-  Einsum: the product of every label's size.
+  Einsum: the product of every label's size and the broadcast size of the "..." blocks.
 - LSTM, GRU, RNN: seq*batch x (W.size + R.size) = seq*batch*dirs*gates*hidden*(input+hidden);
   Attention: (Q.size + Y.size) x total key length (QK^T and the weighted sum of V).
 - Window pools: output size x window taps; global pools, reductions, normalizations, softmax,
@@ -18,6 +18,11 @@ How a node counts (N batch, K the contracted length; sizes are element counts):
 The figures are estimates for bounding work, not exact operation counts. Nodes inside
 control-flow bodies (If, Loop, Scan) and attention hooks are not counted: the node holding
 them counts its outputs only.
+
+Some work depends on input values, not shapes: RoiAlign's adaptive sampling grid follows the ROI
+coordinates. Its estimate here is its output size; its kernel counts the samples from the actual
+rois when it runs and raises WorkBudgetError before sampling when they alone pass the budget,
+which kernels read as `context.work_budget` (runtime.kernels.base.ExecutionContext).
 """
 
 from __future__ import annotations
@@ -123,7 +128,7 @@ def _einsum(inputs: Specs, outputs: Specs, attrs: dict[str, Any]) -> int:
     equation = equation.decode() if isinstance(equation, bytes) else str(equation)
     terms = equation.replace(" ", "").partition("->")[0].split(",")
     sizes: dict[str, int] = {}
-    broadcast = 1  # the largest "..." block
+    blocks: list[list[int]] = []  # each input's "..." dims
     for term, spec in zip(terms, inputs, strict=False):
         shape = [int(d) for d in spec.shape] if spec is not None else []
         head, dots, tail = term.partition("...")
@@ -131,8 +136,19 @@ def _einsum(inputs: Specs, outputs: Specs, attrs: dict[str, Any]) -> int:
         for label, d in (*zip(head, shape, strict=False), *zip(tail, tail_dims, strict=False)):
             sizes[label] = max(sizes.get(label, 1), d)
         if dots:
-            broadcast = max(broadcast, _count(shape[len(head): len(shape) - len(tail)]))
-    return max(broadcast * math.prod(sizes.values()), _outputs(inputs, outputs, attrs))
+            blocks.append(shape[len(head): len(shape) - len(tail)])
+    return max(_count(_broadcast(blocks)) * math.prod(sizes.values()), _outputs(inputs, outputs, attrs))
+
+
+def _broadcast(shapes: Sequence[Sequence[int]]) -> list[int]:
+    """The numpy broadcast of `shapes` (right-aligned; per axis the largest size, so a
+    mismatch the kernel refuses anyway never counts for less)."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = [1] * rank
+    for shape in shapes:
+        for i, d in enumerate(shape, rank - len(shape)):
+            out[i] = max(out[i], d) if d != 0 and out[i] != 0 else 0
+    return out
 
 
 def _window(taps_of: int | None) -> Rule:

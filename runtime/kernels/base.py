@@ -27,6 +27,10 @@ class ExecutionContext(Protocol):
     """
 
     backend: str
+    # The plan's work budget in multiply-adds (None: unlimited). A kernel whose work depends
+    # on input values, not just shapes (RoiAlign's adaptive sampling grid), checks its run
+    # against it and raises WorkBudgetError before doing the work (see runtime.work).
+    work_budget: int | None
 
     def run_graph(self, graph: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run every node `graph.outputs` need with `inputs` bound to `graph.inputs`;

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgerun.runtime.errors import InputError
+from edgerun.runtime.errors import InputError, WorkBudgetError
 from edgerun.runtime.kernels.attrs import (
     FLOAT_KINDS,
     flag_attr,
@@ -320,9 +321,17 @@ class RoiAlign(Kernel):
     more than one pixel off the input) and a bin averages them (mode avg) or takes the largest
     weighted corner value (mode max). coordinate_transformation_mode half_pixel (the opset-16
     default) shifts coordinates by -0.5; output_half_pixel (opset 10) does not and makes ROIs at
-    least 1 pixel. A batch index outside X is an InputError."""
+    least 1 pixel. A batch index outside X, or a ROI coordinate that is not finite, is an InputError.
+
+    The adaptive grid follows the ROI *values*, so the work does too: quadratic in the ROI's side,
+    whatever the image size (an ROI past the image still samples the zeros outside it, and
+    clamping the grid would change the average). A run therefore counts its samples,
+    R x C x out_h x out_w x grid_h x grid_w, from the actual rois before sampling, and raises
+    WorkBudgetError when they pass the plan's work budget (context.work_budget). Samples are
+    made and read in blocks of at most about _BLOCK values, so memory stays bounded either way."""
 
     min_inputs = max_inputs = 3
+    _BLOCK = 1 << 18  # sample values (C x rows x out_w x grid_w) read at once
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
@@ -347,25 +356,44 @@ class RoiAlign(Kernel):
                             f"or X shape {x.shape} invalid")
         return [TensorSpec(x.dtype, (r, x.shape[1], self.out_h, self.out_w))]
 
+    def regions(self, rois: np.ndarray) -> list[tuple[float, float, float, float, int, int]]:
+        """Per ROI: (start_h, start_w, bin_h, bin_w, grid_h, grid_w), as the ONNX reference
+        works them out. InputError for a coordinate that is not finite."""
+        boxes = rois.astype(np.float64) * self.scale - (0.5 if self.half_pixel else 0.0)
+        if not np.isfinite(boxes).all():
+            raise InputError(f"node {self.name!r} (RoiAlign): rois must be finite")
+        regions = []
+        for start_w, start_h, end_w, end_h in boxes.tolist():
+            size_h, size_w = end_h - start_h, end_w - start_w
+            if not self.half_pixel:
+                size_h, size_w = max(size_h, 1.0), max(size_w, 1.0)
+            bin_h, bin_w = size_h / self.out_h, size_w / self.out_w
+            grid_h = self.ratio or max(1, math.ceil(bin_h))
+            grid_w = self.ratio or max(1, math.ceil(bin_w))
+            regions.append((start_h, start_w, bin_h, bin_w, grid_h, grid_w))
+        return regions
+
     def run(self, inputs, outputs):
         x, rois, indices = inputs
         if indices.size and (indices.min() < 0 or indices.max() >= x.shape[0]):
             raise InputError(f"node {self.name!r} (RoiAlign): batch index outside the {x.shape[0]} images")
-        shift = 0.5 if self.half_pixel else 0.0
-        for r, (roi, b) in enumerate(zip(rois.astype(np.float64), indices, strict=True)):
-            start_w, start_h, end_w, end_h = roi * self.scale - shift
-            size_h, size_w = end_h - start_h, end_w - start_w
-            if not self.half_pixel:
-                size_h, size_w = max(size_h, 1.0), max(size_w, 1.0)
-            ys = self._samples(start_h, size_h / self.out_h, self.out_h, x.shape[2])
-            xs = self._samples(start_w, size_w / self.out_w, self.out_w, x.shape[3])
-            outputs[0][r] = self._pool(x[int(b)].astype(np.float64), ys, xs)
+        regions = self.regions(rois)
+        per_sample = x.shape[1] * self.out_h * self.out_w
+        work = per_sample * sum(gh * gw for *_, gh, gw in regions)
+        budget = getattr(self.context, "work_budget", None)
+        if budget is not None and work > budget:
+            raise WorkBudgetError(
+                f"node {self.name!r} (RoiAlign): its rois need {work} bilinear samples "
+                f"(R x C x output_height x output_width x sampling grid), over the work budget of {budget}")
+        for r, (start_h, start_w, bin_h, bin_w, gh, gw) in enumerate(regions):
+            plane = x[int(indices[r])].astype(np.float64)
+            outputs[0][r] = self._pool(plane, (start_h, bin_h, gh), (start_w, bin_w, gw))
 
-    def _samples(self, start: float, bin_size: float, bins: int, size: int):
-        """Per bin and sample along one axis: (low, high, weight of low, weight of high), each
-        (bins, grid); weights are 0 for samples more than one pixel off the axis."""
-        grid = self.ratio or max(1, int(np.ceil(bin_size)))
-        pos = start + np.arange(bins)[:, None] * bin_size + (np.arange(grid)[None, :] + 0.5) * bin_size / grid
+    def _samples(self, start: float, bin_size: float, grid: int, size: int, bins: range, cells: range):
+        """Along one axis, samples `cells` of bins `bins`: (low, high, weight of low, weight of
+        high), each (len(bins), len(cells)); weights are 0 for samples more than one pixel off."""
+        pos = (start + np.arange(bins.start, bins.stop)[:, None] * bin_size
+               + (np.arange(cells.start, cells.stop)[None, :] + 0.5) * bin_size / grid)
         valid = (pos >= -1.0) & (pos <= size)
         pos = np.maximum(pos, 0)
         low = np.minimum(pos.astype(np.int64), size - 1)
@@ -374,14 +402,52 @@ class RoiAlign(Kernel):
         frac = pos - low
         return low, high, np.where(valid, 1 - frac, 0), np.where(valid, frac, 0)
 
-    def _pool(self, plane: np.ndarray, ys, xs) -> np.ndarray:
-        """(C, out_h, out_w) from one image (C, H, W) and the per-axis samples."""
-        corners = []
+    def _pool(self, plane: np.ndarray, y_axis: tuple, x_axis: tuple) -> np.ndarray:
+        """(C, out_h, out_w) from one image (C, H, W); each axis is (start, bin size, grid).
+        Reads blocks of bin rows x grid rows (all of x at once, or x's bins in blocks too)."""
+        channels, height, width = plane.shape
+        gh, gw = y_axis[2], x_axis[2]
+        avg = self.mode == "avg"
+        out = np.zeros((channels, self.out_h, self.out_w)) if avg else np.full((channels, self.out_h, self.out_w),
+                                                                                -np.inf)
+        per_x = channels * self.out_w * gw  # values one y sample reads over all of x
+        if per_x <= self._BLOCK:
+            x_blocks = [(range(self.out_w), range(gw))]
+        elif channels * gw <= self._BLOCK:
+            step = self._BLOCK // (channels * gw)
+            x_blocks = [(range(b, min(self.out_w, b + step)), range(gw)) for b in range(0, self.out_w, step)]
+        else:
+            step = max(1, self._BLOCK // channels)
+            x_blocks = [(range(b, b + 1), range(c, min(gw, c + step)))
+                        for b in range(self.out_w) for c in range(0, gw, step)]
+        per_y = channels * max(len(bins) * len(cells) for bins, cells in x_blocks)
+        g_step = max(1, min(gh, self._BLOCK // per_y))
+        b_step = max(1, self._BLOCK // (per_y * gh)) if g_step == gh else 1
+        for b0 in range(0, self.out_h, b_step):
+            y_bins = range(b0, min(self.out_h, b0 + b_step))
+            for g0 in range(0, gh, g_step):
+                ys = self._samples(*y_axis, height, y_bins, range(g0, min(gh, g0 + g_step)))
+                for x_bins, cells in x_blocks:
+                    xs = self._samples(*x_axis, width, x_bins, cells)
+                    part = self._block(plane, ys, xs, avg)  # (C, y bins, x bins)
+                    view = out[:, y_bins.start:y_bins.stop, x_bins.start:x_bins.stop]
+                    if avg:
+                        view += part
+                    else:
+                        np.maximum(view, part, out=view)
+        if avg:
+            out /= gh * gw
+        return out
+
+    @staticmethod
+    def _block(plane: np.ndarray, ys, xs, avg: bool) -> np.ndarray:
+        """Sum (avg) or largest weighted corner value (max) over a block of samples:
+        (C, bins of ys, bins of xs)."""
+        result = None
         for y_idx, y_w in ((ys[0], ys[2]), (ys[1], ys[3])):
             for x_idx, x_w in ((xs[0], xs[2]), (xs[1], xs[3])):
                 values = plane[:, y_idx[:, :, None, None], x_idx[None, None, :, :]]  # (C, oh, gh, ow, gw)
-                corners.append(values * (y_w[:, :, None, None] * x_w[None, None, :, :]))
-        if self.mode == "avg":
-            total = sum(corners)
-            return total.sum(axis=(2, 4)) / (ys[0].shape[1] * xs[0].shape[1])
-        return np.max(np.maximum.reduce(corners), axis=(2, 4))
+                values *= y_w[:, :, None, None] * x_w[None, None, :, :]
+                part = values.sum(axis=(2, 4)) if avg else values.max(axis=(2, 4))
+                result = part if result is None else (result + part if avg else np.maximum(result, part))
+        return result

@@ -143,8 +143,10 @@ def test_value_dependent_shapes_are_checked_on_every_run() -> None:
     it = Interpreter(g.build(), device="cpu", work_budget=10 * 64 * 64)
     assert it.run({"x": np.ones(2 * 64, F32), "shape": np.array([2, 64])})["y"].shape == (2, 64)
     assert it.estimated_macs() >= 2 * 64 * 64
+    before = it.estimated_macs()
     with pytest.raises(WorkBudgetError, match="node 'mm' \\(MatMul"):
         it.run({"x": np.ones(100 * 64, F32), "shape": np.array([100, 64])})
+    assert it.estimated_macs() == before  # the refused run does not wipe the last estimate
 
 
 def test_profile_default_and_explicit_budget() -> None:
@@ -165,3 +167,67 @@ def test_a_budget_for_one_row_keeps_declared_dynamic_outputs() -> None:
     g.output(y, "y")
     it = Interpreter(g.build(), device="cpu", work_budget=64 * 10)
     assert it.signatures["serving_default"].outputs["y"].shape == (-1, 10)
+
+
+def test_einsum_counts_the_broadcast_of_the_ellipsis_blocks() -> None:
+    # "...i,...i->..." on (1000, 1, 512) x (1, 1000, 512): a 1000 x 1000 grid of 512-long dots
+    g = GraphBuilder("einsum")
+    a, b = g.input("a", F32, (1000, 1, 512)), g.input("b", F32, (1, 1000, 512))
+    g.output(g.op("Einsum", [a, b], name="node", equation="...i,...i->..."), "y")
+    model = g.build()
+    assert Interpreter(model, device="cpu").estimated_macs() == 1000 * 1000 * 512
+    with pytest.raises(WorkBudgetError, match="node 'node' \\(Einsum"):
+        Interpreter(model, device="cpu", work_budget=5_000_000)
+
+
+def _roi_align(x_shape: tuple[int, ...], budget: int | None = None, **attrs) -> Interpreter:
+    g = GraphBuilder("roi_align", opset=16)
+    x, rois, idx = g.input("x", F32, x_shape), g.input("rois", F32, (-1, 4)), g.input("idx", np.int64, (-1,))
+    g.output(g.op("RoiAlign", [x, rois, idx], name="roi", output_height=7, output_width=7, **attrs), "y")
+    return Interpreter(g.build(), device="cpu", work_budget=budget)
+
+
+def _onnxruntime_roi_align(x: np.ndarray, rois: np.ndarray, idx: np.ndarray, **attrs) -> np.ndarray:
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("RoiAlign", ["x", "rois", "idx"], ["y"], output_height=7, output_width=7, **attrs)
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+         helper.make_tensor_value_info("rois", TensorProto.FLOAT, rois.shape),
+         helper.make_tensor_value_info("idx", TensorProto.INT64, idx.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x, "rois": rois, "idx": idx})[0]
+
+
+def test_roi_align_work_follows_the_roi_values() -> None:
+    # the adaptive sampling grid is ceil(roi side / 7) per axis, from the rois a request sends
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 32, 32)).astype(F32)
+    idx = np.array([0, 1, 1])
+    honest = np.array([[1, 2, 20, 30], [0, 0, 31, 31], [-4, 3, 40, 12]], F32)  # grids 3x4, 5x5, 7x2
+    budget = 8 * 7 * 7 * (3 * 4 + 5 * 5 + 7 * 2)  # C * out cells * the grids' samples
+    it = _roi_align(x.shape, budget)
+    np.testing.assert_allclose(it.run({"x": x, "rois": honest, "idx": idx})["y"],
+                               _onnxruntime_roi_align(x, honest, idx), rtol=1e-4, atol=1e-5)
+
+    huge = np.array([[0, 0, 1e6, 1e6]] * 3, F32)  # a 142858^2 grid per bin: ~2.4e16 samples
+    start = time.perf_counter()
+    with pytest.raises(WorkBudgetError, match="node 'roi' \\(RoiAlign\\).* work budget of"):
+        it.run({"x": x, "rois": huge, "idx": idx})
+    assert time.perf_counter() - start < 2.0
+    with pytest.raises(WorkBudgetError):  # one sample past the budget is refused
+        _roi_align(x.shape, budget - 1).run({"x": x, "rois": honest, "idx": idx})
+
+    # no budget: a large ROI (mostly past the image) still runs, right, in bounded memory
+    big = np.array([[-10, -10, 400, 300]], F32)
+    tracemalloc.start()
+    got = _roi_align(x.shape).run({"x": x, "rois": big, "idx": idx[:1]})["y"]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    np.testing.assert_allclose(got, _onnxruntime_roi_align(x, big, idx[:1]), rtol=1e-4, atol=1e-5)
+    samples = 8 * 7 * 7 * 59 * 45  # all samples at once, float64, were ~4 x 8 x this many bytes
+    assert peak < samples * 8
