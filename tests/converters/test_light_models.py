@@ -90,6 +90,34 @@ def test_all_nine_light_models_are_found():
     assert len(LIGHT) == 9
 
 
+def with_logits_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with the input of its final Softmax (the logits) as one more graph output.
+
+    With the shipped constant weights every logit is the same number, and for squeezenet that
+    number is ~7e9, where one float32 ulp is 512: which logit comes out 1 ulp larger depends on
+    summation order (threads, BLAS), and the softmax of it then swings between uniform and 0 for
+    some classes in any two correct runtimes. The logits themselves are well conditioned, so
+    they are compared as well as the probabilities of the other models."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    last = out.graph.node[-1]
+    if last.op_type == "Softmax":
+        out.graph.output.append(onnx.helper.make_tensor_value_info(last.input[0], onnx.TensorProto.FLOAT, None))
+    return out
+
+
 @pytest.mark.parametrize("path", LIGHT, ids=[os.path.basename(p)[6:-5] for p in LIGHT])
 def test_light_model_matches_onnxruntime(path: str) -> None:
-    _compare_with_onnxruntime(onnx.load(path), rtol=1e-3, atol=1e-5)
+    model = with_logits_output(onnx.load(path))
+    feeds = random_inputs(model)
+    rep = EdgerunBackend.prepare(model)
+    got = dict(zip(rep.output_names, rep.run(feeds), strict=True))
+    want = ort_run(model, feeds)
+    assert got.keys() == want.keys()
+    final = model.graph.node[-1]
+    # an ulp of the logits over 1: the probabilities are decided by rounding (see with_logits_output)
+    ill_conditioned = final.op_type == "Softmax" and np.abs(want[final.input[0]]).max() * 2.0**-23 > 1.0
+    for name in want:
+        assert got[name].shape == want[name].shape and got[name].dtype == want[name].dtype
+        if not (ill_conditioned and name == final.output[0]):
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-3, atol=1e-5, err_msg=name)
