@@ -44,10 +44,27 @@ def run(families: list[str], duration_s: float) -> dict[str, dict[str, dict]]:
     return results
 
 
+# other names the families use for the same figures (and their unit factor)
+ALIASES = {"p50_ms": ("honest_p50_ms", 1.0), "p99_ms": ("honest_p99_ms", 1.0),
+           "rss_kib_before": ("rss_before_mib", 1 / 1024), "rss_kib_peak": ("rss_peak_mib", 1 / 1024),
+           "rss_kib_after": ("rss_after_mib", 1 / 1024)}
+
+
+def normalized(figures: dict) -> dict:
+    """`figures` with the aliases above under the table's column names."""
+    out = dict(figures)
+    for name, (column, factor) in ALIASES.items():
+        if name in out and column not in out:
+            value = out.pop(name)
+            out[column] = value * factor if isinstance(value, int | float) else value
+    return out
+
+
 def rows(results: dict[str, dict[str, dict]]) -> list[list[object]]:
     table = []
     for family, attacks in results.items():
         for attack, figures in attacks.items():
+            figures = normalized(figures)
             cells: list[object] = [f"{family}/{attack}"]
             for column in COLUMNS:
                 value = figures.get(column, "")

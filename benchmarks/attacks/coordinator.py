@@ -87,7 +87,11 @@ def rss_kib(pid: int) -> int | None:
 
 
 class Coordinator:
-    """`python -m edgerun federated coordinator` on 127.0.0.1 with plain rounds; a context manager."""
+    """`python -m edgerun federated coordinator` on loopback with plain rounds; a context manager.
+
+    It listens on both stacks: attackers come from 127.0.0.1 and honest clients from ::1, so the
+    per-address limits that an attacker spends are not the honest clients' (devices that share
+    an attacker's address share its limits: see the README)."""
 
     def __init__(self, workdir: Path, min_clients: int = 1000, rounds: int = 1, round_timeout: float = 30.0,
                  clients: int = 0) -> None:
@@ -103,7 +107,7 @@ class Coordinator:
                     store.enrol(f"fleet-{i:05d}", KeyPair.generate().public_bytes, {"model": "rpi4"})
         self.command = [
             sys.executable, "-m", "edgerun", "federated", "coordinator", "--model", str(self.model),
-            "--rounds", str(rounds), "--port", "0", "--host", "127.0.0.1", "--state", str(self.state),
+            "--rounds", str(rounds), "--port", "0", "--host", "[::]", "--state", str(self.state),
             "--key", str(workdir / "c.key"), "--token-file", str(workdir / "enrol.token"),
             "--operator-token-file", str(workdir / "operator.token"), "--fraction-fit", "1.0",
             "--min-clients", str(min_clients), "--round-timeout", str(round_timeout), "--secure-aggregation", "off",
@@ -121,6 +125,7 @@ class Coordinator:
                                f"{(self.workdir / 'coordinator.log').read_text()[-2000:]}")
         self.port = int(line.rsplit(" ", 1)[1])
         self.target = f"127.0.0.1:{self.port}"
+        self.honest_target = f"[::1]:{self.port}"
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -132,9 +137,10 @@ class Coordinator:
                 self.proc.kill()
         self.log.close()
 
-    def client(self, client_id: str, data: Any = (None, None)) -> FederatedClient:
-        """An enrolled client of its own channel."""
-        device = FederatedClient(channel(self.target), client_id, KeyPair.generate(), data,
+    def client(self, client_id: str, data: Any = (None, None), honest: bool = False) -> FederatedClient:
+        """An enrolled client of its own channel (from ::1 when `honest`, else from 127.0.0.1)."""
+        target = self.honest_target if honest else self.target
+        device = FederatedClient(channel(target), client_id, KeyPair.generate(), data,
                                  ClientOptions(token=TOKEN, max_retries=5, backoff_initial=0.1, backoff_max=1.0))
         device.enrol()
         return device
@@ -243,7 +249,7 @@ def idle_streams(duration_s: float, streams: int = 64) -> dict[str, Any]:
     """Keep `streams` Upload streams open that never send a message (reopening each one the
     coordinator ends); the old service froze with 16."""
     with tempfile.TemporaryDirectory() as tmp, Coordinator(Path(tmp)) as c:
-        prober = Prober(c.client("honest"))
+        prober = Prober(c.client("honest", honest=True))
 
         def attack(stop: threading.Event) -> Counter:
             codes: Counter[str] = Counter()
@@ -280,7 +286,7 @@ def idle_streams(duration_s: float, streams: int = 64) -> dict[str, Any]:
 def request_flood(duration_s: float, threads: int = 4) -> dict[str, Any]:
     """One enrolled client sends signed GetWork requests from `threads` threads as fast as it can."""
     with tempfile.TemporaryDirectory() as tmp, Coordinator(Path(tmp)) as c:
-        prober, flooder = Prober(c.client("honest")), c.client("flooder")
+        prober, flooder = Prober(c.client("honest", honest=True)), c.client("flooder")
 
         def attack(stop: threading.Event) -> Counter:
             codes: Counter[str] = Counter()
@@ -310,7 +316,7 @@ def poisoned_updates(duration_s: float) -> dict[str, Any]:
     round 2 failed; with +5.0 alone every parameter moved by exactly +5.0."""
     x, y, _, _ = digits()
     with tempfile.TemporaryDirectory() as tmp, Coordinator(Path(tmp), min_clients=2, rounds=2) as c:
-        honest = c.client("honest", (x[:200], y[:200]))
+        honest = c.client("honest", (x[:200], y[:200]), honest=True)
         evil = c.client("evil")
         spec = parameter_spec(Interpreter(c.model.read_bytes(), device="cpu"))
         payloads = {1: ({n: np.full(shape, 1e30, dt) for n, (dt, shape) in spec.items()}, 10),
@@ -401,7 +407,7 @@ def replay(duration_s: float, threads: int = 4) -> dict[str, Any]:
     """Enrolled clients send requests with timestamps 600 s ahead (once held 600 s each), and
     fresh signed requests as fast as they can (the guard's memory must stay bounded)."""
     with tempfile.TemporaryDirectory() as tmp, Coordinator(Path(tmp)) as c:
-        prober = Prober(c.client("honest"))
+        prober = Prober(c.client("honest", honest=True))
         attackers = [c.client(f"replayer-{i}") for i in range(threads)]
 
         def attack(stop: threading.Event) -> Counter:
@@ -438,7 +444,7 @@ def loose_edges(duration_s: float, fleet: int = 200) -> dict[str, Any]:
     """With `fleet` clients enrolled: oversized enrolments (1 MiB id, 1.5 MB and 3.5 MB info,
     33 info entries), NaN metrics, and Status floods (anonymous and with a wrong token)."""
     with tempfile.TemporaryDirectory() as tmp, Coordinator(Path(tmp), clients=fleet) as c:
-        prober, uploader = Prober(c.client("honest")), c.client("nan-metrics")
+        prober, uploader = Prober(c.client("honest", honest=True)), c.client("nan-metrics")
         operator = [("authorization", f"Bearer {OPERATOR}")]
         stub = pb_grpc.CoordinatorStub(channel(c.target))
         status_us = _status_us(stub, operator)
