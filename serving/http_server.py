@@ -119,6 +119,7 @@ class HttpServer:
         self._sweeper: asyncio.Task | None = None
         self._connections: set[_Connection] = set()
         self._per_client: dict[str, int] = {}  # client address -> its open connections
+        self.admitted = 0  # open connections counted against the limits (= sum of _per_client)
         self._tasks: set[asyncio.Task] = set()  # handlers that had to wait
         self._active = 0  # requests whose handler is running
         self._closing = False
@@ -174,9 +175,11 @@ class HttpServer:
         if count >= self.limits.max_connections_per_client:
             return False
         self._per_client[client] = count + 1
+        self.admitted += 1
         return True
 
     def discharge(self, client: str) -> None:
+        self.admitted -= 1
         count = self._per_client.pop(client) - 1
         if count:
             self._per_client[client] = count
@@ -251,15 +254,17 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server._connections.add(self)
-        if len(self.server._connections) > self.limits.max_connections:
-            self._answer(_plain(503, "too many connections"), keep=False)
-            return
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        # the address's cap first, and only admitted connections count toward the total: a
+        # flood of connections refused (still closing) must not crowd out other addresses
         if not self.server.admit(client):
             self._answer(_plain(503, "too many connections from your address"), keep=False)
             return
-        self.client = client
+        self.client = client  # counted from here; connection_lost discharges it
+        if self.server.admitted > self.limits.max_connections:
+            self._answer(_plain(503, "too many connections"), keep=False)
+            return
         self.deadline = self.loop.time() + self.limits.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
