@@ -276,6 +276,54 @@ def body_flood(target: Target, connections: int = 12, body_bytes: int = 60 * MIB
     return counts | figures
 
 
+class _HeldConnections:
+    """Keeps `wanted` attacker connections open, opening one with `open_one` for each that the
+    server answers or closes. Counts into `counts`: "tried" per connection opened, "failed" per
+    connection that could not be opened or got an answer not in `outcomes` (status, or None for
+    closed unanswered -> count key), "held" for those still open and unanswered at the end."""
+
+    def __init__(self, wanted: int, open_one, outcomes: dict, counts: dict) -> None:
+        self.wanted, self.open_one, self.outcomes, self.counts = wanted, open_one, outcomes, counts
+        self.sockets: dict[int, socket.socket] = {}
+        self.poller = select.poll()
+
+    def refill(self) -> None:
+        while len(self.sockets) < self.wanted:
+            self.counts["tried"] += 1
+            try:
+                sock = self.open_one()
+            except OSError:
+                self.counts["failed"] += 1
+                return
+            self.sockets[sock.fileno()] = sock
+            self.poller.register(sock, select.POLLIN)
+
+    def collect(self, wait_ms: int) -> int:
+        """Count the answers (or closes) that arrive within `wait_ms`; how many did."""
+        ready = self.poller.poll(wait_ms)
+        for fd, _ in ready:
+            self.poller.unregister(fd)
+            with self.sockets.pop(fd) as sock:
+                status = _read_status(sock, 1)
+            self.counts[self.outcomes.get(status, "failed")] += 1
+        return len(ready)
+
+    def run(self, duration_s: float, settle_s: float = 0.0) -> None:
+        """Hold the connections for `duration_s`, then collect answers for up to `settle_s`
+        more (once when 0), count the rest as held and close them."""
+        self.refill()
+        deadline = time.monotonic() + duration_s
+        while time.monotonic() < deadline:
+            self.collect(50)
+            self.refill()
+        settle = time.monotonic() + settle_s
+        while self.collect(1000 if settle_s else 0) and time.monotonic() < settle:
+            pass
+        self.counts["held"] = len(self.sockets)
+        for sock in self.sockets.values():
+            sock.close()
+
+
 def body_hold(target: Target, connections: int = 4, body_bytes: int = 60 * MIB, duration_s: float = 3.0,
               honest_rows: int = 400) -> dict:
     """Keep `connections` connections from the default loopback address open for `duration_s`, each
@@ -286,40 +334,11 @@ def body_hold(target: Target, connections: int = 4, body_bytes: int = 60 * MIB, 
     closed unanswered (past the body timeout); failed = could not connect, or another answer; held
     = open and unanswered at the end."""
     counts = {"tried": 0, "refused": 0, "cut_off": 0, "closed": 0, "failed": 0, "held": 0}
-    sockets: dict[int, socket.socket] = {}
-    poller = select.poll()
-
-    def refill() -> None:
-        while len(sockets) < connections:
-            counts["tried"] += 1
-            try:
-                sock = _announce(target, body_bytes).sock
-            except OSError:
-                counts["failed"] += 1
-                return
-            sockets[sock.fileno()] = sock
-            poller.register(sock, select.POLLIN)
-
-    def collect(wait_ms: int) -> int:
-        ready = poller.poll(wait_ms)
-        for fd, _ in ready:
-            poller.unregister(fd)
-            with sockets.pop(fd) as sock:
-                status = _read_status(sock, 1)
-            counts[{503: "refused", 408: "cut_off", None: "closed"}.get(status, "failed")] += 1
-        return len(ready)
-
+    held = _HeldConnections(connections, lambda: _announce(target, body_bytes).sock,
+                            {503: "refused", 408: "cut_off", None: "closed"}, counts)
     honest_target = replace(target, shape=(honest_rows, target.shape[-1]))
     with _observed(honest_target) as figures:
-        refill()
-        deadline = time.monotonic() + duration_s
-        while time.monotonic() < deadline:
-            collect(50)
-            refill()
-        collect(0)
-        counts["held"] = len(sockets)
-        for sock in sockets.values():
-            sock.close()
+        held.run(duration_s)
     return counts | figures
 
 
@@ -381,41 +400,10 @@ def connection_flood(target: Target, connections: int = 1030, duration_s: float 
     503; closed = closed unanswered (past the header timeout); failed = could not connect, or
     another answer; held = open and unanswered at the end."""
     counts = {"tried": 0, "refused": 0, "closed": 0, "failed": 0, "held": 0}
-    sockets: dict[int, socket.socket] = {}
-    poller = select.poll()
-
-    def refill() -> None:
-        while len(sockets) < connections:
-            counts["tried"] += 1
-            try:
-                sock = socket.create_connection((target.host, target.http_port), 10)
-            except OSError:
-                counts["failed"] += 1
-                return
-            sockets[sock.fileno()] = sock
-            poller.register(sock, select.POLLIN)
-
-    def collect(wait_ms: int) -> int:
-        ready = poller.poll(wait_ms)
-        for fd, _ in ready:
-            poller.unregister(fd)
-            with sockets.pop(fd) as sock:
-                status = _read_status(sock, 1)
-            counts["refused" if status == 503 else "closed" if status is None else "failed"] += 1
-        return len(ready)
-
+    held = _HeldConnections(connections, lambda: socket.create_connection((target.host, target.http_port), 10),
+                            {503: "refused", None: "closed"}, counts)
     with _observed(target) as figures:
-        refill()
-        deadline = time.monotonic() + duration_s
-        while time.monotonic() < deadline:
-            collect(50)
-            refill()
-        settle = time.monotonic() + 10
-        while collect(1000) and time.monotonic() < settle:
-            pass  # answers still on their way
-        counts["held"] = len(sockets)
-        for sock in sockets.values():
-            sock.close()
+        held.run(duration_s, settle_s=10.0)  # answers may still be on their way at the end
     return counts | figures
 
 
