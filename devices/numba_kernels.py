@@ -1,6 +1,6 @@
 """The "numba" backend: compiled fast paths for ops where numpy's per-call
-overhead dominates (small Gemm, Softmax here; 2-D Conv and GlobalAveragePool in
-devices.numba_spatial, imported at the end). Each is a mixin over the reference
+overhead dominates (small Gemm, Softmax here; 2-D Conv in devices.numba_conv, pools in
+devices.numba_spatial, both imported at the end). Each is a mixin over the reference
 kernel (see runtime.kernels.registry.accelerate): the reference prepare
 validates, infers shapes and builds the op's prepared parameters (`self.params`,
 e.g. GemmParams), which the fast path reads; it is taken only where it applies.
@@ -100,5 +100,5 @@ class NumbaSoftmax:
         softmax_rows(inputs[0].reshape(rows), outputs[0].reshape(rows))
 
 
-# The 2-D convolutional fast paths register with this backend too.
-from edgerun.devices import numba_spatial  # noqa: E402, F401
+# The convolution and pooling fast paths register with this backend too.
+from edgerun.devices import numba_conv, numba_spatial  # noqa: E402, F401

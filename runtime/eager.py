@@ -122,10 +122,12 @@ def _same(value, seen: np.ndarray) -> bool:
 class EagerContext:
     """The ExecutionContext (runtime.kernels.base) of a plan on `backend`: nested graphs
     run eagerly, on the same backend, with kernels kept per thread (PreparedKernels).
-    `work_budget` is the plan's (None: unlimited), for kernels whose work depends on values."""
+    `work_budget` is the plan's (None: unlimited), for kernels whose work depends on values;
+    `num_threads` the interpreter's (None: one per core), for kernels with parallel loops."""
 
     backend: str = "cpu"
     work_budget: int | None = None
+    num_threads: int | None = None
 
     def run_graph(self, graph: Graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         return run_graph(graph, inputs, self)

@@ -111,7 +111,7 @@ class Interpreter:
     def _make_plan(self, name: str, signature: Any) -> ExecutionPlan:
         try:
             return ExecutionPlan(self.graph, name, signature, self._variables, self.memory_budget, self.backend,
-                                 self.work_budget)
+                                 self.work_budget, self.num_threads)
         except MemoryBudgetError as exc:
             if self.profile is None or self.memory_budget != self.profile.memory_budget_bytes:
                 raise

@@ -86,13 +86,14 @@ class ExecutionPlan:
         memory_budget: int | None,
         backend: str = "cpu",
         work_budget: int | None = None,
+        num_threads: int | None = None,
     ) -> None:
         self.name = name
         self.work_budget = work_budget
         self.signature = signature
         self.variables = variables
         self.backend = backend
-        self.context = EagerContext(backend, work_budget)  # handed to every kernel: control flow runs bodies through it
+        self.context = EagerContext(backend, work_budget, num_threads)  # handed to every kernel: control flow runs bodies through it
         self.memory_budget = memory_budget if memory_budget is not None else _physical_memory() // 2
         self.nodes = _needed_nodes(graph, signature)
         # Resolved once (unknown ops fail here); instantiated afresh by each prepare,

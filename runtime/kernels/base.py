@@ -31,6 +31,9 @@ class ExecutionContext(Protocol):
     # on input values, not just shapes (RoiAlign's adaptive sampling grid), checks its run
     # against it and raises WorkBudgetError before doing the work (see runtime.work).
     work_budget: int | None
+    # Threads a kernel's parallel loops may use (the interpreter's num_threads; None: one per
+    # core). BLAS's own pool is capped process-wide by the interpreter.
+    num_threads: int | None
 
     def run_graph(self, graph: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run every node `graph.outputs` need with `inputs` bound to `graph.inputs`;

@@ -105,29 +105,29 @@ def conv_model(x_shape, w_shape, *, bias=True, activation=None, dtype=np.float32
     return model, {"x": rng.standard_normal(x_shape).astype(dtype)}
 
 
-@pytest.mark.parametrize("x_shape,w_shape,kwargs,fast", [
-    ((1, 3, 32, 32), (16, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="Relu"), True),
-    ((4, 16, 16, 16), (32, 16, 3, 3), dict(pads=[1, 1, 1, 1]), True),
-    ((2, 3, 17, 13), (5, 3, 3, 2), dict(strides=[2, 3], pads=[0, 1, 2, 0], bias=False), True),
-    ((1, 2, 20, 20), (4, 2, 3, 3), dict(dilations=[2, 3], pads=[2, 1, 0, 3]), True),
-    ((1, 3, 9, 9), (6, 3, 4, 4), dict(auto_pad="SAME_UPPER", strides=[2, 2]), True),
-    ((1, 3, 8, 8), (4, 3, 3, 3), dict(bias=False, activation="Relu"), True),
-    ((1, 3, 8, 8), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="LeakyRelu"), True),  # applied after
-    ((2, 3, 10, 10), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], dtype=np.float64), True),
-    ((1, 2, 4, 4), (3, 2, 5, 5), dict(pads=[2, 2, 2, 2]), True),  # every window hangs over the edge
-    ((1, 4, 8, 8), (4, 2, 3, 3), dict(group=2, pads=[1, 0, 1, 0]), True),      # grouped
-    ((2, 6, 9, 9), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1], activation="Relu"), False),  # depthwise
-    ((1, 4, 11, 11), (8, 1, 3, 3), dict(group=4, strides=[2, 2], dilations=[1, 2]), False),  # depthwise x2
-    ((1, 6, 8, 8), (12, 2, 3, 3), dict(group=3, bias=False, pads=[1, 1, 1, 1]), True),
-    ((1, 3, 8, 8), (4, 3, 1, 1), {}, False),                # pointwise: already one matmul
-    ((1, 3, 16), (4, 3, 3), dict(pads=[1, 1]), False),      # 1-D: reference
+@pytest.mark.parametrize("x_shape,w_shape,kwargs,path", [
+    ((1, 3, 32, 32), (16, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="Relu"), "_run_gemm"),
+    ((4, 16, 16, 16), (32, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_gemm"),
+    ((2, 3, 17, 13), (5, 3, 3, 2), dict(strides=[2, 3], pads=[0, 1, 2, 0], bias=False), "_run_gemm"),
+    ((1, 2, 20, 20), (4, 2, 3, 3), dict(dilations=[2, 3], pads=[2, 1, 0, 3]), "_run_gemm"),
+    ((1, 3, 9, 9), (6, 3, 4, 4), dict(auto_pad="SAME_UPPER", strides=[2, 2]), "_run_gemm"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), dict(bias=False, activation="Relu"), "_run_gemm"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="LeakyRelu"), "_run_gemm"),
+    ((2, 3, 10, 10), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], dtype=np.float64), "_run_gemm"),
+    ((1, 2, 4, 4), (3, 2, 5, 5), dict(pads=[2, 2, 2, 2]), "_run_gemm"),  # every window hangs over the edge
+    ((1, 4, 8, 8), (4, 2, 3, 3), dict(group=2, pads=[1, 0, 1, 0]), "_run_gemm"),      # grouped
+    ((2, 6, 9, 9), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1], activation="Relu"), "_run_depthwise"),  # depthwise
+    ((1, 4, 11, 11), (8, 1, 3, 3), dict(group=4, strides=[2, 2], dilations=[1, 2]), "_run_depthwise"),  # depthwise x2
+    ((1, 6, 8, 8), (12, 2, 3, 3), dict(group=3, bias=False, pads=[1, 1, 1, 1]), "_run_gemm"),
+    ((1, 3, 8, 8), (4, 3, 1, 1), {}, "_run_gemm"),          # pointwise: no im2col
+    ((1, 3, 16), (4, 3, 3), dict(pads=[1, 1]), "run"),      # 1-D: reference
 ])
-def test_conv(x_shape, w_shape, kwargs, fast):
+def test_conv(x_shape, w_shape, kwargs, path):
     model, feeds = conv_model(x_shape, w_shape, **kwargs)
     # onnxruntime has no float64 Conv: a float64 model is checked against its float32 twin
     twin = conv_model(x_shape, w_shape, **{**kwargs, "dtype": np.float32})
     steps = run_both(model, feeds, oracle=twin, atol=1e-4)  # float32 sums of up to 144 products
-    assert steps[0] == ("_run_2d" if fast else "run")
+    assert steps[0] == path
 
 
 def test_conv_propagates_nan_like_the_reference():
@@ -164,7 +164,7 @@ def test_conv_gathers_columns_a_few_samples_at_a_time(monkeypatch):
     monkeypatch.setattr(conv, "COLUMN_BUDGET", 30_000)  # 4 * 9 * 400 = 14,400 columns a sample: 2 at a time
     model, feeds = conv_model((5, 4, 20, 20), (6, 4, 3, 3), pads=[1, 1, 1, 1])
     spatial._local.__dict__.setdefault("pool", {}).pop("numba.conv.col", None)
-    assert run_both(model, feeds, atol=1e-4)[0] == "_run_2d"
+    assert run_both(model, feeds, atol=1e-4)[0] == "_run_gemm"
     assert spatial._local.pool["numba.conv.col"].nbytes <= 2 * 14_400 * 4
 
 

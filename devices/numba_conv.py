@@ -1,0 +1,243 @@
+"""The numba backend's 2-D convolutions on float NCHW tensors, each with its epilogue (bias,
+fused activation; see devices.numba_epilogue) in the same kernel:
+
+- depthwise (one input channel per group, any channel multiplier): a direct compiled loop,
+  parallel over the output planes. For each output row and kernel tap it works out once which
+  output columns read inside the input, so the inner loop is a branch-free multiply-add over a
+  contiguous row (stride 1) that LLVM vectorizes; the bias starts the row, the activation
+  finishes it while it is still in cache. numpy's batched matmul over gathered taps (the
+  reference) moves 9x the data through memory for 9 multiply-adds per output.
+- pointwise (1x1, stride 1, no padding): one BLAS matmul per group straight on the activation,
+  no im2col, then the compiled epilogue.
+- general: a compiled im2col, parallel over the column rows, gathers straight from the unpadded
+  input; BLAS multiplies (one call per group); the compiled epilogue.
+
+Earns its place in benchmarks/bench_cnn_models.py (MobileNet/ShuffleNet/EfficientNet).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from edgerun.devices.numba_epilogue import activate_row, activation_code, epilogue
+from edgerun.devices.numba_threads import thread_count, use_threads
+from edgerun.runtime.kernels.conv import ConvParams
+from edgerun.runtime.kernels.fused import apply_activation
+from edgerun.runtime.kernels.registry import accelerate
+from edgerun.runtime.kernels.spatial import scratch
+
+BACKEND = "numba"
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@njit(inline="always")
+def _columns(off, stride, in_size, out_size):  # pragma: no cover - compiled
+    """[z0, z1): the outputs z whose input column z * stride + off lies in [0, in_size)."""
+    z0 = max(0, (-off + stride - 1) // stride)
+    z1 = min(out_size, (in_size - 1 - off) // stride + 1)
+    return z0, max(z0, z1)
+
+
+@njit(inline="always")
+def _taps_3x3(dst, flat, taps, b, start, n, step, row_step, dw):  # pragma: no cover - compiled
+    """dst[k] = b + sum_ij taps[i, j] * flat[start + k*step + i*row_step + j*dw] for k < n: all
+    nine taps in one pass, one store per nine multiply-adds."""
+    w00, w01, w02 = taps[0, 0], taps[0, 1], taps[0, 2]
+    w10, w11, w12 = taps[1, 0], taps[1, 1], taps[1, 2]
+    w20, w21, w22 = taps[2, 0], taps[2, 1], taps[2, 2]
+    # slices indexed from 0: the compiler sees no negative index (no wraparound test per read);
+    # with step 1 it knows the stride too, and the loop vectorizes
+    r1, r2 = start + row_step, start + 2 * row_step
+    if step == 1:
+        a0, a1, a2 = flat[start:], flat[start + dw:], flat[start + 2 * dw:]
+        b0, b1, b2 = flat[r1:], flat[r1 + dw:], flat[r1 + 2 * dw:]
+        c0, c1, c2 = flat[r2:], flat[r2 + dw:], flat[r2 + 2 * dw:]
+    else:
+        a0, a1, a2 = flat[start::step], flat[start + dw::step], flat[start + 2 * dw::step]
+        b0, b1, b2 = flat[r1::step], flat[r1 + dw::step], flat[r1 + 2 * dw::step]
+        c0, c1, c2 = flat[r2::step], flat[r2 + dw::step], flat[r2 + 2 * dw::step]
+    for k in range(n):
+        dst[k] = (b + w00 * a0[k] + w01 * a1[k] + w02 * a2[k] + w10 * b0[k] + w11 * b1[k] + w12 * b2[k]
+                  + w20 * c0[k] + w21 * c1[k] + w22 * c2[k])
+
+
+@njit(inline="always")
+def _taps_any(dst, flat, taps, b, start, n, step, row_step, dw):  # pragma: no cover - compiled
+    """As _taps_3x3 for any kernel size: one pass per tap over dst."""
+    kh, kw = taps.shape
+    for k in range(n):
+        dst[k] = b
+    for i in range(kh):
+        for j in range(kw):
+            weight = taps[i, j]
+            src = flat[start + i * row_step + j * dw :: step]
+            for k in range(n):
+                dst[k] += weight * src[k]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, wide):  # pragma: no cover
+    """out[n, m] = act(bias[m] + sum_ij w[m, 0, i, j] * x[n, m // mult, y*sh - ph + i*dh, z*sw - pw + j*dw]),
+    taps outside x counting as zero; mult = M / C; bias (M,) of x's dtype (zeros for none: the
+    sums then stay in that dtype, float32 for float32).
+
+    Parallel over the output planes. Each thread copies its plane into a zero-bordered buffer
+    (`padded`: zeros, (pool threads, HP, WP), see depthwise_buffers), so no tap needs a bounds
+    test. With stride 1 the taps then run over the whole flattened plane at once ("wide" rows of
+    WP columns, the ones past the output width discarded, in `wide`: (pool threads, OH*WP)); with
+    other strides row by row. Either way the inner loop is long and branch-free."""
+    n_, c_, h, wd = x.shape
+    m_, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    hp, wp = padded.shape[1], padded.shape[2]
+    mult = m_ // c_
+    three = w.shape[2] == 3 and w.shape[3] == 3
+    for plane in prange(n_ * m_):
+        n, m = plane // m_, plane % m_
+        c = m // mult
+        tid = numba.get_thread_id()
+        pad, rows = padded[tid], wide[tid]
+        src = x[n, c]
+        for y in range(h):
+            dst_row, src_row = pad[ph + y, pw : pw + wd], src[y]
+            for z in range(wd):
+                dst_row[z] = src_row[z]
+        flat, dst_plane, taps, b = pad.reshape(hp * wp), out[n, m], w[m, 0], bias[m]
+        if sh == 1 and sw == 1:
+            span = (oh - 1) * wp + ow  # every output, in wide rows; the last row ends at ow
+            if three:
+                _taps_3x3(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
+            else:
+                _taps_any(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
+            for y in range(oh):
+                dst_row, src_row = dst_plane[y], rows[y * wp : y * wp + ow]
+                for z in range(ow):
+                    dst_row[z] = src_row[z]
+                activate_row(dst_row, code, consts)
+        else:
+            for y in range(oh):
+                dst_row = dst_plane[y]
+                if three:
+                    _taps_3x3(dst_row, flat, taps, b, y * sh * wp, ow, sw, dh * wp, dw)
+                else:
+                    _taps_any(dst_row, flat, taps, b, y * sh * wp, ow, sw, dh * wp, dw)
+                activate_row(dst_row, code, consts)
+
+
+def depthwise_buffers(x_shape: tuple[int, ...], out_shape: tuple[int, ...], geometry: tuple[int, ...],
+                      pool: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed (padded, wide) work buffers for depthwise_2d, one plane per pool thread, from the
+    per-thread scratch (runtime.kernels.spatial.scratch)."""
+    kh, kw, sh, sw, dh, dw, ph, pw = geometry
+    h, wd = x_shape[2:]
+    oh, ow = out_shape[2:]
+    hp = max(ph + h, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(pw + wd, (ow - 1) * sw + (kw - 1) * dw + 1)
+    padded = scratch("numba.dw.padded", (pool, hp, wp), dtype)
+    padded.fill(0)
+    return padded, scratch("numba.dw.wide", (pool, oh * wp), dtype)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def im2col_2d(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow):  # pragma: no cover - compiled
+    """cols[n, (c*kh + i)*kw + j, y*ow + z] = x[n, c, y*sh - ph + i*dh, z*sw - pw + j*dw], 0 outside.
+    Parallel over the rows (n, c, i, j)."""
+    n_, c_, h, wd = x.shape
+    rows = c_ * kh * kw
+    for task in prange(n_ * rows):
+        n, row = task // rows, task % rows
+        c, tap = row // (kh * kw), row % (kh * kw)
+        i, j = tap // kw, tap % kw
+        dst = cols[n, row]
+        off = j * dw - pw
+        z0, z1 = _columns(off, sw, wd, ow)
+        for y in range(oh):
+            base = y * ow
+            sy = y * sh - ph + i * dh
+            if sy < 0 or sy >= h:
+                for z in range(ow):
+                    dst[base + z] = 0.0
+                continue
+            for z in range(z0):
+                dst[base + z] = 0.0
+            out = dst[base + z0 : base + z1]
+            if sw == 1:  # from 0 over slices: no wraparound tests, a vectorized copy
+                src = x[n, c, sy, z0 + off : z1 + off]
+                for k in range(z1 - z0):
+                    out[k] = src[k]
+            else:
+                src = x[n, c, sy, z0 * sw + off : (z1 - 1) * sw + off + 1 : sw]
+                for k in range(z1 - z0):
+                    out[k] = src[k]
+            for z in range(z1, ow):
+                dst[base + z] = 0.0
+
+
+def _geometry(p: ConvParams) -> tuple[int, ...] | None:
+    """(kh, kw, sh, sw, dh, dw, ph, pw) of a 2-D Conv, None for other ranks."""
+    window = p.window
+    if len(window.kernel) != 2:
+        return None
+    return (*window.kernel, *window.strides, *window.dilations, *window.pads_begin)
+
+
+@accelerate("Conv", BACKEND)
+class NumbaConv:
+    """2-D float Conv: depthwise direct, pointwise BLAS, or compiled im2col + BLAS; each with a
+    compiled epilogue for the bias and the fused activation. Other ranks and dtypes stay on the
+    reference path."""
+
+    def prepare(self, inputs, values):
+        specs = super().prepare(inputs, values)
+        p: ConvParams = self.params
+        x, w = inputs[0], inputs[1]
+        geometry = _geometry(p)
+        if x.dtype not in _FLOATS or geometry is None or specs[0].size == 0:
+            return specs
+        self.geometry = geometry
+        self.threads = thread_count(getattr(self.context, "num_threads", None))
+        *self.code, self.leftover = activation_code(p.activation, x.dtype)
+        self.zeros = np.zeros(w.shape[0], x.dtype)  # the depthwise bias when there is none
+        depthwise = p.group == x.shape[1] and w.shape[1] == 1
+        self.run = self._run_depthwise if depthwise else self._run_gemm
+        return specs
+
+    def _bias(self, inputs: list) -> np.ndarray:
+        return inputs[2] if self.params.has_bias else _NO_BIAS[inputs[0].dtype.char]
+
+    def _run_depthwise(self, inputs, outputs):
+        _, _, sh, sw, dh, dw, ph, pw = self.geometry
+        bias = inputs[2] if self.params.has_bias else self.zeros
+        x, out = np.ascontiguousarray(inputs[0]), outputs[0]
+        use_threads(self.threads)
+        padded, wide = depthwise_buffers(x.shape, out.shape, self.geometry, numba.config.NUMBA_NUM_THREADS, x.dtype)
+        depthwise_2d(x, inputs[1], bias, out, sh, sw, dh, dw, ph, pw, *self.code, padded, wide)
+        apply_activation(outputs[0], self.leftover)
+
+    def _run_gemm(self, inputs, outputs):
+        p: ConvParams = self.params
+        x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
+        n, m = out.shape[:2]
+        g = p.group
+        use_threads(self.threads)
+        rows = w.shape[1] * len(p.taps)  # per group
+        weights = w.reshape(g, m // g, rows)
+        result = out.reshape(n, m, p.out_size)
+        if p.pointwise:
+            np.matmul(weights, x.reshape(n, g, rows, p.out_size), out=result.reshape(n, g, m // g, p.out_size))
+        else:
+            for start in range(0, n, p.chunk):  # a bounded im2col buffer, as the reference keeps
+                part = slice(start, min(n, start + p.chunk))
+                size = part.stop - part.start
+                cols = scratch("numba.conv.col", (size, g, rows, p.out_size), x.dtype)
+                im2col_2d(x[part], cols.reshape(size, g * rows, p.out_size), *self.geometry,
+                          *p.window.out_shape)
+                np.matmul(weights, cols, out=result[part].reshape(size, g, m // g, p.out_size))
+        if p.has_bias or p.activation is not None:
+            epilogue(result, self._bias(inputs), _NO_RESIDUAL[x.dtype.char], *self.code)
+        apply_activation(out, self.leftover)
+
+
+_NO_BIAS = {dt.char: np.zeros(0, dt) for dt in _FLOATS}  # size 0: compiled code reads "none"
+_NO_RESIDUAL = {dt.char: np.zeros((0, 0, 0), dt) for dt in _FLOATS}

@@ -1,0 +1,86 @@
+"""What the numba backend's producing kernels do to their result before it leaves them: add the
+bias, add a residual, apply a fused activation — in one compiled pass over the output instead of
+one numpy pass each (ORT's FusedConv and XNNPACK's output clamps play the same role).
+
+Activations travel into compiled code as a code and an array of its constants in the tensor's
+dtype (`activation_code`), so float32 stays float32 (a float64 literal would widen every value):
+
+    code, consts, _ = activation_code(("Clip", (0.0, 6.0)), np.float32)   # CLIP, [0, 6, 0, 1, 6, 0.5]
+    epilogue(out3d, bias, residual3d, code, consts)   # out[n, m, :] = act(out + bias[m] + res)
+
+NaN stays NaN through every activation, as numpy's np.maximum / np.clip keep it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from edgerun.runtime.kernels.fused import Activation
+
+NONE, CLIP, LEAKY_RELU, HARD_SIGMOID, HARD_SWISH = range(5)
+_CODES = {"Clip": CLIP, "LeakyRelu": LEAKY_RELU, "HardSigmoid": HARD_SIGMOID, "HardSwish": HARD_SWISH}
+
+
+def activation_code(activation: Activation | None, dtype: np.dtype) -> tuple[int, np.ndarray, Activation | None]:
+    """(code, constants, leftover) of a fused activation (runtime.kernels.fused). The constants,
+    in `dtype`: the activation's two parameters (Relu: 0 and +inf, as a Clip), then 0, 1, 6, 0.5.
+    Sigmoid and Tanh come back as NONE with the activation as `leftover`, for the caller to apply
+    with numpy (`apply_activation`): numpy's exp and tanh are vectorized, compiled scalar calls
+    are not."""
+    name, params = activation if activation is not None else ("", ())
+    if name in ("Sigmoid", "Tanh"):
+        return NONE, np.zeros(6, dtype), activation
+    if name == "Relu":  # as Clip(0, inf): a compare-and-blend; this CPU's max instruction was 5x slower
+        name, params = "Clip", (0.0, np.inf)
+    padded = (*params, 0.0, 0.0)[:2]
+    return _CODES.get(name, NONE), np.array([*padded, 0.0, 1.0, 6.0, 0.5], dtype), None
+
+
+@njit(inline="always")
+def activate_row(row, code, k):  # pragma: no cover - compiled
+    """`row` through activation `code` with constants `k` (see activation_code), in place. The
+    code is tested once per row and each branch is a loop of unconditional stores of selects,
+    which vectorizes; the comparisons are written so that NaN passes through."""
+    zero, one = k[2], k[3]
+    if code == CLIP:
+        lo, hi = k[0], k[1]
+        for z in range(row.shape[0]):
+            v = row[z]
+            row[z] = lo if v < lo else (hi if v > hi else v)
+    elif code == LEAKY_RELU:
+        alpha = k[0]
+        for z in range(row.shape[0]):
+            v = row[z]
+            row[z] = v * alpha if v < zero else v
+    elif code == HARD_SIGMOID:
+        alpha, beta = k[0], k[1]
+        for z in range(row.shape[0]):
+            t = row[z] * alpha + beta
+            row[z] = zero if t < zero else (one if t > one else t)
+    elif code == HARD_SWISH:
+        sixth, half = one / k[4], k[5]
+        for z in range(row.shape[0]):
+            v = row[z]
+            t = v * sixth + half
+            row[z] = v * (zero if t < zero else (one if t > one else t))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def epilogue(out, bias, residual, code, consts):  # pragma: no cover - compiled
+    """out (N, M, P) = act(out + bias[m] + residual), in place; bias of size 0 means none,
+    residual of size 0 means none (else the shape of out). Parallel over the (n, m) planes."""
+    n_, m_, p_ = out.shape
+    has_bias, has_residual = bias.size > 0, residual.size > 0
+    for plane in prange(n_ * m_):
+        n, m = plane // m_, plane % m_
+        row = out[n, m]
+        if has_bias:
+            b = bias[m]
+            for z in range(p_):
+                row[z] += b
+        if has_residual:
+            add = residual[n, m]
+            for z in range(p_):
+                row[z] += add[z]
+        activate_row(row, code, consts)

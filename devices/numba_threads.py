@@ -1,0 +1,41 @@
+"""How the numba backend's parallel loops share the cores with BLAS.
+
+Compiled kernels run their loops on numba's OpenMP pool; matrix products run on OpenBLAS's own
+pool. With OpenMP's default wait policy its workers spin for a while after every parallel
+loop, and on a machine with as many threads as cores that spinning steals the cores BLAS's
+threads need next: a 1x1 convolution (a BLAS product, then a compiled epilogue) took 8 ms
+instead of 0.3 ms here. So the backend asks OpenMP for the passive policy — idle workers sleep,
+nothing spins between loops or between runs — unless the user chose a policy already. It must
+be set before the OpenMP runtime loads, which is the first parallel call, after this import.
+
+    threads = thread_count(interpreter_num_threads)   # at prepare
+    use_threads(threads); compiled_parallel_kernel(...)  # at run
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numba
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def thread_count(requested: int | None) -> int:
+    """Threads a compiled parallel loop may use: `requested` (the interpreter's num_threads)
+    capped at numba's pool size; None means the whole pool (one per core)."""
+    pool = numba.config.NUMBA_NUM_THREADS
+    return pool if requested is None else max(1, min(int(requested), pool))
+
+
+_chosen = threading.local()
+
+
+def use_threads(count: int) -> None:
+    """Let the compiled parallel loops this thread starts use `count` threads (numba's setting
+    is per calling thread). Cheap when unchanged, so kernels call it before every parallel loop;
+    setting it inside compiled code instead would keep numba from caching that code on disk."""
+    if getattr(_chosen, "count", None) != count:
+        numba.set_num_threads(count)
+        _chosen.count = count
