@@ -93,7 +93,8 @@ class ExecutionPlan:
         self.signature = signature
         self.variables = variables
         self.backend = backend
-        self.context = EagerContext(backend, work_budget, num_threads)  # handed to every kernel: control flow runs bodies through it
+        # handed to every kernel: control flow runs bodies through it
+        self.context = EagerContext(backend, work_budget, num_threads)
         self.memory_budget = memory_budget if memory_budget is not None else _physical_memory() // 2
         self.nodes = _needed_nodes(graph, signature)
         # Resolved once (unknown ops fail here); instantiated afresh by each prepare,

@@ -12,6 +12,7 @@ Passes, in the default order (each its own module):
     fold_shape_ops       Shape / Size of static shapes -> constants   (shape_ops.py)
     fold_constants       nodes of constant inputs -> constants        (constants.py)
     fold_batchnorm       BatchNormalization into Conv / Gemm          (batchnorm.py)
+    fold_conv_mul        Conv + Mul(per-channel constant) -> weights  (conv_mul.py)
     fold_conv_add        Conv + Add(per-channel constant) -> bias     (conv_add.py)
     fuse_activations     Conv/Gemm/MatMul + Relu/Clip/... -> one node (activation.py)
     eliminate_dead_code  nodes and constants no output needs          (dead_code.py)
@@ -28,6 +29,7 @@ from edgerun.converters.optimize.activation import FuseActivations, unfuse_activ
 from edgerun.converters.optimize.batchnorm import FoldBatchNorm
 from edgerun.converters.optimize.constants import FoldConstants
 from edgerun.converters.optimize.conv_add import FoldConvAdd
+from edgerun.converters.optimize.conv_mul import FoldConvMul
 from edgerun.converters.optimize.dead_code import EliminateDeadCode
 from edgerun.converters.optimize.identity import RemoveIdentity
 from edgerun.converters.optimize.manager import MAX_ROUNDS, OptimizeReport, Pass, PassSummary, run_passes
@@ -37,7 +39,7 @@ from edgerun.runtime.graph import Graph
 
 PASSES: dict[str, Callable[[], Pass]] = {
     cls.name: cls for cls in (RemoveIdentity, FoldShapeOps, FoldConstants, FoldBatchNorm,
-                              FoldConvAdd, FuseActivations, EliminateDeadCode)
+                              FoldConvMul, FoldConvAdd, FuseActivations, EliminateDeadCode)
 }
 DEFAULT_PASSES = tuple(PASSES)
 

@@ -230,3 +230,26 @@ def test_no_thread_spins_between_runs():
     end = resource.getrusage(resource.RUSAGE_SELF)
     busy = (end.ru_utime - start.ru_utime) + (end.ru_stime - start.ru_stime)
     assert busy < 0.1, f"the process used {busy:.2f} s of CPU while idle for 0.5 s"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_and_batchnorm_fast_paths_match_the_reference(dtype):
+    """Relu and inference BatchNormalization over a tensor large enough for their compiled
+    parallel passes, with NaN and infinities, against the numpy reference kernels."""
+    rng = np.random.default_rng(4)
+    shape = (2, 16, 40, 40)
+    elem = F32 if dtype == np.float32 else TensorProto.DOUBLE
+    inits = {"scale": rng.uniform(0.5, 1.5, 16).astype(dtype), "bias": rng.standard_normal(16).astype(dtype),
+             "mean": rng.standard_normal(16).astype(dtype), "var": rng.uniform(0.5, 1.5, 16).astype(dtype)}
+    model = make_model([
+        helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["n"]),
+        helper.make_node("Relu", ["n"], ["y"]),
+    ], [helper.make_tensor_value_info("x", elem, shape)], [helper.make_tensor_value_info("y", elem, None)], inits)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    want = Interpreter(from_onnx(model, optimize=False), device="cpu").run({"x": x})["y"]
+    it = Interpreter(from_onnx(model, optimize=False), device="numba")
+    np.testing.assert_allclose(it.run({"x": x})["y"], want, rtol=1e-6, atol=1e-6)
+    assert steps_of(it) == ["_run_compiled", "_run_compiled"]
+    if dtype == np.float32:
+        np.testing.assert_allclose(it.run({"x": x})["y"], ort_run(model, {"x": x})["y"], rtol=1e-5, atol=1e-5)
