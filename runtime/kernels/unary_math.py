@@ -7,6 +7,7 @@ otherwise. Activations (Relu, Sigmoid, ...) live in activations.py.
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 
@@ -15,16 +16,22 @@ from edgerun.runtime.kernels.base import TensorSpec
 from edgerun.runtime.kernels.elementwise import Unary
 from edgerun.runtime.kernels.registry import register
 
-try:  # scipy's erf is vectorized; math.erf per element is the exact but slow fallback
-    from scipy.special import erf as _erf
-except ImportError:  # pragma: no cover - scipy is optional
-    _erf = np.vectorize(math.erf, otypes=[np.float64])
+
+@cache
+def _erf_ufunc():
+    """scipy's vectorized erf, imported on first use (scipy.special takes 0.25 s to import, a
+    cost every process would pay at start); math.erf per element, exact but slow, without it."""
+    try:
+        from scipy.special import erf as scipy_erf
+    except ImportError:  # pragma: no cover - scipy is optional
+        return np.vectorize(math.erf, otypes=[np.float64])
+    return scipy_erf
 
 
 def erf(x: np.ndarray) -> np.ndarray:
     """The error function, elementwise; float16 and integers are computed in float32 (as the ONNX
     reference does: an integer result is the float32 value truncated, so erf(5) gives 1)."""
-    return _erf(x if x.dtype in (np.float32, np.float64) else x.astype(np.float32))
+    return _erf_ufunc()(x if x.dtype in (np.float32, np.float64) else x.astype(np.float32))
 
 
 class _Ufunc(Unary):
