@@ -15,8 +15,8 @@ land on edgerun's next call); the table gives medians in ms and the ratio edgeru
 (session.intra_op.allow_spinning=0) unless `--ort-spinning` is given: on a machine with as many
 threads as cores its spinning workers otherwise hold the cores edgerun's next call starts on
 (MobileNetV3-Small measured 12 ms vs 23 ms for edgerun that way), which no deployment running
-one runtime sees; edgerun's own workers never spin (devices/numba_threads.py). A model missing from the export cache is listed with the command that
-exports it.
+one runtime sees; edgerun's own workers never spin (devices/numba_threads.py). A model missing
+from the export cache is listed with the command that exports it.
 """
 
 # ruff: noqa: E402 - the repository root goes on sys.path before project imports
