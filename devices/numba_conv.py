@@ -21,7 +21,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from edgerun.devices.numba_epilogue import activate_row, activation_code, epilogue
+from edgerun.devices.numba_depthwise import (
+    channels_last_buffers,
+    depthwise_2d,
+    depthwise_buffers,
+    depthwise_channels_last,
+)
+from edgerun.devices.numba_epilogue import activation_code, epilogue
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.conv import ConvParams
 from edgerun.runtime.kernels.fused import apply_activation
@@ -29,6 +35,8 @@ from edgerun.runtime.kernels.registry import accelerate
 from edgerun.runtime.kernels.spatial import scratch
 
 BACKEND = "numba"
+# Output planes up to this many pixels run depthwise channels-last (devices.numba_depthwise).
+CHANNELS_LAST_MAX_PLANE = 28 * 28
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -38,105 +46,6 @@ def _columns(off, stride, in_size, out_size):  # pragma: no cover - compiled
     z0 = max(0, (-off + stride - 1) // stride)
     z1 = min(out_size, (in_size - 1 - off) // stride + 1)
     return z0, max(z0, z1)
-
-
-@njit(inline="always")
-def _taps_3x3(dst, flat, taps, b, start, n, step, row_step, dw):  # pragma: no cover - compiled
-    """dst[k] = b + sum_ij taps[i, j] * flat[start + k*step + i*row_step + j*dw] for k < n: all
-    nine taps in one pass, one store per nine multiply-adds."""
-    w00, w01, w02 = taps[0, 0], taps[0, 1], taps[0, 2]
-    w10, w11, w12 = taps[1, 0], taps[1, 1], taps[1, 2]
-    w20, w21, w22 = taps[2, 0], taps[2, 1], taps[2, 2]
-    # slices indexed from 0: the compiler sees no negative index (no wraparound test per read);
-    # with step 1 it knows the stride too, and the loop vectorizes
-    r1, r2 = start + row_step, start + 2 * row_step
-    if step == 1:
-        a0, a1, a2 = flat[start:], flat[start + dw:], flat[start + 2 * dw:]
-        b0, b1, b2 = flat[r1:], flat[r1 + dw:], flat[r1 + 2 * dw:]
-        c0, c1, c2 = flat[r2:], flat[r2 + dw:], flat[r2 + 2 * dw:]
-    else:
-        a0, a1, a2 = flat[start::step], flat[start + dw::step], flat[start + 2 * dw::step]
-        b0, b1, b2 = flat[r1::step], flat[r1 + dw::step], flat[r1 + 2 * dw::step]
-        c0, c1, c2 = flat[r2::step], flat[r2 + dw::step], flat[r2 + 2 * dw::step]
-    for k in range(n):
-        dst[k] = (b + w00 * a0[k] + w01 * a1[k] + w02 * a2[k] + w10 * b0[k] + w11 * b1[k] + w12 * b2[k]
-                  + w20 * c0[k] + w21 * c1[k] + w22 * c2[k])
-
-
-@njit(inline="always")
-def _taps_any(dst, flat, taps, b, start, n, step, row_step, dw):  # pragma: no cover - compiled
-    """As _taps_3x3 for any kernel size: one pass per tap over dst."""
-    kh, kw = taps.shape
-    for k in range(n):
-        dst[k] = b
-    for i in range(kh):
-        for j in range(kw):
-            weight = taps[i, j]
-            src = flat[start + i * row_step + j * dw :: step]
-            for k in range(n):
-                dst[k] += weight * src[k]
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, wide):  # pragma: no cover
-    """out[n, m] = act(bias[m] + sum_ij w[m, 0, i, j] * x[n, m // mult, y*sh - ph + i*dh, z*sw - pw + j*dw]),
-    taps outside x counting as zero; mult = M / C; bias (M,) of x's dtype (zeros for none: the
-    sums then stay in that dtype, float32 for float32).
-
-    Parallel over the output planes. Each thread copies its plane into a zero-bordered buffer
-    (`padded`: zeros, (pool threads, HP, WP), see depthwise_buffers), so no tap needs a bounds
-    test. With stride 1 the taps then run over the whole flattened plane at once ("wide" rows of
-    WP columns, the ones past the output width discarded, in `wide`: (pool threads, OH*WP)); with
-    other strides row by row. Either way the inner loop is long and branch-free."""
-    n_, c_, h, wd = x.shape
-    m_, oh, ow = out.shape[1], out.shape[2], out.shape[3]
-    hp, wp = padded.shape[1], padded.shape[2]
-    mult = m_ // c_
-    three = w.shape[2] == 3 and w.shape[3] == 3
-    for plane in prange(n_ * m_):
-        n, m = plane // m_, plane % m_
-        c = m // mult
-        tid = numba.get_thread_id()
-        pad, rows = padded[tid], wide[tid]
-        src = x[n, c]
-        for y in range(h):
-            dst_row, src_row = pad[ph + y, pw : pw + wd], src[y]
-            for z in range(wd):
-                dst_row[z] = src_row[z]
-        flat, dst_plane, taps, b = pad.reshape(hp * wp), out[n, m], w[m, 0], bias[m]
-        if sh == 1 and sw == 1:
-            span = (oh - 1) * wp + ow  # every output, in wide rows; the last row ends at ow
-            if three:
-                _taps_3x3(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
-            else:
-                _taps_any(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
-            for y in range(oh):
-                dst_row, src_row = dst_plane[y], rows[y * wp : y * wp + ow]
-                for z in range(ow):
-                    dst_row[z] = src_row[z]
-                activate_row(dst_row, code, consts)
-        else:
-            for y in range(oh):
-                dst_row = dst_plane[y]
-                if three:
-                    _taps_3x3(dst_row, flat, taps, b, y * sh * wp, ow, sw, dh * wp, dw)
-                else:
-                    _taps_any(dst_row, flat, taps, b, y * sh * wp, ow, sw, dh * wp, dw)
-                activate_row(dst_row, code, consts)
-
-
-def depthwise_buffers(x_shape: tuple[int, ...], out_shape: tuple[int, ...], geometry: tuple[int, ...],
-                      pool: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed (padded, wide) work buffers for depthwise_2d, one plane per pool thread, from the
-    per-thread scratch (runtime.kernels.spatial.scratch)."""
-    kh, kw, sh, sw, dh, dw, ph, pw = geometry
-    h, wd = x_shape[2:]
-    oh, ow = out_shape[2:]
-    hp = max(ph + h, (oh - 1) * sh + (kh - 1) * dh + 1)
-    wp = max(pw + wd, (ow - 1) * sw + (kw - 1) * dw + 1)
-    padded = scratch("numba.dw.padded", (pool, hp, wp), dtype)
-    padded.fill(0)
-    return padded, scratch("numba.dw.wide", (pool, oh * wp), dtype)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -201,6 +110,11 @@ class NumbaConv:
         self.zeros = np.zeros(w.shape[0], x.dtype)  # the depthwise bias when there is none
         depthwise = p.group == x.shape[1] and w.shape[1] == 1
         self.run = self._run_depthwise if depthwise else self._run_gemm
+        weights = values[1]
+        if (depthwise and weights is not None and w.shape[0] == x.shape[1]
+                and p.window.out_shape[0] * p.window.out_shape[1] <= CHANNELS_LAST_MAX_PLANE):
+            self.w_last = np.ascontiguousarray(np.asarray(weights)[:, 0].transpose(1, 2, 0))
+            self.run = self._run_depthwise_channels_last
         return specs
 
     def _bias(self, inputs: list) -> np.ndarray:
@@ -214,6 +128,15 @@ class NumbaConv:
         padded, wide = depthwise_buffers(x.shape, out.shape, self.geometry, numba.config.NUMBA_NUM_THREADS, x.dtype)
         depthwise_2d(x, inputs[1], bias, out, sh, sw, dh, dw, ph, pw, *self.code, padded, wide)
         apply_activation(outputs[0], self.leftover)
+
+    def _run_depthwise_channels_last(self, inputs, outputs):
+        _, _, sh, sw, dh, dw, ph, pw = self.geometry
+        bias = inputs[2] if self.params.has_bias else self.zeros
+        x, out = np.ascontiguousarray(inputs[0]), outputs[0]
+        use_threads(self.threads)
+        xt, ot = channels_last_buffers(x.shape, out.shape, self.geometry, x.dtype)
+        depthwise_channels_last(x, self.w_last, bias, out, sh, sw, dh, dw, ph, pw, *self.code, xt, ot)
+        apply_activation(out, self.leftover)
 
     def _run_gemm(self, inputs, outputs):
         p: ConvParams = self.params

@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgerun.converters import from_onnx
+from edgerun.devices.numba_conv import CHANNELS_LAST_MAX_PLANE
 from edgerun.runtime import Interpreter
 from tests.devices.test_numba_kernels import conv_model
 from tests.onnx_models import make_model, ort_run
@@ -51,6 +52,11 @@ DEPTHWISE = [  # x shape, w shape, Conv attributes
     ((1, 3, 9, 9), (3, 1, 1, 1), dict(strides=[3, 3])),                               # 1x1 depthwise
     ((1, 4, 10, 6), (4, 1, 3, 2), dict(pads=[1, 0, 1, 1], strides=[3, 3])),           # stride 3, 3x2
     ((1, 2, 1, 16), (2, 1, 1, 3), dict(pads=[0, 1, 0, 1])),                           # one row
+    # output planes over CHANNELS_LAST_MAX_PLANE pixels: the plane-by-plane kernel
+    ((1, 3, 40, 40), (3, 1, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((2, 3, 64, 66), (3, 1, 3, 3), dict(pads=[0, 1, 1, 0], strides=[2, 2])),
+    ((1, 2, 36, 36), (4, 1, 5, 5), dict(pads=[2, 2, 2, 2], dilations=[1, 2])),         # multiplier 2, 5x5
+    ((1, 2, 70, 35), (2, 1, 3, 3), dict(auto_pad="SAME_LOWER", strides=[1, 1])),
 ]
 
 
@@ -59,16 +65,19 @@ DEPTHWISE = [  # x shape, w shape, Conv attributes
 def test_depthwise_matches_onnxruntime(x_shape, w_shape, attrs, bias):
     model, feeds = conv_model(x_shape, w_shape, bias=bias, group=x_shape[1], **attrs)
     it = check_against_onnxruntime(model, feeds)
-    assert steps_of(it) == ["_run_depthwise"]
+    (step,) = steps_of(it)
+    out_plane = it.run(feeds)["y"].shape[2] * it.run(feeds)["y"].shape[3]
+    small = out_plane <= CHANNELS_LAST_MAX_PLANE and w_shape[0] == x_shape[1]
+    assert step == ("_run_depthwise_channels_last" if small else "_run_depthwise")
 
 
-@pytest.mark.parametrize("x_shape,w_shape,attrs", DEPTHWISE[:6])
+@pytest.mark.parametrize("x_shape,w_shape,attrs", DEPTHWISE[:6] + DEPTHWISE[-4:])
 def test_depthwise_float64_matches_the_reference(x_shape, w_shape, attrs):
     model, feeds = conv_model(x_shape, w_shape, group=x_shape[1], dtype=np.float64, **attrs)
     want = Interpreter(from_onnx(model), device="cpu").run(feeds)["y"]
     it = Interpreter(from_onnx(model), device="numba")
     np.testing.assert_allclose(it.run(feeds)["y"], want, rtol=1e-12, atol=1e-12)
-    assert steps_of(it) == ["_run_depthwise"]
+    assert steps_of(it)[0].startswith("_run_depthwise")
 
 
 ACTIVATIONS = [("Relu", {}), ("Clip", dict(min=0.0, max=6.0)), ("LeakyRelu", dict(alpha=0.1)),
@@ -106,7 +115,8 @@ def test_fused_activations_match_onnxruntime(activation, act_attrs, x_shape, w_s
 
 
 @pytest.mark.parametrize("x_shape,w_shape,group", [
-    ((1, 4, 8, 8), (4, 1, 3, 3), 4), ((1, 4, 8, 8), (6, 4, 1, 1), 1), ((2, 4, 8, 8), (6, 4, 3, 3), 1)])
+    ((1, 4, 8, 8), (4, 1, 3, 3), 4), ((1, 4, 30, 30), (4, 1, 3, 3), 4), ((1, 4, 8, 8), (6, 4, 1, 1), 1),
+    ((2, 4, 8, 8), (6, 4, 3, 3), 1)])
 @pytest.mark.parametrize("activation", [None, "Relu", "Clip"])
 def test_nan_and_inf_propagate_like_the_reference(x_shape, w_shape, group, activation):
     model, feeds = (conv_model(x_shape, w_shape, group=group, pads=[1, 1, 1, 1] if w_shape[2] == 3 else [0] * 4)
@@ -126,6 +136,7 @@ def test_nan_and_inf_propagate_like_the_reference(x_shape, w_shape, group, activ
 
 
 @pytest.mark.parametrize("x_shape,w_shape,group", [((2, 16, 14, 14), (16, 1, 3, 3), 16),
+                                                   ((2, 16, 32, 32), (16, 1, 3, 3), 16),
                                                    ((2, 16, 14, 14), (24, 16, 3, 3), 1)])
 def test_thread_count_does_not_change_results(x_shape, w_shape, group):
     model, feeds = conv_model(x_shape, w_shape, group=group, pads=[1, 1, 1, 1], activation="Relu")
@@ -196,7 +207,7 @@ def test_mobile_block_matches_onnxruntime(batch, num_threads):
     model = mobile_block_model()
     x = np.random.default_rng(batch).standard_normal((batch, 3, 16, 16)).astype(np.float32)
     it = check_against_onnxruntime(model, {"x": x}, atol=1e-5, num_threads=num_threads)
-    assert {"_run_depthwise", "_run_gemm"} <= set(steps_of(it))
+    assert {"_run_depthwise_channels_last", "_run_gemm"} <= set(steps_of(it))
 
 
 def test_steady_state_run_allocates_only_its_results():

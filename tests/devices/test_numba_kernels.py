@@ -116,8 +116,8 @@ def conv_model(x_shape, w_shape, *, bias=True, activation=None, dtype=np.float32
     ((2, 3, 10, 10), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], dtype=np.float64), "_run_gemm"),
     ((1, 2, 4, 4), (3, 2, 5, 5), dict(pads=[2, 2, 2, 2]), "_run_gemm"),  # every window hangs over the edge
     ((1, 4, 8, 8), (4, 2, 3, 3), dict(group=2, pads=[1, 0, 1, 0]), "_run_gemm"),      # grouped
-    ((2, 6, 9, 9), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1], activation="Relu"), "_run_depthwise"),  # depthwise
-    ((1, 4, 11, 11), (8, 1, 3, 3), dict(group=4, strides=[2, 2], dilations=[1, 2]), "_run_depthwise"),  # depthwise x2
+    ((2, 6, 9, 9), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1], activation="Relu"), "_run_depthwise_channels_last"),
+    ((1, 4, 11, 11), (8, 1, 3, 3), dict(group=4, strides=[2, 2], dilations=[1, 2]), "_run_depthwise"),  # multiplier 2
     ((1, 6, 8, 8), (12, 2, 3, 3), dict(group=3, bias=False, pads=[1, 1, 1, 1]), "_run_gemm"),
     ((1, 3, 8, 8), (4, 3, 1, 1), {}, "_run_gemm"),          # pointwise: no im2col
     ((1, 3, 16), (4, 3, 3), dict(pads=[1, 1]), "run"),      # 1-D: reference

@@ -1,0 +1,195 @@
+"""The numba backend's depthwise convolution (one input channel per group, any channel
+multiplier) on float NCHW tensors, in two layouts chosen per layer by plane size:
+
+- plane by plane (`depthwise_2d`), for large planes: parallel over the output planes, each
+  copied into a zero-bordered per-thread buffer so that no tap needs a bounds test; with
+  stride 1 all nine taps of a 3x3 kernel run in one vectorized pass over the flattened plane,
+  with other strides row by row.
+- channels-last (`depthwise_channels_last`), for small planes (the 14x14 and 7x7 layers of
+  mobile CNNs, where per-plane and per-row overheads outweigh the arithmetic): the input is
+  transposed into a zero-bordered (N, H, W, C) buffer, every output pixel is a multiply-add
+  over contiguous channels per tap, and the result is transposed back. Inputs, outputs and the
+  model stay NCHW: the layout lives inside the kernel.
+
+Both end with the fused activation (devices.numba_epilogue) while the values are in cache.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from edgerun.devices.numba_epilogue import activate_row
+from edgerun.runtime.kernels.spatial import scratch
+
+
+@njit(inline="always")
+def _taps_3x3(dst, flat, taps, b, start, n, step, row_step, dw):  # pragma: no cover - compiled
+    """dst[k] = b + sum_ij taps[i, j] * flat[start + k*step + i*row_step + j*dw] for k < n: all
+    nine taps in one pass, one store per nine multiply-adds."""
+    w00, w01, w02 = taps[0, 0], taps[0, 1], taps[0, 2]
+    w10, w11, w12 = taps[1, 0], taps[1, 1], taps[1, 2]
+    w20, w21, w22 = taps[2, 0], taps[2, 1], taps[2, 2]
+    # slices indexed from 0: the compiler sees no negative index (no wraparound test per read);
+    # with step 1 it knows the stride too, and the loop vectorizes
+    r1, r2 = start + row_step, start + 2 * row_step
+    if step == 1:
+        a0, a1, a2 = flat[start:], flat[start + dw:], flat[start + 2 * dw:]
+        b0, b1, b2 = flat[r1:], flat[r1 + dw:], flat[r1 + 2 * dw:]
+        c0, c1, c2 = flat[r2:], flat[r2 + dw:], flat[r2 + 2 * dw:]
+    else:
+        a0, a1, a2 = flat[start::step], flat[start + dw::step], flat[start + 2 * dw::step]
+        b0, b1, b2 = flat[r1::step], flat[r1 + dw::step], flat[r1 + 2 * dw::step]
+        c0, c1, c2 = flat[r2::step], flat[r2 + dw::step], flat[r2 + 2 * dw::step]
+    for k in range(n):
+        dst[k] = (b + w00 * a0[k] + w01 * a1[k] + w02 * a2[k] + w10 * b0[k] + w11 * b1[k] + w12 * b2[k]
+                  + w20 * c0[k] + w21 * c1[k] + w22 * c2[k])
+
+
+@njit(inline="always")
+def _taps_any(dst, flat, taps, b, start, n, step, row_step, dw):  # pragma: no cover - compiled
+    """As _taps_3x3 for any kernel size: one pass per tap over dst."""
+    kh, kw = taps.shape
+    for k in range(n):
+        dst[k] = b
+    for i in range(kh):
+        for j in range(kw):
+            weight = taps[i, j]
+            src = flat[start + i * row_step + j * dw :: step]
+            for k in range(n):
+                dst[k] += weight * src[k]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, wide):  # pragma: no cover
+    """out[n, m] = act(bias[m] + sum_ij w[m, 0, i, j] * x[n, m // mult, y*sh - ph + i*dh, z*sw - pw + j*dw]),
+    taps outside x counting as zero; mult = M / C; bias (M,) of x's dtype (zeros for none: the
+    sums then stay in that dtype, float32 for float32).
+
+    Parallel over the output planes. Each thread copies its plane into a zero-bordered buffer
+    (`padded`: zeros, (pool threads, HP, WP), see depthwise_buffers), so no tap needs a bounds
+    test. With stride 1 the taps then run over the whole flattened plane at once ("wide" rows of
+    WP columns, the ones past the output width discarded, in `wide`: (pool threads, OH*WP)); with
+    other strides row by row. Either way the inner loop is long and branch-free."""
+    n_, c_, h, wd = x.shape
+    m_, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    hp, wp = padded.shape[1], padded.shape[2]
+    mult = m_ // c_
+    three = w.shape[2] == 3 and w.shape[3] == 3
+    for plane in prange(n_ * m_):
+        n, m = plane // m_, plane % m_
+        c = m // mult
+        tid = numba.get_thread_id()
+        pad, rows = padded[tid], wide[tid]
+        src = x[n, c]
+        for y in range(h):
+            dst_row, src_row = pad[ph + y, pw : pw + wd], src[y]
+            for z in range(wd):
+                dst_row[z] = src_row[z]
+        flat, dst_plane, taps, b = pad.reshape(hp * wp), out[n, m], w[m, 0], bias[m]
+        if sh == 1 and sw == 1:
+            span = (oh - 1) * wp + ow  # every output, in wide rows; the last row ends at ow
+            if three:
+                _taps_3x3(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
+            else:
+                _taps_any(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
+            for y in range(oh):
+                dst_row, src_row = dst_plane[y], rows[y * wp : y * wp + ow]
+                for z in range(ow):
+                    dst_row[z] = src_row[z]
+                activate_row(dst_row, code, consts)
+        else:
+            for y in range(oh):
+                dst_row = dst_plane[y]
+                if three:
+                    _taps_3x3(dst_row, flat, taps, b, y * sh * wp, ow, sw, dh * wp, dw)
+                else:
+                    _taps_any(dst_row, flat, taps, b, y * sh * wp, ow, sw, dh * wp, dw)
+                activate_row(dst_row, code, consts)
+
+
+def depthwise_buffers(x_shape: tuple[int, ...], out_shape: tuple[int, ...], geometry: tuple[int, ...],
+                      pool: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed (padded, wide) work buffers for depthwise_2d, one plane per pool thread, from the
+    per-thread scratch (runtime.kernels.spatial.scratch)."""
+    kh, kw, sh, sw, dh, dw, ph, pw = geometry
+    h, wd = x_shape[2:]
+    oh, ow = out_shape[2:]
+    hp = max(ph + h, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(pw + wd, (ow - 1) * sw + (kw - 1) * dw + 1)
+    padded = scratch("numba.dw.padded", (pool, hp, wp), dtype)
+    padded.fill(0)
+    return padded, scratch("numba.dw.wide", (pool, oh * wp), dtype)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def depthwise_channels_last(x, w_last, bias, out, sh, sw, dh, dw, ph, pw, code, consts, xt, ot):  # pragma: no cover
+    """As depthwise_2d for multiplier 1 (M == C), computed channels-last. `w_last` (KH, KW, C)
+    holds the weights tap-major; `xt` (N, HP, WP, C) and `ot` (N, OH, OW, C) are work buffers of
+    any contents (see channels_last_buffers): xt gets the input and its zero border here."""
+    n_, c_, h, wd = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    kh, kw = w_last.shape[0], w_last.shape[1]
+    hp, wp = xt.shape[1], xt.shape[2]
+    for task in prange(n_ * hp):  # NCHW -> zero-bordered NHWC (measured faster than channel-blocked)
+        n, row = task // hp, task % hp
+        y = row - ph
+        dst_row = xt[n, row]
+        if y < 0 or y >= h:
+            for z in range(wp):
+                for c in range(c_):
+                    dst_row[z, c] = 0.0
+            continue
+        for z in range(wp):
+            dst = dst_row[z]
+            sx = z - pw
+            if sx < 0 or sx >= wd:
+                for c in range(c_):
+                    dst[c] = 0.0
+            else:
+                for c in range(c_):
+                    dst[c] = x[n, c, y, sx]
+    three = kh == 3 and kw == 3
+    for task in prange(n_ * oh):
+        n, y = task // oh, task % oh
+        for z in range(ow):
+            acc = ot[n, y, z]
+            if three:  # all nine taps in one pass over the channels: one store per nine multiply-adds
+                r0, r1, r2 = xt[n, y * sh], xt[n, y * sh + dh], xt[n, y * sh + 2 * dh]
+                x0, x1, x2 = z * sw, z * sw + dw, z * sw + 2 * dw
+                a0, a1, a2, b0, b1, b2 = r0[x0], r0[x1], r0[x2], r1[x0], r1[x1], r1[x2]
+                c0, c1, c2 = r2[x0], r2[x1], r2[x2]
+                w00, w01, w02, w10, w11 = w_last[0, 0], w_last[0, 1], w_last[0, 2], w_last[1, 0], w_last[1, 1]
+                w12, w20, w21, w22 = w_last[1, 2], w_last[2, 0], w_last[2, 1], w_last[2, 2]
+                for c in range(c_):
+                    acc[c] = (bias[c] + w00[c] * a0[c] + w01[c] * a1[c] + w02[c] * a2[c]
+                              + w10[c] * b0[c] + w11[c] * b1[c] + w12[c] * b2[c]
+                              + w20[c] * c0[c] + w21[c] * c1[c] + w22[c] * c2[c])
+            else:
+                for c in range(c_):
+                    acc[c] = bias[c]
+                for i in range(kh):
+                    for j in range(kw):
+                        src, taps = xt[n, y * sh + i * dh, z * sw + j * dw], w_last[i, j]
+                        for c in range(c_):
+                            acc[c] += taps[c] * src[c]
+            activate_row(acc, code, consts)
+    for task in prange(n_ * oh):  # NHWC -> NCHW
+        n, y = task // oh, task % oh
+        for z in range(ow):
+            src = ot[n, y, z]
+            for c in range(c_):
+                out[n, c, y, z] = src[c]
+
+
+def channels_last_buffers(x_shape: tuple[int, ...], out_shape: tuple[int, ...], geometry: tuple[int, ...],
+                          dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Work buffers for depthwise_channels_last from the per-thread scratch: the bordered input
+    (N, HP, WP, C) and the output (N, OH, OW, C), contents undefined."""
+    kh, kw, sh, sw, dh, dw, ph, pw = geometry
+    n, c, h, wd = x_shape
+    oh, ow = out_shape[2:]
+    hp = max(ph + h, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(pw + wd, (ow - 1) * sw + (kw - 1) * dw + 1)
+    return scratch("numba.dw.last_in", (n, hp, wp, c), dtype), scratch("numba.dw.last_out", (n, oh, ow, c), dtype)
