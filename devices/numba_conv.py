@@ -83,6 +83,11 @@ def im2col_2d(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow):  # pragma: no co
                 dst[base + z] = 0.0
 
 
+def depthwise_shape(x, w, p: ConvParams) -> bool:
+    """Whether the Conv is depthwise: one input channel per group."""
+    return p.group == x.shape[1] and w.shape[1] == 1
+
+
 def _geometry(p: ConvParams) -> tuple[int, ...] | None:
     """(kh, kw, sh, sw, dh, dw, ph, pw) of a 2-D Conv, None for other ranks."""
     window = p.window
@@ -105,10 +110,12 @@ class NumbaConv:
         if x.dtype not in _FLOATS or geometry is None or specs[0].size == 0:
             return specs
         self.geometry = geometry
-        self.threads = thread_count(getattr(self.context, "num_threads", None))
+        work = specs[0].size * (w.shape[1] * p.window.kernel[0] * p.window.kernel[1] if depthwise_shape(x, w, p)
+                                else 1)  # the compiled part's work: depthwise MACs, else outputs
+        self.threads = thread_count(getattr(self.context, "num_threads", None), work)
         *self.code, self.leftover = activation_code(p.activation, x.dtype)
         self.zeros = np.zeros(w.shape[0], x.dtype)  # the depthwise bias when there is none
-        depthwise = p.group == x.shape[1] and w.shape[1] == 1
+        depthwise = depthwise_shape(x, w, p)
         self.run = self._run_depthwise if depthwise else self._run_gemm
         weights = values[1]
         if (depthwise and weights is not None and w.shape[0] == x.shape[1]

@@ -54,7 +54,7 @@ class NumbaRelu:
         x = inputs[0]
         if x.dtype in _FLOATS and specs[0].size >= MIN_PARALLEL:
             _, self.consts, _ = activation_code(("Relu", ()), x.dtype)
-            self.threads = thread_count(getattr(self.context, "num_threads", None))
+            self.threads = thread_count(getattr(self.context, "num_threads", None), specs[0].size)
             self.run = self._run_compiled
         return specs
 
@@ -75,7 +75,7 @@ class NumbaBatchNormalization:
         if (x.dtype in _FLOATS and self.coeffs is not None and not getattr(self, "training", False)
                 and per_channel and len(specs) == 1 and specs[0].size > 0):
             self.mul, self.add = (np.ascontiguousarray(c.reshape(-1)) for c in self.coeffs)
-            self.threads = thread_count(getattr(self.context, "num_threads", None))
+            self.threads = thread_count(getattr(self.context, "num_threads", None), specs[0].size)
             self.run = self._run_compiled
         return specs
 

@@ -22,10 +22,19 @@ import numba
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def thread_count(requested: int | None) -> int:
+# Below this much work (multiply-adds or elements touched) a kernel runs on the calling thread
+# alone: waking a sleeping worker costs more than it saves (on the 2-vCPU VMs we measure on, a
+# whole MobileNetV2 ran slower on 2 threads than on 1 before this threshold).
+PARALLEL_MIN_WORK = 1 << 19
+
+
+def thread_count(requested: int | None, work: int | None = None) -> int:
     """Threads a compiled parallel loop may use: `requested` (the interpreter's num_threads)
-    capped at numba's pool size; None means the whole pool (one per core)."""
+    capped at numba's pool size, None meaning the whole pool (one per core); 1 when `work`
+    (the kernel's multiply-adds or elements) is under PARALLEL_MIN_WORK."""
     pool = numba.config.NUMBA_NUM_THREADS
+    if work is not None and work < PARALLEL_MIN_WORK:
+        return 1
     return pool if requested is None else max(1, min(int(requested), pool))
 
 
