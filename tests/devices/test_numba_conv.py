@@ -281,5 +281,5 @@ def test_sigmoid_fast_path_matches_the_closed_form(shape):
     with np.errstate(over="ignore"):
         want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
     np.testing.assert_allclose(got, want, rtol=3e-7, atol=1e-38)
-    # onnxruntime flushes results under ~1e-7 to 0 and is itself ~6e-9 off near there
-    np.testing.assert_allclose(got, ort_run(model, {"x": x})["y"], rtol=1e-5, atol=1e-7)
+    # onnxruntime's fast logistic is the less exact one: off by up to ~1.4e-7 absolute near 1e-7
+    np.testing.assert_allclose(got, ort_run(model, {"x": x})["y"], rtol=1e-5, atol=3e-7)
