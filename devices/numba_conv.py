@@ -27,7 +27,7 @@ from edgerun.devices.numba_depthwise import (
     depthwise_buffers,
     depthwise_channels_last,
 )
-from edgerun.devices.numba_epilogue import activation_code, epilogue
+from edgerun.devices.numba_epilogue import activate_row, activation_code, epilogue
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.conv import ConvParams
 from edgerun.runtime.kernels.fused import apply_activation
@@ -83,6 +83,55 @@ def im2col_2d(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow):  # pragma: no co
                 dst[base + z] = 0.0
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def im2col_wide(x, cols, kh, kw, dh, dw, ph, pw, wp, padded):  # pragma: no cover - compiled
+    """Stride-1 im2col in "wide rows": each plane of x goes into `padded` (N, C, HP*WP; any
+    contents) with its zero border, then cols[n, (c*kh + i)*kw + j, q] = padded[n, c, q + i*dh*WP
+    + j*dw] for q < span = cols.shape[2]: one contiguous copy per row of cols, no per-pixel
+    bounds. Column q stands for output (q // WP, q % WP); those with q % WP >= OW are junk the
+    epilogue skips. Parallel over the (n, c) planes."""
+    n_, c_, h, wd = x.shape
+    hp, span = padded.shape[2] // wp, cols.shape[2]
+    for task in prange(n_ * c_):
+        n, c = task // c_, task % c_
+        plane = padded[n, c]
+        for row in range(hp):
+            y = row - ph
+            dst = plane[row * wp : (row + 1) * wp]
+            if y < 0 or y >= h:
+                for z in range(wp):
+                    dst[z] = 0.0
+                continue
+            for z in range(pw):
+                dst[z] = 0.0
+            src, mid = x[n, c, y], dst[pw : pw + wd]
+            for z in range(wd):
+                mid[z] = src[z]
+            for z in range(pw + wd, wp):
+                dst[z] = 0.0
+        for i in range(kh):
+            for j in range(kw):
+                start = i * dh * wp + j * dw
+                out, src = cols[n, (c * kh + i) * kw + j], plane[start : start + span]
+                for q in range(span):
+                    out[q] = src[q]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def epilogue_wide(wide, out, wp, bias, code, consts):  # pragma: no cover - compiled
+    """out[n, m, y, z] = act(wide[n, m, y*WP + z] + bias[m]): the valid columns of a wide-row
+    product, with the bias (zeros for none) and the fused activation. Parallel over planes."""
+    n_, m_, oh, ow = out.shape
+    for plane in prange(n_ * m_):
+        n, m = plane // m_, plane % m_
+        b, src_plane = bias[m], wide[n, m]
+        for y in range(oh):
+            row, src = out[n, m, y], src_plane[y * wp : y * wp + ow]
+            for z in range(ow):
+                row[z] = src[z] + b
+            activate_row(row, code, consts)
+
+
 def depthwise_shape(x, w, p: ConvParams) -> bool:
     """Whether the Conv is depthwise: one input channel per group."""
     return p.group == x.shape[1] and w.shape[1] == 1
@@ -117,6 +166,13 @@ class NumbaConv:
         self.zeros = np.zeros(w.shape[0], x.dtype)  # the depthwise bias when there is none
         depthwise = depthwise_shape(x, w, p)
         self.run = self._run_depthwise if depthwise else self._run_gemm
+        if not depthwise and not p.pointwise and p.window.strides == (1, 1):
+            kh, kw, _, _, dh, dw, ph, pw = geometry
+            (h, wd), (oh, ow) = x.shape[2:], p.window.out_shape
+            wp = max(pw + wd, ow - 1 + (kw - 1) * dw + 1)
+            hp = max(ph + h, oh - 1 + (kh - 1) * dh + 1)
+            self.wide = (hp, wp, (oh - 1) * wp + ow)
+            self.run = self._run_wide
         weights = values[1]
         if (depthwise and weights is not None and w.shape[0] == x.shape[1]
                 and p.window.out_shape[0] * p.window.out_shape[1] <= CHANNELS_LAST_MAX_PLANE):
@@ -143,6 +199,27 @@ class NumbaConv:
         use_threads(self.threads)
         xt, ot = channels_last_buffers(x.shape, out.shape, self.geometry, x.dtype)
         depthwise_channels_last(x, self.w_last, bias, out, sh, sw, dh, dw, ph, pw, *self.code, xt, ot)
+        apply_activation(out, self.leftover)
+
+    def _run_wide(self, inputs, outputs):
+        p: ConvParams = self.params
+        x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
+        (n, m), c, g = out.shape[:2], x.shape[1], p.group
+        kh, kw, _, _, dh, dw, ph, pw = self.geometry
+        hp, wp, span = self.wide
+        bias = inputs[2] if p.has_bias else self.zeros
+        rows = w.shape[1] * kh * kw  # per group
+        weights = w.reshape(g, m // g, rows)
+        use_threads(self.threads)
+        for start in range(0, n, p.chunk):  # a bounded column buffer, as the reference keeps
+            part = slice(start, min(n, start + p.chunk))
+            size = part.stop - part.start
+            padded = scratch("numba.conv.padded", (size, c, hp * wp), x.dtype)
+            cols = scratch("numba.conv.col", (size, g * rows, span), x.dtype)
+            im2col_wide(x[part], cols, kh, kw, dh, dw, ph, pw, wp, padded)
+            wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
+            np.matmul(weights, cols.reshape(size, g, rows, span), out=wide.reshape(size, g, m // g, span))
+            epilogue_wide(wide, out[part], wp, bias, *self.code)
         apply_activation(out, self.leftover)
 
     def _run_gemm(self, inputs, outputs):

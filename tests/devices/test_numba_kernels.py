@@ -106,20 +106,21 @@ def conv_model(x_shape, w_shape, *, bias=True, activation=None, dtype=np.float32
 
 
 @pytest.mark.parametrize("x_shape,w_shape,kwargs,path", [
-    ((1, 3, 32, 32), (16, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="Relu"), "_run_gemm"),
-    ((4, 16, 16, 16), (32, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_gemm"),
+    ((1, 3, 32, 32), (16, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="Relu"), "_run_wide"),
+    ((4, 16, 16, 16), (32, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_wide"),
     ((2, 3, 17, 13), (5, 3, 3, 2), dict(strides=[2, 3], pads=[0, 1, 2, 0], bias=False), "_run_gemm"),
-    ((1, 2, 20, 20), (4, 2, 3, 3), dict(dilations=[2, 3], pads=[2, 1, 0, 3]), "_run_gemm"),
+    ((1, 2, 20, 20), (4, 2, 3, 3), dict(dilations=[2, 3], pads=[2, 1, 0, 3]), "_run_wide"),
     ((1, 3, 9, 9), (6, 3, 4, 4), dict(auto_pad="SAME_UPPER", strides=[2, 2]), "_run_gemm"),
-    ((1, 3, 8, 8), (4, 3, 3, 3), dict(bias=False, activation="Relu"), "_run_gemm"),
-    ((1, 3, 8, 8), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="LeakyRelu"), "_run_gemm"),
-    ((2, 3, 10, 10), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], dtype=np.float64), "_run_gemm"),
-    ((1, 2, 4, 4), (3, 2, 5, 5), dict(pads=[2, 2, 2, 2]), "_run_gemm"),  # every window hangs over the edge
-    ((1, 4, 8, 8), (4, 2, 3, 3), dict(group=2, pads=[1, 0, 1, 0]), "_run_gemm"),      # grouped
+    ((1, 3, 8, 8), (4, 3, 3, 3), dict(bias=False, activation="Relu"), "_run_wide"),
+    ((1, 3, 8, 8), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="LeakyRelu"), "_run_wide"),
+    ((2, 3, 10, 10), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], dtype=np.float64), "_run_wide"),
+    ((1, 2, 4, 4), (3, 2, 5, 5), dict(pads=[2, 2, 2, 2]), "_run_wide"),  # every window hangs over the edge
+    ((1, 4, 8, 8), (4, 2, 3, 3), dict(group=2, pads=[1, 0, 1, 0]), "_run_wide"),      # grouped
     ((2, 6, 9, 9), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1], activation="Relu"), "_run_depthwise_channels_last"),
     ((1, 4, 11, 11), (8, 1, 3, 3), dict(group=4, strides=[2, 2], dilations=[1, 2]), "_run_depthwise"),  # multiplier 2
-    ((1, 6, 8, 8), (12, 2, 3, 3), dict(group=3, bias=False, pads=[1, 1, 1, 1]), "_run_gemm"),
+    ((1, 6, 8, 8), (12, 2, 3, 3), dict(group=3, bias=False, pads=[1, 1, 1, 1]), "_run_wide"),
     ((1, 3, 8, 8), (4, 3, 1, 1), {}, "_run_gemm"),          # pointwise: no im2col
+    ((1, 3, 9, 9), (4, 3, 3, 3), dict(strides=[2, 1], pads=[1, 1, 1, 1]), "_run_gemm"),  # strided: im2col
     ((1, 3, 16), (4, 3, 3), dict(pads=[1, 1]), "run"),      # 1-D: reference
 ])
 def test_conv(x_shape, w_shape, kwargs, path):
@@ -164,8 +165,9 @@ def test_conv_gathers_columns_a_few_samples_at_a_time(monkeypatch):
     monkeypatch.setattr(conv, "COLUMN_BUDGET", 30_000)  # 4 * 9 * 400 = 14,400 columns a sample: 2 at a time
     model, feeds = conv_model((5, 4, 20, 20), (6, 4, 3, 3), pads=[1, 1, 1, 1])
     spatial._local.__dict__.setdefault("pool", {}).pop("numba.conv.col", None)
-    assert run_both(model, feeds, atol=1e-4)[0] == "_run_gemm"
-    assert spatial._local.pool["numba.conv.col"].nbytes <= 2 * 14_400 * 4
+    assert run_both(model, feeds, atol=1e-4)[0] == "_run_wide"
+    # wide rows: 36 column rows of (20 - 1) * 22 + 20 = 438 positions a sample, 2 samples at a time
+    assert spatial._local.pool["numba.conv.col"].nbytes <= 2 * 36 * 438 * 4
 
 
 @pytest.mark.parametrize("shape,attrs,outputs,fast", [
