@@ -188,8 +188,8 @@ class NumbaConv:
         bias = inputs[2] if self.params.has_bias else self.zeros
         x, out = np.ascontiguousarray(inputs[0]), outputs[0]
         use_threads(self.threads)
-        padded, wide = depthwise_buffers(x.shape, out.shape, self.geometry, numba.config.NUMBA_NUM_THREADS, x.dtype)
-        depthwise_2d(x, inputs[1], bias, out, sh, sw, dh, dw, ph, pw, *self.code, padded, wide)
+        buffers = depthwise_buffers(x.shape, out.shape, self.geometry, numba.config.NUMBA_NUM_THREADS, x.dtype)
+        depthwise_2d(x, inputs[1], bias, out, sh, sw, dh, dw, ph, pw, *self.code, *buffers)
         apply_activation(outputs[0], self.leftover)
 
     def _run_depthwise_channels_last(self, inputs, outputs):

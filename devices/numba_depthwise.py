@@ -61,8 +61,39 @@ def _taps_any(dst, flat, taps, b, start, n, step, row_step, dw):  # pragma: no c
                 dst[k] += weight * src[k]
 
 
+@njit(inline="always")
+def _halves_3x3(dst, even, odd, taps, b, r0, dh, n):  # pragma: no cover - compiled
+    """Stride-2 output row of a 3x3 kernel from the even and odd columns of the padded plane:
+    padded column 2k + j is even[k + j // 2] for even j, odd[k] for j = 1. Unit-stride slices
+    from 0, so the loop vectorizes."""
+    w00, w01, w02 = taps[0, 0], taps[0, 1], taps[0, 2]
+    w10, w11, w12 = taps[1, 0], taps[1, 1], taps[1, 2]
+    w20, w21, w22 = taps[2, 0], taps[2, 1], taps[2, 2]
+    r1, r2 = r0 + dh, r0 + 2 * dh
+    a0, a1, a2 = even[r0], odd[r0], even[r0, 1:]
+    b0, b1, b2 = even[r1], odd[r1], even[r1, 1:]
+    c0, c1, c2 = even[r2], odd[r2], even[r2, 1:]
+    for k in range(n):
+        dst[k] = (b + w00 * a0[k] + w01 * a1[k] + w02 * a2[k] + w10 * b0[k] + w11 * b1[k] + w12 * b2[k]
+                  + w20 * c0[k] + w21 * c1[k] + w22 * c2[k])
+
+
+@njit(inline="always")
+def _halves_any(dst, even, odd, taps, b, r0, dh, n):  # pragma: no cover - compiled
+    """As _halves_3x3 for any kernel size, one pass per tap."""
+    kh, kw = taps.shape
+    for k in range(n):
+        dst[k] = b
+    for i in range(kh):
+        for j in range(kw):
+            weight = taps[i, j]
+            src = (even if j % 2 == 0 else odd)[r0 + i * dh, j // 2 :]
+            for k in range(n):
+                dst[k] += weight * src[k]
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, wide):  # pragma: no cover
+def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, wide, halves):  # pragma: no cover
     """out[n, m] = act(bias[m] + sum_ij w[m, 0, i, j] * x[n, m // mult, y*sh - ph + i*dh, z*sw - pw + j*dw]),
     taps outside x counting as zero; mult = M / C; bias (M,) of x's dtype (zeros for none: the
     sums then stay in that dtype, float32 for float32).
@@ -70,8 +101,10 @@ def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, 
     Parallel over the output planes. Each thread copies its plane into a zero-bordered buffer
     (`padded`: zeros, (pool threads, HP, WP), see depthwise_buffers), so no tap needs a bounds
     test. With stride 1 the taps then run over the whole flattened plane at once ("wide" rows of
-    WP columns, the ones past the output width discarded, in `wide`: (pool threads, OH*WP)); with
-    other strides row by row. Either way the inner loop is long and branch-free."""
+    WP columns, the ones past the output width discarded, in `wide`: (pool threads, OH*WP)). With
+    column stride 2 (and no column dilation) the plane goes instead into its even and odd columns
+    (`halves`: zero-bordered, (pool threads, 2, HP, ceil(WP/2))), so every tap reads a unit-stride
+    row; other strides read strided rows. Either way the inner loop is long and branch-free."""
     n_, c_, h, wd = x.shape
     m_, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     hp, wp = padded.shape[1], padded.shape[2]
@@ -82,12 +115,30 @@ def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, 
         c = m // mult
         tid = numba.get_thread_id()
         pad, rows = padded[tid], wide[tid]
-        src = x[n, c]
+        src, dst_plane, taps, b = x[n, c], out[n, m], w[m, 0], bias[m]
+        if sw == 2 and dw == 1:
+            even, odd = halves[tid, 0], halves[tid, 1]
+            for y in range(h):
+                for parity in range(2):
+                    z0 = (parity - pw) % 2  # first input column landing in this half
+                    count = (wd - z0 + 1) // 2
+                    dst_row = (even if parity == 0 else odd)[ph + y, (pw + z0) // 2 : (pw + z0) // 2 + count]
+                    src_row = src[y, z0::2]
+                    for k in range(count):
+                        dst_row[k] = src_row[k]
+            for y in range(oh):
+                dst_row = dst_plane[y]
+                if three:
+                    _halves_3x3(dst_row, even, odd, taps, b, y * sh, dh, ow)
+                else:
+                    _halves_any(dst_row, even, odd, taps, b, y * sh, dh, ow)
+                activate_row(dst_row, code, consts)
+            continue
         for y in range(h):
             dst_row, src_row = pad[ph + y, pw : pw + wd], src[y]
             for z in range(wd):
                 dst_row[z] = src_row[z]
-        flat, dst_plane, taps, b = pad.reshape(hp * wp), out[n, m], w[m, 0], bias[m]
+        flat = pad.reshape(hp * wp)
         if sh == 1 and sw == 1:
             span = (oh - 1) * wp + ow  # every output, in wide rows; the last row ends at ow
             if three:
@@ -110,17 +161,23 @@ def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, 
 
 
 def depthwise_buffers(x_shape: tuple[int, ...], out_shape: tuple[int, ...], geometry: tuple[int, ...],
-                      pool: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed (padded, wide) work buffers for depthwise_2d, one plane per pool thread, from the
-    per-thread scratch (runtime.kernels.spatial.scratch)."""
+                      pool: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zeroed (padded, wide, halves) work buffers for depthwise_2d, one plane per pool thread,
+    from the per-thread scratch (runtime.kernels.spatial.scratch); halves only for column
+    stride 2 without column dilation (else one element), padded and wide only otherwise."""
     kh, kw, sh, sw, dh, dw, ph, pw = geometry
     h, wd = x_shape[2:]
     oh, ow = out_shape[2:]
     hp = max(ph + h, (oh - 1) * sh + (kh - 1) * dh + 1)
     wp = max(pw + wd, (ow - 1) * sw + (kw - 1) * dw + 1)
+    if sw == 2 and dw == 1:
+        halves = scratch("numba.dw.halves", (pool, 2, hp, (wp + 1) // 2 + 1), dtype)
+        halves.fill(0)
+        unused = scratch("numba.dw.unused", (pool, 1, 1), dtype)
+        return unused, unused.reshape(pool, 1), halves
     padded = scratch("numba.dw.padded", (pool, hp, wp), dtype)
     padded.fill(0)
-    return padded, scratch("numba.dw.wide", (pool, oh * wp), dtype)
+    return padded, scratch("numba.dw.wide", (pool, oh * wp), dtype), scratch("numba.dw.unused4", (pool, 2, 1, 1), dtype)
 
 
 @njit(parallel=True, cache=True, nogil=True)
