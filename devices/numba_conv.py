@@ -27,7 +27,7 @@ from edgerun.devices.numba_depthwise import (
     depthwise_buffers,
     depthwise_channels_last,
 )
-from edgerun.devices.numba_epilogue import activate_row, activation_code, epilogue
+from edgerun.devices.numba_epilogue import NONE, activate_row, activation_code, epilogue
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.conv import ConvParams
 from edgerun.runtime.kernels.fused import apply_activation
@@ -241,10 +241,46 @@ class NumbaConv:
                 im2col_2d(x[part], cols.reshape(size, g * rows, p.out_size), *self.geometry,
                           *p.window.out_shape)
                 np.matmul(weights, cols, out=result[part].reshape(size, g, m // g, p.out_size))
-        if p.has_bias or p.activation is not None:
-            epilogue(result, self._bias(inputs), _NO_RESIDUAL[x.dtype.char], *self.code)
+        residual = self._residual(inputs, result.shape)
+        if p.has_bias or p.activation is not None or residual.size:
+            epilogue(result, self._bias(inputs), residual, *self.code)
         apply_activation(out, self.leftover)
+
+    def _residual(self, inputs: list, shape: tuple[int, ...]) -> np.ndarray:
+        """What the epilogue adds before the activation: nothing for a Conv (a FusedConv's Z)."""
+        return _NO_RESIDUAL[inputs[0].dtype.char]
 
 
 _NO_BIAS = {dt.char: np.zeros(0, dt) for dt in _FLOATS}  # size 0: compiled code reads "none"
 _NO_RESIDUAL = {dt.char: np.zeros((0, 0, 0), dt) for dt in _FLOATS}
+
+
+@accelerate("FusedConv", BACKEND, domain="edgerun")
+class NumbaFusedConv(NumbaConv):
+    """edgerun:FusedConv (Conv + residual Z + activation) on the Conv's fast paths. Through BLAS
+    (pointwise, strided) Z joins the one epilogue pass; after the other paths (run without their
+    activation) one more compiled pass adds Z and applies it. A Z that only broadcasts to the
+    output takes the reference path."""
+
+    def prepare(self, inputs, values):
+        specs = super().prepare(inputs, values)
+        fast = "run" in self.__dict__  # NumbaConv.prepare chose one of its paths
+        if not fast or inputs[3].shape != specs[0].shape:
+            self.run = super(NumbaConv, self).run  # the reference FusedConv
+            return specs
+        if self.run.__func__ is not NumbaConv._run_gemm:
+            self.code_after, self.leftover_after = self.code, self.leftover
+            *_, consts = self.code
+            self.code, self.leftover = (NONE, consts), None
+            self.conv_run, self.run = self.run, self._run_then_add
+        return specs
+
+    def _residual(self, inputs: list, shape: tuple[int, ...]) -> np.ndarray:
+        return np.ascontiguousarray(inputs[3]).reshape(shape)
+
+    def _run_then_add(self, inputs, outputs):
+        self.conv_run(inputs, outputs)
+        out = outputs[0]
+        shape = (out.shape[0], out.shape[1], out.size // max(1, out.shape[0] * out.shape[1]))
+        epilogue(out.reshape(shape), _NO_BIAS[out.dtype.char], self._residual(inputs, shape), *self.code_after)
+        apply_activation(out, self.leftover_after)

@@ -202,7 +202,7 @@ _LARGEST_OPS = (
     "Col2Im", "DynamicQuantizeLinear",
 )
 _RULES: dict[str, Rule] = {
-    "Conv": _CONV, "ConvInteger": _CONV, "QLinearConv": _conv(3), "DeformConv": _CONV,
+    "Conv": _CONV, "FusedConv": _CONV, "ConvInteger": _CONV, "QLinearConv": _conv(3), "DeformConv": _CONV,
     "CausalConvWithState": _CONV, "ConvGrad": _conv_grad, "ConvTranspose": _conv_transpose,
     "MatMul": _matmul(0), "MatMulInteger": _matmul(0), "QLinearMatMul": _matmul(0), "MatMulGrad": _matmul_grad,
     "Gemm": _gemm, "GemmGrad": _gemm_grad, "Einsum": _einsum, "Det": _det,

@@ -14,6 +14,7 @@ Passes, in the default order (each its own module):
     fold_batchnorm       BatchNormalization into Conv / Gemm          (batchnorm.py)
     fold_conv_mul        Conv + Mul(per-channel constant) -> weights  (conv_mul.py)
     fold_conv_add        Conv + Add(per-channel constant) -> bias     (conv_add.py)
+    fuse_residual_add    Conv + Add(same-shape tensor) -> FusedConv   (residual.py)
     fuse_activations     Conv/Gemm/MatMul + Relu/Clip/... -> one node (activation.py)
     eliminate_dead_code  nodes and constants no output needs          (dead_code.py)
 
@@ -33,13 +34,14 @@ from edgerun.converters.optimize.conv_mul import FoldConvMul
 from edgerun.converters.optimize.dead_code import EliminateDeadCode
 from edgerun.converters.optimize.identity import RemoveIdentity
 from edgerun.converters.optimize.manager import MAX_ROUNDS, OptimizeReport, Pass, PassSummary, run_passes
+from edgerun.converters.optimize.residual import FuseResidualAdd
 from edgerun.converters.optimize.shape_ops import FoldShapeOps
 from edgerun.runtime.errors import ConversionError
 from edgerun.runtime.graph import Graph
 
 PASSES: dict[str, Callable[[], Pass]] = {
     cls.name: cls for cls in (RemoveIdentity, FoldShapeOps, FoldConstants, FoldBatchNorm,
-                              FoldConvMul, FoldConvAdd, FuseActivations, EliminateDeadCode)
+                              FoldConvMul, FoldConvAdd, FuseResidualAdd, FuseActivations, EliminateDeadCode)
 }
 DEFAULT_PASSES = tuple(PASSES)
 

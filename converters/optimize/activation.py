@@ -19,6 +19,7 @@ from edgerun.runtime.graph import Graph, Node, Value
 from edgerun.runtime.kernels.fused import ACTIVATIONS, fused_activation
 
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+FUSED_PRODUCERS = (("edgerun", "FusedConv"),)  # edgerun's own ops that honour the attributes
 
 
 class FuseActivations(Pass):
@@ -33,7 +34,7 @@ class FuseActivations(Pass):
             if act.op_type not in ACTIVATIONS or act.domain != "" or not act.inputs or act.inputs[0] is None:
                 continue
             producer = made.get(act.inputs[0])
-            if (producer is None or producer.op_type not in PRODUCERS or producer.domain != ""
+            if (producer is None or not _honours_activation(producer)
                     or "activation" in producer.attrs or len(producer.outputs) != 1
                     or rewrite.sole_consumer(act.inputs[0], users, keep) is not act):
                 continue
@@ -53,6 +54,10 @@ class FuseActivations(Pass):
             key = f"{producer.op_type}+{act.op_type}"
             fused[key] = fused.get(key, 0) + 1
         return fused
+
+
+def _honours_activation(node: Node) -> bool:
+    return (node.domain == "" and node.op_type in PRODUCERS) or (node.domain, node.op_type) in FUSED_PRODUCERS
 
 
 def _params(act: Node, fed: set) -> list[float] | None:

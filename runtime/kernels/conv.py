@@ -149,6 +149,43 @@ class Conv(Kernel):
         return gathered.reshape(b, g, cg * len(taps), self.params.out_size)
 
 
+@register("FusedConv", since=1, domain="edgerun")
+class FusedConv(Conv):
+    """Y = activation(Conv(X, W, B) + Z): a Conv with a residual Z added before its fused
+    activation (the optimizer's fuse_residual_add writes it; ORT's com.microsoft FusedConv is
+    the same op). Inputs X, W, B (may be omitted), Z; Z must have X's dtype and broadcast to
+    Y's shape without changing it."""
+
+    min_inputs, max_inputs = 4, 4
+
+    def check_arity(self, inputs):
+        if len(inputs) != 4 or inputs[0] is None or inputs[1] is None or inputs[3] is None:
+            raise self.fail("expects inputs X, W, B (may be omitted) and Z")
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        spec = self._prepare_conv(inputs[0], inputs[1], inputs[2])
+        z = inputs[3]
+        if z.dtype != spec.dtype:
+            raise self.fail(f"Z dtype {z.dtype} differs from X dtype {spec.dtype}")
+        try:
+            fits = np.broadcast_shapes(z.shape, spec.shape) == spec.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise self.fail(f"Z shape {z.shape} does not broadcast to the output shape {spec.shape}")
+        return [spec]
+
+    def run(self, inputs, outputs):
+        x, w, out = inputs[0], inputs[1], outputs[0]
+        self._convolve(x, w, out)
+        if self.params.has_bias:
+            b = inputs[2]
+            np.add(out, b.reshape(b.shape + (1,) * (out.ndim - 2)), out=out)
+        np.add(out, inputs[3], out=out)
+        apply_activation(out, self.params.activation)
+
+
 @register("ConvGrad", since=1, domain="edgerun")
 class ConvGrad(Kernel):
     """(dX, dW, dB) of Y = Conv(X, W, B) from dY; the node carries the forward Conv's attributes.
