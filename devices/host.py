@@ -73,6 +73,22 @@ def logical_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def physical_cores(sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
+    """Physical cores among the CPUs this process may use: distinct (package, core) pairs of
+    Linux's CPU topology, so SMT siblings count once; logical_cores() where the topology cannot
+    be read. >= 1."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cores = set()
+    for cpu in cpus:
+        topology = sysfs / f"cpu{cpu}" / "topology"
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            return logical_cores()
+    return max(1, len(cores)) if cores else logical_cores()
+
+
 def total_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int:
     """Physical memory in bytes: MemTotal of `meminfo`, else sysconf pages; 0 if unknown."""
     total = _read_mem_total(meminfo)

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import cache
 
 import numba
+
+from edgerun.devices.host import physical_cores
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -30,12 +33,18 @@ PARALLEL_MIN_WORK = 1 << 19
 
 def thread_count(requested: int | None, work: int | None = None) -> int:
     """Threads a compiled parallel loop may use: `requested` (the interpreter's num_threads)
-    capped at numba's pool size, None meaning the whole pool (one per core); 1 when `work`
-    (the kernel's multiply-adds or elements) is under PARALLEL_MIN_WORK."""
+    capped at numba's pool size, None meaning one per physical core (SMT siblings share one
+    core's arithmetic units); 1 when `work` (the kernel's multiply-adds or elements) is under
+    PARALLEL_MIN_WORK."""
     pool = numba.config.NUMBA_NUM_THREADS
     if work is not None and work < PARALLEL_MIN_WORK:
         return 1
-    return pool if requested is None else max(1, min(int(requested), pool))
+    return min(pool, _physical_cores()) if requested is None else max(1, min(int(requested), pool))
+
+
+@cache
+def _physical_cores() -> int:
+    return physical_cores()
 
 
 _chosen = threading.local()

@@ -125,3 +125,20 @@ def test_reserved_backends_are_not_available_yet() -> None:
 def test_unknown_devices_list_the_valid_names(device: str) -> None:
     with pytest.raises(EdgerunError, match=r"unknown device .*'auto', 'numba', 'cpu', 'cuda'"):
         select_backend(device)
+
+
+def test_physical_cores_count_smt_siblings_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four logical CPUs on two cores of one package (SMT): two physical cores."""
+    monkeypatch.setattr(host.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for cpu, core in enumerate((0, 1, 0, 1)):
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text("0\n")
+        (topology / "core_id").write_text(f"{core}\n")
+    assert host.physical_cores(tmp_path) == 2
+
+
+def test_physical_cores_fall_back_to_logical_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert host.physical_cores(tmp_path) == 3  # no topology files to read
+    assert 1 <= host.physical_cores() <= host.logical_cores()
