@@ -163,7 +163,7 @@ class NumbaConv:
                                 else 1)  # the compiled part's work: depthwise MACs, else outputs
         self.threads = thread_count(getattr(self.context, "num_threads", None), work)
         *self.code, self.leftover = activation_code(p.activation, x.dtype)
-        self.zeros = np.zeros(w.shape[0], x.dtype)  # the depthwise bias when there is none
+        self.zeros = np.zeros(w.shape[0], x.dtype)  # the bias when there is none (_bias_or_zeros)
         depthwise = depthwise_shape(x, w, p)
         self.run = self._run_depthwise if depthwise else self._run_gemm
         if not depthwise and not p.pointwise and p.window.strides == (1, 1):
@@ -181,11 +181,16 @@ class NumbaConv:
         return specs
 
     def _bias(self, inputs: list) -> np.ndarray:
+        """B, or a size-0 array (the epilogue then adds nothing)."""
         return inputs[2] if self.params.has_bias else _NO_BIAS[inputs[0].dtype.char]
+
+    def _bias_or_zeros(self, inputs: list) -> np.ndarray:
+        """B, or zeros of its shape and dtype (kernels that start their sums from the bias)."""
+        return inputs[2] if self.params.has_bias else self.zeros
 
     def _run_depthwise(self, inputs, outputs):
         _, _, sh, sw, dh, dw, ph, pw = self.geometry
-        bias = inputs[2] if self.params.has_bias else self.zeros
+        bias = self._bias_or_zeros(inputs)
         x, out = np.ascontiguousarray(inputs[0]), outputs[0]
         use_threads(self.threads)
         buffers = depthwise_buffers(x.shape, out.shape, self.geometry, numba.config.NUMBA_NUM_THREADS, x.dtype)
@@ -194,7 +199,7 @@ class NumbaConv:
 
     def _run_depthwise_channels_last(self, inputs, outputs):
         _, _, sh, sw, dh, dw, ph, pw = self.geometry
-        bias = inputs[2] if self.params.has_bias else self.zeros
+        bias = self._bias_or_zeros(inputs)
         x, out = np.ascontiguousarray(inputs[0]), outputs[0]
         use_threads(self.threads)
         xt, ot = channels_last_buffers(x.shape, out.shape, self.geometry, x.dtype)
@@ -207,7 +212,7 @@ class NumbaConv:
         (n, m), c, g = out.shape[:2], x.shape[1], p.group
         kh, kw, _, _, dh, dw, ph, pw = self.geometry
         hp, wp, span = self.wide
-        bias = inputs[2] if p.has_bias else self.zeros
+        bias = self._bias_or_zeros(inputs)
         rows = w.shape[1] * kh * kw  # per group
         weights = w.reshape(g, m // g, rows)
         use_threads(self.threads)
