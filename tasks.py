@@ -26,10 +26,12 @@ VENV = ROOT / ".venv"
 STAMP = VENV / ".edgerun-installed"
 PYPROJECT = ROOT / "pyproject.toml"
 MIN_PYTHON = (3, 11)
-# Packages installed without their dependencies: silero-vad ships the trained
-# ONNX voice-activity models the conformance tests run, but depends on torch,
-# which the tests never import (several GB we must not pull).
-NO_DEPS = ("silero-vad==6.2.3",)
+# Packages installed without their dependencies, for the trained ONNX models they
+# ship (the real-model tests read only their data files, never import them):
+# silero-vad's voice-activity models (it depends on torch, several GB we must not
+# pull) and rapidocr-onnxruntime's PP-OCR text detector, direction classifier and
+# recognizer (it depends on opencv and onnxruntime's whole OCR stack).
+NO_DEPS = ("silero-vad==6.2.3", "rapidocr-onnxruntime==1.4.4")
 
 
 def say(message: str) -> None:

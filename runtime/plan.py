@@ -37,7 +37,7 @@ from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 from edgerun.runtime.work import WorkTally, node_macs
 
 ARENA_ALIGNMENT = 64
-_RECENT_PREPARATIONS = 3  # prepared input-shape sets kept for reuse
+_RECENT_PREPARATIONS = 4  # prepared input-shape sets kept for reuse (their arenas within the budget)
 _END = 1 << 62  # "live until the end of the run"
 
 
@@ -116,29 +116,36 @@ class ExecutionPlan:
             self._recent[tuple(shapes.items())] = self.prepared
         except (MemoryBudgetError, WorkBudgetError):
             raise  # larger shapes would need more still
-        except ModelError:
-            # Dynamic dims are prepared at 1 until a run says otherwise; some models
-            # cannot run that small (a 256-wide window over a length-1 signal). If they
-            # prepare at a larger size, their first run prepares for its real shapes;
-            # a model that prepares at neither size is broken and fails right here.
-            if not self._prepares_when_larger():
+        except ModelError as exc:
+            # Dynamic dims are prepared at 1 until a run says otherwise, and no fixed probe
+            # size fits every model (a 256-wide window over a length-1 signal, a Reshape to
+            # a fixed width). A failure downstream of a dynamic input waits for the first
+            # run's real shapes; one that no dynamic dim reaches is a broken model.
+            if not self._reached_by_dynamic_dims(getattr(exc, "node", None)):
                 raise
             self.prepared = _Prepared(dict(shapes), deferred=True)
         self.output_info = self._describe_outputs(shapes)
 
-    def _prepares_when_larger(self, size: int = 512) -> bool:
-        """Whether the signature prepares with every dynamic dim set to `size` (running
-        out of memory budget counts as yes: the size, not the model, is the problem)."""
-        if not any(d < 0 for info in self.input_info.values() for d in info.shape):
+    def _reached_by_dynamic_dims(self, failed: Node | None) -> bool:
+        """Whether a dynamic input dim can reach node `failed` (through the shapes or
+        the contents of its inputs); False when the signature has no dynamic dims."""
+        dynamic = {v for n, v in self.signature.inputs.items() if -1 in self.input_info[n].shape}
+        if not dynamic or failed is None:
             return False
-        larger = {n: tuple(size if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
-        try:
-            self._prepare(larger)
-        except (MemoryBudgetError, WorkBudgetError):
-            return True
-        except ModelError:
-            return False
-        return True
+        for node in self.nodes:
+            if any(v in dynamic for v in self._node_values(node)):
+                if node is failed:
+                    return True
+                dynamic.update(v for v in node.outputs if v is not None)
+        return False
+
+    @staticmethod
+    def _node_values(node: Node) -> list[Value]:
+        """A node's inputs, and the outer values its control-flow bodies read."""
+        values = [v for v in node.inputs if v is not None]
+        for body in _bodies(node):
+            values.extend(v for g in (body, *body.subgraphs()) for n in g.nodes for v in n.inputs if v is not None)
+        return values
 
     @property
     def arena_bytes(self) -> int:
@@ -154,8 +161,11 @@ class ExecutionPlan:
         """Output dtypes and shapes; a dim is dynamic (-1) if it follows a dynamic input dim.
 
         Found by preparing once more with every dynamic input dim set to 2 and
-        comparing. Declared output shapes are only hints: trusted when shapes are not
-        known before a run, and for which dims are dynamic when the work budget refuses 2.
+        comparing, and from the declarations: a dim the model declares dynamic stays -1
+        even where sizes 1 and 2 happen to agree (a detector's map padded to a minimum).
+        Declared output shapes are otherwise hints: trusted when shapes are not known
+        before a run (-1 where the declaration says nothing), and for which dims are
+        dynamic when the work budget refuses 2.
         """
         if self.eager or self.prepared.deferred:  # shapes not known yet: trust the declarations
             return {name: TensorInfo(name, value.dtype, tuple(value.shape or ()))
@@ -175,7 +185,7 @@ class ExecutionPlan:
             if probe is not None:
                 _, other_shape = self._output_spec(probe, name)
                 shape = tuple(-1 if a != b else a for a, b in zip(shape, other_shape, strict=False))
-            elif refused and value.shape is not None and len(value.shape) == len(shape):
+            if (probe is not None or refused) and value.shape is not None and len(value.shape) == len(shape):
                 shape = tuple(-1 if d < 0 else s for s, d in zip(shape, value.shape, strict=True))
             infos[name] = TensorInfo(name, dtype, tuple(shape))
         return infos
@@ -231,8 +241,9 @@ class ExecutionPlan:
 
     def _reprepare(self, shapes: dict[str, tuple[int, ...]]) -> _Prepared:
         """Prepare for new input shapes, reusing one of the last few preparations (a
-        training loop alternates full and last-partial batches); inputs that do not
-        fit together are an InputError."""
+        training loop alternates full and last-partial batches, an OCR stream a few line
+        widths); the kept arenas stay within the memory budget together. Inputs that do
+        not fit together are an InputError naming the node and the shapes."""
         key = tuple(shapes.items())
         cached = self._recent.pop(key, None)
         if cached is None:
@@ -244,8 +255,11 @@ class ExecutionPlan:
                 message = f"signature {self.name!r} cannot run with input shapes {shapes}: {exc}"
                 raise InputError(message) from exc
         self._recent[key] = cached
-        while len(self._recent) > _RECENT_PREPARATIONS:
-            self._recent.pop(next(iter(self._recent)))
+        while len(self._recent) > 1 and (
+            len(self._recent) > _RECENT_PREPARATIONS
+            or sum(p.arena_bytes for p in self._recent.values()) > self.memory_budget
+        ):
+            self._recent.pop(next(iter(self._recent)))  # the least recently used
         return cached
 
     def _with_defaults(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -320,33 +334,39 @@ class ExecutionPlan:
         arena_values: list[Value] = []
         lives: dict[Value, list[int]] = {}
         folded_bytes = 0
-        for node, cls in zip(self.nodes, self.kernel_classes, strict=True):
-            in_values = self._node_inputs(node, specs, known)
-            in_specs = [None if v is None else specs[v] for v in in_values]
-            in_known = [known.get(v) for v in in_values]
-            if eager:  # prepared with this run's values, or reused from a run that had the same ones
-                kernel, out_specs = self._infer(
-                    node, partial(self.eager_kernels.prepare, node, cls, in_specs, in_known, self.context))
-            else:
-                kernel, out_specs = self._infer(node, partial(_prepare_fresh, cls, node, self.context,
-                                                              in_specs, in_known))
-            prepared.work.add(node, node_macs(node, in_specs, out_specs))
-            prepared.work.check(self.work_budget, self.name, node)  # before the node is evaluated
-            if eager or self._foldable(node, kernel, in_values, known, out_specs):
-                outs = self._fold(node, kernel, in_values, known, out_specs, specs)
-                folded_bytes += sum(a.nbytes for a in outs)
-                self._check_budget(folded_bytes, "constant-folded tensors")
-                for value, array, spec in zip(node.outputs, outs, out_specs, strict=True):
-                    if value is not None:
-                        known[value], specs[value] = array, spec
-                continue
-            step_index = len(prepared.steps)
-            outputs = self._bind_outputs(node, out_specs, specs, arena_values, lives, step_index)
-            for v in in_values:
-                if v in lives:
-                    lives[v][1] = step_index
-            prepared.steps.append((kernel.run, [None] * len(in_values), outputs, node))
-            self._remember_inputs(prepared, in_values, known, feeds)
+        failing = None
+        try:
+            for node, cls in zip(self.nodes, self.kernel_classes, strict=True):
+                failing = node
+                in_values = self._node_inputs(node, specs, known)
+                in_specs = [None if v is None else specs[v] for v in in_values]
+                in_known = [known.get(v) for v in in_values]
+                if eager:  # prepared with this run's values, or reused from a run that had the same ones
+                    kernel, out_specs = self._infer(
+                        node, partial(self.eager_kernels.prepare, node, cls, in_specs, in_known, self.context))
+                else:
+                    kernel, out_specs = self._infer(node, partial(_prepare_fresh, cls, node, self.context,
+                                                                  in_specs, in_known))
+                prepared.work.add(node, node_macs(node, in_specs, out_specs))
+                prepared.work.check(self.work_budget, self.name, node)  # before the node is evaluated
+                if eager or self._foldable(node, kernel, in_values, known, out_specs):
+                    outs = self._fold(node, kernel, in_values, known, out_specs, specs)
+                    folded_bytes += sum(a.nbytes for a in outs)
+                    self._check_budget(folded_bytes, "constant-folded tensors")
+                    for value, array, spec in zip(node.outputs, outs, out_specs, strict=True):
+                        if value is not None:
+                            known[value], specs[value] = array, spec
+                    continue
+                step_index = len(prepared.steps)
+                outputs = self._bind_outputs(node, out_specs, specs, arena_values, lives, step_index)
+                for v in in_values:
+                    if v in lives:
+                        lives[v][1] = step_index
+                prepared.steps.append((kernel.run, [None] * len(in_values), outputs, node))
+                self._remember_inputs(prepared, in_values, known, feeds)
+        except ModelError as exc:
+            exc.node = failing  # which node: construction decides from it whether to wait for a run
+            raise
         views = self._allocate(prepared, arena_values, lives, specs)
         self._bind_results(prepared, views, known, feeds, specs)
         return prepared

@@ -9,6 +9,7 @@ import pytest
 from edgerun.runtime.errors import InputError, ModelError, ValueNeeded
 from edgerun.runtime.graph import GraphBuilder
 from edgerun.runtime.interpreter import Interpreter
+from edgerun.runtime.plan import ExecutionPlan
 
 
 def _reshape_by_input():
@@ -313,3 +314,72 @@ def test_control_flow_made_outside_a_plan_names_the_missing_context():
     with pytest.raises(ModelError, match=r"node 'if' \(If\): runs a nested graph, which needs an execution context"):
         kernel.prepare(specs, [np.array(True), np.zeros(2, np.float32)])
     assert kernel.backend == "cpu"
+
+
+def _reshape_to_a_fixed_width(width: int = 96):
+    """y = Reshape(x, [-1, width]) of a (1, ?) input: prepares at neither probe size
+    (1 and 512 are not multiples of 96) but runs at any multiple of the width."""
+    g = GraphBuilder("fixed_width", opset=17)
+    x = g.input("x", np.float32, (1, -1))
+    shape = g.constant("shape", np.array([-1, width], np.int64))
+    g.output(g.op("Reshape", [x, shape], name="to_rows"), "y")
+    return g.build()
+
+
+def test_a_model_no_probe_size_fits_is_accepted_and_runs_at_its_real_size():
+    it = Interpreter(_reshape_to_a_fixed_width())
+    assert it.signatures["serving_default"].inputs["x"].shape == (1, -1)
+    x = np.arange(192, dtype=np.float32).reshape(1, 192)
+    np.testing.assert_array_equal(it.run({"x": x})["y"], x.reshape(2, 96))
+    with pytest.raises(InputError, match=r"to_rows.*\(1, 100\)|\(1, 100\).*to_rows"):
+        it.run({"x": np.zeros((1, 100), np.float32)})  # names the node and the shapes
+
+
+def test_a_failure_no_dynamic_dim_reaches_is_refused_at_construction():
+    """The input is dynamic, but the broken Conv reads only constants: the model is broken."""
+    g = GraphBuilder("broken", opset=17)
+    x = g.input("x", np.float32, (1, -1))
+    short = g.constant("short", np.ones((1, 1, 2), np.float32))
+    wide = g.constant("wide", np.ones((1, 1, 4), np.float32))
+    g.output(g.op("Conv", [short, wide], name="static_conv"), "y")
+    g.output(g.op("Relu", [x], name="relu"), "z")
+    with pytest.raises(ModelError, match="static_conv"):
+        Interpreter(g.build())
+
+
+def count_prepares(monkeypatch) -> list[dict]:
+    """The input shapes of every ExecutionPlan preparation from now on."""
+    prepares, original = [], ExecutionPlan._prepare
+
+    def counting(self, shapes, *args, **kwargs):
+        prepares.append(shapes)
+        return original(self, shapes, *args, **kwargs)
+
+    monkeypatch.setattr(ExecutionPlan, "_prepare", counting)
+    return prepares
+
+
+def test_prepared_shapes_are_kept_for_the_last_four_and_within_the_memory_budget(monkeypatch):
+    it = Interpreter(_reshape_to_a_fixed_width())
+    prepares = count_prepares(monkeypatch)
+    widths = [96, 192, 288, 384]
+    for _ in range(3):
+        for w in widths:
+            it.run({"x": np.ones((1, w), np.float32)})
+    assert len(prepares) == 4  # four kept: each width prepared once
+    it.run({"x": np.ones((1, 480), np.float32)})  # a fifth evicts the least recent (96)
+    it.run({"x": np.ones((1, 192), np.float32)})
+    it.run({"x": np.ones((1, 96), np.float32)})
+    assert [s["x"][1] for s in prepares[4:]] == [480, 96]
+
+
+def test_kept_preparations_share_the_memory_budget(monkeypatch):
+    """Two arenas of 80 KB each do not fit a 100 KB budget together: only the live one is kept."""
+    g = GraphBuilder("twice", opset=17)
+    x = g.input("x", np.float32, (1, -1))
+    g.output(g.op("Relu", [g.op("Neg", [x], name="neg")], name="relu"), "y")
+    it = Interpreter(g.build(), memory_budget=100_000)
+    prepares = count_prepares(monkeypatch)
+    for w in [10_000, 10_001, 10_000, 10_001]:
+        np.testing.assert_array_equal(it.run({"x": -np.ones((1, w), np.float32)})["y"], np.ones((1, w)))
+    assert len(prepares) == 4
