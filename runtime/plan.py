@@ -13,6 +13,7 @@ runs its bodies.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -70,6 +71,9 @@ class _Prepared:
     arena_bytes: int = 0
     work: WorkTally = field(default_factory=WorkTally)  # estimated multiply-adds per run
     deferred: bool = False  # not prepared yet: the first run's shapes decide
+    # the contents of the small inputs this preparation is specialized on (name -> bytes):
+    # a run with other contents prepares again (see ExecutionPlan.specialize_on)
+    fixed: dict[str, bytes] = field(default_factory=dict)
 
 
 class ExecutionPlan:
@@ -107,13 +111,18 @@ class ExecutionPlan:
                 resolve(n.domain, n.op_type, n.version, n.name, "cpu")
         self._eager_work = WorkTally()
         self.eager = False  # set for good once a kernel needs run-time values to infer shapes
+        # Small integer inputs (a sample rate, a mode flag) whose contents decide shapes or
+        # branches: plans are then specialized on their values, guarded at every run.
+        self.specialize_on: tuple[str, ...] = ()
+        self._inlined: dict[tuple[int, str], list[tuple[Node, type[Kernel]]]] = {}
         self.eager_kernels = PreparedKernels()  # eager runs reuse a kernel while its inputs allow
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         shapes = {n: tuple(1 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
         self._recent: dict[tuple, _Prepared] = {}
         try:
             self.prepared = self._prepare(shapes)
-            self._recent[tuple(shapes.items())] = self.prepared
+            if not self.prepared.deferred:
+                self._recent[(tuple(shapes.items()), ())] = self.prepared
         except (MemoryBudgetError, WorkBudgetError):
             raise  # larger shapes would need more still
         except ModelError as exc:
@@ -235,24 +244,32 @@ class ExecutionPlan:
                 self._check_shape(name, array.shape)
                 changed[name] = array.shape
             arrays[name] = array
-        if changed or self.prepared.deferred:
-            self.prepared = self._reprepare({**self.prepared.shapes, **changed})
+        if changed or self.prepared.deferred or (
+            self.specialize_on and any(arrays[n].tobytes() != self.prepared.fixed.get(n) for n in self.specialize_on)
+        ):
+            self.prepared = self._reprepare({**self.prepared.shapes, **changed}, arrays)
         return arrays
 
-    def _reprepare(self, shapes: dict[str, tuple[int, ...]]) -> _Prepared:
+    def _reprepare(self, shapes: dict[str, tuple[int, ...]], arrays: dict[str, np.ndarray] | None = None) -> _Prepared:
         """Prepare for new input shapes, reusing one of the last few preparations (a
         training loop alternates full and last-partial batches, an OCR stream a few line
         widths); the kept arenas stay within the memory budget together. Inputs that do
         not fit together are an InputError naming the node and the shapes."""
-        key = tuple(shapes.items())
+        fixed = None
+        if self.specialize_on:
+            if arrays is None:  # resize_input: the values come with the first run
+                return _Prepared(dict(shapes), deferred=True)
+            fixed = {n: np.array(arrays[n]) for n in self.specialize_on}
+        key = (tuple(shapes.items()), tuple((n, a.tobytes()) for n, a in (fixed or {}).items()))
         cached = self._recent.pop(key, None)
         if cached is None:
             try:
-                cached = self._prepare(shapes)
+                cached = self._prepare(shapes, fixed=fixed)
             except WorkBudgetError:
                 raise  # the caller's limit, not a model or input fault: keep its type
             except ModelError as exc:
-                message = f"signature {self.name!r} cannot run with input shapes {shapes}: {exc}"
+                values = "".join(f", {n}={a.tolist()}" for n, a in (fixed or {}).items())
+                message = f"signature {self.name!r} cannot run with input shapes {shapes}{values}: {exc}"
                 raise InputError(message) from exc
         self._recent[key] = cached
         while len(self._recent) > 1 and (
@@ -303,21 +320,45 @@ class ExecutionPlan:
             self.prepared = self._reprepare({**self.prepared.shapes, name: shape})
 
     # ------------------------------------------------------------- prepare
-    def _prepare(self, shapes: dict[str, tuple[int, ...]], arrays: dict[str, np.ndarray] | None = None) -> _Prepared:
+    def _prepare(
+        self,
+        shapes: dict[str, tuple[int, ...]],
+        arrays: dict[str, np.ndarray] | None = None,
+        fixed: dict[str, np.ndarray] | None = None,
+    ) -> _Prepared:
         """Prepare for input `shapes`. With `arrays` (an eager run), every node is
-        evaluated with the actual inputs and the result holds the outputs."""
+        evaluated with the actual inputs and the result holds the outputs. With `fixed`,
+        those inputs' contents are constants of the plan (a specialization).
+
+        When a kernel needs run-time contents to infer shapes, the plan first tries
+        specializing on its small integer inputs (deferred to the first run, which has
+        their values); when that is not enough either, it runs eagerly for good."""
         if self.eager and arrays is None:
             return _Prepared(dict(shapes))
         try:
-            return self._prepare_nodes(shapes, arrays)
+            return self._prepare_nodes(shapes, arrays, fixed)
         except ValueNeeded:
             if arrays is not None:
                 raise
-            self.eager = True
+            if fixed is None and self._small_inputs():
+                self.specialize_on = self._small_inputs()
+                return _Prepared(dict(shapes), deferred=True)
+            self.eager, self.specialize_on = True, ()
             return _Prepared(dict(shapes))
 
-    def _prepare_nodes(self, shapes: dict[str, tuple[int, ...]], arrays: dict[str, np.ndarray] | None) -> _Prepared:
-        prepared = _Prepared(dict(shapes))
+    def _small_inputs(self) -> tuple[str, ...]:
+        """Inputs a plan may be specialized on: integer or bool, static shape, <= 16 elements."""
+        return tuple(
+            name for name, info in self.input_info.items()
+            if info.dtype.kind in "biu" and -1 not in info.shape and int(np.prod(info.shape)) <= 16
+        )
+
+    def _prepare_nodes(
+        self, shapes: dict[str, tuple[int, ...]], arrays: dict[str, np.ndarray] | None,
+        fixed: dict[str, np.ndarray] | None = None,
+    ) -> _Prepared:
+        fixed = fixed or {}
+        prepared = _Prepared(dict(shapes), fixed={n: a.tobytes() for n, a in fixed.items()})
         specs: dict[Value, TensorSpec] = {}
         known: dict[Value, np.ndarray] = {}
         feeds: dict[Value, str] = {}
@@ -326,6 +367,9 @@ class ExecutionPlan:
             specs[value] = TensorSpec(value.dtype, shapes[input_name])
             if eager:
                 known[value] = arrays[input_name]
+            elif input_name in fixed:
+                known[value] = fixed[input_name]
+                known[value].flags.writeable = False
             else:
                 feeds[value] = input_name
         if eager:
@@ -335,10 +379,18 @@ class ExecutionPlan:
         lives: dict[Value, list[int]] = {}
         folded_bytes = 0
         failing = None
+        work = deque(zip(self.nodes, self.kernel_classes, strict=True))
+        origin: dict[int, Node] = {}  # an inlined body node -> the top-level node it came from
         try:
-            for node, cls in zip(self.nodes, self.kernel_classes, strict=True):
-                failing = node
+            while work:
+                node, cls = work.popleft()
+                failing = origin.get(id(node), node)
                 in_values = self._node_inputs(node, specs, known)
+                if node.op_type == "If" and node.domain == "" and in_values and in_values[0] in known:
+                    branch = self._inlined_branch(node, known[in_values[0]])
+                    origin.update((id(n), failing) for n, _ in branch)
+                    work.extendleft(reversed(branch))
+                    continue
                 in_specs = [None if v is None else specs[v] for v in in_values]
                 in_known = [known.get(v) for v in in_values]
                 if eager:  # prepared with this run's values, or reused from a run that had the same ones
@@ -370,6 +422,43 @@ class ExecutionPlan:
         views = self._allocate(prepared, arena_values, lives, specs)
         self._bind_results(prepared, views, known, feeds, specs)
         return prepared
+
+    def _inlined_branch(self, node: Node, condition: np.ndarray) -> list[tuple[Node, type[Kernel]]]:
+        """The branch an If takes when its condition is known at prepare time, as nodes
+        of this plan: the body's captured inputs renamed to the If's inputs and its
+        outputs to the If's outputs (an Identity where a branch returns a value it did
+        not compute). Made once per If and branch, so eager runs reuse their kernels."""
+        if condition.size != 1:
+            raise ModelError(f"node {node.name!r} (If): the condition must have one element, "
+                             f"got shape {condition.shape}")
+        key = "then_branch" if bool(condition.reshape(-1)[0]) else "else_branch"
+        if (id(node), key) in self._inlined:
+            return self._inlined[(id(node), key)]
+        body = node.attrs.get(key)
+        captures = node.inputs[1:]
+        if not isinstance(body, Graph) or len(body.inputs) != len(captures) or len(body.outputs) != len(node.outputs):
+            raise ModelError(f"node {node.name!r} (If): {key} must be a graph reading the node's "
+                             f"{len(captures)} captured values and making its {len(node.outputs)} outputs")
+        rename: dict[Value, Value | None] = dict(zip(body.inputs, captures, strict=True))
+        computed = {v for n in body.nodes for v in n.outputs if v is not None}
+        tail = []
+        for inner, outer in zip(body.outputs, node.outputs, strict=True):
+            if outer is None:
+                continue
+            if inner in computed and inner not in rename:
+                rename[inner] = outer
+            else:
+                name = f"{node.name}/{key}/{outer.name}"
+                tail.append(Node("Identity", [rename.get(inner, inner)], [outer], {}, name))
+
+        def renamed(values: list[Value | None]) -> list[Value | None]:
+            return [None if v is None else rename.get(v, v) for v in values]
+
+        nodes = [Node(n.op_type, renamed(n.inputs), renamed(n.outputs), n.attrs, n.name, n.domain, n.version)
+                 for n in body.nodes] + tail
+        branch = [(n, resolve(n.domain, n.op_type, n.version, n.name, self.backend)) for n in nodes]
+        self._inlined[(id(node), key)] = branch
+        return branch
 
     @staticmethod
     def _foldable(

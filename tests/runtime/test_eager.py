@@ -12,10 +12,12 @@ from edgerun.runtime.interpreter import Interpreter
 from edgerun.runtime.plan import ExecutionPlan
 
 
-def _reshape_by_input():
+def _reshape_by_input(shape_length: int = -1):
+    """y = Relu(Reshape(x, shape)), with `shape` an input: of dynamic length (-1) it cannot
+    be specialized on, so the plan runs eagerly; of a fixed length, plans specialize on it."""
     g = GraphBuilder("reshape_by_input", opset=17)
     x = g.input("x", np.float32, (-1, 6))
-    shape = g.input("shape", np.int64, (2,))
+    shape = g.input("shape", np.int64, (shape_length,))
     g.output(g.op("Relu", [g.op("Reshape", [x, shape], name="reshape")], name="relu"), "y")
     return g.build()
 
@@ -230,7 +232,7 @@ def _dropout(eager: bool):
     g = GraphBuilder("dropout", opset=17)
     x = g.input("x", np.float32, (4, 6))
     if eager:
-        x = g.op("Reshape", [x, g.input("shape", np.int64, (2,))], name="reshape")
+        x = g.op("Reshape", [x, g.input("shape", np.int64, (-1,))], name="reshape")
     ratio, training = g.constant("ratio", np.array(0.5, np.float32)), g.constant("training", np.array(True))
     g.output(g.op("Dropout", [x, ratio, training], seed=7, name="dropout"), "y")
     return g.build()
@@ -282,20 +284,23 @@ def test_if_branches_follow_the_condition_on_every_eager_run():
 
 @pytest.mark.parametrize("device", ["cpu", "numba"])
 def test_control_flow_bodies_run_on_the_plans_backend(device):
-    from edgerun.runtime import eager
+    from edgerun.runtime.kernels import resolve
 
     body = GraphBuilder("body", opset=17)
     bx = body.input("bx", np.float32, (2,))
     body.output(body.op("Relu", [bx], name="body_relu"), "by")
     branch = body.build()
     g = GraphBuilder("outer", opset=17)
-    cond = g.input("cond", np.bool_, ())
     x = g.input("x", np.float32, (2,))
+    cond = g.op("Greater", [g.op("ReduceSum", [x], keepdims=0, name="sum"), g.constant("zero", np.float32(0))],
+                name="positive")  # computed from float data: no plan can know it ahead
     g.output(g.op("If", [cond, x], then_branch=branch, else_branch=branch, captures=1, name="if"), "y")
     it = Interpreter(g.build(), device=device)
-    np.testing.assert_array_equal(it.run({"cond": np.array(True), "x": np.array([-1, 3], np.float32)})["y"], [0, 3])
-    graphs = it._plans["serving_default"].nodes[0].attrs["then_branch"]
-    assert (id(graphs), device) in eager._threads.caches
+    np.testing.assert_array_equal(it.run({"x": np.array([-1, 3], np.float32)})["y"], [0, 3])
+    plan = it._plans["serving_default"]
+    assert plan.eager  # and the If, its condition known at each eager run, inlined into it
+    kernels = {entry[2].name: type(entry[2]) for entry in plan.eager_kernels._entries.values()}
+    assert kernels["body_relu"] is resolve("", "Relu", 17, "body_relu", device)
 
 
 def test_control_flow_made_outside_a_plan_names_the_missing_context():
@@ -383,3 +388,55 @@ def test_kept_preparations_share_the_memory_budget(monkeypatch):
     for w in [10_000, 10_001, 10_000, 10_001]:
         np.testing.assert_array_equal(it.run({"x": -np.ones((1, w), np.float32)})["y"], np.ones((1, w)))
     assert len(prepares) == 4
+
+
+# --- plans specialized on small inputs, and If branches inlined into the plan ------------------
+
+def test_a_small_integer_input_that_decides_shapes_gets_a_specialized_plan(monkeypatch):
+    it = Interpreter(_reshape_by_input(shape_length=2))
+    plan = it._plans["serving_default"]
+    assert plan.specialize_on == ("shape",) and not plan.eager
+    prepares = count_prepares(monkeypatch)
+    x = np.arange(-12, 12, dtype=np.float32).reshape(4, 6)
+    for _ in range(3):
+        for target in ([3, 8], [8, -1], [2, 12]):
+            got = it.run({"x": x, "shape": np.array(target, np.int64)})["y"]
+            np.testing.assert_array_equal(got, np.maximum(x.reshape(target), 0))
+    assert len(prepares) == 3  # one plan per value, reused: the value is the guard
+    assert plan.prepared.steps  # planned steps, not eager evaluation
+    with pytest.raises(InputError, match=r"reshape.*\[5, 5\]"):
+        it.run({"x": x, "shape": np.array([5, 5], np.int64)})
+    np.testing.assert_array_equal(it.run({"x": x, "shape": np.array([6, 4], np.int64)})["y"],
+                                  np.maximum(x.reshape(6, 4), 0))
+
+
+def _choose(cond_from_input: bool = True):
+    """y = If(cond, Relu(x), Neg(x)) with cond a bool input."""
+    then_body = GraphBuilder("then", opset=17)
+    then_body.output(then_body.op("Relu", [then_body.input("tx", np.float32, (-1,))], name="then_relu"), "ty")
+    else_body = GraphBuilder("else", opset=17)
+    else_x = else_body.input("ex", np.float32, (-1,))
+    else_body.output(else_x, "ey")  # returns its capture as it is: an Identity when inlined
+    g = GraphBuilder("choose", opset=17)
+    cond = g.input("cond", np.bool_, ())
+    x = g.input("x", np.float32, (-1,))
+    g.output(g.op("If", [cond, x], then_branch=then_body.build(), else_branch=else_body.build(), captures=1,
+                  name="if"), "y")
+    return g.build()
+
+
+@pytest.mark.parametrize("device", ["cpu", "numba"])
+def test_an_if_on_a_specialized_condition_is_inlined_into_the_plan(device):
+    it = Interpreter(_choose(), device=device)
+    plan = it._plans["serving_default"]
+    x = np.array([-1.0, 2.0, -3.0], np.float32)
+    for flag in (True, False, True):
+        got = it.run({"cond": np.array(flag), "x": x})["y"]
+        np.testing.assert_array_equal(got, np.maximum(x, 0) if flag else x)
+        steps = {node.name: run for run, _, _, node in plan.prepared.steps}
+        assert not plan.eager and "if" not in steps
+        assert ("then_relu" in steps) == flag
+    from edgerun.runtime.kernels import resolve
+
+    relu = next(run for run, _, _, node in plan.prepared.steps if node.name == "then_relu")
+    assert type(relu.__self__) is resolve("", "Relu", 17, "then_relu", device)  # the plan's backend
