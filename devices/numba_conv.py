@@ -29,10 +29,11 @@ from edgerun.devices.numba_depthwise import (
 )
 from edgerun.devices.numba_epilogue import NONE, activate_row, activation_code, epilogue
 from edgerun.devices.numba_threads import thread_count, use_threads
+from edgerun.runtime.kernels.base import TensorSpec
 from edgerun.runtime.kernels.conv import ConvParams
 from edgerun.runtime.kernels.fused import apply_activation
 from edgerun.runtime.kernels.registry import accelerate
-from edgerun.runtime.kernels.spatial import scratch
+from edgerun.runtime.kernels.spatial import Window, scratch
 
 BACKEND = "numba"
 # Output planes up to this many pixels run depthwise channels-last (devices.numba_depthwise).
@@ -132,9 +133,13 @@ def epilogue_wide(wide, out, wp, bias, code, consts):  # pragma: no cover - comp
             activate_row(row, code, consts)
 
 
+GATHER_MAX_COLUMNS = 1 << 16  # a 1-D Conv whose im2col is this small runs as numpy calls (_run_gather_1d)
+DEPTHWISE_MAX_MULTIPLIER = 4  # beyond it (one channel into 258 filters: an STFT) a GEMM wins
+
+
 def depthwise_shape(x, w, p: ConvParams) -> bool:
-    """Whether the Conv is depthwise: one input channel per group."""
-    return p.group == x.shape[1] and w.shape[1] == 1
+    """Whether the Conv runs as depthwise: one input channel per group, a few outputs each."""
+    return p.group == x.shape[1] and w.shape[1] == 1 and w.shape[0] <= DEPTHWISE_MAX_MULTIPLIER * p.group
 
 
 def _geometry(p: ConvParams) -> tuple[int, ...] | None:
@@ -148,13 +153,24 @@ def _geometry(p: ConvParams) -> tuple[int, ...] | None:
 @accelerate("Conv", BACKEND)
 class NumbaConv:
     """2-D float Conv: depthwise direct, pointwise BLAS, or compiled im2col + BLAS; each with a
-    compiled epilogue for the bias and the fused activation. Other ranks and dtypes stay on the
-    reference path."""
+    compiled epilogue for the bias and the fused activation. A 1-D Conv runs as a 2-D one of
+    height 1 (audio front ends, TCNs); other ranks and dtypes stay on the reference path."""
 
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
         p: ConvParams = self.params
         x, w = inputs[0], inputs[1]
+        if x.dtype in _FLOATS and len(p.window.kernel) == 1 and specs[0].size:
+            *self.code, self.leftover = activation_code(p.activation, x.dtype)
+            columns = w.shape[1] * p.window.kernel[0] * p.group * p.out_size * x.shape[0]
+            if columns <= GATHER_MAX_COLUMNS:
+                self.threads = thread_count(getattr(self.context, "num_threads", None), specs[0].size)
+                self._prepare_gather_1d(x)
+                self.run = self._run_gather_1d
+            else:
+                self.lifted = self._lifted_to_2d(inputs, values)
+                self.run = self._run_lifted
+            return specs
         geometry = _geometry(p)
         if x.dtype not in _FLOATS or geometry is None or specs[0].size == 0:
             return specs
@@ -179,6 +195,61 @@ class NumbaConv:
             self.w_last = np.ascontiguousarray(np.asarray(weights)[:, 0].transpose(1, 2, 0))
             self.run = self._run_depthwise_channels_last
         return specs
+
+    def _prepare_gather_1d(self, x: TensorSpec) -> None:
+        """A small 1-D Conv in a few numpy calls: X into a zero-bordered buffer, one gather of
+        every column by precomputed indices, one matmul, the epilogue (calls, not work, are
+        what a stream of 512-sample audio chunks pays for)."""
+        window: Window = self.params.window
+        (k,), (s,), (d,), (pb,), (pe,) = (window.kernel, window.strides, window.dilations,
+                                           window.pads_begin, window.pads_end)
+        n, c, length = x.shape
+        self.padded_length = pb + length + pe
+        taps = np.arange(c)[:, None, None] * self.padded_length + np.arange(k)[None, :, None] * d
+        self.column_index = (taps + np.arange(window.out_shape[0])[None, None, :] * s).reshape(c * k, -1)
+        self.pad_begin = pb
+
+    def _run_gather_1d(self, inputs, outputs):
+        p: ConvParams = self.params
+        x, w, out = inputs[0], inputs[1], outputs[0]
+        (n, c, length), (m, out_length), g = x.shape, out.shape[1:], p.group
+        use_threads(self.threads)
+        padded = scratch("numba.conv1d.padded", (n, c, self.padded_length), x.dtype)
+        padded[..., : self.pad_begin] = 0
+        padded[..., self.pad_begin + length :] = 0
+        padded[..., self.pad_begin : self.pad_begin + length] = x
+        rows = self.column_index.shape[0]
+        cols = scratch("numba.conv1d.col", (n, rows, out_length), x.dtype)
+        np.take(padded.reshape(n, -1), self.column_index, axis=1, out=cols)
+        np.matmul(w.reshape(g, m // g, rows // g), cols.reshape(n, g, rows // g, out_length),
+                  out=out.reshape(n, g, m // g, out_length))
+        residual = self._residual(inputs, out.shape)
+        if p.has_bias or p.activation is not None or residual.size:
+            epilogue(out, self._bias(inputs), residual, *self.code)
+        apply_activation(out, self.leftover)
+
+    def _lifted_to_2d(self, inputs: list, values: list):
+        """This 1-D Conv as a prepared 2-D kernel of the same class over (N, C, 1, L)."""
+        window: Window = self.params.window
+        attrs = {k: v for k, v in self.attrs.items() if k not in ("auto_pad", "pads", "kernel_shape", "strides",
+                                                                   "dilations")}
+        attrs.update(kernel_shape=[1, *window.kernel], strides=[1, *window.strides], dilations=[1, *window.dilations],
+                     pads=[0, *window.pads_begin, 0, *window.pads_end])
+        lifted = type(self)(self.op_type, self.name, attrs, self.version)
+        lifted.context, lifted.num_outputs = self.context, self.num_outputs
+        specs = [None if spec is None or i == 2 else TensorSpec(spec.dtype, _with_unit_height(spec.shape))
+                 for i, spec in enumerate(inputs)]
+        specs[2:3] = inputs[2:3]
+        lifted_values = [None if v is None or i == 2 else v.reshape(_with_unit_height(v.shape))
+                         for i, v in enumerate(values)]
+        lifted_values[2:3] = values[2:3]
+        lifted.prepare(specs, lifted_values)
+        return lifted
+
+    def _run_lifted(self, inputs, outputs):
+        lifted = [a if a is None or i == 2 else a.reshape(_with_unit_height(a.shape)) for i, a in enumerate(inputs)]
+        out = outputs[0]
+        self.lifted.run(lifted, [out.reshape(_with_unit_height(out.shape))])
 
     def _bias(self, inputs: list) -> np.ndarray:
         """B, or a size-0 array (the epilogue then adds nothing)."""
@@ -256,6 +327,11 @@ class NumbaConv:
         return _NO_RESIDUAL[inputs[0].dtype.char]
 
 
+def _with_unit_height(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(N, C, L) -> (N, C, 1, L): a 1-D tensor as a 2-D one of height 1."""
+    return (*shape[:2], 1, *shape[2:])
+
+
 _NO_BIAS = {dt.char: np.zeros(0, dt) for dt in _FLOATS}  # size 0: compiled code reads "none"
 _NO_RESIDUAL = {dt.char: np.zeros((0, 0, 0), dt) for dt in _FLOATS}
 
@@ -270,6 +346,8 @@ class NumbaFusedConv(NumbaConv):
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
         fast = "run" in self.__dict__  # NumbaConv.prepare chose one of its paths
+        if fast and self.run.__func__ in (NumbaConv._run_lifted, NumbaConv._run_gather_1d):
+            return specs  # the 2-D kernel it runs as, or its own epilogue, adds Z
         if not fast or inputs[3].shape != specs[0].shape:
             self.run = super(NumbaConv, self).run  # the reference FusedConv
             return specs

@@ -1,4 +1,5 @@
-"""Element types of .erm tensors and their numpy equivalents."""
+"""Element types of .erm tensors, their numpy equivalents, and how the 4- and 2-bit ones
+are packed in a file (see runtime/schema/edgerun.fbs)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import numpy as np
 
 from edgerun.runtime.schema.fb.DType import DType
 
-# Every dtype a tensor may have, in the schema's numbering. bfloat16 is numpy's
-# extension type from ml_dtypes (as in JAX and TensorFlow).
+# Every dtype a tensor may have, in the schema's numbering. bfloat16 and the 8-, 4- and
+# 2-bit types are numpy extension types from ml_dtypes (as in JAX and TensorFlow), which
+# hold every element in one byte.
 _TO_NUMPY: dict[int, np.dtype] = {
     DType.FLOAT32: np.dtype(np.float32),
     DType.FLOAT16: np.dtype(np.float16),
@@ -23,6 +25,25 @@ _TO_NUMPY: dict[int, np.dtype] = {
     DType.UINT32: np.dtype(np.uint32),
     DType.UINT64: np.dtype(np.uint64),
     DType.BOOL: np.dtype(np.bool_),
+    DType.FLOAT8E4M3FN: np.dtype(ml_dtypes.float8_e4m3fn),
+    DType.FLOAT8E4M3FNUZ: np.dtype(ml_dtypes.float8_e4m3fnuz),
+    DType.FLOAT8E5M2: np.dtype(ml_dtypes.float8_e5m2),
+    DType.FLOAT8E5M2FNUZ: np.dtype(ml_dtypes.float8_e5m2fnuz),
+    DType.FLOAT8E8M0: np.dtype(ml_dtypes.float8_e8m0fnu),
+    DType.FLOAT4E2M1: np.dtype(ml_dtypes.float4_e2m1fn),
+    DType.INT4: np.dtype(ml_dtypes.int4),
+    DType.UINT4: np.dtype(ml_dtypes.uint4),
+    DType.INT2: np.dtype(ml_dtypes.int2),
+    DType.UINT2: np.dtype(ml_dtypes.uint2),
+}
+# Types narrower than a byte: bits per element. Files pack them (two or four per byte),
+# memory holds one per byte in the low bits.
+PACKED_BITS: dict[np.dtype, int] = {
+    np.dtype(ml_dtypes.float4_e2m1fn): 4,
+    np.dtype(ml_dtypes.int4): 4,
+    np.dtype(ml_dtypes.uint4): 4,
+    np.dtype(ml_dtypes.int2): 2,
+    np.dtype(ml_dtypes.uint2): 2,
 }
 _FROM_NUMPY: dict[np.dtype, int] = {v: k for k, v in _TO_NUMPY.items()}
 _NAMES = {v: k for k, v in vars(DType).items() if not k.startswith("_")}
@@ -49,3 +70,42 @@ def is_supported(dtype: np.dtype | type | str) -> bool:
     except (KeyError, TypeError):
         return False
     return True
+
+
+def bit_width(dtype: np.dtype | type | str) -> int:
+    """Bits of one element as ONNX counts them: 4 for int4, 8 for bool and float8, ..."""
+    dtype = np.dtype(dtype)
+    return PACKED_BITS.get(dtype, dtype.itemsize * 8)
+
+
+def stored_nbytes(dtype: np.dtype | type | str, count: int) -> int:
+    """Bytes that `count` elements of `dtype` take in a file (packed for 4- and 2-bit types)."""
+    return -(-count * bit_width(dtype) // 8)
+
+
+def pack(array: np.ndarray) -> np.ndarray:
+    """The bytes a file holds for `array`: 4- and 2-bit elements packed into uint8, first
+    element in the lowest bits, padding bits zero; other dtypes unchanged."""
+    bits = PACKED_BITS.get(array.dtype)
+    if bits is None:
+        return array
+    per_byte = 8 // bits
+    codes = np.ascontiguousarray(array).reshape(-1).view(np.uint8) & np.uint8((1 << bits) - 1)
+    padded = np.zeros(-(-codes.size // per_byte) * per_byte, np.uint8)
+    padded[: codes.size] = codes
+    lanes = padded.reshape(-1, per_byte)
+    packed = np.zeros(lanes.shape[0], np.uint8)
+    for k in range(per_byte):
+        packed |= lanes[:, k] << np.uint8(k * bits)
+    return packed
+
+
+def unpack(raw: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of `pack`: `shape`-shaped `dtype` elements from packed uint8 `raw`, which
+    holds exactly stored_nbytes(dtype, count) bytes (padding bits are ignored)."""
+    bits = PACKED_BITS[np.dtype(dtype)]
+    raw = np.asarray(raw, np.uint8).reshape(-1, 1)
+    shifts = np.arange(0, 8, bits, dtype=np.uint8)
+    codes = (raw >> shifts) & np.uint8((1 << bits) - 1)
+    count = int(np.prod(shape, dtype=np.int64))
+    return codes.reshape(-1)[:count].view(dtype).reshape(shape)

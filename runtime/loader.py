@@ -1,5 +1,6 @@
 """.erm -> IR: map the file, verify all of it, and build a Graph whose weights
-are read-only numpy views into the mapping (nothing is copied or read ahead).
+are read-only numpy views into the mapping (nothing is copied or read ahead), except
+4- and 2-bit weights, which the file packs: they are unpacked into read-only arrays.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class _Builder:
         self.graphs: dict[int, Graph] = {}
 
     def buffer_array(self, index: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        if dtype in dtypes.PACKED_BITS:  # 4- and 2-bit types: unpacked into a new array
+            array = dtypes.unpack(self.buffer_array(index, np.dtype(np.uint8), (-1,)), dtype, shape)
+            array.flags.writeable = False
+            return array
         entry = self.raw["buffers"][index]
         if entry["offset"]:
             count = entry["size"] // dtype.itemsize

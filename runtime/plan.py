@@ -119,10 +119,12 @@ class ExecutionPlan:
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         shapes = {n: tuple(1 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
         self._recent: dict[tuple, _Prepared] = {}
+        self._has_prepared = False  # whether any input shapes have prepared yet
         try:
             self.prepared = self._prepare(shapes)
             if not self.prepared.deferred:
                 self._recent[(tuple(shapes.items()), ())] = self.prepared
+                self._has_prepared = True
         except (MemoryBudgetError, WorkBudgetError):
             raise  # larger shapes would need more still
         except ModelError as exc:
@@ -262,7 +264,7 @@ class ExecutionPlan:
             fixed = {n: np.array(arrays[n]) for n in self.specialize_on}
         key = (tuple(shapes.items()), tuple((n, a.tobytes()) for n, a in (fixed or {}).items()))
         cached = self._recent.pop(key, None)
-        if cached is None:
+        if cached is None:  # (a successful prepare proves the model; failures then blame the inputs)
             try:
                 cached = self._prepare(shapes, fixed=fixed)
             except WorkBudgetError:
@@ -270,8 +272,11 @@ class ExecutionPlan:
             except ModelError as exc:
                 values = "".join(f", {n}={a.tolist()}" for n, a in (fixed or {}).items())
                 message = f"signature {self.name!r} cannot run with input shapes {shapes}{values}: {exc}"
+                if not self._has_prepared:  # no shapes have fitted yet: blame the model, not the input
+                    raise ModelError(f"{message} (nor with any shapes before)") from exc
                 raise InputError(message) from exc
         self._recent[key] = cached
+        self._has_prepared = self._has_prepared or not cached.deferred
         while len(self._recent) > 1 and (
             len(self._recent) > _RECENT_PREPARATIONS
             or sum(p.arena_bytes for p in self._recent.values()) > self.memory_budget

@@ -2,16 +2,19 @@
 
 Checks what the bytes mean, before anything is used: schema version, every
 buffer/tensor/subgraph index in range, external buffers inside the file and
-aligned, buffer sizes equal to dtype x shape, shapes within memory limits,
-operators in topological order (no cycles, every input produced earlier), no
-tensor written twice or both read and written by one op, no op writing a
-constant or a graph input, subgraph references acyclic, unique names.
+aligned, buffer sizes equal to dtype x shape (4- and 2-bit types packed, see
+runtime/schema/edgerun.fbs), shapes within memory limits, operators in topological
+order (no cycles, every input produced earlier), no tensor written twice or both
+read and written by one op, no op writing a constant or a graph input, subgraph
+references acyclic, unique names.
 Every failure is a ModelError that says what and where.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from edgerun.runtime import dtypes
 from edgerun.runtime.errors import ModelError
@@ -82,15 +85,15 @@ def _tensor_bytes(tensor: Raw, where: str) -> int | None:
     dims = [int(d) for d in shape]
     if any(d < -1 for d in dims):
         raise ModelError(f"{where}: invalid dimension in shape {dims}")
-    itemsize = dtypes.to_numpy(tensor["dtype"]).itemsize if tensor["dtype"] else 1
+    dtype = dtypes.to_numpy(tensor["dtype"]) if tensor["dtype"] else np.dtype(np.uint8)
     bound = 1  # dynamic and zero dims counted as 1: a bound that holds for any batch
     for d in dims:
         bound *= max(d, 1)
-        if bound * itemsize > MAX_TENSOR_BYTES:
+        if bound * dtype.itemsize > MAX_TENSOR_BYTES:  # in memory: one byte even for int4
             raise ModelError(f"{where}: shape {dims} needs more than {MAX_TENSOR_BYTES} bytes")
     if -1 in dims:
         return None
-    return itemsize * (0 if 0 in dims else bound)
+    return dtypes.stored_nbytes(dtype, 0 if 0 in dims else bound)  # 4- and 2-bit types packed
 
 
 def _check_tensor(tensor: Raw, where: str, buffer_sizes: list[int]) -> None:
@@ -108,9 +111,11 @@ def _check_tensor(tensor: Raw, where: str, buffer_sizes: list[int]) -> None:
         if code == 0 or nbytes is None:
             raise ModelError(f"{where}: tensor with data needs a dtype and a static shape")
         if buffer_sizes[buffer] != nbytes:
+            bits = dtypes.bit_width(dtypes.to_numpy(code))
+            packed = f" ({dtypes.dtype_name(code)} packs {8 // bits} per byte)" if bits < 8 else ""
             raise ModelError(
                 f"{where}: buffer {buffer} holds {buffer_sizes[buffer]} bytes, "
-                f"dtype x shape needs {nbytes}"
+                f"dtype x shape needs {nbytes}{packed}"
             )
     elif tensor["is_variable"]:
         raise ModelError(f"{where}: variable has no initial value")

@@ -163,6 +163,7 @@ class _Tables:
                 f"tensor {value.name!r}: data is {data.dtype}{list(data.shape)} but the value "
                 f"says {value.dtype}{list(value.shape or ())}"
             )
+        data = dtypes.pack(data)  # 4- and 2-bit types: two / four per byte
         index = self.num_buffers
         self.num_buffers += 1
         if data.nbytes <= inline_limit:

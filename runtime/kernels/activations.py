@@ -1,8 +1,9 @@
 """Activation kernels: elementwise, one float tensor in and one of its shape out (Relu and
-LeakyRelu also take ints from their later opsets), plus PRelu (a broadcast slope) and Clip
-(bounds as attributes or inputs). Relu, LeakyRelu, Sigmoid and Tanh are each followed by their
-gradient kernel (edgerun domain). Softmax, LogSoftmax and Hardmax, which normalize along an
-axis, live in softmax.py; Erf and the other unary math in unary_math.py.
+LeakyRelu also take ints from their later opsets), plus PRelu (a broadcast slope), SwiGLU (a
+Swish gate times a second tensor) and Clip (bounds as attributes or inputs). Relu, LeakyRelu,
+Sigmoid and Tanh are each followed by their gradient kernel (edgerun domain). Softmax,
+LogSoftmax and Hardmax, which normalize along an axis, live in softmax.py; Erf and the other
+unary math in unary_math.py.
 """
 
 from __future__ import annotations
@@ -271,6 +272,32 @@ class Swish(Unary):
 
     def fn(self, x, out):
         np.copyto(out, x / (1 + np.exp(-self.alpha * x)), casting="unsafe")
+
+
+@register("SwiGLU", since=28)
+class SwiGLU(Kernel):
+    """(A, B) -> Y = Swish_alpha(A) * B = A * sigmoid(alpha * A) * B (alpha default 1): a gate
+    A and a value B of one float dtype and one shape (no broadcasting), Y of both. float16
+    and bfloat16 are computed in float32 and rounded once."""
+
+    min_inputs = max_inputs = 2
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        a, b = inputs
+        require_kind(self, a, FLOAT_KINDS, "A")
+        require_same_dtype(self, [a, b], "A and B")
+        if a.shape != b.shape:
+            raise self.fail(f"A shape {a.shape} and B shape {b.shape} must be equal (no broadcasting)")
+        self.alpha = float_attr(self, "alpha", 1.0)
+        return [a]
+
+    def run(self, inputs, outputs):
+        a, b = inputs
+        if a.dtype.itemsize < 4:
+            a, b = a.astype(np.float32), b.astype(np.float32)
+        with np.errstate(all="ignore"):
+            np.copyto(outputs[0], a / (1 + np.exp(-self.alpha * a)) * b, casting="unsafe")
 
 
 @register("Gelu", since=20)

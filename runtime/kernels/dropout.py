@@ -1,6 +1,7 @@
 """Dropout: the ONNX op (identity at inference, a seeded random mask in opset 12's training
 mode) and, for training (edgerun domain), DropoutTraining followed by its gradient DropoutGrad.
-These are the runtime's only random kernels (`Kernel.deterministic` False).
+These are random kernels (`Kernel.deterministic` False) where they draw a mask; the other random
+op, Bernoulli, is in generators.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Generator kernels, whose output is made rather than computed from input data:
-ConstantOfShape, Range and EyeLike. (Constant nodes become constant tensors when a model is
-converted; the random ops are Dropout's, in dropout.py.)
+ConstantOfShape, Range, EyeLike and the random Bernoulli. (Constant nodes become constant
+tensors when a model is converted; Dropout's random masks are in dropout.py.)
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from edgerun.runtime.kernels.attrs import int_attr, ints_input, require_rank
+from edgerun.runtime.kernels.attrs import FLOAT_KINDS, float_attr, int_attr, ints_input, require_kind, require_rank
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.cast import cast_into, onnx_dtype
 from edgerun.runtime.kernels.registry import register
@@ -77,3 +77,34 @@ class EyeLike(Kernel):
     def run(self, inputs, outputs):
         out = outputs[0]
         np.copyto(out, np.eye(out.shape[0], out.shape[1], self.k, dtype=out.dtype))
+
+
+@register("Bernoulli", since=15)
+@register("Bernoulli", since=22)
+class Bernoulli(Kernel):
+    """Y = 1 with probability X, else 0, drawn independently for each element of X (float
+    probabilities in [0, 1]); Y has X's shape and element type `dtype` (default X's). The
+    draws are numpy's legacy RandomState(seed).binomial(1, X), as ONNX's reference evaluator
+    draws them, from a generator made at prepare and advanced by each run; `seed` (a float
+    attribute, taken as int(seed) mod 2**32) makes a sequence of runs reproducible, and
+    without it the generator is seeded from the OS. ModelError for a non-finite seed and,
+    when it runs, for a probability outside [0, 1] or NaN."""
+
+    deterministic = False  # random draws: never folded at prepare time
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        x = inputs[0]
+        require_kind(self, x, FLOAT_KINDS, "input")
+        seed = None if self.attr("seed") is None else float_attr(self, "seed", 0.0)
+        if seed is not None and not math.isfinite(seed):
+            raise self.fail(f"seed {seed} must be finite")
+        self.rng = np.random.RandomState(None if seed is None else int(seed) % (1 << 32))
+        return [TensorSpec(onnx_dtype(self, "dtype", x.dtype), x.shape)]
+
+    def run(self, inputs, outputs):
+        p = inputs[0].astype(np.float64)
+        valid = (p >= 0) & (p <= 1)
+        if not valid.all():
+            raise self.fail(f"probability {inputs[0][~valid].reshape(-1)[0]!s} is outside [0, 1]")
+        cast_into(outputs[0], self.rng.binomial(1, p))

@@ -1,5 +1,5 @@
-"""Indexing kernels: Slice, Gather, GatherElements, GatherND, the Scatters, Compress,
-NonZero, OneHot, ReverseSequence. Any data dtype; indices are int32/int64.
+"""Indexing kernels: Slice, Gather, GatherElements, GatherND, the Scatters (TensorScatter, the
+KV-cache update, among them), Compress, NonZero, OneHot, ReverseSequence. Any data dtype; indices are int32/int64.
 
 Indices are checked before use: one out of range is a ModelError naming the node,
 the axis and the bad value, never a numpy IndexError.
@@ -104,11 +104,15 @@ class Gather(Kernel):
         require_kind(self, indices, INDEX_KINDS, "indices")
         self.axis = normalize_axis(self, int_attr(self, "axis", 0), len(x.shape))
         shape = x.shape[: self.axis] + indices.shape + x.shape[self.axis + 1 :]
+        constant = values[1] if len(values) > 1 else None  # checked once (an embedding row, a state slot)
+        self.fixed = None if constant is None else checked_indices(
+            self, constant, x.shape[self.axis], f"indices of axis {self.axis}")
         return [TensorSpec(x.dtype, shape)]
 
     def run(self, inputs, outputs):
         x, indices = inputs
-        idx = checked_indices(self, indices, x.shape[self.axis], f"indices of axis {self.axis}")
+        idx = self.fixed if self.fixed is not None else checked_indices(
+            self, indices, x.shape[self.axis], f"indices of axis {self.axis}")
         np.take(x, idx, axis=self.axis, out=outputs[0])
 
 
@@ -264,6 +268,65 @@ class ScatterElements(Kernel):
 @register("Scatter", since=9)
 class Scatter(ScatterElements):
     """Deprecated alias of ScatterElements (opsets 9 and 10), without reduction."""
+
+
+@register("TensorScatter", since=24)
+class TensorScatter(Kernel):
+    """(past_cache, update[, write_indices]) -> present_cache: a copy of past_cache where, for
+    each batch entry b, the `update` slices along the sequence axis `axis` (default -2; never
+    0, the batch axis) land at positions write_indices[b] + 0, 1, ... (write_indices: int,
+    shape (batch,), default all 0). mode "linear" (default) needs every write to fit in the
+    cache's sequence length; mode "circular" wraps the positions modulo it. update has
+    past_cache's shape and dtype except a sequence length no longer than the cache's.
+    ModelError for shapes or attributes that disagree, and (when it runs) for a negative
+    write index or, in linear mode, one whose update would run past the cache's end, as in
+    onnxruntime."""
+
+    min_inputs, max_inputs = 2, 3
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        cache, update = inputs[0], inputs[1]
+        rank = len(cache.shape)
+        self.axis = normalize_axis(self, int_attr(self, "axis", -2), rank)
+        if self.axis == 0:
+            raise self.fail(f"axis {self.attr('axis', -2)} is the batch axis of past_cache shape {cache.shape}")
+        self.circular = _cache_mode(self) == "circular"
+        want = cache.shape[: self.axis] + cache.shape[self.axis + 1 :]
+        got = update.shape[: self.axis] + update.shape[self.axis + 1 :]
+        if len(update.shape) != rank or got != want or update.shape[self.axis] > cache.shape[self.axis] \
+                or update.dtype != cache.dtype:
+            raise self.fail(f"update {update.dtype}{update.shape} must match past_cache {cache.dtype}{cache.shape} "
+                            f"but for a sequence length (axis {self.axis}) of at most {cache.shape[self.axis]}")
+        if has_input(inputs, 2):
+            require_kind(self, inputs[2], INDEX_KINDS, "write_indices")
+            if inputs[2].shape != cache.shape[:1]:
+                raise self.fail(f"write_indices shape {inputs[2].shape} must be {cache.shape[:1]}")
+        return [cache]
+
+    def run(self, inputs, outputs):
+        cache, update = inputs[0], inputs[1]
+        starts = inputs[2] if len(inputs) > 2 and inputs[2] is not None else np.zeros(cache.shape[0], np.int64)
+        size, length = cache.shape[self.axis], update.shape[self.axis]
+        if starts.size and (starts.min() < 0 or (not self.circular and starts.max() > size - length)):
+            limit = "0 or more" if self.circular else f"in [0, {size - length}] (cache length {size}, update {length})"
+            raise self.fail(f"write_indices {starts.tolist()} must be {limit}")
+        out = outputs[0]
+        np.copyto(out, cache)
+        if length == 0:
+            return
+        index: list = [slice(None)] * (cache.ndim - 1)
+        for b, start in enumerate(starts.tolist()):
+            steps = np.arange(length)
+            index[self.axis - 1] = (start % size + steps) % size if self.circular else start + steps
+            out[b][tuple(index)] = update[b]
+
+
+def _cache_mode(kernel: Kernel) -> str:
+    mode = str_attr(kernel, "mode", "linear")
+    if mode not in ("linear", "circular"):
+        raise kernel.fail(f"mode {mode!r} is not one of linear, circular")
+    return mode
 
 
 @register("Compress", since=9)

@@ -51,20 +51,37 @@ class Pad(Kernel):
         if self.mode != "constant" and any(n == 0 and w != (0, 0) for n, w in zip(cropped, self.widths, strict=True)):
             raise self.fail(f"mode {self.mode!r} cannot pad an empty axis (X shape {x.shape})")
         self.value = float_attr(self, "value", 0.0) if self.version < 11 else None
+        self.interior = tuple(slice(b, b + n) for (b, _), n in zip(self.widths, cropped, strict=True))
+        # reflect / edge / wrap: per padded axis, the source index of every output position
+        self.sources = [(axis, _source_index(self.mode, n, b, e))
+                        for axis, (n, (b, e)) in enumerate(zip(cropped, self.widths, strict=True)) if b or e]
         return [TensorSpec(x.dtype, shape)]
 
     def run(self, inputs, outputs):
-        x = inputs[0][self.crop]
-        if x.ndim == 0:  # a scalar has nothing to pad
-            np.copyto(outputs[0], x)
-            return
-        if self.mode != "constant":
-            np.copyto(outputs[0], np.pad(x, self.widths, mode=self.mode))
-            return
-        value = self.value
-        if value is None:
-            value = 0 if len(inputs) < 3 or inputs[2] is None or inputs[2].size == 0 else inputs[2].reshape(-1)[0]
-        np.copyto(outputs[0], np.pad(x, self.widths, mode="constant", constant_values=value))
+        x, out = inputs[0][self.crop], outputs[0]
+        if x.ndim == 0 or (self.mode != "constant" and not self.sources):  # nothing to pad
+            np.copyto(out, x)
+        elif self.mode != "constant":
+            for k, (axis, index) in enumerate(self.sources):  # one gather per padded axis
+                x = np.take(x, index, axis=axis, out=out if k == len(self.sources) - 1 else None)
+        else:
+            value = self.value
+            if value is None:
+                value = 0 if len(inputs) < 3 or inputs[2] is None or inputs[2].size == 0 else inputs[2].reshape(-1)[0]
+            out[...] = value
+            out[self.interior] = x
+
+
+def _source_index(mode: str, n: int, begin: int, end: int) -> np.ndarray:
+    """For an axis of n elements padded by (begin, end) in `mode`, the element each output
+    position copies (as numpy.pad: reflections and wraps repeat when a pad exceeds the axis)."""
+    i = np.arange(-begin, n + end)
+    if mode == "edge" or n == 1:
+        return np.clip(i, 0, n - 1)
+    if mode == "wrap":
+        return i % n
+    period = i % (2 * (n - 1))  # reflect: ... 2 1 | 0 1 2 .. n-1 | n-2 n-3 ...
+    return np.where(period < n, period, 2 * (n - 1) - period)
 
 
 @register("CenterCropPad", since=18)

@@ -2,31 +2,41 @@
 DynamicQuantizeLinear, and the integer and quantized products: MatMulInteger,
 QLinearMatMul, ConvInteger and QLinearConv.
 
-Quantized types are the integer ones .erm can hold (int8/uint8/int16/uint16; int32 input to
-DequantizeLinear). A scale (and zero point) is per tensor (a scalar or one value), per axis
-(1-D along `axis`) or blocked (X's rank, `block_size` consecutive values along `axis` sharing
-one). Rounding is half to even, then saturation to the type's range, as in ONNX.
+QuantizeLinear / DequantizeLinear quantize to int8/uint8/int16/uint16, int4/uint4, int2/uint2,
+float8 (e4m3fn, e4m3fnuz, e5m2, e5m2fnuz) and float4 e2m1 (int32 is a further DequantizeLinear
+input); the integer products take int8/uint8. A scale (and zero point) is per tensor (a scalar
+or one value), per axis (1-D along `axis`) or blocked (X's rank, `block_size` consecutive values
+along `axis` sharing one). Integer types round half to even, then saturate to the type's range;
+float types convert as Cast does (`saturate` chooses max-finite or inf/NaN for float8), as in
+ONNX.
 """
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
-from edgerun.runtime.kernels.attrs import FLOAT_KINDS, int_attr, normalize_axis, require_kind
+from edgerun.runtime.kernels.attrs import FLOAT_KINDS, flag_attr, int_attr, normalize_axis, require_kind
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.cast import FLOAT4, FLOAT8, SMALL_INTS, cast_into, onnx_dtype
 from edgerun.runtime.kernels.conv import Conv
 from edgerun.runtime.kernels.linalg import matmul_shape
 from edgerun.runtime.kernels.registry import register
 from edgerun.runtime.kernels.spatial import scratch
 
 QUANTIZED = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16))
-_ONNX_CODES = {2: np.dtype(np.uint8), 3: np.dtype(np.int8), 4: np.dtype(np.uint16), 5: np.dtype(np.int16)}
+LOW_BIT_FLOATS = (*FLOAT8, FLOAT4)
+# QuantizeLinear's output / DequantizeLinear's input types
+QUANTIZED_TYPES = (*QUANTIZED, *SMALL_INTS, *LOW_BIT_FLOATS)
+_QUANTIZED_NAMES = "uint8/int8/uint16/int16/uint4/int4/uint2/int2/float8/float4e2m1"
+# what the precision (QuantizeLinear) and output_dtype (DequantizeLinear) attributes may name
+_WIDE_FLOATS = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64, ml_dtypes.bfloat16))
 
 
 def saturate(values: np.ndarray, dtype: np.dtype, out: np.ndarray) -> None:
-    """out = values rounded half to even and clipped to `dtype`'s range."""
-    info = np.iinfo(dtype)
-    np.copyto(out, np.clip(np.rint(values), info.min, info.max), casting="unsafe")
+    """out = values rounded half to even and clipped to integer `dtype`'s range (int4 too)."""
+    info = ml_dtypes.iinfo(dtype)
+    cast_into(out, np.clip(np.rint(values), info.min, info.max))
 
 
 class _Linear(Kernel):
@@ -39,7 +49,8 @@ class _Linear(Kernel):
         x, scale = inputs[0], inputs[1]
         zero = inputs[2] if len(inputs) > 2 else None
         require_kind(self, scale, FLOAT_KINDS, "scale")
-        if zero is not None and zero.shape != scale.shape:
+        per_tensor = {(), (1,)}  # both shapes mean one scale for the whole tensor
+        if zero is not None and zero.shape != scale.shape and not {zero.shape, scale.shape} <= per_tensor:
             raise self.fail(f"zero point shape {zero.shape} differs from scale shape {scale.shape}")
         self.block = int_attr(self, "block_size", 0)
         if scale.size == 1 and len(scale.shape) <= 1 and self.block == 0:
@@ -62,51 +73,69 @@ class _Linear(Kernel):
 
 @register("QuantizeLinear", since=10)
 class QuantizeLinear(_Linear):
-    """Y = saturate(round(X / scale) + zero_point). Y's type is the zero point's, else the
-    output_dtype attribute's (opset 21), else uint8. `saturate` only concerns float8 (refused)."""
+    """Y = saturate(round(X / scale) + zero_point) for integer Y; Y = cast(X / scale + zero_point)
+    for float8/float4 Y (`saturate`, default 1: out of range -> +-max, else inf/NaN as Cast).
+    Y's type is the zero point's, else the output_dtype attribute's (opset 21), else uint8.
+    X / scale is computed in scale's type, or in `precision`'s (opset 23) when given."""
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         x = inputs[0]
         require_kind(self, x, FLOAT_KINDS + "i", "X")
         self._params(inputs)
+        self.saturate = flag_attr(self, "saturate", 1)
+        self.precision = onnx_dtype(self, "precision") if int_attr(self, "precision", 0) else None
+        if self.precision is not None and self.precision not in _WIDE_FLOATS:
+            raise self.fail(f"precision {self.precision} is not float16/float32/float64/bfloat16")
         zero = inputs[2] if len(inputs) > 2 else None
-        code = int_attr(self, "output_dtype", 0)
-        if code and code not in _ONNX_CODES:
-            raise self.fail(f"output_dtype {code} is not a supported quantized type (uint8/int8/uint16/int16)")
-        dtype = zero.dtype if zero is not None else _ONNX_CODES.get(code, np.dtype(np.uint8))
-        if dtype not in QUANTIZED or (code and _ONNX_CODES[code] != dtype):
-            raise self.fail(f"quantized type {dtype} (output_dtype {code}) is not uint8/int8/uint16/int16 "
+        named = onnx_dtype(self, "output_dtype") if int_attr(self, "output_dtype", 0) else None
+        dtype = zero.dtype if zero is not None else named or np.dtype(np.uint8)
+        if dtype not in QUANTIZED_TYPES or (named is not None and named != dtype):
+            raise self.fail(f"quantized type {dtype} (output_dtype {named}) is not one of {_QUANTIZED_NAMES} "
                             "or differs from the zero point's")
         return [TensorSpec(dtype, x.shape)]
 
     def run(self, inputs, outputs):
-        x, scale = inputs[0], self.expand(inputs[1])
-        scaled = x / scale
-        if len(inputs) > 2 and inputs[2] is not None:
-            scaled = np.rint(scaled) + self.expand(inputs[2]).astype(np.int64)
-        saturate(scaled, outputs[0].dtype, outputs[0])
+        x, scale, out = inputs[0], inputs[1], outputs[0]
+        if self.precision is not None:
+            x, scale = x.astype(self.precision), scale.astype(self.precision)
+        scaled = x / self.expand(scale)
+        zero = inputs[2] if len(inputs) > 2 else None
+        if out.dtype in LOW_BIT_FLOATS:
+            if zero is not None:
+                scaled = scaled + self.expand(zero.astype(np.float32))
+            cast_into(out, scaled, self.saturate)
+            return
+        if zero is not None:
+            scaled = np.rint(scaled) + self.expand(zero.astype(np.int64))
+        saturate(scaled, out.dtype, out)
 
 
 @register("DequantizeLinear", since=10)
 class DequantizeLinear(_Linear):
-    """Y = (X - zero_point) * scale, in the scale's dtype. X is int8/uint8/int16/uint16 or int32."""
+    """Y = (X - zero_point) * scale with X - zero_point in float32, stored in the output_dtype
+    attribute's type (opset 23) or else the scale's. X is one of QuantizeLinear's output types
+    or int32."""
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         x = inputs[0]
-        if x.dtype not in QUANTIZED + (np.dtype(np.int32),):
-            raise self.fail(f"X: expected an int8/uint8/int16/uint16/int32 tensor, got {x.dtype}")
+        if x.dtype not in QUANTIZED_TYPES + (np.dtype(np.int32),):
+            raise self.fail(f"X: expected a {_QUANTIZED_NAMES} or int32 tensor, got {x.dtype}")
         zero = inputs[2] if len(inputs) > 2 else None
         if zero is not None and zero.dtype != x.dtype:
             raise self.fail(f"zero point dtype {zero.dtype} differs from X dtype {x.dtype}")
         self._params(inputs)
-        return [TensorSpec(inputs[1].dtype, x.shape)]
+        dtype = onnx_dtype(self, "output_dtype") if int_attr(self, "output_dtype", 0) else inputs[1].dtype
+        if dtype not in _WIDE_FLOATS:
+            raise self.fail(f"output type {dtype} (output_dtype, else the scale's) is not "
+                            "float16/float32/float64/bfloat16")
+        return [TensorSpec(dtype, x.shape)]
 
     def run(self, inputs, outputs):
         x = inputs[0].astype(np.float32)
         if len(inputs) > 2 and inputs[2] is not None:
-            x -= self.expand(inputs[2])
+            x -= self.expand(inputs[2].astype(np.float32))
         np.multiply(x, self.expand(inputs[1]), out=outputs[0], casting="unsafe")
 
 

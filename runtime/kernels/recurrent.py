@@ -90,6 +90,11 @@ class _Recurrent(Kernel):
         self.linear_before_reset = int_attr(self, "linear_before_reset", 0) != 0  # GRU
         self.input_forget = int_attr(self, "input_forget", 0) != 0  # LSTM
         self.activations = self._activations(dirs)
+        # W, R, B, P in float64 per direction, converted once when they are constants
+        self.constant_params = None
+        if all(i >= len(inputs) or inputs[i] is None or (i < len(values) and values[i] is not None)
+               for i in (1, 2, 3, 7)):
+            self.constant_params = [self._params(values, d) for d in range(dirs)]
         y = (seq, dirs, batch, hidden) if self.layout == 0 else (batch, seq, dirs, hidden)
         state = TensorSpec(x.dtype, self._state_shape(dirs, batch))
         return [TensorSpec(x.dtype, y)] + [state] * self.states
@@ -124,13 +129,17 @@ class _Recurrent(Kernel):
         y = np.zeros((seq, len(self.activations), batch, self.hidden))
         finals = []
         for d in range(len(self.activations)):
-            params = [None if i >= len(inputs) or inputs[i] is None else inputs[i][d].astype(np.float64)
-                      for i in (1, 2, 3, 7)]
+            params = self.constant_params[d] if self.constant_params else self._params(inputs, d)
             states = self._initial(inputs, d, batch)
             reverse = self.direction == "reverse" or d == 1
+            every = lengths is None  # no sequence_lens: every step is valid for every batch entry
             for t in range(seq - 1, -1, -1) if reverse else range(seq):
-                valid = (t < lengths)[:, None]
                 new = self.cell(x[t], states, params, self.activations[d])
+                if every:
+                    states = new
+                    y[t, d] = states[0]
+                    continue
+                valid = (t < lengths)[:, None]
                 states = [np.where(valid, n, s) for n, s in zip(new, states, strict=True)]
                 y[t, d] = np.where(valid, states[0], 0)
             finals.append(states)
@@ -141,9 +150,16 @@ class _Recurrent(Kernel):
             state = np.stack([f[k] for f in finals])
             np.copyto(out, state if self.layout == 0 else state.swapaxes(0, 1), casting="unsafe")
 
-    def _lengths(self, inputs, seq: int, batch: int) -> np.ndarray:
+    @staticmethod
+    def _params(arrays: list, d: int) -> list[np.ndarray | None]:
+        """Direction d's W, R, B and P (None where omitted), in float64."""
+        return [None if i >= len(arrays) or arrays[i] is None else np.asarray(arrays[i][d], np.float64)
+                for i in (1, 2, 3, 7)]
+
+    def _lengths(self, inputs, seq: int, batch: int) -> np.ndarray | None:
+        """sequence_lens as int64, checked; None when omitted (every step of every entry counts)."""
         if len(inputs) <= 4 or inputs[4] is None:
-            return np.full(batch, seq)
+            return None
         lengths = inputs[4].astype(np.int64)
         if lengths.min(initial=0) < 0 or lengths.max(initial=0) > seq:
             raise InputError(f"node {self.name!r} ({self.op_type}): sequence_lens {lengths.tolist()} "

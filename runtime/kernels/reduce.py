@@ -8,6 +8,8 @@ products, -inf / +inf for Max / Min (the dtype's extreme for ints, False / True 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from edgerun.runtime.kernels.attrs import (
@@ -81,8 +83,8 @@ class ReduceSum(_Reduce):
 @register("ReduceMean", since=1)
 class ReduceMean(_Reduce):
     def reduce(self, x, axes):
-        count = int(np.prod([x.shape[a] for a in axes]))
-        total = np.sum(x, axis=axes, keepdims=True, dtype=np.float32 if x.dtype == np.float16 else np.float64)
+        count = math.prod(x.shape[a] for a in axes)
+        total = np.add.reduce(x, axis=axes, keepdims=True, dtype=np.float32 if x.dtype == np.float16 else np.float64)
         return total / count if count else np.full(total.shape, np.nan)
 
 

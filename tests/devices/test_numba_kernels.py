@@ -121,7 +121,15 @@ def conv_model(x_shape, w_shape, *, bias=True, activation=None, dtype=np.float32
     ((1, 6, 8, 8), (12, 2, 3, 3), dict(group=3, bias=False, pads=[1, 1, 1, 1]), "_run_wide"),
     ((1, 3, 8, 8), (4, 3, 1, 1), {}, "_run_gemm"),          # pointwise: no im2col
     ((1, 3, 9, 9), (4, 3, 3, 3), dict(strides=[2, 1], pads=[1, 1, 1, 1]), "_run_gemm"),  # strided: im2col
-    ((1, 3, 16), (4, 3, 3), dict(pads=[1, 1]), "run"),      # 1-D: reference
+    # 1-D: small ones gather their columns with numpy, big ones run as 2-D of height 1
+    ((1, 3, 16), (4, 3, 3), dict(pads=[1, 1]), "_run_gather_1d"),
+    ((2, 4, 21), (6, 2, 4), dict(group=2, strides=[3], dilations=[2], pads=[3, 1], activation="Relu"),
+     "_run_gather_1d"),
+    ((1, 1, 640), (258, 1, 256), dict(strides=[128], bias=False), "_run_gather_1d"),  # an STFT as a Conv
+    ((1, 6, 9), (6, 1, 3), dict(group=6, auto_pad="SAME_UPPER", activation="LeakyRelu"), "_run_gather_1d"),
+    ((2, 64, 300), (32, 64, 5), dict(pads=[2, 2], activation="Relu"), "_run_lifted"),
+    ((1, 64, 4000), (64, 1, 3), dict(group=64, strides=[2], pads=[1, 1]), "_run_lifted"),  # depthwise
+    ((1, 1, 20, 20), (16, 1, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_wide"),  # one channel, 16 filters: not depthwise
 ])
 def test_conv(x_shape, w_shape, kwargs, path):
     model, feeds = conv_model(x_shape, w_shape, **kwargs)

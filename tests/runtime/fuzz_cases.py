@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import ml_dtypes
 import numpy as np
 
 from edgerun.runtime import Interpreter, serialize
 from edgerun.runtime.errors import EdgerunError, ModelError, UnsupportedOpError
+from edgerun.runtime.graph import Graph, GraphBuilder
 from tests.runtime.graphs import add_relu_graph, feature_graph, mlp_graph
 from tests.runtime.mutate import int_vectors, patch_vector, raw_model
 
@@ -21,13 +23,28 @@ FUZZ_BUDGET = 64 << 20  # arena bytes a mutated model may ask for
 _INTERESTING = [0, 1, -1, -2, 2, 7, 255, 2**15, 2**31 - 1, -(2**31), 2**32 - 1, 2**40, 2**62]
 
 
+def lowbit_graph() -> Graph:
+    """y = x * float(w8) + float(w4): a float8 e4m3fn and an int4 constant (7 elements, so the
+    packed int4 buffer ends in a half-used byte)."""
+    g = GraphBuilder("lowbit", opset=21)
+    x = g.input("x", np.float32, (-1, 7))
+    w8 = g.constant("w8", np.linspace(-3, 3, 7, dtype=np.float32).astype(ml_dtypes.float8_e4m3fn))
+    w4 = g.constant("w4", np.arange(-4, 3).astype(ml_dtypes.int4))
+    scaled = g.op("Mul", [x, g.op("Cast", [w8], to=1, name="cast8")], name="mul")
+    g.output(g.op("Add", [scaled, g.op("Cast", [w4], to=1, name="cast4")], name="add"), "y")
+    return g.build()
+
+
 def base_models() -> list[bytes]:
-    """Serialized seeds: inline and external buffers, several ops, an unknown op."""
+    """Serialized seeds: inline and external buffers, several ops, an unknown op, float8 and
+    (packed) int4 constants."""
     return [
         serialize(add_relu_graph()),
         serialize(mlp_graph((8, 6, 3)), inline_limit=0),
         serialize(mlp_graph((5, 4, 4, 2))),
         serialize(feature_graph(), inline_limit=64),
+        serialize(lowbit_graph()),
+        serialize(lowbit_graph(), inline_limit=0),
     ]
 
 

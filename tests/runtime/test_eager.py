@@ -440,3 +440,11 @@ def test_an_if_on_a_specialized_condition_is_inlined_into_the_plan(device):
 
     relu = next(run for run, _, _, node in plan.prepared.steps if node.name == "then_relu")
     assert type(relu.__self__) is resolve("", "Relu", 17, "then_relu", device)  # the plan's backend
+
+
+def test_a_deferred_model_that_fits_no_shapes_yet_fails_its_first_run_as_a_model_error():
+    """Until some shapes have prepared, a failure may be the model's: ModelError, naming the node."""
+    it = Interpreter(_reshape_to_a_fixed_width())
+    with pytest.raises(ModelError, match=r"to_rows.*nor with any shapes before"):
+        it.run({"x": np.zeros((1, 100), np.float32)})
+    np.testing.assert_array_equal(it.run({"x": np.ones((1, 96), np.float32)})["y"], np.ones((1, 96)))

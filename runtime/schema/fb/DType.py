@@ -17,3 +17,13 @@ class DType(object):
     UINT32 = 11
     UINT64 = 12
     BOOL = 13
+    FLOAT8E4M3FN = 14
+    FLOAT8E4M3FNUZ = 15
+    FLOAT8E5M2 = 16
+    FLOAT8E5M2FNUZ = 17
+    FLOAT8E8M0 = 18
+    FLOAT4E2M1 = 19
+    INT4 = 20
+    UINT4 = 21
+    INT2 = 22
+    UINT2 = 23

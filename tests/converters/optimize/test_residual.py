@@ -87,3 +87,19 @@ def test_fused_conv_with_a_broadcast_residual_runs_the_reference():
     got = Interpreter(graph, device="numba").run({"x": xs})["y"]
     want = np.einsum("oc,nchw->nohw", w.data[:, :, 0, 0], xs) + z.data
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("length, path", [(50, "_run_gather_1d"), (3000, "_run_lifted")])
+def test_a_1d_fused_conv_adds_its_residual_once(length, path):
+    """1-D: the small-gather path and the height-1 2-D path each add Z in their own epilogue."""
+    rng = np.random.default_rng(4)
+    c = 24
+    nodes = [node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1]), node("Add", ["h", "x"], ["s"]),
+             node("Relu", ["s"], ["y"])]
+    inits = {"w": (rng.standard_normal((c, c, 3)) / 8).astype(np.float32), "b": rng.standard_normal(c).astype(np.float32)}
+    model = make_model(nodes, [info("x", [2, c, length])], [info("y", None)], inits)
+    x = rng.standard_normal((2, c, length)).astype(np.float32)
+    it = Interpreter(from_onnx(model), device="numba")
+    np.testing.assert_allclose(it.run({"x": x})["y"], ort_run(model, {"x": x})["y"], rtol=1e-5, atol=1e-5)
+    (step,) = it._plans["serving_default"].prepared.steps
+    assert step[3].op_type == "FusedConv" and step[0].__name__ == path
