@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -74,6 +74,13 @@ class _Prepared:
     # the contents of the small inputs this preparation is specialized on (name -> bytes):
     # a run with other contents prepares again (see ExecutionPlan.specialize_on)
     fixed: dict[str, bytes] = field(default_factory=dict)
+    # A hybrid plan's eager tail: the nodes after the first that needs run-time contents, the
+    # values they read from the planned part (arena views, constants) and from the inputs,
+    # and the values they make (output sources may name one).
+    tail: list[tuple[Node, type[Kernel]]] = field(default_factory=list)
+    tail_known: dict[Value, np.ndarray] = field(default_factory=dict)
+    tail_feeds: dict[Value, str] = field(default_factory=dict)
+    tail_values: set[Value] = field(default_factory=set)
 
 
 class ExecutionPlan:
@@ -205,6 +212,8 @@ class ExecutionPlan:
         source = prepared.output_sources[name]
         if isinstance(source, str):
             return self.input_info[source].dtype, prepared.shapes[source]
+        if isinstance(source, Value):  # made by an eager tail: its declaration, -1 where unknown
+            return source.dtype, tuple(-1 if d is None else d for d in (source.shape or ()))
         return source.dtype, source.shape
 
     # ----------------------------------------------------------------- run
@@ -224,10 +233,12 @@ class ExecutionPlan:
                 run(ins, outs)
         except Exception as exc:
             raise_node_failure(node, exc)
+        if prepared.tail:
+            arrays = {**arrays, **self._run_tail(prepared, arrays)}  # sources name tail values too
         for source, storage in prepared.updates:
-            np.copyto(storage, arrays[source] if isinstance(source, str) else source)
+            np.copyto(storage, arrays[source] if isinstance(source, str | Value) else source)
         return {
-            name: (arrays[source] if isinstance(source, str) else source).copy()
+            name: (arrays[source] if isinstance(source, str | Value) else source).copy()
             for name, source in prepared.output_sources.items()
         }
 
@@ -337,11 +348,17 @@ class ExecutionPlan:
 
         When a kernel needs run-time contents to infer shapes, the plan first tries
         specializing on its small integer inputs (deferred to the first run, which has
-        their values); when that is not enough either, it runs eagerly for good."""
+        their values); when that is not enough either, the nodes from that kernel on form
+        an eager tail behind the planned steps (a hybrid plan), or, when no step comes
+        before it, the whole signature runs eagerly for good."""
         if self.eager and arrays is None:
             return _Prepared(dict(shapes))
         try:
-            return self._prepare_nodes(shapes, arrays, fixed)
+            prepared = self._prepare_nodes(shapes, arrays, fixed)
+            if prepared.tail and fixed is None and arrays is None and self._small_inputs():
+                self.specialize_on = self._small_inputs()  # their values may plan the tail too
+                return _Prepared(dict(shapes), deferred=True)
+            return prepared
         except ValueNeeded:
             if arrays is not None:
                 raise
@@ -382,9 +399,29 @@ class ExecutionPlan:
                 known[value], specs[value] = storage, TensorSpec(storage.dtype, storage.shape)
         arena_values: list[Value] = []
         lives: dict[Value, list[int]] = {}
+        work = deque(zip(self.nodes, self.kernel_classes, strict=True))
+        tail = self._walk(work, prepared, specs, known, feeds, eager, arena_values, lives)
+        if tail:  # a hybrid plan: what the eager tail reads stays in the arena to the end
+            reads = {v for n, _ in tail for v in self._node_values(n)}
+            for v in reads & lives.keys():
+                lives[v][1] = _END
+        views = self._allocate(prepared, arena_values, lives, specs)
+        if tail:
+            prepared.tail = tail
+            prepared.tail_feeds = {v: feeds[v] for v in reads if v in feeds}
+            prepared.tail_known = {v: views[v] if v in views else known[v] for v in reads if v in views or v in known}
+            prepared.tail_values = {v for n, _ in tail for v in n.outputs if v is not None}
+        self._bind_results(prepared, views, known, feeds, specs)
+        return prepared
+
+    def _walk(self, work: deque, prepared: _Prepared, specs: dict, known: dict, feeds: dict, eager: bool,
+              arena_values: list, lives: dict) -> list[tuple[Node, type[Kernel]]]:
+        """Prepare the nodes of `work` in order: evaluated when `eager` or foldable, else
+        steps of `prepared` with their outputs in the arena. Returns the nodes left when one
+        needs run-time contents to infer its shapes (the eager tail of a hybrid plan; a
+        ValueNeeded when not even one step came before it), else []."""
         folded_bytes = 0
         failing = None
-        work = deque(zip(self.nodes, self.kernel_classes, strict=True))
         origin: dict[int, Node] = {}  # an inlined body node -> the top-level node it came from
         try:
             while work:
@@ -402,8 +439,13 @@ class ExecutionPlan:
                     kernel, out_specs = self._infer(
                         node, partial(self.eager_kernels.prepare, node, cls, in_specs, in_known, self.context))
                 else:
-                    kernel, out_specs = self._infer(node, partial(_prepare_fresh, cls, node, self.context,
-                                                                  in_specs, in_known))
+                    try:
+                        kernel, out_specs = self._infer(node, partial(_prepare_fresh, cls, node, self.context,
+                                                                      in_specs, in_known))
+                    except ValueNeeded:
+                        if not prepared.steps:
+                            raise  # nothing to plan ahead of it: the whole signature runs eagerly
+                        return [(node, cls), *work]
                 prepared.work.add(node, node_macs(node, in_specs, out_specs))
                 prepared.work.check(self.work_budget, self.name, node)  # before the node is evaluated
                 if eager or self._foldable(node, kernel, in_values, known, out_specs):
@@ -424,9 +466,22 @@ class ExecutionPlan:
         except ModelError as exc:
             exc.node = failing  # which node: construction decides from it whether to wait for a run
             raise
-        views = self._allocate(prepared, arena_values, lives, specs)
-        self._bind_results(prepared, views, known, feeds, specs)
-        return prepared
+        return []
+
+    def _run_tail(self, prepared: _Prepared, arrays: dict[str, np.ndarray]) -> dict[Value, np.ndarray]:
+        """Evaluate a hybrid plan's eager tail after its planned steps ran: each node
+        prepared with this run's values (kernels reused while they allow); returns every
+        value the tail computed."""
+        known = dict(prepared.tail_known)
+        for value, name in prepared.tail_feeds.items():
+            known[value] = arrays[name]
+        for value, storage in self.variables.items():
+            known.setdefault(value, storage)
+        specs = {v: TensorSpec(a.dtype, a.shape) for v, a in known.items()}
+        tally = _Prepared(prepared.shapes, work=replace(prepared.work))
+        self._walk(deque(prepared.tail), tally, specs, known, {}, True, [], {})
+        self._eager_work = tally.work
+        return known
 
     def _inlined_branch(self, node: Node, condition: np.ndarray) -> list[tuple[Node, type[Kernel]]]:
         """The branch an If takes when its condition is known at prepare time, as nodes
@@ -599,6 +654,8 @@ class ExecutionPlan:
                 return known.get(value, value.data)
             if value in self.variables:
                 return self.variables[value]
+            if value in prepared.tail_values:
+                return value  # made by the eager tail, at each run
             raise ModelError(f"signature {self.name!r}: {what} is never produced")
 
         for name, value in self.signature.outputs.items():

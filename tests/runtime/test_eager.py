@@ -298,7 +298,7 @@ def test_control_flow_bodies_run_on_the_plans_backend(device):
     it = Interpreter(g.build(), device=device)
     np.testing.assert_array_equal(it.run({"x": np.array([-1, 3], np.float32)})["y"], [0, 3])
     plan = it._plans["serving_default"]
-    assert plan.eager  # and the If, its condition known at each eager run, inlined into it
+    assert plan.prepared.tail  # ReduceSum and Greater planned, the If an eager tail that inlines its branch
     kernels = {entry[2].name: type(entry[2]) for entry in plan.eager_kernels._entries.values()}
     assert kernels["body_relu"] is resolve("", "Relu", 17, "body_relu", device)
 
@@ -448,3 +448,50 @@ def test_a_deferred_model_that_fits_no_shapes_yet_fails_its_first_run_as_a_model
     with pytest.raises(ModelError, match=r"to_rows.*nor with any shapes before"):
         it.run({"x": np.zeros((1, 100), np.float32)})
     np.testing.assert_array_equal(it.run({"x": np.ones((1, 96), np.float32)})["y"], np.ones((1, 96)))
+
+
+# --- hybrid plans: a planned prefix, an eager tail ------------------------------------------------
+
+def _scores_then_nonzero():
+    """s = Sigmoid(x @ w); keep = NonZero(s > 0.5); y = Gather(s, keep) -> a value-dependent length."""
+    g = GraphBuilder("detect", opset=17)
+    x = g.input("x", np.float32, (-1, 4))
+    w = g.constant("w", np.array([[1.0], [-1.0], [0.5], [2.0]], np.float32))
+    s = g.op("Reshape", [g.op("Sigmoid", [g.op("MatMul", [x, w], name="score")], name="sig"),
+                         g.constant("flat", np.array([-1], np.int64))], name="flatten")
+    keep = g.op("NonZero", [g.op("Greater", [s, g.constant("half", np.float32(0.5))], name="gt")], name="nz")
+    g.output(g.op("Gather", [s, g.op("Reshape", [keep, g.constant("one", np.array([-1], np.int64))], name="r")],
+                  name="pick"), "y")
+    g.output(s, "scores")
+    return g.build()
+
+
+def test_a_value_dependent_tail_runs_eagerly_behind_a_planned_prefix():
+    it = Interpreter(_scores_then_nonzero())
+    plan = it._plans["serving_default"]
+    assert not plan.eager
+    rng = np.random.default_rng(0)
+    for rows in (5, 9, 5):
+        x = rng.standard_normal((rows, 4)).astype(np.float32)
+        got = it.run({"x": x})
+        assert [node.name for _, _, _, node in plan.prepared.steps] == ["score", "sig", "flatten", "gt"]
+        assert [node.name for node, _ in plan.prepared.tail] == ["nz", "r", "pick"]
+        scores = 1 / (1 + np.exp(-(x @ np.array([1.0, -1.0, 0.5, 2.0], np.float32))))
+        np.testing.assert_allclose(got["scores"], scores, rtol=1e-6)
+        np.testing.assert_allclose(got["y"], scores[scores > 0.5], rtol=1e-6)
+
+
+def test_a_detector_with_nms_in_the_graph_plans_everything_before_the_nms():
+    g = GraphBuilder("nms", opset=17)
+    boxes = g.input("boxes", np.float32, (1, -1, 4))
+    logits = g.input("logits", np.float32, (1, 1, -1))
+    scores = g.op("Sigmoid", [logits], name="scores")
+    limit, iou = g.constant("limit", np.array([3], np.int64)), g.constant("iou", np.array([0.5], np.float32))
+    g.output(g.op("NonMaxSuppression", [boxes, scores, limit, iou], name="nms"), "selected")
+    it = Interpreter(g.build())
+    b = np.array([[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, 2, 1, 3], [5, 5, 6, 6]]], np.float32)
+    logits_in = np.array([[[2.0, 3.0, 0.5, -1.0]]], np.float32)
+    got = it.run({"boxes": b, "logits": logits_in})["selected"]
+    np.testing.assert_array_equal(got, [[0, 0, 1], [0, 0, 2], [0, 0, 3]])  # box 0 overlaps box 1 (IoU 0.82)
+    plan = it._plans["serving_default"]
+    assert [n.name for _, _, _, n in plan.prepared.steps] == ["scores"] and plan.prepared.tail
