@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 _ONNX_DOMAINS = ("", "ai.onnx")
 _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
+# Ops edgerun refuses with a reason and a way out, rather than as merely unsupported.
+_REFUSED_OPS = {
+    "ai.onnx.ml:ZipMap": "it outputs a sequence of maps, which edgerun cannot hold; export the classifier "
+                         "without it (skl2onnx: to_onnx(..., options={id(model): {'zipmap': False}}))",
+}
 
 
 def from_onnx(
@@ -185,26 +190,30 @@ def _check_supported(graph: onnx.GraphProto, opsets: dict[str, int]) -> None:
 
     missing: dict[str, list[str]] = {}
     too_old: dict[str, list[str]] = {}
+    refused: dict[str, list[str]] = {}
     for node, name in _walk_nodes(graph):
         domain = _domain(node.domain)
         if node.op_type == "Constant" and domain == "":
             continue
         op = node.op_type if not domain else f"{domain}:{node.op_type}"
-        if not registry.is_supported(domain, node.op_type):
+        if op in _REFUSED_OPS:
+            refused.setdefault(op, []).append(name)
+        elif not registry.is_supported(domain, node.op_type):
             missing.setdefault(op, []).append(name)
         elif domain in opsets:
             try:
                 registry.resolve(domain, node.op_type, opsets[domain], name)
             except UnsupportedOpError:
                 too_old.setdefault(f"{op} version {opsets[domain]}", []).append(name)
-    if missing or too_old:
-        problems = []
+    if missing or too_old or refused:
+        problems = [f"{op} ({', '.join(n)}) is not supported: {_REFUSED_OPS[op]}" for op, n in refused.items()]
         if missing:
             problems.append("unsupported ops: " + ", ".join(f"{op} ({', '.join(n)})" for op, n in missing.items()))
         if too_old:
             problems.append("unsupported op versions: " + ", ".join(
                 f"{op} ({', '.join(n)})" for op, n in too_old.items()))
-        raise ConversionError(f"{'; '.join(problems)}; supported: {', '.join(registry.supported_ops())}")
+        supported = f"; supported: {', '.join(registry.supported_ops())}" if missing or too_old else ""
+        raise ConversionError(f"{'; '.join(problems)}{supported}")
 
 
 def _walk_nodes(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, str]]:

@@ -21,6 +21,7 @@ from edgerun.runtime.kernels import (  # noqa: F401  (registration side effects)
     linalg,
     logical,
     losses,
+    ml,
     normalization,
     optimizers,
     pad,
