@@ -1,4 +1,6 @@
-"""Real, trained models a user would bring, against onnxruntime at more than one input size.
+"""Real, trained models a user would bring, against onnxruntime at more than one input size
+(audio: the Silero VAD models, in test_silero_vad.py; vision and text here; tabular: a
+scikit-learn pipeline trained in the test on data scikit-learn ships, exported with skl2onnx).
 
 The models ship inside packages on the package index and are read from their data files
 only (installed without dependencies, never imported; see tasks.py): PP-OCRv4's text
@@ -143,3 +145,43 @@ def test_a_stream_of_alternating_line_widths_is_planned_once_per_width(monkeypat
             (again,) = it.run({"x": inputs[w]}).values()
             np.testing.assert_array_equal(again, next(iter(first[w].values())))
     assert len(prepares) == len(widths)
+
+
+@functools.cache
+def tabular_pipeline() -> bytes:
+    """A scikit-learn pipeline trained on the breast-cancer data scikit-learn ships (imputer,
+    scaler, PCA, gradient-boosted trees), exported with skl2onnx as a user would."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True)
+    model = make_pipeline(SimpleImputer(), StandardScaler(), PCA(8, random_state=0),
+                          GradientBoostingClassifier(n_estimators=40, random_state=0)).fit(x, y)
+    onnx_model = to_onnx(model, x[:1].astype(np.float32), options={id(model.steps[-1][1]): {"zipmap": False}},
+                         target_opset={"": 17, "ai.onnx.ml": 3})
+    return onnx_model.SerializeToString()
+
+
+@pytest.mark.parametrize("rows", [1, 64, 569])
+def test_scikit_learn_pipeline_matches_onnxruntime(rows):
+    from sklearn.datasets import load_breast_cancer
+
+    x = load_breast_cancer().data[:rows].astype(np.float32)
+    x[::7, 3] = np.nan  # missing values: the imputer's job
+    data = tabular_pipeline()
+    it = Interpreter(serialize(from_onnx(onnx.load_from_string(data))))
+    got = it.run({"X": x})
+    sessions = []
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        sessions.append(ort.InferenceSession(data, options, providers=["CPUExecutionProvider"]))
+    (label, probabilities), (_, other) = (s.run(None, {"X": x}) for s in sessions)
+    np.testing.assert_array_equal(got["label"], label)
+    noise = np.abs(probabilities - other).max()
+    np.testing.assert_allclose(got["probabilities"], probabilities, rtol=1e-5, atol=4 * noise + 1e-6)
