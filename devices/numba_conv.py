@@ -133,6 +133,7 @@ def epilogue_wide(wide, out, wp, bias, code, consts):  # pragma: no cover - comp
             activate_row(row, code, consts)
 
 
+NUMPY_EPILOGUE_MAX = 4096  # outputs this small take numpy's bias add and activation (_run_gather_1d)
 GATHER_MAX_COLUMNS = 1 << 16  # a 1-D Conv whose im2col is this small runs as numpy calls (_run_gather_1d)
 DEPTHWISE_MAX_MULTIPLIER = 4  # beyond it (one channel into 258 filters: an STFT) a GEMM wins
 
@@ -224,6 +225,13 @@ class NumbaConv:
         np.matmul(w.reshape(g, m // g, rows // g), cols.reshape(n, g, rows // g, out_length),
                   out=out.reshape(n, g, m // g, out_length))
         residual = self._residual(inputs, out.shape)
+        if out.size <= NUMPY_EPILOGUE_MAX:  # a compiled call costs more than these numpy ones
+            if p.has_bias:
+                np.add(out, inputs[2][:, None], out=out)
+            if residual.size:
+                np.add(out, residual, out=out)
+            apply_activation(out, p.activation)
+            return
         if p.has_bias or p.activation is not None or residual.size:
             epilogue(out, self._bias(inputs), residual, *self.code)
         apply_activation(out, self.leftover)

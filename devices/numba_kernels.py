@@ -100,5 +100,5 @@ class NumbaSoftmax:
         softmax_rows(inputs[0].reshape(rows), outputs[0].reshape(rows))
 
 
-# The convolution, elementwise and pooling fast paths register with this backend too.
-from edgerun.devices import numba_conv, numba_elementwise, numba_spatial  # noqa: E402, F401
+# The convolution, elementwise, recurrent and pooling fast paths register with this backend too.
+from edgerun.devices import numba_conv, numba_elementwise, numba_recurrent, numba_spatial  # noqa: E402, F401
