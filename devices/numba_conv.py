@@ -215,13 +215,16 @@ class NumbaConv:
         x, w, out = inputs[0], inputs[1], outputs[0]
         (n, c, length), (m, out_length), g = x.shape, out.shape[1:], p.group
         use_threads(self.threads)
-        padded = scratch("numba.conv1d.padded", (n, c, self.padded_length), x.dtype)
-        padded[..., : self.pad_begin] = 0
-        padded[..., self.pad_begin + length :] = 0
-        padded[..., self.pad_begin : self.pad_begin + length] = x
         rows = self.column_index.shape[0]
-        cols = scratch("numba.conv1d.col", (n, rows, out_length), x.dtype)
-        np.take(padded.reshape(n, -1), self.column_index, axis=1, out=cols)
+        if p.pointwise:  # the columns are X itself
+            cols = x
+        else:
+            padded = scratch("numba.conv1d.padded", (n, c, self.padded_length), x.dtype)
+            padded[..., : self.pad_begin] = 0
+            padded[..., self.pad_begin + length :] = 0
+            padded[..., self.pad_begin : self.pad_begin + length] = x
+            cols = scratch("numba.conv1d.col", (n, rows, out_length), x.dtype)
+            np.take(padded.reshape(n, -1), self.column_index, axis=1, out=cols)
         np.matmul(w.reshape(g, m // g, rows // g), cols.reshape(n, g, rows // g, out_length),
                   out=out.reshape(n, g, m // g, out_length))
         residual = self._residual(inputs, out.shape)

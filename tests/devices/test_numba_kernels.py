@@ -123,6 +123,7 @@ def conv_model(x_shape, w_shape, *, bias=True, activation=None, dtype=np.float32
     ((1, 3, 9, 9), (4, 3, 3, 3), dict(strides=[2, 1], pads=[1, 1, 1, 1]), "_run_gemm"),  # strided: im2col
     # 1-D: small ones gather their columns with numpy, big ones run as 2-D of height 1
     ((1, 3, 16), (4, 3, 3), dict(pads=[1, 1]), "_run_gather_1d"),
+    ((2, 6, 5), (4, 3, 1), dict(group=2, activation="Relu"), "_run_gather_1d"),  # pointwise: X is the columns
     ((2, 4, 21), (6, 2, 4), dict(group=2, strides=[3], dilations=[2], pads=[3, 1], activation="Relu"),
      "_run_gather_1d"),
     ((1, 1, 640), (258, 1, 256), dict(strides=[128], bias=False), "_run_gather_1d"),  # an STFT as a Conv
