@@ -1,5 +1,6 @@
 """Generator kernels, whose output is made rather than computed from input data:
-ConstantOfShape, Range, EyeLike and the random Bernoulli. (Constant nodes become constant
+ConstantOfShape, Range, EyeLike and the random Bernoulli, RandomUniform(Like) and
+RandomNormal(Like). (Constant nodes become constant
 tensors when a model is converted; Dropout's random masks are in dropout.py.)
 """
 
@@ -108,3 +109,89 @@ class Bernoulli(Kernel):
         if not valid.all():
             raise self.fail(f"probability {inputs[0][~valid].reshape(-1)[0]!s} is outside [0, 1]")
         cast_into(outputs[0], self.rng.binomial(1, p))
+
+
+class _Random(Kernel):
+    """Shared by the random tensor generators: the `seed` (float attribute, int(seed) mod
+    2**32; without it the generator is seeded from the OS), a generator made at prepare and
+    advanced by each run (so a sequence of runs is reproducible, as with Bernoulli), and the
+    float element type `dtype`. Subclasses say which shape (`_shape`) and how to draw (`draw`)."""
+
+    deterministic = False  # random draws: never folded at prepare time
+    default_dtype = np.dtype(np.float32)
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        seed = None if self.attr("seed") is None else float_attr(self, "seed", 0.0)
+        if seed is not None and not math.isfinite(seed):
+            raise self.fail(f"seed {seed} must be finite")
+        self.rng = np.random.RandomState(None if seed is None else int(seed) % (1 << 32))
+        dtype = onnx_dtype(self, "dtype", self._default_dtype(inputs))
+        if dtype.kind != "f" and str(dtype) != "bfloat16":
+            raise self.fail(f"dtype {dtype} is not a float type")
+        shape = self._shape(inputs)
+        if any(d < 0 for d in shape):
+            raise self.fail(f"shape {list(shape)} has a negative dimension")
+        return [TensorSpec(dtype, shape)]
+
+    def _default_dtype(self, inputs) -> np.dtype:
+        return self.default_dtype
+
+    def _shape(self, inputs) -> tuple[int, ...]:
+        return tuple(int(d) for d in (self.attr("shape") or ()))
+
+    def run(self, inputs, outputs):
+        cast_into(outputs[0], self.draw(outputs[0].shape))
+
+    def draw(self, shape: tuple[int, ...]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _Like(_Random):
+    """The -Like forms: the shape (and, by default, the element type) of input 0."""
+
+    min_inputs = max_inputs = 1
+
+    def _default_dtype(self, inputs) -> np.dtype:
+        return inputs[0].dtype
+
+    def _shape(self, inputs) -> tuple[int, ...]:
+        return inputs[0].shape
+
+
+class _Uniform:
+    def draw(self, shape):
+        return self.rng.uniform(float_attr(self, "low", 0.0), float_attr(self, "high", 1.0), shape)
+
+
+class _Normal:
+    def draw(self, shape):
+        return self.rng.normal(float_attr(self, "mean", 0.0), float_attr(self, "scale", 1.0), shape)
+
+
+@register("RandomUniform", since=1)
+@register("RandomUniform", since=22)
+class RandomUniform(_Uniform, _Random):
+    """Y of attribute `shape`, uniform in [low, high) (default [0, 1)), dtype default float32."""
+
+    min_inputs = max_inputs = 0
+
+
+@register("RandomUniformLike", since=1)
+@register("RandomUniformLike", since=22)
+class RandomUniformLike(_Uniform, _Like):
+    """Y of input 0's shape, uniform in [low, high) (default [0, 1)), dtype default input 0's."""
+
+
+@register("RandomNormal", since=1)
+@register("RandomNormal", since=22)
+class RandomNormal(_Normal, _Random):
+    """Y of attribute `shape`, normal with `mean` (0) and `scale` (1), dtype default float32."""
+
+    min_inputs = max_inputs = 0
+
+
+@register("RandomNormalLike", since=1)
+@register("RandomNormalLike", since=22)
+class RandomNormalLike(_Normal, _Like):
+    """Y of input 0's shape, normal with `mean` (0) and `scale` (1), dtype default input 0's."""
