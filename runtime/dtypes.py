@@ -1,7 +1,15 @@
 """Element types of .erm tensors, their numpy equivalents, and how the 4- and 2-bit ones
-are packed in a file (see runtime/schema/edgerun.fbs)."""
+and strings are stored in a file (see runtime/schema/edgerun.fbs).
+
+String tensors are numpy arrays of dtype object holding one Python `str` per element (what
+`onnx.numpy_helper.to_array` gives for an ONNX STRING tensor). A file stores them as a buffer
+of length-prefixed UTF-8 (`encode_strings` / `decode_strings`).
+"""
 
 from __future__ import annotations
+
+import struct
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -35,7 +43,10 @@ _TO_NUMPY: dict[int, np.dtype] = {
     DType.UINT4: np.dtype(ml_dtypes.uint4),
     DType.INT2: np.dtype(ml_dtypes.int2),
     DType.UINT2: np.dtype(ml_dtypes.uint2),
+    DType.STRING: np.dtype(object),
 }
+STRING = np.dtype(object)  # in memory: an object array of Python str
+_MAX_STRING_BYTES = 0xFFFFFFFF  # a length prefix is a uint32
 # Types narrower than a byte: bits per element. Files pack them (two or four per byte),
 # memory holds one per byte in the low bits.
 PACKED_BITS: dict[np.dtype, int] = {
@@ -109,3 +120,76 @@ def unpack(raw: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarr
     codes = (raw >> shifts) & np.uint8((1 << bits) - 1)
     count = int(np.prod(shape, dtype=np.int64))
     return codes.reshape(-1)[:count].view(dtype).reshape(shape)
+
+
+def is_string(dtype: np.dtype | type | str | None) -> bool:
+    """Whether `dtype` is the string dtype (numpy object)."""
+    return dtype is not None and np.dtype(dtype) == STRING
+
+
+def encode_strings(array: np.ndarray) -> np.ndarray:
+    """The bytes a file holds for a string tensor, as uint8: each element in row-major order
+    as a little-endian uint32 byte count and its UTF-8. TypeError for an element that is not
+    a str, ValueError for one UTF-8 cannot encode (a lone surrogate) or longer than 4 GiB."""
+    parts = []
+    for i, item in enumerate(np.asarray(array, dtype=object).reshape(-1)):
+        if not isinstance(item, str):
+            raise TypeError(f"element {i} is a {type(item).__name__}, not a str")
+        try:
+            raw = item.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"element {i} cannot be encoded as UTF-8: {exc.reason}") from None
+        if len(raw) > _MAX_STRING_BYTES:
+            raise ValueError(f"element {i} is {len(raw)} bytes, over the 4 GiB limit of one string")
+        parts += (struct.pack("<I", len(raw)), raw)
+    return np.frombuffer(b"".join(parts), np.uint8)
+
+
+def decode_strings(raw: Any) -> list[str]:
+    """Inverse of `encode_strings`: the str elements of a buffer (bytes-like). ValueError,
+    naming the element and byte position, when a length prefix is cut off or runs past the
+    end, or an element is not valid UTF-8. Work and memory are linear in len(raw): each
+    element takes at least its 4-byte prefix."""
+    data = bytes(raw)
+    items: list[str] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < 4:
+            raise ValueError(f"element {len(items)}: its length prefix at byte {pos} is cut off "
+                             f"(buffer of {end} bytes)")
+        (length,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        if length > end - pos:
+            raise ValueError(f"element {len(items)}: length {length} at byte {pos - 4} runs past the end "
+                             f"of the {end}-byte buffer")
+        try:
+            items.append(data[pos : pos + length].decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"element {len(items)} is not valid UTF-8 ({exc.reason} at byte "
+                             f"{pos + exc.start})") from None
+        pos += length
+    return items
+
+
+def to_strings(data: Any) -> np.ndarray:
+    """`data` (a numpy str, bytes or object array, or nested lists) as an object array of
+    str; bytes elements are decoded as UTF-8. TypeError for any other element or dtype,
+    ValueError for bytes that are not UTF-8 or ragged lists."""
+    array = data if isinstance(data, np.ndarray) else np.asarray(data, dtype=object)
+    if array.dtype.kind == "U":
+        return array.astype(object)
+    if array.dtype.kind not in "OS":
+        raise TypeError(f"expected strings, got an array of {array.dtype}")
+    if array.dtype == STRING and all(type(x) is str for x in array.flat):
+        return array
+    out = np.empty(array.shape, dtype=object)
+    for i, item in enumerate(array.flat):
+        if isinstance(item, bytes):
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"element {i}: bytes are not valid UTF-8") from None
+        elif not isinstance(item, str):
+            raise TypeError(f"element {i} is a {type(item).__name__}, expected str or UTF-8 bytes")
+        out.flat[i] = str(item)
+    return out

@@ -1,6 +1,7 @@
 """.erm -> IR: map the file, verify all of it, and build a Graph whose weights
 are read-only numpy views into the mapping (nothing is copied or read ahead), except
-4- and 2-bit weights, which the file packs: they are unpacked into read-only arrays.
+4- and 2-bit weights, which the file packs: they are unpacked into read-only arrays, and
+string tensors, decoded into read-only object arrays of str.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ class _Builder:
         self.raw = raw
         self.buf = buf
         self.graphs: dict[int, Graph] = {}
+        self.strings: dict[int, np.ndarray] = {}  # buffer index -> its decoded strings
 
     def buffer_array(self, index: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        if dtypes.is_string(dtype):
+            return self.string_array(index).reshape(shape)
         if dtype in dtypes.PACKED_BITS:  # 4- and 2-bit types: unpacked into a new array
             array = dtypes.unpack(self.buffer_array(index, np.dtype(np.uint8), (-1,)), dtype, shape)
             array.flags.writeable = False
@@ -69,6 +73,18 @@ class _Builder:
         array = array.reshape(shape)
         array.flags.writeable = False
         return array
+
+    def string_array(self, index: int) -> np.ndarray:
+        """Buffer `index` decoded to a flat read-only object array of str, once per buffer
+        (the verifier has checked that it decodes)."""
+        if index not in self.strings:
+            data = self.raw["buffers"][index]["data"]
+            items = dtypes.decode_strings(b"" if data is None else data)
+            array = np.empty(len(items), dtype=object)
+            array[:] = items
+            array.flags.writeable = False
+            self.strings[index] = array
+        return self.strings[index]
 
     def value(self, tensor: dict[str, Any]) -> Value:
         dtype = dtypes.to_numpy(tensor["dtype"]) if tensor["dtype"] else None

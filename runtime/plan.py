@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgerun.runtime import dtypes
 from edgerun.runtime.arena import TensorLife, plan_arena
 from edgerun.runtime.eager import EagerContext, PreparedKernels
 from edgerun.runtime.errors import (
@@ -621,6 +622,8 @@ class ExecutionPlan:
         for value in (*self.signature.outputs.values(), *self.signature.updates.values()):
             if value in lives:
                 lives[value][1] = _END
+        owned = [v for v in arena_values if specs[v].dtype.hasobject]  # strings: arrays of their own
+        arena_values = [v for v in arena_values if not specs[v].dtype.hasobject]
         layout = plan_arena(
             [TensorLife(specs[v].nbytes, *lives[v]) for v in arena_values], ARENA_ALIGNMENT
         )
@@ -635,6 +638,8 @@ class ExecutionPlan:
             spec = specs[value]
             start = base + offset
             views[value] = arena[start : start + spec.nbytes].view(spec.dtype).reshape(spec.shape)
+        for value in owned:  # object arrays (str elements) cannot live in raw bytes
+            views[value] = np.empty(specs[value].shape, specs[value].dtype)
         for _, ins, outs, _node in prepared.steps:
             for slots in (ins, outs):
                 for i, item in enumerate(slots):
@@ -713,7 +718,13 @@ def _declared(name: str, value: Value, signature: str) -> TensorInfo:
 
 def _as_array(data: Any, name: str, dtype: np.dtype) -> np.ndarray:
     """numpy arrays pass as they are (their dtype must match); Python numbers and
-    lists are converted to the expected dtype."""
+    lists are converted to the expected dtype. A string input takes str elements (an
+    object or str array, or lists; UTF-8 bytes are decoded), InputError for others."""
+    if dtypes.is_string(dtype):
+        try:
+            return dtypes.to_strings(data)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"input {name!r}: {exc}") from None
     if isinstance(data, np.ndarray):
         return data
     try:

@@ -3,7 +3,8 @@
 Checks what the bytes mean, before anything is used: schema version, every
 buffer/tensor/subgraph index in range, external buffers inside the file and
 aligned, buffer sizes equal to dtype x shape (4- and 2-bit types packed, see
-runtime/schema/edgerun.fbs), shapes within memory limits, operators in topological
+runtime/schema/edgerun.fbs), string buffers inline and decoding to exactly one valid UTF-8
+string per element (each buffer parsed once), shapes within memory limits, operators in topological
 order (no cycles, every input produced earlier), no tensor written twice or both
 read and written by one op, no op writing a constant or a graph input, subgraph
 references acyclic, unique names.
@@ -20,6 +21,7 @@ from edgerun.runtime import dtypes
 from edgerun.runtime.errors import ModelError
 from edgerun.runtime.format import BUFFER_ALIGNMENT, SCHEMA_VERSION
 from edgerun.runtime.schema.fb.AttributeType import AttributeType
+from edgerun.runtime.schema.fb.DType import DType
 
 MAX_RANK = 16
 MAX_SUBGRAPH_DEPTH = 32
@@ -39,8 +41,9 @@ def verify_model(model: Raw, file_size: int) -> None:
         raise ModelError("model has no subgraphs")
     buffers = model["buffers"] or []
     buffer_sizes = [_check_buffer(b, i, file_size) for i, b in enumerate(buffers)]
+    strings = _StringBuffers(buffers)
     available = [
-        _check_subgraph(sub, index, buffer_sizes, len(subgraphs))
+        _check_subgraph(sub, index, buffer_sizes, len(subgraphs), strings)
         for index, sub in enumerate(subgraphs)
     ]
     _check_subgraph_references(subgraphs)
@@ -96,7 +99,28 @@ def _tensor_bytes(tensor: Raw, where: str) -> int | None:
     return dtypes.stored_nbytes(dtype, 0 if 0 in dims else bound)  # 4- and 2-bit types packed
 
 
-def _check_tensor(tensor: Raw, where: str, buffer_sizes: list[int]) -> None:
+class _StringBuffers:
+    """How many strings each string buffer holds, parsed (UTF-8 included) once per buffer,
+    so tensors sharing a buffer cost no extra work: in all, linear in the file size."""
+
+    def __init__(self, buffers: list[Raw]) -> None:
+        self.buffers = buffers
+        self.counts: dict[int, int] = {}
+
+    def count(self, index: int, where: str) -> int:
+        if index not in self.counts:
+            buffer = self.buffers[index]
+            if buffer["offset"]:
+                raise ModelError(f"{where}: string data must be inline, buffer {index} is external")
+            data = buffer["data"]
+            try:
+                self.counts[index] = len(dtypes.decode_strings(b"" if data is None else data))
+            except ValueError as exc:
+                raise ModelError(f"{where}: buffer {index} is not valid string data: {exc}") from None
+        return self.counts[index]
+
+
+def _check_tensor(tensor: Raw, where: str, buffer_sizes: list[int], strings: _StringBuffers) -> None:
     code = tensor["dtype"]
     if code != 0:
         try:
@@ -110,7 +134,12 @@ def _check_tensor(tensor: Raw, where: str, buffer_sizes: list[int]) -> None:
     if buffer != 0:
         if code == 0 or nbytes is None:
             raise ModelError(f"{where}: tensor with data needs a dtype and a static shape")
-        if buffer_sizes[buffer] != nbytes:
+        if code == DType.STRING:
+            dims = [int(d) for d in tensor["shape"]]
+            count, found = int(np.prod(dims, dtype=np.int64)), strings.count(buffer, where)
+            if found != count:
+                raise ModelError(f"{where}: buffer {buffer} holds {found} strings, shape {dims} needs {count}")
+        elif buffer_sizes[buffer] != nbytes:
             bits = dtypes.bit_width(dtypes.to_numpy(code))
             packed = f" ({dtypes.dtype_name(code)} packs {8 // bits} per byte)" if bits < 8 else ""
             raise ModelError(
@@ -148,12 +177,14 @@ def _check_index_list(indices: Any, count: int, where: str, optional: bool = Fal
     return items
 
 
-def _check_subgraph(sub: Raw, index: int, buffer_sizes: list[int], n_subgraphs: int) -> set[int]:
+def _check_subgraph(
+    sub: Raw, index: int, buffer_sizes: list[int], n_subgraphs: int, strings: _StringBuffers
+) -> set[int]:
     """Check one subgraph; returns the indices of tensors that have a value after it runs."""
     where = f"subgraph {index} ({sub['name']!r})"
     tensors = sub["tensors"] or []
     for t, tensor in enumerate(tensors):
-        _check_tensor(tensor, f"{where} tensor {t} ({tensor['name']!r})", buffer_sizes)
+        _check_tensor(tensor, f"{where} tensor {t} ({tensor['name']!r})", buffer_sizes, strings)
     _unique([t["name"] for t in tensors], f"{where}: tensor name")
     inputs = _check_index_list(sub["inputs"], len(tensors), f"{where} inputs")
     outputs = _check_index_list(sub["outputs"], len(tensors), f"{where} outputs")

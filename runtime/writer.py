@@ -1,9 +1,9 @@
 """IR -> .erm: serialize a Graph (and its nested graphs) to bytes or a file.
 
 Layout: the flatbuffer, then each external buffer at a 64-byte aligned offset
-from the file start. The flatbuffer is built twice: once to learn its size
-(every scalar field is forced, so offsets do not change its size), once with
-the final absolute offsets.
+from the file start (string tensors are always inline, as length-prefixed UTF-8).
+The flatbuffer is built twice: once to learn its size (every scalar field is
+forced, so offsets do not change its size), once with the final absolute offsets.
 """
 
 from __future__ import annotations
@@ -163,10 +163,17 @@ class _Tables:
                 f"tensor {value.name!r}: data is {data.dtype}{list(data.shape)} but the value "
                 f"says {value.dtype}{list(value.shape or ())}"
             )
-        data = dtypes.pack(data)  # 4- and 2-bit types: two / four per byte
+        string = dtypes.is_string(data.dtype)
+        if string:  # length-prefixed UTF-8, always inline (see edgerun.fbs)
+            try:
+                data = dtypes.encode_strings(data)
+            except (TypeError, ValueError) as exc:
+                raise ModelError(f"tensor {value.name!r}: cannot store as strings: {exc}") from None
+        else:
+            data = dtypes.pack(data)  # 4- and 2-bit types: two / four per byte
         index = self.num_buffers
         self.num_buffers += 1
-        if data.nbytes <= inline_limit:
+        if string or data.nbytes <= inline_limit:
             self.inline[index] = data
         else:
             self.external.append(data)

@@ -36,6 +36,7 @@ from edgerun.runtime.kernels import (  # noqa: F401  (registration side effects)
     signal,
     softmax,
     sort,
+    strings,
     transpose,
     unary_math,
 )

@@ -4,7 +4,8 @@ attribute, and `cast_into`, the conversion they share.
 Element types are named by their ONNX TensorProto codes; those numpy (with ml_dtypes) and .erm
 can hold are accepted: float16/32/64, bfloat16, int8..64, uint8..64, bool, the float8 types
 (e4m3fn, e4m3fnuz, e5m2, e5m2fnuz, e8m0), float4 e2m1, int4/uint4 and int2/uint2 (one element
-per byte in memory). Conversions follow ONNX's Cast rules:
+per byte in memory); Cast and CastLike also take string (object arrays of str). Conversions
+follow ONNX's Cast rules:
 
 * float -> int truncates toward zero (out of range is undefined in ONNX: numpy's result for
   the wide types; the low bits of the truncated value for 4- and 2-bit ones), int -> narrower
@@ -14,16 +15,25 @@ per byte in memory). Conversions follow ONNX's Cast rules:
   it they become NaN (inf for e5m2); NaN stays NaN;
 * -> float4 e2m1 rounds to nearest even and always saturates to +-6 (it has no inf or NaN);
 * -> float8 e8m0 (a power of two) keeps the float32 exponent, rounded per `round_mode`
-  (up/down/nearest); with `saturate` it stops at the largest exponent, NaN stays NaN.
+  (up/down/nearest); with `saturate` it stops at the largest exponent, NaN stays NaN;
+* -> string writes floats as C's "%.8g" ("0.33333334", "1e+20"), NaN as "NaN" and infinities
+  as "INF" / "-INF" (as onnxruntime), ints in decimal and bools as "1" / "0";
+* string -> float reads plain and scientific decimals ("-1.5", "1E8", surrounding whitespace
+  allowed) and, in any case, "INF", "+INF", "-INF", "INFINITY" and "NaN"; string -> int reads
+  decimal integers (a decimal fraction or exponent is truncated toward zero), then wraps as
+  int64 -> int does; string -> bool is True for a non-zero number. Any other string (ONNX
+  leaves it undefined) fails the run with an error naming it.
 """
 
 from __future__ import annotations
+
+import re
 
 import ml_dtypes
 import numpy as np
 
 from edgerun.runtime import dtypes
-from edgerun.runtime.kernels.attrs import flag_attr, int_attr, str_attr
+from edgerun.runtime.kernels.attrs import flag_attr, int_attr, kind_of, str_attr
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import register
 
@@ -54,6 +64,7 @@ _ONNX_TYPES: dict[int, tuple[str, type]] = {
 }
 
 _BY_NAME = {name: code for code, (name, _) in _ONNX_TYPES.items()}
+_STRING_CODE = 8  # TensorProto.STRING: only Cast and CastLike convert to and from it
 # float8 types with a saturating and a non-saturating conversion (the `saturate` attribute)
 FLOAT8 = tuple(np.dtype(t) for t in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
                                      ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz))
@@ -65,16 +76,18 @@ _ML_FLOATS = (*FLOAT8, FLOAT4, E8M0, np.dtype(ml_dtypes.bfloat16))
 ROUND_MODES = ("up", "down", "nearest")
 
 
-def onnx_dtype(kernel: Kernel, key: str, default: np.dtype | None = None) -> np.dtype:
+def onnx_dtype(kernel: Kernel, key: str, default: np.dtype | None = None, *, strings: bool = False) -> np.dtype:
     """The numpy dtype named by the element-type attribute `key` (an ONNX code, or a
     name such as 'FLOAT' as in Cast-1); `default` when absent. ModelError for a type
-    numpy cannot represent (string, complex, float6...)."""
+    numpy cannot represent (complex, float6...), and for string unless `strings`."""
     value = kernel.attr(key)
     if value is None:
         if default is None:
             raise kernel.fail(f"attribute {key!r} is required")
         return default
     code = _BY_NAME.get(value.upper(), -1) if isinstance(value, str) else int_attr(kernel, key)
+    if strings and (code == _STRING_CODE or value == "STRING"):
+        return dtypes.STRING
     if code not in _ONNX_TYPES:
         raise kernel.fail(f"attribute {key!r}: element type {value!r} is not supported "
                           f"(supported: {', '.join(_BY_NAME)})")
@@ -91,7 +104,11 @@ def _widened(x: np.ndarray) -> np.ndarray:
 
 
 def cast_into(out: np.ndarray, x: np.ndarray, saturate: bool = True, round_mode: str = "up") -> None:
-    """out = x converted to out's dtype by ONNX's Cast rules (see the module docstring)."""
+    """out = x converted to out's dtype by ONNX's Cast rules (see the module docstring).
+    ValueError for a string that is not a number when converting from strings."""
+    if dtypes.is_string(out.dtype) or dtypes.is_string(x.dtype):
+        _cast_strings(out, x, saturate, round_mode)
+        return
     src = _widened(x)
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf -> int is undefined in ONNX
         if out.dtype in SMALL_INTS:
@@ -108,6 +125,68 @@ def cast_into(out: np.ndarray, x: np.ndarray, saturate: bool = True, round_mode:
             limit = float(ml_dtypes.finfo(out.dtype).max)
             src = np.clip(src, -limit, limit)  # NaN stays NaN
         np.copyto(out, src, casting="unsafe")
+
+
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_SPECIAL = {"inf": np.inf, "+inf": np.inf, "-inf": -np.inf, "infinity": np.inf, "+infinity": np.inf,
+            "-infinity": -np.inf, "nan": np.nan, "+nan": np.nan, "-nan": np.nan}
+
+
+def _cast_strings(out: np.ndarray, x: np.ndarray, saturate: bool, round_mode: str) -> None:
+    """cast_into where `out` or `x` holds strings (see the module docstring)."""
+    if dtypes.is_string(x.dtype) and dtypes.is_string(out.dtype):
+        np.copyto(out, x)
+    elif dtypes.is_string(out.dtype):
+        out[...] = _objects([_format(v, x.dtype) for v in _widened(x).reshape(-1).tolist()], x.shape)
+    elif kind_of(out.dtype) in "iu":
+        texts = x.reshape(-1).tolist()
+        wide = np.uint64 if out.dtype == np.uint64 else np.int64
+        try:
+            ints = np.array([_parse_int(t) for t in texts], dtype=wide).reshape(x.shape)
+        except OverflowError:
+            raise ValueError(f"a string in {texts[:8]} is out of range for {out.dtype}") from None
+        cast_into(out, ints, saturate, round_mode)
+    else:
+        floats = np.array([_parse_float(t) for t in x.reshape(-1).tolist()], np.float64).reshape(x.shape)
+        cast_into(out, floats, saturate, round_mode)
+
+
+def _objects(items: list, shape: tuple[int, ...]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(shape)
+
+
+def _format(value: object, dtype: np.dtype) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if value != value:
+        return "NaN"
+    if value in (np.inf, -np.inf):
+        return "INF" if value > 0 else "-INF"
+    return format(value, ".8g")
+
+
+def _parse_float(text: str) -> float:
+    stripped = text.strip()
+    if stripped.lower() in _SPECIAL:
+        return _SPECIAL[stripped.lower()]
+    if not _DECIMAL.fullmatch(stripped):
+        raise ValueError(f"cannot convert string {text[:40]!r} to a number")
+    return float(stripped)
+
+
+def _parse_int(text: str) -> int:
+    stripped = text.strip()
+    if _INTEGER.fullmatch(stripped):
+        return int(stripped)
+    value = _parse_float(text)
+    if value != value or value in (np.inf, -np.inf):
+        raise ValueError(f"cannot convert string {text[:40]!r} to an integer")
+    return int(value)
 
 
 def e8m0_codes(x: np.ndarray, saturate: bool, round_mode: str) -> np.ndarray:
@@ -153,7 +232,7 @@ class Cast(_Converting):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         self._conversion_attrs()
-        return [TensorSpec(onnx_dtype(self, "to"), inputs[0].shape)]
+        return [TensorSpec(onnx_dtype(self, "to", strings=True), inputs[0].shape)]
 
 
 @register("CastLike", since=15)
@@ -178,6 +257,8 @@ class BitCast(Kernel):
         self.check_arity(inputs)
         x = inputs[0]
         dtype = onnx_dtype(self, "to")
+        if dtypes.is_string(x.dtype):
+            raise self.fail("cannot reinterpret a string tensor's bits")
         if dtypes.bit_width(dtype) != dtypes.bit_width(x.dtype):
             raise self.fail(f"cannot reinterpret {x.dtype} ({dtypes.bit_width(x.dtype)} bits) as "
                             f"{dtype} ({dtypes.bit_width(dtype)} bits): bit widths differ")

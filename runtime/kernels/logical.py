@@ -1,6 +1,6 @@
 """Logical kernels: And, Or, Xor and Not on bools, the comparisons (Equal, Greater, Less,
-GreaterOrEqual, LessOrEqual; bool results) and Where, which selects by a bool condition.
-Binary ones broadcast (numpy/ONNX rules).
+GreaterOrEqual, LessOrEqual; bool results; Equal compares strings too) and Where, which
+selects by a bool condition. Binary ones broadcast (numpy/ONNX rules).
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ class Not(Unary):
 
 @register("Equal", since=1)
 class Equal(_Logical):
-    kinds = NUMERIC_KINDS + "b"
+    """Also compares string tensors (opset 19 on; object arrays of str), element by element."""
+
+    kinds = NUMERIC_KINDS + "b" + "O"
     ufunc = np.equal
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import ml_dtypes
 import numpy as np
 
-from edgerun.runtime import Interpreter, serialize
+from edgerun.runtime import Interpreter, dtypes, serialize
 from edgerun.runtime.errors import EdgerunError, ModelError, UnsupportedOpError
 from edgerun.runtime.graph import Graph, GraphBuilder
 from tests.runtime.graphs import add_relu_graph, feature_graph, mlp_graph
@@ -35,9 +35,24 @@ def lowbit_graph() -> Graph:
     return g.build()
 
 
+def strings_graph() -> Graph:
+    """String tensors: a string input joined with a string constant (length-prefixed UTF-8 in
+    the file: empty, multi-byte and longer elements), matched, compared and parsed."""
+    g = GraphBuilder("strings", opset=20)
+    x = g.input("x", object, (-1, 1))
+    words = g.constant("words", np.array(["x", "é€😀", "", "a longer element"], dtype=object))
+    joined = g.op("StringConcat", [x, words], name="concat")
+    g.output(joined, "joined")
+    g.output(g.op("RegexFullMatch", [joined], pattern="x.*", name="regex"), "match")
+    g.output(g.op("Equal", [joined, words], name="same"), "equal")
+    numbers = g.constant("numbers", np.array([["1.5", "-2e3"], ["inf", " 7 "]], dtype=object))
+    g.output(g.op("Cast", [numbers], to=1, name="parse"), "floats")
+    return g.build()
+
+
 def base_models() -> list[bytes]:
     """Serialized seeds: inline and external buffers, several ops, an unknown op, float8 and
-    (packed) int4 constants."""
+    (packed) int4 constants, string constants and inputs."""
     return [
         serialize(add_relu_graph()),
         serialize(mlp_graph((8, 6, 3)), inline_limit=0),
@@ -45,6 +60,7 @@ def base_models() -> list[bytes]:
         serialize(feature_graph(), inline_limit=64),
         serialize(lowbit_graph()),
         serialize(lowbit_graph(), inline_limit=0),
+        serialize(strings_graph()),
     ]
 
 
@@ -112,7 +128,10 @@ def outcome(data: bytes) -> str:
             shape = tuple(1 if d < 0 else d for d in info.shape)
             if int(np.prod(shape, dtype=np.float64)) * info.dtype.itemsize > FUZZ_BUDGET:
                 return "loaded (input too large to run)"
-            feeds[input_name] = rng.standard_normal(shape).astype(info.dtype)
+            if dtypes.is_string(info.dtype):
+                feeds[input_name] = np.full(shape, "x", dtype=object)
+            else:
+                feeds[input_name] = rng.standard_normal(shape).astype(info.dtype)
         try:
             result = it.run(feeds, signature=name)
         except ModelError:

@@ -1,10 +1,11 @@
-"""ai.onnx.ml kernels (runtime/kernels/ml.py) against onnxruntime and scikit-learn.
+"""ai.onnx.ml kernels (runtime/kernels/ml/) against onnxruntime and scikit-learn.
 
-Small scikit-learn models are trained here, exported with skl2onnx (no ZipMap, int labels),
-converted with from_onnx, round-tripped through .erm and run by the Interpreter; labels must
-match exactly, scores within float32 rounding. Hand-built nodes cover what skl2onnx does not
-emit (other post_transforms and aggregates, branch modes, NaN tracking, TreeEnsemble opset 5,
-*_as_tensor, LabelEncoder). Malformed trees and string tensors are refused with specific errors.
+Small scikit-learn models are trained here, exported with skl2onnx (no ZipMap; int or string
+labels), converted with from_onnx, round-tripped through .erm and run by the Interpreter;
+labels must match exactly, scores within float32 rounding. Hand-built nodes cover what
+skl2onnx does not emit (other post_transforms and aggregates, branch modes, NaN tracking,
+TreeEnsemble opset 5, *_as_tensor, LabelEncoder and CategoryMapper over unicode strings and
+missing keys). Malformed trees and string tables are refused with specific errors.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from edgerun.converters import from_onnx
 from edgerun.runtime import Interpreter
@@ -34,7 +36,15 @@ from sklearn.ensemble import (  # noqa: E402
 from sklearn.impute import SimpleImputer  # noqa: E402
 from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import Binarizer, MinMaxScaler, Normalizer, OneHotEncoder, StandardScaler  # noqa: E402
+from sklearn.preprocessing import (  # noqa: E402
+    Binarizer,
+    LabelEncoder,
+    MinMaxScaler,
+    Normalizer,
+    OneHotEncoder,
+    OrdinalEncoder,
+    StandardScaler,
+)
 from sklearn.svm import SVC, SVR  # noqa: E402
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor  # noqa: E402
 
@@ -517,7 +527,8 @@ TREE_CORRUPTIONS = {
     "mode": ("nodes_modes", lambda v: _edit(v, 0, b"BRANCH_ALMOST"), r"unknown mode 'BRANCH_ALMOST'"),
     "duplicate": ("nodes_nodeids", lambda v: _edit(v, 1, 0), r"tree 0: node id 0 appears twice"),
     "cycle": ("nodes_falsenodeids", lambda v: _edit(v, 1, 0), r"form a cycle"),
-    "strings": ("classlabels_strings", lambda v: ["a", "b", "c"], r"'classlabels_strings' holds strings"),
+    "both labels": ("classlabels_strings", lambda v: ["a", "b", "c"],
+                    r"expected exactly one of 'classlabels_int64s' and 'classlabels_strings' .*got both"),
 }
 
 
@@ -581,24 +592,6 @@ def test_malformed_tree_ensemble_opset5_is_refused_at_prepare(changes, message):
         prepare(_v5(**changes))
 
 
-def test_string_tensors_are_refused():
-    x = np.array([1, 2], I64)
-    encoder = node_model("LabelEncoder", {"X": x}, [("Y", TensorProto.INT64)], ml_opset=2,
-                         keys_strings=["a", "b"], values_int64s=[1, 2])
-    with pytest.raises(ModelError, match=r"'keys_strings' holds strings: edgerun has no string tensors"):
-        prepare(encoder)
-    old = node_model("LabelEncoder", {"X": x}, [("Y", TensorProto.INT64)], ml_opset=1, classes_strings=["a"])
-    with pytest.raises(ModelError, match=r"LabelEncoder opset 1 maps between strings and integers"):
-        prepare(old)
-    strings = helper.make_model(helper.make_graph(
-        [helper.make_node("LabelEncoder", ["X"], ["Y"], domain=ML, keys_strings=["a"], values_int64s=[1])], "g",
-        [helper.make_tensor_value_info("X", TensorProto.STRING, [2])],
-        [helper.make_tensor_value_info("Y", TensorProto.INT64, [2])]),
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 2)])
-    with pytest.raises(ConversionError, match=r"graph input 'X': element type STRING is not supported"):
-        from_onnx(strings)
-
-
 def test_bad_values_at_run_are_model_errors():
     x = np.array([[1, 7]], I64)
     encoder = prepare(node_model("OneHotEncoder", {"X": x}, [("Y", TensorProto.FLOAT)], ml_opset=1,
@@ -635,3 +628,186 @@ def test_inconsistent_model_attributes_are_refused_at_prepare(op, attrs, message
     outputs = [("Y", TensorProto.INT64), ("Z", TensorProto.FLOAT)] if "Classifier" in op else [("Y", TensorProto.FLOAT)]
     with pytest.raises(ModelError, match=message):
         prepare(node_model(op, {"X": X4}, outputs, ml_opset=1, **attrs))
+
+
+# --- string labels, keys and categories -------------------------------------------------------
+
+NAMES = np.array(["cat", "dög", "eel 😀"], dtype=object)  # non-ASCII and astral on purpose
+
+
+def strings(*items, shape=None) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array if shape is None else array.reshape(shape)
+
+
+def assert_same_strings(got: np.ndarray, want) -> None:
+    """Equal string tensors: same shape, object dtype holding only str, equal elements."""
+    want = np.asarray(want, dtype=object)
+    assert got.dtype == np.dtype(object) and got.shape == want.shape, (got.dtype, got.shape, want.shape)
+    assert all(type(s) is str for s in got.flat)
+    assert got.tolist() == want.tolist()
+
+
+STRING_CLASSIFIERS = {
+    "logistic_regression": lambda: LogisticRegression(max_iter=2000),
+    "random_forest": lambda: RandomForestClassifier(n_estimators=8, max_depth=6, random_state=0),
+    "gradient_boosting": lambda: GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=0),
+    "svc": lambda: SVC(random_state=0),
+}
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("name", sorted(STRING_CLASSIFIERS))
+def test_string_label_classifier_matches_onnxruntime_and_sklearn(name, classes):
+    x_train, y_train, x = classification(classes)
+    model = STRING_CLASSIFIERS[name]().fit(x_train, NAMES[y_train])
+    onx = export(model, x)
+    assert any(a.name == "classlabels_strings" for n in onx.graph.node for a in n.attribute)
+    got, want = ours(onx, {"X": x}), theirs(onx, {"X": x})
+    assert_same_strings(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-5)
+    if hasattr(model, "predict_proba"):
+        top2 = np.sort(model.predict_proba(x), axis=1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 1e-4  # where float32 rounding cannot decide the top class
+    else:
+        clear = np.ones(len(x), bool)
+    assert clear.mean() > 0.9
+    assert_same_strings(got[0][clear], model.predict(x)[clear])
+
+
+def test_string_pipeline_encoders_match_sklearn():
+    from skl2onnx.common.data_types import StringTensorType
+
+    rng = np.random.default_rng(0)
+    x_train = rng.choice(NAMES, (40, 2)).astype(object)
+    x = np.concatenate([rng.choice(NAMES, (8, 2)), strings("?", "cat", "cat", "ñ", shape=(2, 2))]).astype(object)
+    types = [("X", StringTensorType([None, 2]))]
+    ordinal = OrdinalEncoder().fit(x_train)
+    (y,) = matches_onnxruntime(skl2onnx.convert_sklearn(ordinal, initial_types=types), {"X": x[:8]})
+    np.testing.assert_array_equal(y, ordinal.transform(x[:8]))
+    onehot = OneHotEncoder(handle_unknown="ignore").fit(x_train)
+    (y,) = matches_onnxruntime(skl2onnx.convert_sklearn(onehot, initial_types=types), {"X": x})
+    np.testing.assert_array_equal(y, onehot.transform(x).toarray())
+    labels = LabelEncoder().fit(NAMES)
+    onx = skl2onnx.convert_sklearn(labels, initial_types=[("X", StringTensorType([None]))])
+    (y,) = matches_onnxruntime(onx, {"X": x[:8, 0]})
+    np.testing.assert_array_equal(y, labels.transform(x[:8, 0]))
+
+
+WORDS = strings("é", "b", "é", "zz", "", "😀", shape=(2, 3))  # "zz" and "" are not keys
+INTS = np.array([[0, 3, 1], [-1, 7, 2]], I64)
+FLOATS = np.array([1.5, 2.0, np.nan, 0.0], F32)
+
+
+def _t(array: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(array, "t")
+
+
+ENCODERS = {  # (op, X, Y's type, ml opset, attributes)
+    "v1 string to index": ("LabelEncoder", WORDS, TensorProto.INT64, 1, {"classes_strings": ["a", "é", "😀"]}),
+    "v1 index to string": ("LabelEncoder", INTS, TensorProto.STRING, 1,
+                           {"classes_strings": ["a", "é", "😀"], "default_string": "none"}),
+    "v1 default names": ("LabelEncoder", INTS, TensorProto.STRING, 1, {"classes_strings": ["α"]}),
+    "v2 strings": ("LabelEncoder", WORDS, TensorProto.STRING, 2,
+                   {"keys_strings": ["é", "😀", "b"], "values_strings": ["E", "smile", "β"]}),
+    "v2 string to float": ("LabelEncoder", WORDS, TensorProto.FLOAT, 2,
+                           {"keys_strings": ["é", "b"], "values_floats": [1.5, 2.0], "default_float": 9.0}),
+    "v2 int to string": ("LabelEncoder", INTS, TensorProto.STRING, 2,
+                         {"keys_int64s": [3, 1, 7], "values_strings": ["x", "ÿ", "z"], "default_string": "?"}),
+    "v2 float to string": ("LabelEncoder", FLOATS, TensorProto.STRING, 2,
+                           {"keys_floats": [1.5, 2.0], "values_strings": ["x", "y"]}),
+    "v4 string tensors": ("LabelEncoder", WORDS, TensorProto.STRING, 4,
+                          {"keys_tensor": _t(strings("é", "b")), "values_tensor": _t(strings("1", "2")),
+                           "default_tensor": _t(strings("d"))}),
+    "v4 string to double": ("LabelEncoder", WORDS, TensorProto.DOUBLE, 4,
+                            {"keys_tensor": _t(strings("é", "b")), "values_tensor": _t(np.array([1.5, 2.0]))}),
+    "category to int": ("CategoryMapper", WORDS, TensorProto.INT64, 1,
+                        {"cats_strings": ["é", "😀", "b", "é"], "cats_int64s": [1, 2, 3, 4], "default_int64": 99}),
+    "category to string": ("CategoryMapper", INTS, TensorProto.STRING, 1,
+                           {"cats_strings": ["p", "q", "ü", "s"], "cats_int64s": [1, 2, 3, 1]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ENCODERS))
+def test_string_lookups_match_onnxruntime(case):
+    op, x, out, opset, attrs = ENCODERS[case]
+    onx = node_model(op, {"X": x}, [("Y", out)], ml_opset=opset, **attrs)
+    (got,), (want,) = ours(onx, {"X": x}), theirs(onx, {"X": x})
+    if out == TensorProto.STRING:
+        assert_same_strings(got, want)
+    else:
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    assert (got.reshape(-1)[3] == {"v2 strings": "_Unused", "v1 string to index": -1, "category to int": 99}
+            .get(case, got.reshape(-1)[3]))  # X's "zz": the default
+
+
+def test_string_label_encoder_repeated_key_takes_the_last_value_as_the_spec():
+    onx = node_model("LabelEncoder", {"X": WORDS}, [("Y", TensorProto.STRING)], ml_opset=2,
+                     keys_strings=["é", "😀", "é"], values_strings=["first", "smile", "last"], default_string="-")
+    (got,) = ours(onx, {"X": WORDS})
+    (want,) = ReferenceEvaluator(onx).run(None, {"X": WORDS})  # onnxruntime keeps the first value
+    assert got.tolist() == np.asarray(want).tolist() == [["last", "-", "last"], ["-", "-", "smile"]]
+
+
+def test_string_array_feature_extractor_matches_onnxruntime():
+    y = np.array([2, 0], I64)
+    onx = node_model("ArrayFeatureExtractor", {"X": WORDS, "Y": y}, [("Z", TensorProto.STRING)], ml_opset=1)
+    (got,), (want,) = ours(onx, {"X": WORDS, "Y": y}), theirs(onx, {"X": WORDS, "Y": y})
+    assert_same_strings(got, want)
+
+
+TWO_WORDS = strings("a", "b")
+
+
+@pytest.mark.parametrize("op, x, opset, attrs, message", [
+    ("LabelEncoder", TWO_WORDS, 2, {"keys_strings": ["a", "b", "c"], "values_int64s": [1, 2]},
+     r"keys_strings has 3 entries and values_int64s 2: they pair up one to one"),
+    ("LabelEncoder", np.array([1, 2], I64), 2, {"keys_strings": ["a", "b"], "values_int64s": [1, 2]},
+     r"X is int64 but the keys \(keys_strings\) are string"),
+    ("LabelEncoder", TWO_WORDS, 2, {"keys_strings": ["a"], "keys_int64s": [1], "values_int64s": [1]},
+     r"expected exactly one of keys_strings, keys_int64s, keys_floats, keys_tensor, got keys_strings, keys_int64s"),
+    ("LabelEncoder", TWO_WORDS, 4, {"keys_strings": ["a"], "values_tensor": _t(strings("x")),
+                                    "default_tensor": _t(np.array([1], I64))},
+     r"default_tensor: expected one string value \(the values' type\), got int64 \[1\]"),
+    ("LabelEncoder", np.array([1.0], F32), 1, {"classes_strings": ["a"]},
+     r"X: expected a string or int64 tensor, got float32"),
+    ("LabelEncoder", TWO_WORDS, 1, {"default_int64": 3}, r"attribute 'classes_strings' is required"),
+    ("CategoryMapper", TWO_WORDS, 1, {"cats_strings": ["a", "b"], "cats_int64s": [1, 2, 3]},
+     r"attribute lengths differ: cats_strings has 2, cats_int64s has 3"),
+    ("CategoryMapper", TWO_WORDS, 1, {"cats_strings": ["a", "b"]},
+     r"attributes 'cats_strings' and 'cats_int64s' are both required"),
+    ("OneHotEncoder", TWO_WORDS, 1, {"cats_int64s": [1, 2]},
+     r"string X needs attribute 'cats_strings' and not 'cats_int64s'"),
+    ("OneHotEncoder", np.array([1, 2], I64), 1, {"cats_strings": ["a"]},
+     r"int64 X needs attribute 'cats_int64s' and not 'cats_strings'"),
+])
+def test_malformed_string_tables_are_refused_at_prepare(op, x, opset, attrs, message):
+    out = TensorProto.FLOAT if op == "OneHotEncoder" else TensorProto.INT64
+    with pytest.raises(ModelError, match=message):
+        prepare(node_model(op, {"X": x}, [("Y", out)], ml_opset=opset, **attrs))
+
+
+BOTH = r"expected exactly one of 'classlabels_ints' and 'classlabels_strings' \(the class labels\), got both"
+
+
+@pytest.mark.parametrize("op, labels, message", [
+    ("LinearClassifier", {}, r"expected exactly one of 'classlabels_ints' and 'classlabels_strings' .*got neither"),
+    ("LinearClassifier", {"classlabels_ints": [1, 2], "classlabels_strings": ["a", "b"]}, BOTH),
+    ("LinearClassifier", {"classlabels_strings": ["a", "b", "c"]}, r"classlabels_strings has 3 labels for 2 score"),
+    ("SVMClassifier", {"classlabels_strings": ["a"]}, r"classlabels_strings has 1 label, at least 2 are needed"),
+])
+def test_classifier_labels_must_come_from_one_list(op, labels, message):
+    weights = {"coefficients": [1.0] * 8, "intercepts": [0.0, 1.0]} if op == "LinearClassifier" \
+        else {"coefficients": [1.0] * 4, "rho": [0.0]}
+    with pytest.raises(ModelError, match=message):
+        prepare(node_model(op, {"X": X4}, [("Y", TensorProto.STRING), ("Z", TensorProto.FLOAT)], ml_opset=1,
+                           **labels, **weights))
+
+
+def test_unknown_string_category_with_zeros_0_fails_at_run():
+    encoder = prepare(node_model("OneHotEncoder", {"X": WORDS}, [("Y", TensorProto.FLOAT)], ml_opset=1,
+                                 cats_strings=["é", "b", "", "😀"], zeros=0))
+    with pytest.raises(ModelError, match=r"value 'zz' is not in cats_strings \(zeros=0\)"):
+        encoder.run({"X": WORDS})

@@ -27,3 +27,4 @@ class DType(object):
     UINT4 = 21
     INT2 = 22
     UINT2 = 23
+    STRING = 24

@@ -96,7 +96,8 @@ def test_a_1d_fused_conv_adds_its_residual_once(length, path):
     c = 24
     nodes = [node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1]), node("Add", ["h", "x"], ["s"]),
              node("Relu", ["s"], ["y"])]
-    inits = {"w": (rng.standard_normal((c, c, 3)) / 8).astype(np.float32), "b": rng.standard_normal(c).astype(np.float32)}
+    inits = {"w": (rng.standard_normal((c, c, 3)) / 8).astype(np.float32),
+             "b": rng.standard_normal(c).astype(np.float32)}
     model = make_model(nodes, [info("x", [2, c, length])], [info("y", None)], inits)
     x = rng.standard_normal((2, c, length)).astype(np.float32)
     it = Interpreter(from_onnx(model), device="numba")
