@@ -232,7 +232,13 @@ class Cast(_Converting):
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         self._conversion_attrs()
-        return [TensorSpec(onnx_dtype(self, "to", strings=True), inputs[0].shape)]
+        to = onnx_dtype(self, "to", strings=True)
+        if to == inputs[0].dtype and not dtypes.is_string(to):
+            self.run = self._copy  # a Cast to the type it already has (exporters leave many)
+        return [TensorSpec(to, inputs[0].shape)]
+
+    def _copy(self, inputs, outputs):
+        np.copyto(outputs[0], inputs[0])
 
 
 @register("CastLike", since=15)

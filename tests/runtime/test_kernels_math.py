@@ -321,3 +321,23 @@ def test_mutated_math_nodes_fail_only_with_model_error(node):
             kernel.run(arrays, [np.empty(s.shape, s.dtype) for s in out_specs])
     except ModelError:
         pass
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_pow_by_a_constant_two_and_a_cast_to_the_same_type_match_numpy(dtype):
+    """Their shortcuts (one multiply; one copy) against numpy's power, NaN and inf included."""
+    from edgerun.runtime.graph import GraphBuilder
+    from edgerun.runtime.interpreter import Interpreter
+
+    g = GraphBuilder("square", opset=17)
+    x = g.input("x", dtype, (6,))
+    squared = g.op("Pow", [x, g.constant("two", np.array(2.0, np.float32))], name="pow")
+    g.output(g.op("Cast", [squared], name="same", to=int({np.float16: 10, np.float32: 1, np.float64: 11}[dtype])),
+             "y")
+    it = Interpreter(g.build())
+    values = np.array([-3.5, 0.0, 1e-3, np.nan, -np.inf, 250.0], dtype)
+    got = it.run({"x": values})["y"]
+    np.testing.assert_array_equal(got, np.power(values, 2).astype(dtype))
+    assert got.dtype == dtype
+    runs = {node.name: run.__name__ for run, _, _, node in it._plans["serving_default"].prepared.steps}
+    assert runs == {"pow": "_square", "same": "_copy"}
