@@ -5,7 +5,8 @@
 The conversion is structural: each ONNX node becomes one `Node` with the same
 op type, domain and opset version (ONNX semantics, NCHW), initializers and
 `Constant` nodes become constant `Value`s, and graph inputs/outputs keep their
-ONNX names so the default signature maps them one to one. Ops that no runtime
+ONNX names so the default signature maps them one to one. Sequence and optional
+types (of tensors, and optionals of sequences) become the `kind` of their Value. Ops that no runtime
 kernel implements are refused up front, all of them in one error.
 
 `onnx` is imported inside the functions, so importing this module is cheap and
@@ -23,7 +24,7 @@ import numpy as np
 
 from edgerun.runtime import dtypes
 from edgerun.runtime.errors import ConversionError
-from edgerun.runtime.graph import Graph, Node, Value
+from edgerun.runtime.graph import Graph, Node, Value, ValueKind
 
 if TYPE_CHECKING:
     import onnx
@@ -295,7 +296,7 @@ class _GraphConverter:
                 captured.setdefault(id(value), value)
         outer = list(captured.values())
         for graph in graphs:
-            local = {id(v): Value(v.name, v.dtype, v.shape) for v in outer}
+            local = {id(v): Value(v.name, v.dtype, v.shape, kind=v.kind) for v in outer}
             for inner in graph.nodes:
                 inner.inputs = [local.get(id(v), v) if v is not None else None for v in inner.inputs]
             graph.outputs = [local.get(id(v), v) for v in graph.outputs]
@@ -322,6 +323,7 @@ class _GraphConverter:
             kind.TENSORS: lambda: [_to_array(t, where) for t in attr.tensors],
             kind.GRAPH: lambda: self.convert(attr.g, scope),
             kind.GRAPHS: lambda: [self.convert(g, scope) for g in attr.graphs],
+            kind.TYPE_PROTO: lambda: _type_string(attr.tp, where),
         }
         if attr.type not in readers:
             raise ConversionError(f"{where}: attribute type "
@@ -337,6 +339,8 @@ class _GraphConverter:
             value.dtype = declared.dtype
         if value.shape is None:
             value.shape = declared.shape
+        if value.kind is ValueKind.TENSOR:
+            value.kind = declared.kind
         return value
 
 
@@ -417,15 +421,14 @@ def _to_array(tensor: onnx.TensorProto, where: str) -> np.ndarray:
 
 
 def _value_from_info(info: onnx.ValueInfoProto, where: str, required: bool) -> Value:
-    """A Value with dtype and shape from a ValueInfoProto: dim_value kept, dim_param or
-    missing dims -> -1, no shape -> None. With `required`, a missing tensor type is a
-    ConversionError; otherwise it gives dtype None. Non-tensor types always fail."""
-    kind = info.type.WhichOneof("value")
-    if kind is None and not required:
+    """A Value with kind, dtype and shape from a ValueInfoProto: dim_value kept, dim_param
+    or missing dims -> -1, no shape -> None. A sequence of tensors, an optional tensor or an
+    optional sequence gets its kind and its elements' dtype and shape. With `required`, a
+    missing type or element type is a ConversionError; otherwise it gives dtype None. Other
+    types (maps, sequences of sequences) always fail."""
+    if info.type.WhichOneof("value") is None and not required:
         return Value(info.name, None, None)
-    if kind != "tensor_type":
-        raise ConversionError(f"{where}: expected a tensor type, got {kind or 'no type'}")
-    tensor_type = info.type.tensor_type
+    kind, tensor_type = _tensor_of(info.type, where)
     if tensor_type.elem_type == 0:
         if required:
             raise ConversionError(f"{where}: element type is undefined")
@@ -436,7 +439,41 @@ def _value_from_info(info: onnx.ValueInfoProto, where: str, required: bool) -> V
     if tensor_type.HasField("shape"):
         shape = tuple(d.dim_value if d.HasField("dim_value") else -1
                       for d in tensor_type.shape.dim)
-    return Value(info.name, dtype, shape)
+    return Value(info.name, dtype, shape, kind=kind)
+
+
+def _tensor_of(type_proto: onnx.TypeProto, where: str) -> tuple[ValueKind, onnx.TypeProto.Tensor]:
+    """The kind a TypeProto describes and its (element) tensor type; ConversionError for
+    types a Value cannot hold."""
+    kinds = {"tensor_type": ValueKind.TENSOR, "sequence_type": ValueKind.SEQUENCE}
+    kind = type_proto.WhichOneof("value")
+    inner = type_proto
+    if kind == "optional_type":
+        inner = type_proto.optional_type.elem_type
+        kind = inner.WhichOneof("value")
+        kinds = {"tensor_type": ValueKind.OPTIONAL_TENSOR, "sequence_type": ValueKind.OPTIONAL_SEQUENCE}
+    if kind == "sequence_type":
+        inner = inner.sequence_type.elem_type
+        if inner.WhichOneof("value") != "tensor_type":
+            kind = f"sequence of {inner.WhichOneof('value') or 'no type'}"
+    if kind not in kinds:
+        raise ConversionError(f"{where}: expected a tensor type, a sequence of tensors or an optional of "
+                              f"either, got {kind or 'no type'}")
+    return kinds[kind], inner.tensor_type
+
+
+def _type_string(type_proto: onnx.TypeProto, where: str) -> str:
+    """A type attribute (Optional's `type`: a tensor or a sequence) in ONNX's notation with
+    TensorProto element names: 'tensor(FLOAT)', 'seq(tensor(INT64))'; ConversionError for
+    other types."""
+    import onnx
+
+    kind, tensor_type = _tensor_of(type_proto, where)
+    if kind not in (ValueKind.TENSOR, ValueKind.SEQUENCE):
+        raise ConversionError(f"{where}: expected a tensor or a sequence type, got an optional")
+    _numpy_dtype(tensor_type.elem_type, where)
+    element = f"tensor({onnx.TensorProto.DataType.Name(tensor_type.elem_type)})"
+    return element if kind is ValueKind.TENSOR else f"seq({element})"
 
 
 def _apply_hints(outputs: list[Value | None], hints: dict[str, onnx.ValueInfoProto]) -> None:
@@ -448,7 +485,7 @@ def _apply_hints(outputs: list[Value | None], hints: dict[str, onnx.ValueInfoPro
             hinted = _value_from_info(hints[value.name], value.name, required=False)
         except ConversionError:
             continue
-        value.dtype, value.shape = hinted.dtype, hinted.shape
+        value.dtype, value.shape, value.kind = hinted.dtype, hinted.shape, hinted.kind
 
 
 def _constant_value(node: onnx.NodeProto, where: str) -> Value:

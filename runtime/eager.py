@@ -14,6 +14,9 @@ this module.
 `PreparedKernels` keeps the cost down: a node's kernel, once prepared, is reused
 while the node sees the same input shapes and the same contents of the (small)
 inputs its prepare read, so a streaming model pays for preparation once.
+
+Values may be sequences (lists of arrays) and optionals (None or a value) too: their
+specs come from the graph inputs' declarations and from the kernels that make them.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from edgerun.runtime.errors import ModelError, raise_node_failure
 from edgerun.runtime.graph import Graph, Node, Value, reachable_nodes
-from edgerun.runtime.kernels.base import ExecutionContext, Kernel, TensorSpec
+from edgerun.runtime.kernels.base import ExecutionContext, Kernel, Spec, TensorSpec, spec_of
 from edgerun.runtime.kernels.registry import resolve
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 
@@ -83,7 +87,8 @@ class PreparedKernels:
     contents of every input its prepare read. Inputs are handed to prepare as private copies
     (when small), so a kernel that keeps a reference to one is unaffected by a caller that
     changes its arrays in place. Control-flow kernels (whose prepare runs the body) are never
-    reused, nor kernels whose prepare read more than MAX_KEY_BYTES of input contents. Random
+    reused, nor kernels with a sequence or optional input or output, nor kernels whose
+    prepare read more than MAX_KEY_BYTES of input contents. Random
     kernels are, as a planned run reuses them: their generator, made at prepare, advances run
     after run instead of restarting."""
 
@@ -94,16 +99,20 @@ class PreparedKernels:
                 context: ExecutionContext | None = None) -> tuple[Kernel, list[TensorSpec]]:
         """The node's kernel (made with `context`) prepared for `specs`/`values` and its
         output specs. Raises what the kernel's prepare raises."""
-        shapes = tuple(None if s is None else (s.dtype, s.shape) for s in specs)
+        shapes = tuple(specs)
         entry = self._entries.get(id(node))
         if entry is not None and entry[0] == shapes and all(_same(values[i], seen) for i, seen in entry[1]):
             return entry[2], entry[3]
         kernel = cls.for_node(node, context)
+        tensors = all(s is None or isinstance(s, TensorSpec) for s in specs)
+        if not tensors:
+            kernel.check_kinds(specs)
         small = [v.copy() if isinstance(v, np.ndarray) and v.nbytes <= MAX_KEY_BYTES else v for v in values]
         reads = _Reads(small)
         out_specs = list(kernel.prepare(specs, reads))
         read = [(i, small[i]) for i in sorted(reads.read) if i < len(small) and small[i] is not None]
         if (node.op_type not in CONTROL_FLOW
+                and tensors and all(isinstance(s, TensorSpec) for s in out_specs)
                 and sum(a.nbytes for _, a in read) <= MAX_KEY_BYTES
                 and all(a.nbytes <= MAX_KEY_BYTES for _, a in read)):
             self._entries[id(node)] = (shapes, read, kernel, out_specs)
@@ -129,7 +138,7 @@ class EagerContext:
     work_budget: int | None = None
     num_threads: int | None = None
 
-    def run_graph(self, graph: Graph, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def run_graph(self, graph: Graph, inputs: Sequence) -> list:
         return run_graph(graph, inputs, self)
 
 
@@ -149,50 +158,61 @@ def _graph_cache(graph: Graph, backend: str) -> PreparedKernels:
     return entry[1]
 
 
-def run_graph(graph: Graph, inputs: Sequence[np.ndarray], context: ExecutionContext | None = None) -> list[np.ndarray]:
+def run_graph(graph: Graph, inputs: Sequence, context: ExecutionContext | None = None) -> list:
     """Run every node `graph.outputs` need (on `context`'s backend, "cpu" by default);
     returns the outputs in order.
 
-    `inputs` match `graph.inputs` one to one. Raises ModelError (naming the node)
-    when a node cannot prepare or fails, or an input count mismatch.
+    `inputs` match `graph.inputs` one to one (arrays; lists of arrays for sequences, None
+    for an empty optional). Raises ModelError (naming the node) when a node cannot
+    prepare or fails, or an input count mismatch.
     """
     context = context or EagerContext()
     if len(inputs) != len(graph.inputs):
         raise ModelError(f"graph {graph.name!r} takes {len(graph.inputs)} inputs, got {len(inputs)}")
-    env: dict[Value, np.ndarray] = dict(zip(graph.inputs, inputs, strict=True))
+    env: dict[Value, Any] = dict(zip(graph.inputs, inputs, strict=True))
+    specs: dict[Value, Spec | None] = {v: spec_of(a, v.kind, v.dtype) for v, a in env.items()}
     cache = _graph_cache(graph, context.backend)
     for node in _needed(graph):
-        outs = run_node(node, [None if v is None else _read(env, v, node) for v in node.inputs], context, cache)
-        for value, array in zip(node.outputs, outs, strict=False):
+        args = [None if v is None else _read(env, v, node) for v in node.inputs]
+        arg_specs = [None if v is None else specs[v] if v in specs else spec_of(a, v.kind, v.dtype)
+                     for v, a in zip(node.inputs, args, strict=True)]
+        outs, out_specs = _evaluate(node, args, arg_specs, context, cache)
+        for value, array, spec in zip(node.outputs, outs, out_specs, strict=False):
             if value is not None:
-                env[value] = array
+                env[value], specs[value] = array, spec
     return [_read(env, v, None) for v in graph.outputs]
 
 
-def run_node(node: Node, inputs: list[np.ndarray | None], context: ExecutionContext | None = None,
-             cache: PreparedKernels | None = None) -> list[np.ndarray]:
+def run_node(node: Node, inputs: list, context: ExecutionContext | None = None,
+             cache: PreparedKernels | None = None) -> list:
     """Prepare `node`'s kernel with `inputs` as known values (or reuse the one `cache` holds),
-    run it on `context`'s backend ("cpu" by default), return its outputs."""
-    context = context or EagerContext()
+    run it on `context`'s backend ("cpu" by default), return its outputs. An input's spec
+    comes from its value and the declared kind of the node's input Value."""
+    specs = [None if v is None else spec_of(a, v.kind, v.dtype) for v, a in zip(node.inputs, inputs, strict=False)]
+    return _evaluate(node, inputs, specs, context or EagerContext(), cache)[0]
+
+
+def _evaluate(node: Node, inputs: list, specs: list, context: ExecutionContext,
+              cache: PreparedKernels | None) -> tuple[list, list[Spec]]:
+    """`node`'s outputs and their specs, for `inputs` whose specs are `specs`."""
     cls = resolve(node.domain, node.op_type, node.version, node.name, context.backend)
-    specs = [None if a is None else TensorSpec(a.dtype, a.shape) for a in inputs]
     try:
         if cache is None:
             kernel: Kernel = cls.for_node(node, context)
+            kernel.check_kinds(specs)
             out_specs = list(kernel.prepare(specs, list(inputs)))
         else:
             kernel, out_specs = cache.prepare(node, cls, specs, list(inputs), context)
         for spec in out_specs:
-            if any(d < 0 for d in spec.shape) or spec.nbytes > MAX_TENSOR_BYTES:
+            if isinstance(spec, TensorSpec) and (any(d < 0 for d in spec.shape) or spec.nbytes > MAX_TENSOR_BYTES):
                 raise ModelError(f"node {node.name!r}: output shape {spec.shape} is invalid or too large")
-        outs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
-        kernel.run(list(inputs), outs)
+        outs = kernel.evaluate(list(inputs), out_specs)
     except Exception as exc:
         raise_node_failure(node, exc)
-    return outs
+    return outs, out_specs
 
 
-def _read(env: dict[Value, np.ndarray], value: Value, node: Node | None) -> np.ndarray:
+def _read(env: dict[Value, Any], value: Value, node: Node | None) -> Any:
     if value in env:
         return env[value]
     if value.data is not None:

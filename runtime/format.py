@@ -11,3 +11,6 @@ INLINE_ALIGNMENT = 16
 DEFAULT_INLINE_LIMIT = 1024
 # The flatbuffer part of a file must stay below 2 GiB (32-bit offsets).
 MAX_FLATBUFFER_BYTES = 2**31 - 1
+# Tensor.kind codes, in order (a file keeps its meaning forever: only ever append): what a
+# value holds, as runtime.graph.ValueKind names it.
+VALUE_KINDS = ("tensor", "sequence", "optional_tensor", "optional_sequence")

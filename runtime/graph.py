@@ -1,9 +1,9 @@
 """The in-memory IR: Graph, Node, Value, plus a small builder.
 
-A `Graph` is a list of `Node`s in topological order over `Value`s (tensors).
-Values are identified by object; names are unique within one graph. A graph
-may carry named signatures (entry points) and metadata; nested graphs (control
-flow bodies) appear as node attributes.
+A `Graph` is a list of `Node`s in topological order over `Value`s (tensors, and
+ONNX sequences and optionals: see `ValueKind`). Values are identified by object;
+names are unique within one graph. A graph may carry named signatures (entry
+points) and metadata; nested graphs (control flow bodies) appear as node attributes.
 
     g = GraphBuilder("mlp")
     x = g.input("x", np.float32, (-1, 64))
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -44,13 +45,28 @@ class Quantization:
         )
 
 
+class ValueKind(StrEnum):
+    """What a value holds. At run time a tensor is a numpy array, a sequence a Python list
+    of arrays of one dtype (their shapes may differ), an optional None (empty) or the
+    tensor / sequence it holds. Sequences and optionals never live in a plan's arena."""
+
+    TENSOR = "tensor"
+    SEQUENCE = "sequence"
+    OPTIONAL_TENSOR = "optional_tensor"
+    OPTIONAL_SEQUENCE = "optional_sequence"
+
+
 @dataclass(eq=False)
 class Value:
-    """A tensor of the graph: an input, a constant, a variable or an op result.
+    """A value of the graph: an input, a constant, a variable or an op result.
 
     `shape` uses -1 for dynamic dimensions; None means unknown (inferred later),
     and so does a `dtype` of None.
     `data` holds the contents of constants and the initial value of variables.
+    `kind` says whether it is a tensor, a sequence or an optional (ValueKind); for the
+    latter two, `dtype` and `shape` describe the element tensors. An op result whose kind
+    no declaration states is left TENSOR: the kernel that makes it decides at run time.
+    Constants and variables are tensors.
     """
 
     name: str
@@ -59,8 +75,10 @@ class Value:
     data: np.ndarray | None = None
     is_variable: bool = False
     quantization: Quantization | None = None
+    kind: ValueKind = ValueKind.TENSOR
 
     def __post_init__(self) -> None:
+        self.kind = ValueKind(self.kind)
         if self.dtype is not None:
             self.dtype = np.dtype(self.dtype)
         if self.shape is not None:
@@ -71,7 +89,8 @@ class Value:
         return self.data is not None and not self.is_variable
 
     def __repr__(self) -> str:
-        return f"Value({self.name!r}, {self.dtype}, {self.shape})"
+        kind = "" if self.kind is ValueKind.TENSOR else f", {self.kind}"
+        return f"Value({self.name!r}, {self.dtype}, {self.shape}{kind})"
 
 
 @dataclass(eq=False)
@@ -221,9 +240,10 @@ class GraphBuilder:
         self._names.add(name)
         return name
 
-    def input(self, name: str, dtype: Any, shape: Sequence[int]) -> Value:
-        """Declare a graph input; -1 in `shape` marks a dynamic dimension."""
-        value = Value(self._claim(name), np.dtype(dtype), tuple(shape))
+    def input(self, name: str, dtype: Any, shape: Sequence[int], kind: ValueKind | str = ValueKind.TENSOR) -> Value:
+        """Declare a graph input; -1 in `shape` marks a dynamic dimension. For a sequence or
+        optional `kind`, `dtype` and `shape` are those of its element tensors."""
+        value = Value(self._claim(name), np.dtype(dtype), tuple(shape), kind=ValueKind(kind))
         self._inputs.append(value)
         return value
 

@@ -31,7 +31,7 @@ DEFAULT_SIGNATURE = "serving_default"
 
 @dataclass(frozen=True)
 class SignatureInfo:
-    """Names, dtypes and declared shapes (-1 = dynamic) of a signature's inputs and outputs."""
+    """Names, kinds, dtypes and declared shapes (-1 = dynamic) of a signature's inputs and outputs."""
 
     name: str
     inputs: dict[str, TensorInfo]
@@ -133,7 +133,9 @@ class Interpreter:
     ) -> dict[str, np.ndarray]:
         """Run `signature` on named inputs; returns its outputs by name (fresh arrays).
 
-        An input whose shape differs from the prepared one only in dynamic
+        A sequence input or output (`SignatureInfo` kind "sequence") is a list of arrays of
+        its element dtype; an optional one None (empty) or what it holds. An input whose
+        shape differs from the prepared one only in dynamic
         dimensions re-prepares the plan automatically. Raises InputError for an
         unknown signature, missing or unexpected inputs, or a wrong dtype, rank or
         shape, naming the input and what was expected; WorkBudgetError (before any

@@ -16,8 +16,8 @@ import numpy as np
 from edgerun.runtime import dtypes
 from edgerun.runtime.errors import ModelError
 from edgerun.runtime.flatread import FlatReader
-from edgerun.runtime.format import FILE_IDENTIFIER
-from edgerun.runtime.graph import Graph, Node, Quantization, Signature, Value
+from edgerun.runtime.format import FILE_IDENTIFIER, VALUE_KINDS
+from edgerun.runtime.graph import Graph, Node, Quantization, Signature, Value, ValueKind
 from edgerun.runtime.schema.fb.AttributeType import AttributeType
 from edgerun.runtime.verifier import verify_model
 
@@ -94,8 +94,8 @@ class _Builder:
         if tensor["quantization"] is not None:
             q = tensor["quantization"]
             quant = Quantization(np.array(q["scale"]), np.array(q["zero_point"]), q["axis"])
-        return Value(tensor["name"], dtype, shape, data=data,
-                     is_variable=bool(tensor["is_variable"]), quantization=quant)
+        return Value(tensor["name"], dtype, shape, data=data, is_variable=bool(tensor["is_variable"]),
+                     quantization=quant, kind=ValueKind(VALUE_KINDS[tensor["kind"]]))
 
     def graph(self, index: int) -> Graph:
         if index in self.graphs:

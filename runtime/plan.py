@@ -8,6 +8,11 @@ remaining operators become steps whose outputs live in one arena placed by
 every array bound in advance, so steady-state runs allocate only the results.
 Every kernel gets the plan's `EagerContext`: its backend, and how control flow
 runs its bodies.
+
+Sequences and optionals (runtime.graph.ValueKind) never live in the arena: a node
+that reads one that is not a constant, or makes one that cannot be folded, and
+every node after it run in the eager tail (or the whole signature eagerly when
+nothing can be planned before it).
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from edgerun.runtime.errors import (
     WorkBudgetError,
     raise_node_failure,
 )
-from edgerun.runtime.graph import Graph, Node, Signature, Value, reachable_nodes
+from edgerun.runtime.graph import Graph, Node, Signature, Value, ValueKind, reachable_nodes
 from edgerun.runtime.kernels import Kernel, TensorSpec, resolve
+from edgerun.runtime.kernels.base import OptionalSpec, SequenceSpec, Spec, copy_value
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 from edgerun.runtime.work import WorkTally, node_macs
 
@@ -45,15 +51,19 @@ _END = 1 << 62  # "live until the end of the run"
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """A signature tensor: name, dtype and shape (-1 marks a dynamic dimension).
+    """A signature value: name, dtype and shape (-1 marks a dynamic dimension).
 
     `has_default`: an input that may be omitted (the model holds its default value).
+    `kind`: "tensor", or "sequence" (a list of arrays), "optional_tensor" / "optional_sequence"
+    (None or the value); for those, `dtype` and `shape` are the element tensors' as declared
+    (shape () when the model declares none). See runtime.graph.ValueKind.
     """
 
     name: str
     dtype: np.dtype
     shape: tuple[int, ...]
     has_default: bool = False
+    kind: ValueKind = ValueKind.TENSOR
 
 
 Step = tuple[Callable[[list, list], None], list, list, Node]
@@ -82,6 +92,9 @@ class _Prepared:
     tail_known: dict[Value, np.ndarray] = field(default_factory=dict)
     tail_feeds: dict[Value, str] = field(default_factory=dict)
     tail_values: set[Value] = field(default_factory=set)
+    tail_specs: dict[Value, Spec] = field(default_factory=dict)  # of the known and fed values it reads
+    # specs of outputs folded at prepare time (sequences and optionals among them)
+    output_specs: dict[str, Spec] = field(default_factory=dict)
 
 
 class ExecutionPlan:
@@ -125,7 +138,7 @@ class ExecutionPlan:
         self._inlined: dict[tuple[int, str], list[tuple[Node, type[Kernel]]]] = {}
         self.eager_kernels = PreparedKernels()  # eager runs reuse a kernel while its inputs allow
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
-        shapes = {n: tuple(1 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
+        shapes = {n: _probe_shape(info, 1) for n, info in self.input_info.items()}
         self._recent: dict[tuple, _Prepared] = {}
         self._has_prepared = False  # whether any input shapes have prepared yet
         try:
@@ -148,7 +161,8 @@ class ExecutionPlan:
     def _reached_by_dynamic_dims(self, failed: Node | None) -> bool:
         """Whether a dynamic input dim can reach node `failed` (through the shapes or
         the contents of its inputs); False when the signature has no dynamic dims."""
-        dynamic = {v for n, v in self.signature.inputs.items() if -1 in self.input_info[n].shape}
+        dynamic = {v for n, v in self.signature.inputs.items()  # (a sequence's shapes never shape a plan)
+                   if self.input_info[n].kind == ValueKind.TENSOR and -1 in self.input_info[n].shape}
         if not dynamic or failed is None:
             return False
         for node in self.nodes:
@@ -187,11 +201,11 @@ class ExecutionPlan:
         dynamic when the work budget refuses 2.
         """
         if self.eager or self.prepared.deferred:  # shapes not known yet: trust the declarations
-            return {name: TensorInfo(name, value.dtype, tuple(value.shape or ()))
+            return {name: TensorInfo(name, value.dtype, tuple(value.shape or ()), kind=value.kind)
                     for name, value in self.signature.outputs.items()}
         probe, refused = None, False
         if any(-1 in info.shape for info in self.input_info.values()):
-            other = {n: tuple(2 if d < 0 else d for d in info.shape) for n, info in self.input_info.items()}
+            other = {n: _probe_shape(info, 2) for n, info in self.input_info.items()}
             try:
                 probe = self._prepare(other)
             except WorkBudgetError:  # the budget allows size 1 only
@@ -200,22 +214,33 @@ class ExecutionPlan:
                 probe = None
         infos = {}
         for name, value in self.signature.outputs.items():
-            dtype, shape = self._output_spec(self.prepared, name)
+            kind, dtype, shape = self._output_spec(self.prepared, name)
+            if kind != ValueKind.TENSOR:  # elements as declared
+                infos[name] = TensorInfo(name, dtype, shape, kind=kind)
+                continue
             if probe is not None:
-                _, other_shape = self._output_spec(probe, name)
+                _, _, other_shape = self._output_spec(probe, name)
                 shape = tuple(-1 if a != b else a for a, b in zip(shape, other_shape, strict=False))
             if (probe is not None or refused) and value.shape is not None and len(value.shape) == len(shape):
                 shape = tuple(-1 if d < 0 else s for s, d in zip(shape, value.shape, strict=True))
             infos[name] = TensorInfo(name, dtype, tuple(shape))
         return infos
 
-    def _output_spec(self, prepared: _Prepared, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+    def _output_spec(self, prepared: _Prepared, name: str) -> tuple[ValueKind, np.dtype, tuple[int, ...]]:
+        """(kind, dtype, shape) of output `name` as `prepared` makes it."""
         source = prepared.output_sources[name]
+        declared = self.signature.outputs[name]
         if isinstance(source, str):
-            return self.input_info[source].dtype, prepared.shapes[source]
+            info = self.input_info[source]
+            return info.kind, info.dtype, info.shape if info.kind != ValueKind.TENSOR else prepared.shapes[source]
         if isinstance(source, Value):  # made by an eager tail: its declaration, -1 where unknown
-            return source.dtype, tuple(-1 if d is None else d for d in (source.shape or ()))
-        return source.dtype, source.shape
+            return source.kind, source.dtype, tuple(-1 if d is None else d for d in (source.shape or ()))
+        spec = prepared.output_specs.get(name)
+        if isinstance(spec, SequenceSpec | OptionalSpec):  # folded at prepare time
+            kind = ValueKind.SEQUENCE if isinstance(spec, SequenceSpec) else (
+                ValueKind.OPTIONAL_SEQUENCE if spec.of_sequence else ValueKind.OPTIONAL_TENSOR)
+            return kind, spec.dtype, tuple(declared.shape or ())
+        return ValueKind.TENSOR, source.dtype, source.shape
 
     # ----------------------------------------------------------------- run
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -239,7 +264,7 @@ class ExecutionPlan:
         for source, storage in prepared.updates:
             np.copyto(storage, arrays[source] if isinstance(source, str | Value) else source)
         return {
-            name: (arrays[source] if isinstance(source, str | Value) else source).copy()
+            name: copy_value(arrays[source] if isinstance(source, str | Value) else source)
             for name, source in prepared.output_sources.items()
         }
 
@@ -251,6 +276,9 @@ class ExecutionPlan:
             inputs = self._with_defaults(inputs)
         arrays, changed = {}, {}
         for name, info in expected.items():
+            if info.kind != ValueKind.TENSOR:  # never in the arena: nodes reading it run eagerly
+                arrays[name] = _as_value(inputs[name], name, info.kind, info.dtype, self.signature.inputs[name].shape)
+                continue
             array = _as_array(inputs[name], name, info.dtype)
             if array.dtype != info.dtype:
                 raise InputError(f"input {name!r}: expected dtype {info.dtype}, got {array.dtype}")
@@ -329,6 +357,8 @@ class ExecutionPlan:
         if name not in self.input_info:
             known = ", ".join(repr(n) for n in self.input_info) or "none"
             raise InputError(f"signature {self.name!r} has no input {name!r}; inputs: {known}")
+        if self.input_info[name].kind != ValueKind.TENSOR:
+            raise InputError(f"input {name!r} is a {self.input_info[name].kind}, which has no shape to resize")
         if not all(isinstance(d, int | np.integer) and d >= 0 for d in shape):
             raise InputError(f"input {name!r}: shape {shape} must be non-negative integers")
         shape = tuple(int(d) for d in shape)
@@ -373,7 +403,8 @@ class ExecutionPlan:
         """Inputs a plan may be specialized on: integer or bool, static shape, <= 16 elements."""
         return tuple(
             name for name, info in self.input_info.items()
-            if info.dtype.kind in "biu" and -1 not in info.shape and int(np.prod(info.shape)) <= 16
+            if info.kind == ValueKind.TENSOR and info.dtype.kind in "biu" and -1 not in info.shape
+            and int(np.prod(info.shape)) <= 16
         )
 
     def _prepare_nodes(
@@ -382,12 +413,15 @@ class ExecutionPlan:
     ) -> _Prepared:
         fixed = fixed or {}
         prepared = _Prepared(dict(shapes), fixed={n: a.tobytes() for n, a in fixed.items()})
-        specs: dict[Value, TensorSpec] = {}
-        known: dict[Value, np.ndarray] = {}
+        specs: dict[Value, Spec] = {}
+        known: dict[Value, Any] = {}
         feeds: dict[Value, str] = {}
         eager = arrays is not None
         for input_name, value in self.signature.inputs.items():
-            specs[value] = TensorSpec(value.dtype, shapes[input_name])
+            if value.kind == ValueKind.TENSOR:
+                specs[value] = TensorSpec(value.dtype, shapes[input_name])
+            else:
+                specs[value] = _declared_spec(value)
             if eager:
                 known[value] = arrays[input_name]
             elif input_name in fixed:
@@ -412,6 +446,7 @@ class ExecutionPlan:
             prepared.tail_feeds = {v: feeds[v] for v in reads if v in feeds}
             prepared.tail_known = {v: views[v] if v in views else known[v] for v in reads if v in views or v in known}
             prepared.tail_values = {v for n, _ in tail for v in n.outputs if v is not None}
+            prepared.tail_specs = {v: specs[v] for v in (*prepared.tail_feeds, *prepared.tail_known)}
         self._bind_results(prepared, views, known, feeds, specs)
         return prepared
 
@@ -436,6 +471,11 @@ class ExecutionPlan:
                     continue
                 in_specs = [None if v is None else specs[v] for v in in_values]
                 in_known = [known.get(v) for v in in_values]
+                if not eager and _reads_unknown_sequence(in_values, in_specs, known):
+                    cls.for_node(node, self.context).check_kinds(in_specs)  # a tensor kernel fails now, at load
+                    if not prepared.steps:  # sequences never live in the arena: the node runs eagerly
+                        raise ValueNeeded(node.name, node.op_type, 0)
+                    return [(node, cls), *work]
                 if eager:  # prepared with this run's values, or reused from a run that had the same ones
                     kernel, out_specs = self._infer(
                         node, partial(self.eager_kernels.prepare, node, cls, in_specs, in_known, self.context))
@@ -447,11 +487,16 @@ class ExecutionPlan:
                         if not prepared.steps:
                             raise  # nothing to plan ahead of it: the whole signature runs eagerly
                         return [(node, cls), *work]
-                prepared.work.add(node, node_macs(node, in_specs, out_specs))
+                fold = eager or self._foldable(node, kernel, in_values, known, out_specs)
+                if not fold and not all(isinstance(spec, TensorSpec) for spec in out_specs):
+                    if not prepared.steps:  # makes a sequence or optional: it runs eagerly
+                        raise ValueNeeded(node.name, node.op_type, 0)
+                    return [(node, cls), *work]
+                prepared.work.add(node, node_macs(node, _tensors(in_specs), _tensors(out_specs)))
                 prepared.work.check(self.work_budget, self.name, node)  # before the node is evaluated
-                if eager or self._foldable(node, kernel, in_values, known, out_specs):
+                if fold:
                     outs = self._fold(node, kernel, in_values, known, out_specs, specs)
-                    folded_bytes += sum(a.nbytes for a in outs)
+                    folded_bytes += sum(_nbytes(a) for a in outs)
                     self._check_budget(folded_bytes, "constant-folded tensors")
                     for value, array, spec in zip(node.outputs, outs, out_specs, strict=True):
                         if value is not None:
@@ -476,9 +521,10 @@ class ExecutionPlan:
         known = dict(prepared.tail_known)
         for value, name in prepared.tail_feeds.items():
             known[value] = arrays[name]
+        specs = dict(prepared.tail_specs)
         for value, storage in self.variables.items():
-            known.setdefault(value, storage)
-        specs = {v: TensorSpec(a.dtype, a.shape) for v, a in known.items()}
+            if value not in known:
+                known[value], specs[value] = storage, TensorSpec(storage.dtype, storage.shape)
         tally = _Prepared(prepared.shapes, work=replace(prepared.work))
         self._walk(deque(prepared.tail), tally, specs, known, {}, True, [], {})
         self._eager_work = tally.work
@@ -523,7 +569,7 @@ class ExecutionPlan:
 
     @staticmethod
     def _foldable(
-        node: Node, kernel: Kernel, in_values: list, known: dict, out_specs: list[TensorSpec]
+        node: Node, kernel: Kernel, in_values: list, known: dict, out_specs: list[Spec]
     ) -> bool:
         """All inputs constant, a deterministic kernel, and the result not much bigger
         than its inputs (a tiny model must not make prepare materialise gigabytes)."""
@@ -533,8 +579,9 @@ class ExecutionPlan:
             return False
         if any(v is not None and v.is_variable for v in node.outputs):
             return False
-        in_bytes = sum(known[v].nbytes for v in in_values if v is not None)
-        return sum(spec.nbytes for spec in out_specs) <= max(4 * in_bytes, 16 << 20)
+        in_bytes = sum(_nbytes(known[v]) for v in in_values if v is not None)
+        out_bytes = sum(spec.nbytes for spec in out_specs if isinstance(spec, TensorSpec))
+        return out_bytes <= max(4 * in_bytes, 16 << 20)  # (a sequence's size is checked once made)
 
     def _node_inputs(self, node: Node, specs: dict, known: dict) -> list[Value | None]:
         for value in node.inputs:
@@ -552,7 +599,7 @@ class ExecutionPlan:
                 )
         return list(node.inputs)
 
-    def _infer(self, node: Node, prepare) -> tuple[Kernel, list[TensorSpec]]:
+    def _infer(self, node: Node, prepare) -> tuple[Kernel, list[Spec]]:
         """`prepare()` -> (kernel, output specs), checked against the node's declarations."""
         try:
             kernel, out_specs = prepare()
@@ -565,8 +612,12 @@ class ExecutionPlan:
                 f"the kernel produces {len(out_specs)}"
             )
         for value, spec in zip(node.outputs, out_specs, strict=False):
-            if any(d < 0 for d in spec.shape) or spec.nbytes > MAX_TENSOR_BYTES:
+            tensor = isinstance(spec, TensorSpec)
+            if tensor and (any(d < 0 for d in spec.shape) or spec.nbytes > MAX_TENSOR_BYTES):
                 raise ModelError(f"node {node.name!r}: output shape {spec.shape} is invalid or too large")
+            if value is not None and value.kind != ValueKind.TENSOR and value.kind != _kind(spec):
+                raise ModelError(f"node {node.name!r} ({node.op_type}): output {value.name!r} is declared "
+                                 f"a {value.kind} but computes a {_kind(spec)}")
             if value is not None and value.dtype is not None and value.dtype != spec.dtype:
                 raise ModelError(
                     f"node {node.name!r} ({node.op_type}): output {value.name!r} is declared "
@@ -576,15 +627,18 @@ class ExecutionPlan:
 
     def _fold(self, node: Node, kernel: Kernel, in_values: list, known: dict, out_specs: list, specs: dict) -> list:
         for spec in out_specs:
-            self._check_budget(spec.nbytes, f"output of {node.name!r}")
+            if isinstance(spec, TensorSpec):
+                self._check_budget(spec.nbytes, f"output of {node.name!r}")
         try:
-            outs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
-            kernel.run([None if v is None else known[v] if v in known else _placeholder(specs[v])
-                        for v in in_values], outs)
+            outs = kernel.evaluate([None if v is None else known[v] if v in known else _placeholder(specs[v])
+                                    for v in in_values], out_specs)
         except Exception as exc:
             raise_node_failure(node, exc)
-        for array in outs:
-            array.flags.writeable = False
+        for value in outs:
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+            else:  # a sequence's elements may be shared with other values: checked, not marked
+                self._check_budget(_nbytes(value), f"output of {node.name!r}")
         return outs
 
     def _bind_outputs(self, node, out_specs, specs, arena_values, lives, step_index) -> list:  # noqa: ANN001
@@ -665,6 +719,8 @@ class ExecutionPlan:
 
         for name, value in self.signature.outputs.items():
             prepared.output_sources[name] = source(value, f"output {name!r}")
+            if value in specs:
+                prepared.output_specs[name] = specs[value]
         for variable, value in self.signature.updates.items():
             storage = self.variables[variable]
             spec = specs.get(value) or TensorSpec(value.dtype, tuple(value.shape or ()))
@@ -700,6 +756,7 @@ def _placeholder(spec: TensorSpec) -> np.ndarray:
 def _prepare_fresh(cls: type[Kernel], node: Node, context: EagerContext, specs: list, values: list):
     """A new kernel for `node` and its output specs for `specs`/`values`."""
     kernel = cls.for_node(node, context)
+    kernel.check_kinds(specs)
     return kernel, kernel.prepare(specs, values)
 
 
@@ -711,9 +768,81 @@ def _needed_nodes(graph: Graph, signature: Signature) -> list[Node]:
 
 
 def _declared(name: str, value: Value, signature: str) -> TensorInfo:
+    if value.kind != ValueKind.TENSOR:  # sequences and optionals: the element dtype is enough
+        if value.dtype is None:
+            raise ModelError(f"signature {signature!r}: input {name!r} needs a declared element dtype")
+        return TensorInfo(name, value.dtype, tuple(value.shape or ()), kind=value.kind)
     if value.dtype is None or value.shape is None:
         raise ModelError(f"signature {signature!r}: input {name!r} needs a declared dtype and shape")
     return TensorInfo(name, value.dtype, value.shape, has_default=value.data is not None)
+
+
+def _probe_shape(info: TensorInfo, fill: int) -> tuple[int, ...]:
+    """The shape an input is first prepared at: dynamic dims at `fill`; () for a sequence or
+    optional (its contents never shape a plan)."""
+    return tuple(fill if d < 0 else d for d in info.shape) if info.kind == ValueKind.TENSOR else ()
+
+
+def _declared_spec(value: Value) -> Spec:
+    """The spec of a sequence or optional signature input, from its declaration."""
+    if value.kind == ValueKind.SEQUENCE:
+        return SequenceSpec(value.dtype)
+    return OptionalSpec(value.dtype, of_sequence=value.kind == ValueKind.OPTIONAL_SEQUENCE)
+
+
+def _kind(spec: Spec) -> ValueKind:
+    if isinstance(spec, TensorSpec):
+        return ValueKind.TENSOR
+    if isinstance(spec, SequenceSpec):
+        return ValueKind.SEQUENCE
+    return ValueKind.OPTIONAL_SEQUENCE if spec.of_sequence else ValueKind.OPTIONAL_TENSOR
+
+
+def _reads_unknown_sequence(in_values: list, in_specs: list, known: dict) -> bool:
+    """Whether a node reads a sequence or optional whose value is not known at prepare time."""
+    return any(v is not None and not isinstance(spec, TensorSpec) and v not in known
+               for v, spec in zip(in_values, in_specs, strict=True))
+
+
+def _tensors(specs: list) -> list[TensorSpec | None]:
+    """`specs` with sequences and optionals as None (the work estimate counts tensors)."""
+    return [spec if isinstance(spec, TensorSpec) else None for spec in specs]
+
+
+def _nbytes(data: Any) -> int:
+    """Bytes of a run-time value: an array, a sequence (list of arrays) or None."""
+    if isinstance(data, list | tuple):
+        return sum(a.nbytes for a in data)
+    return 0 if data is None else data.nbytes
+
+
+def _as_value(data: Any, name: str, kind: ValueKind, dtype: np.dtype, shape: tuple[int, ...] | None) -> Any:
+    """A sequence or optional input checked against its declaration (element `dtype`, and
+    element `shape` unless None: its rank and static dims). A sequence is a list or tuple of
+    arrays (Python lists of numbers are converted), an optional None or what it holds.
+    InputError naming the input (and element) otherwise."""
+    if kind in (ValueKind.OPTIONAL_TENSOR, ValueKind.OPTIONAL_SEQUENCE):
+        if data is None:
+            return None
+        if kind == ValueKind.OPTIONAL_TENSOR:
+            return _element(data, f"input {name!r}", name, dtype, shape)
+    if not isinstance(data, list | tuple):
+        what = "an optional sequence" if kind == ValueKind.OPTIONAL_SEQUENCE else "a sequence"
+        raise InputError(f"input {name!r}: expected {what} (a list of {dtype} arrays), got {type(data).__name__}")
+    return [_element(item, f"input {name!r} element {i}", f"{name}[{i}]", dtype, shape) for i, item in enumerate(data)]
+
+
+def _element(data: Any, where: str, name: str, dtype: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
+    if data is None or isinstance(data, list | tuple) and any(isinstance(x, np.ndarray) for x in data):
+        raise InputError(f"{where}: expected a {dtype} array, got {type(data).__name__}")
+    array = _as_array(data, name, dtype)
+    if array.dtype != dtype:
+        raise InputError(f"{where}: expected dtype {dtype}, got {array.dtype}")
+    if shape is not None and (len(shape) != len(array.shape)
+                              or any(0 <= d != n for d, n in zip(shape, array.shape, strict=True))):
+        pretty = "(" + ", ".join("?" if d < 0 else str(d) for d in shape) + ")"
+        raise InputError(f"{where}: expected shape {pretty}, got {array.shape}")
+    return array
 
 
 def _as_array(data: Any, name: str, dtype: np.dtype) -> np.ndarray:

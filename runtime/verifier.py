@@ -7,7 +7,8 @@ runtime/schema/edgerun.fbs), string buffers inline and decoding to exactly one v
 string per element (each buffer parsed once), shapes within memory limits, operators in topological
 order (no cycles, every input produced earlier), no tensor written twice or both
 read and written by one op, no op writing a constant or a graph input, subgraph
-references acyclic, unique names.
+references acyclic, unique names, value kinds known (a sequence or optional holds no
+data, is no variable and is never a variable's update).
 Every failure is a ModelError that says what and where.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from edgerun.runtime import dtypes
 from edgerun.runtime.errors import ModelError
-from edgerun.runtime.format import BUFFER_ALIGNMENT, SCHEMA_VERSION
+from edgerun.runtime.format import BUFFER_ALIGNMENT, SCHEMA_VERSION, VALUE_KINDS
 from edgerun.runtime.schema.fb.AttributeType import AttributeType
 from edgerun.runtime.schema.fb.DType import DType
 
@@ -120,7 +121,18 @@ class _StringBuffers:
         return self.counts[index]
 
 
+def _check_kind(tensor: Raw, where: str) -> None:
+    """A known value kind; a sequence or optional has no data, quantization or variable flag."""
+    kind = tensor["kind"]
+    if not 0 <= kind < len(VALUE_KINDS):
+        raise ModelError(f"{where}: value kind {kind} is unknown (known: "
+                         f"{', '.join(f'{i} {k}' for i, k in enumerate(VALUE_KINDS))})")
+    if kind and (tensor["buffer"] or tensor["is_variable"] or tensor["quantization"] is not None):
+        raise ModelError(f"{where}: a {VALUE_KINDS[kind]} value cannot hold data, be a variable or be quantized")
+
+
 def _check_tensor(tensor: Raw, where: str, buffer_sizes: list[int], strings: _StringBuffers) -> None:
+    _check_kind(tensor, where)
     code = tensor["dtype"]
     if code != 0:
         try:
@@ -342,5 +354,8 @@ def _check_updates(updates: list[Raw], where: str, tensors: list[Raw], available
             raise ModelError(f"{where}: updates {var['name']!r}, which is not a variable")
         if new["is_variable"] or value not in available:
             raise ModelError(f"{where}: update of {var['name']!r} takes {new['name']!r}, not a value")
+        if new["kind"]:
+            raise ModelError(f"{where}: update of {var['name']!r} takes {new['name']!r}, "
+                             f"a {VALUE_KINDS[new['kind']]}, not a tensor")
         if new["dtype"] and new["dtype"] != var["dtype"]:
             raise ModelError(f"{where}: update of {var['name']!r} takes a value of another dtype")

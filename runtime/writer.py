@@ -26,6 +26,7 @@ from edgerun.runtime.format import (
     INLINE_ALIGNMENT,
     MAX_FLATBUFFER_BYTES,
     SCHEMA_VERSION,
+    VALUE_KINDS,
 )
 from edgerun.runtime.graph import Graph, Node, Value
 from edgerun.runtime.schema.fb import (
@@ -354,6 +355,7 @@ def _build_tensor(builder: flatbuffers.Builder, value: Value, buffer: int) -> in
     if quant is not None:
         Tensor.AddQuantization(builder, quant)
     Tensor.AddIsVariable(builder, value.is_variable)
+    Tensor.AddKind(builder, VALUE_KINDS.index(value.kind))
     return Tensor.End(builder)
 
 

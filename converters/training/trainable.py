@@ -149,7 +149,7 @@ def _copy_graph(graph: Graph) -> Graph:
         if v is None:
             return None
         if id(v) not in mapping:
-            mapping[id(v)] = Value(v.name, v.dtype, v.shape, v.data, v.is_variable, v.quantization)
+            mapping[id(v)] = Value(v.name, v.dtype, v.shape, v.data, v.is_variable, v.quantization, kind=v.kind)
         return mapping[id(v)]
 
     nodes = [Node(n.op_type, [new(v) for v in n.inputs], [new(v) for v in n.outputs], dict(n.attrs),

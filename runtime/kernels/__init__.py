@@ -32,6 +32,7 @@ from edgerun.runtime.kernels import (  # noqa: F401  (registration side effects)
     recurrent,
     reduce,
     resize,
+    sequences,
     shape,
     signal,
     softmax,

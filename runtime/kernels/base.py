@@ -5,6 +5,14 @@ A kernel object is made once per node from the node's attributes. The
 interpreter calls `prepare` whenever input shapes change and `run` on every
 invoke, with outputs that are views into the memory arena: `run` must write
 every element of every output and must not keep references to them.
+
+Sequences and optionals (ONNX; see runtime.graph.ValueKind) are values too, but
+never arena memory. A kernel that takes them sets `takes_sequences`; their specs
+are `SequenceSpec` / `OptionalSpec`, and the plan prepares a node that reads one
+only with its actual value in `values` (a list of arrays; for an optional None when
+empty, else what it holds). A kernel that makes one returns such a spec from
+`prepare` and overrides `evaluate`, which returns the outputs; the plan then runs
+that node with its actual inputs (an eager tail, an eager plan, or folding).
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ class ExecutionContext(Protocol):
 
     def run_graph(self, graph: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run every node `graph.outputs` need with `inputs` bound to `graph.inputs`;
-        returns the outputs in order. Raises ModelError naming a node that fails."""
+        returns the outputs in order (a sequence as a list of arrays, an empty optional as
+        None). Raises ModelError naming a node that fails."""
         ...
 
 
@@ -58,6 +67,64 @@ class TensorSpec:
     @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """A sequence at prepare time: the dtype of its elements (their shapes may differ).
+    At run time a Python list of arrays."""
+
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class OptionalSpec:
+    """An optional at prepare time: it holds a tensor, or a sequence when `of_sequence`,
+    of elements of `dtype`. At run time None (empty) or the value it holds."""
+
+    dtype: np.dtype
+    of_sequence: bool = False
+
+
+Spec = TensorSpec | SequenceSpec | OptionalSpec
+
+
+def describe(spec: Spec | None) -> str:
+    """'a tensor', 'a sequence', 'an optional sequence'...: what a spec is, for messages."""
+    if spec is None or isinstance(spec, TensorSpec):
+        return "a tensor"
+    if isinstance(spec, SequenceSpec):
+        return "a sequence"
+    return "an optional sequence" if spec.of_sequence else "an optional tensor"
+
+
+def spec_of(data: Any, kind: str = "tensor", dtype: np.dtype | None = None) -> Spec | None:
+    """The spec of a run-time value: an array, a list of arrays (a sequence), or None.
+
+    `kind` (a runtime.graph.ValueKind) and `dtype` are what the value's declaration says:
+    a declared optional gets an OptionalSpec (None is then an empty optional, else None is
+    an omitted input and gets no spec); `dtype` names the element type of an empty sequence
+    or optional (float32 when it is not declared either)."""
+    declared = np.dtype(np.float32 if dtype is None else dtype)
+    if isinstance(data, list | tuple):
+        element = data[0].dtype if data else declared
+    else:
+        element = declared if data is None else data.dtype
+    if kind in ("optional_tensor", "optional_sequence"):
+        of_sequence = isinstance(data, list | tuple) if data is not None else kind == "optional_sequence"
+        return OptionalSpec(element, of_sequence)
+    if data is None:
+        return None
+    if isinstance(data, list | tuple):
+        return SequenceSpec(element)
+    return TensorSpec(data.dtype, data.shape)
+
+
+def copy_value(data: Any) -> Any:
+    """A copy of a run-time value that shares no array with it (None stays None)."""
+    if isinstance(data, list | tuple):
+        return [np.array(a, copy=True) for a in data]
+    return None if data is None else np.array(data, copy=True)
 
 
 class Kernel:
@@ -88,6 +155,9 @@ class Kernel:
     # The plan's execution context (set by `for_node`): its backend, and how control
     # flow runs its bodies (on the same backend). None outside a plan.
     context: ExecutionContext | None = None
+    # True for kernels that take sequence or optional inputs (see the module docstring);
+    # any other kernel given one fails with a ModelError naming the input (`check_kinds`).
+    takes_sequences: bool = False
 
     def __init__(self, op_type: str, name: str, attrs: dict[str, Any], version: int) -> None:
         self.op_type = op_type
@@ -131,6 +201,15 @@ class Kernel:
             raise ValueNeeded(self.name, self.op_type, index)
         return value
 
+    def check_kinds(self, inputs: list[Spec | None]) -> None:
+        """ModelError naming the first sequence or optional input of a kernel that takes
+        tensors only; the executors call it before `prepare`."""
+        if self.takes_sequences:
+            return
+        for i, spec in enumerate(inputs):
+            if spec is not None and not isinstance(spec, TensorSpec):
+                raise self.fail(f"input {i} is {describe(spec)}; {self.op_type} takes tensors only")
+
     def check_arity(self, inputs: list[TensorSpec | None]) -> None:
         present = len(inputs)
         if not self.min_inputs <= present <= self.max_inputs:
@@ -154,3 +233,13 @@ class Kernel:
     def run(self, inputs: list[np.ndarray | None], outputs: list[np.ndarray]) -> None:
         """Compute outputs from inputs, writing into `outputs` in place."""
         raise NotImplementedError
+
+    def evaluate(self, inputs: list[Any], out_specs: list[Spec]) -> list[Any]:
+        """The outputs for `inputs` as new values, one per spec `prepare` returned: how a node
+        runs outside the arena (eagerly, or folded at prepare time). The default allocates the
+        tensor outputs and calls `run`. A kernel with a sequence or optional output overrides
+        it and returns lists of arrays / None / arrays; tensors it returns must be new arrays
+        (never an input: the plan may mark them read-only), list elements may be shared."""
+        outputs = [np.empty(spec.shape, spec.dtype) for spec in out_specs]
+        self.run(inputs, outputs)
+        return outputs

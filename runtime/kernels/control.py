@@ -7,14 +7,18 @@ after its formal inputs. Shapes coming out of a body depend on the values
 going in, so these kernels need all their inputs at prepare time (the plan
 runs them eagerly, or folds them when every input is constant); prepare runs
 the body and `run` copies the results out.
+
+Inputs, captures and results may be sequences and optionals (a Loop carrying a
+list, an If choosing between two): their specs follow the bodies' declared
+outputs, and `evaluate` hands them out.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from edgerun.runtime.graph import Graph
-from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.graph import Graph, Value
+from edgerun.runtime.kernels.base import Kernel, OptionalSpec, TensorSpec, copy_value, spec_of
 from edgerun.runtime.kernels.registry import register
 
 MAX_LOOP_ITERATIONS = 10_000_000  # a Loop with neither trip count nor condition must still end
@@ -24,6 +28,7 @@ class _Body(Kernel):
     """Shared by the control-flow kernels: captures, body lookup, result copy-out."""
 
     max_inputs = 1 << 16
+    takes_sequences = True
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
@@ -31,13 +36,24 @@ class _Body(Kernel):
         if not 0 <= self.n_captures <= len(inputs):
             raise self.fail(f"captures={self.n_captures} but the node has {len(inputs)} inputs")
         formal = len(inputs) - self.n_captures
-        known = [None if spec is None else self.value_of(values, i) for i, spec in enumerate(inputs)]
-        self.results = self.evaluate(known[:formal], known[formal:])
-        return [TensorSpec(r.dtype, r.shape) for r in self.results]
+        known = [None if spec is None else values[i] if isinstance(spec, OptionalSpec) else self.value_of(values, i)
+                 for i, spec in enumerate(inputs)]  # (an empty optional is None, and known: see base)
+        self.declared: list[Value] = []  # the body outputs the results come from, where known
+        self.results = self.compute(known[:formal], known[formal:])
+        declared = self.declared + [None] * (len(self.results) - len(self.declared))
+        specs = [spec_of(r, "tensor" if d is None else d.kind, None if d is None else d.dtype)
+                 for r, d in zip(self.results, declared, strict=True)]
+        # a None result is an empty optional, even where no declaration says so
+        return [OptionalSpec(np.dtype(np.float32)) if spec is None else spec for spec in specs]
 
     def run(self, inputs, outputs):
         for out, result in zip(outputs, self.results, strict=False):
             np.copyto(out, result)
+
+    def evaluate(self, inputs, out_specs):
+        if all(isinstance(spec, TensorSpec) for spec in out_specs):
+            return super().evaluate(inputs, out_specs)
+        return [copy_value(r) for r in self.results[: len(out_specs)]]
 
     def body(self, key: str) -> Graph:
         graph = self.attr(key)
@@ -45,21 +61,31 @@ class _Body(Kernel):
             raise self.fail(f"attribute {key!r} must be a graph")
         return graph
 
-    def evaluate(self, formal: list, captures: list) -> list[np.ndarray]:
+    def compute(self, formal: list, captures: list) -> list:
+        """The node's results for its formal inputs and captures (setting `declared`)."""
         raise NotImplementedError
+
+    def tensors(self, values: list) -> list[np.ndarray]:
+        """`values`, which must all be tensors (a Scan's states and scanned inputs)."""
+        for i, value in enumerate(values):
+            if not isinstance(value, np.ndarray):
+                raise self.fail(f"input {i} must be a tensor, got {_describe(value)}")
+        return values
 
 
 @register("If", since=1)
 class If(_Body):
     """Runs `then_branch` or `else_branch` by the single-element boolean input."""
 
-    def evaluate(self, formal, captures):
+    def compute(self, formal, captures):
         if len(formal) != 1:
             raise self.fail(f"takes one condition input, got {len(formal)}")
         cond = formal[0]
-        if cond.size != 1:
-            raise self.fail(f"the condition must have one element, got shape {cond.shape}")
-        return self.run_graph(self.body("then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"), captures)
+        if not isinstance(cond, np.ndarray) or cond.size != 1:
+            raise self.fail(f"the condition must be a tensor of one element, got {_describe(cond)}")
+        branch = self.body("then_branch" if bool(cond.reshape(-1)[0]) else "else_branch")
+        self.declared = list(branch.outputs)
+        return self.run_graph(branch, captures)
 
 
 @register("Loop", since=1)
@@ -70,7 +96,7 @@ class Loop(_Body):
 
     min_inputs = 0
 
-    def evaluate(self, formal, captures):
+    def compute(self, formal, captures):
         body = self.body("body")
         if len(formal) < 2:
             raise self.fail(f"takes a trip count and a condition slot (either may be empty), got {len(formal)}")
@@ -80,6 +106,10 @@ class Loop(_Body):
         if n_scan < 0 or len(body.inputs) != 2 + n_carried + len(captures):
             raise self.fail(f"body has {len(body.inputs)} inputs and {len(body.outputs)} outputs, "
                             f"which does not fit {n_carried} loop-carried values")
+        for name, bound in (("trip count", trip), ("condition", cond)):
+            if bound is not None and (not isinstance(bound, np.ndarray) or bound.size != 1):
+                raise self.fail(f"the {name} must be a tensor of one element, got {_describe(bound)}")
+        self.declared = list(body.outputs[1 : 1 + n_carried])
         limit = MAX_LOOP_ITERATIONS if trip is None else int(trip.reshape(-1)[0])
         keep_going = True if cond is None else bool(cond.reshape(-1)[0])
         scans: list[list[np.ndarray]] = [[] for _ in range(n_scan)]
@@ -88,7 +118,9 @@ class Loop(_Body):
             outs = self.run_graph(body, [np.array(i, np.int64), np.array(keep_going), *carried, *captures])
             keep_going = bool(np.asarray(outs[0]).reshape(-1)[0])
             carried = outs[1 : 1 + n_carried]
-            for collected, item in zip(scans, outs[1 + n_carried :], strict=True):
+            for k, (collected, item) in enumerate(zip(scans, outs[1 + n_carried :], strict=True)):
+                if not isinstance(item, np.ndarray):
+                    raise self.fail(f"scan output {k} must be a tensor, the body made {_describe(item)}")
                 collected.append(item)
             i += 1
         if trip is None and cond is None and i >= MAX_LOOP_ITERATIONS:
@@ -110,13 +142,13 @@ class Scan(_Body):
     """Scans `num_scan_inputs` inputs along their scan axes, threading N state values
     through `body`; per-iteration scan outputs are stacked along their axes."""
 
-    def evaluate(self, formal, captures):
+    def compute(self, formal, captures):
         body = self.body("body")
         m = int(self.attr("num_scan_inputs", 0))
         n = len(formal) - m
         if m < 1 or n < 0:
             raise self.fail(f"num_scan_inputs={m} does not fit {len(formal)} inputs")
-        states, scanned = list(formal[:n]), formal[n:]
+        states, scanned = list(formal[:n]), self.tensors(formal[n:])
         in_axes = self._axes("scan_input_axes", m, [x.ndim for x in scanned])
         in_dirs = list(self.attr("scan_input_directions", [0] * m))
         lengths = {x.shape[a] for x, a in zip(scanned, in_axes, strict=True)}
@@ -168,8 +200,8 @@ class Scan8(Scan):
 
     min_inputs = 0
 
-    def evaluate(self, formal, captures):
-        lens, formal = formal[0], formal[1:]
+    def compute(self, formal, captures):
+        lens, formal = formal[0], self.tensors(formal[1:])
         m = int(self.attr("num_scan_inputs", 0))
         n = len(formal) - m
         if m < 1 or n < 0:
@@ -181,7 +213,7 @@ class Scan8(Scan):
         full = formal[n].shape[1] if formal[n].ndim > 1 else 0
         if lens is not None and np.any(np.asarray(lens) != full):
             raise self.fail(f"sequence_lens other than the full length {full} are not supported")
-        per_batch = [Scan.evaluate(self._as_v9(), [x[b] for x in formal], captures) for b in range(batch)]
+        per_batch = [Scan.compute(self._as_v9(), [x[b] for x in formal], captures) for b in range(batch)]
         return [np.stack([results[j] for results in per_batch]) for j in range(len(per_batch[0]))]
 
     def _as_v9(self) -> Scan:
@@ -192,3 +224,10 @@ class Scan8(Scan):
         scan = Scan(self.op_type, self.name, attrs, 9)
         scan.context = self.context
         return scan
+
+
+def _describe(value) -> str:  # noqa: ANN001
+    """'shape (2, 3)', 'a sequence', 'an empty optional': what a run-time value is, for messages."""
+    if isinstance(value, np.ndarray):
+        return f"shape {value.shape}"
+    return "an empty optional" if value is None else "a sequence"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgerun.runtime.kernels.attrs import flag_attr, int_attr, ints_attr, ints_input, normalize_axis, prod
-from edgerun.runtime.kernels.base import Kernel, TensorSpec
+from edgerun.runtime.kernels.base import Kernel, TensorSpec, copy_value
 from edgerun.runtime.kernels.registry import register
 
 MAX_RANK = 64  # numpy's limit
@@ -274,9 +274,18 @@ class Size(Kernel):
 
 @register("Identity", since=1)
 class Identity(Kernel):
+    """Y = X: a tensor, or (opset 14+ in ONNX) a sequence or an optional, passed through."""
+
+    takes_sequences = True
+
     def prepare(self, inputs, values):
         self.check_arity(inputs)
         return [inputs[0]]
 
     def run(self, inputs, outputs):
         np.copyto(outputs[0], inputs[0])
+
+    def evaluate(self, inputs, out_specs):
+        if isinstance(out_specs[0], TensorSpec):
+            return super().evaluate(inputs, out_specs)
+        return [copy_value(inputs[0])]

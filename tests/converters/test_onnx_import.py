@@ -334,9 +334,10 @@ def test_dangling_input_name() -> None:
 
 @pytest.mark.usefixtures("all_ops_supported")
 def test_non_tensor_input() -> None:
+    """Maps are the one ONNX value type edgerun cannot hold (sequences and optionals it can)."""
     model = make_mlp()
-    seq = helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, [64])
-    model.graph.input[0].CopyFrom(seq)
+    mapping = helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [64]))
+    model.graph.input[0].CopyFrom(helper.make_value_info("x", mapping))
     with pytest.raises(ConversionError, match="graph input 'x': expected a tensor type"):
         from_onnx(model)
 

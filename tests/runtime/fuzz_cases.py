@@ -15,7 +15,7 @@ import numpy as np
 
 from edgerun.runtime import Interpreter, dtypes, serialize
 from edgerun.runtime.errors import EdgerunError, ModelError, UnsupportedOpError
-from edgerun.runtime.graph import Graph, GraphBuilder
+from edgerun.runtime.graph import Graph, GraphBuilder, ValueKind
 from tests.runtime.graphs import add_relu_graph, feature_graph, mlp_graph
 from tests.runtime.mutate import int_vectors, patch_vector, raw_model
 
@@ -50,9 +50,26 @@ def strings_graph() -> Graph:
     return g.build()
 
 
+def sequences_graph() -> Graph:
+    """Sequence and optional values: a sequence input grown by a planned Relu's output (an
+    eager tail), joined, counted and split again (a sequence output), and an optional."""
+    g = GraphBuilder("sequences", opset=18)
+    s = g.input("s", np.float32, (-1, 3), kind=ValueKind.SEQUENCE)
+    x = g.input("x", np.float32, (-1, 3))
+    relu = g.op("Relu", [x], name="relu")
+    grown = g.op("SequenceInsert", [s, relu], name="insert")
+    g.output(g.op("ConcatFromSequence", [grown], axis=0, name="concat"), "joined")
+    g.output(g.op("SequenceLength", [grown], name="count"), "length")
+    parts = g.op("SplitToSequence", [relu], axis=1, keepdims=0, name="split")
+    parts.kind = ValueKind.SEQUENCE
+    g.output(parts, "parts")
+    g.output(g.op("OptionalHasElement", [g.op("Optional", [relu], name="wrap")], name="check"), "has")
+    return g.build()
+
+
 def base_models() -> list[bytes]:
     """Serialized seeds: inline and external buffers, several ops, an unknown op, float8 and
-    (packed) int4 constants, string constants and inputs."""
+    (packed) int4 constants, string constants and inputs, sequence and optional values."""
     return [
         serialize(add_relu_graph()),
         serialize(mlp_graph((8, 6, 3)), inline_limit=0),
@@ -61,6 +78,7 @@ def base_models() -> list[bytes]:
         serialize(lowbit_graph()),
         serialize(lowbit_graph(), inline_limit=0),
         serialize(strings_graph()),
+        serialize(sequences_graph()),
     ]
 
 
@@ -132,6 +150,8 @@ def outcome(data: bytes) -> str:
                 feeds[input_name] = np.full(shape, "x", dtype=object)
             else:
                 feeds[input_name] = rng.standard_normal(shape).astype(info.dtype)
+            if info.kind in (ValueKind.SEQUENCE, ValueKind.OPTIONAL_SEQUENCE):  # two elements
+                feeds[input_name] = [feeds[input_name], feeds[input_name]]
         try:
             result = it.run(feeds, signature=name)
         except ModelError:

@@ -94,8 +94,15 @@ class Tensor(object):
             return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
         return False
 
+    # Tensor
+    def Kind(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int8Flags, o + self._tab.Pos)
+        return 0
+
 def TensorStart(builder):
-    builder.StartObject(6)
+    builder.StartObject(7)
 
 def Start(builder):
     TensorStart(builder)
@@ -141,6 +148,12 @@ def TensorAddIsVariable(builder, isVariable):
 
 def AddIsVariable(builder, isVariable):
     TensorAddIsVariable(builder, isVariable)
+
+def TensorAddKind(builder, kind):
+    builder.PrependInt8Slot(6, kind, 0)
+
+def AddKind(builder, kind):
+    TensorAddKind(builder, kind)
 
 def TensorEnd(builder):
     return builder.EndObject()

@@ -138,19 +138,31 @@ def assert_same_support(expected, outputs, support) -> None:
 def assert_similar(expected, outputs, rtol: float, atol: float) -> None:
     assert len(outputs) == len(expected), f"{len(outputs)} outputs, expected {len(expected)}"
     for i, (ref, out) in enumerate(zip(expected, outputs, strict=True)):
-        ref = np.asarray(ref)
-        assert out.shape == ref.shape, f"output {i}: shape {out.shape}, expected {ref.shape}"
-        if ref.dtype == object:
-            np.testing.assert_array_equal(out, ref)
-            continue
-        assert out.dtype == ref.dtype, f"output {i}: dtype {out.dtype}, expected {ref.dtype}"
-        if ref.dtype == BFLOAT16 or ref.dtype.kind == "V":  # ml_dtypes floats: compared as the
-            # float32 values they hold (as raw 'V' records, NaN would never equal NaN)
-            ref, out = ref.astype(np.float32), out.astype(np.float32)
-        if ref.dtype.kind in "fc":
-            np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=f"output {i}")
-        else:
-            np.testing.assert_array_equal(out, ref, err_msg=f"output {i}")
+        _assert_value(ref, out, rtol, atol, f"output {i}")
+
+
+def _assert_value(ref, out, rtol: float, atol: float, where: str) -> None:
+    """One output: a tensor, a sequence (a list: element by element) or an empty optional (None)."""
+    if ref is None or isinstance(ref, list):
+        assert type(out) is type(ref), f"{where}: {type(out).__name__}, expected {type(ref).__name__}"
+        assert ref is None or len(out) == len(ref), f"{where}: {len(out)} elements, expected {len(ref)}"
+        for j, (r, o) in enumerate(zip(ref or [], out or [], strict=True)):
+            _assert_value(r, o, rtol, atol, f"{where}[{j}]")
+        return
+    ref = np.asarray(ref)
+    assert isinstance(out, np.ndarray), f"{where}: {type(out).__name__}, expected an array"
+    assert out.shape == ref.shape, f"{where}: shape {out.shape}, expected {ref.shape}"
+    if ref.dtype == object:
+        np.testing.assert_array_equal(out, ref)
+        return
+    assert out.dtype == ref.dtype, f"{where}: dtype {out.dtype}, expected {ref.dtype}"
+    if ref.dtype == BFLOAT16 or ref.dtype.kind == "V":  # ml_dtypes floats: compared as the
+        # float32 values they hold (as raw 'V' records, NaN would never equal NaN)
+        ref, out = ref.astype(np.float32), out.astype(np.float32)
+    if ref.dtype.kind in "fc":
+        np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=where)
+    else:
+        np.testing.assert_array_equal(out, ref, err_msg=where)
 
 
 def is_excluded(case: Case) -> bool:

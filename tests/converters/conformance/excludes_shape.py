@@ -5,7 +5,4 @@ EXCLUDED: dict[str, str] = {
     **{f"test_attention_{case}_bf16_expanded": "bfloat16 ReduceMax: numpy's max has no bfloat16 loop"
        for case in ("3d_causal", "4d_causal", "4d_padded_kv", "4d_causal_padded_kv", "4d_attn_mask_causal")},
     "test_celu_bfloat16_expanded": "bfloat16 Div/Exp chain rounds differently from the reference's float32",
-    # Identity itself works; the graph input is not a tensor.
-    "test_identity_sequence": "sequence-typed graph input: .erm holds tensors only",
-    "test_identity_opt": "optional-typed graph input: .erm holds tensors only",
 }
