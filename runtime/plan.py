@@ -45,6 +45,7 @@ from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 from edgerun.runtime.work import WorkTally, node_macs
 
 ARENA_ALIGNMENT = 64
+_VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})  # same bytes, new shape
 _RECENT_PREPARATIONS = 4  # prepared input-shape sets kept for reuse (their arenas within the budget)
 _END = 1 << 62  # "live until the end of the run"
 
@@ -92,6 +93,9 @@ class _Prepared:
     tail_known: dict[Value, np.ndarray] = field(default_factory=dict)
     tail_feeds: dict[Value, str] = field(default_factory=dict)
     tail_values: set[Value] = field(default_factory=set)
+    # Reshape-like results that share their input's arena bytes: value -> (the value that owns
+    # the bytes, its shape). They are views, not steps (see ExecutionPlan._as_view).
+    views_of: dict[Value, tuple[Value, tuple[int, ...]]] = field(default_factory=dict)
     tail_specs: dict[Value, Spec] = field(default_factory=dict)  # of the known and fed values it reads
     # specs of outputs folded at prepare time (sequences and optionals among them)
     output_specs: dict[str, Spec] = field(default_factory=dict)
@@ -438,7 +442,7 @@ class ExecutionPlan:
         tail = self._walk(work, prepared, specs, known, feeds, eager, arena_values, lives)
         if tail:  # a hybrid plan: what the eager tail reads stays in the arena to the end
             reads = {v for n, _ in tail for v in self._node_values(n)}
-            for v in reads & lives.keys():
+            for v in {prepared.views_of.get(v, (v,))[0] for v in reads} & lives.keys():
                 lives[v][1] = _END
         views = self._allocate(prepared, arena_values, lives, specs)
         if tail:
@@ -503,8 +507,11 @@ class ExecutionPlan:
                             known[value], specs[value] = array, spec
                     continue
                 step_index = len(prepared.steps)
+                if self._as_view(node, in_values, out_specs, specs, lives, prepared):
+                    continue
                 outputs = self._bind_outputs(node, out_specs, specs, arena_values, lives, step_index)
                 for v in in_values:
+                    v = prepared.views_of.get(v, (v,))[0]
                     if v in lives:
                         lives[v][1] = step_index
                 prepared.steps.append((kernel.run, [None] * len(in_values), outputs, node))
@@ -513,6 +520,24 @@ class ExecutionPlan:
             exc.node = failing  # which node: construction decides from it whether to wait for a run
             raise
         return []
+
+    @staticmethod
+    def _as_view(node: Node, in_values: list, out_specs: list, specs: dict, lives: dict, prepared: _Prepared) -> bool:
+        """Whether `node` (a Reshape, Squeeze, Unsqueeze, Flatten or Identity of an arena tensor)
+        becomes a view of its input's bytes instead of a step that copies them: the output
+        shares the arena slot, whose life then lasts as long as the view's uses."""
+        out = node.outputs[0] if len(node.outputs) == 1 else None
+        if (node.op_type not in _VIEW_OPS or node.domain != "" or out is None or out.is_variable
+                or not in_values or in_values[0] is None):
+            return False
+        owner, _ = prepared.views_of.get(in_values[0], (in_values[0], None))
+        spec, source = out_specs[0], specs.get(in_values[0])
+        if (owner not in lives or not isinstance(spec, TensorSpec) or not isinstance(source, TensorSpec)
+                or spec.dtype != source.dtype or spec.nbytes != source.nbytes or spec.dtype.hasobject):
+            return False
+        prepared.views_of[out] = (owner, spec.shape)
+        specs[out] = spec
+        return True
 
     def _run_tail(self, prepared: _Prepared, arrays: dict[str, np.ndarray]) -> dict[Value, np.ndarray]:
         """Evaluate a hybrid plan's eager tail after its planned steps ran: each node
@@ -674,6 +699,7 @@ class ExecutionPlan:
     ) -> dict[Value, np.ndarray]:
         """Place arena tensors, bind their views into the steps; returns the views."""
         for value in (*self.signature.outputs.values(), *self.signature.updates.values()):
+            value = prepared.views_of.get(value, (value,))[0]
             if value in lives:
                 lives[value][1] = _END
         owned = [v for v in arena_values if specs[v].dtype.hasobject]  # strings: arrays of their own
@@ -694,6 +720,8 @@ class ExecutionPlan:
             views[value] = arena[start : start + spec.nbytes].view(spec.dtype).reshape(spec.shape)
         for value in owned:  # object arrays (str elements) cannot live in raw bytes
             views[value] = np.empty(specs[value].shape, specs[value].dtype)
+        for value, (owner, shape) in prepared.views_of.items():  # reshapes share their input's bytes
+            views[value] = views[owner].reshape(shape)
         for _, ins, outs, _node in prepared.steps:
             for slots in (ins, outs):
                 for i, item in enumerate(slots):

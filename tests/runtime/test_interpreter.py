@@ -213,3 +213,45 @@ def test_dynamic_inputs_that_do_not_fit_together_are_input_errors():
     with pytest.raises(InputError, match="cannot run with input shapes"):
         it.run({"a": np.zeros((2, 4), np.float32), "b": np.zeros((3, 4), np.float32)})
     assert it.run({"a": np.ones((3, 4), np.float32), "b": np.ones((3, 4), np.float32)})["y"].sum() == 24
+
+
+def test_reshapes_of_arena_tensors_are_views_whose_bytes_live_as_long_as_they_are_used():
+    """a = Relu(x); b = Reshape(a) is read again at the very end, after other tensors took the
+    arena: the view's owner must keep its slot. Identity/Flatten/Squeeze/Unsqueeze likewise."""
+    from edgerun.runtime.graph import GraphBuilder
+
+    g = GraphBuilder("views", opset=17)
+    x = g.input("x", np.float32, (4, 6))
+    a = g.op("Relu", [x], name="relu")
+    b = g.op("Reshape", [a, g.constant("shape", np.array([6, 4], np.int64))], name="reshape")
+    c = g.op("Identity", [g.op("Flatten", [b], name="flatten", axis=0)], name="identity")
+    t = g.op("Neg", [x], name="neg")
+    for i in range(4):  # temporaries that would reuse a's slot if its life ended at the reshape
+        t = g.op("Exp", [g.op("Neg", [t], name=f"n{i}")], name=f"e{i}")
+    s = g.op("Squeeze", [g.op("Unsqueeze", [t, g.constant("ax", np.array([0], np.int64))], name="unsq"),
+                         g.constant("ax2", np.array([0], np.int64))], name="sq")
+    g.output(g.op("Add", [g.op("Reshape", [c, g.constant("back", np.array([4, 6], np.int64))], name="back"), s],
+                  name="add"), "y")
+    it = Interpreter(g.build())
+    steps = [node.name for _, _, _, node in it._plans["serving_default"].prepared.steps]
+    assert not {"reshape", "identity", "flatten", "unsq", "sq", "back"} & set(steps)
+    x_in = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    for _ in range(2):
+        got = it.run({"x": x_in})
+        t = -x_in
+        for _ in range(4):
+            t = np.exp(-t)
+        np.testing.assert_allclose(got["y"], np.maximum(x_in, 0) + t, rtol=1e-6)
+
+
+def test_a_view_that_is_an_output_is_returned_as_a_fresh_array():
+    from edgerun.runtime.graph import GraphBuilder
+
+    g = GraphBuilder("view_out", opset=17)
+    x = g.input("x", np.float32, (2, 3))
+    g.output(g.op("Flatten", [g.op("Relu", [x], name="relu")], name="flat", axis=0), "y")
+    it = Interpreter(g.build())
+    x_in = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    first = it.run({"x": x_in})["y"]
+    first[...] = 99
+    np.testing.assert_array_equal(it.run({"x": x_in})["y"], [[0, 2, 0, 4, 0, 6]])
