@@ -32,6 +32,7 @@ from edgerun.runtime.errors import ModelError, raise_node_failure
 from edgerun.runtime.graph import Graph, Node, Value, reachable_nodes
 from edgerun.runtime.kernels.base import ExecutionContext, Kernel, Spec, TensorSpec, spec_of
 from edgerun.runtime.kernels.registry import resolve
+from edgerun.runtime.planned_body import run_planned
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 
 CONTROL_FLOW = frozenset({"If", "Loop", "Scan"})  # their prepare runs the body: never reused
@@ -138,7 +139,11 @@ class EagerContext:
     work_budget: int | None = None
     num_threads: int | None = None
 
-    def run_graph(self, graph: Graph, inputs: Sequence) -> list:
+    def run_graph(self, graph: Graph, inputs: Sequence, repeated: bool = False) -> list:
+        if repeated:  # a Loop or Scan body: planned once for its input shapes (runtime.planned_body)
+            outputs = run_planned(graph, inputs, self)
+            if outputs is not None:
+                return outputs
         return run_graph(graph, inputs, self)
 
 

@@ -43,10 +43,11 @@ class ExecutionContext(Protocol):
     # core). BLAS's own pool is capped process-wide by the interpreter.
     num_threads: int | None
 
-    def run_graph(self, graph: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def run_graph(self, graph: Any, inputs: Sequence[np.ndarray], repeated: bool = False) -> list[np.ndarray]:
         """Run every node `graph.outputs` need with `inputs` bound to `graph.inputs`;
         returns the outputs in order (a sequence as a list of arrays, an empty optional as
-        None). Raises ModelError naming a node that fails."""
+        None). `repeated`: the graph runs many times with the same input shapes (a Loop or Scan
+        body), so it is worth planning. Raises ModelError naming a node that fails."""
         ...
 
 
@@ -179,12 +180,12 @@ class Kernel:
         """The backend the node's plan runs on ("cpu" outside a plan)."""
         return "cpu" if self.context is None else self.context.backend
 
-    def run_graph(self, graph: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def run_graph(self, graph: Any, inputs: Sequence[np.ndarray], repeated: bool = False) -> list[np.ndarray]:
         """Run a nested graph through the plan's context (see ExecutionContext); a
         ModelError naming this node when the kernel was made outside a plan."""
         if self.context is None:
             raise self.fail("runs a nested graph, which needs an execution context (make it with for_node)")
-        return self.context.run_graph(graph, inputs)
+        return self.context.run_graph(graph, inputs, repeated)
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)

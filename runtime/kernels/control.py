@@ -115,7 +115,8 @@ class Loop(_Body):
         scans: list[list[np.ndarray]] = [[] for _ in range(n_scan)]
         i = 0
         while i < limit and keep_going:
-            outs = self.run_graph(body, [np.array(i, np.int64), np.array(keep_going), *carried, *captures])
+            outs = self.run_graph(body, [np.array(i, np.int64), np.array(keep_going), *carried, *captures],
+                                  repeated=True)
             keep_going = bool(np.asarray(outs[0]).reshape(-1)[0])
             carried = outs[1 : 1 + n_carried]
             for k, (collected, item) in enumerate(zip(scans, outs[1 + n_carried :], strict=True)):
@@ -160,7 +161,7 @@ class Scan(_Body):
         for t in range(length):
             slices = [np.take(x, length - 1 - t if d else t, axis=a)
                       for x, a, d in zip(scanned, in_axes, in_dirs, strict=True)]
-            outs = self.run_graph(body, [*states, *slices, *captures])
+            outs = self.run_graph(body, [*states, *slices, *captures], repeated=True)
             states = outs[:n]
             for items, item in zip(collected, outs[n:], strict=True):
                 items.append(item)
