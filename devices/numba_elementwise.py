@@ -31,6 +31,7 @@ EXP_POLY = (_F32(1.9875691500e-4), _F32(1.3981999507e-3), _F32(8.3334519073e-3),
             _F32(1.6666665459e-1), _F32(5.0000001201e-1))
 _ZERO, _HALF, _ONE = _F32(0.0), _F32(0.5), _F32(1.0)
 MIN_PARALLEL = 1 << 15  # below this many elements, numpy's one call is as fast
+MIN_COMPILED = 256  # below this many elements a compiled call's dispatch costs more than numpy's passes
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -115,7 +116,7 @@ class NumbaSigmoid:
 
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
-        if inputs[0].dtype == np.float32 and specs[0].size > 0:
+        if inputs[0].dtype == np.float32 and specs[0].size >= MIN_COMPILED:
             self.threads = thread_count(getattr(self.context, "num_threads", None), specs[0].size)
             self.run = self._run_compiled
         return specs

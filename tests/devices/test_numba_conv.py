@@ -266,7 +266,7 @@ def test_relu_and_batchnorm_fast_paths_match_the_reference(dtype):
         np.testing.assert_allclose(it.run({"x": x})["y"], ort_run(model, {"x": x})["y"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", [(3, 7), (2, 24, 56, 56), (1, (1 << 14) + 5)])
+@pytest.mark.parametrize("shape", [(3, 7), (16, 16), (2, 24, 56, 56), (1, (1 << 14) + 5)])
 def test_sigmoid_fast_path_matches_the_closed_form(shape):
     """float32 Sigmoid with its own vectorized exp, against 1 / (1 + exp(-x)) in float64 and
     onnxruntime, over the whole float32 range: NaN stays NaN, +-inf give 1 and 0."""
@@ -277,7 +277,7 @@ def test_sigmoid_fast_path_matches_the_closed_form(shape):
                        [helper.make_tensor_value_info("y", F32, None)])
     it = Interpreter(from_onnx(model), device="numba")
     got = it.run({"x": x})["y"]
-    assert steps_of(it) == ["_run_compiled"]
+    assert steps_of(it) == ["_run_compiled" if x.size >= 256 else "run"]  # tiny: numpy's calls are cheaper
     with np.errstate(over="ignore"):
         want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
     np.testing.assert_allclose(got, want, rtol=3e-7, atol=1e-38)
