@@ -277,7 +277,7 @@ def test_sigmoid_fast_path_matches_the_closed_form(shape):
                        [helper.make_tensor_value_info("y", F32, None)])
     it = Interpreter(from_onnx(model), device="numba")
     got = it.run({"x": x})["y"]
-    assert steps_of(it) == ["_run_compiled" if x.size >= 256 else "run"]  # tiny: numpy's calls are cheaper
+    assert steps_of(it) == ["_run_compiled" if x.size >= 1 << 14 else "run"]  # small: numpy's calls are cheaper
     with np.errstate(over="ignore"):
         want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
     np.testing.assert_allclose(got, want, rtol=3e-7, atol=1e-38)
