@@ -209,21 +209,21 @@ class NumbaConv:
         taps = np.arange(c)[:, None, None] * self.padded_length + np.arange(k)[None, :, None] * d
         self.column_index = (taps + np.arange(window.out_shape[0])[None, None, :] * s).reshape(c * k, -1)
         self.pad_begin = pb
+        # buffers of this kernel's own (small by construction): the borders are zeroed once
+        self.padded = np.zeros((n, c, self.padded_length), x.dtype)
+        self.columns = np.empty((n, c * k, window.out_shape[0]), x.dtype)
 
     def _run_gather_1d(self, inputs, outputs):
         p: ConvParams = self.params
         x, w, out = inputs[0], inputs[1], outputs[0]
-        (n, c, length), (m, out_length), g = x.shape, out.shape[1:], p.group
+        (n, _, length), (m, out_length), g = x.shape, out.shape[1:], p.group
         use_threads(self.threads)
         rows = self.column_index.shape[0]
         if p.pointwise:  # the columns are X itself
             cols = x
         else:
-            padded = scratch("numba.conv1d.padded", (n, c, self.padded_length), x.dtype)
-            padded[..., : self.pad_begin] = 0
-            padded[..., self.pad_begin + length :] = 0
+            padded, cols = self.padded, self.columns
             padded[..., self.pad_begin : self.pad_begin + length] = x
-            cols = scratch("numba.conv1d.col", (n, rows, out_length), x.dtype)
             np.take(padded.reshape(n, -1), self.column_index, axis=1, out=cols)
         np.matmul(w.reshape(g, m // g, rows // g), cols.reshape(n, g, rows // g, out_length),
                   out=out.reshape(n, g, m // g, out_length))
