@@ -6,8 +6,9 @@ The conversion is structural: each ONNX node becomes one `Node` with the same
 op type, domain and opset version (ONNX semantics, NCHW), initializers and
 `Constant` nodes become constant `Value`s, and graph inputs/outputs keep their
 ONNX names so the default signature maps them one to one. Sequence and optional
-types (of tensors, and optionals of sequences) become the `kind` of their Value. Ops that no runtime
-kernel implements are refused up front, all of them in one error.
+types (of tensors, and optionals of sequences) become the `kind` of their Value, and so does a
+sequence of maps (int64 or string keys; ZipMap's output), which may be a graph output but no
+graph input. Ops that no runtime kernel implements are refused up front, all of them in one error.
 
 `onnx` is imported inside the functions, so importing this module is cheap and
 works without it.
@@ -31,11 +32,9 @@ if TYPE_CHECKING:
 
 _ONNX_DOMAINS = ("", "ai.onnx")
 _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
-# Ops edgerun refuses with a reason and a way out, rather than as merely unsupported.
-_REFUSED_OPS = {
-    "ai.onnx.ml:ZipMap": "it outputs a sequence of maps, which edgerun cannot hold; export the classifier "
-                         "without it (skl2onnx: to_onnx(..., options={id(model): {'zipmap': False}}))",
-}
+# Ops edgerun refuses with a reason and a way out, rather than as merely unsupported
+# ("domain:op" -> why and what to do instead). None at present.
+_REFUSED_OPS: dict[str, str] = {}
 
 
 def from_onnx(
@@ -296,7 +295,7 @@ class _GraphConverter:
                 captured.setdefault(id(value), value)
         outer = list(captured.values())
         for graph in graphs:
-            local = {id(v): Value(v.name, v.dtype, v.shape, kind=v.kind) for v in outer}
+            local = {id(v): Value(v.name, v.dtype, v.shape, kind=v.kind, key_dtype=v.key_dtype) for v in outer}
             for inner in graph.nodes:
                 inner.inputs = [local.get(id(v), v) if v is not None else None for v in inner.inputs]
             graph.outputs = [local.get(id(v), v) for v in graph.outputs]
@@ -340,7 +339,7 @@ class _GraphConverter:
         if value.shape is None:
             value.shape = declared.shape
         if value.kind is ValueKind.TENSOR:
-            value.kind = declared.kind
+            value.kind, value.key_dtype = declared.kind, declared.key_dtype
         return value
 
 
@@ -367,6 +366,9 @@ def _define_inputs(proto: onnx.GraphProto, scope: ChainMap, required: bool) -> l
         if info.name in scope.maps[0]:
             continue  # older exporters list initializers as inputs too: they are constants
         value = _value_from_info(info, f"graph input {info.name!r}", required=required)
+        if value.kind is ValueKind.SEQUENCE_MAP:
+            raise ConversionError(f"graph input {info.name!r}: a sequence of maps is supported as a graph "
+                                  "output only (ZipMap's), not as an input")
         _define(scope, value, "graph input")
         inputs.append(value)
     return inputs
@@ -423,12 +425,13 @@ def _to_array(tensor: onnx.TensorProto, where: str) -> np.ndarray:
 def _value_from_info(info: onnx.ValueInfoProto, where: str, required: bool) -> Value:
     """A Value with kind, dtype and shape from a ValueInfoProto: dim_value kept, dim_param
     or missing dims -> -1, no shape -> None. A sequence of tensors, an optional tensor or an
-    optional sequence gets its kind and its elements' dtype and shape. With `required`, a
-    missing type or element type is a ConversionError; otherwise it gives dtype None. Other
-    types (maps, sequences of sequences) always fail."""
+    optional sequence gets its kind and its elements' dtype and shape; a sequence of maps its
+    kind, key dtype and the values' dtype. With `required`, a missing type or element type is
+    a ConversionError; otherwise it gives dtype None. Other types (a map outside a sequence,
+    sequences of sequences) always fail."""
     if info.type.WhichOneof("value") is None and not required:
         return Value(info.name, None, None)
-    kind, tensor_type = _tensor_of(info.type, where)
+    kind, tensor_type, key_dtype = _tensor_of(info.type, where)
     if tensor_type.elem_type == 0:
         if required:
             raise ConversionError(f"{where}: element type is undefined")
@@ -439,12 +442,14 @@ def _value_from_info(info: onnx.ValueInfoProto, where: str, required: bool) -> V
     if tensor_type.HasField("shape"):
         shape = tuple(d.dim_value if d.HasField("dim_value") else -1
                       for d in tensor_type.shape.dim)
-    return Value(info.name, dtype, shape, kind=kind)
+    return Value(info.name, dtype, shape, kind=kind, key_dtype=key_dtype)
 
 
-def _tensor_of(type_proto: onnx.TypeProto, where: str) -> tuple[ValueKind, onnx.TypeProto.Tensor]:
-    """The kind a TypeProto describes and its (element) tensor type; ConversionError for
-    types a Value cannot hold."""
+def _tensor_of(
+    type_proto: onnx.TypeProto, where: str
+) -> tuple[ValueKind, onnx.TypeProto.Tensor, np.dtype | None]:
+    """The kind a TypeProto describes, its (element, or map value) tensor type and, for a
+    sequence of maps, the key dtype (else None); ConversionError for types a Value cannot hold."""
     kinds = {"tensor_type": ValueKind.TENSOR, "sequence_type": ValueKind.SEQUENCE}
     kind = type_proto.WhichOneof("value")
     inner = type_proto
@@ -454,12 +459,31 @@ def _tensor_of(type_proto: onnx.TypeProto, where: str) -> tuple[ValueKind, onnx.
         kinds = {"tensor_type": ValueKind.OPTIONAL_TENSOR, "sequence_type": ValueKind.OPTIONAL_SEQUENCE}
     if kind == "sequence_type":
         inner = inner.sequence_type.elem_type
+        if inner.WhichOneof("value") == "map_type" and kinds[kind] is ValueKind.SEQUENCE:
+            return _map_of(inner.map_type, where)
         if inner.WhichOneof("value") != "tensor_type":
             kind = f"sequence of {inner.WhichOneof('value') or 'no type'}"
     if kind not in kinds:
-        raise ConversionError(f"{where}: expected a tensor type, a sequence of tensors or an optional of "
-                              f"either, got {kind or 'no type'}")
-    return kinds[kind], inner.tensor_type
+        raise ConversionError(f"{where}: expected a tensor type, a sequence of tensors or maps, or an optional "
+                              f"of a tensor or a sequence, got {kind or 'no type'}")
+    return kinds[kind], inner.tensor_type, None
+
+
+def _map_of(map_type: onnx.TypeProto.Map, where: str) -> tuple[ValueKind, onnx.TypeProto.Tensor, np.dtype]:
+    """(SEQUENCE_MAP, the map values' tensor type, the key dtype) of a sequence's map element
+    type: keys int64 or string, values tensors; ConversionError for anything else."""
+    import onnx
+
+    keys = {onnx.TensorProto.INT64: np.dtype(np.int64), onnx.TensorProto.STRING: dtypes.STRING}
+    if map_type.key_type not in keys:
+        name = onnx.TensorProto.DataType.Name(map_type.key_type) if map_type.key_type in \
+            onnx.TensorProto.DataType.values() else f"code {map_type.key_type}"
+        raise ConversionError(f"{where}: a sequence of maps with {name} keys is not supported (INT64 or STRING)")
+    if map_type.value_type.WhichOneof("value") != "tensor_type":
+        raise ConversionError(f"{where}: a sequence of maps whose values are "
+                              f"{map_type.value_type.WhichOneof('value') or 'of no type'} is not supported "
+                              "(tensor elements only)")
+    return ValueKind.SEQUENCE_MAP, map_type.value_type.tensor_type, keys[map_type.key_type]
 
 
 def _type_string(type_proto: onnx.TypeProto, where: str) -> str:
@@ -468,9 +492,10 @@ def _type_string(type_proto: onnx.TypeProto, where: str) -> str:
     other types."""
     import onnx
 
-    kind, tensor_type = _tensor_of(type_proto, where)
+    kind, tensor_type, _ = _tensor_of(type_proto, where)
     if kind not in (ValueKind.TENSOR, ValueKind.SEQUENCE):
-        raise ConversionError(f"{where}: expected a tensor or a sequence type, got an optional")
+        got = "a sequence of maps" if kind is ValueKind.SEQUENCE_MAP else "an optional"
+        raise ConversionError(f"{where}: expected a tensor or a sequence type, got {got}")
     _numpy_dtype(tensor_type.elem_type, where)
     element = f"tensor({onnx.TensorProto.DataType.Name(tensor_type.elem_type)})"
     return element if kind is ValueKind.TENSOR else f"seq({element})"
@@ -485,7 +510,8 @@ def _apply_hints(outputs: list[Value | None], hints: dict[str, onnx.ValueInfoPro
             hinted = _value_from_info(hints[value.name], value.name, required=False)
         except ConversionError:
             continue
-        value.dtype, value.shape, value.kind = hinted.dtype, hinted.shape, hinted.kind
+        value.dtype, value.shape, value.kind, value.key_dtype = hinted.dtype, hinted.shape, hinted.kind, \
+            hinted.key_dtype
 
 
 def _constant_value(node: onnx.NodeProto, where: str) -> Value:

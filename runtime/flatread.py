@@ -41,6 +41,7 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
     "Tensor": [
         ("name", "string"), ("dtype", "i8"), ("shape", "[i64]"), ("buffer", "u32"),
         ("quantization", "Quantization"), ("is_variable", "bool"), ("kind", "i8"),
+        ("key_dtype", "i8"),
     ],
     "Attribute": [
         ("name", "string"), ("type", "i8"), ("f", "f64"), ("i", "i64"), ("s", "[u8]"),

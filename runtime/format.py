@@ -13,4 +13,9 @@ DEFAULT_INLINE_LIMIT = 1024
 MAX_FLATBUFFER_BYTES = 2**31 - 1
 # Tensor.kind codes, in order (a file keeps its meaning forever: only ever append): what a
 # value holds, as runtime.graph.ValueKind names it.
-VALUE_KINDS = ("tensor", "sequence", "optional_tensor", "optional_sequence")
+VALUE_KINDS = ("tensor", "sequence", "optional_tensor", "optional_sequence", "sequence_map")
+# The Tensor.kind code of a sequence of maps: its Tensor.key_dtype names the keys' type, one
+# of MAP_KEY_DTYPE_CODES (DType INT64 and STRING), and its `dtype` the values'. Every other
+# kind has key_dtype UNDEFINED (0, what files written before maps hold).
+SEQUENCE_MAP_KIND = VALUE_KINDS.index("sequence_map")
+MAP_KEY_DTYPE_CODES = (8, 24)

@@ -1,7 +1,7 @@
 """The in-memory IR: Graph, Node, Value, plus a small builder.
 
 A `Graph` is a list of `Node`s in topological order over `Value`s (tensors, and
-ONNX sequences and optionals: see `ValueKind`). Values are identified by object;
+ONNX sequences, optionals and sequences of maps: see `ValueKind`). Values are identified by object;
 names are unique within one graph. A graph may carry named signatures (entry
 points) and metadata; nested graphs (control flow bodies) appear as node attributes.
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from edgerun.runtime import dtypes
 from edgerun.runtime.errors import ModelError
+from edgerun.runtime.format import MAP_KEY_DTYPE_CODES
 
 Shape = tuple[int, ...]
 
@@ -48,12 +49,19 @@ class Quantization:
 class ValueKind(StrEnum):
     """What a value holds. At run time a tensor is a numpy array, a sequence a Python list
     of arrays of one dtype (their shapes may differ), an optional None (empty) or the
-    tensor / sequence it holds. Sequences and optionals never live in a plan's arena."""
+    tensor / sequence it holds, a sequence of maps a Python list of dicts (keys Python int
+    or str, as `Value.key_dtype` says; values Python numbers of the value's `dtype`, float for
+    ZipMap's). None of them but tensors lives in a plan's arena."""
 
     TENSOR = "tensor"
     SEQUENCE = "sequence"
     OPTIONAL_TENSOR = "optional_tensor"
     OPTIONAL_SEQUENCE = "optional_sequence"
+    SEQUENCE_MAP = "sequence_map"
+
+
+# The key types a map may have: int64 and string (ONNX's map(int64|string, V), ZipMap's output).
+MAP_KEY_DTYPES = tuple(dtypes.to_numpy(code) for code in MAP_KEY_DTYPE_CODES)
 
 
 @dataclass(eq=False)
@@ -63,9 +71,11 @@ class Value:
     `shape` uses -1 for dynamic dimensions; None means unknown (inferred later),
     and so does a `dtype` of None.
     `data` holds the contents of constants and the initial value of variables.
-    `kind` says whether it is a tensor, a sequence or an optional (ValueKind); for the
-    latter two, `dtype` and `shape` describe the element tensors. An op result whose kind
-    no declaration states is left TENSOR: the kernel that makes it decides at run time.
+    `kind` says whether it is a tensor, a sequence, an optional or a sequence of maps
+    (ValueKind); for sequences and optionals, `dtype` and `shape` describe the element
+    tensors; for a sequence of maps `dtype` is the map values' type and `key_dtype` its keys'
+    (one of MAP_KEY_DTYPES; None for every other kind). An op result whose kind no
+    declaration states is left TENSOR: the kernel that makes it decides at run time.
     Constants and variables are tensors.
     """
 
@@ -76,11 +86,14 @@ class Value:
     is_variable: bool = False
     quantization: Quantization | None = None
     kind: ValueKind = ValueKind.TENSOR
+    key_dtype: np.dtype | None = None
 
     def __post_init__(self) -> None:
         self.kind = ValueKind(self.kind)
         if self.dtype is not None:
             self.dtype = np.dtype(self.dtype)
+        if self.key_dtype is not None:
+            self.key_dtype = np.dtype(self.key_dtype)
         if self.shape is not None:
             self.shape = tuple(int(d) for d in self.shape)
 
@@ -90,6 +103,8 @@ class Value:
 
     def __repr__(self) -> str:
         kind = "" if self.kind is ValueKind.TENSOR else f", {self.kind}"
+        if self.key_dtype is not None:
+            kind += f", {'string' if dtypes.is_string(self.key_dtype) else self.key_dtype} keys"
         return f"Value({self.name!r}, {self.dtype}, {self.shape}{kind})"
 
 

@@ -134,7 +134,9 @@ class Interpreter:
         """Run `signature` on named inputs; returns its outputs by name (fresh arrays).
 
         A sequence input or output (`SignatureInfo` kind "sequence") is a list of arrays of
-        its element dtype; an optional one None (empty) or what it holds. An input whose
+        its element dtype; an optional one None (empty) or what it holds; a sequence of maps
+        (kind "sequence_map", an output only: ZipMap's) a list of dicts {label: probability},
+        new dicts on every run. An input whose
         shape differs from the prepared one only in dynamic
         dimensions re-prepares the plan automatically. Raises InputError for an
         unknown signature, missing or unexpected inputs, or a wrong dtype, rank or

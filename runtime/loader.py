@@ -94,8 +94,9 @@ class _Builder:
         if tensor["quantization"] is not None:
             q = tensor["quantization"]
             quant = Quantization(np.array(q["scale"]), np.array(q["zero_point"]), q["axis"])
+        key = dtypes.to_numpy(tensor["key_dtype"]) if tensor["key_dtype"] else None  # a sequence of maps
         return Value(tensor["name"], dtype, shape, data=data, is_variable=bool(tensor["is_variable"]),
-                     quantization=quant, kind=ValueKind(VALUE_KINDS[tensor["kind"]]))
+                     quantization=quant, kind=ValueKind(VALUE_KINDS[tensor["kind"]]), key_dtype=key)
 
     def graph(self, index: int) -> Graph:
         if index in self.graphs:

@@ -40,7 +40,7 @@ from edgerun.runtime.errors import (
 )
 from edgerun.runtime.graph import Graph, Node, Signature, Value, ValueKind, reachable_nodes
 from edgerun.runtime.kernels import Kernel, TensorSpec, resolve
-from edgerun.runtime.kernels.base import OptionalSpec, SequenceSpec, Spec, copy_value
+from edgerun.runtime.kernels.base import MapSequenceSpec, OptionalSpec, SequenceSpec, Spec, copy_value
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 from edgerun.runtime.work import WorkTally, node_macs
 
@@ -268,7 +268,7 @@ class ExecutionPlan:
         for source, storage in prepared.updates:
             np.copyto(storage, arrays[source] if isinstance(source, str | Value) else source)
         return {
-            name: copy_value(arrays[source] if isinstance(source, str | Value) else source)
+            name: _copy_output(arrays[source] if isinstance(source, str | Value) else source)
             for name, source in prepared.output_sources.items()
         }
 
@@ -821,8 +821,8 @@ def _declared_spec(value: Value) -> Spec:
 def _kind(spec: Spec) -> ValueKind:
     if isinstance(spec, TensorSpec):
         return ValueKind.TENSOR
-    if isinstance(spec, SequenceSpec):
-        return ValueKind.SEQUENCE
+    if isinstance(spec, SequenceSpec):  # one with a key type holds maps (ZipMap's)
+        return ValueKind.SEQUENCE_MAP if isinstance(spec, MapSequenceSpec) else ValueKind.SEQUENCE
     return ValueKind.OPTIONAL_SEQUENCE if spec.of_sequence else ValueKind.OPTIONAL_TENSOR
 
 
@@ -838,10 +838,20 @@ def _tensors(specs: list) -> list[TensorSpec | None]:
 
 
 def _nbytes(data: Any) -> int:
-    """Bytes of a run-time value: an array, a sequence (list of arrays) or None."""
+    """Bytes of a run-time value: an array, a sequence (list of arrays or of maps) or None;
+    a map (a dict) counts 16 bytes an entry."""
+    if isinstance(data, dict):
+        return 16 * len(data)
     if isinstance(data, list | tuple):
-        return sum(a.nbytes for a in data)
+        return sum(_nbytes(a) for a in data)
     return 0 if data is None else data.nbytes
+
+
+def _copy_output(data: Any) -> Any:
+    """A fresh copy of an output (copy_value); a sequence of maps as new dicts."""
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        return [dict(m) for m in data]
+    return copy_value(data)
 
 
 def _as_value(data: Any, name: str, kind: ValueKind, dtype: np.dtype, shape: tuple[int, ...] | None) -> Any:

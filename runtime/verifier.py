@@ -7,8 +7,10 @@ runtime/schema/edgerun.fbs), string buffers inline and decoding to exactly one v
 string per element (each buffer parsed once), shapes within memory limits, operators in topological
 order (no cycles, every input produced earlier), no tensor written twice or both
 read and written by one op, no op writing a constant or a graph input, subgraph
-references acyclic, unique names, value kinds known (a sequence or optional holds no
-data, is no variable and is never a variable's update).
+references acyclic, unique names, value kinds known (a sequence, optional or sequence of
+maps holds no data, is no variable and is never a variable's update; a sequence of maps has
+an int64 or string key type, is no subgraph input and no operator reads it: maps are outputs
+only, and no other kind has a key type).
 Every failure is a ModelError that says what and where.
 """
 
@@ -20,7 +22,13 @@ import numpy as np
 
 from edgerun.runtime import dtypes
 from edgerun.runtime.errors import ModelError
-from edgerun.runtime.format import BUFFER_ALIGNMENT, SCHEMA_VERSION, VALUE_KINDS
+from edgerun.runtime.format import (
+    BUFFER_ALIGNMENT,
+    MAP_KEY_DTYPE_CODES,
+    SCHEMA_VERSION,
+    SEQUENCE_MAP_KIND,
+    VALUE_KINDS,
+)
 from edgerun.runtime.schema.fb.AttributeType import AttributeType
 from edgerun.runtime.schema.fb.DType import DType
 
@@ -122,13 +130,18 @@ class _StringBuffers:
 
 
 def _check_kind(tensor: Raw, where: str) -> None:
-    """A known value kind; a sequence or optional has no data, quantization or variable flag."""
-    kind = tensor["kind"]
+    """A known value kind; a sequence, optional or sequence of maps has no data, quantization
+    or variable flag; a sequence of maps has an int64 or string key type, nothing else has one."""
+    kind, key = tensor["kind"], tensor["key_dtype"]
     if not 0 <= kind < len(VALUE_KINDS):
         raise ModelError(f"{where}: value kind {kind} is unknown (known: "
                          f"{', '.join(f'{i} {k}' for i, k in enumerate(VALUE_KINDS))})")
     if kind and (tensor["buffer"] or tensor["is_variable"] or tensor["quantization"] is not None):
         raise ModelError(f"{where}: a {VALUE_KINDS[kind]} value cannot hold data, be a variable or be quantized")
+    if kind == SEQUENCE_MAP_KIND and key not in MAP_KEY_DTYPE_CODES:
+        raise ModelError(f"{where}: a sequence of maps needs key type INT64 or STRING, got {dtypes.dtype_name(key)}")
+    if kind != SEQUENCE_MAP_KIND and key:
+        raise ModelError(f"{where}: a {VALUE_KINDS[kind]} value has no key type, got {dtypes.dtype_name(key)}")
 
 
 def _check_tensor(tensor: Raw, where: str, buffer_sizes: list[int], strings: _StringBuffers) -> None:
@@ -206,6 +219,8 @@ def _check_subgraph(
     for i in inputs:
         if tensors[i]["is_variable"]:
             raise ModelError(f"{where}: input {tensors[i]['name']!r} is a variable")
+        if tensors[i]["kind"] == SEQUENCE_MAP_KIND:
+            raise ModelError(f"{where}: input {tensors[i]['name']!r} is a sequence of maps (maps are outputs only)")
     written: set[int] = set()
     for o, op in enumerate(sub["operators"] or []):
         _check_operator(op, f"{where} operator {o} ({op['name']!r}, {op['op_type']})",
@@ -233,6 +248,9 @@ def _check_operator(
                 f"{where}: input {tensors[i]['name']!r} is not produced by an earlier operator "
                 "(operators out of order or a cycle)"
             )
+        if i >= 0 and tensors[i]["kind"] == SEQUENCE_MAP_KIND:
+            raise ModelError(f"{where}: input {tensors[i]['name']!r} is a sequence of maps, "
+                             "which no operator reads (maps are outputs only)")
     written = [i for i in outputs if i >= 0]
     if len(set(written)) != len(written):
         raise ModelError(f"{where}: the same tensor is written twice")

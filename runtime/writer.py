@@ -28,7 +28,7 @@ from edgerun.runtime.format import (
     SCHEMA_VERSION,
     VALUE_KINDS,
 )
-from edgerun.runtime.graph import Graph, Node, Value
+from edgerun.runtime.graph import MAP_KEY_DTYPES, Graph, Node, Value, ValueKind
 from edgerun.runtime.schema.fb import (
     Attribute,
     Buffer,
@@ -356,7 +356,22 @@ def _build_tensor(builder: flatbuffers.Builder, value: Value, buffer: int) -> in
         Tensor.AddQuantization(builder, quant)
     Tensor.AddIsVariable(builder, value.is_variable)
     Tensor.AddKind(builder, VALUE_KINDS.index(value.kind))
+    Tensor.AddKeyDtype(builder, _key_code(value))
     return Tensor.End(builder)
+
+
+def _key_code(value: Value) -> int:
+    """Tensor.key_dtype of `value`: its keys' DType for a sequence of maps, else 0 (UNDEFINED).
+    ModelError naming the value for a map without an int64 or string key type, or a key type
+    on any other kind."""
+    key = None if value.key_dtype is None else np.dtype(value.key_dtype)
+    if value.kind != ValueKind.SEQUENCE_MAP:
+        if key is not None:
+            raise ModelError(f"tensor {value.name!r}: a {value.kind} value has no key type, got {key}")
+        return 0
+    if key is None or key not in MAP_KEY_DTYPES:
+        raise ModelError(f"tensor {value.name!r}: a sequence of maps needs an int64 or string key type, got {key}")
+    return dtypes.from_numpy(key)
 
 
 def _slot(sub: _SubgraphTables, value: Value | None, node: Node) -> int:

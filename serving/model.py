@@ -59,8 +59,8 @@ class ServedModel:
         budget allows it, then 1).
 
         The bytes are read into memory, so later changes to the file cannot disturb this version.
-        Raises EdgerunError (bad model, no serving_default signature, a sequence or optional input
-        or output, config mismatch, a batch of one over the config's work_budget_macs) or OSError.
+        Raises EdgerunError (bad model, no serving_default signature, a sequence (of tensors or maps)
+        or optional input or output, config mismatch, a batch of one over the config's work_budget_macs) or OSError.
         """
         data = path.read_bytes()
         try:
@@ -73,8 +73,10 @@ class ServedModel:
         for role, infos in (("input", signature.inputs), ("output", signature.outputs)):
             for name, info in infos.items():
                 if info.kind != "tensor":  # KServe v2 carries tensors only
+                    only = "serve tensors only" + (": export the classifier without ZipMap (skl2onnx option "
+                                                   "{'zipmap': False})" if info.kind == "sequence_map" else "")
                     raise EdgerunError(f"model {role} {name!r} is a {info.kind} value: sequences and optionals "
-                                       "are not supported over KServe v2 (serve tensors only)")
+                                       f"are not supported over KServe v2 ({only})")
         config = check_against(settings, signature.inputs, signature.outputs)
         for it in interpreters:  # batch 2 then 1: compiles kernels and plans before traffic
             for rows in (2, 1):

@@ -79,6 +79,14 @@ class SequenceSpec:
 
 
 @dataclass(frozen=True)
+class MapSequenceSpec(SequenceSpec):
+    """A sequence of maps at prepare time (ZipMap's output): `dtype` is the values' type,
+    `key_dtype` the keys' (int64, or the string dtype). At run time a list of dicts."""
+
+    key_dtype: np.dtype | None = None
+
+
+@dataclass(frozen=True)
 class OptionalSpec:
     """An optional at prepare time: it holds a tensor, or a sequence when `of_sequence`,
     of elements of `dtype`. At run time None (empty) or the value it holds."""

@@ -334,12 +334,29 @@ def test_dangling_input_name() -> None:
 
 @pytest.mark.usefixtures("all_ops_supported")
 def test_non_tensor_input() -> None:
-    """Maps are the one ONNX value type edgerun cannot hold (sequences and optionals it can)."""
+    """A map on its own is the ONNX value type edgerun cannot hold (sequences and optionals it
+    can, and sequences of maps as graph outputs, not inputs)."""
     model = make_mlp()
     mapping = helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [64]))
     model.graph.input[0].CopyFrom(helper.make_value_info("x", mapping))
-    with pytest.raises(ConversionError, match="graph input 'x': expected a tensor type"):
+    with pytest.raises(ConversionError, match="graph input 'x': expected a tensor type, a sequence of tensors or "
+                                              "maps, or an optional of a tensor or a sequence, got map_type"):
         from_onnx(model)
+    model.graph.input[0].CopyFrom(helper.make_value_info("x", helper.make_sequence_type_proto(mapping)))
+    with pytest.raises(ConversionError, match=r"graph input 'x': a sequence of maps is supported as a graph output "
+                                              r"only \(ZipMap's\), not as an input"):
+        from_onnx(model)
+
+
+def test_sequence_of_maps_output() -> None:
+    """ZipMap's output type, seq(map(string, float)), becomes a SEQUENCE_MAP value with string keys."""
+    node = helper.make_node("ZipMap", ["x"], ["z"], domain="ai.onnx.ml", classlabels_strings=["a", "b"])
+    mapping = helper.make_map_type_proto(TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, None))
+    model = make_model([node], [_info("x", [3, 2])], [helper.make_value_info("z", helper.make_sequence_type_proto(
+        mapping))])
+    model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 1))
+    (z,) = from_onnx(model).outputs
+    assert (z.kind, z.key_dtype, z.dtype) == ("sequence_map", np.dtype(object), np.dtype(np.float32))
 
 
 # --- numerics against onnxruntime ----------------------------------------------------------

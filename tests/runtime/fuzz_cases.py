@@ -67,9 +67,26 @@ def sequences_graph() -> Graph:
     return g.build()
 
 
+def maps_graph() -> Graph:
+    """Sequences of maps: a planned Softmax's rows zipped with int64 labels and with string
+    labels (ZipMap in the eager tail; outputs with a key type), beside a tensor output."""
+    g = GraphBuilder("maps", opset=17)
+    probs = g.op("Softmax", [g.input("x", np.float32, (-1, 3))], axis=1, name="softmax")
+    by_id = g.op("ZipMap", [probs], name="zip_ids", domain="ai.onnx.ml", version=1, classlabels_int64s=[5, 1, 9])
+    by_name = g.op("ZipMap", [probs], name="zip_names", domain="ai.onnx.ml", version=1,
+                   classlabels_strings=["cat", "dög", ""])
+    by_id.kind, by_id.key_dtype = ValueKind.SEQUENCE_MAP, np.dtype(np.int64)
+    by_name.kind, by_name.key_dtype = ValueKind.SEQUENCE_MAP, dtypes.STRING
+    g.output(by_id, "ids")
+    g.output(by_name, "names")
+    g.output(g.op("ArgMax", [probs], axis=1, name="argmax"), "label")
+    return g.build()
+
+
 def base_models() -> list[bytes]:
     """Serialized seeds: inline and external buffers, several ops, an unknown op, float8 and
-    (packed) int4 constants, string constants and inputs, sequence and optional values."""
+    (packed) int4 constants, string constants and inputs, sequence and optional values,
+    sequences of maps."""
     return [
         serialize(add_relu_graph()),
         serialize(mlp_graph((8, 6, 3)), inline_limit=0),
@@ -79,6 +96,7 @@ def base_models() -> list[bytes]:
         serialize(lowbit_graph(), inline_limit=0),
         serialize(strings_graph()),
         serialize(sequences_graph()),
+        serialize(maps_graph()),
     ]
 
 

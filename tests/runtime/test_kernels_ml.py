@@ -1,11 +1,12 @@
 """ai.onnx.ml kernels (runtime/kernels/ml/) against onnxruntime and scikit-learn.
 
-Small scikit-learn models are trained here, exported with skl2onnx (no ZipMap; int or string
-labels), converted with from_onnx, round-tripped through .erm and run by the Interpreter;
-labels must match exactly, scores within float32 rounding. Hand-built nodes cover what
-skl2onnx does not emit (other post_transforms and aggregates, branch modes, NaN tracking,
-TreeEnsemble opset 5, *_as_tensor, LabelEncoder and CategoryMapper over unicode strings and
-missing keys). Malformed trees and string tables are refused with specific errors.
+Small scikit-learn models are trained here, exported with skl2onnx (no ZipMap, which
+test_zipmap.py covers; int or string labels), converted with from_onnx, round-tripped through
+.erm and run by the Interpreter; labels must match exactly, scores within float32 rounding.
+Hand-built nodes cover what skl2onnx does not emit (other post_transforms and aggregates,
+branch modes, NaN tracking, TreeEnsemble opset 5, *_as_tensor, LabelEncoder and
+CategoryMapper over unicode strings and missing keys). Malformed trees and string tables
+are refused with specific errors.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from onnx.reference import ReferenceEvaluator
 
 from edgerun.converters import from_onnx
 from edgerun.runtime import Interpreter
-from edgerun.runtime.errors import ConversionError, InputError, ModelError
+from edgerun.runtime.errors import InputError, ModelError
 from edgerun.runtime.writer import serialize
 
 ort = pytest.importorskip("onnxruntime")
@@ -240,16 +241,6 @@ def test_one_hot_encoder_on_ints_matches_sklearn():
     x = rng.integers(0, 5, (20, 3)).astype(I64)
     (y,) = matches_onnxruntime(export(model, x), {"X": x})
     np.testing.assert_array_equal(y, model.transform(x).toarray())
-
-
-def test_classifier_outputs_zipmap_is_refused_with_the_way_out():
-    x_train, y_train, x = classification(3)
-    model = LogisticRegression(max_iter=500).fit(x_train, y_train)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        onx = skl2onnx.to_onnx(model, x[:1])  # default options: a ZipMap
-    with pytest.raises(ConversionError, match=r"ai\.onnx\.ml:ZipMap .*sequence of maps.*'zipmap': False"):
-        from_onnx(onx)
 
 
 # --- hand-built trees -------------------------------------------------------------------------

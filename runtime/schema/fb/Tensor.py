@@ -101,8 +101,15 @@ class Tensor(object):
             return self._tab.Get(flatbuffers.number_types.Int8Flags, o + self._tab.Pos)
         return 0
 
+    # Tensor
+    def KeyDtype(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int8Flags, o + self._tab.Pos)
+        return 0
+
 def TensorStart(builder):
-    builder.StartObject(7)
+    builder.StartObject(8)
 
 def Start(builder):
     TensorStart(builder)
@@ -154,6 +161,12 @@ def TensorAddKind(builder, kind):
 
 def AddKind(builder, kind):
     TensorAddKind(builder, kind)
+
+def TensorAddKeyDtype(builder, keyDtype):
+    builder.PrependInt8Slot(7, keyDtype, 0)
+
+def AddKeyDtype(builder, keyDtype):
+    TensorAddKeyDtype(builder, keyDtype)
 
 def TensorEnd(builder):
     return builder.EndObject()
