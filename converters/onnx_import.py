@@ -8,7 +8,8 @@ op type, domain and opset version (ONNX semantics, NCHW), initializers and
 ONNX names so the default signature maps them one to one. Sequence and optional
 types (of tensors, and optionals of sequences) become the `kind` of their Value, and so does a
 sequence of maps (int64 or string keys; ZipMap's output), which may be a graph output but no
-graph input. Ops that no runtime kernel implements are refused up front, all of them in one error.
+graph input. Ops that no runtime kernel implements are refused up front, all of them in one error;
+the training-preview op Gradient needs none: it is rewritten into ordinary ops (converters.gradient_op).
 
 `onnx` is imported inside the functions, so importing this module is cheap and
 works without it.
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgerun.converters.gradient_op import GRADIENT_OP, expand_gradients
 from edgerun.runtime import dtypes
 from edgerun.runtime.errors import ConversionError
 from edgerun.runtime.graph import Graph, Node, Value, ValueKind
@@ -35,6 +37,8 @@ _CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_i
 # Ops edgerun refuses with a reason and a way out, rather than as merely unsupported
 # ("domain:op" -> why and what to do instead). None at present.
 _REFUSED_OPS: dict[str, str] = {}
+# Ops the importer rewrites into ordinary ops ("domain:op"; see converters.gradient_op): they need no kernel.
+REWRITTEN_OPS = frozenset({GRADIENT_OP})
 
 
 def from_onnx(
@@ -196,6 +200,8 @@ def _check_supported(graph: onnx.GraphProto, opsets: dict[str, int]) -> None:
         if node.op_type == "Constant" and domain == "":
             continue
         op = node.op_type if not domain else f"{domain}:{node.op_type}"
+        if op in REWRITTEN_OPS:
+            continue
         if op in _REFUSED_OPS:
             refused.setdefault(op, []).append(name)
         elif not registry.is_supported(domain, node.op_type):
@@ -248,6 +254,7 @@ class _GraphConverter:
                 nodes.append(converted)
                 _apply_hints(converted.outputs, hints)
         outputs = [self._output(info, scope) for info in proto.output]
+        nodes = expand_gradients(nodes, scope, self.opsets)
         graph = Graph(proto.name or "main", nodes, inputs, outputs)
         self.local_values[id(graph)] = {id(v) for v in scope.maps[0].values()}
         return graph

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from edgerun.converters.training.backward import backpropagate
 from edgerun.converters.training.rules import (
     TRAINING_DOMAIN,
     GradContext,
@@ -290,26 +291,9 @@ class _TrainableBuilder:
     # ------------------------------------------------------------------ backward
     def add_backward(self) -> None:
         """Reverse-mode gradients of the loss with respect to every parameter."""
-        depends = set(self.params)
-        for node in self.forward.nodes:
-            if any(v in depends for v in node.inputs if v is not None):
-                depends.update(v for v in node.outputs if v is not None)
-        self.backward.needs_grad = lambda v: v in depends
         one = self.backward.constant("loss_grad_seed", np.ones((), self.loss_dtype))
-        self.grads: dict[Value, Value] = {self.loss: one}
-        for node in reversed(self.forward.nodes):
-            out_grads = [None if v is None else self.grads.get(v) for v in node.outputs]
-            if all(g is None for g in out_grads) or not depends.intersection(node.inputs):
-                continue
-            rule = gradient_rule(node.op_type)
-            if rule is None:
-                raise ConversionError(f"node {node.name!r}: op {node.op_type!r} has no gradient")
-            in_grads = rule(self.backward, node, out_grads)
-            for value, grad in zip(node.inputs, in_grads, strict=True):
-                if value is None or grad is None or value not in depends:
-                    continue
-                previous = self.grads.get(value)
-                self.grads[value] = grad if previous is None else self.backward.onnx("Add", [previous, grad])
+        self.grads: dict[Value, Value] = backpropagate(self.backward, self.forward.nodes, {self.loss: one},
+                                                       self.params)
 
     # ------------------------------------------------------------------ proximal
     def add_proximal(self) -> None:
