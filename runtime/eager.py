@@ -28,9 +28,17 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.runtime.errors import ModelError, raise_node_failure
+from edgerun.runtime.errors import MemoryBudgetError, ModelError, raise_node_failure
 from edgerun.runtime.graph import Graph, Node, Value, reachable_nodes
-from edgerun.runtime.kernels.base import ExecutionContext, Kernel, Spec, TensorSpec, spec_of
+from edgerun.runtime.kernels.base import (
+    ExecutionContext,
+    Kernel,
+    Spec,
+    TensorSpec,
+    longest_string,
+    spec_nbytes,
+    spec_of,
+)
 from edgerun.runtime.kernels.registry import resolve
 from edgerun.runtime.planned_body import run_planned
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
@@ -133,11 +141,14 @@ class EagerContext:
     """The ExecutionContext (runtime.kernels.base) of a plan on `backend`: nested graphs
     run eagerly, on the same backend, with kernels kept per thread (PreparedKernels).
     `work_budget` is the plan's (None: unlimited), for kernels whose work depends on values;
-    `num_threads` the interpreter's (None: one per core), for kernels with parallel loops."""
+    `num_threads` the interpreter's (None: one per core), for kernels with parallel loops;
+    `memory_budget` the plan's in bytes (None: unlimited): body plans get it, and an eager
+    node whose outputs would pass it is a MemoryBudgetError before they are allocated."""
 
     backend: str = "cpu"
     work_budget: int | None = None
     num_threads: int | None = None
+    memory_budget: int | None = None
 
     def run_graph(self, graph: Graph, inputs: Sequence, repeated: bool = False) -> list:
         if repeated:  # a Loop or Scan body: planned once for its input shapes (runtime.planned_body)
@@ -211,10 +222,24 @@ def _evaluate(node: Node, inputs: list, specs: list, context: ExecutionContext,
         for spec in out_specs:
             if isinstance(spec, TensorSpec) and (any(d < 0 for d in spec.shape) or spec.nbytes > MAX_TENSOR_BYTES):
                 raise ModelError(f"node {node.name!r}: output shape {spec.shape} is invalid or too large")
+        _check_memory(node, inputs, out_specs, getattr(context, "memory_budget", None))
         outs = kernel.evaluate(list(inputs), out_specs)
     except Exception as exc:
         raise_node_failure(node, exc)
     return outs, out_specs
+
+
+def _check_memory(node: Node, inputs: list, out_specs: list[Spec], budget: int | None) -> None:
+    """MemoryBudgetError when `node`'s tensor outputs would take more than `budget` bytes
+    (strings counted at the longest its string inputs allow); nothing when `budget` is None."""
+    if budget is None:
+        return
+    strings = any(isinstance(s, TensorSpec) and s.dtype.hasobject for s in out_specs)
+    longest = longest_string(inputs) if strings else 0
+    need = sum(spec_nbytes(spec, longest) for spec in out_specs)
+    if need > budget:
+        raise MemoryBudgetError(f"node {node.name!r} ({node.op_type}): its outputs need {need} bytes, "
+                                f"over the memory budget of {budget}")
 
 
 def _read(env: dict[Value, Any], value: Value, node: Node | None) -> Any:

@@ -1,7 +1,10 @@
 """.erm -> IR: map the file, verify all of it, and build a Graph whose weights
 are read-only numpy views into the mapping (nothing is copied or read ahead), except
-4- and 2-bit weights, which the file packs: they are unpacked into read-only arrays, and
-string tensors, decoded into read-only object arrays of str.
+4- and 2-bit weights, which the file packs: they are unpacked into read-only arrays; inline
+data not aligned for its dtype, copied to aligned memory; and string tensors, decoded into
+read-only object arrays of str. Each of these is made once per buffer (per bit width for
+unpacking), however many tensors share the buffer, so what loading allocates stays within a
+small multiple of the file size (at most 7x: 2x for 4-bit codes, 4x for 2-bit, 1x copied).
 """
 
 from __future__ import annotations
@@ -54,25 +57,52 @@ class _Builder:
         self.buf = buf
         self.graphs: dict[int, Graph] = {}
         self.strings: dict[int, np.ndarray] = {}  # buffer index -> its decoded strings
+        self.codes: dict[tuple[int, int], np.ndarray] = {}  # (buffer, bits) -> its unpacked codes
+        self.aligned: dict[int, np.ndarray] = {}  # buffer index -> an aligned copy of its inline data
 
     def buffer_array(self, index: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """Buffer `index` as a read-only `dtype` array of `shape` (which the verifier has
+        checked against the buffer's size); tensors sharing a buffer share the memory."""
         if dtypes.is_string(dtype):
             return self.string_array(index).reshape(shape)
-        if dtype in dtypes.PACKED_BITS:  # 4- and 2-bit types: unpacked into a new array
-            array = dtypes.unpack(self.buffer_array(index, np.dtype(np.uint8), (-1,)), dtype, shape)
-            array.flags.writeable = False
-            return array
+        if dtype in dtypes.PACKED_BITS:  # 4- and 2-bit types: a view of the buffer's unpacked codes
+            count = int(np.prod(shape, dtype=np.int64))
+            return self.unpacked_codes(index, dtypes.PACKED_BITS[dtype])[:count].view(dtype).reshape(shape)
         entry = self.raw["buffers"][index]
         if entry["offset"]:
             count = entry["size"] // dtype.itemsize
             array = np.frombuffer(self.buf, dtype=dtype, count=count, offset=entry["offset"])
         else:
             data = entry["data"] if entry["data"] is not None else np.zeros(0, np.uint8)
-            # Inline data is 16-byte aligned by our writer; copy small unaligned data.
-            array = data.view(dtype) if data.ctypes.data % dtype.alignment == 0 else data.copy().view(dtype)
+            # Inline data is 16-byte aligned by our writer; a crafted file's may not be.
+            array = (data if data.ctypes.data % dtype.alignment == 0 else self.aligned_copy(index)).view(dtype)
         array = array.reshape(shape)
         array.flags.writeable = False
         return array
+
+    def unpacked_codes(self, index: int, bits: int) -> np.ndarray:
+        """Buffer `index` unpacked to one uint8 code per `bits`-bit element (padding included),
+        read-only, made once per (buffer, bits)."""
+        key = (index, bits)
+        if key not in self.codes:
+            packed = self.buffer_array(index, np.dtype(np.uint8), (-1,))
+            any_dtype = next(d for d, width in dtypes.PACKED_BITS.items() if width == bits)  # all 1-byte
+            codes = dtypes.unpack(packed, any_dtype, (packed.size * (8 // bits),)).view(np.uint8)
+            codes.flags.writeable = False
+            self.codes[key] = codes
+        return self.codes[key]
+
+    def aligned_copy(self, index: int) -> np.ndarray:
+        """Inline buffer `index` copied to 64-byte aligned, read-only memory, once per buffer."""
+        if index not in self.aligned:
+            data = self.raw["buffers"][index]["data"]
+            block = np.empty(data.size + 64, np.uint8)
+            start = -block.ctypes.data % 64
+            copy = block[start : start + data.size]
+            copy[...] = data
+            copy.flags.writeable = False
+            self.aligned[index] = copy
+        return self.aligned[index]
 
     def string_array(self, index: int) -> np.ndarray:
         """Buffer `index` decoded to a flat read-only object array of str, once per buffer

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -40,7 +40,18 @@ from edgerun.runtime.errors import (
 )
 from edgerun.runtime.graph import Graph, Node, Signature, Value, ValueKind, reachable_nodes
 from edgerun.runtime.kernels import Kernel, TensorSpec, resolve
-from edgerun.runtime.kernels.base import MapSequenceSpec, OptionalSpec, SequenceSpec, Spec, copy_value
+from edgerun.runtime.kernels.base import (
+    STRING_ELEMENT_BYTES,
+    MapSequenceSpec,
+    OptionalSpec,
+    SequenceSpec,
+    Spec,
+    copy_value,
+    describe,
+    longest_string,
+    spec_nbytes,
+    value_nbytes,
+)
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 from edgerun.runtime.work import WorkTally, node_macs
 
@@ -104,7 +115,12 @@ class _Prepared:
 class ExecutionPlan:
     """Runs one signature of a graph. Raises ModelError/UnsupportedOpError on construction;
     MemoryBudgetError / WorkBudgetError when its input shapes need more than `memory_budget`
-    bytes / `work_budget` multiply-adds (None: unlimited; see runtime.work)."""
+    bytes / `work_budget` multiply-adds (None: unlimited; see runtime.work).
+
+    The memory budget bounds the arena with the string tensors beside it (STRING_ELEMENT_BYTES
+    an element), each value folded at prepare time (estimated before it is made, strings by
+    their characters, sequences with SEQUENCE_ELEMENT_BYTES an element) and all of them
+    together, and reaches control-flow bodies through the kernels' context."""
 
     def __init__(
         self,
@@ -122,9 +138,9 @@ class ExecutionPlan:
         self.signature = signature
         self.variables = variables
         self.backend = backend
-        # handed to every kernel: control flow runs bodies through it
-        self.context = EagerContext(backend, work_budget, num_threads)
         self.memory_budget = memory_budget if memory_budget is not None else _physical_memory() // 2
+        # handed to every kernel: control flow runs bodies through it, within the same budgets
+        self.context = EagerContext(backend, work_budget, num_threads, self.memory_budget)
         self.nodes = _needed_nodes(graph, signature)
         # Resolved once (unknown ops fail here); instantiated afresh by each prepare,
         # so a failed or probing prepare never disturbs the live one.
@@ -266,11 +282,22 @@ class ExecutionPlan:
         if prepared.tail:
             arrays = {**arrays, **self._run_tail(prepared, arrays)}  # sources name tail values too
         for source, storage in prepared.updates:
-            np.copyto(storage, arrays[source] if isinstance(source, str | Value) else source)
+            self._update(storage, arrays[source] if isinstance(source, str | Value) else source, source)
         return {
             name: _copy_output(arrays[source] if isinstance(source, str | Value) else source)
             for name, source in prepared.output_sources.items()
         }
+
+    def _update(self, storage: np.ndarray, data: Any, source: Any) -> None:
+        """Copy a variable's new value into its storage; ModelError when the value (made by an
+        eager tail, so unchecked at prepare) is not a tensor of the variable's dtype and shape."""
+        if not isinstance(data, np.ndarray) or (data.dtype, data.shape) != (storage.dtype, storage.shape):
+            name = source.name if isinstance(source, Value) else source if isinstance(source, str) else "?"
+            got = f"{data.dtype}{list(data.shape)}" if isinstance(data, np.ndarray) else describe(
+                SequenceSpec(storage.dtype) if isinstance(data, list | tuple) else OptionalSpec(storage.dtype))
+            raise ModelError(f"signature {self.name!r}: the update {name!r} of a {storage.dtype}"
+                             f"{list(storage.shape)} variable is {got}")
+        np.copyto(storage, data)
 
     def _check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if not isinstance(inputs, Mapping):
@@ -500,7 +527,7 @@ class ExecutionPlan:
                 prepared.work.check(self.work_budget, self.name, node)  # before the node is evaluated
                 if fold:
                     outs = self._fold(node, kernel, in_values, known, out_specs, specs)
-                    folded_bytes += sum(_nbytes(a) for a in outs)
+                    folded_bytes += sum(value_nbytes(a) for a in outs)
                     self._check_budget(folded_bytes, "constant-folded tensors")
                     for value, array, spec in zip(node.outputs, outs, out_specs, strict=True):
                         if value is not None:
@@ -604,9 +631,10 @@ class ExecutionPlan:
             return False
         if any(v is not None and v.is_variable for v in node.outputs):
             return False
-        in_bytes = sum(_nbytes(known[v]) for v in in_values if v is not None)
-        out_bytes = sum(spec.nbytes for spec in out_specs if isinstance(spec, TensorSpec))
-        return out_bytes <= max(4 * in_bytes, 16 << 20)  # (a sequence's size is checked once made)
+        args = [known[v] for v in in_values if v is not None]
+        in_bytes = sum(value_nbytes(a) for a in args)  # (strings by their characters)
+        out_bytes = _result_bytes(args, out_specs)
+        return out_bytes <= max(4 * in_bytes, 16 << 20)
 
     def _node_inputs(self, node: Node, specs: dict, known: dict) -> list[Value | None]:
         for value in node.inputs:
@@ -643,6 +671,10 @@ class ExecutionPlan:
             if value is not None and value.kind != ValueKind.TENSOR and value.kind != _kind(spec):
                 raise ModelError(f"node {node.name!r} ({node.op_type}): output {value.name!r} is declared "
                                  f"a {value.kind} but computes a {_kind(spec)}")
+            if value is not None and isinstance(spec, MapSequenceSpec) and value.kind == ValueKind.TENSOR:
+                raise ModelError(f"node {node.name!r} ({node.op_type}): output {value.name!r} computes a sequence "
+                                 f"of maps but is declared a {value.kind}: maps must be declared sequence_map "
+                                 "(a signature output, never an operator's input)")
             if value is not None and value.dtype is not None and value.dtype != spec.dtype:
                 raise ModelError(
                     f"node {node.name!r} ({node.op_type}): output {value.name!r} is declared "
@@ -651,19 +683,20 @@ class ExecutionPlan:
         return kernel, out_specs[: len(node.outputs)]
 
     def _fold(self, node: Node, kernel: Kernel, in_values: list, known: dict, out_specs: list, specs: dict) -> list:
-        for spec in out_specs:
-            if isinstance(spec, TensorSpec):
-                self._check_budget(spec.nbytes, f"output of {node.name!r}")
+        """Evaluate `node` at prepare time. Its outputs' size is checked against the budget
+        before (estimated: see _result_bytes) and after (string and sequence contents)."""
+        args = [None if v is None else known[v] if v in known else _placeholder(specs[v]) for v in in_values]
+        estimate = _result_bytes([None if v is None else known.get(v) for v in in_values], out_specs)
+        self._check_budget(estimate, f"output of {node.name!r}")
         try:
-            outs = kernel.evaluate([None if v is None else known[v] if v in known else _placeholder(specs[v])
-                                    for v in in_values], out_specs)
+            outs = kernel.evaluate(args, out_specs)
         except Exception as exc:
             raise_node_failure(node, exc)
         for value in outs:
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray):  # (a sequence's elements may be shared: not marked)
                 value.flags.writeable = False
-            else:  # a sequence's elements may be shared with other values: checked, not marked
-                self._check_budget(_nbytes(value), f"output of {node.name!r}")
+            if not isinstance(value, np.ndarray) or value.dtype.hasobject:  # strings by their characters
+                self._check_budget(value_nbytes(value), f"output of {node.name!r}")
         return outs
 
     def _bind_outputs(self, node, out_specs, specs, arena_values, lives, step_index) -> list:  # noqa: ANN001
@@ -707,6 +740,9 @@ class ExecutionPlan:
         layout = plan_arena(
             [TensorLife(specs[v].nbytes, *lives[v]) for v in arena_values], ARENA_ALIGNMENT
         )
+        strings = sum(specs[v].size * STRING_ELEMENT_BYTES for v in owned)  # their str objects: estimated
+        if strings:
+            self._check_budget(layout.size + strings, "the activation arena and string tensors")
         self._check_budget(layout.size, "the activation arena")
         try:
             arena = np.empty(layout.size + ARENA_ALIGNMENT, np.uint8)
@@ -752,6 +788,10 @@ class ExecutionPlan:
         for variable, value in self.signature.updates.items():
             storage = self.variables[variable]
             spec = specs.get(value) or TensorSpec(value.dtype, tuple(value.shape or ()))
+            if not isinstance(spec, TensorSpec) or value.kind != ValueKind.TENSOR:
+                what = describe(spec) if not isinstance(spec, TensorSpec) else f"declared a {value.kind}"
+                raise ModelError(f"signature {self.name!r}: variable {variable.name!r} is updated from "
+                                 f"{value.name!r}, which is {what}: a variable holds a tensor")
             if (spec.dtype, spec.shape) != (storage.dtype, storage.shape):
                 raise ModelError(
                     f"signature {self.name!r}: variable {variable.name!r} is "
@@ -837,21 +877,32 @@ def _tensors(specs: list) -> list[TensorSpec | None]:
     return [spec if isinstance(spec, TensorSpec) else None for spec in specs]
 
 
-def _nbytes(data: Any) -> int:
-    """Bytes of a run-time value: an array, a sequence (list of arrays or of maps) or None;
-    a map (a dict) counts 16 bytes an entry."""
-    if isinstance(data, dict):
-        return 16 * len(data)
-    if isinstance(data, list | tuple):
-        return sum(_nbytes(a) for a in data)
-    return 0 if data is None else data.nbytes
+def _result_bytes(args: list, out_specs: list[Spec]) -> int:
+    """An estimate, before evaluating, of the bytes a node's outputs take given its inputs
+    `args`: tensors by their specs (a string by the longest its string inputs allow, as a
+    concatenation makes), sequences and optionals as much as all the inputs (what a node that
+    copies its inputs into a sequence makes; value-dependent ones check themselves)."""
+    strings = any(isinstance(s, TensorSpec) and s.dtype.hasobject for s in out_specs)
+    longest = longest_string(args) if strings else 0
+    total = sum(spec_nbytes(spec, longest) for spec in out_specs)
+    if not all(isinstance(spec, TensorSpec) for spec in out_specs):
+        total += sum(value_nbytes(a) for a in args)
+    return total
 
 
 def _copy_output(data: Any) -> Any:
-    """A fresh copy of an output (copy_value); a sequence of maps as new dicts."""
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        return [dict(m) for m in data]
+    """A fresh copy of an output (copy_value); maps in a sequence as new dicts. ModelError for
+    a value that is not an array, a sequence or None (a kernel's fault, never a TypeError)."""
+    if isinstance(data, list | tuple):
+        return [dict(m) if isinstance(m, dict) else _copy_output(m) if isinstance(m, np.ndarray) else _bad_output(m)
+                for m in data]
+    if data is not None and not isinstance(data, np.ndarray):
+        _bad_output(data)
     return copy_value(data)
+
+
+def _bad_output(data: Any) -> NoReturn:
+    raise ModelError(f"an output holds a {type(data).__name__}, not a tensor, a sequence or a map")
 
 
 def _as_value(data: Any, name: str, kind: ValueKind, dtype: np.dtype, shape: tuple[int, ...] | None) -> Any:

@@ -5,7 +5,8 @@ A body runs many times with the same input shapes, so planning it once pays: its
 and write one arena and its value-dependent nodes still get what a signature's get (an If
 inlined when its condition is known, an eager tail behind the planned steps). The plan is made
 for a copy of the body whose inputs carry the iteration's actual dtypes and shapes (ONNX bodies
-often declare none); bodies whose inputs are sequences or optionals, and bodies whose input
+often declare none), within the memory budget of the plan that runs the body (its
+context's); bodies whose inputs are sequences or optionals, and bodies whose input
 shapes change from one iteration to the next more often than MAX_PLANS_PER_BODY, run eagerly
 as before. Plans are kept per thread, bounded like runtime.eager's kernel caches.
 """
@@ -35,10 +36,10 @@ def run_planned(graph: Graph, inputs: Sequence[np.ndarray], context) -> list[np.
         return None
     plans: OrderedDict = _threads.__dict__.setdefault("plans", OrderedDict())
     shapes = tuple((a.dtype.str, a.shape) for a in inputs)
-    key = (id(graph), context.backend, shapes)
+    key = (id(graph), context.backend, getattr(context, "memory_budget", None), shapes)
     entry = plans.get(key)
     if entry is None or entry[0] is not graph:
-        if sum(1 for k in plans if k[:2] == key[:2]) >= MAX_PLANS_PER_BODY:
+        if sum(1 for k in plans if k[:3] == key[:3]) >= MAX_PLANS_PER_BODY:
             return None
         entry = plans[key] = (graph, _plan(graph, inputs, context))
         while len(plans) > MAX_PLANS:
@@ -67,7 +68,7 @@ def _plan(graph: Graph, inputs: Sequence[np.ndarray], context):  # noqa: ANN001,
                           outputs={f"out{i}": v for i, v in enumerate(outputs)})
     body = Graph(graph.name, nodes, list(typed.values()), outputs, signatures={"body": signature})
     try:
-        return ExecutionPlan(body, f"{graph.name} body", signature, {}, None, context.backend,
-                             context.work_budget, context.num_threads)
+        return ExecutionPlan(body, f"{graph.name} body", signature, {}, getattr(context, "memory_budget", None),
+                             context.backend, context.work_budget, context.num_threads)
     except InputError as exc:
         raise ModelError(f"graph {graph.name!r}: {exc}") from exc

@@ -17,6 +17,7 @@ that node with its actual inputs (an eager tail, an eager plan, or folding).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,6 +43,10 @@ class ExecutionContext(Protocol):
     # Threads a kernel's parallel loops may use (the interpreter's num_threads; None: one per
     # core). BLAS's own pool is capped process-wide by the interpreter.
     num_threads: int | None
+    # The plan's memory budget in bytes (None: unlimited). A kernel that makes values whose size
+    # its output specs do not tell (a sequence, a nested graph's results) checks them against it
+    # and raises MemoryBudgetError before making them; nested graphs run within it too.
+    memory_budget: int | None
 
     def run_graph(self, graph: Any, inputs: Sequence[np.ndarray], repeated: bool = False) -> list[np.ndarray]:
         """Run every node `graph.outputs` need with `inputs` bound to `graph.inputs`;
@@ -97,11 +102,56 @@ class OptionalSpec:
 
 Spec = TensorSpec | SequenceSpec | OptionalSpec
 
+# Memory estimates beyond the array data: each element of a sequence is a numpy array object
+# (about 112 bytes) in a list slot; each element of a string tensor a reference to a str object
+# (at least 49 bytes) -- the estimate for a string tensor whose contents are not known yet.
+SEQUENCE_ELEMENT_BYTES = 128
+STRING_ELEMENT_BYTES = 64
+
+
+def value_nbytes(data: Any) -> int:
+    """Bytes a run-time value takes: an array's data (a string array's references and the str
+    objects they point to, shared ones counted each time), a sequence's elements plus
+    SEQUENCE_ELEMENT_BYTES each, a map (a dict) 16 bytes an entry, None nothing."""
+    if isinstance(data, dict):
+        return 16 * len(data)
+    if isinstance(data, list | tuple):
+        return sum(value_nbytes(a) + SEQUENCE_ELEMENT_BYTES for a in data)
+    if data is None:
+        return 0
+    if not isinstance(data, np.ndarray):  # (kernels return arrays; anything else by its object size)
+        return sys.getsizeof(data)
+    if data.dtype.hasobject:
+        return data.nbytes + sum(map(sys.getsizeof, data.flat))
+    return data.nbytes
+
+
+def longest_string(values: Sequence[Any]) -> int:
+    """A bound on the sys.getsizeof of one str a string op makes from `values` (a Concat's
+    result is at most its parts): the sum of each string array's largest element;
+    STRING_ELEMENT_BYTES - 8 when none of `values` holds strings."""
+    total = sum(max(map(sys.getsizeof, a.flat), default=0)
+                for a in values if isinstance(a, np.ndarray) and a.dtype.hasobject)
+    return max(total, STRING_ELEMENT_BYTES - 8)
+
+
+def spec_nbytes(spec: Spec | None, longest_string: int = STRING_ELEMENT_BYTES - 8) -> int:
+    """Bytes a value of `spec` takes: a tensor's data; for a string tensor, a reference and a
+    str object of `longest_string` bytes (sys.getsizeof) per element. 0 for a sequence or an
+    optional (their size is known only once made) and for None."""
+    if not isinstance(spec, TensorSpec):
+        return 0
+    if spec.dtype.hasobject:
+        return spec.size * (8 + longest_string)
+    return spec.nbytes
+
 
 def describe(spec: Spec | None) -> str:
     """'a tensor', 'a sequence', 'an optional sequence'...: what a spec is, for messages."""
     if spec is None or isinstance(spec, TensorSpec):
         return "a tensor"
+    if isinstance(spec, MapSequenceSpec):
+        return "a sequence of maps"
     if isinstance(spec, SequenceSpec):
         return "a sequence"
     return "an optional sequence" if spec.of_sequence else "an optional tensor"
@@ -115,8 +165,10 @@ def spec_of(data: Any, kind: str = "tensor", dtype: np.dtype | None = None) -> S
     an omitted input and gets no spec); `dtype` names the element type of an empty sequence
     or optional (float32 when it is not declared either)."""
     declared = np.dtype(np.float32 if dtype is None else dtype)
+    if isinstance(data, list | tuple) and data and isinstance(data[0], dict):  # ZipMap's maps
+        return MapSequenceSpec(declared)
     if isinstance(data, list | tuple):
-        element = data[0].dtype if data else declared
+        element = data[0].dtype if data and isinstance(data[0], np.ndarray) else declared
     else:
         element = declared if data is None else data.dtype
     if kind in ("optional_tensor", "optional_sequence"):

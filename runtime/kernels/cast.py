@@ -127,7 +127,9 @@ def cast_into(out: np.ndarray, x: np.ndarray, saturate: bool = True, round_mode:
         np.copyto(out, src, casting="unsafe")
 
 
-_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# No two ways to match one string (after the digits, a '.' or nothing; the exponent only after
+# an 'e'), so a fullmatch fails in time linear in the text, never backtracking quadratically.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 _SPECIAL = {"inf": np.inf, "+inf": np.inf, "-inf": -np.inf, "infinity": np.inf, "+infinity": np.inf,
             "-infinity": -np.inf, "nan": np.nan, "+nan": np.nan, "-nan": np.nan}

@@ -2,8 +2,9 @@
 
 The bytes are untrusted: only the formats ONNX lists are opened (BMP, JPEG, JPEG 2000, TIFF,
 PNG, WebP and the PNM family; never one whose Pillow plugin runs an external program), an image
-whose header declares more than MAX_PIXELS pixels is refused before any pixel is decoded (a
-decompression bomb), and whatever goes wrong while decoding is a ModelError naming the node.
+whose header declares more than MAX_IMAGE_BYTES bytes of pixels is refused before any pixel is
+decoded (a decompression bomb), and whatever goes wrong while decoding is a ModelError naming
+the node.
 Pillow is an optional dependency (`pip install 'edgerun[image]'`), imported when a node runs.
 """
 
@@ -15,20 +16,27 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.runtime.errors import ModelError
+from edgerun.runtime.errors import MemoryBudgetError, ModelError
 from edgerun.runtime.kernels.attrs import str_attr
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.registry import register
 
-# The largest image (width * height) ImageDecoder decodes: 2**25, about 33.5 million pixels, a
-# little more than 8K UHD (7680 x 4320), or 100 MiB of RGB output. Stricter than Pillow's own
-# bomb limit (Image.MAX_IMAGE_PIXELS, about 89 million, and an error only at twice that).
-MAX_PIXELS = 1 << 25
+# The largest image ImageDecoder decodes, in bytes of pixels: width x height x the larger of the
+# source's bytes per pixel (channels x bytes per channel, as its header declares: 3 for 8-bit
+# RGB, 2 for 16-bit grayscale, 4 for RGBA, CMYK or 32-bit samples) and the output's (3 for RGB
+# and BGR, 1 for Grayscale). 2**26 = 64 MiB: 22.3 million RGB pixels (a 24-megapixel 3:2 photo
+# is 6000 x 4000 = 72 MB, too many; 4K UHD is 25 MB), 33.5 million 16-bit gray ones. Decoding
+# holds a few such copies at once (Pillow's pixels, numpy's, the output), so its peak stays
+# under about 400 MB. Within a plan whose context has a memory budget, an image of more bytes
+# than the budget is a MemoryBudgetError before decoding (the plan checks only the output, after
+# prepare has decoded it).
+MAX_IMAGE_BYTES = 1 << 26
 
 # Pillow plugin IDs of the formats the ONNX spec lists ("PPM" reads PBM, PGM, PPM and PNM).
 FORMATS = ("BMP", "JPEG", "JPEG2000", "TIFF", "PNG", "WEBP", "PPM")
 
 PIXEL_FORMATS = {"RGB": "RGB", "BGR": "RGB", "Grayscale": "L"}  # pixel_format -> Pillow mode
+CHANNELS = {"RGB": 3, "BGR": 3, "Grayscale": 1}  # pixel_format -> output channels
 
 
 def _pillow(kernel: Kernel) -> ModuleType:
@@ -50,7 +58,8 @@ class ImageDecoder(Kernel):
 
     The output shape depends on the bytes, so they are needed at prepare time (decoded there
     and kept for the run). Fails with a ModelError for bytes that are not one of the formats
-    above, are truncated or corrupt, or declare more than MAX_PIXELS pixels; and where Pillow
+    above, are truncated or corrupt, or declare more than MAX_IMAGE_BYTES of pixels (see
+    there); a MemoryBudgetError for more than the plan's memory budget; and where Pillow
     is not installed. (The ONNX spec returns an empty tensor for undecodable bytes; edgerun
     says why instead.)"""
 
@@ -81,8 +90,8 @@ class ImageDecoder(Kernel):
             raise self.fail("encoded_stream is empty")
         try:
             with image_module.open(io.BytesIO(data), formats=FORMATS) as image:
-                self._check_size(image.size)
-                pixels = np.asarray(self._to_8bit(image_module, image).convert(PIXEL_FORMATS[self.pixel_format]))
+                self._check_size(image)
+                pixels = self._pixels(image_module, image)
         except ModelError:
             raise
         except image_module.UnidentifiedImageError:
@@ -97,6 +106,19 @@ class ImageDecoder(Kernel):
             pixels = pixels[:, :, ::-1]
         return np.ascontiguousarray(pixels, dtype=np.uint8)
 
+    def _pixels(self, image_module: ModuleType, image: Any) -> np.ndarray:
+        """The opened `image` decoded and converted to the requested pixel format: (H, W) or
+        (H, W, C) uint8. Intermediate images are closed as soon as the next one exists."""
+        eight_bit = self._to_8bit(image_module, image)
+        mode = PIXEL_FORMATS[self.pixel_format]
+        converted = eight_bit if eight_bit.mode == mode else eight_bit.convert(mode)
+        if eight_bit is not image and eight_bit is not converted:
+            eight_bit.close()
+        pixels = np.asarray(converted)
+        if converted is not image:
+            converted.close()
+        return pixels
+
     def _to_8bit(self, image_module: ModuleType, image: Any) -> Any:  # a PIL.Image.Image
         """A 16-bit (or 32-bit int) grayscale image reduced to 8 bits by the high byte of its value
         clipped to [0, 65535], as OpenCV does (Pillow's own convert would clip at 255); a ModelError
@@ -104,14 +126,31 @@ class ImageDecoder(Kernel):
         if image.mode == "F":
             raise self.fail("the image has float samples (mode F), which have no 8-bit form to decode to")
         if image.mode == "I" or image.mode.startswith("I;16"):
-            samples = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
-            return image_module.fromarray((samples >> 8).astype(np.uint8))
+            samples = np.asarray(image)
+            if samples.dtype.kind == "i":  # signed samples: clipped to [0, 65535] first
+                samples = np.clip(samples, 0, 65535)
+                np.right_shift(samples, 8, out=samples)
+            else:
+                samples = samples >> 8
+            return image_module.fromarray(samples.astype(np.uint8))
         return image
 
-    def _check_size(self, size: tuple[int, int]) -> None:
-        width, height = size
+    def _check_size(self, image: Any) -> None:
+        """ModelError for an empty image or one of more than MAX_IMAGE_BYTES bytes of pixels (in
+        its source mode or the output's, the larger), MemoryBudgetError for more than the plan's
+        memory budget (when the context has one); from its header alone."""
+        width, height = image.size
         if width <= 0 or height <= 0:
             raise self.fail(f"the image header declares an empty image ({width} x {height})")
-        if width * height > MAX_PIXELS:
-            raise self.fail(f"the image header declares {width} x {height} = {width * height} pixels, "
-                            f"more than the {MAX_PIXELS} ImageDecoder decodes")
+        channels = len(image.getbands())
+        per_channel = 2 if image.mode.startswith("I;16") else 4 if image.mode in ("I", "F") else 1
+        per_pixel = max(channels * per_channel, CHANNELS[self.pixel_format])
+        if width * height * per_pixel > MAX_IMAGE_BYTES:
+            raise self.fail(f"the image header declares {width} x {height} pixels of {per_pixel} bytes (mode "
+                            f"{image.mode}, output {self.pixel_format}) = {width * height * per_pixel} bytes, more "
+                            f"than the {MAX_IMAGE_BYTES} ImageDecoder decodes")
+        budget = getattr(self.context, "memory_budget", None)
+        if budget is not None and width * height * per_pixel > budget:
+            raise MemoryBudgetError(f"node {self.name!r} ({self.op_type}): the image header declares {width} x "
+                                    f"{height} pixels of {per_pixel} bytes = {width * height * per_pixel} bytes, "
+                                    f"over the memory budget of {budget}")

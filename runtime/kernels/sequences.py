@@ -12,7 +12,9 @@ shared between sequences: nothing writes into them).
 
 Every failure is a ModelError naming the node: a position out of range, an element of
 another dtype, elements whose shapes cannot be concatenated, an empty optional read, a
-sequence where a tensor belongs (or the reverse).
+sequence where a tensor belongs (or the reverse), a sequence of maps (ZipMap's, an output
+only) as an input. A sequence that would pass the plan's memory budget (its elements' data
+plus SEQUENCE_ELEMENT_BYTES each) is a MemoryBudgetError before it is made.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import re
 
 import numpy as np
 
+from edgerun.runtime.errors import MemoryBudgetError
 from edgerun.runtime.graph import Graph
 from edgerun.runtime.kernels.attrs import flag_attr, int_attr, str_attr
 from edgerun.runtime.kernels.base import (
+    SEQUENCE_ELEMENT_BYTES,
     Kernel,
+    MapSequenceSpec,
     OptionalSpec,
     SequenceSpec,
     Spec,
@@ -32,6 +37,7 @@ from edgerun.runtime.kernels.base import (
     copy_value,
     describe,
     spec_of,
+    value_nbytes,
 )
 from edgerun.runtime.kernels.cast import onnx_dtype
 from edgerun.runtime.kernels.registry import register
@@ -43,6 +49,21 @@ class _Sequences(Kernel):
     """Shared by the kernels of this module: typed access to inputs at prepare time."""
 
     takes_sequences = True
+
+    def check_kinds(self, inputs: list[Spec | None]) -> None:
+        """Sequences and optionals are welcome, sequences of maps (ZipMap's) are not."""
+        for i, spec in enumerate(inputs):
+            if isinstance(spec, MapSequenceSpec):
+                raise self.fail(f"input {i} is a sequence of maps; {self.op_type} takes tensors and "
+                                "sequences of tensors")
+
+    def check_memory(self, nbytes: int, what: str) -> None:
+        """MemoryBudgetError when `what` needs more than the plan's memory budget (when the
+        kernel's context has one)."""
+        budget = getattr(self.context, "memory_budget", None)
+        if budget is not None and nbytes > budget:
+            raise MemoryBudgetError(f"node {self.name!r} ({self.op_type}): {what} needs {nbytes} bytes, "
+                                    f"over the memory budget of {budget}")
 
     def sequence(self, inputs: list[Spec | None], values: list, i: int) -> list[np.ndarray]:
         """Input `i`, which must be a sequence (its value: the plan knows it at prepare)."""
@@ -97,6 +118,7 @@ class SequenceConstruct(_Sequences):
             if spec.dtype != specs[0].dtype:
                 raise self.fail(f"input {i} is {spec.dtype} but input 0 is {specs[0].dtype}: "
                                 "a sequence holds one dtype")
+        self.check_memory(sum(spec.nbytes + SEQUENCE_ELEMENT_BYTES for spec in specs), "the sequence (copies)")
         return [SequenceSpec(specs[0].dtype)]
 
     def evaluate(self, inputs, out_specs):
@@ -135,6 +157,7 @@ class SequenceInsert(_Sequences):
             raise self.fail(f"cannot insert a {tensor.dtype} tensor into a sequence of {inputs[0].dtype}")
         if len(sequence) >= MAX_SEQUENCE_LENGTH:
             raise self.fail(f"the sequence already holds {len(sequence)} elements, the most one may hold")
+        self.check_memory(tensor.nbytes + SEQUENCE_ELEMENT_BYTES + 8 * len(sequence), "the new sequence")
         self.index = len(sequence)
         if len(inputs) > 2 and inputs[2] is not None:
             self.index = self.position(inputs, values, 2, len(sequence), insert=True)
@@ -204,11 +227,16 @@ class SplitToSequence(_Sequences):
         if len(inputs) > 1 and inputs[1] is not None:
             self.lengths = self._lengths(inputs, values, length)
         else:
+            self._check_count(spec, length)
             self.lengths = [1] * length
             self.squeeze = not flag_attr(self, "keepdims", 1)
-        if len(self.lengths) > MAX_SEQUENCE_LENGTH:
-            raise self.fail(f"makes {len(self.lengths)} parts, more than a sequence may hold ({MAX_SEQUENCE_LENGTH})")
         return [SequenceSpec(spec.dtype)]
+
+    def _check_count(self, spec: TensorSpec, count: int) -> None:
+        """Before the parts are listed: at most MAX_SEQUENCE_LENGTH of them, within the budget."""
+        if count > MAX_SEQUENCE_LENGTH:
+            raise self.fail(f"makes {count} parts, more than a sequence may hold ({MAX_SEQUENCE_LENGTH})")
+        self.check_memory(spec.nbytes + count * SEQUENCE_ELEMENT_BYTES, f"the sequence of {count} parts")
 
     def _lengths(self, inputs: list, values: list, length: int) -> list[int]:
         spec = self.tensor(inputs, 1)
@@ -219,7 +247,9 @@ class SplitToSequence(_Sequences):
             size = int(split)
             if size < 1:
                 raise self.fail(f"split {size} must be positive")
+            self._check_count(inputs[0], -(-length // size))
             return [size] * (length // size) + ([length % size] if length % size else [])
+        self._check_count(inputs[0], split.size)
         lengths = [int(n) for n in split]
         if any(n < 0 for n in lengths) or sum(lengths) != length:
             raise self.fail(f"split {lengths} must be non-negative and sum to the axis length {length}")
@@ -227,10 +257,13 @@ class SplitToSequence(_Sequences):
 
     def evaluate(self, inputs, out_specs):
         x = inputs[0]
-        parts = np.split(x, np.cumsum(self.lengths[:-1]).astype(np.int64), axis=self.axis) if self.lengths else []
-        if self.squeeze:
-            parts = [np.squeeze(part, axis=self.axis) for part in parts]
-        return [[np.array(part, copy=True) for part in parts]]
+        parts, start = [], 0
+        for n in self.lengths:  # each part copied as it is cut (no list of views first)
+            part = np.take(x, start, axis=self.axis) if self.squeeze else x[(slice(None),) * self.axis
+                                                                               + (slice(start, start + n),)]
+            parts.append(np.array(part, copy=True))
+            start += n
+        return [parts]
 
 
 @register("ConcatFromSequence", since=11)
@@ -301,6 +334,7 @@ class SequenceMap(_Sequences):
             if len(known[i]) != count:
                 raise self.fail(f"input {i} holds {len(known[i])} elements, input 0 {count}: they must agree")
         outputs: list[list[np.ndarray]] = [[] for _ in body.outputs]
+        made = 0  # bytes of the outputs collected so far
         for n in range(count):
             args = [known[i][n] if i in per_element else known[i] for i in range(len(inputs))]
             for k, item in enumerate(self.run_graph(body, args)):
@@ -310,6 +344,8 @@ class SequenceMap(_Sequences):
                 if outputs[k] and item.dtype != outputs[k][0].dtype:
                     raise self.fail(f"body output {k} is {item.dtype} in iteration {n}, "
                                     f"{outputs[k][0].dtype} before: a sequence holds one dtype")
+                made += value_nbytes(item) + SEQUENCE_ELEMENT_BYTES
+                self.check_memory(made, f"the output sequences after iteration {n}")
                 outputs[k].append(item)
         self.results = outputs
         return [SequenceSpec(items[0].dtype if items else spec_of([], "sequence", declared.dtype).dtype)

@@ -278,7 +278,10 @@ class MelWeightMatrix(Kernel):
     num_mel_bins + 2 points evenly spaced in mel from lower to upper edge, each at DFT bin
     floor((dft_length + 1) * hz / sample_rate). Element type `output_datatype` (default float).
     All five scalars are needed at prepare time. ModelError for num_mel_bins or dft_length out of
-    range, sample_rate < 1, edges not 0 <= lower <= upper, or an upper edge past the last bin."""
+    range, sample_rate < 1, edges not 0 <= lower <= upper, an upper edge past the last bin, or an
+    output of more elements than MIN_OUTPUT_LIMIT. Prepare computes only the filters' bins; run
+    writes the matrix straight into the output (each bin lies under two filters at most, so the
+    work besides zeroing the output is linear in dft_length + num_mel_bins)."""
 
     min_inputs = max_inputs = 5
 
@@ -302,11 +305,11 @@ class MelWeightMatrix(Kernel):
         if last >= shape[0]:
             raise self.fail(f"upper_edge_hertz {upper} falls in DFT bin {last:.0f}, past the last ({shape[0] - 1}) "
                             f"for dft_length {length} and sample_rate {rate}")
-        self.matrix = _mel_matrix(points.astype(np.int64), shape[0])
+        self.points = points.astype(np.int64)
         return [TensorSpec(onnx_dtype(self, "output_datatype", np.dtype(np.float32)), shape)]
 
     def run(self, inputs, outputs):
-        cast_into(outputs[0], self.matrix)
+        _mel_matrix_into(outputs[0], self.points)
 
 
 def _mel_points(mels: int, length: int, rate: int, lower: float, upper: float) -> np.ndarray:
@@ -318,12 +321,21 @@ def _mel_points(mels: int, length: int, rate: int, lower: float, upper: float) -
     return np.floor((length + 1) * hz / rate)
 
 
-def _mel_matrix(points: np.ndarray, bins: int) -> np.ndarray:
-    """[bins, len(points) - 2] float64: filter i rises from points[i] to 1 at points[i + 1] and
-    falls to 0 at points[i + 2]; a filter whose rise is empty is 1 at its centre."""
-    j = np.arange(bins)[:, None]
+def _mel_matrix_into(out: np.ndarray, points: np.ndarray) -> None:
+    """out [bins, len(points) - 2] = the filters: filter i rises from points[i] to 1 at points[i + 1]
+    and falls to 0 at points[i + 2]; a filter whose rise is empty is 1 at its centre. Only the
+    filters' supports are computed (with `points` nondecreasing, O(bins + filters) elements):
+    no temporary the size of `out`."""
+    out[...] = 0
     left, centre, right = points[:-2], points[1:-1], points[2:]
+    first, last = left, np.minimum(np.maximum(centre, right - 1), out.shape[0] - 1)  # the support
+    count = np.maximum(last - first + 1, 0)
+    filt = np.repeat(np.arange(len(left)), count)
+    j = first[filt] + np.arange(filt.size) - np.repeat(np.cumsum(count) - count, count)
+    left, centre, right = left[filt], centre[filt], right[filt]
     rise = (j - left) / np.maximum(centre - left, 1)
-    up = np.where(centre == left, j == centre, np.where((j >= left) & (j <= centre), rise, 0.0))
+    up = np.where(centre == left, j == centre, np.where(j <= centre, rise, 0.0))
     fall = (right - j) / np.maximum(right - centre, 1)
-    return np.where((j >= centre) & (j < right), fall, up)
+    values = np.empty(j.size, out.dtype)
+    cast_into(values, np.where((j >= centre) & (j < right), fall, up))
+    out[j, filt] = values

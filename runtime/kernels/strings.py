@@ -9,11 +9,11 @@ they differ from onnxruntime.
 from __future__ import annotations
 
 import functools
-import re
 
 import numpy as np
 
 from edgerun.runtime import dtypes
+from edgerun.runtime.errors import MemoryBudgetError, WorkBudgetError
 from edgerun.runtime.kernels.attrs import flag_attr, int_attr, ints_attr, str_attr
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
 from edgerun.runtime.kernels.elementwise import Binary
@@ -123,6 +123,12 @@ class StringNormalizer(Kernel):
 # --- StringSplit, StringConcat, RegexFullMatch --------------------------------------------------
 
 
+# The most elements StringSplit's padded output may hold (N strings x the longest split): 2**24
+# references, 128 MiB. One string of K delimiters among N short ones makes N x (K + 1) elements
+# from about N + K bytes of input.
+MAX_SPLIT_ELEMENTS = 1 << 24
+
+
 @register("StringSplit", since=20)
 class StringSplit(Kernel):
     """X (strings, any shape) -> (Y, Z): Y[..., j] is the j-th substring of X[...] split at
@@ -131,7 +137,10 @@ class StringSplit(Kernel):
     and leading and trailing whitespace is dropped ("" gives no substrings); with one, every
     occurrence separates ("" gives one empty substring). At most `maxsplit` splits (negative or
     absent: no limit), the rest of the string being the last substring. X is needed at prepare
-    time. onnxruntime differs in taking only ' ' as whitespace and counting "" as no substring."""
+    time. onnxruntime differs in taking only ' ' as whitespace and counting "" as no substring.
+    A Y of more than MAX_SPLIT_ELEMENTS elements is a ModelError, and one whose 8-byte references
+    pass the plan's memory budget (when its context has one) a MemoryBudgetError, both before
+    Y is allocated."""
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
@@ -141,21 +150,32 @@ class StringSplit(Kernel):
         self.maxsplit = int_attr(self, "maxsplit", -1)
         if self.maxsplit < 0:
             self.maxsplit = -1
-        parts = self._split(self.value_of(values, 0))
-        width = max((len(p) for p in parts), default=0)
-        return [TensorSpec(x.dtype, x.shape + (width,)), TensorSpec(INT64, x.shape)]
+        width = max((len(p) for p in self._split(self.value_of(values, 0))), default=0)
+        y = TensorSpec(x.dtype, x.shape + (width,))
+        self._check_size(y)
+        return [y, TensorSpec(INT64, x.shape)]
+
+    def _check_size(self, y: TensorSpec) -> None:
+        where = f"Y would be {list(y.shape)} ({y.size} elements: the {y.shape[-1]} substrings of the longest split"
+        if y.size > MAX_SPLIT_ELEMENTS:
+            raise self.fail(f"{where} for each string), over the limit of {MAX_SPLIT_ELEMENTS}")
+        budget = getattr(self.context, "memory_budget", None)
+        if budget is not None and y.size * 8 > budget:
+            raise MemoryBudgetError(f"node {self.name!r} ({self.op_type}): {where} for each string), "
+                                    f"{y.size * 8} bytes of references, over the memory budget of {budget}")
 
     def _split(self, x: np.ndarray) -> list[list[str]]:
         return [s.split(self.delimiter, self.maxsplit) for s in x.reshape(-1).tolist()]
 
     def run(self, inputs, outputs):
-        parts = self._split(inputs[0])
-        y = outputs[0]
-        width = y.shape[-1]
-        padded = [p + [""] * (width - len(p)) for p in parts]
-        y[...] = objects([s for p in padded for s in p], y.shape)
+        x, y = inputs[0], outputs[0]
+        parts = self._split(x)
+        y[...] = ""  # the padding: one shared empty string
+        for index, substrings in zip(np.ndindex(*x.shape), parts, strict=True):
+            y[index][: len(substrings)] = objects(substrings, (len(substrings),))
         if len(outputs) > 1:
-            np.copyto(outputs[1], np.array([len(p) for p in parts], np.int64).reshape(outputs[1].shape))
+            counts = np.fromiter((len(p) for p in parts), np.int64, count=len(parts))
+            np.copyto(outputs[1], counts.reshape(outputs[1].shape))
 
 
 @register("StringConcat", since=20)
@@ -170,18 +190,29 @@ class StringConcat(Binary):
         require_strings(self, b, "Y")
 
 
-# RE2's POSIX classes ([[:alpha:]]): Python's re reads them as plain sets of characters.
-_POSIX_CLASS = re.compile(r"\[:\^?[a-z]+:\]")
+def _re2_options():
+    """RE2's default options, as onnxruntime compiles the pattern with them (UTF-8, Perl classes,
+    8 MiB for the compiled program), without logging errors to stderr or tracking groups (a
+    full match needs no submatches)."""
+    try:
+        import re2  # google-re2: linear-time matching, the syntax ONNX specifies
+    except ImportError:
+        return None, None
+    options = re2.Options()
+    options.log_errors = False
+    options.never_capture = True
+    return re2, options
 
 
 @register("RegexFullMatch", since=20)
 class RegexFullMatch(Kernel):
     """X (strings) -> Y (bool, X's shape): whether all of X[...] matches regular expression
-    `pattern`. The pattern is RE2 syntax run by Python's `re` with re.ASCII, so \\w, \\d, \\s
-    and \\b are ASCII-only as in RE2 (but case-insensitive (?i) folds only ASCII letters).
-    A pattern Python cannot compile (RE2-only syntax such as \\pL, \\Q..\\E) or one holding a
-    POSIX class ([[:alpha:]], which Python would misread) is a ModelError. Python's engine
-    backtracks: a pathological pattern may take exponential time where RE2 is linear."""
+    `pattern`, in RE2 syntax run by RE2 (the google-re2 package, the `strings` extra) with its
+    default options as onnxruntime: UTF-8, \\w, \\d, \\s and \\b ASCII-only, (?i) folding Unicode
+    case, POSIX classes ([[:alpha:]]) and Unicode classes (\\pL) understood. Matching takes time
+    linear in the string's length whatever the pattern. A pattern RE2 refuses (bad syntax,
+    look-around or backreferences, a repetition over 1000, a program over RE2's 8 MiB) is a
+    ModelError, as is a missing google-re2."""
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
@@ -189,18 +220,21 @@ class RegexFullMatch(Kernel):
         pattern = self.attr("pattern")
         if not isinstance(pattern, str):
             raise self.fail(f"attribute 'pattern': expected a string, got {pattern!r}")
-        if _POSIX_CLASS.search(pattern):
-            raise self.fail(f"pattern {pattern!r}: POSIX character classes ([[:alpha:]]) are not supported")
+        re2, options = _re2_options()
+        if re2 is None:
+            raise self.fail("RegexFullMatch needs google-re2: pip install 'edgerun[strings]'")
         try:
-            self.regex = re.compile(pattern, re.ASCII)
-        except (re.error, ValueError, OverflowError, RecursionError) as exc:
-            raise self.fail(f"pattern {pattern!r} cannot be compiled by Python's re ({exc}); "
-                            "RE2-only syntax is not supported") from None
+            self.regex = re2.compile(pattern, options)
+        except (re2.error, UnicodeEncodeError) as exc:  # a lone surrogate is no UTF-8
+            reason = exc.args[0] if isinstance(exc, re2.error) and exc.args else exc
+            reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+            raise self.fail(f"pattern {pattern[:80]!r}: RE2 cannot compile it ({reason[:200]})") from None
         return [TensorSpec(BOOL, inputs[0].shape)]
 
     def run(self, inputs, outputs):
         x = inputs[0]
-        matches = [self.regex.fullmatch(s) is not None for s in x.reshape(-1).tolist()]
+        fullmatch = self.regex.fullmatch  # on UTF-8 bytes: no offsets to map back to characters
+        matches = [fullmatch(s.encode("utf-8", "surrogatepass")) is not None for s in x.reshape(-1).tolist()]
         np.copyto(outputs[0], np.array(matches, dtype=bool).reshape(x.shape))
 
 
@@ -221,7 +255,10 @@ class TfIdfVectorizer(Kernel):
     n-gram) the weight of the n-gram found; TFIDF the count, or the sum of the found
     n-grams' weights (columns shared by several n-grams: as onnxruntime, IDF takes the last
     one found). A pool listing an n-gram twice, and pool, counts, indexes and weights that
-    do not fit together, are a ModelError."""
+    do not fit together, are a ModelError. The pool is kept as a trie (memory linear in its
+    items); max_gram_length is capped by its longest counted n-gram and the skip by the row
+    length. A run whose walks (rows x C x skips x min(C, longest n-gram) steps at most) pass
+    the plan's work budget raises WorkBudgetError before counting."""
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
@@ -249,14 +286,7 @@ class TfIdfVectorizer(Kernel):
                             f"{len(grams)} pool n-grams, got {len(indexes)}")
         self.columns = np.array(indexes, np.int64)
         self.width = max(indexes) + 1
-        self.table: dict[tuple, int] = {}  # n-gram -> its position in the pool
-        self.prefixes: set[tuple] = set()  # every prefix of a counted n-gram: where a walk may go on
-        for k, gram in enumerate(grams):
-            if self.min_n <= len(gram) <= self.max_n:
-                if gram in self.table:
-                    raise self.fail(f"the pool lists n-gram {list(gram)} twice")
-                self.table[gram] = k
-                self.prefixes.update(gram[:n] for n in range(1, len(gram) + 1))
+        self._build_trie(grams)
         weights = self.attr("weights")
         self.weights = None
         if weights is not None:
@@ -289,21 +319,52 @@ class TfIdfVectorizer(Kernel):
             grams += [tuple(pool[i : i + n]) for i in range(begin, end, n)]
         return grams
 
+    def _build_trie(self, grams: list[tuple]) -> None:
+        """The counted n-grams (min_n..max_n items) as a trie: `edges` maps (node, item) to the
+        child node (0 is the root), `ends` a node ending an n-gram to its position in the pool."""
+        self.edges: dict[tuple[int, object], int] = {}
+        self.ends: dict[int, int] = {}
+        longest = 0
+        for k, gram in enumerate(grams):
+            if not self.min_n <= len(gram) <= self.max_n:
+                continue
+            node = 0
+            for item in gram:
+                node = self.edges.setdefault((node, item), len(self.edges) + 1)
+            if node in self.ends:
+                raise self.fail(f"the pool lists n-gram {list(gram[:20])}{' ...' if len(gram) > 20 else ''} twice")
+            self.ends[node] = k
+            longest = max(longest, len(gram))
+        self.max_n = longest  # no walk goes deeper (0: nothing is counted)
+
+    def _skips(self, length: int) -> int:
+        """How many skips a row of `length` items needs walking: a skip of `length - 1` or more
+        leaves room for no 2-gram (the unigrams are walked with the first)."""
+        return min(self.max_skip + 1, max(length - 1, 1)) if self.max_n >= self.min_n else 0
+
+    def _check_work(self, rows: int, length: int) -> None:
+        """WorkBudgetError when the most trie steps the walks of `rows` rows can take pass the budget."""
+        budget = getattr(self.context, "work_budget", None)
+        work = rows * length * self._skips(length) * min(length, self.max_n)
+        if budget is not None and work > budget:
+            raise WorkBudgetError(
+                f"node {self.name!r} ({self.op_type}): up to {work} n-gram steps ({rows} rows x {length} items x "
+                f"{self._skips(length)} skips x {min(length, self.max_n)} items per n-gram), "
+                f"over the work budget of {budget}")
+
     def _hits(self, row: list) -> list[int]:
         """Pool positions of the n-grams found in `row`, in onnxruntime's order: by skip, then
         start, then length."""
-        hits, first = [], self.min_n
-        for skip in range(1, self.max_skip + 2):
-            for start in range(len(row)):
-                if start + skip * (first - 1) >= len(row):
-                    break
-                for n in range(1, self.max_n + 1):
-                    end = start + (n - 1) * skip
-                    gram = tuple(row[start : end + 1 : skip]) if end < len(row) else None
-                    if gram is None or gram not in self.prefixes:
+        hits, first, edges, ends = [], self.min_n, self.edges, self.ends
+        for skip in range(1, self._skips(len(row)) + 1):
+            for start in range(len(row) - skip * (first - 1)):
+                node = 0
+                for n, i in enumerate(range(start, len(row), skip), start=1):
+                    node = edges.get((node, row[i]))
+                    if node is None:  # no counted n-gram goes on this way (the trie's depth ends it)
                         break
-                    if n >= first and gram in self.table:
-                        hits.append(self.table[gram])
+                    if n >= first and node in ends:
+                        hits.append(ends[node])
             if first == 1:  # unigrams do not depend on the skip: counted once
                 first = 2
                 if first > self.max_n:
@@ -313,6 +374,7 @@ class TfIdfVectorizer(Kernel):
     def run(self, inputs, outputs):
         x = inputs[0]
         rows = x if x.ndim == 2 else x.reshape(1, -1)
+        self._check_work(*rows.shape)
         result = np.zeros((rows.shape[0], self.width), np.float32)
         for row, out in zip(rows.tolist(), result, strict=True):
             hits = np.array(self._hits(row), np.int64)

@@ -8,6 +8,7 @@ import io
 import struct
 import sys
 import zlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from edgerun.converters.onnx_backend import EdgerunBackend
-from edgerun.runtime.errors import ModelError
+from edgerun.runtime.errors import MemoryBudgetError, ModelError
 from edgerun.runtime.kernels import TensorSpec, resolve
-from edgerun.runtime.kernels.image import MAX_PIXELS
+from edgerun.runtime.kernels.image import MAX_IMAGE_BYTES
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -172,9 +173,49 @@ def test_a_decompression_bomb_is_refused_before_decoding():
     """36 million gray pixels in 36 KB: refused by its header, not by running out of data."""
     side = 6000
     bomb = png(side, side, b"\0" * ((side + 1) * side), color_type=0)
-    assert bomb.size < 100_000 and side * side > MAX_PIXELS
-    with pytest.raises(ModelError, match=f"declares 6000 x 6000 = 36000000 pixels, more than the {MAX_PIXELS}"):
+    assert bomb.size < 100_000 and side * side > MAX_IMAGE_BYTES // 3
+    with pytest.raises(ModelError, match=r"declares 6000 x 6000 pixels of 3 bytes \(mode L, output RGB\) = "
+                                         f"108000000 bytes, more than the {MAX_IMAGE_BYTES}"):
         decode(bomb)
+
+
+def _blank(mode, width, height, fmt="PNG"):
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, format=fmt)
+    return np.frombuffer(buffer.getvalue(), np.uint8)
+
+
+@pytest.mark.parametrize("mode, side, pixel_format, per_pixel", [
+    ("I;16", 5800, "Grayscale", 2),  # 16-bit samples: twice the bytes of 8-bit gray
+    ("RGBA", 4100, "Grayscale", 4),  # four channels, though one comes out
+    ("L", 4800, "RGB", 3),  # one channel, three come out
+])
+def test_the_limit_counts_bytes_of_the_source_or_output_whichever_is_larger(mode, side, pixel_format, per_pixel):
+    # each just over the limit in bytes, though under the former limit of 2**25 pixels,
+    # which counted neither bit depth nor channels
+    assert side * side <= MAX_IMAGE_BYTES // per_pixel * 1.1 and side * side * per_pixel > MAX_IMAGE_BYTES
+    with pytest.raises(ModelError, match=f"declares {side} x {side} pixels of {per_pixel} bytes \\(mode {mode}, "
+                                         f"output {pixel_format}\\) = {side * side * per_pixel} bytes, more than"):
+        decode(_blank(mode, side, side), pixel_format)
+
+
+def test_an_image_over_the_plans_memory_budget_is_refused_before_decoding():
+    kernel = resolve("", "ImageDecoder", 20, "n")("ImageDecoder", "n", {"pixel_format": "Grayscale"}, 20)
+    kernel.context = SimpleNamespace(backend="cpu", work_budget=None, num_threads=None, memory_budget=1 << 20)
+    encoded = _blank("I;16", 1000, 600)  # 1.2 MB of 16-bit samples, a 0.6 MB output
+    message = r"node 'n' \(ImageDecoder\): the image header declares 1000 x 600 pixels of 2 bytes = 1200000 bytes, over"
+    with pytest.raises(MemoryBudgetError, match=message + " the memory budget of 1048576"):
+        kernel.prepare([TensorSpec(encoded.dtype, encoded.shape)], [encoded])
+    kernel.context.memory_budget = 1_200_000
+    (spec,) = kernel.prepare([TensorSpec(encoded.dtype, encoded.shape)], [encoded])
+    assert spec.shape == (600, 1000, 1)
+
+
+def test_an_image_just_within_the_byte_limit_decodes():
+    side = 4096  # 4096 x 4096 x 4 bytes (RGBA) is exactly MAX_IMAGE_BYTES
+    assert side * side * 4 == MAX_IMAGE_BYTES
+    image = decode(_blank("RGBA", side, side), "Grayscale")
+    assert image.shape == (side, side, 1) and not image.any()
 
 
 def test_a_huge_header_is_refused_without_its_pixels():
@@ -255,5 +296,5 @@ def test_fuzzed_bytes_decode_or_give_a_model_error(fmt, options):
                 refused += 1
                 continue
             assert got.dtype == np.uint8 and got.ndim == 3 and got.shape[2] == (3 if pixel_format == "RGB" else 1)
-            assert got.shape[0] * got.shape[1] <= MAX_PIXELS
+            assert got.size <= MAX_IMAGE_BYTES
     assert refused > 0  # the fuzz did reach the error paths

@@ -11,6 +11,8 @@ are refused with specific errors.
 
 from __future__ import annotations
 
+import time
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -21,7 +23,7 @@ from onnx.reference import ReferenceEvaluator
 
 from edgerun.converters import from_onnx
 from edgerun.runtime import Interpreter
-from edgerun.runtime.errors import InputError, ModelError
+from edgerun.runtime.errors import InputError, MemoryBudgetError, ModelError
 from edgerun.runtime.writer import serialize
 
 ort = pytest.importorskip("onnxruntime")
@@ -517,7 +519,7 @@ TREE_CORRUPTIONS = {
     "weight node": ("class_nodeids", lambda v: _edit(v, 0, 999), r"class_nodeids: tree 0 has no node 999"),
     "mode": ("nodes_modes", lambda v: _edit(v, 0, b"BRANCH_ALMOST"), r"unknown mode 'BRANCH_ALMOST'"),
     "duplicate": ("nodes_nodeids", lambda v: _edit(v, 1, 0), r"tree 0: node id 0 appears twice"),
-    "cycle": ("nodes_falsenodeids", lambda v: _edit(v, 1, 0), r"form a cycle"),
+    "cycle": ("nodes_falsenodeids", lambda v: _edit(v, 1, 0), r"tree 0: node 0 has more than one parent"),
     "both labels": ("classlabels_strings", lambda v: ["a", "b", "c"],
                     r"expected exactly one of 'classlabels_int64s' and 'classlabels_strings' .*got both"),
 }
@@ -576,11 +578,102 @@ def test_tree_ensemble_opset5_membership_matches_onnxruntime():
      r"membership_values holds 2 NaN-terminated sets; the 1 BRANCH_MEMBER nodes need one each"),
     ({"nodes_trueleafs": [1, 2]}, r"nodes_trueleafs: expected 0 or 1"),
     ({"nodes_featureids": [0, 1]}, r"feature 1 is out of range for X with 1 features"),
-    ({"nodes_falsenodeids": [1, 0], "nodes_falseleafs": [0, 0]}, r"form a cycle"),
+    ({"nodes_falsenodeids": [1, 0], "nodes_falseleafs": [0, 0]}, r"node 0 has more than one parent"),
+    ({"nodes_falsenodeids": [1, 0]}, r"leaf 0 has more than one parent"),
+    ({"nodes_truenodeids": [0, 2]}, r"leaf 1 is not reached from any tree root"),
+    ({"tree_roots": [0, 0]}, r"node 0 has more than one parent"),
 ])
 def test_malformed_tree_ensemble_opset5_is_refused_at_prepare(changes, message):
     with pytest.raises(ModelError, match=message):
         prepare(_v5(**changes))
+
+
+
+def _tree_regressor(true_ids: list[int], false_ids: list[int], modes: list[str], n_targets: int = 1,
+                    leaf: int | None = None) -> onnx.ModelProto:
+    """One tree of len(modes) nodes (ids 0.., feature 0, threshold 0) and one weight on node `leaf`."""
+    n = len(modes)
+    leaf = n - 1 if leaf is None else leaf
+    return node_model("TreeEnsembleRegressor", {"X": np.zeros((1, 1), F32)}, [("Y", TensorProto.FLOAT)],
+                      n_targets=n_targets, nodes_treeids=[0] * n, nodes_nodeids=list(range(n)),
+                      nodes_featureids=[0] * n, nodes_values=[0.0] * n, nodes_modes=modes,
+                      nodes_truenodeids=true_ids, nodes_falsenodeids=false_ids, target_treeids=[0],
+                      target_nodeids=[leaf], target_ids=[0], target_weights=[1.0])
+
+
+B, L = "BRANCH_LEQ", "LEAF"
+
+
+@pytest.mark.parametrize("true_ids, false_ids, modes, message", [
+    ([1, 3, 0, 0, 0], [2, 2, 0, 0, 0], [B, B, L, L, L], r"tree 0: node 2 has more than one parent"),  # a DAG
+    ([1, 3, 0, 0, 0], [2, 3, 0, 0, 0], [B, B, L, L, L], r"tree 0: node 4 is not reached from any tree root"),
+    ([1, 0, 0, 4, 3], [2, 0, 0, 4, 3], [B, L, L, B, B], r"tree 0: node 3 is not reached from any tree root "
+                                                        r"\(unreachable, or on a cycle\)"),
+    ([1, 1, 0], [2, 2, 0], [B, B, L], r"tree 0: node 1 has more than one parent"),  # a self-loop
+])
+def test_nodes_that_do_not_form_a_tree_are_refused(true_ids, false_ids, modes, message):
+    with pytest.raises(ModelError, match=message):
+        prepare(_tree_regressor(true_ids, false_ids, modes))
+
+
+@pytest.mark.parametrize("shape", ["cycle", "dag"])
+def test_large_cyclic_or_shared_trees_are_refused_in_linear_time(shape):
+    # a node per level that both branches of the level above reach: checking it level by level
+    # took quadratic time (minutes at this size) before the refusal
+    n = 40_000
+    ids = np.arange(n)
+    true_ids, false_ids = ((ids + 1) % n, (ids + 2) % n) if shape == "cycle" else (
+        np.minimum(ids + 1, n - 1), np.minimum(ids + 2, n - 1))
+    modes = [B] * n if shape == "cycle" else [B] * (n - 2) + [L, L]
+    start = time.perf_counter()
+    with pytest.raises(ModelError, match=r"tree 0: node \d+ has more than one parent"):
+        prepare(_tree_regressor(true_ids.tolist(), false_ids.tolist(), modes))
+    assert time.perf_counter() - start < 20
+
+
+def test_deep_chain_tree_is_checked_and_evaluated_in_linear_time():
+    n = 2_000  # branch i: x <= 0 goes on to branch i + 1, x > 0 to leaf n + i; the last branch ends at leaf 2n
+    true_ids = list(range(1, n)) + [2 * n]
+    false_ids = list(range(n, 2 * n))
+    modes = [B] * n + [L] * (n + 1)
+    onx = _tree_regressor(true_ids + [0] * (n + 1), false_ids + [0] * (n + 1), modes, leaf=2 * n)
+    x = np.array([[0.0], [1.0]], F32)
+    onx.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    start = time.perf_counter()
+    (y,) = matches_onnxruntime(onx, {"X": x})
+    np.testing.assert_array_equal(y[:, 0], [1.0, 0.0])
+    assert time.perf_counter() - start < 20
+
+
+def test_many_targets_cost_no_nodes_x_targets_table_at_prepare():
+    # one leaf, 2**27 targets: a dense leaf table (1.1 GiB) was built before the plan's memory
+    # budget saw the [1, 2**27] output; now the budget refuses the output, and little is allocated
+    onx = _tree_regressor([0], [0], [L], n_targets=1 << 27, leaf=0)
+    data = serialize(from_onnx(onx))
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryBudgetError, match=r"over the memory budget of 1048576"):
+            Interpreter(data, device="cpu", memory_budget=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak
+
+
+@pytest.mark.parametrize("aggregate", ["SUM", "AVERAGE", "MIN", "MAX"])
+def test_sparse_weights_over_many_targets_match_onnxruntime(aggregate):
+    targets = 300  # two trees, a few weights each, on scattered targets (some twice on one leaf)
+    nodes = {"nodes_treeids": [0, 0, 0, 1, 1, 1], "nodes_nodeids": [0, 1, 2] * 2,
+             "nodes_featureids": [0, 0, 0, 1, 0, 0], "nodes_values": [0.5, 0, 0, -1.0, 0, 0],
+             "nodes_modes": [B, L, L] * 2,
+             "nodes_truenodeids": [1, 0, 0] * 2, "nodes_falsenodeids": [2, 0, 0] * 2}
+    weights = {"target_treeids": [0, 0, 0, 0, 1, 1, 1], "target_nodeids": [1, 1, 1, 2, 1, 2, 2],
+               "target_ids": [7, 299, 7, 150, 7, 0, 299], "target_weights": [1.5, -2.0, 4.0, 0.25, -3.0, 6.0, 0.5]}
+    x = np.array([[0.0, -2.0], [1.0, 0.0], [0.5, -1.0], [2.0, -5.0]], F32)
+    onx = node_model("TreeEnsembleRegressor", {"X": x}, [("Y", TensorProto.FLOAT)], n_targets=targets,
+                     aggregate_function=aggregate, **nodes, **weights)
+    (y,) = matches_onnxruntime(onx, {"X": x})
+    assert y.shape == (4, targets) and not y[:, 8:150].any()  # targets no leaf scores are 0
 
 
 def test_bad_values_at_run_are_model_errors():
@@ -609,7 +702,8 @@ def test_bad_values_at_run_are_model_errors():
      r"expected 3 x 4 and 3 \(n_supports\)"),
     ("Scaler", {"offset": [1.0, 2.0], "scale": [1.0]}, r"offset has 2 values, expected 1 or 4"),
     ("TreeEnsembleRegressor", {"n_targets": 1 << 40, **TREE, "target_treeids": [0], "target_nodeids": [2],
-                               "target_ids": [0], "target_weights": [1.0]}, r"5 nodes x 1099511627776 targets is more"),
+                               "target_ids": [0], "target_weights": [1.0]},
+     r"output shape \(3, 1099511627776\) is invalid or too large"),
     ("LinearRegressor", {"coefficients": [1.0] * 4, "targets": 1 << 40}, r"coefficients has 4 values, expected"),
     ("TreeEnsembleRegressor", {"n_targets": 1, "base_values": [1.0, 2.0], **TREE, "target_treeids": [0],
                                "target_nodeids": [2], "target_ids": [0], "target_weights": [1.0]},

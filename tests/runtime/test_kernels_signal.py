@@ -6,6 +6,7 @@ round trips and numpy's closed forms; invalid nodes, which must fail with a spec
 from __future__ import annotations
 
 import re
+import tracemalloc
 
 import numpy as np
 import onnxruntime as ort
@@ -133,6 +134,36 @@ def test_mel_weight_matrix_types_match_onnxruntime():
     inputs = [scalar(6, I32), scalar(64, I32), scalar(8000, I32), scalar(50.0, F32), scalar(3900.0, F32)]
     for code in (TensorProto.DOUBLE, TensorProto.INT64, TensorProto.UINT8):
         compare_with_onnxruntime("MelWeightMatrix", inputs, {"output_datatype": code}, 17, (0, 1, 2, 3, 4))
+
+
+
+def test_many_mel_bins_over_few_dft_bins_match_onnxruntime():
+    # more filters than DFT bins: most rises and falls are empty (the filter is 1 at its centre)
+    inputs = [scalar(1500), scalar(1024), scalar(16000), scalar(0.0, F32), scalar(7990.0, F32)]
+    compare_with_onnxruntime("MelWeightMatrix", inputs, {}, 17, (0, 1, 2, 3, 4))
+
+
+def test_mel_weight_matrix_allocates_only_its_output():
+    # at the output limit (8193 x 8191 elements): prepare built it with float64 temporaries of
+    # 512 MiB each (2 GiB peak) before the plan could check the output against its budget; now
+    # prepare allocates next to nothing and run little beyond the output
+    inputs = [scalar(8191), scalar(16384), scalar(16000), scalar(0.0, F32), scalar(7999.0, F32)]
+    kernel = resolve("", "MelWeightMatrix", 17, "n")("MelWeightMatrix", "n", {}, 17)
+    tracemalloc.start()
+    try:
+        (spec,) = kernel.prepare([TensorSpec(a.dtype, a.shape) for a in inputs], inputs)
+        prepare_peak = tracemalloc.get_traced_memory()[1]
+        assert spec.shape == (8193, 8191) and spec.dtype == F32
+        out = np.full(spec.shape, np.nan, F32)
+        tracemalloc.reset_peak()
+        kernel.run(inputs, [out])
+        run_peak = tracemalloc.get_traced_memory()[1] - out.nbytes
+    finally:
+        tracemalloc.stop()
+    assert prepare_peak < 1 << 20, prepare_peak
+    assert run_peak < 4 << 20, run_peak
+    assert not np.isnan(out).any()
+    np.testing.assert_array_equal(out.max(axis=0)[out.any(axis=0)], 1)  # every non-empty filter peaks at 1
 
 
 # --- closed forms and round trips ---------------------------------------------------------------

@@ -6,6 +6,10 @@ on inputs the conformance cases do not cover."""
 from __future__ import annotations
 
 import struct
+import sys
+import time
+import tracemalloc
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
@@ -13,8 +17,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgerun.runtime import Interpreter, dtypes, serialize
-from edgerun.runtime.errors import InputError, ModelError
+from edgerun.runtime.errors import InputError, MemoryBudgetError, ModelError, WorkBudgetError
 from edgerun.runtime.graph import GraphBuilder
+from edgerun.runtime.kernels import TensorSpec, strings
 from edgerun.runtime.loader import load_model
 from edgerun.runtime.verifier import verify_model
 from tests.runtime.fuzz_cases import mutate, outcome, strings_graph
@@ -248,6 +253,30 @@ def test_string_split_follows_python_where_onnxruntime_differs():
     assert y.shape == (0, 0) and z.shape == (0,)
 
 
+def test_string_split_refuses_an_amplified_output_before_allocating_it():
+    """One string of 2**18 commas among 63 one-letter strings: Y would be [64, 2**18 + 1], just
+    over MAX_SPLIT_ELEMENTS (2**24) from a 262 KB input; refused at load (X is a constant)."""
+    items = objects([","  * (1 << 18)] + ["a"] * 63)
+    g = GraphBuilder("split", opset=20)
+    y, z = g.op("StringSplit", [g.constant("x", items)], num_outputs=2, delimiter=",")
+    g.output(z, "counts")
+    with pytest.raises(ModelError, match=r"\(StringSplit\): Y would be \[64, 262145\] \(16777280 elements: "
+                                         r"the 262145 substrings .*over the limit of 16777216"):
+        Interpreter(g.build())
+    assert strings.MAX_SPLIT_ELEMENTS == 1 << 24
+
+
+def test_string_split_refuses_an_output_over_the_memory_budget():
+    kernel = strings.StringSplit("StringSplit", "split", {"delimiter": ","}, 20)
+    kernel.context = SimpleNamespace(backend="cpu", work_budget=None, num_threads=None, memory_budget=100)
+    x = objects(["a,b,c", "d"])
+    assert [s.shape for s in kernel.prepare([TensorSpec(x.dtype, (2,))], [x])] == [(2, 3), (2,)]  # 48 bytes
+    x = objects(["a," * 10, "d"])
+    with pytest.raises(MemoryBudgetError, match=r"\(StringSplit\): Y would be \[2, 11\] .*176 bytes of "
+                                                r"references, over the memory budget of 100"):
+        kernel.prepare([TensorSpec(x.dtype, (2,))], [x])
+
+
 @pytest.mark.parametrize("a, b", [
     (objects(["a", "é", ""]), objects(["x", "😀"], (2, 1))),
     (objects(["", ""]), objects([""])),
@@ -257,12 +286,14 @@ def test_string_concat_matches_onnxruntime(a, b):
     assert_same(ours("StringConcat", [a, b]), ort_run("StringConcat", [a, b]))
 
 
-REGEX_INPUT = objects(["abc", "ABC", "", "a\nb", "héllo", "user_1@gmail.com", "2024-01-31", " x ", "日本"])
+REGEX_INPUT = objects(["abc", "ABC", "", "a\nb", "héllo", "HÉLLO", "user_1@gmail.com", "2024-01-31", " x ", "日本"])
 
 
+# onnxruntime compiles the pattern with RE2's default options: the oracle for RE2-only syntax too
 @pytest.mark.parametrize("pattern", [
     r"[a-z]*", r"\w+", r"\d{4}-\d{2}-\d{2}", r"(?i)abc", r"a.b", r".*", r"\S+@(gmail|yahoo)\.com",
-    r"\s*x\s*", r"..", r"h.llo", r"(a|b|c)+", r"",
+    r"\s*x\s*", r"..", r"h.llo", r"(a|b|c)+", r"", r"\pL+", r"[[:alpha:]]+", r"(?i)héllo", r"\p{Han}+",
+    r"(?s)a.b", r"\Qa.b\E|\w+", r"(a|a)*", r"[^a]*",
 ])
 def test_regex_full_match_matches_onnxruntime(pattern):
     assert_same(ours("RegexFullMatch", [REGEX_INPUT], pattern=pattern),
@@ -270,13 +301,37 @@ def test_regex_full_match_matches_onnxruntime(pattern):
 
 
 @pytest.mark.parametrize("pattern, message", [
-    ("(a", r"pattern '\(a' cannot be compiled by Python's re \(missing \), unterminated subpattern"),
-    (r"\pL+", r"cannot be compiled by Python's re \(bad escape \\p"),
-    ("[[:alpha:]]+", r"POSIX character classes \(\[\[:alpha:\]\]\) are not supported"),
+    ("(a", r"pattern '\(a': RE2 cannot compile it \(missing \): \(a\)"),
+    ("a(?=b)", r"RE2 cannot compile it \(invalid perl operator: \(\?="),
+    (r"(a)\1", r"RE2 cannot compile it \(invalid escape sequence: \\1\)"),
+    ("a{1001}", r"RE2 cannot compile it \(invalid repetition size: \{1001\}\)"),
+    ("((a{100}){100}){100}", r"RE2 cannot compile it \(invalid repetition size: \{100\}\)"),  # nested: 10**6
+    (r"\pL{1000}", r"RE2 cannot compile it \(pattern too large - compile failed\)"),  # over RE2's 8 MiB
 ])
-def test_regex_full_match_refuses_patterns_python_cannot_run(pattern, message):
+def test_regex_full_match_refuses_patterns_re2_cannot_run(pattern, message):
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.Fail, match="Invalid regex pattern"):
+        ort_run("RegexFullMatch", [REGEX_INPUT], pattern=pattern)  # onnxruntime's RE2 refuses them too
     with pytest.raises(ModelError, match=r"\(RegexFullMatch\).*" + message):
         ours("RegexFullMatch", [REGEX_INPUT], pattern=pattern)
+
+
+def test_regex_full_match_without_re2_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "re2", None)  # `import re2` raises ImportError
+    with pytest.raises(ModelError, match=r"RegexFullMatch needs google-re2: pip install 'edgerun\[strings\]'"):
+        ours("RegexFullMatch", [REGEX_INPUT], pattern="a")
+
+
+def test_regex_full_match_is_linear_on_a_pattern_python_re_backtracks_on():
+    """(a|a)* on 'a' * 28 + '!': 2**28 paths for a backtracking engine (Python's re: ~25 s),
+    linear for RE2; folded at load (a constant X) and run on a caller's input alike."""
+    g = GraphBuilder("redos", opset=20)
+    g.output(g.op("RegexFullMatch", [g.constant("x", objects(["a" * 28 + "!", "a" * 28]))], pattern="(a|a)*"), "y")
+    start = time.perf_counter()
+    assert Interpreter(g.build()).run({})["y"].tolist() == [False, True]
+    texts = objects(["a" * 28 + "!", "a" * 10_000 + "!", "a" * 10_000])
+    assert ours("RegexFullMatch", [texts], pattern="(a|a)*")[0].tolist() == [False, False, True]
+    assert ours("RegexFullMatch", [texts], pattern="(a*)*b")[0].tolist() == [False, False, False]
+    assert time.perf_counter() - start < 5
 
 
 def tfidf_attrs(rng, pool_items, min_n, max_n, skip, mode, weights):
@@ -317,6 +372,53 @@ def test_tfidf_vectorizer_shared_columns_match_onnxruntime(mode):
              "ngram_indexes": [0, 0, 1, 1], "pool_int64s": [1, 2, 3, 1, 2], "weights": [10.0, 20.0, 30.0, 0.5]}
     for x in (np.array([1, 1, 2], np.int64), np.array([[2, 3, 1, 5, 2], [1, 2, 2, 1, 1]], np.int64)):
         assert_same(ours("TfIdfVectorizer", [x], opset=9, **attrs), ort_run("TfIdfVectorizer", [x], opset=9, **attrs))
+
+
+def tfidf_graph(x: np.ndarray, **attrs):
+    """TfIdfVectorizer on a constant X (folded while the Interpreter loads)."""
+    g = GraphBuilder("tfidf", opset=20)
+    g.output(g.op("TfIdfVectorizer", [g.constant("x", x)], mode="TF", **attrs), "y")
+    return g.build()
+
+
+def test_tfidf_vectorizer_huge_skip_is_bounded_by_the_row():
+    """max_skip_count 2**62 (a hang when every skip was tried) counts as the row allows."""
+    attrs = {"min_gram_length": 1, "max_gram_length": 2, "pool_int64s": [1, 2, 3, 1, 3],
+             "ngram_counts": [0, 1], "ngram_indexes": [0, 1, 2]}
+    x = np.array([1, 2, 3, 1, 9, 3], np.int64)
+    want = ort_run("TfIdfVectorizer", [x], opset=9, mode="TF", max_skip_count=5, **attrs)[0]
+    assert want.tolist() == [2, 2, 3]  # (2, 3) 1 and 4 apart; (1, 3) 2, 2 and 5 (the whole row) apart
+    start = time.perf_counter()
+    np.testing.assert_array_equal(Interpreter(tfidf_graph(x, max_skip_count=2**62, **attrs)).run({})["y"], want)
+    assert time.perf_counter() - start < 5
+
+
+def test_tfidf_vectorizer_long_pool_ngram_takes_linear_memory():
+    """One 3000-gram in the pool (max_gram_length far longer): every prefix as a tuple took
+    3000**2 / 2 slots (36 MB); the trie takes one entry per item."""
+    n = 3000
+    attrs = {"min_gram_length": 1, "max_gram_length": 2**40, "max_skip_count": 0, "pool_int64s": list(range(n)),
+             "ngram_counts": [0] * n, "ngram_indexes": [0]}
+    x = np.concatenate([np.arange(n), np.arange(n - 1)]).astype(np.int64)
+    tracemalloc.start()
+    try:
+        interpreter = Interpreter(tfidf_graph(x, **attrs))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert interpreter.run({})["y"].tolist() == [1.0]  # the whole 3000-gram once, its prefix never counts
+    assert peak < 8 << 20, peak
+
+
+def test_tfidf_vectorizer_walks_over_the_work_budget_are_refused():
+    """A 2000-gram of ones against 2000 ones: 2000 walks of up to 2000 steps each."""
+    attrs = {"min_gram_length": 2000, "max_gram_length": 2000, "max_skip_count": 0, "pool_int64s": [1] * 2000,
+             "ngram_counts": [0] * 2000, "ngram_indexes": [0]}
+    graph = tfidf_graph(np.ones(2000, np.int64), **attrs)
+    with pytest.raises(WorkBudgetError, match=r"\(TfIdfVectorizer\): up to 4000000 n-gram steps \(1 rows x 2000 "
+                                              r"items x 1 skips x 2000 items per n-gram\), over the work budget"):
+        Interpreter(graph, work_budget=10**6)
+    assert Interpreter(tfidf_graph(np.ones(5, np.int64), **attrs), work_budget=10**6).run({})["y"].tolist() == [0.0]
 
 
 @pytest.mark.parametrize("attrs, message", [
@@ -379,6 +481,18 @@ def test_cast_string_round_trips_and_refuses_non_numbers():
         ours("Cast", [objects(["1", "twelve"])], opset=19, to=TensorProto.FLOAT)
     with pytest.raises(ModelError, match=r"cannot reinterpret a string tensor's bits"):
         ours("BitCast", [objects(["1"])], opset=26, to=TensorProto.INT64)
+
+
+@pytest.mark.parametrize("text", ["1" * 20_000 + "x", "1." + "1" * 20_000 + "x", "1e" + "1" * 20_000 + "x",
+                                  "." + "1" * 20_000 + "x", "-" + "1" * 20_000 + ".x"])
+def test_cast_refuses_long_non_numbers_in_linear_time(text):
+    """Each took ~11 s when '\\d+\\.?\\d*' backtracked over the digits (quadratic)."""
+    g = GraphBuilder("cast", opset=20)
+    g.output(g.op("Cast", [g.constant("x", objects([text]))], to=TensorProto.FLOAT), "y")
+    start = time.perf_counter()
+    with pytest.raises(ModelError, match=r"\(Cast\) failed: cannot convert string '[-.1e]+' to a number"):
+        Interpreter(g.build())
+    assert time.perf_counter() - start < 2
 
 
 def test_equal_and_identity_on_strings_match_onnxruntime():

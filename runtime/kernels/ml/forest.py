@@ -3,13 +3,17 @@ attributes of TreeEnsembleClassifier/Regressor (`forest_from_ids`) or the node a
 of TreeEnsemble, opset 5 (`forest_from_arrays`), and evaluated.
 
 Trees are validated as they are built (node and child ids, attribute lengths, target ids,
-cycles; feature ids against X by `check_features`) and evaluated one depth level at a time
-over all rows and trees at once; a tree's leaves loop to themselves, so extra levels change
-nothing.
+shape: every node reached from its tree's root exactly once, so no cycles, no node with two
+parents, none unreachable; feature ids against X by `check_features`), in time and memory
+linear in the attributes, and evaluated one depth level at a time over all rows and trees at
+once; a tree's leaves loop to themselves, so extra levels change nothing. Leaf weights are
+kept as given (sparse, per leaf), never as a nodes x targets table, so the number of targets
+or classes costs memory only in the scores of a run (which the output's size bounds).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,17 +27,16 @@ MEMBER = 6
 MODE_CODES = {"BRANCH_LEQ": 0, "BRANCH_LT": 1, "BRANCH_GTE": 2, "BRANCH_GT": 3, "BRANCH_EQ": 4, "BRANCH_NEQ": 5,
               "LEAF": LEAF}
 COMPARE = {0: np.less_equal, 1: np.less, 2: np.greater_equal, 3: np.greater, 4: np.equal, 5: np.not_equal}
-ROWS_TREES_PER_CHUNK = 1 << 22  # rows * trees * targets evaluated at once
-MAX_LEAF_TABLE = 1 << 27  # nodes * targets: the per-node score table (8 bytes each)
+ROWS_TREES_PER_CHUNK = 1 << 22  # rows * trees * (weights on a leaf) evaluated at once
 
 
 @dataclass(frozen=True)
 class Forest:
     """Trees as flat arrays over their nodes, leaves included (a leaf's children are itself).
 
-    `values[i, k]` is what node i adds to target k when a row ends there (the sum, min or
-    max of the leaf's weights for k, as the aggregate function combines them) and `hit[i, k]`
-    whether it has a weight for k at all. `depth` is the most branch steps from any root.
+    Node i's leaf weights are `weight_target[j]`, `weight_value[j]` for j in
+    `weight_start[i]:weight_start[i + 1]` (none for a branch). `depth` is the most branch
+    steps from any root.
     """
 
     feature: np.ndarray  # int64 [nodes]
@@ -44,8 +47,10 @@ class Forest:
     nan_true: np.ndarray  # bool [nodes]: a NaN feature takes the true branch
     members: dict[int, np.ndarray]  # BRANCH_MEMBER node -> its set
     roots: np.ndarray  # int64 [trees]
-    values: np.ndarray  # float64 [nodes, targets]
-    hit: np.ndarray  # bool [nodes, targets]
+    weight_start: np.ndarray  # int64 [nodes + 1]
+    weight_target: np.ndarray  # int64 [weights]
+    weight_value: np.ndarray  # float64 [weights]
+    n_targets: int
     depth: int
     max_feature: int  # the largest feature id a branch reads (-1: none)
 
@@ -78,51 +83,83 @@ class Forest:
         return node
 
     def scores(self, x: np.ndarray, aggregate: str) -> tuple[np.ndarray, np.ndarray]:
-        """(scores [N, targets] float64, hit [N, targets]): the leaves' values combined over
-        the trees by `aggregate` (AVERAGE divides the sum by the tree count); a target no
-        leaf of the row has a weight for scores 0."""
-        trees, targets = len(self.roots), self.values.shape[1]
+        """(scores [N, targets] float64, hit [N, targets]): the weights of the leaves each row
+        ends at, combined per target over the leaves and trees by `aggregate` (AVERAGE divides
+        the sum by the tree count); a target no leaf of the row has a weight for scores 0."""
+        trees, targets = len(self.roots), self.n_targets
         scores = np.zeros((len(x), targets))
         hit = np.zeros((len(x), targets), bool)
-        step = max(1, ROWS_TREES_PER_CHUNK // max(1, trees * targets))
-        combine = {"MIN": np.min, "MAX": np.max}.get(aggregate, np.sum)
+        per_leaf = int(np.diff(self.weight_start).max(initial=0))
+        step = max(1, ROWS_TREES_PER_CHUNK // max(1, trees * per_leaf))
         for start in range(0, len(x), step):
-            leaves = self.leaves(x[start : start + step])
-            part_hit = self.hit[leaves].any(axis=1)
-            part = combine(self.values[leaves], axis=1)
-            scores[start : start + step] = np.where(part_hit, part, 0)
-            hit[start : start + step] = part_hit
+            block = slice(start, start + step)
+            cells, weights = self._weights_reached(self.leaves(x[block]))
+            _combine(scores[block].reshape(-1), hit[block].reshape(-1), cells, weights, aggregate)
         if aggregate == "AVERAGE":
             scores /= trees
         return scores, hit
 
+    def _weights_reached(self, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cells, weights): every weight of the leaves [R, trees] and where it scores, as
+        row * targets + target, in row, tree and attribute order."""
+        first, count = self.weight_start[leaves].reshape(-1), np.diff(self.weight_start)[leaves].reshape(-1)
+        owner = np.repeat(np.arange(leaves.size), count)  # the (row, tree) of each weight reached
+        at = first[owner] + np.arange(owner.size) - np.repeat(np.cumsum(count) - count, count)
+        return owner // leaves.shape[1] * self.n_targets + self.weight_target[at], self.weight_value[at]
 
-def _leaf_values(kernel: Kernel, n: int, rows: np.ndarray, targets: np.ndarray, weights: np.ndarray,
-                 n_targets: int, aggregate: str) -> tuple[np.ndarray, np.ndarray]:
-    """(values, hit) [n, n_targets] from weights on (node row, target) pairs."""
-    if n * n_targets > MAX_LEAF_TABLE:
-        raise kernel.fail(f"{n} nodes x {n_targets} targets is more than the {MAX_LEAF_TABLE} scores edgerun "
-                          "tabulates for an ensemble")
-    fill = {"MIN": np.inf, "MAX": -np.inf}.get(aggregate, 0.0)
-    values = np.full((n, n_targets), fill)
-    {"MIN": np.minimum, "MAX": np.maximum}.get(aggregate, np.add).at(values, (rows, targets), weights)
-    hit = np.zeros((n, n_targets), bool)
-    hit[rows, targets] = True
-    return values, hit
+
+def _combine(scores: np.ndarray, hit: np.ndarray, cells: np.ndarray, weights: np.ndarray, aggregate: str) -> None:
+    """Combine `weights` into the flat (zeroed) `scores` at `cells` by `aggregate`; mark `hit`."""
+    if aggregate in ("MIN", "MAX"):
+        best = np.full(scores.shape, np.inf if aggregate == "MIN" else -np.inf)
+        (np.minimum if aggregate == "MIN" else np.maximum).at(best, cells, weights)
+        hit[cells] = True
+        scores[hit] = best[hit]
+    else:
+        scores += np.bincount(cells, weights=weights, minlength=scores.size)
+        hit[cells] = True
+
+
+def _leaf_weights(n: int, rows: np.ndarray, targets: np.ndarray,
+                  weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weight_start [n + 1], weight_target, weight_value): the weights on (node row, target)
+    pairs grouped by node, in attribute order within a node."""
+    order = np.argsort(rows, kind="stable")
+    start = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=start[1:])
+    return start, targets[order].astype(np.int64), weights[order].astype(np.float64)
 
 
 def _depth(kernel: Kernel, true_next: np.ndarray, false_next: np.ndarray, leaf: np.ndarray,
-           roots: np.ndarray) -> int:
-    """The most branch steps from a root to a leaf; ModelError when the nodes form a cycle."""
-    frontier = np.unique(roots[~leaf[roots]])
-    depth = 0
-    while frontier.size:
+           roots: np.ndarray, name: Callable[[int], str]) -> int:
+    """The most branch steps from a root to a leaf, after checking that the branches make
+    trees: ModelError naming (`name`) a node with more than one parent (a root counts as
+    one; the two branches of one node may share a child) or one no root reaches (which
+    covers cycles). Linear in the node count: each node is reached once, a level at a time."""
+    branch = np.nonzero(~leaf)[0]
+    parents = np.bincount(np.concatenate([roots, _children(branch, true_next, false_next)]), minlength=len(leaf))
+    if (parents > 1).any():
+        node = int(np.argmax(parents > 1))
+        raise kernel.fail(f"{name(node)} has more than one parent (a tree root, or the child of two branches); "
+                          "the nodes must form trees")
+    reached = np.zeros(len(leaf), bool)
+    reached[roots] = True
+    frontier, depth = roots[~leaf[roots]], 0
+    while frontier.size:  # every node has one parent at most, so this visits each node once
         depth += 1
-        if depth > len(leaf):
-            raise kernel.fail(f"the tree nodes form a cycle (node {int(frontier[0])} is reached again)")
-        children = np.concatenate([true_next[frontier], false_next[frontier]])
-        frontier = np.unique(children[~leaf[children]])
+        children = _children(frontier, true_next, false_next)
+        reached[children] = True
+        frontier = children[~leaf[children]]
+    if not reached.all():
+        raise kernel.fail(f"{name(int(np.argmin(reached)))} is not reached from any tree root (unreachable, "
+                          "or on a cycle)")
     return depth
+
+
+def _children(branches: np.ndarray, true_next: np.ndarray, false_next: np.ndarray) -> np.ndarray:
+    """The children of `branches`, each once (a branch whose two sides agree has one child)."""
+    on_true, on_false = true_next[branches], false_next[branches]
+    return np.concatenate([on_true, on_false[on_false != on_true]])
 
 
 def _check_targets(kernel: Kernel, key: str, ids: np.ndarray, count: int) -> None:
@@ -165,7 +202,7 @@ class _NodeIndex:
         return self.order[at]
 
 
-def forest_from_ids(kernel: Kernel, prefix: str, n_targets: int, aggregate: str) -> Forest:
+def forest_from_ids(kernel: Kernel, prefix: str, n_targets: int) -> Forest:
     """The Forest of a TreeEnsembleClassifier (`prefix` "class") or Regressor ("target"):
     nodes named by (tree id, node id), weights on leaves named the same way."""
     tree_ids, node_ids = int64s(kernel, "nodes_treeids", True), int64s(kernel, "nodes_nodeids", True)
@@ -204,12 +241,13 @@ def forest_from_ids(kernel: Kernel, prefix: str, n_targets: int, aggregate: str)
     _check_targets(kernel, f"{prefix}_ids", w_targets, n_targets)
     rows = index.locate(w_trees, w_nodes, f"{prefix}_nodeids")
     on_leaf = leaf[rows]  # weights on branch nodes are ignored, as onnxruntime ignores them
-    values, hit = _leaf_values(kernel, n, rows[on_leaf], w_targets[on_leaf], weights[on_leaf], n_targets, aggregate)
+    weight_start, weight_target, weight_value = _leaf_weights(n, rows[on_leaf], w_targets[on_leaf], weights[on_leaf])
     return Forest(
         feature=np.where(leaf, 0, feature), threshold=threshold, mode=mode, true_next=true_next,
         false_next=false_next, nan_true=np.zeros(n, bool) if nan_true is None else nan_true.astype(bool),
-        members={}, roots=roots, values=values, hit=hit,
-        depth=_depth(kernel, true_next, false_next, leaf, roots),
+        members={}, roots=roots, weight_start=weight_start, weight_target=weight_target, weight_value=weight_value,
+        n_targets=n_targets, depth=_depth(kernel, true_next, false_next, leaf, roots,
+                                          lambda i: f"tree {int(tree_ids[i])}: node {int(node_ids[i])}"),
         max_feature=int(feature[~leaf].max(initial=-1)))
 
 
@@ -247,7 +285,7 @@ def _member_sets(kernel: Kernel, mode: np.ndarray) -> dict[int, np.ndarray]:
     return {int(node): np.unique(members[:-1]) for node, members in zip(nodes, sets, strict=True)}
 
 
-def forest_from_arrays(kernel: Kernel, n_targets: int, aggregate: str) -> Forest:
+def forest_from_arrays(kernel: Kernel, n_targets: int) -> Forest:
     """The Forest of a TreeEnsemble (opset 5): interior nodes by position, children flagged
     as nodes or leaves, one (target, weight) per leaf."""
     feature, splits = int64s(kernel, "nodes_featureids", True), float64s(kernel, "nodes_splits", True)
@@ -279,11 +317,14 @@ def forest_from_arrays(kernel: Kernel, n_targets: int, aggregate: str) -> Forest
     own = np.arange(n, n + leaves)
     true_next, false_next = np.concatenate([true_next, own]), np.concatenate([false_next, own])
     all_modes = np.concatenate([mode, np.full(leaves, LEAF)]).astype(np.int8)
-    values, hit = _leaf_values(kernel, n + leaves, own, targets, weights, n_targets, aggregate)
+    weight_start, weight_target, weight_value = _leaf_weights(n + leaves, own, targets, weights)
     nan = np.zeros(n + leaves, bool)
     nan[:n] = False if nan_true is None else _flags(kernel, "nodes_missing_value_tracks_true", nan_true)
     return Forest(
         feature=np.concatenate([feature, np.zeros(leaves, np.int64)]),
         threshold=np.concatenate([splits, np.zeros(leaves)]), mode=all_modes, true_next=true_next,
-        false_next=false_next, nan_true=nan, members=_member_sets(kernel, mode), roots=roots, values=values, hit=hit,
-        depth=_depth(kernel, true_next, false_next, all_modes == LEAF, roots), max_feature=int(feature.max()))
+        false_next=false_next, nan_true=nan, members=_member_sets(kernel, mode), roots=roots,
+        weight_start=weight_start, weight_target=weight_target, weight_value=weight_value, n_targets=n_targets,
+        depth=_depth(kernel, true_next, false_next, all_modes == LEAF, roots,
+                     lambda i: f"node {i}" if i < n else f"leaf {i - n}"),
+        max_feature=int(feature.max()))

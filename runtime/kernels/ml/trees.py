@@ -85,7 +85,7 @@ class TreeEnsembleRegressor(_TreeKernel):
         return [TensorSpec(F32, (rows, self.n_targets))]
 
     def build(self) -> Forest:
-        return forest_from_ids(self, "target", self.n_targets, self.aggregate)
+        return forest_from_ids(self, "target", self.n_targets)
 
     def run(self, inputs, outputs):
         scores, _ = self.prepared.scores(self.rows(inputs[0]), self.aggregate)
@@ -134,7 +134,7 @@ class TreeEnsembleClassifier(_TreeKernel):
         return [TensorSpec(self.labels.dtype, (rows,)), TensorSpec(F32, (rows, len(self.labels)))]
 
     def build(self) -> Forest:
-        return forest_from_ids(self, "class", len(self.labels), "SUM")
+        return forest_from_ids(self, "class", len(self.labels))
 
     def run(self, inputs, outputs):
         scores, hit = self.prepared.scores(self.rows(inputs[0]), "SUM")
@@ -183,7 +183,7 @@ class TreeEnsemble(_TreeKernel):
         return [TensorSpec(x.dtype, (rows, self.n_targets))]
 
     def build(self) -> Forest:
-        return forest_from_arrays(self, self.n_targets, self.aggregate)
+        return forest_from_arrays(self, self.n_targets)
 
     def run(self, inputs, outputs):
         scores, _ = self.prepared.scores(self.rows(inputs[0]), self.aggregate)
