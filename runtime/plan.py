@@ -282,17 +282,20 @@ class ExecutionPlan:
         if prepared.tail:
             arrays = {**arrays, **self._run_tail(prepared, arrays)}  # sources name tail values too
         for source, storage in prepared.updates:
-            self._update(storage, arrays[source] if isinstance(source, str | Value) else source, source)
+            if isinstance(source, Value):  # made by the eager tail: checked now, not at prepare
+                self._update(storage, arrays[source], source)
+            else:
+                np.copyto(storage, arrays[source] if isinstance(source, str) else source)
         return {
             name: _copy_output(arrays[source] if isinstance(source, str | Value) else source)
             for name, source in prepared.output_sources.items()
         }
 
-    def _update(self, storage: np.ndarray, data: Any, source: Any) -> None:
-        """Copy a variable's new value into its storage; ModelError when the value (made by an
-        eager tail, so unchecked at prepare) is not a tensor of the variable's dtype and shape."""
+    def _update(self, storage: np.ndarray, data: Any, source: Value) -> None:
+        """Copy a variable's new value, made by an eager tail (so unchecked at prepare), into its
+        storage; ModelError when it is not a tensor of the variable's dtype and shape."""
         if not isinstance(data, np.ndarray) or (data.dtype, data.shape) != (storage.dtype, storage.shape):
-            name = source.name if isinstance(source, Value) else source if isinstance(source, str) else "?"
+            name = source.name
             got = f"{data.dtype}{list(data.shape)}" if isinstance(data, np.ndarray) else describe(
                 SequenceSpec(storage.dtype) if isinstance(data, list | tuple) else OptionalSpec(storage.dtype))
             raise ModelError(f"signature {self.name!r}: the update {name!r} of a {storage.dtype}"
@@ -893,6 +896,8 @@ def _result_bytes(args: list, out_specs: list[Spec]) -> int:
 def _copy_output(data: Any) -> Any:
     """A fresh copy of an output (copy_value); maps in a sequence as new dicts. ModelError for
     a value that is not an array, a sequence or None (a kernel's fault, never a TypeError)."""
+    if isinstance(data, np.ndarray):  # the common case first: the invoke loop's hot path
+        return data.copy()
     if isinstance(data, list | tuple):
         return [dict(m) if isinstance(m, dict) else _copy_output(m) if isinstance(m, np.ndarray) else _bad_output(m)
                 for m in data]

@@ -118,12 +118,15 @@ class Conv(Kernel):
         return TensorSpec(x.dtype, (x.shape[0], w.shape[0]) + window.out_shape)
 
     def run(self, inputs, outputs):
-        x, w, out = inputs[0], inputs[1], outputs[0]
-        self._convolve(x, w, out)
+        self._convolve_with_bias(inputs, outputs[0])
+        apply_activation(outputs[0], self.params.activation)
+
+    def _convolve_with_bias(self, inputs, out: np.ndarray) -> None:
+        """out = conv(X, W) + B (when the node has B), before any fused activation."""
+        self._convolve(inputs[0], inputs[1], out)
         if self.params.has_bias:
             b = inputs[2]
             np.add(out, b.reshape(b.shape + (1,) * (out.ndim - 2)), out=out)
-        apply_activation(out, self.params.activation)
 
     def _convolve(self, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
         p = self.params
@@ -177,11 +180,8 @@ class FusedConv(Conv):
         return [spec]
 
     def run(self, inputs, outputs):
-        x, w, out = inputs[0], inputs[1], outputs[0]
-        self._convolve(x, w, out)
-        if self.params.has_bias:
-            b = inputs[2]
-            np.add(out, b.reshape(b.shape + (1,) * (out.ndim - 2)), out=out)
+        out = outputs[0]
+        self._convolve_with_bias(inputs, out)
         np.add(out, inputs[3], out=out)
         apply_activation(out, self.params.activation)
 

@@ -41,6 +41,7 @@ from edgerun.runtime.kernels.base import (
 )
 from edgerun.runtime.kernels.cast import onnx_dtype
 from edgerun.runtime.kernels.registry import register
+from edgerun.runtime.kernels.shape import Identity
 
 MAX_SEQUENCE_LENGTH = 1 << 24  # elements one sequence may hold (SplitToSequence of a long axis)
 
@@ -408,7 +409,7 @@ class OptionalHasElement(_Sequences):
 
 
 @register("OptionalGetElement", since=15)
-class OptionalGetElement(_Sequences):
+class OptionalGetElement(_Sequences, Identity):
     """What the optional input holds (a tensor or a sequence); a tensor or sequence input
     (opset 18) is returned as it is. An empty optional is a ModelError."""
 
@@ -422,12 +423,4 @@ class OptionalGetElement(_Sequences):
             if spec.of_sequence:
                 return [SequenceSpec(spec.dtype)]
             return [TensorSpec(value.dtype, value.shape)]
-        return [spec]
-
-    def run(self, inputs, outputs):
-        np.copyto(outputs[0], inputs[0])
-
-    def evaluate(self, inputs, out_specs):
-        if isinstance(out_specs[0], TensorSpec):
-            return super().evaluate(inputs, out_specs)
-        return [copy_value(inputs[0])]
+        return [spec]  # run / evaluate: Identity's, a copy of what it holds

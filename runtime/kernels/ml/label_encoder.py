@@ -26,12 +26,13 @@ from edgerun.runtime.kernels.ml.attrs import (
     strings,
     type_name,
 )
+from edgerun.runtime.kernels.ml.category_mapper import StringIntMapping
 from edgerun.runtime.kernels.ml.lookup import Table
 from edgerun.runtime.kernels.registry import register
 
 
 @register("LabelEncoder", since=1, domain=ML)
-class LabelEncoderIndex(Kernel):
+class LabelEncoderIndex(StringIntMapping):
     """Opset 1. X strings -> Y int64: the index of each element in classes_strings (a string
     listed twice: its last index), default_int64 (-1) where it is not listed. X int64 -> Y
     strings: classes_strings[X], default_string ("_Unused") outside [0, len(classes_strings)).
@@ -42,17 +43,7 @@ class LabelEncoderIndex(Kernel):
         classes = strings(self, "classes_strings")
         if classes is None:
             raise self.fail("attribute 'classes_strings' is required")
-        names, index, x = string_array(classes), np.arange(len(classes), dtype=I64), inputs[0]
-        if dtypes.is_string(x.dtype):
-            self.table = Table(names, index, np.array(int_attr(self, "default_int64", -1), I64))
-        elif x.dtype == I64:
-            self.table = Table(index, names, np.array(str_attr(self, "default_string", UNUSED), STRING))
-        else:
-            raise self.fail(f"X: expected a string or int64 tensor, got {x.dtype}")
-        return [TensorSpec(self.table.values.dtype, x.shape)]
-
-    def run(self, inputs, outputs):
-        outputs[0][...] = self.table(inputs[0])
+        return self._prepare_pairs(string_array(classes), np.arange(len(classes), dtype=I64), inputs[0])
 
 
 def _side(kernel: Kernel, side: str) -> tuple[np.ndarray, str]:
