@@ -56,6 +56,7 @@ from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 from edgerun.runtime.work import WorkTally, node_macs
 
 ARENA_ALIGNMENT = 64
+_NAMED = (str, Value)  # output sources looked up in a run's arrays (an input name, a tail value)
 _VIEW_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})  # same bytes, new shape
 _RECENT_PREPARATIONS = 4  # prepared input-shape sets kept for reuse (their arenas within the budget)
 _END = 1 << 62  # "live until the end of the run"
@@ -158,6 +159,7 @@ class ExecutionPlan:
         self._inlined: dict[tuple[int, str], list[tuple[Node, type[Kernel]]]] = {}
         self.eager_kernels = PreparedKernels()  # eager runs reuse a kernel while its inputs allow
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
+        self._non_tensor_inputs = {n for n, info in self.input_info.items() if info.kind != ValueKind.TENSOR}
         shapes = {n: _probe_shape(info, 1) for n, info in self.input_info.items()}
         self._recent: dict[tuple, _Prepared] = {}
         self._has_prepared = False  # whether any input shapes have prepared yet
@@ -286,8 +288,8 @@ class ExecutionPlan:
                 self._update(storage, arrays[source], source)
             else:
                 np.copyto(storage, arrays[source] if isinstance(source, str) else source)
-        return {
-            name: _copy_output(arrays[source] if isinstance(source, str | Value) else source)
+        return {  # a source names an input or a tail value, or is the array itself
+            name: _copy_output(arrays[source] if isinstance(source, _NAMED) else source)
             for name, source in prepared.output_sources.items()
         }
 
@@ -310,7 +312,7 @@ class ExecutionPlan:
             inputs = self._with_defaults(inputs)
         arrays, changed = {}, {}
         for name, info in expected.items():
-            if info.kind != ValueKind.TENSOR:  # never in the arena: nodes reading it run eagerly
+            if name in self._non_tensor_inputs:  # never in the arena: nodes reading it run eagerly
                 arrays[name] = _as_value(inputs[name], name, info.kind, info.dtype, self.signature.inputs[name].shape)
                 continue
             array = _as_array(inputs[name], name, info.dtype)
@@ -943,6 +945,8 @@ def _as_array(data: Any, name: str, dtype: np.dtype) -> np.ndarray:
     """numpy arrays pass as they are (their dtype must match); Python numbers and
     lists are converted to the expected dtype. A string input takes str elements (an
     object or str array, or lists; UTF-8 bytes are decoded), InputError for others."""
+    if isinstance(data, np.ndarray) and data.dtype == dtype and not data.dtype.hasobject:
+        return data  # the common case first: the invoke loop's hot path
     if dtypes.is_string(dtype):
         try:
             return dtypes.to_strings(data)
