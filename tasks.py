@@ -30,8 +30,11 @@ MIN_PYTHON = (3, 11)
 # ship (the real-model tests read only their data files, never import them):
 # silero-vad's voice-activity models (it depends on torch, several GB we must not
 # pull) and rapidocr-onnxruntime's PP-OCR text detector, direction classifier and
-# recognizer (it depends on opencv and onnxruntime's whole OCR stack).
-NO_DEPS = ("silero-vad==6.2.3", "rapidocr-onnxruntime==1.4.4")
+# recognizer (it depends on opencv and onnxruntime's whole OCR stack), and mediapipe's
+# trained .tflite models (face, hand, pose, selfie segmentation: the TFLite importer's real
+# models; mediapipe itself needs opencv, jax and more). 0.10.14 is the last release whose
+# wheel ships the models.
+NO_DEPS = ("silero-vad==6.2.3", "rapidocr-onnxruntime==1.4.4", "mediapipe==0.10.14")
 
 
 def say(message: str) -> None:

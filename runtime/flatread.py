@@ -11,7 +11,9 @@ str for strings, lists for vectors of tables or strings, and numpy arrays
 
 Any violation raises ModelError naming the table, field and byte position.
 The schema description below mirrors runtime/schema/edgerun.fbs field by field
-(tests/runtime/test_flatread.py checks that they agree).
+(tests/runtime/test_flatread.py checks that they agree). Other formats (TFLite:
+converters/tflite/layout.py) pass their own description, with unions and
+default values, and may let objects be shared (each is then decoded once).
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ from edgerun.runtime.errors import ModelError
 
 # Scalar kinds: struct format and size. Vector element kinds use numpy dtypes.
 _SCALARS = {
-    "bool": ("<?", 1), "i8": ("<b", 1), "u8": ("<B", 1), "u16": ("<H", 2), "i32": ("<i", 4),
-    "u32": ("<I", 4), "i64": ("<q", 8), "u64": ("<Q", 8), "f64": ("<d", 8),
+    "bool": ("<?", 1), "i8": ("<b", 1), "u8": ("<B", 1), "i16": ("<h", 2), "u16": ("<H", 2),
+    "i32": ("<i", 4), "u32": ("<I", 4), "i64": ("<q", 8), "u64": ("<Q", 8), "f32": ("<f", 4),
+    "f64": ("<d", 8),
 }
 _VECTORS = {
-    "[u8]": np.dtype("<u1"), "[i32]": np.dtype("<i4"), "[i64]": np.dtype("<i8"),
+    "[u8]": np.dtype("<u1"), "[i8]": np.dtype("<i1"), "[bool]": np.dtype("<u1"),
+    "[i16]": np.dtype("<i2"), "[u16]": np.dtype("<u2"), "[i32]": np.dtype("<i4"),
+    "[u32]": np.dtype("<u4"), "[i64]": np.dtype("<i8"), "[u64]": np.dtype("<u8"),
     "[f32]": np.dtype("<f4"), "[f64]": np.dtype("<f8"),
 }
+# A union field's kind: "union:<Union>"; its type code is the field before it ("<name>_type").
+UNION_PREFIX = "union:"
 
 # table -> [(field, kind)], in declaration order (= vtable slot order).
 # Kinds: a scalar name, "string", "[string]", a vector kind, "Table" or "[Table]".
@@ -74,24 +81,45 @@ _DEFAULTS = {"string": "", "[string]": []}
 
 
 class FlatReader:
-    """Decodes one flatbuffer, verifying as it goes; work is bounded by the buffer size."""
+    """Decodes one flatbuffer, verifying as it goes; work is bounded by the buffer size.
 
-    def __init__(self, buf: Any) -> None:
+    `schema` maps table names to their fields in slot order: (field, kind) or
+    (field, kind, default); `unions` maps a union's name to its member tables (type code
+    i is member i - 1; 0 is none, and a code past the members, from a newer schema, reads
+    as None too). With `shared` False every table, string and vector may be reached
+    once (our writer never shares them); with it True an object reached again is the
+    object decoded the first time, so sharing costs no more work than not sharing.
+    """
+
+    def __init__(
+        self,
+        buf: Any,
+        schema: dict[str, list[tuple]] | None = None,
+        unions: dict[str, list[str]] | None = None,
+        shared: bool = False,
+    ) -> None:
         self.buf = buf
         self.view = memoryview(buf)
         self.size = len(self.view)
+        self.schema = SCHEMA if schema is None else schema
+        self.unions = unions or {}
+        self.shared = shared
         # Unshared, every object needs >= 4 bytes of its own; tables shared
         # through many offsets must not multiply the work a small file causes.
         self.max_objects = self.size // 4 + 64
         self.seen: set[int] = set()
+        self.decoded: dict[tuple[int, str], Any] = {}
         self.objects = 0
 
-    def read_root(self, identifier: bytes, root: str = "Model") -> dict[str, Any]:
+    def read_root(
+        self, identifier: bytes, root: str = "Model", format_name: str = ".erm"
+    ) -> dict[str, Any]:
         if self.size < 8:
             raise ModelError(f"file is {self.size} bytes, too short for a model header")
         found = bytes(self.view[4:8])
         if found != identifier:
-            raise ModelError(f"file identifier is {found!r}, expected {identifier!r}: not an .erm file")
+            raise ModelError(f"file identifier is {found!r}, expected {identifier!r}: "
+                             f"not a{'n' if format_name[1] in 'aeiou' else ''} {format_name} file")
         return self._table(self._uoffset(0, f"{root} root offset"), root)
 
     def _fail(self, what: str, pos: int, message: str) -> ModelError:
@@ -113,11 +141,23 @@ class FlatReader:
         return target
 
     def _claim(self, pos: int, what: str) -> None:
-        """Each table, string and vector may be reached once: our writer never
-        shares them, and sharing would let a small file cause unbounded work."""
+        """Each table, string and vector may be reached once, unless `shared`: our writer
+        never shares them, and sharing would let a small file cause unbounded work (a
+        shared object is decoded once, see `_once`)."""
         if pos in self.seen:
             raise self._fail(what, pos, "object is referenced more than once")
         self.seen.add(pos)
+
+    def _once(self, pos: int, kind: str, what: str, decode: Any) -> Any:
+        """`decode()` the object at `pos` the first time; with `shared`, later references
+        get that same result (without it, a second reference is refused by `_claim`)."""
+        if not self.shared:
+            self._claim(pos, what)
+            return decode()
+        key = (pos, kind)
+        if key not in self.decoded:
+            self.decoded[key] = decode()
+        return self.decoded[key]
 
     def _count(self, n: int = 1) -> None:
         self.objects += n
@@ -125,9 +165,11 @@ class FlatReader:
             raise ModelError(f"model has more than {self.max_objects} flatbuffer objects")
 
     def _table(self, pos: int, name: str) -> dict[str, Any]:
+        return self._once(pos, name, f"table {name}", lambda: self._decode_table(pos, name))
+
+    def _decode_table(self, pos: int, name: str) -> dict[str, Any]:
         self._count()
         what = f"table {name}"
-        self._claim(pos, what)
         if pos % 4:
             raise self._fail(what, pos, "table is not 4-byte aligned")
         vtable = pos - self._scalar(pos, "i32", what)
@@ -140,17 +182,29 @@ class FlatReader:
             raise self._fail(what, pos, f"table size {table_size} is invalid")
         self._need(pos, table_size, what)
         result: dict[str, Any] = {}
-        for slot, (field, kind) in enumerate(SCHEMA[name]):
+        for slot, (field, kind, *default) in enumerate(self.schema[name]):
             entry = 4 + 2 * slot
             voffset = 0
             if entry + 2 <= vt_size:
                 voffset = struct.unpack_from("<H", self.view, vtable + entry)[0]
-            result[field] = self._field(pos, table_size, voffset, f"{name}.{field}", kind)
+            if kind.startswith(UNION_PREFIX):
+                kind = self._union_member(kind, result.get(f"{field}_type", 0))
+                if kind is None:
+                    result[field] = None
+                    continue
+            result[field] = self._field(pos, table_size, voffset, f"{name}.{field}", kind, default)
         return result
 
-    def _field(self, table: int, table_size: int, voffset: int, what: str, kind: str) -> Any:
+    def _union_member(self, kind: str, code: int) -> str | None:
+        """The table a union field holds for type `code`; None for none or an unknown code."""
+        members = self.unions[kind[len(UNION_PREFIX):]]
+        return members[code - 1] if 0 < code <= len(members) else None
+
+    def _field(
+        self, table: int, table_size: int, voffset: int, what: str, kind: str, default: list
+    ) -> Any:
         if voffset == 0:
-            return self._default(kind)
+            return default[0] if default else self._default(kind)
         width = _SCALARS[kind][1] if kind in _SCALARS else 4
         if voffset < 4 or voffset + width > table_size:
             raise self._fail(what, table, f"field offset {voffset} is outside the table")
@@ -173,7 +227,9 @@ class FlatReader:
         return _DEFAULTS.get(kind)
 
     def _string(self, pos: int, what: str) -> str:
-        self._claim(pos, what)
+        return self._once(pos, "string", what, lambda: self._decode_string(pos, what))
+
+    def _decode_string(self, pos: int, what: str) -> str:
         length = self._scalar(pos, "u32", what)
         self._need(pos + 4, length + 1, what)
         if self.view[pos + 4 + length] != 0:
@@ -184,7 +240,9 @@ class FlatReader:
             raise self._fail(what, pos, "string is not valid UTF-8") from None
 
     def _vector(self, pos: int, dtype: np.dtype, what: str) -> np.ndarray:
-        self._claim(pos, what)
+        return self._once(pos, dtype.str, what, lambda: self._decode_vector(pos, dtype, what))
+
+    def _decode_vector(self, pos: int, dtype: np.dtype, what: str) -> np.ndarray:
         count = self._scalar(pos, "u32", what)
         self._need(pos + 4, count * dtype.itemsize, what)
         self._count()
@@ -193,7 +251,9 @@ class FlatReader:
         return array
 
     def _offset_vector(self, pos: int, element: str, what: str) -> list[Any]:
-        self._claim(pos, what)
+        return self._once(pos, f"[{element}]", what, lambda: self._decode_offsets(pos, element, what))
+
+    def _decode_offsets(self, pos: int, element: str, what: str) -> list[Any]:
         count = self._scalar(pos, "u32", what)
         self._need(pos + 4, count * 4, what)
         self._count(count)
