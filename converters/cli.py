@@ -1,6 +1,9 @@
-"""`edgerun convert`: ONNX -> .erm. Registered by edgerun.cli through `add_parser`.
+"""`edgerun convert`: ONNX or TFLite -> .erm. Registered by edgerun.cli through `add_parser`.
 
     edgerun convert model.onnx [out.erm | -o out.erm] [--no-optimize]
+    edgerun convert model.tflite -o model.erm
+
+The format is told by the file's contents (a TFLite file says "TFL3" in bytes 4-8), not its name.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Any
 
 def add_parser(subparsers: Any) -> None:
     """Register the `convert` command on an argparse subparsers object."""
-    p = subparsers.add_parser("convert", help="convert an ONNX model to .erm")
-    p.add_argument("model", type=Path, help=".onnx file")
+    p = subparsers.add_parser("convert", help="convert an ONNX or TFLite model to .erm")
+    p.add_argument("model", type=Path, help=".onnx or .tflite file")
     p.add_argument("output_path", nargs="?", type=Path, default=None, metavar="output",
                    help="output .erm (default: the input path with suffix .erm)")
     p.add_argument("-o", "--output", type=Path, default=None, help="output .erm (same as the positional)")
@@ -50,6 +53,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def _import(model: Path) -> Any:
     """The graph as imported, not optimized (the optimizer runs here, to print its report)."""
+    with open(model, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":
+        from edgerun.converters.tflite import from_tflite
+
+        return from_tflite(model, optimize=False)
     from edgerun.converters.onnx_import import from_onnx
 
     return from_onnx(model, optimize=False)

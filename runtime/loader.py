@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,35 @@ from edgerun.runtime.verifier import verify_model
 
 Source = str | os.PathLike | bytes | bytearray | memoryview
 
+# Other model formats a path or bytes may hold, by file identifier (bytes 4-8):
+# identifier -> (format name, function source -> Graph). The runtime imports no converter;
+# the `edgerun` package registers the TFLite importer here (see `register_model_format`).
+_FORMATS: dict[bytes, tuple[str, Callable[[Source], Graph]]] = {}
+
+
+def register_model_format(identifier: bytes, name: str, to_graph: Callable[[Source], Graph]) -> None:
+    """Let `load_model` (and so `Interpreter`) open files of another format: those whose
+    file identifier is `identifier` are converted with `to_graph(source)`, which raises
+    ModelError / ConversionError for files it cannot take."""
+    if len(identifier) != 4:
+        raise ValueError(f"a file identifier has 4 bytes, got {identifier!r}")
+    _FORMATS[identifier] = (name, to_graph)
+
 
 def load_model(source: Source) -> Graph:
     """Load and verify a model from a path (memory-mapped) or from bytes.
 
-    Raises ModelError for anything malformed, OSError when the file cannot be read.
+    A .tflite file (or another registered format, see `register_model_format`) is converted
+    on the way in. Raises ModelError for anything malformed, OSError when the file cannot be
+    read, ConversionError when another format's model cannot be converted.
     """
     buf = _open(source)
+    foreign = _FORMATS.get(bytes(buf[4:8])) if len(buf) >= 8 else None
+    if foreign is not None:
+        from edgerun.runtime.writer import serialize
+
+        # Through the .erm verifier like every graph the interpreter runs.
+        return load_model(serialize(foreign[1](bytes(buf))))
     raw = FlatReader(buf).read_root(FILE_IDENTIFIER)
     verify_model(raw, len(buf))
     return _Builder(raw, buf).graph(0)

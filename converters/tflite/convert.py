@@ -155,7 +155,9 @@ class SubgraphConverter:
 
     def _name(self, name: str) -> str:
         # Signatures of other subgraphs share the top-level graph: keep their names apart.
-        return name if self.graph.index == 0 or len(self.stack) > 1 else f"{self.graph.name or 'subgraph'}_{self.graph.index}/{name}"
+        if self.graph.index == 0 or len(self.stack) > 1:
+            return name
+        return f"{self.graph.name or 'subgraph'}_{self.graph.index}/{name}"
 
     def inputs(self) -> list[Value]:
         return [self.declared[i] for i in self.graph.inputs]

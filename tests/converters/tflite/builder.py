@@ -232,7 +232,7 @@ class TFLiteBuilder(_Graph):
         return module.End(b)
 
     def _operator(self, b: flatbuffers.Builder, op: dict[str, Any]) -> int:
-        O = _fb("Operator")
+        Op = _fb("Operator")
         options = None
         if op["options_type"] is not None:
             options = self._options(b, op["options_type"], op["options"])
@@ -241,16 +241,16 @@ class TFLiteBuilder(_Graph):
             custom = b.CreateNumpyVector(np.frombuffer(op["custom_options"], np.uint8))
         iv = b.CreateNumpyVector(np.array(op["inputs"], np.int32))
         ov = b.CreateNumpyVector(np.array(op["outputs"], np.int32))
-        O.Start(b)
-        O.AddOpcodeIndex(b, op["opcode"])
-        O.AddInputs(b, iv)
-        O.AddOutputs(b, ov)
+        Op.Start(b)
+        Op.AddOpcodeIndex(b, op["opcode"])
+        Op.AddInputs(b, iv)
+        Op.AddOutputs(b, ov)
         if options is not None:
-            O.AddBuiltinOptionsType(b, layout.UNIONS["BuiltinOptions"].index(op["options_type"]) + 1)
-            O.AddBuiltinOptions(b, options)
+            Op.AddBuiltinOptionsType(b, layout.UNIONS["BuiltinOptions"].index(op["options_type"]) + 1)
+            Op.AddBuiltinOptions(b, options)
         if custom is not None:
-            O.AddCustomOptions(b, custom)
-        return O.End(b)
+            Op.AddCustomOptions(b, custom)
+        return Op.End(b)
 
     @staticmethod
     def _signature(b: flatbuffers.Builder, key: str, subgraph: int, inputs: dict, outputs: dict) -> int:
