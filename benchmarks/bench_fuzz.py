@@ -9,6 +9,8 @@ wrong set of outputs). Prints the count per outcome, the throughput in files/s a
 each distinct BUG message; exits 1 if there is any BUG.
 
     .venv/bin/python benchmarks/bench_fuzz.py [-n 10000] [--seed 0] [--markdown]
+    .venv/bin/python benchmarks/bench_fuzz.py --tflite     # mutated .tflite files instead
+                                                            # (tests/converters/tflite/fuzz_cases.py)
 
 There is no anchor here: the figure to watch is BUG = 0; files/s shows that
 verification stays cheap enough to run on every load.
@@ -27,7 +29,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._harness import machine, print_table
-from tests.runtime.fuzz_cases import mutated_models, outcome
+
+
+def _cases(tflite: bool):  # noqa: ANN202
+    """(mutated_models, outcome) of the .erm or the .tflite fuzz cases."""
+    if tflite:
+        import edgerun  # noqa: F401  (registers the .tflite format with the loader)
+        from tests.converters.tflite import fuzz_cases
+    else:
+        from tests.runtime import fuzz_cases
+    return fuzz_cases.mutated_models, fuzz_cases.outcome
 
 
 def category(result: str) -> str:
@@ -40,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--count", type=int, default=10_000, help="mutated files (default 10,000)")
     parser.add_argument("--seed", type=int, default=0, help="mutation seed (default 0)")
     parser.add_argument("--markdown", action="store_true", help="print README table rows")
+    parser.add_argument("--tflite", action="store_true", help="mutate .tflite files (the TFLite importer)")
     args = parser.parse_args(argv)
+    mutated_models, outcome = _cases(args.tflite)
 
     counts: Counter[str] = Counter()
     bugs: Counter[str] = Counter()
@@ -54,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                 bugs[result[:300]] += 1
     elapsed = time.perf_counter() - start
 
-    print(f"# {machine()}; {args.count:,} mutated files, seed {args.seed}: "
+    kind = ".tflite" if args.tflite else ".erm"
+    print(f"# {machine()}; {args.count:,} mutated {kind} files, seed {args.seed}: "
           f"{args.count / elapsed:,.0f} files/s ({elapsed:.1f} s)")
     rows = [[name, f"{n:,}", f"{100 * n / args.count:.1f}"] for name, n in counts.most_common()]
     print_table(["outcome", "files", "%"], rows, args.markdown)
