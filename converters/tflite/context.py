@@ -120,7 +120,9 @@ class OpContext:
         return self.emit("Transpose", [value], perm=list(TO_NHWC))
 
     def activation(self, value: Value, code: int | None = None) -> Value:
-        """`value` through the operator's fused activation (float semantics)."""
+        """`value` through the operator's fused activation, as LiteRT's kernels apply it: a
+        clamp (RELU, RELU6, RELU_N1_TO_1); TANH and SIGN_BIT leave the value as it is, since
+        the kernels turn the code into a clamp range and these two have none."""
         code = self.options.get("fused_activation_function", 0) if code is None else code
         name = ACTIVATIONS.get(code)
         if name == "NONE":
@@ -130,10 +132,8 @@ class OpContext:
         if name in ("RELU_N1_TO_1", "RELU6"):
             low, high = (-1.0, 1.0) if name == "RELU_N1_TO_1" else (0.0, 6.0)
             return self.emit("Clip", [value, self.const("min", np.float32(low)), self.const("max", np.float32(high))])
-        if name == "TANH":
-            return self.emit("Tanh", [value])
-        if name == "SIGN_BIT":
-            return self.emit("Sign", [value])
+        if name in ("TANH", "SIGN_BIT"):
+            return value
         raise self.fail(f"unknown fused activation code {code}")
 
     def subgraph(self, index: int, what: str) -> Any:

@@ -194,6 +194,8 @@ class SubgraphConverter:
         if index in self.values:
             return self.values[index]
         tensor = self.graph.tensors[index]
+        if tensor.data is None and 0 in tensor.shape and tensor.sparsity is None and tensor.dtype is not None:
+            tensor.data = np.empty(tensor.shape, tensor.dtype)  # an empty constant (see reader._empty_constant)
         if tensor.data is None:
             if tensor.sparsity is not None:
                 raise ConversionError(f"subgraph {self.graph.index}: sparse tensor {tensor.name!r} is read "

@@ -367,6 +367,12 @@ def _decode_strings(what: str, shape: tuple[int, ...], elements: int, data: byte
     return strings.reshape(shape)
 
 
+def _empty_constant(tensor: TFLiteTensor) -> bool:
+    """A zero-element tensor no operator writes: a constant whose buffer is empty (writers
+    store no bytes for it), such as an empty axes list."""
+    return 0 in tensor.shape and tensor.data is None and tensor.sparsity is None
+
+
 def _check_dataflow(graph: TFLiteSubGraph) -> None:
     """Every tensor an operator reads exists by then; none is written twice, written when
     it is a constant or a subgraph input, or both read and written by one operator."""
@@ -378,7 +384,7 @@ def _check_dataflow(graph: TFLiteSubGraph) -> None:
     for op in graph.operators:
         what = f"{where}, operator {op.index} ({op.name})"
         for i in op.inputs:
-            if i != -1 and i not in available:
+            if i != -1 and i not in available and not _empty_constant(graph.tensors[i]):
                 raise ModelError(f"{what}: reads tensor {i} ({graph.tensors[i].name!r}) before any "
                                  "operator writes it")
         for o in op.outputs:
@@ -387,7 +393,7 @@ def _check_dataflow(graph: TFLiteSubGraph) -> None:
                 raise ModelError(f"{what}: tensor {o} ({tensor.name!r}) is both an input and an output")
             if o in written:
                 raise ModelError(f"{what}: tensor {o} ({tensor.name!r}) is written by two operators")
-            if tensor.is_constant or o in inputs:
+            if tensor.is_constant or o in inputs:  # (a zero-element output is written, not constant)
                 kind = "a constant" if tensor.is_constant else "a subgraph input"
                 raise ModelError(f"{what}: writes tensor {o} ({tensor.name!r}), which is {kind}")
             written.add(o)
