@@ -11,6 +11,7 @@ Passes, in the default order (each its own module):
     remove_identity      Identity / inference Dropout removal        (identity.py)
     fold_shape_ops       Shape / Size of static shapes -> constants   (shape_ops.py)
     fold_constants       nodes of constant inputs -> constants        (constants.py)
+    sink_transposes      layout Transposes moved until inverse pairs cancel (transpose.py)
     fold_batchnorm       BatchNormalization into Conv / Gemm          (batchnorm.py)
     fold_conv_mul        Conv + Mul(per-channel constant) -> weights  (conv_mul.py)
     fold_conv_add        Conv + Add(per-channel constant) -> bias     (conv_add.py)
@@ -36,11 +37,12 @@ from edgerun.converters.optimize.identity import RemoveIdentity
 from edgerun.converters.optimize.manager import MAX_ROUNDS, OptimizeReport, Pass, PassSummary, run_passes
 from edgerun.converters.optimize.residual import FuseResidualAdd
 from edgerun.converters.optimize.shape_ops import FoldShapeOps
+from edgerun.converters.optimize.transpose import SinkTransposes
 from edgerun.runtime.errors import ConversionError
 from edgerun.runtime.graph import Graph
 
 PASSES: dict[str, Callable[[], Pass]] = {
-    cls.name: cls for cls in (RemoveIdentity, FoldShapeOps, FoldConstants, FoldBatchNorm,
+    cls.name: cls for cls in (RemoveIdentity, FoldShapeOps, FoldConstants, SinkTransposes, FoldBatchNorm,
                               FoldConvMul, FoldConvAdd, FuseResidualAdd, FuseActivations, EliminateDeadCode)
 }
 DEFAULT_PASSES = tuple(PASSES)

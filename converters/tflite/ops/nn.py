@@ -65,21 +65,6 @@ def filter_tensor(ctx: OpContext, i: int, rank: int, layout: str, data: int = 0)
     return weights
 
 
-def clamp_activation(ctx: OpContext, value: Value, others: str = "ignore") -> Value:
-    """The fused activation as LiteRT's float kernels apply it: a clamp to the range of
-    RELU, RELU_N1_TO_1 or RELU6. TANH and SIGN_BIT have no range, and the kernels that take
-    an activation range (convolutions, pooling) leave the output unclamped: the activation
-    is silently not applied, and `others="ignore"` reproduces that. `others="refuse"` fails
-    instead, as the kernels that check it do (FULLY_CONNECTED)."""
-    code = ctx.options.get("fused_activation_function", 0)
-    name = ACTIVATIONS.get(code)
-    if name in ("TANH", "SIGN_BIT"):
-        if others == "ignore":
-            return value
-        raise ctx.fail(f"fused activation {name} is not supported (LiteRT refuses it here too)")
-    return ctx.activation(value)
-
-
 def with_bias(ctx: OpContext, inputs: list[Value], i: int) -> list[Value]:
     return [*inputs, ctx.input(i)] if ctx.has_input(i) else inputs
 
@@ -102,7 +87,7 @@ def conv_2d(ctx: OpContext) -> None:
     w = ctx.emit("Transpose", [ctx.input(1)], perm=[0, 3, 1, 2])   # OHWI -> OIHW (folded)
     y = ctx.emit("Conv", with_bias(ctx, [ctx.nchw(ctx.input(0)), w], 2), auto_pad=auto_pad(ctx),
                  strides=strides(ctx), dilations=dilations(ctx), group=groups)
-    ctx.bind(0, clamp_activation(ctx, ctx.nhwc(y)))
+    ctx.bind(0, ctx.activation(ctx.nhwc(y)))
 
 
 @converts("DEPTHWISE_CONV_2D", optional=(2,))
@@ -122,7 +107,7 @@ def depthwise_conv_2d(ctx: OpContext) -> None:
     w = ctx.emit("Transpose", [ctx.input(1)], perm=[3, 0, 1, 2])   # 1HW(CM) -> (CM)1HW (folded)
     y = ctx.emit("Conv", with_bias(ctx, [ctx.nchw(ctx.input(0)), w], 2), auto_pad=auto_pad(ctx),
                  strides=strides(ctx), dilations=dilations(ctx), group=channels)
-    ctx.bind(0, clamp_activation(ctx, ctx.nhwc(y)))
+    ctx.bind(0, ctx.activation(ctx.nhwc(y)))
 
 
 @converts("CONV_3D", optional=(2,))
@@ -141,7 +126,7 @@ def conv_3d(ctx: OpContext) -> None:
     x = ctx.emit("Transpose", [ctx.input(0)], perm=[0, 4, 1, 2, 3])
     y = ctx.emit("Conv", with_bias(ctx, [x, w], 2), auto_pad=auto_pad(ctx), strides=strides(ctx, "dhw"),
                  dilations=dilations(ctx, "dhw"), group=groups)
-    ctx.bind(0, clamp_activation(ctx, ctx.emit("Transpose", [y], perm=[0, 2, 3, 4, 1])))
+    ctx.bind(0, ctx.activation(ctx.emit("Transpose", [y], perm=[0, 2, 3, 4, 1])))
 
 
 def transpose_conv_pads(ctx: OpContext, size: int, x_size: int, kernel: int, stride: int) -> tuple[int, int, int]:
@@ -184,7 +169,7 @@ def transpose_conv(ctx: OpContext) -> None:
     y = ctx.emit("ConvTranspose", with_bias(ctx, [ctx.nchw(ctx.input(2)), w], 3), strides=strides(ctx),
                  pads=[axes[0][0], axes[1][0], axes[0][1], axes[1][1]],
                  output_padding=[axes[0][2], axes[1][2]])
-    ctx.bind(0, clamp_activation(ctx, ctx.nhwc(y)))
+    ctx.bind(0, ctx.activation(ctx.nhwc(y)))
 
 
 # --- dense layers --------------------------------------------------------------------
@@ -193,10 +178,14 @@ def transpose_conv(ctx: OpContext) -> None:
 @converts("FULLY_CONNECTED", optional=(2,))
 def fully_connected(ctx: OpContext) -> None:
     """y = x @ W^T + b with W [units, depth]: x is flattened to [-1, depth] (Gemm), or with
-    keep_num_dims keeps its leading dimensions (MatMul). Only the DEFAULT weights_format."""
+    keep_num_dims keeps its leading dimensions (MatMul). Only the DEFAULT weights_format;
+    fused TANH and SIGN_BIT are refused, as LiteRT's kernel refuses them."""
     ctx.need_inputs(2, 3)
     if ctx.options["weights_format"] != 0:
         raise ctx.fail(f"weights_format {ctx.options['weights_format']} is not supported (only DEFAULT)")
+    activation = ACTIVATIONS.get(ctx.options["fused_activation_function"])
+    if activation in ("TANH", "SIGN_BIT"):
+        raise ctx.fail(f"fused activation {activation} is not supported (LiteRT refuses it too)")
     weights = filter_tensor(ctx, 1, 2, "[units, depth]")
     depth = weights.shape[1]
     if ctx.options["keep_num_dims"]:
@@ -206,7 +195,7 @@ def fully_connected(ctx: OpContext) -> None:
     else:
         x = ctx.emit("Reshape", [ctx.input(0), ctx.const("flat_shape", np.array([-1, depth], np.int64))])
         y = ctx.emit("Gemm", with_bias(ctx, [x, ctx.input(1)], 2), transB=1)
-    ctx.bind(0, clamp_activation(ctx, y, others="refuse"))
+    ctx.bind(0, ctx.activation(y))
 
 
 @converts("BATCH_MATMUL")
@@ -243,7 +232,7 @@ def average_pool_2d(ctx: OpContext) -> None:
     not counted (count_include_pad=0)."""
     ctx.need_inputs(1)
     y = ctx.emit("AveragePool", [ctx.nchw(ctx.input(0))], count_include_pad=0, **pool_attrs(ctx))
-    ctx.bind(0, clamp_activation(ctx, ctx.nhwc(y)))
+    ctx.bind(0, ctx.activation(ctx.nhwc(y)))
 
 
 @converts("MAX_POOL_2D")
@@ -251,7 +240,7 @@ def max_pool_2d(ctx: OpContext) -> None:
     """MaxPool (padding never wins)."""
     ctx.need_inputs(1)
     y = ctx.emit("MaxPool", [ctx.nchw(ctx.input(0))], **pool_attrs(ctx))
-    ctx.bind(0, clamp_activation(ctx, ctx.nhwc(y)))
+    ctx.bind(0, ctx.activation(ctx.nhwc(y)))
 
 
 @converts("L2_POOL_2D")
@@ -261,7 +250,7 @@ def l2_pool_2d(ctx: OpContext) -> None:
     ctx.need_inputs(1)
     x = ctx.nchw(ctx.input(0))
     mean = ctx.emit("AveragePool", [ctx.emit("Mul", [x, x])], count_include_pad=0, **pool_attrs(ctx))
-    ctx.bind(0, clamp_activation(ctx, ctx.nhwc(ctx.emit("Sqrt", [mean]))))
+    ctx.bind(0, ctx.activation(ctx.nhwc(ctx.emit("Sqrt", [mean]))))
 
 
 # --- resizing ------------------------------------------------------------------------
@@ -286,10 +275,11 @@ def resize_sizes(ctx: OpContext) -> np.ndarray | None:
 
 @converts("RESIZE_BILINEAR")
 def resize_bilinear(ctx: OpContext) -> None:
-    """Resize (linear) over axes 1, 2 of NHWC. TFLite's source coordinate is out * in / out
-    (asymmetric), with align_corners out * (in - 1) / (out - 1) (align_corners), with
-    half_pixel_centers (out + 0.5) * in / out - 0.5 clamped into the image (half_pixel);
-    LiteRT refuses both flags together, and so does this converter."""
+    """Resize (linear) over H and W (in NCHW, like the convolutions around it). TFLite
+    reads output position i at i * in / out (ONNX asymmetric), with align_corners at
+    i * (in - 1) / (out - 1) (align_corners), with half_pixel_centers at
+    (i + 0.5) * in / out - 0.5 clamped into the image (half_pixel). LiteRT's kernel refuses
+    both flags together (its XNNPACK delegate does not), and so does this converter."""
     sizes = resize_sizes(ctx)
     align, half = ctx.options["align_corners"], ctx.options["half_pixel_centers"]
     if align and half:
@@ -299,8 +289,9 @@ def resize_bilinear(ctx: OpContext) -> None:
         target = ctx.emit("Cast", [ctx.input(1)], to=INT64)
     else:
         target = ctx.const("sizes", sizes)
-    ctx.bind(0, ctx.emit("Resize", [ctx.input(0), None, None, target], axes=[1, 2], mode="linear",
-                         coordinate_transformation_mode=mode))
+    y = ctx.emit("Resize", [ctx.nchw(ctx.input(0)), None, None, target], axes=[2, 3], mode="linear",
+                 coordinate_transformation_mode=mode)
+    ctx.bind(0, ctx.nhwc(y))
 
 
 def nearest_indices(ctx: OpContext, axis: int, out: Value, align: bool, half: bool) -> Value:
@@ -337,20 +328,21 @@ def nearest_indices(ctx: OpContext, axis: int, out: Value, align: bool, half: bo
 
 @converts("RESIZE_NEAREST_NEIGHBOR", any_dtype=True)
 def resize_nearest_neighbor(ctx: OpContext) -> None:
-    """Two Gathers (rows, then columns) at the indices LiteRT's kernel computes (see
-    `nearest_indices`): exact for every flag combination, both flags together included,
-    which no ONNX Resize mode reproduces. Constant sizes fold the indices into constants."""
+    """Two Gathers (rows, then columns; in NCHW, like the convolutions around it) at the
+    indices LiteRT's kernel computes (see `nearest_indices`): exact for every flag
+    combination, both flags together included, which no ONNX Resize mode reproduces.
+    Constant sizes fold the indices into constants."""
     sizes = resize_sizes(ctx)
     align, half = ctx.options["align_corners"], ctx.options["half_pixel_centers"]
-    y = ctx.input(0)
+    y = ctx.nchw(ctx.input(0))
     for k, axis in enumerate((1, 2)):
         if sizes is None:
             out = ctx.emit("Slice", [ctx.input(1), ctx.const("start", np.array([k], np.int64)),
                                      ctx.const("end", np.array([k + 1], np.int64))])
         else:
             out = ctx.const("size", np.array([sizes[k]], np.int32))
-        y = ctx.emit("Gather", [y, nearest_indices(ctx, axis, out, align, half)], axis=axis)
-    ctx.bind(0, y)
+        y = ctx.emit("Gather", [y, nearest_indices(ctx, axis, out, align, half)], axis=axis + 1)  # NCHW axis
+    ctx.bind(0, ctx.nhwc(y))
 
 
 # --- moving data between space, depth and batch --------------------------------------
@@ -490,3 +482,107 @@ def local_response_normalization(ctx: OpContext) -> None:
     y = ctx.emit("LRN", [ctx.nchw(ctx.input(0))], size=size, alpha=float(ctx.options["alpha"]) * size,
                  beta=float(ctx.options["beta"]), bias=float(ctx.options["bias"]))
     ctx.bind(0, ctx.nhwc(y))
+
+
+# --- recurrent -----------------------------------------------------------------------
+
+LSTM_OPTIONAL = (1, 5, 9, 10, 11, 12, 16, 17, 20, 21, 22, 23)  # CIFG, peepholes, projection, layer norm
+
+
+def lstm_activation(ctx: OpContext, value: Value) -> Value:
+    """The LSTM's cell activation, applied for real (TANH too, unlike the clamp of other
+    kernels). NONE is refused: LiteRT's kernel then computes h = o * g instead of o * c (its
+    activation step leaves the scratch holding the cell gate), and SIGN_BIT is not supported."""
+    name = ACTIVATIONS.get(ctx.options["fused_activation_function"])
+    if name in ("RELU", "RELU6", "RELU_N1_TO_1"):
+        return ctx.activation(value)
+    if name == "NONE":
+        raise ctx.fail("cell activation NONE is not supported (LiteRT computes h = output gate * cell gate with it)")
+    if name != "TANH":
+        raise ctx.fail(f"cell activation {name} is not supported")
+    return ctx.emit("Tanh", [value])
+
+
+def lstm_state(ctx: OpContext, i: int) -> Value | None:
+    """Initial state input `i`; None for a variable tensor without contents (zeros)."""
+    tensor = ctx.tensor(i)
+    if tensor.is_variable and tensor.data is None:
+        return None
+    return ctx.input(i)
+
+
+def clipped(ctx: OpContext, value: Value, limit: float) -> Value:
+    if limit <= 0:
+        return value
+    return ctx.emit("Clip", [value, ctx.const("low", np.float32(-limit)), ctx.const("high", np.float32(limit))])
+
+
+@converts("UNIDIRECTIONAL_SEQUENCE_LSTM", optional=LSTM_OPTIONAL)
+def unidirectional_sequence_lstm(ctx: OpContext) -> None:
+    """TFLite's float LSTM unrolled over its (static) time steps into elementwise nodes, as
+    LiteRT computes it: gates i, f, g, o from x W^T + h R^T + b (+ peepholes c * p for i, f
+    from the previous and o from the new cell state), i = 1 - f with CIFG (no input gate),
+    c = f * c + i * act(g) clipped to cell_clip, h = o * act(c) (then projected and clipped
+    to proj_clip). ONNX LSTM is not used: its `clip` bounds the gates' inputs, not the cell
+    state. Each run starts from the state tensors' contents (zeros for variable ones); LiteRT
+    carries the state over to the next invocation, edgerun's graph does not. Layer
+    normalization and diagonal recurrent weights are refused."""
+    ctx.need_inputs(20, 24)
+    if any(ctx.has_input(i) for i in (20, 21, 22, 23)):
+        raise ctx.fail("layer normalization is not supported")
+    if ctx.options["diagonal_recurrent_tensors"]:
+        raise ctx.fail("diagonal recurrent weights are not supported")
+    shape = ctx.tensor(0).signature
+    time_axis = 0 if ctx.options["time_major"] else 1
+    if len(shape) != 3 or shape[time_axis] < 1:
+        raise ctx.fail(f"the input must be 3-D with a static number of time steps, got shape {list(shape)}")
+    gates = [g for g in range(4) if g or ctx.has_input(1)]  # input, forget, cell, output; CIFG: no input
+    for g in gates:
+        filter_tensor(ctx, 1 + g, 2, "[cells, inputs]")
+        if not (ctx.has_input(5 + g) and ctx.has_input(12 + g)):
+            raise ctx.fail(f"gate {g} has input weights but lacks its recurrent weights or bias")
+    n_cell = ctx.tensor(2).shape[0]
+    w_x = ctx.emit("Concat", [ctx.input(1 + g) for g in gates], axis=0)
+    w_h = ctx.emit("Transpose", [ctx.emit("Concat", [ctx.input(5 + g) for g in gates], axis=0)], perm=[1, 0])
+    bias = ctx.emit("Concat", [ctx.input(12 + g) for g in gates], axis=0)
+    xw = ctx.emit("Add", [ctx.emit("MatMul", [ctx.input(0), ctx.emit("Transpose", [w_x], perm=[1, 0])]), bias])
+    split = ctx.const("split", np.full(len(gates), n_cell, np.int64))
+    h, c = lstm_state(ctx, 18), lstm_state(ctx, 19)
+    projection = ctx.emit("Transpose", [ctx.input(16)], perm=[1, 0]) if ctx.has_input(16) else None
+    outputs = []
+    for t in range(shape[time_axis]):
+        z = ctx.emit("Gather", [xw, ctx.const("t", np.int64(t))], axis=time_axis)
+        if h is not None:
+            z = ctx.emit("Add", [z, ctx.emit("MatMul", [h, w_h])])
+        pre = dict(zip(gates, ctx.emit("Split", [z, split], axis=1, num_outputs=len(gates)), strict=True))
+        h, c = lstm_step(ctx, pre, c, projection)
+        outputs.append(ctx.emit("Unsqueeze", [h, ctx.const("axis", np.array([time_axis], np.int64))]))
+    ctx.bind(0, outputs[0] if len(outputs) == 1 else ctx.emit("Concat", outputs, axis=time_axis))
+
+
+def lstm_step(ctx: OpContext, pre: dict[int, Value], c: Value | None,
+              projection: Value | None) -> tuple[Value, Value]:
+    """One time step from the gates' pre-activations and the previous cell state (None:
+    zeros): the new (h, c). `projection`: the transposed projection weights."""
+
+    def peephole(gate: int, state: Value | None) -> Value:
+        if state is None or not ctx.has_input(9 + min(gate, 2)):
+            return pre[gate]
+        return ctx.emit("Add", [pre[gate], ctx.emit("Mul", [state, ctx.input(9 + min(gate, 2))])])
+
+    forget = ctx.emit("Sigmoid", [peephole(1, c)])
+    if 0 in pre:
+        gate_in = ctx.emit("Sigmoid", [peephole(0, c)])
+    else:
+        gate_in = ctx.emit("Sub", [ctx.const("one", np.float32(1.0)), forget])
+    new_c = ctx.emit("Mul", [gate_in, lstm_activation(ctx, pre[2])])
+    if c is not None:
+        new_c = ctx.emit("Add", [ctx.emit("Mul", [forget, c]), new_c])
+    new_c = clipped(ctx, new_c, float(ctx.options["cell_clip"]))
+    h = ctx.emit("Mul", [ctx.emit("Sigmoid", [peephole(3, new_c)]), lstm_activation(ctx, new_c)])
+    if projection is not None:
+        h = ctx.emit("MatMul", [h, projection])
+        if ctx.has_input(17):
+            h = ctx.emit("Add", [h, ctx.input(17)])
+        h = clipped(ctx, h, float(ctx.options["proj_clip"]))
+    return h, new_c

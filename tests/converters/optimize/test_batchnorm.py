@@ -39,7 +39,7 @@ def test_conv_bn(with_bias: bool, group: int) -> None:
     graph, report = optimize_and_check(model)
     assert ops(graph) == ["Conv"]
     assert graph.nodes[0].outputs[0] is graph.outputs[0] and graph.outputs[0].name == "y"
-    assert report.passes[3].changes == {"BatchNormalization into Conv": 1}
+    assert {p.name: p for p in report.passes}["fold_batchnorm"].changes == {"BatchNormalization into Conv": 1}
     assert report.constants_after == 2
 
 
