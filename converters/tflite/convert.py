@@ -221,8 +221,9 @@ class SubgraphConverter:
             self.builder._names.discard(value.name)
             value.name = self.builder._unique(self._name(tensor.name))
         else:  # an existing value (a no-op operator): route it through Identity under the new name
-            value = self.builder.op("Identity", [value], name=f"{tensor.name}_identity",
-                                    output_names=[self.builder._unique(self._name(tensor.name))])
+            name = self.builder._unique(self._name(tensor.name))
+            self.builder._names.discard(name)  # (claimed again by op())
+            value = self.builder.op("Identity", [value], name=f"{tensor.name}_identity", output_names=[name])
         value.quantization = self._quantization(tensor)
         self.values[index] = value
         self.bound.add(id(value))

@@ -54,7 +54,7 @@ class _Ints:
         tensor = self.ctx.tensor(i)
         if tensor is None or tensor.type not in types:
             got = "nothing" if tensor is None else tensor.type
-            raise self.ctx.fail(f"{what} must be a {' or '.join(t.lower() for t in types)} tensor, got {got}")
+            raise self.ctx.fail(f"{what} must be an {' or '.join(t.lower() for t in types)} tensor, got {got}")
         if tensor.data is not None:
             return np.asarray(tensor.data, np.int64)
         value = self.ctx.input(i)
@@ -174,7 +174,8 @@ def squeeze(ctx: OpContext) -> None:
     1), or every dimension of 1 when it is empty."""
     ctx.need_inputs(1)
     rank = _rank(ctx)
-    dims = [int(d) for d in (ctx.options.get("squeeze_dims") if ctx.options.get("squeeze_dims") is not None else [])]
+    listed = ctx.options.get("squeeze_dims")
+    dims = [] if listed is None else [int(d) for d in listed]
     if not dims:
         ctx.bind(0, ctx.emit("Squeeze", [ctx.input(0)]))
         return
@@ -191,19 +192,18 @@ def expand_dims(ctx: OpContext) -> None:
     """Inserts a dimension of 1 at the axis input (constant or computed; negative counts
     from the back of the result)."""
     ctx.need_inputs(2)
-    rank = _rank(ctx)
+    ints = _Ints(ctx)
     if ctx.is_constant(1):
-        axis = _axis(ctx, _scalar(ctx, 1, "the axis"), rank + 1)
-        axes: Ints = np.asarray([axis], np.int64)
+        axes: Ints = np.asarray([_axis(ctx, _scalar(ctx, 1, "the axis"), _rank(ctx) + 1)], np.int64)
     else:
-        ints = _Ints(ctx)
         axes = ints.reshape(ints.input(1, "the axis"), [1])
-    ctx.bind(0, ctx.emit("Unsqueeze", [ctx.input(0), _Ints(ctx).value(axes)]))
+    ctx.bind(0, ctx.emit("Unsqueeze", [ctx.input(0), ints.value(axes)]))
 
 
 @converts("SHAPE", any_dtype=True)
 def shape(ctx: OpContext) -> None:
-    """The input's shape as the output's int type (int32 or int64)."""
+    """The input's shape as the output tensor's int type (int32 or int64; LiteRT too goes by
+    the output's type, not ShapeOptions.out_type)."""
     ctx.need_inputs(1)
     ctx.bind(0, _cast_to(ctx, ctx.emit("Shape", [ctx.input(0)]), ctx.output_tensor(0).type))
 
@@ -212,7 +212,7 @@ def shape(ctx: OpContext) -> None:
 def rank(ctx: OpContext) -> None:
     """The input's rank, an int32 scalar (ranks are static in TFLite)."""
     ctx.need_inputs(1)
-    ctx.bind(0, ctx.const("rank", np.asarray(_rank(ctx), np.int32)))
+    ctx.bind(0, ctx.emit("Identity", [ctx.const("rank", np.asarray(_rank(ctx), np.int32))]))
 
 
 @converts("TRANSPOSE", any_dtype=True)
@@ -360,6 +360,9 @@ class _SliceAxes:
 
 
 def _slice_axes(ctx: OpContext, rank: int, count: int) -> _SliceAxes:
+    """Where each of the `count` begin/end/strides entries lands on an input of `rank`
+    dimensions: an ellipsis covers the dimensions the other entries leave (at least one),
+    a new-axis entry adds a dimension, dimensions past the entries are taken whole."""
     opts = ctx.options
     ellipsis, new_axis = int(opts.get("ellipsis_mask", 0)), int(opts.get("new_axis_mask", 0))
     if ellipsis >> count or new_axis >> count or bin(ellipsis).count("1") > 1:
@@ -393,10 +396,6 @@ def _slice_axes(ctx: OpContext, rank: int, count: int) -> _SliceAxes:
             source[i] = k
             begin_mask[i], end_mask[i] = (bool(int(opts.get(m, 0)) >> k & 1) for m in ("begin_mask", "end_mask"))
             shrink[i] = bool(int(opts.get("shrink_axis_mask", 0)) >> k & 1)
-    used = set(source[source >= 0].tolist()) | {k for k in range(count) if (ellipsis | new_axis) >> k & 1}
-    if used != set(range(count)):
-        raise ctx.fail(f"{count} begin entries do not fit an input of rank {rank} "
-                       f"(ellipsis_mask {ellipsis}, new_axis_mask {new_axis})")
     return _SliceAxes(source, new_axes, begin_mask, end_mask, shrink)
 
 
@@ -404,8 +403,10 @@ def _slice_axes(ctx: OpContext, rank: int, count: int) -> _SliceAxes:
 def strided_slice(ctx: OpContext) -> None:
     """input[begin:end:strides] with TFLite's masks: begin_mask / end_mask take the whole
     range, ellipsis_mask the dimensions the entries leave out, new_axis_mask inserts a
-    dimension of 1, shrink_axis_mask takes one element and drops the dimension, `offset`
-    makes end relative to begin. begin, end and strides may be computed at run time."""
+    dimension of 1, shrink_axis_mask takes one element and drops the dimension (with step 1
+    whatever the stride), `offset` makes end a size added to begin (it must fit: LiteRT's
+    kernels disagree outside). Entries past the input's dimensions are ignored, as LiteRT
+    does. begin, end and strides may be computed at run time."""
     ctx.need_inputs(4)
     count = _vector_length(ctx, 1, "begin")
     if _vector_length(ctx, 2, "end") != count or _vector_length(ctx, 3, "strides") != count:
@@ -441,7 +442,7 @@ def strided_slice(ctx: OpContext) -> None:
         start, stop, stride, axes = start[keep], stop[keep], stride[keep], axes[keep]
     y = x
     if axes.size:
-        y = ctx.emit("Slice", [x, *(ints.value(v) for v in (start, stop, ints.value(axes), stride))])
+        y = ctx.emit("Slice", [x, *(ints.value(v) for v in (start, stop, axes, stride))])
     if plan.shrink.any():
         y = ctx.emit("Squeeze", [y, ctx.const("shrink", np.flatnonzero(plan.shrink).astype(np.int64))])
     ctx.bind(0, ctx.emit("Identity", [y]) if y is ctx.input(0) else y)
@@ -617,8 +618,10 @@ def broadcast_args(ctx: OpContext) -> None:
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and ((a != b) & (a != 1) & (b != 1)).any():
         raise ctx.fail(f"shapes {a.tolist()} and {b.tolist()} do not broadcast")
     y = ints.where(ints.equal(a, one), b, a)
-    y = ints.value(y.astype(ctx.tensor(0).dtype)) if isinstance(y, np.ndarray) else _cast_to(ctx, y, ctx.tensor(0).type)
-    ctx.bind(0, y)
+    if isinstance(y, np.ndarray):   # (both shapes constant)
+        ctx.bind(0, ctx.emit("Identity", [ctx.const("shape", y.astype(ctx.tensor(0).dtype))]))
+        return
+    ctx.bind(0, _cast_to(ctx, y, ctx.tensor(0).type))
 
 
 # --- padding -------------------------------------------------------------------------------

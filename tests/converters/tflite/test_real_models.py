@@ -39,6 +39,12 @@ def _inputs(shape: tuple[int, ...], kind: str) -> np.ndarray:
     return np.broadcast_to(image, shape).astype(np.float32).copy()
 
 
+# LiteRT's own optimized (XNNPACK) and reference kernels differ on pose_landmark_full's
+# segmentation output by 4.6 out of ~1457 (summation order in long convolutions over large
+# values); its reference kernels, which compute each sum in order, are the oracle there.
+REFERENCE_ORACLE = {"pose_landmark/pose_landmark_full"}
+
+
 def _compare(ours: dict[str, np.ndarray], reference: list[np.ndarray], rtol: float = 1e-4) -> None:
     assert len(ours) == len(reference)
     for got, want in zip(ours.values(), reference, strict=True):
@@ -55,7 +61,7 @@ def test_mediapipe_model_matches_litert(name):
     (input_name, info), = it.signatures["serving_default"].inputs.items()
     for kind in ("image", "noise"):
         x = _inputs(tuple(info.shape), kind)
-        _compare(it.run({input_name: x}), litert_run(data, [x]))
+        _compare(it.run({input_name: x}), litert_run(data, [x], reference=name in REFERENCE_ORACLE))
 
 
 def test_the_sparse_face_detector_densifies_its_weights():
