@@ -102,12 +102,17 @@ class _ModelConverter:
         signatures: dict[str, Signature] = {}
         for sig in self.model.signatures:
             conv = self.subgraph(sig.subgraph)
+            if sig.subgraph != 0 and not any(v in b._inputs for v in conv.inputs()):
+                # Another subgraph's values live in the same graph: its inputs and outputs
+                # join the graph's (the default signature keeps the main subgraph's only).
+                b._inputs.extend(conv.inputs())
+                b._outputs.extend(v for v in conv.outputs() if v not in b._outputs)
             signatures[sig.key] = Signature(
                 {name: conv.signature_input(index, sig.key, name) for name, index in sig.inputs.items()},
                 {name: conv.value(index) for name, index in sig.outputs.items()})
         if DEFAULT_SIGNATURE not in signatures:
-            signatures[DEFAULT_SIGNATURE] = Signature({v.name: v for v in b._inputs},
-                                                      {v.name: v for v in b._outputs})
+            signatures[DEFAULT_SIGNATURE] = Signature({v.name: v for v in main.inputs()},
+                                                      {v.name: v for v in main.outputs()})
         b._signatures = signatures
         b.metadata.update({"producer": "tflite", "tflite_description": self.model.description})
         return b.build()
