@@ -40,7 +40,7 @@ class OpContext:
         self.builder: GraphBuilder = converter.builder
         self.prefix = f"op{op.index}_{op.name.lower()}"
         defaults = {f: d for f, _k, d in TABLES.get(op.options_type, [])}
-        self.options: dict[str, Any] = {**defaults, **(op.options or {})}
+        self.options: dict[str, Any] = _Options(self, {**defaults, **(op.options or {})})
 
     # --- reading the operator -------------------------------------------------------
 
@@ -148,3 +148,16 @@ class OpContext:
 
     def fail(self, message: str) -> ConversionError:
         return ConversionError(f"subgraph {self.graph.index}, operator {self.op.index} ({self.op.name}): {message}")
+
+
+class _Options(dict):
+    """An operator's options; a field its table lacks (a file that gives CONV_2D the options
+    of another operator) fails with the operator's name rather than a KeyError."""
+
+    def __init__(self, ctx: OpContext, values: dict[str, Any]) -> None:
+        super().__init__(values)
+        self.ctx = ctx
+
+    def __missing__(self, key: str) -> Any:
+        table = self.ctx.op.options_type or "none"
+        raise self.ctx.fail(f"its options have no field {key!r} (the file gives it options table {table})")

@@ -201,10 +201,12 @@ class SubgraphConverter:
         tensor = self.graph.tensors[index]
         if tensor.data is None and 0 in tensor.shape and tensor.sparsity is None and tensor.dtype is not None:
             tensor.data = np.empty(tensor.shape, tensor.dtype)  # an empty constant (see reader._empty_constant)
+        if tensor.data is None and tensor.sparsity is not None:
+            # Sparse weights read directly (FULLY_CONNECTED's sparse kernel): made dense here.
+            from edgerun.converters.tflite.sparsity import densify
+
+            tensor.data = densify(tensor)
         if tensor.data is None:
-            if tensor.sparsity is not None:
-                raise ConversionError(f"subgraph {self.graph.index}: sparse tensor {tensor.name!r} is read "
-                                      "by an operator other than DENSIFY")
             raise ModelError(f"subgraph {self.graph.index}: tensor {index} ({tensor.name!r}) is read but "
                              "never written")
         data = tensor.data

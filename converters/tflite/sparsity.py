@@ -92,7 +92,7 @@ def _levels(what: str, shape: tuple[int, ...], sparsity: dict[str, Any]) -> tupl
     if sorted(order[:rank]) != list(range(rank)) or sorted(order[rank:]) != list(range(rank, levels)):
         raise ModelError(f"{what}: traversal_order {order} is not a permutation of the {rank} dimensions "
                          f"followed by one of the {len(block_map)} block dimensions")
-    if any(not 0 <= d < rank for d in block_map) or any(a >= b for a, b in zip(block_map, block_map[1:])):
+    if any(not 0 <= d < rank for d in block_map) or any(a >= b for a, b in zip(block_map, block_map[1:], strict=False)):
         raise ModelError(f"{what}: block_map {block_map} must name distinct dimensions of the rank-{rank} "
                          "shape in increasing order")
     for level, meta in enumerate(metadata):

@@ -13,6 +13,7 @@ from edgerun.runtime.kernels import (  # noqa: F401  (registration side effects)
     conv_transpose,
     conv_variants,
     detection,
+    detection_postprocess,
     dropout,
     generators,
     global_pool,
@@ -38,6 +39,7 @@ from edgerun.runtime.kernels import (  # noqa: F401  (registration side effects)
     softmax,
     sort,
     strings,
+    tflite_quant,
     transpose,
     unary_math,
 )

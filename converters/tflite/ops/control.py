@@ -92,6 +92,8 @@ def inline(ctx: OpContext, graph: TFLiteSubGraph, builder: GraphBuilder, inputs:
 @converts("WHILE")
 def while_(ctx: OpContext) -> None:
     n = ctx.num_inputs
+    if n == 0:
+        raise ctx.fail("has no loop values")
     if ctx.num_outputs != n:
         raise ctx.fail(f"has {n} inputs but {ctx.num_outputs} outputs (each loop value is both)")
     for i in range(n):

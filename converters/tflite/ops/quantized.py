@@ -31,7 +31,14 @@ from edgerun.converters.tflite.context import OpContext
 from edgerun.converters.tflite.layout import ACTIVATIONS, PADDINGS
 from edgerun.converters.tflite.reader import TFLiteTensor
 from edgerun.converters.tflite.registry import converts
-from edgerun.runtime.kernels.fixed_point import quantize_multiplier, round_half_away
+from edgerun.runtime.kernels.fixed_point import (
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+    round_half_away,
+    rounding_divide_by_pot,
+    saturating_rounding_doubling_high_mul,
+    truncating_shift,
+)
 
 DOMAIN = "ai.edgerun.tflite"
 EIGHT_BIT = ("INT8", "UINT8")
@@ -120,13 +127,14 @@ def emit(ctx: OpContext, op_type: str, inputs: list, **attrs: Any) -> Any:
 
 
 def window_options(ctx: OpContext, dilated: bool = True) -> dict[str, Any]:
+    """padding, strides [h, w] (and dilations [h, w]) of a windowed operator, checked >= 1."""
     padding = PADDINGS.get(ctx.options.get("padding", 0))
     if padding not in ("SAME", "VALID"):
         raise ctx.fail(f"unknown padding code {ctx.options.get('padding')}")
-    strides = [int(ctx.options["stride_h"]), int(ctx.options["stride_w"])]
+    strides = [int(ctx.options.get("stride_h", 0)), int(ctx.options.get("stride_w", 0))]
     attrs: dict[str, Any] = {"padding": padding, "strides": strides}
     if dilated:
-        attrs["dilations"] = [int(ctx.options["dilation_h_factor"]), int(ctx.options["dilation_w_factor"])]
+        attrs["dilations"] = [int(ctx.options.get("dilation_h_factor", 1)), int(ctx.options.get("dilation_w_factor", 1))]
     if min(v for values in attrs.values() if isinstance(values, list) for v in values) < 1:
         raise ctx.fail(f"strides and dilations must be >= 1, got {ctx.options}")
     return attrs
@@ -172,8 +180,11 @@ def quantize(ctx: OpContext) -> None:
     if x.type == "FLOAT32":
         if out_zero.size not in (1, out_scale.size):
             raise ctx.fail(f"{out_zero.size} zero points for {out_scale.size} scales")
-        ctx.bind(0, emit(ctx, "Quantize", [ctx.input(0)], dtype=_NAMES[y.type], scale=out_scale.tolist(),
-                         zero_point=out_zero.tolist(), axis=axis))
+        value = emit(ctx, "Quantize", [ctx.input(0)], dtype=_NAMES[y.type], scale=out_scale.tolist(),
+                     zero_point=out_zero.tolist(), axis=axis)
+        if out_scale.size > 1:  # per-axis quantization is checked against the value's shape
+            value.shape = y.signature
+        ctx.bind(0, value)
         return
     if x.type not in _RANGES:
         raise ctx.fail(f"cannot quantize a {x.type} tensor (float32/int8/uint8/int16)")
@@ -198,9 +209,11 @@ def _bias(ctx: OpContext, index: int, channels: int) -> Any:
     return ctx.input(index)
 
 
-def _filter_scales(ctx: OpContext, kind: str, axis: int, channels: int) -> tuple[np.ndarray, int]:
-    """The filter's scales broadcast to `channels` and its zero point (0 for int8, whose
-    zero points TFLite requires to be 0; uint8 filters are per tensor)."""
+def _filter_scales(ctx: OpContext, kind: str, axis: int, channels: int,
+                   int8_offset: bool = False) -> tuple[np.ndarray, int]:
+    """The filter's scales broadcast to `channels` and its zero point: int8 filters must have
+    zero point 0 (TFLite requires or assumes it) unless `int8_offset` allows a per-tensor one
+    (FULLY_CONNECTED honours it); uint8 filters are per tensor."""
     w = ctx.tensor(1)
     if w.type != kind:
         raise ctx.fail(f"{w.type} weights with {kind} activations (TFLite pairs int8 with int8, uint8 with uint8)")
@@ -211,7 +224,7 @@ def _filter_scales(ctx: OpContext, kind: str, axis: int, channels: int) -> tuple
         if q_axis != axis or scale.size != channels:
             raise ctx.fail(f"per-channel filter scales must be {channels} along axis {axis}, got "
                            f"{scale.size} along axis {q_axis}")
-    if kind == "INT8" and np.any(zero != 0):
+    if kind == "INT8" and np.any(zero != 0) and not (int8_offset and scale.size == 1):
         raise ctx.fail(f"int8 weights must have zero point 0, got {zero.tolist()}")
     return np.broadcast_to(scale, (channels,)), int(zero[0])
 
@@ -292,7 +305,7 @@ def fully_connected(ctx: OpContext) -> None:
         raise ctx.fail("only the DEFAULT weights format is supported")
     if len(w.shape) != 2:
         raise ctx.fail(f"the weights must be 2-D (units, depth), got {list(w.shape)}")
-    filter_scale, weight_zero = _filter_scales(ctx, kind, 0, w.shape[0])
+    filter_scale, weight_zero = _filter_scales(ctx, kind, 0, w.shape[0], int8_offset=True)
     per_channel = w.quantization.scale.size > 1
     bias = _bias(ctx, 2, w.shape[0])
     in_scale, in_zero = per_tensor(ctx, x, "input")
@@ -373,7 +386,7 @@ def pool_2d(ctx: OpContext) -> None:
     if len(ctx.tensor(0).shape) != 4:
         raise ctx.fail(f"expects a 4-D NHWC input, got {list(ctx.tensor(0).shape)}")
     _same_quantization(ctx, ctx.op.opcode)
-    kernel = [int(ctx.options["filter_height"]), int(ctx.options["filter_width"])]
+    kernel = [int(ctx.options.get("filter_height", 0)), int(ctx.options.get("filter_width", 0))]
     if min(kernel) < 1:
         raise ctx.fail(f"the filter size must be >= 1, got {kernel}")
     attrs = activation_range(ctx, ctx.output_tensor(0))
@@ -454,3 +467,217 @@ def mean(ctx: OpContext) -> None:
     ctx.bind(0, emit(ctx, "Mean", [ctx.input(0)], axes=[int(a) for a in axes],
                      keepdims=int(bool(ctx.options.get("keep_dims"))), input_zero_point=in_zero,
                      output_zero_point=out_zero, multiplier=multiplier, shift=shift))
+
+
+# --- elementwise functions of 8-bit values: tabulated ------------------------------------------
+
+
+def _table_op(ctx: OpContext, table_of: Any) -> None:
+    """Bind TableLookup(x, table), table[i] = what TFLite computes for the i-th value of the
+    input type: `table_of(values, (in_scale, in_zero), (out_scale, out_zero), out_type)`."""
+    ctx.need_inputs(1)
+    x, out = ctx.tensor(0), ctx.output_tensor(0)
+    kind = same_type(ctx, x, out)
+    low, high = _RANGES[kind]
+    values = np.arange(low, high + 1, dtype=np.int64)
+    table = table_of(values, per_tensor(ctx, x, "input"), per_tensor(ctx, out, "output"), kind)
+    table = ctx.const("table", np.clip(table, low, high).astype(x.dtype))
+    ctx.bind(0, emit(ctx, "TableLookup", [ctx.input(0), table]))
+
+
+def _relu_table(bottom: float, top: float | None):
+    """TFLite's QuantizedReluX: requantize by float32(s_in / s_out), then clamp to
+    [zp + roundf(bottom / s_out), zp + roundf(top / s_out)] (no upper bound for RELU)."""
+
+    def table(values, inp, out, kind):
+        (s_in, z_in), (s_out, z_out) = inp, out
+        m, s = quantize_multiplier(float(np.float32(s_in) / np.float32(s_out)))
+        low, high = _RANGES[kind]
+        low = max(low, z_out + int(round_half_away(np.float32(bottom) / np.float32(s_out))))
+        if top is not None:
+            high = min(high, z_out + int(round_half_away(np.float32(top) / np.float32(s_out))))
+        return np.clip(z_out + multiply_by_quantized_multiplier(values - z_in, m, s), low, high)
+
+    return table
+
+
+@converts("RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", quantized=True)
+def relu(ctx: OpContext) -> None:
+    """Quantized RELU / RELU6 / RELU_N1_TO_1 / RELU_0_TO_1: requantization to the output's
+    scale and a clamp, as TFLite's QuantizedReluX computes them (tabulated)."""
+    bounds = {"RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0), "RELU_0_TO_1": (0.0, 1.0)}
+    _table_op(ctx, _relu_table(*bounds[ctx.op.opcode]))
+
+
+def _lut_table(fn):
+    """TFLite's LUTPopulate for int8/uint8: float32 dequantize, fn in float32, multiply by
+    float32(1 / s_out), round half away from zero, add the zero point in float32, truncate."""
+
+    def table(values, inp, out, kind):
+        (s_in, z_in), (s_out, z_out) = inp, out
+        dequantized = np.float32(s_in) * (values - z_in).astype(np.float32)
+        rescaled = round_half_away(fn(dequantized) * (np.float32(1.0) / np.float32(s_out)))
+        return np.trunc(rescaled + np.float32(z_out)).astype(np.int64)
+
+    return table
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:   # 1.0f / (1.0f + expf(-x)), expf correctly rounded
+    return np.float32(1.0) / (np.float32(1.0) + np.exp(-x.astype(np.float64)).astype(np.float32))
+
+
+def _tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x.astype(np.float64)).astype(np.float32)
+
+
+@converts("LOGISTIC", quantized=True)
+def logistic(ctx: OpContext) -> None:
+    """Quantized LOGISTIC: TFLite's 256-entry table of the float sigmoid; the output scale
+    must be 1/256, as TFLite requires."""
+    if float(per_tensor(ctx, ctx.output_tensor(0), "output")[0]) != 1.0 / 256:
+        raise ctx.fail("the output scale of a quantized LOGISTIC must be 1/256")
+    _table_op(ctx, _lut_table(_sigmoid))
+
+
+@converts("TANH", quantized=True)
+def tanh(ctx: OpContext) -> None:
+    """Quantized TANH: TFLite's 256-entry table of the float tanh."""
+    _table_op(ctx, _lut_table(_tanh))
+
+
+@converts("LEAKY_RELU", quantized=True)
+def leaky_relu(ctx: OpContext) -> None:
+    """Quantized LEAKY_RELU: x >= zp rescaled by float32(s_in / s_out), below by
+    float32(s_in * alpha / s_out) (a negative alpha negates the product), as TFLite does."""
+    alpha = np.float32(ctx.options.get("alpha", 0.0))
+
+    def table(values, inp, out, kind):
+        (s_in, z_in), (s_out, z_out) = inp, out
+        m_id, s_id = quantize_multiplier(float(np.float32(s_in) / np.float32(s_out)))
+        m_a, s_a = quantize_multiplier(float(np.float32(np.float32(s_in) * alpha) / np.float32(s_out)))
+        diff = values - z_in
+        identity = multiply_by_quantized_multiplier(diff, m_id, s_id)
+        scaled = np.sign(m_a) * multiply_by_quantized_multiplier(diff, abs(m_a), s_a)
+        return z_out + np.where(diff >= 0, identity, scaled)
+
+    _table_op(ctx, table)
+
+
+def _int16_multiplier(real: float) -> tuple[int, int]:
+    """QuantizeMultiplier then DownScaleInt32ToInt16Multiplier: a Q15 multiplier, exponent."""
+    m, exponent = quantize_multiplier(real)
+    return (32767 if m >= (1 << 31) - 1 - (1 << 15) else (m + (1 << 15)) >> 16), exponent
+
+
+def _saturate16(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -(1 << 15), (1 << 15) - 1)
+
+
+def _hard_swish_table(values, inp, out, kind):
+    """TFLite's reference 8-bit HardSwish, in int16 fixed point: x * relu6(x + 3) / 6 with the
+    'reluish' factor rescaled to [-1, 1] (multiplier s_in / 128 / (3 / 32768)) and the output
+    multiplier s_in / 128 / s_out, both float32 then Q15."""
+    (s_in, z_in), (s_out, z_out) = inp, out
+    hires = np.float32(1.0 / 128.0) * np.float32(s_in)
+    out_m, out_exp = _int16_multiplier(float(hires / np.float32(s_out)))
+    relu_m, relu_exp = _int16_multiplier(float(hires / np.float32(3.0 / 32768.0)))
+    x = (values - z_in) * 128
+    preshift = saturating_rounding_doubling_high_mul(x, out_m, bits=16)
+    reluish = x
+    if relu_exp > 0:
+        reluish = _saturate16(reluish << (relu_exp - 1))
+    reluish = saturating_rounding_doubling_high_mul(reluish, relu_m, bits=16)
+    if relu_exp > 0:
+        reluish = _saturate16(reluish << 1)
+    if relu_exp < 0:
+        reluish = rounding_divide_by_pot(reluish, -relu_exp)
+    reluish = (reluish + (1 << 15)) >> 1
+    product = reluish * preshift                  # SaturatingDoublingHighMul: truncating
+    product = np.where((reluish == -(1 << 15)) & (preshift == -(1 << 15)), (1 << 15) - 1,
+                       truncating_shift(product, 15))
+    y = rounding_divide_by_pot(product, -out_exp) + z_out
+    return (y + (1 << 15) & 0xFFFF) - (1 << 15)   # int16 arithmetic wraps
+
+
+@converts("HARD_SWISH", quantized=True)
+def hard_swish(ctx: OpContext) -> None:
+    """Quantized HARD_SWISH: TFLite's reference int16 fixed-point formula, tabulated; its
+    output multiplier must be below 1 (TFLite's requirement)."""
+    s_in = per_tensor(ctx, ctx.tensor(0), "input")[0]
+    s_out = per_tensor(ctx, ctx.output_tensor(0), "output")[0]
+    if _int16_multiplier(float(np.float32(1.0 / 128.0) * np.float32(s_in) / np.float32(s_out)))[1] > 0:
+        raise ctx.fail(f"the output scale {s_out} is too small for the input scale {s_in}")
+    _table_op(ctx, _hard_swish_table)
+
+
+@converts("SOFTMAX", quantized=True)
+def softmax(ctx: OpContext) -> None:
+    """Quantized SOFTMAX over the last axis (TFLite's reference, gemmlowp fixed point): the
+    input multiplier beta * s_in * 2**26 (capped at 2**31 - 1) in Q31, diff_min the most
+    negative difference that still fits Q5.26. The output must be scale 1/256 with the
+    type's minimum as zero point (TFLite's requirement for int8; assumed for uint8)."""
+    ctx.need_inputs(1)
+    x, out = ctx.tensor(0), ctx.output_tensor(0)
+    kind = same_type(ctx, x, out)
+    s_in = per_tensor(ctx, x, "input")[0]
+    s_out, z_out = per_tensor(ctx, out, "output")
+    if z_out != _RANGES[kind][0] or abs(float(s_out) - 1.0 / 256) > 0.001 / 256:
+        raise ctx.fail(f"the output of a quantized SOFTMAX must have scale 1/256 and zero point {_RANGES[kind][0]}, "
+                       f"got {s_out} and {z_out}")
+    beta = float(np.float32(ctx.options.get("beta", 1.0)))
+    real = min(beta * float(s_in) * float(1 << 26), float((1 << 31) - 1))
+    if not real > 1.0:
+        raise ctx.fail(f"beta * input scale ({beta} * {s_in}) is too small for TFLite's softmax")
+    multiplier, left_shift = quantize_multiplier(real)
+    diff_min = -int(np.floor(31.0 * (1 << 26) / (1 << left_shift)))
+    ctx.bind(0, emit(ctx, "Softmax", [ctx.input(0)], input_multiplier=multiplier, input_left_shift=left_shift,
+                     diff_min=diff_min))
+
+
+@converts("RESIZE_BILINEAR", quantized=True)
+def resize_bilinear(ctx: OpContext) -> None:
+    """Quantized RESIZE_BILINEAR (align_corners, half_pixel_centers; the size may be computed
+    at run time): int8 in TFLite's 10-bit fixed point, uint8 in float32, as its reference
+    kernels do. Input and output must share their quantization (TFLite does not rescale)."""
+    ctx.need_inputs(2)
+    same_type(ctx, ctx.tensor(0), ctx.output_tensor(0))
+    if len(ctx.tensor(0).shape) != 4:
+        raise ctx.fail(f"expects a 4-D NHWC input, got {list(ctx.tensor(0).shape)}")
+    _same_quantization(ctx, "RESIZE_BILINEAR")
+    align, half = bool(ctx.options.get("align_corners")), bool(ctx.options.get("half_pixel_centers"))
+    if align and half:
+        raise ctx.fail("align_corners and half_pixel_centers cannot both be set")
+    ctx.bind(0, emit(ctx, "ResizeBilinear", [ctx.input(0), ctx.input(1)], align_corners=int(align),
+                     half_pixel_centers=int(half)))
+
+
+@converts("TRANSPOSE_CONV", optional=(3,), quantized=True)
+def transpose_conv(ctx: OpContext) -> None:
+    """Quantized TRANSPOSE_CONV (inputs output_shape, OHWI filter, input, optional bias):
+    SAME/VALID padding, strides, fused activations; multipliers as CONV_2D's."""
+    ctx.need_inputs(3, 4)
+    x, w = ctx.tensor(2), ctx.tensor(1)
+    kind = same_type(ctx, x, ctx.output_tensor(0))
+    if len(w.shape) != 4 or len(x.shape) != 4:
+        raise ctx.fail(f"expects a 4-D NHWC input and a 4-D OHWI filter, got {list(x.shape)} and {list(w.shape)}")
+    filter_scale, weight_zero = _filter_scales(ctx, kind, 0, w.shape[0])
+    bias = _bias(ctx, 3, w.shape[0])
+    in_scale, in_zero = per_tensor(ctx, x, "input")
+    out = ctx.output_tensor(0)
+    attrs = activation_range(ctx, out)
+    out_scale = per_tensor(ctx, out, "output")[0]
+    if kind == "INT8":
+        real = float(in_scale) * filter_scale.astype(np.float64) / float(out_scale)
+    else:
+        product = float(np.float32(in_scale) * np.float32(filter_scale[0]))
+        if ctx.has_input(3):
+            bias_q = ctx.tensor(3).quantization
+            bias_scale = float(bias_q.scale[0]) if bias_q is not None else 0.0
+            if abs(product - bias_scale) / float(out_scale) > 0.02:
+                raise ctx.fail(f"the bias scale {bias_scale} is not input scale * filter scale ({product})")
+        real = product / float(out_scale)
+    attrs["multiplier"], attrs["shift"] = fixed_point(ctx, real, "output")
+    options = window_options(ctx, dilated=False)
+    y = emit(ctx, "TransposeConv2D", [ctx.input(0), ctx.input(1), ctx.input(2), bias], input_zero_point=in_zero,
+             weight_zero_point=weight_zero, **options, **attrs)
+    ctx.bind(0, y)

@@ -52,9 +52,13 @@ class _Graph:
 
     def tensor(self, name: str, shape: Any, type: str = "FLOAT32", *, data: Any = None,
                quant: dict[str, Any] | None = None, signature: Any = None,
-               is_variable: bool = False) -> int:
+               is_variable: bool = False, sparsity: dict[str, Any] | None = None) -> int:
         """A tensor; `data` (bytes or array) makes it a constant; `quant` holds scale,
-        zero_point and optionally axis; `signature` is shape_signature (-1 = dynamic)."""
+        zero_point and optionally axis; `signature` is shape_signature (-1 = dynamic).
+        `sparsity` makes `data` the stored values of a sparse tensor: {"traversal_order": [...],
+        "block_map": [...] (optional), "dim_metadata": [{"format": 0, "dense_size": n} or
+        {"format": 1, "segments": array, "indices": array}]}, the index arrays' dtype
+        (int32, uint16, uint8) choosing the SparseIndexVector member."""
         buffer = 0
         if data is not None:
             raw = data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()
@@ -62,7 +66,7 @@ class _Graph:
             buffer = len(self.model.buffers) - 1
         self.tensors.append(dict(name=name, shape=list(shape), type=type, buffer=buffer, quant=quant,
                                  signature=None if signature is None else list(signature),
-                                 is_variable=is_variable))
+                                 is_variable=is_variable, sparsity=sparsity))
         return len(self.tensors) - 1
 
     def constant(self, name: str, array: Any, type: str | None = None, quant: dict | None = None) -> int:
@@ -204,6 +208,7 @@ class TFLiteBuilder(_Graph):
             Q.AddZeroPoint(b, zp)
             Q.AddQuantizedDimension(b, int(t["quant"].get("axis", 0)))
             quant = Q.End(b)
+        sparsity = None if t.get("sparsity") is None else TFLiteBuilder._sparsity(b, t["sparsity"])
         T.Start(b)
         T.AddShape(b, shape)
         T.AddType(b, _TYPES[t["type"]])
@@ -214,7 +219,49 @@ class TFLiteBuilder(_Graph):
         if signature is not None:
             T.AddShapeSignature(b, signature)
         T.AddIsVariable(b, t["is_variable"])
+        if sparsity is not None:
+            T.AddSparsity(b, sparsity)
         return T.End(b)
+
+    @staticmethod
+    def _sparsity(b: flatbuffers.Builder, sparsity: dict[str, Any]) -> int:
+        S, D = _fb("SparsityParameters"), _fb("DimensionMetadata")
+        members = {"int32": "Int32Vector", "uint16": "Uint16Vector", "uint8": "Uint8Vector"}
+
+        def index_vector(values: Any) -> tuple[int, int]:
+            values = np.asarray(values)
+            table = members[values.dtype.name]
+            vector = b.CreateNumpyVector(values)
+            module = _fb(table)
+            module.Start(b)
+            module.AddValues(b, vector)
+            return layout.UNIONS["SparseIndexVector"].index(table) + 1, module.End(b)
+
+        dims = []
+        for meta in sparsity["dim_metadata"]:
+            segments = indices = None
+            if "segments" in meta:
+                segments, indices = index_vector(meta["segments"]), index_vector(meta["indices"])
+            D.Start(b)
+            D.AddFormat(b, meta["format"])
+            D.AddDenseSize(b, meta.get("dense_size", 0))
+            if segments is not None:
+                D.AddArraySegmentsType(b, segments[0])
+                D.AddArraySegments(b, segments[1])
+                D.AddArrayIndicesType(b, indices[0])
+                D.AddArrayIndices(b, indices[1])
+            dims.append(D.End(b))
+        order = b.CreateNumpyVector(np.array(sparsity["traversal_order"], np.int32))
+        block_map = None
+        if sparsity.get("block_map") is not None:
+            block_map = b.CreateNumpyVector(np.array(sparsity["block_map"], np.int32))
+        dim_vector = TFLiteBuilder._offsets(b, S, "StartDimMetadataVector", dims)
+        S.Start(b)
+        S.AddTraversalOrder(b, order)
+        if block_map is not None:
+            S.AddBlockMap(b, block_map)
+        S.AddDimMetadata(b, dim_vector)
+        return S.End(b)
 
     @staticmethod
     def _options(b: flatbuffers.Builder, table: str, options: dict[str, Any]) -> int:

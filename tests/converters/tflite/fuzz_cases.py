@@ -46,7 +46,7 @@ def _float_seed() -> bytes:
     b.op("MAX_POOL_2D", [s], [p], "Pool2DOptions", padding=1, stride_w=2, stride_h=2, filter_width=2,
          filter_height=2)
     r = b.tensor("flat", (1, 16))
-    b.op("RESHAPE", [p, b.constant("shape", np.array([1, 16], np.int32))], [r], "ReshapeOptions")
+    b.op("RESHAPE", [p, b.constant("shape", np.array([-1, 16], np.int32))], [r], "ReshapeOptions")
     fc = b.tensor("fc", (1, 5))
     b.op("FULLY_CONNECTED", [r, b.constant("fw", rng.standard_normal((5, 16)).astype(np.float32)),
                              b.constant("fb", np.zeros(5, np.float32))], [fc], "FullyConnectedOptions")

@@ -41,7 +41,8 @@ def _inputs(shape: tuple[int, ...], kind: str) -> np.ndarray:
 
 # LiteRT's own optimized (XNNPACK) and reference kernels differ on pose_landmark_full's
 # segmentation output by 4.6 out of ~1457 (summation order in long convolutions over large
-# values); its reference kernels, which compute each sum in order, are the oracle there.
+# values); its reference kernels, which compute each sum in order, are the oracle there, with
+# rtol 1e-3 of the output's range (edgerun is within 0.3 of them: 15x closer than XNNPACK).
 REFERENCE_ORACLE = {"pose_landmark/pose_landmark_full"}
 
 
@@ -61,7 +62,8 @@ def test_mediapipe_model_matches_litert(name):
     (input_name, info), = it.signatures["serving_default"].inputs.items()
     for kind in ("image", "noise"):
         x = _inputs(tuple(info.shape), kind)
-        _compare(it.run({input_name: x}), litert_run(data, [x], reference=name in REFERENCE_ORACLE))
+        reference = name in REFERENCE_ORACLE
+        _compare(it.run({input_name: x}), litert_run(data, [x], reference=reference), 1e-3 if reference else 1e-4)
 
 
 def test_the_sparse_face_detector_densifies_its_weights():
