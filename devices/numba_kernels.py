@@ -101,4 +101,4 @@ class NumbaSoftmax:
 
 
 # The convolution, elementwise, recurrent and pooling fast paths register with this backend too.
-from edgerun.devices import numba_conv, numba_elementwise, numba_recurrent, numba_spatial  # noqa: E402, F401
+from edgerun.devices import numba_conv, numba_elementwise, numba_recurrent, numba_resize, numba_spatial  # noqa: E402, F401

@@ -231,7 +231,10 @@ class SubgraphConverter:
             name = self.builder._unique(self._name(tensor.name))
             self.builder._names.discard(name)  # (claimed again by op())
             value = self.builder.op("Identity", [value], name=f"{tensor.name}_identity", output_names=[name])
-        value.quantization = self._quantization(tensor)
+        quantization = self._quantization(tensor)
+        if quantization is not None and quantization.scale.size > 1 and value.shape is None:
+            quantization = None  # per-axis facts need a known shape (kernels take theirs as attributes)
+        value.quantization = quantization
         self.values[index] = value
         self.bound.add(id(value))
 

@@ -3,18 +3,24 @@
 What the TFLite importer emits for full-integer models (converters/tflite/ops/quantized.py):
 each kernel reproduces the arithmetic of TFLite's reference kernels (BUILTIN_REF) bit for
 bit, with the fixed-point helpers of runtime.kernels.fixed_point. The converter works out
-TFLite's multipliers from the tensors' scales (the policy: which scales, in float or double);
-the kernels only take integers, except where TFLite itself rescales in floating point
-(FullyConnected's `scale`, RescaleFloat, Quantize).
+TFLite's multipliers from the tensors' scales (the policy: which scales, multiplied in float
+or double); the kernels take integers, except where TFLite itself rescales in floating point
+(FullyConnected's `scale`, RescaleFloat, Quantize, uint8 ResizeBilinear).
+
+Kernels: Quantize (float32 -> int), Requantize (int -> int), RescaleFloat (CONCATENATION's
+input rescale), Conv2D, DepthwiseConv2D, FullyConnected, TransposeConv2D, AveragePool2D,
+MaxPool2D, Mean, Add, Sub, Mul, TableLookup (any elementwise function of an 8-bit value,
+tabulated by the converter: RELU*, LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU), Softmax and
+ResizeBilinear.
 
 The output stage most kernels share (`_OutputStage`): y = clamp(MultiplyByQuantizedMultiplier(
 acc, multiplier[c], shift[c]) + output_zero_point, activation_min, activation_max), with one
-(multiplier, shift) pair or one per output channel (the last axis). Integer tensors are
-int8 or uint8 (Quantize / Requantize / Dequantize also int16); convolution accumulators are
-int32 and wrap as TFLite's do. Spatial kernels take NHWC inputs, OHWI filters (depthwise:
-1HW(C*M)), `padding` SAME (TFLite's: the smaller half before) or VALID, `strides` and
-`dilations` as [h, w]. Every kernel fails with a ModelError naming the node for a wrong
-dtype, rank or attribute.
+(multiplier, shift) pair or one per output channel (the last axis). Activations are int8 or
+uint8 (Quantize / Requantize also int16); accumulators are int32 and wrap as TFLite's do
+(products run through BLAS in float32 or float64, whichever holds every partial sum exactly).
+Spatial kernels take NHWC inputs, OHWI filters (depthwise: 1HW(C*M)), `padding` SAME
+(TFLite's: the smaller half before) or VALID, `strides` and `dilations` as [h, w]. Every
+kernel fails with a ModelError naming the node for a wrong dtype, rank or attribute.
 """
 
 from __future__ import annotations

@@ -6,7 +6,15 @@ exactly what TFLite's reference kernels (BUILTIN_REF) compute. This module holds
 policy, worked out once at conversion: the effective multipliers (which scales, multiplied
 in float32 or double, as each TFLite kernel's Prepare does), their Q31 fixed-point form
 (QuantizeMultiplier), the clamp range of a fused activation (CalculateActivationRangeQuantized)
-and the checks TFLite makes; the kernels only do integer arithmetic.
+and the checks TFLite makes; the kernels only do integer arithmetic. Elementwise functions of
+one 8-bit input (RELU, RELU6, RELU_N1_TO_1, RELU_0_TO_1, LOGISTIC, TANH, HARD_SWISH,
+LEAKY_RELU) become a 256-entry table computed here with TFLite's exact formulas.
+
+Converted: QUANTIZE, DEQUANTIZE, CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV,
+ADD, SUB, MUL, AVERAGE_POOL_2D, MAX_POOL_2D, CONCATENATION, PAD, PADV2, MEAN, SOFTMAX,
+RESIZE_BILINEAR and the elementwise functions above. Operators that only move values
+(RESHAPE, RESIZE_NEAREST_NEIGHBOR, ...) are the float converters registered any_dtype.
+int16 activations (16x8 models) are refused.
 
 QUANTIZE and DEQUANTIZE change domains and are always converted here: DEQUANTIZE of a
 float16 constant is a Cast (the optimizer folds it), of int8/uint8/int16 a DequantizeLinear
@@ -134,7 +142,7 @@ def window_options(ctx: OpContext, dilated: bool = True) -> dict[str, Any]:
     strides = [int(ctx.options.get("stride_h", 0)), int(ctx.options.get("stride_w", 0))]
     attrs: dict[str, Any] = {"padding": padding, "strides": strides}
     if dilated:
-        attrs["dilations"] = [int(ctx.options.get("dilation_h_factor", 1)), int(ctx.options.get("dilation_w_factor", 1))]
+        attrs["dilations"] = [int(ctx.options.get(f"dilation_{axis}_factor", 1)) for axis in "hw"]
     if min(v for values in attrs.values() if isinstance(values, list) for v in values) < 1:
         raise ctx.fail(f"strides and dilations must be >= 1, got {ctx.options}")
     return attrs
@@ -182,8 +190,6 @@ def quantize(ctx: OpContext) -> None:
             raise ctx.fail(f"{out_zero.size} zero points for {out_scale.size} scales")
         value = emit(ctx, "Quantize", [ctx.input(0)], dtype=_NAMES[y.type], scale=out_scale.tolist(),
                      zero_point=out_zero.tolist(), axis=axis)
-        if out_scale.size > 1:  # per-axis quantization is checked against the value's shape
-            value.shape = y.signature
         ctx.bind(0, value)
         return
     if x.type not in _RANGES:
@@ -229,10 +235,10 @@ def _filter_scales(ctx: OpContext, kind: str, axis: int, channels: int,
     return np.broadcast_to(scale, (channels,)), int(zero[0])
 
 
-def _check_bias_scale(ctx: OpContext, product: float, output_scale: np.float32) -> None:
+def _check_bias_scale(ctx: OpContext, bias_index: int, product: float, output_scale: np.float32) -> None:
     """kernel_util's GetQuantizedConvolutionMultipler check: the bias scale must be within
     0.02 output steps of input_scale * filter_scale."""
-    bias = ctx.tensor(2)
+    bias = ctx.tensor(bias_index)
     if bias is None:
         return
     bias_scale = float(bias.quantization.scale[0]) if bias.quantization is not None else 0.0
@@ -240,10 +246,12 @@ def _check_bias_scale(ctx: OpContext, product: float, output_scale: np.float32) 
         raise ctx.fail(f"the bias scale {bias_scale} is not input scale * filter scale ({product})")
 
 
-def _conv_stage(ctx: OpContext, kind: str, filter_scale: np.ndarray) -> dict[str, Any]:
-    """Output-stage attributes of CONV_2D / DEPTHWISE_CONV_2D: int8 rescales per channel by
-    double(s_in) * double(s_w[c]) / double(s_out); uint8 by float32(s_in * s_w) / double(s_out)."""
-    in_scale, in_zero = per_tensor(ctx, ctx.tensor(0), "input")
+def _conv_stage(ctx: OpContext, kind: str, filter_scale: np.ndarray, x_index: int = 0,
+                bias_index: int = 2) -> dict[str, Any]:
+    """Output-stage attributes of CONV_2D / DEPTHWISE_CONV_2D / TRANSPOSE_CONV (TFLite's
+    PopulateConvolutionQuantizationParams): int8 rescales per channel by double(s_in) *
+    double(s_w[c]) / double(s_out); uint8 by float32(s_in * s_w) / double(s_out)."""
+    in_scale, in_zero = per_tensor(ctx, ctx.tensor(x_index), "input")
     out = ctx.output_tensor(0)
     attrs = activation_range(ctx, out)
     out_scale = per_tensor(ctx, out, "output")[0]
@@ -251,7 +259,7 @@ def _conv_stage(ctx: OpContext, kind: str, filter_scale: np.ndarray) -> dict[str
         real = float(in_scale) * filter_scale.astype(np.float64) / float(out_scale)
     else:
         product = float(np.float32(in_scale) * np.float32(filter_scale[0]))
-        _check_bias_scale(ctx, product, out_scale)
+        _check_bias_scale(ctx, bias_index, product, out_scale)
         real = product / float(out_scale)
     attrs["multiplier"], attrs["shift"] = fixed_point(ctx, real, "output")
     attrs["input_zero_point"] = in_zero
@@ -311,7 +319,7 @@ def fully_connected(ctx: OpContext) -> None:
     in_scale, in_zero = per_tensor(ctx, x, "input")
     out_scale = per_tensor(ctx, out, "output")[0]
     if not per_channel:
-        _check_bias_scale(ctx, float(np.float32(in_scale) * np.float32(filter_scale[0])), out_scale)
+        _check_bias_scale(ctx, 2, float(np.float32(in_scale) * np.float32(filter_scale[0])), out_scale)
     real = float(in_scale) * filter_scale.astype(np.float64) / float(out_scale)
     y = emit(ctx, "FullyConnected", [ctx.input(0), ctx.input(1), bias], input_zero_point=in_zero,
              weight_zero_point=weight_zero, scale=(real if per_channel else real[:1]).tolist(),
@@ -662,22 +670,8 @@ def transpose_conv(ctx: OpContext) -> None:
         raise ctx.fail(f"expects a 4-D NHWC input and a 4-D OHWI filter, got {list(x.shape)} and {list(w.shape)}")
     filter_scale, weight_zero = _filter_scales(ctx, kind, 0, w.shape[0])
     bias = _bias(ctx, 3, w.shape[0])
-    in_scale, in_zero = per_tensor(ctx, x, "input")
-    out = ctx.output_tensor(0)
-    attrs = activation_range(ctx, out)
-    out_scale = per_tensor(ctx, out, "output")[0]
-    if kind == "INT8":
-        real = float(in_scale) * filter_scale.astype(np.float64) / float(out_scale)
-    else:
-        product = float(np.float32(in_scale) * np.float32(filter_scale[0]))
-        if ctx.has_input(3):
-            bias_q = ctx.tensor(3).quantization
-            bias_scale = float(bias_q.scale[0]) if bias_q is not None else 0.0
-            if abs(product - bias_scale) / float(out_scale) > 0.02:
-                raise ctx.fail(f"the bias scale {bias_scale} is not input scale * filter scale ({product})")
-        real = product / float(out_scale)
-    attrs["multiplier"], attrs["shift"] = fixed_point(ctx, real, "output")
+    attrs = _conv_stage(ctx, kind, filter_scale, x_index=2, bias_index=3)
     options = window_options(ctx, dilated=False)
-    y = emit(ctx, "TransposeConv2D", [ctx.input(0), ctx.input(1), ctx.input(2), bias], input_zero_point=in_zero,
+    y = emit(ctx, "TransposeConv2D", [ctx.input(0), ctx.input(1), ctx.input(2), bias],
              weight_zero_point=weight_zero, **options, **attrs)
     ctx.bind(0, y)
