@@ -12,6 +12,7 @@ Passes, in the default order (each its own module):
     fold_shape_ops       Shape / Size of static shapes -> constants   (shape_ops.py)
     fold_constants       nodes of constant inputs -> constants        (constants.py)
     sink_transposes      layout Transposes moved until inverse pairs cancel (transpose.py)
+    fold_pad_into_conv   a zero Pad before a Conv -> the Conv's pads     (pad_conv.py)
     fold_batchnorm       BatchNormalization into Conv / Gemm          (batchnorm.py)
     fold_conv_mul        Conv + Mul(per-channel constant) -> weights  (conv_mul.py)
     fold_conv_add        Conv + Add(per-channel constant) -> bias     (conv_add.py)
@@ -35,6 +36,7 @@ from edgerun.converters.optimize.conv_mul import FoldConvMul
 from edgerun.converters.optimize.dead_code import EliminateDeadCode
 from edgerun.converters.optimize.identity import RemoveIdentity
 from edgerun.converters.optimize.manager import MAX_ROUNDS, OptimizeReport, Pass, PassSummary, run_passes
+from edgerun.converters.optimize.pad_conv import FoldPadIntoConv
 from edgerun.converters.optimize.residual import FuseResidualAdd
 from edgerun.converters.optimize.shape_ops import FoldShapeOps
 from edgerun.converters.optimize.transpose import SinkTransposes
@@ -42,7 +44,8 @@ from edgerun.runtime.errors import ConversionError
 from edgerun.runtime.graph import Graph
 
 PASSES: dict[str, Callable[[], Pass]] = {
-    cls.name: cls for cls in (RemoveIdentity, FoldShapeOps, FoldConstants, SinkTransposes, FoldBatchNorm,
+    cls.name: cls for cls in (RemoveIdentity, FoldShapeOps, FoldConstants, SinkTransposes, FoldPadIntoConv,
+                              FoldBatchNorm,
                               FoldConvMul, FoldConvAdd, FuseResidualAdd, FuseActivations, EliminateDeadCode)
 }
 DEFAULT_PASSES = tuple(PASSES)
