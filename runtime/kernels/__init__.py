@@ -39,7 +39,7 @@ from edgerun.runtime.kernels import (  # noqa: F401  (registration side effects)
     softmax,
     sort,
     strings,
-    tflite_quant,
+    tflite_int,
     transpose,
     unary_math,
 )

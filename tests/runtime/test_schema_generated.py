@@ -19,10 +19,14 @@ def load_generator():
 
 
 def test_generated_code_is_up_to_date(tmp_path):
-    load_generator().generate(tmp_path / "fb")
-    committed = ROOT / "runtime" / "schema" / "fb"
-    fresh = {p.name: p.read_text() for p in (tmp_path / "fb").glob("*.py")}
-    assert fresh == {p.name: p.read_text() for p in committed.glob("*.py")}
+    """Both schemas: .erm (runtime/schema) and TFLite (converters/tflite/schema)."""
+    generator = load_generator()
+    assert len(generator.SCHEMAS) == 2
+    for i, (schema, namespace, committed, package) in enumerate(generator.SCHEMAS):
+        generator.generate(tmp_path / f"fb{i}", schema, namespace, package)
+        fresh = {p.name: p.read_text() for p in (tmp_path / f"fb{i}").glob("*.py")}
+        assert fresh == {p.name: p.read_text() for p in committed.glob("*.py")}, schema.name
+        assert len(fresh) > 10
 
 
 def test_flatc_is_pinned_to_the_flatbuffers_runtime():

@@ -122,9 +122,31 @@ class TFLiteBuilder(_Graph):
 
     # --- serialization -------------------------------------------------------------
 
-    def build(self) -> bytes:
+    def build(self, external: bool = False) -> bytes:
+        """The model's bytes. `external`: buffer data after the flatbuffer, each 16-byte aligned,
+        referenced by offset and size from the start of the file (as writers store models over
+        2 GiB)."""
+        if not external:
+            return self._build({})
+        # Offsets depend on the flatbuffer's size: build with placeholders of the same width,
+        # then again with the real offsets (the layout does not change).
+        placeholders = {i: (2**40, len(raw)) for i, raw in enumerate(self.buffers) if raw}
+        size = len(self._build(placeholders))
+        placed, position = {}, (size + 15) // 16 * 16
+        for i, raw in enumerate(self.buffers):
+            if raw:
+                placed[i] = (position, len(raw))
+                position = (position + len(raw) + 15) // 16 * 16
+        data = bytearray(self._build(placed))
+        assert len(data) == size
+        for i, (offset, _length) in placed.items():
+            data.extend(b"\0" * (offset - len(data)))
+            data.extend(self.buffers[i])
+        return bytes(data)
+
+    def _build(self, external: dict[int, tuple[int, int]]) -> bytes:
         b = flatbuffers.Builder(1024)
-        buffers = [self._buffer(b, raw) for raw in self.buffers]
+        buffers = [self._buffer(b, raw, external.get(i)) for i, raw in enumerate(self.buffers)]
         codes = [self._opcode(b, *code) for code in self.opcodes]
         graphs = [self._graph(b, g) for g in self.graphs]
         signatures = [self._signature(b, *s) for s in self.signatures]
@@ -149,9 +171,14 @@ class TFLiteBuilder(_Graph):
         return b.EndVector()
 
     @staticmethod
-    def _buffer(b: flatbuffers.Builder, raw: bytes) -> int:
+    def _buffer(b: flatbuffers.Builder, raw: bytes, external: tuple[int, int] | None = None) -> int:
         B = _fb("Buffer")
         data = None
+        if external is not None:
+            B.Start(b)
+            B.AddOffset(b, external[0])
+            B.AddSize(b, external[1])
+            return B.End(b)
         if raw:
             b.StartVector(1, len(raw), 16)
             b.head -= len(raw)

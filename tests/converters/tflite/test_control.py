@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import edgerun.converters.tflite.ops.combine  # noqa: F401  (CONCATENATION)
 import edgerun.converters.tflite.ops.control  # noqa: F401
 import edgerun.converters.tflite.ops.elementwise  # noqa: F401
-import edgerun.converters.tflite.ops.shape  # noqa: F401
 from edgerun import Interpreter
 from edgerun.converters.tflite import from_tflite
 from edgerun.runtime.errors import ConversionError

@@ -11,7 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-import edgerun.converters.tflite.ops.nn  # noqa: F401
+import edgerun.converters.tflite.ops.conv  # noqa: F401
+import edgerun.converters.tflite.ops.image  # noqa: F401
+import edgerun.converters.tflite.ops.normalization  # noqa: F401
+import edgerun.converters.tflite.ops.pool  # noqa: F401
+import edgerun.converters.tflite.ops.recurrent  # noqa: F401
 from edgerun import Interpreter
 from edgerun.converters.tflite import from_tflite
 from edgerun.runtime.errors import ConversionError

@@ -1,4 +1,5 @@
-"""The shape / data-movement TFLite builtins (converters.tflite.ops.shape) against LiteRT.
+"""The shape / data-movement TFLite builtins (converters.tflite.ops: reshape, combine, broadcast, slicing,
+gather, search) against LiteRT.
 
 Every case builds a one-operator model, runs it in LiteRT (the oracle) and in edgerun, and
 asserts the same dtype, shape and values (these ops copy elements, so exactly). int8 cases
@@ -10,7 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import edgerun.converters.tflite.ops.shape  # noqa: F401
+import edgerun.converters.tflite.ops.broadcast  # noqa: F401
+import edgerun.converters.tflite.ops.combine  # noqa: F401
+import edgerun.converters.tflite.ops.gather  # noqa: F401
+import edgerun.converters.tflite.ops.reshape  # noqa: F401
+import edgerun.converters.tflite.ops.search  # noqa: F401
+import edgerun.converters.tflite.ops.slicing  # noqa: F401
 from edgerun import Interpreter
 from edgerun.converters.tflite import from_tflite
 from edgerun.runtime.errors import ConversionError, ModelError

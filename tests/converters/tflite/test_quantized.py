@@ -461,7 +461,7 @@ def test_tensorflow_fixture(name, tolerance):
     """Bit-exact with the reference kernels end to end. The default kernels differ by at most
     1 per operator; through mobile_block's 24 operators that compounds (up to 4 seen over 40
     random inputs), hence the looser bound there."""
-    import edgerun.converters.tflite.ops.shape  # noqa: F401  (RESHAPE)
+    import edgerun.converters.tflite.ops.reshape  # noqa: F401  (RESHAPE)
 
     data = (FIXTURES / f"{name}.tflite").read_bytes()
     graph = from_tflite(data)
@@ -588,7 +588,7 @@ def test_dynamic_batch():
 @pytest.mark.parametrize("align,half", [(False, False), (True, False), (False, True)])
 def test_resize_nearest_neighbor_needs_no_arithmetic(kind, align, half):
     """RESIZE_NEAREST_NEIGHBOR only moves values: the float converter (any_dtype) is exact."""
-    import edgerun.converters.tflite.ops.nn  # noqa: F401
+    import edgerun.converters.tflite.ops.image  # noqa: F401
 
     quant = q(0.05, ZEROS[kind][0])
     data = single_op("RESIZE_NEAREST_NEIGHBOR", "ResizeNearestNeighborOptions",
