@@ -62,6 +62,21 @@ def _taps_any(dst, flat, taps, b, start, n, step, row_step, dw):  # pragma: no c
 
 
 @njit(inline="always")
+def _row_any_unit(dst, flat, taps, b, start, n, row_step, dw):  # pragma: no cover - compiled
+    """One stride-1 output row for any kernel size: every tap a unit-stride pass over a row that
+    stays in L1 (a whole-plane pass per tap, as for 3x3, would stream the plane 25 times for 5x5)."""
+    kh, kw = taps.shape
+    for k in range(n):
+        dst[k] = b
+    for i in range(kh):
+        for j in range(kw):
+            weight = taps[i, j]
+            src = flat[start + i * row_step + j * dw:]
+            for k in range(n):
+                dst[k] += weight * src[k]
+
+
+@njit(inline="always")
 def _halves_3x3(dst, even, odd, taps, b, r0, dh, n):  # pragma: no cover - compiled
     """Stride-2 output row of a 3x3 kernel from the even and odd columns of the padded plane:
     padded column 2k + j is even[k + j // 2] for even j, odd[k] for j = 1. Unit-stride slices
@@ -139,12 +154,14 @@ def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, 
             for z in range(wd):
                 dst_row[z] = src_row[z]
         flat = pad.reshape(hp * wp)
-        if sh == 1 and sw == 1:
+        if sh == 1 and sw == 1 and not three:
+            for y in range(oh):
+                dst_row = dst_plane[y]
+                _row_any_unit(dst_row, flat, taps, b, y * wp, ow, dh * wp, dw)
+                activate_row(dst_row, code, consts)
+        elif sh == 1 and sw == 1:
             span = (oh - 1) * wp + ow  # every output, in wide rows; the last row ends at ow
-            if three:
-                _taps_3x3(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
-            else:
-                _taps_any(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
+            _taps_3x3(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
             for y in range(oh):
                 dst_row, src_row = dst_plane[y], rows[y * wp : y * wp + ow]
                 for z in range(ow):

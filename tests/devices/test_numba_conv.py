@@ -57,6 +57,8 @@ DEPTHWISE = [  # x shape, w shape, Conv attributes
     ((2, 3, 64, 66), (3, 1, 3, 3), dict(pads=[0, 1, 1, 0], strides=[2, 2])),
     ((1, 2, 36, 36), (4, 1, 5, 5), dict(pads=[2, 2, 2, 2], dilations=[1, 2])),         # multiplier 2, 5x5
     ((1, 2, 70, 35), (2, 1, 3, 3), dict(auto_pad="SAME_LOWER", strides=[1, 1])),
+    ((1, 3, 31, 33), (3, 1, 5, 5), dict(auto_pad="SAME_UPPER")),                    # 5x5 s1 rows (palm detector)
+    ((2, 2, 30, 29), (2, 1, 7, 7), dict(pads=[3, 2, 3, 4])),                          # 7x7 s1, asymmetric
 ]
 
 
