@@ -27,7 +27,14 @@ from edgerun.devices.numba_depthwise import (
     depthwise_buffers,
     depthwise_channels_last,
 )
-from edgerun.devices.numba_epilogue import NONE, activate_row, activation_code, epilogue
+from edgerun.devices.numba_epilogue import (
+    NONE,
+    activate_row,
+    activation_code,
+    epilogue,
+    finish_activation,
+    finish_epilogue,
+)
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.base import TensorSpec
 from edgerun.runtime.kernels.conv import ConvParams
@@ -236,8 +243,7 @@ class NumbaConv:
             apply_activation(out, p.activation)
             return
         if p.has_bias or p.activation is not None or residual.size:
-            epilogue(out, self._bias(inputs), residual, *self.code)
-        apply_activation(out, self.leftover)
+            finish_epilogue(out, self._bias(inputs), residual, *self.code, self.leftover)
 
     def _lifted_to_2d(self, inputs: list, values: list):
         """This 1-D Conv as a prepared 2-D kernel of the same class over (N, C, 1, L)."""
@@ -277,7 +283,7 @@ class NumbaConv:
         use_threads(self.threads)
         buffers = depthwise_buffers(x.shape, out.shape, self.geometry, numba.config.NUMBA_NUM_THREADS, x.dtype)
         depthwise_2d(x, inputs[1], bias, out, sh, sw, dh, dw, ph, pw, *self.code, *buffers)
-        apply_activation(outputs[0], self.leftover)
+        finish_activation(outputs[0], self.leftover)
 
     def _run_depthwise_channels_last(self, inputs, outputs):
         _, _, sh, sw, dh, dw, ph, pw = self.geometry
@@ -286,7 +292,7 @@ class NumbaConv:
         use_threads(self.threads)
         xt, ot = channels_last_buffers(x.shape, out.shape, self.geometry, x.dtype)
         depthwise_channels_last(x, self.w_last, bias, out, sh, sw, dh, dw, ph, pw, *self.code, xt, ot)
-        apply_activation(out, self.leftover)
+        finish_activation(out, self.leftover)
 
     def _run_wide(self, inputs, outputs):
         p: ConvParams = self.params
@@ -307,7 +313,7 @@ class NumbaConv:
             wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
             np.matmul(weights, cols.reshape(size, g, rows, span), out=wide.reshape(size, g, m // g, span))
             epilogue_wide(wide, out[part], wp, bias, *self.code)
-        apply_activation(out, self.leftover)
+        finish_activation(out, self.leftover)
 
     def _run_gemm(self, inputs, outputs):
         p: ConvParams = self.params
@@ -330,8 +336,7 @@ class NumbaConv:
                 np.matmul(weights, cols, out=result[part].reshape(size, g, m // g, p.out_size))
         residual = self._residual(inputs, result.shape)
         if p.has_bias or p.activation is not None or residual.size:
-            epilogue(result, self._bias(inputs), residual, *self.code)
-        apply_activation(out, self.leftover)
+            finish_epilogue(result, self._bias(inputs), residual, *self.code, self.leftover)
 
     def _residual(self, inputs: list, shape: tuple[int, ...]) -> np.ndarray:
         """What the epilogue adds before the activation: nothing for a Conv (a FusedConv's Z)."""
@@ -377,4 +382,4 @@ class NumbaFusedConv(NumbaConv):
         out = outputs[0]
         shape = (out.shape[0], out.shape[1], out.size // max(1, out.shape[0] * out.shape[1]))
         epilogue(out.reshape(shape), _NO_BIAS[out.dtype.char], self._residual(inputs, shape), *self.code_after)
-        apply_activation(out, self.leftover_after)
+        finish_activation(out, self.leftover_after)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from edgerun.devices.numba_epilogue import CLIP, activate_row, activation_code
+from edgerun.devices.numba_epilogue import CLIP, activate_row, activation_code, prelu_planes
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.registry import accelerate
 
@@ -91,18 +91,6 @@ def scale_shift_planes(x, mul, add, out):  # pragma: no cover - compiled
         src, dst, m, a = x[n, c], out[n, c], mul[c], add[c]
         for k in range(p_):
             dst[k] = src[k] * m + a
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def prelu_planes(x, slope, out):  # pragma: no cover - compiled
-    """out[n, c, :] = x where x >= 0, else x * slope[c] (NaN kept); parallel over the planes."""
-    n_, c_, p_ = x.shape
-    for plane in prange(n_ * c_):
-        n, c = plane // c_, plane % c_
-        src, dst, a = x[n, c], out[n, c], slope[c]
-        for k in range(p_):
-            v = src[k]
-            dst[k] = v * a if v < 0 else v
 
 
 @accelerate("PRelu", BACKEND)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from edgerun.runtime.kernels.fused import Activation
+from edgerun.runtime.kernels.fused import Activation, apply_activation, prelu_slopes
 
 NONE, CLIP, LEAKY_RELU, HARD_SIGMOID, HARD_SWISH = range(5)
 _CODES = {"Clip": CLIP, "LeakyRelu": LEAKY_RELU, "HardSigmoid": HARD_SIGMOID, "HardSwish": HARD_SWISH}
@@ -29,7 +29,7 @@ def activation_code(activation: Activation | None, dtype: np.dtype) -> tuple[int
     with numpy (`apply_activation`): numpy's exp and tanh are vectorized, compiled scalar calls
     are not."""
     name, params = activation if activation is not None else ("", ())
-    if name in ("Sigmoid", "Tanh"):
+    if name in ("Sigmoid", "Tanh", "PRelu"):  # (PRelu: per-channel slopes, see finish_activation)
         return NONE, np.zeros(6, dtype), activation
     if name == "Relu":  # as Clip(0, inf): a compare-and-blend; this CPU's max instruction was 5x slower
         name, params = "Clip", (0.0, np.inf)
@@ -84,3 +84,63 @@ def epilogue(out, bias, residual, code, consts):  # pragma: no cover - compiled
             for z in range(p_):
                 row[z] += add[z]
         activate_row(row, code, consts)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def prelu_planes(x, slope, out):  # pragma: no cover - compiled
+    """out[n, c, :] = x where x >= 0, else x * slope[c] (NaN kept); parallel over the planes."""
+    n_, c_, p_ = x.shape
+    for plane in prange(n_ * c_):
+        n, c = plane // c_, plane % c_
+        src, dst, a = x[n, c], out[n, c], slope[c]
+        for k in range(p_):
+            v = src[k]
+            dst[k] = v * a if v < 0 else v
+
+
+def finish_activation(out: np.ndarray, leftover: Activation | None) -> None:
+    """Apply what activation_code left over to `out` (N, C, ...) in place: a fused PRelu in one
+    compiled pass over the channel planes, Sigmoid / Tanh with numpy (apply_activation)."""
+    if leftover is None:
+        return
+    if leftover[0] != "PRelu" or out.ndim < 2 or not out.flags.c_contiguous:
+        apply_activation(out, leftover)
+        return
+    channels = out.shape[1]
+    slopes = np.broadcast_to(prelu_slopes(out, leftover[1]).reshape(-1), (channels,))
+    shape = (out.shape[0], channels, out.size // max(1, out.shape[0] * channels))
+    prelu_planes(out.reshape(shape), np.ascontiguousarray(slopes), out.reshape(shape))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def epilogue_prelu(out, bias, residual, slope):  # pragma: no cover - compiled
+    """As epilogue with a PRelu of one slope per plane channel: out[n, m, :] = prelu(out + bias[m]
+    + residual, slope[m]), in place, one pass."""
+    n_, m_, p_ = out.shape
+    has_bias, has_residual = bias.size > 0, residual.size > 0
+    for plane in prange(n_ * m_):
+        n, m = plane // m_, plane % m_
+        row = out[n, m]
+        b = bias[m] if has_bias else row.dtype.type(0)
+        a = slope[m]
+        if has_residual:
+            add = residual[n, m]
+            for z in range(p_):
+                v = row[z] + b + add[z]
+                row[z] = v * a if v < 0 else v
+        else:
+            for z in range(p_):
+                v = row[z] + b
+                row[z] = v * a if v < 0 else v
+
+
+def finish_epilogue(out: np.ndarray, bias: np.ndarray, residual: np.ndarray, code: int, consts: np.ndarray,
+                    leftover: Activation | None) -> None:
+    """epilogue(out, bias, residual, code, consts), then the leftover activation; a leftover
+    PRelu joins the same compiled pass (epilogue_prelu). `out` is (N, M, P)."""
+    if leftover is not None and leftover[0] == "PRelu" and out.ndim == 3:
+        slopes = np.ascontiguousarray(np.broadcast_to(prelu_slopes(out, leftover[1]).reshape(-1), (out.shape[1],)))
+        epilogue_prelu(out, bias, residual, slopes)
+        return
+    epilogue(out, bias, residual, code, consts)
+    finish_activation(out, leftover)

@@ -1,8 +1,9 @@
 """Activation fusion (and its inverse): a Relu, Clip, LeakyRelu, HardSigmoid, HardSwish, Sigmoid or Tanh
 that alone reads the output of a Conv, ConvTranspose, Gemm or MatMul becomes that
 node's `activation` / `activation_params` attributes (format: runtime.kernels.fused),
-which the kernels apply to their output. Only float outputs are fused, and a Clip only
-when its bounds are constants.
+which the kernels apply to their output. Only float outputs are fused, a Clip only
+when its bounds are constants, and a PRelu only into a Conv or ConvTranspose (channels on
+axis 1) when its slope is a constant with one value per output channel or one in all.
 
 `unfuse_activations` splits such nodes back into two, for consumers that do not know
 the attributes (the training converter's gradient rules).
@@ -38,7 +39,7 @@ class FuseActivations(Pass):
                     or "activation" in producer.attrs or len(producer.outputs) != 1
                     or rewrite.sole_consumer(act.inputs[0], users, keep) is not act):
                 continue
-            params = _params(act, fed)
+            params = _params(act, fed, producer)
             is_float = rewrite.float_dtype(producer)
             if is_float is None:
                 facts = infer(graph) if facts is None else facts
@@ -60,10 +61,13 @@ def _honours_activation(node: Node) -> bool:
     return (node.domain == "" and node.op_type in PRODUCERS) or (node.domain, node.op_type) in FUSED_PRODUCERS
 
 
-def _params(act: Node, fed: set) -> list[float] | None:
+def _params(act: Node, fed: set, producer: Node) -> list[float] | None:
     """The activation's parameters as runtime.kernels.fused expects them; None when they
-    are not known at convert time (Clip bounds computed at run time)."""
+    are not known at convert time (Clip bounds computed at run time) or cannot be fused
+    (a PRelu slope that is not per channel)."""
     attrs = act.attrs
+    if act.op_type == "PRelu":
+        return _prelu_slopes(act, fed, producer)
     if act.op_type == "LeakyRelu":
         return [float(attrs.get("alpha", 0.01))]
     if act.op_type == "HardSigmoid":
@@ -76,6 +80,27 @@ def _params(act: Node, fed: set) -> list[float] | None:
     bounds = [_scalar(act.inputs[i] if i < len(act.inputs) else None, fed, default)
               for i, default in ((1, -np.inf), (2, np.inf))]
     return None if None in bounds else bounds
+
+
+def _prelu_slopes(act: Node, fed: set, producer: Node) -> list[float] | None:
+    """A PRelu's slopes when they are one per channel of a Conv / ConvTranspose output: a
+    constant of shape (C, 1, ..., 1) or (1, C, 1, ..., 1), or one value; else None. The
+    channel count comes from the producer's constant weights."""
+    if producer.op_type not in ("Conv", "ConvTranspose", "FusedConv") or len(act.inputs) != 2:
+        return None
+    slope = rewrite.constant_data(act.inputs[1], fed)
+    weights = rewrite.constant_data(producer.inputs[1] if len(producer.inputs) > 1 else None, fed)
+    if slope is None or weights is None or weights.ndim < 3 or act.version < 7:
+        return None
+    channels = weights.shape[0] if producer.op_type != "ConvTranspose" else \
+        weights.shape[1] * int(producer.attrs.get("group", 1))
+    rank = weights.ndim  # the output's rank
+    if slope.size == 1 and slope.ndim <= rank:
+        return [float(slope.reshape(()))]
+    shape = (1,) * (rank - slope.ndim) + slope.shape
+    if slope.ndim > rank or shape[1] != channels or slope.size != channels:
+        return None
+    return [float(v) for v in slope.reshape(-1)]
 
 
 def _scalar(value: Value | None, fed: set, default: float) -> float | None:
@@ -118,6 +143,12 @@ def _unfused_operands(node: Node, kind: str, params: tuple[float, ...],
         return [], {"alpha": params[0]}
     if kind == "HardSigmoid":
         return [], {"alpha": params[0], "beta": params[1]}
+    if kind == "PRelu":
+        dtype = next((v.dtype for v in node.inputs if v is not None and v.dtype is not None), np.dtype(np.float32))
+        weights = node.inputs[1].data if len(node.inputs) > 1 and node.inputs[1] is not None else None
+        rank = weights.ndim if weights is not None else 4
+        shape = (len(params),) + (1,) * (rank - 2) if len(params) > 1 else ()
+        return [names.constant(f"{node.name}_prelu_slope", np.array(params, dtype).reshape(shape))], {}
     if kind != "Clip":
         return [], {}
     finite = [p if np.isfinite(p) else None for p in params]

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgerun.runtime.kernels.attrs import FLOAT_KINDS, int_attr, ints_attr, prod, require_kind, require_rank
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
-from edgerun.runtime.kernels.fused import Activation, apply_activation, fused_activation
+from edgerun.runtime.kernels.fused import Activation, apply_activation, check_channels, fused_activation
 from edgerun.runtime.kernels.registry import register
 from edgerun.runtime.kernels.spatial import (
     Index,
@@ -110,9 +110,12 @@ class Conv(Kernel):
         columns = x.shape[1] * len(taps) * out_size
         if not pointwise and columns > MAX_COLUMNS_PER_SAMPLE:
             raise self.fail(f"im2col of one sample needs {columns} elements, over the limit")
+        where = f"node {self.name!r} ({self.op_type})"
+        activation = fused_activation(self.attrs, where)
+        check_channels(activation, w.shape[0], where)
         self.params = ConvParams(
             group, window, taps, out_size, pointwise, max(1, COLUMN_BUDGET // max(1, columns)), bias is not None,
-            fused_activation(self.attrs, f"node {self.name!r} ({self.op_type})"),
+            activation,
         )
         self.pad = PaddedInput(window, 0.0, "conv.pad")
         return TensorSpec(x.dtype, (x.shape[0], w.shape[0]) + window.out_shape)

@@ -19,7 +19,7 @@ from edgerun.runtime.kernels.attrs import (
     str_attr,
 )
 from edgerun.runtime.kernels.base import Kernel, TensorSpec
-from edgerun.runtime.kernels.fused import apply_activation, fused_activation
+from edgerun.runtime.kernels.fused import apply_activation, check_channels, fused_activation
 from edgerun.runtime.kernels.registry import register
 from edgerun.runtime.kernels.spatial import AUTO_PADS, MAX_TAPS, MIN_PADDED_LIMIT, PADDING_FACTOR, Window, scratch
 
@@ -60,6 +60,7 @@ class ConvTranspose(Kernel):
         self.window, out_shape, self.begin = self._geometry(in_shape, kernel)
         self.taps = self.window.taps()
         self.activation = fused_activation(self.attrs, f"node {self.name!r} (ConvTranspose)")
+        check_channels(self.activation, m, f"node {self.name!r} (ConvTranspose)")
         return [TensorSpec(x.dtype, (x.shape[0], m) + out_shape)]
 
     def _geometry(self, in_shape, kernel) -> tuple[Window, tuple[int, ...], tuple[int, ...]]:

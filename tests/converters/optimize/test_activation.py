@@ -45,7 +45,9 @@ def _fusable(producer: str, activation: str, opset: int = 17):
 
 
 def test_every_fused_activation_is_covered() -> None:
-    assert set(ACTIVATION_NODES) == set(ACTIVATIONS)
+    """(PRelu, which takes a per-channel slope and fuses into convolutions only, is covered
+    in test_prelu_fusion.py.)"""
+    assert set(ACTIVATION_NODES) | {"PRelu"} == set(ACTIVATIONS)
 
 
 @pytest.mark.parametrize("device", ["cpu", "auto"])
