@@ -14,6 +14,15 @@ The schema description below mirrors runtime/schema/edgerun.fbs field by field
 (tests/runtime/test_flatread.py checks that they agree). Other formats (TFLite:
 converters/tflite/layout.py) pass their own description, with unions and
 default values, and may let objects be shared (each is then decoded once).
+
+Work is bounded by the file size, for this reader and for whoever walks what it returns:
+the decoded values count in 4-byte words (a table 1, a vector or string 1 plus its
+elements' bytes / 4, a vector of offsets 1 plus one per element), a shared object counts
+again, in full, each time it is referenced, and the total may not pass a quarter of the
+file size (plus a little). A file without shared or overlapping objects stays within that
+by construction (each counted word is a word of the file); one that references a big table
+or vector many times, or lays many vectors over the same bytes, is refused before its
+consumers multiply the work.
 """
 
 from __future__ import annotations
@@ -88,7 +97,9 @@ class FlatReader:
     i is member i - 1; 0 is none, and a code past the members, from a newer schema, reads
     as None too). With `shared` False every table, string and vector may be reached
     once (our writer never shares them); with it True an object reached again is the
-    object decoded the first time, so sharing costs no more work than not sharing.
+    object decoded the first time (decoded once), and it counts its whole decoded size
+    again towards the limit on the decoded words (see the module docstring), so that code
+    walking the result does no more work than for a file without sharing.
     """
 
     def __init__(
@@ -104,12 +115,12 @@ class FlatReader:
         self.schema = SCHEMA if schema is None else schema
         self.unions = unions or {}
         self.shared = shared
-        # Unshared, every object needs >= 4 bytes of its own; tables shared
-        # through many offsets must not multiply the work a small file causes.
-        self.max_objects = self.size // 4 + 64
+        # Each counted word is a word of the file unless objects are shared or overlap:
+        # those must not multiply the work a small file causes (see the module docstring).
+        self.max_words = self.size // 4 + 64
         self.seen: set[int] = set()
-        self.decoded: dict[tuple[int, str], Any] = {}
-        self.objects = 0
+        self.decoded: dict[tuple[int, str], tuple[Any, int]] = {}  # (value, words it counted)
+        self.words = 0
 
     def read_root(
         self, identifier: bytes, root: str = "Model", format_name: str = ".erm"
@@ -155,14 +166,21 @@ class FlatReader:
             self._claim(pos, what)
             return decode()
         key = (pos, kind)
-        if key not in self.decoded:
-            self.decoded[key] = decode()
-        return self.decoded[key]
+        if key in self.decoded:
+            value, words = self.decoded[key]
+            self._count(words)  # a repeated reference costs its consumers the whole object again
+            return value
+        start = self.words
+        value = decode()
+        self.decoded[key] = (value, self.words - start)
+        return value
 
     def _count(self, n: int = 1) -> None:
-        self.objects += n
-        if self.objects > self.max_objects:
-            raise ModelError(f"model has more than {self.max_objects} flatbuffer objects")
+        self.words += n
+        if self.words > self.max_words:
+            raise ModelError(f"the model decodes to more than {self.max_words:,} words of flatbuffer data "
+                             "(objects referenced more than once count each time), more than its "
+                             f"{self.size:,} bytes hold")
 
     def _table(self, pos: int, name: str) -> dict[str, Any]:
         return self._once(pos, name, f"table {name}", lambda: self._decode_table(pos, name))
@@ -232,6 +250,7 @@ class FlatReader:
     def _decode_string(self, pos: int, what: str) -> str:
         length = self._scalar(pos, "u32", what)
         self._need(pos + 4, length + 1, what)
+        self._count(1 + length // 4)
         if self.view[pos + 4 + length] != 0:
             raise self._fail(what, pos, "string is not null-terminated")
         try:
@@ -245,7 +264,7 @@ class FlatReader:
     def _decode_vector(self, pos: int, dtype: np.dtype, what: str) -> np.ndarray:
         count = self._scalar(pos, "u32", what)
         self._need(pos + 4, count * dtype.itemsize, what)
-        self._count()
+        self._count(1 + count * dtype.itemsize // 4)
         array = np.frombuffer(self.buf, dtype=dtype, count=count, offset=pos + 4)
         array.flags.writeable = False
         return array
@@ -256,7 +275,7 @@ class FlatReader:
     def _decode_offsets(self, pos: int, element: str, what: str) -> list[Any]:
         count = self._scalar(pos, "u32", what)
         self._need(pos + 4, count * 4, what)
-        self._count(count)
+        self._count(1 + count)
         items = []
         for i in range(count):
             slot = pos + 4 + 4 * i

@@ -15,6 +15,19 @@ Inputs and outputs keep their TFLite tensor names; dimensions the shape signatur
 stay dynamic. SignatureDefs become named signatures with their own input and output names
 (a signature over another subgraph brings that subgraph's nodes into the same graph); the
 main subgraph is always also reachable as `serving_default`.
+
+Converting an untrusted file takes work and memory in proportion to the file: control-flow
+subgraphs nest at most MAX_NESTING deep, and all the operator conversions together may not
+pass WORK_FACTOR times the model's operators (plus WORK_SLACK). A subgraph becomes a graph
+of its own (or is inlined) for every operator that uses it, so a chain of subgraphs that
+each use the next twice would double the work per level; the allowance refuses it. (The
+copies are not shared: graph passes that walk nested graphs once per use would repeat
+that doubling on shared ones.) Constant tensors that read the same buffer with the same type,
+shape and quantization become one constant, and the constants the graph holds (sparse ones
+made dense, copies in nested graphs) may not add up to more than CONSTANT_FACTOR times the
+file size (plus CONSTANT_SLACK bytes): a small file cannot make a huge graph to save. A
+converter that fails other than with a ConversionError or ModelError (a bug, or input it did
+not foresee) is reported as a ConversionError naming the operator.
 """
 
 from __future__ import annotations
@@ -25,13 +38,19 @@ from typing import Any
 import numpy as np
 
 from edgerun.converters.tflite.context import INTEGER_TYPES, OpContext
-from edgerun.converters.tflite.reader import TFLiteModel, TFLiteOperator, TFLiteSubGraph, read_tflite
+from edgerun.converters.tflite.reader import TFLiteModel, TFLiteOperator, TFLiteSubGraph, read_tflite, short
 from edgerun.converters.tflite.registry import lookup
 from edgerun.runtime import dtypes
-from edgerun.runtime.errors import ConversionError, ModelError
-from edgerun.runtime.graph import Graph, GraphBuilder, Quantization, Signature, Value
+from edgerun.runtime.errors import ConversionError, EdgerunError, ModelError
+from edgerun.runtime.graph import Graph, GraphBuilder, Node, Quantization, Signature, Value
 
 DEFAULT_SIGNATURE = "serving_default"
+MAX_NESTING = 16   # subgraphs inside subgraphs (IF branches, loop bodies, inlined conditions)
+WORK_FACTOR = 8    # operator conversions allowed per operator of the model...
+WORK_SLACK = 4096  # ...plus this many
+CONSTANT_FACTOR = 64  # bytes of constants (densified, copied) allowed per byte of the file...
+CONSTANT_SLACK = 16 << 20  # ...plus this many
+MAX_KINDS, MAX_PLACES = 20, 8  # what the unconvertible-operators error lists
 # Operators that handle quantized tensors themselves (they convert between the domains).
 _DOMAIN_CHANGERS = ("QUANTIZE", "DEQUANTIZE")
 
@@ -59,17 +78,29 @@ def from_tflite(model: str | os.PathLike[str] | bytes | TFLiteModel, optimize: b
 
 
 def _check_supported(model: TFLiteModel) -> None:
-    missing = []
+    """One ConversionError naming every operator kind edgerun cannot convert, where it is
+    used (the first MAX_PLACES places of each, MAX_KINDS kinds; long custom codes cut), so
+    that the message stays small however many operators a file repeats."""
+    missing: dict[str, list[str]] = {}
+    count = 0
     for graph in model.subgraphs:
         for op in graph.operators:
             quantized = _is_quantized(graph, op)
             if lookup(op.opcode, op.custom_code, quantized) is None:
                 kind = "custom op" if op.opcode == "CUSTOM" else "builtin"
                 suffix = " on quantized tensors" if quantized else ""
-                missing.append(f"{kind} {op.name}{suffix} (subgraph {graph.index}, operator {op.index})")
+                places = missing.setdefault(f"{kind} {short(op.name)}{suffix}", [])
+                places.append(f"subgraph {graph.index}, operator {op.index}")
+                count += 1
     if missing:
+        listed = []
+        for what, places in list(missing.items())[:MAX_KINDS]:
+            more = f"; {len(places) - MAX_PLACES} more" if len(places) > MAX_PLACES else ""
+            listed.append(f"{what} ({'; '.join(places[:MAX_PLACES])}{more})")
+        if len(missing) > MAX_KINDS:
+            listed.append(f"{len(missing) - MAX_KINDS} more kinds")
         raise ConversionError(
-            f"the model uses {len(missing)} operator(s) edgerun cannot convert: " + "; ".join(missing)
+            f"the model uses {count} operator(s) edgerun cannot convert: " + "; ".join(listed)
             + ". Custom ops can be taught with edgerun.converters.tflite.register_custom_op.")
 
 
@@ -85,11 +116,71 @@ def _is_quantized(graph: TFLiteSubGraph, op: TFLiteOperator) -> bool:
     return False
 
 
+class Builder(GraphBuilder):
+    """A GraphBuilder whose generated names cost the same however many share a base (many
+    tensors of one name, many nodes of one operator, a condition inlined many times):
+    each base remembers the suffix it reached instead of counting up from 1 every time.
+    Node outputs get unique names too: a file's tensor may be called "op0_add:0" already."""
+
+    def __init__(self, name: str = "main") -> None:
+        super().__init__(name)
+        self._next: dict[str, int] = {}
+
+    def op(self, op_type: str, inputs: Any, *, num_outputs: int = 1, name: str | None = None,
+           output_names: Any = None, version: int | None = None, domain: str | None = None, **attrs: Any) -> Any:
+        """GraphBuilder.op, with generated output names made unique like any other."""
+        node_name = self._unique(name or op_type.lower())
+        names = ([self._claim(n) for n in output_names] if output_names is not None
+                 else [self._unique(f"{node_name}:{i}") for i in range(num_outputs)])
+        outputs = [Value(n, None, None) for n in names]
+        self._nodes.append(Node(op_type, list(inputs), list(outputs), dict(attrs), node_name,
+                                self.domain if domain is None else domain, self.opset if version is None else version))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def _unique(self, base: str) -> str:
+        i = self._next.get(base, 0)
+        name = base if i == 0 else f"{base}_{i}"
+        while name in self._names:
+            i += 1
+            name = f"{base}_{i}"
+        self._next[base] = i + 1
+        self._names.add(name)
+        return name
+
+
 class _ModelConverter:
     def __init__(self, model: TFLiteModel) -> None:
         self.model = model
-        self.builder = GraphBuilder("main")
+        self.builder = Builder("main")
         self.converted: dict[int, SubgraphConverter] = {}
+        self.constants: dict[tuple, Value] = {}  # (builder, data, type, quantization) -> its constant
+        self.work = 0
+        self.max_work = WORK_FACTOR * sum(len(g.operators) for g in model.subgraphs) + WORK_SLACK
+        self.constant_bytes = 0
+        size = model.size or sum(t.data.nbytes for g in model.subgraphs for t in g.tensors if t.data is not None)
+        self.max_constant_bytes = CONSTANT_FACTOR * size + CONSTANT_SLACK  # (size: a model made, not read)
+
+    def count(self, ctx: OpContext) -> None:
+        """Count one operator conversion against the model's allowance."""
+        self.work += 1
+        if self.work > self.max_work:
+            raise ctx.fail(f"converting the model takes more than {self.max_work:,} operator conversions "
+                           f"({WORK_FACTOR} per operator of the model plus {WORK_SLACK}): its subgraphs are "
+                           "used as bodies or conditions too many times")
+
+    def dense(self, tensor: Any) -> np.ndarray:
+        """Sparse constant `tensor` made dense, within what the constant allowance has left."""
+        from edgerun.converters.tflite.sparsity import densify
+
+        return densify(tensor, self.max_constant_bytes - self.constant_bytes)
+
+    def spend(self, nbytes: int, what: str) -> None:
+        """Count a new constant of `nbytes` against the model's allowance."""
+        self.constant_bytes += nbytes
+        if self.constant_bytes > self.max_constant_bytes:
+            raise ModelError(f"{what}: the converted graph's constants would take more than "
+                             f"{self.max_constant_bytes:,} bytes ({CONSTANT_FACTOR} per byte of the "
+                             f"{self.model.size:,}-byte file plus {CONSTANT_SLACK:,})")
 
     def convert(self) -> Graph:
         main = self.subgraph(0)
@@ -100,13 +191,18 @@ class _ModelConverter:
         for v in main.outputs():
             b._outputs.append(v)
         signatures: dict[str, Signature] = {}
+        inputs, outputs = {id(v) for v in b._inputs}, {id(v) for v in b._outputs}
         for sig in self.model.signatures:
             conv = self.subgraph(sig.subgraph)
-            if sig.subgraph != 0 and not any(v in b._inputs for v in conv.inputs()):
+            if sig.subgraph != 0 and not any(id(v) in inputs for v in conv.inputs()):
                 # Another subgraph's values live in the same graph: its inputs and outputs
                 # join the graph's (the default signature keeps the main subgraph's only).
                 b._inputs.extend(conv.inputs())
-                b._outputs.extend(v for v in conv.outputs() if v not in b._outputs)
+                inputs.update(id(v) for v in conv.inputs())
+                for v in conv.outputs():
+                    if id(v) not in outputs:
+                        b._outputs.append(v)
+                        outputs.add(id(v))
             signatures[sig.key] = Signature(
                 {name: conv.signature_input(index, sig.key, name) for name, index in sig.inputs.items()},
                 {name: conv.value(index) for name, index in sig.outputs.items()})
@@ -138,6 +234,9 @@ class SubgraphConverter:
         self.bound: set[int] = set()  # ids of the values already standing for a tensor
         self.declared: dict[int, Value] = {}
         self.stack = (*stack, graph.index)  # subgraphs being converted (nested calls)
+        if len(self.stack) > MAX_NESTING:
+            raise ConversionError(f"subgraphs nest more than {MAX_NESTING} deep: "
+                                  f"{' -> '.join(str(i) for i in self.stack)}")
 
     def convert(self) -> None:
         for index in self.graph.inputs:
@@ -186,7 +285,15 @@ class SubgraphConverter:
                 raise ModelError(f"subgraph {self.graph.index}, operator {op.index} ({op.name}): input "
                                  f"{position} is omitted (-1), but it is not optional")
         ctx = OpContext(self, op)
-        entry.convert(ctx)
+        self.model.count(ctx)
+        try:
+            entry.convert(ctx)
+        except EdgerunError:
+            raise
+        except RecursionError:
+            raise ctx.fail("its subgraphs nest too deeply to convert") from None
+        except Exception as exc:  # noqa: BLE001 - a converter's bug or unforeseen input, named
+            raise ctx.fail(f"cannot be converted ({type(exc).__name__}: {exc})") from exc
         for position, index in enumerate(op.outputs):
             if index not in self.values:
                 raise ctx.fail(f"the converter left output {position} unbound")
@@ -202,10 +309,8 @@ class SubgraphConverter:
         if tensor.data is None and 0 in tensor.shape and tensor.sparsity is None and tensor.dtype is not None:
             tensor.data = np.empty(tensor.shape, tensor.dtype)  # an empty constant (see reader._empty_constant)
         if tensor.data is None and tensor.sparsity is not None:
-            # Sparse weights read directly (FULLY_CONNECTED's sparse kernel): made dense here.
-            from edgerun.converters.tflite.sparsity import densify
-
-            tensor.data = densify(tensor)
+            # Sparse weights (DENSIFY's input, FULLY_CONNECTED's sparse kernel): made dense here.
+            tensor.data = self.model.dense(tensor)
         if tensor.data is None:
             raise ModelError(f"subgraph {self.graph.index}: tensor {index} ({tensor.name!r}) is read but "
                              "never written")
@@ -213,8 +318,15 @@ class SubgraphConverter:
         if not dtypes.is_supported(data.dtype):
             raise ConversionError(f"subgraph {self.graph.index}: constant {tensor.name!r} has type "
                                   f"{tensor.type}, which edgerun cannot hold")
-        value = self.builder.constant(self._name(tensor.name), data)
-        value.quantization = self._quantization(tensor)
+        quantization = self._quantization(tensor)
+        # Tensors reading one buffer share its array (reader): one constant serves them all.
+        key = (id(self.builder), id(data), tensor.type, None if quantization is None else
+               (quantization.scale.tobytes(), quantization.zero_point.tobytes(), quantization.axis))
+        value = self.model.constants.get(key)
+        if value is None:
+            self.model.spend(data.nbytes, f"subgraph {self.graph.index}: constant {tensor.name!r}")
+            value = self.model.constants[key] = self.builder.constant(self._name(tensor.name), data)
+            value.quantization = quantization
         self.values[index] = value
         self.bound.add(id(value))
         return value
@@ -252,7 +364,7 @@ class SubgraphConverter:
                            f"{len(self.model.model.subgraphs)})")
         if index in self.stack:
             raise ctx.fail(f"{what} subgraph {index} calls itself (recursion is not allowed)")
-        builder = GraphBuilder(self.model.model.subgraphs[index].name or f"subgraph_{index}")
+        builder = Builder(self.model.model.subgraphs[index].name or f"subgraph_{index}")
         conv = SubgraphConverter(self.model, self.model.model.subgraphs[index], builder, self.stack)
         conv.convert()
         builder._inputs.extend(conv.inputs())

@@ -9,9 +9,11 @@ come from an untrusted file, so nothing is read before it is checked: every offs
 inside the buffer (offsets are unsigned and point backwards), every width is 1, 2, 4 or 8, every
 length fits the bytes that follow, strings are UTF-8, map keys are strictly sorted (the
 C++ reader looks them up by binary search, so an unsorted map reads differently there),
-nesting is at most MAX_DEPTH deep, and the work is bounded (MAX_ITEMS values and
-MAX_BYTES bytes of strings in all, so a buffer whose vectors share children cannot
-expand exponentially). Anything malformed is a ValueError saying what and where.
+nesting is at most MAX_DEPTH deep, and the work is bounded by the buffer's size (at most
+ITEMS_PER_BYTE values and BYTES_PER_BYTE bytes of strings per byte of the buffer, plus a
+little, and never more than MAX_ITEMS and MAX_BYTES: a buffer whose vectors share children
+cannot expand exponentially, nor a few bytes make a million values). Anything malformed is
+a ValueError saying what and where.
 
 Values come back as Python objects: None, int, float, bool, str (keys and strings),
 bytes (blobs), list (untyped and typed vectors), dict (maps).
@@ -26,6 +28,11 @@ MAX_DEPTH = 32
 MAX_ITEMS = 1 << 20
 MAX_BYTES = 1 << 24
 MAX_KEY_LENGTH = 1024
+# Unshared, every value takes at least a byte of the buffer (and counts twice: in its
+# vector's length and itself), every string byte a byte: what a buffer may decode to.
+ITEMS_PER_BYTE = 4
+BYTES_PER_BYTE = 4
+SLACK = 1024
 
 # Type codes (the upper six bits of a packed type).
 NULL, INT, UINT, FLOAT, KEY, STRING = 0, 1, 2, 3, 4, 5
@@ -67,6 +74,8 @@ class _Reader:
         self.bytes = 0
         self.keys: dict[int, str] = {}
         self.root_type = NULL
+        self.max_items = min(MAX_ITEMS, ITEMS_PER_BYTE * len(buf) + SLACK)
+        self.max_bytes = min(MAX_BYTES, BYTES_PER_BYTE * len(buf) + SLACK)
 
     def root(self) -> Any:
         buf = self.buf
@@ -90,8 +99,9 @@ class _Reader:
     def _spend(self, items: int, nbytes: int = 0) -> None:
         self.items += items
         self.bytes += nbytes
-        if self.items > MAX_ITEMS or self.bytes > MAX_BYTES:
-            raise ValueError(f"the buffer decodes to more than {MAX_ITEMS} values or {MAX_BYTES} bytes of strings")
+        if self.items > self.max_items or self.bytes > self.max_bytes:
+            raise ValueError(f"the buffer decodes to more than {self.max_items} values or {self.max_bytes} bytes "
+                             f"of strings, more than its {len(self.buf)} bytes hold")
 
     def uint(self, offset: int, width: int, what: str = "a value") -> int:
         self._span(offset, width, what)

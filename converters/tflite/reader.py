@@ -13,6 +13,13 @@ not the empty sentinel, tensors read before any operator writes them, written tw
 input and output of one operator, constants or subgraph inputs overwritten. Every failure is
 a ModelError that names the subgraph, operator or tensor and what is wrong; LiteRT itself
 crashes the process on some of these files, edgerun must not.
+
+What reading allocates stays within a small multiple of the file size, however the file
+shares: the flatbuffer reader bounds the decoded tables and vectors (an object referenced
+again counts again); a buffer that several tensors use is decoded once per type and shape
+(INT4 unpacked and strings decoded once per buffer), so those tensors share one read-only
+array; and data kept after the flatbuffer (buffers and large custom options found by
+offset and size) may not add up to more than the file holds, so regions cannot be reused.
 """
 
 from __future__ import annotations
@@ -128,6 +135,7 @@ class TFLiteModel:
     subgraphs: list[TFLiteSubGraph]
     signatures: list[TFLiteSignature] = field(default_factory=list)
     metadata: dict[str, bytes] = field(default_factory=dict)
+    size: int = 0                      # bytes of the file (what converting it may spend scales with it)
 
 
 def read_tflite(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> TFLiteModel:
@@ -138,7 +146,9 @@ def read_tflite(source: str | os.PathLike[str] | bytes | bytearray | memoryview)
     """
     buf = Path(source).read_bytes() if isinstance(source, str | os.PathLike) else bytes(source)
     raw = FlatReader(buf, TABLES, UNIONS, shared=True).read_root(FILE_IDENTIFIER, "Model", ".tflite")
-    return _Checker(raw, buf).model()
+    model = _Checker(raw, buf).model()
+    model.size = len(buf)
+    return model
 
 
 class _Checker:
@@ -147,6 +157,11 @@ class _Checker:
     def __init__(self, raw: dict[str, Any], buf: bytes) -> None:
         self.raw = raw
         self.buf = buf
+        self.external = 0  # bytes of buffers and custom options found by offset, in all
+        # Decoded once per buffer, whichever tensors use it: (buffer, type, shape) -> array,
+        # (buffer, "INT4") -> unpacked nibbles, (buffer, "STRING") -> strings, (buffer, "raw") -> bytes.
+        self.decoded: dict[tuple, Any] = {}
+        self.custom: dict[tuple[int, int], bytes] = {}
 
     def model(self) -> TFLiteModel:
         raw = self.raw
@@ -181,9 +196,18 @@ class _Checker:
             if offset + size > len(self.buf):
                 raise ModelError(f"buffer {index}: {size} bytes at offset {offset} run past the end "
                                  f"of the file ({len(self.buf)} bytes)")
+            self._external(size, f"buffer {index}")
             return memoryview(self.buf)[offset:offset + size]
         data = raw["data"]
         return b"" if data is None else data.data
+
+    def _external(self, size: int, what: str) -> None:
+        """Count `size` bytes found by offset: together they may not pass the file size (a
+        region named by many buffers or operators would multiply what converting it costs)."""
+        self.external += size
+        if self.external > len(self.buf):
+            raise ModelError(f"{what}: the buffers and custom options kept by offset add up to more than the "
+                             f"{len(self.buf):,} bytes of the file (regions are used more than once)")
 
     def _opcode(self, index: int, raw: dict[str, Any]) -> tuple[str, str, int]:
         code = max(raw["builtin_code"], raw["deprecated_builtin_code"])
@@ -212,7 +236,7 @@ class _Checker:
                 raise ModelError(f"{where}, operator {i}: opcode index {op['opcode_index']} is out of "
                                  f"range (the model has {len(self.codes)} operator codes)")
             opcode, custom_code, version = self.codes[op["opcode_index"]]
-            what = f"operator {i} ({custom_code if opcode == 'CUSTOM' else opcode})"
+            what = f"operator {i} ({short(custom_code) if opcode == 'CUSTOM' else opcode})"
             operators.append(TFLiteOperator(
                 i, opcode, custom_code, version,
                 indices(op["inputs"], f"{what}: an input", optional=True),
@@ -237,6 +261,7 @@ class _Checker:
             if offset + size > len(self.buf):
                 raise ModelError(f"{where}, {what}: custom options of {size} bytes at offset {offset} "
                                  f"run past the end of the file ({len(self.buf)} bytes)")
+            self._external(size, f"{where}, {what}: custom options")
             return bytes(self.buf[offset:offset + size])
         options = op["custom_options"]
         return b"" if options is None else options.tobytes()
@@ -275,12 +300,37 @@ class _Checker:
         data = self.buffers[buffer_index] if buffer_index else b""
         if len(data):
             if tensor.sparsity is not None:
-                tensor.raw = bytes(data)
+                tensor.raw = self._once((buffer_index, "raw"), lambda: bytes(data))
             else:
-                tensor.data = _decode(what, type_name, shape, elements, data)
+                tensor.data = self._constant(what, buffer_index, type_name, shape, elements)
         elif tensor.sparsity is not None:
             raise ModelError(f"{what}: a sparse tensor without data")
         return tensor
+
+    def _once(self, key: tuple, make: Any) -> Any:
+        if key not in self.decoded:
+            self.decoded[key] = make()
+        return self.decoded[key]
+
+    def _constant(self, what: str, index: int, type_name: str, shape: tuple[int, ...], elements: int) -> np.ndarray:
+        """Buffer `index` as a constant of `type_name` and `shape`, decoded once for all the
+        tensors that read it so (the arrays are read-only)."""
+        data = self.buffers[index]
+        if type_name == "INT4":
+            _check_int4_size(what, shape, elements, data)
+            nibbles = self._once((index, "INT4"), lambda: _unpack_int4(data))
+            return self._once((index, type_name, shape), lambda: nibbles[:elements].reshape(shape))
+        if type_name == "STRING":
+            strings = self._once((index, "STRING"), lambda: _decode_strings(what, bytes(data)))
+            if strings.size != elements:
+                raise ModelError(f"{what}: a string buffer of {strings.size} strings does not fit shape {list(shape)}")
+            return self._once((index, type_name, shape), lambda: strings.reshape(shape))
+        # Checked once per buffer and type: tensors of other shapes get views of the same array.
+        flat = self._once((index, type_name), lambda: _decode(what, type_name, shape, elements, data).reshape(-1))
+        if flat.size != elements:
+            raise ModelError(f"{what}: a {type_name} buffer of shape {list(shape)} needs "
+                             f"{elements * flat.itemsize} bytes, the file holds {len(data)}")
+        return self._once((index, type_name, shape), lambda: flat.reshape(shape))
 
     @staticmethod
     def _quantization(what: str, raw: dict[str, Any] | None, shape: tuple[int, ...]) -> TFLiteQuantization | None:
@@ -318,25 +368,34 @@ class _Checker:
         return TFLiteSignature(key, graph.index, names(raw["inputs"], "input"), names(raw["outputs"], "output"))
 
 
+def short(name: str, limit: int = 100) -> str:
+    """`name` for a message: cut to `limit` characters (a file's custom code can be huge)."""
+    return name if len(name) <= limit else f"{name[:limit]}... ({len(name):,} characters)"
+
+
+def _check_int4_size(what: str, shape: tuple[int, ...], elements: int, data: Any) -> None:
+    expected = (elements + 1) // 2
+    if len(data) != expected:
+        raise ModelError(f"{what}: an INT4 buffer of shape {list(shape)} needs {expected} bytes, "
+                         f"the file holds {len(data)}")
+
+
+def _unpack_int4(data: Any) -> np.ndarray:
+    """Two signed 4-bit values per byte, element 2i in the low nibble, as read-only int8."""
+    packed = np.frombuffer(data, np.uint8)
+    nibbles = np.empty(packed.size * 2, np.uint8)
+    nibbles[0::2], nibbles[1::2] = packed & 0x0F, packed >> 4
+    values = ((nibbles.astype(np.int8) ^ 8) - 8).astype(np.int8)
+    values.flags.writeable = False
+    return values
+
+
 def _decode(what: str, type_name: str, shape: tuple[int, ...], elements: int, data: Any) -> np.ndarray:
     """A constant's contents as a read-only array of `shape`; ModelError when the buffer
-    is not exactly what the type and shape need."""
-    if type_name == "STRING":
-        return _decode_strings(what, shape, elements, bytes(data))
+    is not exactly what the type and shape need (INT4 and STRING: see _Checker._constant)."""
     dtype = NUMPY_TYPES.get(type_name)
-    if dtype is None:
+    if dtype is None or type_name in ("INT4", "STRING"):
         raise ModelError(f"{what}: constant tensors of type {type_name} are not supported")
-    if type_name == "INT4":  # two per byte, element 2i in the low nibble
-        expected = (elements + 1) // 2
-        if len(data) != expected:
-            raise ModelError(f"{what}: an INT4 buffer of shape {list(shape)} needs {expected} bytes, "
-                             f"the file holds {len(data)}")
-        packed = np.frombuffer(data, np.uint8)
-        nibbles = np.empty(packed.size * 2, np.uint8)
-        nibbles[0::2], nibbles[1::2] = packed & 0x0F, packed >> 4
-        values = ((nibbles[:elements].astype(np.int8) ^ 8) - 8).astype(np.int8)
-        values.flags.writeable = False
-        return values.reshape(shape)
     expected = elements * dtype.itemsize
     if len(data) != expected:
         raise ModelError(f"{what}: a {type_name} buffer of shape {list(shape)} needs {expected} bytes, "
@@ -347,14 +406,14 @@ def _decode(what: str, type_name: str, shape: tuple[int, ...], elements: int, da
     return array
 
 
-def _decode_strings(what: str, shape: tuple[int, ...], elements: int, data: bytes) -> np.ndarray:
-    """TFLite's string buffer: int32 count, count + 1 int32 offsets, then the bytes."""
+def _decode_strings(what: str, data: bytes) -> np.ndarray:
+    """TFLite's string buffer: int32 count, count + 1 int32 offsets, then the bytes; a
+    read-only 1-D object array of str."""
     if len(data) < 4:
         raise ModelError(f"{what}: a string buffer of {len(data)} bytes has no header")
     count = int(np.frombuffer(data, "<i4", count=1)[0])
-    if count != elements or 4 * (count + 2) > len(data):
-        raise ModelError(f"{what}: a string buffer of {count} strings does not fit shape {list(shape)} "
-                         f"in {len(data)} bytes")
+    if count < 0 or 4 * (count + 2) > len(data):
+        raise ModelError(f"{what}: a string buffer of {count} strings does not fit in {len(data)} bytes")
     offsets = np.frombuffer(data, "<i4", count=count + 1, offset=4).astype(np.int64)
     if offsets[0] != 4 * (count + 2) or np.any(np.diff(offsets) < 0) or offsets[-1] > len(data):
         raise ModelError(f"{what}: string offsets are out of order or out of the buffer")
@@ -364,7 +423,8 @@ def _decode_strings(what: str, shape: tuple[int, ...], elements: int, data: byte
             strings[i] = data[offsets[i]:offsets[i + 1]].decode("utf-8")
         except UnicodeDecodeError:
             raise ModelError(f"{what}: string {i} is not valid UTF-8") from None
-    return strings.reshape(shape)
+    strings.flags.writeable = False
+    return strings
 
 
 def _empty_constant(tensor: TFLiteTensor) -> bool:
@@ -387,9 +447,10 @@ def _check_dataflow(graph: TFLiteSubGraph) -> None:
             if i != -1 and i not in available and not _empty_constant(graph.tensors[i]):
                 raise ModelError(f"{what}: reads tensor {i} ({graph.tensors[i].name!r}) before any "
                                  "operator writes it")
+        reads = set(op.inputs)
         for o in op.outputs:
             tensor = graph.tensors[o]
-            if o in op.inputs:
+            if o in reads:
                 raise ModelError(f"{what}: tensor {o} ({tensor.name!r}) is both an input and an output")
             if o in written:
                 raise ModelError(f"{what}: tensor {o} ({tensor.name!r}) is written by two operators")

@@ -19,7 +19,11 @@ dimensions, dense sizes agree with the shape, segments start at 0, never decreas
 at the number of indices, indices are within their level, no two stored values land on the
 same element, and the number of stored values is exactly the buffer's size over the type's
 size. A failure is a ModelError naming the tensor. Densifying is vectorized: one int64
-array of flat destinations, as long as the positions of the widest level.
+array of flat destinations, as long as the positions of the widest level, which may not
+outgrow what the file holds (the stored values, or the segments of a sparse level below):
+a few bytes of metadata cannot make a huge index array. The dense result is at most
+MAX_DENSE_ELEMENTS elements and `max_bytes` bytes (the converter's allowance, which scales
+with the file size).
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ _VALUE_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "INT8", "UINT8", "INT16", "INT3
                 "UINT32", "UINT64", "BOOL")
 
 
-def densify(tensor: TFLiteTensor) -> np.ndarray:
+def densify(tensor: TFLiteTensor, max_bytes: int | None = None) -> np.ndarray:
     """The dense contents of sparse constant `tensor` (its dtype and shape); ModelError
-    naming the tensor when its sparsity parameters or stored values are malformed."""
+    naming the tensor when its sparsity parameters or stored values are malformed, or when
+    the dense array would take more than `max_bytes` (None: no limit but MAX_DENSE_ELEMENTS)."""
     what = f"sparse tensor {tensor.name!r}"
     sparsity = tensor.sparsity
     if sparsity is None or tensor.raw is None:
@@ -56,12 +61,16 @@ def densify(tensor: TFLiteTensor) -> np.ndarray:
     if elements > MAX_DENSE_ELEMENTS:
         raise ModelError(f"{what}: shape {list(shape)} has {elements:,} elements, over the limit of "
                          f"{MAX_DENSE_ELEMENTS:,} for a densified tensor")
-    sizes, weights = _levels(what, shape, sparsity)
-    flat = _destinations(what, sparsity["dim_metadata"], sizes, weights)
+    if max_bytes is not None and elements * dtype.itemsize > max_bytes:
+        raise ModelError(f"{what}: densifying shape {list(shape)} takes {elements * dtype.itemsize:,} bytes, "
+                         f"more than the {max(max_bytes, 0):,} left of what this model's size allows for its "
+                         "constants")
     if len(tensor.raw) % dtype.itemsize:
         raise ModelError(f"{what}: {len(tensor.raw)} bytes of values are not a whole number of "
                          f"{tensor.type} elements")
     stored = len(tensor.raw) // dtype.itemsize
+    sizes, weights = _levels(what, shape, sparsity)
+    flat = _destinations(what, sparsity["dim_metadata"], sizes, weights, stored)
     if flat.size != stored:
         raise ModelError(f"{what}: the sparsity parameters place {flat.size} values, the buffer holds {stored}")
     if np.unique(flat).size != flat.size:
@@ -121,11 +130,20 @@ def _levels(what: str, shape: tuple[int, ...], sparsity: dict[str, Any]) -> tupl
     return sizes, [expanded_weights[d] for d in order]
 
 
-def _destinations(what: str, metadata: list[dict[str, Any]], sizes: list[int], weights: list[int]) -> np.ndarray:
-    """The flat dense index of every stored value, level by level."""
+def _destinations(what: str, metadata: list[dict[str, Any]], sizes: list[int], weights: list[int],
+                  stored: int) -> np.ndarray:
+    """The flat dense index of every stored value, level by level. A level's positions are
+    at most what the file holds: the `stored` values at the end, or the segments of the
+    next sparse level (one per position, plus one)."""
+    segments = [_index_vector(what, level, meta, "array_segments").size
+                for level, meta in enumerate(metadata) if meta["format"] == SPARSE_CSR]
+    most = max([stored, *segments])
     flat = np.zeros(1, np.int64)  # one position above the first level
     for level, (meta, size, weight) in enumerate(zip(metadata, sizes, weights, strict=True)):
         if meta["format"] == DENSE:
+            if flat.size * size > most:
+                raise ModelError(f"{what}: dense level {level} makes {flat.size * size:,} positions, more than "
+                                 f"the {stored} stored values or any sparse level's segments account for")
             flat = (flat[:, None] + np.arange(size, dtype=np.int64) * weight).reshape(-1)
             continue
         segments = _index_vector(what, level, meta, "array_segments")
@@ -154,7 +172,8 @@ def _index_vector(what: str, level: int, meta: dict[str, Any], field: str) -> np
 @converts("DENSIFY", any_dtype=True)
 def densify_op(ctx: OpContext) -> None:
     """DENSIFY: its input is a sparse constant, so its output becomes the dense constant
-    (the same type, shape and quantization); nothing is left to do at run time."""
+    (the same type, shape and quantization); nothing is left to do at run time. The input
+    is made dense once however many operators read it, within the converter's allowance."""
     ctx.need_inputs(1)
     if ctx.num_outputs != 1:
         raise ctx.fail(f"expects 1 output, has {ctx.num_outputs}")
@@ -165,4 +184,4 @@ def densify_op(ctx: OpContext) -> None:
     if out.type != tensor.type or tuple(out.shape) != tuple(tensor.shape):
         raise ctx.fail(f"the output ({out.type} {list(out.shape)}) must have the sparse input's type and "
                        f"shape ({tensor.type} {list(tensor.shape)})")
-    ctx.bind(0, ctx.const("dense", densify(tensor)))
+    ctx.bind(0, ctx.input(0))

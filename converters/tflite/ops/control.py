@@ -21,7 +21,13 @@ nothing observable (no operator of it touches resources): then it is dropped.
 
 Failures are ConversionErrors naming the operator: a subgraph index out of range, a
 subgraph reached again from itself (recursion), input or output counts or types that
-differ between the operator and its subgraphs.
+differ between the operator and its subgraphs, subgraphs nested deeper than
+convert.MAX_NESTING, or more operator conversions than the model's size allows (each WHILE
+converts its cond subgraph twice and its body once, each IF both branches: subgraphs used
+by many operators, or chains of them, are refused; see converters.tflite.convert).
+
+At run time a WHILE is an ONNX Loop without a trip count: it runs until its condition is
+false, as in TFLite, and how long that may take is the runtime Loop kernel's to bound.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgerun.converters.tflite.context import OpContext
-from edgerun.converters.tflite.convert import SubgraphConverter
+from edgerun.converters.tflite.convert import Builder, SubgraphConverter
 from edgerun.converters.tflite.reader import TFLiteSubGraph
 from edgerun.converters.tflite.registry import converts
 from edgerun.runtime.graph import Graph, GraphBuilder, Value
@@ -115,7 +121,7 @@ def while_(ctx: OpContext) -> None:
 
 def _loop_body(ctx: OpContext, cond: TFLiteSubGraph, body: TFLiteSubGraph) -> Graph:
     """(iteration, condition, values...) -> (cond(body(values)), body(values)...)."""
-    builder = GraphBuilder(f"{ctx.prefix}_body")
+    builder = Builder(f"{ctx.prefix}_body")
     iteration = builder.input("iteration", np.int64, ())
     keep_going = builder.input("condition", np.bool_, ())
     conv = SubgraphConverter(ctx.converter.model, body, builder, ctx.converter.stack)

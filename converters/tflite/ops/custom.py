@@ -11,7 +11,10 @@ stride_width, stride_height, ...} and TfLitePoolParams {padding, stride_width,
 stride_height, filter_width, filter_height, activation, ...}. Padding codes are TfLitePadding
 (1 SAME, 2 VALID); options shorter than the fields read are a ConversionError. These ops are
 float32 only (as in mediapipe) and need static spatial sizes, since their padding and
-index arithmetic depend on them.
+index arithmetic depend on them. Their index arrays, as long as the input's declared sizes,
+are Range nodes rather than constants: the optimizer folds the small ones, and a file that
+declares a huge input meets the memory budget at run time instead of allocating at
+conversion.
 """
 
 from __future__ import annotations
@@ -194,14 +197,25 @@ def max_pooling_with_argmax_2d(ctx: OpContext) -> None:
     # Flat NCHW index -> (row, column) in the input -> offset from the window's corner.
     row = ctx.emit("Mod", [ctx.emit("Div", [flat, ctx.const("width", np.int64(w))]), ctx.const("height", np.int64(h))])
     col = ctx.emit("Mod", [flat, ctx.const("width2", np.int64(w))])
-    top = np.arange(outs[0], dtype=np.int64).reshape(1, 1, -1, 1) * strides[0] - before[0]
-    left = np.arange(outs[1], dtype=np.int64).reshape(1, 1, 1, -1) * strides[1] - before[1]
-    dy = ctx.emit("Sub", [row, ctx.const("top", top)])
-    dx = ctx.emit("Sub", [col, ctx.const("left", left)])
+    top = _positions(ctx, "top", outs[0], strides[0], -before[0], 2)
+    left = _positions(ctx, "left", outs[1], strides[1], -before[1], 3)
+    dy = ctx.emit("Sub", [row, top])
+    dx = ctx.emit("Sub", [col, left])
     local = ctx.emit("Add", [ctx.emit("Mul", [dy, ctx.const("filter_width", np.int64(kernel[1]))]), dx])
     argmax = ctx.emit("Add", [ctx.emit("Cast", [local], to=1), ctx.const("tenth", np.float32(0.1))])
     ctx.bind(0, _clamp(ctx, ctx.nhwc(pooled), options["activation"]))
     ctx.bind(1, ctx.nhwc(argmax))
+
+
+def _positions(ctx: OpContext, name: str, count: int, step: int, start: int, axis: int) -> Value:
+    """int64 [start, start + step, ...] (`count` values) along `axis` of a rank-4 shape of
+    ones, as a Range node (see the module docstring)."""
+    values = ctx.emit("Range", [ctx.const(f"{name}_start", np.int64(start)),
+                                ctx.const(f"{name}_limit", np.int64(start + count * step)),
+                                ctx.const(f"{name}_step", np.int64(step))])
+    shape = [1, 1, 1, 1]
+    shape[axis] = -1
+    return ctx.emit("Reshape", [values, ctx.const(f"{name}_shape", np.array(shape, np.int64))])
 
 
 def _clamp(ctx: OpContext, value: Value, activation: int) -> Value:
@@ -264,14 +278,15 @@ def _unpool_targets(ctx: OpContext, shape: tuple[int, ...], kernel: tuple[int, i
     quotient = ctx.emit("Div", [ctx.emit("Cast", [index], to=11), ctx.const("filter_w", np.float64(kernel[1]))])
     dy = ctx.emit("Cast", [quotient], to=7)
     dx = ctx.emit("Sub", [index, ctx.emit("Mul", [dy, ctx.const("filter_w_int", np.int64(kernel[1]))])])
-    rows = np.arange(h, dtype=np.int64).reshape(1, h, 1, 1) * strides[0] - pads[0]
-    cols = np.arange(w, dtype=np.int64).reshape(1, 1, w, 1) * strides[1] - pads[1]
-    y = ctx.emit("Add", [ctx.const("rows", rows), dy])
-    x = ctx.emit("Add", [ctx.const("cols", cols), dx])
+    rows = _positions(ctx, "rows", h, strides[0], -pads[0], 1)
+    cols = _positions(ctx, "cols", w, strides[1], -pads[1], 2)
+    y = ctx.emit("Add", [rows, dy])
+    x = ctx.emit("Add", [cols, dx])
     inside = ctx.emit("And", [_in_range(ctx, y, out_h, "y"), _in_range(ctx, x, out_w, "x")])
     position = ctx.emit("Add", [ctx.emit("Mul", [y, ctx.const("out_w", np.int64(out_w))]), x])
-    base = np.arange(n, dtype=np.int64).reshape(n, 1, 1, 1) * (out_h * out_w * c) + np.arange(c, dtype=np.int64)
-    target = ctx.emit("Add", [ctx.emit("Mul", [position, ctx.const("channels", np.int64(c))]), ctx.const("base", base)])
+    base = ctx.emit("Add", [_positions(ctx, "batch", n, out_h * out_w * c, 0, 0),
+                            _positions(ctx, "channel", c, 1, 0, 3)])
+    target = ctx.emit("Add", [ctx.emit("Mul", [position, ctx.const("channels", np.int64(c))]), base])
     return ctx.emit("Where", [inside, target, ctx.const("nowhere", np.int64(n * out_h * out_w * c))])
 
 
