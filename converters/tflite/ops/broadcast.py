@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgerun.converters.tflite.context import OpContext
-from edgerun.converters.tflite.ops.indices import IndexMath, cast_int, rank_of, vector_length
+from edgerun.converters.tflite.ops.indices import IndexMath, cast_int, rank_length, rank_of, vector_length
 from edgerun.converters.tflite.registry import converts
 
 
@@ -34,9 +34,10 @@ def broadcast_to(ctx: OpContext) -> None:
 
 @converts("BROADCAST_ARGS")
 def broadcast_args(ctx: OpContext) -> None:
-    """The shape two shapes (1-D int inputs of static length) broadcast to."""
+    """The shape two shapes (1-D int inputs of static length, at most MAX_RANK entries)
+    broadcast to."""
     ctx.need_inputs(2)
-    lengths = [vector_length(ctx, i, f"shape {i}") for i in (0, 1)]
+    lengths = [rank_length(ctx, i, f"shape {i}") for i in (0, 1)]
     if ctx.tensor(0).type != ctx.tensor(1).type:
         raise ctx.fail(f"the shapes' types differ: {ctx.tensor(0).type} and {ctx.tensor(1).type}")
     ints = IndexMath(ctx)

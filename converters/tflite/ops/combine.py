@@ -177,9 +177,10 @@ def mirror_pad(ctx: OpContext) -> None:
 
 def _mirror_index(ints: IndexMath, n: Ints, before: Ints, after: Ints, symmetric: int) -> Ints:
     """For j in [-before, n + after): j inside [0, n), else its mirror: -j - symmetric before,
-    2n - 2 + symmetric - j after."""
+    2n - 2 + symmetric - j after. Computed at run time (Range and arithmetic nodes) when the
+    padded dimension is big, so a declared (1, 2**29) input costs no index array here."""
     one = np.asarray(1, np.int64)
-    j = ints.apply(np.arange, "Range", ints.sub(np.asarray(0, np.int64), before), ints.add(n, after), one)
+    j = ints.range(ints.sub(np.asarray(0, np.int64), before), ints.add(n, after), one)
     left = ints.sub(np.asarray(-symmetric, np.int64), j)
     right = ints.sub(ints.add(ints.add(n, n), np.asarray(symmetric - 2, np.int64)), j)
     return ints.where(ints.less(j, np.asarray(0, np.int64)), left,

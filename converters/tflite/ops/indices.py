@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgerun.converters.tflite.context import OpContext
+from edgerun.converters.tflite.reader import MAX_RANK
 from edgerun.runtime.graph import Value
 
 INT64_MIN = np.iinfo(np.int64).min
@@ -20,6 +21,9 @@ INT64_MAX = np.iinfo(np.int64).max
 # TFLite tensor type -> ONNX element type code (Cast's `to`) for the index types.
 ONNX_INTS = {"INT16": 5, "INT32": 6, "INT64": 7}
 INDEX_TYPES = ("INT32", "INT64")
+# Index arrays longer than this (sized by a declared dimension) are made at run time, where the
+# memory budget applies, rather than as constants at conversion.
+MAX_CONSTANT_INDICES = 1 << 16
 
 Ints = np.ndarray | Value   # int64 indices known at conversion time, or computed at run time
 
@@ -75,6 +79,17 @@ class IndexMath:
     def clip(self, a: Ints, low: Ints, high: Ints) -> Ints:
         return self.apply(np.maximum, "Max", self.apply(np.minimum, "Min", a, high), low)
 
+    def range(self, start: Ints, limit: Ints, delta: Ints) -> Ints:
+        """start, start + delta, ... before limit (int64 scalars): numpy when all three are
+        known and the result holds at most MAX_CONSTANT_INDICES entries, else a Range node
+        (the constant folder leaves a big one to run time)."""
+        bounds = (start, limit, delta)
+        if not any(isinstance(a, Value) for a in bounds) and int(delta) != 0:
+            if len(range(int(start), int(limit), int(delta))) <= MAX_CONSTANT_INDICES:
+                return np.arange(start, limit, delta, dtype=np.int64)
+        return self.ctx.emit("Range", [self.value(a if isinstance(a, Value) else np.asarray(a, np.int64))
+                                       for a in bounds])
+
     def total(self, a: Ints) -> Ints:
         return self.apply(np.sum, "ReduceSum", a, keepdims=0)
 
@@ -111,6 +126,15 @@ def vector_length(ctx: OpContext, i: int, what: str) -> int:
     if len(signature) != 1 or signature[0] < 0:
         raise ctx.fail(f"{what} must be a 1-D tensor of static length, got shape {list(signature)}")
     return signature[0]
+
+
+def rank_length(ctx: OpContext, i: int, what: str, limit: int = MAX_RANK) -> int:
+    """The static length of 1-D input `i` that holds one entry per dimension (begins, axes,
+    shapes): at most `limit` (the reader's MAX_RANK), checked before anything is made of it."""
+    length = vector_length(ctx, i, what)
+    if length > limit:
+        raise ctx.fail(f"{what} has {length} entries; at most {limit} are allowed (one per dimension)")
+    return length
 
 
 def cast_int(ctx: OpContext, value: Value, tflite_type: str) -> Value:

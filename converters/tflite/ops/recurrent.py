@@ -13,6 +13,7 @@ from edgerun.converters.tflite.registry import converts
 from edgerun.runtime.graph import Value
 
 LSTM_OPTIONAL = (1, 5, 9, 10, 11, 12, 16, 17, 20, 21, 22, 23)  # CIFG, peepholes, projection, layer norm
+MAX_TIME_STEPS = 1024  # unrolled: about 14 nodes per step
 
 
 def lstm_activation(ctx: OpContext, value: Value) -> Value:
@@ -52,7 +53,8 @@ def unidirectional_sequence_lstm(ctx: OpContext) -> None:
     to proj_clip). ONNX LSTM is not used: its `clip` bounds the gates' inputs, not the cell
     state. Each run starts from the state tensors' contents (zeros for variable ones); LiteRT
     carries the state over to the next invocation, edgerun's graph does not. Layer
-    normalization and diagonal recurrent weights are refused."""
+    normalization and diagonal recurrent weights are refused, and so are more than
+    MAX_TIME_STEPS time steps (the unrolled graph grows with them)."""
     ctx.need_inputs(20, 24)
     if any(ctx.has_input(i) for i in (20, 21, 22, 23)):
         raise ctx.fail("layer normalization is not supported")
@@ -62,6 +64,8 @@ def unidirectional_sequence_lstm(ctx: OpContext) -> None:
     time_axis = 0 if ctx.options["time_major"] else 1
     if len(shape) != 3 or shape[time_axis] < 1:
         raise ctx.fail(f"the input must be 3-D with a static number of time steps, got shape {list(shape)}")
+    if shape[time_axis] > MAX_TIME_STEPS:
+        raise ctx.fail(f"{shape[time_axis]} time steps are more than the {MAX_TIME_STEPS} this converter unrolls")
     gates = [g for g in range(4) if g or ctx.has_input(1)]  # input, forget, cell, output; CIFG: no input
     for g in gates:
         filter_tensor(ctx, 1 + g, 2, "[cells, inputs]")

@@ -20,6 +20,7 @@ from edgerun.converters.tflite.ops.indices import (
     Ints,
     checked_axis,
     int64_indices,
+    rank_length,
     rank_of,
     vector_length,
 )
@@ -106,9 +107,10 @@ def strided_slice(ctx: OpContext) -> None:
     dimension of 1, shrink_axis_mask takes one element and drops the dimension (with step 1
     whatever the stride), `offset` makes end a size added to begin (it must fit: LiteRT's
     kernels disagree outside). Entries past the input's dimensions are ignored, as LiteRT
-    does. begin, end and strides may be computed at run time."""
+    does. begin, end and strides may be computed at run time; they may hold at most MAX_RANK
+    (16) entries."""
     ctx.need_inputs(4)
-    count = vector_length(ctx, 1, "begin")
+    count = rank_length(ctx, 1, "begin")
     if vector_length(ctx, 2, "end") != count or vector_length(ctx, 3, "strides") != count:
         raise ctx.fail("begin, end and strides must have the same length")
     rank = rank_of(ctx)
@@ -174,9 +176,10 @@ def _slice_bounds(ints: IndexMath, plan: _SliceAxes, dims: Ints, stride: Ints, b
 @converts("REVERSE_V2", any_dtype=True)
 def reverse_v2(ctx: OpContext) -> None:
     """Reverses the dimensions the axis input names (constant or computed; negative count
-    from the back): a Slice with step -1 on each."""
+    from the back): a Slice with step -1 on each. It may name at most as many axes as the
+    input has dimensions."""
     ctx.need_inputs(2)
-    count = vector_length(ctx, 1, "the axis")
+    count = rank_length(ctx, 1, "the axis", rank_of(ctx))
     ints = IndexMath(ctx)
     axes = ints.input(1, "the axis")
     if isinstance(axes, np.ndarray):
