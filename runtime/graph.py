@@ -181,22 +181,39 @@ class Graph:
         return list(seen.values())
 
     def subgraphs(self) -> list[Graph]:
-        """Graphs nested in node attributes, depth first (not including self)."""
-        found: list[Graph] = []
-        for node in self.nodes:
-            for value in node.attrs.values():
-                items = value if isinstance(value, list) else [value]
-                for item in items:
-                    if isinstance(item, Graph):
-                        found.append(item)
-                        found.extend(item.subgraphs())
-        return found
+        """Graphs nested in node attributes, depth first, each Graph object once however many
+        nodes hold it (a loaded model shares one Graph per subgraph index), not including self
+        (see graphs_within)."""
+        return [g for g in graphs_within(self.nodes) if g is not self]
 
     def op_histogram(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for node in self.nodes:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def graphs_within(nodes: Iterable[Node]) -> list[Graph]:
+    """Every graph held in `nodes`' attributes, and every graph nested in those, depth first
+    in node and attribute order, each Graph object once (the first time it is met): linear in
+    the nodes of the distinct graphs, however many references share one."""
+    seen: set[int] = set()
+    order: list[Graph] = []
+    stack = _held(nodes)[::-1]  # popped in attribute order
+    while stack:
+        graph = stack.pop()
+        if id(graph) in seen:  # met before, with everything below it
+            continue
+        seen.add(id(graph))
+        order.append(graph)
+        stack.extend(reversed(_held(graph.nodes)))
+    return order
+
+
+def _held(nodes: Iterable[Node]) -> list[Graph]:
+    """The graphs held directly in `nodes`' attributes, in node and attribute order."""
+    return [item for node in nodes for value in node.attrs.values()
+            for item in (value if isinstance(value, list) else [value]) if isinstance(item, Graph)]
 
 
 def reachable_nodes(
@@ -238,14 +255,19 @@ class GraphBuilder:
         self._inputs: list[Value] = []
         self._outputs: list[Value] = []
         self._names: set[str] = set()
+        self._suffixes: dict[str, int] = {}  # base name -> the last suffix _unique gave it
         self._signatures: dict[str, Signature] = {}
         self.metadata: dict[str, str] = {}
 
     def _unique(self, base: str) -> str:
-        name, i = base, 0
+        """`base`, or base_1, base_2, ...: the first free one after the last suffix given to
+        `base` (so n values of one name cost n steps in all, not n squared)."""
+        i = self._suffixes.get(base, 0)
+        name = f"{base}_{i}" if i else base
         while name in self._names:
             i += 1
             name = f"{base}_{i}"
+        self._suffixes[base] = i
         self._names.add(name)
         return name
 

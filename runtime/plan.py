@@ -38,7 +38,7 @@ from edgerun.runtime.errors import (
     WorkBudgetError,
     raise_node_failure,
 )
-from edgerun.runtime.graph import Graph, Node, Signature, Value, ValueKind, reachable_nodes
+from edgerun.runtime.graph import Graph, Node, Signature, Value, ValueKind, graphs_within, reachable_nodes
 from edgerun.runtime.kernels import Kernel, TensorSpec, resolve
 from edgerun.runtime.kernels.base import (
     STRING_ELEMENT_BYTES,
@@ -52,6 +52,7 @@ from edgerun.runtime.kernels.base import (
     spec_nbytes,
     value_nbytes,
 )
+from edgerun.runtime.kernels.control import record_body_work
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 from edgerun.runtime.work import WorkTally, node_macs
 
@@ -148,8 +149,9 @@ class ExecutionPlan:
         self.kernel_classes = [
             resolve(n.domain, n.op_type, n.version, n.name, backend) for n in self.nodes
         ]
-        for body in (g for n in self.nodes for g in _bodies(n)):  # control-flow bodies run eagerly,
-            for n in [body_node for g in (body, *body.subgraphs()) for body_node in g.nodes]:  # fail now
+        self._body_reads: dict[int, list[Value]] = {}  # id(body graph) -> what it and its bodies read
+        for body in graphs_within(self.nodes):  # control-flow bodies run eagerly: unknown ops fail now
+            for n in body.nodes:
                 resolve(n.domain, n.op_type, n.version, n.name, "cpu")
         self._eager_work = WorkTally()
         self.eager = False  # set for good once a kernel needs run-time values to infer shapes
@@ -194,13 +196,25 @@ class ExecutionPlan:
                 dynamic.update(v for v in node.outputs if v is not None)
         return False
 
-    @staticmethod
-    def _node_values(node: Node) -> list[Value]:
-        """A node's inputs, and the outer values its control-flow bodies read."""
+    def _node_values(self, node: Node) -> list[Value]:
+        """A node's inputs, and the outer values its control-flow bodies read (each body's
+        once per plan, however many nodes share it)."""
         values = [v for v in node.inputs if v is not None]
         for body in _bodies(node):
-            values.extend(v for g in (body, *body.subgraphs()) for n in g.nodes for v in n.inputs if v is not None)
+            values.extend(self._graph_reads(body))
         return values
+
+    def _graph_reads(self, graph: Graph) -> list[Value]:
+        """The values `graph`'s nodes and the graphs nested in them read, each once; worked
+        out once per graph object."""
+        reads = self._body_reads.get(id(graph))
+        if reads is None:
+            self._body_reads[id(graph)] = []  # (a graph holding itself adds nothing through itself)
+            found = dict.fromkeys(v for n in graph.nodes for v in n.inputs if v is not None)
+            for body in (b for n in graph.nodes for b in _bodies(n)):
+                found.update(dict.fromkeys(self._graph_reads(body)))
+            reads = self._body_reads[id(graph)] = list(found)
+        return reads
 
     @property
     def arena_bytes(self) -> int:
@@ -283,6 +297,8 @@ class ExecutionPlan:
             raise_node_failure(node, exc)
         if prepared.tail:
             arrays = {**arrays, **self._run_tail(prepared, arrays)}  # sources name tail values too
+        # a Loop or Scan body's plan: its iterations together must fit the work budget
+        record_body_work((self._eager_work if self.eager or prepared.tail else prepared.work).total)
         for source, storage in prepared.updates:
             if isinstance(source, Value):  # made by the eager tail: checked now, not at prepare
                 self._update(storage, arrays[source], source)

@@ -34,6 +34,11 @@ from edgerun.runtime.schema.fb.DType import DType
 
 MAX_RANK = 16
 MAX_SUBGRAPH_DEPTH = 32
+# Operators one pass through a subgraph may run, its nested bodies counted once per reference
+# (a body shared by two Ifs in each of 30 levels would run 2**30 times); files with more
+# operators than this / EXPANSION_FACTOR may expand to EXPANSION_FACTOR times their own count.
+MAX_EXPANDED_OPERATORS = 1 << 16
+EXPANSION_FACTOR = 4
 # Largest tensor a model may declare (elements x itemsize); 1 TiB.
 MAX_TENSOR_BYTES = 1 << 40
 
@@ -298,18 +303,25 @@ def _check_attributes(attributes: list[Raw], where: str, tensors: list[Raw], n_s
                 raise ModelError(f"{where}: attribute {name!r} is not valid UTF-8") from None
 
 
-def _subgraph_refs(sub: Raw) -> set[int]:
-    refs: set[int] = set()
+def _subgraph_refs(sub: Raw) -> list[int]:
+    """The subgraphs `sub`'s operators hold in attributes, once per reference."""
+    refs: list[int] = []
     for op in sub["operators"] or []:
         for attr in op["attributes"] or []:
             if attr["type"] in (AttributeType.GRAPH, AttributeType.GRAPHS) and attr["graphs"] is not None:
-                refs.update(int(g) for g in attr["graphs"])
+                refs.extend(int(g) for g in attr["graphs"])
     return refs
 
 
 def _check_subgraph_references(subgraphs: list[Raw]) -> None:
-    """Control-flow bodies must not (indirectly) contain themselves, nor nest too deep."""
-    edges = [sorted(_subgraph_refs(s)) for s in subgraphs]
+    """Control-flow bodies must not (indirectly) contain themselves, nor nest too deep, nor
+    (by sharing one body among many references, level after level) make one pass through a
+    subgraph run more than max(MAX_EXPANDED_OPERATORS, EXPANSION_FACTOR x the file's operators)
+    operators, counting every body a reference holds as run once (both branches of an If)."""
+    references = [_subgraph_refs(s) for s in subgraphs]
+    edges = [sorted(set(refs)) for refs in references]
+    limit = max(MAX_EXPANDED_OPERATORS, EXPANSION_FACTOR * sum(len(s["operators"] or []) for s in subgraphs))
+    expanded = [0] * len(subgraphs)  # operators one pass through each subgraph runs, its bodies' included
     state = [0] * len(subgraphs)  # 0 new, 1 on the stack, 2 done
     depth = [0] * len(subgraphs)  # longest chain of nested bodies below each subgraph
     for start in range(len(subgraphs)):
@@ -325,6 +337,10 @@ def _check_subgraph_references(subgraphs: list[Raw]) -> None:
                 depth[node] = 1 + max((depth[c] for c in edges[node]), default=0)
                 if depth[node] > MAX_SUBGRAPH_DEPTH:
                     raise ModelError(f"subgraph {node}: control flow nests deeper than {MAX_SUBGRAPH_DEPTH}")
+                expanded[node] = len(subgraphs[node]["operators"] or []) + sum(expanded[c] for c in references[node])
+                if expanded[node] > limit:
+                    raise ModelError(f"subgraph {node}: with its control-flow bodies (shared bodies counted once per "
+                                     f"reference) one pass runs {expanded[node]} operators, over the limit of {limit}")
                 stack.pop()
             elif state[child] == 1:
                 raise ModelError(f"subgraph {child} contains itself through control-flow attributes")

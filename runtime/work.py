@@ -16,8 +16,10 @@ How a node counts (N batch, K the contracted length; sizes are element counts):
 - Gradient ops: twice their forward's contraction (one product per gradient).
 - Everything else (elementwise, copies, shape ops): its output size.
 The figures are estimates for bounding work, not exact operation counts. Nodes inside
-control-flow bodies (If, Loop, Scan) and attention hooks are not counted: the node holding
-them counts its outputs only.
+control-flow bodies (If, Loop, Scan) and attention hooks are not counted ahead: the node holding
+them counts its outputs only. When they run, Loop and Scan add up the work of every iteration
+(each body plan's estimate, reported through runtime.kernels.control.record_body_work) and raise
+WorkBudgetError as soon as the total passes the budget.
 
 Some work depends on input values, not shapes: RoiAlign's adaptive sampling grid follows the ROI
 coordinates. Its estimate here is its output size; its kernel counts the samples from the actual

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edgerun.runtime.graph import Graph, Node, Value
+from edgerun.runtime.graph import Graph, Node, Value, graphs_within
 
 
 def nested_graphs(node: Node) -> list[Graph]:
@@ -26,20 +26,26 @@ def nested_graphs(node: Node) -> list[Graph]:
 
 
 def _graph_values(graph: Graph) -> Iterator[Value]:
-    """Every Value a graph and the graphs nested in it refer to (repeats included)."""
+    """Every Value a graph and the graphs nested in it refer to (repeats included; a nested
+    graph held by several nodes is walked once)."""
+    for g in (graph, *graph.subgraphs()):
+        yield from _own_values(g)
+
+
+def _own_values(graph: Graph) -> Iterator[Value]:
+    """The Values `graph` itself refers to (not those of its nested graphs)."""
     yield from graph.inputs
     yield from graph.outputs
     for node in graph.nodes:
         yield from (v for v in (*node.inputs, *node.outputs) if v is not None)
-        for sub in nested_graphs(node):
-            yield from _graph_values(sub)
 
 
 def used_values(node: Node) -> list[Value]:
-    """The values `node` reads: its inputs plus everything its nested graphs refer to."""
+    """The values `node` reads: its inputs plus everything its nested graphs refer to
+    (each nested graph walked once, however many references share it)."""
     used = [v for v in node.inputs if v is not None]
-    for sub in nested_graphs(node):
-        used.extend(_graph_values(sub))
+    for sub in graphs_within([node]):
+        used.extend(_own_values(sub))
     return used
 
 
@@ -101,14 +107,13 @@ def sole_consumer(value: Value, users: dict[Value, list[Node]], keep: set[Value]
 def replace_value(graph: Graph, old: Value, new: Value) -> None:
     """Make every use of `old` (node inputs, graph outputs, signatures) use `new`
     instead, in `graph` and every graph nested in it."""
-    for node in graph.nodes:
-        node.inputs = [new if v is old else v for v in node.inputs]
-        for sub in nested_graphs(node):
-            replace_value(sub, old, new)
-    graph.outputs = [new if v is old else v for v in graph.outputs]
-    for sig in graph.signatures.values():
-        sig.outputs = {k: new if v is old else v for k, v in sig.outputs.items()}
-        sig.updates = {k: new if v is old else v for k, v in sig.updates.items()}
+    for g in (graph, *graph.subgraphs()):  # each nested graph once, however many nodes share it
+        for node in g.nodes:
+            node.inputs = [new if v is old else v for v in node.inputs]
+        g.outputs = [new if v is old else v for v in g.outputs]
+        for sig in g.signatures.values():
+            sig.outputs = {k: new if v is old else v for k, v in sig.outputs.items()}
+            sig.updates = {k: new if v is old else v for k, v in sig.updates.items()}
 
 
 def make_constant(value: Value, array: np.ndarray) -> None:

@@ -11,17 +11,55 @@ the body and `run` copies the results out.
 Inputs, captures and results may be sequences and optionals (a Loop carrying a
 list, an If choosing between two): their specs follow the bodies' declared
 outputs, and `evaluate` hands them out.
+
+Work: a Loop or Scan charges the work of all its iterations together against the plan's
+work budget (`context.work_budget`) and raises WorkBudgetError as soon as the total passes
+it. An iteration costs what the body's plan estimates for one run (runtime.plan reports it
+through `record_body_work`), or, for a body that runs eagerly, the elements it outputs.
+A Loop stops with a ModelError after MAX_LOOP_ITERATIONS iterations that its bounds would
+have continued.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
+from edgerun.runtime.errors import WorkBudgetError
 from edgerun.runtime.graph import Graph, Value
 from edgerun.runtime.kernels.base import Kernel, OptionalSpec, TensorSpec, copy_value, spec_of
 from edgerun.runtime.kernels.registry import register
 
-MAX_LOOP_ITERATIONS = 10_000_000  # a Loop with neither trip count nor condition must still end
+MAX_LOOP_ITERATIONS = 1_000_000  # the most iterations one Loop may run, whatever its bounds say
+
+_meters = threading.local()  # .stack: the work meters of the Loops and Scans running on this thread
+
+
+class _Meter:
+    """The estimated multiply-adds a Loop's or Scan's iterations have taken so far."""
+
+    macs: int = 0
+
+
+def record_body_work(macs: int) -> None:
+    """Charge `macs` (one run of a body's plan) to every Loop and Scan running on this thread:
+    the innermost one's body made the run, and the ones around it run that body."""
+    for meter in getattr(_meters, "stack", ()):
+        meter.macs += macs
+
+
+@contextmanager
+def _metered() -> Iterator[_Meter]:
+    stack = _meters.__dict__.setdefault("stack", [])
+    meter = _Meter()
+    stack.append(meter)
+    try:
+        yield meter
+    finally:
+        stack.pop()
 
 
 class _Body(Kernel):
@@ -65,6 +103,19 @@ class _Body(Kernel):
         """The node's results for its formal inputs and captures (setting `declared`)."""
         raise NotImplementedError
 
+    def run_iteration(self, body: Graph, inputs: list, meter: _Meter, iteration: int) -> list:
+        """Run `body` once as iteration `iteration` (from 0) and charge its work to `meter`;
+        WorkBudgetError when the iterations so far pass the work budget."""
+        before = meter.macs
+        outs = self.run_graph(body, inputs, repeated=True)
+        if meter.macs == before:  # an eager body reports nothing: count the elements it made
+            record_body_work(max(1, sum(o.size for o in outs if isinstance(o, np.ndarray))))
+        budget = getattr(self.context, "work_budget", None)
+        if budget is not None and meter.macs > budget:
+            raise WorkBudgetError(f"node {self.name!r} ({self.op_type}): {iteration + 1} iterations of its body "
+                                  f"take an estimated {meter.macs} multiply-adds, over the work budget of {budget}")
+        return outs
+
     def tensors(self, values: list) -> list[np.ndarray]:
         """`values`, which must all be tensors (a Scan's states and scanned inputs)."""
         for i, value in enumerate(values):
@@ -92,7 +143,9 @@ class If(_Body):
 class Loop(_Body):
     """for i in range(M) while cond: carried = body(i, cond, carried); scan outputs stacked.
 
-    Either bound may be omitted; with neither, MAX_LOOP_ITERATIONS bounds the run."""
+    Either bound may be omitted. A loop that would run more than MAX_LOOP_ITERATIONS
+    iterations (a condition that stays true, a huge trip count) is a ModelError naming the
+    node, and all iterations together must fit the work budget (WorkBudgetError)."""
 
     min_inputs = 0
 
@@ -110,24 +163,37 @@ class Loop(_Body):
             if bound is not None and (not isinstance(bound, np.ndarray) or bound.size != 1):
                 raise self.fail(f"the {name} must be a tensor of one element, got {_describe(bound)}")
         self.declared = list(body.outputs[1 : 1 + n_carried])
-        limit = MAX_LOOP_ITERATIONS if trip is None else int(trip.reshape(-1)[0])
+        limit = None if trip is None else int(trip.reshape(-1)[0])
         keep_going = True if cond is None else bool(cond.reshape(-1)[0])
         scans: list[list[np.ndarray]] = [[] for _ in range(n_scan)]
         i = 0
-        while i < limit and keep_going:
-            outs = self.run_graph(body, [np.array(i, np.int64), np.array(keep_going), *carried, *captures],
-                                  repeated=True)
-            keep_going = bool(np.asarray(outs[0]).reshape(-1)[0])
-            carried = outs[1 : 1 + n_carried]
-            for k, (collected, item) in enumerate(zip(scans, outs[1 + n_carried :], strict=True)):
-                if not isinstance(item, np.ndarray):
-                    raise self.fail(f"scan output {k} must be a tensor, the body made {_describe(item)}")
-                collected.append(item)
-            i += 1
-        if trip is None and cond is None and i >= MAX_LOOP_ITERATIONS:
-            raise self.fail(f"ran {MAX_LOOP_ITERATIONS} iterations with no trip count and no condition")
+        with _metered() as meter:
+            while (limit is None or i < limit) and keep_going:
+                if i == MAX_LOOP_ITERATIONS:
+                    raise self.fail(self._endless(i, trip, cond))
+                outs = self.run_iteration(body, [np.array(i, np.int64), np.array(keep_going), *carried, *captures],
+                                          meter, i)
+                keep_going = bool(np.asarray(outs[0]).reshape(-1)[0])
+                carried = outs[1 : 1 + n_carried]
+                for k, (collected, item) in enumerate(zip(scans, outs[1 + n_carried :], strict=True)):
+                    if not isinstance(item, np.ndarray):
+                        raise self.fail(f"scan output {k} must be a tensor, the body made {_describe(item)}")
+                    collected.append(item)
+                i += 1
         stacked = [self._stack(collected, body.outputs[1 + n_carried + k]) for k, collected in enumerate(scans)]
         return [*carried, *stacked]
+
+    @staticmethod
+    def _endless(i: int, trip, cond) -> str:  # noqa: ANN001
+        """Why a loop stopped at MAX_LOOP_ITERATIONS."""
+        if trip is None and cond is None:
+            return f"ran {i} iterations with no trip count and no condition (at most {MAX_LOOP_ITERATIONS})"
+        why = "its condition is still true" if cond is not None else f"its trip count {int(trip.reshape(-1)[0])}"
+        if cond is not None and trip is not None:
+            why += f" and its trip count {int(trip.reshape(-1)[0])} is not reached"
+        elif trip is not None:
+            why += " is not reached"
+        return f"Loop ran {i} iterations and {why}; a Loop may run at most {MAX_LOOP_ITERATIONS} iterations"
 
     def _stack(self, items: list[np.ndarray], declared) -> np.ndarray:  # noqa: ANN001
         if items:
@@ -158,13 +224,14 @@ class Scan(_Body):
         length = lengths.pop()
         k = len(body.outputs) - n
         collected: list[list[np.ndarray]] = [[] for _ in range(k)]
-        for t in range(length):
-            slices = [np.take(x, length - 1 - t if d else t, axis=a)
-                      for x, a, d in zip(scanned, in_axes, in_dirs, strict=True)]
-            outs = self.run_graph(body, [*states, *slices, *captures], repeated=True)
-            states = outs[:n]
-            for items, item in zip(collected, outs[n:], strict=True):
-                items.append(item)
+        with _metered() as meter:
+            for t in range(length):
+                slices = [np.take(x, length - 1 - t if d else t, axis=a)
+                          for x, a, d in zip(scanned, in_axes, in_dirs, strict=True)]
+                outs = self.run_iteration(body, [*states, *slices, *captures], meter, t)
+                states = outs[:n]
+                for items, item in zip(collected, outs[n:], strict=True):
+                    items.append(item)
         ranks = [body.outputs[n + j].shape for j in range(k)]
         out_axes = self._axes("scan_output_axes", k, [1 + (len(r) if r is not None else
                                                             (collected[j][0].ndim if collected[j] else 0))

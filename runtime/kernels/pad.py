@@ -52,24 +52,34 @@ class Pad(Kernel):
             raise self.fail(f"mode {self.mode!r} cannot pad an empty axis (X shape {x.shape})")
         self.value = float_attr(self, "value", 0.0) if self.version < 11 else None
         self.interior = tuple(slice(b, b + n) for (b, _), n in zip(self.widths, cropped, strict=True))
-        # reflect / edge / wrap: per padded axis, the source index of every output position
-        self.sources = [(axis, _source_index(self.mode, n, b, e))
-                        for axis, (n, (b, e)) in enumerate(zip(cropped, self.widths, strict=True)) if b or e]
+        self.cropped = cropped
+        self.sources: list[tuple[int, np.ndarray]] | None = None  # made by the first run (see _gathers)
         return [TensorSpec(x.dtype, shape)]
 
     def run(self, inputs, outputs):
         x, out = inputs[0][self.crop], outputs[0]
-        if x.ndim == 0 or (self.mode != "constant" and not self.sources):  # nothing to pad
+        sources = self._gathers() if self.mode != "constant" else []
+        if x.ndim == 0 or (self.mode != "constant" and not sources):  # nothing to pad
             np.copyto(out, x)
         elif self.mode != "constant":
-            for k, (axis, index) in enumerate(self.sources):  # one gather per padded axis
-                x = np.take(x, index, axis=axis, out=out if k == len(self.sources) - 1 else None)
+            for k, (axis, index) in enumerate(sources):  # one gather per padded axis
+                x = np.take(x, index, axis=axis, out=out if k == len(sources) - 1 else None)
         else:
             value = self.value
             if value is None:
                 value = 0 if len(inputs) < 3 or inputs[2] is None or inputs[2].size == 0 else inputs[2].reshape(-1)[0]
             out[...] = value
             out[self.interior] = x
+
+
+    def _gathers(self) -> list[tuple[int, np.ndarray]]:
+        """reflect / edge / wrap: per padded axis, the source index of every output position
+        along it. Made at the first run, not at prepare: an index as long as a padded axis
+        must wait until the plan has checked the output against its memory budget."""
+        if self.sources is None:
+            self.sources = [(axis, _source_index(self.mode, n, b, e))
+                            for axis, (n, (b, e)) in enumerate(zip(self.cropped, self.widths, strict=True)) if b or e]
+        return self.sources
 
 
 def _source_index(mode: str, n: int, begin: int, end: int) -> np.ndarray:
