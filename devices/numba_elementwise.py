@@ -17,20 +17,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from edgerun.devices.numba_epilogue import CLIP, activate_row, activation_code, prelu_planes
+from edgerun.devices.numba_epilogue import _ONE, CLIP, activate_row, activation_code, exp_parts, prelu_planes
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.registry import accelerate
 
 BACKEND = "numba"
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 BLOCK = 1 << 14  # elements per parallel task of a flat elementwise loop
-_F32 = np.float32
-# Cephes expf: range limits, ln 2 split in two for an exact range reduction, the polynomial
-EXP_HI, EXP_LO = _F32(88.3762626647949), _F32(-87.3365447505531)
-LOG2E, LN2_HI, LN2_LO = _F32(1.4426950408889634), _F32(0.693359375), _F32(-2.12194440e-4)
-EXP_POLY = (_F32(1.9875691500e-4), _F32(1.3981999507e-3), _F32(8.3334519073e-3), _F32(4.1665795894e-2),
-            _F32(1.6666665459e-1), _F32(5.0000001201e-1))
-_ZERO, _HALF, _ONE = _F32(0.0), _F32(0.5), _F32(1.0)
 MIN_PARALLEL = 1 << 15  # below this many elements, numpy's one call is as fast
 MIN_COMPILED = 1 << 14  # below this many elements numpy's four passes beat a compiled call (its ~10 µs launch)
 
@@ -48,20 +41,6 @@ def clip_blocks(x, out, consts):  # pragma: no cover - compiled
         activate_row(dst, CLIP, consts)
 
 
-@njit(inline="always")
-def _exp_parts(v):  # pragma: no cover - compiled
-    """(n, e^r) with e^v = 2^n * e^r for float32 v, clamped to expf's finite range."""
-    v = EXP_HI if v > EXP_HI else v
-    v = EXP_LO if v < EXP_LO else v
-    u = v * LOG2E
-    n = np.int32(u + _HALF if u >= _ZERO else u - _HALF)  # round to nearest
-    t = np.float32(n)
-    r = v - t * LN2_HI - t * LN2_LO
-    p0, p1, p2, p3, p4, p5 = EXP_POLY
-    p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
-    return n, p * r * r + r + _ONE
-
-
 @njit(parallel=True, cache=True, nogil=True)
 def sigmoid_f32(x, out):  # pragma: no cover - compiled
     """out = 1 / (1 + exp(-x)) over flat float32 arrays, NaN kept; parallel over blocks. Three
@@ -74,9 +53,9 @@ def sigmoid_f32(x, out):  # pragma: no cover - compiled
         stop = min(size, start + BLOCK)
         src, dst, dst_bits = x[start:stop], out[start:stop], bits[start:stop]
         for k in range(stop - start):
-            dst[k] = _exp_parts(-src[k])[1]
+            dst[k] = exp_parts(-src[k])[1]
         for k in range(stop - start):
-            dst_bits[k] += _exp_parts(-src[k])[0] << 23
+            dst_bits[k] += exp_parts(-src[k])[0] << 23
         for k in range(stop - start):
             v = src[k]
             dst[k] = v if v != v else _ONE / (_ONE + dst[k])

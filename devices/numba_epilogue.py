@@ -18,8 +18,29 @@ from numba import njit, prange
 
 from edgerun.runtime.kernels.fused import Activation, apply_activation, prelu_slopes
 
-NONE, CLIP, LEAKY_RELU, HARD_SIGMOID, HARD_SWISH = range(5)
+NONE, CLIP, LEAKY_RELU, HARD_SIGMOID, HARD_SWISH, SWISH = range(6)
 _CODES = {"Clip": CLIP, "LeakyRelu": LEAKY_RELU, "HardSigmoid": HARD_SIGMOID, "HardSwish": HARD_SWISH}
+_F32 = np.float32
+# Cephes expf (float32): range limits, ln 2 split in two for an exact range reduction, the polynomial
+EXP_HI, EXP_LO = _F32(88.3762626647949), _F32(-87.3365447505531)
+LOG2E, LN2_HI, LN2_LO = _F32(1.4426950408889634), _F32(0.693359375), _F32(-2.12194440e-4)
+EXP_POLY = (_F32(1.9875691500e-4), _F32(1.3981999507e-3), _F32(8.3334519073e-3), _F32(4.1665795894e-2),
+            _F32(1.6666665459e-1), _F32(5.0000001201e-1))
+_ZERO, _HALF, _ONE, _NEG_INF = _F32(0.0), _F32(0.5), _F32(1.0), _F32(-np.inf)
+
+
+@njit(inline="always")
+def exp_parts(v):  # pragma: no cover - compiled
+    """(n, e^r) with e^v = 2^n * e^r for float32 v, clamped to expf's finite range."""
+    v = EXP_HI if v > EXP_HI else v
+    v = EXP_LO if v < EXP_LO else v
+    u = v * LOG2E
+    n = np.int32(u + _HALF if u >= _ZERO else u - _HALF)  # round to nearest
+    t = np.float32(n)
+    r = v - t * LN2_HI - t * LN2_LO
+    p0, p1, p2, p3, p4, p5 = EXP_POLY
+    p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+    return n, p * r * r + r + _ONE
 
 
 def activation_code(activation: Activation | None, dtype: np.dtype) -> tuple[int, np.ndarray, Activation | None]:
@@ -29,7 +50,9 @@ def activation_code(activation: Activation | None, dtype: np.dtype) -> tuple[int
     with numpy (`apply_activation`): numpy's exp and tanh are vectorized, compiled scalar calls
     are not."""
     name, params = activation if activation is not None else ("", ())
-    if name in ("Sigmoid", "Tanh", "PRelu"):  # (PRelu: per-channel slopes, see finish_activation)
+    if name == "Swish" and dtype == np.float32:  # float32 only: exp_parts is expf's algorithm
+        return SWISH, np.array([0.0, 0.0, 0.0, 1.0, 6.0, 0.5], dtype), None
+    if name in ("Sigmoid", "Tanh", "PRelu", "Swish"):  # (PRelu, float64 Swish: see finish_activation)
         return NONE, np.zeros(6, dtype), activation
     if name == "Relu":  # as Clip(0, inf): a compare-and-blend; this CPU's max instruction was 5x slower
         name, params = "Clip", (0.0, np.inf)
@@ -58,6 +81,16 @@ def activate_row(row, code, k):  # pragma: no cover - compiled
         for z in range(row.shape[0]):
             t = row[z] * alpha + beta
             row[z] = zero if t < zero else (one if t > one else t)
+    elif code == SWISH:  # v * sigmoid(v) = v / (1 + e^-v), e^-v as sigmoid_f32 computes it
+        gate = np.empty(row.shape[0], np.float32)
+        bits = gate.view(np.int32)
+        for z in range(row.shape[0]):
+            gate[z] = exp_parts(-row[z])[1]
+        for z in range(row.shape[0]):
+            bits[z] += exp_parts(-row[z])[0] << 23
+        for z in range(row.shape[0]):
+            v = row[z]
+            row[z] = v / (one + gate[z]) if v > _NEG_INF else v * zero  # (-inf * sigmoid(-inf): NaN)
     elif code == HARD_SWISH:
         sixth, half = one / k[4], k[5]
         for z in range(row.shape[0]):
@@ -100,8 +133,17 @@ def prelu_planes(x, slope, out):  # pragma: no cover - compiled
 
 def finish_activation(out: np.ndarray, leftover: Activation | None) -> None:
     """Apply what activation_code left over to `out` (N, C, ...) in place: a fused PRelu in one
-    compiled pass over the channel planes, Sigmoid / Tanh with numpy (apply_activation)."""
+    compiled pass over the channel planes, a float32 Swish with the compiled sigmoid (vectorized
+    exp) and one multiply, Sigmoid / Tanh with numpy (apply_activation)."""
     if leftover is None:
+        return
+    if leftover[0] == "Swish" and out.dtype == np.float32 and out.flags.c_contiguous and out.size >= 1 << 12:
+        from edgerun.devices.numba_elementwise import sigmoid_f32  # (that module imports this one)
+        from edgerun.runtime.kernels.spatial import scratch
+
+        gate = scratch("numba.swish.gate", (out.size,), out.dtype)
+        sigmoid_f32(out.reshape(-1), gate)
+        np.multiply(out, gate.reshape(out.shape), out=out)
         return
     if leftover[0] != "PRelu" or out.ndim < 2 or not out.flags.c_contiguous:
         apply_activation(out, leftover)

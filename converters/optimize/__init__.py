@@ -17,6 +17,7 @@ Passes, in the default order (each its own module):
     fold_conv_mul        Conv + Mul(per-channel constant) -> weights  (conv_mul.py)
     fold_conv_add        Conv + Add(per-channel constant) -> bias     (conv_add.py)
     fuse_residual_add    Conv + Add(same-shape tensor) -> FusedConv   (residual.py)
+    fuse_swish           Conv/Gemm/MatMul + x*Sigmoid(x) -> one node   (swish.py)
     fuse_activations     Conv/Gemm/MatMul + Relu/Clip/... -> one node (activation.py)
     eliminate_dead_code  nodes and constants no output needs          (dead_code.py)
 
@@ -39,6 +40,7 @@ from edgerun.converters.optimize.manager import MAX_ROUNDS, OptimizeReport, Pass
 from edgerun.converters.optimize.pad_conv import FoldPadIntoConv
 from edgerun.converters.optimize.residual import FuseResidualAdd
 from edgerun.converters.optimize.shape_ops import FoldShapeOps
+from edgerun.converters.optimize.swish import FuseSwish
 from edgerun.converters.optimize.transpose import SinkTransposes
 from edgerun.runtime.errors import ConversionError
 from edgerun.runtime.graph import Graph
@@ -46,7 +48,7 @@ from edgerun.runtime.graph import Graph
 PASSES: dict[str, Callable[[], Pass]] = {
     cls.name: cls for cls in (RemoveIdentity, FoldShapeOps, FoldConstants, SinkTransposes, FoldPadIntoConv,
                               FoldBatchNorm,
-                              FoldConvMul, FoldConvAdd, FuseResidualAdd, FuseActivations, EliminateDeadCode)
+                              FoldConvMul, FoldConvAdd, FuseResidualAdd, FuseSwish, FuseActivations, EliminateDeadCode)
 }
 DEFAULT_PASSES = tuple(PASSES)
 

@@ -35,7 +35,7 @@ class FuseActivations(Pass):
             if act.op_type not in ACTIVATIONS or act.domain != "" or not act.inputs or act.inputs[0] is None:
                 continue
             producer = made.get(act.inputs[0])
-            if (producer is None or not _honours_activation(producer)
+            if (producer is None or not honours_activation(producer)
                     or "activation" in producer.attrs or len(producer.outputs) != 1
                     or rewrite.sole_consumer(act.inputs[0], users, keep) is not act):
                 continue
@@ -57,7 +57,7 @@ class FuseActivations(Pass):
         return fused
 
 
-def _honours_activation(node: Node) -> bool:
+def honours_activation(node: Node) -> bool:
     return (node.domain == "" and node.op_type in PRODUCERS) or (node.domain, node.op_type) in FUSED_PRODUCERS
 
 
@@ -128,6 +128,12 @@ def unfuse_activations(graph: Graph) -> int:
         result = node.outputs[0]
         hidden = Value(names.fresh(f"{result.name}_pre_{kind.lower()}"), result.dtype, result.shape)
         node.outputs = [hidden]
+        if kind == "Swish":  # (fused from two nodes: x * Sigmoid(x))
+            gate = Value(names.fresh(f"{result.name}_sigmoid"), result.dtype, result.shape)
+            nodes.append(Node("Sigmoid", [hidden], [gate], {}, names.fresh(f"{node.name}_sigmoid"), "", 13))
+            nodes.append(Node("Mul", [hidden, gate], [result], {}, names.fresh(f"{node.name}_swish"), "", 14))
+            split += 1
+            continue
         inputs, attrs = _unfused_operands(node, kind, params, names)
         nodes.append(Node(kind, [hidden, *inputs], [result], attrs, names.fresh(f"{node.name}_{kind.lower()}"),
                           node.domain, node.version))

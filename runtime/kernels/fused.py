@@ -3,6 +3,7 @@ Conv, ConvTranspose, Gemm or MatMul into that node as two attributes, which the
 kernels of those ops honour by calling `apply_activation` on their output:
 
     activation:        "Relu" | "Clip" | "LeakyRelu" | "HardSigmoid" | "HardSwish" | "Sigmoid" | "Tanh" | "PRelu"
+                       | "Swish" (x * sigmoid(x), SiLU: the optimizer's fuse_swish)
     activation_params: floats: Clip [min, max]; LeakyRelu [alpha]; HardSigmoid [alpha, beta];
                        PRelu the slopes, one per output channel (axis 1) or one for all; others []
 
@@ -21,9 +22,11 @@ import numpy as np
 from edgerun.runtime.errors import ModelError
 
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "PRelu")
+# Fused by a pattern (Sigmoid then Mul), not from one ONNX node: converters/optimize/swish.py
+PATTERN_ACTIVATIONS = ("Swish",)
 # None: one or more (PRelu's slopes)
 _PARAM_COUNTS = {"Relu": 0, "Clip": 2, "LeakyRelu": 1, "HardSigmoid": 2, "HardSwish": 0, "Sigmoid": 0, "Tanh": 0,
-                 "PRelu": None}
+                 "PRelu": None, "Swish": 0}
 Activation = tuple[str, tuple[float, ...]]  # (name, params), as fused_activation returns it
 
 
@@ -34,7 +37,8 @@ def fused_activation(attrs: dict[str, Any], where: str) -> Activation | None:
     if not name:
         return None
     if name not in _PARAM_COUNTS:
-        raise ModelError(f"{where}: unknown fused activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+        known = ", ".join((*ACTIVATIONS, *PATTERN_ACTIVATIONS))
+        raise ModelError(f"{where}: unknown fused activation {name!r}; known: {known}")
     params = tuple(float(p) for p in attrs.get("activation_params", []))
     expected = _PARAM_COUNTS[name]
     if (len(params) != expected) if expected is not None else not params:
@@ -81,5 +85,10 @@ def apply_activation(y: np.ndarray, activation: Activation | None) -> None:
         np.reciprocal(y, out=y)
     elif name == "Tanh":
         np.tanh(y, out=y)
+    elif name == "Swish":
+        with np.errstate(over="ignore"):
+            gate = np.exp(-y)
+        gate += 1
+        np.divide(y, gate, out=y)
     elif name == "PRelu":
         np.multiply(y, np.where(y < 0, prelu_slopes(y, params), y.dtype.type(1)), out=y)
