@@ -13,10 +13,13 @@ NaN stays NaN through every activation, as numpy's np.maximum / np.clip keep it.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from numba import njit, prange
 
-from edgerun.runtime.kernels.fused import Activation, apply_activation, prelu_slopes
+from edgerun.runtime.errors import ModelError
+from edgerun.runtime.kernels.fused import Activation, apply_activation
 
 NONE, CLIP, LEAKY_RELU, HARD_SIGMOID, HARD_SWISH, SWISH = range(6)
 _CODES = {"Clip": CLIP, "LeakyRelu": LEAKY_RELU, "HardSigmoid": HARD_SIGMOID, "HardSwish": HARD_SWISH}
@@ -133,25 +136,31 @@ def prelu_planes(x, slope, out):  # pragma: no cover - compiled
 
 def finish_activation(out: np.ndarray, leftover: Activation | None) -> None:
     """Apply what activation_code left over to `out` (N, C, ...) in place: a fused PRelu in one
-    compiled pass over the channel planes, a float32 Swish with the compiled sigmoid (vectorized
-    exp) and one multiply, Sigmoid / Tanh with numpy (apply_activation)."""
+    compiled pass over the channel planes; Sigmoid, Tanh and float64 Swish with numpy
+    (apply_activation). (float32 Swish never gets here: activate_row computes it.)"""
     if leftover is None:
-        return
-    if leftover[0] == "Swish" and out.dtype == np.float32 and out.flags.c_contiguous and out.size >= 1 << 12:
-        from edgerun.devices.numba_elementwise import sigmoid_f32  # (that module imports this one)
-        from edgerun.runtime.kernels.spatial import scratch
-
-        gate = scratch("numba.swish.gate", (out.size,), out.dtype)
-        sigmoid_f32(out.reshape(-1), gate)
-        np.multiply(out, gate.reshape(out.shape), out=out)
         return
     if leftover[0] != "PRelu" or out.ndim < 2 or not out.flags.c_contiguous:
         apply_activation(out, leftover)
         return
     channels = out.shape[1]
-    slopes = np.broadcast_to(prelu_slopes(out, leftover[1]).reshape(-1), (channels,))
     shape = (out.shape[0], channels, out.size // max(1, out.shape[0] * channels))
-    prelu_planes(out.reshape(shape), np.ascontiguousarray(slopes), out.reshape(shape))
+    prelu_planes(out.reshape(shape), _channel_slopes(out, leftover[1]), out.reshape(shape))
+
+
+def _channel_slopes(out: np.ndarray, params: tuple[float, ...]) -> np.ndarray:
+    """A fused PRelu's slopes, one per channel of `out` (axis 1), contiguous in its dtype;
+    made once per (slopes, channels, dtype), not on every run."""
+    return _slopes_for(params, out.shape[1], out.dtype)
+
+
+@lru_cache(maxsize=4096)
+def _slopes_for(params: tuple[float, ...], channels: int, dtype: np.dtype) -> np.ndarray:
+    if len(params) not in (1, channels):
+        raise ModelError(f"fused PRelu has {len(params)} slopes for {channels} output channels")
+    slopes = np.ascontiguousarray(np.broadcast_to(np.asarray(params, dtype), (channels,)))
+    slopes.flags.writeable = False
+    return slopes
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -181,8 +190,7 @@ def finish_epilogue(out: np.ndarray, bias: np.ndarray, residual: np.ndarray, cod
     """epilogue(out, bias, residual, code, consts), then the leftover activation; a leftover
     PRelu joins the same compiled pass (epilogue_prelu). `out` is (N, M, P)."""
     if leftover is not None and leftover[0] == "PRelu" and out.ndim == 3:
-        slopes = np.ascontiguousarray(np.broadcast_to(prelu_slopes(out, leftover[1]).reshape(-1), (out.shape[1],)))
-        epilogue_prelu(out, bias, residual, slopes)
+        epilogue_prelu(out, bias, residual, _channel_slopes(out, leftover[1]))
         return
     epilogue(out, bias, residual, code, consts)
     finish_activation(out, leftover)

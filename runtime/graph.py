@@ -311,11 +311,16 @@ class GraphBuilder:
     ) -> Any:
         """Append a node; returns its output Value (or a list of them if num_outputs > 1).
 
-        Output dtypes and shapes are left unknown: the interpreter infers them.
+        Output dtypes and shapes are left unknown: the interpreter infers them. `output_names`
+        must be free (ModelError otherwise); generated ones ("<node>:<i>") are made unique
+        like node names, since an imported model may already use such a name.
         """
         node_name = self._unique(name or op_type.lower())
-        names = list(output_names or [f"{node_name}:{i}" for i in range(num_outputs)])
-        outputs = [Value(self._claim(n), None, None) for n in names]
+        if output_names:
+            names = [self._claim(n) for n in output_names]
+        else:
+            names = [self._unique(f"{node_name}:{i}") for i in range(num_outputs)]
+        outputs = [Value(n, None, None) for n in names]
         node = Node(op_type, list(inputs), list(outputs), dict(attrs), node_name,
                     self.domain if domain is None else domain,
                     self.opset if version is None else version)

@@ -42,7 +42,7 @@ from edgerun.converters.tflite.reader import TFLiteModel, TFLiteOperator, TFLite
 from edgerun.converters.tflite.registry import lookup
 from edgerun.runtime import dtypes
 from edgerun.runtime.errors import ConversionError, EdgerunError, ModelError
-from edgerun.runtime.graph import Graph, GraphBuilder, Node, Quantization, Signature, Value
+from edgerun.runtime.graph import Graph, GraphBuilder, Quantization, Signature, Value
 
 DEFAULT_SIGNATURE = "serving_default"
 MAX_NESTING = 16   # subgraphs inside subgraphs (IF branches, loop bodies, inlined conditions)
@@ -116,42 +116,10 @@ def _is_quantized(graph: TFLiteSubGraph, op: TFLiteOperator) -> bool:
     return False
 
 
-class Builder(GraphBuilder):
-    """A GraphBuilder whose generated names cost the same however many share a base (many
-    tensors of one name, many nodes of one operator, a condition inlined many times):
-    each base remembers the suffix it reached instead of counting up from 1 every time.
-    Node outputs get unique names too: a file's tensor may be called "op0_add:0" already."""
-
-    def __init__(self, name: str = "main") -> None:
-        super().__init__(name)
-        self._next: dict[str, int] = {}
-
-    def op(self, op_type: str, inputs: Any, *, num_outputs: int = 1, name: str | None = None,
-           output_names: Any = None, version: int | None = None, domain: str | None = None, **attrs: Any) -> Any:
-        """GraphBuilder.op, with generated output names made unique like any other."""
-        node_name = self._unique(name or op_type.lower())
-        names = ([self._claim(n) for n in output_names] if output_names is not None
-                 else [self._unique(f"{node_name}:{i}") for i in range(num_outputs)])
-        outputs = [Value(n, None, None) for n in names]
-        self._nodes.append(Node(op_type, list(inputs), list(outputs), dict(attrs), node_name,
-                                self.domain if domain is None else domain, self.opset if version is None else version))
-        return outputs[0] if len(outputs) == 1 else outputs
-
-    def _unique(self, base: str) -> str:
-        i = self._next.get(base, 0)
-        name = base if i == 0 else f"{base}_{i}"
-        while name in self._names:
-            i += 1
-            name = f"{base}_{i}"
-        self._next[base] = i + 1
-        self._names.add(name)
-        return name
-
-
 class _ModelConverter:
     def __init__(self, model: TFLiteModel) -> None:
         self.model = model
-        self.builder = Builder("main")
+        self.builder = GraphBuilder("main")
         self.converted: dict[int, SubgraphConverter] = {}
         self.constants: dict[tuple, Value] = {}  # (builder, data, type, quantization) -> its constant
         self.work = 0
@@ -364,7 +332,7 @@ class SubgraphConverter:
                            f"{len(self.model.model.subgraphs)})")
         if index in self.stack:
             raise ctx.fail(f"{what} subgraph {index} calls itself (recursion is not allowed)")
-        builder = Builder(self.model.model.subgraphs[index].name or f"subgraph_{index}")
+        builder = GraphBuilder(self.model.model.subgraphs[index].name or f"subgraph_{index}")
         conv = SubgraphConverter(self.model, self.model.model.subgraphs[index], builder, self.stack)
         conv.convert()
         builder._inputs.extend(conv.inputs())

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgerun.converters.tflite.context import OpContext
-from edgerun.converters.tflite.convert import Builder, SubgraphConverter
+from edgerun.converters.tflite.convert import SubgraphConverter
 from edgerun.converters.tflite.reader import TFLiteSubGraph
 from edgerun.converters.tflite.registry import converts
 from edgerun.runtime.graph import Graph, GraphBuilder, Value
@@ -121,7 +121,7 @@ def while_(ctx: OpContext) -> None:
 
 def _loop_body(ctx: OpContext, cond: TFLiteSubGraph, body: TFLiteSubGraph) -> Graph:
     """(iteration, condition, values...) -> (cond(body(values)), body(values)...)."""
-    builder = Builder(f"{ctx.prefix}_body")
+    builder = GraphBuilder(f"{ctx.prefix}_body")
     iteration = builder.input("iteration", np.int64, ())
     keep_going = builder.input("condition", np.bool_, ())
     conv = SubgraphConverter(ctx.converter.model, body, builder, ctx.converter.stack)
