@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from edgerun.converters.tflite.convert import SubgraphConverter
 
 TO_NCHW = (0, 3, 1, 2)
+# Fused activation -> the clamp range LiteRT's kernels apply (None: unbounded on that side)
+_CLAMPS = {"NONE": (None, None), "RELU": (0, None), "RELU6": (0, 6), "RELU_N1_TO_1": (-1, 1),
+           "TANH": (None, None), "SIGN_BIT": (None, None)}
 TO_NHWC = (0, 2, 3, 1)
 INTEGER_TYPES = ("INT8", "UINT8", "INT16")
 
@@ -119,22 +122,24 @@ class OpContext:
     def nhwc(self, value: Value) -> Value:
         return self.emit("Transpose", [value], perm=list(TO_NHWC))
 
-    def activation(self, value: Value, code: int | None = None) -> Value:
-        """`value` through the operator's fused activation, as LiteRT's kernels apply it: a
-        clamp (RELU, RELU6, RELU_N1_TO_1); TANH and SIGN_BIT leave the value as it is, since
-        the kernels turn the code into a clamp range and these two have none."""
+    def activation(self, value: Value, code: int | None = None, dtype: Any = np.float32) -> Value:
+        """`value` (of `dtype`) through the operator's fused activation, as LiteRT's kernels apply
+        it: a clamp (RELU, RELU6, RELU_N1_TO_1, for float and integer tensors alike); TANH and
+        SIGN_BIT leave the value as it is, since the kernels turn the code into a clamp range
+        and these two have none."""
         code = self.options.get("fused_activation_function", 0) if code is None else code
         name = ACTIVATIONS.get(code)
-        if name == "NONE":
+        if name not in _CLAMPS:
+            raise self.fail(f"unknown fused activation code {code}")
+        low, high = _CLAMPS[name]
+        dtype = np.dtype(dtype)
+        if low is None and high is None:
             return value
-        if name == "RELU":
+        if dtype.kind == "f" and high is None:
             return self.emit("Relu", [value])
-        if name in ("RELU_N1_TO_1", "RELU6"):
-            low, high = (-1.0, 1.0) if name == "RELU_N1_TO_1" else (0.0, 6.0)
-            return self.emit("Clip", [value, self.const("min", np.float32(low)), self.const("max", np.float32(high))])
-        if name in ("TANH", "SIGN_BIT"):
-            return value
-        raise self.fail(f"unknown fused activation code {code}")
+        bounds = [None if b is None else self.const(key, np.asarray(b, dtype))
+                  for key, b in (("min", low), ("max", high))]
+        return self.emit("Clip", [value, *bounds])
 
     def subgraph(self, index: int, what: str) -> Any:
         """Subgraph `index` of the model as a nested edgerun Graph (WHILE, IF bodies)."""

@@ -26,7 +26,6 @@ import math
 import numpy as np
 
 from edgerun.converters.tflite.context import OpContext
-from edgerun.converters.tflite.layout import ACTIVATIONS
 from edgerun.converters.tflite.registry import converts
 from edgerun.runtime.graph import Value
 
@@ -36,10 +35,6 @@ ONNX_TYPES = {
     "FLOAT16": 10, "FLOAT64": 11, "UINT32": 12, "UINT64": 13,
 }
 # The bounds LiteRT's CalculateActivationRange clamps a fused activation to (None: unbounded).
-_CLAMPS = {"NONE": (None, None), "RELU": (0, None), "RELU6": (0, 6), "RELU_N1_TO_1": (-1, 1),
-           "TANH": (None, None), "SIGN_BIT": (None, None)}
-
-
 def _dtype(ctx: OpContext, i: int = 0) -> np.dtype:
     """Input `i`'s element type (numpy)."""
     dtype = ctx.tensor(i).dtype
@@ -54,21 +49,6 @@ def _is_float(ctx: OpContext, i: int = 0) -> bool:
 
 def _scalar(ctx: OpContext, name: str, value: float, dtype: np.dtype) -> Value:
     return ctx.const(name, np.asarray(value, dtype=dtype))
-
-
-def _clamped(ctx: OpContext, y: Value, dtype: np.dtype) -> Value:
-    """`y` through the operator's fused activation as LiteRT's arithmetic kernels apply it."""
-    code = ctx.options.get("fused_activation_function", 0)
-    name = ACTIVATIONS.get(code)
-    if name not in _CLAMPS:
-        raise ctx.fail(f"unknown fused activation code {code}")
-    low, high = _CLAMPS[name]
-    if low is None and high is None:
-        return y
-    if dtype.kind == "f" and high is None:
-        return ctx.emit("Relu", [y])
-    bounds = [None if b is None else _scalar(ctx, f"clip_{i}", b, dtype) for i, b in enumerate((low, high))]
-    return ctx.emit("Clip", [y, *bounds])
 
 
 def _binary_inputs(ctx: OpContext) -> tuple[Value, Value]:
@@ -89,7 +69,7 @@ def arithmetic(ctx: OpContext) -> None:
     toward zero (as LiteRT's int32 DIV)."""
     a, b = _binary_inputs(ctx)
     y = ctx.emit(_ARITHMETIC[ctx.op.opcode], [a, b])
-    ctx.bind(0, _clamped(ctx, y, _dtype(ctx)))
+    ctx.bind(0, ctx.activation(y, dtype=_dtype(ctx)))
 
 
 @converts("MAXIMUM", "MINIMUM")
