@@ -52,7 +52,7 @@ from edgerun.runtime.kernels.base import (
     spec_nbytes,
     value_nbytes,
 )
-from edgerun.runtime.kernels.control import record_body_work
+from edgerun.runtime.kernels.control import metering, record_body_work
 from edgerun.runtime.verifier import MAX_TENSOR_BYTES
 from edgerun.runtime.work import WorkTally, node_macs
 
@@ -298,7 +298,8 @@ class ExecutionPlan:
         if prepared.tail:
             arrays = {**arrays, **self._run_tail(prepared, arrays)}  # sources name tail values too
         # a Loop or Scan body's plan: its iterations together must fit the work budget
-        record_body_work((self._eager_work if self.eager or prepared.tail else prepared.work).total)
+        if metering():
+            record_body_work((self._eager_work if self.eager or prepared.tail else prepared.work).total)
         for source, storage in prepared.updates:
             if isinstance(source, Value):  # made by the eager tail: checked now, not at prepare
                 self._update(storage, arrays[source], source)

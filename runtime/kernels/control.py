@@ -44,6 +44,12 @@ class _Meter:
     macs: int = 0
 
 
+def metering() -> bool:
+    """Whether a Loop or Scan on this thread is counting its body's work (so a plan's run
+    need not add up its work otherwise: the invoke loop stays as it was)."""
+    return bool(getattr(_meters, "stack", None))
+
+
 def record_body_work(macs: int) -> None:
     """Charge `macs` (one run of a body's plan) to every Loop and Scan running on this thread:
     the innermost one's body made the run, and the ones around it run that body."""
