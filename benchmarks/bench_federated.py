@@ -50,7 +50,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,7 +173,8 @@ def make_fleet(target: str, x: np.ndarray, y: np.ndarray, n: int,
                polls: Counter) -> tuple[list[FederatedClient], list[grpc.Channel]]:
     """n devices on IID partitions, each with its own channel; every GetWork answer bumps `polls`."""
     fleet, channels = [], []
-    options = dict(token=TOKEN, backoff_initial=0.1, backoff_max=1.0, max_retries=3, rpc_timeout=60.0)
+    # long_poll=0: devices poll GetWork, as this benchmark's columns assume (bench_fleet.py measures long-polls)
+    options = dict(token=TOKEN, backoff_initial=0.1, backoff_max=1.0, max_retries=3, rpc_timeout=60.0, long_poll=0.0)
     for i, index in enumerate(iid(len(y), n, seed=0)):
         channels.append(channel(target))
         client = FederatedClient(channels[-1], f"device-{i:04d}", KeyPair.generate(), (x[index], y[index]),
@@ -184,12 +184,21 @@ def make_fleet(target: str, x: np.ndarray, y: np.ndarray, n: int,
     return fleet, channels
 
 
-def _counting(call: Callable[..., Any], counter: Counter) -> Callable[..., Any]:
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        reply = call(*args, **kwargs)
-        counter.add()
+class _counting:  # noqa: N801 - stands in for the stub's GetWork method
+    """A unary stub method whose answered calls (direct or `.future`) bump `counter`."""
+
+    def __init__(self, call: Any, counter: Counter) -> None:
+        self.call, self.counter = call, counter
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        reply = self.call(*args, **kwargs)
+        self.counter.add()
         return reply
-    return counted
+
+    def future(self, *args: Any, **kwargs: Any) -> Any:
+        call = self.call.future(*args, **kwargs)
+        call.add_done_callback(lambda done: done.cancelled() or done.exception() or self.counter.add())
+        return call
 
 
 def start_fleet(fleet: list[FederatedClient], stop: threading.Event) -> list[threading.Thread]:

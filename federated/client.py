@@ -1,9 +1,12 @@
-"""The device agent: enrol, poll for work, train locally, upload the delta.
+"""The device agent: enrol, ask for work, train locally, upload the delta.
 
 Meant for a Raspberry Pi or a phone-like device: it keeps its Ed25519 key in a
 file, verifies every model and parameter payload against the coordinator's key
 before using it, and retries with exponential back-off (with jitter) while the
-coordinator is unreachable.
+coordinator is unreachable. It asks for work with a long-poll (the coordinator holds
+the call until there is work or `long_poll` seconds passed), so an idle device sends
+one request per wait; `long_poll=0` polls as devices did before long-polls (and a
+coordinator without them answers at once, with the interval to poll at).
 """
 
 from __future__ import annotations
@@ -43,13 +46,18 @@ from edgerun.runtime.interpreter import Interpreter
 log = logging.getLogger("edgerun.federated.client")
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+STOP_CHECK_S = 0.5  # how often a device waiting in a long-poll looks at its stop event
 
 
 @dataclass
 class ClientOptions:
-    """Back-off between failed calls doubles from `backoff_initial` up to `backoff_max` seconds."""
+    """Back-off between failed calls doubles from `backoff_initial` up to `backoff_max` seconds.
+    `long_poll`: seconds the coordinator may hold a request for work until there is some
+    (asked with 20 % jitter below it, so devices that start together do not stay in step;
+    the coordinator caps it); 0: poll at the interval the coordinator says."""
 
     token: str = ""
+    long_poll: float = 30.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_retries: int = 8
@@ -59,6 +67,9 @@ class ClientOptions:
     # a secure-aggregation stage (federated.secagg.workflow.DROP_STAGES) or "random" (any of them)
     drop_stage: str = "start"
     delay_seconds: float = 0.0  # simulation: extra time a slow device spends on each round
+    # simulation: called with (client id, round) when this device drops out of a round, so the
+    # simulator can tell the coordinator not to wait for it (a real device that vanishes says nothing)
+    on_drop: Callable[[str, int], None] | None = None
     seed: int = 0
     info: dict[str, str] = field(default_factory=dict)
 
@@ -74,6 +85,9 @@ class FederatedClient:
         self.client_id, self.key, self.data, self.eval_data = client_id, key, data, eval_data
         self.options = options or ClientOptions()
         self.rng = random.Random(self.options.seed)
+        # the long-poll's jitter draws from its own generator: how many times a device asked for
+        # work must not change which rounds a simulated device drops (self.rng's draws)
+        self.jitter = random.Random(self.options.seed + 1)
         self.coordinator_key: bytes | None = None
         self.interpreter: Interpreter | None = None
         self.rounds_done: list[int] = []
@@ -190,6 +204,8 @@ class FederatedClient:
             return
         finally:
             self.pending_drop = None
+        if outcome == "dropped" and self.options.on_drop is not None:
+            self.options.on_drop(self.client_id, work.round)
         log.info("%s: round %d secure aggregation: %s", self.client_id, work.round, outcome)
 
     def evaluate_round(self, work: pb.WorkReply) -> None:
@@ -200,7 +216,7 @@ class FederatedClient:
         parameters = decode_arrays(self._download(pb.DownloadRequest.PARAMETERS, work.model_version), spec)
         x, y = self.eval_data or (self.data() if callable(self.data) else self.data)
         result = local_evaluate(self.interpreter, parameters, x, y)
-        metrics = {"accuracy": result["accuracy"]}
+        metrics = {k: result[k] for k in ("accuracy", "mse") if k in result}  # mse: a regression model
         body = evaluation_body(work.round, len(y), result["loss"], metrics)
         self._call(lambda: self.stub.ReportEvaluation(
             pb.EvaluationReport(auth=self._auth("ReportEvaluation", body), round=work.round, num_examples=len(y),
@@ -228,9 +244,8 @@ class FederatedClient:
             self.enrol()
         skipped: set[int] = set()
         while not stop.is_set():
-            work = self._call(lambda: self.stub.GetWork(pb.WorkRequest(auth=self._auth("GetWork", b"")),
-                                                         timeout=self.options.rpc_timeout))
-            if work.action == pb.WorkReply.STOP:
+            work = self._call(lambda: self._get_work(stop))
+            if work is None or work.action == pb.WorkReply.STOP:
                 return
             if work.action == pb.WorkReply.EVALUATE and work.round not in self.evaluations_done:
                 self._train_or_skip(work)
@@ -242,11 +257,27 @@ class FederatedClient:
                         stage = self.rng.choice(("start", *DROP_STAGES))
                     if stage == "start" or "secagg" not in json.loads(work.config_json or "{}"):
                         skipped.add(work.round)  # this device "drops out" of the round
+                        if self.options.on_drop is not None:
+                            self.options.on_drop(self.client_id, work.round)
                         continue
                     self.pending_drop = stage  # it goes away in the middle of secure aggregation
                 self._train_or_skip(work)
                 continue
             stop.wait(max(work.retry_after, 0.05))
+
+    def _get_work(self, stop: threading.Event) -> pb.WorkReply | None:
+        """One GetWork: a long-poll (unless `long_poll` is 0) that gives up, returning None,
+        within STOP_CHECK_S seconds of `stop` being set. grpc.RpcError as the call ends."""
+        wait = self.options.long_poll * (0.8 + 0.2 * self.jitter.random()) if self.options.long_poll > 0 else 0.0
+        call = self.stub.GetWork.future(pb.WorkRequest(auth=self._auth("GetWork", b""), wait_seconds=wait),
+                                        timeout=wait + self.options.rpc_timeout)
+        done = threading.Event()
+        call.add_done_callback(lambda _: done.set())
+        while not done.wait(STOP_CHECK_S):
+            if stop.is_set():
+                call.cancel()
+                return None
+        return call.result()
 
 
 class _SecAggTransport:

@@ -32,7 +32,7 @@ Spec = tuple[np.dtype, tuple[int, ...]]
 def encode_arrays(arrays: Mapping[str, np.ndarray]) -> bytes:
     """Uncompressed .npz bytes of `arrays` (names kept, order kept)."""
     stream = io.BytesIO()
-    np.savez(stream, **{name: np.ascontiguousarray(a) for name, a in arrays.items()})
+    np.savez(stream, **{name: np.asarray(a, order="C") for name, a in arrays.items()})  # rank 0 stays rank 0
     return stream.getvalue()
 
 

@@ -26,7 +26,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,10 @@ from edgerun.federated.errors import Rejected
 from edgerun.federated.local import parameter_spec
 from edgerun.federated.privacy import DpOptions, PrivacyAccountant
 from edgerun.federated.rounds import PLAIN_ROUND, SECURE_ROUND, RoundState, run_round, workflow_for
+from edgerun.federated.secagg.cohorts import SecureProtocol
 from edgerun.federated.secagg.errors import SecAggError
 from edgerun.federated.secagg.messages import StageReply
 from edgerun.federated.secagg.options import SecAggOptions
-from edgerun.federated.secagg.session import SecureRound
 from edgerun.federated.stages import Stage
 from edgerun.federated.store import AlreadyEnrolled, RoundRecord, Store
 from edgerun.federated.strategies.base import Strategy
@@ -59,17 +59,24 @@ MAX_UNKNOWN_IDS = 4096  # ids remembered as not enrolled
 
 Arrays = dict[str, np.ndarray]
 Evaluator = Callable[[Arrays], dict[str, float]]
+WorkListener = Callable[[int, frozenset[str] | None], None]  # (work generation, client ids with work or None: all)
 
 
 @dataclass
 class CoordinatorConfig:
-    """Round settings. `report_goal`: fraction of the selected clients whose updates
-    close a round early (stragglers past the deadline are ignored). What clients do
-    in a round (epochs, batch size, learning rate, clipping) is the strategy's config."""
+    """Round settings, paced as production fleets are (Bonawitz et al. 2019, "Towards
+    Federated Learning at Scale"): the strategy picks a target number of clients, the
+    coordinator selects `over_selection` more (30 % by default, as far as enough are
+    available) because some always drop out, and the round closes as soon as
+    `report_goal` of the target (a fraction, 1.0 = the whole target) reported; late
+    reports are refused. At `round_timeout` seconds the round closes with what it has
+    (it fails below the strategy's min_fit_results). What clients do in a round
+    (epochs, batch size, learning rate, clipping) is the strategy's config."""
 
     rounds: int = 10
     round_timeout: float = 60.0
     report_goal: float = 1.0
+    over_selection: float = 0.3
     available_window: float = 60.0  # a client seen this recently counts as available
     wait_for_clients: float = 60.0  # how long a round waits for enough available clients
     evaluate_every: int = 0  # an evaluation round after every k-th training round (0: never)
@@ -93,7 +100,14 @@ class CoordinatorConfig:
     # clients; without it Status only says the coordinator is alive. None: liveness only.
     operator_token: str | None = None
 
+    # Where the latest global model is written as a loadable .erm after every round (None: nowhere).
+    export_path: Path | None = None
+
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.over_selection) and 0 <= self.over_selection <= 10):
+            raise ValueError(f"over_selection must be a fraction in [0, 10], got {self.over_selection!r}")
+        if not (math.isfinite(self.report_goal) and 0 < self.report_goal <= 1):
+            raise ValueError(f"report_goal must be a fraction in (0, 1], got {self.report_goal!r}")
         if self.max_update_norm is not None and not (math.isfinite(self.max_update_norm)
                                                      and self.max_update_norm > 0):
             raise ValueError(f"max_update_norm must be a finite number > 0 or None, got {self.max_update_norm!r}")
@@ -233,8 +247,10 @@ class Coordinator:
 
     # ------------------------------------------------------------ enrolment
     def enrol(self, client_id: str, public_key: bytes, token: str, info: dict[str, str]) -> bytes:
-        """Register a device key; returns the coordinator's public key. Rejected: fields out
-        of bounds (check_enrolment), a bad token for a key not allowed, an id or key enrolled."""
+        """Register a device key; returns the coordinator's public key. The same id with the
+        same key again (a restarted device) is answered as the first time. Rejected: fields out
+        of bounds (check_enrolment), a bad token for a key not allowed, an id enrolled with
+        another key, a key enrolled under another id."""
         check_enrolment(client_id, info)
         allowed = public_key in self.config.allowed_keys
         expected = self.config.enrol_token
@@ -244,7 +260,12 @@ class Coordinator:
         try:
             self.store.enrol(client_id, public_key, dict(info))
         except AlreadyEnrolled:
-            raise Rejected(ErrorCode.ALREADY_EXISTS, f"client {client_id!r} or its key is already enrolled") from None
+            record = self.store.client(client_id)
+            if record is not None and hmac.compare_digest(record.public_key, public_key):
+                log.info("client %s enrolled again with its key (a restarted device)", client_id)
+                return self.key.public_bytes
+            raise Rejected(ErrorCode.ALREADY_EXISTS, f"client {client_id!r} or its key is already enrolled "
+                           "(each device needs its own id and key file)") from None
         with self._unknown_lock:
             self._enrolments += 1
             self._unknown.pop(client_id, None)
@@ -276,27 +297,163 @@ class Coordinator:
         return None
 
     # ----------------------------------------------------------------- work
+    # Long-polling clients (federated.service holds their GetWork calls) are woken through
+    # `subscribe_work`: one watcher thread, running while anyone subscribes, waits on the lock
+    # (so it runs after every notify_all, and at least every WAKE_TICK seconds) and compares
+    # what gives clients work: the open round, the open evaluation and the end of the run.
+    WAKE_TICK = 0.05  # seconds: a round that opens reaches waiting clients at most this late
+    _work_listeners: tuple[WorkListener, ...] = ()
+    _work_generation = 0
+    _work_watcher: threading.Thread | None = None
+    _selected_sets: tuple[Any, frozenset[str]] = (None, frozenset())  # (round record, its selected ids)
+
     def work_for(self, client_id: str, now: float | None = None) -> Work:
+        """What `client_id` should do now (and it counts as seen): STOP once the run is over,
+        EVALUATE while an evaluation waits for it, TRAIN while the open round selected it and
+        has not got its report, WAIT otherwise. Reads only memory (the round in progress),
+        except SQLite's reports of the open round for a client it selected."""
+        return self.poll_work(client_id, now)[0]
+
+    def poll_work(self, client_id: str, now: float | None = None) -> tuple[Work, int]:
+        """(work_for(client_id), the work generation it was decided in): a change that gives
+        clients work after this answer comes to `subscribe_work`'s listeners with a higher
+        generation, so a long-poll compares generations to know it missed none."""
         now = time.time() if now is None else now
         with self.lock:
             self.last_seen[client_id] = now
-            if self.finished:
-                self.stopped.add(client_id)
-                self.lock.notify_all()
-                return Work(Action.STOP)
-            state = self.round_state
-            evaluation = state.evaluation if state is not None else None
-            if evaluation and client_id in evaluation.selected and client_id not in evaluation.results:
-                return Work(Action.EVALUATE, evaluation.round, evaluation.version, {}, evaluation.deadline)
-            current = self.store.current_round()
-            secure = state.secure if state is not None else None
-            if (current is None or client_id not in current.selected or now > current.deadline
-                    or client_id in self.store.reported(current.round)
-                    or (secure is not None and client_id in secure.server.roster)):
-                # Not needed in the open round: nothing to do before it ends, so poll less.
-                busy = current is not None and client_id not in current.selected
-                return Work(Action.WAIT, retry_after=0.5 if busy else 0.2)
-            return Work(Action.TRAIN, current.round, current.model_version, dict(current.config), current.deadline)
+            return self._work(client_id, now), self._work_generation
+
+    def poll_work_nowait(self, client_id: str, now: float | None = None) -> tuple[Work, int] | None:
+        """poll_work(client_id) when it can be answered at once from memory: None (nothing
+        done) while the lock is held elsewhere, no round runs here, or the open round selected
+        `client_id` (its report is in the store). For an event loop: this never waits."""
+        now = time.time() if now is None else now
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            if not self.finished:
+                state = self.round_state
+                if state is None:
+                    return None
+                record = self._open_round(state)
+                secure = state.secure
+                if (record is not None and client_id in self._selected_set(record) and now <= record.deadline
+                        and not (secure is not None and secure.advertised(client_id))):
+                    return None
+            self.last_seen[client_id] = now
+            return self._work(client_id, now), self._work_generation
+        finally:
+            self.lock.release()
+
+    def known_key(self, client_id: str) -> bytes | None:
+        """The enrolled key of `client_id` if this process holds it in memory (public_key_of
+        caches it), else None; never reads the store, so an event loop may call it."""
+        return self._keys.get(client_id)
+
+    def _work(self, client_id: str, now: float) -> Work:
+        """work_for's answer (call with the lock held)."""
+        if self.finished:
+            self.stopped.add(client_id)
+            self.lock.notify_all()
+            return Work(Action.STOP)
+        state = self.round_state
+        evaluation = state.evaluation if state is not None else None
+        if evaluation and client_id in evaluation.selected and client_id not in evaluation.results:
+            return Work(Action.EVALUATE, evaluation.round, evaluation.version, {}, evaluation.deadline)
+        current = self._open_round(state)
+        secure = state.secure if state is not None else None
+        if (current is None or client_id not in self._selected_set(current) or now > current.deadline
+                or (secure is not None and secure.advertised(client_id))
+                or client_id in self.store.reported(current.round)):
+            # Not needed in the open round: nothing to do before it ends, so poll less.
+            busy = current is not None and client_id not in self._selected_set(current)
+            return Work(Action.WAIT, retry_after=0.5 if busy else 0.2)
+        config = dict(self.round_config_for(client_id, current.config))  # its cohort's, under secure aggregation
+        return Work(Action.TRAIN, current.round, current.model_version, config, current.deadline)
+
+    def _open_round(self, state: RoundState | None) -> RoundRecord | None:
+        """The round that takes uploads, from memory while `run` runs one (opened and not yet
+        closing, aggregated or failed); from the store when no round runs here (a stored round
+        before `run` resumes it). Call with the lock held."""
+        if state is None:
+            return self.store.current_round()
+        record = state.record
+        if record is None or state.closing or self.version != record.model_version:
+            return None  # selecting, or closed: its aggregate is published as version model_version + 1
+        return record
+
+    def _selected_set(self, record: RoundRecord) -> frozenset[str]:
+        """The ids `record` selected, as a set made once per round (call with the lock held)."""
+        cached, ids = self._selected_sets
+        if cached is not record:
+            ids = frozenset(record.selected)
+            self._selected_sets = (record, ids)
+        return ids
+
+    def subscribe_work(self, listener: WorkListener) -> Callable[[], None]:
+        """Call `listener(generation, due)` whenever clients may have got work: a round opened
+        (`due`: the ids it selected), an evaluation opened (its selected ids) or the run ended
+        (`due` None: every client). It runs on the watcher thread, at most WAKE_TICK seconds
+        after the change, and must return quickly without taking the lock (e.g. hand over to an
+        event loop with call_soon_threadsafe); what it raises is logged. Returns the function
+        that unsubscribes it."""
+        with self.lock:
+            self._work_listeners = (*self._work_listeners, listener)
+            if self._work_watcher is None:
+                self._work_watcher = threading.Thread(target=self._watch_work, name="coordinator-work-watcher",
+                                                      daemon=True)
+                self._work_watcher.start()
+
+        def unsubscribe() -> None:
+            with self.lock:
+                self._work_listeners = tuple(x for x in self._work_listeners if x is not listener)
+        return unsubscribe
+
+    def _work_state(self) -> tuple[bool, RoundRecord | None, Any]:
+        """What gives clients work, from memory: (run over, open round, open evaluation)."""
+        state = self.round_state
+        if state is None:
+            return self.finished, None, None
+        return self.finished, self._open_round(state), state.evaluation
+
+    def _watch_work(self) -> None:
+        """The watcher thread: tells the listeners of every change in `_work_state`; ends
+        once none is left."""
+        with self.lock:
+            seen = self._work_state()
+            while self._work_listeners:
+                self.lock.wait(self.WAKE_TICK)
+                now = self._work_state()
+                changed = [new is not old for new, old in zip(now, seen, strict=True)]
+                seen = now
+                if not any(changed):
+                    continue
+                finished, record, evaluation = now
+                due: set[str] | None = None if finished and changed[0] else set()
+                if due is not None and changed[1] and record is not None:
+                    due.update(record.selected)
+                if due is not None and changed[2] and evaluation is not None:
+                    due.update(evaluation.selected)
+                self._work_generation += 1
+                generation, listeners = self._work_generation, self._work_listeners
+                self.lock.release()  # listeners run without the lock
+                try:
+                    for listener in listeners:
+                        try:
+                            listener(generation, None if due is None else frozenset(due))
+                        except Exception:  # noqa: BLE001 - one listener's failure must not stop the others
+                            log.exception("work listener %r failed", listener)
+                finally:
+                    self.lock.acquire()
+            self._work_watcher = None
+
+    def mark_seen(self, client_ids: Iterable[str], now: float | None = None) -> None:
+        """Count `client_ids` as seen now (available for selection): the clients whose
+        long-poll the service holds are connected although they ask nothing."""
+        now = time.time() if now is None else now
+        with self.lock:
+            for client_id in client_ids:
+                self.last_seen[client_id] = now
 
     def payload(self, kind: str, version: int) -> tuple[bytes, bytes, bytes]:
         """(payload, sha256, coordinator signature) of the model file or a parameter version."""
@@ -338,10 +495,29 @@ class Coordinator:
             self.lock.notify_all()
         log.info("round %d: update from %s (%d examples)", round_number, client_id, num_examples)
 
-    def _secure(self, round_number: int) -> SecureRound | None:
-        """The open secure-aggregation protocol of `round_number` (call with the lock held)."""
+    def _secure(self, round_number: int) -> SecureProtocol | None:
+        """The open secure-aggregation protocol of `round_number`: a SecureRound, or a
+        CohortedRound when the round is split into cohorts (call with the lock held)."""
         secure = self.round_state.secure if self.round_state is not None else None
-        return secure if secure is not None and secure.params.round == round_number else None
+        return secure if secure is not None and secure.round == round_number else None
+
+    def round_config_for(self, client_id: str, config: dict[str, Any]) -> dict[str, Any]:
+        """`config` (an open round's stored config) as `client_id` must get it: in a round split
+        into secure-aggregation cohorts, with the "secagg" entry of its own cohort (its graph
+        seed and cohort size; the quantization is the round's); else `config` itself (a plain
+        round, a one-cohort round, a client in no cohort, a round whose protocol is over)."""
+        entry = config.get("secagg")
+        if not entry or "cohorts" not in entry:
+            return config
+        with self.lock:
+            secure = self._secure(int(entry["round"]))
+            if secure is None:
+                return config
+            try:
+                params = secure.params_of(client_id)
+            except SecAggError:
+                return config
+        return {**config, "secagg": {**entry, **params.to_config()}}
 
     def secure_step(self, client_id: str, round_number: int, stage: str, payload: Any) -> StageReply:
         """One secure-aggregation message (or poll) from a client; Rejected says why not."""
@@ -364,13 +540,28 @@ class Coordinator:
             if secure is None:
                 raise Rejected(ErrorCode.FAILED_PRECONDITION,
                                f"no secure aggregation is open for round {round_number}")
-            if bits != secure.params.quantization.bits:
-                raise Rejected(ErrorCode.INVALID_ARGUMENT, f"masked input in Z_2^{bits}, the round uses "
-                               f"Z_2^{secure.params.quantization.bits}")
             try:
+                want = secure.params_of(client_id).quantization.bits
+                if bits != want:
+                    raise Rejected(ErrorCode.INVALID_ARGUMENT, f"masked input in Z_2^{bits}, the round uses Z_2^{want}")
                 secure.receive_masked(client_id, vector)
             except SecAggError as exc:
                 raise Rejected(ErrorCode.INVALID_ARGUMENT, f"{type(exc).__name__}: {exc}") from None
+            self.lock.notify_all()
+
+    def withdraw(self, client_id: str, round_number: int) -> None:
+        """`client_id` will not report in `round_number` (it dropped out): the round stops
+        waiting for it. Only a simulator knows this (a real device that vanishes says
+        nothing); an id not selected, or a round not open, is ignored."""
+        with self.lock:
+            state = self.round_state
+            if state is None or state.number != round_number or state.record is None:
+                return
+            if client_id not in state.record.selected:
+                return
+            state.withdrawn.add(client_id)
+            if state.secure is not None:  # in its cohort, when the round runs in cohorts
+                state.secure.withdraw(client_id)
             self.lock.notify_all()
 
     def submit_evaluation(self, client_id: str, round_number: int, result: EvaluateRes) -> None:

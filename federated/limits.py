@@ -33,9 +33,12 @@ class ServiceLimits:
     over all its requests; peer_rate, peer_burst: one per IP address over unauthenticated
     calls (Enrol, Status without the operator token) and failed authentications (once it
     is spent, that address's signed requests are refused before any verification);
-    max_concurrent_rpcs: every call in
-    progress, a backstop gRPC enforces before any handler runs; max_message_bytes: the
-    largest message received (chunks are 1 MiB)."""
+    max_wait: the longest a GetWork long-poll is held (longer requested waits are cut to
+    it); max_waiting: long-polls held at once (beyond, GetWork answers at once: WAIT, ask
+    again in a second), each one enrolled client's (a newer one from the same client
+    releases the older); max_concurrent_rpcs: every call in progress, held long-polls
+    included, a backstop gRPC enforces before any handler runs (so above max_waiting);
+    max_message_bytes: the largest message received (chunks are 1 MiB)."""
 
     header_timeout: float = 5.0
     idle_timeout: float = 30.0
@@ -45,16 +48,22 @@ class ServiceLimits:
     client_burst: float = 100.0
     peer_rate: float = 100.0
     peer_burst: float = 200.0
-    max_concurrent_rpcs: int = 1024
+    max_wait: float = 60.0
+    max_waiting: int = 15_000
+    max_concurrent_rpcs: int = 20_000
     max_message_bytes: int = 2 << 20
 
     def __post_init__(self) -> None:
-        for name in ("header_timeout", "idle_timeout", "client_rate", "client_burst", "peer_rate", "peer_burst"):
+        for name in ("header_timeout", "idle_timeout", "client_rate", "client_burst", "peer_rate", "peer_burst",
+                     "max_wait"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServiceLimits.{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("streams_per_peer", "streams_per_client", "max_concurrent_rpcs", "max_message_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServiceLimits.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 <= self.max_waiting < self.max_concurrent_rpcs:
+            raise ValueError(f"ServiceLimits.max_waiting must be in [0, max_concurrent_rpcs), got {self.max_waiting!r} "
+                             f"with max_concurrent_rpcs {self.max_concurrent_rpcs!r}: held long-polls count as calls")
 
 
 class RateLimiter:

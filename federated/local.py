@@ -5,6 +5,7 @@ global parameters into its trainable model, train on local data through the
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -80,13 +81,34 @@ def _proximal_inputs(interpreter: Interpreter, config: dict[str, Any]) -> Arrays
     return {"proximal_mu": np.asarray(mu, dtype)}
 
 
-def local_evaluate(interpreter: Interpreter, parameters: Arrays, x: Any, y: np.ndarray) -> dict[str, float]:
-    """Accuracy and cross-entropy loss of `parameters` on held-out classification data.
+def require_trainable(interpreter: Interpreter, source: Any) -> None:
+    """InputError naming `source` (the model's file) unless the model has the signatures a
+    federated round runs: train, save and restore (from make_trainable)."""
+    missing = [name for name in ("train", "save", "restore") if name not in interpreter.signatures]
+    if missing:
+        raise InputError(f"{source}: not a trainable model (no {missing[0]!r} signature); "
+                         "make it with 'edgerun make-trainable'")
 
-    The model's output is read as probabilities when its rows are non-negative and sum
+
+def training_loss(interpreter: Interpreter) -> str | None:
+    """The loss make_trainable gave the model ("cross_entropy", "mse", "bce_logits"), None if unknown."""
+    recorded = interpreter.graph.metadata.get("edgerun.training")
+    return None if recorded is None else json.loads(recorded).get("loss")
+
+
+def local_evaluate(interpreter: Interpreter, parameters: Arrays, x: Any, y: np.ndarray) -> dict[str, float]:
+    """How well `parameters` do on held-out data: for a regression model (trained with the
+    "mse" loss) {"mse", "loss" (the same), "num_examples"}; otherwise, classification,
+    {"accuracy", "loss" (cross-entropy), "num_examples"}.
+
+    A classifier's output is read as probabilities when its rows are non-negative and sum
     to 1 (a final Softmax), else as logits."""
     interpreter.run(parameters, signature="restore")
     outputs = next(iter(predict(interpreter, x).values())).astype(np.float64)
+    if training_loss(interpreter) == "mse":
+        targets = np.asarray(y, np.float64).reshape(outputs.shape)
+        mse = float(np.mean(np.square(outputs - targets))) if len(targets) else float("nan")
+        return {"mse": mse, "loss": mse, "num_examples": float(len(targets))}
     y = np.asarray(y).astype(np.int64)
     if np.all(outputs >= 0) and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-4):
         log_p = np.log(np.clip(outputs, 1e-12, None))

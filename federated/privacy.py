@@ -27,11 +27,30 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import dp_accounting
 import numpy as np
 
+from edgerun.runtime.errors import EdgerunError
+
 MODES = ("central", "distributed")
+
+if TYPE_CHECKING:
+    import dp_accounting
+
+
+class PrivacyUnavailable(EdgerunError):
+    """Differential privacy was asked for but dp-accounting (the `privacy` extra) is missing."""
+
+
+def _accounting() -> Any:
+    """The dp_accounting package, imported when differential privacy is on (the `privacy`
+    extra). PrivacyUnavailable, one line naming the extra, when it is not installed."""
+    try:
+        import dp_accounting
+    except ImportError:
+        raise PrivacyUnavailable("differential privacy needs dp-accounting: pip install 'edgerun[privacy]'") from None
+    return dp_accounting
 
 
 @dataclass(frozen=True)
@@ -68,8 +87,8 @@ class DpOptions:
         z = self.noise_multiplier if noise_multiplier is None else noise_multiplier
         if not z > 0:
             raise ValueError(f"noise multiplier must be > 0, got {z}")
-        return dp_accounting.SampledWithoutReplacementDpEvent(int(available), int(selected),
-                                                              dp_accounting.GaussianDpEvent(z / 2))
+        dp = _accounting()
+        return dp.SampledWithoutReplacementDpEvent(int(available), int(selected), dp.GaussianDpEvent(z / 2))
 
 
 def noise_rng() -> np.random.Generator:
@@ -119,8 +138,8 @@ class PrivacyAccountant:
 
     @staticmethod
     def _new() -> dp_accounting.rdp.RdpAccountant:
-        return dp_accounting.rdp.RdpAccountant(
-            neighboring_relation=dp_accounting.privacy_accountant.NeighboringRelation.REPLACE_ONE)
+        dp = _accounting()
+        return dp.rdp.RdpAccountant(neighboring_relation=dp.privacy_accountant.NeighboringRelation.REPLACE_ONE)
 
     @property
     def epsilon(self) -> float:

@@ -4,7 +4,8 @@
     PLAIN_ROUND   select -> fit -> aggregate -> evaluate
     SECURE_ROUND  select -> advertise -> share -> masked -> consistency -> unmask -> aggregate -> evaluate
 
-(the protocol stages in the order of federated.stages.SECAGG). A step is
+(the protocol stages in the order of federated.stages.SECAGG; a round of more than
+SecAggOptions.max_cohort clients runs them in cohorts, federated.secagg.cohorts). A step is
 `run(coordinator, state, stop) -> bool`; False ends the round there: it failed (and is
 recorded as failed), the privacy budget is spent, or the coordinator is stopping (the
 round stays open).
@@ -49,6 +50,8 @@ import numpy as np
 from edgerun.federated.aggregate import clip_by_global_norm
 from edgerun.federated.codec import encode_arrays, encode_state
 from edgerun.federated.compression import decompress
+from edgerun.federated.export import write_global_model
+from edgerun.federated.secagg.cohorts import CohortedRound, SecureProtocol, split_cohorts
 from edgerun.federated.secagg.errors import SecAggError
 from edgerun.federated.secagg.messages import SecAggParams
 from edgerun.federated.secagg.session import SecureRound
@@ -85,13 +88,15 @@ class RoundState:
     number: int
     record: RoundRecord | None = None
     stage: Stage = Stage.SELECT
-    secure: SecureRound | None = None  # the secure-aggregation protocol, until it ends
+    secure: SecureProtocol | None = None  # the secure-aggregation protocol (one or more cohorts), until it ends
     closing: bool = False  # the round's uploads are refused from now on
     updates: list[UpdateRecord] = field(default_factory=list)  # plain rounds: the recorded deltas
     total: np.ndarray | None = None  # secure rounds: the unmasked ring sum ...
     survivors: list[str] = field(default_factory=list)  # ... of these clients' inputs
+    protocol_metrics: Metrics = field(default_factory=dict)  # secure rounds: cohorts run and dropped
     upload_bytes: float = 0.0  # mean update payload per reporting client
     evaluation: Evaluation | None = None
+    withdrawn: set[str] = field(default_factory=set)  # selected clients known to have left the round
 
     @classmethod
     def resumed(cls, record: RoundRecord) -> RoundState:
@@ -158,13 +163,32 @@ def _configure(c: Coordinator, state: RoundState, stop: threading.Event) -> tupl
         with c.lock:
             c.budget_exhausted = True
         return None
-    return selected, len(available), dict(fit_ins.config)
+    config = dict(fit_ins.config)
+    config["reports_needed"] = _goal(c, len(selected))
+    return _over_select(c, selected, available), len(available), config
+
+
+def _over_select(c: Coordinator, selected: list[str], available: list[str]) -> list[str]:
+    """`selected` plus ceil(over_selection x its size) more of the other available clients
+    (as many as there are), drawn with the coordinator's RNG: some selected devices always
+    drop out, and the round closes once the target number reported. Not under
+    differential privacy, whose accounting assumes the cohort the strategy drew."""
+    extra = math.ceil(c.config.over_selection * len(selected))
+    if c.config.dp is not None or extra <= 0:
+        return selected
+    chosen = set(selected)
+    others = [cid for cid in available if cid not in chosen]
+    if not others:
+        return selected
+    picked = c.rng.choice(len(others), size=min(extra, len(others)), replace=False)
+    return [*selected, *(others[i] for i in sorted(picked))]
 
 
 def _open(c: Coordinator, state: RoundState, selected: list[str], config: Config, deadline: float) -> None:
-    """Open the round durably (call with the lock held)."""
+    """Open the round durably (call with the lock held) and wake the devices waiting for work."""
     c.store.open_round(state.number, c.version, list(selected), config, deadline)
     state.record = c.store.current_round()
+    c.lock.notify_all()
 
 
 def _bound_clients(c: Coordinator, config: Config) -> None:
@@ -176,9 +200,14 @@ def _bound_clients(c: Coordinator, config: Config) -> None:
         config["clip_norm"] = min(own, bound) if own > 0 else bound
 
 
-def _goal(c: Coordinator, selected: int) -> int:
-    """Reports (or advertisements) that close a round early."""
-    return max(1, math.ceil(c.config.report_goal * selected))
+def _goal(c: Coordinator, target: int) -> int:
+    """Reports (or advertisements) that close a round early: report_goal of the target."""
+    return max(1, math.ceil(c.config.report_goal * target))
+
+
+def reports_needed(record: RoundRecord) -> int:
+    """The reports that close a stored round early (rounds stored before over-selection: all)."""
+    return int(record.config.get("reports_needed", len(record.selected)))
 
 
 def select_plain(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
@@ -197,48 +226,83 @@ def select_plain(c: Coordinator, state: RoundState, stop: threading.Event) -> bo
 
 def select_secure(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
     """As select_plain, plus the round's secure-aggregation parameters, and the protocol
-    opened with the round (handlers never see one without the other)."""
+    opened with the round (handlers never see one without the other). A round of more than
+    SecAggOptions.max_cohort clients runs as cohorts (federated.secagg.cohorts): the stored
+    "secagg" entry is then the whole round's (its quantization is every cohort's, "cohorts"
+    says how many) and each client gets its cohort's through Coordinator.round_config_for.
+    ValueError for a split round under distributed DP (see `_cohorts`)."""
     chosen = _configure(c, state, stop)
     if chosen is None:
         return False
     selected, available, config = chosen
     deadline = time.time() + c.config.round_timeout
     options = c.config.secagg
-    config["secagg"] = options.round_config(state.number, len(selected), c.shapes,
-                                            float(config.get("clip_norm") or 0.0))
+    clip = float(config.get("clip_norm") or 0.0)
+    cohorts = _cohorts(c, state.number, selected, config)
+    config["secagg"] = options.round_config(state.number, len(selected), c.shapes, clip)
+    if len(cohorts) > 1:
+        config["secagg"]["cohorts"] = len(cohorts)
     params = SecAggParams.from_config(config["secagg"])
     config = c.strategy.configure_secure_fit(config, params)
     _bound_clients(c, config)
     with c.lock:
         _open(c, state, selected, config, deadline)
         keys = {cid: c.public_key_of(cid) for cid in selected}
-        state.secure = SecureRound(params, selected, keys, _goal(c, len(selected)), deadline, options.stage_timeout)
-    log.info("round %d: selected %d of %d clients", state.number, len(selected), available)
+        goal = reports_needed(state.record)
+        if len(cohorts) == 1:
+            state.secure = SecureRound(params, selected, keys, goal, deadline, options.stage_timeout)
+        else:
+            every = [SecAggParams.from_config(options.round_config(state.number, len(members), c.shapes, clip,
+                                                                   planned_for=len(selected)))
+                     for members in cohorts]
+            state.secure = CohortedRound.open(every, cohorts, keys, goal, deadline, options.stage_timeout)
+    log.info("round %d: selected %d of %d clients%s", state.number, len(selected), available,
+             f" in {len(cohorts)} secure-aggregation cohorts" if len(cohorts) > 1 else "")
     return True
+
+
+def _cohorts(c: Coordinator, round_number: int, selected: list[str], config: Config) -> list[list[str]]:
+    """The selected clients in cohorts of at most SecAggOptions.max_cohort (one cohort draws
+    nothing from the coordinator's RNG). ValueError when a distributed-DP round would be
+    split: the coordinator unmasks each cohort's sum, which carries only its own clients'
+    noise shares (noise multiplier z * sqrt(cohort / round) instead of z), so the guarantee
+    the accountant charges would not hold against the coordinator."""
+    cohorts = split_cohorts(selected, c.config.secagg.max_cohort, c.rng)
+    dp = config.get("dp") or {}
+    if len(cohorts) > 1 and dp.get("mode") == "distributed":
+        raise ValueError(f"round {round_number}: {len(selected)} selected clients exceed the secure-aggregation "
+                         f"max_cohort of {c.config.secagg.max_cohort}, and distributed DP cannot run in cohorts "
+                         "(each cohort's sum would carry only its clients' share of the noise): use central DP, "
+                         "or a max_cohort of at least the round's size (None: never split)")
+    return cohorts
 
 
 # ---------------------------------------------------------------- collect
 
 
 def fit(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
-    """Plain rounds: wait for the report goal or the deadline, then refuse further uploads."""
+    """Plain rounds: wait for the report goal, for every selected client that has not
+    withdrawn, or for the deadline; then refuse further uploads."""
     record = state.record
     with c.lock:
-        goal = _goal(c, len(record.selected))
+        goal = reports_needed(record)
         while not stop.is_set() and time.time() < record.deadline:
-            if len(c.store.reported(record.round)) >= goal:
+            reported = set(c.store.reported(record.round))
+            if len(reported) >= goal or len(reported | state.withdrawn) >= len(record.selected):
                 break
             c.lock.wait(min(0.05, max(0.0, record.deadline - time.time())))
         if stop.is_set():
             return False
-        state.updates = c.store.updates(record.round)
+        # in client order, not arrival order: the same reports give the same sum, bit for bit
+        state.updates = sorted(c.store.updates(record.round), key=lambda u: u.client_id)
         state.closing = True
     return True
 
 
 def protocol_stage(stage: Stage, c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
     """Secure rounds: run one protocol stage. An aborted protocol (too few clients, a refused
-    reconstruction, a restart) fails the round and keeps the global model."""
+    reconstruction, a restart; of a split round: every cohort) fails the round and keeps the
+    global model; a split round goes on without a cohort that aborted."""
     with c.lock:
         try:
             if state.secure is None:
@@ -250,7 +314,12 @@ def protocol_stage(stage: Stage, c: Coordinator, state: RoundState, stop: thread
                 _fail(c, state, str(exc))
             return False
         if total is not None:  # the protocol is over: the coordinator knows the sum
-            state.total, state.survivors, state.secure = total, state.secure.server.survivor_list(), None
+            secure, state.secure = state.secure, None
+            state.total, state.survivors, state.protocol_metrics = total, secure.survivor_list(), secure.metrics()
+            if isinstance(secure, CohortedRound):
+                for index, reason in sorted(secure.failures.items()):
+                    log.warning("round %d: secure-aggregation cohort %d of %d dropped: %s", state.number, index,
+                                len(secure.cohorts), reason)
     return True
 
 
@@ -284,7 +353,9 @@ def aggregate_updates(c: Coordinator, state: RoundState, stop: threading.Event) 
 
 
 def aggregate_sum(c: Coordinator, state: RoundState, stop: threading.Event) -> bool:
-    """Secure rounds: decode the unmasked sum of weighted deltas; the strategy aggregates it."""
+    """Secure rounds: decode the unmasked sum of weighted deltas (of a split round: the sum of
+    its surviving cohorts' ring sums, decoded once, with the round's quantization and every
+    survivor counted); the strategy aggregates it."""
     record, survivors = state.record, state.survivors
     params = SecAggParams.from_config(record.config["secagg"])
     state.upload_bytes = float(params.length * params.quantization.bytes_per_value)
@@ -304,7 +375,7 @@ def aggregate_sum(c: Coordinator, state: RoundState, stop: threading.Event) -> b
     scale = float(record.config["secagg"]["max_weight"])  # client weights are examples / max_weight
     return _publish(c, state, len(survivors), lambda: c.strategy.aggregate_sum(
         record.round, c.parameter_list(), [s * scale for s in sums], weight * scale, len(survivors), failures),
-        {"sum_norm": norm, "sum_norm_bound": limit})
+        {"sum_norm": norm, "sum_norm_bound": limit, **state.protocol_metrics})
 
 
 def sum_norm_bound(config: Config, params: SecAggParams, weight: float, survivors: int) -> float:
@@ -352,8 +423,21 @@ def _publish(c: Coordinator, state: RoundState, reports: int,
         c.version += 1
         c.parameters = parameters
     log.info("round %d aggregated: version %d, %s", record.round, c.version, metrics)
+    _export(c, parameters)
     c.announce(record.round)
     return True
+
+
+def _export(c: Coordinator, parameters: dict[str, np.ndarray]) -> None:
+    """Write the new global model as a loadable .erm to config.export_path (when set). A
+    failure to write is logged and leaves the round aggregated: the store has the model."""
+    path = c.config.export_path
+    if path is None:
+        return
+    try:
+        write_global_model(c.model_bytes, parameters, path)
+    except (OSError, EdgerunError) as exc:
+        log.warning("global model version %d not written to %s: %s", c.version, path, exc)
 
 
 def finite_metrics(where: str, metrics: dict[str, Scalar]) -> dict[str, Scalar]:

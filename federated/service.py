@@ -15,6 +15,17 @@ unauthenticated calls and failed authentications per IP address, RESOURCE_EXHAUS
 beyond: an address that spent its failure budget has its signed requests refused on the
 event loop, before they take a worker, a key lookup or a signature verification. Refusals
 are logged at most a few per address and minute, then counted.
+
+GetWork is a long-poll when the device asks for one (WorkRequest.wait_seconds > 0): once
+authenticated, a call with nothing to do is held on the event loop (a future, no thread)
+until the coordinator's work watcher says a round, an evaluation or the end of the run may
+have work for that device (Coordinator.subscribe_work), or the wait ends (WAIT). Idle
+devices then cost one request per wait instead of one per poll interval. At most one call
+per client is held (a newer one releases the older) and `max_waiting` in all; the held
+clients count as seen (available for selection) while they wait. GetWork is most of what a
+fleet sends, so its common case (a client whose key is in memory, with nothing to do) is
+answered on the event loop, without the hop to the pool and back that would cost more CPU
+than the check; whatever might wait (the store, a busy coordinator lock) still goes to the pool.
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ import grpc
 import numpy as np
 
 from edgerun.federated.auth import AuthError, ReplayGuard, ReplayLimit, SignedFields, request_message, sha256, verify
-from edgerun.federated.coordinator import Action, Coordinator, check_enrolment
+from edgerun.federated.coordinator import Action, Coordinator, Work, check_enrolment
 from edgerun.federated.errors import Rejected
 from edgerun.federated.limits import LogThrottle, RateLimiter, ServiceLimits, Slots, peer_host
 from edgerun.federated.protos import federated_pb2 as pb
@@ -65,9 +76,68 @@ def _fields(auth: pb.Auth) -> SignedFields:
     return SignedFields(auth.client_id, auth.timestamp, auth.nonce, auth.signature)
 
 
+def _work_reply(work: Work) -> pb.WorkReply:
+    return pb.WorkReply(action=_ACTIONS[work.action], round=work.round, model_version=work.model_version,
+                        config_json=json.dumps(work.config), deadline=work.deadline, retry_after=work.retry_after)
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class LongPolls:
+    """The GetWork calls held on one event loop, by client id: at most one per client and
+    `limit` in all. Loop-only, except `notify` (any thread)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.loop, self.limit = loop, limit
+        self.generation = 0  # the latest work generation this loop has been told of
+        self.held: dict[str, asyncio.Future[bool]] = {}
+        self.closing = False
+
+    def notify(self, generation: int, due: frozenset[str] | None) -> None:
+        """Coordinator.subscribe_work's listener (its watcher thread): hand over to the loop."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is held any more
+            self.loop.call_soon_threadsafe(self._wake, generation, due)
+
+    def _wake(self, generation: int, due: frozenset[str] | None) -> None:
+        self.generation = max(self.generation, generation)
+        held = self.held
+        woken = list(held) if due is None else ([c for c in due if c in held] if len(due) < len(held)
+                                                else [c for c in held if c in due])
+        for client in woken:
+            _settle(held[client], True)
+
+    def can_hold(self, client: str) -> bool:
+        return not self.closing and (client in self.held or len(self.held) < self.limit)
+
+    async def hold(self, client: str, timeout: float) -> bool:
+        """Wait up to `timeout` seconds: True when `client` may have work now, False at the
+        timeout, when a newer call of the same client takes its place, or at shutdown."""
+        older = self.held.get(client)
+        if older is not None:
+            _settle(older, False)
+        future = self.held[client] = self.loop.create_future()
+        timer = self.loop.call_later(timeout, _settle, future, False)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            if self.held.get(client) is future:
+                del self.held[client]
+
+    def close(self) -> None:
+        """Release every held call (they answer WAIT) and hold no more: the server stops."""
+        self.closing = True
+        for future in self.held.values():
+            _settle(future, False)
+
+
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
-    """Thin: every method authenticates, runs a Coordinator handler on the worker pool and
-    maps Rejected to its status code; the limits are applied here (module docstring)."""
+    """Thin: every method authenticates, runs a Coordinator handler on the worker pool (GetWork
+    on the loop when nothing can wait) and maps Rejected to its status code; the limits and
+    long-polls are applied here (module docstring)."""
 
     def __init__(self, coordinator: Coordinator, pool: futures.Executor, limits: ServiceLimits | None = None,
                  max_update_bytes: int | None = None) -> None:
@@ -84,6 +154,33 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.peer_streams, self.client_streams = Slots(limits.streams_per_peer), Slots(limits.streams_per_client)
         spec_bytes = sum(dt.itemsize * int(np.prod(shape)) for dt, shape in coordinator.spec.values())
         self.max_update_bytes = max_update_bytes or 2 * spec_bytes + (1 << 16)
+        self.long_polls: LongPolls | None = None  # set by `hold_long_polls` on the serving loop
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def hold_long_polls(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hold GetWork long-polls on `loop` (the one serving the calls), woken by the coordinator;
+        without this call GetWork answers at once, whatever a device asks."""
+        self.long_polls = LongPolls(loop, self.limits.max_waiting)
+        self._unsubscribe = self.coordinator.subscribe_work(self.long_polls.notify)
+
+    def release_long_polls(self) -> None:
+        """Answer every held long-poll (WAIT) and hold no more (on the serving loop, at shutdown)."""
+        if self.long_polls is not None:
+            self.long_polls.close()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    async def refresh_seen(self) -> None:
+        """Runs on the serving loop until cancelled: counts the clients whose long-poll is held
+        as seen (Coordinator.mark_seen) a few times per `available_window`, so a device that
+        waits stays available for selection however long it waits."""
+        period = min(10.0, max(0.2, self.coordinator.config.available_window / 4))
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            if self.long_polls is not None and self.long_polls.held:
+                await loop.run_in_executor(self.pool, self.coordinator.mark_seen, list(self.long_polls.held))
 
     # ------------------------------------------------------------ plumbing
     async def _run(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any) -> T:
@@ -91,9 +188,13 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         try:
             return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
         except Rejected as exc:
-            self._log_refusal(peer_host(context.peer()), str(exc))
-            await context.abort(GRPC_CODES[exc.code], str(exc))
+            await self._refuse(context, exc)
             raise  # not reached: abort raises
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, exc: Rejected) -> None:
+        """End the call with `exc`'s status (logged, throttled); raises."""
+        self._log_refusal(peer_host(context.peer()), str(exc))
+        await context.abort(GRPC_CODES[exc.code], str(exc))
 
     def _log_refusal(self, peer: str, message: str) -> None:
         """A WARNING for a refused call: the first few per address and minute, then a count."""
@@ -127,15 +228,17 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             raise Rejected(ErrorCode.RESOURCE_EXHAUSTED, f"client {client!r}: over {self.limits.client_rate:g} "
                            f"requests/s (burst {self.limits.client_burst:g}); retry later")
 
-    def _verify(self, auth: pb.Auth, method: str, body: bytes, peer: str) -> str:
+    def _verify(self, auth: pb.Auth, method: str, body: bytes, peer: str, key: bytes | None = None) -> str:
         """The id of the enrolled client that signed this request, sent from address `peer`
-        (worker pool). Rejected: UNAUTHENTICATED (unknown client, bad signature, stale or
-        replayed; each charged to `peer`'s failure bucket, RESOURCE_EXHAUSTED once it is
-        spent), RESOURCE_EXHAUSTED (over the client's rate or replay-window limit). The
-        order is: signature, freshness and nonce unseen, the client's rate, then the nonce
-        is remembered; so only a fresh request signed by the client spends its budget, never
-        an outsider claiming its id nor a replay of its requests."""
-        key = self.coordinator.public_key_of(auth.client_id)
+        (worker pool, or the loop when `key` is given). Rejected: UNAUTHENTICATED (unknown
+        client, bad signature, stale or replayed; each charged to `peer`'s failure bucket,
+        RESOURCE_EXHAUSTED once it is spent), RESOURCE_EXHAUSTED (over the client's rate or
+        replay-window limit). The order is: signature, freshness and nonce unseen, the
+        client's rate, then the nonce is remembered; so only a fresh request signed by the
+        client spends its budget, never an outsider claiming its id nor a replay of its
+        requests. `key`: the client's key when the caller has it (then nothing here waits on
+        the store: the event loop may call it)."""
+        key = key or self.coordinator.public_key_of(auth.client_id)
         if key is None:
             raise self._refuse_unauthenticated(peer, f"{method}: unknown client {auth.client_id[:128]!r}: enrol first")
         fields = _fields(auth)
@@ -237,12 +340,51 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return self.coordinator.enrol(request.client_id, request.public_key, request.token, info)
 
     async def GetWork(self, request: pb.WorkRequest, context: grpc.aio.ServicerContext) -> pb.WorkReply:
+        """The device's work; a long-poll (held until there is work, at most `wait_seconds`
+        capped at `max_wait`) when it asks for one and has nothing to do now."""
         peer = await self._admit(context, "GetWork")
-        work = await self._run(context,
-                               lambda: self.coordinator.work_for(self._verify(request.auth, "GetWork", b"", peer)))
-        return pb.WorkReply(action=_ACTIONS[work.action], round=work.round, model_version=work.model_version,
-                            config_json=json.dumps(work.config), deadline=work.deadline,
-                            retry_after=work.retry_after)
+        key = self.coordinator.known_key(request.auth.client_id)
+        if key is None:  # the key from the store: on the pool
+            client, (work, generation) = await self._run(context, self._get_work, request.auth, peer)
+        else:  # the common case, on the loop unless the coordinator is busy (see _poll_work)
+            try:
+                client = self._verify(request.auth, "GetWork", b"", peer, key)
+            except Rejected as exc:
+                await self._refuse(context, exc)
+            work, generation = await self._poll_work(context, client)
+        wait = min(request.wait_seconds, self.limits.max_wait) if request.wait_seconds > 0 else 0.0  # NaN: 0
+        if wait > 0 and work.action is Action.WAIT:
+            work = await self._long_poll(context, client, wait, generation)
+        return _work_reply(work)
+
+    def _get_work(self, auth: pb.Auth, peer: str) -> tuple[str, tuple[Work, int]]:
+        client = self._verify(auth, "GetWork", b"", peer)
+        return client, self.coordinator.poll_work(client)
+
+    async def _poll_work(self, context: grpc.aio.ServicerContext, client: str) -> tuple[Work, int]:
+        """Coordinator.poll_work(client): answered on the loop when that needs no waiting (most
+        calls: a client with nothing to do), else on the pool. A hop to the pool and back costs
+        more CPU than the check itself, and GetWork is most of what a fleet sends."""
+        answer = self.coordinator.poll_work_nowait(client)
+        return answer if answer is not None else await self._run(context, self.coordinator.poll_work, client)
+
+    async def _long_poll(self, context: grpc.aio.ServicerContext, client: str, wait: float,
+                         generation: int) -> Work:
+        """Hold an authenticated client's GetWork until it has work or `wait` seconds passed
+        (WAIT, ask again at once). `generation`: the one its WAIT was decided in; a change the
+        loop heard of after it is checked again before holding, so no wake-up is missed."""
+        polls = self.long_polls
+        if polls is None or not polls.can_hold(client):
+            return Work(Action.WAIT, retry_after=1.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while (left := deadline - loop.time()) > 0 and not polls.closing:
+            if generation >= polls.generation and not await polls.hold(client, left):
+                break  # the wait is over, a newer call of this client took its place, or shutdown
+            work, generation = await self._poll_work(context, client)
+            if work.action is not Action.WAIT:
+                return work
+        return Work(Action.WAIT, retry_after=1.0 if polls.closing else 0.0)
 
     async def Download(self, request: pb.DownloadRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Chunk]:
         kind = "model" if request.kind == pb.DownloadRequest.MODEL else "parameters"
@@ -388,9 +530,17 @@ class CoordinatorServer:
         except BaseException as exc:
             started.set_exception(exc)
             return
+        self.servicer.hold_long_polls(self._loop)
+        refresher = asyncio.create_task(self.servicer.refresh_seen())
         started.set_result(port)
         grace = await self._stop
+        self.servicer.release_long_polls()  # held calls answer now instead of running into the grace period
+        refresher.cancel()
         await server.stop(grace)
+        # the calls stop() cancelled finish on this loop; let them before it closes
+        pending = asyncio.all_tasks() - {asyncio.current_task()}
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
     def stop(self, grace: float | None) -> threading.Event:
         """Stop accepting calls, cancel those still running after `grace` seconds (None: at once)."""

@@ -29,7 +29,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,6 +197,37 @@ def _checked(what: str, blob: bytes, digest: bytes) -> bytes:
     return bytes(blob)
 
 
+def _enrolment(client_id: str, public_key: bytes, info: dict[str, Any]) -> str:
+    """The info of one enrolment as JSON; ValueError for an empty id or key, or info not JSON-able."""
+    if not isinstance(client_id, str) or not client_id:
+        raise ValueError(f"client_id must be a non-empty string, got {client_id!r}")
+    if not isinstance(public_key, bytes) or not public_key:
+        raise ValueError(f"client {client_id!r}: public_key must be non-empty bytes")
+    return _dumps("info", info)
+
+
+def _first_conflict(db: sqlite3.Connection, rows: Sequence[tuple[str, bytes, str, float]]) -> str:
+    """Why the enrolment of `rows` (client_id, public_key, ...) breaks uniqueness: the first id or
+    key given twice, or already enrolled."""
+    ids: set[str] = set()
+    keys: dict[bytes, str] = {}
+    for client_id, key, *_ in rows:
+        if client_id in ids:
+            return f"client {client_id!r} is given twice"
+        if key in keys:
+            return f"client {client_id!r}: its public key is also given for {keys[key]!r}"
+        ids.add(client_id)
+        keys[key] = client_id
+    for client_id, key, *_ in rows:
+        row = db.execute("SELECT client_id FROM clients WHERE client_id = ? OR public_key = ?",
+                         (client_id, key)).fetchone()
+        if row is not None and row[0] == client_id:
+            return f"client {client_id!r} is already enrolled"
+        if row is not None:
+            return f"client {client_id!r}: its public key is already enrolled as {row[0]!r}"
+    return "an enrolment breaks a uniqueness constraint"
+
+
 def _round_record(row: sqlite3.Row, selected: Sequence[str]) -> RoundRecord:
     return RoundRecord(row["round"], row["model_version"], tuple(selected), json.loads(row["config"]),
                        row["deadline"], row["status"], row["opened_at"], row["finished_at"],
@@ -279,11 +310,7 @@ class Store:
     # ------------------------------------------------------------ clients
     def enrol(self, client_id: str, public_key: bytes, info: dict[str, Any]) -> None:
         """Register a client and its public key. AlreadyEnrolled if the id or the key exists."""
-        if not isinstance(client_id, str) or not client_id:
-            raise ValueError(f"client_id must be a non-empty string, got {client_id!r}")
-        if not isinstance(public_key, bytes) or not public_key:
-            raise ValueError(f"client {client_id!r}: public_key must be non-empty bytes")
-        info_json = _dumps("info", info)
+        info_json = _enrolment(client_id, public_key, info)
         with self._transaction() as db:
             row = db.execute("SELECT client_id FROM clients WHERE client_id = ? OR public_key = ?",
                              (client_id, public_key)).fetchone()
@@ -294,6 +321,24 @@ class Store:
                                       f"as {row[0]!r}")
             db.execute("INSERT INTO clients (client_id, public_key, info, enrolled_at) VALUES (?, ?, ?, ?)",
                        (client_id, public_key, info_json, self._clock()))
+
+    def enrol_many(self, clients: Iterable[tuple[str, bytes, dict[str, Any]]]) -> int:
+        """Register many (client_id, public_key, info) at once, in ONE transaction (one fsync:
+        a simulated fleet of 10,000 takes a fraction of a second, where `enrol` commits each);
+        returns how many. The checks of `enrol`: AlreadyEnrolled, and nothing written, when
+        an id or key is enrolled already or given twice; ValueError for a bad field."""
+        now = self._clock()
+        rows = [(cid, key, _enrolment(cid, key, info), now) for cid, key, info in clients]
+        with self._transaction() as db:
+            db.execute("SAVEPOINT enrol_many")
+            try:
+                db.executemany("INSERT INTO clients (client_id, public_key, info, enrolled_at) VALUES (?, ?, ?, ?)",
+                               rows)
+            except sqlite3.IntegrityError:
+                db.execute("ROLLBACK TO enrol_many")
+                raise AlreadyEnrolled(_first_conflict(db, rows)) from None
+            db.execute("RELEASE enrol_many")
+        return len(rows)
 
     def client(self, client_id: str) -> ClientRecord | None:
         with self._transaction(write=False) as db:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,15 @@ import numpy as np
 
 from edgerun.runtime.errors import InputError
 
+NPZ_LAYOUT = ("an .npz archive (numpy.savez) with the labels as 'y' (or 'labels') and the features as 'x' "
+              "or by input name")
+
 
 def add_parser(subparsers: Any) -> None:
     """Register the `train` command."""
     p = subparsers.add_parser("train", help="train a model made by make-trainable on .npz data")
     p.add_argument("model", type=Path, help="trainable .erm (has a 'train' signature)")
-    p.add_argument("--data", type=Path, required=True,
-                   help=".npz with the labels as 'y' (or 'labels') and features as 'x' or by input name")
+    p.add_argument("--data", type=Path, required=True, help=NPZ_LAYOUT)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the model's)")
@@ -30,10 +33,26 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def read_npz(path: Path, layout: str = NPZ_LAYOUT) -> dict[str, np.ndarray]:
+    """Every array of the .npz archive at `path`, by name (no pickles). InputError, saying that
+    `layout` is expected, for a file that is not such an archive (a single .npy array, text,
+    a broken zip); OSError when it cannot be read."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not an .npz archive ({exc}); expected {layout}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise InputError(f"{path}: a single array (.npy), not an .npz archive; expected {layout}")
+    try:
+        with loaded as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: an array cannot be read ({exc}); expected {layout}") from None
+
+
 def load_dataset(path: Path, input_names: list[str]) -> tuple[Any, np.ndarray]:
     """(features, labels) from an .npz; InputError naming what is missing."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = read_npz(path)
     label_key = "y" if "y" in arrays else "labels" if "labels" in arrays else None
     if label_key is None:
         raise InputError(f"{path}: no labels; expected an array 'y' or 'labels', found {sorted(arrays)}")

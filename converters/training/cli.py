@@ -24,6 +24,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--trainable", default=None,
                    help="glob pattern(s) of weights to train, comma-separated, or 'last:K' (default: all)")
     p.add_argument("--output-name", default=None, help="model output the loss applies to")
+    p.add_argument("--seed", type=int, default=None,
+                   help="fix the Dropout masks of training (default: they differ in every session)")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="output file (default: MODEL with suffix .train.erm)")
     p.set_defaults(func=cmd_make_trainable)
@@ -50,7 +52,7 @@ def cmd_make_trainable(args: argparse.Namespace) -> int:
     if args.optimizer == "sgd":
         settings.update(momentum=args.momentum, nesterov=args.nesterov)
     train_graph = make_trainable(graph, loss=args.loss, optimizer=(args.optimizer, settings),
-                                 trainable=trainable, l2=args.l2, output=args.output_name)
+                                 trainable=trainable, l2=args.l2, output=args.output_name, seed=args.seed)
     output = args.output or args.model.with_name(args.model.stem + ".train.erm")
     path = save_model(train_graph, output)
     trained = json.loads(train_graph.metadata["edgerun.training"])["parameters"]

@@ -10,8 +10,16 @@ which become variables):
     save                      -> every model variable by name (parameters and running stats)
     restore                   every model variable by name -> stores them all, or,
                               if any is missing, extra or mis-shaped, nothing (InputError)
+    save_optimizer            -> the optimizer's state by name (SGD momentum `<p>.velocity`,
+                              Adam moments `<p>.adam_m`, `<p>.adam_v` and `optimizer.step`;
+                              nothing for plain SGD)
+    restore_optimizer         that state by name -> stores it all, or nothing (InputError)
     set_anchor                (with proximal=True) -> nothing; copies every parameter into
                               its anchor variable `anchor/<name>` (not part of save/restore)
+
+Optimizer state has signatures of its own, apart from save/restore: federated rounds
+exchange and average exactly what `save` returns, while momentum and moments belong to
+one device's run; a checkpoint that resumes training saves and restores both.
 
 The train signature runs a copy of the forward graph in training mode
 (BatchNormalization with batch statistics, Dropout dropping), the loss, the
@@ -99,6 +107,7 @@ def make_trainable(
     output: str | None = None,
     one_hot_labels: bool = False,
     proximal: bool = False,
+    seed: int | None = None,
 ) -> Graph:
     """A new graph with train/infer/save/restore signatures (see the module docstring).
 
@@ -113,12 +122,17 @@ def make_trainable(
         trainable: which float constants train: None or "all" (all weights), a
             glob pattern ("fc2.*", comma-separated for several), a list of exact
             names, or an int k for the weights of the last k nodes that have any
-            (transfer learning). The rest stay constants.
+            (transfer learning). The rest stay constants. None, "all" and k take
+            scalar (rank-0) weights only when the model has no weights of rank >= 1;
+            name a scalar (or match it with a pattern) to train it beside others.
         l2: L2 weight decay added to the loss as 0.5 * l2 * sum of squared weights.
         output: which output the loss applies to (default: the only one).
         proximal: add FedProx's proximal term: anchor variables, the train input
             `proximal_mu` (default 0.0, which trains exactly as without it) and the
             `set_anchor` signature (see the module docstring).
+        seed: fixes the Dropout masks of the train signature (each Dropout node without a
+            `seed` attribute of its own draws from this seed and its name); None: they
+            differ in every interpreter session.
 
     Raises ConversionError: unknown loss/optimizer/output/parameter names, no
     trainable parameter, or an op on the path to the loss without a gradient
@@ -131,7 +145,7 @@ def make_trainable(
     from edgerun.converters.optimize import unfuse_activations
 
     unfuse_activations(copied)  # an optimized .erm: gradient rules know the plain ops
-    builder = _TrainableBuilder(copied)
+    builder = _TrainableBuilder(copied, seed)
     builder.select_parameters(trainable, output)
     builder.build_training_forward()
     builder.add_loss(loss, output, one_hot_labels, l2)
@@ -165,14 +179,14 @@ def _copy_graph(graph: Graph) -> Graph:
 class _TrainableBuilder:
     """The steps of make_trainable, sharing their bookkeeping."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, seed: int | None = None) -> None:
         self.graph = graph
         self.serving = graph.signatures["serving_default"]
         self.opset = max((n.version for n in graph.nodes if n.domain in ("", "ai.onnx")), default=17)
         self.params: list[Value] = []
         self.statistics: list[Value] = []
         self.frozen: set[int] = set()  # ids of nodes that stay in inference mode while training
-        self.forward = GradContext(self.opset, prefix="train")
+        self.forward = GradContext(self.opset, prefix="train", seed=seed)
         self.backward = GradContext(self.opset, prefix="grad")
         self.train_value: dict[Value, Value] = {}
         self.updates: dict[Value, Value] = {}
@@ -180,6 +194,7 @@ class _TrainableBuilder:
         self.train_outputs: dict[str, Value] = {}
         self.extra_inputs: list[Value] = []
         self.anchor_updates: dict[Value, Value] = {}  # proximal anchor -> a copy of its parameter
+        self.optimizer_state: list[Value] = []  # momentum, Adam moments and step
 
     # ---------------------------------------------------------------- parameters
     def select_parameters(self, trainable: None | str | Sequence[str] | int, output: str | None) -> None:
@@ -196,7 +211,7 @@ class _TrainableBuilder:
                 if v is None or not v.is_constant or v.dtype.kind != "f" or v in seen or slot in skip:
                     continue
                 seen.add(v)
-                if v.data.ndim >= 1 and id(node) in upstream and _differentiable(node.op_type):
+                if id(node) in upstream and _differentiable(node.op_type):
                     candidates.append((node, v))
         self.params = _choose(candidates, trainable)
         if not self.params:
@@ -328,6 +343,7 @@ class _TrainableBuilder:
         step = None
         if opt.name in ("adam", "adamw"):
             step = _variable("optimizer.step", np.zeros((), np.float32))
+            self.optimizer_state.append(step)
             self.updates[step] = ctx.onnx("Add", [step, ctx.constant("one", np.ones((), np.float32))])
         for param in self.params:
             grad = self.grads.get(param)
@@ -345,10 +361,12 @@ class _TrainableBuilder:
                 self.updates[param] = ctx.op("SGDUpdate", [param, grad, lr], **attrs)
                 return
             velocity = _variable(f"{param.name}.velocity", zeros)
+            self.optimizer_state.append(velocity)
             new_param, new_velocity = ctx.op("SGDUpdate", [param, grad, lr, velocity], num_outputs=2, **attrs)
             self.updates.update({param: new_param, velocity: new_velocity})
             return
         m, v = _variable(f"{param.name}.adam_m", zeros), _variable(f"{param.name}.adam_v", zeros.copy())
+        self.optimizer_state.extend((m, v))
         new_param, new_m, new_v = ctx.op(
             "AdamUpdate", [param, grad, lr, m, v, step], num_outputs=3, beta1=opt.beta1, beta2=opt.beta2,
             epsilon=opt.epsilon, weight_decay=opt.weight_decay, decoupled=int(opt.name == "adamw"),
@@ -357,31 +375,39 @@ class _TrainableBuilder:
 
     # -------------------------------------------------------------------- finish
     def finish(self, loss: str, opt: Optimizer, l2: float) -> Graph:
-        state = [*self.params, *self.statistics]
-        restore_inputs = {v.name: Value(f"restore/{v.name}", v.dtype, v.data.shape) for v in state}
+        save, restore, restore_inputs = _state_signatures("restore", [*self.params, *self.statistics])
+        save_opt, restore_opt, restore_opt_inputs = _state_signatures("restore_optimizer", self.optimizer_state)
         signatures = {
             "serving_default": self.serving,
             "infer": Signature(dict(self.serving.inputs), dict(self.serving.outputs)),
             "train": Signature(self.train_inputs, self.train_outputs, self.updates),
-            "save": Signature({}, {v.name: v for v in state}),
-            "restore": Signature(restore_inputs, {}, {v: restore_inputs[v.name] for v in state}),
+            "save": save, "restore": restore, "save_optimizer": save_opt, "restore_optimizer": restore_opt,
         }
         if self.anchor_updates:
             signatures["set_anchor"] = Signature({}, {}, self.anchor_updates)
         nodes = [*self.graph.nodes, *self.forward.nodes, *self.backward.nodes]
-        names = [v.name for v in (*self.updates, *restore_inputs.values(), *self.anchor_updates)]
+        names = [v.name for v in (*self.updates, *restore_inputs, *restore_opt_inputs, *self.anchor_updates)]
         clash = sorted({n for n in names if names.count(n) > 1} | ({n for n in names} & {
             v.name for v in self.graph.values() if not v.is_variable}))
         if clash:
             raise ConversionError(f"tensor names {clash} would be used twice; rename them in the model first")
-        inputs = [*self.graph.inputs, *self.extra_inputs, *restore_inputs.values()]
+        inputs = [*self.graph.inputs, *self.extra_inputs, *restore_inputs, *restore_opt_inputs]
         metadata = dict(self.graph.metadata)
         metadata["edgerun.training"] = json.dumps({
             "loss": loss, "optimizer": opt.__dict__, "l2": l2,
             "parameters": [v.name for v in self.params], "statistics": [v.name for v in self.statistics],
-            "proximal": bool(self.anchor_updates),
+            "optimizer_state": [v.name for v in self.optimizer_state], "proximal": bool(self.anchor_updates),
         })
         return Graph(self.graph.name, nodes, inputs, list(self.graph.outputs), signatures, metadata)
+
+
+def _state_signatures(prefix: str, state: list[Value]) -> tuple[Signature, Signature, list[Value]]:
+    """(save, restore, restore's input values) for the variables `state`: save outputs each by
+    name; restore takes each by name (input value `<prefix>/<name>`) and stores them all."""
+    inputs = {v.name: Value(f"{prefix}/{v.name}", v.dtype, v.data.shape) for v in state}
+    save = Signature({}, {v.name: v for v in state})
+    restore = Signature(inputs, {}, {v: inputs[v.name] for v in state})
+    return save, restore, list(inputs.values())
 
 
 def _is_final_activation(node: Node, loss: str, rank: int) -> bool:
@@ -404,7 +430,16 @@ def _variable(name: str, initial: np.ndarray) -> Value:
 
 
 def _choose(candidates: list[tuple[Node, Value]], trainable: None | str | Sequence[str] | int) -> list[Value]:
-    """The candidate weights that `trainable` selects, in graph order."""
+    """The candidate weights that `trainable` selects, in graph order.
+
+    Names and patterns may pick any candidate. None, "all" and the last-k count pick weights
+    of rank >= 1, and rank-0 (scalar) weights only in a model that has no others: in an
+    imported model most scalars are constants of a formula (a LayerNorm's epsilon, GELU's
+    0.5) that must not train, while a model of scalars alone (y = W * x + b with scalar W and
+    b, as `tf.get_variable(shape=[])` makes them) trains them all."""
+    if trainable is None or trainable == "all" or isinstance(trainable, int):
+        tensors = [(node, v) for node, v in candidates if v.data.ndim >= 1]
+        candidates = tensors or candidates
     values = [v for _, v in candidates]
     if trainable is None or trainable == "all":
         return values

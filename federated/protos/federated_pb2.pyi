@@ -48,10 +48,12 @@ class EnrolReply(_message.Message):
     def __init__(self, coordinator_public_key: _Optional[bytes] = ...) -> None: ...
 
 class WorkRequest(_message.Message):
-    __slots__ = ("auth",)
+    __slots__ = ("auth", "wait_seconds")
     AUTH_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     auth: Auth
-    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ...) -> None: ...
+    wait_seconds: float
+    def __init__(self, auth: _Optional[_Union[Auth, _Mapping]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class WorkReply(_message.Message):
     __slots__ = ("action", "round", "model_version", "config_json", "deadline", "retry_after")

@@ -88,7 +88,9 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetWork(self, request, context):
-        """What the device should do now: wait, train in a round, or stop.
+        """What the device should do now: wait, train in a round, evaluate, or stop. With
+        wait_seconds > 0 a long-poll: the coordinator holds the call until there is work for
+        this device or that many seconds (capped by the coordinator) passed, then WAIT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -9,10 +9,13 @@ Small pure modules plus two state machines:
   messages   the wire dataclasses of the stages
   client     one client's half (advertise -> share -> mask -> consistency -> unmask)
   server     the coordinator's half; it only ever sees masked vectors and the final sum
-  workflow   one in-process round with dropouts (tests, benchmark, simulation)
+  workflow   one in-process round with dropouts (tests, benchmark, simulation), over a
+             SecAggServer or the coordinator's protocol object (drive_round)
   update     model deltas + weight <-> ring vectors
   options    coordinator settings -> per-round parameters (no-wrap plan)
   session    the coordinator's network driver (stage deadlines, poll replies)
+  cohorts    hierarchical rounds: cohorts of at most max_cohort clients, each unmasked on its
+             own, their ring sums added (a cohort that aborts is dropped)
   device     the client's network driver (drives SecAggClient through a transport)
   wire       messages <-> protobuf
   simulate   deterministic in-process runs, secure vs plain (acceptance)

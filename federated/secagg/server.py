@@ -66,6 +66,8 @@ class SecAggServer:
         self.proofs: dict[str, ConsistencyProof] = {}
         self.revealed: dict[str, list[RevealedShare]] = {}  # revealer -> shares
         self.excluded: dict[str, str] = {}  # client -> why (MalformedMessage): treated as dropped
+        self.withdrawn: set[str] = set()  # clients known to have dropped out: no stage waits for them
+        self.unmaskers: set[str] = set()  # signers of the survivor list that will reveal shares (see close)
 
     # ------------------------------------------------------------ stage control
     def _expect(self, stage: Stage, client_id: str, members: object) -> None:
@@ -75,12 +77,13 @@ class SecAggServer:
             raise StageError(f"round {self.params.round}: client {client_id!r} is not part of stage {stage!r}")
 
     def expected(self) -> set[str]:
-        """Clients whose message the open stage still waits for."""
-        return {Stage.ADVERTISE: self.selected - set(self.roster) - set(self.excluded),
-                Stage.SHARE: set(self.roster) - set(self.shares) - set(self.excluded),
-                Stage.MASKED: set(self.shares) - set(self.survivors),
-                Stage.CONSISTENCY: set(self.survivors) - set(self.proofs),
-                Stage.UNMASK: set(self.proofs) - set(self.revealed)}.get(self.stage, set())
+        """Clients whose message the open stage still waits for (never a withdrawn one)."""
+        waiting = {Stage.ADVERTISE: self.selected - set(self.roster) - set(self.excluded),
+                   Stage.SHARE: set(self.roster) - set(self.shares) - set(self.excluded),
+                   Stage.MASKED: set(self.shares) - set(self.survivors),
+                   Stage.CONSISTENCY: set(self.survivors) - set(self.proofs),
+                   Stage.UNMASK: self.unmaskers - set(self.revealed)}.get(self.stage, set())
+        return waiting - self.withdrawn
 
     def receive(self, stage: Stage, client_id: str, payload: Any) -> None:
         """One client message of `stage` (what SecAggClient's step for it returned), checked
@@ -115,6 +118,14 @@ class SecAggServer:
         if self.stage in counts and counts[self.stage] < p.min_clients:
             self._abort(f"round {p.round}: {counts[self.stage]} clients finished stage {self.stage!r}, "
                         f"need {p.min_clients}")
+        if self.stage is Stage.CONSISTENCY:
+            # A client reveals its shares only when its threshold of survivors signed the list
+            # (client.unmask); when too few of them will, no one is waited for in vain.
+            self.unmaskers = {u for u in self.proofs if len(self.proofs) >= self._signers_needed(u)}
+            if len(self.unmaskers) < p.min_clients:
+                need = min(map(self._signers_needed, self.proofs), default=p.min_clients)
+                self._abort(f"round {p.round}: {len(self.proofs)} survivors signed the list, clients need {need} "
+                            "signatures before they reveal shares")
         if self.stage is Stage.ADVERTISE:
             need = graph.threshold(p.cohort - 1, p.threshold_fraction) if p.cohort else 0
             if len(self.roster) < need:  # clients would refuse this roster (client.share_keys)
@@ -124,6 +135,11 @@ class SecAggServer:
             self.neighbours = graph.neighbours(ids, p.neighbours, p.graph_seed, p.complete_below)
             self.index = {cid: i + 1 for i, cid in enumerate(ids)}
         self.stage = following(self.stage)
+
+    def _signers_needed(self, client_id: str) -> int:
+        """Signatures on the survivor list `client_id` needs before it unmasks (as client.unmask)."""
+        p = self.params
+        return max(p.min_clients, graph.threshold(len(self.neighbours[client_id]), p.threshold_fraction))
 
     def _abort(self, reason: str) -> None:
         self.stage, self.failure = Stage.ABORTED, reason

@@ -3,12 +3,14 @@
 Same seed -> same client selection, same dropouts (each dropping client leaves at a
 random point: before training or at one of the protocol stages) and the same local
 training; the only difference between a secure and a plain run is the secure path's
-fixed-point quantization. Used by the acceptance test to compare the two round by round.
+fixed-point quantization (and, in a round of more than SecAggOptions.max_cohort clients,
+a cohort that aborts). Used by the acceptance test to compare the two round by round.
 Selection and dropout draws use numpy's RNG: they are simulation, not protocol secrets.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,12 @@ import numpy as np
 from edgerun.federated import partition
 from edgerun.federated.auth import KeyPair
 from edgerun.federated.local import local_evaluate, local_update, parameter_spec
+from edgerun.federated.secagg.cohorts import CohortedRound, split_cohorts
 from edgerun.federated.secagg.errors import RoundAborted
 from edgerun.federated.secagg.messages import SecAggParams
 from edgerun.federated.secagg.options import SecAggOptions, client_weight
 from edgerun.federated.secagg.update import decode_sum, encode_update
-from edgerun.federated.secagg.workflow import DROP_STAGES, run_round
+from edgerun.federated.secagg.workflow import DROP_STAGES, drive_round, run_round
 from edgerun.federated.stages import Stage
 from edgerun.federated.strategies import FedAvg
 from edgerun.federated.typing import FitRes
@@ -78,7 +81,8 @@ def run(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.ndarray
                 new, _ = strategy.aggregate_fit(r, global_list, results, len(chosen) - len(results))
             else:
                 new = _secure_round(r, strategy, global_list, shapes, order, trained, keys,
-                                    [ids[i] for i in chosen], drops, secagg)
+                                    [ids[i] for i in chosen], drops, secagg,
+                                    np.random.default_rng((config.seed, r)))  # not `rng`: plain runs draw the same
             parameters = dict(zip(order, [np.asarray(a, dtype=np.float32) for a in new], strict=True))
         except RoundAborted:
             status = "failed"
@@ -91,24 +95,34 @@ def run(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.ndarray
 
 
 def _secure_round(r: int, strategy: FedAvg, global_list: list, shapes: list, order: list, trained: dict,
-                  keys: dict, chosen: list[str], drops: dict[str, str], options: SecAggOptions) -> list:
-    """One secure round: dropping clients leave at their stage; returns the new parameters."""
-    config = options.round_config(r, len(chosen), shapes, 0.0)
-    params = SecAggParams.from_config(config)
+                  keys: dict, chosen: list[str], drops: dict[str, str], options: SecAggOptions,
+                  rng: np.random.Generator) -> list:
+    """One secure round (in cohorts, as the coordinator runs it, when more than
+    options.max_cohort clients were chosen): dropping clients leave at their stage; returns
+    the new parameters. RoundAborted when the protocol (every cohort) aborts."""
+    cohorts = split_cohorts(chosen, options.max_cohort, rng)
+    params = [SecAggParams.from_config(options.round_config(r, len(m), shapes, 0.0, planned_for=len(chosen)))
+              for m in cohorts]
+    q, length = params[0].quantization, params[0].length  # every cohort's
     online = [c for c in chosen if drops.get(c) != "start"]
     inputs = {}
     for c in online:
         res = trained.get(c)
         if res is not None:
             weight = client_weight(res.num_examples, options.max_weight)
-            inputs[c] = encode_update([res.delta[n] for n in order], weight, params.quantization)
+            inputs[c] = encode_update([res.delta[n] for n in order], weight, q)
         else:  # drops before sending its masked input: its vector is never used
-            inputs[c] = np.zeros(params.length, dtype=np.uint32)
-    outcome = run_round(params, inputs, {c: keys[c] for c in online},
-                        {c: s for c, s in drops.items() if c in inputs and s != "start"})
-    sums, weight = decode_sum(outcome.total, params.quantization, len(outcome.survivors), shapes)
+            inputs[c] = np.zeros(length, dtype=np.uint32)
+    leaving = {c: s for c, s in drops.items() if c in inputs and s != "start"}
+    if len(cohorts) == 1:
+        outcome = run_round(params[0], inputs, {c: keys[c] for c in online}, leaving)
+    else:
+        present = [[c for c in m if c in inputs] for m in cohorts]
+        protocol = CohortedRound.open(params, present, {c: keys[c].public_bytes for c in online}, len(online),
+                                      time.time() + 3600.0, 3600.0)
+        outcome = drive_round(protocol, inputs, keys, leaving)
+    sums, weight = decode_sum(outcome.total, q, len(outcome.survivors), shapes)
     scale = float(options.max_weight)
     new, _ = strategy.aggregate_sum(r, global_list, [s * scale for s in sums], weight * scale,
                                     len(outcome.survivors), len(chosen) - len(outcome.survivors))
     return new
-

@@ -71,8 +71,9 @@ class Strategy(ABC):
     be at least `min_completed_fraction` of the clients that were asked (usable +
     rejected + failures); otherwise `RoundFailed`.
 
-    The fit config sent to clients holds "round", "epochs", "batch_size", "lr" and
-    "clip_norm" (L2 bound on the client's delta, 0 = no clipping) plus what a subclass
+    The fit config sent to clients holds "round", "epochs", "batch_size", "lr" (left out
+    when client_lr is None: clients then train with the learning rate stored in the model)
+    and "clip_norm" (L2 bound on the client's delta, 0 = no clipping) plus what a subclass
     adds in `fit_config`. Arguments out of range raise ValueError at construction.
     """
 
@@ -87,7 +88,7 @@ class Strategy(ABC):
     min_completed_fraction: float = 0.0
     local_epochs: int = 1
     batch_size: int = 32
-    client_lr: float = 0.01
+    client_lr: float | None = 0.01  # None: the learning rate stored in the model
     clip_norm: float = 0.0
     last_rejected: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
@@ -97,15 +98,19 @@ class Strategy(ABC):
         for name in ("min_fit_clients", "min_evaluate_clients", "min_available_clients",
                      "min_fit_results", "local_epochs", "batch_size"):
             require_int(name, getattr(self, name), 1)
-        require_range("client_lr", self.client_lr, 0.0, low_open=True)
+        if self.client_lr is not None:
+            require_range("client_lr", self.client_lr, 0.0, low_open=True)
         require_range("clip_norm", self.clip_norm, 0.0)
 
     # ------------------------------------------------------------ fit
 
     def fit_config(self, round: int) -> Config:
         """The config every selected client gets for `round`; subclasses add their keys."""
-        return {"round": round, "epochs": self.local_epochs, "batch_size": self.batch_size,
-                "lr": self.client_lr, "clip_norm": self.clip_norm}
+        config = {"round": round, "epochs": self.local_epochs, "batch_size": self.batch_size,
+                  "lr": self.client_lr, "clip_norm": self.clip_norm}
+        if self.client_lr is None:
+            del config["lr"]
+        return config
 
     def configure_fit(
         self, round: int, parameters: NDArrays, available: Sequence[str], rng: np.random.Generator

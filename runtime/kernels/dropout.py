@@ -85,10 +85,12 @@ class Dropout12(Dropout):
 class DropoutTraining(Kernel):
     """Inverted dropout: outputs Y = X * mask / (1 - ratio) and mask (bool, True = kept).
 
-    Attributes ratio (0.5; the drop probability, in [0, 1)) and seed (0; >= 0). Each element
-    is kept when a uniform [0, 1) draw is >= ratio. The draws come from
-    np.random.default_rng(seed), made in prepare and advanced by every run: a sequence of
-    runs is reproducible from `seed`, and preparing again (a resize, a new plan) restarts it.
+    Attributes ratio (0.5; the drop probability, in [0, 1)) and seed (optional; >= 0). Each
+    element is kept when a uniform [0, 1) draw is >= ratio. The draws come from
+    np.random.default_rng(seed), made in prepare and advanced by every run: with `seed` a
+    sequence of runs is reproducible, and preparing again (a resize, a new plan) restarts it;
+    without it the generator is seeded from the OS, so every interpreter session (and every
+    prepare) draws other masks.
     """
 
     deterministic = False
@@ -98,8 +100,8 @@ class DropoutTraining(Kernel):
         x = inputs[0]
         require_kind(self, x, FLOAT_KINDS, "X")
         self.ratio = _ratio(self)
-        seed = int_attr(self, "seed", 0)
-        if seed < 0:
+        seed = None if self.attr("seed") is None else int_attr(self, "seed")
+        if seed is not None and seed < 0:
             raise self.fail(f"seed {seed} must be >= 0")
         self.rng = np.random.default_rng(seed)
         return [x, TensorSpec(np.dtype(bool), x.shape)]

@@ -143,8 +143,8 @@ class AdamUpdate(Kernel):
         np.add(new_m, dtype(1 - self.beta1) * g, out=new_m)
         np.multiply(v, dtype(self.beta2), out=new_v)
         np.add(new_v, dtype(1 - self.beta2) * np.square(g), out=new_v)
-        m_hat = new_m / dtype(1 - self.beta1**t)
-        v_hat = new_v / dtype(1 - self.beta2**t)
+        m_hat = np.divide(new_m, dtype(1 - self.beta1**t), out=np.empty_like(new_m))  # arrays, rank 0 too
+        v_hat = np.divide(new_v, dtype(1 - self.beta2**t), out=np.empty_like(new_v))
         np.sqrt(v_hat, out=v_hat)
         np.add(v_hat, dtype(self.epsilon), out=v_hat)
         np.divide(m_hat, v_hat, out=m_hat)

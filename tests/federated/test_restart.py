@@ -51,10 +51,14 @@ def test_kill_9_mid_round_then_restart_finishes_the_run(tmp_path):
     port = free_port()
     coordinator = start_coordinator(model, tmp_path, port, rounds=4)
     slow = threading.Event()
+    slow.set()
 
     def data(index, delay):
+        calls = []
+
         def load():
-            if slow.is_set():
+            calls.append(1)
+            if slow.is_set() and len(calls) > 1:  # from round 2 on (long-polled rounds follow at once):
                 time.sleep(delay)  # staggered reports keep round 2 open while we kill the coordinator
             return x[index], y[index]
         return load
@@ -71,7 +75,6 @@ def test_kill_9_mid_round_then_restart_finishes_the_run(tmp_path):
         assert wait_for(lambda: (tmp_path / "c.db").exists())
         store = Store(tmp_path / "c.db")
         assert wait_for(lambda: any(r.status == "aggregated" for r in store.history()))
-        slow.set()
         assert wait_for(lambda: (store.current_round() or 0) and store.current_round().round == 2
                         and len(store.reported(2)) >= 1)
         coordinator.send_signal(signal.SIGKILL)

@@ -143,7 +143,9 @@ def test_bad_requests_get_specific_statuses_and_change_nothing(model_path, tmp_p
     try:
         good, outsider = Device(target, "good"), Device(target, "outsider")
         good.client.enrol()
-        assert code_of(good.client.enrol) == grpc.StatusCode.ALREADY_EXISTS
+        good.client.enrol()  # the same id with the same key: a restarted device, answered as before
+        impostor = Device(target, "good")  # the same id with another key
+        assert code_of(impostor.client.enrol) == grpc.StatusCode.ALREADY_EXISTS
         stranger = Device(target, "stranger")
         stranger.client.options.token = "wrong"
         assert code_of(stranger.client.enrol) == grpc.StatusCode.PERMISSION_DENIED

@@ -97,11 +97,14 @@ class GradContext:
     `needs_grad(value)` says whether the gradient with respect to a forward value is used;
     a rule may return None for an input where it is False and skip that work. It defaults
     to True for every value; whoever builds the backward graph may set a sharper test.
+    `seed` (None: none) fixes the masks of random training ops (Dropout) that have no seed
+    of their own; without it they differ in every interpreter session.
     """
 
-    def __init__(self, opset: int, prefix: str = "grad") -> None:
+    def __init__(self, opset: int, prefix: str = "grad", seed: int | None = None) -> None:
         self.opset = opset
         self.prefix = prefix
+        self.seed = seed
         self.nodes: list[Node] = []
         self.needs_grad: Callable[[Value], bool] = lambda value: True
         self._count = 0

@@ -47,14 +47,18 @@ def batch_norm_training(ctx: GradContext, node: Node, grads: list[Value | None])
 @training_forward("Dropout")
 def dropout(ctx: GradContext, node: Node) -> tuple[list[Value | None], dict[Value, Value]]:
     """DropoutTraining with the node's ratio (attribute before opset 12, constant input 1 from
-    opset 12; default 0.5). The seed is the node's `seed` attribute (opset 12+) when set, else
-    the CRC-32 of the node's name, so different Dropout nodes draw different masks; either
-    is taken modulo 2**63. The training_mode input is ignored: the train signature always
-    drops. The mask output is the bool mask from opset 10; before, its dtype differs (None).
+    opset 12; default 0.5). The seed is the node's `seed` attribute (opset 12+) when set; else,
+    when make_trainable was given a seed (`ctx.seed`), that seed combined with the CRC-32 of
+    the node's name, so different Dropout nodes draw different masks; either is taken modulo
+    2**63. Otherwise the node gets no seed and draws other masks in every interpreter session.
+    The training_mode input is ignored: the train signature always drops. The mask output is
+    the bool mask from opset 10; before, its dtype differs (None).
     ConversionError for a ratio that is not a constant or not in [0, 1)."""
     seed = node.attrs.get("seed")
-    seed = zlib.crc32(node.name.encode("utf-8")) if seed is None else int(seed) % (1 << 63)
-    y, mask = ctx.op("DropoutTraining", [node.inputs[0]], num_outputs=2, ratio=_ratio(node), seed=seed)
+    if seed is None and ctx.seed is not None:
+        seed = (int(ctx.seed) << 32) + zlib.crc32(node.name.encode("utf-8"))
+    fixed = {} if seed is None else {"seed": int(seed) % (1 << 63)}
+    y, mask = ctx.op("DropoutTraining", [node.inputs[0]], num_outputs=2, ratio=_ratio(node), **fixed)
     outputs = [y, mask if node.version >= 10 else None]
     return outputs[: len(node.outputs)], {}
 

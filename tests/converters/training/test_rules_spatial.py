@@ -124,8 +124,8 @@ def batch_norm(n_outputs=1, version=15, **attrs):
     return node("BatchNormalization", inputs, n_outputs, version, **attrs)
 
 
-def training_forward(op_node):
-    ctx = GradContext(opset=17, prefix="train")
+def training_forward(op_node, seed=None):
+    ctx = GradContext(opset=17, prefix="train", seed=seed)
     return ctx, training_forward_rule(op_node.op_type)(ctx, op_node)
 
 
@@ -199,10 +199,16 @@ def test_dropout_v7_takes_ratio_attribute_and_drops_the_float_mask():
     assert made.attrs["ratio"] == 0.3 and outputs == [made.outputs[0], None]
 
 
-def test_dropout_default_seed_is_the_node_name_crc():
-    seeds = [only_node(training_forward(node("Dropout", [value("x")], name=n))[0]).attrs["seed"]
+def test_dropout_without_a_seed_gets_none_so_sessions_differ():
+    assert "seed" not in only_node(training_forward(node("Dropout", [value("x")], name="drop1"))[0]).attrs
+
+
+def test_dropout_seed_from_make_trainable_is_combined_with_the_node_name_crc():
+    seeds = [only_node(training_forward(node("Dropout", [value("x")], name=n), seed=3)[0]).attrs["seed"]
              for n in ("drop1", "drop2")]
-    assert seeds == [zlib.crc32(b"drop1"), zlib.crc32(b"drop2")] and seeds[0] != seeds[1]
+    assert seeds == [(3 << 32) + zlib.crc32(b"drop1"), (3 << 32) + zlib.crc32(b"drop2")]
+    own = node("Dropout", [value("x")], version=13, name="drop1", seed=7)  # the node's own seed wins
+    assert only_node(training_forward(own, seed=3)[0]).attrs["seed"] == 7
 
 
 def test_dropout_default_ratio_is_half_and_training_mode_is_ignored():
