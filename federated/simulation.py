@@ -29,6 +29,7 @@ from edgerun.federated.secagg.options import SecAggOptions
 from edgerun.federated.service import serve
 from edgerun.federated.store import Store
 from edgerun.federated.strategies import FedAvg
+from edgerun.runtime.errors import EdgerunError
 from edgerun.runtime.interpreter import Interpreter
 
 log = logging.getLogger("edgerun.federated.simulation")
@@ -73,6 +74,9 @@ class SimulationConfig:
     # "thread" or "ray" (virtual clients in process, trained by threads or Ray actors).
     engine: str = "grpc"
     ray_address: str | None = None  # the ray engine: a Ray cluster to use (None: a local Ray)
+    # The grpc engine tells the coordinator when a device drops out of a round, so no round waits
+    # for its deadline; False plays a real fleet, whose vanished devices say nothing.
+    report_drops: bool = True
 
 
 def partitions(y: np.ndarray, config: SimulationConfig) -> list[np.ndarray]:
@@ -129,9 +133,16 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
             return store.history()
         server, port = serve(coordinator)
         stop = threading.Event()
-        threads = _start_clients(f"127.0.0.1:{port}", x, y, config, stop, coordinator.withdraw)
+        threads = _start_clients(f"127.0.0.1:{port}", x, y, config, stop,
+                                 coordinator.withdraw if config.report_drops else None)
+        gone = threading.Event()  # set when every device thread has ended before the run did
+        watchdog = threading.Thread(target=_watch_devices, args=(threads, gone, stop), daemon=True)
+        watchdog.start()
         try:
-            coordinator.run()
+            coordinator.run(gone)
+            if gone.is_set() and not coordinator.finished:
+                raise SimulationStalled("every simulated device stopped before the run finished (see the "
+                                        "warnings above); the rounds so far are in the store")
             coordinator.wait_until_clients_stopped(timeout=5)
         finally:
             stop.set()
@@ -141,8 +152,21 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
         return store.history()
 
 
+class SimulationStalled(EdgerunError):
+    """A simulation cannot go on: no simulated device is left to train."""
+
+
+def _watch_devices(threads: list[threading.Thread], gone: threading.Event, stop: threading.Event) -> None:
+    """Set `gone` when every device thread has ended while the run goes on (`stop` unset)."""
+    while not stop.wait(0.2):
+        if not any(t.is_alive() for t in threads):
+            if not stop.is_set():
+                gone.set()
+            return
+
+
 def _start_clients(target: str, x: np.ndarray, y: np.ndarray, config: SimulationConfig,
-                   stop: threading.Event, on_drop: Callable[[str, int], None]) -> list[threading.Thread]:
+                   stop: threading.Event, on_drop: Callable[[str, int], None] | None) -> list[threading.Thread]:
     """One thread per device; a device that drops out of a round says so through `on_drop`
     (the simulator knows, so the coordinator need not wait for its deadline)."""
     threads = []

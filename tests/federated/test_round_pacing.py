@@ -186,3 +186,15 @@ def test_every_aggregated_round_writes_the_global_model_as_a_loadable_erm(model_
     assert saved.keys() == before.keys()
     for name, value in saved.items():
         np.testing.assert_allclose(value, before[name] + 0.5, rtol=1e-6)
+
+
+def test_a_simulation_whose_devices_all_stopped_ends_with_an_error_not_a_hang(model_path):
+    from edgerun.federated.simulation import SimulationStalled
+
+    x, y, x_test, y_test = digits()
+    wrong = np.zeros((200, 63), np.float32)  # the model takes 64 features: every device fails in round 1
+    config = SimulationConfig(num_clients=4, rounds=2, fraction_fit=1.0, round_timeout=LONG, secagg=None, seed=1)
+    started = time.monotonic()
+    with pytest.raises(SimulationStalled, match="every simulated device stopped"):
+        simulate(model_path, wrong, y[:200], x_test, y_test, config)
+    assert time.monotonic() - started < LONG / 2
