@@ -31,6 +31,7 @@ from edgerun.runtime.kernels import (  # noqa: F401  (registration side effects)
     preview_training,
     quantize,
     recurrent,
+    recurrent_grad,
     reduce,
     resize,
     sequences,
