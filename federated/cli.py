@@ -180,7 +180,7 @@ def add_privacy_arguments(p: Any) -> None:
                    help="seconds per protocol stage")
     p.add_argument("--secagg-max-cohort", type=int, default=200, metavar="CLIENTS",
                    help="larger rounds split into secure-aggregation cohorts of at most this many clients, each "
-                        "unmasked on its own and their sums added (0: never split)")
+                        "unmasked on its own and their sums added (0: never split; distributed DP never splits)")
     p.add_argument("--dp-noise", type=float, default=0.0, help="DP noise multiplier z (0: no DP)")
     p.add_argument("--dp-clip", type=float, default=1.0, help="DP clipping norm S of each client's delta (L2)")
     p.add_argument("--dp-delta", type=float, default=1e-5, help="DP delta of the (epsilon, delta) guarantee")
@@ -196,10 +196,12 @@ def privacy_options(args: argparse.Namespace) -> tuple[Any, Any]:
     from edgerun.federated.secagg.options import SecAggOptions
 
     secagg = None
+    distributed = args.dp_noise > 0 and args.dp_mode == "distributed"
     if args.secure_aggregation == "on":
         secagg = SecAggOptions(bits=args.secagg_bits, neighbours=args.secagg_neighbours,
                                clip_range=args.secagg_clip_range, stage_timeout=args.secagg_stage_timeout,
-                               max_cohort=args.secagg_max_cohort or None)
+                               # distributed DP needs one cohort: each cohort's sum would carry only its noise share
+                               max_cohort=None if distributed else args.secagg_max_cohort or None)
     dp = None
     if args.dp_noise > 0:
         dp = DpOptions(args.dp_noise, args.dp_clip, args.dp_delta, args.dp_epsilon, args.dp_mode)
@@ -353,7 +355,11 @@ def cmd_client(args: argparse.Namespace) -> int:
     try:
         client.run()
     except grpc.RpcError as exc:
-        if new_key and client.coordinator_key is None:  # never enrolled: the key is no one's
+        refused = exc.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED,
+                                 grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT)
+        if new_key and client.coordinator_key is None and refused:
+            # enrolment definitely refused: the key is no one's (after UNAVAILABLE or a deadline the
+            # enrolment may have gone through, and the key is the only way back in)
             key_path.unlink(missing_ok=True)
         raise _refusal(exc, args.coordinator, args.id) from None
     print(f"done: trained in rounds {client.rounds_done}")

@@ -17,6 +17,7 @@ Differential privacy wraps the strategy (federated.strategies.dp).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hmac
 import logging
@@ -184,6 +185,11 @@ class Coordinator:
                  key: KeyPair, evaluator: Evaluator | None = None,
                  on_round: Callable[[RoundRecord | None], None] | None = None) -> None:
         self.model_bytes = Path(model_path).read_bytes()
+        if (config.dp is not None and config.dp.mode == "distributed" and config.secagg is not None
+                and config.secagg.max_cohort is not None):
+            # each cohort's sum would carry only its share of the clients' noise: one cohort per round
+            log.info("distributed DP: secure aggregation runs every round as one cohort (max_cohort ignored)")
+            config = dataclasses.replace(config, secagg=dataclasses.replace(config.secagg, max_cohort=None))
         self.store, self.config, self.key = store, config, key
         self.evaluator = evaluator
         self.on_round = on_round  # called with each finished round's record (progress display)
@@ -210,6 +216,7 @@ class Coordinator:
             raise ValueError("compression applies to plain uploads; under secure aggregation use "
                              "SecAggOptions(bits=...) for reduced-bit fixed point")
         parse_compression(config.compression)
+
         if config.secagg is not None and strategy.needs_individual_updates:
             raise ValueError(f"{type(strategy).__name__} needs each client's update; it cannot run with secure "
                              "aggregation (turn it off to use it)")
@@ -338,7 +345,7 @@ class Coordinator:
                 record = self._open_round(state)
                 secure = state.secure
                 if (record is not None and client_id in self._selected_set(record) and now <= record.deadline
-                        and not (secure is not None and secure.advertised(client_id))):
+                        and (secure is None or secure.accepting(client_id))):
                     return None
             self.last_seen[client_id] = now
             return self._work(client_id, now), self._work_generation
@@ -363,7 +370,7 @@ class Coordinator:
         current = self._open_round(state)
         secure = state.secure if state is not None else None
         if (current is None or client_id not in self._selected_set(current) or now > current.deadline
-                or (secure is not None and secure.advertised(client_id))
+                or (secure is not None and not secure.accepting(client_id))  # in the protocol, or too late
                 or client_id in self.store.reported(current.round)):
             # Not needed in the open round: nothing to do before it ends, so poll less.
             busy = current is not None and client_id not in self._selected_set(current)

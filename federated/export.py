@@ -72,12 +72,24 @@ def write_global_model(model_bytes: bytes, parameters: Mapping[str, np.ndarray],
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a model file is not a secret
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would make it (mkstemp makes it 0600)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for every thread, for a
+    moment); 0o022 where the system does not say."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 __all__ = ["check_output_path", "global_model", "write_global_model"]

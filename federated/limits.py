@@ -36,8 +36,10 @@ class ServiceLimits:
     max_wait: the longest a GetWork long-poll is held (longer requested waits are cut to
     it); max_waiting: long-polls held at once (beyond, GetWork answers at once: WAIT, ask
     again in a second), each one enrolled client's (a newer one from the same client
-    releases the older); max_concurrent_rpcs: every call in progress, held long-polls
-    included, a backstop gRPC enforces before any handler runs (so above max_waiting);
+    releases the older), at most waiting_per_peer of them from one IP address (sized for
+    devices behind a carrier's NAT: one address cannot take every slot); max_concurrent_rpcs:
+    every call in progress, held long-polls included, a backstop gRPC enforces before any
+    handler runs (so above max_waiting);
     max_message_bytes: the largest message received (chunks are 1 MiB)."""
 
     header_timeout: float = 5.0
@@ -50,6 +52,7 @@ class ServiceLimits:
     peer_burst: float = 200.0
     max_wait: float = 60.0
     max_waiting: int = 15_000
+    waiting_per_peer: int = 2_000
     max_concurrent_rpcs: int = 20_000
     max_message_bytes: int = 2 << 20
 
@@ -58,7 +61,8 @@ class ServiceLimits:
                      "max_wait"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServiceLimits.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("streams_per_peer", "streams_per_client", "max_concurrent_rpcs", "max_message_bytes"):
+        for name in ("streams_per_peer", "streams_per_client", "max_concurrent_rpcs", "max_message_bytes",
+                     "waiting_per_peer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServiceLimits.{name} must be >= 1, got {getattr(self, name)!r}")
         if not 0 <= self.max_waiting < self.max_concurrent_rpcs:

@@ -346,7 +346,7 @@ def aggregate_updates(c: Coordinator, state: RoundState, stop: threading.Event) 
                     record.round, clipped, len(norms), bound, capped, cap)
     bounds = {"clipped": clipped, "examples_capped": capped,
               "update_norm_median": float(np.median(norms)) if norms else 0.0}
-    failures = len(record.selected) - len(results)
+    failures = _failures(record, len(results))
     c.strategy.begin_aggregation(record.round, record.config, len(results))
     return _publish(c, state, len(results), lambda: c.strategy.aggregate_fit(
         record.round, c.parameter_list(), results, failures), bounds)
@@ -359,7 +359,7 @@ def aggregate_sum(c: Coordinator, state: RoundState, stop: threading.Event) -> b
     record, survivors = state.record, state.survivors
     params = SecAggParams.from_config(record.config["secagg"])
     state.upload_bytes = float(params.length * params.quantization.bytes_per_value)
-    failures = len(record.selected) - len(survivors)
+    failures = _failures(record, len(survivors))
     c.strategy.begin_aggregation(record.round, record.config, len(survivors))
     try:
         sums, weight = decode_sum(state.total, params.quantization, len(survivors), c.shapes)
@@ -376,6 +376,12 @@ def aggregate_sum(c: Coordinator, state: RoundState, stop: threading.Event) -> b
     return _publish(c, state, len(survivors), lambda: c.strategy.aggregate_sum(
         record.round, c.parameter_list(), [s * scale for s in sums], weight * scale, len(survivors), failures),
         {"sum_norm": norm, "sum_norm_bound": limit, **state.protocol_metrics})
+
+
+def _failures(record: RoundRecord, results: int) -> int:
+    """Clients the strategy counts as failed: the reports the round needed and did not get
+    (over-selected clients beyond the goal were never needed, so they are not failures)."""
+    return max(0, reports_needed(record) - results)
 
 
 def sum_norm_bound(config: Config, params: SecAggParams, weight: float, survivors: int) -> float:

@@ -31,6 +31,7 @@ than the check; whatever might wait (the store, a busy coordinator lock) still g
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import json
@@ -44,7 +45,7 @@ import grpc
 import numpy as np
 
 from edgerun.federated.auth import AuthError, ReplayGuard, ReplayLimit, SignedFields, request_message, sha256, verify
-from edgerun.federated.coordinator import Action, Coordinator, Work, check_enrolment
+from edgerun.federated.coordinator import CLIENT_ID, Action, Coordinator, Work, check_enrolment
 from edgerun.federated.errors import Rejected
 from edgerun.federated.limits import LogThrottle, RateLimiter, ServiceLimits, Slots, peer_host
 from edgerun.federated.protos import federated_pb2 as pb
@@ -90,10 +91,11 @@ class LongPolls:
     """The GetWork calls held on one event loop, by client id: at most one per client and
     `limit` in all. Loop-only, except `notify` (any thread)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
-        self.loop, self.limit = loop, limit
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, per_peer: int | None = None) -> None:
+        self.loop, self.limit, self.per_peer = loop, limit, per_peer or limit
         self.generation = 0  # the latest work generation this loop has been told of
         self.held: dict[str, asyncio.Future[bool]] = {}
+        self.peers: collections.Counter[str] = collections.Counter()  # held calls by IP address
         self.closing = False
 
     def notify(self, generation: int, due: frozenset[str] | None) -> None:
@@ -109,16 +111,20 @@ class LongPolls:
         for client in woken:
             _settle(held[client], True)
 
-    def can_hold(self, client: str) -> bool:
-        return not self.closing and (client in self.held or len(self.held) < self.limit)
+    def can_hold(self, client: str, peer: str) -> bool:
+        """Whether a call of `client` from address `peer` may be held now (its own older call
+        is replaced, so it always may; else below `limit` in all and `per_peer` for `peer`)."""
+        return not self.closing and (client in self.held or (len(self.held) < self.limit
+                                                             and self.peers[peer] < self.per_peer))
 
-    async def hold(self, client: str, timeout: float) -> bool:
+    async def hold(self, client: str, peer: str, timeout: float) -> bool:
         """Wait up to `timeout` seconds: True when `client` may have work now, False at the
         timeout, when a newer call of the same client takes its place, or at shutdown."""
         older = self.held.get(client)
         if older is not None:
             _settle(older, False)
         future = self.held[client] = self.loop.create_future()
+        self.peers[peer] += 1
         timer = self.loop.call_later(timeout, _settle, future, False)
         try:
             return await future
@@ -126,6 +132,9 @@ class LongPolls:
             timer.cancel()
             if self.held.get(client) is future:
                 del self.held[client]
+            self.peers[peer] -= 1
+            if not self.peers[peer]:
+                del self.peers[peer]
 
     def close(self) -> None:
         """Release every held call (they answer WAIT) and hold no more: the server stops."""
@@ -160,7 +169,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def hold_long_polls(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hold GetWork long-polls on `loop` (the one serving the calls), woken by the coordinator;
         without this call GetWork answers at once, whatever a device asks."""
-        self.long_polls = LongPolls(loop, self.limits.max_waiting)
+        self.long_polls = LongPolls(loop, self.limits.max_waiting, self.limits.waiting_per_peer)
         self._unsubscribe = self.coordinator.subscribe_work(self.long_polls.notify)
 
     def release_long_polls(self) -> None:
@@ -238,6 +247,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         client spends its budget, never an outsider claiming its id nor a replay of its
         requests. `key`: the client's key when the caller has it (then nothing here waits on
         the store: the event loop may call it)."""
+        if not CLIENT_ID.fullmatch(auth.client_id):  # before any lookup or cache sees it
+            raise self._refuse_unauthenticated(peer, f"{method}: malformed client id ({len(auth.client_id)} "
+                                                     "characters; see federated.coordinator.CLIENT_ID)")
         key = key or self.coordinator.public_key_of(auth.client_id)
         if key is None:
             raise self._refuse_unauthenticated(peer, f"{method}: unknown client {auth.client_id[:128]!r}: enrol first")
@@ -354,7 +366,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             work, generation = await self._poll_work(context, client)
         wait = min(request.wait_seconds, self.limits.max_wait) if request.wait_seconds > 0 else 0.0  # NaN: 0
         if wait > 0 and work.action is Action.WAIT:
-            work = await self._long_poll(context, client, wait, generation)
+            work = await self._long_poll(context, client, peer, wait, generation)
         return _work_reply(work)
 
     def _get_work(self, auth: pb.Auth, peer: str) -> tuple[str, tuple[Work, int]]:
@@ -368,19 +380,22 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         answer = self.coordinator.poll_work_nowait(client)
         return answer if answer is not None else await self._run(context, self.coordinator.poll_work, client)
 
-    async def _long_poll(self, context: grpc.aio.ServicerContext, client: str, wait: float,
+    async def _long_poll(self, context: grpc.aio.ServicerContext, client: str, peer: str, wait: float,
                          generation: int) -> Work:
         """Hold an authenticated client's GetWork until it has work or `wait` seconds passed
         (WAIT, ask again at once). `generation`: the one its WAIT was decided in; a change the
         loop heard of after it is checked again before holding, so no wake-up is missed."""
         polls = self.long_polls
-        if polls is None or not polls.can_hold(client):
+        if polls is None or not polls.can_hold(client, peer):
             return Work(Action.WAIT, retry_after=1.0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while (left := deadline - loop.time()) > 0 and not polls.closing:
-            if generation >= polls.generation and not await polls.hold(client, left):
-                break  # the wait is over, a newer call of this client took its place, or shutdown
+            if generation >= polls.generation:
+                if not polls.can_hold(client, peer):  # its slot went to another call meanwhile
+                    return Work(Action.WAIT, retry_after=1.0)
+                if not await polls.hold(client, peer, left):
+                    break  # the wait is over, a newer call of this client took its place, or shutdown
             work, generation = await self._poll_work(context, client)
             if work.action is not Action.WAIT:
                 return work

@@ -51,6 +51,7 @@ from edgerun.federated.errors import Rejected
 from edgerun.federated.secagg.device import secure_upload
 from edgerun.federated.secagg.errors import SecAggError
 from edgerun.federated.secagg.messages import SecAggParams, StageReply
+from edgerun.federated.secagg.session import advertise_goal
 from edgerun.federated.secagg.workflow import DROP_STAGES
 from edgerun.federated.stages import Stage
 from edgerun.federated.typing import EvaluateRes
@@ -253,7 +254,8 @@ class Driver:
         rank = {cid: i for i, cid in enumerate(arriving)}
         inputs: dict[str, np.ndarray] = {}
         for members in cohorts.values():
-            share = math.ceil(goal * len(members) / len(works))
+            params = SecAggParams.from_config(works[members[0]].config["secagg"])
+            share = advertise_goal(params, math.ceil(goal * len(members) / len(works)))
             present = sorted((cid for cid in members if cid in rank), key=rank.__getitem__)
             inputs.update(self._admit(present, works, plans, share, parameters, round_number))
         threads = [threading.Thread(target=self._secure_client, args=(cid, works[cid], inputs[cid],

@@ -121,6 +121,11 @@ class CohortedRound:
         """The parameters of `client_id`'s cohort. StageError for a client in no cohort."""
         return self._cohort(client_id).params
 
+    def accepting(self, client_id: str) -> bool:
+        """As SecureRound.accepting, in `client_id`'s cohort (a dropped cohort accepts no one)."""
+        index = self.cohort_of.get(client_id)
+        return index is not None and index in self.live and self.cohorts[index].accepting(client_id)
+
     def advertised(self, client_id: str) -> bool:
         index = self.cohort_of.get(client_id)
         return index is not None and self.cohorts[index].advertised(client_id)

@@ -19,12 +19,22 @@ from typing import Any
 
 import numpy as np
 
+from edgerun.federated.secagg import graph
 from edgerun.federated.secagg.errors import RoundAborted, StageError
 from edgerun.federated.secagg.messages import SecAggParams, StageReply
 from edgerun.federated.secagg.server import SecAggServer
 from edgerun.federated.stages import Stage
 
 __all__ = ["SecureRound", "StageReply"]
+
+
+def advertise_goal(params: SecAggParams, goal: int) -> int:
+    """Advertisements that close the first stage early: `goal`, but never fewer than the
+    roster every client of the cohort requires before it shares keys (client.share_keys:
+    more than threshold_fraction of the cohort, at least min_clients); closing below that
+    would abort the round however many clients were still coming."""
+    need = graph.threshold(params.cohort - 1, params.threshold_fraction) if params.cohort else 0
+    return max(goal, params.min_clients, need)
 
 
 class SecureRound:
@@ -34,7 +44,8 @@ class SecureRound:
     def __init__(self, params: SecAggParams, selected: Sequence[str], device_keys: Mapping[str, bytes],
                  goal: int, advertise_deadline: float, stage_timeout: float) -> None:
         self.server = SecAggServer(params, selected, device_keys)
-        self.goal, self.stage_deadline, self.stage_timeout = goal, advertise_deadline, stage_timeout
+        self.goal = advertise_goal(params, goal)
+        self.stage_deadline, self.stage_timeout = advertise_deadline, stage_timeout
 
     @property
     def params(self) -> SecAggParams:
@@ -47,6 +58,12 @@ class SecureRound:
     def params_of(self, client_id: str) -> SecAggParams:
         """The parameters `client_id` runs the protocol with (one cohort: the round's)."""
         return self.server.params
+
+    def accepting(self, client_id: str) -> bool:
+        """Whether `client_id` can still join: the first stage is open and waits for it (not
+        advertised yet, not withdrawn or excluded). A client that cannot is told to wait
+        instead of training for a round it can no longer enter."""
+        return self.server.stage is Stage.ADVERTISE and client_id in self.server.expected()
 
     def advertised(self, client_id: str) -> bool:
         """Whether `client_id` advertised its keys (it is past the point where it trains)."""

@@ -14,6 +14,7 @@ from edgerun.converters.training import make_trainable
 from edgerun.federated.auth import KeyPair
 from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
 from edgerun.federated.privacy import DpOptions
+from edgerun.federated.rounds import _cohorts
 from edgerun.federated.secagg.client import SecAggClient
 from edgerun.federated.secagg.cohorts import CohortedRound, cohort_sizes, split_cohorts
 from edgerun.federated.secagg.device import respond
@@ -291,9 +292,10 @@ def test_central_dp_rounds_run_in_cohorts(model_path, tmp_path):
 def test_distributed_dp_is_never_split_into_cohorts(model_path, tmp_path):
     coordinator, _ = secure_coordinator(model_path, tmp_path, 8, SecAggOptions(max_cohort=4, stage_timeout=LONG),
                                         dp=DpOptions(1.0, 1.0, mode="distributed"))
-    with pytest.raises(ValueError, match="distributed DP cannot run in cohorts"):
-        coordinator.run()
-    assert coordinator.store.current_round() is None  # refused before the round opened
+    # each cohort's sum would carry only its share of the noise: the coordinator runs one cohort a round
+    assert coordinator.config.secagg.max_cohort is None
+    ids = [f"c{i}" for i in range(8)]
+    assert _cohorts(coordinator, 1, ids, {"dp": {"mode": "distributed"}}) == [ids]
 
 
 def test_an_in_process_simulation_in_cohorts_tracks_the_plain_run(tmp_path, monkeypatch):
