@@ -56,7 +56,7 @@ LOSSES = ("cross_entropy", "mse", "bce_logits")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # Inputs that are settings or statistics, never trainable weights.
 _NON_WEIGHT_SLOTS = {"BatchNormalization": (3, 4), "Dropout": (1, 2), "Clip": (1, 2), "Reshape": (1,),
-                     "LeakyRelu": (), "Pad": (1, 2)}
+                     "LeakyRelu": (), "Pad": (1, 2), "Resize": (1, 2), "Pow": (1,)}
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ TrainingForwardRule = Callable[["GradContext", Node], tuple[list[Value | None], 
 
 _GRADIENTS: dict[str, GradientRule] = {}
 _TRAINING_FORWARD: dict[str, TrainingForwardRule] = {}
-_RULE_MODULES = ("elementwise", "nn", "shape", "conv", "normalization", "losses", "recurrent")
+_RULE_MODULES = ("elementwise", "nn", "shape", "conv", "normalization", "losses", "recurrent", "indexing", "reduce",
+                 "math", "spatial")
 
 
 def gradient(op_type: str) -> Callable[[GradientRule], GradientRule]:
