@@ -248,3 +248,34 @@ def test_failed_authentications_on_the_long_poll_path_are_refused_at_once_and_ch
         assert held(server) == 0 and coordinator.last_seen == {}  # nothing held, nobody counted as seen
     finally:
         server.stop(0).wait()
+
+
+def test_one_address_holds_at_most_waiting_per_peer_calls(model_path, tmp_path):
+    coordinator, server, target = start(model_path, tmp_path, limits=ServiceLimits(waiting_per_peer=5))
+    try:
+        keys = enrolled(coordinator, 8)
+        stub = stub_for(target)
+        calls = [stub.GetWork.future(request(c, k, wait=20), timeout=30) for c, k in keys.items()]
+        wait_until(lambda: held(server) == 5 and sum(c.done() for c in calls) == 3)
+        answered = [c.result() for c in calls if c.done()]
+        assert [(r.action, r.retry_after) for r in answered] == [(pb.WorkReply.WAIT, 1.0)] * 3
+        assert dict(server.servicer.long_polls.peers) == {"127.0.0.1": 5}
+    finally:
+        server.stop(0).wait()
+    with pytest.raises(ValueError, match="waiting_per_peer"):
+        ServiceLimits(waiting_per_peer=0)
+
+
+def test_a_malformed_client_id_is_refused_before_any_lookup(model_path, tmp_path):
+    coordinator, server, target = start(model_path, tmp_path)
+    try:
+        looked_up = []
+        original = coordinator.public_key_of
+        coordinator.public_key_of = lambda cid: looked_up.append(cid) or original(cid)
+        huge = "x" * 100_000
+        with pytest.raises(grpc.RpcError) as err:
+            stub_for(target).GetWork(request(huge, KeyPair.generate(), wait=5), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "malformed client id" in err.value.details()
+        assert looked_up == [] and huge not in coordinator._unknown
+    finally:
+        server.stop(0).wait()

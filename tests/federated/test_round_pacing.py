@@ -198,3 +198,34 @@ def test_a_simulation_whose_devices_all_stopped_ends_with_an_error_not_a_hang(mo
     with pytest.raises(SimulationStalled, match="every simulated device stopped"):
         simulate(model_path, wrong, y[:200], x_test, y_test, config)
     assert time.monotonic() - started < LONG / 2
+
+
+def test_over_selected_clients_beyond_the_goal_are_not_counted_as_failures(model_path, tmp_path):
+    strategy = FedAvg(fraction_fit=0.5, min_fit_clients=1, min_available_clients=20, min_completed_fraction=0.8)
+    coordinator = Coordinator(model_path, Store(tmp_path / "c.db"), strategy,
+                              CoordinatorConfig(rounds=1, enrol_token=TOKEN, secagg=None, round_timeout=LONG,
+                                                max_update_norm=None), KeyPair.generate())
+    for i in range(20):
+        coordinator.enrol(f"d{i}", KeyPair.generate().public_bytes, TOKEN, {})
+        coordinator.work_for(f"d{i}")
+    runner, selected = open_round(coordinator)
+    assert len(selected) == 13  # target 10, 30 % more
+    for cid in selected[:10]:
+        coordinator.submit(cid, 1, constant_delta(coordinator, 0.0), 5, {})
+    runner.join(10)
+    record = coordinator.store.history()[0]
+    assert record.status == "aggregated", record.reason  # 10 of the 10 needed: complete
+    assert record.metrics["failures"] == 0
+
+
+def test_the_advertise_goal_never_falls_below_the_roster_clients_require():
+    from edgerun.federated.secagg.session import SecureRound, advertise_goal
+
+    keys = {f"c{i:02d}": KeyPair.generate().public_bytes for i in range(13)}
+    params = SecAggParams.from_config(SecAggOptions().round_config(1, 13, [(3,)], 1.0))
+    assert advertise_goal(params, 6) == 7  # a strict majority of the 13 selected: clients refuse fewer
+    assert advertise_goal(params, 10) == 10
+    secure = SecureRound(params, list(keys), keys, 6, time.time() + LONG, LONG)
+    assert secure.goal == 7 and secure.accepting("c00")
+    secure.withdraw("c01")
+    assert not secure.accepting("c01")  # withdrawn: told to wait, not to train
