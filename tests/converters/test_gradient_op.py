@@ -246,11 +246,11 @@ def test_a_y_computed_after_the_gradient_is_refused() -> None:
 
 
 def test_an_op_without_gradient_rule_is_named_with_the_gradient_node() -> None:
-    """ReduceSum has no gradient rule (converters.training.rules) yet."""
+    """ReduceLogSumExp has no gradient rule (converters.training.rules) yet."""
     feeds, weights = mlp_values()
-    nodes = [*MLP, helper.make_node("ReduceSum", ["out"], ["total"], name="sum", keepdims=0)]
+    nodes = [*MLP, helper.make_node("ReduceLogSumExp", ["out"], ["total"], name="sum", keepdims=0)]
     message = _refusal(nodes, feeds | weights, ["w1"], "total")
-    assert message == "Gradient node 'grad': node 'sum': op 'ReduceSum' has no gradient"
+    assert message == "Gradient node 'grad': node 'sum': op 'ReduceLogSumExp' has no gradient"
 
 
 def test_an_integer_x_is_refused() -> None:
