@@ -13,7 +13,7 @@ off and on (dropping devices leave at a random protocol stage).
             extrapolated from their mean
 
     .venv/bin/python benchmarks/bench_dropout_rounds.py [--rounds 50] [--old-rounds 2] [--clients 50]
-        [--drop 0.2] [--deadline 30] [--markdown]
+        [--drop 0.2] [--deadline 30] [--engine grpc|thread] [--markdown]
 """
 
 # ruff: noqa: E402 - the repository root goes on sys.path before project imports
@@ -40,7 +40,8 @@ def run(workdir: Path, secure: bool, paced: bool, rounds: int, args: argparse.Na
         num_clients=args.clients, rounds=rounds, fraction_fit=0.5, drop_probability=args.drop,
         drop_stage="random" if secure else "start", epochs=5, batch_size=10, lr=0.1, seed=0,
         round_timeout=args.deadline, over_selection=0.3 if paced else 0.0, report_drops=paced,
-        secagg=SecAggOptions(stage_timeout=args.deadline / 3) if secure else None)
+        secagg=SecAggOptions(stage_timeout=args.deadline / 3) if secure else None,
+        engine=args.engine if paced else "grpc")
     started = time.monotonic()
     history = simulate(model, x, y, x_test, y_test, config)
     took = time.monotonic() - started
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50, help="simulated devices (50)")
     parser.add_argument("--drop", type=float, default=0.2, help="drop-out probability per selected device (0.2)")
     parser.add_argument("--deadline", type=float, default=30.0, help="round deadline in seconds (30)")
+    parser.add_argument("--engine", choices=["grpc", "thread"], default="grpc",
+                        help="engine of the paced run (the old pacing always runs on grpc) (grpc)")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(["on" if secure else "off", f"{paced['aggregated']}/{paced['rounds']}",
                      f"{paced['seconds']:.1f}", f"{paced['per_round']:.2f}", f"{paced['accuracy']:.3f}",
                      f"{old['per_round']:.2f}", f"{old_total:.0f}", f"{paced['seconds'] / old_total:.3f}"])
-    print(f"{args.clients} devices, fraction 0.5, drop {args.drop}, {args.rounds} rounds, E=5 B=10 lr 0.1, "
+    print(f"{args.clients} devices, {args.engine} engine, fraction 0.5, drop {args.drop}, {args.rounds} rounds, "
+          "E=5 B=10 lr 0.1, "
           f"deadline {args.deadline:g} s")
     print_table(["secure aggregation", "aggregated/rounds", "paced s", "paced s/round", "final acc",
                  "old s/round", f"old s for {args.rounds} (extrapolated)", "paced/old"], rows, args.markdown)
