@@ -27,6 +27,7 @@ import numpy as np
 from edgerun.federated.auth import AuthError, KeyPair, payload_message, sha256, verify
 from edgerun.federated.codec import decode_arrays
 from edgerun.federated.compression import compress
+from edgerun.federated.errors import LATE
 from edgerun.federated.local import local_evaluate, local_update, parameter_spec
 from edgerun.federated.privacy import gaussian_noise
 from edgerun.federated.protos import federated_pb2 as pb
@@ -233,7 +234,9 @@ class FederatedClient:
         except grpc.RpcError as exc:
             if exc.code() in _RETRYABLE:
                 raise
-            log.warning("%s: round %d refused: %s %s", self.client_id, work.round, exc.code().name, exc.details())
+            late = (exc.details() or "").startswith(LATE)  # the round moved on without this device: routine
+            (log.info if late else log.warning)("%s: round %d refused: %s %s", self.client_id, work.round,
+                                                exc.code().name, exc.details())
         except AuthError as exc:
             log.error("%s: round %d skipped, payload refused: %s", self.client_id, work.round, exc)
 

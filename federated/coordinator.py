@@ -43,7 +43,7 @@ from edgerun.federated.local import parameter_spec
 from edgerun.federated.privacy import DpOptions, PrivacyAccountant
 from edgerun.federated.rounds import PLAIN_ROUND, SECURE_ROUND, RoundState, run_round, workflow_for
 from edgerun.federated.secagg.cohorts import SecureProtocol
-from edgerun.federated.secagg.errors import SecAggError
+from edgerun.federated.secagg.errors import SecAggError, StageError
 from edgerun.federated.secagg.messages import StageReply
 from edgerun.federated.secagg.options import SecAggOptions
 from edgerun.federated.stages import Stage
@@ -535,8 +535,11 @@ class Coordinator:
             try:
                 reply = secure.handle(client_id, stage, payload)
             except SecAggError as exc:
-                log.warning("round %d: %s from %s refused: %s", round_number, stage, client_id, exc)
-                raise Rejected(ErrorCode.FAILED_PRECONDITION, f"{type(exc).__name__}: {exc}") from None
+                # keys advertised after the first stage closed: an over-selected client that came too late
+                late = isinstance(exc, StageError) and stage == Stage.ADVERTISE
+                (log.info if late else log.warning)("round %d: %s from %s refused: %s", round_number, stage,
+                                                    client_id, exc)
+                raise Rejected(ErrorCode.FAILED_PRECONDITION, f"{type(exc).__name__}: {exc}", routine=late) from None
             self.lock.notify_all()
             return reply
 

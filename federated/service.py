@@ -202,7 +202,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     async def _refuse(self, context: grpc.aio.ServicerContext, exc: Rejected) -> None:
         """End the call with `exc`'s status (logged, throttled); raises."""
-        self._log_refusal(peer_host(context.peer()), str(exc))
+        if exc.routine:
+            log.info("refused (from %s): %s", peer_host(context.peer()), exc)
+        else:
+            self._log_refusal(peer_host(context.peer()), str(exc))
         await context.abort(GRPC_CODES[exc.code], str(exc))
 
     def _log_refusal(self, peer: str, message: str) -> None:

@@ -229,3 +229,32 @@ def test_the_advertise_goal_never_falls_below_the_roster_clients_require():
     assert secure.goal == 7 and secure.accepting("c00")
     secure.withdraw("c01")
     assert not secure.accepting("c01")  # withdrawn: told to wait, not to train
+
+
+def test_keys_advertised_after_the_first_stage_closed_are_a_routine_refusal(model_path, tmp_path, caplog):
+    from edgerun.federated.errors import LATE
+
+    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=3, min_available_clients=3)
+    coordinator = Coordinator(model_path, Store(tmp_path / "c.db"), strategy,
+                              CoordinatorConfig(rounds=1, enrol_token=TOKEN, round_timeout=LONG,
+                                                secagg=SecAggOptions(stage_timeout=LONG)), KeyPair.generate())
+    keys = {f"d{i}": KeyPair.generate() for i in range(3)}
+    for cid, key in keys.items():
+        coordinator.enrol(cid, key.public_bytes, TOKEN, {})
+        coordinator.work_for(cid)
+    stop = threading.Event()
+    runner = threading.Thread(target=coordinator.run, args=(stop,), daemon=True)
+    runner.start()
+    deadline = time.time() + 10
+    while coordinator.round_state is None or coordinator.round_state.secure is None:
+        assert time.time() < deadline, "the round did not open"
+        time.sleep(0.01)
+    with coordinator.lock:
+        coordinator.round_state.secure.server.stage = Stage.SHARE  # the first stage closed without d0
+    with caplog.at_level("INFO", logger="edgerun.federated"), pytest.raises(Rejected) as late:
+        coordinator.secure_step("d0", 1, Stage.ADVERTISE, object())
+    assert late.value.routine and str(late.value).startswith(LATE) and "StageError" in str(late.value)
+    assert [r.levelname for r in caplog.records if "refused" in r.getMessage()] == ["INFO"]
+    stop.set()
+    runner.join(10)
+    assert not runner.is_alive()
