@@ -60,4 +60,7 @@ def cmd_make_trainable(args: argparse.Namespace) -> int:
     count = sum(v.data.size for v in params)
     print(f"made {path}: {len(params)} trainable tensors ({count:,} values), "
           f"signatures {', '.join(train_graph.signatures)}")
+    frozen = json.loads(train_graph.metadata["edgerun.training"])["frozen"]
+    if frozen:
+        print(f"frozen (an op on the way to the loss has no gradient): {', '.join(frozen)}")
     return 0

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +51,9 @@ from edgerun.converters.training.rules import (
     training_forward_rule,
 )
 from edgerun.runtime.errors import ConversionError
-from edgerun.runtime.graph import Graph, Node, Signature, Value, reachable_nodes
+from edgerun.runtime.graph import Graph, Node, Signature, Value
 
+_log = logging.getLogger("edgerun.converters.training")
 LOSSES = ("cross_entropy", "mse", "bce_logits")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # Inputs that are settings or statistics, never trainable weights.
@@ -117,6 +119,9 @@ def make_trainable(
             one-hot/probability labels with `one_hot_labels`), "mse", or
             "bce_logits". If the chosen output comes from Softmax (cross_entropy)
             or Sigmoid (bce_logits), the loss reads that op's input as logits.
+            cross_entropy takes (batch, classes) logits with labels (batch,), or (batch, steps,
+            classes) logits (a sequence model) with labels (batch, steps) and the mean over all
+            steps; the labels input takes the logits' leading dims.
         optimizer: "sgd", "adam" or "adamw", optionally with settings, e.g.
             ("sgd", {"lr": 0.1, "momentum": 0.9, "nesterov": True}).
         trainable: which float constants train: None or "all" (all weights), a
@@ -184,6 +189,7 @@ class _TrainableBuilder:
         self.serving = graph.signatures["serving_default"]
         self.opset = max((n.version for n in graph.nodes if n.domain in ("", "ai.onnx")), default=17)
         self.params: list[Value] = []
+        self.refused: list[str] = []  # names of weights left frozen: no gradient reaches them
         self.statistics: list[Value] = []
         self.frozen: set[int] = set()  # ids of nodes that stay in inference mode while training
         self.forward = GradContext(self.opset, prefix="train", seed=seed)
@@ -198,12 +204,16 @@ class _TrainableBuilder:
 
     # ---------------------------------------------------------------- parameters
     def select_parameters(self, trainable: None | str | Sequence[str] | int, output: str | None) -> None:
-        """Weights that train: float constants in weight slots of differentiable nodes the
-        loss output depends on, filtered by `trainable`. BatchNormalization statistics
-        become variables only where that layer trains (a frozen layer stays in inference mode)."""
-        _, loss_output = self._loss_output(output)
-        upstream = {id(node) for node in reachable_nodes(self.graph, [loss_output])}
-        candidates: list[tuple[Node, Value]] = []
+        """Weights that train: float constants in weight slots that the loss output's gradient
+        reaches through ops with gradients, filtered by `trainable` (see `_choose`). A weight
+        that `trainable` asks for by name, pattern or last-k but that cannot train is a
+        ConversionError naming it and the ops that block it; the default ("all") leaves those
+        frozen and logs one warning listing them. BatchNormalization statistics become
+        variables only where that layer trains (a frozen layer stays in inference mode)."""
+        output_name, loss_output = self._loss_output(output)
+        reached, blockers = _gradient_paths(self.graph, loss_output)
+        explicit = trainable not in (None, "all") and not isinstance(trainable, int)
+        weights: list[tuple[Node, Value]] = []
         seen: set[Value] = set()
         for node in self.graph.nodes:
             skip = _NON_WEIGHT_SLOTS.get(node.op_type, ())
@@ -211,9 +221,18 @@ class _TrainableBuilder:
                 if v is None or not v.is_constant or v.dtype.kind != "f" or v in seen or slot in skip:
                     continue
                 seen.add(v)
-                if id(node) in upstream and _differentiable(node.op_type):
-                    candidates.append((node, v))
-        self.params = _choose(candidates, trainable)
+                if v in reached or v in blockers or explicit:
+                    weights.append((node, v))
+        requested = _choose(weights, trainable, has_tensors=any(v.data.ndim >= 1 for v in reached if v in seen))
+        refused = {v.name: _why_frozen(v, blockers, output_name) for v in requested if v not in reached}
+        if refused and (explicit or isinstance(trainable, int) or len(refused) == len(requested)):
+            listed = "; ".join(f"{name!r} {why}" for name, why in refused.items())
+            raise ConversionError(f"cannot train {len(refused)} requested weight(s): {listed}")
+        if refused:
+            _log.warning("%d weight(s) stay frozen behind ops without a gradient: %s", len(refused),
+                         "; ".join(f"{name!r} {why}" for name, why in refused.items()))
+        self.params = [v for v in requested if v in reached]
+        self.refused = list(refused)
         if not self.params:
             raise ConversionError(f"no trainable parameters match {trainable!r}")
         chosen = set(self.params)
@@ -252,8 +271,9 @@ class _TrainableBuilder:
         name, value = self._loss_output(output)
         info = self._output_info(name)
         target = self._train(value)
-        if loss == "cross_entropy" and len(info.shape) != 2:
-            raise ConversionError(f"cross_entropy needs a (batch, classes) output; {name!r} has shape {info.shape}")
+        if loss == "cross_entropy" and len(info.shape) not in (2, 3):
+            raise ConversionError(f"cross_entropy needs a (batch, classes) output or a (batch, steps, classes) "
+                                  f"one; {name!r} has shape {info.shape}")
         producer = self._producer_of(target)
         if producer is not None and _is_final_activation(producer, loss, len(info.shape)):
             target = producer.inputs[0]  # the logits before the final activation
@@ -261,17 +281,25 @@ class _TrainableBuilder:
         for reserved in ("labels", "learning_rate"):
             if reserved in taken:
                 raise ConversionError(f"the model already has a tensor named {reserved!r}; rename it first")
+        # Integer labels take the logits' leading dims (one class index per row, or per step of a
+        # (batch, steps, classes) output: the loss is the mean over every step); float targets take
+        # the logits' shape.
         if loss == "cross_entropy" and not one_hot:
-            labels = Value("labels", np.int64, (info.shape[0],))
+            labels = Value("labels", np.int64, tuple(info.shape[:-1]))
         else:
             labels = Value("labels", info.dtype, info.shape)
+        loss_labels = labels
+        if loss == "cross_entropy" and len(info.shape) == 3:
+            target = self.forward.onnx("Flatten", [target], axis=2)
+            loss_labels = (self.forward.onnx("Flatten", [labels], axis=2) if one_hot else
+                           self.forward.onnx("Reshape", [labels, self.forward.constant("rows", np.array([-1]))]))
         self.train_inputs["labels"] = labels
         self.extra_inputs.append(labels)
         op = {"cross_entropy": "SoftmaxCrossEntropy", "mse": "MSELoss", "bce_logits": "BCEWithLogits"}[loss]
         self.loss_dtype = info.dtype
-        total = self.forward.op(op, [target, labels])
+        total = self.forward.op(op, [target, loss_labels])
         if loss == "cross_entropy":
-            self.train_outputs["accuracy"] = self.forward.op("Accuracy", [target, labels])
+            self.train_outputs["accuracy"] = self.forward.op("Accuracy", [target, loss_labels])
         if l2 > 0:
             squares = self.forward.op("SumSquares", list(self.params))
             scale = self.forward.constant("l2_half", np.asarray(0.5 * l2, info.dtype))
@@ -395,7 +423,8 @@ class _TrainableBuilder:
         metadata = dict(self.graph.metadata)
         metadata["edgerun.training"] = json.dumps({
             "loss": loss, "optimizer": opt.__dict__, "l2": l2,
-            "parameters": [v.name for v in self.params], "statistics": [v.name for v in self.statistics],
+            "parameters": [v.name for v in self.params], "frozen": self.refused,
+            "statistics": [v.name for v in self.statistics],
             "optimizer_state": [v.name for v in self.optimizer_state], "proximal": bool(self.anchor_updates),
         })
         return Graph(self.graph.name, nodes, inputs, list(self.graph.outputs), signatures, metadata)
@@ -429,17 +458,48 @@ def _variable(name: str, initial: np.ndarray) -> Value:
     return Value(name, initial.dtype, initial.shape, data=initial, is_variable=True)
 
 
-def _choose(candidates: list[tuple[Node, Value]], trainable: None | str | Sequence[str] | int) -> list[Value]:
+def _gradient_paths(graph: Graph, loss_output: Value) -> tuple[set[Value], dict[Value, dict[str, Node]]]:
+    """(the values the loss output's gradient reaches through ops with gradient rules, and for
+    every other value upstream of it the nodes without a gradient on its paths to it, by name)."""
+    reached = {loss_output}
+    blockers: dict[Value, dict[str, Node]] = {}
+    for node in reversed(graph.nodes):
+        outputs = [v for v in node.outputs if v is not None]
+        flows = any(v in reached for v in outputs)
+        behind: dict[str, Node] = {}
+        for v in outputs:
+            behind.update(blockers.get(v, {}))
+        if (flows or behind) and not _differentiable(node.op_type):
+            flows, behind = False, {**behind, node.name: node}
+        for v in node.inputs:
+            if v is not None and flows:
+                reached.add(v)
+            if v is not None and behind:
+                blockers.setdefault(v, {}).update(behind)
+    return reached, blockers
+
+
+def _why_frozen(weight: Value, blockers: dict[Value, dict[str, Node]], output: str) -> str:
+    """Why `weight` cannot train, for messages: the ops without a gradient between it and the loss."""
+    nodes = blockers.get(weight)
+    if not nodes:
+        return f"(does not affect output {output!r})"
+    named = ", ".join(f"node {n.name!r}: op {n.op_type!r} has no gradient" for n in nodes.values())
+    return f"(blocked by {named})"
+
+
+def _choose(candidates: list[tuple[Node, Value]], trainable: None | str | Sequence[str] | int,
+            has_tensors: bool) -> list[Value]:
     """The candidate weights that `trainable` selects, in graph order.
 
     Names and patterns may pick any candidate. None, "all" and the last-k count pick weights
-    of rank >= 1, and rank-0 (scalar) weights only in a model that has no others: in an
-    imported model most scalars are constants of a formula (a LayerNorm's epsilon, GELU's
-    0.5) that must not train, while a model of scalars alone (y = W * x + b with scalar W and
-    b, as `tf.get_variable(shape=[])` makes them) trains them all."""
-    if trainable is None or trainable == "all" or isinstance(trainable, int):
-        tensors = [(node, v) for node, v in candidates if v.data.ndim >= 1]
-        candidates = tensors or candidates
+    of rank >= 1, and rank-0 (scalar) weights only in a model that has no others that can
+    train (`has_tensors` False): in an imported model most scalars are constants of a formula
+    (a LayerNorm's epsilon, GELU's 0.5) that must not train, while a model of scalars alone
+    (y = W * x + b with scalar W and b, as `tf.get_variable(shape=[])` makes them) trains them
+    all."""
+    if (trainable is None or trainable == "all" or isinstance(trainable, int)) and has_tensors:
+        candidates = [(node, v) for node, v in candidates if v.data.ndim >= 1]
     values = [v for _, v in candidates]
     if trainable is None or trainable == "all":
         return values
