@@ -102,23 +102,28 @@ class _Recurrent(Kernel):
     def _state_shape(self, dirs: int, batch: int) -> tuple[int, int, int]:
         return (dirs, batch, self.hidden) if self.layout == 0 else (batch, dirs, self.hidden)
 
-    def _activations(self, dirs: int) -> list[list[Activation]]:
-        """Per direction, the activation functions (f, g[, h]) with their alpha and beta."""
+    def _activation_specs(self, dirs: int) -> list[list[tuple[str, float, float]]]:
+        """Per direction, the (name, alpha, beta) of its activation functions (f, g[, h]),
+        the attributes' or the ONNX defaults; ModelError for a wrong count or an unknown name."""
         names = _list_attr(self, "activations", str) or list(self.defaults) * dirs
         per = len(self.defaults)
         if len(names) != per * dirs:
             raise self.fail(f"activations {names}: expected {per * dirs} names for {dirs} direction(s)")
         alphas = _list_attr(self, "activation_alpha", float)
         betas = _list_attr(self, "activation_beta", float)
-        result = []
+        specs = []
         for i, name in enumerate(names):
-            if name.lower() not in _ACTIVATIONS:
+            key = name.lower()
+            if key not in _ACTIVATIONS:
                 raise self.fail(f"activation {name!r} is not one of {', '.join(_ACTIVATIONS)}")
-            alpha, beta, fn = _ACTIVATIONS[name.lower()]
-            alpha = alphas[i] if i < len(alphas) else alpha
-            beta = betas[i] if i < len(betas) else beta
-            result.append(lambda v, fn=fn, a=alpha, b=beta: fn(v, a, b))
-        return [result[d * per : (d + 1) * per] for d in range(dirs)]
+            alpha, beta, _ = _ACTIVATIONS[key]
+            specs.append((key, alphas[i] if i < len(alphas) else alpha, betas[i] if i < len(betas) else beta))
+        return [specs[d * per : (d + 1) * per] for d in range(dirs)]
+
+    def _activations(self, dirs: int) -> list[list[Activation]]:
+        """Per direction, the activation functions (f, g[, h]) with their alpha and beta."""
+        return [[lambda v, fn=_ACTIVATIONS[key][2], a=alpha, b=beta: fn(v, a, b) for key, alpha, beta in direction]
+                for direction in self._activation_specs(dirs)]
 
     def run(self, inputs, outputs):
         x = inputs[0].astype(np.float64)

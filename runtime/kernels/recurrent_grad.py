@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgerun.runtime.kernels.base import TensorSpec
-from edgerun.runtime.kernels.recurrent import _ACTIVATIONS, GRU, LSTM, RNN, _list_attr, _Recurrent
+from edgerun.runtime.kernels.recurrent import _ACTIVATIONS, GRU, LSTM, RNN, _Recurrent
 from edgerun.runtime.kernels.registry import register
 
 
@@ -100,21 +100,7 @@ class _RecurrentGrad(_Recurrent):
 
     def _activations(self, dirs: int) -> list[list[Activation]]:
         """As the forward's, as Activation objects (which also give the derivative)."""
-        names = _list_attr(self, "activations", str) or list(self.defaults) * dirs
-        per = len(self.defaults)
-        if len(names) != per * dirs:
-            raise self.fail(f"activations {names}: expected {per * dirs} names for {dirs} direction(s)")
-        alphas = _list_attr(self, "activation_alpha", float)
-        betas = _list_attr(self, "activation_beta", float)
-        result = []
-        for i, name in enumerate(names):
-            key = name.lower()
-            if key not in _ACTIVATIONS:
-                raise self.fail(f"activation {name!r} is not one of {', '.join(_ACTIVATIONS)}")
-            alpha, beta = _ACTIVATIONS[key][:2]
-            result.append(Activation(key, alphas[i] if i < len(alphas) else alpha,
-                                     betas[i] if i < len(betas) else beta))
-        return [result[d * per : (d + 1) * per] for d in range(dirs)]
+        return [[Activation(*spec) for spec in direction] for direction in self._activation_specs(dirs)]
 
     def run(self, inputs, outputs):
         n = self.forward_inputs
