@@ -4,6 +4,7 @@ from edgerun.runtime.kernels import (  # noqa: F401  (registration side effects)
     activations,
     arithmetic,
     attention,
+    attention_grad,
     batch_norm,
     bitwise,
     cast,

@@ -42,7 +42,7 @@ TrainingForwardRule = Callable[["GradContext", Node], tuple[list[Value | None], 
 _GRADIENTS: dict[str, GradientRule] = {}
 _TRAINING_FORWARD: dict[str, TrainingForwardRule] = {}
 _RULE_MODULES = ("elementwise", "nn", "shape", "conv", "normalization", "losses", "recurrent", "indexing", "reduce",
-                 "math", "spatial")
+                 "math", "spatial", "attention")
 
 
 def gradient(op_type: str) -> Callable[[GradientRule], GradientRule]:
