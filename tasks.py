@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Everyday tasks for edgerun, with nothing but Python >= 3.11 installed.
 
-    python3 tasks.py demo            # run examples/demo.py
+    python3 tasks.py demo [ARGS]     # run examples/demo.py [ARGS] (demo --help lists them)
+    python3 tasks.py demo --language-model  # ... then a federated character LSTM (about a minute more)
     python3 tasks.py test [ARGS]     # pytest -n auto -q [ARGS]
     python3 tasks.py bench [ARGS]    # every benchmarks/bench_*.py in turn
     python3 tasks.py lint [ARGS]     # ruff check [ARGS]
@@ -157,8 +158,11 @@ def main(argv: list[str]) -> int:
         want = ".".join(map(str, MIN_PYTHON))
         say(f"edgerun needs Python >= {want}, this is {sys.version.split()[0]}")
         return 1
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if not argv or argv[0] not in TASKS:
-        say(f"usage: python3 tasks.py {{{','.join(TASKS)}}} [ARGS...]")
+        say(f"usage: python3 tasks.py {{{','.join(TASKS)}}} [ARGS...] (--help: what each does)")
         return 2
     try:
         return TASKS[argv[0]](argv[1:])

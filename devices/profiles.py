@@ -13,7 +13,7 @@ from __future__ import annotations
 from edgerun.devices.host import logical_cores, total_memory_bytes
 from edgerun.runtime.profiles import DeviceProfile, get_profile, register_profile
 
-__all__ = ["PHONE", "PROFILES", "RPI4", "DeviceProfile", "get_profile", "host_profile"]
+__all__ = ["PHONE", "PROFILES", "RPI4", "RPI_ZERO2", "DeviceProfile", "get_profile", "host_profile"]
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -46,6 +46,17 @@ RPI4 = DeviceProfile(
     preferred_dtypes=("int8", "float32"),
 )
 
+# Raspberry Pi Zero 2 W: RP3A0 (BCM2710A1), 4x Cortex-A53 (ARMv8.0-A, NEON, in-order) at 1 GHz,
+# 512 MB LPDDR2 shared with the GPU. 4 threads = one per core. 256 MiB = half the board's
+# memory, as for the Pi 4: Raspberry Pi OS Lite, the GPU's share and the Python process take
+# the rest. int8 first for the same reason as the Pi 4, and more so on its slower memory.
+RPI_ZERO2 = DeviceProfile(
+    name="rpi-zero2",
+    num_threads=4,
+    memory_budget_bytes=256 * MiB,
+    preferred_dtypes=("int8", "float32"),
+)
+
 # A mid-range Android phone (2020+): big.LITTLE SoC with 2-4 big cores (e.g. Cortex-A76/A78)
 # plus efficiency cores, ARMv8.2-A (FP16 arithmetic and int8 dot product), 4-8 GB RAM.
 # 4 threads: about the number of big cores; work split onto the little cores finishes
@@ -58,4 +69,4 @@ PHONE = DeviceProfile(
     preferred_dtypes=("int8", "float16", "float32"),
 )
 
-PROFILES: dict[str, DeviceProfile] = {p.name: register_profile(p) for p in (host_profile(), RPI4, PHONE)}
+PROFILES: dict[str, DeviceProfile] = {p.name: register_profile(p) for p in (host_profile(), RPI_ZERO2, RPI4, PHONE)}

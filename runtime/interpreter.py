@@ -10,6 +10,7 @@ persist across runs. Not thread-safe: use one Interpreter per thread.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from edgerun.runtime.backends import select_backend
 from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, WorkBudgetError
 from edgerun.runtime.graph import Graph, Value
 from edgerun.runtime.loader import load_model
+from edgerun.runtime.memory import MemoryReport
 from edgerun.runtime.plan import ExecutionPlan, TensorInfo
 from edgerun.runtime.profiles import DeviceProfile, get_profile
 from edgerun.runtime.writer import serialize
@@ -156,7 +158,15 @@ class Interpreter:
         run at that shape, WorkBudgetError if it needs more work than the work
         budget there (the interpreter stays prepared for the previous shape).
         """
-        self._plan(signature).resize(name, tuple(shape))
+        self._plan(signature).resize({name: tuple(shape)})
+
+    def resize_inputs(
+        self, shapes: Mapping[str, tuple[int, ...]], signature: str = DEFAULT_SIGNATURE
+    ) -> None:
+        """Prepare `signature` for new shapes of several inputs at once, as `resize_input` does
+        for one: inputs whose shapes must agree (a batch of images and its labels) can only
+        change together. Fails as `resize_input` does, keeping the previous shapes."""
+        self._plan(signature).resize({name: tuple(shape) for name, shape in shapes.items()})
 
     @property
     def peak_activation_bytes(self) -> int:
@@ -167,6 +177,23 @@ class Interpreter:
 
     def arena_bytes(self, signature: str = DEFAULT_SIGNATURE) -> int:
         return self._plan(signature).arena_bytes
+
+    def memory_report(self, signature: str = DEFAULT_SIGNATURE) -> MemoryReport:
+        """The bytes one run of `signature` holds at its prepared input shapes (dynamic dims at 1
+        until a run or `resize_input` sets them): its arena, the constant weights it reads and
+        every variable (shared by all signatures), the optimizer's state named apart; see
+        `runtime.memory`. InputError for an unknown signature."""
+        plan = self._plan(signature)
+        constants = {id(v): v.data.nbytes for node in plan.nodes for v in plan._node_values(node)
+                     if v.is_constant and not v.is_variable and isinstance(v.data, np.ndarray)}
+        optimizer_names = set(_training_metadata(self.graph).get("optimizer_state", ()))
+        return MemoryReport(
+            signature=signature,
+            arena_bytes=plan.arena_bytes,
+            weight_bytes=sum(constants.values()),
+            variable_bytes=sum(a.nbytes for a in self._variables.values()),
+            optimizer_state_bytes=sum(a.nbytes for v, a in self._variables.items() if v.name in optimizer_names),
+        )
 
     def estimated_macs(self, signature: str = DEFAULT_SIGNATURE) -> int:
         """Estimated multiply-adds of one run of `signature` at its prepared input shapes
@@ -199,6 +226,16 @@ def _signature_key(signature: Any) -> tuple:
     return (tuple((k, id(v)) for k, v in signature.inputs.items()),
             tuple((k, id(v)) for k, v in signature.outputs.items()),
             tuple((id(k), id(v)) for k, v in signature.updates.items()))
+
+
+def _training_metadata(graph: Graph) -> dict:
+    """make_trainable's record of the model's training set-up ({} for an inference model or an
+    unreadable record: it only labels memory, it never decides anything)."""
+    try:
+        record = json.loads(graph.metadata.get("edgerun.training", "{}"))
+    except (TypeError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _limit_blas_threads(num_threads: int) -> None:

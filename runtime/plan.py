@@ -6,6 +6,8 @@ constants is evaluated right then (constant folding at prepare time); the
 remaining operators become steps whose outputs live in one arena placed by
 `runtime.arena`. Invoke is a plain loop over (run, inputs, outputs) with
 every array bound in advance, so steady-state runs allocate only the results.
+Variable updates are copied into the variables' storage when a run ends, except those
+a kernel may write in place (a sparse optimizer update; see ExecutionPlan._in_place).
 Every kernel gets the plan's `EagerContext`: its backend, and how control flow
 runs its bodies.
 
@@ -93,6 +95,8 @@ class _Prepared:
     output_sources: dict[str, Any] = field(default_factory=dict)  # name -> array or input name
     # (new value: array or input name, variable storage), copied when a run ends
     updates: list[tuple[Any, np.ndarray]] = field(default_factory=list)
+    # updates a step writes straight into the variable's storage (see ExecutionPlan._in_place)
+    in_place: set[Value] = field(default_factory=set)
     arena_bytes: int = 0
     work: WorkTally = field(default_factory=WorkTally)  # estimated multiply-adds per run
     deferred: bool = False  # not prepared yet: the first run's shapes decide
@@ -406,18 +410,23 @@ class ExecutionPlan:
             if want >= 0 and want != got:
                 raise InputError(f"input {name!r}: expected shape {pretty}, got {shape}")
 
-    def resize(self, name: str, shape: tuple[int, ...]) -> None:
-        if name not in self.input_info:
-            known = ", ".join(repr(n) for n in self.input_info) or "none"
-            raise InputError(f"signature {self.name!r} has no input {name!r}; inputs: {known}")
-        if self.input_info[name].kind != ValueKind.TENSOR:
-            raise InputError(f"input {name!r} is a {self.input_info[name].kind}, which has no shape to resize")
-        if not all(isinstance(d, int | np.integer) and d >= 0 for d in shape):
-            raise InputError(f"input {name!r}: shape {shape} must be non-negative integers")
-        shape = tuple(int(d) for d in shape)
-        self._check_shape(name, shape)
-        if shape != self.prepared.shapes[name] or self.prepared.deferred:
-            self.prepared = self._reprepare({**self.prepared.shapes, name: shape})
+    def resize(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Prepare for new shapes of the inputs named in `shapes`, all at once (inputs whose
+        shapes depend on each other, such as a batch of images and its labels, can only
+        change together); the others keep theirs."""
+        checked = {}
+        for name, shape in shapes.items():
+            if name not in self.input_info:
+                known = ", ".join(repr(n) for n in self.input_info) or "none"
+                raise InputError(f"signature {self.name!r} has no input {name!r}; inputs: {known}")
+            if self.input_info[name].kind != ValueKind.TENSOR:
+                raise InputError(f"input {name!r} is a {self.input_info[name].kind}, which has no shape to resize")
+            if not all(isinstance(d, int | np.integer) and d >= 0 for d in shape):
+                raise InputError(f"input {name!r}: shape {shape} must be non-negative integers")
+            checked[name] = tuple(int(d) for d in shape)
+            self._check_shape(name, checked[name])
+        if any(shape != self.prepared.shapes[name] for name, shape in checked.items()) or self.prepared.deferred:
+            self.prepared = self._reprepare({**self.prepared.shapes, **checked})
 
     # ------------------------------------------------------------- prepare
     def _prepare(
@@ -558,10 +567,11 @@ class ExecutionPlan:
                 step_index = len(prepared.steps)
                 if self._as_view(node, in_values, out_specs, specs, lives, prepared):
                     continue
-                outputs = self._bind_outputs(node, out_specs, specs, arena_values, lives, step_index)
-                for v in in_values:
+                in_place = self._in_place(node, kernel, in_values, work, prepared)
+                outputs = self._bind_outputs(node, out_specs, specs, arena_values, lives, step_index, in_place)
+                for i, v in enumerate(in_values):
                     v = prepared.views_of.get(v, (v,))[0]
-                    if v in lives:
+                    if v in lives and i not in kernel.shape_only_inputs:  # (its shape alone keeps no bytes)
                         lives[v][1] = step_index
                 prepared.steps.append((kernel.run, [None] * len(in_values), outputs, node))
                 self._remember_inputs(prepared, in_values, known, feeds)
@@ -587,6 +597,34 @@ class ExecutionPlan:
         prepared.views_of[out] = (owner, spec.shape)
         specs[out] = spec
         return True
+
+    def _in_place(self, node: Node, kernel: Kernel, in_values: list, work: deque,
+                  prepared: _Prepared) -> dict[int, np.ndarray]:
+        """Outputs of `node` that the step writes straight into a variable's storage, by index.
+
+        A kernel declares `in_place`, (output, input) pairs whose arrays may be one (it then
+        gives the same result: a sparse optimizer update writes only the rows it changes).
+        Output i takes input j's storage when input j is a variable, output i is this
+        signature's update of it and nothing else, and no later node and no output of the
+        signature reads the variable (nodes read variables as they were when the run started).
+        The variable then changes when the step runs, not when the run ends: the trainable
+        graph puts such updates last, and the kernels check everything before writing."""
+        pairs = kernel.in_place
+        found: dict[int, np.ndarray] = {}
+        later: set[Value] | None = None
+        updates = self.signature.updates
+        for out, into in pairs:
+            variable = in_values[into] if into < len(in_values) else None
+            value = node.outputs[out] if out < len(node.outputs) else None
+            if (value is None or variable not in self.variables or updates.get(variable) is not value
+                    or sum(v is value for v in updates.values()) != 1):
+                continue
+            if later is None:
+                later = {v for n, _ in work for v in self._node_values(n)} | set(self.signature.outputs.values())
+            if variable not in later and value not in later:
+                found[out] = self.variables[variable]
+                prepared.in_place.add(value)
+        return found
 
     def _run_tail(self, prepared: _Prepared, arrays: dict[str, np.ndarray]) -> dict[Value, np.ndarray]:
         """Evaluate a hybrid plan's eager tail after its planned steps ran: each node
@@ -721,12 +759,17 @@ class ExecutionPlan:
                 self._check_budget(value_nbytes(value), f"output of {node.name!r}")
         return outs
 
-    def _bind_outputs(self, node, out_specs, specs, arena_values, lives, step_index) -> list:  # noqa: ANN001
+    def _bind_outputs(self, node, out_specs, specs, arena_values, lives, step_index,  # noqa: ANN001
+                      in_place: dict[int, np.ndarray]) -> list:
         outputs: list[Any] = []
         for i, spec in enumerate(out_specs):
             value = node.outputs[i]
             if value is not None and value.is_variable:
                 raise ModelError(f"node {node.name!r} ({node.op_type}): writes variable {value.name!r}")
+            if i in in_place:  # the variable's own storage: no arena bytes, no copy at the end
+                specs[value] = spec
+                outputs.append(in_place[i])
+                continue
             if value is None:  # an omitted optional output still needs scratch space
                 value = Value(f"{node.name}:unused{i}", spec.dtype, spec.shape)
             specs[value] = spec
@@ -819,7 +862,8 @@ class ExecutionPlan:
                     f"signature {self.name!r}: variable {variable.name!r} is "
                     f"{storage.dtype}{list(storage.shape)} but its update is {spec.dtype}{list(spec.shape)}"
                 )
-            prepared.updates.append((source(value, f"update of {variable.name!r}"), storage))
+            if value not in prepared.in_place:
+                prepared.updates.append((source(value, f"update of {variable.name!r}"), storage))
 
     def _check_budget(self, nbytes: int, what: str) -> None:
         if nbytes > self.memory_budget:

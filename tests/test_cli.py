@@ -118,7 +118,7 @@ def test_parse_input_specs(specs: list[str], expected: dict) -> None:
 @pytest.mark.parametrize("command", ["run", "bench"])
 def test_unknown_profile_lists_the_known_ones(mlp_erm: Path, command: str, capsys: pytest.CaptureFixture) -> None:
     assert cli.main([command, str(mlp_erm), "--profile", "tpu"]) == 1
-    assert "unknown device profile 'tpu'; known profiles: host, phone, rpi4" in _error_line(capsys)
+    assert "unknown device profile 'tpu'; known profiles: host, phone, rpi-zero2, rpi4" in _error_line(capsys)
 
 
 @pytest.mark.parametrize("command", ["inspect", "run", "bench", "convert"])

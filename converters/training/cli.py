@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgerun.converters.training.trainable import LOSSES, OPTIMIZERS
+from edgerun.converters.training.trainable import LOSSES, OPTIMIZERS, SPARSE_EMBEDDINGS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -26,6 +26,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--output-name", default=None, help="model output the loss applies to")
     p.add_argument("--seed", type=int, default=None,
                    help="fix the Dropout masks of training (default: they differ in every session)")
+    p.add_argument("--sparse-embeddings", choices=SPARSE_EMBEDDINGS, default="auto",
+                   help="row-sparse embedding updates: 'auto' where exact (plain SGD, tables of 65,536+ "
+                        "values), 'always' (lazy momentum/Adam), 'never' (default: %(default)s)")
+    p.add_argument("--recompute", action="store_true",
+                   help="recompute cheap activations (Relu6, ...) in the backward pass instead of keeping them")
+    p.add_argument("--profile", default=None,
+                   help="device profile (e.g. rpi-zero2) whose memory budget a train step must fit; "
+                        "activations are recomputed when that is what it takes")
+    p.add_argument("--batch-size", type=int, default=1, help="the batch --profile's budget is checked at")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="output file (default: MODEL with suffix .train.erm)")
     p.set_defaults(func=cmd_make_trainable)
@@ -51,8 +60,15 @@ def cmd_make_trainable(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = {"lr": args.lr, "weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
         settings.update(momentum=args.momentum, nesterov=args.nesterov)
+    budget = None
+    if args.profile is not None:
+        from edgerun.runtime.profiles import get_profile
+
+        budget = get_profile(args.profile).memory_budget_bytes
     train_graph = make_trainable(graph, loss=args.loss, optimizer=(args.optimizer, settings),
-                                 trainable=trainable, l2=args.l2, output=args.output_name, seed=args.seed)
+                                 trainable=trainable, l2=args.l2, output=args.output_name, seed=args.seed,
+                                 sparse_embeddings=args.sparse_embeddings, recompute=args.recompute,
+                                 memory_budget=budget, batch_size=args.batch_size)
     output = args.output or args.model.with_name(args.model.stem + ".train.erm")
     path = save_model(train_graph, output)
     trained = json.loads(train_graph.metadata["edgerun.training"])["parameters"]
@@ -60,7 +76,16 @@ def cmd_make_trainable(args: argparse.Namespace) -> int:
     count = sum(v.data.size for v in params)
     print(f"made {path}: {len(params)} trainable tensors ({count:,} values), "
           f"signatures {', '.join(train_graph.signatures)}")
-    frozen = json.loads(train_graph.metadata["edgerun.training"])["frozen"]
+    record = json.loads(train_graph.metadata["edgerun.training"])
+    if budget is not None or args.recompute:
+        from edgerun.converters.training.trainable import train_step_memory
+
+        need = train_step_memory(train_graph, args.batch_size)
+        print(f"a train step at batch {args.batch_size} holds {need}"
+              + (f"; {record['recomputed']} activations recomputed" if record["recomputed"] else ""))
+    if record["sparse_embeddings"]:
+        print(f"row-sparse updates: {', '.join(record['sparse_embeddings'])}")
+    frozen = record["frozen"]
     if frozen:
         print(f"frozen (an op on the way to the loss has no gradient): {', '.join(frozen)}")
     return 0

@@ -37,7 +37,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,10 +52,13 @@ from edgerun.converters.training.rules import (
 )
 from edgerun.runtime.errors import ConversionError
 from edgerun.runtime.graph import Graph, Node, Signature, Value
+from edgerun.runtime.memory import MemoryReport, MiB
 
 _log = logging.getLogger("edgerun.converters.training")
 LOSSES = ("cross_entropy", "mse", "bce_logits")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+SPARSE_EMBEDDINGS = ("auto", "always", "never")
+SPARSE_MIN_ELEMENTS = 65_536  # sparse_embeddings="auto": the smallest table that gets row-sparse updates
 # Inputs that are settings or statistics, never trainable weights.
 _NON_WEIGHT_SLOTS = {"BatchNormalization": (3, 4), "Dropout": (1, 2), "Clip": (1, 2), "Reshape": (1,),
                      "LeakyRelu": (), "Pad": (1, 2), "Resize": (1, 2), "Pow": (1,)}
@@ -110,6 +113,10 @@ def make_trainable(
     one_hot_labels: bool = False,
     proximal: bool = False,
     seed: int | None = None,
+    sparse_embeddings: str = "auto",
+    recompute: bool = False,
+    memory_budget: int | None = None,
+    batch_size: int = 1,
 ) -> Graph:
     """A new graph with train/infer/save/restore signatures (see the module docstring).
 
@@ -138,10 +145,32 @@ def make_trainable(
         seed: fixes the Dropout masks of the train signature (each Dropout node without a
             `seed` attribute of its own draws from this seed and its name); None: they
             differ in every interpreter session.
+        sparse_embeddings: "auto", "always" or "never": whether an embedding table trains
+            row-sparse. A weight read only by Gather nodes on axis 0 then gets its gradient as
+            the rows the batch touches (GatherGradSparse: distinct rows, duplicates summed)
+            and an update that writes those rows into the variable in place, so a step costs
+            the rows touched, not the table. "auto" does it where that trains exactly as dense
+            (plain SGD: no momentum, no weight_decay, no l2, no proximal term; an untouched row
+            has gradient 0) and the table has at least 65,536 elements (SPARSE_MIN_ELEMENTS).
+            "always" does it for any table and optimizer except under l2 or proximal (whose
+            gradients touch every row): with momentum, weight_decay or Adam that is the lazy
+            update of PyTorch's SparseAdam / TensorFlow's LazyAdam, which DIFFERS from dense
+            training: rows the batch does not touch keep their value and their optimizer state
+            (no decay of momentum or moments, no weight decay). "never": dense, every row,
+            every step.
+        recompute: recompute cheap activations (Relu6 and the other pointwise ops) in the
+            backward pass instead of keeping them from the forward pass, where that frees
+            arena memory and never makes any other value live longer (see
+            converters/training/recompute.py); trains exactly as without it.
+        memory_budget: the most bytes a train step at `batch_size` may hold (arena + weights +
+            optimizer state, `Interpreter.memory_report("train")`), e.g. a device profile's
+            `memory_budget_bytes`. Over it, activations are recomputed as `recompute` does
+            (logged with the bytes it saves); still over it is a ConversionError.
+        batch_size: the batch the budget is checked at (the train inputs' dynamic first dim).
 
-    Raises ConversionError: unknown loss/optimizer/output/parameter names, no
-    trainable parameter, or an op on the path to the loss without a gradient
-    rule (naming the op and the node).
+    Raises ConversionError: unknown loss/optimizer/sparse_embeddings/output/parameter names, no
+    trainable parameter, an op on the path to the loss without a gradient
+    rule (naming the op and the node), or a train step over `memory_budget`.
     """
     if loss not in LOSSES:
         raise ConversionError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -157,8 +186,50 @@ def make_trainable(
     builder.add_backward()
     if proximal:
         builder.add_proximal()
-    builder.add_optimizer(opt)
-    return builder.finish(loss, opt, l2)
+    builder.add_optimizer(opt, sparse_embeddings)
+    if recompute:
+        builder.recompute_activations()
+    trained = builder.finish(loss, opt, l2)
+    if memory_budget is None:
+        return trained
+    return _within_budget(builder, trained, memory_budget, batch_size, lambda: builder.finish(loss, opt, l2))
+
+
+def _within_budget(builder: _TrainableBuilder, trained: Graph, budget: int, batch_size: int,
+                   rebuild: Callable[[], Graph]) -> Graph:
+    """`trained`, or the graph rebuilt with recomputed activations when only that fits a train
+    step at `batch_size` into `budget` bytes; ConversionError when neither fits."""
+    if budget < 1 or batch_size < 1:
+        raise ConversionError(f"memory_budget and batch_size must be >= 1, got {budget} and {batch_size}")
+    need = train_step_memory(trained, batch_size)
+    if need.fits(budget):
+        return trained
+    if not builder.recomputed:
+        builder.recompute_activations()
+        if builder.recomputed:
+            before, trained = need, rebuild()
+            need = train_step_memory(trained, batch_size)
+            _log.info("recomputing %d activations saves %.1f MiB of a train step at batch %d",
+                      len(builder.recomputed), (before.total_bytes - need.total_bytes) / MiB, batch_size)
+            if need.fits(budget):
+                return trained
+    raise ConversionError(
+        f"a train step at batch {batch_size} needs {need.total_bytes / MiB:.1f} MiB ({need}), over the "
+        f"{budget / MiB:.1f} MiB memory budget even with recomputed activations; train fewer layers "
+        "(trainable=k) or use a smaller batch")
+
+
+def train_step_memory(trained: Graph, batch_size: int = 1) -> MemoryReport:
+    """What one train step of a make_trainable graph holds at `batch_size` (the train inputs'
+    dynamic first dim; other dynamic dims at 1): arena, weights and optimizer state."""
+    from edgerun.runtime import Interpreter
+
+    interpreter = Interpreter(trained, device="cpu")
+    inputs = interpreter.signatures["train"].inputs
+    shapes = {name: tuple(batch_size if i == 0 and d < 0 else max(d, 1) for i, d in enumerate(info.shape))
+              for name, info in inputs.items() if info.shape and -1 in info.shape}
+    interpreter.resize_inputs(shapes, signature="train")
+    return interpreter.memory_report("train")
 
 
 def _copy_graph(graph: Graph) -> Graph:
@@ -201,6 +272,8 @@ class _TrainableBuilder:
         self.extra_inputs: list[Value] = []
         self.anchor_updates: dict[Value, Value] = {}  # proximal anchor -> a copy of its parameter
         self.optimizer_state: list[Value] = []  # momentum, Adam moments and step
+        self.recomputed: list[str] = []  # forward values the backward recomputes (recompute.py)
+        self.sparse_tables: list[str] = []  # parameters with row-sparse updates (GatherGradSparse)
 
     # ---------------------------------------------------------------- parameters
     def select_parameters(self, trainable: None | str | Sequence[str] | int, output: str | None) -> None:
@@ -225,12 +298,11 @@ class _TrainableBuilder:
                     weights.append((node, v))
         requested = _choose(weights, trainable, has_tensors=any(v.data.ndim >= 1 for v in reached if v in seen))
         refused = {v.name: _why_frozen(v, blockers, output_name) for v in requested if v not in reached}
+        listed = _listed(refused)
         if refused and (explicit or isinstance(trainable, int) or len(refused) == len(requested)):
-            listed = "; ".join(f"{name!r} {why}" for name, why in refused.items())
             raise ConversionError(f"cannot train {len(refused)} requested weight(s): {listed}")
         if refused:
-            _log.warning("%d weight(s) stay frozen behind ops without a gradient: %s", len(refused),
-                         "; ".join(f"{name!r} {why}" for name, why in refused.items()))
+            _log.warning("%d weight(s) stay frozen behind ops without a gradient: %s", len(refused), listed)
         self.params = [v for v in requested if v in reached]
         self.refused = list(refused)
         if not self.params:
@@ -363,7 +435,12 @@ class _TrainableBuilder:
         self.train_outputs["loss"] = ctx.onnx("Add", [self.train_outputs["loss"], term])
 
     # ----------------------------------------------------------------- optimizer
-    def add_optimizer(self, opt: Optimizer) -> None:
+    def add_optimizer(self, opt: Optimizer, sparse_embeddings: str = "never") -> None:
+        """One update per parameter; the row-sparse ones (see `_sparse_tables`) come last,
+        after every dense update, since they write into their variables while the run goes on."""
+        if sparse_embeddings not in SPARSE_EMBEDDINGS:
+            raise ConversionError(f"unknown sparse_embeddings {sparse_embeddings!r}; choose one of "
+                                  f"{', '.join(SPARSE_EMBEDDINGS)}")
         ctx = self.backward
         lr = Value("learning_rate", self.loss_dtype, (), data=np.asarray(opt.lr, self.loss_dtype))
         self.train_inputs["learning_rate"] = lr
@@ -374,32 +451,75 @@ class _TrainableBuilder:
             self.optimizer_state.append(step)
             self.updates[step] = ctx.onnx("Add", [step, ctx.constant("one", np.ones((), np.float32))])
         for param in self.params:
-            grad = self.grads.get(param)
-            if grad is None:
+            if self.grads.get(param) is None:
                 raise ConversionError(f"parameter {param.name!r} does not affect the loss")
-            self._update(ctx, opt, param, grad, lr, step)
+        sparse = self._sparse_tables(opt, sparse_embeddings)
+        for param in self.params:
+            if param not in sparse:
+                self._update(ctx, opt, param, [self.grads[param]], lr, step)
+        for param, pairs in sparse.items():
+            rows = ctx.op("GatherGradSparse", [param, *(v for pair in pairs for v in pair)], num_outputs=2)
+            self._update(ctx, opt, param, rows, lr, step)
+        self.sparse_tables = [p.name for p in sparse]
+        if sparse:
+            _log.info("row-sparse updates for %s", ", ".join(repr(p.name) for p in sparse))
 
-    def _update(self, ctx: GradContext, opt: Optimizer, param: Value, grad: Value, lr: Value,
+    def _sparse_tables(self, opt: Optimizer, mode: str) -> dict[Value, list[tuple[Value, Value]]]:
+        """The parameters that train row-sparse under `mode` (see make_trainable's
+        sparse_embeddings), each with the (dY, indices) of the Gathers that read it; their
+        dense GatherGrad nodes (and the Adds that sum them) leave the backward graph."""
+        exact = opt.name == "sgd" and opt.momentum == 0 and opt.weight_decay == 0
+        if mode == "never" or (mode == "auto" and not exact) or self.anchor_updates:
+            return {}
+        found: dict[Value, list[tuple[Value, Value]]] = {}
+        dead: set[int] = set()
+        for param in self.params:
+            if mode == "auto" and param.data.size < SPARSE_MIN_ELEMENTS:
+                continue
+            readers = [n for n in self.forward.nodes if param in n.inputs]
+            if not readers or not all(_gathers_rows(n, param) for n in readers):
+                continue
+            pairs, nodes = _gather_grad_terms(self.backward.nodes, self.grads[param], param)
+            if pairs is not None and len(pairs) == len(readers):
+                found[param] = pairs
+                dead.update(map(id, nodes))
+        self.backward.nodes[:] = [n for n in self.backward.nodes if id(n) not in dead]
+        return found
+
+    def _update(self, ctx: GradContext, opt: Optimizer, param: Value, grad: list[Value], lr: Value,
                 step: Value | None) -> None:
+        """The update of `param` by its gradient: `grad` is [the dense gradient] (SGDUpdate,
+        AdamUpdate) or GatherGradSparse's [indices, rows] (SGDUpdateSparse, AdamUpdateSparse)."""
+        kind = "Update" if len(grad) == 1 else "UpdateSparse"
         zeros = np.zeros_like(param.data)
         if opt.name == "sgd":
             attrs = {"momentum": opt.momentum, "nesterov": int(opt.nesterov),
                      "weight_decay": opt.weight_decay}
             if opt.momentum == 0:
-                self.updates[param] = ctx.op("SGDUpdate", [param, grad, lr], **attrs)
+                self.updates[param] = ctx.op(f"SGD{kind}", [param, *grad, lr], **attrs)
                 return
             velocity = _variable(f"{param.name}.velocity", zeros)
             self.optimizer_state.append(velocity)
-            new_param, new_velocity = ctx.op("SGDUpdate", [param, grad, lr, velocity], num_outputs=2, **attrs)
+            new_param, new_velocity = ctx.op(f"SGD{kind}", [param, *grad, lr, velocity], num_outputs=2, **attrs)
             self.updates.update({param: new_param, velocity: new_velocity})
             return
         m, v = _variable(f"{param.name}.adam_m", zeros), _variable(f"{param.name}.adam_v", zeros.copy())
         self.optimizer_state.extend((m, v))
         new_param, new_m, new_v = ctx.op(
-            "AdamUpdate", [param, grad, lr, m, v, step], num_outputs=3, beta1=opt.beta1, beta2=opt.beta2,
+            f"Adam{kind}", [param, *grad, lr, m, v, step], num_outputs=3, beta1=opt.beta1, beta2=opt.beta2,
             epsilon=opt.epsilon, weight_decay=opt.weight_decay, decoupled=int(opt.name == "adamw"),
         )
         self.updates.update({param: new_param, m: new_m, v: new_v})
+
+    # ----------------------------------------------------------------- recompute
+    def recompute_activations(self) -> None:
+        """Recompute cheap forward values in the backward instead of keeping them (once)."""
+        if self.recomputed:
+            return
+        from edgerun.converters.training.recompute import recompute_activations
+
+        self.backward.nodes, self.recomputed = recompute_activations(
+            self.forward.nodes, self.backward.nodes, free=self.train_inputs.values())
 
     # -------------------------------------------------------------------- finish
     def finish(self, loss: str, opt: Optimizer, l2: float) -> Graph:
@@ -426,6 +546,7 @@ class _TrainableBuilder:
             "parameters": [v.name for v in self.params], "frozen": self.refused,
             "statistics": [v.name for v in self.statistics],
             "optimizer_state": [v.name for v in self.optimizer_state], "proximal": bool(self.anchor_updates),
+            "recomputed": len(self.recomputed), "sparse_embeddings": self.sparse_tables,
         })
         return Graph(self.graph.name, nodes, inputs, list(self.graph.outputs), signatures, metadata)
 
@@ -452,6 +573,37 @@ def _is_final_activation(node: Node, loss: str, rank: int) -> bool:
 
 def _differentiable(op_type: str) -> bool:
     return gradient_rule(op_type) is not None or training_forward_rule(op_type) is not None
+
+
+def _gathers_rows(node: Node, table: Value) -> bool:
+    """Whether `node` is a Gather on axis 0 that reads `table` as its data only."""
+    rank = len(table.data.shape)
+    return (node.op_type == "Gather" and node.domain in ("", "ai.onnx") and rank >= 1
+            and node.inputs[0] is table and table not in node.inputs[1:]
+            and int(node.attrs.get("axis", 0)) % rank == 0)
+
+
+def _gather_grad_terms(nodes: list[Node], grad: Value,
+                       table: Value) -> tuple[list[tuple[Value, Value]] | None, list[Node]]:
+    """((dY, indices) of each GatherGrad of `table` on axis 0 whose sum is `grad`, and the
+    GatherGrad and Add nodes that make it), or (None, []) when `grad` is anything else."""
+    producers = {id(v): n for n in nodes for v in n.outputs if v is not None}
+    pairs: list[tuple[Value, Value]] = []
+    used: list[Node] = []
+    pending = [grad]
+    while pending:
+        node = producers.get(id(pending.pop()))
+        if node is None:
+            return None, []
+        used.append(node)
+        if node.op_type == "Add" and node.domain == "":
+            pending.extend(reversed(node.inputs))
+        elif (node.op_type == "GatherGrad" and node.inputs[1] is table
+              and int(node.attrs.get("axis", 0)) % len(table.data.shape) == 0):
+            pairs.append((node.inputs[0], node.inputs[2]))
+        else:
+            return None, []
+    return pairs, used
 
 
 def _variable(name: str, initial: np.ndarray) -> Value:
@@ -484,8 +636,29 @@ def _why_frozen(weight: Value, blockers: dict[Value, dict[str, Node]], output: s
     nodes = blockers.get(weight)
     if not nodes:
         return f"(does not affect output {output!r})"
-    named = ", ".join(f"node {n.name!r}: op {n.op_type!r} has no gradient" for n in nodes.values())
-    return f"(blocked by {named})"
+    shown = list(nodes.values())[:_SHOWN]
+    named = ", ".join(f"node {n.name!r}: op {n.op_type!r} has no gradient" for n in shown)
+    more = f" and {len(nodes) - len(shown)} more" if len(nodes) > len(shown) else ""
+    return f"(blocked by {named}{more})"
+
+
+_SHOWN = 3  # blocking nodes and weights a message names before it says "and N more"
+
+
+def _listed(refused: dict[str, str]) -> str:
+    """Frozen weights and why, for one message: weights frozen for the same reason share it,
+    and a long list names the first few groups and counts the rest (a whole backbone frozen
+    behind one op would otherwise print the same reason for each of its weights)."""
+    groups: dict[str, list[str]] = {}
+    for name, why in refused.items():
+        groups.setdefault(why, []).append(name)
+    parts = []
+    for why, names in list(groups.items())[:_SHOWN * 2]:
+        shown = ", ".join(repr(n) for n in names[:_SHOWN])
+        more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+        parts.append(f"{shown}{more} {why}")
+    hidden = sum(len(names) for names in list(groups.values())[_SHOWN * 2:])
+    return "; ".join(parts) + (f"; and {hidden} more weight(s)" if hidden else "")
 
 
 def _choose(candidates: list[tuple[Node, Value]], trainable: None | str | Sequence[str] | int,

@@ -154,9 +154,11 @@ class Mean(Sum):
 @register("SumTo", since=1, domain="edgerun")
 class SumTo(Kernel):
     """(G, Like) -> G summed down to Like's shape, which must broadcast to G's; the gradient of a
-    broadcasting op with respect to an operand shaped like Like. Only Like's shape is read."""
+    broadcasting op with respect to an operand shaped like Like. Only Like's shape is read, so
+    the backward pass does not keep a forward activation alive just for its shape."""
 
     min_inputs = max_inputs = 2
+    shape_only_inputs = (1,)
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)

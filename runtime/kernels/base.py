@@ -210,6 +210,14 @@ class Kernel:
     # (Shape, Size): the plan evaluates them at prepare time, so shape arithmetic
     # (Shape -> Gather -> Concat -> Reshape) folds once input shapes are known.
     shape_only: bool = False
+    # Inputs whose contents the kernel never reads, only their shape and dtype (SumTo's Like):
+    # such a read does not keep the input's arena bytes alive, so the bytes may hold another
+    # tensor by the time the kernel runs.
+    shape_only_inputs: tuple[int, ...] = ()
+    # (output, input) pairs whose arrays may be one: the plan may bind the output to the
+    # input variable's own storage (a sparse optimizer update writes only the rows it
+    # changes; see ExecutionPlan._in_place). The kernel must give the same result either way.
+    in_place: tuple[tuple[int, int], ...] = ()
     # How many output slots the node has (omitted optional ones included); set by
     # `for_node`. Split into equal parts, for one, depends on it.
     num_outputs: int = 1

@@ -2,9 +2,18 @@
 
 An update reads a parameter, its gradient, the learning rate and the optimizer state
 and returns the new parameter and new state; the train signature stores them into
-the variables. Nothing is updated in place. Arithmetic is in the parameter's dtype.
-The learning rate is a scalar tensor (a signature input, so it can be scheduled); a
-negative or non-finite one is bad input data: InputError when the update runs.
+the variables. Arithmetic is in the parameter's dtype. The learning rate is a scalar
+tensor (a signature input, so it can be scheduled); a negative or non-finite one is
+bad input data: InputError when the update runs.
+
+SGDUpdateSparse and AdamUpdateSparse take a row-sparse gradient (GatherGradSparse's
+indices and rows, for an embedding table) and change only the rows it names: the lazy
+semantics of PyTorch's SparseAdam and TensorFlow's LazyAdam, where an untouched row keeps
+its value and its momentum/moments (the dense kernels decay every row's state). They
+declare `in_place` pairs (output, input): the plan may hand them the variable's own
+storage as that output, and then they write the touched rows and nothing else, so a step
+costs the rows touched, not the table. Their results are the same either way; every check
+that can fail comes before the first write.
 """
 
 from __future__ import annotations
@@ -47,6 +56,26 @@ def learning_rate(kernel: Kernel, lr: np.ndarray) -> float:
     return value
 
 
+def steps_taken(kernel: Kernel, step: np.ndarray) -> float:
+    """Adam's step input (the updates already taken) as a float; InputError when it is
+    negative or not finite."""
+    value = float(step.reshape(()))
+    if not (math.isfinite(value) and value >= 0):
+        raise InputError(f"node {kernel.name!r} ({kernel.op_type}): step (updates taken) must be "
+                         f"finite and >= 0, got {value}")
+    return value
+
+
+def sgd_attrs(kernel: Kernel) -> None:
+    """Set an SGD kernel's momentum, nesterov and weight_decay from its attributes;
+    ModelError for a bad value or nesterov without momentum."""
+    kernel.momentum = bounded_attr(kernel, "momentum", 0.0, 0.0)
+    kernel.nesterov = flag_attr(kernel, "nesterov")
+    kernel.weight_decay = bounded_attr(kernel, "weight_decay", 0.0, 0.0)
+    if kernel.nesterov and kernel.momentum == 0:
+        raise kernel.fail("nesterov=1 needs momentum > 0")
+
+
 def scratch_outputs(outputs: list[np.ndarray], count: int, like: np.ndarray) -> list[np.ndarray]:
     """`outputs` padded with scratch arrays up to `count` (a node may omit trailing outputs)."""
     return list(outputs) + [np.empty_like(like) for _ in range(count - len(outputs))]
@@ -69,11 +98,7 @@ class SGDUpdate(Kernel):
 
     def prepare(self, inputs, values):
         self.check_arity(inputs)
-        self.momentum = bounded_attr(self, "momentum", 0.0, 0.0)
-        self.nesterov = flag_attr(self, "nesterov")
-        self.weight_decay = bounded_attr(self, "weight_decay", 0.0, 0.0)
-        if self.nesterov and self.momentum == 0:
-            raise self.fail("nesterov=1 needs momentum > 0")
+        sgd_attrs(self)
         want = 4 if self.momentum else 3
         if len(inputs) != want or inputs[-1] is None:
             needs = "(param, grad, lr, velocity)" if self.momentum else "(param, grad, lr)"
@@ -134,7 +159,7 @@ class AdamUpdate(Kernel):
         param, grad, lr, m, v, step = inputs
         dtype = param.dtype.type
         rate = learning_rate(self, lr)
-        t = self._steps_taken(step) + 1
+        t = steps_taken(self, step) + 1
         new_param, new_m, new_v = scratch_outputs(outputs, 3, param)
         g = grad
         if self.weight_decay and not self.decoupled:
@@ -155,9 +180,129 @@ class AdamUpdate(Kernel):
             np.copyto(new_param, param)
         np.subtract(new_param, m_hat, out=new_param)
 
-    def _steps_taken(self, step: np.ndarray) -> float:
-        value = float(step.reshape(()))
-        if not (math.isfinite(value) and value >= 0):
-            raise InputError(f"node {self.name!r} ({self.op_type}): step (updates taken) must be "
-                             f"finite and >= 0, got {value}")
-        return value
+
+def sparse_rows(kernel: Kernel, indices: np.ndarray, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row numbers, gradient rows) of a row-sparse gradient, padding (index -1) dropped; the
+    rows must be distinct and in [0, size): InputError otherwise (a duplicate would be
+    applied once instead of summed)."""
+    keep = indices >= 0
+    picked = indices[keep]
+    if picked.size and picked.max() >= size:
+        raise InputError(f"node {kernel.name!r} ({kernel.op_type}): row {int(picked.max())} is out of "
+                         f"range [0, {size - 1}]")
+    if picked.size > 1 and np.unique(picked).size != picked.size:
+        raise InputError(f"node {kernel.name!r} ({kernel.op_type}): the gradient names a row twice; "
+                         f"rows must be distinct (GatherGradSparse sums duplicates)")
+    return picked, rows[keep]
+
+
+def require_sparse_grad(kernel: Kernel, param: TensorSpec, indices: TensorSpec, rows: TensorSpec) -> None:
+    """ModelError unless (indices, rows) is a row-sparse gradient of `param`: int64 (n,) and
+    (n, *param.shape[1:]) of param's dtype."""
+    require_kind(kernel, param, FLOAT_KINDS, "param")
+    if not param.shape:
+        raise kernel.fail("param must have rank >= 1 (the gradient names rows along axis 0)")
+    if indices.dtype != np.int64 or len(indices.shape) != 1:
+        raise kernel.fail(f"indices must be int64 (n,), got {indices.dtype} {indices.shape}")
+    want = (indices.shape[0], *param.shape[1:])
+    if rows.dtype != param.dtype or tuple(rows.shape) != want:
+        raise kernel.fail(f"rows must be {param.dtype} {want}, got {rows.dtype} {rows.shape}")
+
+
+def start_from(output: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """`output` holding `current`'s values: nothing to do when the plan made them one array
+    (an in-place update), a copy otherwise."""
+    if output is not current:
+        np.copyto(output, current)
+    return output
+
+
+@register("SGDUpdateSparse", since=1, domain=TRAINING)
+class SGDUpdateSparse(Kernel):
+    """(param, indices, rows, lr[, velocity]; momentum=0, nesterov=0, weight_decay=0)
+    -> (new_param[, new_velocity]): SGDUpdate on the rows a row-sparse gradient names
+    (GatherGradSparse's outputs), every other row of param and velocity unchanged. With
+    momentum 0 and weight_decay 0 that is exactly SGDUpdate with the dense gradient (a row
+    no index names has gradient 0); with either, it is the lazy variant (see the module
+    docstring). Output 0 may be param's storage, output 1 velocity's (`in_place`)."""
+
+    min_inputs, max_inputs = 4, 5
+    in_place = ((0, 0), (1, 4))
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        sgd_attrs(self)
+        want = 5 if self.momentum else 4
+        if len(inputs) != want or inputs[-1] is None:
+            needs = "(param, indices, rows, lr" + (", velocity)" if self.momentum else ")")
+            raise self.fail(f"momentum={self.momentum} takes {want} inputs {needs}, got {len(inputs)}")
+        param, indices, rows, lr = inputs[:4]
+        require_sparse_grad(self, param, indices, rows)
+        require_state(self, param, inputs[4:], ["velocity"][: want - 4])
+        require_scalar(self, lr, FLOAT_KINDS, "lr")
+        return [param] * (want - 3)
+
+    def run(self, inputs, outputs):
+        param, indices, rows, lr = inputs[:4]
+        dtype = param.dtype.type
+        rate = dtype(learning_rate(self, lr))
+        at, g = sparse_rows(self, indices, rows, param.shape[0])
+        new_param = start_from(outputs[0], param)
+        if self.weight_decay:
+            g = g + dtype(self.weight_decay) * param[at]
+        step = g
+        if self.momentum:
+            new_velocity = start_from(scratch_outputs(outputs, 2, param)[1], inputs[4])
+            momentum = dtype(self.momentum)
+            v = inputs[4][at] * momentum + g
+            new_velocity[at] = v
+            step = g + momentum * v if self.nesterov else v
+        new_param[at] = param[at] - step * rate
+
+
+@register("AdamUpdateSparse", since=1, domain=TRAINING)
+class AdamUpdateSparse(Kernel):
+    """(param, indices, rows, lr, m, v, step; beta1=0.9, beta2=0.999, epsilon=1e-8,
+    weight_decay=0, decoupled=0) -> (new_param, new_m, new_v): AdamUpdate (with its bias
+    correction by the global step) on the rows a row-sparse gradient names (GatherGradSparse's
+    outputs); every other row of param, m and v is unchanged, as in PyTorch's SparseAdam and
+    TensorFlow's LazyAdam, which differs from dense Adam (that decays every row's moments and
+    moves rows whose gradient is 0). weight_decay, L2 (decoupled=0) or AdamW's (decoupled=1),
+    applies to the touched rows only. Outputs 0, 1, 2 may be the storage of param, m, v
+    (`in_place`)."""
+
+    min_inputs = max_inputs = 7
+    in_place = ((0, 0), (1, 4), (2, 5))
+
+    def prepare(self, inputs, values):
+        self.check_arity(inputs)
+        param, indices, rows, lr, m, v, step = inputs
+        self.beta1 = bounded_attr(self, "beta1", 0.9, 0.0, 1.0)
+        self.beta2 = bounded_attr(self, "beta2", 0.999, 0.0, 1.0)
+        self.epsilon = bounded_attr(self, "epsilon", 1e-8, 0.0)
+        self.weight_decay = bounded_attr(self, "weight_decay", 0.0, 0.0)
+        self.decoupled = flag_attr(self, "decoupled")
+        require_sparse_grad(self, param, indices, rows)
+        require_state(self, param, [m, v], ["m", "v"])
+        require_scalar(self, lr, FLOAT_KINDS, "lr")
+        require_scalar(self, step, "fiu", "step")
+        return [param, param, param]
+
+    def run(self, inputs, outputs):
+        param, indices, rows, lr, m, v, step = inputs
+        dtype = param.dtype.type
+        rate = learning_rate(self, lr)
+        t = steps_taken(self, step) + 1
+        at, g = sparse_rows(self, indices, rows, param.shape[0])
+        new_param, new_m, new_v = scratch_outputs(outputs, 3, param)
+        new_param, new_m, new_v = start_from(new_param, param), start_from(new_m, m), start_from(new_v, v)
+        p = param[at]
+        if self.weight_decay and not self.decoupled:
+            g = g + dtype(self.weight_decay) * p
+        m_rows = m[at] * dtype(self.beta1) + dtype(1 - self.beta1) * g
+        v_rows = v[at] * dtype(self.beta2) + dtype(1 - self.beta2) * np.square(g)
+        denominator = np.sqrt(v_rows / dtype(1 - self.beta2**t)) + dtype(self.epsilon)
+        moved = (m_rows / dtype(1 - self.beta1**t)) / denominator * dtype(rate)
+        if self.weight_decay and self.decoupled:
+            p = p * dtype(1 - rate * self.weight_decay)
+        new_m[at], new_v[at], new_param[at] = m_rows, v_rows, p - moved

@@ -78,7 +78,7 @@ def test_missing_numba_means_no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     assert host.cuda_available() is False
 
 
-@pytest.mark.parametrize("name", ["rpi4", "phone", "host"])
+@pytest.mark.parametrize("name", ["rpi-zero2", "rpi4", "phone", "host"])
 def test_builtin_profiles_are_usable(name: str) -> None:
     profile = get_profile(name)
     assert isinstance(profile, DeviceProfile) and profile.name == name
@@ -92,6 +92,11 @@ def test_rpi4_profile_matches_the_board() -> None:
     assert get_profile("rpi4") == DeviceProfile("rpi4", 4, 1 << 30, ("int8", "float32"))
 
 
+def test_rpi_zero2_profile_matches_the_board() -> None:
+    # 512 MB board, half of it for the model: four Cortex-A53 cores
+    assert get_profile("rpi-zero2") == DeviceProfile("rpi-zero2", 4, 256 << 20, ("int8", "float32"))
+
+
 def test_host_profile_uses_the_detected_host() -> None:
     info, profile = host.detect(), get_profile("host")
     assert profile.num_threads == info.cores
@@ -101,7 +106,7 @@ def test_host_profile_uses_the_detected_host() -> None:
 def test_unknown_profile_lists_the_known_ones() -> None:
     with pytest.raises(EdgerunError, match=r"unknown device profile 'tpu'; known profiles: host, phone"):
         get_profile("tpu")
-    assert set(PROFILES) == {"host", "rpi4", "phone"}
+    assert set(PROFILES) == {"host", "rpi-zero2", "rpi4", "phone"}
 
 
 @pytest.mark.parametrize(("device", "backend"), [("auto", "numba"), ("cpu", "cpu"), ("numba", "numba")])

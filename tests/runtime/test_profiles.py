@@ -20,7 +20,7 @@ def _blas_threads() -> set[int]:
 
 
 def test_builtin_profiles_are_registered() -> None:
-    assert profile_names() == ["host", "phone", "rpi4"]
+    assert profile_names() == ["host", "phone", "rpi-zero2", "rpi4"]
     assert get_profile("rpi4") == DeviceProfile("rpi4", 4, 1 << 30, ("int8", "float32"))
 
 
@@ -56,7 +56,8 @@ def test_a_budget_too_small_for_the_arena_names_both_sizes_and_the_profile() -> 
 
 
 def test_unknown_profile_lists_the_known_ones() -> None:
-    with pytest.raises(EdgerunError, match=r"unknown device profile 'tpu'; known profiles: host, phone, rpi4$"):
+    known = "host, phone, rpi-zero2, rpi4"
+    with pytest.raises(EdgerunError, match=rf"unknown device profile 'tpu'; known profiles: {known}$"):
         Interpreter(serialize(add_relu_graph()), profile="tpu")
     with pytest.raises(EdgerunError, match="profile must be a DeviceProfile or a profile name, not int"):
         Interpreter(serialize(add_relu_graph()), profile=4)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgerun.converters.training.rules import GradContext, gradient
+from edgerun.runtime.errors import ConversionError
 from edgerun.runtime.graph import Node, Value
 
 WINDOW_ATTRS = ("auto_pad", "dilations", "kernel_shape", "pads", "strides")
@@ -34,6 +35,28 @@ def conv(ctx: GradContext, node: Node, grads: list[Value | None]) -> list[Value 
     else:
         results = [None, ctx.op("ConvGrad", inputs, compute_dx=0, **attrs)]
     return results + [None] * (len(node.inputs) - len(results))
+
+
+@gradient("FusedConv")
+def fused_conv(ctx: GradContext, node: Node, grads: list[Value | None]) -> list[Value | None]:
+    """edgerun:FusedConv(X, W, B, Z) = Conv(X, W, B) + Z, the optimizer's residual fusion
+    (converters/optimize/residual.py; make_trainable splits off a fused activation first):
+    Conv's gradients for X, W and B, and dZ = dY summed to Z's shape. The forward keeps the
+    fused kernel."""
+    if grads[0] is None:
+        return [None] * len(node.inputs)
+    if node.attrs.get("activation"):
+        raise ConversionError(f"node {node.name!r}: a FusedConv with a fused activation has no gradient; "
+                              "split it first (converters.optimize.unfuse_activations)")
+    conv_node = Node("Conv", list(node.inputs[:3]), node.outputs, node.attrs, node.name)
+    results = conv(ctx, conv_node, grads)
+    if len(node.inputs) < 4:
+        return results
+    z, out = node.inputs[3], node.outputs[0]
+    if z is None:
+        return [*results, None]
+    same = z.shape is not None and z.shape == out.shape and all(d >= 0 for d in z.shape)
+    return [*results, grads[0] if same else ctx.sum_to(grads[0], z)]
 
 
 @gradient("MaxPool")

@@ -33,7 +33,9 @@ def _ints(ctx: GradContext, hint: str, values: list[int] | tuple[int, ...]) -> V
 @gradient("Gather")
 @one_output
 def gather(ctx: GradContext, node: Node, dy: Value) -> list[Value | None]:
-    """dX = GatherGrad(dY, X, indices): dY scatter-added into zeros shaped like X."""
+    """dX = GatherGrad(dY, X, indices): dY scatter-added into zeros shaped like X. For a
+    trainable table that only Gathers on axis 0 read, make_trainable's sparse_embeddings
+    replaces these nodes with one GatherGradSparse (the rows touched) and a sparse update."""
     x, indices = node.inputs
     return [ctx.op("GatherGrad", [dy, x, indices], axis=int(node.attrs.get("axis", 0))), None]
 

@@ -58,10 +58,38 @@ def test_default_without_blocked_weights_warns_nothing(caplog):
 
 @pytest.mark.parametrize("trainable", ["fc1.*", "fc*", ["fc1.weight", "fc2.weight"], 2])
 def test_a_requested_blocked_weight_is_an_error_naming_it_and_the_op(trainable):
-    with pytest.raises(ConversionError, match=r"cannot train .*'fc1.weight' \(blocked by node 'gmp': "
-                                              r"op 'GlobalLpPool' has no gradient\)") as caught:
+    with pytest.raises(ConversionError, match=r"cannot train [12] requested weight\(s\): 'fc1.weight'(, 'fc1.bias')? "
+                                              r"\(blocked by node 'gmp': op 'GlobalLpPool' has no gradient\)$") \
+            as caught:
         make_trainable(blocked_mlp(), trainable=trainable)
     assert "fc2" not in str(caught.value)
+
+
+def deep_blocked_mlp(layers: int = 12, blockers: int = 5):
+    """x -> `layers` Gemm layers -> `blockers` GlobalLpPool (no gradient) -> Gemm -> y."""
+    g = GraphBuilder("deep", opset=17)
+    h = g.input("x", np.float32, (-1, 4))
+    for i in range(layers):
+        h = g.op("Gemm", [h, g.constant(f"fc{i}.weight", np.ones((4, 4), np.float32))], name=f"fc{i}", transB=1)
+    h = g.op("Reshape", [h, g.constant("shape", np.array([-1, 4, 1, 1]))], name="to4d")
+    for i in range(blockers):
+        h = g.op("GlobalLpPool", [h], name=f"gmp{i}")
+    h = g.op("Flatten", [h], name="flat")
+    g.output(g.op("Gemm", [h, g.constant("head.weight", np.ones((3, 4), np.float32))], name="head", transB=1), "y")
+    return g.build()
+
+
+def test_a_long_list_of_frozen_weights_is_one_short_message(caplog):
+    # 12 weights behind the same 5 blocking nodes: one reason, three names of each kind, then counts
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        graph = make_trainable(deep_blocked_mlp())
+    assert trained(graph) == ["head.weight"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert warning == ("12 weight(s) stay frozen behind ops without a gradient: 'fc0.weight', 'fc1.weight', "
+                       "'fc2.weight' and 9 more (blocked by node 'gmp4': op 'GlobalLpPool' has no gradient, "
+                       "node 'gmp3': op 'GlobalLpPool' has no gradient, node 'gmp2': op 'GlobalLpPool' has no "
+                       "gradient and 2 more)")
+    assert len(json.loads(graph.metadata["edgerun.training"])["frozen"]) == 12  # the record keeps them all
 
 
 @pytest.mark.parametrize("trainable", ["fc2.*", ["fc2.weight"], 1])
