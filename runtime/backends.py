@@ -7,8 +7,8 @@ package `edgerun` imports `edgerun.devices`, so every user of `edgerun.runtime`
 sees them. The runtime never imports a backend itself: it calls the loader the
 backend registered.
 
-    register_backend("numba", load=_import_numba_kernels, priority=10)
-    select_backend("auto")  # "numba" when its loader succeeds, else "cpu"
+    register_backend("numba", load=_import_numba_kernels, priority=10, requires="numba")
+    select_backend("auto")  # "numba" when its loader succeeds, else "cpu" (saying so once)
 """
 
 from __future__ import annotations
@@ -32,27 +32,35 @@ class Backend:
     `load` makes its kernels available (imports the module that registers them) and
     raises ImportError when they cannot be; None means nothing to load. `device="auto"`
     tries backends from the highest `priority` down. A `reserved` name belongs to a
-    backend still to come: asking for it is an error that says so.
+    backend still to come: asking for it is an error that says so. `requires` names
+    what to pip-install when `load` fails (e.g. "numba"); the messages say so.
     """
 
     name: str
     load: Callable[[], object] | None = None
     priority: int = 0
     reserved: bool = False
+    requires: str = ""
 
 
 _BACKENDS: dict[str, Backend] = {CPU: Backend(CPU)}
 _warned_cpu_only = False
+_warned_fallback: set[str] = set()  # backends whose failed load `device="auto"` has reported
 
 
 def register_backend(
-    name: str, load: Callable[[], object] | None = None, priority: int = 0, *, reserved: bool = False
+    name: str,
+    load: Callable[[], object] | None = None,
+    priority: int = 0,
+    *,
+    reserved: bool = False,
+    requires: str = "",
 ) -> None:
     """Add (or replace) the backend `name`; see `Backend`. ValueError for "auto" or "cpu",
     which the runtime owns."""
     if name in (AUTO, CPU) or not name:
         raise ValueError(f"backend name {name!r} is reserved by the runtime")
-    _BACKENDS[name] = Backend(name, load, priority, reserved)
+    _BACKENDS[name] = Backend(name, load, priority, reserved, requires)
 
 
 def backend_names(*, reserved: bool = False) -> list[str]:
@@ -78,27 +86,56 @@ def select_backend(device: str) -> str:
         raise EdgerunError(f"unknown device {device!r}: valid devices are {valid} (available now: {available})")
     if backend.reserved:
         raise EdgerunError(f"device {device!r} is not available yet: use one of {available}")
-    if not _loads(backend):
-        raise EdgerunError(f"device {device!r} is unavailable: its kernels failed to import")
+    failure = _load_failure(backend)
+    if failure is not None:
+        raise EdgerunError(f"device {device!r} is unavailable: its kernels failed to import "
+                           f"({failure}){_install_hint(backend)}") from failure
     return device
 
 
 def _auto() -> str:
+    """The first backend, by priority, whose kernels load. The first time a backend fails to
+    load here, one warning names it, why, what `auto` runs on instead and what to install."""
     global _warned_cpu_only
     names = backend_names()
     if names == [CPU] and not _warned_cpu_only:
         _warned_cpu_only = True
         _log.warning("no backend besides 'cpu' is registered (import edgerun.devices to register them): "
                      "device 'auto' runs on 'cpu'")
-    return next(name for name in names if _loads(_BACKENDS[name]))
+    failed: list[tuple[Backend, ImportError]] = []
+    for name in names:
+        backend = _BACKENDS[name]
+        failure = _load_failure(backend)
+        if failure is None:
+            _report_fallback(failed, name)
+            return name
+        failed.append((backend, failure))
+    raise AssertionError("unreachable: 'cpu' has nothing to load")
 
 
-def _loads(backend: Backend) -> bool:
-    """Whether the backend's kernels are available (loading them now if they are not yet)."""
+def _report_fallback(failed: list[tuple[Backend, ImportError]], chosen: str) -> None:
+    """Warn once per process for the backends in `failed` not reported yet (one line)."""
+    new = [(backend, failure) for backend, failure in failed if backend.name not in _warned_fallback]
+    if not new:
+        return
+    _warned_fallback.update(backend.name for backend, _ in new)
+    what = "; ".join(f"backend {backend.name!r} is unavailable ({failure}){_install_hint(backend)}"
+                     for backend, failure in new)
+    kernels = " (the numpy reference kernels)" if chosen == CPU else ""
+    _log.warning(f"device 'auto' runs on {chosen!r}{kernels}: {what}")
+
+
+def _install_hint(backend: Backend) -> str:
+    return f": pip install {backend.requires} for its kernels" if backend.requires else ""
+
+
+def _load_failure(backend: Backend) -> ImportError | None:
+    """None when the backend's kernels are available (loading them now if they are not yet),
+    else the ImportError its loader raised. A failed load is tried again next time."""
     if backend.load is None:
-        return True
+        return None
     try:
         backend.load()
-    except ImportError:
-        return False
-    return True
+    except ImportError as error:
+        return error
+    return None

@@ -39,8 +39,11 @@ def wheel(tmp_path_factory) -> Path:
     slip deleted modules into the wheel."""
     out = tmp_path_factory.mktemp("wheel")
     source = out / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache", "tests"))
+    # (never the caches beside the sources: virtual environments, the emulated aarch64 root with
+    # its absolute symlinks, downloaded benchmark models; symlinks are copied as links)
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv*", ".git", ".cache", ".models", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis",
+        ".pytest_cache", ".ruff_cache", "tests"))
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
           str(source)], cwd=out, env=dict(os.environ))
     (built,) = out.glob("edgerun-*.whl")

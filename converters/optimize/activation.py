@@ -110,6 +110,9 @@ def _scalar(value: Value | None, fed: set, default: float) -> float | None:
     return None if data is None or data.size != 1 else float(data.reshape(()))
 
 
+ACTIVATION_OPSET = 14  # HardSwish's first version; every other fusable activation exists by then
+
+
 def unfuse_activations(graph: Graph) -> int:
     """Split every top-level node with a fused activation back into the node and an ONNX
     activation node of the same opset version, in place; returns how many were split.
@@ -117,6 +120,10 @@ def unfuse_activations(graph: Graph) -> int:
     names = rewrite.Names(graph)
     nodes: list[Node] = []
     split = 0
+    # An ONNX activation node, whatever domain its producer has (edgerun:FusedConv is version 1):
+    # the model's opset, and at least 14, the first opset with every fusable activation (HardSwish).
+    opset = max((n.version for n in graph.nodes if n.domain in ("", "ai.onnx")), default=ACTIVATION_OPSET)
+    activation_version = max(opset, ACTIVATION_OPSET)
     for node in graph.nodes:
         nodes.append(node)
         activation = fused_activation(node.attrs, f"node {node.name!r} ({node.op_type})")
@@ -136,7 +143,7 @@ def unfuse_activations(graph: Graph) -> int:
             continue
         inputs, attrs = _unfused_operands(node, kind, params, names)
         nodes.append(Node(kind, [hidden, *inputs], [result], attrs, names.fresh(f"{node.name}_{kind.lower()}"),
-                          node.domain, node.version))
+                          "", activation_version))
         split += 1
     graph.nodes = nodes
     return split

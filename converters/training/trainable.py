@@ -219,12 +219,17 @@ def _within_budget(builder: _TrainableBuilder, trained: Graph, budget: int, batc
         "(trainable=k) or use a smaller batch")
 
 
+_MEASURING_BUDGET = 1 << 40
+
+
 def train_step_memory(trained: Graph, batch_size: int = 1) -> MemoryReport:
     """What one train step of a make_trainable graph holds at `batch_size` (the train inputs'
     dynamic first dim; other dynamic dims at 1): arena, weights and optimizer state."""
     from edgerun.runtime import Interpreter
 
-    interpreter = Interpreter(trained, device="cpu")
+    # Measured, not refused: the host's own budget must not stop the measurement that decides
+    # whether to recompute (the arena is reserved, never touched, so it costs address space only).
+    interpreter = Interpreter(trained, device="cpu", memory_budget=_MEASURING_BUDGET)
     inputs = interpreter.signatures["train"].inputs
     shapes = {name: tuple(batch_size if i == 0 and d < 0 else max(d, 1) for i, d in enumerate(info.shape))
               for name, info in inputs.items() if info.shape and -1 in info.shape}

@@ -183,8 +183,11 @@ class AdamUpdate(Kernel):
 
 def sparse_rows(kernel: Kernel, indices: np.ndarray, rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(row numbers, gradient rows) of a row-sparse gradient, padding (index -1) dropped; the
-    rows must be distinct and in [0, size): InputError otherwise (a duplicate would be
+    rows must be distinct and in [0, size), or -1: InputError otherwise (a duplicate would be
     applied once instead of summed)."""
+    if indices.size and indices.min() < -1:
+        raise InputError(f"node {kernel.name!r} ({kernel.op_type}): row {int(indices.min())} is out of "
+                         f"range [0, {size - 1}] (only -1 marks padding)")
     keep = indices >= 0
     picked = indices[keep]
     if picked.size and picked.max() >= size:

@@ -171,6 +171,7 @@ def lazy_adam(state: list[np.ndarray], rows: np.ndarray, grad: np.ndarray, lr: f
 @pytest.mark.parametrize("indices, message", [
     (np.array([0, 6, -1, -1, -1]), "out of range"),
     (np.array([2, 2, -1, -1, -1]), "twice"),
+    (np.array([0, -2, -1, -1, -1]), r"row -2 is out of range \[0, 5\] \(only -1 marks padding\)"),
 ])
 def test_sparse_update_refuses_bad_rows_before_writing(indices, message):
     param = P.copy()

@@ -261,3 +261,44 @@ def test_cli_fits_a_profile_and_reports_the_train_step_memory(tmp_path, capsys):
     assert record(load_model(out))["recomputed"] == clips
     assert main(["make-trainable", str(model), "--profile", "abacus", "-o", str(out)]) == 1
     assert "unknown device profile 'abacus'" in capsys.readouterr().err
+
+
+def residual_block():
+    """Conv 1x1 -> Relu -> Conv 3x3 + skip -> Relu -> GAP -> Gemm: optimize() makes the second
+    Conv a FusedConv that adds the skip and applies the Relu (a fused activation)."""
+    from edgerun.runtime import GraphBuilder
+
+    rng = np.random.default_rng(0)
+    g = GraphBuilder("res", opset=17)
+    x = g.input("x", np.float32, (-1, 3, 6, 6))
+    h = g.op("Relu", [g.op("Conv", [x, g.constant("w0", rng.standard_normal((4, 3, 1, 1)).astype(np.float32))])])
+    c = g.op("Conv", [h, g.constant("w1", (rng.standard_normal((4, 4, 3, 3)) * 0.2).astype(np.float32)),
+                      g.constant("b1", np.zeros(4, np.float32))], pads=[1, 1, 1, 1])
+    y = g.op("Flatten", [g.op("GlobalAveragePool", [g.op("Relu", [g.op("Add", [c, h])])])])
+    g.output(g.op("Gemm", [y, g.constant("fc", rng.standard_normal((5, 4)).astype(np.float32))], transB=1), "y")
+    return g.build()
+
+
+def test_an_optimized_residual_block_with_a_fused_relu_trains_as_the_unoptimized_one():
+    fused = residual_block()
+    optimize(fused)
+    assert [n.attrs.get("activation") for n in fused.nodes if n.op_type == "FusedConv"] == ["Relu"]
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    after = []
+    for graph in (residual_block(), fused):
+        interpreter = Interpreter(make_trainable(graph, optimizer="sgd"), device="cpu")
+        interpreter.run({"x": x, "labels": np.array([1, 4])}, signature="train")
+        after.append(interpreter.run({}, signature="save"))
+    for name in after[0]:
+        np.testing.assert_allclose(after[1][name], after[0][name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_the_budget_is_checked_even_on_a_host_whose_own_budget_is_smaller(monkeypatch):
+    # On the device itself (a Pi Zero 2: half of 512 MB), the measurement of the step without
+    # recomputation must not be refused by the host's budget before recomputation is tried.
+    graph = small_mobilenet()
+    plain = train_step_memory(make_trainable(graph, optimizer=MOMENTUM), batch_size=16)
+    recomputed = train_step_memory(make_trainable(graph, optimizer=MOMENTUM, recompute=True), batch_size=16)
+    monkeypatch.setattr("edgerun.runtime.plan._physical_memory", lambda: 2 * (recomputed.arena_bytes + 4096))
+    fitted = make_trainable(graph, optimizer=MOMENTUM, memory_budget=recomputed.total_bytes, batch_size=16)
+    assert plain.total_bytes > recomputed.total_bytes and record(fitted)["recomputed"] > 0
