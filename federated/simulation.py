@@ -4,6 +4,13 @@ Each device gets a partition of the data (IID, Dirichlet(alpha) or k-label
 shards) and may drop out of a round it was selected for. The coordinator
 evaluates every new global model on a held-out set, so the history shows
 accuracy per round.
+
+Device conditions (`SimulationConfig.availability`, thread and ray engines): devices are
+eligible only while charging, idle and unmetered, following a daily pattern per time zone,
+and drop out when that ends mid-round (federated.availability). A round then takes, on a
+simulated clock, the work time of the device whose report reached the round's goal (each
+device's fixed work estimate times its speed factor, from the model); `selection=
+"availability"` weights selection by past availability (federated.strategies.by_availability).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import numpy as np
 
 from edgerun.federated import partition
 from edgerun.federated.auth import KeyPair
+from edgerun.federated.availability import Fleet, NoEligibleDevices, fleet_for
 from edgerun.federated.client import ClientOptions, FederatedClient, channel
 from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
 from edgerun.federated.local import local_evaluate
@@ -29,6 +37,7 @@ from edgerun.federated.secagg.options import SecAggOptions
 from edgerun.federated.service import serve
 from edgerun.federated.store import Store
 from edgerun.federated.strategies import FedAvg
+from edgerun.federated.strategies.by_availability import AvailabilityWeighted
 from edgerun.runtime.errors import EdgerunError
 from edgerun.runtime.interpreter import Interpreter
 
@@ -74,9 +83,15 @@ class SimulationConfig:
     # "thread" or "ray" (virtual clients in process, trained by threads or Ray actors).
     engine: str = "grpc"
     ray_address: str | None = None  # the ray engine: a Ray cluster to use (None: a local Ray)
-    # The grpc engine tells the coordinator when a device drops out of a round, so no round waits
+    # The simulator tells the coordinator when a device drops out of a round, so no round waits
     # for its deadline; False plays a real fleet, whose vanished devices say nothing.
     report_drops: bool = True
+    # Device conditions (federated.availability; thread and ray engines): None (every device always
+    # available, no simulated clock), "daily", "always", a model, or a Fleet (read its `rounds`, `now`
+    # and `idle` afterwards; one Fleet per run).
+    availability: Any = None
+    # "uniform" (the strategy's draw) or "availability": weighted by past availability (needs `availability`).
+    selection: str = "uniform"
 
 
 def partitions(y: np.ndarray, config: SimulationConfig) -> list[np.ndarray]:
@@ -102,6 +117,7 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
 
     engine = engine or config.engine
     check_engine(engine, config.drop_stage)
+    fleet = _fleet(config, engine)
     if engine != "grpc":  # bad partition or behaviour settings fail before any file is made
         parts, kinds = partitions(y, config), assign_behaviours(config)
     fewest = 1 if config.secagg is None else config.secagg.min_clients  # a secure round of one always fails
@@ -109,6 +125,8 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
         fraction_fit=config.fraction_fit, min_fit_clients=fewest,
         min_available_clients=max(fewest, int(config.fraction_fit * config.num_clients)),
         local_epochs=config.epochs, batch_size=config.batch_size, client_lr=config.lr)
+    if config.selection == "availability":
+        strategy = AvailabilityWeighted(strategy, lambda cid: fleet.weight(int(cid.rsplit("-", 1)[1])))
     evaluator_model = Interpreter(Path(model_path), device="auto")
     lock = threading.Lock()
 
@@ -128,8 +146,12 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
                               secagg=config.secagg, dp=config.dp, compression=config.compression),
             KeyPair.generate(), evaluator=evaluate, on_round=on_round)
         if engine != "grpc":
-            run_virtual(coordinator, x, y, parts, kinds, engine=engine,
-                        seed=config.seed, drop_stage=config.drop_stage, ray_address=config.ray_address)
+            try:
+                run_virtual(coordinator, x, y, parts, kinds, engine=engine, seed=config.seed,
+                            drop_stage=config.drop_stage, ray_address=config.ray_address, fleet=fleet,
+                            report_drops=config.report_drops)
+            except NoEligibleDevices as exc:
+                raise SimulationStalled(f"{exc}; the rounds so far are in the store") from exc
             return store.history()
         server, port = serve(coordinator)
         stop = threading.Event()
@@ -153,7 +175,25 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
 
 
 class SimulationStalled(EdgerunError):
-    """A simulation cannot go on: no simulated device is left to train."""
+    """A simulation cannot go on: no simulated device is left to train (or eligible to)."""
+
+
+def _fleet(config: SimulationConfig, engine: str) -> Fleet | None:
+    """The run's Fleet (None without device conditions). ValueError for settings that
+    cannot work: conditions under the grpc engine (real time, no simulated clock), weighted
+    selection without conditions or under differential privacy (uniform cohorts)."""
+    if config.selection not in ("uniform", "availability"):
+        raise ValueError(f"unknown selection {config.selection!r}; use uniform or availability")
+    if config.availability is None:
+        if config.selection != "uniform":
+            raise ValueError("selection='availability' needs device conditions (SimulationConfig.availability)")
+        return None
+    if engine == "grpc":
+        raise ValueError("device conditions (availability) need a simulated clock: use engine 'thread' or 'ray'")
+    if config.selection != "uniform" and config.dp is not None:
+        raise ValueError("selection='availability' cannot run under differential privacy (its accounting "
+                         "assumes a uniform cohort)")
+    return fleet_for(config.availability, config.seed)
 
 
 def _watch_devices(threads: list[threading.Thread], gone: threading.Event, stop: threading.Event) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgerun.federated.auth import KeyPair
+from edgerun.federated.availability import Fleet
 from edgerun.federated.coordinator import Coordinator
 from edgerun.federated.engines.driver import DROP_CHOICES, Behaviour, ClientState, Driver, Workers
 from edgerun.federated.engines.ray_actors import RAY_MISSING, EngineUnavailable, RayWorkers, import_ray
@@ -62,12 +63,16 @@ def enrol_fleet(coordinator: Coordinator, ids: Sequence[str]) -> dict[str, Clien
 
 def run_virtual(coordinator: Coordinator, x: Any, y: np.ndarray, partitions: Sequence[np.ndarray],
                 behaviours: Sequence[Behaviour], engine: str = "thread", seed: int = 0, drop_stage: str = "start",
-                ray_address: str | None = None, workers: int | None = None) -> dict[str, ClientState]:
+                ray_address: str | None = None, workers: int | None = None, fleet: Fleet | None = None,
+                report_drops: bool = True) -> dict[str, ClientState]:
     """Run `coordinator` to its last round with len(partitions) virtual clients; client i
     holds (x[partitions[i]], y[partitions[i]]) and behaves as `behaviours[i]` (its delay
     orders arrivals, its drop_probability drops it, at `drop_stage`: "start", a secure-
     aggregation stage or "random"). `engine` "thread" trains in `workers` threads (default
     one per CPU), "ray" on Ray actors (a local Ray, or the cluster at `ray_address`).
+    `fleet`: device conditions on a simulated clock (federated.availability; None: every
+    device always available, no clock); `report_drops` False: drops are not told to the
+    coordinator (rounds wait for their deadline, as for a real fleet).
     Returns each client's state (rounds done, dropped, evaluated). ValueError for an unknown
     engine or drop stage or mismatched lengths; EngineUnavailable when Ray is missing or
     does not start."""
@@ -81,7 +86,7 @@ def run_virtual(coordinator: Coordinator, x: Any, y: np.ndarray, partitions: Seq
         pool = _workers(engine, coordinator.model_bytes, x, y, partitions, ray_address, workers)
         stack.callback(pool.close)
         clients = enrol_fleet(coordinator, client_ids(len(partitions)))
-        Driver(coordinator, pool, clients, behaviours, seed, drop_stage).run()
+        Driver(coordinator, pool, clients, behaviours, seed, drop_stage, fleet, report_drops).run()
     return clients
 
 

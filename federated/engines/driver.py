@@ -22,11 +22,21 @@ aggregation get different "secagg" entries) and the driver:
    share of `reports_needed` (a round of one cohort: the first `reports_needed`).
 
 Evaluation rounds go to the workers the same way (`Coordinator.submit_evaluation`).
+
 Equal seeds give equal histories and bit-identical global parameters whatever the
 workers: plain rounds aggregate in client order, secure sums are exact integers. Not under
 differential privacy (the coordinator draws cohorts, clients draw noise, from the OS's
 CSPRNG), and a secure round whose stages reach their `stage_timeout` leaves out who was
 late, which depends on the machine's speed.
+
+Device conditions (a `fleet`, federated.availability): only the devices eligible on the
+simulated clock are kept available (the others are marked last seen at t = 0, outside the
+coordinator's window); a selected device reports at the round's opening plus its work time
+(the model's, plus the plan's arrival) and drops out, withdrawn like any other drop, when
+its eligible session ends before that; the clock moves to when the round closes
+(federated.availability.round_end: the goal-th report) before anything is submitted, so the
+next round selects from the devices eligible then; and while the coordinator cannot select
+(too few eligible) the clock moves on to the next device that becomes eligible.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgerun.federated.auth import KeyPair
+from edgerun.federated.availability import Fleet, RoundLog, round_end
 from edgerun.federated.codec import decode_arrays
 from edgerun.federated.coordinator import Action, Coordinator, Work
 from edgerun.federated.engines.trainer import Arrays, Job, Outcome
@@ -60,6 +71,7 @@ log = logging.getLogger("edgerun.federated.engines")
 DROP_CHOICES = ("start", *DROP_STAGES)  # where a dropping client goes away under drop_stage="random"
 SEEN_EVERY = 5.0  # seconds between marking every client seen (the coordinator's window is a minute)
 NEEDS_INPUT = (None, Stage.CONSISTENCY, Stage.UNMASK)  # drop stages after the masked input is sent
+STUCK_SELECTING = 0.3  # seconds the coordinator selects in vain before the simulated clock moves on
 
 
 class Workers(Protocol):
@@ -123,9 +135,12 @@ class Driver:
     enrolled id to its state; `behaviours[i]` is client i's kind of device."""
 
     def __init__(self, coordinator: Coordinator, workers: Workers, clients: dict[str, ClientState],
-                 behaviours: Sequence[Behaviour], seed: int, drop_stage: str) -> None:
+                 behaviours: Sequence[Behaviour], seed: int, drop_stage: str, fleet: Fleet | None = None,
+                 report_drops: bool = True) -> None:
         self.coordinator, self.workers, self.clients = coordinator, workers, clients
         self.behaviours, self.seed, self.drop_stage = behaviours, seed, drop_stage
+        self.fleet, self.report_drops = fleet, report_drops  # device conditions; tell the coordinator of drops
+        self._selecting: tuple[Any, float] | None = None  # (a round state seen selecting, since when)
         self._ids = sorted(clients)
         self._parameters: tuple[int, Arrays] | None = None  # (model version, its parameters)
         self._last_seen = 0.0
@@ -152,6 +167,8 @@ class Driver:
                 self._mark_seen()
                 if due:
                     self._serve(due)
+                if self.fleet is not None:
+                    self._wait_for_eligible()
         finally:
             stop.set()
             runner.join()
@@ -168,8 +185,28 @@ class Driver:
     def _mark_seen(self, force: bool = False) -> None:
         now = time.time()
         if force or now - self._last_seen >= SEEN_EVERY:
-            self.coordinator.mark_seen(self._ids, now)
+            if self.fleet is None:
+                self.coordinator.mark_seen(self._ids, now)
+            else:
+                on = set(self.fleet.eligible(self.clients[cid].index for cid in self._ids))
+                self.coordinator.mark_seen((cid for cid in self._ids if self.clients[cid].index in on), now)
+                self.coordinator.mark_seen((cid for cid in self._ids if self.clients[cid].index not in on), 0.0)
             self._last_seen = now
+
+    def _wait_for_eligible(self) -> None:
+        """When the coordinator has been selecting for STUCK_SELECTING seconds (too few
+        eligible devices), move the simulated clock to the next device that becomes
+        eligible (NoEligibleDevices after the fleet's max_wait)."""
+        state = self.coordinator.round_state
+        if state is None or state.record is not None or state.stage is not Stage.SELECT:
+            self._selecting = None
+            return
+        if self._selecting is None or self._selecting[0] is not state:
+            self._selecting = (state, time.monotonic())
+        elif time.monotonic() - self._selecting[1] >= STUCK_SELECTING:
+            self.fleet.wait_for_more(c.index for c in self.clients.values())
+            self._selecting = (state, time.monotonic())
+            self._mark_seen(force=True)
 
     def _serve(self, due: frozenset[str]) -> None:
         """Do what the clients in `due` were given to do."""
@@ -201,6 +238,8 @@ class Driver:
         secure = any("secagg" in w.config for w in works.values())
         plans = {cid: plan(self.seed, self.clients[cid].index, round_number,
                            self.behaviours[self.clients[cid].index], self.drop_stage, secure) for cid in works}
+        if self.fleet is not None:
+            plans = self._conditions(plans, works, round_number, secure)
         for cid, p in plans.items():
             if p.drop_at == "start":
                 self._withdraw(cid, round_number)
@@ -211,9 +250,37 @@ class Driver:
         else:
             self._plain_round(works, plans, arriving, round_number)
 
+    def _conditions(self, plans: dict[str, Plan], works: dict[str, Work], round_number: int,
+                    secure: bool) -> dict[str, Plan]:
+        """`plans` under the fleet's device conditions (see the module docstring): arrivals
+        moved by each device's work time, a device whose session ends first dropped (plain:
+        at "start"; secure: before its masked input); then the clock moves to the round's
+        close and the devices eligible then are offered."""
+        fleet, opened = self.fleet, self.fleet.now
+        eligible = len(fleet.eligible(c.index for c in self.clients.values()))
+        out, leaves, dropped = {}, [], 0
+        for cid, p in plans.items():
+            index = self.clients[cid].index
+            arrival = p.arrival + fleet.model.work_seconds(index)
+            ends = fleet.model.session_end(index, opened)
+            if p.drop_at is None and ends < opened + arrival:
+                out[cid], dropped = Plan(Stage.MASKED if secure else "start", arrival, p.seed), dropped + 1
+                leaves.append(ends)
+            else:
+                out[cid] = Plan(p.drop_at, arrival, p.seed)
+                if p.drop_at is not None:
+                    leaves.append(opened)
+        arrivals = [opened + p.arrival for p in out.values() if p.drop_at is None]
+        closed = round_end(opened, arrivals, leaves, _reports_needed(works), self.report_drops, fleet.deadline)
+        fleet.record(RoundLog(round_number, opened, closed, eligible, len(works), dropped))
+        self._mark_seen(force=True)
+        return out
+
     def _withdraw(self, cid: str, round_number: int) -> None:
+        """Count `cid` as dropped; tell the coordinator unless drops go unreported (a real fleet)."""
         self.clients[cid].dropped.append(round_number)
-        self.coordinator.withdraw(cid, round_number)
+        if self.report_drops:
+            self.coordinator.withdraw(cid, round_number)
 
     def _plain_round(self, works: dict[str, Work], plans: dict[str, Plan], arriving: list[str],
                      round_number: int) -> None:
