@@ -28,5 +28,6 @@ def _load_numba() -> None:
 
 
 # cpu (the numpy reference kernels) is the runtime's own; numba = cpu plus compiled fast paths.
-register_backend("numba", load=_load_numba, priority=10)
+# Without numba (no wheels for 32-bit ARM, some phones) "auto" runs on cpu and says once what to install.
+register_backend("numba", load=_load_numba, priority=10, requires="numba")
 register_backend("cuda", reserved=True)  # still to come

@@ -18,6 +18,7 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> dict:
     fresh = {"cpu": backends.Backend("cpu")}
     monkeypatch.setattr(backends, "_BACKENDS", fresh)
     monkeypatch.setattr(backends, "_warned_cpu_only", False)
+    monkeypatch.setattr(backends, "_warned_fallback", set())
     return fresh
 
 
@@ -34,6 +35,24 @@ def test_auto_takes_the_highest_priority_backend_that_loads(registry: dict) -> N
     assert select_backend("cpu") == "cpu"
     with pytest.raises(EdgerunError, match=r"device 'fastest' is unavailable: its kernels failed to import"):
         select_backend("fastest")
+
+
+def _no_compiler() -> None:
+    raise ModuleNotFoundError("No module named 'fastcc'", name="fastcc")
+
+
+def test_auto_says_once_which_backend_failed_and_what_to_install(
+    registry: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    register_backend("fast", load=_no_compiler, priority=5, requires="fastcc>=2")
+    with caplog.at_level(logging.WARNING, logger="edgerun.runtime"):
+        assert [select_backend("auto") for _ in range(3)] == ["cpu"] * 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "device 'auto' runs on 'cpu' (the numpy reference kernels): backend 'fast' is unavailable "
+        "(No module named 'fastcc'): pip install fastcc>=2 for its kernels"]
+    with pytest.raises(EdgerunError, match=r"^device 'fast' is unavailable: its kernels failed to import "
+                                           r"\(No module named 'fastcc'\): pip install fastcc>=2 for its kernels$"):
+        select_backend("fast")
 
 
 def test_reserved_and_unknown_names_list_the_valid_ones(registry: dict) -> None:
