@@ -4,7 +4,7 @@
     get_profile("rpi4").num_threads          # 4
 
 A profile is a plain record (`runtime.profiles.DeviceProfile`); the interpreter
-takes its thread count and checks its arena against the memory budget. The
+takes its thread count and checks arena plus weights against the memory budget. The
 preferred dtypes (most preferred first; numpy dtype names) advise converters.
 """
 

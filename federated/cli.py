@@ -81,6 +81,10 @@ def add_parser(subparsers: Any) -> None:
     d.add_argument("--tls-ca", type=Path, help="CA that signed the coordinator's certificate; enables TLS")
     d.add_argument("--tls-cert", type=Path, help="device certificate for mutual TLS")
     d.add_argument("--tls-key", type=Path, help="device private key for mutual TLS")
+    d.add_argument("--profile", default=None,
+                   help="device profile (rpi-zero2, rpi4, phone, host): threads and memory budget; rounds whose "
+                        "train step (arena + weights + optimizer state) does not fit are declined (default: none, "
+                        "half the physical memory)")
     d.set_defaults(func=cmd_client)
 
     s = commands.add_parser("simulate", help="N virtual devices against a real coordinator on loopback",
@@ -340,6 +344,11 @@ def cmd_client(args: argparse.Namespace) -> int:
     if not CLIENT_ID.fullmatch(args.id):
         raise InputError(f"client id {args.id!r}: expected 1-128 characters of [A-Za-z0-9._:@-], "
                          "starting with a letter or digit")
+    profile = None
+    if args.profile is not None:
+        from edgerun.runtime.profiles import get_profile
+
+        profile = get_profile(args.profile)  # an unknown name lists the known ones
     x, y = load_data(args.data)
     credentials = None
     if args.tls_ca or args.tls_cert:
@@ -351,7 +360,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     new_key = not key_path.exists()
     client = FederatedClient(channel(args.coordinator, credentials), args.id, KeyPair.load_or_create(key_path),
-                             (x, y), ClientOptions(token=token))
+                             (x, y), ClientOptions(token=token, profile=profile))
     try:
         client.run()
     except grpc.RpcError as exc:
@@ -362,7 +371,8 @@ def cmd_client(args: argparse.Namespace) -> int:
             # enrolment may have gone through, and the key is the only way back in)
             key_path.unlink(missing_ok=True)
         raise _refusal(exc, args.coordinator, args.id) from None
-    print(f"done: trained in rounds {client.rounds_done}")
+    declined = f"; declined rounds {sorted(client.rounds_declined)} (memory)" if client.rounds_declined else ""
+    print(f"done: trained in rounds {client.rounds_done}{declined}")
     return 0
 
 

@@ -7,6 +7,12 @@ coordinator is unreachable. It asks for work with a long-poll (the coordinator h
 the call until there is work or `long_poll` seconds passed), so an idle device sends
 one request per wait; `long_poll=0` polls as devices did before long-polls (and a
 coordinator without them answers at once, with the interval to poll at).
+
+With a device profile (`ClientOptions.profile`, `edgerun federated client --profile rpi-zero2`)
+its interpreter runs within the profile's threads and memory budget, and before training in
+a round it prepares the train step at the round's batch size: when the arena, weights and
+optimizer state would not fit the budget, it declines the round (the Decline RPC, with the
+budget error as the reason) instead of training, and the round goes on without it.
 """
 
 from __future__ import annotations
@@ -40,9 +46,11 @@ from edgerun.federated.secagg.options import client_weight
 from edgerun.federated.secagg.quantize import pack
 from edgerun.federated.secagg.update import encode_update
 from edgerun.federated.secagg.workflow import DROP_STAGES
-from edgerun.federated.service import CHUNK_BYTES, KEEPALIVE_OPTIONS, evaluation_body, upload_body
+from edgerun.federated.service import CHUNK_BYTES, KEEPALIVE_OPTIONS, decline_body, evaluation_body, upload_body
 from edgerun.federated.stages import Stage
+from edgerun.runtime.errors import MemoryBudgetError
 from edgerun.runtime.interpreter import Interpreter
+from edgerun.runtime.profiles import DeviceProfile
 
 log = logging.getLogger("edgerun.federated.client")
 
@@ -73,6 +81,10 @@ class ClientOptions:
     on_drop: Callable[[str, int], None] | None = None
     seed: int = 0
     info: dict[str, str] = field(default_factory=dict)
+    # a device profile (or a registered one's name: "rpi-zero2", "rpi4", "phone"): the interpreter's
+    # threads and memory budget; a round whose train step does not fit it is declined. None: the host's
+    # defaults (half the physical memory), still checked before training.
+    profile: str | DeviceProfile | None = None
 
 
 class FederatedClient:
@@ -92,6 +104,8 @@ class FederatedClient:
         self.coordinator_key: bytes | None = None
         self.interpreter: Interpreter | None = None
         self.rounds_done: list[int] = []
+        self.rounds_declined: dict[int, str] = {}  # round -> the reason told to the coordinator
+        self._unfit: str | None = None  # why the model cannot load within the profile (said every round)
         self.pending_drop: str | None = None  # simulation: the secure-aggregation stage to drop at
         self.evaluations_done: list[int] = []
         self.bytes_uploaded = 0  # update payload bytes sent (plain deltas or masked inputs)
@@ -162,16 +176,60 @@ class FederatedClient:
 
         self._call(lambda: self.stub.Upload(chunks(), timeout=self.options.rpc_timeout))
 
-    def train_round(self, work: pb.WorkReply) -> None:
+    def _load_model(self) -> Interpreter:
+        """The interpreter of the coordinator's model (downloaded once), within the profile.
+        MemoryBudgetError when the model does not fit the profile even at batch 1."""
+        if self._unfit is not None:
+            raise MemoryBudgetError(self._unfit)
         if self.interpreter is None:
-            self.interpreter = Interpreter(self._download(pb.DownloadRequest.MODEL, 0))
-        spec = parameter_spec(self.interpreter)
-        parameters = decode_arrays(self._download(pb.DownloadRequest.PARAMETERS, work.model_version), spec)
+            try:
+                model = self._download(pb.DownloadRequest.MODEL, 0)
+                self.interpreter = Interpreter(model, profile=self.options.profile)
+            except MemoryBudgetError as exc:
+                self._unfit = str(exc)
+                raise
+        return self.interpreter
+
+    def memory_refusal(self, batch_size: int) -> str | None:
+        """Why a train step at `batch_size` (the train inputs' dynamic first dim; other dynamic
+        dims at 1) does not fit this device's memory budget, or None when it does: the step is
+        prepared at that size (its arena is planned, the budget checked against arena, weights
+        and optimizer state before anything is allocated) and stays prepared for training."""
+        try:
+            interpreter = self._load_model()
+            if "train" not in interpreter.signatures:
+                return None  # not trainable: local_update says so
+            inputs = interpreter.signatures["train"].inputs
+            shapes = {name: tuple(batch_size if i == 0 and d < 0 else max(d, 1) for i, d in enumerate(info.shape))
+                      for name, info in inputs.items() if info.shape and -1 in info.shape}
+            interpreter.resize_inputs(shapes, signature="train")
+        except MemoryBudgetError as exc:
+            return f"a train step at batch {batch_size} does not fit: {exc}"
+        log.info("%s: a train step at batch %d holds %s", self.client_id, batch_size,
+                 interpreter.memory_report("train"))
+        return None
+
+    def decline(self, round_number: int, reason: str) -> None:
+        """Tell the coordinator this device will not train in `round_number`, and why."""
+        self.rounds_declined[round_number] = reason
+        log.warning("%s: round %d declined: %s", self.client_id, round_number, reason)
+        body = decline_body(round_number, reason)
+        self._call(lambda: self.stub.Decline(
+            pb.DeclineRequest(auth=self._auth("Decline", body), round=round_number, reason=reason),
+            timeout=self.options.rpc_timeout))
+
+    def train_round(self, work: pb.WorkReply) -> None:
         x, y = self.data() if callable(self.data) else self.data
-        if self.options.delay_seconds:
-            time.sleep(self.options.delay_seconds)
         config = json.loads(work.config_json or "{}")
         config.setdefault("seed", work.round)
+        unfit = self.memory_refusal(max(1, min(int(config.get("batch_size", 32)), len(y))))  # fit's first batch
+        if unfit is not None:
+            self.decline(work.round, unfit)
+            return
+        spec = parameter_spec(self.interpreter)
+        parameters = decode_arrays(self._download(pb.DownloadRequest.PARAMETERS, work.model_version), spec)
+        if self.options.delay_seconds:
+            time.sleep(self.options.delay_seconds)
         result = local_update(self.interpreter, parameters, x, y, config)
         delta = [result.delta[n] for n in spec]
         if config.get("dp", {}).get("mode") == "distributed":  # this client's share of the DP noise
@@ -211,9 +269,7 @@ class FederatedClient:
 
     def evaluate_round(self, work: pb.WorkReply) -> None:
         """Evaluate the round's global model on held-out data (or the training data if none)."""
-        if self.interpreter is None:
-            self.interpreter = Interpreter(self._download(pb.DownloadRequest.MODEL, 0))
-        spec = parameter_spec(self.interpreter)
+        spec = parameter_spec(self._load_model())
         parameters = decode_arrays(self._download(pb.DownloadRequest.PARAMETERS, work.model_version), spec)
         x, y = self.eval_data or (self.data() if callable(self.data) else self.data)
         result = local_evaluate(self.interpreter, parameters, x, y)
@@ -239,6 +295,8 @@ class FederatedClient:
                                                 exc.code().name, exc.details())
         except AuthError as exc:
             log.error("%s: round %d skipped, payload refused: %s", self.client_id, work.round, exc)
+        except MemoryBudgetError as exc:  # an evaluation too big for the profile (training declines instead)
+            log.warning("%s: round %d not evaluated: %s", self.client_id, work.round, exc)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Enrol if needed, then follow the coordinator until it says stop (or `stop` is set)."""
@@ -253,7 +311,8 @@ class FederatedClient:
             if work.action == pb.WorkReply.EVALUATE and work.round not in self.evaluations_done:
                 self._train_or_skip(work)
                 continue
-            if work.action == pb.WorkReply.TRAIN and work.round not in skipped and work.round not in self.rounds_done:
+            if (work.action == pb.WorkReply.TRAIN and work.round not in skipped and work.round not in self.rounds_done
+                    and work.round not in self.rounds_declined):
                 if self.rng.random() < self.options.drop_probability:
                     stage = self.options.drop_stage
                     if stage == "random":

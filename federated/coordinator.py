@@ -120,6 +120,8 @@ class CoordinatorConfig:
 CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 MAX_INFO_ENTRIES, MAX_INFO_KEY, MAX_INFO_VALUE = 32, 64, 1024
 MAX_METRICS, MAX_METRIC_NAME = 32, 64
+MAX_REASON = 512  # characters of a Decline's reason kept (one line)
+MAX_DECLINES = 1000  # declines remembered (the most recent), for status and tests
 
 
 def check_enrolment(client_id: str, info: dict[str, str]) -> None:
@@ -211,6 +213,8 @@ class Coordinator:
         self._unknown_lock = threading.Lock()
         self._enrolments = 0
         self.round_state: RoundState | None = None  # the round in progress, if any
+        # (round, client id) -> the reason a selected client gave for not training (Decline)
+        self.declines: OrderedDict[tuple[int, str], str] = OrderedDict()
         self.budget_exhausted = False
         if config.secagg is not None and config.compression != "none":
             raise ValueError("compression applies to plain uploads; under secure aggregation use "
@@ -559,20 +563,38 @@ class Coordinator:
                 raise Rejected(ErrorCode.INVALID_ARGUMENT, f"{type(exc).__name__}: {exc}") from None
             self.lock.notify_all()
 
-    def withdraw(self, client_id: str, round_number: int) -> None:
-        """`client_id` will not report in `round_number` (it dropped out): the round stops
-        waiting for it. Only a simulator knows this (a real device that vanishes says
-        nothing); an id not selected, or a round not open, is ignored."""
+    def withdraw(self, client_id: str, round_number: int) -> bool:
+        """`client_id` will not report in `round_number` (it dropped out, or declined): the
+        round stops waiting for it. A simulator knows this of its dropouts (a real device that
+        vanishes says nothing); a device that declines says so (`decline`). An id not
+        selected, or a round not open, is ignored (False)."""
         with self.lock:
             state = self.round_state
             if state is None or state.number != round_number or state.record is None:
-                return
+                return False
             if client_id not in state.record.selected:
-                return
+                return False
             state.withdrawn.add(client_id)
             if state.secure is not None:  # in its cohort, when the round runs in cohorts
                 state.secure.withdraw(client_id)
             self.lock.notify_all()
+            return True
+
+    def decline(self, client_id: str, round_number: int, reason: str) -> bool:
+        """`client_id` says it will not train in `round_number` and why (its device profile's
+        memory budget cannot hold the train step, say): logged, kept in `declines` (the first
+        line, at most MAX_REASON characters) and the round goes on without it. True when the
+        client was selected in that open round; otherwise the reason is only logged."""
+        reason = (reason.strip().splitlines() or ["no reason given"])[0][:MAX_REASON]
+        counted = self.withdraw(client_id, round_number)
+        log.warning("round %d: %s declined to train%s: %s", round_number, client_id,
+                    "" if counted else " (not selected in an open round: ignored)", reason)
+        if counted:
+            with self.lock:
+                self.declines[(round_number, client_id)] = reason
+                while len(self.declines) > MAX_DECLINES:
+                    self.declines.popitem(last=False)
+        return counted
 
     def submit_evaluation(self, client_id: str, round_number: int, result: EvaluateRes) -> None:
         """Record one client's evaluation of the global model; Rejected says why not."""
@@ -618,6 +640,8 @@ class Coordinator:
             "rounds": self.store.round_counts(),
             "history": [{"round": r.round, "status": r.status, "metrics": r.metrics}
                         for r in self.store.history(last=recent)],
+            "declined": [{"round": r, "client": c, "reason": why}
+                         for (r, c), why in list(self.declines.items())[-recent:]],
         }
 
     def available(self, now: float) -> list[str]:

@@ -475,6 +475,16 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             raise Rejected(ErrorCode.INVALID_ARGUMENT, str(exc)) from None
         self.coordinator.submit_masked(client, header.round, header.bits, vector)
 
+    async def Decline(self, request: pb.DeclineRequest, context: grpc.aio.ServicerContext) -> pb.UploadReply:
+        """A selected device will not train in a round, and why: the round stops waiting for it."""
+        peer = await self._admit(context, "Decline")
+        counted = await self._run(context, self._decline, request, peer)
+        return pb.UploadReply(accepted=counted, message="ok" if counted else "not selected in an open round")
+
+    def _decline(self, request: pb.DeclineRequest, peer: str) -> bool:
+        client = self._verify(request.auth, "Decline", decline_body(request.round, request.reason), peer)
+        return self.coordinator.decline(client, request.round, request.reason)
+
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         """Rounds, clients and metrics for an operator (metadata "authorization: Bearer <operator
         token>"); anyone else learns only that the coordinator is alive."""
@@ -504,6 +514,11 @@ def evaluation_body(round_number: int, num_examples: int, loss: float, metrics: 
     """The bytes a ReportEvaluation's auth signature covers."""
     return json.dumps({"round": round_number, "num_examples": num_examples, "loss": loss, "metrics": metrics},
                       sort_keys=True).encode()
+
+
+def decline_body(round_number: int, reason: str) -> bytes:
+    """The bytes a Decline's auth signature covers."""
+    return json.dumps({"round": round_number, "reason": reason}, sort_keys=True).encode()
 
 
 class CoordinatorServer:

@@ -50,8 +50,10 @@ class Interpreter:
         num_threads: threads for kernels (None = the profile's, else the library
             default). numpy's BLAS pool is process-wide, so this caps it for the
             whole process.
-        memory_budget: the most bytes one signature's arena may take (None = the
-            profile's, else half the machine's physical memory).
+        memory_budget: the most bytes one signature may hold: its arena plus the weights it
+            holds (the constants it reads and every variable; see `memory_report`), checked
+            before the arena is allocated (None = the profile's, else half the machine's
+            physical memory).
         profile: a device profile or the name of a registered one ("host", "rpi4",
             "phone"; see `runtime.profiles`): its thread count, memory budget and work
             budget apply where `num_threads` / `memory_budget` / `work_budget` are not given.
@@ -60,8 +62,9 @@ class Interpreter:
             else unlimited). Checked whenever a signature is prepared: at construction,
             by `resize_input` and by a run with new dynamic dimensions.
 
-    Raises ModelError (malformed model), MemoryBudgetError (a signature needs more
-    than the budget; it names both sizes), WorkBudgetError (a signature's estimated
+    Raises ModelError (malformed model), MemoryBudgetError (a signature's arena and weights
+    need more than the budget; it names the parts, the budget and the profile it came from),
+    WorkBudgetError (a signature's estimated
     work passes the work budget; it names both and the heaviest node),
     UnsupportedOpError (no kernel for an op), EdgerunError (unknown device or profile,
     a budget below 1). All of them at construction, not at first run.
@@ -91,6 +94,9 @@ class Interpreter:
         self.num_threads = num_threads
         self.memory_budget = memory_budget
         self.work_budget = work_budget
+        # named in budget errors when the memory budget is the profile's
+        self._budget_owner = (f"device profile {self.profile.name!r}" if self.profile is not None
+                              and memory_budget == self.profile.memory_budget_bytes else None)
         if num_threads is not None:
             _limit_blas_threads(num_threads)
         # An in-memory Graph goes through the same verifier as a file (one copy of
@@ -113,11 +119,11 @@ class Interpreter:
     def _make_plan(self, name: str, signature: Any) -> ExecutionPlan:
         try:
             return ExecutionPlan(self.graph, name, signature, self._variables, self.memory_budget, self.backend,
-                                 self.work_budget, self.num_threads)
+                                 self.work_budget, self.num_threads, self._budget_owner)
         except MemoryBudgetError as exc:
-            if self.profile is None or self.memory_budget != self.profile.memory_budget_bytes:
+            if self._budget_owner is None or self._budget_owner in str(exc):
                 raise
-            raise MemoryBudgetError(f"{exc} (device profile {self.profile.name!r})") from exc
+            raise MemoryBudgetError(f"{exc} ({self._budget_owner})") from exc
         except WorkBudgetError as exc:
             if self.profile is None or self.work_budget != self.profile.work_budget_macs:
                 raise
@@ -155,8 +161,10 @@ class Interpreter:
 
         Dimensions declared static must keep their size. Raises InputError for
         an unknown input or an incompatible shape, ModelError if the model cannot
-        run at that shape, WorkBudgetError if it needs more work than the work
-        budget there (the interpreter stays prepared for the previous shape).
+        run at that shape, MemoryBudgetError if its arena and weights need more than
+        the memory budget there (before the arena is allocated), WorkBudgetError if it
+        needs more work than the work budget (the interpreter stays prepared for the
+        previous shape either way).
         """
         self._plan(signature).resize({name: tuple(shape)})
 
@@ -182,16 +190,15 @@ class Interpreter:
         """The bytes one run of `signature` holds at its prepared input shapes (dynamic dims at 1
         until a run or `resize_input` sets them): its arena, the constant weights it reads and
         every variable (shared by all signatures), the optimizer's state named apart; see
-        `runtime.memory`. InputError for an unknown signature."""
+        `runtime.memory`. Its total is what the memory budget bounds (the plan's own count).
+        InputError for an unknown signature."""
         plan = self._plan(signature)
-        constants = {id(v): v.data.nbytes for node in plan.nodes for v in plan._node_values(node)
-                     if v.is_constant and not v.is_variable and isinstance(v.data, np.ndarray)}
         optimizer_names = set(_training_metadata(self.graph).get("optimizer_state", ()))
         return MemoryReport(
             signature=signature,
             arena_bytes=plan.arena_bytes,
-            weight_bytes=sum(constants.values()),
-            variable_bytes=sum(a.nbytes for a in self._variables.values()),
+            weight_bytes=plan.constant_bytes,
+            variable_bytes=plan.variable_bytes,
             optimizer_state_bytes=sum(a.nbytes for v, a in self._variables.items() if v.name in optimizer_names),
         )
 

@@ -123,10 +123,14 @@ class ExecutionPlan:
     MemoryBudgetError / WorkBudgetError when its input shapes need more than `memory_budget`
     bytes / `work_budget` multiply-adds (None: unlimited; see runtime.work).
 
-    The memory budget bounds the arena with the string tensors beside it (STRING_ELEMENT_BYTES
-    an element), each value folded at prepare time (estimated before it is made, strings by
-    their characters, sequences with SEQUENCE_ELEMENT_BYTES an element) and all of them
-    together, and reaches control-flow bodies through the kernels' context."""
+    The memory budget bounds the arena (with the string tensors beside it, STRING_ELEMENT_BYTES
+    an element) plus the weights the plan holds: the constants its nodes read, each counted
+    once, and every variable in `variables` (`weight_bytes`; what Interpreter.memory_report
+    reports). That sum is checked before the arena is allocated. The budget also bounds each
+    value folded at prepare time (estimated before it is made, strings by their characters,
+    sequences with SEQUENCE_ELEMENT_BYTES an element) and all of them together, and reaches
+    control-flow bodies through the kernels' context. `budget_owner` (say "device profile
+    'rpi4'") is named beside the budget when the arena and weights do not fit."""
 
     def __init__(
         self,
@@ -138,8 +142,10 @@ class ExecutionPlan:
         backend: str = "cpu",
         work_budget: int | None = None,
         num_threads: int | None = None,
+        budget_owner: str | None = None,
     ) -> None:
         self.name = name
+        self.budget_owner = budget_owner
         self.work_budget = work_budget
         self.signature = signature
         self.variables = variables
@@ -154,6 +160,9 @@ class ExecutionPlan:
             resolve(n.domain, n.op_type, n.version, n.name, backend) for n in self.nodes
         ]
         self._body_reads: dict[int, list[Value]] = {}  # id(body graph) -> what it and its bodies read
+        # the weights every preparation holds besides its arena (checked with it, reported by memory_report)
+        self.constant_bytes = self._constant_bytes()
+        self.variable_bytes = sum(a.nbytes for a in variables.values())
         for body in graphs_within(self.nodes):  # control-flow bodies run eagerly: unknown ops fail now
             for n in body.nodes:
                 resolve(n.domain, n.op_type, n.version, n.name, "cpu")
@@ -219,6 +228,18 @@ class ExecutionPlan:
                 found.update(dict.fromkeys(self._graph_reads(body)))
             reads = self._body_reads[id(graph)] = list(found)
         return reads
+
+    def _constant_bytes(self) -> int:
+        """Bytes of the constant tensors the plan's nodes (and their control-flow bodies) read,
+        each counted once however many nodes read it."""
+        found = {id(v): v.data.nbytes for node in self.nodes for v in self._node_values(node)
+                 if v.is_constant and isinstance(v.data, np.ndarray)}
+        return sum(found.values())
+
+    @property
+    def weight_bytes(self) -> int:
+        """The weights the plan holds besides its arena: its constants and every variable."""
+        return self.constant_bytes + self.variable_bytes
 
     @property
     def arena_bytes(self) -> int:
@@ -364,7 +385,7 @@ class ExecutionPlan:
         if cached is None:  # (a successful prepare proves the model; failures then blame the inputs)
             try:
                 cached = self._prepare(shapes, fixed=fixed)
-            except WorkBudgetError:
+            except (MemoryBudgetError, WorkBudgetError):
                 raise  # the caller's limit, not a model or input fault: keep its type
             except ModelError as exc:
                 values = "".join(f", {n}={a.tolist()}" for n, a in (fixed or {}).items())
@@ -376,7 +397,7 @@ class ExecutionPlan:
         self._has_prepared = self._has_prepared or not cached.deferred
         while len(self._recent) > 1 and (
             len(self._recent) > _RECENT_PREPARATIONS
-            or sum(p.arena_bytes for p in self._recent.values()) > self.memory_budget
+            or sum(p.arena_bytes for p in self._recent.values()) + self.weight_bytes > self.memory_budget
         ):
             self._recent.pop(next(iter(self._recent)))  # the least recently used
         return cached
@@ -806,9 +827,7 @@ class ExecutionPlan:
             [TensorLife(specs[v].nbytes, *lives[v]) for v in arena_values], ARENA_ALIGNMENT
         )
         strings = sum(specs[v].size * STRING_ELEMENT_BYTES for v in owned)  # their str objects: estimated
-        if strings:
-            self._check_budget(layout.size + strings, "the activation arena and string tensors")
-        self._check_budget(layout.size, "the activation arena")
+        self._check_arena(prepared.shapes, layout.size, strings)  # before the arena is allocated
         try:
             arena = np.empty(layout.size + ARENA_ALIGNMENT, np.uint8)
         except MemoryError:
@@ -871,6 +890,21 @@ class ExecutionPlan:
                 f"signature {self.name!r}: {what} needs {nbytes} bytes, "
                 f"over the memory budget of {self.memory_budget}"
             )
+
+    def _check_arena(self, shapes: dict[str, tuple[int, ...]], arena: int, strings: int) -> None:
+        """MemoryBudgetError when an arena of `arena` bytes for input `shapes`, `strings` bytes of
+        string tensors and the plan's weights would pass the memory budget: names each part, the
+        budget and what helps."""
+        need = arena + strings + self.weight_bytes
+        if need <= self.memory_budget:
+            return
+        parts = f"arena {_size(arena)}" + (f" + string tensors {_size(strings)}" if strings else "")
+        owner = f", {self.budget_owner}" if self.budget_owner else ""
+        raise MemoryBudgetError(
+            f"signature {self.name!r} at input shapes {shapes}: {parts} + weights {_size(self.weight_bytes)} "
+            f"= {need} bytes, over the memory budget of {self.memory_budget} ({_size(self.memory_budget)}{owner}); "
+            "use a smaller batch, a device profile with more memory or an int8 model"
+        )
 
 
 def _bodies(node: Node) -> list[Graph]:
@@ -1022,6 +1056,13 @@ def _as_array(data: Any, name: str, dtype: np.dtype) -> np.ndarray:
         return converted
     except (ValueError, TypeError) as exc:
         raise InputError(f"input {name!r}: cannot be read as an array: {exc}") from None
+
+
+def _size(nbytes: int) -> str:
+    """A byte count for a budget error: exact below 1 KiB, else in KiB or MiB to a tenth."""
+    if nbytes < 1 << 10:
+        return f"{nbytes} bytes"
+    return f"{nbytes / 1024:.1f} KiB" if nbytes < 1 << 20 else f"{nbytes / (1 << 20):.1f} MiB"
 
 
 def _physical_memory() -> int:

@@ -19,7 +19,11 @@ class DeviceProfile:
     """Limits for one kind of device.
 
     `num_threads`: kernel threads (>= 1). `memory_budget_bytes`: the most bytes one
-    signature's arena (and its constant-folded tensors) may take. `preferred_dtypes`:
+    signature may hold: its activation arena plus the weights it holds (the constants it
+    reads and every variable, optimizer state included; `Interpreter.memory_report`'s
+    total), checked whenever the signature is prepared, before the arena is allocated;
+    its constant-folded tensors are bounded by it too. It does not count the Python
+    process itself (interpreter, libraries, the caller's data). `preferred_dtypes`:
     numpy dtype names, most preferred first — advice for whoever converts or quantizes
     a model for the device; the interpreter runs the dtypes the model holds.
     `work_budget_macs`: the most multiply-adds one run may take (runtime.work estimates

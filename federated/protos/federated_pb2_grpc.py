@@ -75,6 +75,11 @@ class CoordinatorStub:
                 request_serializer=edgerun_dot_federated_dot_protos_dot_federated__pb2.MaskedChunk.SerializeToString,
                 response_deserializer=edgerun_dot_federated_dot_protos_dot_federated__pb2.UploadReply.FromString,
                 _registered_method=True)
+        self.Decline = channel.unary_unary(
+                '/edgerun.federated.Coordinator/Decline',
+                request_serializer=edgerun_dot_federated_dot_protos_dot_federated__pb2.DeclineRequest.SerializeToString,
+                response_deserializer=edgerun_dot_federated_dot_protos_dot_federated__pb2.UploadReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -140,6 +145,14 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Decline(self, request, context):
+        """A selected device will not train in a round and says why (its memory budget cannot hold the
+        train step, say): the round stops waiting for it, and the coordinator logs and keeps the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +194,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'UploadMasked': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadMasked,
                     request_deserializer=edgerun_dot_federated_dot_protos_dot_federated__pb2.MaskedChunk.FromString,
+                    response_serializer=edgerun_dot_federated_dot_protos_dot_federated__pb2.UploadReply.SerializeToString,
+            ),
+            'Decline': grpc.unary_unary_rpc_method_handler(
+                    servicer.Decline,
+                    request_deserializer=edgerun_dot_federated_dot_protos_dot_federated__pb2.DeclineRequest.FromString,
                     response_serializer=edgerun_dot_federated_dot_protos_dot_federated__pb2.UploadReply.SerializeToString,
             ),
     }
@@ -399,6 +417,33 @@ class Coordinator:
             target,
             '/edgerun.federated.Coordinator/UploadMasked',
             edgerun_dot_federated_dot_protos_dot_federated__pb2.MaskedChunk.SerializeToString,
+            edgerun_dot_federated_dot_protos_dot_federated__pb2.UploadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Decline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgerun.federated.Coordinator/Decline',
+            edgerun_dot_federated_dot_protos_dot_federated__pb2.DeclineRequest.SerializeToString,
             edgerun_dot_federated_dot_protos_dot_federated__pb2.UploadReply.FromString,
             options,
             channel_credentials,

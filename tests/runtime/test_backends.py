@@ -55,6 +55,22 @@ def test_auto_says_once_which_backend_failed_and_what_to_install(
         select_backend("fast")
 
 
+def _library_will_not_load() -> None:
+    # what llvmlite raises when its shared library cannot be mapped (an address-space cap)
+    raise OSError("Could not find/load shared object file 'libllvmlite.so'")
+
+
+def test_a_native_library_that_cannot_load_falls_back_like_a_missing_module(
+    registry: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    register_backend("fast", load=_library_will_not_load, priority=5, requires="fastcc")
+    with caplog.at_level(logging.WARNING, logger="edgerun.runtime"):
+        assert select_backend("auto") == "cpu"
+    assert "backend 'fast' is unavailable (OSError: Could not find/load shared object file" in caplog.text
+    with pytest.raises(EdgerunError, match=r"device 'fast' is unavailable: its kernels failed to import \(OSError"):
+        select_backend("fast")
+
+
 def test_reserved_and_unknown_names_list_the_valid_ones(registry: dict) -> None:
     register_backend("fast", priority=5)
     register_backend("tpu", reserved=True)

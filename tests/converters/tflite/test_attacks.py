@@ -175,9 +175,11 @@ def test_tensors_sharing_an_int4_buffer_unpack_it_once():
     data = _shared_buffer_model("INT4", bytes(range(256)) * 160, (81920,), 2000)
     model, took, peak = measured(lambda: read_tflite(data))
     tensors = model.subgraphs[0].tensors
-    assert all(t.data is tensors[0].data for t in tensors)
+    assert all(t.data is tensors[0].data for t in tensors)  # one unpacked array, however many readers
     assert tensors[0].data[:4].tolist() == [0, 0, 1, 0] and not tensors[0].data.flags.writeable
-    assert took < 2.0 and peak < 16 << 20, (took, peak)
+    # (memory, not time, tells once from 2,000 times: 16 MB against 160 MB; the time of one
+    # unpack under a loaded CI machine says nothing)
+    assert peak < 16 << 20, (took, peak)
 
 
 def test_tensors_sharing_a_string_buffer_decode_it_once():
