@@ -297,6 +297,8 @@ class FederatedClient:
             log.error("%s: round %d skipped, payload refused: %s", self.client_id, work.round, exc)
         except MemoryBudgetError as exc:  # an evaluation too big for the profile (training declines instead)
             log.warning("%s: round %d not evaluated: %s", self.client_id, work.round, exc)
+            if work.action == pb.WorkReply.EVALUATE:  # asked once: asking again would fail again, at once
+                self.evaluations_done.append(work.round)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Enrol if needed, then follow the coordinator until it says stop (or `stop` is set)."""

@@ -586,6 +586,7 @@ class Coordinator:
         line, at most MAX_REASON characters) and the round goes on without it. True when the
         client was selected in that open round; otherwise the reason is only logged."""
         reason = (reason.strip().splitlines() or ["no reason given"])[0][:MAX_REASON]
+        reason = "".join(ch if ch.isprintable() else "?" for ch in reason)  # no terminal escapes into logs
         counted = self.withdraw(client_id, round_number)
         log.warning("round %d: %s declined to train%s: %s", round_number, client_id,
                     "" if counted else " (not selected in an open round: ignored)", reason)
@@ -641,7 +642,7 @@ class Coordinator:
             "history": [{"round": r.round, "status": r.status, "metrics": r.metrics}
                         for r in self.store.history(last=recent)],
             "declined": [{"round": r, "client": c, "reason": why}
-                         for (r, c), why in list(self.declines.items())[-recent:]],
+                         for (r, c), why in list(self.declines.items())[len(self.declines) - max(recent, 0):]],
         }
 
     def available(self, now: float) -> list[str]:

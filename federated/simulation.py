@@ -31,6 +31,7 @@ from edgerun.federated.auth import KeyPair
 from edgerun.federated.availability import Fleet, NoEligibleDevices, fleet_for
 from edgerun.federated.client import ClientOptions, FederatedClient, channel
 from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
+from edgerun.federated.engines.driver import RoundsKeepFailing
 from edgerun.federated.local import local_evaluate
 from edgerun.federated.privacy import DpOptions
 from edgerun.federated.secagg.options import SecAggOptions
@@ -150,7 +151,7 @@ def simulate(model_path: str | Path, x: np.ndarray, y: np.ndarray, x_test: np.nd
                 run_virtual(coordinator, x, y, parts, kinds, engine=engine, seed=config.seed,
                             drop_stage=config.drop_stage, ray_address=config.ray_address, fleet=fleet,
                             report_drops=config.report_drops)
-            except NoEligibleDevices as exc:
+            except (NoEligibleDevices, RoundsKeepFailing) as exc:
                 raise SimulationStalled(f"{exc}; the rounds so far are in the store") from exc
             return store.history()
         server, port = serve(coordinator)

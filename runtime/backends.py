@@ -131,15 +131,16 @@ def _install_hint(backend: Backend) -> str:
 
 def _load_failure(backend: Backend) -> ImportError | None:
     """None when the backend's kernels are available (loading them now if they are not yet),
-    else the ImportError its loader raised (an OSError of a native library that cannot load, as
-    an ImportError). A failed load is tried again next time."""
+    else the ImportError its loader raised (any other error of a native library that cannot
+    load, as an ImportError). A failed load is tried again next time."""
     if backend.load is None:
         return None
     try:
         backend.load()
     except ImportError as error:
         return error
-    except OSError as error:  # a native library that cannot load (llvmlite under an address-space cap)
+    except Exception as error:  # noqa: BLE001 - a native library that cannot load: llvmlite under an
+        # address-space cap fails with OSError, MemoryError or SystemError depending on where it runs out
         failure = ImportError(f"{type(error).__name__}: {error}")
         failure.__cause__ = error
         return failure

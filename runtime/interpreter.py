@@ -188,16 +188,16 @@ class Interpreter:
 
     def memory_report(self, signature: str = DEFAULT_SIGNATURE) -> MemoryReport:
         """The bytes one run of `signature` holds at its prepared input shapes (dynamic dims at 1
-        until a run or `resize_input` sets them): its arena, the constant weights it reads and
-        every variable (shared by all signatures), the optimizer's state named apart; see
-        `runtime.memory`. Its total is what the memory budget bounds (the plan's own count).
-        InputError for an unknown signature."""
+        until a run or `resize_input` sets them): its arena, the constant weights it reads (and
+        the tensors folded from them at prepare time) and every variable (shared by all
+        signatures), the optimizer's state named apart; see `runtime.memory`. Its total is what
+        the memory budget bounds (the plan's own count). InputError for an unknown signature."""
         plan = self._plan(signature)
         optimizer_names = set(_training_metadata(self.graph).get("optimizer_state", ()))
         return MemoryReport(
             signature=signature,
             arena_bytes=plan.arena_bytes,
-            weight_bytes=plan.constant_bytes,
+            weight_bytes=plan.constant_bytes + plan.folded_bytes,
             variable_bytes=plan.variable_bytes,
             optimizer_state_bytes=sum(a.nbytes for v, a in self._variables.items() if v.name in optimizer_names),
         )

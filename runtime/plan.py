@@ -98,6 +98,7 @@ class _Prepared:
     # updates a step writes straight into the variable's storage (see ExecutionPlan._in_place)
     in_place: set[Value] = field(default_factory=set)
     arena_bytes: int = 0
+    folded_bytes: int = 0  # the tensors constant-folded at prepare time, which this preparation holds
     work: WorkTally = field(default_factory=WorkTally)  # estimated multiply-adds per run
     deferred: bool = False  # not prepared yet: the first run's shapes decide
     # the contents of the small inputs this preparation is specialized on (name -> bytes):
@@ -244,6 +245,12 @@ class ExecutionPlan:
     @property
     def arena_bytes(self) -> int:
         return self.prepared.arena_bytes
+
+    @property
+    def folded_bytes(self) -> int:
+        """The tensors folded at prepare time for the current shapes (Transpose of a weight, the
+        float copy of a dequantized int8 weight), held beside the arena."""
+        return self.prepared.folded_bytes
 
     @property
     def work(self) -> WorkTally:
@@ -397,7 +404,8 @@ class ExecutionPlan:
         self._has_prepared = self._has_prepared or not cached.deferred
         while len(self._recent) > 1 and (
             len(self._recent) > _RECENT_PREPARATIONS
-            or sum(p.arena_bytes for p in self._recent.values()) + self.weight_bytes > self.memory_budget
+            or sum(p.arena_bytes + p.folded_bytes for p in self._recent.values()) + self.weight_bytes
+            > self.memory_budget
         ):
             self._recent.pop(next(iter(self._recent)))  # the least recently used
         return cached
@@ -581,6 +589,7 @@ class ExecutionPlan:
                     outs = self._fold(node, kernel, in_values, known, out_specs, specs)
                     folded_bytes += sum(value_nbytes(a) for a in outs)
                     self._check_budget(folded_bytes, "constant-folded tensors")
+                    prepared.folded_bytes = folded_bytes
                     for value, array, spec in zip(node.outputs, outs, out_specs, strict=True):
                         if value is not None:
                             known[value], specs[value] = array, spec
@@ -827,7 +836,7 @@ class ExecutionPlan:
             [TensorLife(specs[v].nbytes, *lives[v]) for v in arena_values], ARENA_ALIGNMENT
         )
         strings = sum(specs[v].size * STRING_ELEMENT_BYTES for v in owned)  # their str objects: estimated
-        self._check_arena(prepared.shapes, layout.size, strings)  # before the arena is allocated
+        self._check_arena(prepared.shapes, layout.size, strings, prepared.folded_bytes)  # before it is allocated
         try:
             arena = np.empty(layout.size + ARENA_ALIGNMENT, np.uint8)
         except MemoryError:
@@ -891,14 +900,15 @@ class ExecutionPlan:
                 f"over the memory budget of {self.memory_budget}"
             )
 
-    def _check_arena(self, shapes: dict[str, tuple[int, ...]], arena: int, strings: int) -> None:
+    def _check_arena(self, shapes: dict[str, tuple[int, ...]], arena: int, strings: int, folded: int = 0) -> None:
         """MemoryBudgetError when an arena of `arena` bytes for input `shapes`, `strings` bytes of
-        string tensors and the plan's weights would pass the memory budget: names each part, the
-        budget and what helps."""
-        need = arena + strings + self.weight_bytes
+        string tensors, `folded` bytes of constant-folded tensors and the plan's weights would pass
+        the memory budget: names each part, the budget and what helps."""
+        need = arena + strings + folded + self.weight_bytes
         if need <= self.memory_budget:
             return
-        parts = f"arena {_size(arena)}" + (f" + string tensors {_size(strings)}" if strings else "")
+        parts = (f"arena {_size(arena)}" + (f" + string tensors {_size(strings)}" if strings else "")
+                 + (f" + folded constants {_size(folded)}" if folded else ""))
         owner = f", {self.budget_owner}" if self.budget_owner else ""
         raise MemoryBudgetError(
             f"signature {self.name!r} at input shapes {shapes}: {parts} + weights {_size(self.weight_bytes)} "

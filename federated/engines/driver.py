@@ -66,12 +66,19 @@ from edgerun.federated.secagg.session import advertise_goal
 from edgerun.federated.secagg.workflow import DROP_STAGES
 from edgerun.federated.stages import Stage
 from edgerun.federated.typing import EvaluateRes
+from edgerun.runtime.errors import EdgerunError
 
 log = logging.getLogger("edgerun.federated.engines")
 DROP_CHOICES = ("start", *DROP_STAGES)  # where a dropping client goes away under drop_stage="random"
 SEEN_EVERY = 5.0  # seconds between marking every client seen (the coordinator's window is a minute)
 NEEDS_INPUT = (None, Stage.CONSISTENCY, Stage.UNMASK)  # drop stages after the masked input is sent
 STUCK_SELECTING = 0.3  # seconds the coordinator selects in vain before the simulated clock moves on
+FAILED_IN_A_ROW = 20  # finished rounds that all failed before a simulated run gives up (RoundsKeepFailing)
+PROGRESS_EVERY = 0.5  # seconds between those checks
+
+
+class RoundsKeepFailing(EdgerunError):
+    """The last FAILED_IN_A_ROW rounds of a simulated run all failed: it cannot make progress."""
 
 
 class Workers(Protocol):
@@ -145,6 +152,7 @@ class Driver:
         self._parameters: tuple[int, Arrays] | None = None  # (model version, its parameters)
         self._last_seen = 0.0
         self._served: set[tuple[Action, int]] = set()  # (work, round) already done
+        self._last_progress_check = 0.0
 
     # ------------------------------------------------------------- the run
     def run(self) -> None:
@@ -169,12 +177,25 @@ class Driver:
                     self._serve(due)
                 if self.fleet is not None:
                     self._wait_for_eligible()
+                self._check_progress()
         finally:
             stop.set()
             runner.join()
             unsubscribe()
         if failure:
             raise failure[0]
+
+    def _check_progress(self) -> None:
+        """RoundsKeepFailing when the last FAILED_IN_A_ROW finished rounds all failed (every
+        selected device dropping, say): a simulated run would otherwise open rounds forever."""
+        now = time.monotonic()
+        if now - self._last_progress_check < PROGRESS_EVERY:
+            return
+        self._last_progress_check = now
+        recent = self.coordinator.store.history(last=FAILED_IN_A_ROW)
+        if len(recent) == FAILED_IN_A_ROW and all(r.status == "failed" for r in recent):
+            raise RoundsKeepFailing(f"the last {FAILED_IN_A_ROW} rounds all failed (rounds {recent[0].round}-"
+                                    f"{recent[-1].round}): the simulated devices cannot finish a round")
 
     def _run_coordinator(self, stop: threading.Event, failure: list[BaseException]) -> None:
         try:

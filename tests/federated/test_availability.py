@@ -201,6 +201,34 @@ def test_nobody_ever_eligible_ends_with_an_error_not_a_hang(model_path):
     assert time.monotonic() - started < LONG / 2
 
 
+class _ShortSessions:
+    """Every device eligible, but each session ends a minute in while its work takes four."""
+
+    def eligible(self, index, t):
+        return True
+
+    def session_end(self, index, t):
+        return t + 60.0
+
+    def next_start(self, index, t):
+        return t
+
+    def sessions(self, index, since, until):
+        return []
+
+    def work_seconds(self, index):
+        return 240.0
+
+
+@pytest.mark.parametrize("settings", [{"availability": "fleet"}, {"availability": None, "drop_probability": 1.0}])
+def test_a_run_whose_devices_never_finish_a_round_ends_with_an_error_not_endless_rounds(model_path, settings):
+    fleet = Fleet(_ShortSessions()) if settings["availability"] == "fleet" else None
+    started = time.monotonic()
+    with pytest.raises(SimulationStalled, match=r"the last 20 rounds all failed .*cannot finish a round"):
+        run(model_path, fleet, rounds=2, size=4, **{k: v for k, v in settings.items() if k != "availability"})
+    assert time.monotonic() - started < LONG / 2
+
+
 def test_weighting_by_past_availability_lowers_the_drop_out_rate(model_path):
     rates = {}
     for selection in ("uniform", "availability"):

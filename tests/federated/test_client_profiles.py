@@ -110,3 +110,35 @@ def test_a_client_process_with_default_settings_under_a_256_mib_data_cap_finishe
     assert got["rc"] == 0, got["output"][-3000:]
     assert got["round"] == "aggregated" and got["reports"] == 3
     assert "done: trained in rounds [1]" in got["output"] and got["cap_bytes"] == 256 * MiB
+
+
+def test_a_client_that_cannot_hold_the_model_asks_once_per_evaluation_not_in_a_loop(model_path, tmp_path):  # noqa: F811
+    from edgerun.federated.coordinator import Coordinator, CoordinatorConfig
+    from edgerun.federated.service import serve
+    from edgerun.federated.store import Store
+
+    strategy = FedAvg(fraction_fit=1.0, min_fit_clients=2, min_available_clients=3, local_epochs=1, batch_size=16,
+                      client_lr=0.1)
+    coordinator = Coordinator(model_path, Store(tmp_path / "c.db"), strategy,
+                              CoordinatorConfig(rounds=1, enrol_token=TOKEN, secagg=None, round_timeout=20,
+                                                evaluate_every=1, evaluation_timeout=3.0), KeyPair.generate())
+    server, port = serve(coordinator)
+    x, y, _, _ = digits()
+    shards = [(x[i], y[i]) for i in partition.iid(240, 3, seed=1)]
+    tiny = DeviceProfile("tiny", 1, 1024, ("float32",))  # cannot even load the model
+    clients = [FederatedClient(channel(f"127.0.0.1:{port}"), f"dev{i}", KeyPair.generate(), shard,
+                               ClientOptions(token=TOKEN, profile=tiny if i == 0 else None))
+               for i, shard in enumerate(shards)]
+    calls = {c.client_id: 0 for c in clients}
+    for client in clients:
+        original = client._get_work
+
+        def counted(stop, client=client, original=original):
+            calls[client.client_id] += 1
+            return original(stop)
+
+        client._get_work = counted
+    run_rounds(coordinator, server, clients)
+    assert [r.status for r in coordinator.store.history()] == ["aggregated"]
+    assert clients[0].evaluations_done == [1] and clients[0].rounds_declined  # asked, refused, remembered
+    assert calls["dev0"] <= 3 * max(calls["dev1"], calls["dev2"])  # was hundreds: a tight loop on EVALUATE

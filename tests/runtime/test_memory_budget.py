@@ -88,3 +88,25 @@ def test_an_explicit_budget_names_no_profile():
         Interpreter(serialize(mlp_graph(WIDE)), profile="rpi4", memory_budget=MiB)
     assert "over the memory budget of 1048576 (1.0 MiB);" in str(caught.value)
     assert "device profile '" not in str(caught.value)
+
+
+def transposed_weight_model():
+    """y = x @ Transpose(W) with a 4 MiB constant W: the Transpose is folded at prepare time,
+    so the plan holds W and its transposed copy."""
+    from edgerun.runtime.graph import GraphBuilder
+
+    g = GraphBuilder("fold")
+    x = g.input("x", np.float32, (-1, 1024))
+    w = g.constant("W", np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32))
+    g.output(g.op("MatMul", [x, g.op("Transpose", [w], name="t", perm=[1, 0])], name="mm"), "y")
+    return serialize(g.build())
+
+
+def test_constants_folded_at_prepare_time_count_against_the_budget():
+    data = transposed_weight_model()
+    report = Interpreter(data).memory_report()
+    assert report.weight_bytes == 2 * 4 * 1024 * 1024  # W and the folded Transpose(W)
+    with pytest.raises(MemoryBudgetError, match=r"arena 4\.0 KiB \+ folded constants 4\.0 MiB \+ weights 4\.0 MiB "
+                                                 r"= \d+ bytes, over the memory budget of 6291456"):
+        Interpreter(data, memory_budget=6 << 20)  # W alone fits, W with its folded copy does not
+    assert Interpreter(data, memory_budget=report.total_bytes).memory_report().total_bytes == report.total_bytes
