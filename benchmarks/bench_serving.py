@@ -9,7 +9,9 @@ a request count and by time. Scenarios:
 
   single      MLP at concurrency 1 with a synchronous tritonclient.grpc client and with
               tritonclient.http (binary data), each in its own spawned process: p50/p90/p99 of
-              edgerun, of edgerun with --busy-poll-us 300, and of a bare transport stub
+              edgerun (on its default event loop: uvloop where installed), of edgerun on asyncio's
+              own loop (--event-loop asyncio, when uvloop is installed), of edgerun with
+              --busy-poll-us 300, and of a bare transport stub
               (benchmarks/_serving_stub.py: grpc.aio and asyncio answering a canned response,
               the floor any Python server on this stack starts from), in alternating blocks
   latency     MLP 64-32-10 and CNN 3x16x16 at concurrency 1, 8, 32, one worker, no batching;
@@ -245,8 +247,16 @@ def _single_process(kind, url, model, shape, duration, requests, out) -> None:
     out.put((np.array(lat), errors))
 
 
-SINGLE_VARIANTS = [("edgerun", ()), ("edgerun --busy-poll-us 300", ("--busy-poll-us", "300")),
-                   ("bare transport stub", None)]
+def single_variants() -> list[tuple[str, tuple[str, ...] | None]]:
+    """(label, serve arguments) of the single scenario; None = the bare transport stub."""
+    from edgerun.serving.event_loop import uvloop_installed
+
+    loops = [("edgerun --event-loop asyncio", ("--event-loop", "asyncio"))] if uvloop_installed() else []
+    return [("edgerun", ()), *loops, ("edgerun --busy-poll-us 300", ("--busy-poll-us", "300")),
+            ("bare transport stub", None)]
+
+
+SINGLE_VARIANTS = single_variants()
 
 
 def run_single(server: Server, model: str, kind: str, duration: float, requests: int) -> dict:

@@ -19,7 +19,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("model", type=Path, help=".onnx or .tflite file")
     p.add_argument("output_path", nargs="?", type=Path, default=None, metavar="output",
                    help="output .erm (default: the input path with suffix .erm)")
-    p.add_argument("-o", "--output", type=Path, default=None, help="output .erm (same as the positional)")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="output .erm file (same as the positional; a directory is refused)")
     p.add_argument("--no-optimize", action="store_true",
                    help="skip the graph optimizer (constant folding, BN folding, fusion, ...)")
     p.set_defaults(func=cmd_convert)
@@ -31,13 +32,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     summary line (nodes, parameters, file size).
 
     Fails with ConversionError (unreadable or unsupported model), ModelError / OSError
-    (the graph cannot be written) or ValueError (two different output paths given)."""
+    (the graph cannot be written), InputError (the output is a directory or in a folder that
+    does not exist; checked first) or ValueError (two different output paths given)."""
     from edgerun.converters.optimize import optimize
     from edgerun.runtime import save_model
+    from edgerun.runtime.cli import check_output_file
 
     if args.output and args.output_path and args.output != args.output_path:
         raise ValueError(f"two output paths given: {args.output_path} and -o {args.output}")
     output = args.output or args.output_path or args.model.with_suffix(".erm")
+    check_output_file(output)
     graph = _import(args.model)
     if not args.no_optimize:
         for line in optimize(graph).lines():

@@ -15,12 +15,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from onnx.backend.base import Backend, BackendRep
 
 from edgerun.converters.onnx_import import from_onnx
 from edgerun.runtime.errors import InputError
+from edgerun.runtime.extras import require
 from edgerun.runtime.interpreter import DEFAULT_SIGNATURE, Interpreter
 from edgerun.runtime.writer import serialize
+
+_base = require("onnx.backend.base", "onnx", "the ONNX backend", "onnx")  # MissingExtra on import without onnx
+Backend, BackendRep = _base.Backend, _base.BackendRep
 
 
 class EdgerunRep(BackendRep):

@@ -27,6 +27,7 @@ import numpy as np
 from edgerun.converters.gradient_op import GRADIENT_OP, expand_gradients
 from edgerun.runtime import dtypes
 from edgerun.runtime.errors import ConversionError
+from edgerun.runtime.extras import require
 from edgerun.runtime.graph import Graph, Node, Value, ValueKind
 
 if TYPE_CHECKING:
@@ -78,9 +79,11 @@ def from_onnx(
 
 
 def _load(model: Any) -> onnx.ModelProto:
-    """Parse `model` into a ModelProto; ConversionError for unreadable or non-ONNX input."""
-    import onnx
+    """Parse `model` into a ModelProto; ConversionError for unreadable or non-ONNX input,
+    MissingExtra without onnx (the `onnx` extra)."""
     from google.protobuf.message import DecodeError
+
+    onnx = require("onnx", "onnx", "converting an ONNX model")
 
     if isinstance(model, onnx.ModelProto):
         proto = model

@@ -4,6 +4,7 @@
     edgerun inspect model.erm                      # from edgerun.runtime.cli
     edgerun convert model.onnx -o model.erm        # from edgerun.converters.cli
     edgerun serve --model-repository models/      # from edgerun.serving.cli
+    edgerun completion bash                        # from edgerun.completion
 
 Every package keeps its commands in its own module, listed in `COMMANDS` and imported
 only when its command is used (or for `--help`), so `edgerun inspect` never imports
@@ -12,7 +13,12 @@ commands with `set_defaults(func=handler)`; a handler takes the parsed arguments
 returns an exit code (None means 0).
 
 Expected failures (EdgerunError, OSError, ValueError) print one line,
-`edgerun: error: <message>`, and exit 1; `--debug` shows the traceback too.
+`edgerun: error: <message>`, and exit 1; `--debug` shows the traceback too. A missing
+optional package (MissingExtra: the line names the extra to install) exits 2.
+
+Every parser of the tree (the commands' own, and theirs in turn) is a `Parser`, whose help
+shows each option's default (`HelpFormatter`); the rules all help follows, and the flags
+that may differ between commands, are checked by tests/test_cli_help.py.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 
 from edgerun import __version__
 from edgerun.runtime.errors import EdgerunError
+from edgerun.runtime.extras import MissingExtra
 
 # command name -> module exposing add_parser(subparsers)
 COMMANDS: dict[str, str] = {
@@ -38,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "train": "edgerun.runtime.train_cli",
     "federated": "edgerun.federated.cli",
     "serve": "edgerun.serving.cli",
+    "completion": "edgerun.completion",
 }
 
 EXPECTED_ERRORS = (EdgerunError, OSError, ValueError)
@@ -57,15 +65,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"edgerun: error: {_describe(exc)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, MissingExtra) else 1
     return 0 if code is None else int(code)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends each option's text with "(default: X)", unless the default is None, an
+    empty list or a flag's False (the text then says what happens), or the text already says
+    what the default is ("(default 64 MiB)", in a friendlier unit than the value's)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default == [] or "(default" in text:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults; `add_subparsers` makes more of its kind,
+    so every command of the tree gets the same help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser. Plugin modules are imported only for `command`, or all of
     them when `command` is None (help); the others get a placeholder entry."""
-    parser = argparse.ArgumentParser(prog="edgerun", description="edgerun edge ML runtime")
-    parser.add_argument("--version", action="version", version=f"edgerun {__version__}")
+    parser = Parser(prog="edgerun", description="edgerun edge ML runtime")
+    parser.add_argument("--version", action="version", version=f"edgerun {__version__}",
+                        help="print the version of edgerun and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     wanted = set(COMMANDS.values()) if command is None else {COMMANDS.get(command)}
@@ -91,11 +121,13 @@ def _add_commands(subparsers: Any, module: str) -> None:
     except ImportError as exc:
         for name in (n for n, m in COMMANDS.items() if m == module):
             stub = subparsers.add_parser(name, help=f"(unavailable: {exc})")
-            stub.add_argument("rest", nargs=argparse.REMAINDER)
+            stub.add_argument("rest", nargs=argparse.REMAINDER, help="(ignored)")
             stub.set_defaults(func=functools.partial(_unavailable, name, exc))
 
 
 def _unavailable(name: str, error: ImportError, args: argparse.Namespace) -> int:
+    if isinstance(error, MissingExtra):
+        raise error
     raise EdgerunError(f"command {name!r} is unavailable: {error}")
 
 

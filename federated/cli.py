@@ -21,27 +21,20 @@ from typing import Any
 import numpy as np
 
 from edgerun.runtime.errors import EdgerunError, InputError
+from edgerun.runtime.extras import require
 
 ROUND_TIMEOUT = 60.0  # seconds; the same in coordinator and simulate
 DATA_LAYOUT = "an .npz with x (features) and y (labels, the same number of examples)"
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Help that shows each option's default, except where it is None or a flag's False
-    (the help text then says what happens)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def add_parser(subparsers: Any) -> None:
     """Register `edgerun federated` and its subcommands."""
+    from edgerun.config_file import add_config_option
+
     fed = subparsers.add_parser("federated", help="federated learning: coordinator, client, simulation")
     commands = fed.add_subparsers(title="federated commands", metavar="COMMAND")
 
-    c = commands.add_parser("coordinator", help="run a coordinator for a trainable model", formatter_class=_Formatter)
+    c = commands.add_parser("coordinator", help="run a coordinator for a trainable model")
     c.add_argument("--model", type=Path, required=True, help="trainable .erm (from make-trainable)")
     c.add_argument("--port", type=int, default=8765, help="TCP port (0: any free one)")
     c.add_argument("--host", default="0.0.0.0", help="address to listen on")
@@ -67,9 +60,10 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     c.add_argument("--tls-client-ca", type=Path, help="require device certificates signed by this CA (mTLS)")
     add_privacy_arguments(c)
+    add_config_option(c)
     c.set_defaults(func=cmd_coordinator)
 
-    d = commands.add_parser("client", help="run a device client", formatter_class=_Formatter)
+    d = commands.add_parser("client", help="run a device client")
     d.add_argument("--coordinator", required=True, help="HOST:PORT")
     d.add_argument("--data", type=Path, required=True, help=DATA_LAYOUT)
     d.add_argument("--id", required=True, help="this device's client id (1-128 of A-Z a-z 0-9 . _ : @ -)")
@@ -87,12 +81,11 @@ def add_parser(subparsers: Any) -> None:
                         "half the physical memory)")
     d.set_defaults(func=cmd_client)
 
-    s = commands.add_parser("simulate", help="N virtual devices against a real coordinator on loopback",
-                            formatter_class=_Formatter)
+    s = commands.add_parser("simulate", help="N virtual devices against a real coordinator on loopback")
     s.add_argument("--model", type=Path, required=True, help="trainable .erm (from make-trainable)")
     s.add_argument("--data", type=Path, required=True, help=f"{DATA_LAYOUT}; optional x_test, y_test to evaluate on "
                    "(else the training data)")
-    s.add_argument("--clients", type=int, default=10, help="virtual devices")
+    s.add_argument("--clients", type=int, default=10, help="number of virtual devices")
     add_round_arguments(s)
     s.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default="iid",
                    help="how the data is split between devices")
@@ -120,17 +113,16 @@ def add_parser(subparsers: Any) -> None:
     add_privacy_arguments(s)
     s.set_defaults(func=cmd_simulate)
 
-    t = commands.add_parser("status", help="rounds, clients and metrics of a coordinator state file",
-                            formatter_class=_Formatter)
+    t = commands.add_parser("status", help="rounds, clients and metrics of a coordinator state file")
     t.add_argument("--state", type=Path, default=Path("coordinator.db"), help="SQLite state file")
     t.set_defaults(func=cmd_status)
 
-    e = commands.add_parser("export", help="a global model version of a coordinator state file as a loadable .erm",
-                            formatter_class=_Formatter)
+    e = commands.add_parser("export", help="a global model version of a coordinator state file as a loadable .erm")
     e.add_argument("--state", type=Path, default=Path("coordinator.db"), help="SQLite state file")
     e.add_argument("--model", type=Path, required=True, help="the trainable .erm the coordinator ran")
     e.add_argument("-o", "--output", type=Path, required=True, help=".erm file to write")
-    e.add_argument("--version", type=int, default=None, help="global model version (default: the latest)")
+    e.add_argument("--model-version", "--version", type=int, default=None, dest="version", metavar="N",
+                   help="global model version to export (default: the latest; --version is its older name)")
     e.set_defaults(func=cmd_export)
 
 
@@ -145,8 +137,8 @@ def add_round_arguments(p: Any) -> None:
                    help="fraction of the target that must report before a round closes")
     p.add_argument("--round-timeout", type=float, default=ROUND_TIMEOUT, metavar="SECONDS",
                    help="seconds a round waits for reports before it closes with what it has")
-    p.add_argument("--epochs", type=int, default=5, help="local epochs per round (E)")
-    p.add_argument("--batch-size", type=int, default=10, help="local mini-batch size (B)")
+    p.add_argument("--epochs", type=int, default=5, help="local epochs per round (E): passes over a device's data")
+    p.add_argument("--batch-size", type=int, default=10, help="local mini-batch size (B), in examples")
     p.add_argument("--lr", type=float, default=None,
                    help="devices' learning rate (default: the one stored in the model by make-trainable --lr)")
 
@@ -176,7 +168,8 @@ def add_privacy_arguments(p: Any) -> None:
     """Secure aggregation and differential privacy options (coordinator and simulate)."""
     p.add_argument("--secure-aggregation", choices=["on", "off"], default="on",
                    help="collect only masked updates and learn only their sum")
-    p.add_argument("--secagg-bits", type=int, default=32, help="ring Z_2^bits of the masked updates (<= 32)")
+    p.add_argument("--secagg-bits", type=int, default=32, metavar="BITS",
+                   help="ring Z_2^bits of the masked updates (<= 32)")
     p.add_argument("--secagg-neighbours", type=int, default=20, help="SecAgg+ neighbours per client")
     p.add_argument("--secagg-clip-range", type=float, default=None,
                    help="per-value quantization bound (default: the clip norm, else 1)")
@@ -191,7 +184,8 @@ def add_privacy_arguments(p: Any) -> None:
     p.add_argument("--dp-epsilon", type=float, default=float("inf"), help="stop training at this epsilon")
     p.add_argument("--dp-mode", choices=["central", "distributed"], default="central",
                    help="who adds the DP noise: the coordinator, or each device a share")
-    p.add_argument("--compression", default="none", help="plain uploads only: none, int8 or topk:F")
+    p.add_argument("--compression", default="none",
+                   help="of the updates, plain uploads only: none, int8 or topk:F (keep the largest fraction F)")
 
 
 def privacy_options(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -394,6 +388,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     trainable_model(args.model)
     x, y, x_test, y_test = load_data(args.data, test=True)
     check_output(args.export)
+    if args.plot is not None:  # before the run, not after it
+        require("matplotlib", "plot", "--plot")
     secagg, dp = privacy_options(args)
     config = SimulationConfig(
         num_clients=args.clients, rounds=args.rounds, fraction_fit=args.fraction_fit, partition=args.partition,
@@ -404,10 +400,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ray_address=args.ray_address)
     with tempfile.TemporaryDirectory() as tmp:
         state = args.state or Path(tmp) / "coordinator.db"
-        with removed_on_failure(args.state):
-            history = simulate(args.model, x, y, x_test, y_test, config, store_path=state,
-                               on_round=_progress(args.rounds))
-        print()
+        with removed_on_failure(args.state), _progress(args.rounds) as on_round:
+            history = simulate(args.model, x, y, x_test, y_test, config, store_path=state, on_round=on_round)
         if args.export is not None:
             version = export_model(state, args.model, args.export)
             print(f"wrote {args.export} (global model version {version})")
@@ -429,15 +423,23 @@ def _behaviours(args: argparse.Namespace) -> tuple:
     return (DeviceBehaviour("normal", 1 - slow.share, 0.0, args.drop), slow)
 
 
-def _progress(rounds: int) -> Any:
-    """A one-line progress bar: rounds done, last status and test accuracy (or mse)."""
-    def show(record: Any) -> None:
-        bar = "#" * int(20 * record.round / max(rounds, 1))
-        shown = "".join(f" test {name} {record.metrics[f'test_{name}']:.4f}" for name in ("accuracy", "mse")
-                        if record.metrics.get(f"test_{name}") is not None)
-        sys.stdout.write(f"\rround {record.round}/{rounds} [{bar:<20}] {record.status}{shown}   ")
-        sys.stdout.flush()
-    return show
+def round_line(record: Any, rounds: int) -> str:
+    """'round 2/10 aggregated test accuracy 0.9120': a round's status and test accuracy (or mse)."""
+    shown = "".join(f" test {name} {record.metrics[f'test_{name}']:.4f}" for name in ("accuracy", "mse")
+                    if record.metrics.get(f"test_{name}") is not None)
+    return f"round {record.round}/{rounds} {record.status}{shown}"
+
+
+@contextmanager
+def _progress(rounds: int) -> Iterator[Any]:
+    """simulate's on_round: one line per round on stdout, and a bar of the rounds on a terminal."""
+    from edgerun.runtime.progress import Progress
+
+    with Progress(rounds, "round", "rounds") as progress:
+        def show(record: Any) -> None:
+            progress.update(1)
+            progress.line(round_line(record, rounds))
+        yield show
 
 
 def cmd_status(args: argparse.Namespace) -> int:

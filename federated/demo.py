@@ -33,14 +33,15 @@ def mlp_uniform_init(sizes: tuple[int, ...] = (64, 64, 10), seed: int = 0) -> An
 
 
 def digits_setup(workdir: str | Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(trainable model path, x, y, x_test, y_test) for sklearn digits (SGD lr 0.1)."""
-    from sklearn.datasets import load_digits
-
+    """(trainable model path, x, y, x_test, y_test) for sklearn digits (SGD lr 0.1). MissingExtra
+    without scikit-learn (the `demo` extra)."""
     from edgerun.converters.training import make_trainable
     from edgerun.federated import partition
     from edgerun.runtime import save_model
+    from edgerun.runtime.extras import require
 
-    data = load_digits()
+    datasets = require("sklearn.datasets", "demo", "the digits demo", "scikit-learn")
+    data = datasets.load_digits()
     train, test = partition.stratified_split(data.target, 0.2, seed=0)
     x, y = data.data[train].astype(np.float32), data.target[train].astype(np.int64)
     mean, std = x.mean(0), x.std(0) + 1e-6

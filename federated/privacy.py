@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgerun.runtime.errors import EdgerunError
+from edgerun.runtime.extras import MissingExtra, require
 
 MODES = ("central", "distributed")
 
@@ -39,18 +39,14 @@ if TYPE_CHECKING:
     import dp_accounting
 
 
-class PrivacyUnavailable(EdgerunError):
+class PrivacyUnavailable(MissingExtra):
     """Differential privacy was asked for but dp-accounting (the `privacy` extra) is missing."""
 
 
 def _accounting() -> Any:
     """The dp_accounting package, imported when differential privacy is on (the `privacy`
     extra). PrivacyUnavailable, one line naming the extra, when it is not installed."""
-    try:
-        import dp_accounting
-    except ImportError:
-        raise PrivacyUnavailable("differential privacy needs dp-accounting: pip install 'edgerun[privacy]'") from None
-    return dp_accounting
+    return require("dp_accounting", "privacy", "differential privacy", "dp-accounting", PrivacyUnavailable)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from edgerun.federated.store import Store
 from edgerun.federated.strategies import FedAvg
 from edgerun.federated.strategies.by_availability import AvailabilityWeighted
 from edgerun.runtime.errors import EdgerunError
+from edgerun.runtime.extras import require
 from edgerun.runtime.interpreter import Interpreter
 
 log = logging.getLogger("edgerun.federated.simulation")
@@ -257,9 +258,8 @@ def write_metrics(history: list[Any], path: Path) -> None:
 def plot_history(history: list[Any], path: Path) -> None:
     """A PNG of test accuracy and training loss per round (needs matplotlib: the `plot` extra).
     Under secure aggregation clients report no loss in the clear: the plot then shows accuracy
-    and the number of masked inputs aggregated per round."""
-    import matplotlib
-
+    and the number of masked inputs aggregated per round. MissingExtra without matplotlib."""
+    matplotlib = require("matplotlib", "plot", "plotting the rounds")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -7,6 +7,7 @@ package's commands; this module imports nothing above the runtime.
 from __future__ import annotations
 
 import argparse
+import codecs
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,12 +37,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from edgerun.runtime import load_model
 
     graph = load_model(args.model)
+    interpreter, why = _interpreter(args.model)
     weights = [v for g in (graph, *graph.subgraphs()) for v in g.values() if v.data is not None]
     params = sum(v.data.size for v in weights if v.data.dtype.kind == "f")
     weight_bytes = sum(v.data.nbytes for v in weights)
     print(f"{args.model}: {_size(args.model.stat().st_size)}, "
           f"weights {_size(weight_bytes)}, {params:,} parameters")
-    for name, sig in graph.signatures.items():
+    # the interpreter's signatures carry the dtypes and shapes inferred for outputs the file leaves open
+    signatures = graph.signatures if interpreter is None else interpreter.signatures
+    for name, sig in signatures.items():
         print(f"signature {name!r}")
         for kind, values in (("input", sig.inputs), ("output", sig.outputs)):
             for key, value in values.items():
@@ -49,20 +53,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     histogram = graph.op_histogram()
     print(f"ops ({len(graph.nodes)} nodes): "
           + ", ".join(f"{op} x{n}" for op, n in histogram.items()))
-    print(_work_line(args.model))
+    print(_work_line(interpreter, why))
     for key, value in graph.metadata.items():
         print(f"metadata {key}: {value}")
     return 0
 
 
-def _work_line(model: Path) -> str:
-    """'estimated work (multiply-adds per run, dynamic dims at 1): sig N, ...', or why not."""
+def _interpreter(model: Path) -> tuple[Any, str]:
+    """(an Interpreter of `model`, "") or (None, why it cannot be planned)."""
     from edgerun.runtime import EdgerunError, Interpreter
 
     try:
-        it = Interpreter(model, device="cpu")
+        return Interpreter(model, device="cpu"), ""
     except EdgerunError as exc:
-        return f"estimated work: unavailable ({exc})"
+        return None, str(exc)
+
+
+def _work_line(it: Any, why: str) -> str:
+    """'estimated work (multiply-adds per run, dynamic dims at 1): sig N, ...', or why not."""
+    if it is None:
+        return f"estimated work: unavailable ({why})"
     figures = ", ".join(f"{name} {it.estimated_macs(name):,}" for name in it.signatures)
     return f"estimated work (multiply-adds per run, dynamic dims at 1): {figures or 'no signatures'}"
 
@@ -82,22 +92,32 @@ def _dtype(dtype: np.dtype | None) -> str:
 
 
 def _shape(shape: tuple[int, ...] | None) -> str:
+    """'[?, 64]': a dynamic dim (-1) is '?'; '[...]' when even the rank is unknown."""
     if shape is None:
-        return "[?]"
+        return "[...]"
     return "[" + ", ".join("?" if d < 0 else str(d) for d in shape) + "]"
 
 
 # --- run -----------------------------------------------------------------------------------
 
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    """--device, --threads and --profile: where and how an interpreter runs (run, bench)."""
+    p.add_argument("--device", default="auto",
+                   help="kernel backend: auto (the fastest one available), cpu (numpy) or numba")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="kernel threads, BLAS included (default: the --profile's, else one per core)")
+    p.add_argument("--profile", default=None,
+                   help="device profile (host, rpi-zero2, rpi4, phone): its threads and memory budget apply")
+
+
 def _add_run(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help="run a signature on inputs from .npy files")
     p.add_argument("model", type=Path, help=".erm file")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="an input tensor (repeat for several)")
-    p.add_argument("--signature", "-s", default="serving_default")
-    p.add_argument("--output", "-o", type=Path, help="write the outputs to this .npz")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--profile", default=None, help="device profile: host, rpi4, phone (threads, memory budget)")
+                   help="an input tensor, an array saved by numpy.save (repeat for several)")
+    p.add_argument("--signature", "-s", default="serving_default", help="the signature to run")
+    p.add_argument("--output", "-o", type=Path, help="write the outputs to this .npz file")
+    add_device_arguments(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -120,8 +140,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgerun.runtime import Interpreter
 
     paths = parse_input_specs(args.input)
-    inputs = {name: np.load(path, allow_pickle=False) for name, path in paths.items()}
-    it = Interpreter(args.model, device=args.device, profile=args.profile)
+    if args.output is not None:
+        check_output_file(args.output, ".npz")
+    inputs = {name: load_array(path) for name, path in paths.items()}
+    it = Interpreter(args.model, device=args.device, num_threads=args.threads, profile=args.profile)
     outputs = it.run(inputs, signature=args.signature)
     for name, array in outputs.items():
         preview = np.array2string(array.ravel()[:8], precision=4, separator=", ")
@@ -138,13 +160,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _add_bench(subparsers: Any) -> None:
     p = subparsers.add_parser("bench", help="time a signature on random inputs")
     p.add_argument("model", type=Path, help=".erm file")
-    p.add_argument("--runs", type=int, default=100, help="timed runs (default 100)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
-    p.add_argument("--threads", type=int, default=None, help="kernel threads")
-    p.add_argument("--batch", type=int, default=1, help="size of dynamic leading dims")
-    p.add_argument("--signature", "-s", default="serving_default")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--profile", default=None, help="device profile: host, rpi4, phone (threads, memory budget)")
+    p.add_argument("--runs", type=int, default=100, help="timed runs")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    p.add_argument("--batch", type=int, default=1, help="size of dynamic leading dims (examples)")
+    p.add_argument("--signature", "-s", default="serving_default",
+                   help="the signature to time ('train' runs training steps at the model's learning rate)")
+    add_device_arguments(p)
     p.set_defaults(func=cmd_bench)
 
 
@@ -159,7 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.signature not in it.signatures:
         raise ValueError(f"unknown signature {args.signature!r}; the model has: "
                          f"{', '.join(sorted(it.signatures))}")
-    inputs = random_inputs(it.signatures[args.signature].inputs, args.batch)
+    inputs = bench_inputs(it, args.signature, args.batch)
     for name, array in inputs.items():
         it.resize_input(name, array.shape, signature=args.signature)
     for _ in range(args.warmup):
@@ -180,6 +201,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_inputs(it: Any, signature: str, batch: int = 1) -> dict[str, np.ndarray]:
+    """random_inputs for `signature`, but a train step's learning_rate is the model's own (from
+    make-trainable; 0.01 if it has none) and its labels are valid: class 0 or 1, or in [0, 1)."""
+    inputs = random_inputs(it.signatures[signature].inputs, batch)
+    if "learning_rate" in inputs:
+        lr = _training_record(it.graph.metadata).get("optimizer", {}).get("lr", 0.01)
+        inputs["learning_rate"] = np.full_like(inputs["learning_rate"], lr)
+    labels = inputs.get("labels")
+    if labels is not None and labels.dtype.kind == "f":
+        inputs["labels"] = np.random.default_rng(1).random(labels.shape).astype(labels.dtype)
+    return inputs
+
+
+def _training_record(metadata: dict[str, str]) -> dict[str, Any]:
+    """The 'edgerun.training' metadata make-trainable writes, or {}."""
+    import json
+
+    try:
+        record = json.loads(metadata.get("edgerun.training", "{}"))
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def random_inputs(infos: dict[str, Any], batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
     """Random arrays matching TensorInfos (name -> .dtype, .shape): a dynamic leading dim
     becomes `batch`, other dynamic dims 1. Floats are standard normal, ints 0 or 1."""
@@ -194,3 +239,57 @@ def random_inputs(infos: dict[str, Any], batch: int = 1, seed: int = 0) -> dict[
             arrays[name] = rng.integers(0, 2, size=shape).astype(dtype)
     return arrays
 
+
+
+# --- files ---------------------------------------------------------------------------------
+
+def check_output_file(path: Path, suffix: str = ".erm") -> None:
+    """InputError unless `path` can name a file to write: not a directory, in a folder that
+    exists. Checked before any work, so a bad -o fails at once and leaves nothing behind."""
+    from edgerun.runtime.errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give -o a file name, e.g. {path / ('model' + suffix)}")
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: the folder {str(path.parent)!r} does not exist")
+
+
+def describe_file(path: Path) -> str:
+    """What the file at `path` holds, from its first bytes: 'an .npy array', 'an .npz (zip)
+    archive', 'a Python pickle', 'text (starts 'a,b,c')', 'an empty file' or 'binary data'."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"\x93NUMPY"):
+        return "an .npy array"
+    if head.startswith(b"PK"):
+        return "an .npz (zip) archive"
+    if head[:1] == b"\x80":
+        return "a Python pickle"
+    try:  # an incremental decoder: a character cut at byte 64 is not an error
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)
+    except UnicodeDecodeError:
+        return "binary data"
+    if not all(c.isprintable() or c.isspace() for c in text):
+        return "binary data"
+    return f"text (starts {text.strip()[:24]!r})"
+
+
+NPY = "an array saved by numpy.save (.npy) of numbers, booleans or strings"
+
+
+def load_array(path: Path) -> np.ndarray:
+    """The array of the .npy file at `path` (no pickles). InputError saying what the file
+    holds instead (text, an .npz archive, Python objects); OSError when it cannot be read."""
+    from edgerun.runtime.errors import InputError
+
+    kind = describe_file(path)
+    if kind != "an .npy array":
+        raise InputError(f"{path}: holds {kind}, not an array; expected {NPY}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "Object arrays" in str(exc):
+            raise InputError(f"{path}: holds Python objects (needs pickle, never loaded); expected {NPY}") from None
+        raise InputError(f"{path}: a broken .npy file ({exc}); expected {NPY}") from None

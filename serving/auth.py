@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -10,6 +11,7 @@ import grpc
 # methods reachable without a token, so orchestrators can probe health (the health servicer asks for
 # the token itself when the service checked is a model)
 OPEN_GRPC_METHODS = ("/grpc.health.v1.Health/",)
+INFER_METHODS = ("/ModelInfer", "/ModelStreamInfer")  # refusals counted in nv_inference_request_failure
 
 
 def read_token(path: str | Path) -> str:
@@ -34,10 +36,11 @@ def metadata_token_ok(metadata, token: str) -> bool:
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without 'authorization: Bearer <token>' metadata with UNAUTHENTICATED."""
+    """Rejects calls without 'authorization: Bearer <token>' metadata with UNAUTHENTICATED, telling
+    `refused(model, reason)` (Handlers.refused) of each inference call it rejects."""
 
-    def __init__(self, token: str) -> None:
-        self._token = token
+    def __init__(self, token: str, refused: Callable[[str, str], None] | None = None) -> None:
+        self._token, self._refused = token, refused
 
         # status set without context.abort(), whose exception would keep the request in a
         # reference cycle until the next full garbage collection (see grpc_service._fail)
@@ -58,4 +61,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             return await continuation(handler_call_details)
         if metadata_token_ok(handler_call_details.invocation_metadata, self._token):
             return await continuation(handler_call_details)
+        if method.endswith(INFER_METHODS):  # no model label: the caller is not trusted to name one
+            if self._refused is not None:
+                self._refused("", "UNAUTHENTICATED")
         return self._deny_stream if method.endswith("/ModelStreamInfer") else self._deny_unary

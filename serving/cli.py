@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +19,32 @@ TOKEN_ENV = "EDGERUN_SERVE_TOKEN"
 def add_parser(subparsers: Any) -> None:
     """Register `edgerun serve`."""
     p = subparsers.add_parser("serve", help="serve a model repository over gRPC and REST (KServe v2)")
+    from edgerun.config_file import add_config_option
+
     add_arguments(p)
+    add_config_option(p)
     p.set_defaults(func=cmd_serve)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-repository", type=Path, required=True, help="DIR/<model>/<version>/model.erm")
-    p.add_argument("--host", default="0.0.0.0", help="address to bind (default all interfaces)")
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus /metrics (0 = off)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0: all interfaces)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="TCP port of the gRPC (KServe v2) endpoint")
+    p.add_argument("--http-port", type=int, default=8000, help="TCP port of the REST (KServe v2) endpoint")
+    p.add_argument("--metrics-port", type=int, default=8002, help="TCP port of Prometheus /metrics (0 = off)")
     p.add_argument("--workers", type=int, default=1, help="worker processes sharing the ports")
-    p.add_argument("--threads", type=int, default=1, help="BLAS threads per worker (default 1)")
-    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
-    p.add_argument("--repository-poll-secs", type=float, default=2.0)
-    p.add_argument("--load-model", action="append", default=[], help="explicit mode: model to load at start")
+    p.add_argument("--blas-threads", type=int, default=1, dest="threads", metavar="N",
+                   help="BLAS and OpenMP threads per worker process (threadpoolctl's limit; the interpreters' "
+                        "own parallel kernels are not capped by it)")
+    p.add_argument("--threads", type=int, dest="threads", action=DeprecatedAlias, new="--blas-threads",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none",
+                   help="none: serve what the repository holds at start; poll: follow its changes; explicit: "
+                        "load and unload through the API")
+    p.add_argument("--repository-poll-secs", type=float, default=2.0, metavar="SECONDS",
+                   help="seconds between two scans of the repository (poll mode)")
+    p.add_argument("--load-model", action="append", default=[], metavar="MODEL",
+                   help="explicit mode: a model to load at start (repeat for several)")
     p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); enables TLS on gRPC and HTTP")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mTLS)")
@@ -41,8 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "health checks, on gRPC, REST and /metrics. Or set the token in the environment "
                         f"variable {TOKEN_ENV}. No token = no authentication (keep the ports private)")
     p.add_argument("--max-message-size", type=int, default=64 * 1024 * 1024,
-                   help="largest request or response in bytes, both protocols (default 64 MiB)")
-    p.add_argument("--grace-secs", type=float, default=10.0, help="drain time on SIGTERM")
+                   metavar="BYTES", help="largest request or response in bytes, both protocols (default 64 MiB)")
+    p.add_argument("--grace-secs", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds calls in progress get to finish on SIGTERM")
     p.add_argument("--grpc-max-concurrent-rpcs", type=int, default=256,
                    help="gRPC calls in progress per worker; more are refused with RESOURCE_EXHAUSTED")
     p.add_argument("--http-max-connections", type=int, default=1024,
@@ -56,19 +69,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--max-message-size = 256 MiB; at least --max-message-size). One client IP address "
                         "(IPv6: /64 network) may hold at most the larger of --max-message-size and a "
                         "quarter of it")
-    p.add_argument("--http-header-timeout-secs", type=float, default=10.0,
-                   help="time a client has to send the request line and headers")
-    p.add_argument("--http-body-timeout-secs", type=float, default=60.0, help="time to send the body")
+    p.add_argument("--http-header-timeout-secs", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds a client has to send the request line and headers")
+    p.add_argument("--http-body-timeout-secs", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds a client has to send the body")
     p.add_argument("--http-min-body-rate", type=int, default=64 * 1024, metavar="BYTES_PER_SEC",
                    help="slowest average rate in bytes per second, after a 2 s grace, at which an HTTP "
                         "request body over 64 KiB may arrive; a slower one is answered 408 and closed, "
                         "freeing its share of --http-body-budget (default 65536 = 64 KiB/s; 0 = no minimum)")
-    p.add_argument("--http-idle-timeout-secs", type=float, default=60.0,
-                   help="how long an idle kept-alive connection stays open")
-    p.add_argument("--busy-poll-us", type=int, default=0,
+    p.add_argument("--http-idle-timeout-secs", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds an idle kept-alive connection stays open")
+    p.add_argument("--busy-poll-us", type=int, default=0, metavar="MICROSECONDS",
                    help="microseconds each worker polls for I/O without sleeping before it blocks: lower "
                         "latency for more CPU (default 0 = off; 200-500 suits latency-bound serving)")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="each worker's event loop: auto = uvloop when installed (pip install 'edgerun[serve-fast]') "
+                        "unless --busy-poll-us is set, else asyncio's own")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                   type=str.upper, help="the least severe log records written")
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old flag name, hidden from --help, that stores as its new name does and warns once on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"edgerun: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def options_from(args: argparse.Namespace):
@@ -93,7 +124,7 @@ def options_from(args: argparse.Namespace):
                         http_body_timeout_s=args.http_body_timeout_secs,
                         http_idle_timeout_s=args.http_idle_timeout_secs,
                         http_min_body_rate=args.http_min_body_rate,
-                        busy_poll_us=args.busy_poll_us)
+                        busy_poll_us=args.busy_poll_us, event_loop=args.event_loop)
 
 
 def _token(path: Path | None) -> str | None:

@@ -17,6 +17,7 @@ from edgerun.serving.grpc_codec import request_from_proto, response_to_proto
 from edgerun.serving.handlers import Handlers
 from edgerun.serving.protos import grpc_service_pb2 as pb
 from edgerun.serving.protos import grpc_service_pb2_grpc as pb_grpc
+from edgerun.serving.types import InferRequest
 
 log = logging.getLogger("edgerun.serving")
 DEFAULT_MAX_CONCURRENT_RPCS = 256  # more at once are refused with RESOURCE_EXHAUSTED
@@ -102,12 +103,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return msg
 
     async def ModelInfer(self, request, context):
-        return response_to_proto(await self.h.infer(request_from_proto(request)))
+        return response_to_proto(await self.h.infer(self._decode(request)))
+
+    def _decode(self, request) -> InferRequest:
+        """The plain request; a malformed one is counted as refused (Handlers.infer counts the rest)."""
+        try:
+            return request_from_proto(request)
+        except ServingError as exc:
+            self.h.refused(request.model_name, exc.status.name)
+            raise
 
     async def ModelStreamInfer(self, request_iterator, context):
         async for request in request_iterator:
             try:
-                response = await self.h.infer(request_from_proto(request))
+                response = await self.h.infer(self._decode(request))
             except ServingError as exc:
                 yield pb.ModelStreamInferResponse(error_message=exc.message,
                                                   infer_response=pb.ModelInferResponse(id=request.id))

@@ -91,7 +91,7 @@ class Handlers:
         if self.control_log is not None:
             self.control_log.record(name, "load")
         if not entry.ready:
-            reasons = entry.error or "; ".join(reason for _, reason in entry.failed.values()) or "no versions"
+            reasons = entry.reasons() or "no versions"
             raise ServingError(ErrorCode.INVALID_ARGUMENT, f"model {quote(name)} has no loadable version: {reasons}")
 
     async def unload_model(self, name: str) -> None:
@@ -133,6 +133,12 @@ class Handlers:
         seconds = time.perf_counter() - start
         model.stats.request(True, seconds, queued)
         return InferResponse(model.name, model.version_str, request.id, selected)
+
+    def refused(self, model: str, reason: str) -> None:
+        """Count an inference request refused before it reached `infer` (malformed, unauthorized,
+        too large...): `reason` is the gRPC status name. The model label is `model` only when the
+        repository knows that name, else ''."""
+        metrics.record_failure(model if model in self.repository.models else "", reason)
 
     def _failed(self, request: InferRequest, model, reason: str, seconds: float) -> None:
         if model is not None:

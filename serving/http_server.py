@@ -3,6 +3,15 @@
 Enough for the v2 REST API and its clients (tritonclient.http, curl, load balancers); no chunked
 request bodies. Pipelined requests are answered one after another, in order.
 
+The framing of HTTP/1.1 (request line, headers, where a message ends, keep-alive) is parsed by
+httptools (llhttp, Node's parser, as in uvicorn), in its strict mode: bare LF line ends, obsolete
+line folding, a Content-Length beside a Transfer-Encoding or repeated, and control characters are
+refused with 400, as a proxy that reads them differently could be smuggled a request. Around it
+this module keeps its own limits: the request line and headers (MAX_HEAD bytes, MAX_HEADERS
+lines), the body size, the time limits, and the connection and body budgets below. The parser is
+fed one request at a time, never the bytes of the next, so a head is measured exactly and
+pipelined requests wait in the buffer, not in memory the parser holds.
+
 Memory is bounded whatever clients do: a connection buffers at most the request line and headers
 (MAX_HEAD) plus READ_AHEAD bytes, except for a request body, which is received into a buffer of its
 own only after its Content-Length was reserved from the server's body budget (`Limits.body_budget`:
@@ -18,6 +27,9 @@ It is an `asyncio.Protocol`, not a stream reader: bytes are parsed where they ar
 whose handler finishes without waiting is answered in the same callback, with no task, no timer
 and one write. On a small model that halves the server's share of a request's latency. Time
 limits are enforced by one sweep per server (`Limits.sweep_s`) over the connections' deadlines.
+
+A request refused here (malformed, too large, over a budget, too slow, unauthorized) is reported
+to the app's optional `refused(request, response)` hook, so it can count it.
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+
+import httptools
 
 log = logging.getLogger("edgerun.serving")
 MAX_HEAD = 16 * 1024  # request line plus headers
@@ -86,6 +100,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     version: str = "HTTP/1.1"
+    keep_alive: bool = True  # HTTP/1.1 unless 'Connection: close'; HTTP/1.0 only with 'keep-alive'
 
 
 @dataclass
@@ -100,13 +115,18 @@ class Response:
 App = Callable[[Request], Awaitable[Response]]
 # called with the request (body not read yet) once the headers are in; a Response refuses it
 Authorize = Callable[[Request], Response | None]
+# told of every request refused before the app saw it: the request (None when its head could not be
+# parsed) and the refusal sent
+Refused = Callable[[Request | None, Response], None]
 
 
 class HttpServer:
-    """Serves `app` on (host, port). Bodies over `max_body` bytes get 413 without being read."""
+    """Serves `app` on (host, port). Bodies over `max_body` bytes get 413 without being read.
+    `authorize` and `refused` default to the app's methods of those names, if it has them."""
 
     def __init__(self, app: App, max_body: int, ssl_context: ssl.SSLContext | None = None,
-                 limits: Limits | None = None, authorize: Authorize | None = None) -> None:
+                 limits: Limits | None = None, authorize: Authorize | None = None,
+                 refused: Refused | None = None) -> None:
         self.app, self.max_body, self.ssl_context = app, max_body, ssl_context
         self.limits = limits or Limits()
         self.body_budget = self.limits.body_budget if self.limits.body_budget is not None else 4 * max_body
@@ -115,6 +135,7 @@ class HttpServer:
                                    else max(max_body, self.body_budget // 4))
         self._reserved_by: dict[str, int] = {}  # reservation key (see _reservation_key) -> bytes it holds
         self.authorize = authorize if authorize is not None else getattr(app, "authorize", None)
+        self.refused = refused if refused is not None else getattr(app, "refused", None)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task | None = None
         self._connections: set[_Connection] = set()
@@ -203,15 +224,23 @@ class _Connection(asyncio.Protocol):
 
     Every callback leaves the connection in one of these states: reading a request (with a
     deadline), running one (`busy`, no deadline), or closed. Requests are taken from the buffer by
-    the loop in `_advance`, never by recursion, so any number of pipelined requests is safe."""
+    the loop in `_advance`, never by recursion, so any number of pipelined requests is safe. The
+    parser (httptools) gets the bytes of one request at a time: its head up to the blank line that
+    ends it, then, once the head was accepted, exactly Content-Length bytes of body."""
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.limits = server.limits
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.request: Request | None = None  # headers parsed, body not yet complete
+        self.parser = httptools.HttpRequestParser(self)
+        self.buffer = bytearray()  # bytes not fed to the parser yet
+        self.head = _Head()  # what the parser reported of the request head being fed
+        self.head_fed = 0  # bytes of that head fed so far
+        self.tail = b""  # the last bytes fed of it, for a blank line split between two reads
+        self.message_done = False  # the parser has seen the end of the request being read
+        self.upgraded = False  # the parser saw an Upgrade: it parses no more (we close after answering)
+        self.request: Request | None = None  # head accepted, body not yet complete
         self.body_length = 0
         self.body: bytearray | None = None  # the body being received, when it was not all in `buffer`
         self.reserved = 0  # bytes of the server's body budget held by the request in progress
@@ -228,7 +257,7 @@ class _Connection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return not self.busy and self.request is None and not self.buffer
+        return not self.busy and self.request is None and not self.buffer and not self.head_fed
 
     def expired(self, now: float) -> bool:
         return any(d is not None and now >= d for d in (self.deadline, self.write_deadline))
@@ -244,10 +273,30 @@ class _Connection(asyncio.Protocol):
 
     def cut_off(self) -> None:
         """Answer a body too slow for the minimum rate with 408, give back its reservation, close."""
-        self.request, self.body = None, None
+        request, self.request, self.body = self.request, None, None
         self.buffer.clear()
         self._release()
-        self._answer(_plain(408, f"request body sent slower than {self.limits.min_body_rate} bytes/s"), keep=False)
+        self._refuse(_plain(408, f"request body sent slower than {self.limits.min_body_rate} bytes/s"), request)
+
+    # --- httptools callbacks (during feed_data: they only record) ---------------------------------
+
+    def on_message_begin(self) -> None:
+        self.head, self.message_done = _Head(), False
+
+    def on_url(self, url: bytes) -> None:
+        self.head.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        head = self.head
+        head.complete, head.version = True, self.parser.get_http_version()
+        head.upgrade = self.parser.should_upgrade()
+        head.keep_alive = self.parser.should_keep_alive() and not head.upgrade
+
+    def on_message_complete(self) -> None:
+        self.message_done = True
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -345,6 +394,8 @@ class _Connection(asyncio.Protocol):
                     self.read_paused = False
                     self.transport.resume_reading()
                 if self.request is None and not self._take_head():
+                    if self.peer_done and not self.closed:
+                        self.close()
                     return
                 body = self._take_body()
                 if body is None:
@@ -359,22 +410,41 @@ class _Connection(asyncio.Protocol):
             self.expire()
 
     def _take_head(self) -> bool:
-        """Parse the next request line and headers from the buffer; False if they are incomplete
-        or were refused."""
-        while self.buffer[:2] == b"\r\n":  # blank lines before a request line are allowed
-            del self.buffer[:2]
-        end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
-        if end < 0:
-            if len(self.buffer) > MAX_HEAD:
-                self._answer(_plain(400, f"request line and headers exceed {MAX_HEAD} bytes"), keep=False)
-            elif self.buffer.find(b"\n\n", 0, MAX_HEAD) >= 0:
-                self._answer(_plain(400, "request lines must end with CRLF"), keep=False)
-            elif self.peer_done:
-                self.close()
-            return False
-        head = bytes(self.buffer[:end])
-        del self.buffer[:end + 4]
-        return self._start(head)
+        """Feed the parser the next request head from the buffer, up to and including the blank
+        line that ends it; True once the head is complete and accepted, False if more bytes are
+        needed or it was refused."""
+        while self.buffer:
+            end = self._head_end()
+            size = end if end >= 0 else len(self.buffer)
+            if self.head_fed + size > MAX_HEAD + 4:
+                self._refuse(_plain(400, f"request line and headers exceed {MAX_HEAD} bytes"))
+                return False
+            piece = bytes(self.buffer[:size])
+            del self.buffer[:size]
+            self.head_fed += size
+            self.tail = (self.tail + piece)[-3:]
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                pass  # on_headers_complete saw it: answered, then the connection closes
+            except httptools.HttpParserError as exc:
+                self._refuse(_plain(400, f"malformed request: {exc}"))
+                return False
+            if self.head.complete:
+                head, self.head, self.head_fed, self.tail = self.head, _Head(), 0, b""
+                return self._start(head)
+        return False
+
+    def _head_end(self) -> int:
+        """The end of the head in `buffer` (just past its first CRLFCRLF, which may have begun in
+        the bytes fed before), or -1 if it is not there within MAX_HEAD bytes."""
+        if self.tail:
+            joined = self.tail + bytes(self.buffer[:3])
+            found = joined.find(b"\r\n\r\n")
+            if found >= 0:
+                return found + 4 - len(self.tail)
+        found = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+        return found + 4 if found >= 0 else -1
 
     def _take_body(self) -> bytes | None:
         """The body of the request in progress once it is complete, else None (what arrived so
@@ -384,12 +454,22 @@ class _Connection(asyncio.Protocol):
             if len(self.buffer) >= length:  # all here (small requests): no second buffer
                 body = bytes(self.buffer[:length]) if length else b""
                 del self.buffer[:length]
-                return body
+                return self._end_body(body)
             self.body, self.buffer = self.buffer, bytearray()
             return None
         if len(self.body) < length:
             return None
         body, self.body = bytes(self.body), None  # one copy, then the buffer is freed at once
+        return self._end_body(body)
+
+    def _end_body(self, body: bytes) -> bytes:
+        """Feed the parser the body (it skips it) so that it ends the message where we do."""
+        if self.upgraded:
+            return body
+        if body:
+            self.parser.feed_data(body)
+        if not self.message_done:
+            raise RuntimeError("the parser did not end the message with its Content-Length body")
         return body
 
     def _release(self) -> None:
@@ -398,30 +478,31 @@ class _Connection(asyncio.Protocol):
             self.server.release(self.reserved, self.reserved_by)
             self.reserved = 0
 
-    def _start(self, head: bytes) -> bool:
+    def _start(self, head: _Head) -> bool:
         """Check the request line and headers; False if the request was refused (answered, and
         the connection is closing)."""
-        request = _parse_head(head)
+        request = _request(head, self.parser.get_method())
         if isinstance(request, Response):
-            self._answer(request, keep=False)
+            self._refuse(request)
             return False
+        self.upgraded = head.upgrade
         if self.server.authorize is not None:
             refusal = self.server.authorize(request)
             if refusal is not None:  # answered before the body is read; the connection then closes
-                self._answer(refusal, keep=False)
+                self._refuse(refusal, request)
                 return False
         headers = request.headers
         if "transfer-encoding" in headers:
-            self._answer(_plain(411, "send a Content-Length body (Transfer-Encoding is not supported)"), keep=False)
+            self._refuse(_plain(411, "send a Content-Length body (Transfer-Encoding is not supported)"), request)
             return False
         length_text = headers.get("content-length", "0")
         if not _LENGTH.fullmatch(length_text):
-            self._answer(_plain(400, "bad Content-Length"), keep=False)
+            self._refuse(_plain(400, "bad Content-Length"), request)
             return False
         length = int(length_text)
         if length > self.server.max_body:
-            self._answer(_plain(413, f"request body of {length} bytes exceeds the limit of "
-                                     f"{self.server.max_body} bytes"), keep=False)
+            self._refuse(_plain(413, f"request body of {length} bytes exceeds the limit of "
+                                     f"{self.server.max_body} bytes"), request)
             return False
         if length > UNBUDGETED_BODY:
             key = _reservation_key(self.client or "")
@@ -429,7 +510,7 @@ class _Connection(asyncio.Protocol):
             if why is not None:
                 refusal = _plain(503, why)
                 refusal.headers["Retry-After"] = "1"
-                self._answer(refusal, keep=False)
+                self._refuse(refusal, request)
                 return False
             self.reserved, self.reserved_by, self.body_started = length, key, self.loop.time()
         self.request, self.body_length = request, length
@@ -438,6 +519,16 @@ class _Connection(asyncio.Protocol):
             if headers.get("expect", "").lower() == "100-continue":
                 self.transport.write(_CONTINUE)
         return True
+
+    def _refuse(self, response: Response, request: Request | None = None) -> None:
+        """Answer `response` to a request refused before its handler ran, tell the app's
+        `refused` hook, and close once it is sent."""
+        if self.server.refused is not None and not self.closed:
+            try:
+                self.server.refused(request, response)
+            except Exception:
+                log.exception("HTTP refusal hook failed")
+        self._answer(response, keep=False)
 
     def _dispatch(self, request: Request) -> None:
         """Run the app on `request` in a context of its own: to its end at once if it never
@@ -478,7 +569,7 @@ class _Connection(asyncio.Protocol):
         self.server._active -= 1
         self.busy = False
         self._release()
-        keep = keep and _keep_alive(request) and not self.server._closing
+        keep = keep and request.keep_alive and not self.server._closing
         if self.peer_done and not self.buffer:
             keep = False
         self._answer(response, keep)
@@ -504,39 +595,43 @@ class _Connection(asyncio.Protocol):
             self.close()
 
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a method or header name
 _TARGET = re.compile(r"/[\x21-\x7e]*")  # origin-form, visible ASCII only
 _LENGTH = re.compile(r"[0-9]{1,18}")
-_FIELD_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls other than tab
 _SINGLE = frozenset({"content-length", "transfer-encoding", "host", "authorization", "expect",
                      "content-encoding", "inference-header-content-length"})  # repeated: refused
 
 
-def _parse_head(head: bytes) -> Request | Response:
-    """The request line and headers as a Request (body empty), or the 400 Response refusing them.
-    Strict where a lenient reading could differ from a proxy's (request smuggling): CRLF line ends
-    only, token header names, no repeated framing headers, no control characters."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if (len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not _TARGET.fullmatch(parts[1])
-            or parts[2] not in ("HTTP/1.1", "HTTP/1.0")):
-        return _plain(400, "malformed request line")
-    if len(lines) - 1 > MAX_HEADERS:
+@dataclass
+class _Head:
+    """A request line and headers as the parser reports them (raw bytes)."""
+
+    url: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    complete: bool = False
+    version: str = ""
+    keep_alive: bool = False
+    upgrade: bool = False
+
+
+def _request(head: _Head, method: bytes) -> Request | Response:
+    """The parsed head as a Request (body empty), or the 400 Response refusing it: HTTP/1.0 and
+    1.1 only, an origin-form target (a path), at most MAX_HEADERS headers, none of the framing or
+    credential headers repeated (others repeated are joined with ', ')."""
+    target = head.url.decode("latin-1")
+    if head.version not in ("1.0", "1.1") or not _TARGET.fullmatch(target):
+        return _plain(400, "malformed request line (HTTP/1.0 or HTTP/1.1 to a path starting with '/')")
+    if len(head.headers) > MAX_HEADERS:
         return _plain(400, f"more than {MAX_HEADERS} headers")
     headers: dict[str, str] = {}
-    for raw in lines[1:]:
-        name, colon, value = raw.partition(":")
-        if not colon or not _TOKEN.fullmatch(name) or _FIELD_VALUE_BAD.search(value):
-            return _plain(400, "malformed header line")
-        name, value = name.lower(), value.strip(" \t")
+    for raw_name, raw_value in head.headers:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1").strip(" \t")
         if name in headers:
             if name in _SINGLE:
                 return _plain(400, f"repeated {name} header")
             value = f"{headers[name]}, {value}"
         headers[name] = value
-    method, target, version = parts
     path, _, query = target.partition("?")
-    return Request(method.upper(), path, query, headers, b"", version)
+    return Request(method.decode("ascii"), path, query, headers, b"", f"HTTP/{head.version}", head.keep_alive)
 
 
 def _reservation_key(address: str) -> str:
@@ -551,14 +646,6 @@ def _reservation_key(address: str) -> str:
     if ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
-
-
-def _keep_alive(request: Request) -> bool:
-    """HTTP/1.1 keeps the connection unless told 'close'; HTTP/1.0 only if told 'keep-alive'."""
-    tokens = {t.strip().lower() for t in request.headers.get("connection", "").split(",")}
-    if request.version == "HTTP/1.0":
-        return "keep-alive" in tokens
-    return "close" not in tokens
 
 
 def _run_until_suspended(app: App, request: Request) -> Response | Awaitable[Response]:

@@ -23,7 +23,13 @@ from edgerun.serving.auth import token_ok
 
 _LABELS = ("model", "version")
 REQUEST_SUCCESS = Counter("nv_inference_request_success", "Successful inference requests", _LABELS)
+# reason: the gRPC status name the request was refused with (INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED,
+# RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL...), the same on REST and gRPC
 REQUEST_FAILURE = Counter("nv_inference_request_failure", "Failed inference requests", ("model", "reason"))
+# an HTTP refusal's status -> the reason label a gRPC refusal of the same kind carries
+HTTP_REASONS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                405: "UNIMPLEMENTED", 408: "DEADLINE_EXCEEDED", 411: "INVALID_ARGUMENT", 413: "RESOURCE_EXHAUSTED",
+                500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE"}
 INFERENCE_COUNT = Counter("nv_inference_count", "Inferences performed (batch rows)", _LABELS)
 EXEC_COUNT = Counter("nv_inference_exec_count", "Model executions (batches)", _LABELS)
 REQUEST_US = Counter("nv_inference_request_duration_us", "Cumulative end-to-end request time (us)", _LABELS)
@@ -38,7 +44,8 @@ LOAD_FAILURES = Counter("nv_model_load_failure", "Model versions that failed to 
 
 
 def record_failure(model: str, reason: str) -> None:
-    """Count a failed request right away (`model` is '' when the model is unknown)."""
+    """Count a failed inference request right away (`model` is '' when the model is unknown, so a
+    client cannot make up label values)."""
     REQUEST_FAILURE.labels(model, reason).inc()
 
 

@@ -36,6 +36,7 @@ class ServeOptions:
     http_idle_timeout_s: float = 60.0  # between requests on a kept-alive connection
     http_min_body_rate: int = 64 * 1024  # bytes/s a body over 64 KiB must average after 2 s (0 = off)
     busy_poll_us: int = 0  # poll without blocking this long before the event loop sleeps (0 = off)
+    event_loop: str = "auto"  # auto (uvloop if installed and not busy polling), asyncio or uvloop
     control_dir: Path | None = None  # set by the supervisor: load/unload records shared by workers
 
     def check(self) -> None:
@@ -60,5 +61,8 @@ class ServeOptions:
             raise ValueError(f"--http-min-body-rate must be >= 0 bytes/s, got {self.http_min_body_rate}")
         if not 0 <= self.busy_poll_us <= 1_000_000:
             raise ValueError(f"--busy-poll-us must be within 0..1000000, got {self.busy_poll_us}")
+        from edgerun.serving.event_loop import check
+
+        check(self.event_loop, self.busy_poll_us / 1e6)
         if self.poll_s <= 0:
             raise ValueError("--repository-poll-secs must be > 0")

@@ -23,6 +23,7 @@ from edgerun.serving.model import ServedModel
 log = logging.getLogger("edgerun.serving")
 Fingerprint = tuple[int, int]
 NAME_MAX = 255  # bytes in a directory name (longer ones make stat() fail rather than say no)
+MODEL_SUFFIXES = (".erm", ".onnx", ".tflite")  # a file so named at the top level is a misplaced model
 
 
 @dataclass
@@ -36,6 +37,11 @@ class ModelEntry:
     loaded_from: dict[int, Fingerprint] = field(default_factory=dict)
     config_fp: Fingerprint | None = None
     error: str = ""
+    layout: str = ""  # why the folder holds no <version>/model.erm, when it holds none
+
+    def reasons(self) -> str:
+        """Why the model has no ready version, in one line ('' when nothing is known)."""
+        return self.error or self.layout or "; ".join(reason for _, reason in self.failed.values())
 
     def latest(self) -> ServedModel | None:
         return self.ready[max(self.ready)] if self.ready else None
@@ -44,6 +50,27 @@ class ModelEntry:
 def _plain_version(version: str) -> bool:
     """True for a version string worth looking up: ASCII decimal digits, at most 18 of them."""
     return 0 < len(version) <= 18 and version.isascii() and version.isdigit()
+
+
+def _layout_problem(model_dir: Path) -> str:
+    """Why `model_dir` holds no `<version>/model.erm`, naming what it holds instead."""
+    name = model_dir.name
+    try:
+        children = sorted(model_dir.iterdir())
+    except OSError:
+        return "folder unreadable"
+    if (model_dir / MODEL_FILE).is_file():
+        return (f"{name}/{MODEL_FILE} is not in a version folder: move it to {name}/1/{MODEL_FILE} "
+                f"(layout <model>/<version>/{MODEL_FILE})")
+    folders = [c.name for c in children if c.is_dir()]
+    numbered = [f for f in folders if _plain_version(f)]
+    if numbered:
+        return (f"version folder(s) {', '.join(numbered[:5])} hold no {MODEL_FILE} "
+                f"(layout <model>/<version>/{MODEL_FILE})")
+    if folders:
+        return (f"folder(s) {', '.join(quote(f) for f in folders[:5])} are not version numbers "
+                f"(layout <model>/<version>/{MODEL_FILE}, the version 1, 2, ...)")
+    return f"no version folders (layout <model>/<version>/{MODEL_FILE})"
 
 
 def _fingerprint(path: Path) -> Fingerprint | None:
@@ -76,6 +103,8 @@ class Repository:
     async def start(self) -> None:
         """Initial load (all models, or `startup_models` in explicit mode); starts polling in poll mode."""
         names = list(self.startup_models) if self.mode == "explicit" else self._model_dirs()
+        for name, reason in self._stray_files():
+            log.warning("model repository entry %s: %s", name, reason)
         for name in names:
             try:  # one bad model must not keep the server (or the other models) from starting
                 await self.load(name)
@@ -96,6 +125,15 @@ class Repository:
         except OSError as exc:
             log.error("cannot list model repository: %s", exc.strerror)
             return []
+
+    def _stray_files(self) -> list[tuple[str, str]]:
+        """(name, reason) for each model file lying at the top of the repository, not in a folder."""
+        try:
+            files = sorted(p.name for p in self.root.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES)
+        except OSError:
+            return []
+        return [(name, f"a file, not a model folder: models are laid out as <model>/<version>/{MODEL_FILE} "
+                       f"(e.g. {name.rsplit('.', 1)[0]}/1/{MODEL_FILE})") for name in files]
 
     async def _poll(self) -> None:
         while True:
@@ -144,14 +182,15 @@ class Repository:
 
     def index(self) -> list[tuple[str, str, str, str]]:
         """(model, version, state, reason) for every version known, failed ones included."""
-        rows = []
+        rows = [(name, "", "UNAVAILABLE", reason) for name, reason in self._stray_files()]
         for name in sorted(set(self._model_dirs()) | set(self.models)):
             entry = self.models.get(name)
             if entry is None:
                 rows.append((name, "", "UNAVAILABLE", "not loaded"))
                 continue
-            if entry.error:
-                rows.append((name, "", "UNAVAILABLE", entry.error))
+            for problem in (entry.error, entry.layout):
+                if problem:
+                    rows.append((name, "", "UNAVAILABLE", problem))
             for version in sorted(set(entry.ready) | set(entry.failed)):
                 if version in entry.ready:
                     rows.append((name, str(version), "READY", ""))
@@ -210,6 +249,11 @@ class Repository:
                 entry.loaded_from.clear()
                 entry.failed.clear()
         available = self._versions(model_dir)
+        layout = "" if available else _layout_problem(model_dir)
+        if layout != entry.layout:
+            entry.layout = layout
+            if layout:
+                log.warning("model %s: %s", entry.name, layout)
         wanted = entry.settings.policy.select(list(available))
         fresh: dict[int, ServedModel] = {}
         for version in wanted:

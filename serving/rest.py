@@ -14,12 +14,14 @@ from edgerun.serving.auth import token_ok
 from edgerun.serving.errors import ServingError, quote
 from edgerun.serving.handlers import Handlers
 from edgerun.serving.http_server import Request, Response
+from edgerun.serving.metrics import HTTP_REASONS
 from edgerun.serving.rest_codec import encode_infer, parse_infer
 
 log = logging.getLogger("edgerun.serving")
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+_INFER = re.compile(_MODEL + "/infer")
 ROUTES = [  # inference first: it is nearly all the traffic
-    ("POST", re.compile(_MODEL + "/infer"), "infer"),
+    ("POST", _INFER, "infer"),
     ("GET", re.compile(r"/v2/health/live"), "live"),
     ("GET", re.compile(r"/v2/health/ready"), "ready"),
     ("GET", re.compile(r"/v2"), "server_metadata"),
@@ -57,9 +59,18 @@ class RestApp:
             return _json(401, {"error": "missing or invalid bearer token"})
         return None
 
+    def refused(self, request: Request | None, response: Response) -> None:
+        """Count a refused inference request in the failure metric (the HTTP server calls this for
+        requests it refuses before the app sees them: too large, over a budget, unauthorized...)."""
+        match = _INFER.fullmatch(request.path.rstrip("/")) if request is not None and request.method == "POST" else None
+        if match:  # an unauthenticated caller is not trusted to name the model (as on gRPC)
+            self.h.refused(match["model"] if response.status != 401 else "",
+                           HTTP_REASONS.get(response.status, "INTERNAL"))
+
     async def __call__(self, request: Request) -> Response:
         refusal = self.authorize(request)
         if refusal is not None:
+            self.refused(request, refusal)
             return refusal
         for method, pattern, name in ROUTES:
             match = pattern.fullmatch(request.path.rstrip("/") or "/")
@@ -108,9 +119,14 @@ class RestApp:
         return _json(200, {"model_stats": docs})
 
     async def _infer(self, request: Request, model: str, version: str | None) -> Response:
-        if request.headers.get("content-encoding", "identity") != "identity":
-            raise ServingError(ErrorCode.INVALID_ARGUMENT, "compressed request bodies are not supported")
-        infer = parse_infer(model, version or "", request.body, request.headers.get("inference-header-content-length"))
+        try:
+            if request.headers.get("content-encoding", "identity") != "identity":
+                raise ServingError(ErrorCode.INVALID_ARGUMENT, "compressed request bodies are not supported")
+            infer = parse_infer(model, version or "", request.body,
+                                request.headers.get("inference-header-content-length"))
+        except ServingError as exc:  # refused before inference: counted here, the rest by Handlers.infer
+            self.h.refused(model, exc.status.name)
+            raise
         response = await self.h.infer(infer)
         body, header_length = encode_infer(response, infer)
         if header_length is None:

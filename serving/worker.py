@@ -28,9 +28,9 @@ def run_worker(options: ServeOptions, index: int = 0) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(options.threads)
-    from edgerun.serving.busy_poll import loop_factory
+    from edgerun.serving.event_loop import loop_factory
 
-    with asyncio.Runner(loop_factory=loop_factory(options.busy_poll_us / 1e6)) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(options.event_loop, options.busy_poll_us / 1e6)) as runner:
         runner.run(_serve(options, index))
 
 
@@ -49,7 +49,7 @@ async def _serve(options: ServeOptions, index: int) -> None:
     handlers = Handlers(repository, model_control=options.mode == "explicit", control_log=control)
     await repository.start()
     follower = asyncio.get_running_loop().create_task(follow(control, handlers)) if control else None
-    interceptors = [TokenInterceptor(options.token)] if options.token else []
+    interceptors = [TokenInterceptor(options.token, handlers.refused)] if options.token else []
     credentials = grpc_credentials(options.tls) if options.tls else None
     grpc_server = build_server(handlers, f"{options.host}:{options.grpc_port}", options.max_message_bytes,
                                interceptors, credentials, options.max_concurrent_rpcs, options.token)
@@ -60,9 +60,12 @@ async def _serve(options: ServeOptions, index: int) -> None:
                              ssl_context(options.tls) if options.tls else None, limits)
     await grpc_server.start()
     await http_server.start(options.host, options.http_port)
-    log.info("worker %d (pid %d) serving gRPC on %s:%d and HTTP on %s:%d, %d model version(s) ready",
-             index, os.getpid(), options.host, options.grpc_port, options.host, options.http_port,
-             repository.loaded_count())
+    log.info("worker %d (pid %d) serving gRPC on %s:%d and HTTP on %s:%d, %d model version(s) ready "
+             "(event loop %s)", index, os.getpid(), options.host, options.grpc_port, options.host,
+             options.http_port, repository.loaded_count(), type(asyncio.get_running_loop()).__module__)
+    for name, entry in sorted(repository.models.items()):
+        if not entry.ready:
+            log.warning("model %s has no ready version: %s", name, entry.reasons() or "none found")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

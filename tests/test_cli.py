@@ -190,3 +190,90 @@ def test_console_script(mlp_erm: Path) -> None:
                              capture_output=True, text=True, cwd=REPO, env=env)
     assert missing.returncode == 1
     assert missing.stderr.startswith("edgerun: error: ") and "Traceback" not in missing.stderr
+
+
+# --- the mistakes of a first hour, each answered with one line --------------------------------
+
+@pytest.fixture
+def mlp_train(tmp_path: Path, capsys: pytest.CaptureFixture) -> Path:
+    """A trainable MLP (x [?, 64] -> 10 classes) whose stored learning rate is 0.05."""
+    from edgerun.converters.training import make_trainable
+    from edgerun.runtime import save_model
+    from tests.converters.training.models import mlp
+
+    return save_model(make_trainable(mlp((64, 32, 10)), optimizer=("sgd", {"lr": 0.05})), tmp_path / "m.train.erm")
+
+
+def test_inspect_shows_dtype_and_shape_of_every_output(mlp_train: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["inspect", str(mlp_train)]) == 0
+    out = capsys.readouterr().out
+    assert ": ? " not in out and "[...]" not in out  # no unknown dtype, no unknown rank
+    assert "output loss: float32 []" in out and "output accuracy: float32 []" in out
+    assert "output y: float32 [?, 10]" in out and "input  labels: int64 [?]" in out
+
+
+def test_bench_train_feeds_the_models_learning_rate(mlp_train: Path, capsys: pytest.CaptureFixture) -> None:
+    from edgerun.runtime import Interpreter
+
+    inputs = runtime_cli.bench_inputs(Interpreter(mlp_train), "train", batch=4)
+    assert inputs["learning_rate"] == np.float32(0.05) and inputs["learning_rate"].dtype == np.float32
+    assert inputs["labels"].shape == (4,) and set(inputs["labels"].tolist()) <= {0, 1}
+    assert cli.main(["bench", str(mlp_train), "-s", "train", "--runs", "3", "--warmup", "0"]) == 0
+    assert "[train] x[1, 64], labels[1], learning_rate[]: 3 runs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("trainable", ["1", "last:1"])
+def test_trainable_takes_k_or_last_k(mlp_onnx: Path, trainable: str, capsys: pytest.CaptureFixture) -> None:
+    out_path = mlp_onnx.parent / "t.erm"
+    assert cli.main(["make-trainable", str(mlp_onnx), "--trainable", trainable, "-o", str(out_path)]) == 0
+    assert "2 trainable tensors (330 values)" in capsys.readouterr().out  # the last Gemm: 32 x 10 + 10
+
+
+def test_trainable_last_needs_a_number(mlp_onnx: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["make-trainable", str(mlp_onnx), "--trainable", "last:two"]) == 1
+    assert "--trainable last:K needs a whole number K, got 'two'" in _error_line(capsys)
+
+
+def _commands_with_output(folder: Path, model: Path, train: Path) -> dict[str, list[str]]:
+    np.savez(folder / "d.npz", x=np.zeros((4, 64), np.float32), y=np.zeros(4, np.int64))
+    return {"convert": ["convert", str(model.with_suffix(".onnx"))],
+            "make-trainable": ["make-trainable", str(model)],
+            "train": ["train", str(train), "--data", str(folder / "d.npz")],
+            "run": ["run", str(model)]}
+
+
+@pytest.mark.parametrize("command", ["convert", "make-trainable", "train", "run"])
+def test_output_that_is_a_directory(mlp_erm: Path, mlp_train: Path, command: str,
+                                    capsys: pytest.CaptureFixture) -> None:
+    folder = mlp_erm.parent / "somedir"
+    folder.mkdir()
+    argv = _commands_with_output(mlp_erm.parent, mlp_erm, mlp_train)[command]
+    before = sorted(mlp_erm.parent.rglob("*"))
+    assert cli.main([*argv, "-o", str(folder)]) == 1
+    suffix = ".npz" if command == "run" else ".erm"
+    assert f"{folder}: is a directory; give -o a file name, e.g. {folder / ('model' + suffix)}" in _error_line(capsys)
+    assert sorted(mlp_erm.parent.rglob("*")) == before  # no temporary file left behind
+
+
+@pytest.mark.parametrize("content, holds", [
+    (b"hello world\n1 2 3\n", "holds text (starts 'hello world\\n1 2 3'), not an array"),
+    (b"", "holds an empty file, not an array"),
+    (None, "holds Python objects (needs pickle, never loaded)"),
+])
+def test_npy_that_is_not_an_array(mlp_erm: Path, content: bytes | None, holds: str,
+                                  capsys: pytest.CaptureFixture) -> None:
+    path = mlp_erm.parent / "x.npy"
+    if content is None:
+        np.save(path, np.array(["a", None], dtype=object), allow_pickle=True)
+    else:
+        path.write_bytes(content)
+    assert cli.main(["run", str(mlp_erm), "--input", f"x={path}"]) == 1
+    line = _error_line(capsys)
+    assert f"{path}: {holds}; expected an array saved by numpy.save" in line and "pickled" not in line
+
+
+def test_npz_that_holds_text(mlp_train: Path, capsys: pytest.CaptureFixture) -> None:
+    data = mlp_train.parent / "data.npz"
+    data.write_text("x,y\n1,2\n")
+    assert cli.main(["train", str(mlp_train), "--data", str(data)]) == 1
+    assert f"{data}: holds text (starts 'x,y\\n1,2'), not an .npz archive; expected an .npz" in _error_line(capsys)

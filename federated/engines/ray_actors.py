@@ -7,7 +7,8 @@ refers to them. Jobs go out in batches (a few per actor, so faster actors take m
 come back in the order of the jobs.
 
 Ray itself (the `simulation` extra) is imported only here and only when the engine is
-used; without it `import_ray` raises EngineUnavailable with the one line to fix it.
+used; without it `import_ray` raises RayMissing (an EngineUnavailable and a MissingExtra) with
+the one line to fix it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from edgerun.federated.engines.trainer import Arrays, Job, Outcome, Trainer
 from edgerun.runtime.errors import EdgerunError
+from edgerun.runtime.extras import MissingExtra, require
 
 RAY_MISSING = "the ray engine needs Ray: pip install 'edgerun[simulation]'"
 BATCHES_PER_ACTOR = 4
@@ -37,13 +39,13 @@ class EngineUnavailable(EdgerunError):
     """A simulation engine that cannot run here (Ray missing, a Ray cluster unreachable)."""
 
 
+class RayMissing(EngineUnavailable, MissingExtra):
+    """The ray engine without Ray installed (RAY_MISSING: the `simulation` extra)."""
+
+
 def import_ray() -> Any:
-    """The `ray` module; EngineUnavailable(RAY_MISSING) when it is not installed."""
-    try:
-        import ray
-    except ImportError:
-        raise EngineUnavailable(RAY_MISSING) from None
-    return ray
+    """The `ray` module; RayMissing (message RAY_MISSING) when it is not installed."""
+    return require("ray", "simulation", "the ray engine", "Ray", RayMissing)
 
 
 @contextmanager

@@ -203,7 +203,7 @@ def test_without_ray_the_ray_engine_says_how_to_get_it_in_one_line(model_path, t
     np.savez(tmp_path / "data.npz", x=x[:40], y=y[:40])
     state = tmp_path / "state.db"
     assert main(["federated", "simulate", "--model", str(model_path), "--data", str(tmp_path / "data.npz"),
-                 "--engine", "ray", "--state", str(state)]) == 1
+                 "--engine", "ray", "--state", str(state)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"edgerun: error: {RAY_MISSING}"]
     assert not state.exists()
 
