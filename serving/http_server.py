@@ -326,6 +326,11 @@ class _Connection(asyncio.Protocol):
         if not self.busy:  # a running handler still holds its body: _finish releases it
             self.body = None
             self._release()
+        # The parser holds bound methods of this connection (a reference cycle): break it, and
+        # drop the read buffer, so a closed connection's memory goes now, not at the next
+        # collection of cycles.
+        self.parser = None
+        self.buffer = bytearray()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +56,9 @@ class ServeOptions:
         if self.http_body_budget_bytes is not None and self.http_body_budget_bytes < self.max_message_bytes:
             raise ValueError(f"--http-body-budget ({self.http_body_budget_bytes} bytes) must be at least "
                              f"--max-message-size ({self.max_message_bytes} bytes)")
-        if min(self.http_header_timeout_s, self.http_body_timeout_s, self.http_idle_timeout_s) <= 0:
-            raise ValueError("HTTP timeouts must be > 0")
+        timeouts = (self.http_header_timeout_s, self.http_body_timeout_s, self.http_idle_timeout_s)
+        if not all(math.isfinite(t) and t > 0 for t in timeouts):  # (a NaN deadline never expires)
+            raise ValueError(f"HTTP timeouts must be finite and > 0 seconds, got {timeouts}")
         if self.http_min_body_rate < 0:
             raise ValueError(f"--http-min-body-rate must be >= 0 bytes/s, got {self.http_min_body_rate}")
         if not 0 <= self.busy_poll_us <= 1_000_000:

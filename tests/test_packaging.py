@@ -267,3 +267,15 @@ def test_convert_and_run_outside_the_repository(user) -> None:
          user["env"])
     with np.load(work / "anchor.npz") as out:
         np.testing.assert_allclose(out["y"], ort_run(model, {"x": x})["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_the_readme_tour_runs_end_to_end_in_the_fresh_venv_with_all_extras(user, tmp_path) -> None:
+    """The tour of README.md, command by command, with the wheel's `edgerun` (and tritonclient,
+    which its query block uses: the user installs it, no extra does)."""
+    from tests.test_readme import check_tour, run_tour
+
+    _run([str(user["python"]), "-m", "pip", "install", "-q", "--disable-pip-version-check", "tritonclient[http]"],
+         cwd=user["work"], env=user["env"])
+    folder = tmp_path / "tour"
+    folder.mkdir()
+    check_tour(run_tour(str(user["python"]), folder), folder)

@@ -231,7 +231,11 @@ def run_tour(python: str, folder: Path, readme: Path = README) -> Tour:
 
 
 def test_tour_runs_as_written(tmp_path):
-    tour = run_tour(sys.executable, tmp_path)
+    check_tour(run_tour(sys.executable, tmp_path), tmp_path)
+
+
+def check_tour(tour: Tour, tmp_path: Path) -> None:
+    """What each step of the tour must have printed and written (run_tour ran it in `tmp_path`)."""
     here = tour.folder
     assert here.name == "edgerun-tour" and here.parent == tmp_path / "start"
 

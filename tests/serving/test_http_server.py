@@ -640,3 +640,48 @@ def test_the_blank_line_ending_a_head_may_be_split_between_reads(split) -> None:
 
     status, _, body = _serve(_echo, scenario)
     assert status == 200 and json.loads(body)["body"] == "abc"
+
+
+def test_a_closed_connection_frees_its_memory_without_waiting_for_the_cycle_collector(monkeypatch):
+    """The parser holds the connection's bound methods (a cycle): closed connections and their
+    read buffers (200 KB of junk each here) must go when they close, not at the next collection."""
+    import gc
+    import weakref
+
+    from edgerun.serving import http_server
+
+    made = []
+    original = http_server._Connection.__init__
+
+    def remember(self, server):
+        original(self, server)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(http_server._Connection, "__init__", remember)
+
+    async def app(request):
+        return Response(200, b"ok")
+
+    async def main():
+        server = HttpServer(app, 1 << 20)
+        await server.start("127.0.0.1", 0)
+        port = server._server.sockets[0].getsockname()[1]
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\n\r\n" + b"Z" * 200_000)
+            try:
+                await reader.read()
+            except ConnectionResetError:
+                pass
+            writer.close()
+        await asyncio.sleep(0.5)
+        alive = sum(ref() is not None for ref in made)
+        await server.stop(0.1)
+        return alive
+
+    gc.disable()
+    try:
+        alive = asyncio.run(main())
+    finally:
+        gc.enable()
+    assert len(made) == 20 and alive == 0
