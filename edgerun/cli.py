@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -61,12 +62,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         code = args.func(args)
+    except BrokenPipeError:  # `edgerun inspect m.erm | head`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
     except EXPECTED_ERRORS as exc:
         if args.debug:
             traceback.print_exc()
         print(f"edgerun: error: {_describe(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, MissingExtra) else 1
     return 0 if code is None else int(code)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at the null device, so Python's exit does not fail again flushing it into
+    the closed pipe (the documented way: docs.python.org, signal, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -277,3 +277,16 @@ def test_npz_that_holds_text(mlp_train: Path, capsys: pytest.CaptureFixture) -> 
     data.write_text("x,y\n1,2\n")
     assert cli.main(["train", str(mlp_train), "--data", str(data)]) == 1
     assert f"{data}: holds text (starts 'x,y\\n1,2'), not an .npz archive; expected an .npz" in _error_line(capsys)
+
+
+def test_output_into_a_closed_pipe_ends_quietly(mlp_erm: Path) -> None:
+    """`edgerun inspect m.erm | head -1`: the reader leaves early; no "Broken pipe" error, exit 0."""
+    script = ("import os, sys\n"
+              "from edgerun import cli\n"
+              "read, write = os.pipe()\n"
+              "os.close(read)\n"  # the reader is gone before the first write: every write fails
+              "os.dup2(write, 1)\n"
+              "sys.exit(cli.main(['inspect', sys.argv[1]]))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(mlp_erm)], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert done.returncode == 0 and done.stderr == "", (done.returncode, done.stderr)
