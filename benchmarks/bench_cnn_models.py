@@ -59,6 +59,19 @@ def available_models(cache: Path) -> tuple[dict[str, onnx.ModelProto], list[str]
     return models, missing
 
 
+def chosen_models(cache: Path, names: str) -> tuple[dict[str, onnx.ModelProto], list[str]]:
+    """available_models narrowed to the comma-separated `names` (all when empty); SystemExit
+    naming the known ones for a name that is neither available nor exportable."""
+    models, missing = available_models(cache)
+    if not names:
+        return models, missing
+    wanted = names.split(",")
+    unknown = [n for n in wanted if n not in models and n not in missing]
+    if unknown:
+        raise SystemExit(f"unknown model {', '.join(unknown)}; known: {', '.join([*models, *missing])}")
+    return {n: m for n, m in models.items() if n in wanted}, [n for n in missing if n in wanted]
+
+
 def feeds_for(model: onnx.ModelProto, batch: int) -> dict[str, np.ndarray]:
     """A random float32 image batch for the model's one input (its declared dims, batch first)."""
     (graph_input,) = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
@@ -119,14 +132,7 @@ def main() -> int:
                         help="leave onnxruntime's workers spinning after each run (its default)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    models, missing = available_models(args.cache)
-    if args.models:
-        wanted = args.models.split(",")
-        unknown = [n for n in wanted if n not in models and n not in missing]
-        if unknown:
-            raise SystemExit(f"unknown model {', '.join(unknown)}; known: {', '.join([*models, *missing])}")
-        models = {n: m for n, m in models.items() if n in wanted}
-        missing = [n for n in missing if n in wanted]
+    models, missing = chosen_models(args.cache, args.models)
     print(machine())
     if missing:
         print(f"not exported yet (python scripts/export_torchvision_models.py): {', '.join(missing)}")

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from benchmarks._harness import machine, print_table, time_interleaved
-from benchmarks.bench_cnn_models import available_models, feeds_for, with_batch
+from benchmarks.bench_cnn_models import chosen_models, feeds_for, with_batch
 from edgerun.converters import from_onnx
 from edgerun.runtime import Interpreter, serialize
 from scripts.export_torchvision_models import DEFAULT_DIR
@@ -58,13 +58,7 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_DIR, help="exported models (default: %(default)s)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    models, missing = available_models(args.cache)
-    if args.models:
-        wanted = args.models.split(",")
-        unknown = [n for n in wanted if n not in models and n not in missing]
-        if unknown:
-            raise SystemExit(f"unknown model {', '.join(unknown)}; known: {', '.join([*models, *missing])}")
-        models = {n: m for n, m in models.items() if n in wanted}
+    models, missing = chosen_models(args.cache, args.models)
     print(machine() + f"; batch {args.batch}, {args.threads} thread(s)")
     if missing:
         print(f"not exported yet (python scripts/export_torchvision_models.py): {', '.join(missing)}")

@@ -78,3 +78,20 @@ def numerical_input_gradients(
         return loss
 
     return [numerical_gradient(loss_for(i), inputs[i], eps) for i in wrt]
+
+
+def check_sgd_step(interpreter, feeds: dict, start: dict[str, np.ndarray], loss: Callable[[dict], float],
+                   lr: float) -> None:
+    """One train step of a make_trainable model with plain SGD at `lr`, against the numpy loss
+    `loss(parameters)`: the reported loss equals loss(start) (rel 1e-12), and each parameter moved
+    by lr times the central finite-difference gradient of `loss` (rel 1e-6; every gradient nonzero)."""
+    import pytest
+
+    assert set(interpreter.signatures["save"].outputs) == set(start)
+    reported = float(interpreter.run(feeds, "train")["loss"])
+    assert reported == pytest.approx(loss(start), rel=1e-12)
+    after = interpreter.run({}, "save")
+    for name, array in start.items():
+        numeric = numerical_gradient(lambda a, name=name: loss({**start, name: a}), array)
+        assert np.any(numeric != 0), name
+        np.testing.assert_allclose((array - after[name]) / lr, numeric, rtol=1e-6, atol=1e-9, err_msg=name)
