@@ -20,6 +20,7 @@ from edgerun.runtime.backends import register_backend, select_backend
 __all__ = ["DeviceProfile", "HostInfo", "detect", "get_profile", "select_backend"]
 
 NUMBA_KERNELS = "edgerun.devices.numba_kernels"
+CUDA = "edgerun.devices.cuda"
 
 
 def _load_numba() -> None:
@@ -30,4 +31,22 @@ def _load_numba() -> None:
 # cpu (the numpy reference kernels) is the runtime's own; numba = cpu plus compiled fast paths.
 # Without numba (no wheels for 32-bit ARM, some phones) "auto" runs on cpu and says once what to install.
 register_backend("numba", load=_load_numba, priority=10, requires="numba")
-register_backend("cuda", reserved=True)  # still to come
+
+
+def _load_cuda() -> None:
+    """Import the cuda kernels; ImportError when numba-cuda, a driver or a GPU is missing."""
+    importlib.import_module(CUDA).load()
+
+
+def _cuda_offload(plan: object) -> object:
+    return importlib.import_module(CUDA).offload(plan)
+
+
+def _cuda_auto_pick(macs: int) -> bool:
+    return importlib.import_module(CUDA).auto_pick(macs)
+
+
+# cuda runs what its kernels claim on an NVIDIA GPU and the rest on the best host backend;
+# "auto" reaches it only for a big enough model on a real GPU (devices.cuda.auto_pick).
+register_backend("cuda", load=_load_cuda, priority=-10, requires="'edgerun[cuda]'",
+                 offload=_cuda_offload, auto_pick=_cuda_auto_pick)

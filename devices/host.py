@@ -116,9 +116,9 @@ def _read_mem_total(meminfo: Path) -> int:
 
 
 def cuda_available() -> bool:
-    """Whether numba sees a usable CUDA GPU. Any failure (no numba, no driver) means False."""
+    """Whether numba-cuda sees a real, usable CUDA GPU (numba's simulator is none). Any failure
+    (no numba-cuda, no driver) means False."""
     try:
-        cuda = importlib.import_module("numba.cuda")
-        return bool(cuda.is_available())
+        return bool(importlib.import_module("edgerun.devices.cuda").gpu_present())
     except Exception:  # a broken CUDA setup is just "no GPU" here
         return False

@@ -79,6 +79,8 @@ def add_parser(subparsers: Any) -> None:
                    help="device profile (rpi-zero2, rpi4, phone, host): threads and memory budget; rounds whose "
                         "train step (arena + weights + optimizer state) does not fit are declined (default: none, "
                         "half the physical memory)")
+    d.add_argument("--device", default="auto",
+                   help="kernel backend: auto, cpu, numba, or cuda (an NVIDIA GPU: pip install 'edgerun[cuda]')")
     d.set_defaults(func=cmd_client)
 
     s = commands.add_parser("simulate", help="N virtual devices against a real coordinator on loopback")
@@ -338,6 +340,9 @@ def cmd_client(args: argparse.Namespace) -> int:
     if not CLIENT_ID.fullmatch(args.id):
         raise InputError(f"client id {args.id!r}: expected 1-128 characters of [A-Za-z0-9._:@-], "
                          "starting with a letter or digit")
+    from edgerun.runtime.backends import select_backend
+
+    select_backend(args.device)  # device="cuda" without a GPU or numba-cuda: one line now, not every round
     profile = None
     if args.profile is not None:
         from edgerun.runtime.profiles import get_profile
@@ -354,7 +359,8 @@ def cmd_client(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     new_key = not key_path.exists()
     client = FederatedClient(channel(args.coordinator, credentials), args.id, KeyPair.load_or_create(key_path),
-                             (x, y), ClientOptions(token=token, profile=profile))
+                             (x, y), ClientOptions(token=token, profile=profile,
+                                                                          device=args.device))
     try:
         client.run()
     except grpc.RpcError as exc:

@@ -85,6 +85,8 @@ class ClientOptions:
     # threads and memory budget; a round whose train step does not fit it is declined. None: the host's
     # defaults (half the physical memory), still checked before training.
     profile: str | DeviceProfile | None = None
+    # where the interpreter runs (runtime.Interpreter's device: "auto", "cpu", "numba", "cuda")
+    device: str = "auto"
 
 
 class FederatedClient:
@@ -184,7 +186,7 @@ class FederatedClient:
         if self.interpreter is None:
             try:
                 model = self._download(pb.DownloadRequest.MODEL, 0)
-                self.interpreter = Interpreter(model, profile=self.options.profile)
+                self.interpreter = Interpreter(model, profile=self.options.profile, device=self.options.device)
             except MemoryBudgetError as exc:
                 self._unfit = str(exc)
                 raise

@@ -9,6 +9,13 @@ backend registered.
 
     register_backend("numba", load=_import_numba_kernels, priority=10, requires="numba")
     select_backend("auto")  # "numba" when its loader succeeds, else "cpu" (saying so once)
+
+A backend that runs steps somewhere other than the host (a GPU) registers an `offload`: the
+plans are made with the host's kernels (the best host backend's: they prepare every step and
+run what the device cannot) and the offload then runs each prepared plan's steps, placing
+what it can on the device. `device="auto"` picks such a backend only when its `auto_pick`
+says so for the model's estimated multiply-adds (a GPU is present and the model is big
+enough to profit).
 """
 
 from __future__ import annotations
@@ -41,6 +48,11 @@ class Backend:
     priority: int = 0
     reserved: bool = False
     requires: str = ""
+    # for a backend that runs plans off the host: offload(plan) -> an object whose
+    # run_steps(prepared) runs a prepared plan's steps (see runtime.plan.ExecutionPlan.offload)
+    offload: Callable[[object], object] | None = None
+    # whether device="auto" should offload a model of this many estimated multiply-adds here
+    auto_pick: Callable[[int], bool] | None = None
 
 
 _BACKENDS: dict[str, Backend] = {CPU: Backend(CPU)}
@@ -55,12 +67,37 @@ def register_backend(
     *,
     reserved: bool = False,
     requires: str = "",
+    offload: Callable[[object], object] | None = None,
+    auto_pick: Callable[[int], bool] | None = None,
 ) -> None:
     """Add (or replace) the backend `name`; see `Backend`. ValueError for "auto" or "cpu",
-    which the runtime owns."""
+    which the runtime owns, and for an offloading backend with a priority above "cpu"'s
+    (device="auto" reaches those only through `auto_pick`)."""
     if name in (AUTO, CPU) or not name:
         raise ValueError(f"backend name {name!r} is reserved by the runtime")
-    _BACKENDS[name] = Backend(name, load, priority, reserved, requires)
+    if offload is not None and priority >= 0:
+        raise ValueError(f"offloading backend {name!r} needs a negative priority")
+    _BACKENDS[name] = Backend(name, load, priority, reserved, requires, offload, auto_pick)
+
+
+def backend(name: str) -> Backend:
+    """The registered backend `name` (KeyError when there is none)."""
+    return _BACKENDS[name]
+
+
+def auto_offload(macs: int) -> str | None:
+    """The offloading backend device="auto" should run a model of `macs` estimated
+    multiply-adds on, None for none (its `auto_pick` decides; a failing one counts as no)."""
+    for candidate in sorted(_BACKENDS.values(), key=lambda b: -b.priority):
+        if candidate.offload is None or candidate.auto_pick is None or candidate.reserved:
+            continue
+        try:
+            wanted = bool(candidate.auto_pick(macs))
+        except Exception:  # noqa: BLE001 - probing a device must never break loading a model
+            continue
+        if wanted and _load_failure(candidate) is None:
+            return candidate.name
+    return None
 
 
 def backend_names(*, reserved: bool = False) -> list[str]:

@@ -103,7 +103,8 @@ def _shape(shape: tuple[int, ...] | None) -> str:
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
     """--device, --threads and --profile: where and how an interpreter runs (run, bench)."""
     p.add_argument("--device", default="auto",
-                   help="kernel backend: auto (the fastest one available), cpu (numpy) or numba")
+                   help="kernel backend: auto (the fastest one available), cpu (numpy), numba, or cuda "
+                        "(an NVIDIA GPU: pip install 'edgerun[cuda]')")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="kernel threads, BLAS included (default: the --profile's, else one per core)")
     p.add_argument("--profile", default=None,

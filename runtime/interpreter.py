@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.runtime.backends import select_backend
+from edgerun.runtime.backends import AUTO, auto_offload, backend, select_backend
 from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, WorkBudgetError
 from edgerun.runtime.graph import Graph, Value
 from edgerun.runtime.loader import load_model
@@ -45,8 +45,10 @@ class Interpreter:
 
     Args:
         model: a path to an .erm file (memory-mapped), its bytes, or a Graph.
-        device: "auto" or a registered backend name ("cpu", "numba"; see
-            `runtime.backends`).
+        device: "auto" or a registered backend name ("cpu", "numba", "cuda"; see
+            `runtime.backends`). "cuda" runs on an NVIDIA GPU what its kernels claim and the
+            rest on the host (`placement` says which); "auto" picks it only when a GPU is
+            present and the model is big enough to profit, else the best host backend.
         num_threads: threads for kernels (None = the profile's, else the library
             default). numpy's BLAS pool is process-wide, so this caps it for the
             whole process.
@@ -80,6 +82,9 @@ class Interpreter:
         work_budget: int | None = None,
     ) -> None:
         self.backend = select_backend(device)
+        offload = backend(self.backend).offload
+        # the kernels that prepare every step (and run what a device does not): the best host backend's
+        self._host_backend = select_backend(AUTO) if offload is not None else self.backend
         self.profile = _as_profile(profile)
         if num_threads is None and self.profile is not None:
             num_threads = self.profile.num_threads
@@ -111,6 +116,13 @@ class Interpreter:
             if key not in shared:
                 shared[key] = self._make_plan(name, signature)
             self._plans[name] = shared[key]
+        if offload is None and device == AUTO and shared:
+            picked = auto_offload(max(plan.work.total for plan in shared.values()))
+            if picked is not None:
+                self.backend, offload = picked, backend(picked).offload
+        if offload is not None:
+            for plan in shared.values():
+                plan.offload = offload(plan)
         self.signatures = {
             name: SignatureInfo(name, plan.input_info, plan.output_info)
             for name, plan in self._plans.items()
@@ -118,7 +130,7 @@ class Interpreter:
 
     def _make_plan(self, name: str, signature: Any) -> ExecutionPlan:
         try:
-            return ExecutionPlan(self.graph, name, signature, self._variables, self.memory_budget, self.backend,
+            return ExecutionPlan(self.graph, name, signature, self._variables, self.memory_budget, self._host_backend,
                                  self.work_budget, self.num_threads, self._budget_owner)
         except MemoryBudgetError as exc:
             if self._budget_owner is None or self._budget_owner in str(exc):
@@ -209,6 +221,15 @@ class Interpreter:
         depend on input values (it prepares on every run) reports its last run that the work
         budget allowed, 0 before one. InputError for an unknown signature."""
         return self._plan(signature).work.total
+
+    def placement(self, signature: str = DEFAULT_SIGNATURE) -> dict[str, str]:
+        """Where each planned node of `signature` runs at its current shapes: node name ->
+        "device" (the offloading backend's, e.g. the GPU of device="cuda") or "host". On a host
+        backend every node is "host". InputError for an unknown signature."""
+        plan = self._plan(signature)
+        if plan.offload is not None and not plan.eager:
+            return plan.offload.placement(plan.prepared)
+        return {node.name: "host" for *_, node in plan.prepared.steps}
 
     def variables(self) -> dict[str, np.ndarray]:
         """Copies of the current values of every variable, by name."""

@@ -98,6 +98,10 @@ class _Prepared:
     # updates a step writes straight into the variable's storage (see ExecutionPlan._in_place)
     in_place: set[Value] = field(default_factory=set)
     arena_bytes: int = 0
+    # the host arena (bytes) and where its planned offset 0 lies in it: an offload (a GPU
+    # backend) mirrors the arena on its device at the same planned offsets
+    arena: np.ndarray | None = None
+    arena_base: int = 0
     folded_bytes: int = 0  # the tensors constant-folded at prepare time, which this preparation holds
     work: WorkTally = field(default_factory=WorkTally)  # estimated multiply-adds per run
     deferred: bool = False  # not prepared yet: the first run's shapes decide
@@ -174,6 +178,10 @@ class ExecutionPlan:
         self.specialize_on: tuple[str, ...] = ()
         self._inlined: dict[tuple[int, str], list[tuple[Node, type[Kernel]]]] = {}
         self.eager_kernels = PreparedKernels()  # eager runs reuse a kernel while its inputs allow
+        # An offloading backend's runner (runtime.backends.Backend.offload): its run_steps(prepared)
+        # replaces the host loop over a prepared plan's steps, leaving every value the outputs,
+        # updates and eager tail read valid in the host arena. None: the steps run here.
+        self.offload: Any = None
         self.input_info = {n: _declared(n, v, name) for n, v in signature.inputs.items()}
         self._non_tensor_inputs = {n for n, info in self.input_info.items() if info.kind != ValueKind.TENSOR}
         shapes = {n: _probe_shape(info, 1) for n, info in self.input_info.items()}
@@ -321,12 +329,15 @@ class ExecutionPlan:
             array = arrays[input_name]
             for slot_list, index in slots:
                 slot_list[index] = array
-        node = None
-        try:
-            for run, ins, outs, node in prepared.steps:  # noqa: B007 - node names a failure
-                run(ins, outs)
-        except Exception as exc:
-            raise_node_failure(node, exc)
+        if self.offload is not None and not self.eager:
+            self.offload.run_steps(prepared)  # names the failing node as the loop below does
+        else:
+            node = None
+            try:
+                for run, ins, outs, node in prepared.steps:  # noqa: B007 - node names a failure
+                    run(ins, outs)
+            except Exception as exc:
+                raise_node_failure(node, exc)
         if prepared.tail:
             arrays = {**arrays, **self._run_tail(prepared, arrays)}  # sources name tail values too
         # a Loop or Scan body's plan: its iterations together must fit the work budget
@@ -857,6 +868,7 @@ class ExecutionPlan:
                     if isinstance(item, Value):
                         slots[i] = views[item]
         prepared.arena_bytes = layout.size
+        prepared.arena, prepared.arena_base = arena, base
         return views
 
     def _bind_results(self, prepared: _Prepared, views: dict, known: dict, feeds: dict, specs: dict) -> None:

@@ -27,6 +27,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: the one stored in the model by make-trainable --lr)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffling of the examples")
+    p.add_argument("--device", default="auto",
+                   help="kernel backend: auto, cpu, numba, or cuda (an NVIDIA GPU: pip install 'edgerun[cuda]')")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="trained model .erm file (default: MODEL with suffix .trained.erm)")
     p.add_argument("--metrics", type=Path, default=None,
@@ -83,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = args.metrics or output.with_suffix(".metrics.json")
     check_output_file(output)
     check_output_file(metrics, ".json")
-    it = Interpreter(args.model)
+    it = Interpreter(args.model, device=args.device)
     if "train" not in it.signatures:
         raise InputError(f"{args.model} has no 'train' signature: make it with 'edgerun make-trainable'")
     inputs = [n for n in it.signatures["train"].inputs if n not in ("labels", "learning_rate")]

@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "own parallel kernels are not capped by it)")
     p.add_argument("--threads", type=int, dest="threads", action=DeprecatedAlias, new="--blas-threads",
                    help=argparse.SUPPRESS)
+    p.add_argument("--device", default="auto",
+                   help="kernel backend (auto, cpu, numba, cuda): where models run unless their config.pbtxt's instance_group kind says "
+                        "(KIND_GPU: cuda, KIND_CPU: the host); cuda needs 'edgerun[cuda]' and an NVIDIA GPU")
     p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none",
                    help="none: serve what the repository holds at start; poll: follow its changes; explicit: "
                         "load and unload through the API")
@@ -116,6 +119,7 @@ def options_from(args: argparse.Namespace):
     return ServeOptions(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port,
                         args.workers, args.model_control_mode, args.repository_poll_secs, tuple(args.load_model),
                         tls, token, args.max_message_size, args.grace_secs, args.log_level, args.threads,
+                        device=args.device,
                         max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
                         http_max_connections=args.http_max_connections,
                         http_max_connections_per_client=args.http_max_connections_per_client,

@@ -60,6 +60,9 @@ class ModelSettings:
     batching: Batching | None
     instances: int
     work_budget_macs: int | None = None  # the most multiply-adds one run may take (None: unlimited)
+    # where its instances run, from instance_group kind: "cuda" (KIND_GPU), "host" (KIND_CPU: the
+    # best host backend), None (KIND_AUTO or no instance_group: the server's --device)
+    device: str | None = None
 
 
 def read_settings(model_dir: Path) -> ModelSettings:
@@ -86,7 +89,7 @@ def read_settings(model_dir: Path) -> ModelSettings:
     if proto.max_batch_size < 0:
         raise ConfigError(f"model {proto.name!r}: max_batch_size must be >= 0, got {proto.max_batch_size}")
     return ModelSettings(proto.name, proto, _policy(proto), proto.max_batch_size, _batching(proto), _instances(proto),
-                         _work_budget(proto))
+                         _work_budget(proto), _device(proto))
 
 
 def _policy(proto: mc.ModelConfig) -> VersionPolicy:
@@ -115,6 +118,20 @@ def _instances(proto: mc.ModelConfig) -> int:
     if any(group.count < 0 for group in proto.instance_group):
         raise ConfigError(f"model {proto.name!r}: instance_group count must be >= 0")
     return count
+
+
+def _device(proto: mc.ModelConfig) -> str | None:
+    """Where the model's instances run, from its instance_groups' kind (Triton's field): KIND_GPU
+    "cuda", KIND_CPU "host", KIND_AUTO None; ConfigError for groups of different kinds or
+    KIND_MODEL (which a Triton backend decides and edgerun has no use for)."""
+    kinds = {group.kind for group in proto.instance_group} - {mc.ModelInstanceGroup.KIND_AUTO}
+    if not kinds:
+        return None
+    if len(kinds) > 1 or kinds - {mc.ModelInstanceGroup.KIND_GPU, mc.ModelInstanceGroup.KIND_CPU}:
+        names = sorted(mc.ModelInstanceGroup.Kind.Name(kind) for kind in kinds)
+        raise ConfigError(f"model {proto.name!r}: instance_group kind must be one of KIND_AUTO, KIND_CPU "
+                          f"and KIND_GPU for all groups, got {', '.join(names)}")
+    return "cuda" if kinds == {mc.ModelInstanceGroup.KIND_GPU} else "host"
 
 
 def _work_budget(proto: mc.ModelConfig) -> int | None:

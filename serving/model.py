@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgerun.runtime.backends import AUTO, select_backend
 from edgerun.runtime.errors import EdgerunError, ErrorCode, InputError, WorkBudgetError
 from edgerun.runtime.interpreter import Interpreter
 from edgerun.serving import metrics
@@ -54,9 +55,10 @@ class ServedModel:
         self.batcher = Batcher(self._run_rows, settings.batching) if settings.batching else None
 
     @classmethod
-    def load(cls, settings: ModelSettings, version: int, path: Path) -> ServedModel:
+    def load(cls, settings: ModelSettings, version: int, path: Path, device: str = "auto") -> ServedModel:
         """Read, verify and warm up `path` (zero-filled runs per instance at batch 2, where the work
-        budget allows it, then 1).
+        budget allows it, then 1), on the config's device (`settings.device`) or else `device`
+        (the server's --device; runtime.Interpreter's device names).
 
         The bytes are read into memory, so later changes to the file cannot disturb this version.
         Raises EdgerunError (bad model, no serving_default signature, a sequence (of tensors or maps)
@@ -64,7 +66,9 @@ class ServedModel:
         """
         data = path.read_bytes()
         try:
-            interpreters = [Interpreter(data, work_budget=settings.work_budget_macs) for _ in range(settings.instances)]
+            where = _device(settings.device or device)
+            interpreters = [Interpreter(data, device=where, work_budget=settings.work_budget_macs)
+                            for _ in range(settings.instances)]
         except WorkBudgetError as exc:
             raise WorkBudgetError(f"{exc} (parameter {WORK_BUDGET} of the model's config)") from None
         if SIGNATURE not in interpreters[0].signatures:
@@ -155,3 +159,9 @@ class ServedModel:
 def _rows(arrays: dict[str, np.ndarray]) -> int:
     first = next(iter(arrays.values()), None)
     return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+def _device(device: str) -> str:
+    """An Interpreter device for a served model's: "host" (a config's KIND_CPU) is the best host
+    backend, which device="auto" may not give on a machine with a GPU."""
+    return select_backend(AUTO) if device == "host" else device

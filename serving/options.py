@@ -28,6 +28,7 @@ class ServeOptions:
     grace_s: float = 10.0
     log_level: str = "INFO"
     threads: int | None = 1
+    device: str = "auto"  # where models run unless their config's instance_group kind says (KIND_GPU: cuda)
     max_concurrent_rpcs: int = 256  # gRPC calls at once per worker; more get RESOURCE_EXHAUSTED
     http_max_connections: int = 1024  # HTTP connections at once per worker; more get 503
     http_max_connections_per_client: int = 64  # of those, from one client address

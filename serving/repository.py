@@ -90,12 +90,13 @@ class Repository:
     """
 
     def __init__(self, root: Path, mode: str = "none", poll_s: float = 2.0, settle_s: float = 0.3,
-                 startup_models: tuple[str, ...] = ()) -> None:
+                 startup_models: tuple[str, ...] = (), device: str = "auto") -> None:
         if mode not in ("none", "poll", "explicit"):
             raise ValueError(f"model control mode must be none, poll or explicit, got {mode!r}")
         self.root = Path(root)
         self.mode, self.poll_s, self.settle_s = mode, poll_s, settle_s
         self.startup_models = startup_models
+        self.device = device  # for models whose config does not say (ServedModel.load)
         self.models: dict[str, ModelEntry] = {}
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
@@ -287,7 +288,7 @@ class Repository:
         path = self.root / entry.name / str(version) / MODEL_FILE
         started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(ServedModel.load, entry.settings, version, path)
+            model = await asyncio.to_thread(ServedModel.load, entry.settings, version, path, self.device)
         except Exception as exc:  # a broken version must never take the server down
             reason = f"failed to load: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             reason = reason.replace(str(self.root), "<repository>")

@@ -44,7 +44,8 @@ async def _serve(options: ServeOptions, index: int) -> None:
     from edgerun.serving.rest import RestApp
     from edgerun.serving.tls import grpc_credentials, ssl_context
 
-    repository = Repository(options.repository, options.mode, options.poll_s, startup_models=options.startup_models)
+    repository = Repository(options.repository, options.mode, options.poll_s, startup_models=options.startup_models,
+                            device=options.device)
     control = ControlLog(options.control_dir) if options.control_dir and options.mode == "explicit" else None
     handlers = Handlers(repository, model_control=options.mode == "explicit", control_log=control)
     await repository.start()

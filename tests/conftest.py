@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import settings
+# The cuda backend's kernels run under numba's CUDA simulator unless a real GPU is asked for
+# (scripts/gpu_check.sh sets EDGERUN_GPU=1); numba reads this when it is first imported.
+if os.environ.get("EDGERUN_GPU") != "1":
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("explore", deadline=None)

@@ -121,9 +121,12 @@ def test_auto_falls_back_to_cpu_without_numba(monkeypatch: pytest.MonkeyPatch) -
         select_backend("numba")
 
 
-def test_reserved_backends_are_not_available_yet() -> None:
-    with pytest.raises(EdgerunError, match=r"device 'cuda' is not available yet: .*'cpu'"):
-        select_backend("cuda")
+def test_reserved_backends_are_not_available_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgerun.runtime import backends
+
+    monkeypatch.setitem(backends._BACKENDS, "tpu", backends.Backend("tpu", reserved=True))
+    with pytest.raises(EdgerunError, match=r"device 'tpu' is not available yet: .*'cpu'"):
+        select_backend("tpu")
 
 
 @pytest.mark.parametrize("device", ["gpu", "CPU", ""])

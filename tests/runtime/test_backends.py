@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from edgerun.runtime import backends
-from edgerun.runtime.backends import backend_names, register_backend, select_backend
+from edgerun.runtime.backends import backend, backend_names, register_backend, select_backend
 from edgerun.runtime.errors import EdgerunError
 
 
@@ -98,5 +98,22 @@ def test_the_runtimes_own_names_cannot_be_registered(registry: dict, name: str) 
         register_backend(name)
 
 
-def test_devices_registers_numba_and_reserves_cuda() -> None:
-    assert backend_names() == ["numba", "cpu"] and backend_names(reserved=True) == ["cuda"]
+def test_devices_registers_numba_and_cuda() -> None:
+    """cuda offloads from the host backends, below them in priority: device="auto" reaches it only
+    through its auto_pick (a real GPU and a big enough model)."""
+    assert backend_names() == ["numba", "cpu", "cuda"] and backend_names(reserved=True) == []
+    assert backend("cuda").offload is not None and backend("cuda").auto_pick is not None
+
+
+def test_an_offloading_backend_must_rank_below_the_host_backends() -> None:
+    with pytest.raises(ValueError, match="needs a negative priority"):
+        register_backend("gpu-test", load=None, priority=5, offload=lambda plan: plan)
+
+
+def test_auto_offload_asks_auto_pick_and_skips_failing_probes(monkeypatch) -> None:
+    monkeypatch.setattr(backends, "_BACKENDS", dict(backends._BACKENDS))
+    register_backend("never", priority=-1, offload=lambda plan: plan, auto_pick=lambda macs: False)
+    register_backend("broken", priority=-2, offload=lambda plan: plan, auto_pick=lambda macs: 1 / 0)
+    register_backend("big", priority=-3, offload=lambda plan: plan, auto_pick=lambda macs: macs >= 1000)
+    assert backends.auto_offload(999) is None
+    assert backends.auto_offload(1000) == "big"

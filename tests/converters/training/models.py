@@ -78,12 +78,13 @@ MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2
 
 
 def mobilenet_v2(width: float = 1.0, size: int = 224, classes: int = 1000, seed: int = 0,
-                 stages=MOBILENET_V2_STAGES, batch_norm: bool = False) -> Graph:
+                 stages=MOBILENET_V2_STAGES, batch_norm: bool = False, last: int | None = None) -> Graph:
     """MobileNetV2 as torchvision exports it (BatchNormalization folded into each Conv's bias):
     stem Conv 3x3/2 -> Relu6, inverted residual blocks (1x1 expand -> Relu6 -> depthwise 3x3 ->
     Relu6 -> 1x1 project [+ input when the shapes allow]), 1x1 Conv to 1280 -> Relu6, global
     average pool, Gemm. He-initialised random weights (memory and shapes do not depend on them).
-    `batch_norm` keeps a frozen BatchNormalization after every Conv instead of folding it.
+    `batch_norm` keeps a frozen BatchNormalization after every Conv instead of folding it; `last`
+    sets the channels of the final 1x1 Conv (torchvision's: max(1280, 1280 x width)).
     Input "x" (batch, 3, size, size), output "y"."""
     rng = np.random.default_rng(seed)
     g = GraphBuilder("mobilenet_v2", opset=17)
@@ -126,7 +127,7 @@ def mobilenet_v2(width: float = 1.0, size: int = 224, classes: int = 1000, seed:
             if stride == 1 and c_in == c_out:
                 h = g.op("Add", [x, h])
             c_in = c_out
-    last = max(1280, channels(1280))
+    last = last or max(1280, channels(1280))
     h = g.op("Flatten", [g.op("GlobalAveragePool", [conv(h, c_in, last)])])
     w = g.constant("fc.weight", (rng.standard_normal((classes, last)) * np.sqrt(1 / last)).astype(np.float32))
     h = g.op("Gemm", [h, w, g.constant("fc.bias", np.zeros(classes, np.float32))], name="fc", transB=1)
