@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable
@@ -22,8 +23,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "ops.md"
-# One column per family of fast paths; a column fills as a backend registers with
-# runtime.kernels.registry.accelerate under that name (cuda and int8 are still to come).
+# the cuda claims register under numba's CUDA simulator, with or without a GPU (numba reads this
+# when it is first imported: before edgerun is)
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+# One column per family of fast paths: numba's (and int8's, still to come) register with
+# runtime.kernels.registry.accelerate under that name; cuda's are the device kernels that claim
+# the op (devices.cuda.claims), imported under numba's CUDA simulator so that no GPU is needed.
 FAST_PATHS = ("numba", "cuda", "int8")
 BACKEND_MODULES = ("edgerun.devices.numba_kernels",)
 DOMAIN_NAMES = {"": "ai.onnx"}  # the registry keys ONNX's default domain as ""
@@ -72,6 +77,16 @@ def rule_cell(rule: Callable | None, training_form: Callable | None) -> str:
     return "<br>".join(cells)
 
 
+def cuda_claims() -> dict[str, Callable]:
+    """The cuda backend's claims by op, named as the registry names ops ({} without numba-cuda)."""
+    cuda = importlib.import_module("edgerun.devices.cuda")
+    try:
+        cuda.load()
+    except ImportError:
+        return {}
+    return importlib.import_module("edgerun.devices.cuda.claims").claims_by_op()
+
+
 def collect() -> list[dict[str, str]]:
     """One row per registered op, sorted by domain ('' first) then op name."""
     from edgerun.converters.training.rules import gradient_rule, training_forward_rule
@@ -80,6 +95,7 @@ def collect() -> list[dict[str, str]]:
     for name in BACKEND_MODULES:
         importlib.import_module(name)  # registers the backend's fast paths
     fast = {backend: registry.accelerated_ops(backend) for backend in FAST_PATHS}
+    fast["cuda"] = cuda_claims()
     rows = []
     for qualified, versions in registry.kernel_versions().items():
         domain, _, op = qualified.rpartition(":")
@@ -116,7 +132,9 @@ def render() -> str:
         "- **gradient rule**: how `make_trainable` back-propagates through the op",
         "  (`converters/training/rules/`); *training form*: the op it becomes in the train signature.",
         "- **" + "**, **".join(FAST_PATHS) + "**: the fast path a backend registers for the op",
-        "  (`runtime.kernels.registry.accelerate`); the reference kernel runs everywhere else.",
+        "  (`runtime.kernels.registry.accelerate`); the reference kernel runs everywhere else. For",
+        "  **cuda**, the GPU kernel that claims the op (`devices/cuda/claims.py`; a claim may still",
+        "  leave a step on the host for a dtype or attribute it does not cover).",
         "",
         f"{len(rows)} ops: " + ", ".join(f"{len(g)} in {DOMAIN_NAMES.get(d, d)}" for d, g in by_domain.items()) + ".",
     ]

@@ -39,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, dest="threads", action=DeprecatedAlias, new="--blas-threads",
                    help=argparse.SUPPRESS)
     p.add_argument("--device", default="auto",
-                   help="kernel backend (auto, cpu, numba, cuda): where models run unless their config.pbtxt's instance_group kind says "
-                        "(KIND_GPU: cuda, KIND_CPU: the host); cuda needs 'edgerun[cuda]' and an NVIDIA GPU")
+                   help="kernel backend (auto, cpu, numba, cuda): where models run unless their config.pbtxt's "
+                        "instance_group kind says (KIND_GPU: cuda, KIND_CPU: the host); cuda needs "
+                        "'edgerun[cuda]' and an NVIDIA GPU")
     p.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none",
                    help="none: serve what the repository holds at start; poll: follow its changes; explicit: "
                         "load and unload through the API")

@@ -25,7 +25,7 @@ import logging
 _log = logging.getLogger("edgerun.devices.cuda")
 
 AUTO_MIN_MACS = 100_000_000  # below this a batch-1 run is launch-bound: the host is as fast
-KERNEL_MODULES = ("elementwise", "layout", "gemm", "conv", "spatial", "normalization")
+KERNEL_MODULES = ("elementwise", "layout", "gemm", "conv", "spatial", "normalization", "training")
 _gpu_present: bool | None = None
 _said_small = False
 
@@ -40,8 +40,7 @@ def load() -> None:
     if not config.ENABLE_CUDASIM and not cuda.is_available():
         raise ImportError("no NVIDIA GPU with a working driver was found")
     for name in KERNEL_MODULES:
-        if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # TODO(lead): strict once all exist
-            importlib.import_module(f"{__name__}.{name}")
+        importlib.import_module(f"{__name__}.{name}")
 
 
 def gpu_present() -> bool:

@@ -24,6 +24,13 @@ inputs (packed weights, scratch space) it makes once in the claim itself: weight
 time (weights, folded constants) are marked in `step.constant` and hold their data in
 `step.inputs`; the others hold only shape and dtype there.
 
+A kernel cannot raise, so bad data that the host kernel refuses (a label out of range, a
+negative learning rate) is checked on the host before the run: a DeviceRun may carry a
+`check(host_inputs)` attribute, called with the host arrays of the inputs that are on the host
+before the run (signature inputs, variables, constants; `step.on_host` says which) and None for
+the others, raising the host kernel's InputError. A claim whose check needs an input that is
+not on the host before the run refuses the step (it then runs on the host, which checks).
+
 Under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1, how the suite runs without a GPU) the
 same kernels run in Python threads: correct, and slow, so tests keep shapes small.
 """
@@ -63,6 +70,11 @@ class StepSpec:
     inputs: list[np.ndarray | None]
     outputs: list[np.ndarray]
     constant: list[bool]
+    on_host: list[bool] | None = None  # input i is on the host before the run (see DeviceRun's check)
+
+    def host_before_run(self, index: int) -> bool:
+        """Whether input `index` can be checked on the host before the run."""
+        return bool(self.on_host and self.on_host[index])
 
     @property
     def op(self) -> str:
@@ -110,7 +122,12 @@ def claim_for(node: Node) -> Claim | None:
 
 def claimed_ops() -> list[str]:
     """Every op a device kernel claims, as 'Op' or 'domain:Op'."""
-    return sorted(op if not domain else f"{domain}:{op}" for domain, op in _CLAIMS)
+    return sorted(claims_by_op())
+
+
+def claims_by_op() -> dict[str, Claim]:
+    """Every claim, by the op it claims ('Op' or 'domain:Op', as the kernel registry names ops)."""
+    return {op if not domain else f"{domain}:{op}": claim for (domain, op), claim in sorted(_CLAIMS.items())}
 
 
 def blocks_for(n: int, threads: int = THREADS_PER_BLOCK) -> int:

@@ -78,6 +78,7 @@ class DeviceProgram:
         self._inputs: dict[str, Any] = {}  # input name -> device buffer
         self._device_variables: dict[int, Any] = {}  # id(host storage) -> device copy
         self.placement: dict[str, str] = {}
+        self._checks: list[tuple[Any, list[_Tensor], Any]] = []  # (check, its inputs, node): run before a run
         self._ops: list[tuple[str, Any, Any]] = []  # (kind, callable, node)
         self._build()
         self._graph = None
@@ -118,6 +119,8 @@ class DeviceProgram:
                     if t.kind == "arena" and side.get(t.key, DEVICE) == HOST:
                         self._ops.append(("upload", self._upload_arena(t), node))
                         side[t.key] = "both"
+                if getattr(device_run, "check", None) is not None:
+                    self._checks.append((device_run.check, in_where, node))
                 dev_ins = [self._device_arg(t) for t in in_where]
                 dev_outs = [self._device_arg(t) for t in out_where]
                 self._ops.append((DEVICE, _bind(device_run, dev_ins, dev_outs, self.ctx), node))
@@ -159,7 +162,8 @@ class DeviceProgram:
         if any(a is not None and not isinstance(a, np.ndarray) for a in ins):
             return None
         host_ins = [self._spec_array(t, a) for t, a in zip(in_where, ins, strict=True)]
-        step = StepSpec(node, kernel, host_ins, list(outs), [t.kind == "constant" for t in in_where])
+        step = StepSpec(node, kernel, host_ins, list(outs), [t.kind == "constant" for t in in_where],
+                        [t.kind in ("constant", "input", "variable") for t in in_where])
         try:
             return claim(step)
         except Exception as exc:  # noqa: BLE001 - a claim that breaks leaves the step on the host
@@ -225,7 +229,9 @@ class DeviceProgram:
     # --------------------------------------------------------------- run
     def run(self) -> None:
         """Run the steps (the plan has bound this run's inputs into them). Raises ModelError
-        naming the node whose step failed, as the host loop does."""
+        naming the node whose step failed, as the host loop does; InputError (a device step's
+        check, before anything runs) for data the host kernel would refuse."""
+        self._check_inputs()
         self._upload_inputs()
         if self._graph is not None:
             self._graph.replay(self.stream)
@@ -245,12 +251,28 @@ class DeviceProgram:
             self.stream.synchronize()
         self._runs += 1
 
+    def _check_inputs(self) -> None:
+        if not self._checks:
+            return
+        bound = self._bound_inputs()
+        for check, in_where, node in self._checks:
+            host = [bound[t.name] if t.kind == "input" else t.host if t.kind in ("constant", "variable") else None
+                    for t in in_where]
+            try:
+                check(host)
+            except Exception as exc:
+                raise_node_failure(node, exc)
+
+    def _bound_inputs(self) -> dict[str, Any]:
+        """This run's signature inputs as the plan bound them into the steps."""
+        return {name: places[0][0][places[0][1]] for name, places in self.prepared.input_slots.items()}
+
     def _device_ops(self) -> list:
         return [op for kind, op, _ in self._ops if kind == DEVICE]
 
     def _upload_inputs(self) -> None:
         if self._inputs:
-            bound = {name: places[0][0][places[0][1]] for name, places in self.prepared.input_slots.items()}
+            bound = self._bound_inputs()
             for name, device in self._inputs.items():
                 device.copy_to_device(np.ascontiguousarray(bound[name]), stream=self.stream)
         for key, device in self._device_variables.items():

@@ -137,12 +137,15 @@ class MaxPoolGrad(_WindowPool):
         self.table = np.stack([plane[tap].ravel() for tap in self.params.taps], axis=1)  # (out, K)
         self.shifts = np.asarray(window.tap_shifts())  # each tap's position in its window
         self.starts = self.table[:, 0] + np.arange(prod(x.shape[:2]))[:, None] * self.plane_size
+        # the part of X the windows reach (PaddedInput returns X whole when it needs no padding,
+        # which is more than the windows reach when the last window stops short of X's end)
+        self.reached = (Ellipsis,) + tuple(slice(0, p) for p in window.padded_shape)
         return [x]
 
     def run(self, inputs, outputs):
         dy, x = inputs
         dx = outputs[0]
-        planes = self.pad(x).reshape(len(self.starts), self.plane_size)
+        planes = self.pad(x)[self.reached].reshape(len(self.starts), self.plane_size)
         windows = scratch("pool.windows", planes.shape[:1] + self.table.shape, x.dtype)
         np.take(planes, self.table, axis=1, out=windows)
         targets = np.take(self.shifts, np.argmax(windows, axis=2))
