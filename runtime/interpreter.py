@@ -116,7 +116,8 @@ class Interpreter:
             if key not in shared:
                 shared[key] = self._make_plan(name, signature)
             self._plans[name] = shared[key]
-        if offload is None and device == AUTO and shared:
+        on_the_edge = self.profile is not None and self.profile.name != "host"  # a device profile: its CPU
+        if offload is None and device == AUTO and shared and not on_the_edge:
             picked = auto_offload(max(plan.work.total for plan in shared.values()))
             if picked is not None:
                 self.backend, offload = picked, backend(picked).offload

@@ -102,6 +102,8 @@ class _Prepared:
     # backend) mirrors the arena on its device at the same planned offsets
     arena: np.ndarray | None = None
     arena_base: int = 0
+    # what an offload made for this preparation (a GPU program), kept as long as it is
+    offloaded: Any = None
     folded_bytes: int = 0  # the tensors constant-folded at prepare time, which this preparation holds
     work: WorkTally = field(default_factory=WorkTally)  # estimated multiply-adds per run
     deferred: bool = False  # not prepared yet: the first run's shapes decide

@@ -117,6 +117,11 @@ def options_from(args: argparse.Namespace):
         raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     token = _token(args.auth_token_file)
+    if args.device != "auto":  # an unknown device, or cuda without a GPU: one line now, not per model
+        import edgerun.devices  # noqa: F401 - registers the backends
+        from edgerun.runtime.backends import select_backend
+
+        select_backend(args.device)
     return ServeOptions(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port,
                         args.workers, args.model_control_mode, args.repository_poll_secs, tuple(args.load_model),
                         tls, token, args.max_message_size, args.grace_secs, args.log_level, args.threads,

@@ -79,6 +79,8 @@ def capture(stream: Any, ops: Sequence[Callable[[], None]], cupy_stream: Any = N
         return _StepByStep(ops)
     cupy_stream.synchronize()
     try:
+        # a thread's first cuBLAS call creates its handle, which must not happen inside a capture
+        cupy_module().cuda.device.get_cublas_handle()
         with cupy_stream:
             cupy_stream.begin_capture()
             try:

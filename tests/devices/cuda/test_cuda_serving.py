@@ -98,3 +98,15 @@ def test_a_server_with_device_cuda_answers_tritonclient(tmp_path, mlp_file, star
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(infer, range(8)))
     client.close()
+
+
+def test_an_unknown_device_is_one_line_at_start(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "edgerun", "serve", "--model-repository", str(tmp_path),
+                             "--device", "tpu"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "edgerun: error: unknown device 'tpu': valid devices are 'auto', 'numba', 'cpu', 'cuda' "
+        "(available now: 'auto', 'numba', 'cpu', 'cuda')"]
