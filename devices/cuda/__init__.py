@@ -60,15 +60,18 @@ def gpu_present() -> bool:
 
 
 def auto_pick(macs: int) -> bool:
-    """Whether device="auto" should run a model of `macs` multiply-adds a run on the GPU."""
+    """Whether device="auto" should run a model of `macs` multiply-adds a run on the GPU. A small
+    model never probes for a GPU (probing starts the CUDA driver in this process, which a
+    process that forks later should not have); it says why it stays on the host only when a
+    GPU is already known to be there."""
     global _said_small
-    if not gpu_present():
-        return False
     if macs < AUTO_MIN_MACS:
-        if not _said_small:
+        if _gpu_present and not _said_small:
             _said_small = True
             _log.info(f"device 'auto' runs on the host: a GPU is present but the model needs {macs:,} "
                       f"multiply-adds a run, below the {AUTO_MIN_MACS:,} where the GPU pays (device='cuda' forces it)")
+        return False
+    if not gpu_present():
         return False
     _log.info(f"device 'auto' runs on 'cuda': {macs:,} multiply-adds a run")
     return True
