@@ -332,14 +332,9 @@ class ExecutionPlan:
             for slot_list, index in slots:
                 slot_list[index] = array
         if self.offload is not None and not self.eager:
-            self.offload.run_steps(prepared)  # names the failing node as the loop below does
+            self.offload.run_steps(prepared)  # names the failing node as run_steps does
         else:
-            node = None
-            try:
-                for run, ins, outs, node in prepared.steps:  # noqa: B007 - node names a failure
-                    run(ins, outs)
-            except Exception as exc:
-                raise_node_failure(node, exc)
+            run_steps(prepared.steps)
         if prepared.tail:
             arrays = {**arrays, **self._run_tail(prepared, arrays)}  # sources name tail values too
         # a Loop or Scan body's plan: its iterations together must fit the work budget
@@ -929,6 +924,17 @@ class ExecutionPlan:
             f"= {need} bytes, over the memory budget of {self.memory_budget} ({_size(self.memory_budget)}{owner}); "
             "use a smaller batch, a device profile with more memory or an int8 model"
         )
+
+
+def run_steps(steps: list[Step]) -> None:
+    """Run prepared steps in order on the host. A kernel's EdgerunError propagates as it is,
+    anything else becomes a ModelError naming the node (runtime.errors.raise_node_failure)."""
+    node = None
+    try:
+        for run, ins, outs, node in steps:  # noqa: B007 - node names a failure
+            run(ins, outs)
+    except Exception as exc:
+        raise_node_failure(node, exc)
 
 
 def _bodies(node: Node) -> list[Graph]:

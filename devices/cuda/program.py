@@ -33,6 +33,7 @@ from numba import cuda
 from edgerun.devices.cuda import graphs
 from edgerun.devices.cuda.claims import LaunchContext, StepSpec, claim_for
 from edgerun.runtime.errors import EdgerunError, ModelError, raise_node_failure
+from edgerun.runtime.plan import run_steps
 
 _log = logging.getLogger("edgerun.devices.cuda")
 
@@ -367,13 +368,8 @@ class CudaRunner:
         program = self.program(prepared) if prepared.steps else None
         if program is not None:
             program.run()
-            return
-        node = None
-        try:
-            for run, ins, outs, node in prepared.steps:  # noqa: B007 - node names a failure
-                run(ins, outs)
-        except Exception as exc:
-            raise_node_failure(node, exc)
+        else:
+            run_steps(prepared.steps)
 
     def placement(self, prepared: Any) -> dict[str, str]:
         program = self.program(prepared) if prepared.steps else None
