@@ -76,4 +76,4 @@ def test_importing_the_runtime_registers_the_devices_backends(module: str) -> No
             "print(backend_names(), profile_names())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env=os.environ.copy(), check=True)
-    assert done.stdout.split("\n")[0] == "['numba', 'cpu'] ['host', 'phone', 'rpi-zero2', 'rpi4']"
+    assert done.stdout.split("\n")[0] == "['numba', 'cpu', 'cuda'] ['host', 'phone', 'rpi-zero2', 'rpi4']"

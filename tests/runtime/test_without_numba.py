@@ -21,7 +21,13 @@ from tests.runtime.graphs import mlp_graph
 from tests.runtime.test_layers import imported_modules
 
 ROOT = Path(__file__).resolve().parents[2]
-BACKEND_FILES = "devices/numba_*.py"  # the numba backend: the only modules that may need numba to import
+# the numba and cuda backends' kernels: the only modules that may need numba to import (the cuda
+# package's __init__ imports numba only inside the functions that load and probe it)
+BACKEND_FILES = ("devices/numba_*.py", "devices/cuda/[!_]*.py")
+
+
+def _backend_files() -> list[Path]:
+    return sorted(path for pattern in BACKEND_FILES for path in ROOT.glob(pattern))
 
 # Makes `import numba` (and llvmlite, numba's compiler) raise what it raises where numba is not installed.
 HIDE_NUMBA = """
@@ -101,18 +107,19 @@ def test_asking_for_numba_names_the_missing_package(child: tuple[dict, list[str]
 
 def test_only_the_backend_needs_numba_and_nothing_loaded_it(child: tuple[dict, list[str], np.ndarray]) -> None:
     result, _, _ = child
-    backend = sorted(f"edgerun.devices.{p.stem}" for p in ROOT.glob(BACKEND_FILES))
+    backend = sorted("edgerun." + ".".join(p.relative_to(ROOT).with_suffix("").parts) for p in _backend_files())
     assert len(backend) >= 5 and result["modules"] > 300
     assert result["need_numba"] == backend
     assert result["numba_loaded"] == []
 
 
 def test_numba_is_imported_only_by_the_backend_and_the_cuda_probe() -> None:
-    """Checked on the source, imports inside functions included: devices/host.py asks numba
-    about CUDA inside a try (no numba means no GPU), every other importer is the backend."""
+    """Checked on the source, imports inside functions included: devices/cuda/__init__.py loads
+    the cuda kernels and asks numba about a GPU inside functions (no numba-cuda means no GPU),
+    every other importer is a backend's kernels."""
     importers = sorted(str(path.relative_to(ROOT))
                        for folder in ("edgerun", "runtime", "converters", "devices", "serving", "federated")
                        for path in (ROOT / folder).rglob("*.py")
                        if any(m.partition(".")[0] in ("numba", "llvmlite") for _, m in imported_modules(path)))
-    backend = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(BACKEND_FILES))
-    assert [p for p in importers if p not in backend] == ["devices/host.py"]
+    backend = [str(p.relative_to(ROOT)) for p in _backend_files()]
+    assert [p for p in importers if p not in backend] == ["devices/cuda/__init__.py"]
