@@ -3,8 +3,11 @@ multiplier) on float NCHW tensors, in two layouts chosen per layer by plane size
 
 - plane by plane (`depthwise_2d`), for large planes: parallel over the output planes, each
   copied into a zero-bordered per-thread buffer so that no tap needs a bounds test; with
-  stride 1 all nine taps of a 3x3 kernel run in one vectorized pass over the flattened plane,
-  with other strides row by row.
+  stride 1 all nine taps of a 3x3 kernel, or all 25 of a 5x5 one, run in one vectorized pass
+  over the flattened plane; at stride 2 all taps of a row in one pass over the plane's even
+  and odd columns; other strides row by row. The activation then runs over the whole output
+  plane at once (row by row it cost more than the convolution on 14x14 planes: a Swish over
+  14 values is mostly loop tail).
 - channels-last (`depthwise_channels_last`), for small planes (the 14x14 and 7x7 layers of
   mobile CNNs, where per-plane and per-row overheads outweigh the arithmetic): the input is
   transposed into a zero-bordered (N, H, W, C) buffer, every output pixel is a multiply-add
@@ -45,6 +48,65 @@ def _taps_3x3(dst, flat, taps, b, start, n, step, row_step, dw):  # pragma: no c
     for k in range(n):
         dst[k] = (b + w00 * a0[k] + w01 * a1[k] + w02 * a2[k] + w10 * b0[k] + w11 * b1[k] + w12 * b2[k]
                   + w20 * c0[k] + w21 * c1[k] + w22 * c2[k])
+
+
+@njit(inline="always")
+def _taps_5x5(dst, flat, taps, b, n, row_step, dw):  # pragma: no cover - compiled
+    """dst[k] = b + sum_ij taps[i, j] * flat[k + i*row_step + j*dw] for k < n (stride 1): all 25
+    taps of a 5x5 kernel in one pass, the weights held in registers, one store per 25
+    multiply-adds, summed in the order of _taps_any (the same float32 result)."""
+    w00, w01, w02, w03, w04 = taps[0, 0], taps[0, 1], taps[0, 2], taps[0, 3], taps[0, 4]
+    w10, w11, w12, w13, w14 = taps[1, 0], taps[1, 1], taps[1, 2], taps[1, 3], taps[1, 4]
+    w20, w21, w22, w23, w24 = taps[2, 0], taps[2, 1], taps[2, 2], taps[2, 3], taps[2, 4]
+    w30, w31, w32, w33, w34 = taps[3, 0], taps[3, 1], taps[3, 2], taps[3, 3], taps[3, 4]
+    w40, w41, w42, w43, w44 = taps[4, 0], taps[4, 1], taps[4, 2], taps[4, 3], taps[4, 4]
+    # one slice per tap, indexed from 0: no wraparound test per read (see _taps_3x3)
+    d1, d2, d3, d4 = dw, 2 * dw, 3 * dw, 4 * dw
+    r = 0
+    a0, a1, a2, a3, a4 = flat[r:], flat[r + d1:], flat[r + d2:], flat[r + d3:], flat[r + d4:]
+    r += row_step
+    b0, b1, b2, b3, b4 = flat[r:], flat[r + d1:], flat[r + d2:], flat[r + d3:], flat[r + d4:]
+    r += row_step
+    c0, c1, c2, c3, c4 = flat[r:], flat[r + d1:], flat[r + d2:], flat[r + d3:], flat[r + d4:]
+    r += row_step
+    e0, e1, e2, e3, e4 = flat[r:], flat[r + d1:], flat[r + d2:], flat[r + d3:], flat[r + d4:]
+    r += row_step
+    f0, f1, f2, f3, f4 = flat[r:], flat[r + d1:], flat[r + d2:], flat[r + d3:], flat[r + d4:]
+    for k in range(n):
+        dst[k] = (b + w00 * a0[k] + w01 * a1[k] + w02 * a2[k] + w03 * a3[k] + w04 * a4[k]
+                  + w10 * b0[k] + w11 * b1[k] + w12 * b2[k] + w13 * b3[k] + w14 * b4[k]
+                  + w20 * c0[k] + w21 * c1[k] + w22 * c2[k] + w23 * c3[k] + w24 * c4[k]
+                  + w30 * e0[k] + w31 * e1[k] + w32 * e2[k] + w33 * e3[k] + w34 * e4[k]
+                  + w40 * f0[k] + w41 * f1[k] + w42 * f2[k] + w43 * f3[k] + w44 * f4[k])
+
+
+@njit(inline="always")
+def _halves_5x5(dst, even, odd, taps, b, r0, dh, n):  # pragma: no cover - compiled
+    """As _halves_3x3 for a 5x5 kernel: padded column 2k + j is even[k + j // 2] for even j,
+    odd[k + j // 2] for odd j; all 25 taps in one pass (the order of _halves_any)."""
+    w00, w01, w02, w03, w04 = taps[0, 0], taps[0, 1], taps[0, 2], taps[0, 3], taps[0, 4]
+    w10, w11, w12, w13, w14 = taps[1, 0], taps[1, 1], taps[1, 2], taps[1, 3], taps[1, 4]
+    w20, w21, w22, w23, w24 = taps[2, 0], taps[2, 1], taps[2, 2], taps[2, 3], taps[2, 4]
+    w30, w31, w32, w33, w34 = taps[3, 0], taps[3, 1], taps[3, 2], taps[3, 3], taps[3, 4]
+    w40, w41, w42, w43, w44 = taps[4, 0], taps[4, 1], taps[4, 2], taps[4, 3], taps[4, 4]
+    # one slice per tap, indexed from 0 (see _taps_3x3): tap (i, j) reads half j % 2 of row
+    # r0 + i*dh from column j // 2
+    r = r0
+    a0, a1, a2, a3, a4 = even[r], odd[r], even[r, 1:], odd[r, 1:], even[r, 2:]
+    r += dh
+    b0, b1, b2, b3, b4 = even[r], odd[r], even[r, 1:], odd[r, 1:], even[r, 2:]
+    r += dh
+    c0, c1, c2, c3, c4 = even[r], odd[r], even[r, 1:], odd[r, 1:], even[r, 2:]
+    r += dh
+    e0, e1, e2, e3, e4 = even[r], odd[r], even[r, 1:], odd[r, 1:], even[r, 2:]
+    r += dh
+    f0, f1, f2, f3, f4 = even[r], odd[r], even[r, 1:], odd[r, 1:], even[r, 2:]
+    for k in range(n):
+        dst[k] = (b + w00 * a0[k] + w01 * a1[k] + w02 * a2[k] + w03 * a3[k] + w04 * a4[k]
+                  + w10 * b0[k] + w11 * b1[k] + w12 * b2[k] + w13 * b3[k] + w14 * b4[k]
+                  + w20 * c0[k] + w21 * c1[k] + w22 * c2[k] + w23 * c3[k] + w24 * c4[k]
+                  + w30 * e0[k] + w31 * e1[k] + w32 * e2[k] + w33 * e3[k] + w34 * e4[k]
+                  + w40 * f0[k] + w41 * f1[k] + w42 * f2[k] + w43 * f3[k] + w44 * f4[k])
 
 
 @njit(inline="always")
@@ -125,6 +187,7 @@ def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, 
     hp, wp = padded.shape[1], padded.shape[2]
     mult = m_ // c_
     three = w.shape[2] == 3 and w.shape[3] == 3
+    five = w.shape[2] == 5 and w.shape[3] == 5
     for plane in prange(n_ * m_):
         n, m = plane // m_, plane % m_
         c = m // mult
@@ -145,28 +208,30 @@ def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, 
                 dst_row = dst_plane[y]
                 if three:
                     _halves_3x3(dst_row, even, odd, taps, b, y * sh, dh, ow)
+                elif five:
+                    _halves_5x5(dst_row, even, odd, taps, b, y * sh, dh, ow)
                 else:
                     _halves_any(dst_row, even, odd, taps, b, y * sh, dh, ow)
-                activate_row(dst_row, code, consts)
+            activate_row(dst_plane.reshape(oh * ow), code, consts)
             continue
         for y in range(h):
             dst_row, src_row = pad[ph + y, pw : pw + wd], src[y]
             for z in range(wd):
                 dst_row[z] = src_row[z]
         flat = pad.reshape(hp * wp)
-        if sh == 1 and sw == 1 and not three:
-            for y in range(oh):
-                dst_row = dst_plane[y]
-                _row_any_unit(dst_row, flat, taps, b, y * wp, ow, dh * wp, dw)
-                activate_row(dst_row, code, consts)
-        elif sh == 1 and sw == 1:
+        if sh == 1 and sw == 1 and (three or five):
             span = (oh - 1) * wp + ow  # every output, in wide rows; the last row ends at ow
-            _taps_3x3(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
+            if three:
+                _taps_3x3(rows, flat, taps, b, 0, span, 1, dh * wp, dw)
+            else:
+                _taps_5x5(rows, flat, taps, b, span, dh * wp, dw)
             for y in range(oh):
                 dst_row, src_row = dst_plane[y], rows[y * wp : y * wp + ow]
                 for z in range(ow):
                     dst_row[z] = src_row[z]
-                activate_row(dst_row, code, consts)
+        elif sh == 1 and sw == 1:
+            for y in range(oh):
+                _row_any_unit(dst_plane[y], flat, taps, b, y * wp, ow, dh * wp, dw)
         else:
             for y in range(oh):
                 dst_row = dst_plane[y]
@@ -174,7 +239,7 @@ def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, 
                     _taps_3x3(dst_row, flat, taps, b, y * sh * wp, ow, sw, dh * wp, dw)
                 else:
                     _taps_any(dst_row, flat, taps, b, y * sh * wp, ow, sw, dh * wp, dw)
-                activate_row(dst_row, code, consts)
+        activate_row(dst_plane.reshape(oh * ow), code, consts)  # the whole plane: one long vectorized loop
 
 
 def depthwise_buffers(x_shape: tuple[int, ...], out_shape: tuple[int, ...], geometry: tuple[int, ...],

@@ -16,7 +16,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from edgerun.runtime.errors import ModelError
 from edgerun.runtime.kernels.fused import Activation, apply_activation
@@ -44,6 +46,44 @@ def exp_parts(v):  # pragma: no cover - compiled
     p0, p1, p2, p3, p4, p5 = EXP_POLY
     p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
     return n, p * r * r + r + _ONE
+
+
+@intrinsic
+def _f32_bits(typingctx, x):  # pragma: no cover - compiled
+    """The bits of a float32 as an int32 (a bitcast, no conversion)."""
+    if x != types.float32:
+        return None
+    return types.int32(types.float32), lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(32))
+
+
+@intrinsic
+def _bits_f32(typingctx, x):  # pragma: no cover - compiled
+    """The float32 whose bits are the int32 x."""
+    if x != types.int32:
+        return None
+    return types.float32(types.int32), lambda context, builder, sig, args: builder.bitcast(args[0], ir.FloatType())
+
+
+@intrinsic
+def quotient(typingctx, a, b):  # pragma: no cover - compiled
+    """a / b for floats, IEEE division (inf or NaN for a zero b) without numba's zero-division
+    test: that test raises from inside the loop, which keeps LLVM from vectorizing it."""
+    if not (isinstance(a, types.Float) and isinstance(b, types.Float)):
+        return None
+    result = a if a.bitwidth >= b.bitwidth else b
+
+    def codegen(context, builder, sig, args):
+        return builder.fdiv(context.cast(builder, args[0], a, result), context.cast(builder, args[1], b, result))
+
+    return result(a, b), codegen
+
+
+@njit(inline="always")
+def exp_f32(v):  # pragma: no cover - compiled
+    """e^v for float32 v as Cephes' expf computes it (exp_parts, then n added to the exponent
+    bits of e^r), in straight-line code that vectorizes inside a loop."""
+    n, e = exp_parts(np.float32(v))
+    return _bits_f32(np.int32(_f32_bits(e) + (n << 23)))
 
 
 def activation_code(activation: Activation | None, dtype: np.dtype) -> tuple[int, np.ndarray, Activation | None]:
@@ -84,16 +124,10 @@ def activate_row(row, code, k):  # pragma: no cover - compiled
         for z in range(row.shape[0]):
             t = row[z] * alpha + beta
             row[z] = zero if t < zero else (one if t > one else t)
-    elif code == SWISH:  # v * sigmoid(v) = v / (1 + e^-v), e^-v as sigmoid_f32 computes it
-        gate = np.empty(row.shape[0], np.float32)
-        bits = gate.view(np.int32)
-        for z in range(row.shape[0]):
-            gate[z] = exp_parts(-row[z])[1]
-        for z in range(row.shape[0]):
-            bits[z] += exp_parts(-row[z])[0] << 23
+    elif code == SWISH:  # v * sigmoid(v) = v / (1 + e^-v), e^-v as sigmoid_f32 computes it: one vectorized pass
         for z in range(row.shape[0]):
             v = row[z]
-            row[z] = v / (one + gate[z]) if v > _NEG_INF else v * zero  # (-inf * sigmoid(-inf): NaN)
+            row[z] = quotient(v, one + exp_f32(-v)) if v > _NEG_INF else v * zero  # (-inf * sigmoid(-inf): NaN)
     elif code == HARD_SWISH:
         sixth, half = one / k[4], k[5]
         for z in range(row.shape[0]):

@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgerun.converters import from_onnx
-from edgerun.devices.numba_conv import CHANNELS_LAST_MAX_PLANE
+from edgerun.devices.numba_conv import channels_last
 from edgerun.runtime import Interpreter
 from tests.devices.test_numba_kernels import conv_model
 from tests.onnx_models import make_model, ort_run
@@ -52,13 +52,19 @@ DEPTHWISE = [  # x shape, w shape, Conv attributes
     ((1, 3, 9, 9), (3, 1, 1, 1), dict(strides=[3, 3])),                               # 1x1 depthwise
     ((1, 4, 10, 6), (4, 1, 3, 2), dict(pads=[1, 0, 1, 1], strides=[3, 3])),           # stride 3, 3x2
     ((1, 2, 1, 16), (2, 1, 1, 3), dict(pads=[0, 1, 0, 1])),                           # one row
-    # output planes over CHANNELS_LAST_MAX_PLANE pixels: the plane-by-plane kernel
+    # output planes over channels_last's limits: the plane-by-plane kernel
     ((1, 3, 40, 40), (3, 1, 3, 3), dict(pads=[1, 1, 1, 1])),
     ((2, 3, 64, 66), (3, 1, 3, 3), dict(pads=[0, 1, 1, 0], strides=[2, 2])),
     ((1, 2, 36, 36), (4, 1, 5, 5), dict(pads=[2, 2, 2, 2], dilations=[1, 2])),         # multiplier 2, 5x5
     ((1, 2, 70, 35), (2, 1, 3, 3), dict(auto_pad="SAME_LOWER", strides=[1, 1])),
     ((1, 3, 31, 33), (3, 1, 5, 5), dict(auto_pad="SAME_UPPER")),                    # 5x5 s1 rows (palm detector)
     ((2, 2, 30, 29), (2, 1, 7, 7), dict(pads=[3, 2, 3, 4])),                          # 7x7 s1, asymmetric
+    # all 25 taps of a 5x5 kernel in one pass: over wide rows (stride 1), over column halves (stride 2)
+    ((2, 5, 15, 13), (5, 1, 5, 5), dict(pads=[2, 2, 2, 2])),                          # odd channels, batch 2
+    ((3, 3, 45, 43), (3, 1, 5, 5), dict(pads=[2, 1, 2, 3], strides=[2, 2])),          # asymmetric, batch 3
+    ((1, 3, 14, 14), (3, 1, 5, 5), dict(pads=[4, 4, 4, 4], dilations=[2, 2])),
+    ((1, 5, 49, 47), (5, 1, 5, 5), dict(pads=[4, 2, 4, 2], strides=[2, 2], dilations=[2, 1])),
+    ((2, 7, 12, 12), (7, 1, 3, 3), dict(pads=[1, 1, 1, 1])),                          # 3x3 at 12x12: planes
 ]
 
 
@@ -68,12 +74,13 @@ def test_depthwise_matches_onnxruntime(x_shape, w_shape, attrs, bias):
     model, feeds = conv_model(x_shape, w_shape, bias=bias, group=x_shape[1], **attrs)
     it = check_against_onnxruntime(model, feeds)
     (step,) = steps_of(it)
-    out_plane = it.run(feeds)["y"].shape[2] * it.run(feeds)["y"].shape[3]
-    small = out_plane <= CHANNELS_LAST_MAX_PLANE and w_shape[0] == x_shape[1]
+    out_shape = it.run(feeds)["y"].shape[2:]
+    kernel, strides, dilations = w_shape[2:], tuple(attrs.get("strides", (1, 1))), tuple(attrs.get("dilations", (1, 1)))
+    small = channels_last(kernel, strides, dilations, out_shape) and w_shape[0] == x_shape[1]
     assert step == ("_run_depthwise_channels_last" if small else "_run_depthwise")
 
 
-@pytest.mark.parametrize("x_shape,w_shape,attrs", DEPTHWISE[:6] + DEPTHWISE[-4:])
+@pytest.mark.parametrize("x_shape,w_shape,attrs", DEPTHWISE[:6] + DEPTHWISE[-9:])
 def test_depthwise_float64_matches_the_reference(x_shape, w_shape, attrs):
     model, feeds = conv_model(x_shape, w_shape, group=x_shape[1], dtype=np.float64, **attrs)
     want = Interpreter(from_onnx(model), device="cpu").run(feeds)["y"]
@@ -118,7 +125,7 @@ def test_fused_activations_match_onnxruntime(activation, act_attrs, x_shape, w_s
 
 @pytest.mark.parametrize("x_shape,w_shape,group", [
     ((1, 4, 8, 8), (4, 1, 3, 3), 4), ((1, 4, 30, 30), (4, 1, 3, 3), 4), ((1, 4, 8, 8), (6, 4, 1, 1), 1),
-    ((2, 4, 8, 8), (6, 4, 3, 3), 1)])
+    ((2, 4, 8, 8), (6, 4, 3, 3), 1), ((2, 4, 16, 16), (4, 1, 5, 5), 4)])
 @pytest.mark.parametrize("activation", [None, "Relu", "Clip"])
 def test_nan_and_inf_propagate_like_the_reference(x_shape, w_shape, group, activation):
     model, feeds = (conv_model(x_shape, w_shape, group=group, pads=[1, 1, 1, 1] if w_shape[2] == 3 else [0] * 4)
@@ -135,6 +142,32 @@ def test_nan_and_inf_propagate_like_the_reference(x_shape, w_shape, group, activ
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("x_shape,strides,path", [
+    ((2, 5, 15, 15), [1, 1], "_run_depthwise"),                     # 5x5 over wide rows
+    ((2, 5, 45, 43), [2, 2], "_run_depthwise"),                     # 5x5 over column halves
+    ((3, 5, 13, 13), [2, 2], "_run_depthwise_channels_last"),
+])
+def test_depthwise_swish_keeps_nan_and_inf(x_shape, strides, path):
+    """EfficientNet's depthwise 5x5 + SiLU (fused into one Swish activation), the activation
+    applied over whole output planes: values past expf's range, NaN and +-Inf as onnxruntime."""
+    model, feeds = conv_model(x_shape, (x_shape[1], 1, 5, 5), group=x_shape[1], pads=[2, 2, 2, 2], strides=strides)
+    graph = model.graph
+    graph.node[0].output[0] = "c"
+    graph.node.extend([helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])])
+    feeds["x"] *= 20
+    feeds["x"][0, 1, 2, 3] = np.nan
+    feeds["x"][0, 2, 5, 5] = np.inf
+    feeds["x"][-1, 3, 0, 0] = -np.inf
+    it = Interpreter(from_onnx(model), device="numba")
+    assert steps_of(it) == [path]
+    got, want = it.run(feeds)["y"], ort_run(model, feeds)["y"]
+    assert np.isnan(want).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(got[~finite], want[~finite])
 
 
 @pytest.mark.parametrize("x_shape,w_shape,group", [((2, 16, 14, 14), (16, 1, 3, 3), 16),
@@ -285,3 +318,18 @@ def test_sigmoid_fast_path_matches_the_closed_form(shape):
     np.testing.assert_allclose(got, want, rtol=3e-7, atol=1e-38)
     # onnxruntime's fast logistic is the less exact one: off by up to ~1.4e-7 absolute near 1e-7
     np.testing.assert_allclose(got, ort_run(model, {"x": x})["y"], rtol=1e-5, atol=3e-7)
+
+
+def test_depthwise_planes_into_a_strided_output():
+    """The plane-by-plane kernel activates whole output planes as flat rows; an output that is
+    a strided view (not one the planner makes, but a caller's) still gets every value."""
+    model, feeds = conv_act_model((2, 5, 15, 15), (5, 1, 5, 5), "Clip", dict(min=0.0, max=6.0), group=5,
+                                  pads=[2, 2, 2, 2])
+    it = Interpreter(from_onnx(model), device="numba")
+    want = it.run(feeds)["y"]
+    (run, ins, outs, _node), = it._plans["serving_default"].prepared.steps
+    assert run.__name__ == "_run_depthwise"
+    wide = np.full((2, 5, 15, 30), -1.0, np.float32)
+    run([feeds["x"], *ins[1:]], [wide[..., ::2]])
+    np.testing.assert_array_equal(wide[..., ::2], want)
+    assert (wide[..., 1::2] == -1).all()
