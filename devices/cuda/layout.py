@@ -96,37 +96,35 @@ class Remap:
 
 
 # -------------------------------------------------------------------------------------- kernels
+@cuda.jit(device=True)
+def _strided_offset(i, base, shape, strides):  # pragma: no cover - runs on the device
+    """base + sum_d coord_d(i) * strides[d], coord(i) = flat index i's coordinates in shape."""
+    rem = i
+    offset = base
+    for d in range(shape.shape[0] - 1, -1, -1):
+        dim = shape[d]
+        offset += (rem % dim) * strides[d]
+        rem //= dim
+    return offset
+
+
 @cuda.jit
 def _gather(x, out, base, shape, strides):  # pragma: no cover - runs on the device
-    """out[i] = x[base + sum_d coord_d(i) * strides[d]], coord(i) = i's coordinates in shape."""
+    """out[i] = x[_strided_offset(i)]."""
     i = cuda.grid(1)
     step = cuda.gridsize(1)
-    rank = shape.shape[0]
     while i < out.shape[0]:
-        rem = i
-        src = base
-        for d in range(rank - 1, -1, -1):
-            dim = shape[d]
-            src += (rem % dim) * strides[d]
-            rem //= dim
-        out[i] = x[src]
+        out[i] = x[_strided_offset(i, base, shape, strides)]
         i += step
 
 
 @cuda.jit
 def _scatter(x, out, base, shape, strides):  # pragma: no cover - runs on the device
-    """out[base + sum_d coord_d(i) * strides[d]] = x[i], coord(i) = i's coordinates in shape."""
+    """out[_strided_offset(i)] = x[i]."""
     i = cuda.grid(1)
     step = cuda.gridsize(1)
-    rank = shape.shape[0]
     while i < x.shape[0]:
-        rem = i
-        dst = base
-        for d in range(rank - 1, -1, -1):
-            dim = shape[d]
-            dst += (rem % dim) * strides[d]
-            rem //= dim
-        out[dst] = x[i]
+        out[_strided_offset(i, base, shape, strides)] = x[i]
         i += step
 
 

@@ -240,10 +240,11 @@ class DeviceProgram:
         """Run the steps (the plan has bound this run's inputs into them). Raises ModelError
         naming the node whose step failed, as the host loop does; InputError (a device step's
         check, before anything runs) for data the host kernel would refuse."""
-        self._check_inputs()
+        bound = self._bound_inputs()
+        self._check_inputs(bound)
         node = None
         try:
-            self._upload_inputs()
+            self._upload_inputs(bound)
             if self._graph is not None:
                 self._graph.replay(self.stream)
             elif self._capturable and self._runs >= 1:
@@ -266,10 +267,7 @@ class DeviceProgram:
             raise ModelError(f"signature {self.name!r} failed on the GPU: {type(exc).__name__}: {exc}") from exc
         self._runs += 1
 
-    def _check_inputs(self) -> None:
-        if not self._checks:
-            return
-        bound = self._bound_inputs()
+    def _check_inputs(self, bound: dict[str, Any]) -> None:
         for check, in_where, node in self._checks:
             host = [bound[t.name] if t.kind == "input" else t.host if t.kind in ("constant", "variable") else None
                     for t in in_where]
@@ -285,11 +283,9 @@ class DeviceProgram:
     def _device_ops(self) -> list:
         return [op for kind, op, _ in self._ops if kind == DEVICE]
 
-    def _upload_inputs(self) -> None:
-        if self._inputs:
-            bound = self._bound_inputs()
-            for name, device in self._inputs.items():
-                device.copy_to_device(np.ascontiguousarray(bound[name]), stream=self.stream)
+    def _upload_inputs(self, bound: dict[str, Any]) -> None:
+        for name, device in self._inputs.items():
+            device.copy_to_device(np.ascontiguousarray(bound[name]), stream=self.stream)
         for key, device in self._device_variables.items():
             device.copy_to_device(self._variables[key], stream=self.stream)
 
