@@ -7,10 +7,15 @@ fused activation; see devices.numba_epilogue) in the same kernel:
   contiguous row (stride 1) that LLVM vectorizes; the bias starts the row, the activation
   finishes it while it is still in cache. numpy's batched matmul over gathered taps (the
   reference) moves 9x the data through memory for 9 multiply-adds per output.
-- pointwise (1x1, stride 1, no padding): one BLAS matmul per group straight on the activation,
-  no im2col, then the compiled epilogue.
-- general: a compiled im2col, parallel over the column rows, gathers straight from the unpadded
-  input; BLAS multiplies (one call per group); the compiled epilogue.
+- pointwise (1x1, stride 1, no padding): one BLAS product per group straight on the
+  activation, no im2col, on numba's pool in blocks each finished by the epilogue
+  (devices.numba_blas.gemm_epilogue).
+- general, one group (`conv_blocks`): per task a block of output positions, its im2col columns
+  gathered straight from the unpadded input into a per-thread buffer about the size of L2,
+  one single-threaded BLAS product, the epilogue on the block it wrote: the columns never
+  leave the cache (a whole-image im2col of a 56x56x64 layer is 7 MB written, then read).
+- general, grouped (or where numpy's BLAS cannot be called from compiled code): a compiled
+  im2col of the whole image, BLAS products (one call per group), the compiled epilogue.
 
 Earns its place in benchmarks/bench_cnn_models.py (MobileNet/ShuffleNet/EfficientNet).
 """
@@ -21,6 +26,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from edgerun.devices.numba_blas import dgemm, gemm_epilogue, gemm_in_pool, gemm_split, sgemm, threads_local
 from edgerun.devices.numba_depthwise import (
     channels_last_buffers,
     depthwise_2d,
@@ -141,6 +147,98 @@ def im2col_wide(x, cols, kh, kw, dh, dw, ph, pw, wp, padded):  # pragma: no cove
                     out[q] = src[q]
 
 
+@njit(inline="always")
+def _gather_block(x, n, cols, q0, q1, kh, kw, sh, sw, dh, dw, ph, pw, ow):  # pragma: no cover - compiled
+    """cols[(c*kh + i)*kw + j, q - q0] = x[n, c, y*sh - ph + i*dh, z*sw - pw + j*dw] for the
+    output positions q = y*ow + z in [q0, q1), 0 outside x: the im2col columns of one block."""
+    c_, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    for row in range(c_ * kh * kw):
+        c, tap = row // (kh * kw), row % (kh * kw)
+        i, j = tap // kw, tap % kw
+        dst = cols[row]
+        off = j * dw - pw
+        z_lo, z_hi = _columns(off, sw, wd, ow)
+        q = q0
+        while q < q1:
+            y, z_start = q // ow, q % ow
+            z_stop = min(ow, z_start + q1 - q)
+            base = q - q0 - z_start  # dst index of column z on this output row: base + z
+            sy = y * sh - ph + i * dh
+            if sy < 0 or sy >= h:
+                for z in range(z_start, z_stop):
+                    dst[base + z] = 0.0
+            else:
+                lo, hi = max(z_start, z_lo), min(z_stop, z_hi)
+                for z in range(z_start, min(lo, z_stop)):
+                    dst[base + z] = 0.0
+                if hi > lo:
+                    out = dst[base + lo : base + hi]
+                    if sw == 1:  # from 0 over slices: a vectorized copy
+                        src = x[n, c, sy, lo + off : hi + off]
+                    else:
+                        src = x[n, c, sy, lo * sw + off : (hi - 1) * sw + off + 1 : sw]
+                    for k in range(hi - lo):
+                        out[k] = src[k]
+                for z in range(max(hi, z_start), z_stop):
+                    dst[base + z] = 0.0
+            q += z_stop - z_start
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def conv_blocks(x, w, out, bias, residual, code, consts, kh, kw, sh, sw, dh, dw, ph, pw, ow, block,
+                cols):  # pragma: no cover - compiled
+    """A 2-D convolution (one group) as im2col + GEMM + epilogue one block of output positions
+    at a time, so the block's columns are still in cache for the product and its result for
+    the epilogue: out[n, m, q] = act(sum_r w[m, r] * cols[r, q] + bias[m] + residual[n, m, q])
+    for x (N, C, H, W), w (M, C*kh*kw), out and residual (N, M, OH*OW), all C-contiguous; bias
+    of size 0 means none, residual of size 0 means none. `block` output positions per task,
+    parallel over (n, block); `cols` (pool threads, C*kh*kw, block) holds each thread's
+    columns. Only after gemm_in_pool() returned True."""
+    n_, m_, p = out.shape
+    k = w.shape[1]
+    blocks = (p + block - 1) // block
+    has_bias, has_residual = bias.size > 0, residual.size > 0
+    size = out.itemsize
+    for task in prange(n_ * blocks):
+        n, q0 = task // blocks, (task % blocks) * block
+        q1 = min(p, q0 + block)
+        width = q1 - q0
+        mine = cols[numba.get_thread_id()]
+        _gather_block(x, n, mine, q0, q1, kh, kw, sh, sw, dh, dw, ph, pw, ow)
+        c = out.ctypes.data + (n * m_ * p + q0) * size
+        previous = threads_local(1)
+        if size == 4:
+            sgemm(m_, width, k, w.ctypes.data, k, mine.ctypes.data, block, c, p)
+        else:
+            dgemm(m_, width, k, w.ctypes.data, k, mine.ctypes.data, block, c, p)
+        threads_local(previous)
+        for r in range(m_):
+            row = out[n, r, q0:q1]
+            if has_bias:
+                add = bias[r]
+                for z in range(width):
+                    row[z] += add
+            if has_residual:
+                extra = residual[n, r, q0:q1]
+                for z in range(width):
+                    row[z] += extra[z]
+            activate_row(row, code, consts)
+
+
+COLUMN_BLOCK_BYTES = 1 << 22  # the most a conv_blocks task's columns may take
+MIN_BLOCK = 16
+
+
+def conv_block_size(rows: int, positions: int, images: int, threads: int, itemsize: int) -> int:
+    """Output positions per conv_blocks task: two tasks per thread over the batch (a multiple
+    of 16, at least MIN_BLOCK, at most an image), and columns of at most COLUMN_BLOCK_BYTES.
+    Smaller blocks, cut to fit L2, measured slower: every block's product packs the whole
+    weight matrix again and runs on few columns."""
+    block = -(-positions * images // (2 * max(1, threads)))
+    block = min(-(-block // 16) * 16, COLUMN_BLOCK_BYTES // max(1, rows * itemsize) // 16 * 16)
+    return min(positions, max(MIN_BLOCK, block))
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def epilogue_wide(wide, out, wp, bias, code, consts):  # pragma: no cover - compiled
     """out[n, m, y, z] = act(wide[n, m, y*WP + z] + bias[m]): the valid columns of a wide-row
@@ -213,6 +311,8 @@ class NumbaConv:
             hp = max(ph + h, oh - 1 + (kh - 1) * dh + 1)
             self.wide = (hp, wp, (oh - 1) * wp + ow)
             self.run = self._run_wide
+        if not depthwise:
+            self._prepare_pooled_gemm(w, specs[0])
         weights = values[1]
         window = p.window
         if (depthwise and weights is not None and w.shape[0] == x.shape[1]
@@ -220,6 +320,26 @@ class NumbaConv:
             self.w_last = np.ascontiguousarray(np.asarray(weights)[:, 0].transpose(1, 2, 0))
             self.run = self._run_depthwise_channels_last
         return specs
+
+    def _prepare_pooled_gemm(self, w: TensorSpec, out: TensorSpec) -> None:
+        """Decide whether this Conv's products run on numba's pool, each block finished by the
+        epilogue (devices.numba_blas), where numpy's OpenBLAS allows it; the threads (by
+        multiply-adds) and the blocks for that."""
+        p: ConvParams = self.params
+        self.pooled = gemm_in_pool()
+        if not self.pooled:
+            return
+        n, m, g = out.shape[0], out.shape[1], p.group
+        rows = w.shape[1] * len(p.taps)
+        columns = self.wide[2] if self.run == self._run_wide else p.out_size
+        self.gemm_threads = thread_count(getattr(self.context, "num_threads", None), out.size * rows)
+        self.gemm_blocks = gemm_split(min(n, p.chunk), g, m // g, columns, self.gemm_threads)
+        # im2col, product, epilogue per block: for a strided Conv (stride 1 has the wide-row
+        # path) whose positions outnumber its filters (else the product splits its rows best)
+        if (g == 1 and not p.pointwise and self.leftover is None and self.run == self._run_gemm
+                and p.out_size >= 2 * m):
+            self.block = conv_block_size(rows, p.out_size, n, self.gemm_threads, np.dtype(out.dtype).itemsize)
+            self.run = self._run_blocks
 
     def _prepare_gather_1d(self, x: TensorSpec) -> None:
         """A small 1-D Conv in a few numpy calls: X into a zero-bordered buffer, one gather of
@@ -332,32 +452,70 @@ class NumbaConv:
             cols = scratch("numba.conv.col", (size, g * rows, span), x.dtype)
             im2col_wide(x[part], cols, kh, kw, dh, dw, ph, pw, wp, padded)
             wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
-            np.matmul(weights, cols.reshape(size, g, rows, span), out=wide.reshape(size, g, m // g, span))
+            self._product(weights, cols.reshape(size, g, rows, span), wide)
+            use_threads(self.threads)
             epilogue_wide(wide, out[part], wp, bias, *self.code)
         finish_activation(out, self.leftover)
+
+    def _run_blocks(self, inputs, outputs):
+        p: ConvParams = self.params
+        x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
+        n, m = out.shape[:2]
+        rows = w.shape[1] * len(p.taps)
+        result = out.reshape(n, m, p.out_size)
+        if not result.flags.c_contiguous:
+            self._run_gemm(inputs, outputs)
+            return
+        kh, kw, sh, sw, dh, dw, ph, pw = self.geometry
+        cols = scratch("numba.conv.blocks", (numba.config.NUMBA_NUM_THREADS, rows, self.block), x.dtype)
+        use_threads(self.gemm_threads)
+        conv_blocks(x, np.ascontiguousarray(w.reshape(m, rows)), result, self._bias(inputs),
+                    self._residual(inputs, result.shape), *self.code, kh, kw, sh, sw, dh, dw, ph, pw,
+                    p.window.out_shape[1], self.block, cols)
 
     def _run_gemm(self, inputs, outputs):
         p: ConvParams = self.params
         x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
         n, m = out.shape[:2]
         g = p.group
-        use_threads(self.threads)
         rows = w.shape[1] * len(p.taps)  # per group
         weights = w.reshape(g, m // g, rows)
         result = out.reshape(n, m, p.out_size)
+        residual, bias = self._residual(inputs, result.shape), self._bias(inputs)
         if p.pointwise:
-            np.matmul(weights, x.reshape(n, g, rows, p.out_size), out=result.reshape(n, g, m // g, p.out_size))
+            done = self._product(weights, x.reshape(n, g, rows, p.out_size), result, (bias, residual, self.code))
         else:
             for start in range(0, n, p.chunk):  # a bounded im2col buffer, as the reference keeps
                 part = slice(start, min(n, start + p.chunk))
                 size = part.stop - part.start
                 cols = scratch("numba.conv.col", (size, g, rows, p.out_size), x.dtype)
+                use_threads(self.threads)
                 im2col_2d(x[part], cols.reshape(size, g * rows, p.out_size), *self.geometry,
                           *p.window.out_shape)
-                np.matmul(weights, cols, out=result[part].reshape(size, g, m // g, p.out_size))
-        residual = self._residual(inputs, result.shape)
-        if p.has_bias or p.activation is not None or residual.size:
-            finish_epilogue(result, self._bias(inputs), residual, *self.code, self.leftover)
+                done = self._product(weights, cols, result[part],
+                                     (bias, residual[part] if residual.size else residual, self.code))
+        if not done and (p.has_bias or p.activation is not None or residual.size):
+            use_threads(self.threads)
+            finish_epilogue(result, bias, residual, *self.code, self.leftover)
+
+    def _product(self, weights: np.ndarray, cols: np.ndarray, result: np.ndarray,
+                 epilogue: tuple | None = None) -> bool:
+        """result (N, M, P) = weights (G, M/G, K) @ cols (N, G, K, P) (cols C-contiguous): on
+        numba's pool block by block where prepare chose it (self.pooled) and result is
+        contiguous, each block then given `epilogue` (bias, residual, (code, constants)) unless
+        an activation is left for numpy; else numpy's matmul. True when the epilogue was
+        applied (otherwise the caller runs it)."""
+        if not (self.pooled and result.flags.c_contiguous):
+            n, g, k, columns = cols.shape
+            use_threads(self.threads)
+            np.matmul(weights, cols, out=result.reshape(n, g, weights.shape[1], columns))
+            return False
+        char = result.dtype.char
+        applied = epilogue is not None and self.leftover is None
+        bias, residual, code = epilogue if applied else (_NO_BIAS[char], _NO_RESIDUAL[char], (NONE, self.code[1]))
+        use_threads(self.gemm_threads)
+        gemm_epilogue(np.ascontiguousarray(weights), cols, result, bias, residual, *code, *self.gemm_blocks)
+        return applied
 
     def _residual(self, inputs: list, shape: tuple[int, ...]) -> np.ndarray:
         """What the epilogue adds before the activation: nothing for a Conv (a FusedConv's Z)."""
@@ -388,7 +546,7 @@ class NumbaFusedConv(NumbaConv):
         if not fast or inputs[3].shape != specs[0].shape:
             self.run = super(NumbaConv, self).run  # the reference FusedConv
             return specs
-        if self.run.__func__ is not NumbaConv._run_gemm:
+        if self.run.__func__ not in (NumbaConv._run_gemm, NumbaConv._run_blocks):
             self.code_after, self.leftover_after = self.code, self.leftover
             *_, consts = self.code
             self.code, self.leftover = (NONE, consts), None

@@ -3,10 +3,12 @@ reference kernels where they do not apply."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+import edgerun.devices.numba_conv as numba_conv
 from edgerun.converters import from_onnx
 from edgerun.runtime import Interpreter
 from tests.onnx_models import make_mlp, make_model, ort_run
@@ -105,6 +107,11 @@ def conv_model(x_shape, w_shape, *, bias=True, activation=None, dtype=np.float32
     return model, {"x": rng.standard_normal(x_shape).astype(dtype)}
 
 
+# the strided one-group Convs whose positions outnumber their filters run block by block on the pool
+BLOCKS = {((2, 3, 17, 13), (5, 3, 3, 2)): "_run_blocks", ((1, 3, 9, 9), (6, 3, 4, 4)): "_run_blocks",
+          ((1, 3, 9, 9), (4, 3, 3, 3)): "_run_blocks"}
+
+
 @pytest.mark.parametrize("x_shape,w_shape,kwargs,path", [
     ((1, 3, 32, 32), (16, 3, 3, 3), dict(pads=[1, 1, 1, 1], activation="Relu"), "_run_wide"),
     ((4, 16, 16, 16), (32, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_wide"),
@@ -132,7 +139,14 @@ def conv_model(x_shape, w_shape, *, bias=True, activation=None, dtype=np.float32
     ((1, 64, 4000), (64, 1, 3), dict(group=64, strides=[2], pads=[1, 1]), "_run_lifted"),  # depthwise
     ((1, 1, 20, 20), (16, 1, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_wide"),  # one channel, 16 filters: not depthwise
 ])
-def test_conv(x_shape, w_shape, kwargs, path):
+@pytest.mark.parametrize("pooled", [True, False])
+def test_conv(monkeypatch, x_shape, w_shape, kwargs, path, pooled):
+    """Each path against onnxruntime, with the products on numba's pool (devices.numba_blas:
+    one-group im2col convolutions then run block by block) and on numpy's matmul."""
+    if pooled:
+        path = BLOCKS.get((x_shape, w_shape), path)
+    else:
+        monkeypatch.setattr(numba_conv, "gemm_in_pool", lambda: False)
     model, feeds = conv_model(x_shape, w_shape, **kwargs)
     # onnxruntime has no float64 Conv: a float64 model is checked against its float32 twin
     twin = conv_model(x_shape, w_shape, **{**kwargs, "dtype": np.float32})
@@ -168,15 +182,30 @@ def test_global_average_pool_of_nothing(shape):
 
 
 def test_conv_gathers_columns_a_few_samples_at_a_time(monkeypatch):
-    """The im2col buffer holds `chunk` samples, as the reference's does, not the whole batch."""
+    """On numpy's matmul, the im2col buffer holds `chunk` samples, as the reference's does, not
+    the whole batch."""
     from edgerun.runtime.kernels import conv, spatial
 
+    monkeypatch.setattr(numba_conv, "gemm_in_pool", lambda: False)
     monkeypatch.setattr(conv, "COLUMN_BUDGET", 30_000)  # 4 * 9 * 400 = 14,400 columns a sample: 2 at a time
     model, feeds = conv_model((5, 4, 20, 20), (6, 4, 3, 3), pads=[1, 1, 1, 1])
     spatial._local.__dict__.setdefault("pool", {}).pop("numba.conv.col", None)
     assert run_both(model, feeds, atol=1e-4)[0] == "_run_wide"
     # wide rows: 36 column rows of (20 - 1) * 22 + 20 = 438 positions a sample, 2 samples at a time
     assert spatial._local.pool["numba.conv.col"].nbytes <= 2 * 36 * 438 * 4
+
+
+def test_conv_blocks_keep_their_columns_small(monkeypatch):
+    """On numba's pool, each thread's im2col columns hold one block of output positions; the
+    blocks (32 positions of 576 rows here) do not divide the 400 positions of an image."""
+    from edgerun.runtime.kernels import spatial
+
+    monkeypatch.setattr(numba_conv, "COLUMN_BLOCK_BYTES", 100_000)
+    model, feeds = conv_model((5, 64, 40, 40), (6, 64, 3, 3), pads=[1, 1, 1, 1], strides=[2, 2])
+    spatial._local.__dict__.setdefault("pool", {}).pop("numba.conv.blocks", None)
+    assert run_both(model, feeds, atol=1e-3)[0] == "_run_blocks"
+    per_thread = spatial._local.pool["numba.conv.blocks"].nbytes / numba.config.NUMBA_NUM_THREADS
+    assert per_thread == 576 * 32 * 4
 
 
 @pytest.mark.parametrize("shape,attrs,outputs,fast", [

@@ -70,7 +70,7 @@ def test_fused_conv_kernels_match_onnxruntime(kwargs, device):
     (step,) = it._plans["serving_default"].prepared.steps
     assert step[3].op_type == "FusedConv"
     if device == "numba":
-        assert step[0].__name__ in ("_run_gemm", "_run_then_add")
+        assert step[0].__name__ in ("_run_gemm", "_run_blocks", "_run_then_add")
 
 
 def test_fused_conv_with_a_broadcast_residual_runs_the_reference():

@@ -1,0 +1,181 @@
+"""Matrix products on numba's thread pool, each block finished by the epilogue while in cache.
+
+numpy's matmul runs on OpenBLAS's own thread pool, the compiled kernels on numba's (OpenMP), so
+a convolution as GEMM + epilogue woke two pools on two cores one after the other: each wake of
+a sleeping worker costs 60-80 us on the 2-vCPU machines we measure on, and the epilogue made a
+second pass over an output that had left the cache. Here the compiled kernel splits the product
+into blocks (rows of the weights, or columns of the activation), and each of numba's threads
+calls OpenBLAS's single-threaded cblas GEMM on its block (`openblas_set_num_threads_local(1)`
+for that call) and then adds the bias and residual and applies the activation to the block it
+just wrote. MobileNetV2's 1x1 convolutions at 2 threads: 2.3 ms instead of 3.3 for the products
+alone (`benchmarks/bench_cnn_models.py`, per layer in the issue note).
+
+The GEMM is numpy's own OpenBLAS (ILP64, the `64_` symbols of numpy's wheels), found through
+threadpoolctl and made known to LLVM by name, so the compiled kernels stay cacheable on disk
+(an address baked into the code would not be). Where numpy has another BLAS, an LP64 OpenBLAS
+or one too old for per-thread thread counts, `AVAILABLE` is False and callers keep numpy's
+matmul.
+
+    if gemm_in_pool(): gemm_epilogue(w3, x4, out3, bias, residual3, code, consts, split, blocks)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from functools import cache
+
+from llvmlite import binding, ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from edgerun.devices.numba_epilogue import activate_row
+
+# (our name for LLVM, the OpenBLAS symbols tried in order)
+_SYMBOLS = {
+    "edgerun_cblas_sgemm": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
+    "edgerun_cblas_dgemm": ("scipy_cblas_dgemm64_", "cblas_dgemm64_"),
+    "edgerun_blas_threads_local": ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local64_"),
+}
+_ROW_MAJOR, _NO_TRANS = 101, 111  # cblas enums
+SPLIT_ROWS, SPLIT_COLUMNS = 0, 1
+ROW_BLOCK_MULTIPLE, COLUMN_BLOCK_MULTIPLE = 8, 16  # OpenBLAS's micro-kernels' unrolls, rounded up
+
+
+def _numpy_openblas_paths() -> list[str]:
+    """Paths of the OpenBLAS libraries loaded in this process, numpy's first."""
+    from threadpoolctl import threadpool_info
+
+    paths = [i["filepath"] for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    return sorted(paths, key=lambda p: "numpy" not in p)
+
+
+@cache
+def gemm_in_pool() -> bool:
+    """Whether gemm_epilogue can run: an ILP64 OpenBLAS with per-thread thread counts is
+    loaded (numpy's wheels), its symbols registered with LLVM. Decided once per process."""
+    for path in _numpy_openblas_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        found = {}
+        for ours, candidates in _SYMBOLS.items():
+            for symbol in candidates:
+                try:
+                    found[ours] = ctypes.cast(getattr(lib, symbol), ctypes.c_void_p).value
+                    break
+                except AttributeError:
+                    continue
+        if len(found) == len(_SYMBOLS):
+            for ours, address in found.items():
+                binding.add_symbol(ours, address)
+            return True
+    return False
+
+
+def _declare(builder, name: str, ret: ir.Type, args: list[ir.Type]):
+    module = builder.module
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(ret, args), name=name)
+    return fn
+
+
+@intrinsic
+def threads_local(typingctx, count):  # pragma: no cover - compiled
+    """openblas_set_num_threads_local(count) for the calling thread; the previous setting."""
+    if not isinstance(count, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        fn = _declare(builder, "edgerun_blas_threads_local", i32, [i32])
+        return builder.sext(builder.call(fn, [builder.trunc(args[0], i32)]), ir.IntType(64))
+
+    return types.int64(count), codegen
+
+
+def _gemm_intrinsic(name: str, float_type: ir.Type):
+    @intrinsic
+    def gemm(typingctx, m, n, k, a, lda, b, ldb, c, ldc):  # pragma: no cover - compiled
+        """c (m x n, row stride ldc) = a (m x k, lda) @ b (k x n, ldb); pointers as integers."""
+        if not all(isinstance(t, types.Integer) for t in (m, n, k, a, lda, b, ldb, c, ldc)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            ptr = float_type.as_pointer()
+            fn = _declare(builder, name, ir.VoidType(),
+                          [i32, i32, i32, i64, i64, i64, float_type, ptr, i64, ptr, i64, float_type, ptr, i64])
+            m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = (context.cast(builder, v, t, types.int64)
+                                                        for v, t in zip(args, sig.args, strict=True))
+            one, zero = ir.Constant(float_type, 1.0), ir.Constant(float_type, 0.0)
+            builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), ir.Constant(i32, _NO_TRANS), ir.Constant(i32, _NO_TRANS),
+                              m_, n_, k_, one, builder.inttoptr(a_, ptr), lda_, builder.inttoptr(b_, ptr), ldb_,
+                              zero, builder.inttoptr(c_, ptr), ldc_])
+            return context.get_dummy_value()
+
+        return types.void(m, n, k, a, lda, b, ldb, c, ldc), codegen
+
+    return gemm
+
+
+sgemm = _gemm_intrinsic("edgerun_cblas_sgemm", ir.FloatType())
+dgemm = _gemm_intrinsic("edgerun_cblas_dgemm", ir.DoubleType())
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def gemm_epilogue(w, x, out, bias, residual, code, consts, split, blocks):  # pragma: no cover - compiled
+    """out[n, g*Mg + r, :] = act(sum_k w[g, r, k] * x[n, g, k, :] + bias[g*Mg + r] + residual[n, g*Mg + r, :])
+    for w (G, Mg, K), x (N, G, K, P), out and residual (N, G*Mg, P), all C-contiguous; bias of
+    size 0 means none, residual of size 0 means none, code/consts an activation
+    (devices.numba_epilogue.activation_code). Parallel over (n, g, block): `blocks` blocks of
+    rows (split SPLIT_ROWS) or of columns (SPLIT_COLUMNS) per product, each one OpenBLAS call
+    on one thread, then its epilogue. Only after gemm_in_pool() returned True: before, the
+    OpenBLAS names it calls are unknown to LLVM."""
+    g_, mg, k = w.shape
+    n_, p = x.shape[0], x.shape[3]
+    extent = mg if split == SPLIT_ROWS else p
+    multiple = ROW_BLOCK_MULTIPLE if split == SPLIT_ROWS else COLUMN_BLOCK_MULTIPLE
+    step = ((extent + blocks - 1) // blocks + multiple - 1) // multiple * multiple
+    has_bias, has_residual = bias.size > 0, residual.size > 0
+    size = out.itemsize
+    for task in prange(n_ * g_ * blocks):
+        n, g, block = task // (g_ * blocks), (task // blocks) % g_, task % blocks
+        start = block * step
+        stop = min(extent, start + step)
+        if stop <= start:
+            continue
+        r0, r1 = (start, stop) if split == SPLIT_ROWS else (0, mg)
+        c0, c1 = (0, p) if split == SPLIT_ROWS else (start, stop)
+        a = w.ctypes.data + ((g * mg + r0) * k) * size
+        b = x.ctypes.data + ((n * g_ + g) * k * p + c0) * size
+        c = out.ctypes.data + ((n * g_ * mg + g * mg + r0) * p + c0) * size
+        previous = threads_local(1)
+        if size == 4:  # float32 (only float32 and float64 get here)
+            sgemm(r1 - r0, c1 - c0, k, a, k, b, p, c, p)
+        else:
+            dgemm(r1 - r0, c1 - c0, k, a, k, b, p, c, p)
+        threads_local(previous)
+        for r in range(g * mg + r0, g * mg + r1):
+            row = out[n, r, c0:c1]
+            if has_bias:
+                add = bias[r]
+                for z in range(c1 - c0):
+                    row[z] += add
+            if has_residual:
+                extra = residual[n, r, c0:c1]
+                for z in range(c1 - c0):
+                    row[z] += extra[z]
+            activate_row(row, code, consts)
+
+
+def gemm_split(images: int, groups: int, rows: int, columns: int, threads: int) -> tuple[int, int]:
+    """(split, blocks) for gemm_epilogue: one block per product unless there are fewer products
+    than threads, then enough blocks that the tasks divide evenly among the threads, cut along
+    the longer of the product's rows and columns."""
+    products = images * groups
+    blocks = threads // math.gcd(products, threads) if threads > 1 else 1
+    return (SPLIT_ROWS if rows >= columns else SPLIT_COLUMNS), blocks
+
