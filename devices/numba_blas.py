@@ -37,7 +37,7 @@ _SYMBOLS = {
     "edgerun_cblas_dgemm": ("scipy_cblas_dgemm64_", "cblas_dgemm64_"),
     "edgerun_blas_threads_local": ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local64_"),
 }
-_ROW_MAJOR, _NO_TRANS = 101, 111  # cblas enums
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # cblas enums
 SPLIT_ROWS, SPLIT_COLUMNS = 0, 1
 ROW_BLOCK_MULTIPLE, COLUMN_BLOCK_MULTIPLE = 8, 16  # OpenBLAS's micro-kernels' unrolls, rounded up
 
@@ -98,9 +98,12 @@ def threads_local(typingctx, count):  # pragma: no cover - compiled
 
 def _gemm_intrinsic(name: str, float_type: ir.Type):
     @intrinsic
-    def gemm(typingctx, m, n, k, a, lda, b, ldb, c, ldc):  # pragma: no cover - compiled
-        """c (m x n, row stride ldc) = a (m x k, lda) @ b (k x n, ldb); pointers as integers."""
-        if not all(isinstance(t, types.Integer) for t in (m, n, k, a, lda, b, ldb, c, ldc)):
+    def gemm(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):  # pragma: no cover - compiled
+        """c (m x n, row stride ldc) = op(a) @ op(b), op(a) m x k, op(b) k x n, op transposing
+        where trans_a / trans_b are nonzero (a stored k x m, b n x k); row-major, pointers as
+        integers."""
+        args_types = (trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+        if not all(isinstance(t, types.Integer) for t in args_types):
             return None
 
         def codegen(context, builder, sig, args):
@@ -108,21 +111,56 @@ def _gemm_intrinsic(name: str, float_type: ir.Type):
             ptr = float_type.as_pointer()
             fn = _declare(builder, name, ir.VoidType(),
                           [i32, i32, i32, i64, i64, i64, float_type, ptr, i64, ptr, i64, float_type, ptr, i64])
-            m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = (context.cast(builder, v, t, types.int64)
-                                                        for v, t in zip(args, sig.args, strict=True))
+            ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = (context.cast(builder, v, t, types.int64)
+                                                                for v, t in zip(args, sig.args, strict=True))
+
+            def flag(value):
+                return builder.select(builder.icmp_signed("!=", value, ir.Constant(i64, 0)),
+                                      ir.Constant(i32, _TRANS), ir.Constant(i32, _NO_TRANS))
+
             one, zero = ir.Constant(float_type, 1.0), ir.Constant(float_type, 0.0)
-            builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), ir.Constant(i32, _NO_TRANS), ir.Constant(i32, _NO_TRANS),
+            builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), flag(ta), flag(tb),
                               m_, n_, k_, one, builder.inttoptr(a_, ptr), lda_, builder.inttoptr(b_, ptr), ldb_,
                               zero, builder.inttoptr(c_, ptr), ldc_])
             return context.get_dummy_value()
 
-        return types.void(m, n, k, a, lda, b, ldb, c, ldc), codegen
+        return types.void(*args_types), codegen
 
     return gemm
 
 
 sgemm = _gemm_intrinsic("edgerun_cblas_sgemm", ir.FloatType())
 dgemm = _gemm_intrinsic("edgerun_cblas_dgemm", ir.DoubleType())
+
+
+@njit(inline="always")
+def product(size, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):  # pragma: no cover - compiled
+    """One single-threaded OpenBLAS product (see sgemm/dgemm) in float32 (size 4) or float64,
+    on the calling thread whatever OpenBLAS's own thread count."""
+    previous = threads_local(1)
+    if size == 4:
+        sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+    else:
+        dgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+    threads_local(previous)
+
+
+@njit(inline="always")
+def finish_rows(out, n, r0, r1, c0, c1, bias, residual, code, consts):  # pragma: no cover - compiled
+    """The epilogue of out[n, r, c0:c1] for r in [r0, r1): + bias[r] (bias of size 0: none),
+    + residual[n, r, c0:c1] (size 0: none), then the activation."""
+    has_bias, has_residual = bias.size > 0, residual.size > 0
+    for r in range(r0, r1):
+        row = out[n, r, c0:c1]
+        if has_bias:
+            add = bias[r]
+            for z in range(c1 - c0):
+                row[z] += add
+        if has_residual:
+            extra = residual[n, r, c0:c1]
+            for z in range(c1 - c0):
+                row[z] += extra[z]
+        activate_row(row, code, consts)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -139,7 +177,6 @@ def gemm_epilogue(w, x, out, bias, residual, code, consts, split, blocks):  # pr
     extent = mg if split == SPLIT_ROWS else p
     multiple = ROW_BLOCK_MULTIPLE if split == SPLIT_ROWS else COLUMN_BLOCK_MULTIPLE
     step = ((extent + blocks - 1) // blocks + multiple - 1) // multiple * multiple
-    has_bias, has_residual = bias.size > 0, residual.size > 0
     size = out.itemsize
     for task in prange(n_ * g_ * blocks):
         n, g, block = task // (g_ * blocks), (task // blocks) % g_, task % blocks
@@ -152,23 +189,8 @@ def gemm_epilogue(w, x, out, bias, residual, code, consts, split, blocks):  # pr
         a = w.ctypes.data + ((g * mg + r0) * k) * size
         b = x.ctypes.data + ((n * g_ + g) * k * p + c0) * size
         c = out.ctypes.data + ((n * g_ * mg + g * mg + r0) * p + c0) * size
-        previous = threads_local(1)
-        if size == 4:  # float32 (only float32 and float64 get here)
-            sgemm(r1 - r0, c1 - c0, k, a, k, b, p, c, p)
-        else:
-            dgemm(r1 - r0, c1 - c0, k, a, k, b, p, c, p)
-        threads_local(previous)
-        for r in range(g * mg + r0, g * mg + r1):
-            row = out[n, r, c0:c1]
-            if has_bias:
-                add = bias[r]
-                for z in range(c1 - c0):
-                    row[z] += add
-            if has_residual:
-                extra = residual[n, r, c0:c1]
-                for z in range(c1 - c0):
-                    row[z] += extra[z]
-            activate_row(row, code, consts)
+        product(size, 0, 0, r1 - r0, c1 - c0, k, a, k, b, p, c, p)
+        finish_rows(out, n, g * mg + r0, g * mg + r1, c0, c1, bias, residual, code, consts)
 
 
 def gemm_split(images: int, groups: int, rows: int, columns: int, threads: int) -> tuple[int, int]:
@@ -179,3 +201,67 @@ def gemm_split(images: int, groups: int, rows: int, columns: int, threads: int) 
     blocks = threads // math.gcd(products, threads) if threads > 1 else 1
     return (SPLIT_ROWS if rows >= columns else SPLIT_COLUMNS), blocks
 
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pointwise_layouts(w, x, out, bias, residual, code, consts, x_last, out_last, split, blocks):  # pragma: no cover
+    """A pointwise (1x1) convolution with either layout on either side: out = act(W @ X + bias
+    + residual) for w (M, C); x (N, C, P), or (N, P, C) when x_last; out and residual (N, M, P),
+    or (N, P, M) when out_last (residual of size 0: none; bias of size 0: none). The layouts
+    change through the product's transposes, so a region of channels-last tensors starts or
+    ends here for free. Parallel over (n, block), blocks of output channels (SPLIT_ROWS) or of
+    pixels (SPLIT_COLUMNS); each block one single-threaded OpenBLAS call, then its epilogue.
+    All arrays C-contiguous. Only after gemm_in_pool() returned True."""
+    m_, c_ = w.shape
+    n_ = x.shape[0]
+    p = x.shape[1] if x_last else x.shape[2]
+    extent = m_ if split == SPLIT_ROWS else p
+    multiple = ROW_BLOCK_MULTIPLE if split == SPLIT_ROWS else COLUMN_BLOCK_MULTIPLE
+    step = ((extent + blocks - 1) // blocks + multiple - 1) // multiple * multiple
+    has_bias, has_residual = bias.size > 0, residual.size > 0
+    size = out.itemsize
+    out_flat = out.reshape(out.size)
+    residual_flat = residual.reshape(residual.size)
+    for task in prange(n_ * blocks):
+        n, block = task // blocks, task % blocks
+        start, stop = block * step, min(extent, block * step + step)
+        if stop <= start:
+            continue
+        m0, m1 = (start, stop) if split == SPLIT_ROWS else (0, m_)
+        q0, q1 = (0, p) if split == SPLIT_ROWS else (start, stop)
+        xb, ob = x.ctypes.data + n * c_ * p * size, out.ctypes.data + n * m_ * p * size
+        if out_last:  # out[n, q0:q1, m0:m1] = X[q0:q1, :] @ W[m0:m1, :]^T
+            a, ta, lda = (xb + q0 * c_ * size, 0, c_) if x_last else (xb + q0 * size, 1, p)
+            product(size, ta, 1, q1 - q0, m1 - m0, c_, a, lda, w.ctypes.data + m0 * c_ * size, c_,
+                    ob + (q0 * m_ + m0) * size, m_)
+        else:  # out[n, m0:m1, q0:q1] = W[m0:m1, :] @ X[:, q0:q1]
+            b, tb, ldb = (xb + q0 * c_ * size, 1, c_) if x_last else (xb + q0 * size, 0, p)
+            product(size, 0, tb, m1 - m0, q1 - q0, c_, w.ctypes.data + m0 * c_ * size, c_, b, ldb,
+                    ob + (m0 * p + q0) * size, p)
+        if out_last and m0 == 0 and m1 == m_:  # whole pixel rows: one flat pass for the activation
+            first, count = (n * p + q0) * m_, (q1 - q0) * m_
+            flat = out_flat[first : first + count]
+            if has_bias:
+                for q in range(q1 - q0):
+                    row = flat[q * m_ : (q + 1) * m_]
+                    for z in range(m_):
+                        row[z] += bias[z]
+            if has_residual:
+                extra = residual_flat[first : first + count]
+                for z in range(count):
+                    flat[z] += extra[z]
+            activate_row(flat, code, consts)
+        elif out_last:
+            for q in range(q0, q1):
+                row = out[n, q, m0:m1]
+                if has_bias:
+                    add = bias[m0:m1]
+                    for z in range(m1 - m0):
+                        row[z] += add[z]
+                if has_residual:
+                    extra = residual[n, q, m0:m1]
+                    for z in range(m1 - m0):
+                        row[z] += extra[z]
+                activate_row(row, code, consts)
+        else:
+            finish_rows(out, n, m0, m1, q0, q1, bias, residual, code, consts)

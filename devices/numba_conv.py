@@ -26,7 +26,14 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from edgerun.devices.numba_blas import dgemm, gemm_epilogue, gemm_in_pool, gemm_split, sgemm, threads_local
+from edgerun.devices.numba_blas import (
+    finish_rows,
+    gemm_epilogue,
+    gemm_in_pool,
+    gemm_split,
+    pointwise_layouts,
+    product,
+)
 from edgerun.devices.numba_depthwise import (
     channels_last_buffers,
     depthwise_2d,
@@ -47,6 +54,7 @@ from edgerun.runtime.kernels.conv import ConvParams
 from edgerun.runtime.kernels.fused import apply_activation
 from edgerun.runtime.kernels.registry import accelerate
 from edgerun.runtime.kernels.spatial import Window, scratch
+from edgerun.runtime.layout import ChannelsLastOffer
 
 BACKEND = "numba"
 # Output planes up to this many pixels run depthwise channels-last (devices.numba_depthwise)...
@@ -67,11 +75,18 @@ def channels_last(kernel: tuple[int, ...], strides: tuple[int, ...], dilations: 
             and (stride == 1 or dilations[1] == 1)):  # (stride 2 reads column halves: no column dilation)
         return plane <= CHANNELS_LAST_MAX_PLANE_WIDE_TAPS[stride]
     return plane <= CHANNELS_LAST_MAX_PLANE
+# Inside channels-last regions (runtime.layout), measured on MobileNetV2's layers at 1 thread:
+# depthwise channels-last won 1.6-2.4x on 28x28 outputs and below (0.10 vs 0.19 ms at 14x14x384)
+# and lost on larger planes (0.58 vs 0.39 ms at 56x56x144); a pointwise product into or out of
+# NHWC costs the same up to 56x56 pixels and 1.4-1.8x more on 112x112 (16 or 32 channels: thin
+# products), so only such layers offer to join a region.
+CHANNELS_LAST_MAX_DEPTHWISE = 28 * 28
+CHANNELS_LAST_MAX_POINTWISE = 56 * 56
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 @njit(inline="always")
-def _columns(off, stride, in_size, out_size):  # pragma: no cover - compiled
+def valid_columns(off, stride, in_size, out_size):  # pragma: no cover - compiled
     """[z0, z1): the outputs z whose input column z * stride + off lies in [0, in_size)."""
     z0 = max(0, (-off + stride - 1) // stride)
     z1 = min(out_size, (in_size - 1 - off) // stride + 1)
@@ -90,7 +105,7 @@ def im2col_2d(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow):  # pragma: no co
         i, j = tap // kw, tap % kw
         dst = cols[n, row]
         off = j * dw - pw
-        z0, z1 = _columns(off, sw, wd, ow)
+        z0, z1 = valid_columns(off, sw, wd, ow)
         for y in range(oh):
             base = y * ow
             sy = y * sh - ph + i * dh
@@ -157,7 +172,7 @@ def _gather_block(x, n, cols, q0, q1, kh, kw, sh, sw, dh, dw, ph, pw, ow):  # pr
         i, j = tap // kw, tap % kw
         dst = cols[row]
         off = j * dw - pw
-        z_lo, z_hi = _columns(off, sw, wd, ow)
+        z_lo, z_hi = valid_columns(off, sw, wd, ow)
         q = q0
         while q < q1:
             y, z_start = q // ow, q % ow
@@ -197,7 +212,6 @@ def conv_blocks(x, w, out, bias, residual, code, consts, kh, kw, sh, sw, dh, dw,
     n_, m_, p = out.shape
     k = w.shape[1]
     blocks = (p + block - 1) // block
-    has_bias, has_residual = bias.size > 0, residual.size > 0
     size = out.itemsize
     for task in prange(n_ * blocks):
         n, q0 = task // blocks, (task % blocks) * block
@@ -206,23 +220,8 @@ def conv_blocks(x, w, out, bias, residual, code, consts, kh, kw, sh, sw, dh, dw,
         mine = cols[numba.get_thread_id()]
         _gather_block(x, n, mine, q0, q1, kh, kw, sh, sw, dh, dw, ph, pw, ow)
         c = out.ctypes.data + (n * m_ * p + q0) * size
-        previous = threads_local(1)
-        if size == 4:
-            sgemm(m_, width, k, w.ctypes.data, k, mine.ctypes.data, block, c, p)
-        else:
-            dgemm(m_, width, k, w.ctypes.data, k, mine.ctypes.data, block, c, p)
-        threads_local(previous)
-        for r in range(m_):
-            row = out[n, r, q0:q1]
-            if has_bias:
-                add = bias[r]
-                for z in range(width):
-                    row[z] += add
-            if has_residual:
-                extra = residual[n, r, q0:q1]
-                for z in range(width):
-                    row[z] += extra[z]
-            activate_row(row, code, consts)
+        product(size, 0, 0, m_, width, k, w.ctypes.data, k, mine.ctypes.data, block, c, p)
+        finish_rows(out, n, 0, m_, q0, q1, bias, residual, code, consts)
 
 
 COLUMN_BLOCK_BYTES = 1 << 22  # the most a conv_blocks task's columns may take
@@ -315,11 +314,39 @@ class NumbaConv:
             self._prepare_pooled_gemm(w, specs[0])
         weights = values[1]
         window = p.window
-        if (depthwise and weights is not None and w.shape[0] == x.shape[1]
-                and channels_last(window.kernel, window.strides, window.dilations, window.out_shape)):
+        self.x_last = self.out_last = False  # runtime.layout may set them (use_channels_last)
+        self.w_last = None
+        if depthwise and weights is not None and w.shape[0] == x.shape[1]:
             self.w_last = np.ascontiguousarray(np.asarray(weights)[:, 0].transpose(1, 2, 0))
-            self.run = self._run_depthwise_channels_last
+            if channels_last(window.kernel, window.strides, window.dilations, window.out_shape):
+                self.run = self._run_depthwise_channels_last
         return specs
+
+    def channels_last(self) -> ChannelsLastOffer | None:
+        """What this prepared Conv can do inside a channels-last region (runtime.layout): a
+        pointwise one on numba's pool reads and writes either layout (its product transposes),
+        a depthwise one of multiplier 1 with constant weights runs channels-last; both only
+        without an activation left for numpy (a PRelu's slopes follow the channel axis)."""
+        if "run" not in self.__dict__ or self.leftover is not None:
+            return None
+        run, p = self.run.__func__, self.params
+        if (run is NumbaConv._run_gemm and p.pointwise and self.pooled and p.group == 1
+                and p.out_size <= CHANNELS_LAST_MAX_POINTWISE):
+            return ChannelsLastOffer(frozenset({0}), True)
+        if (run in (NumbaConv._run_depthwise, NumbaConv._run_depthwise_channels_last) and self.w_last is not None
+                and p.out_size <= CHANNELS_LAST_MAX_DEPTHWISE):
+            return ChannelsLastOffer(frozenset({0}), True, gains=True)
+        return None
+
+    def use_channels_last(self, inputs: frozenset[int], output: bool) -> None:
+        """Read X (input 0) channels-last if 0 is in `inputs`, write Y so if `output`; only
+        after channels_last offered it."""
+        self.x_last, self.out_last = 0 in inputs, output
+        if self.run.__func__ is NumbaConv._run_gemm:
+            self.pointwise_split = gemm_split(*self.pointwise_dims, self.gemm_threads)
+            self.run = self._run_pointwise_layouts
+        else:
+            self.run = self._run_depthwise_channels_last
 
     def _prepare_pooled_gemm(self, w: TensorSpec, out: TensorSpec) -> None:
         """Decide whether this Conv's products run on numba's pool, each block finished by the
@@ -334,6 +361,7 @@ class NumbaConv:
         columns = self.wide[2] if self.run == self._run_wide else p.out_size
         self.gemm_threads = thread_count(getattr(self.context, "num_threads", None), out.size * rows)
         self.gemm_blocks = gemm_split(min(n, p.chunk), g, m // g, columns, self.gemm_threads)
+        self.pointwise_dims = (n, 1, m, p.out_size)  # (images, groups, rows, columns) in channels-last use
         # im2col, product, epilogue per block: for a strided Conv (stride 1 has the wide-row
         # path) whose positions outnumber its filters (else the product splits its rows best)
         if (g == 1 and not p.pointwise and self.leftover is None and self.run == self._run_gemm
@@ -432,8 +460,26 @@ class NumbaConv:
         x, out = np.ascontiguousarray(inputs[0]), outputs[0]
         use_threads(self.threads)
         xt, ot = channels_last_buffers(x.shape, out.shape, self.geometry, x.dtype)
-        depthwise_channels_last(x, self.w_last, bias, out, sh, sw, dh, dw, ph, pw, *self.code, xt, ot)
+        if self.x_last:  # the same bytes, ordered (N, H, W, C)
+            x = x.reshape(x.shape[0], *x.shape[2:], x.shape[1])
+        if self.out_last:
+            ot = out.reshape(ot.shape)
+        depthwise_channels_last(x, self.w_last, bias, out, sh, sw, dh, dw, ph, pw, *self.code, xt, ot,
+                                self.x_last, self.out_last)
         finish_activation(out, self.leftover)
+
+    def _run_pointwise_layouts(self, inputs, outputs):
+        x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
+        n, m = out.shape[:2]
+        c, pixels = x.shape[1], self.params.out_size
+        x3 = x.reshape(n, pixels, c) if self.x_last else x.reshape(n, c, pixels)
+        shape = (n, pixels, m) if self.out_last else (n, m, pixels)
+        result = out.reshape(shape)
+        residual = self._residual(inputs, (n, m, pixels))
+        residual = residual.reshape(shape) if residual.size else residual
+        use_threads(self.gemm_threads)
+        pointwise_layouts(np.ascontiguousarray(w.reshape(m, c)), x3, result, self._bias(inputs), residual, *self.code,
+                          self.x_last, self.out_last, *self.pointwise_split)
 
     def _run_wide(self, inputs, outputs):
         p: ConvParams = self.params
@@ -555,6 +601,14 @@ class NumbaFusedConv(NumbaConv):
 
     def _residual(self, inputs: list, shape: tuple[int, ...]) -> np.ndarray:
         return np.ascontiguousarray(inputs[3]).reshape(shape)
+
+    def channels_last(self) -> ChannelsLastOffer | None:
+        """As NumbaConv's, the residual Z in the output's layout (pointwise only: the other
+        paths add Z over NCHW planes)."""
+        offer = super().channels_last()
+        if offer is None or self.run.__func__ is not NumbaConv._run_gemm:
+            return None
+        return ChannelsLastOffer(frozenset({0, 3}), True, frozenset({3}))
 
     def _run_then_add(self, inputs, outputs):
         self.conv_run(inputs, outputs)

@@ -263,15 +263,21 @@ def depthwise_buffers(x_shape: tuple[int, ...], out_shape: tuple[int, ...], geom
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def depthwise_channels_last(x, w_last, bias, out, sh, sw, dh, dw, ph, pw, code, consts, xt, ot):  # pragma: no cover
+def depthwise_channels_last(x, w_last, bias, out, sh, sw, dh, dw, ph, pw, code, consts, xt, ot,
+                            x_last, out_last):  # pragma: no cover
     """As depthwise_2d for multiplier 1 (M == C), computed channels-last. `w_last` (KH, KW, C)
-    holds the weights tap-major; `xt` (N, HP, WP, C) and `ot` (N, OH, OW, C) are work buffers of
-    any contents (see channels_last_buffers): xt gets the input and its zero border here."""
-    n_, c_, h, wd = x.shape
-    oh, ow = out.shape[2], out.shape[3]
+    holds the weights tap-major; `xt` (N, HP, WP, C) is a work buffer of any contents that gets
+    the input and its zero border here. x is (N, C, H, W), or (N, H, W, C) when `x_last` (a
+    channels-last region's tensor: rows copied, no transpose); out is (N, C, OH, OW) with `ot`
+    (N, OH, OW, C) a work buffer, or, when `out_last`, out is (N, OH, OW, C) and `ot` is out."""
+    if x_last:
+        n_, h, wd, c_ = x.shape
+    else:
+        n_, c_, h, wd = x.shape
+    oh, ow = ot.shape[1], ot.shape[2]
     kh, kw = w_last.shape[0], w_last.shape[1]
     hp, wp = xt.shape[1], xt.shape[2]
-    for task in prange(n_ * hp):  # NCHW -> zero-bordered NHWC (measured faster than channel-blocked)
+    for task in prange(n_ * hp):  # into the zero-bordered NHWC buffer (measured faster than channel-blocked)
         n, row = task // hp, task % hp
         y = row - ph
         dst_row = xt[n, row]
@@ -286,6 +292,10 @@ def depthwise_channels_last(x, w_last, bias, out, sh, sw, dh, dw, ph, pw, code, 
             if sx < 0 or sx >= wd:
                 for c in range(c_):
                     dst[c] = 0.0
+            elif x_last:
+                src = x[n, y, sx]
+                for c in range(c_):
+                    dst[c] = src[c]
             else:
                 for c in range(c_):
                     dst[c] = x[n, c, y, sx]
@@ -314,6 +324,8 @@ def depthwise_channels_last(x, w_last, bias, out, sh, sw, dh, dw, ph, pw, code, 
                         for c in range(c_):
                             acc[c] += taps[c] * src[c]
             activate_row(acc, code, consts)
+    if out_last:
+        return
     for task in prange(n_ * oh):  # NHWC -> NCHW
         n, y = task // oh, task % oh
         for z in range(ow):

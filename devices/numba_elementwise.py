@@ -14,12 +14,15 @@ compare-and-blend on the AMD EPYC machines we benchmark on; DenseNet-121 runs 12
 
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 from numba import njit, prange
 
 from edgerun.devices.numba_epilogue import _ONE, CLIP, activate_row, activation_code, exp_f32, prelu_planes, quotient
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.registry import accelerate
+from edgerun.runtime.layout import ChannelsLastOffer
 
 BACKEND = "numba"
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -64,6 +67,71 @@ def scale_shift_planes(x, mul, add, out):  # pragma: no cover - compiled
         src, dst, m, a = x[n, c], out[n, c], mul[c], add[c]
         for k in range(p_):
             dst[k] = src[k] * m + a
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def scale_channels(x, scale, out, x_last):  # pragma: no cover - compiled
+    """out = x * scale per (image, channel): x and out (N, C, P), or (N, P, C) when x_last;
+    scale (N or 1, C). Parallel over the images and channel planes (or pixel rows)."""
+    n_ = x.shape[0]
+    c_ = x.shape[2] if x_last else x.shape[1]
+    p_ = x.shape[1] if x_last else x.shape[2]
+    per = p_ if x_last else c_
+    for task in prange(n_ * per):
+        n, k = task // per, task % per
+        s = scale[n if scale.shape[0] > 1 else 0]
+        src, dst = x[n, k], out[n, k]
+        if x_last:
+            for c in range(c_):
+                dst[c] = src[c] * s[c]
+        else:
+            factor = s[k]
+            for q in range(p_):
+                dst[q] = src[q] * factor
+
+
+@accelerate("Mul", BACKEND)
+class NumbaMul:
+    """Float Mul of an (N, C, H, W) tensor by one factor per (image, channel), (N or 1, C, 1, 1):
+    a squeeze-excite's scaling, one compiled pass; it keeps a channels-last region going
+    (runtime.layout: the factors are the same bytes in either layout)."""
+
+    def prepare(self, inputs, values):
+        specs = super().prepare(inputs, values)
+        a, b = inputs[0], inputs[1]
+        self.big = None
+        if (a is None or b is None or a.dtype not in _FLOATS or a.dtype != b.dtype or specs[0].shape is None
+                or len(specs[0].shape) != 4):
+            return specs
+        shape = specs[0].shape
+        for big, small in ((0, 1), (1, 0)):
+            x, s = inputs[big], inputs[small]
+            if (tuple(x.shape) == tuple(shape) and len(s.shape) == 4 and s.shape[2:] == (1, 1)
+                    and s.shape[1] == shape[1] and s.shape[0] in (1, shape[0])):
+                self.big, self.x_last = big, False
+                self.threads = thread_count(getattr(self.context, "num_threads", None), prod(shape))
+                self.run = self._run_scale
+                break
+        return specs
+
+    def channels_last(self) -> ChannelsLastOffer | None:
+        if getattr(self, "big", None) is None:
+            return None
+        return ChannelsLastOffer(frozenset({0, 1}), True, frozenset({self.big}))
+
+    def use_channels_last(self, inputs: frozenset[int], output: bool) -> None:
+        self.x_last = output  # the factors' layout does not matter; X's is tied to the output's
+
+    def _run_scale(self, inputs, outputs):
+        x, s, out = np.ascontiguousarray(inputs[self.big]), inputs[1 - self.big], outputs[0]
+        if not out.flags.c_contiguous:
+            super().run(inputs, outputs)
+            return
+        n, c = x.shape[:2]
+        shape = (n, -1, c) if self.x_last else (n, c, -1)
+        use_threads(self.threads)
+        scale_channels(x.reshape(shape), np.ascontiguousarray(s).reshape(s.shape[0], c), out.reshape(shape),
+                       self.x_last)
 
 
 @accelerate("PRelu", BACKEND)

@@ -13,8 +13,10 @@ from math import prod
 import numpy as np
 from numba import njit, prange
 
+from edgerun.devices.numba_conv import valid_columns
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.registry import accelerate
+from edgerun.runtime.layout import ChannelsLastOffer
 
 BACKEND = "numba"
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -65,21 +67,73 @@ def mean_planes(x, out):  # pragma: no cover - compiled
         out[i] = total / cols
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def mean_pixels(x, out):  # pragma: no cover - compiled
+    """out[n, c] = mean of x[n, :, c] for channels-last x (N, P, C), accumulated in float64;
+    parallel over the images, each pixel a pass over contiguous channels."""
+    n_, p_, c_ = x.shape
+    for n in prange(n_):
+        total = np.zeros(c_, np.float64)
+        for q in range(p_):
+            src = x[n, q]
+            for c in range(c_):
+                total[c] += src[c]
+        dst = out[n]
+        for c in range(c_):
+            dst[c] = total[c] / p_
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def max_pool_2d(x, out, kh, kw, sh, sw, dh, dw, ph, pw):  # pragma: no cover - compiled
+    """out[n, c, y, z] = max over the window's taps inside x of x[n, c, y*sh - ph + i*dh,
+    z*sw - pw + j*dw] (padding never wins; NaN wins, as np.maximum's chain does); parallel over
+    the planes, each tap a pass over the output row's columns that read inside x."""
+    n_, c_, h, wd = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for plane in prange(n_ * c_):
+        n, c = plane // c_, plane % c_
+        src, dst = x[n, c], out[n, c]
+        for y in range(oh):
+            row = dst[y]
+            for z in range(ow):
+                row[z] = -np.inf
+            for i in range(kh):
+                sy = y * sh - ph + i * dh
+                if sy < 0 or sy >= h:
+                    continue
+                src_row = src[sy]
+                for j in range(kw):
+                    off = j * dw - pw
+                    z0, z1 = valid_columns(off, sw, wd, ow)
+                    for z in range(z0, z1):
+                        row[z] = _max_nan(row[z], src_row[z * sw + off])
+
+
 @accelerate("MaxPool", BACKEND)
 class NumbaMaxPool:
-    """Float MaxPool with the 2x2, stride-2 window of classic CNNs (no padding, no dilation, no
-    Indices output): one compiled pass. Other windows stay on the reference's np.maximum per tap."""
+    """Float 2-D MaxPool without the Indices output: the 2x2, stride-2 window of classic CNNs
+    in one serial pass, any other window (strides, dilations, pads, ceil_mode) in a compiled
+    pass parallel over the planes. Other ranks stay on the reference's np.maximum per tap."""
 
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
         w = self.params.window  # PoolParams
-        if (inputs[0].dtype in _FLOATS and w.kernel == (2, 2) and w.strides == (2, 2) and w.dilations == (1, 1)
-                and not w.needs_padding and self.num_outputs == 1):
+        if inputs[0].dtype not in _FLOATS or self.num_outputs != 1 or len(w.kernel) != 2 or specs[0].size == 0:
+            return specs
+        if w.kernel == (2, 2) and w.strides == (2, 2) and w.dilations == (1, 1) and not w.needs_padding:
             self.run = self._run_2x2
+            return specs
+        self.geometry = (*w.kernel, *w.strides, *w.dilations, *w.pads_begin)
+        self.threads = thread_count(getattr(self.context, "num_threads", None), specs[0].size * prod(w.kernel))
+        self.run = self._run_window
         return specs
 
     def _run_2x2(self, inputs, outputs):
         max_pool_2x2(np.ascontiguousarray(inputs[0]), outputs[0])
+
+    def _run_window(self, inputs, outputs):
+        use_threads(self.threads)
+        max_pool_2d(np.ascontiguousarray(inputs[0]), outputs[0], *self.geometry)
 
 
 @accelerate("GlobalAveragePool", BACKEND)
@@ -90,10 +144,27 @@ class NumbaGlobalAveragePool:
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
         x = inputs[0]
+        self.params_shape = tuple(x.shape)
         if x.dtype in _FLOATS and len(x.shape) > 2 and prod(x.shape) > 0:
             self.threads = thread_count(getattr(self.context, "num_threads", None), prod(x.shape))
             self.run = self._run_planes
         return specs
+
+    def channels_last(self) -> ChannelsLastOffer | None:
+        """A 4-D float input may come channels-last (runtime.layout); the (N, C, 1, 1) result
+        is the same bytes in either layout, so it is written as always."""
+        if "run" not in self.__dict__ or len(self.params_shape) != 4:
+            return None
+        return ChannelsLastOffer(frozenset({0}), False)
+
+    def use_channels_last(self, inputs: frozenset[int], output: bool) -> None:
+        self.run = self._run_pixels
+
+    def _run_pixels(self, inputs, outputs):
+        x = inputs[0]
+        n, c = x.shape[:2]
+        use_threads(self.threads)
+        mean_pixels(np.ascontiguousarray(x).reshape(n, -1, c), outputs[0].reshape(n, c))
 
     def _run_planes(self, inputs, outputs):
         x = np.ascontiguousarray(inputs[0])

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from edgerun.runtime import dtypes
+from edgerun.runtime import dtypes, layout
 from edgerun.runtime.arena import TensorLife, plan_arena
 from edgerun.runtime.eager import EagerContext, PreparedKernels
 from edgerun.runtime.errors import (
@@ -107,6 +107,7 @@ class _Prepared:
     folded_bytes: int = 0  # the tensors constant-folded at prepare time, which this preparation holds
     work: WorkTally = field(default_factory=WorkTally)  # estimated multiply-adds per run
     deferred: bool = False  # not prepared yet: the first run's shapes decide
+    laid_out: bool = False  # whether its steps' tensor layouts were chosen (runtime.layout; first host run)
     # the contents of the small inputs this preparation is specialized on (name -> bytes):
     # a run with other contents prepares again (see ExecutionPlan.specialize_on)
     fixed: dict[str, bytes] = field(default_factory=dict)
@@ -334,6 +335,8 @@ class ExecutionPlan:
         if self.offload is not None and not self.eager:
             self.offload.run_steps(prepared)  # names the failing node as run_steps does
         else:
+            if not prepared.laid_out and not self.eager:
+                self._lay_out(prepared)
             run_steps(prepared.steps)
         if prepared.tail:
             arrays = {**arrays, **self._run_tail(prepared, arrays)}  # sources name tail values too
@@ -663,6 +666,18 @@ class ExecutionPlan:
                 found[out] = self.variables[variable]
                 prepared.in_place.add(value)
         return found
+
+    def _lay_out(self, prepared: _Prepared) -> None:
+        """Let the steps' kernels keep channels-last regions (runtime.layout) where nothing but
+        the steps reads the tensors: at the first run on the host, so an offloading backend
+        (set after preparing) never sees them; never with an eager tail."""
+        prepared.laid_out = True
+        if not layout.ENABLED or prepared.tail:
+            return
+        signature = self.signature
+        keep = {*signature.outputs.values(), *signature.updates.values(), *signature.updates, *prepared.in_place,
+                *prepared.views_of, *(owner for owner, _ in prepared.views_of.values())}
+        layout.lay_out(prepared.steps, keep)
 
     def _run_tail(self, prepared: _Prepared, arrays: dict[str, np.ndarray]) -> dict[Value, np.ndarray]:
         """Evaluate a hybrid plan's eager tail after its planned steps ran: each node

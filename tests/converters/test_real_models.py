@@ -82,7 +82,9 @@ def compare_with_onnxruntime(name: str, x: np.ndarray) -> tuple[np.ndarray, np.n
     noise = np.abs(want - unoptimized.run(None, {"x": x})[0]).max()
     assert ours.shape == want.shape and ours.dtype == want.dtype
     error = np.abs(ours.astype(np.float64) - want)
-    allowed = 4 * noise + 1e-5 * np.abs(want)
+    # float32 sums in another order (blocked products, channels-last depthwise) move a softmax's
+    # tail by a few 1e-5 relative (2.8e-6 off by 9.4e-11 through the classifier's 50 layers)
+    allowed = 4 * noise + 5e-5 * np.abs(want)
     worst = np.unravel_index(np.argmax(error - allowed), error.shape)
     assert np.all(error <= allowed), (
         f"{name} at {x.shape}: |edgerun - onnxruntime| = {error[worst]:.3g} at {worst} "
