@@ -5,25 +5,28 @@ a convolution as GEMM + epilogue woke two pools on two cores one after the other
 a sleeping worker costs 60-80 us on the 2-vCPU machines we measure on, and the epilogue made a
 second pass over an output that had left the cache. Here the compiled kernel splits the product
 into blocks (rows of the weights, or columns of the activation), and each of numba's threads
-calls OpenBLAS's single-threaded cblas GEMM on its block (`openblas_set_num_threads_local(1)`
-for that call) and then adds the bias and residual and applies the activation to the block it
-just wrote. MobileNetV2's 1x1 convolutions at 2 threads: 2.3 ms instead of 3.3 for the products
+calls OpenBLAS's cblas GEMM on its block (OpenBLAS held at one thread meanwhile:
+`single_threaded`) and then adds the bias and residual and applies the activation to the block
+it just wrote. MobileNetV2's 1x1 convolutions at 2 threads: 2.3 ms instead of 3.3 for the products
 alone (`benchmarks/bench_cnn_models.py`, per layer in the issue note).
 
 The GEMM is numpy's own OpenBLAS (ILP64, the `64_` symbols of numpy's wheels), found through
 threadpoolctl and made known to LLVM by name, so the compiled kernels stay cacheable on disk
-(an address baked into the code would not be). Where numpy has another BLAS, an LP64 OpenBLAS
-or one too old for per-thread thread counts, `AVAILABLE` is False and callers keep numpy's
-matmul.
+(an address baked into the code would not be). Where numpy has another BLAS or an LP64
+OpenBLAS, gemm_in_pool() is False and callers keep numpy's matmul.
 
-    if gemm_in_pool(): gemm_epilogue(w3, x4, out3, bias, residual3, code, consts, split, blocks)
+    if gemm_in_pool():
+        with single_threaded:
+            gemm_epilogue(w3, x4, out3, bias, residual3, code, consts, split, blocks)
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
+import threading
 from functools import cache
+from pathlib import Path
 
 from llvmlite import binding, ir
 from numba import njit, prange, types
@@ -35,7 +38,11 @@ from edgerun.devices.numba_epilogue import activate_row
 _SYMBOLS = {
     "edgerun_cblas_sgemm": ("scipy_cblas_sgemm64_", "cblas_sgemm64_"),
     "edgerun_cblas_dgemm": ("scipy_cblas_dgemm64_", "cblas_dgemm64_"),
-    "edgerun_blas_threads_local": ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local64_"),
+}
+# OpenBLAS's thread count, read and set from Python around the compiled kernels (single_threaded)
+_THREAD_SYMBOLS = {
+    "get": ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"),
+    "set": ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"),
 }
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # cblas enums
 SPLIT_ROWS, SPLIT_COLUMNS = 0, 1
@@ -43,34 +50,79 @@ ROW_BLOCK_MULTIPLE, COLUMN_BLOCK_MULTIPLE = 8, 16  # OpenBLAS's micro-kernels' u
 
 
 def _numpy_openblas_paths() -> list[str]:
-    """Paths of the OpenBLAS libraries loaded in this process, numpy's first."""
+    """Paths of numpy's own OpenBLAS (its wheels' `numpy.libs`), else of every OpenBLAS
+    loaded in this process (threadpoolctl), numpy's first."""
+    import numpy
+
+    libs = Path(numpy.__file__).resolve().parent.parent / "numpy.libs"
+    found = sorted(str(p) for p in libs.glob("lib*openblas*")) if libs.is_dir() else []
+    if found:
+        return found
     from threadpoolctl import threadpool_info
 
     paths = [i["filepath"] for i in threadpool_info() if i.get("internal_api") == "openblas"]
     return sorted(paths, key=lambda p: "numpy" not in p)
 
 
+def _address(lib: ctypes.CDLL, candidates: tuple[str, ...]) -> int | None:
+    for symbol in candidates:
+        try:
+            return ctypes.cast(getattr(lib, symbol), ctypes.c_void_p).value
+        except AttributeError:
+            continue
+    return None
+
+
+class _SingleThreaded:
+    """OpenBLAS at one thread while any pooled kernel runs, in any Python thread: the first
+    to enter saves the count and sets 1, the last to leave restores it. OpenBLAS's count is
+    process-wide (its `_local` setter too, in the pthreads builds numpy ships), so each of
+    numba's threads calling a product must find it at 1 already: setting it per task from
+    those threads raced, and left numpy's own products single-threaded after a run."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.saved = 1
+        self.get = self.set = None
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.depth == 0:
+                self.saved = self.get()
+                if self.saved != 1:
+                    self.set(1)
+            self.depth += 1
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0 and self.saved != 1:
+                self.set(self.saved)
+
+
+single_threaded = _SingleThreaded()
+
+
 @cache
 def gemm_in_pool() -> bool:
-    """Whether gemm_epilogue can run: an ILP64 OpenBLAS with per-thread thread counts is
-    loaded (numpy's wheels), its symbols registered with LLVM. Decided once per process."""
+    """Whether the pooled kernels can run: an ILP64 OpenBLAS (numpy's wheels) whose GEMMs
+    are then known to LLVM by name, and whose thread count `single_threaded` can set.
+    Decided once per process (at import: calling a kernel before would crash)."""
     for path in _numpy_openblas_paths():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        found = {}
-        for ours, candidates in _SYMBOLS.items():
-            for symbol in candidates:
-                try:
-                    found[ours] = ctypes.cast(getattr(lib, symbol), ctypes.c_void_p).value
-                    break
-                except AttributeError:
-                    continue
-        if len(found) == len(_SYMBOLS):
-            for ours, address in found.items():
-                binding.add_symbol(ours, address)
-            return True
+        found = {ours: _address(lib, names) for ours, names in _SYMBOLS.items()}
+        get_count, set_count = (_address(lib, _THREAD_SYMBOLS[k]) for k in ("get", "set"))
+        if None in found.values() or get_count is None or set_count is None:
+            continue
+        for ours, address in found.items():
+            binding.add_symbol(ours, address)
+        single_threaded.get = ctypes.CFUNCTYPE(ctypes.c_int)(get_count)
+        single_threaded.set = ctypes.CFUNCTYPE(None, ctypes.c_int)(set_count)  # (an int in every build)
+        return True
     return False
 
 
@@ -80,20 +132,6 @@ def _declare(builder, name: str, ret: ir.Type, args: list[ir.Type]):
     if fn is None:
         fn = ir.Function(module, ir.FunctionType(ret, args), name=name)
     return fn
-
-
-@intrinsic
-def threads_local(typingctx, count):  # pragma: no cover - compiled
-    """openblas_set_num_threads_local(count) for the calling thread; the previous setting."""
-    if not isinstance(count, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        fn = _declare(builder, "edgerun_blas_threads_local", i32, [i32])
-        return builder.sext(builder.call(fn, [builder.trunc(args[0], i32)]), ir.IntType(64))
-
-    return types.int64(count), codegen
 
 
 def _gemm_intrinsic(name: str, float_type: ir.Type):
@@ -135,14 +173,12 @@ dgemm = _gemm_intrinsic("edgerun_cblas_dgemm", ir.DoubleType())
 
 @njit(inline="always")
 def product(size, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):  # pragma: no cover - compiled
-    """One single-threaded OpenBLAS product (see sgemm/dgemm) in float32 (size 4) or float64,
-    on the calling thread whatever OpenBLAS's own thread count."""
-    previous = threads_local(1)
+    """One OpenBLAS product (see sgemm/dgemm) in float32 (size 4) or float64, on the calling
+    thread: the caller holds `single_threaded`."""
     if size == 4:
         sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
     else:
         dgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
-    threads_local(previous)
 
 
 @njit(inline="always")
@@ -170,8 +206,8 @@ def gemm_epilogue(w, x, out, bias, residual, code, consts, split, blocks):  # pr
     size 0 means none, residual of size 0 means none, code/consts an activation
     (devices.numba_epilogue.activation_code). Parallel over (n, g, block): `blocks` blocks of
     rows (split SPLIT_ROWS) or of columns (SPLIT_COLUMNS) per product, each one OpenBLAS call
-    on one thread, then its epilogue. Only after gemm_in_pool() returned True: before, the
-    OpenBLAS names it calls are unknown to LLVM."""
+    on one thread, then its epilogue. Only where gemm_in_pool() is True, inside `with
+    single_threaded:`."""
     g_, mg, k = w.shape
     n_, p = x.shape[0], x.shape[3]
     extent = mg if split == SPLIT_ROWS else p
@@ -211,7 +247,7 @@ def pointwise_layouts(w, x, out, bias, residual, code, consts, x_last, out_last,
     change through the product's transposes, so a region of channels-last tensors starts or
     ends here for free. Parallel over (n, block), blocks of output channels (SPLIT_ROWS) or of
     pixels (SPLIT_COLUMNS); each block one single-threaded OpenBLAS call, then its epilogue.
-    All arrays C-contiguous. Only after gemm_in_pool() returned True."""
+    All arrays C-contiguous. Only where gemm_in_pool() is True, inside `with single_threaded:`."""
     m_, c_ = w.shape
     n_ = x.shape[0]
     p = x.shape[1] if x_last else x.shape[2]
@@ -265,3 +301,6 @@ def pointwise_layouts(w, x, out, bias, residual, code, consts, x_last, out_last,
                 activate_row(row, code, consts)
         else:
             finish_rows(out, n, m0, m1, q0, q1, bias, residual, code, consts)
+
+
+gemm_in_pool()  # the GEMMs' names into LLVM before any kernel here can be called

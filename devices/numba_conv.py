@@ -33,6 +33,7 @@ from edgerun.devices.numba_blas import (
     gemm_split,
     pointwise_layouts,
     product,
+    single_threaded,
 )
 from edgerun.devices.numba_depthwise import (
     channels_last_buffers,
@@ -208,7 +209,7 @@ def conv_blocks(x, w, out, bias, residual, code, consts, kh, kw, sh, sw, dh, dw,
     for x (N, C, H, W), w (M, C*kh*kw), out and residual (N, M, OH*OW), all C-contiguous; bias
     of size 0 means none, residual of size 0 means none. `block` output positions per task,
     parallel over (n, block); `cols` (pool threads, C*kh*kw, block) holds each thread's
-    columns. Only after gemm_in_pool() returned True."""
+    columns. Only where gemm_in_pool() is True, inside `with single_threaded:`."""
     n_, m_, p = out.shape
     k = w.shape[1]
     blocks = (p + block - 1) // block
@@ -327,8 +328,8 @@ class NumbaConv:
         pointwise one on numba's pool reads and writes either layout (its product transposes),
         a depthwise one of multiplier 1 with constant weights runs channels-last; both only
         without an activation left for numpy (a PRelu's slopes follow the channel axis)."""
-        if "run" not in self.__dict__ or self.leftover is not None:
-            return None
+        if "run" not in self.__dict__ or getattr(self, "leftover", None) is not None or not hasattr(self, "geometry"):
+            return None  # (no fast path: the reference kernel runs)
         run, p = self.run.__func__, self.params
         if (run is NumbaConv._run_gemm and p.pointwise and self.pooled and p.group == 1
                 and p.out_size <= CHANNELS_LAST_MAX_POINTWISE):
@@ -478,8 +479,9 @@ class NumbaConv:
         residual = self._residual(inputs, (n, m, pixels))
         residual = residual.reshape(shape) if residual.size else residual
         use_threads(self.gemm_threads)
-        pointwise_layouts(np.ascontiguousarray(w.reshape(m, c)), x3, result, self._bias(inputs), residual, *self.code,
-                          self.x_last, self.out_last, *self.pointwise_split)
+        with single_threaded:
+            pointwise_layouts(np.ascontiguousarray(w.reshape(m, c)), x3, result, self._bias(inputs), residual,
+                              *self.code, self.x_last, self.out_last, *self.pointwise_split)
 
     def _run_wide(self, inputs, outputs):
         p: ConvParams = self.params
@@ -515,9 +517,10 @@ class NumbaConv:
         kh, kw, sh, sw, dh, dw, ph, pw = self.geometry
         cols = scratch("numba.conv.blocks", (numba.config.NUMBA_NUM_THREADS, rows, self.block), x.dtype)
         use_threads(self.gemm_threads)
-        conv_blocks(x, np.ascontiguousarray(w.reshape(m, rows)), result, self._bias(inputs),
-                    self._residual(inputs, result.shape), *self.code, kh, kw, sh, sw, dh, dw, ph, pw,
-                    p.window.out_shape[1], self.block, cols)
+        with single_threaded:
+            conv_blocks(x, np.ascontiguousarray(w.reshape(m, rows)), result, self._bias(inputs),
+                        self._residual(inputs, result.shape), *self.code, kh, kw, sh, sw, dh, dw, ph, pw,
+                        p.window.out_shape[1], self.block, cols)
 
     def _run_gemm(self, inputs, outputs):
         p: ConvParams = self.params
@@ -560,7 +563,8 @@ class NumbaConv:
         applied = epilogue is not None and self.leftover is None
         bias, residual, code = epilogue if applied else (_NO_BIAS[char], _NO_RESIDUAL[char], (NONE, self.code[1]))
         use_threads(self.gemm_threads)
-        gemm_epilogue(np.ascontiguousarray(weights), cols, result, bias, residual, *code, *self.gemm_blocks)
+        with single_threaded:
+            gemm_epilogue(np.ascontiguousarray(weights), cols, result, bias, residual, *code, *self.gemm_blocks)
         return applied
 
     def _residual(self, inputs: list, shape: tuple[int, ...]) -> np.ndarray:
@@ -605,8 +609,10 @@ class NumbaFusedConv(NumbaConv):
     def channels_last(self) -> ChannelsLastOffer | None:
         """As NumbaConv's, the residual Z in the output's layout (pointwise only: the other
         paths add Z over NCHW planes)."""
+        if "run" not in self.__dict__ or getattr(self.run, "__func__", None) is not NumbaConv._run_gemm:
+            return None
         offer = super().channels_last()
-        if offer is None or self.run.__func__ is not NumbaConv._run_gemm:
+        if offer is None:
             return None
         return ChannelsLastOffer(frozenset({0, 3}), True, frozenset({3}))
 

@@ -100,8 +100,8 @@ class NumbaMul:
         specs = super().prepare(inputs, values)
         a, b = inputs[0], inputs[1]
         self.big = None
-        if (a is None or b is None or a.dtype not in _FLOATS or a.dtype != b.dtype or specs[0].shape is None
-                or len(specs[0].shape) != 4):
+        if (a is None or b is None or a.dtype not in _FLOATS or a.dtype != b.dtype or len(specs[0].shape) != 4
+                or specs[0].size == 0):
             return specs
         shape = specs[0].shape
         for big, small in ((0, 1), (1, 0)):

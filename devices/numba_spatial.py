@@ -87,26 +87,31 @@ def mean_pixels(x, out):  # pragma: no cover - compiled
 def max_pool_2d(x, out, kh, kw, sh, sw, dh, dw, ph, pw):  # pragma: no cover - compiled
     """out[n, c, y, z] = max over the window's taps inside x of x[n, c, y*sh - ph + i*dh,
     z*sw - pw + j*dw] (padding never wins; NaN wins, as np.maximum's chain does); parallel over
-    the planes, each tap a pass over the output row's columns that read inside x."""
+    the planes. Per output row, first the maximum down the window's rows over whole input rows
+    (contiguous, vectorized), then across the window's columns of that one row."""
     n_, c_, h, wd = x.shape
     oh, ow = out.shape[2], out.shape[3]
     for plane in prange(n_ * c_):
         n, c = plane // c_, plane % c_
         src, dst = x[n, c], out[n, c]
+        column = np.empty(wd, x.dtype)
         for y in range(oh):
+            for z in range(wd):
+                column[z] = -np.inf
+            for i in range(kh):
+                sy = y * sh - ph + i * dh
+                if 0 <= sy < h:
+                    src_row = src[sy]
+                    for z in range(wd):
+                        column[z] = _max_nan(column[z], src_row[z])
             row = dst[y]
             for z in range(ow):
                 row[z] = -np.inf
-            for i in range(kh):
-                sy = y * sh - ph + i * dh
-                if sy < 0 or sy >= h:
-                    continue
-                src_row = src[sy]
-                for j in range(kw):
-                    off = j * dw - pw
-                    z0, z1 = valid_columns(off, sw, wd, ow)
-                    for z in range(z0, z1):
-                        row[z] = _max_nan(row[z], src_row[z * sw + off])
+            for j in range(kw):
+                off = j * dw - pw
+                z0, z1 = valid_columns(off, sw, wd, ow)
+                for z in range(z0, z1):
+                    row[z] = _max_nan(row[z], column[z * sw + off])
 
 
 @accelerate("MaxPool", BACKEND)

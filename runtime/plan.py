@@ -671,13 +671,12 @@ class ExecutionPlan:
         """Let the steps' kernels keep channels-last regions (runtime.layout) where nothing but
         the steps reads the tensors: at the first run on the host, so an offloading backend
         (set after preparing) never sees them; never with an eager tail."""
+        if layout.ENABLED and not prepared.tail:
+            signature = self.signature
+            keep = {*signature.outputs.values(), *signature.updates.values(), *signature.updates,
+                    *prepared.in_place, *prepared.views_of, *(owner for owner, _ in prepared.views_of.values())}
+            layout.lay_out(prepared.steps, keep)  # asks every kernel before it tells any
         prepared.laid_out = True
-        if not layout.ENABLED or prepared.tail:
-            return
-        signature = self.signature
-        keep = {*signature.outputs.values(), *signature.updates.values(), *signature.updates, *prepared.in_place,
-                *prepared.views_of, *(owner for owner, _ in prepared.views_of.values())}
-        layout.lay_out(prepared.steps, keep)
 
     def _run_tail(self, prepared: _Prepared, arrays: dict[str, np.ndarray]) -> dict[Value, np.ndarray]:
         """Evaluate a hybrid plan's eager tail after its planned steps ran: each node

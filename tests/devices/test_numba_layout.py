@@ -151,3 +151,32 @@ def test_a_squeeze_excite_keeps_the_region(batch):
     steps = {node.op_type: run_.__self__ for run_, *_, node in it._plans["serving_default"].prepared.steps}
     assert steps["Mul"].x_last and steps["GlobalAveragePool"].run.__name__ == "_run_pixels"
     assert layouts(it)[2] == ("Conv", True, True)  # the depthwise convolution
+
+
+@pytest.mark.parametrize("case", ["conv3d", "float16", "empty batch"])
+def test_fused_convs_on_the_reference_path_stay_out_of_regions(case):
+    """A FusedConv (Conv + Add) that the numba kernel leaves to the reference kernel offers
+    nothing to the layout pass (its first run once failed asking)."""
+    rng = np.random.default_rng(0)
+    dtype = np.float16 if case == "float16" else np.float32
+    elem = TensorProto.FLOAT16 if case == "float16" else TensorProto.FLOAT
+    shape = (1, 4, 3, 3, 3) if case == "conv3d" else ((0, 4, 6, 6) if case == "empty batch" else (1, 4, 6, 6))
+    w = (rng.standard_normal((4, 4) + (1,) * (len(shape) - 2)) * 0.3).astype(dtype)
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "x"], ["y"])],
+                       [helper.make_tensor_value_info("x", elem, (None, *shape[1:]))],
+                       [helper.make_tensor_value_info("y", elem, None)], {"w": w})
+    x = rng.standard_normal(shape).astype(dtype)
+    want = Interpreter(from_onnx(model), device="cpu").run({"x": x})["y"]
+    it, got = run(model, {"x": x}, True)
+    assert [n.op_type for *_, n in it._plans["serving_default"].prepared.steps] == ["FusedConv"]
+    np.testing.assert_allclose(got["y"], want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 3, 0, 4)])
+def test_scaling_an_empty_tensor(shape):
+    scale = np.random.default_rng(1).standard_normal((1, 3, 1, 1)).astype(np.float32)
+    model = make_model([helper.make_node("Mul", ["x", "s"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, (None, 3, None, 4))],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"s": scale})
+    got = Interpreter(from_onnx(model), device="numba").run({"x": np.zeros(shape, np.float32)})["y"]
+    assert got.shape == shape
