@@ -180,3 +180,18 @@ def test_scaling_an_empty_tensor(shape):
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {"s": scale})
     got = Interpreter(from_onnx(model), device="numba").run({"x": np.zeros(shape, np.float32)})["y"]
     assert got.shape == shape
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_mobile_network_is_the_same_with_the_pass_on_and_off(batch):
+    """The mixed mobile network of the convolution tests (stem, inverted residual, squeeze-
+    excite, channel shuffle, 5x5 stride-2 depthwise with SiLU, Concat, classifier)."""
+    from tests.devices.test_numba_conv import mobile_block_model
+
+    model = mobile_block_model(channels=16)
+    feeds = {"x": np.random.default_rng(batch).standard_normal((batch, 3, 16, 16)).astype(np.float32)}
+    it, on = run(model, feeds, True)
+    _, off = run(model, feeds, False)
+    np.testing.assert_allclose(on["y"], off["y"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(on["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-5)
+    assert any(x or o for _, x, o in layouts(it))  # a region formed
