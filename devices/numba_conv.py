@@ -316,6 +316,7 @@ class NumbaConv:
         weights = values[1]
         window = p.window
         self.x_last = self.out_last = False  # runtime.layout may set them (use_channels_last)
+        self.bound = None
         self.w_last = None
         if depthwise and weights is not None and w.shape[0] == x.shape[1]:
             self.w_last = np.ascontiguousarray(np.asarray(weights)[:, 0].transpose(1, 2, 0))
@@ -343,6 +344,7 @@ class NumbaConv:
         """Read X (input 0) channels-last if 0 is in `inputs`, write Y so if `output`; only
         after channels_last offered it."""
         self.x_last, self.out_last = 0 in inputs, output
+        self.bound = None  # (_run_pointwise_layouts' arguments, worked out for the new layouts)
         if self.run.__func__ is NumbaConv._run_gemm:
             self.pointwise_split = gemm_split(*self.pointwise_dims, self.gemm_threads)
             self.run = self._run_pointwise_layouts
@@ -470,6 +472,21 @@ class NumbaConv:
         finish_activation(out, self.leftover)
 
     def _run_pointwise_layouts(self, inputs, outputs):
+        # the arrays a step gets are the same objects run after run (arena views, weights): the
+        # views and flags for them are worked out once (a few microseconds a step otherwise)
+        arrays = (*inputs, outputs[0])
+        cached = self.__dict__.get("bound")
+        if (cached is None or len(cached[0]) != len(arrays)
+                or any(a is not b for a, b in zip(cached[0], arrays, strict=True))):
+            cached = (arrays, self._pointwise_arguments(inputs, outputs))
+            # views of the arrays themselves only: a contiguous copy would go stale
+            if all(a is None or a.flags.c_contiguous for a in arrays):
+                self.bound = cached
+        use_threads(self.gemm_threads)
+        with single_threaded:
+            pointwise_layouts(*cached[1])
+
+    def _pointwise_arguments(self, inputs, outputs) -> tuple:
         x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
         n, m = out.shape[:2]
         c, pixels = x.shape[1], self.params.out_size
@@ -478,10 +495,8 @@ class NumbaConv:
         result = out.reshape(shape)
         residual = self._residual(inputs, (n, m, pixels))
         residual = residual.reshape(shape) if residual.size else residual
-        use_threads(self.gemm_threads)
-        with single_threaded:
-            pointwise_layouts(np.ascontiguousarray(w.reshape(m, c)), x3, result, self._bias(inputs), residual,
-                              *self.code, self.x_last, self.out_last, *self.pointwise_split)
+        return (np.ascontiguousarray(w.reshape(m, c)), x3, result, self._bias(inputs), residual, *self.code,
+                self.x_last, self.out_last, *self.pointwise_split)
 
     def _run_wide(self, inputs, outputs):
         p: ConvParams = self.params

@@ -67,19 +67,26 @@ def mean_planes(x, out):  # pragma: no cover - compiled
         out[i] = total / cols
 
 
+CHANNEL_BLOCK = 64  # channels per task of mean_pixels
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def mean_pixels(x, out):  # pragma: no cover - compiled
     """out[n, c] = mean of x[n, :, c] for channels-last x (N, P, C), accumulated in float64;
-    parallel over the images, each pixel a pass over contiguous channels."""
+    parallel over (image, block of CHANNEL_BLOCK channels), each pixel a pass over the block's
+    contiguous channels."""
     n_, p_, c_ = x.shape
-    for n in prange(n_):
-        total = np.zeros(c_, np.float64)
+    blocks = (c_ + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    for task in prange(n_ * blocks):
+        n, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
+        width = min(CHANNEL_BLOCK, c_ - c0)
+        total = np.zeros(CHANNEL_BLOCK, np.float64)
         for q in range(p_):
-            src = x[n, q]
-            for c in range(c_):
+            src = x[n, q, c0 : c0 + width]
+            for c in range(width):
                 total[c] += src[c]
-        dst = out[n]
-        for c in range(c_):
+        dst = out[n, c0 : c0 + width]
+        for c in range(width):
             dst[c] = total[c] / p_
 
 

@@ -195,3 +195,16 @@ def test_a_mobile_network_is_the_same_with_the_pass_on_and_off(batch):
     np.testing.assert_allclose(on["y"], off["y"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(on["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-5)
     assert any(x or o for _, x, o in layouts(it))  # a region formed
+
+
+@pytest.mark.parametrize("shape", [(1, 49, 150), (2, 196, 64), (3, 5, 1)])
+def test_channels_last_mean_over_pixels(shape):
+    """GlobalAveragePool's channels-last pass (blocks of 64 channels, float64 sums)."""
+    from edgerun.devices.numba_spatial import mean_pixels
+
+    x = np.random.default_rng(shape[2]).standard_normal(shape).astype(np.float32)
+    x[0, 0, 0] = np.nan
+    out = np.empty((shape[0], shape[2]), np.float32)
+    mean_pixels(x, out)
+    np.testing.assert_allclose(out, x.astype(np.float64).mean(axis=1), rtol=1e-6, atol=1e-7)
+    assert np.isnan(out[0, 0]) and np.isfinite(out[0, 1:]).all()
