@@ -346,7 +346,6 @@ class NumbaConv:
         self.x_last, self.out_last = 0 in inputs, output
         self.bound = None  # (_run_pointwise_layouts' arguments, worked out for the new layouts)
         if self.run.__func__ is NumbaConv._run_gemm:
-            self.pointwise_split = gemm_split(*self.pointwise_dims, self.gemm_threads)
             self.run = self._run_pointwise_layouts
         else:
             self.run = self._run_depthwise_channels_last
@@ -364,7 +363,7 @@ class NumbaConv:
         columns = self.wide[2] if self.run == self._run_wide else p.out_size
         self.gemm_threads = thread_count(getattr(self.context, "num_threads", None), out.size * rows)
         self.gemm_blocks = gemm_split(min(n, p.chunk), g, m // g, columns, self.gemm_threads)
-        self.pointwise_dims = (n, 1, m, p.out_size)  # (images, groups, rows, columns) in channels-last use
+        self.pointwise_split = gemm_split(n, 1, m, p.out_size, self.gemm_threads)  # (_run_pointwise_layouts)
         # im2col, product, epilogue per block: for a strided Conv (stride 1 has the wide-row
         # path) whose positions outnumber its filters (else the product splits its rows best)
         if (g == 1 and not p.pointwise and self.leftover is None and self.run == self._run_gemm

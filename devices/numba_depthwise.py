@@ -51,27 +51,17 @@ def _taps_3x3(dst, flat, taps, b, start, n, step, row_step, dw):  # pragma: no c
 
 
 @njit(inline="always")
-def _taps_5x5(dst, flat, taps, b, n, row_step, dw):  # pragma: no cover - compiled
-    """dst[k] = b + sum_ij taps[i, j] * flat[k + i*row_step + j*dw] for k < n (stride 1): all 25
-    taps of a 5x5 kernel in one pass, the weights held in registers, one store per 25
-    multiply-adds, summed in the order of _taps_any (the same float32 result)."""
+def _sum_5x5(dst, taps, b, n, rows):  # pragma: no cover - compiled
+    """dst[k] = b + sum_ij taps[i, j] * rows[5*i + j][k] for k < n: all 25 taps of a 5x5 kernel
+    in one pass, the weights held in registers, one store per 25 multiply-adds, summed in
+    tap order (the order of _taps_any and _halves_any: the same float32 result). `rows`: one
+    slice per tap, indexed from 0 (no wraparound test per read: see _taps_3x3)."""
     w00, w01, w02, w03, w04 = taps[0, 0], taps[0, 1], taps[0, 2], taps[0, 3], taps[0, 4]
     w10, w11, w12, w13, w14 = taps[1, 0], taps[1, 1], taps[1, 2], taps[1, 3], taps[1, 4]
     w20, w21, w22, w23, w24 = taps[2, 0], taps[2, 1], taps[2, 2], taps[2, 3], taps[2, 4]
     w30, w31, w32, w33, w34 = taps[3, 0], taps[3, 1], taps[3, 2], taps[3, 3], taps[3, 4]
     w40, w41, w42, w43, w44 = taps[4, 0], taps[4, 1], taps[4, 2], taps[4, 3], taps[4, 4]
-    # one slice per tap, indexed from 0: no wraparound test per read (see _taps_3x3)
-    d1, d2, d3, d4 = dw, 2 * dw, 3 * dw, 4 * dw
-    r = 0
-    a0, a1, a2, a3, a4 = flat[r:], flat[r + d1:], flat[r + d2:], flat[r + d3:], flat[r + d4:]
-    r += row_step
-    b0, b1, b2, b3, b4 = flat[r:], flat[r + d1:], flat[r + d2:], flat[r + d3:], flat[r + d4:]
-    r += row_step
-    c0, c1, c2, c3, c4 = flat[r:], flat[r + d1:], flat[r + d2:], flat[r + d3:], flat[r + d4:]
-    r += row_step
-    e0, e1, e2, e3, e4 = flat[r:], flat[r + d1:], flat[r + d2:], flat[r + d3:], flat[r + d4:]
-    r += row_step
-    f0, f1, f2, f3, f4 = flat[r:], flat[r + d1:], flat[r + d2:], flat[r + d3:], flat[r + d4:]
+    a0, a1, a2, a3, a4, b0, b1, b2, b3, b4, c0, c1, c2, c3, c4, e0, e1, e2, e3, e4, f0, f1, f2, f3, f4 = rows
     for k in range(n):
         dst[k] = (b + w00 * a0[k] + w01 * a1[k] + w02 * a2[k] + w03 * a3[k] + w04 * a4[k]
                   + w10 * b0[k] + w11 * b1[k] + w12 * b2[k] + w13 * b3[k] + w14 * b4[k]
@@ -81,32 +71,29 @@ def _taps_5x5(dst, flat, taps, b, n, row_step, dw):  # pragma: no cover - compil
 
 
 @njit(inline="always")
+def _taps_5x5(dst, flat, taps, b, n, row_step, dw):  # pragma: no cover - compiled
+    """dst[k] = b + sum_ij taps[i, j] * flat[k + i*row_step + j*dw] for k < n (stride 1)."""
+    r0, r1, r2, r3, r4 = 0, row_step, 2 * row_step, 3 * row_step, 4 * row_step
+    d1, d2, d3, d4 = dw, 2 * dw, 3 * dw, 4 * dw
+    _sum_5x5(dst, taps, b, n, (
+        flat[r0:], flat[r0 + d1:], flat[r0 + d2:], flat[r0 + d3:], flat[r0 + d4:],
+        flat[r1:], flat[r1 + d1:], flat[r1 + d2:], flat[r1 + d3:], flat[r1 + d4:],
+        flat[r2:], flat[r2 + d1:], flat[r2 + d2:], flat[r2 + d3:], flat[r2 + d4:],
+        flat[r3:], flat[r3 + d1:], flat[r3 + d2:], flat[r3 + d3:], flat[r3 + d4:],
+        flat[r4:], flat[r4 + d1:], flat[r4 + d2:], flat[r4 + d3:], flat[r4 + d4:]))
+
+
+@njit(inline="always")
 def _halves_5x5(dst, even, odd, taps, b, r0, dh, n):  # pragma: no cover - compiled
     """As _halves_3x3 for a 5x5 kernel: padded column 2k + j is even[k + j // 2] for even j,
-    odd[k + j // 2] for odd j; all 25 taps in one pass (the order of _halves_any)."""
-    w00, w01, w02, w03, w04 = taps[0, 0], taps[0, 1], taps[0, 2], taps[0, 3], taps[0, 4]
-    w10, w11, w12, w13, w14 = taps[1, 0], taps[1, 1], taps[1, 2], taps[1, 3], taps[1, 4]
-    w20, w21, w22, w23, w24 = taps[2, 0], taps[2, 1], taps[2, 2], taps[2, 3], taps[2, 4]
-    w30, w31, w32, w33, w34 = taps[3, 0], taps[3, 1], taps[3, 2], taps[3, 3], taps[3, 4]
-    w40, w41, w42, w43, w44 = taps[4, 0], taps[4, 1], taps[4, 2], taps[4, 3], taps[4, 4]
-    # one slice per tap, indexed from 0 (see _taps_3x3): tap (i, j) reads half j % 2 of row
-    # r0 + i*dh from column j // 2
-    r = r0
-    a0, a1, a2, a3, a4 = even[r], odd[r], even[r, 1:], odd[r, 1:], even[r, 2:]
-    r += dh
-    b0, b1, b2, b3, b4 = even[r], odd[r], even[r, 1:], odd[r, 1:], even[r, 2:]
-    r += dh
-    c0, c1, c2, c3, c4 = even[r], odd[r], even[r, 1:], odd[r, 1:], even[r, 2:]
-    r += dh
-    e0, e1, e2, e3, e4 = even[r], odd[r], even[r, 1:], odd[r, 1:], even[r, 2:]
-    r += dh
-    f0, f1, f2, f3, f4 = even[r], odd[r], even[r, 1:], odd[r, 1:], even[r, 2:]
-    for k in range(n):
-        dst[k] = (b + w00 * a0[k] + w01 * a1[k] + w02 * a2[k] + w03 * a3[k] + w04 * a4[k]
-                  + w10 * b0[k] + w11 * b1[k] + w12 * b2[k] + w13 * b3[k] + w14 * b4[k]
-                  + w20 * c0[k] + w21 * c1[k] + w22 * c2[k] + w23 * c3[k] + w24 * c4[k]
-                  + w30 * e0[k] + w31 * e1[k] + w32 * e2[k] + w33 * e3[k] + w34 * e4[k]
-                  + w40 * f0[k] + w41 * f1[k] + w42 * f2[k] + w43 * f3[k] + w44 * f4[k])
+    odd[k + j // 2] for odd j; tap (i, j) reads half j % 2 of row r0 + i*dh from column j // 2."""
+    q0, q1, q2, q3, q4 = r0, r0 + dh, r0 + 2 * dh, r0 + 3 * dh, r0 + 4 * dh
+    _sum_5x5(dst, taps, b, n, (
+        even[q0], odd[q0], even[q0, 1:], odd[q0, 1:], even[q0, 2:],
+        even[q1], odd[q1], even[q1, 1:], odd[q1, 1:], even[q1, 2:],
+        even[q2], odd[q2], even[q2, 1:], odd[q2, 1:], even[q2, 2:],
+        even[q3], odd[q3], even[q3, 1:], odd[q3, 1:], even[q3, 2:],
+        even[q4], odd[q4], even[q4, 1:], odd[q4, 1:], even[q4, 2:]))
 
 
 @njit(inline="always")
