@@ -47,32 +47,54 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 BLAS_THREAD_TIMEOUT = "4"  # OpenBLAS's minimum: 2^4 ticks of spinning before an idle worker sleeps
 
 
-def quiet_blas_workers() -> bool:
+def quiet_blas_workers(restart: bool = True) -> bool:
     """Make idle OpenBLAS workers sleep at once instead of spinning, unless the user set
-    OPENBLAS_THREAD_TIMEOUT: the variable for OpenBLAS libraries loaded later, and a restart
-    of the pools of those already loaded (pthreads builds; the next parallel product starts
-    the workers again). True when a loaded pool was restarted."""
+    OPENBLAS_THREAD_TIMEOUT: the variable for OpenBLAS libraries loaded later, and (with
+    `restart`) a restart of the pools of those already loaded (pthreads builds; the next
+    parallel product starts the workers again). True when a loaded pool was restarted (or,
+    without `restart`, when one would have been)."""
     if "OPENBLAS_THREAD_TIMEOUT" in os.environ:
         return False
     os.environ["OPENBLAS_THREAD_TIMEOUT"] = BLAS_THREAD_TIMEOUT
-    from threadpoolctl import threadpool_info
+    return restart_blas_pools() if restart else bool(_restartable_pools())
 
+
+def restart_blas_pools() -> bool:
+    """Restart the loaded OpenBLAS pools (pthreads builds) so that they read the environment
+    again; True when one was. Never while another thread is inside one of their products:
+    that product would wait for workers that have exited."""
     restarted = False
-    for info in threadpool_info():
-        if info.get("internal_api") != "openblas" or info.get("threading_layer") != "pthreads":
-            continue
-        try:
-            lib = ctypes.CDLL(info["filepath"])
-            read_env, shutdown = lib.openblas_read_env, lib.blas_thread_shutdown_
-        except (OSError, AttributeError):  # another build: leave it as it is
-            continue
+    for read_env, shutdown in _restartable_pools():
         read_env()  # the new timeout into OpenBLAS's copy of the environment
         shutdown()  # the workers exit; the next parallel call starts them with the new timeout
         restarted = True
     return restarted
 
 
-quiet_blas_workers()
+def _restartable_pools() -> list[tuple]:
+    from threadpoolctl import threadpool_info
+
+    pools = []
+    for info in threadpool_info():
+        if info.get("internal_api") != "openblas" or info.get("threading_layer") != "pthreads":
+            continue
+        try:
+            lib = ctypes.CDLL(info["filepath"])
+            pools.append((lib.openblas_read_env, lib.blas_thread_shutdown_))
+        except (OSError, AttributeError):  # another build: leave it as it is
+            continue
+    return pools
+
+
+# Imported on the main thread (the usual case) the pools restart now. Imported by a background
+# thread (runtime.quick_start loads the compiled kernels while the main thread may be inside a
+# product on the reference kernels) the restart waits for the main thread's first compiled
+# kernel, when that thread is not inside a product.
+_restart_pending = False
+if threading.current_thread() is threading.main_thread():
+    quiet_blas_workers()
+else:
+    _restart_pending = quiet_blas_workers(restart=False)
 
 
 # Below this much work (multiply-adds or elements touched) a kernel runs on the calling thread
@@ -105,6 +127,10 @@ def use_threads(count: int) -> None:
     """Let the compiled parallel loops this thread starts use `count` threads (numba's setting
     is per calling thread). Cheap when unchanged, so kernels call it before every parallel loop;
     setting it inside compiled code instead would keep numba from caching that code on disk."""
+    global _restart_pending
+    if _restart_pending and threading.current_thread() is threading.main_thread():
+        _restart_pending = False
+        restart_blas_pools()
     if getattr(_chosen, "count", None) != count:
         numba.set_num_threads(count)
         _chosen.count = count

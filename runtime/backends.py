@@ -58,6 +58,7 @@ class Backend:
 _BACKENDS: dict[str, Backend] = {CPU: Backend(CPU)}
 _warned_cpu_only = False
 _warned_fallback: set[str] = set()  # backends whose failed load `device="auto"` has reported
+_loaded: set[str] = {CPU}  # backends whose kernels have loaded in this process
 
 
 def register_backend(
@@ -98,6 +99,13 @@ def auto_offload(macs: int) -> str | None:
         if wanted and _load_failure(candidate) is None:
             return candidate.name
     return None
+
+
+def loads_on_first_use() -> bool:
+    """Whether select_backend("auto") would start by loading kernels: the backend it tries
+    first has not loaded in this process yet (it may still fail to). Never loads anything."""
+    names = backend_names()
+    return bool(names) and names[0] not in _loaded and _BACKENDS[names[0]].load is not None
 
 
 def backend_names(*, reserved: bool = False) -> list[str]:
@@ -181,4 +189,5 @@ def _load_failure(backend: Backend) -> ImportError | None:
         failure = ImportError(f"{type(error).__name__}: {error}")
         failure.__cause__ = error
         return failure
+    _loaded.add(backend.name)
     return None

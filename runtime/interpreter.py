@@ -11,6 +11,7 @@ persist across runs. Not thread-safe: use one Interpreter per thread.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,16 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from edgerun.runtime.backends import AUTO, auto_offload, backend, select_backend
+from edgerun.runtime.backends import AUTO, CPU, auto_offload, backend, loads_on_first_use, select_backend
 from edgerun.runtime.errors import EdgerunError, InputError, MemoryBudgetError, ModelError, WorkBudgetError
 from edgerun.runtime.graph import Graph, Value
 from edgerun.runtime.loader import load_model
 from edgerun.runtime.memory import MemoryReport
 from edgerun.runtime.plan import ExecutionPlan, TensorInfo
 from edgerun.runtime.profiles import DeviceProfile, get_profile
+from edgerun.runtime.quick_start import KernelUpgrade
 from edgerun.runtime.writer import serialize
 
 DEFAULT_SIGNATURE = "serving_default"
+_log = logging.getLogger("edgerun.runtime")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ class Interpreter:
             `runtime.work` estimates them from the prepared shapes (None = the profile's,
             else unlimited). Checked whenever a signature is prepared: at construction,
             by `resize_input` and by a run with new dynamic dimensions.
+        quick_start: with device "auto" in a process that has not loaded the compiled
+            kernels yet, answer at once on the numpy reference kernels while a background
+            thread loads the compiled ones, then switch to them (`backend` says which is in
+            use; results agree within float rounding, not bit for bit). For a process's
+            time to its first results: a command-line run, a freshly started service.
+            See `runtime.quick_start`.
 
     Raises ModelError (malformed model), MemoryBudgetError (a signature's arena and weights
     need more than the budget; it names the parts, the budget and the profile it came from),
@@ -80,8 +89,12 @@ class Interpreter:
         memory_budget: int | None = None,
         profile: str | DeviceProfile | None = None,
         work_budget: int | None = None,
+        quick_start: bool = False,
     ) -> None:
-        self.backend = select_backend(device)
+        # quick start: "auto" runs on the reference kernels until its compiled ones are loaded
+        # (runtime.quick_start), when loading them would be the first thing a run waits for
+        quick = quick_start and device == AUTO and loads_on_first_use()
+        self.backend = CPU if quick else select_backend(device)
         offload = backend(self.backend).offload
         # the kernels that prepare every step (and run what a device does not): the best host backend's
         self._host_backend = select_backend(AUTO) if offload is not None else self.backend
@@ -117,9 +130,14 @@ class Interpreter:
                 shared[key] = self._make_plan(name, signature)
             self._plans[name] = shared[key]
         on_the_edge = self.profile is not None and self.profile.name != "host"  # a device profile: its CPU
+        self._upgrade = KernelUpgrade(self._make_plans) if quick else None
         if offload is None and device == AUTO and shared and not on_the_edge:
             picked = auto_offload(max(plan.work.total for plan in shared.values()))
             if picked is not None:
+                if self._upgrade is not None:  # the device's host steps run on the compiled kernels
+                    self._upgrade.wait()
+                    self._adopt_upgrade()
+                    shared = {id(plan): plan for plan in self._plans.values()}
                 self.backend, offload = picked, backend(picked).offload
         if offload is not None:
             for plan in shared.values():
@@ -129,10 +147,41 @@ class Interpreter:
             for name, plan in self._plans.items()
         }
 
-    def _make_plan(self, name: str, signature: Any) -> ExecutionPlan:
+    def _make_plans(self, host_backend: str) -> dict[tuple, ExecutionPlan]:
+        """A plan per distinct signature (identical signatures share one plan and arena) on
+        `host_backend`, keyed by `_signature_key`."""
+        plans: dict[tuple, ExecutionPlan] = {}
+        for name, signature in self.graph.signatures.items():
+            key = _signature_key(signature)
+            if key not in plans:
+                plans[key] = self._make_plan(name, signature, host_backend)
+        return plans
+
+    def _adopt_upgrade(self) -> None:
+        """Switch to the quick-start upgrade's compiled plans (runtime.quick_start), prepared
+        for the shapes the reference plans have now; where one cannot be, stay on the
+        reference plans (said in one log line)."""
+        upgrade, self._upgrade = self._upgrade, None
+        if upgrade is None or upgrade.result is None:
+            return
+        host_backend, fresh = upgrade.result
+        chosen: dict[str, ExecutionPlan] = {}
+        for name, signature in self.graph.signatures.items():
+            old, new = self._plans[name], fresh[_signature_key(signature)]
+            try:
+                if not old.prepared.deferred and (new.prepared.deferred or new.prepared.shapes != old.prepared.shapes):
+                    new.resize(old.prepared.shapes)
+            except EdgerunError as exc:
+                _log.info(f"quick start: staying on the reference kernels ({exc})")
+                return
+            chosen[name] = new
+        self._plans, self.backend, self._host_backend = chosen, host_backend, host_backend
+
+    def _make_plan(self, name: str, signature: Any, host_backend: str | None = None) -> ExecutionPlan:
         try:
-            return ExecutionPlan(self.graph, name, signature, self._variables, self.memory_budget, self._host_backend,
-                                 self.work_budget, self.num_threads, self._budget_owner)
+            return ExecutionPlan(self.graph, name, signature, self._variables, self.memory_budget,
+                                 host_backend or self._host_backend, self.work_budget, self.num_threads,
+                                 self._budget_owner)
         except MemoryBudgetError as exc:
             if self._budget_owner is None or self._budget_owner in str(exc):
                 raise
@@ -143,6 +192,8 @@ class Interpreter:
             raise WorkBudgetError(f"{exc} (device profile {self.profile.name!r})") from exc
 
     def _plan(self, signature: str) -> ExecutionPlan:
+        if self._upgrade is not None and self._upgrade.finished():
+            self._adopt_upgrade()
         try:
             return self._plans[signature]
         except KeyError:
@@ -165,7 +216,10 @@ class Interpreter:
         computing) if the new shapes need more work than the work budget, leaving
         the previous preparation in place.
         """
-        return self._plan(signature).run(inputs)
+        outputs = self._plan(signature).run(inputs)
+        if self._upgrade is not None:  # quick start: the compiled kernels load once the first results are out
+            self._upgrade.start()
+        return outputs
 
     def resize_input(
         self, name: str, shape: tuple[int, ...], signature: str = DEFAULT_SIGNATURE

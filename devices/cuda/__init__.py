@@ -18,13 +18,18 @@ kernels under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): loadable, never p
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import importlib.util
 import logging
+import os
+import sys
 
 _log = logging.getLogger("edgerun.devices.cuda")
 
 AUTO_MIN_MACS = 100_000_000  # below this a batch-1 run is launch-bound: the host is as fast
+# the NVIDIA driver's library, as numba-cuda loads it; None where there is no CUDA driver at all
+DRIVER_LIBRARY = {"linux": "libcuda.so.1", "win32": "nvcuda.dll"}.get(sys.platform)
 KERNEL_MODULES = ("elementwise", "layout", "gemm", "conv", "spatial", "normalization", "training")
 _gpu_present: bool | None = None
 _said_small = False
@@ -43,12 +48,27 @@ def load() -> None:
         importlib.import_module(f"{__name__}.{name}")
 
 
+def driver_loadable() -> bool:
+    """Whether the NVIDIA driver's library loads in this process: a few milliseconds, where
+    importing numba-cuda to ask it takes a quarter of a second (loading the library starts
+    nothing on the GPU). False on platforms with no CUDA driver."""
+    if DRIVER_LIBRARY is None:
+        return False
+    try:
+        ctypes.CDLL(DRIVER_LIBRARY)
+    except OSError:
+        return False
+    return True
+
+
 def gpu_present() -> bool:
-    """Whether a real NVIDIA GPU is usable here (never under the simulator); probed once."""
+    """Whether a real NVIDIA GPU is usable here (never under the simulator); probed once. A
+    machine without the driver's library answers without importing numba-cuda."""
     global _gpu_present
     if _gpu_present is None:
         _gpu_present = False
-        if importlib.util.find_spec("numba_cuda") is not None:
+        simulated = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+        if not simulated and driver_loadable() and importlib.util.find_spec("numba_cuda") is not None:
             try:
                 from numba import cuda
                 from numba.core import config

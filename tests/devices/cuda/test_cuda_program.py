@@ -239,3 +239,45 @@ def _mul_claim(step: claims.StepSpec):
         claims.launch_1d(_mul_rows, n, ctx, ins[0].reshape(n), ins[1], outs[0].reshape(n))
 
     return run
+
+
+def test_no_driver_library_means_no_gpu_without_importing_numba_cuda(monkeypatch):
+    """Probing for a GPU where the NVIDIA driver's library does not load answers False from
+    the library alone (importing numba-cuda to ask costs a quarter of a second of start-up)."""
+    import importlib.util
+
+    import edgerun.devices.cuda as cuda_backend
+
+    monkeypatch.setattr(cuda_backend, "DRIVER_LIBRARY", "libedgerun-no-such-driver.so.1")
+    monkeypatch.setattr(cuda_backend, "_gpu_present", None)
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    asked: list[str] = []
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: asked.append(name) or real_find_spec(name, *a))
+    assert cuda_backend.driver_loadable() is False
+    assert cuda_backend.gpu_present() is False
+    assert asked == []  # numba-cuda was never looked up, let alone imported
+
+
+def test_a_new_process_imports_numba_cuda_only_where_the_driver_loads():
+    """device="auto" on a model big enough for a GPU: a process imports numba-cuda exactly
+    when the driver's library loads (never on this suite's CPU-only machines)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, numpy as np\n"
+            "import edgerun.devices.cuda as c\n"
+            "c.AUTO_MIN_MACS = 1\n"
+            "from edgerun import Interpreter\n"
+            "from tests.converters.training.models import cnn\n"
+            "Interpreter(cnn(batch_norm=False), device='auto')\n"
+            "print(c.driver_loadable(), 'numba.cuda' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loadable, imported = result.stdout.split()
+    assert loadable == imported
