@@ -61,7 +61,48 @@ def test_small_gemm_takes_the_fast_path(kwargs):
 
 
 @pytest.mark.parametrize("kwargs", [
+    dict(m=1, k=1024, n=1000, trans_b=1, c_shape=(1000,)),            # a batch-1 classifier
+    dict(m=1, k=576, n=1003, trans_b=1, c_shape=(1003,)),             # columns not a multiple of 4 or 16
+    dict(m=3, k=300, n=250, trans_b=1, alpha=0.5, beta=2.0, c_shape=(3, 250)),
+    dict(m=4, k=129, n=517, trans_a=1, c_shape=(1, 517)),             # B (K, N): rows of B added
+    dict(m=2, k=257, n=130, trans_a=1, trans_b=1, c_shape=()),
+    dict(m=1, k=700, n=90, beta=0.0, c_shape=(90,)),
+    dict(m=2, k=400, n=300),
+])
+def test_few_row_gemm_streams_b_once(kwargs):
+    """A Gemm of 1-4 rows over a big constant B: one compiled pass over B (BLAS would pack all
+    of B for every call). Sums of hundreds of float32 products in another order than
+    onnxruntime's: within 1e-4."""
+    assert run_both(*gemm_model(**kwargs), atol=1e-4) == ["_run_few_rows"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_b", [True, False])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_few_row_gemm_kernel_against_float64(dtype, trans_b, threads):
+    """The kernel alone over every column-block split (blocks that do not divide the columns,
+    more blocks than fit), with NaN and Inf flowing only into their own columns."""
+    from edgerun.devices.numba_kernels import gemm_few_rows
+
+    rng = np.random.default_rng(threads)
+    m, k, n = 3, 37, 101
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    b_nt = b if trans_b else b.T
+    b_nt = b_nt.copy()
+    b_nt[5, 3], b_nt[77, 0] = np.nan, np.inf
+    b = b_nt if trans_b else np.ascontiguousarray(b_nt.T)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    out = np.full((m, n), -7, dtype)
+    gemm_few_rows(a, b, trans_b, c, dtype(0.5), dtype(0), out, threads)
+    want = 0.5 * (a.astype(np.float64) @ b_nt.T.astype(np.float64)) + c
+    np.testing.assert_allclose(out, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    assert np.isnan(out[:, 5]).all() and not np.isnan(np.delete(out, [5, 77], axis=1)).any()
+
+
+@pytest.mark.parametrize("kwargs", [
     dict(m=64, k=256, n=256, c_shape=(256,)),   # too big: BLAS
+    dict(m=8, k=256, n=256, c_shape=(256,)),    # eight rows: BLAS's blocked product
     dict(m=2, k=3, n=4, const_b=False),          # B is not a constant
 ])
 def test_gemm_falls_back_to_the_reference(kwargs):
