@@ -4,8 +4,11 @@ multiplier) on float NCHW tensors, in two layouts chosen per layer by plane size
 - plane by plane (`depthwise_2d`), for large planes: parallel over the output planes, each
   copied into a zero-bordered per-thread buffer so that no tap needs a bounds test; with
   stride 1 all nine taps of a 3x3 kernel, or all 25 of a 5x5 one, run in one vectorized pass
-  over the flattened plane; at stride 2 all taps of a row in one pass over the plane's even
-  and odd columns; other strides row by row. The activation then runs over the whole output
+  over the flattened plane; at stride 2 (both ways, no dilation) likewise over the plane's
+  four quarters by row and column parity, where every tap is a unit-stride read again
+  (2.3x faster than row by row on MobileNetV2's 112x112 -> 56x56 layer); at column stride 2
+  otherwise all taps of a row in one pass over the plane's even and odd columns; other
+  strides row by row. The activation then runs over the whole output
   plane at once (row by row it cost more than the convolution on 14x14 planes: a Swish over
   14 values is mostly loop tail).
 - channels-last (`depthwise_channels_last`), for small planes (the 14x14 and 7x7 layers of
@@ -143,6 +146,61 @@ def _halves_3x3(dst, even, odd, taps, b, r0, dh, n):  # pragma: no cover - compi
 
 
 @njit(inline="always")
+def _quarters_3x3(dst, q00, q01, q10, q11, taps, b, n, wq):  # pragma: no cover - compiled
+    """Stride 2 in both directions, over the whole plane at once: with the padded plane split
+    into its four quarters by row and column parity (q<row parity><column parity>, flattened
+    rows of wq), tap (i, j) of output (y, k) is quarter (i % 2, j % 2) at row y + i // 2,
+    column k + j // 2, a constant offset from y*wq + k. So every output, in wide rows of wq,
+    is one long vectorized pass of n, summed in tap order (as _halves_3x3)."""
+    w00, w01, w02 = taps[0, 0], taps[0, 1], taps[0, 2]
+    w10, w11, w12 = taps[1, 0], taps[1, 1], taps[1, 2]
+    w20, w21, w22 = taps[2, 0], taps[2, 1], taps[2, 2]
+    a0, a1, a2 = q00, q01, q00[1:]
+    b0, b1, b2 = q10, q11, q10[1:]
+    c0, c1, c2 = q00[wq:], q01[wq:], q00[wq + 1:]
+    for k in range(n):
+        dst[k] = (b + w00 * a0[k] + w01 * a1[k] + w02 * a2[k] + w10 * b0[k] + w11 * b1[k] + w12 * b2[k]
+                  + w20 * c0[k] + w21 * c1[k] + w22 * c2[k])
+
+
+@njit(inline="always")
+def _quarters_5x5(dst, q00, q01, q10, q11, taps, b, n, wq):  # pragma: no cover - compiled
+    """As _quarters_3x3 for a 5x5 kernel: tap (i, j) reads quarter (i % 2, j % 2) from offset
+    (i // 2)*wq + j // 2."""
+    r1, r2 = wq, 2 * wq
+    _sum_5x5(dst, taps, b, n, (
+        q00, q01, q00[1:], q01[1:], q00[2:],
+        q10, q11, q10[1:], q11[1:], q10[2:],
+        q00[r1:], q01[r1:], q00[r1 + 1:], q01[r1 + 1:], q00[r1 + 2:],
+        q10[r1:], q11[r1:], q10[r1 + 1:], q11[r1 + 1:], q10[r1 + 2:],
+        q00[r2:], q01[r2:], q00[r2 + 1:], q01[r2 + 1:], q00[r2 + 2:]))
+
+
+@njit(inline="always")
+def _quarters_any(dst, quarters, taps, b, n, wq):  # pragma: no cover - compiled
+    """As _quarters_3x3 for any kernel size, one pass per tap, in tap order; `quarters`
+    (4, rows * wq), quarter 2 * (row parity) + column parity."""
+    kh, kw = taps.shape
+    for k in range(n):
+        dst[k] = b
+    for i in range(kh):
+        for j in range(kw):
+            weight = taps[i, j]
+            src = quarters[2 * (i % 2) + j % 2, (i // 2) * wq + j // 2:]
+            for k in range(n):
+                dst[k] += weight * src[k]
+
+
+@njit(inline="always")
+def _deinterleave(row, even_z, odd_z, pairs):  # pragma: no cover - compiled
+    """even_z[k] = row[2k], odd_z[k] = row[2k + 1] for k < pairs: one pass with constant
+    strides, which the compiler vectorizes as interleaved loads (a strided view did not)."""
+    for k in range(pairs):
+        even_z[k] = row[2 * k]
+        odd_z[k] = row[2 * k + 1]
+
+
+@njit(inline="always")
 def _halves_any(dst, even, odd, taps, b, r0, dh, n):  # pragma: no cover - compiled
     """As _halves_3x3 for any kernel size, one pass per tap."""
     kh, kw = taps.shape
@@ -166,7 +224,10 @@ def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, 
     (`padded`: zeros, (pool threads, HP, WP), see depthwise_buffers), so no tap needs a bounds
     test. With stride 1 the taps then run over the whole flattened plane at once ("wide" rows of
     WP columns, the ones past the output width discarded, in `wide`: (pool threads, OH*WP)). With
-    column stride 2 (and no column dilation) the plane goes instead into its even and odd columns
+    stride 2 both ways and no dilation the plane goes into its four quarters by row and column
+    parity instead (`halves` is then (pool threads, 4, HQ, WQ), zero-bordered, and `wide` (pool
+    threads, OH*WQ)) and the taps run over the whole flattened quarters at once. With column
+    stride 2 otherwise (and no column dilation) the plane goes into its even and odd columns
     (`halves`: zero-bordered, (pool threads, 2, HP, ceil(WP/2))), so every tap reads a unit-stride
     row; other strides read strided rows. Either way the inner loop is long and branch-free."""
     n_, c_, h, wd = x.shape
@@ -181,16 +242,39 @@ def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, 
         tid = numba.get_thread_id()
         pad, rows = padded[tid], wide[tid]
         src, dst_plane, taps, b = x[n, c], out[n, m], w[m, 0], bias[m]
+        if sh == 2 and sw == 2 and dh == 1 and dw == 1:  # the four quarters of the padded plane
+            quarters = halves[tid]
+            hq, wq = quarters.shape[1], quarters.shape[2]
+            pairs = wd // 2
+            for y in range(h):
+                part, row = 2 * ((ph + y) % 2), (ph + y) // 2
+                _deinterleave(src[y], quarters[part + pw % 2, row, pw // 2:],
+                              quarters[part + (pw + 1) % 2, row, (pw + 1) // 2:], pairs)
+                if wd % 2:
+                    quarters[part + pw % 2, row, pw // 2 + pairs] = src[y, wd - 1]
+            flat = quarters.reshape(4, hq * wq)
+            span = (oh - 1) * wq + ow  # every output, in wide rows of wq; the last row ends at ow
+            if three:
+                _quarters_3x3(rows, flat[0], flat[1], flat[2], flat[3], taps, b, span, wq)
+            elif five:
+                _quarters_5x5(rows, flat[0], flat[1], flat[2], flat[3], taps, b, span, wq)
+            else:
+                _quarters_any(rows, flat, taps, b, span, wq)
+            for y in range(oh):
+                dst_row, src_row = dst_plane[y], rows[y * wq : y * wq + ow]
+                for z in range(ow):
+                    dst_row[z] = src_row[z]
+            activate_row(dst_plane.reshape(oh * ow), code, consts)
+            continue
         if sw == 2 and dw == 1:
             even, odd = halves[tid, 0], halves[tid, 1]
+            # input column z is padded column pw + z: half (pw + z) % 2, index (pw + z) // 2
+            to_even_z, to_odd_z = halves[tid, pw % 2], halves[tid, (pw + 1) % 2]
+            base_even_z, base_odd_z, pairs = pw // 2, (pw + 1) // 2, wd // 2
             for y in range(h):
-                for parity in range(2):
-                    z0 = (parity - pw) % 2  # first input column landing in this half
-                    count = (wd - z0 + 1) // 2
-                    dst_row = (even if parity == 0 else odd)[ph + y, (pw + z0) // 2 : (pw + z0) // 2 + count]
-                    src_row = src[y, z0::2]
-                    for k in range(count):
-                        dst_row[k] = src_row[k]
+                _deinterleave(src[y], to_even_z[ph + y, base_even_z:], to_odd_z[ph + y, base_odd_z:], pairs)
+                if wd % 2:
+                    to_even_z[ph + y, base_even_z + pairs] = src[y, wd - 1]
             for y in range(oh):
                 dst_row = dst_plane[y]
                 if three:
@@ -232,13 +316,21 @@ def depthwise_2d(x, w, bias, out, sh, sw, dh, dw, ph, pw, code, consts, padded, 
 def depthwise_buffers(x_shape: tuple[int, ...], out_shape: tuple[int, ...], geometry: tuple[int, ...],
                       pool: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zeroed (padded, wide, halves) work buffers for depthwise_2d, one plane per pool thread,
-    from the per-thread scratch (runtime.kernels.spatial.scratch); halves only for column
-    stride 2 without column dilation (else one element), padded and wide only otherwise."""
+    from the per-thread scratch (runtime.kernels.spatial.scratch): for stride 2 both ways
+    without dilation, the four quarters (as halves) and wide rows of their width; for column
+    stride 2 without column dilation otherwise the two halves (padded and wide one element);
+    padded and wide otherwise (halves one element per pool thread)."""
     kh, kw, sh, sw, dh, dw, ph, pw = geometry
     h, wd = x_shape[2:]
     oh, ow = out_shape[2:]
     hp = max(ph + h, (oh - 1) * sh + (kh - 1) * dh + 1)
     wp = max(pw + wd, (ow - 1) * sw + (kw - 1) * dw + 1)
+    if sh == 2 and sw == 2 and dh == 1 and dw == 1:
+        hq, wq = (hp + 1) // 2 + 1, (wp + 1) // 2 + 1
+        quarters = scratch("numba.dw.quarters", (pool, 4, hq, wq), dtype)
+        quarters.fill(0)
+        unused = scratch("numba.dw.unused", (pool, 1, 1), dtype)
+        return unused, scratch("numba.dw.wide", (pool, oh * wq), dtype), quarters
     if sw == 2 and dw == 1:
         halves = scratch("numba.dw.halves", (pool, 2, hp, (wp + 1) // 2 + 1), dtype)
         halves.fill(0)

@@ -59,12 +59,17 @@ DEPTHWISE = [  # x shape, w shape, Conv attributes
     ((1, 2, 70, 35), (2, 1, 3, 3), dict(auto_pad="SAME_LOWER", strides=[1, 1])),
     ((1, 3, 31, 33), (3, 1, 5, 5), dict(auto_pad="SAME_UPPER")),                    # 5x5 s1 rows (palm detector)
     ((2, 2, 30, 29), (2, 1, 7, 7), dict(pads=[3, 2, 3, 4])),                          # 7x7 s1, asymmetric
-    # all 25 taps of a 5x5 kernel in one pass: over wide rows (stride 1), over column halves (stride 2)
+    # all 25 taps of a 5x5 kernel in one pass: over wide rows (stride 1), over quarters (stride 2)
     ((2, 5, 15, 13), (5, 1, 5, 5), dict(pads=[2, 2, 2, 2])),                          # odd channels, batch 2
     ((3, 3, 45, 43), (3, 1, 5, 5), dict(pads=[2, 1, 2, 3], strides=[2, 2])),          # asymmetric, batch 3
     ((1, 3, 14, 14), (3, 1, 5, 5), dict(pads=[4, 4, 4, 4], dilations=[2, 2])),
     ((1, 5, 49, 47), (5, 1, 5, 5), dict(pads=[4, 2, 4, 2], strides=[2, 2], dilations=[2, 1])),
     ((2, 7, 12, 12), (7, 1, 3, 3), dict(pads=[1, 1, 1, 1])),                          # 3x3 at 12x12: planes
+    # stride 2 both ways over the plane's four quarters: odd and even pads on either side
+    ((1, 3, 61, 63), (3, 1, 3, 3), dict(pads=[1, 0, 0, 2], strides=[2, 2])),
+    ((1, 2, 63, 64), (2, 1, 5, 5), dict(pads=[2, 3, 1, 2], strides=[2, 2])),
+    ((2, 2, 64, 65), (4, 1, 7, 7), dict(pads=[3, 3, 3, 3], strides=[2, 2])),          # 7x7, multiplier 2
+    ((1, 3, 66, 67), (3, 1, 2, 2), dict(strides=[2, 2])),                               # 2x2, no padding
 ]
 
 
@@ -146,7 +151,7 @@ def test_nan_and_inf_propagate_like_the_reference(x_shape, w_shape, group, activ
 
 @pytest.mark.parametrize("x_shape,strides,path", [
     ((2, 5, 15, 15), [1, 1], "_run_depthwise"),                     # 5x5 over wide rows
-    ((2, 5, 45, 43), [2, 2], "_run_depthwise"),                     # 5x5 over column halves
+    ((2, 5, 45, 43), [2, 2], "_run_depthwise"),                     # 5x5 over the plane's quarters
     ((3, 5, 13, 13), [2, 2], "_run_depthwise_channels_last"),
 ])
 def test_depthwise_swish_keeps_nan_and_inf(x_shape, strides, path):
