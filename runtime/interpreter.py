@@ -141,7 +141,7 @@ class Interpreter:
                 self.backend, offload = picked, backend(picked).offload
         if offload is not None:
             for plan in shared.values():
-                plan.offload = offload(plan)
+                plan.offload_to(offload(plan))
         self.signatures = {
             name: SignatureInfo(name, plan.input_info, plan.output_info)
             for name, plan in self._plans.items()

@@ -118,9 +118,12 @@ class _Prepared:
     tail_known: dict[Value, np.ndarray] = field(default_factory=dict)
     tail_feeds: dict[Value, str] = field(default_factory=dict)
     tail_values: set[Value] = field(default_factory=set)
-    # Reshape-like results that share their input's arena bytes: value -> (the value that owns
-    # the bytes, its shape). They are views, not steps (see ExecutionPlan._as_view).
-    views_of: dict[Value, tuple[Value, tuple[int, ...]]] = field(default_factory=dict)
+    # Values that are views of another value's arena bytes: value -> (the value that owns the
+    # bytes, its shape, its byte offset in them). Reshape-like results share their input's bytes
+    # (ExecutionPlan._as_view: no step); the inputs of a Concat placed in its output are written
+    # there by their producers (ExecutionPlan._concat_in_place: no copy, no step).
+    views_of: dict[Value, tuple[Value, tuple[int, ...], int]] = field(default_factory=dict)
+    concats_in_place: bool = False  # whether some Concat's inputs are views of its output (above)
     tail_specs: dict[Value, Spec] = field(default_factory=dict)  # of the known and fed values it reads
     # specs of outputs folded at prepare time (sequences and optionals among them)
     output_specs: dict[str, Spec] = field(default_factory=dict)
@@ -608,6 +611,8 @@ class ExecutionPlan:
                 step_index = len(prepared.steps)
                 if self._as_view(node, in_values, out_specs, specs, lives, prepared):
                     continue
+                if self._concat_in_place(node, in_values, out_specs, specs, lives, arena_values, prepared, step_index):
+                    continue
                 in_place = self._in_place(node, kernel, in_values, work, prepared)
                 outputs = self._bind_outputs(node, out_specs, specs, arena_values, lives, step_index, in_place)
                 for i, v in enumerate(in_values):
@@ -630,14 +635,69 @@ class ExecutionPlan:
         if (node.op_type not in _VIEW_OPS or node.domain != "" or out is None or out.is_variable
                 or not in_values or in_values[0] is None):
             return False
-        owner, _ = prepared.views_of.get(in_values[0], (in_values[0], None))
+        owner, _, offset = prepared.views_of.get(in_values[0], (in_values[0], None, 0))
         spec, source = out_specs[0], specs.get(in_values[0])
         if (owner not in lives or not isinstance(spec, TensorSpec) or not isinstance(source, TensorSpec)
                 or spec.dtype != source.dtype or spec.nbytes != source.nbytes or spec.dtype.hasobject):
             return False
-        prepared.views_of[out] = (owner, spec.shape)
+        prepared.views_of[out] = (owner, spec.shape, offset)
         specs[out] = spec
         return True
+
+    def _concat_in_place(self, node: Node, in_values: list, out_specs: list, specs: dict, lives: dict,
+                         arena_values: list, prepared: _Prepared, step_index: int) -> bool:
+        """Whether `node` (a Concat) needs no step: its output takes the arena bytes and each
+        input becomes a view of its part of them, so the steps that make the inputs write them
+        in place and nothing is copied. Only where each part is one contiguous byte range of
+        the output (every dimension before the axis is 1: batch 1 along channels) and every
+        input is a distinct arena tensor that no other view owns or is (an input already placed
+        in another Concat, a Reshape's result, a signature input or a constant is copied as
+        before); never for a plan that an offloading backend runs (its device program tracks
+        whole tensors). The output's bytes then live from the first input's step on."""
+        out = node.outputs[0] if len(node.outputs) == 1 else None
+        if (node.op_type != "Concat" or node.domain != "" or out is None or out.is_variable
+                or len(in_values) < 2 or self.offload is not None):
+            return False
+        spec = out_specs[0]
+        if not isinstance(spec, TensorSpec) or spec.dtype.hasobject or spec.nbytes == 0:
+            return False
+        axis = int(node.attrs.get("axis", 0))
+        axis = axis + len(spec.shape) if axis < 0 else axis
+        if not 0 <= axis < len(spec.shape) or int(np.prod(spec.shape[:axis])) != 1:
+            return False
+        owners = {owner for owner, *_ in prepared.views_of.values()}
+        parts = [specs.get(v) for v in in_values]
+        if (len(set(in_values)) != len(in_values) or any(
+                v is None or v not in lives or v in prepared.views_of or v in owners or v.is_variable
+                for v in in_values)
+                or any(not isinstance(p, TensorSpec) or p.dtype != spec.dtype or p.nbytes == 0 for p in parts)
+                or sum(p.nbytes for p in parts) != spec.nbytes):
+            return False
+        specs[out] = spec
+        arena_values.append(out)
+        lives[out] = [min(lives[v][0] for v in in_values), max(step_index, *(lives[v][1] for v in in_values))]
+        offset = 0
+        for value, part in zip(in_values, parts, strict=True):
+            prepared.views_of[value] = (out, part.shape, offset)
+            offset += part.nbytes
+            arena_values.remove(value)
+            del lives[value]
+        prepared.concats_in_place = True
+        return True
+
+    def offload_to(self, offload: Any) -> None:
+        """Hand this plan's steps to an offloading backend's runner (runtime.backends): from now
+        on preparations place no Concat in place (the runner tracks whole tensors), and the
+        kept ones that did are dropped (the current one made again)."""
+        self.offload = offload
+        if any(p.concats_in_place for p in (self.prepared, *self._recent.values())):
+            self._recent.clear()
+            shapes = dict(self.prepared.shapes)
+            if self.specialize_on:  # its preparations need the specialized inputs' values: the next run's
+                self.prepared = _Prepared(shapes, deferred=True)
+            else:
+                self.prepared = self._prepare(shapes)
+                self._recent[(tuple(shapes.items()), ())] = self.prepared
 
     def _in_place(self, node: Node, kernel: Kernel, in_values: list, work: deque,
                   prepared: _Prepared) -> dict[int, np.ndarray]:
@@ -674,7 +734,7 @@ class ExecutionPlan:
         if layout.ENABLED and not prepared.tail:
             signature = self.signature
             keep = {*signature.outputs.values(), *signature.updates.values(), *signature.updates,
-                    *prepared.in_place, *prepared.views_of, *(owner for owner, _ in prepared.views_of.values())}
+                    *prepared.in_place, *prepared.views_of, *(owner for owner, *_ in prepared.views_of.values())}
             layout.lay_out(prepared.steps, keep)  # asks every kernel before it tells any
         prepared.laid_out = True
 
@@ -871,8 +931,13 @@ class ExecutionPlan:
             views[value] = arena[start : start + spec.nbytes].view(spec.dtype).reshape(spec.shape)
         for value in owned:  # object arrays (str elements) cannot live in raw bytes
             views[value] = np.empty(specs[value].shape, specs[value].dtype)
-        for value, (owner, shape) in prepared.views_of.items():  # reshapes share their input's bytes
-            views[value] = views[owner].reshape(shape)
+        for value, (owner, shape, offset) in prepared.views_of.items():  # bytes of another value's
+            whole, nbytes = views[owner], specs[value].nbytes
+            if offset == 0 and nbytes == whole.nbytes:  # a reshape: all of them
+                views[value] = whole.reshape(shape)
+            else:  # a Concat's input: its part
+                part = whole.reshape(-1).view(np.uint8)[offset : offset + nbytes]
+                views[value] = part.view(specs[value].dtype).reshape(shape)
         for _, ins, outs, _node in prepared.steps:
             for slots in (ins, outs):
                 for i, item in enumerate(slots):

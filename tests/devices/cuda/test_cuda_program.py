@@ -281,3 +281,20 @@ def test_a_new_process_imports_numba_cuda_only_where_the_driver_loads():
     assert result.returncode == 0, result.stderr[-2000:]
     loadable, imported = result.stdout.split()
     assert loadable == imported
+
+
+def test_an_offloaded_plan_keeps_its_concats_whole():
+    """The device program tracks whole tensors: a plan handed to the cuda runner places no
+    Concat in its output (the preparation made before the hand-over is made again)."""
+    from edgerun.converters import from_onnx
+    from tests.onnx_models import ort_run
+    from tests.runtime.test_concat_in_place import fire_model
+
+    model, feeds = fire_model()
+    host = Interpreter(from_onnx(model), device="numba")
+    assert host._plans["serving_default"].prepared.concats_in_place
+    it = Interpreter(from_onnx(model), device="cuda")
+    prepared = it._plans["serving_default"].prepared
+    assert not prepared.concats_in_place
+    assert "Concat" in [step[3].op_type for step in prepared.steps]
+    np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-5)
