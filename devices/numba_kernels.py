@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba.core.registry import cpu_target
 
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.base import TensorSpec
@@ -172,3 +173,10 @@ class NumbaSoftmax:
 
 # The convolution, elementwise, recurrent and pooling fast paths register with this backend too.
 from edgerun.devices import numba_conv, numba_elementwise, numba_recurrent, numba_resize, numba_spatial  # noqa: E402, F401
+
+# numba imports its typing and lowering registries (numpy's implementations, scipy's BLAS
+# bindings, cffi: a quarter of a second) when the first compiled function loads, which would be
+# inside the first run; here they load with the backend instead (in the background thread of a
+# quick start: runtime.quick_start). Loading them runs nothing.
+cpu_target.typing_context.refresh()
+cpu_target.target_context.refresh()

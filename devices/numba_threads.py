@@ -19,7 +19,8 @@ beside a spinning BLAS worker on the other core: EfficientNet-B0 at batch 8 took
 of 145 here, and a batch-1 run burned 40 % more CPU time than it used. The backend therefore
 sets OPENBLAS_THREAD_TIMEOUT to its minimum unless the user set it, and restarts the loaded
 OpenBLAS's thread pool so that the setting applies (OpenBLAS reads it when its threads start;
-numpy loaded it before this module).
+numpy loaded it before this module) — only while the main thread is the process's only thread:
+a product running in another thread when its workers exit would wait for them forever.
 
     threads = thread_count(interpreter_num_threads)   # at prepare
     use_threads(threads); compiled_parallel_kernel(...)  # at run
@@ -86,15 +87,24 @@ def _restartable_pools() -> list[tuple]:
     return pools
 
 
-# Imported on the main thread (the usual case) the pools restart now. Imported by a background
-# thread (runtime.quick_start loads the compiled kernels while the main thread may be inside a
-# product on the reference kernels) the restart waits for the main thread's first compiled
-# kernel, when that thread is not inside a product.
-_restart_pending = False
-if threading.current_thread() is threading.main_thread():
-    quiet_blas_workers()
-else:
-    _restart_pending = quiet_blas_workers(restart=False)
+def _alone() -> bool:
+    """Whether this is the main thread and no other Python thread exists, so none can be
+    inside an OpenBLAS product (numba's workers call OpenBLAS only for a kernel that a Python
+    thread is running): only then may the pools restart."""
+    return threading.current_thread() is threading.main_thread() and threading.active_count() == 1
+
+
+# The pools restart now when this is the process's only thread (the usual case: a script that
+# imports edgerun and loads a model). Otherwise (a quick-start upgrade importing this in the
+# background, a service loading models beside worker threads) another thread may be inside a
+# product, which would then wait forever for workers that have exited: the restart waits for a
+# compiled kernel started on the main thread while it is the only one (`use_threads`), and
+# never happens in a process that always has other threads (idle workers then spin briefly
+# after products, as before this module).
+_restart_pending = quiet_blas_workers(restart=False)
+if _restart_pending and _alone():
+    _restart_pending = False
+    restart_blas_pools()
 
 
 # Below this much work (multiply-adds or elements touched) a kernel runs on the calling thread
@@ -128,7 +138,7 @@ def use_threads(count: int) -> None:
     is per calling thread). Cheap when unchanged, so kernels call it before every parallel loop;
     setting it inside compiled code instead would keep numba from caching that code on disk."""
     global _restart_pending
-    if _restart_pending and threading.current_thread() is threading.main_thread():
+    if _restart_pending and _alone():
         _restart_pending = False
         restart_blas_pools()
     if getattr(_chosen, "count", None) != count:

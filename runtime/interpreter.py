@@ -27,7 +27,7 @@ from edgerun.runtime.loader import load_model
 from edgerun.runtime.memory import MemoryReport
 from edgerun.runtime.plan import ExecutionPlan, TensorInfo
 from edgerun.runtime.profiles import DeviceProfile, get_profile
-from edgerun.runtime.quick_start import KernelUpgrade
+from edgerun.runtime.quick_start import KernelUpgrade, draws_random_numbers
 from edgerun.runtime.writer import serialize
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -68,10 +68,12 @@ class Interpreter:
             by `resize_input` and by a run with new dynamic dimensions.
         quick_start: with device "auto" in a process that has not loaded the compiled
             kernels yet, answer at once on the numpy reference kernels while a background
-            thread loads the compiled ones, then switch to them (`backend` says which is in
-            use; results agree within float rounding, not bit for bit). For a process's
-            time to its first results: a command-line run, a freshly started service.
-            See `runtime.quick_start`.
+            thread (started by the first run) loads the compiled ones, then switch to them
+            (`backend` says which is in use; results agree within float rounding, not bit
+            for bit). For a process's time to its first results: a command-line run, a
+            freshly started service. Ignored under a memory budget (explicit or a profile's:
+            both sets of plans live until the switch) and for models with random-number
+            ops. See `runtime.quick_start`.
 
     Raises ModelError (malformed model), MemoryBudgetError (a signature's arena and weights
     need more than the budget; it names the parts, the budget and the profile it came from),
@@ -121,6 +123,11 @@ class Interpreter:
         # its weights); pass a path for zero-copy loading of large models.
         graph = load_model(serialize(model) if isinstance(model, Graph) else _as_source(model))
         self.graph = graph
+        if quick and (memory_budget is not None or draws_random_numbers(graph.nodes)):
+            # no quick start under a memory budget (both plan sets live until the switch) or with
+            # random-number ops (plans made later would draw the same numbers again)
+            quick = False
+            self.backend = self._host_backend = select_backend(device)
         self._variables = _variable_storage(graph)
         self._plans: dict[str, ExecutionPlan] = {}
         shared: dict[tuple, ExecutionPlan] = {}  # identical signatures share one plan and arena

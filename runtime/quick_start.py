@@ -4,35 +4,62 @@ A new process that loads a model and runs it once spends most of its time before
 first result importing numba and loading its cached machine code (about a second on a
 small CPU), while the numpy reference kernels ("cpu") need nothing loaded. With
 `Interpreter(model, quick_start=True)` the interpreter prepares its signatures on "cpu"
-and runs on them at once; a `KernelUpgrade` loads the best host backend in a background
-thread, prepares every signature again on it and runs each plan that changes no state
-once on zeros (which loads its cached kernels), and the interpreter switches to those
-plans at the first call after they are ready. Results before and after the switch agree
+and runs on them at once; after the first run a `KernelUpgrade` imports the best host
+backend in a background thread and prepares every signature again on it, and the
+interpreter switches to those plans at the first call after they are ready. The thread
+runs no kernel (numba's workqueue threading layer aborts on two threads in parallel code,
+and a run on made-up inputs could loop or draw random numbers): the first run after the
+switch loads the compiled kernels' cached code. Results before and after the switch agree
 as two backends do (within float rounding), not bit for bit.
 
     upgrade = KernelUpgrade(make_plans)   # make_plans(backend) -> {key: ExecutionPlan}
-    ...
+    upgrade.start()
     if upgrade.finished():
         backend, plans = upgrade.result or (None, None)   # None: stay on "cpu"
 
-At interpreter exit an unfinished upgrade is told to stop and joined (it stops after the
-step it is in: a thread inside numba's import or LLVM must not outlive the interpreter).
+A process that forks while an upgrade is under way first waits for it (a child must not
+inherit the import locks of a thread it does not have), and at interpreter exit an
+unfinished upgrade is told to stop and joined (it stops after the step it is in: a thread
+inside numba's import must not outlive the interpreter).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
-from collections.abc import Callable, Hashable
-
-import numpy as np
+import weakref
+from collections.abc import Callable, Hashable, Iterable
 
 from edgerun.runtime.backends import AUTO, CPU, select_backend
-from edgerun.runtime.graph import ValueKind
+from edgerun.runtime.graph import Node, graphs_within
 from edgerun.runtime.plan import ExecutionPlan
 
 _log = logging.getLogger("edgerun.runtime")
+
+# Ops whose kernels draw from a generator made at prepare time: a plan made later would
+# draw the same numbers again, so a graph with one stays on the backend it started on.
+RANDOM_OPS = frozenset({"Bernoulli", "Dropout", "DropoutTraining", "Multinomial", "RandomNormal",
+                        "RandomNormalLike", "RandomUniform", "RandomUniformLike"})
+_running: weakref.WeakSet[KernelUpgrade] = weakref.WeakSet()
+
+
+def draws_random_numbers(nodes: Iterable[Node]) -> bool:
+    """Whether any of `nodes`, or of the graphs they hold (control-flow bodies), is a
+    random-number op (RANDOM_OPS)."""
+    nodes = list(nodes)
+    return any(n.op_type in RANDOM_OPS for n in nodes) or any(
+        n.op_type in RANDOM_OPS for graph in graphs_within(nodes) for n in graph.nodes)
+
+
+def _wait_for_upgrades() -> None:
+    for upgrade in list(_running):
+        upgrade.wait_if_started()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_wait_for_upgrades)
 
 
 class KernelUpgrade:
@@ -54,7 +81,14 @@ class KernelUpgrade:
         """Start the thread (once; later calls do nothing)."""
         if self._thread.ident is None:
             atexit.register(self.stop)
+            _running.add(self)
             self._thread.start()
+
+    def wait_if_started(self) -> None:
+        """Block until a started upgrade is done (a fork waits so; the upgrade's own thread,
+        should it start a subprocess, does not wait for itself)."""
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
+            self._thread.join()
 
     def finished(self) -> bool:
         """Whether the thread is done (successfully or not); never blocks."""
@@ -77,34 +111,10 @@ class KernelUpgrade:
             if backend == CPU or self._stop.is_set():
                 return
             plans = self._make_plans(backend)
-            for plan in plans.values():
-                if self._stop.is_set():
-                    return
-                warm_up(plan)
             if not self._stop.is_set():
                 self.result = (backend, plans)
         except Exception as exc:  # noqa: BLE001 - the reference plans keep serving; say why once
             _log.info(f"quick start: staying on the reference kernels ({type(exc).__name__}: {exc})")
         finally:
             atexit.unregister(self.stop)
-
-
-def warm_up(plan: ExecutionPlan) -> bool:
-    """Run `plan` once on zeros of its prepared shapes so its kernels load their compiled
-    code now, where nothing waits for it. Only a plan whose runs change nothing and whose
-    preparation the zeros cannot change: no variable updates, tensor inputs only, shapes
-    known without run-time values. Returns whether it ran; a failing run is ignored (the
-    first real run then loads what is left)."""
-    prepared = plan.prepared
-    if plan.eager or plan.specialize_on or prepared.deferred or prepared.updates or prepared.in_place:
-        return False
-    infos = plan.input_info
-    if any(info.kind != ValueKind.TENSOR or info.dtype.kind not in "biufc" for info in infos.values()):
-        return False
-    zeros = {name: np.zeros(prepared.shapes[name], infos[name].dtype) for name in infos}
-    try:
-        with np.errstate(all="ignore"):
-            plan.run(zeros)
-    except Exception:  # noqa: BLE001 - zeros are not every model's input; the real run will tell
-        return False
-    return True
+            _running.discard(self)

@@ -17,7 +17,8 @@ import pytest
 from edgerun.converters.training import make_trainable
 from edgerun.runtime import Interpreter
 from edgerun.runtime import interpreter as interpreter_module
-from edgerun.runtime.quick_start import KernelUpgrade, warm_up
+from edgerun.runtime import quick_start
+from edgerun.runtime.quick_start import KernelUpgrade
 from edgerun.runtime.writer import serialize
 from tests.converters.training.models import cnn
 
@@ -66,19 +67,22 @@ def test_the_switch_keeps_shapes_prepared_before_it(numba_not_loaded_yet):
     np.testing.assert_allclose(it.run({"x": images(7, seed=2)})["y"], want, rtol=1e-5, atol=1e-6)
 
 
-def test_training_continues_across_the_switch(numba_not_loaded_yet):
+def test_training_continues_across_the_switch(numba_not_loaded_yet, monkeypatch):
     """Variables are shared: steps on the reference plan and then on the compiled plan train
-    the same weights as four reference steps do. A train step changes state, so it is never
-    run on zeros to warm up."""
+    the same weights as four reference steps do."""
+    import threading
+
+    release, make_plans = threading.Event(), Interpreter._make_plans
+    monkeypatch.setattr(Interpreter, "_make_plans", lambda self, backend: release.wait(30) and make_plans(self, backend))
     model = serialize(make_trainable(cnn(), optimizer=("sgd", {"lr": 0.1})))
     reference = Interpreter(model, device="cpu")
     it = Interpreter(model, quick_start=True)
     batches = [{"x": images(4, seed), "labels": np.arange(seed, seed + 4, dtype=np.int64) % 10} for seed in range(4)]
     for batch in batches[:2]:
         it.run(batch, signature="train")
+    assert it.backend == "cpu"  # the upgrade is held back until now
+    release.set()
     it._upgrade.wait()
-    train_plan = next(plan for plan in it._upgrade.result[1].values() if plan.name == "train")
-    assert not warm_up(train_plan)
     for batch in batches[2:]:
         it.run(batch, signature="train")
     assert it.backend == "numba"
@@ -103,6 +107,38 @@ def test_a_failed_upgrade_leaves_the_reference_plans(numba_not_loaded_yet, monke
     np.testing.assert_array_equal(y, Interpreter(serialize(cnn()), device="cpu").run({"x": x})["y"])
 
 
+def test_models_that_draw_random_numbers_or_have_a_budget_start_compiled(numba_not_loaded_yet):
+    """A plan made later would draw the same numbers again; two sets of plans would pass a
+    memory budget: neither starts on the reference kernels."""
+    from onnx import TensorProto, helper
+
+    from edgerun.converters import from_onnx
+    from tests.onnx_models import make_model
+
+    node = helper.make_node("RandomNormalLike", ["x"], ["y"], seed=3.0)
+    model = make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2, 3))],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    assert Interpreter(from_onnx(model), quick_start=True).backend == "numba"
+    assert Interpreter(serialize(cnn()), quick_start=True, memory_budget=1 << 30).backend == "numba"
+    assert Interpreter(serialize(cnn()), quick_start=True, profile="rpi4").backend == "numba"
+    assert Interpreter(serialize(cnn()), quick_start=True).backend == "cpu"
+
+
+def test_a_fork_waits_for_a_running_upgrade():
+    """The before-fork hook joins every started upgrade (a child must not inherit the import
+    locks of a thread it does not have); one not started is left alone."""
+    import threading
+
+    release = threading.Event()
+    slow = KernelUpgrade(lambda backend: release.wait(5) and {})
+    idle = KernelUpgrade(lambda backend: {})
+    slow.start()
+    threading.Timer(0.2, release.set).start()
+    quick_start._wait_for_upgrades()
+    assert slow.finished() and release.is_set()
+    assert not idle.finished()  # never started, not waited for
+
+
 def test_a_stopped_upgrade_offers_nothing():
     started = []
     upgrade = KernelUpgrade(lambda backend: started.append(backend) or {})
@@ -111,8 +147,8 @@ def test_a_stopped_upgrade_offers_nothing():
 
 
 def test_a_fresh_process_answers_before_numba_is_loaded():
-    """A new process: the first result comes from the reference kernels before numba is even
-    imported; after the switch the compiled kernels answer the same within rounding, OpenBLAS's
+    """A new process: the first result comes from the reference kernels, numba not even
+    imported yet; after the switch the compiled kernels answer the same within rounding, OpenBLAS's
     pool restart (deferred off the main thread) has happened, and the process exits cleanly."""
     code = """
 import sys, numpy as np
@@ -121,8 +157,9 @@ from edgerun.runtime.writer import serialize
 from tests.converters.training.models import cnn
 it = Interpreter(serialize(cnn()), quick_start=True)
 x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+loaded = "numba" in sys.modules  # the upgrade starts when the first run ends
 first = it.run({"x": x})["y"]
-print(it.backend, "numba" in sys.modules)
+print(it.backend, loaded)
 it._upgrade.wait()
 second = it.run({"x": x})["y"]
 from edgerun.devices import numba_threads
