@@ -12,6 +12,7 @@ detect().arch               # "x86_64" or "aarch64"
 from __future__ import annotations
 
 import importlib
+import threading
 
 from edgerun.devices.host import HostInfo, detect
 from edgerun.devices.profiles import DeviceProfile, get_profile
@@ -24,8 +25,11 @@ CUDA = "edgerun.devices.cuda"
 
 
 def _load_numba() -> None:
-    """Import the numba kernels (registering them); ImportError when numba is missing."""
-    importlib.import_module(NUMBA_KERNELS)
+    """Import the numba kernels (registering them); ImportError when numba is missing. Off the
+    main thread (a quick start's upgrade: runtime.quick_start) numba's registries load too."""
+    kernels = importlib.import_module(NUMBA_KERNELS)
+    if threading.current_thread() is not threading.main_thread():
+        kernels.load_registries()
 
 
 # cpu (the numpy reference kernels) is the runtime's own; numba = cpu plus compiled fast paths.

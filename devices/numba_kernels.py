@@ -174,9 +174,13 @@ class NumbaSoftmax:
 # The convolution, elementwise, recurrent and pooling fast paths register with this backend too.
 from edgerun.devices import numba_conv, numba_elementwise, numba_recurrent, numba_resize, numba_spatial  # noqa: E402, F401
 
-# numba imports its typing and lowering registries (numpy's implementations, scipy's BLAS
-# bindings, cffi: a quarter of a second) when the first compiled function loads, which would be
-# inside the first run; here they load with the backend instead (in the background thread of a
-# quick start: runtime.quick_start). Loading them runs nothing.
-cpu_target.typing_context.refresh()
-cpu_target.target_context.refresh()
+
+def load_registries() -> None:
+    """Load numba's typing and lowering registries now (numpy's implementations, scipy's BLAS
+    bindings, cffi: a quarter of a second), which numba otherwise loads with the first compiled
+    function, inside the first run. A quick start's upgrade thread calls it (runtime.quick_start)
+    so that the first run on the compiled kernels does not wait for them; a plain import does not
+    (scipy's OpenBLAS would start its threads before the process's own: a client under a 256 MiB
+    data cap then could not start gRPC's). Runs nothing."""
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()

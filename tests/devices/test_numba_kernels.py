@@ -257,6 +257,10 @@ def test_conv_blocks_keep_their_columns_small(monkeypatch):
     ((1, 2, 9, 9), dict(kernel_shape=[3, 3], strides=[2, 2]), 1, "_run_window"),
     ((2, 64, 28, 28), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), 1, "_run_window"),  # ResNet
     ((1, 3, 13, 13), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), 1, "_run_window"),  # squeezenet
+    # 3x3 stride 2 over the row's even and odd columns: window starts on either parity, odd widths
+    ((1, 2, 15, 16), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 2, 1, 2]), 1, "_run_window"),
+    ((2, 3, 11, 17), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1), 1, "_run_window"),
+    ((1, 2, 12, 111), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 2, 0, 1]), 1, "_run_window"),
     ((1, 2, 10, 11), dict(kernel_shape=[3, 2], strides=[1, 3], dilations=[2, 1], pads=[2, 0, 1, 1]), 1,
      "_run_window"),
     ((1, 2, 6, 6), dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"), 1, "_run_window"),
@@ -285,6 +289,20 @@ def test_max_pool_propagates_nan_from_any_position(attrs):
     want = Interpreter(from_onnx(model), device="cpu").run({"x": x})["y"]
     got = Interpreter(from_onnx(model), device="numba").run({"x": x})["y"]
     assert np.isnan(want).all() and np.isnan(got).all()
+
+
+@pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 2]])
+def test_max_pool_stride_2_keeps_nan_where_the_reference_does(pads):
+    """NaN anywhere in a wide row wins every window that reads it, through the even/odd split."""
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=pads)
+    model = make_model([node], [helper.make_tensor_value_info("x", F32, (1, 3, 9, 23))],
+                       [helper.make_tensor_value_info("y", F32, None)])
+    x = np.random.default_rng(5).standard_normal((1, 3, 9, 23)).astype(np.float32)
+    x[0, 0, 4, 7], x[0, 1, 0, 0], x[0, 2, 8, 22], x[0, 2, 3, 12] = np.nan, np.nan, np.nan, np.inf
+    want = Interpreter(from_onnx(model), device="cpu").run({"x": x})["y"]
+    got = Interpreter(from_onnx(model), device="numba").run({"x": x})["y"]
+    assert np.isnan(want).any()
+    np.testing.assert_array_equal(got, want)
 
 
 def test_max_pool_of_minus_infinity_beside_padding_is_minus_infinity():
