@@ -68,6 +68,8 @@ NO_NUMBA_DESELECTED = (
     "tests/runtime/test_eager.py::test_an_if_on_a_specialized_condition_is_inlined_into_the_plan[numba]",
     "tests/devices/test_host.py::test_select_backend[auto-numba]",
     "tests/devices/test_host.py::test_select_backend[numba-numba]",
+    "tests/runtime/test_concat_in_place.py::test_a_batch_1_concat_along_channels_is_no_step[numba]",
+    "tests/runtime/test_concat_in_place.py::test_a_batch_of_2_is_copied[numba]",
 )
 
 

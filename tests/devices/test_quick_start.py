@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from edgerun.converters.training import make_trainable
-from edgerun.runtime import Interpreter
+from edgerun.runtime import Interpreter, quick_start
 from edgerun.runtime import interpreter as interpreter_module
-from edgerun.runtime import quick_start
 from edgerun.runtime.quick_start import KernelUpgrade
 from edgerun.runtime.writer import serialize
 from tests.converters.training.models import cnn
@@ -73,7 +72,8 @@ def test_training_continues_across_the_switch(numba_not_loaded_yet, monkeypatch)
     import threading
 
     release, make_plans = threading.Event(), Interpreter._make_plans
-    monkeypatch.setattr(Interpreter, "_make_plans", lambda self, backend: release.wait(30) and make_plans(self, backend))
+    monkeypatch.setattr(Interpreter, "_make_plans",
+                        lambda self, backend: release.wait(30) and make_plans(self, backend))
     model = serialize(make_trainable(cnn(), optimizer=("sgd", {"lr": 0.1})))
     reference = Interpreter(model, device="cpu")
     it = Interpreter(model, quick_start=True)
