@@ -10,6 +10,8 @@ Earns its place in benchmarks/bench_mlp.py (64-32-10 MLP per-invoke time).
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 from numba import njit, prange
 from numba.core.registry import cpu_target
@@ -175,12 +177,14 @@ class NumbaSoftmax:
 from edgerun.devices import numba_conv, numba_elementwise, numba_recurrent, numba_resize, numba_spatial  # noqa: E402, F401
 
 
+@cache
 def load_registries() -> None:
     """Load numba's typing and lowering registries now (numpy's implementations, scipy's BLAS
     bindings, cffi: a quarter of a second), which numba otherwise loads with the first compiled
     function, inside the first run. A quick start's upgrade thread calls it (runtime.quick_start)
     so that the first run on the compiled kernels does not wait for them; a plain import does not
     (scipy's OpenBLAS would start its threads before the process's own: a client under a 256 MiB
-    data cap then could not start gRPC's). Runs nothing."""
+    data cap then could not start gRPC's). Runs nothing; once per process (the backend's loader
+    is called at every backend selection)."""
     cpu_target.typing_context.refresh()
     cpu_target.target_context.refresh()
