@@ -17,6 +17,12 @@ fused activation; see devices.numba_epilogue) in the same kernel:
 - general, grouped (or where numpy's BLAS cannot be called from compiled code): a compiled
   im2col of the whole image, BLAS products (one call per group), the compiled epilogue.
 
+float32 with one group runs its products on our own register-tiled GEMM instead of OpenBLAS
+(devices.numba_microkernel), the epilogue inside the tile: pointwise ones with their weights
+packed once at prepare (channels-last on either side) or in place (NCHW), stride-1 ones as an
+implicit GEMM over the zero-bordered input (no im2col buffer), strided ones in `conv_blocks`'s
+blocks and the whole-image im2col's product.
+
 Earns its place in benchmarks/bench_cnn_models.py (MobileNet/ShuffleNet/EfficientNet).
 """
 
@@ -48,6 +54,17 @@ from edgerun.devices.numba_epilogue import (
     epilogue,
     finish_activation,
     finish_epilogue,
+)
+from edgerun.devices.numba_microkernel import (
+    BIAS_NONE,
+    BIAS_PER_COLUMN,
+    BIAS_PER_ROW,
+    BY_STRIDE,
+    TILE_COLUMNS,
+    gemm_tiles,
+    pack_panels,
+    tile_tasks,
+    tiles_in_range,
 )
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.base import TensorSpec
@@ -83,6 +100,9 @@ def channels_last(kernel: tuple[int, ...], strides: tuple[int, ...], dilations: 
 # products), so only such layers offer to join a region.
 CHANNELS_LAST_MAX_DEPTHWISE = 28 * 28
 CHANNELS_LAST_MAX_POINTWISE = 56 * 56
+# A pointwise product into NCHW walks each block of weight rows across all of X's column panels
+# when X (channels x pixels) is at most this big (it stays in cache) and the weights are bigger
+ROWS_OUTER_MAX_B_BYTES = 256 * 1024
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -129,6 +149,37 @@ def im2col_2d(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow):  # pragma: no co
                 dst[base + z] = 0.0
 
 
+@njit(inline="always")
+def _pad_plane(src_plane, plane, h, wd, hp, wp, ph, pw):  # pragma: no cover - compiled
+    """plane (HP*WP) = src_plane (H, W) with its zero border: ph rows above, pw columns left."""
+    for row in range(hp):
+        y = row - ph
+        dst = plane[row * wp : (row + 1) * wp]
+        if y < 0 or y >= h:
+            for z in range(wp):
+                dst[z] = 0.0
+            continue
+        for z in range(pw):
+            dst[z] = 0.0
+        src, mid = src_plane[y], dst[pw : pw + wd]
+        for z in range(wd):
+            mid[z] = src[z]
+        for z in range(pw + wd, wp):
+            dst[z] = 0.0
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pad_planes(x, padded, ph, pw, wp):  # pragma: no cover - compiled
+    """padded (N, C, HP*WP; any contents) = each plane of x (N, C, H, W) with its zero border
+    (im2col_wide's first half: an implicit GEMM reads these planes directly). Parallel over
+    the planes."""
+    n_, c_, h, wd = x.shape
+    hp = padded.shape[2] // wp
+    for task in prange(n_ * c_):
+        n, c = task // c_, task % c_
+        _pad_plane(x[n, c], padded[n, c], h, wd, hp, wp, ph, pw)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def im2col_wide(x, cols, kh, kw, dh, dw, ph, pw, wp, padded):  # pragma: no cover - compiled
     """Stride-1 im2col in "wide rows": each plane of x goes into `padded` (N, C, HP*WP; any
@@ -141,20 +192,7 @@ def im2col_wide(x, cols, kh, kw, dh, dw, ph, pw, wp, padded):  # pragma: no cove
     for task in prange(n_ * c_):
         n, c = task // c_, task % c_
         plane = padded[n, c]
-        for row in range(hp):
-            y = row - ph
-            dst = plane[row * wp : (row + 1) * wp]
-            if y < 0 or y >= h:
-                for z in range(wp):
-                    dst[z] = 0.0
-                continue
-            for z in range(pw):
-                dst[z] = 0.0
-            src, mid = x[n, c, y], dst[pw : pw + wd]
-            for z in range(wd):
-                mid[z] = src[z]
-            for z in range(pw + wd, wp):
-                dst[z] = 0.0
+        _pad_plane(x[n, c], plane, h, wd, hp, wp, ph, pw)
         for i in range(kh):
             for j in range(kw):
                 start = i * dh * wp + j * dw
@@ -223,6 +261,27 @@ def conv_blocks(x, w, out, bias, residual, code, consts, kh, kw, sh, sw, dh, dw,
         c = out.ctypes.data + (n * m_ * p + q0) * size
         product(size, 0, 0, m_, width, k, w.ctypes.data, k, mine.ctypes.data, block, c, p)
         finish_rows(out, n, 0, m_, q0, q1, bias, residual, code, consts)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def conv_blocks_tiled(x, w, out, bias, residual, code, consts, kh, kw, sh, sw, dh, dw, ph, pw, ow, block,
+                      cols, b_rows):  # pragma: no cover - compiled
+    """conv_blocks for float32 with our own tiles (devices.numba_microkernel) for the product
+    and its epilogue: the same operands and promise, bias of size 0 none, residual of size 0
+    none; b_rows empty (devices.numba_microkernel.BY_STRIDE); needs no `single_threaded`."""
+    n_, m_, p = out.shape
+    k = w.shape[1]
+    blocks = (p + block - 1) // block
+    flat_w, flat_out, flat_residual = w.reshape(w.size), out.reshape(out.size), residual.reshape(residual.size)
+    bias_mode = BIAS_PER_ROW if bias.size > 0 else BIAS_NONE
+    for task in prange(n_ * blocks):
+        n, q0 = task // blocks, (task % blocks) * block
+        q1 = min(p, q0 + block)
+        mine = cols[numba.get_thread_id()]
+        _gather_block(x, n, mine, q0, q1, kh, kw, sh, sw, dh, dw, ph, pw, ow)
+        tiles_in_range(flat_w, 0, k, 1, 0, m_, k, mine.reshape(mine.size), 0, TILE_COLUMNS, block, b_rows, 0,
+                       (q1 - q0 + TILE_COLUMNS - 1) // TILE_COLUMNS, q1 - q0, flat_out, n * m_ * p + q0, p, bias,
+                       bias_mode, flat_residual, n * m_ * p + q0, p, code, consts, False, False, flat_out[:0])
 
 
 COLUMN_BLOCK_BYTES = 1 << 22  # the most a conv_blocks task's columns may take
@@ -310,10 +369,14 @@ class NumbaConv:
             wp = max(pw + wd, ow - 1 + (kw - 1) * dw + 1)
             hp = max(ph + h, oh - 1 + (kh - 1) * dh + 1)
             self.wide = (hp, wp, (oh - 1) * wp + ow)
+            # (an implicit GEMM's row starts: row (c, i, j) is plane c shifted by the tap)
+            taps = (np.arange(kh)[:, None] * dh * wp + np.arange(kw)[None, :] * dw).reshape(-1)
+            self.wide_rows = (np.arange(w.shape[1])[:, None] * (hp * wp) + taps[None, :]).reshape(-1).astype(np.int64)
             self.run = self._run_wide
         if not depthwise:
             self._prepare_pooled_gemm(w, specs[0])
         weights = values[1]
+        self._prepare_tiles(w, x, weights if p.pointwise and not depthwise else None)
         window = p.window
         self.x_last = self.out_last = False  # runtime.layout may set them (use_channels_last)
         self.bound = None
@@ -370,6 +433,18 @@ class NumbaConv:
                 and p.out_size >= 2 * m):
             self.block = conv_block_size(rows, p.out_size, n, self.gemm_threads, np.dtype(out.dtype).itemsize)
             self.run = self._run_blocks
+
+    def _prepare_tiles(self, w: TensorSpec, x: TensorSpec, weights: np.ndarray | None) -> None:
+        """Whether this Conv's products run on our own micro-kernels (devices.numba_microkernel):
+        a float32 one of one group on numba's pool. A pointwise one's weights, when constant,
+        are packed into column panels here, once: its product into a channels-last output reads
+        them so; every product into NCHW reads the weights and the columns where they lie."""
+        p: ConvParams = self.params
+        self.tiled = (getattr(self, "pooled", False) and p.group == 1
+                      and x.dtype == np.float32 and w.dtype == np.float32)
+        self.w_panels = None
+        if self.tiled and p.pointwise and weights is not None:
+            self.w_panels = pack_panels(np.asarray(weights).reshape(w.shape[0], -1).T)
 
     def _prepare_gather_1d(self, x: TensorSpec) -> None:
         """A small 1-D Conv in a few numpy calls: X into a zero-bordered buffer, one gather of
@@ -482,20 +557,62 @@ class NumbaConv:
             if all(a is None or a.flags.c_contiguous for a in arrays):
                 self.bound = cached
         use_threads(self.gemm_threads)
-        with single_threaded:
-            pointwise_layouts(*cached[1])
+        kernel, arguments = cached[1]
+        if kernel is gemm_tiles:
+            gemm_tiles(*arguments)
+            finish_activation(outputs[0], self.leftover)
+        else:
+            with single_threaded:
+                pointwise_layouts(*arguments)
 
     def _pointwise_arguments(self, inputs, outputs) -> tuple:
+        """(kernel, its arguments) for this pointwise product in the layouts chosen: our own
+        tiles where they serve the layouts (gemm_tiles), else OpenBLAS's (pointwise_layouts)."""
         x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
         n, m = out.shape[:2]
         c, pixels = x.shape[1], self.params.out_size
+        residual = self._residual(inputs, (n, m, pixels))
+        tiles = self._tile_arguments(x, np.ascontiguousarray(w), out, np.ascontiguousarray(self._bias(inputs)),
+                                     residual)
+        if tiles is not None:
+            return gemm_tiles, tiles
         x3 = x.reshape(n, pixels, c) if self.x_last else x.reshape(n, c, pixels)
         shape = (n, pixels, m) if self.out_last else (n, m, pixels)
         result = out.reshape(shape)
-        residual = self._residual(inputs, (n, m, pixels))
         residual = residual.reshape(shape) if residual.size else residual
-        return (np.ascontiguousarray(w.reshape(m, c)), x3, result, self._bias(inputs), residual, *self.code,
-                self.x_last, self.out_last, *self.pointwise_split)
+        return pointwise_layouts, (np.ascontiguousarray(w.reshape(m, c)), x3, result, self._bias(inputs), residual,
+                                   *self.code, self.x_last, self.out_last, *self.pointwise_split)
+
+    def _tile_arguments(self, x, w, out, bias, residual) -> tuple | None:
+        """gemm_tiles' arguments for out = act(W @ X + bias + residual) in this Conv's layouts,
+        or None where the tiles do not serve them: a channels-last output reads X (either
+        layout) as A and the packed weights as B; an NCHW output from an NCHW X reads the
+        weights as A and X as B in place; an NCHW output from a channels-last X, weights that
+        are not constant for a channels-last output, or an output that is not contiguous stay
+        on OpenBLAS."""
+        if not self.tiled or not out.flags.c_contiguous or (self.x_last and not self.out_last):
+            return None
+        if self.out_last and self.w_panels is None:
+            return None
+        n, m = out.shape[:2]
+        c, pixels = x.shape[1], self.params.out_size
+        code = self.code if self.leftover is None else (NONE, self.code[1])
+        flat_x, flat_out, flat_residual = x.reshape(-1), out.reshape(-1), residual.reshape(-1)
+        if self.out_last or self.x_last:  # out (pixels x m) = X (pixels x c) @ W^T, per image
+            a_row, a_k = (c, 1) if self.x_last else (1, pixels)
+            rows_outer, transposed = False, not self.out_last
+            c_row = pixels if transposed else m  # (NCHW: channel j's plane, the pixels i in it)
+            return (flat_x, a_row, a_k, c * pixels, pixels, c, self.w_panels, c * TILE_COLUMNS, TILE_COLUMNS,
+                    BY_STRIDE, 0,
+                    m, flat_out, c_row, pixels * m, n, bias, BIAS_PER_COLUMN if bias.size else BIAS_NONE,
+                    flat_residual, c_row, pixels * m, *code, *tile_tasks(n, pixels, m, c, self.gemm_threads),
+                    rows_outer, transposed)
+        # out (m x pixels) = W (m x c) @ X (c x pixels), per image; the weights' rows outermost
+        # when X's columns fit in cache and the weights are the bigger operand
+        rows_outer = c * pixels * 4 <= ROWS_OUTER_MAX_B_BYTES and m > pixels
+        return (w.reshape(-1), c, 1, 0, m, c, flat_x, TILE_COLUMNS, pixels, BY_STRIDE, c * pixels, pixels, flat_out,
+                pixels, m * pixels, n, bias, BIAS_PER_ROW if bias.size else BIAS_NONE, flat_residual, pixels,
+                m * pixels, *code, *tile_tasks(n, m, pixels, c, self.gemm_threads), rows_outer, False)
 
     def _run_wide(self, inputs, outputs):
         p: ConvParams = self.params
@@ -505,15 +622,24 @@ class NumbaConv:
         hp, wp, span = self.wide
         bias = self._bias_or_zeros(inputs)
         rows = w.shape[1] * kh * kw  # per group
-        weights = w.reshape(g, m // g, rows)
+        weights = np.ascontiguousarray(w).reshape(g, m // g, rows)
         use_threads(self.threads)
         for start in range(0, n, p.chunk):  # a bounded column buffer, as the reference keeps
             part = slice(start, min(n, start + p.chunk))
             size = part.stop - part.start
             padded = scratch("numba.conv.padded", (size, c, hp * wp), x.dtype)
+            wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
+            if self.tiled:  # an implicit GEMM: B's rows are the padded planes, shifted per tap
+                pad_planes(x[part], padded, ph, pw, wp)
+                gemm_tiles(weights.reshape(-1), rows, 1, 0, m, rows, padded.reshape(-1), TILE_COLUMNS, 0,
+                           self.wide_rows, c * hp * wp, span, wide.reshape(-1), span, m * span, size,
+                           _NO_BIAS["f"], BIAS_NONE, _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1],
+                           *tile_tasks(size, m, span, rows, self.gemm_threads), False, False)
+                use_threads(self.threads)
+                epilogue_wide(wide, out[part], wp, bias, *self.code)
+                continue
             cols = scratch("numba.conv.col", (size, g * rows, span), x.dtype)
             im2col_wide(x[part], cols, kh, kw, dh, dw, ph, pw, wp, padded)
-            wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
             self._product(weights, cols.reshape(size, g, rows, span), wide)
             use_threads(self.threads)
             epilogue_wide(wide, out[part], wp, bias, *self.code)
@@ -531,6 +657,12 @@ class NumbaConv:
         kh, kw, sh, sw, dh, dw, ph, pw = self.geometry
         cols = scratch("numba.conv.blocks", (numba.config.NUMBA_NUM_THREADS, rows, self.block), x.dtype)
         use_threads(self.gemm_threads)
+        if self.tiled:
+            conv_blocks_tiled(x, np.ascontiguousarray(w.reshape(m, rows)), result,
+                              np.ascontiguousarray(self._bias(inputs)), self._residual(inputs, result.shape),
+                              *self.code, kh, kw, sh, sw, dh, dw, ph, pw, p.window.out_shape[1], self.block, cols,
+                              BY_STRIDE)
+            return
         with single_threaded:
             conv_blocks(x, np.ascontiguousarray(w.reshape(m, rows)), result, self._bias(inputs),
                         self._residual(inputs, result.shape), *self.code, kh, kw, sh, sw, dh, dw, ph, pw,
@@ -545,6 +677,9 @@ class NumbaConv:
         weights = w.reshape(g, m // g, rows)
         result = out.reshape(n, m, p.out_size)
         residual, bias = self._residual(inputs, result.shape), self._bias(inputs)
+        if p.pointwise and self.tiled:
+            self._run_pointwise_layouts(inputs, outputs)  # (x_last, out_last False: NCHW on both sides)
+            return
         if p.pointwise:
             done = self._product(weights, x.reshape(n, g, rows, p.out_size), result, (bias, residual, self.code))
         else:
@@ -577,6 +712,16 @@ class NumbaConv:
         applied = epilogue is not None and self.leftover is None
         bias, residual, code = epilogue if applied else (_NO_BIAS[char], _NO_RESIDUAL[char], (NONE, self.code[1]))
         use_threads(self.gemm_threads)
+        if self.tiled:  # (one group)
+            n, _, k, columns = cols.shape
+            m = weights.shape[1]
+            rows_outer = k * columns * 4 <= ROWS_OUTER_MAX_B_BYTES and m > columns
+            gemm_tiles(np.ascontiguousarray(weights).reshape(-1), k, 1, 0, m, k, cols.reshape(-1), TILE_COLUMNS,
+                       columns, BY_STRIDE, k * columns, columns, result.reshape(-1), columns, m * columns, n,
+                       np.ascontiguousarray(bias), BIAS_PER_ROW if bias.size else BIAS_NONE, residual.reshape(-1),
+                       columns, m * columns, *code, *tile_tasks(n, m, columns, k, self.gemm_threads), rows_outer,
+                       False)
+            return applied
         with single_threaded:
             gemm_epilogue(np.ascontiguousarray(weights), cols, result, bias, residual, *code, *self.gemm_blocks)
         return applied

@@ -1,0 +1,250 @@
+"""Our own float32 GEMM (devices/numba_microkernel.py) against a float64 numpy oracle: every way
+it reads B (packed panels, in place by a row stride, by a table of row starts), C stored as it
+is or transposed, edge tiles in both directions, images, every task split and loop order, bias
+per row and per column, residual, every compiled activation, NaN and Inf; the vector widths of
+AVX2 and NEON/SSE machines in a fresh process; and the convolutions that use it against
+onnxruntime with it and without it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+
+import edgerun.devices.numba_conv as numba_conv
+from edgerun.converters import from_onnx
+from edgerun.devices.numba_epilogue import activation_code
+from edgerun.devices.numba_microkernel import (
+    BIAS_NONE,
+    BIAS_PER_COLUMN,
+    BIAS_PER_ROW,
+    BY_STRIDE,
+    TILE_COLUMNS,
+    TILE_ROWS,
+    VECTOR_LANES,
+    gemm_tiles,
+    pack_panels,
+    tile_tasks,
+)
+from edgerun.runtime import Interpreter
+from edgerun.runtime.kernels.fused import apply_activation
+from tests.devices.test_numba_kernels import conv_model
+from tests.onnx_models import ort_run
+
+EMPTY = np.zeros(0, np.float32)
+
+
+def oracle(a, b, bias, bias_mode, residual, activation):
+    """act(a @ b + bias + residual) in float64, per image: a (G, m, k), b (G, k, n)."""
+    out = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    if bias_mode == BIAS_PER_COLUMN:
+        out += bias[None, None, :]
+    elif bias_mode == BIAS_PER_ROW:
+        out += bias[None, :, None]
+    if residual is not None:
+        out += residual
+    if activation is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            apply_activation(out, activation)
+    return out
+
+
+def run_tiles(a, b, *, bias=EMPTY, bias_mode=BIAS_NONE, residual=None, activation=None, b_mode="stride",
+              transposed=False, tasks=(1, 1), rows_outer=False, a_transposed=False):
+    """gemm_tiles on a (G, m, k) and b (G, k, n) with B read as `b_mode` says; returns C (G, m, n)
+    (read back from C^T where `transposed`)."""
+    images, m, k = a.shape
+    n = b.shape[2]
+    if a_transposed:  # A stored (k, m) per image: element (i, kk) at kk*m + i
+        a_flat, a_row, a_k = np.ascontiguousarray(a.transpose(0, 2, 1)).reshape(-1), 1, m
+    else:
+        a_flat, a_row, a_k = np.ascontiguousarray(a).reshape(-1), k, 1
+    table = BY_STRIDE
+    if b_mode == "packed":
+        assert images == 1
+        b_flat, b_panel, b_row, b_image = pack_panels(b[0]), k * TILE_COLUMNS, TILE_COLUMNS, 0
+    elif b_mode == "stride":
+        b_flat, b_panel, b_row, b_image = np.ascontiguousarray(b).reshape(-1), TILE_COLUMNS, n, k * n
+    else:  # "table": B's rows scattered through a bigger buffer, found by their starts
+        gap = 5
+        buffer = np.full((images, k, n + gap), np.nan, np.float32)
+        order = np.random.default_rng(k).permutation(k)
+        buffer[:, order, :n] = b  # row kk of B at row order[kk] of the buffer
+        table = (order * (n + gap)).astype(np.int64)
+        b_flat, b_panel, b_row, b_image = buffer.reshape(-1), TILE_COLUMNS, 0, k * (n + gap)
+    shape = (images, n, m) if transposed else (images, m, n)
+    c = np.full(shape, np.nan, np.float32)
+    c_row = m if transposed else n
+    if residual is None:
+        r_flat, r_row = EMPTY, 0
+    else:
+        stored = residual.transpose(0, 2, 1) if transposed else residual
+        r_flat, r_row = np.ascontiguousarray(stored).reshape(-1), c_row
+    code, consts, leftover = activation_code(activation, np.float32)
+    assert leftover is None
+    gemm_tiles(a_flat, a_row, a_k, 0 if a_flat.size == m * k else m * k, m, k, b_flat, b_panel, b_row, table,
+               b_image, n, c.reshape(-1), c_row, m * n, images, bias, bias_mode, r_flat, r_row, m * n, code, consts,
+               *tasks, rows_outer, transposed)
+    return c.transpose(0, 2, 1) if transposed else c
+
+
+SIZES = [  # m, k, n: whole tiles, edge tiles both ways, one row/column, n below one vector
+    (2 * TILE_ROWS, 16, 2 * TILE_COLUMNS),
+    (TILE_ROWS + 1, 7, TILE_COLUMNS + 1),
+    (1, 1, 1),
+    (5, 33, VECTOR_LANES - 1),
+    (3 * TILE_ROWS - 1, 97, TILE_COLUMNS + VECTOR_LANES + 3),
+    (49, 160, 96),
+]
+
+
+@pytest.mark.parametrize("m,k,n", SIZES)
+@pytest.mark.parametrize("b_mode", ["packed", "stride", "table"])
+@pytest.mark.parametrize("tasks,rows_outer", [((1, 1), False), ((2, 1), False), ((1, 2), True), ((3, 2), True)])
+def test_products(m, k, n, b_mode, tasks, rows_outer):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    a = rng.standard_normal((1, m, k)).astype(np.float32)
+    b = rng.standard_normal((1, k, n)).astype(np.float32)
+    numba.set_num_threads(2)
+    got = run_tiles(a, b, b_mode=b_mode, tasks=tasks, rows_outer=rows_outer)
+    np.testing.assert_allclose(got, oracle(a, b, EMPTY, BIAS_NONE, None, None), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("bias_mode", [BIAS_NONE, BIAS_PER_COLUMN, BIAS_PER_ROW])
+@pytest.mark.parametrize("activation", [None, ("Relu", ()), ("Clip", (-0.5, 0.7)), ("LeakyRelu", (0.1,)),
+                                        ("HardSigmoid", (0.2, 0.5)), ("HardSwish", ()), ("Swish", ())])
+def test_epilogue(transposed, bias_mode, activation):
+    m, k, n = TILE_ROWS + 3, 19, TILE_COLUMNS + 5
+    rng = np.random.default_rng(bias_mode * 7 + transposed)
+    a = rng.standard_normal((2, m, k)).astype(np.float32)
+    b = rng.standard_normal((2, k, n)).astype(np.float32)
+    bias = rng.standard_normal(n if bias_mode == BIAS_PER_COLUMN else m).astype(np.float32)
+    residual = rng.standard_normal((2, m, n)).astype(np.float32)
+    got = run_tiles(a, b, bias=bias if bias_mode else EMPTY, bias_mode=bias_mode, residual=residual,
+                    activation=activation, transposed=transposed, tasks=(2, 1))
+    want = oracle(a, b, bias, bias_mode, residual, activation)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_read_by_columns_and_images():
+    """A stored k-major (an NCHW activation as the pixels-by-channels A), three images."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 21, 13)).astype(np.float32)
+    b = rng.standard_normal((3, 13, 40)).astype(np.float32)
+    got = run_tiles(a, b, a_transposed=True, tasks=(1, 2))
+    np.testing.assert_allclose(got, oracle(a, b, EMPTY, BIAS_NONE, None, None), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_nan_and_inf_propagate_through_the_clip(transposed):
+    m, k, n = TILE_ROWS + 2, 9, TILE_COLUMNS + 3
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((1, m, k)).astype(np.float32)
+    b = rng.standard_normal((1, k, n)).astype(np.float32)
+    a[0, 1, 2] = np.nan  # row 1 all NaN
+    a[0, m - 1, 0] = np.inf  # last row: +-inf by B's signs (NaN where a product is 0 * inf)
+    b[0, 3, n - 1] = -np.inf  # last column -inf (NaN at rows meeting an inf)
+    got = run_tiles(a, b, activation=("Relu", ()), transposed=transposed)
+    want = oracle(a, b, EMPTY, BIAS_NONE, None, ("Relu", ()))
+    assert np.isnan(got[0, 1]).all()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)])
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_packing_pads_the_last_panel_with_zeros():
+    b = np.arange(3 * (TILE_COLUMNS + 2), dtype=np.float32).reshape(3, TILE_COLUMNS + 2)
+    packed = pack_panels(b).reshape(2, 3, TILE_COLUMNS)
+    np.testing.assert_array_equal(packed[0], b[:, :TILE_COLUMNS])
+    np.testing.assert_array_equal(packed[1, :, :2], b[:, TILE_COLUMNS:])
+    assert not packed[1, :, 2:].any()
+
+
+@pytest.mark.parametrize("images,m,n,depth,threads,want", [
+    (2, 64, 3136, 576, 2, (1, 1)),          # images enough for the threads
+    (1, 64, 3136, 576, 2, (1, 2)),          # B is the bigger operand: cut its columns
+    (1, 3136, 64, 32, 2, (2, 1)),           # A bigger: cut its rows
+    (1, 1280, 49, 320, 2, (2, 1)),
+    (1, 4, 3136, 8, 2, (1, 2)),
+    (1, 3136, 4, 8, 1, (1, 1)),
+    (1, TILE_ROWS, 5, 8, 2, (2, 1)),        # one panel only: rows are cut
+])
+def test_task_split(images, m, n, depth, threads, want):
+    assert tile_tasks(images, m, n, depth, threads) == want
+
+
+@pytest.mark.parametrize("switched_off,lanes,rows", [(("avx512",), 8, 6), (("avx512", "avx"), 4, 8)])
+def test_narrower_vectors_in_a_fresh_process(tmp_path, switched_off, lanes, rows):
+    """The AVX2 (8 lanes, 6 x 16 tiles) and SSE/NEON-width (4 lanes, 8 x 8) kernels against the
+    oracle, built as on those machines: the CPU's features starting with `switched_off` are
+    reported absent, to numba's code generation too. A cache of its own: the kernels' tile
+    sizes are baked into the compiled code."""
+    script = textwrap.dedent(f"""
+        import llvmlite.binding as binding
+        real = binding.get_host_cpu_features
+
+        def reduced():
+            features = real()
+            for name in list(features):
+                if name.startswith({switched_off!r}):
+                    features[name] = False
+            return features
+
+        binding.get_host_cpu_features = reduced
+        import numpy as np
+        from edgerun.devices import numba_microkernel as mk
+        assert (mk.VECTOR_LANES, mk.TILE_ROWS) == ({lanes}, {rows})
+        from tests.devices.test_numba_microkernel import run_tiles, oracle, EMPTY
+        rng = np.random.default_rng(0)
+        for m, k, n, mode, transposed in [(13, 21, 37, "packed", False), (7, 5, 3, "stride", True),
+                                           (20, 9, 70, "table", False)]:
+            a = rng.standard_normal((1, m, k)).astype(np.float32)
+            b = rng.standard_normal((1, k, n)).astype(np.float32)
+            bias = rng.standard_normal(n).astype(np.float32)
+            got = run_tiles(a, b, bias=bias, bias_mode=mk.BIAS_PER_COLUMN, activation=("Relu", ()),
+                            b_mode=mode, transposed=transposed, tasks=(2, 1))
+            want = oracle(a, b, bias, mk.BIAS_PER_COLUMN, None, ("Relu", ()))
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        print("ok")
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok")
+
+
+CONVS = [  # x shape, w shape, attributes, the path
+    ((1, 24, 9, 11), (40, 24, 1, 1), {}, "_run_gemm"),                                       # pointwise NCHW
+    ((2, 16, 12, 12), (33, 16, 3, 3), dict(pads=[1, 0, 2, 1]), "_run_wide"),                 # implicit GEMM
+    ((1, 5, 20, 20), (7, 5, 3, 3), dict(dilations=[2, 3], pads=[2, 1, 0, 3]), "_run_wide"),
+    ((1, 3, 33, 31), (37, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1]), "_run_blocks"),
+    ((1, 40, 9, 9), (70, 40, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1]), "_run_gemm"),   # im2col
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs,path", CONVS)
+@pytest.mark.parametrize("tiled", [True, False])
+@pytest.mark.parametrize("activation", ["Relu", "HardSwish"])
+def test_convolutions_with_and_without_the_tiles(monkeypatch, x_shape, w_shape, attrs, path, tiled, activation):
+    if not tiled:
+        prepare = numba_conv.NumbaConv._prepare_tiles
+
+        def untiled(self, *args):
+            prepare(self, *args)
+            self.tiled = False
+
+        monkeypatch.setattr(numba_conv.NumbaConv, "_prepare_tiles", untiled)
+    model, feeds = conv_model(x_shape, w_shape, activation=activation, **attrs)
+    it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+    (kernel,) = [step[0].__self__ for step in it._plans["serving_default"].prepared.steps]
+    np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
+    assert kernel.tiled is tiled
+    assert kernel.run.__name__ == path
