@@ -103,6 +103,7 @@ CHANNELS_LAST_MAX_POINTWISE = 56 * 56
 # A pointwise product into NCHW walks each block of weight rows across all of X's column panels
 # when X (channels x pixels) is at most this big (it stays in cache) and the weights are bigger
 ROWS_OUTER_MAX_B_BYTES = 256 * 1024
+POINTWISE_GAINS = True
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -376,7 +377,7 @@ class NumbaConv:
         if not depthwise:
             self._prepare_pooled_gemm(w, specs[0])
         weights = values[1]
-        self._prepare_tiles(w, x, weights if p.pointwise and not depthwise else None)
+        self._prepare_tiles(w, x, None if depthwise else weights)
         window = p.window
         self.x_last = self.out_last = False  # runtime.layout may set them (use_channels_last)
         self.bound = None
@@ -397,7 +398,7 @@ class NumbaConv:
         run, p = self.run.__func__, self.params
         if (run is NumbaConv._run_gemm and p.pointwise and self.pooled and p.group == 1
                 and p.out_size <= CHANNELS_LAST_MAX_POINTWISE):
-            return ChannelsLastOffer(frozenset({0}), True)
+            return ChannelsLastOffer(frozenset({0}), True, gains=POINTWISE_GAINS and self.w_panels is not None)
         if (run in (NumbaConv._run_depthwise, NumbaConv._run_depthwise_channels_last) and self.w_last is not None
                 and p.out_size <= CHANNELS_LAST_MAX_DEPTHWISE):
             return ChannelsLastOffer(frozenset({0}), True, gains=True)
@@ -436,14 +437,21 @@ class NumbaConv:
 
     def _prepare_tiles(self, w: TensorSpec, x: TensorSpec, weights: np.ndarray | None) -> None:
         """Whether this Conv's products run on our own micro-kernels (devices.numba_microkernel):
-        a float32 one of one group on numba's pool. A pointwise one's weights, when constant,
-        are packed into column panels here, once: its product into a channels-last output reads
-        them so; every product into NCHW reads the weights and the columns where they lie."""
+        a float32 one of one group on numba's pool. Constant weights are packed into column
+        panels here, once, for a pointwise Conv (its product into a channels-last output reads
+        them so) and for an im2col product with fewer columns than filters (ResNet's deep 3x3
+        layers: the columns as A, the packed weights as B, the result stored transposed; with
+        the weights as A each of the few column panels streamed all of them). Other products
+        into NCHW read the weights and the columns where they lie."""
         p: ConvParams = self.params
         self.tiled = (getattr(self, "pooled", False) and p.group == 1
                       and x.dtype == np.float32 and w.dtype == np.float32)
         self.w_panels = None
-        if self.tiled and p.pointwise and weights is not None:
+        if not self.tiled or weights is None:
+            return
+        columns = self.wide[2] if self.run == self._run_wide else p.out_size
+        if p.pointwise or (self.run == self._run_gemm and columns < w.shape[0]) or (
+                self.run == self._run_wide and columns < w.shape[0]):
             self.w_panels = pack_panels(np.asarray(weights).reshape(w.shape[0], -1).T)
 
     def _prepare_gather_1d(self, x: TensorSpec) -> None:
@@ -629,7 +637,7 @@ class NumbaConv:
             size = part.stop - part.start
             padded = scratch("numba.conv.padded", (size, c, hp * wp), x.dtype)
             wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
-            if self.tiled:  # an implicit GEMM: B's rows are the padded planes, shifted per tap
+            if self.tiled and self.w_panels is None:  # an implicit GEMM: B's rows are the padded planes, shifted
                 pad_planes(x[part], padded, ph, pw, wp)
                 gemm_tiles(weights.reshape(-1), rows, 1, 0, m, rows, padded.reshape(-1), TILE_COLUMNS, 0,
                            self.wide_rows, c * hp * wp, span, wide.reshape(-1), span, m * span, size,
@@ -712,6 +720,14 @@ class NumbaConv:
         applied = epilogue is not None and self.leftover is None
         bias, residual, code = epilogue if applied else (_NO_BIAS[char], _NO_RESIDUAL[char], (NONE, self.code[1]))
         use_threads(self.gemm_threads)
+        if self.tiled and self.w_panels is not None:  # result^T (columns x m) = cols^T @ W^T, stored transposed
+            n, _, k, columns = cols.shape
+            m = weights.shape[1]
+            gemm_tiles(cols.reshape(-1), 1, columns, k * columns, columns, k, self.w_panels, k * TILE_COLUMNS,
+                       TILE_COLUMNS, BY_STRIDE, 0, m, result.reshape(-1), columns, m * columns, n,
+                       np.ascontiguousarray(bias), BIAS_PER_COLUMN if bias.size else BIAS_NONE, residual.reshape(-1),
+                       columns, m * columns, *code, *tile_tasks(n, columns, m, k, self.gemm_threads), False, True)
+            return applied
         if self.tiled:  # (one group)
             n, _, k, columns = cols.shape
             m = weights.shape[1]

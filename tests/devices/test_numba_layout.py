@@ -89,14 +89,15 @@ def test_blocks_match_onnxruntime_with_and_without_regions(batch, stride, num_th
     _, plain = run(model, feeds, False, num_threads)
     np.testing.assert_allclose(got["y"], want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["y"], plain["y"], rtol=1e-5, atol=1e-6)
-    # both depthwise convolutions read and write channels-last; the expands write it, the projects
-    # read it; the first project's output (a residual, then the second expand's input) stays NCHW
+    # every tensor between the stem and the output channels-last: the depthwise convolutions gain
+    # from it and so do the pointwise ones with constant weights (our own GEMM's packed panels:
+    # devices.numba_microkernel), the residual s (tied to project 1's output) with them
     assert layouts(it) == [
-        ("Conv", False, False),        # stem
-        ("Conv", False, True),         # expand 1
+        ("Conv", False, True),         # stem: NCHW x in
+        ("Conv", True, True),          # expand 1
         ("Conv", True, True),          # dw 1
-        ("FusedConv", True, False),    # project 1 + residual
-        ("Conv", False, True),         # expand 2
+        ("FusedConv", True, True),     # project 1 + residual
+        ("Conv", True, True),          # expand 2
         ("Conv", True, True),          # dw 2
         ("Conv", True, False),         # project 2: y is an output
     ]
