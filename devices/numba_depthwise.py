@@ -345,14 +345,32 @@ def depthwise_buffers(x_shape: tuple[int, ...], out_shape: tuple[int, ...], geom
 def depthwise_channels_last(x, w_last, bias, out, sh, sw, dh, dw, ph, pw, code, consts, xt, ot,
                             x_last, out_last):  # pragma: no cover
     """As depthwise_2d for multiplier 1 (M == C), computed channels-last. `w_last` (KH, KW, C)
-    holds the weights tap-major; `xt` (N, HP, WP, C) is a work buffer of any contents that gets
-    the input and its zero border here. x is (N, C, H, W), or (N, H, W, C) when `x_last` (a
-    channels-last region's tensor: rows copied, no transpose); out is (N, C, OH, OW) with `ot`
-    (N, OH, OW, C) a work buffer, or, when `out_last`, out is (N, OH, OW, C) and `ot` is out."""
-    if x_last:
-        n_, h, wd, c_ = x.shape
+    holds the weights tap-major. x is (N, C, H, W), with `xt` (N, HP, WP, C) a work buffer of
+    any contents that gets it transposed and zero-bordered here; or (N, H, W, C) when `x_last`
+    (a channels-last region's tensor), read in place (xt unused). out is (N, C, OH, OW) with
+    `ot` (N, OH, OW, C) a work buffer, or, when `out_last`, out is (N, OH, OW, C) and `ot` is
+    out."""
+    n_, c_ = x.shape[0], (x.shape[3] if x_last else x.shape[1])
+    oh, ow = ot.shape[1], ot.shape[2]
+    if x_last:  # read x where it lies: no bordered copy (a whole extra pass over the input)
+        _channels_last_from_x(x, w_last, bias, ot, sh, sw, dh, dw, ph, pw, code, consts)
     else:
-        n_, c_, h, wd = x.shape
+        _channels_last_from_nchw(x, w_last, bias, ot, sh, sw, dh, dw, ph, pw, code, consts, xt)
+    if out_last:
+        return
+    for task in prange(n_ * oh):  # NHWC -> NCHW
+        n, y = task // oh, task % oh
+        for z in range(ow):
+            src = ot[n, y, z]
+            for c in range(c_):
+                out[n, c, y, z] = src[c]
+
+
+@njit(inline="always")
+def _channels_last_from_nchw(x, w_last, bias, ot, sh, sw, dh, dw, ph, pw, code, consts, xt):  # pragma: no cover
+    """depthwise_channels_last's work from an NCHW x: into the zero-bordered NHWC buffer xt,
+    then every output pixel's channels from it."""
+    n_, c_, h, wd = x.shape
     oh, ow = ot.shape[1], ot.shape[2]
     kh, kw = w_last.shape[0], w_last.shape[1]
     hp, wp = xt.shape[1], xt.shape[2]
@@ -371,10 +389,6 @@ def depthwise_channels_last(x, w_last, bias, out, sh, sw, dh, dw, ph, pw, code, 
             if sx < 0 or sx >= wd:
                 for c in range(c_):
                     dst[c] = 0.0
-            elif x_last:
-                src = x[n, y, sx]
-                for c in range(c_):
-                    dst[c] = src[c]
             else:
                 for c in range(c_):
                     dst[c] = x[n, c, y, sx]
@@ -403,14 +417,52 @@ def depthwise_channels_last(x, w_last, bias, out, sh, sw, dh, dw, ph, pw, code, 
                         for c in range(c_):
                             acc[c] += taps[c] * src[c]
             activate_row(acc, code, consts)
-    if out_last:
-        return
-    for task in prange(n_ * oh):  # NHWC -> NCHW
+
+
+@njit(inline="always")
+def _channels_last_from_x(x, w_last, bias, ot, sh, sw, dh, dw, ph, pw, code, consts):  # pragma: no cover
+    """depthwise_channels_last's work from a channels-last x (N, H, W, C) read in place: output
+    pixels whose window lies inside x read its rows directly; those at the border take every
+    tap with the ones outside as zeros (0 * w, so an infinite weight gives NaN there as the
+    padded computation does)."""
+    n_, h, wd, c_ = x.shape
+    oh, ow = ot.shape[1], ot.shape[2]
+    kh, kw = w_last.shape[0], w_last.shape[1]
+    three = kh == 3 and kw == 3
+    zero = np.float32(0.0)
+    for task in prange(n_ * oh):
         n, y = task // oh, task % oh
+        iy = y * sh - ph
+        rows_inside = iy >= 0 and iy + (kh - 1) * dh < h
         for z in range(ow):
-            src = ot[n, y, z]
-            for c in range(c_):
-                out[n, c, y, z] = src[c]
+            acc = ot[n, y, z]
+            ix = z * sw - pw
+            if three and rows_inside and ix >= 0 and ix + 2 * dw < wd:
+                r0, r1, r2 = x[n, iy], x[n, iy + dh], x[n, iy + 2 * dh]
+                x0, x1, x2 = ix, ix + dw, ix + 2 * dw
+                a0, a1, a2, b0, b1, b2 = r0[x0], r0[x1], r0[x2], r1[x0], r1[x1], r1[x2]
+                c0, c1, c2 = r2[x0], r2[x1], r2[x2]
+                w00, w01, w02, w10, w11 = w_last[0, 0], w_last[0, 1], w_last[0, 2], w_last[1, 0], w_last[1, 1]
+                w12, w20, w21, w22 = w_last[1, 2], w_last[2, 0], w_last[2, 1], w_last[2, 2]
+                for c in range(c_):
+                    acc[c] = (bias[c] + w00[c] * a0[c] + w01[c] * a1[c] + w02[c] * a2[c]
+                              + w10[c] * b0[c] + w11[c] * b1[c] + w12[c] * b2[c]
+                              + w20[c] * c0[c] + w21[c] * c1[c] + w22[c] * c2[c])
+            else:
+                for c in range(c_):
+                    acc[c] = bias[c]
+                for i in range(kh):
+                    sy = iy + i * dh
+                    for j in range(kw):
+                        sx, taps = ix + j * dw, w_last[i, j]
+                        if 0 <= sy < h and 0 <= sx < wd:
+                            src = x[n, sy, sx]
+                            for c in range(c_):
+                                acc[c] += taps[c] * src[c]
+                        else:
+                            for c in range(c_):
+                                acc[c] += taps[c] * zero
+            activate_row(acc, code, consts)
 
 
 def channels_last_buffers(x_shape: tuple[int, ...], out_shape: tuple[int, ...], geometry: tuple[int, ...],

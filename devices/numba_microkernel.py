@@ -66,6 +66,7 @@ TILE_VECTORS = 2
 TILE_COLUMNS = TILE_VECTORS * VECTOR_LANES
 BIAS_NONE, BIAS_PER_COLUMN, BIAS_PER_ROW = 0, 1, 2
 DEPTH_BLOCK = 256  # the most products one running sum of a tile takes (tiles_in_range)
+PANEL_CHUNK_BYTES = 128 * 1024  # B's part one row tile sweeps at a time (tiles_in_range, rows_outer)
 BY_STRIDE = np.zeros(0, np.int64)  # b_rows for B read by its row stride
 
 _F32, _I1, _I32, _I64 = ir.FloatType(), ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -323,11 +324,16 @@ def tiles_in_range(a, a_off, a_row, a_k, r0, r1, depth, b, b_off, b_panel, b_row
                                   r_off + n0 * r_row + r, r_row, code, consts)
     if transposed:
         return
-    for k0 in range(0, depth, block):
-        kd = min(block, depth - k0)
+    # (rows_outer: the panels in chunks whose share of B stays in L2 while each row tile sweeps
+    # them, so C is written a few rows at a time, not into every row at once)
+    chunk = max(1, PANEL_CHUNK_BYTES // (block * TILE_COLUMNS * 4)) if rows_outer else max(1, panel_count)
+    for k0_chunk in range(((depth + block - 1) // block) * ((panel_count + chunk - 1) // chunk)):
+        chunks = (panel_count + chunk - 1) // chunk
+        k0, c0 = (k0_chunk // chunks) * block, (k0_chunk % chunks) * chunk
+        kd, in_chunk = min(block, depth - k0), min(chunk, panel_count - c0)
         first, last = k0 == 0, k0 + kd >= depth
-        for step in range(panel_count * tile_count):
-            r, p = _tile_origin(step, r0, p0, tile_count, panel_count, rows_outer)
+        for step in range(in_chunk * tile_count):
+            r, p = _tile_origin(step, r0, p0 + c0, tile_count, in_chunk, rows_outer)
             n0 = p * TILE_COLUMNS
             rows, cols = min(TILE_ROWS, r1 - r), min(TILE_COLUMNS, n - n0)
             c_at = c_off + r * c_row + n0

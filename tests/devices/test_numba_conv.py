@@ -340,3 +340,58 @@ def test_depthwise_planes_into_a_strided_output():
     run([feeds["x"], *ins[1:]], [wide[..., ::2]])
     np.testing.assert_array_equal(wide[..., ::2], want)
     assert (wide[..., 1::2] == -1).all()
+
+
+def _depthwise_oracle(x, w, bias, geometry):
+    """float64 depthwise conv of NCHW x over an explicitly zero-padded copy (0 * inf: NaN)."""
+    kh, kw, sh, sw, dh, dw, ph, pw = geometry
+    n, c, h, wd = x.shape
+    oh = (ph * 2 + h - (kh - 1) * dh - 1) // sh + 1
+    ow = (pw * 2 + wd - (kw - 1) * dw - 1) // sw + 1
+    padded = np.zeros((n, c, h + 2 * ph + sh * 2, wd + 2 * pw + sw * 2))
+    padded[:, :, ph : ph + h, pw : pw + wd] = x
+    out = np.broadcast_to(bias.astype(np.float64)[None, :, None, None], (n, c, oh, ow)).copy()
+    with np.errstate(invalid="ignore"):
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
+                window = padded[:, :, rows, j * dw : j * dw + (ow - 1) * sw + 1 : sw]
+                out += w[None, :, i, j, None, None].astype(np.float64) * window
+    return out
+
+
+@pytest.mark.parametrize("geometry", [
+    (3, 3, 1, 1, 1, 1, 1, 1),   # the nine-tap pass inside, the border taps outside
+    (3, 3, 2, 2, 1, 1, 1, 1),
+    (3, 3, 1, 2, 2, 1, 2, 0),   # dilation, no column padding
+    (5, 5, 2, 2, 1, 1, 2, 2),
+    (2, 3, 1, 1, 1, 1, 0, 1),
+])
+@pytest.mark.parametrize("x_last", [True, False])
+def test_depthwise_channels_last_reads_its_input_in_place(geometry, x_last):
+    """A channels-last input is read where it lies (no bordered copy): inside windows by
+    rows, border windows tap by tap with the outside as zeros, so an infinite weight gives
+    NaN at the border as the padded computation does; against a float64 oracle."""
+    from edgerun.devices.numba_depthwise import channels_last_buffers, depthwise_channels_last
+    from edgerun.devices.numba_epilogue import activation_code
+
+    kh, kw, sh, sw, dh, dw, ph, pw = geometry
+    rng = np.random.default_rng(sum(geometry) + x_last)
+    x = rng.standard_normal((2, 19, 9, 11)).astype(np.float32)
+    x[1, 3, 4, 5] = np.nan
+    w = rng.standard_normal((19, kh, kw)).astype(np.float32)
+    w[7, 0, 0] = np.inf  # NaN wherever tap (0, 0) reads the zero border, inf/-inf inside
+    bias = rng.standard_normal(19).astype(np.float32)
+    want = _depthwise_oracle(x, w, bias, geometry)
+    out_shape = (2, 19, *want.shape[2:])
+    xt, ot = channels_last_buffers(x.shape, out_shape, geometry, np.float32)
+    out = np.full(out_shape, 7.0, np.float32)
+    code, consts, _ = activation_code(None, np.float32)
+    source = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x_last else x
+    depthwise_channels_last(source, np.ascontiguousarray(w.transpose(1, 2, 0)), bias, out, sh, sw, dh, dw, ph, pw,
+                            code, consts, xt, ot, x_last, False)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    assert np.isnan(out[:, 7]).any() and np.isinf(out[:, 7]).any()
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(out[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)])
+    np.testing.assert_allclose(out[finite], want[finite], rtol=1e-5, atol=1e-5)
