@@ -688,7 +688,7 @@ class NumbaConv:
         weights = w.reshape(g, m // g, rows)
         result = out.reshape(n, m, p.out_size)
         residual, bias = self._residual(inputs, result.shape), self._bias(inputs)
-        if p.pointwise and self.tiled:
+        if p.pointwise and self.tiled and out.flags.c_contiguous:  # (a strided output: numpy's matmul below)
             self._run_pointwise_layouts(inputs, outputs)  # (x_last, out_last False: NCHW on both sides)
             return
         if p.pointwise:

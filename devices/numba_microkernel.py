@@ -43,17 +43,24 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import binding, ir
 from numba import njit, prange, types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.extending import intrinsic
 
 from edgerun.devices.numba_epilogue import CLIP, NONE, activate_row
 
 
 def _lanes() -> int:
-    features = binding.get_host_cpu_features()
-    if features.get("avx512f"):
+    """The vector width the compiled code targets: numba's own CPU settings where they are
+    set (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, e.g. "generic" for a cache shared between
+    machines: its key then names no features, so the tiles must not depend on this host's),
+    else this host's features, as numba compiles for them."""
+    if config.CPU_NAME:
+        enabled = {f[1:] for f in (config.CPU_FEATURES or "").split(",") if f.startswith("+")}
+    else:
+        enabled = {name for name, on in binding.get_host_cpu_features().items() if on}
+    if "avx512f" in enabled:
         return 16
-    if features.get("avx2") or features.get("avx"):
+    if "avx2" in enabled or "avx" in enabled:
         return 8
     return 4
 
@@ -326,9 +333,10 @@ def tiles_in_range(a, a_off, a_row, a_k, r0, r1, depth, b, b_off, b_panel, b_row
         return
     # (rows_outer: the panels in chunks whose share of B stays in L2 while each row tile sweeps
     # them, so C is written a few rows at a time, not into every row at once)
-    chunk = max(1, PANEL_CHUNK_BYTES // (block * TILE_COLUMNS * 4)) if rows_outer else max(1, panel_count)
-    for k0_chunk in range(((depth + block - 1) // block) * ((panel_count + chunk - 1) // chunk)):
-        chunks = (panel_count + chunk - 1) // chunk
+    # (a depth of 0 is one block of none: the bias, residual and activation alone)
+    chunk = max(1, PANEL_CHUNK_BYTES // (max(1, block) * TILE_COLUMNS * 4)) if rows_outer else max(1, panel_count)
+    chunks = (panel_count + chunk - 1) // chunk
+    for k0_chunk in range(depth_blocks * chunks):
         k0, c0 = (k0_chunk // chunks) * block, (k0_chunk % chunks) * chunk
         kd, in_chunk = min(block, depth - k0), min(chunk, panel_count - c0)
         first, last = k0 == 0, k0 + kd >= depth

@@ -248,3 +248,64 @@ def test_convolutions_with_and_without_the_tiles(monkeypatch, x_shape, w_shape, 
     np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
     assert kernel.tiled is tiled
     assert kernel.run.__name__ == path
+
+
+@pytest.mark.parametrize("w_shape,attrs", [((12, 8, 1, 1), {}), ((12, 8, 3, 3), dict(pads=[1, 1, 1, 1]))])
+def test_a_strided_output_gets_every_value(w_shape, attrs):
+    """A caller's strided output view (the planner never makes one): the tiles need a
+    contiguous output, so such a call takes numpy's product and still fills every value."""
+    model, feeds = conv_model((2, 8, 6, 6), w_shape, activation="Relu", **attrs)
+    it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+    want = ort_run(model, feeds)["y"]
+    (run, ins, _outs, _node), = it._plans["serving_default"].prepared.steps
+    wide = np.full((2, 12, 6, 12), -1.0, np.float32)
+    run([feeds["x"], *ins[1:]], [wide[..., ::2]])
+    np.testing.assert_allclose(wide[..., ::2], want, rtol=1e-4, atol=1e-4)
+    assert (wide[..., 1::2] == -1).all()
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("b_mode", ["stride", "table"])
+def test_a_depth_of_zero_gives_the_bias_residual_and_activation(transposed, b_mode):
+    rng = np.random.default_rng(5)
+    a = np.zeros((1, TILE_ROWS + 1, 0), np.float32)
+    b = np.zeros((1, 0, TILE_COLUMNS + 3), np.float32)
+    bias = rng.standard_normal(TILE_COLUMNS + 3).astype(np.float32)
+    residual = rng.standard_normal((1, TILE_ROWS + 1, TILE_COLUMNS + 3)).astype(np.float32)
+    got = run_tiles(a, b, bias=bias, bias_mode=BIAS_PER_COLUMN, residual=residual, activation=("Relu", ()),
+                    b_mode=b_mode, transposed=transposed, tasks=(2, 1), rows_outer=True)
+    np.testing.assert_allclose(got, np.maximum(bias + residual, 0), rtol=1e-6)
+
+
+def test_convolutions_of_no_input_channels_give_their_bias():
+    for w_shape, attrs in (((4, 0, 1, 1), {}), ((4, 0, 3, 3), dict(pads=[1, 1, 1, 1]))):
+        model, _ = conv_model((1, 0, 5, 5), w_shape, **attrs)
+        bias = next(t for t in model.graph.initializer if t.name == "b")
+        it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+        got = it.run({"x": np.zeros((1, 0, 5, 5), np.float32)})["y"]
+        want = np.broadcast_to(np.frombuffer(bias.raw_data, np.float32)[None, :, None, None], got.shape)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_generic_cpu_gets_the_generic_vector_width(tmp_path):
+    """NUMBA_CPU_NAME=generic (a numba cache shared between machines: its key names no CPU
+    features) compiles for baseline x86-64 / aarch64: the tiles take that width, not this
+    host's, so a kernel cached on one machine packs and reads panels of the same width on
+    another."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from edgerun.devices import numba_microkernel as mk
+        assert mk.VECTOR_LANES == 4, mk.VECTOR_LANES
+        from tests.devices.test_numba_microkernel import run_tiles, oracle, EMPTY
+        rng = np.random.default_rng(1)
+        a = rng.standard_normal((1, 11, 19)).astype(np.float32)
+        b = rng.standard_normal((1, 19, 21)).astype(np.float32)
+        got = run_tiles(a, b, b_mode="packed", tasks=(2, 1))
+        np.testing.assert_allclose(got, oracle(a, b, EMPTY, mk.BIAS_NONE, None, None), rtol=1e-4, atol=1e-4)
+        print("ok")
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_CPU_NAME="generic")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok")
