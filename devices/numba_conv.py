@@ -100,11 +100,10 @@ def channels_last(kernel: tuple[int, ...], strides: tuple[int, ...], dilations: 
 # products), so only such layers offer to join a region.
 CHANNELS_LAST_MAX_DEPTHWISE = 28 * 28
 CHANNELS_LAST_MAX_POINTWISE = 56 * 56
-# A pointwise product into NCHW walks each block of weight rows across all of X's column panels
-# when X (channels x pixels) is at most this big (it stays in cache) and the weights are bigger
+# An im2col product on our own tiles walks each block of weight rows across all of the columns'
+# panels when the columns (rows x positions) are at most this big (they stay in cache) and the
+# weights are the bigger operand
 ROWS_OUTER_MAX_B_BYTES = 256 * 1024
-POINTWISE_GAINS = True
-ROWS_OUTER_POINTWISE = True
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -399,7 +398,7 @@ class NumbaConv:
         run, p = self.run.__func__, self.params
         if (run is NumbaConv._run_gemm and p.pointwise and self.pooled and p.group == 1
                 and p.out_size <= CHANNELS_LAST_MAX_POINTWISE):
-            return ChannelsLastOffer(frozenset({0}), True, gains=POINTWISE_GAINS and self.w_panels is not None)
+            return ChannelsLastOffer(frozenset({0}), True, gains=self.w_panels is not None)
         if (run in (NumbaConv._run_depthwise, NumbaConv._run_depthwise_channels_last) and self.w_last is not None
                 and p.out_size <= CHANNELS_LAST_MAX_DEPTHWISE):
             return ChannelsLastOffer(frozenset({0}), True, gains=True)
@@ -451,8 +450,7 @@ class NumbaConv:
         if not self.tiled or weights is None:
             return
         columns = self.wide[2] if self.run == self._run_wide else p.out_size
-        if p.pointwise or (self.run == self._run_gemm and columns < w.shape[0]) or (
-                self.run == self._run_wide and columns < w.shape[0]):
+        if p.pointwise or (self.run in (self._run_gemm, self._run_wide) and columns < w.shape[0]):
             self.w_panels = pack_panels(np.asarray(weights).reshape(w.shape[0], -1).T)
 
     def _prepare_gather_1d(self, x: TensorSpec) -> None:
@@ -607,23 +605,18 @@ class NumbaConv:
         c, pixels = x.shape[1], self.params.out_size
         code = self.code if self.leftover is None else (NONE, self.code[1])
         flat_x, flat_out, flat_residual = x.reshape(-1), out.reshape(-1), residual.reshape(-1)
-        if self.out_last or self.x_last:  # out (pixels x m) = X (pixels x c) @ W^T, per image
+        if self.out_last:  # out (pixels x m) = X (pixels x c) @ W^T, per image
             a_row, a_k = (c, 1) if self.x_last else (1, pixels)
-            rows_outer, transposed = False, not self.out_last
-            c_row = pixels if transposed else m  # (NCHW: channel j's plane, the pixels i in it)
             return (flat_x, a_row, a_k, c * pixels, pixels, c, self.w_panels, c * TILE_COLUMNS, TILE_COLUMNS,
-                    BY_STRIDE, 0,
-                    m, flat_out, c_row, pixels * m, n, bias, BIAS_PER_COLUMN if bias.size else BIAS_NONE,
-                    flat_residual, c_row, pixels * m, *code, *tile_tasks(n, pixels, m, c, self.gemm_threads),
-                    rows_outer, transposed)
+                    BY_STRIDE, 0, m, flat_out, m, pixels * m, n, bias, BIAS_PER_COLUMN if bias.size else BIAS_NONE,
+                    flat_residual, m, pixels * m, *code, *tile_tasks(n, pixels, m, self.gemm_threads), False, False)
         # out (m x pixels) = W (m x c) @ X (c x pixels), per image: each block of weight rows
-        # sweeps a cache-sized chunk of X's columns (tiles_in_range), writing a few output
-        # planes at a time (96 planes at once, panel by panel, ran MobileNetV2's 112x112
+        # sweeps a cache-sized chunk of X's columns (rows_outer: tiles_in_range), writing a few
+        # output planes at a time (96 planes at once, panel by panel, ran MobileNetV2's 112x112
         # expansion 1.7x slower than onnxruntime at batch 8)
-        rows_outer = ROWS_OUTER_POINTWISE
         return (w.reshape(-1), c, 1, 0, m, c, flat_x, TILE_COLUMNS, pixels, BY_STRIDE, c * pixels, pixels, flat_out,
                 pixels, m * pixels, n, bias, BIAS_PER_ROW if bias.size else BIAS_NONE, flat_residual, pixels,
-                m * pixels, *code, *tile_tasks(n, m, pixels, c, self.gemm_threads), rows_outer, False)
+                m * pixels, *code, *tile_tasks(n, m, pixels, self.gemm_threads), True, False)
 
     def _run_wide(self, inputs, outputs):
         p: ConvParams = self.params
@@ -645,7 +638,7 @@ class NumbaConv:
                 gemm_tiles(weights.reshape(-1), rows, 1, 0, m, rows, padded.reshape(-1), TILE_COLUMNS, 0,
                            self.wide_rows, c * hp * wp, span, wide.reshape(-1), span, m * span, size,
                            _NO_BIAS["f"], BIAS_NONE, _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1],
-                           *tile_tasks(size, m, span, rows, self.gemm_threads), False, False)
+                           *tile_tasks(size, m, span, self.gemm_threads), False, False)
                 use_threads(self.threads)
                 epilogue_wide(wide, out[part], wp, bias, *self.code)
                 continue
@@ -723,23 +716,21 @@ class NumbaConv:
         applied = epilogue is not None and self.leftover is None
         bias, residual, code = epilogue if applied else (_NO_BIAS[char], _NO_RESIDUAL[char], (NONE, self.code[1]))
         use_threads(self.gemm_threads)
-        if self.tiled and self.w_panels is not None:  # result^T (columns x m) = cols^T @ W^T, stored transposed
-            n, _, k, columns = cols.shape
-            m = weights.shape[1]
-            gemm_tiles(cols.reshape(-1), 1, columns, k * columns, columns, k, self.w_panels, k * TILE_COLUMNS,
-                       TILE_COLUMNS, BY_STRIDE, 0, m, result.reshape(-1), columns, m * columns, n,
-                       np.ascontiguousarray(bias), BIAS_PER_COLUMN if bias.size else BIAS_NONE, residual.reshape(-1),
-                       columns, m * columns, *code, *tile_tasks(n, columns, m, k, self.gemm_threads), False, True)
-            return applied
         if self.tiled:  # (one group)
             n, _, k, columns = cols.shape
             m = weights.shape[1]
-            rows_outer = k * columns * 4 <= ROWS_OUTER_MAX_B_BYTES and m > columns
-            gemm_tiles(np.ascontiguousarray(weights).reshape(-1), k, 1, 0, m, k, cols.reshape(-1), TILE_COLUMNS,
-                       columns, BY_STRIDE, k * columns, columns, result.reshape(-1), columns, m * columns, n,
-                       np.ascontiguousarray(bias), BIAS_PER_ROW if bias.size else BIAS_NONE, residual.reshape(-1),
-                       columns, m * columns, *code, *tile_tasks(n, m, columns, k, self.gemm_threads), rows_outer,
-                       False)
+            bias = np.ascontiguousarray(bias)
+            if self.w_panels is not None:  # result^T (columns x m) = cols^T @ W^T, stored transposed
+                gemm_tiles(cols.reshape(-1), 1, columns, k * columns, columns, k, self.w_panels, k * TILE_COLUMNS,
+                           TILE_COLUMNS, BY_STRIDE, 0, m, result.reshape(-1), columns, m * columns, n, bias,
+                           BIAS_PER_COLUMN if bias.size else BIAS_NONE, residual.reshape(-1), columns, m * columns,
+                           *code, *tile_tasks(n, columns, m, self.gemm_threads), False, True)
+            else:  # result (m x columns) = W @ cols, both read where they lie
+                rows_outer = k * columns * 4 <= ROWS_OUTER_MAX_B_BYTES and m > columns
+                gemm_tiles(np.ascontiguousarray(weights).reshape(-1), k, 1, 0, m, k, cols.reshape(-1), TILE_COLUMNS,
+                           columns, BY_STRIDE, k * columns, columns, result.reshape(-1), columns, m * columns, n,
+                           bias, BIAS_PER_ROW if bias.size else BIAS_NONE, residual.reshape(-1), columns,
+                           m * columns, *code, *tile_tasks(n, m, columns, self.gemm_threads), rows_outer, False)
             return applied
         with single_threaded:
             gemm_epilogue(np.ascontiguousarray(weights), cols, result, bias, residual, *code, *self.gemm_blocks)

@@ -367,6 +367,21 @@ def depthwise_channels_last(x, w_last, bias, out, sh, sw, dh, dw, ph, pw, code, 
 
 
 @njit(inline="always")
+def _nine_taps(acc, r0, r1, r2, x0, dw, w_last, bias):  # pragma: no cover - compiled
+    """acc[c] = bias[c] + the 3x3 window's nine taps, for one output pixel of every channel:
+    rows r0, r1, r2 (W, C) at columns x0, x0 + dw, x0 + 2*dw; one store per nine multiply-adds."""
+    x1, x2 = x0 + dw, x0 + 2 * dw
+    a0, a1, a2, b0, b1, b2 = r0[x0], r0[x1], r0[x2], r1[x0], r1[x1], r1[x2]
+    c0, c1, c2 = r2[x0], r2[x1], r2[x2]
+    w00, w01, w02, w10, w11 = w_last[0, 0], w_last[0, 1], w_last[0, 2], w_last[1, 0], w_last[1, 1]
+    w12, w20, w21, w22 = w_last[1, 2], w_last[2, 0], w_last[2, 1], w_last[2, 2]
+    for c in range(acc.shape[0]):
+        acc[c] = (bias[c] + w00[c] * a0[c] + w01[c] * a1[c] + w02[c] * a2[c]
+                  + w10[c] * b0[c] + w11[c] * b1[c] + w12[c] * b2[c]
+                  + w20[c] * c0[c] + w21[c] * c1[c] + w22[c] * c2[c])
+
+
+@njit(inline="always")
 def _channels_last_from_nchw(x, w_last, bias, ot, sh, sw, dh, dw, ph, pw, code, consts, xt):  # pragma: no cover
     """depthwise_channels_last's work from an NCHW x: into the zero-bordered NHWC buffer xt,
     then every output pixel's channels from it."""
@@ -398,16 +413,7 @@ def _channels_last_from_nchw(x, w_last, bias, ot, sh, sw, dh, dw, ph, pw, code, 
         for z in range(ow):
             acc = ot[n, y, z]
             if three:  # all nine taps in one pass over the channels: one store per nine multiply-adds
-                r0, r1, r2 = xt[n, y * sh], xt[n, y * sh + dh], xt[n, y * sh + 2 * dh]
-                x0, x1, x2 = z * sw, z * sw + dw, z * sw + 2 * dw
-                a0, a1, a2, b0, b1, b2 = r0[x0], r0[x1], r0[x2], r1[x0], r1[x1], r1[x2]
-                c0, c1, c2 = r2[x0], r2[x1], r2[x2]
-                w00, w01, w02, w10, w11 = w_last[0, 0], w_last[0, 1], w_last[0, 2], w_last[1, 0], w_last[1, 1]
-                w12, w20, w21, w22 = w_last[1, 2], w_last[2, 0], w_last[2, 1], w_last[2, 2]
-                for c in range(c_):
-                    acc[c] = (bias[c] + w00[c] * a0[c] + w01[c] * a1[c] + w02[c] * a2[c]
-                              + w10[c] * b0[c] + w11[c] * b1[c] + w12[c] * b2[c]
-                              + w20[c] * c0[c] + w21[c] * c1[c] + w22[c] * c2[c])
+                _nine_taps(acc, xt[n, y * sh], xt[n, y * sh + dh], xt[n, y * sh + 2 * dh], z * sw, dw, w_last, bias)
             else:
                 for c in range(c_):
                     acc[c] = bias[c]
@@ -438,16 +444,7 @@ def _channels_last_from_x(x, w_last, bias, ot, sh, sw, dh, dw, ph, pw, code, con
             acc = ot[n, y, z]
             ix = z * sw - pw
             if three and rows_inside and ix >= 0 and ix + 2 * dw < wd:
-                r0, r1, r2 = x[n, iy], x[n, iy + dh], x[n, iy + 2 * dh]
-                x0, x1, x2 = ix, ix + dw, ix + 2 * dw
-                a0, a1, a2, b0, b1, b2 = r0[x0], r0[x1], r0[x2], r1[x0], r1[x1], r1[x2]
-                c0, c1, c2 = r2[x0], r2[x1], r2[x2]
-                w00, w01, w02, w10, w11 = w_last[0, 0], w_last[0, 1], w_last[0, 2], w_last[1, 0], w_last[1, 1]
-                w12, w20, w21, w22 = w_last[1, 2], w_last[2, 0], w_last[2, 1], w_last[2, 2]
-                for c in range(c_):
-                    acc[c] = (bias[c] + w00[c] * a0[c] + w01[c] * a1[c] + w02[c] * a2[c]
-                              + w10[c] * b0[c] + w11[c] * b1[c] + w12[c] * b2[c]
-                              + w20[c] * c0[c] + w21[c] * c1[c] + w22[c] * c2[c])
+                _nine_taps(acc, x[n, iy], x[n, iy + dh], x[n, iy + 2 * dh], ix, dw, w_last, bias)
             else:
                 for c in range(c_):
                     acc[c] = bias[c]

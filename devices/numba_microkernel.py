@@ -31,7 +31,7 @@ Operands by strides, so no layout needs a copy:
     gemm_tiles(x.reshape(-1), c, 1, c * pixels, pixels, c, w_panels, c * TILE_COLUMNS, TILE_COLUMNS,
                BY_STRIDE, 0, m, out.reshape(-1), m, pixels * m, images, bias, BIAS_PER_COLUMN,
                residual.reshape(-1), m, pixels * m, *activation_code(("Clip", (0, 6)), np.float32)[:2],
-               *tile_tasks(images, pixels, m, c, threads), False, False)
+               *tile_tasks(images, pixels, m, threads), False, False)
 
 Measured on MobileNetV2's 1x1 products (2 threads, AVX-512): 0.77x OpenBLAS's time over the 13
 distinct shapes, 0.60-0.66x on the 7x7 ones; ResNet18's 3x3 stride-1 Convs as implicit GEMMs
@@ -153,45 +153,48 @@ def _emit_k_loop(em: _Emitter, accs, a_rows, a_k, b_base, b_row, b_table, depth,
                               accs[i][j])
 
 
+_ARGUMENTS = ("a", "a_off", "a_row", "a_k", "b", "b_off", "b_row", "b_rows", "c", "c_off", "c_row", "depth", "rows",
+              "cols", "bias", "bias_off", "bias_mode", "residual", "r_off", "r_row", "clip", "lo", "hi")
+_FLOAT_ARRAYS = ("a", "b", "c", "bias", "residual")
+_INTEGERS = ("a_off", "a_row", "a_k", "b_off", "b_row", "c_off", "c_row", "depth", "rows", "cols", "bias_off",
+             "bias_mode", "r_off", "r_row")
+
+
+def _vector(ty, dtype) -> bool:
+    return isinstance(ty, types.Array) and ty.dtype == dtype and ty.ndim == 1 and ty.layout == "C"
+
+
 @intrinsic
 def tile(typingctx, a, a_off, a_row, a_k, b, b_off, b_row, b_rows, c, c_off, c_row, depth, rows, cols,
          bias, bias_off, bias_mode, residual, r_off, r_row, clip, lo, hi):  # pragma: no cover - compiled
     """C[i, j] = clip(sum_k A[i, k] B[k, j] + bias + residual[i, j]) for i < rows (<= TILE_ROWS),
-    j < cols (<= TILE_COLUMNS), depth >= 0; a, b, c, bias, residual 1-D float32 arrays, the rest
-    integers but clip (a boolean: clamp into [lo, hi], float32; NaN stays NaN). bias_mode
-    BIAS_PER_COLUMN reads bias[bias_off + j], BIAS_PER_ROW bias[bias_off + i]; the residual
-    (element (i, j) at residual[r_off + i*r_row + j]) is added when residual.size > 0, before
-    the clip. No bounds checks: the caller's indices are
-    in range (every row i < rows and column j < cols of A, B, C and the residual)."""
-    arrays = (a, b, c, bias, residual)
-    if not all(isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == 1 and t.layout == "C"
-               for t in arrays):
+    j < cols (<= TILE_COLUMNS), depth >= 0; a, b, c, bias, residual 1-D float32 arrays, b_rows
+    a 1-D int64 array (empty: B by its row stride), the rest integers but clip (a boolean:
+    clamp into [lo, hi], float32; NaN stays NaN). bias_mode BIAS_PER_COLUMN reads bias[bias_off
+    + j], BIAS_PER_ROW bias[bias_off + i]; the residual (element (i, j) at residual[r_off +
+    i*r_row + j]) is added when residual.size > 0, before the clip. No bounds checks: the
+    caller's indices are in range (every row i < rows and column j < cols of A, B, C and the
+    residual)."""
+    given = dict(zip(_ARGUMENTS, (a, a_off, a_row, a_k, b, b_off, b_row, b_rows, c, c_off, c_row, depth, rows, cols,
+                                  bias, bias_off, bias_mode, residual, r_off, r_row, clip, lo, hi), strict=True))
+    if (not all(_vector(given[name], types.float32) for name in _FLOAT_ARRAYS)
+            or not _vector(b_rows, types.int64)
+            or not all(isinstance(given[name], types.Integer) for name in _INTEGERS)
+            or not isinstance(clip, types.Boolean) or lo != types.float32 or hi != types.float32):
         return None
-    integers = (a_off, a_row, a_k, b_off, b_row, c_off, c_row, depth, rows, cols, bias_off, bias_mode, r_off, r_row)
-    if not all(isinstance(t, types.Integer) for t in integers) or not isinstance(clip, types.Boolean):
-        return None
-    if lo != types.float32 or hi != types.float32:
-        return None
-    if not (isinstance(b_rows, types.Array) and b_rows.dtype == types.int64 and b_rows.ndim == 1
-            and b_rows.layout == "C"):
-        return None
-    sig = types.void(a, a_off, a_row, a_k, b, b_off, b_row, b_rows, c, c_off, c_row, depth, rows, cols,
-                     bias, bias_off, bias_mode, residual, r_off, r_row, clip, lo, hi)
+    sig = types.void(*given.values())
 
     def codegen(context, builder, signature, args):
         em = _Emitter(builder)
-        names = ("a", "a_off", "a_row", "a_k", "b", "b_off", "b_row", "b_rows", "c", "c_off", "c_row", "depth", "rows",
-                 "cols", "bias", "bias_off", "bias_mode", "residual", "r_off", "r_row", "clip", "lo", "hi")
-        v = dict(zip(names, args, strict=True))
-        t = dict(zip(names, signature.args, strict=True))
-        for name in integers_names:
+        v = dict(zip(_ARGUMENTS, args, strict=True))
+        t = dict(zip(_ARGUMENTS, signature.args, strict=True))
+        for name in _INTEGERS:
             v[name] = context.cast(builder, v[name], t[name], types.int64)
-        data = {name: context.make_array(t[name])(context, builder, v[name]).data
-                for name in ("a", "b", "b_rows", "c", "bias", "residual")}
-        table_size = context.make_array(t["b_rows"])(context, builder, v["b_rows"]).nitems
-        has_table = builder.icmp_signed(">", table_size, ir.Constant(_I64, 0))
-        residual_size = context.make_array(t["residual"])(context, builder, v["residual"]).nitems
-        has_residual = builder.icmp_signed(">", residual_size, ir.Constant(_I64, 0))
+        arrays = {name: context.make_array(t[name])(context, builder, v[name])
+                  for name in (*_FLOAT_ARRAYS, "b_rows")}
+        data = {name: array.data for name, array in arrays.items()}
+        has_table = builder.icmp_signed(">", arrays["b_rows"].nitems, ir.Constant(_I64, 0))
+        has_residual = builder.icmp_signed(">", arrays["residual"].nitems, ir.Constant(_I64, 0))
         i64 = lambda n: ir.Constant(_I64, n)  # noqa: E731
         last_row = builder.sub(v["rows"], i64(1))
         row_numbers = [builder.select(builder.icmp_signed("<", i64(i), v["rows"]), i64(i), last_row)
@@ -250,10 +253,6 @@ def tile(typingctx, a, a_off, a_row, a_k, b, b_off, b_row, b_rows, c, c_off, c_r
     return sig, codegen
 
 
-integers_names = ("a_off", "a_row", "a_k", "b_off", "b_row", "c_off", "c_row", "depth", "rows", "cols",
-                  "bias_off", "bias_mode", "r_off", "r_row")
-
-
 def pack_panels(b: np.ndarray) -> np.ndarray:
     """B (K, N) as panels (ceil(N / TILE_COLUMNS), K, TILE_COLUMNS), the last zero-padded,
     flattened: the layout `tile` reads with b_row = TILE_COLUMNS."""
@@ -275,9 +274,9 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
     at g * x_image; B's column panel p (TILE_COLUMNS columns) starts at p * b_panel (packed
     panels: b_panel = depth * TILE_COLUMNS, b_row = TILE_COLUMNS; an array read in place:
     b_panel = TILE_COLUMNS, b_row = its row length; b_rows, if not empty, B's row starts
-    instead of k * b_row). `transposed` stores C^T instead: element
-    (i, j) at c[g * c_image + j * c_row + i], the residual read the same way (a channels-last
-    activation times weights into an NCHW output). The residual has its own strides (size 0:
+    instead of k * b_row). `transposed` stores C^T instead: element (i, j) at c[g * c_image +
+    j * c_row + i], the residual read the same way (a channels-last activation times weights
+    into an NCHW output). The residual has its own strides (size 0:
     none); the activation is devices.numba_epilogue's (code, consts): a clip inside the tile,
     any other over the tile's rows just after. Parallel over images x row_tasks x column_tasks
     blocks; a block walks its panels with its rows TILE_ROWS at a time under each (the panel
@@ -293,9 +292,8 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
         p0 = (block % column_tasks) * panel_step
         scratch = np.empty(TILE_ROWS * TILE_COLUMNS if transposed else 0, np.float32)
         tiles_in_range(a, g * a_image, a_row, a_k, r0, min(m, r0 + row_step), depth, b, g * b_image, b_panel, b_row,
-                       b_rows,
-                       p0, min(panels, p0 + panel_step), n, c, g * c_image, c_row, bias, bias_mode, residual,
-                       g * r_image, r_row, code, consts, rows_outer, transposed, scratch)
+                       b_rows, p0, min(panels, p0 + panel_step), n, c, g * c_image, c_row, bias, bias_mode,
+                       residual, g * r_image, r_row, code, consts, rows_outer, transposed, scratch)
 
 
 @njit(inline="always")
@@ -387,11 +385,11 @@ def _store_transposed(scratch, rows, cols, c, c_off, c_row, residual, r_off, r_r
         activate_row(segment, code, consts)
 
 
-def tile_tasks(images: int, m: int, n: int, depth: int, threads: int) -> tuple[int, int]:
+def tile_tasks(images: int, m: int, n: int, threads: int) -> tuple[int, int]:
     """(row_tasks, column_tasks) for gemm_tiles: one block per image when the images keep the
     threads busy, else `threads` blocks per image cut so that each thread reads its own part
-    of the bigger operand (A is m x depth, B depth x n) and all of the smaller, where that
-    operand has a tile or panel for every thread (else the other is cut)."""
+    of the bigger operand (A is m x depth, B depth x n: the longer of m and n) and all of the
+    smaller, where that operand has a tile or panel for every thread (else the other is cut)."""
     if threads <= 1 or images % threads == 0:
         return 1, 1
     row_tiles, panels = -(-m // TILE_ROWS), -(-n // TILE_COLUMNS)

@@ -167,17 +167,17 @@ def test_packing_pads_the_last_panel_with_zeros():
     assert not packed[1, :, 2:].any()
 
 
-@pytest.mark.parametrize("images,m,n,depth,threads,want", [
-    (2, 64, 3136, 576, 2, (1, 1)),          # images enough for the threads
-    (1, 64, 3136, 576, 2, (1, 2)),          # B is the bigger operand: cut its columns
-    (1, 3136, 64, 32, 2, (2, 1)),           # A bigger: cut its rows
-    (1, 1280, 49, 320, 2, (2, 1)),
-    (1, 4, 3136, 8, 2, (1, 2)),
-    (1, 3136, 4, 8, 1, (1, 1)),
-    (1, TILE_ROWS, 5, 8, 2, (2, 1)),        # one panel only: rows are cut
+@pytest.mark.parametrize("images,m,n,threads,want", [
+    (2, 64, 3136, 2, (1, 1)),          # images enough for the threads
+    (1, 64, 3136, 2, (1, 2)),          # B is the bigger operand: cut its columns
+    (1, 3136, 64, 2, (2, 1)),           # A bigger: cut its rows
+    (1, 1280, 49, 2, (2, 1)),
+    (1, 4, 3136, 2, (1, 2)),
+    (1, 3136, 4, 1, (1, 1)),
+    (1, TILE_ROWS, 5, 2, (2, 1)),        # one panel only: rows are cut
 ])
-def test_task_split(images, m, n, depth, threads, want):
-    assert tile_tasks(images, m, n, depth, threads) == want
+def test_task_split(images, m, n, threads, want):
+    assert tile_tasks(images, m, n, threads) == want
 
 
 @pytest.mark.parametrize("switched_off,lanes,rows", [(("avx512",), 8, 6), (("avx512", "avx"), 4, 8)])
@@ -309,3 +309,19 @@ def test_a_generic_cpu_gets_the_generic_vector_width(tmp_path):
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("b_mode", ["stride", "table", "packed"])
+@pytest.mark.parametrize("transposed,rows_outer", [(False, False), (False, True), (True, False)])
+def test_a_long_depth_is_summed_in_blocks(b_mode, transposed, rows_outer):
+    """601 products per sum: three depth blocks, the later ones added to C (or to the scratch
+    tile, transposed), the bias and residual once, the clip after the last."""
+    rng = np.random.default_rng(601)
+    a = rng.standard_normal((1, 13, 601)).astype(np.float32)
+    b = rng.standard_normal((1, 601, 45)).astype(np.float32)
+    bias = rng.standard_normal(45).astype(np.float32)
+    residual = rng.standard_normal((1, 13, 45)).astype(np.float32)
+    got = run_tiles(a, b, bias=bias, bias_mode=BIAS_PER_COLUMN, residual=residual, activation=("Relu", ()),
+                    b_mode=b_mode, transposed=transposed, rows_outer=rows_outer, tasks=(2, 1))
+    want = oracle(a, b, bias, BIAS_PER_COLUMN, residual, ("Relu", ()))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
