@@ -1,7 +1,6 @@
-"""The "numba" backend's pooling fast paths on float NCHW tensors: MaxPool's common 2x2,
-stride-2 window and GlobalAveragePool (convolutions are in devices.numba_conv).
-
-Other MaxPool windows stay on the reference's np.maximum per tap over strided views.
+"""The "numba" backend's pooling fast paths on float NCHW tensors: MaxPool (its common 2x2,
+stride-2 window in one serial pass, any other 2-D window compiled), 2-D AveragePool and
+GlobalAveragePool (convolutions are in devices.numba_conv).
 
 Earns its place in benchmarks/bench_cnn.py.
 """
@@ -170,6 +169,86 @@ def max_pool_2d(x, out, kh, kw, sh, sw, dh, dw, ph, pw):  # pragma: no cover - c
                 row[z] = best
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def average_pool_2d(x, out, inverse, kh, kw, sh, sw, dh, dw, ph, pw):  # pragma: no cover - compiled
+    """out[n, c, y, z] = (sum over the window's taps inside x of x[n, c, y*sh - ph + i*dh,
+    z*sw - pw + j*dw]) * inverse[y, z] (padding adds nothing; the caller's float64 reciprocal
+    of each window's count says what counts); parallel over the planes, summed in float64.
+    Per output row, first the sum down the window's rows over whole input rows (`column`, up
+    to three rows in one pass), then across the window's columns: where a 3-wide window lies
+    inside x, three reads per output in one vectorized pass (tap-by-tap loops per output ran
+    Inception v2's 576 x 14 x 14 pools at 8 cycles an output, 9x onnxruntime)."""
+    n_, c_, h, wd = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    rows, columns = _taps_inside(h, oh, kh, sh, dh, ph), _taps_inside(wd, ow, kw, sw, dw, pw)
+    lo = valid_columns(-pw, sw, wd, ow)[0]  # where every one of the window's columns is inside
+    hi = valid_columns((kw - 1) * dw - pw, sw, wd, ow)[1]
+    hi = max(lo, hi)
+    edge_lo, edge_hi = (lo, hi) if kw == 3 else (ow, ow)  # the outputs left to the tap-by-tap loops
+    for plane in prange(n_ * c_):
+        n, c = plane // c_, plane % c_
+        src, dst = x[n, c], out[n, c]
+        column = np.empty(wd, np.float64)
+        for y in range(oh):
+            first = y * sh - ph
+            i0, i1 = rows[y, 0], rows[y, 1]
+            if i1 - i0 == 0:
+                column[:] = 0.0
+            elif i1 - i0 == 1:
+                r0 = src[first + i0 * dh]
+                for z in range(wd):
+                    column[z] = r0[z]
+            else:
+                r0, r1 = src[first + i0 * dh], src[first + (i0 + 1) * dh]
+                if i1 - i0 >= 3:
+                    r2 = src[first + (i0 + 2) * dh]
+                    for z in range(wd):
+                        column[z] = (np.float64(r0[z]) + r1[z]) + r2[z]
+                else:
+                    for z in range(wd):
+                        column[z] = np.float64(r0[z]) + r1[z]
+                for i in range(i0 + 3, i1):
+                    more = src[first + i * dh]
+                    for z in range(wd):
+                        column[z] += more[z]
+            row, scale = dst[y], inverse[y]
+            if kw == 3 and sw == 1:  # unit-stride reads: one vectorized pass
+                start = lo - pw
+                left, middle, right = column[start:], column[start + dw :], column[start + 2 * dw :]
+                part, part_scale = row[lo:hi], scale[lo:hi]
+                for k in range(hi - lo):
+                    part[k] = ((left[k] + middle[k]) + right[k]) * part_scale[k]
+            elif kw == 3:
+                start = lo * sw - pw
+                for k in range(hi - lo):
+                    q = start + k * sw
+                    row[lo + k] = ((column[q] + column[q + dw]) + column[q + 2 * dw]) * scale[lo + k]
+            for z in range(edge_lo):  # the rest, tap by tap
+                row[z] = _window_sum(column, columns[z, 0], columns[z, 1], z * sw - pw, dw) * scale[z]
+            for z in range(edge_hi, ow):
+                row[z] = _window_sum(column, columns[z, 0], columns[z, 1], z * sw - pw, dw) * scale[z]
+
+
+@njit(inline="always")
+def _window_sum(column, j0, j1, left, dw):  # pragma: no cover - compiled
+    total = 0.0
+    for j in range(j0, j1):
+        total += column[left + j * dw]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _taps_inside(size, outs, k, stride, dilation, pad):  # pragma: no cover - compiled
+    """[t0, t1) per output position along one axis: the window taps that land inside
+    [0, size), computed once per call rather than per output element."""
+    taps = np.empty((outs, 2), np.int64)
+    for o in range(outs):
+        first = o * stride - pad
+        taps[o, 0] = min(k, max(0, (-first + dilation - 1) // dilation))
+        taps[o, 1] = max(taps[o, 0], min(k, (size - 1 - first) // dilation + 1))
+    return taps
+
+
 @accelerate("MaxPool", BACKEND)
 class NumbaMaxPool:
     """Float 2-D MaxPool without the Indices output: the 2x2, stride-2 window of classic CNNs
@@ -195,6 +274,29 @@ class NumbaMaxPool:
     def _run_window(self, inputs, outputs):
         use_threads(self.threads)
         max_pool_2d(np.ascontiguousarray(inputs[0]), outputs[0], *self.geometry)
+
+
+@accelerate("AveragePool", BACKEND)
+class NumbaAveragePool:
+    """Float 2-D AveragePool (any window, strides, dilations, pads, ceil_mode and
+    count_include_pad: the reference's divisor says what counts) in one compiled pass parallel
+    over the planes; the reference's sum of strided views over a padded copy cost 0.6 ms for
+    Inception v2's 3x3 pools of 576 x 14 x 14 (onnxruntime 0.08). Other ranks stay on it."""
+
+    def prepare(self, inputs, values):
+        specs = super().prepare(inputs, values)
+        w = self.params.window
+        if inputs[0].dtype not in _FLOATS or len(w.kernel) != 2 or specs[0].size == 0:
+            return specs
+        self.geometry = (*w.kernel, *w.strides, *w.dilations, *w.pads_begin)
+        self.threads = thread_count(getattr(self.context, "num_threads", None), specs[0].size * prod(w.kernel))
+        self.inverse = 1.0 / self.divisor.astype(np.float64)
+        self.run = self._run_window
+        return specs
+
+    def _run_window(self, inputs, outputs):
+        use_threads(self.threads)
+        average_pool_2d(np.ascontiguousarray(inputs[0]), outputs[0], self.inverse, *self.geometry)
 
 
 @accelerate("GlobalAveragePool", BACKEND)

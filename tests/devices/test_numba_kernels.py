@@ -305,6 +305,45 @@ def test_max_pool_stride_2_keeps_nan_where_the_reference_does(pads):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("shape,attrs,fast", [
+    ((1, 8, 14, 14), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_window"),        # Inception v2
+    ((1, 8, 14, 14), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1), "_run_window"),
+    ((2, 3, 11, 17), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1), "_run_window"),
+    ((2, 3, 11, 17), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 2, 1], ceil_mode=1,
+                          count_include_pad=1), "_run_window"),
+    ((1, 2, 10, 11), dict(kernel_shape=[3, 2], strides=[1, 3], dilations=[2, 1], pads=[2, 0, 1, 1]), "_run_window"),
+    ((1, 4, 7, 7), dict(kernel_shape=[7, 7]), "_run_window"),                             # global-sized window
+    ((1, 2, 5, 6), dict(kernel_shape=[2, 3], auto_pad="SAME_UPPER"), "_run_window"),
+    ((1, 2, 5, 6), dict(kernel_shape=[2, 3], strides=[2, 1], auto_pad="SAME_LOWER", count_include_pad=1),
+     "_run_window"),
+    ((1, 2, 9), dict(kernel_shape=[3], strides=[2]), "run"),                               # 1-D: reference
+])
+def test_average_pool(shape, attrs, fast):
+    node = helper.make_node("AveragePool", ["x"], ["y"], **attrs)
+    model = make_model([node], [helper.make_tensor_value_info("x", F32, shape)],
+                       [helper.make_tensor_value_info("y", F32, None)], opset=19)  # dilations: 19
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    assert run_both(model, {"x": x}) == [fast]
+
+
+def test_average_pool_float64_and_nan_inf_match_the_reference():
+    """float64 against the reference kernel to 1e-12 (onnxruntime has no float64 AveragePool);
+    a NaN or an infinity reaches exactly the windows that read it."""
+    attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    node = helper.make_node("AveragePool", ["x"], ["y"], **attrs)
+    for dtype, elem in ((np.float64, TensorProto.DOUBLE), (np.float32, F32)):
+        model = make_model([node], [helper.make_tensor_value_info("x", elem, (1, 3, 9, 10))],
+                           [helper.make_tensor_value_info("y", elem, None)])
+        x = np.random.default_rng(7).standard_normal((1, 3, 9, 10)).astype(dtype)
+        x[0, 0, 4, 5], x[0, 1, 0, 0], x[0, 2, 8, 9] = np.nan, np.inf, -np.inf
+        it = Interpreter(from_onnx(model), device="numba")
+        got = it.run({"x": x})["y"]
+        want = Interpreter(from_onnx(model), device="cpu").run({"x": x})["y"]
+        assert [s[0].__name__ for s in it._plans["serving_default"].prepared.steps] == ["_run_window"]
+        assert got.dtype == dtype and np.isnan(want).any() and np.isinf(want).any()
+        np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-6, atol=1e-7)
+
+
 def test_max_pool_of_minus_infinity_beside_padding_is_minus_infinity():
     """Padding never wins, not even over -inf (onnxruntime gives the lowest float there; the
     reference and the compiled pass give -inf, the maximum of what the window reads)."""
