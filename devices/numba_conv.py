@@ -360,6 +360,11 @@ class NumbaConv:
         work = specs[0].size * (w.shape[1] * p.window.kernel[0] * p.window.kernel[1] if depthwise_shape(x, w, p)
                                 else 1)  # the compiled part's work: depthwise MACs, else outputs
         self.threads = thread_count(getattr(self.context, "num_threads", None), work)
+        # (im2col's copies: the output's positions times the filters' rows; by the output's
+        # size alone a 14 x 14 stride-2 Conv's 900 KB of columns were gathered on one thread)
+        positions = specs[0].size // max(1, w.shape[0])
+        self.im2col_threads = thread_count(getattr(self.context, "num_threads", None),
+                                           positions * w.shape[1] * p.group * len(p.taps))
         *self.code, self.leftover = activation_code(p.activation, x.dtype)
         self.zeros = np.zeros(w.shape[0], x.dtype)  # the bias when there is none (_bias_or_zeros)
         depthwise = depthwise_shape(x, w, p)
@@ -635,6 +640,7 @@ class NumbaConv:
             wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
             if self.tiled and self.w_panels is None:  # an implicit GEMM: B's rows are the padded planes, shifted
                 pad_planes(x[part], padded, ph, pw, wp)
+                use_threads(self.gemm_threads)  # (self.threads counts the copies' work: 1 thread at 14 x 14)
                 gemm_tiles(weights.reshape(-1), rows, 1, 0, m, rows, padded.reshape(-1), TILE_COLUMNS, 0,
                            self.wide_rows, c * hp * wp, span, wide.reshape(-1), span, m * span, size,
                            _NO_BIAS["f"], BIAS_NONE, _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1],
@@ -643,6 +649,7 @@ class NumbaConv:
                 epilogue_wide(wide, out[part], wp, bias, *self.code)
                 continue
             cols = scratch("numba.conv.col", (size, g * rows, span), x.dtype)
+            use_threads(self.im2col_threads)
             im2col_wide(x[part], cols, kh, kw, dh, dw, ph, pw, wp, padded)
             self._product(weights, cols.reshape(size, g, rows, span), wide)
             use_threads(self.threads)
@@ -691,7 +698,7 @@ class NumbaConv:
                 part = slice(start, min(n, start + p.chunk))
                 size = part.stop - part.start
                 cols = scratch("numba.conv.col", (size, g, rows, p.out_size), x.dtype)
-                use_threads(self.threads)
+                use_threads(self.im2col_threads)
                 im2col_2d(x[part], cols.reshape(size, g * rows, p.out_size), *self.geometry,
                           *p.window.out_shape)
                 done = self._product(weights, cols, result[part],

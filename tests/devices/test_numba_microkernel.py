@@ -175,6 +175,9 @@ def test_packing_pads_the_last_panel_with_zeros():
     (1, 4, 3136, 2, (1, 2)),
     (1, 3136, 4, 1, (1, 1)),
     (1, TILE_ROWS, 5, 2, (2, 1)),        # one panel only: rows are cut
+    # B bigger, but its 7 panels split 4 : 3 where 20 row tiles split 10 : 10
+    (1, 20 * TILE_ROWS, 7 * TILE_COLUMNS - 2, 2, (2, 1)),
+    (1, 7 * TILE_ROWS - 1, 20 * TILE_COLUMNS, 2, (1, 2)),  # the other way round
 ])
 def test_task_split(images, m, n, threads, want):
     assert tile_tasks(images, m, n, threads) == want
