@@ -14,6 +14,7 @@ Passes, in the default order (each its own module):
     sink_transposes      layout Transposes moved until inverse pairs cancel (transpose.py)
     fold_pad_into_conv   a zero Pad before a Conv -> the Conv's pads     (pad_conv.py)
     fold_batchnorm       BatchNormalization into Conv / Gemm          (batchnorm.py)
+    fold_batchnorm_affine  per-channel Mul / Add after a BN -> its params (batchnorm.py)
     fold_conv_mul        Conv + Mul(per-channel constant) -> weights  (conv_mul.py)
     fold_conv_add        Conv + Add(per-channel constant) -> bias     (conv_add.py)
     fuse_residual_add    Conv + Add(same-shape tensor) -> FusedConv   (residual.py)
@@ -30,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from edgerun.converters.optimize.activation import FuseActivations, unfuse_activations
-from edgerun.converters.optimize.batchnorm import FoldBatchNorm
+from edgerun.converters.optimize.batchnorm import FoldBatchNorm, FoldBatchNormAffine
 from edgerun.converters.optimize.constants import FoldConstants
 from edgerun.converters.optimize.conv_add import FoldConvAdd
 from edgerun.converters.optimize.conv_mul import FoldConvMul
@@ -47,7 +48,7 @@ from edgerun.runtime.graph import Graph
 
 PASSES: dict[str, Callable[[], Pass]] = {
     cls.name: cls for cls in (RemoveIdentity, FoldShapeOps, FoldConstants, SinkTransposes, FoldPadIntoConv,
-                              FoldBatchNorm,
+                              FoldBatchNorm, FoldBatchNormAffine,
                               FoldConvMul, FoldConvAdd, FuseResidualAdd, FuseSwish, FuseActivations, EliminateDeadCode)
 }
 DEFAULT_PASSES = tuple(PASSES)

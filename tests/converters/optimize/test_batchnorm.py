@@ -94,3 +94,74 @@ def test_shared_weight_is_not_modified() -> None:
     graph, _ = optimize_and_check(model)
     assert ops(graph) == ["Conv", "Conv"]
     assert graph.nodes[0].inputs[1] is not graph.nodes[1].inputs[1]
+
+
+# --- fold_batchnorm_affine: per-channel Mul / Add after a BN join its parameters ---
+
+
+def _bn_then(ops_after: list[tuple[str, np.ndarray]], rank: int = 4, first: str = "x"):
+    """A Concat-fed BN (nothing to fold it into) followed by `ops_after` (op, constant) in turn."""
+    rng = np.random.default_rng(3)
+    inits = _bn_params(4, rng)
+    spatial = [5, 6][: rank - 2]
+    nodes = [node("Concat", [first, first], ["h"], axis=1),
+             node("BatchNormalization", BN_INPUTS, ["b0"], epsilon=1e-3)]
+    for i, (op, constant) in enumerate(ops_after):
+        inits[f"c{i}"] = constant
+        nodes.append(node(op, [f"b{i}", f"c{i}"] if i % 2 == 0 else [f"c{i}", f"b{i}"], [f"b{i + 1}"]))
+    nodes.append(node("Relu", [f"b{len(ops_after)}"], ["y"]))
+    return make_model(nodes, [info(first, ["n", 2, *spatial])], [info("y", ["n", 4, *spatial])], inits)
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 1), (1, 4, 1, 1), (1, 1, 1), (), (1,)])
+def test_mul_and_add_after_bn_join_its_parameters(shape: tuple) -> None:
+    """The Caffe-era Scale layer (DenseNet's BN -> Mul -> Add), the constant on either side."""
+    rng = np.random.default_rng(4)
+    size = int(np.prod(shape)) if shape else 1
+    m = (rng.standard_normal(size) * 2).astype(np.float32).reshape(shape)
+    t = rng.standard_normal(size).astype(np.float32).reshape(shape)
+    graph, report = optimize_and_check(_bn_then([("Mul", m), ("Add", t)]))
+    assert ops(graph) == ["Concat", "BatchNormalization", "Relu"]
+    changes = {p.name: p for p in report.passes}["fold_batchnorm_affine"].changes
+    assert changes == {"Mul into BatchNormalization": 1, "Add into BatchNormalization": 1}
+
+
+def test_add_then_mul_and_negative_or_zero_scales_fold_too() -> None:
+    m = np.array([-2.0, 0.0, 0.5, 3.0], np.float32).reshape(4, 1, 1)
+    t = np.array([1.0, -1.0, 0.25, 0.0], np.float32).reshape(4, 1, 1)
+    graph, _ = optimize_and_check(_bn_then([("Add", t), ("Mul", m), ("Mul", m)]))
+    assert ops(graph) == ["Concat", "BatchNormalization", "Relu"]
+
+
+@pytest.mark.parametrize("constant, why", [
+    (np.ones((4, 1), np.float32), "a rank-4 X: (4, 1) lies on the last two axes, not the channels"),
+    (np.ones((1, 1, 5, 1), np.float32), "varies along H"),
+    (np.ones((2, 4, 1, 1), np.float32), "broadcasts the batch"),
+    (np.ones((4, 1, 1), np.float64), "another dtype (onnxruntime refuses the model; we keep it)"),
+])
+def test_constants_that_are_not_per_channel_stay(constant: np.ndarray, why: str) -> None:
+    from edgerun.converters.optimize import optimize
+    from tests.converters.optimize.helpers import convert
+
+    graph = convert(_bn_then([("Mul", constant)]))
+    optimize(graph, ["fold_batchnorm_affine"])
+    assert ops(graph) == ["Concat", "BatchNormalization", "Mul", "Relu"], why
+
+
+def test_a_rank_3_input_folds_a_channel_constant_of_shape_c_1() -> None:
+    t = np.arange(4, dtype=np.float32).reshape(4, 1)
+    graph, _ = optimize_and_check(_bn_then([("Add", t)], rank=3))
+    assert ops(graph) == ["Concat", "BatchNormalization", "Relu"]
+
+
+def test_a_bn_output_read_elsewhere_keeps_its_mul() -> None:
+    rng = np.random.default_rng(5)
+    inits = {**_bn_params(4, rng), "m": np.full((4, 1, 1), 2.0, np.float32)}
+    model = make_model([
+        node("Concat", ["x", "x"], ["h"], axis=1),
+        node("BatchNormalization", BN_INPUTS, ["b"]),
+        node("Mul", ["b", "m"], ["y"]),
+        node("Relu", ["b"], ["z"]),
+    ], [info("x", ["n", 2, 3, 3])], [info("y", ["n", 4, 3, 3]), info("z", ["n", 4, 3, 3])], inits)
+    graph, _ = optimize_and_check(model)
+    assert ops(graph) == ["Concat", "BatchNormalization", "Mul", "Relu"]
