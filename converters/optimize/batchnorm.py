@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgerun.converters.optimize import rewrite
+from edgerun.converters.optimize.conv_add import per_channel
 from edgerun.converters.optimize.infer import infer
 from edgerun.converters.optimize.manager import Pass
 from edgerun.runtime.graph import Graph, Node
@@ -87,19 +88,15 @@ def _fold_channel_constant(bn: Node, op_type: str, c: np.ndarray | None, fact, f
     """Fold `c` (Mul: scale and B times c; Add: B plus c) into the BN's parameters when it is a
     float constant of X's dtype with one value per channel of X (rank `fact.shape`) or one in
     all, so that the result's shape and dtype are X's; False (nothing changed) otherwise."""
-    rank = len(fact.shape)
     scale, bias = (rewrite.constant_data(v, fed) for v in bn.inputs[1:3])
-    if c is None or c.dtype != fact.dtype or c.dtype.kind != "f" or rank < 2 or c.ndim > rank:
-        return False
     channels = scale.shape[0]
-    shape = (1,) * (rank - c.ndim) + c.shape
-    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
+    if c is None or c.dtype != fact.dtype or c.dtype.kind != "f" or not per_channel(c, len(fact.shape), channels):
         return False
-    per_channel = np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
+    values = np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
     if op_type == "Mul":
-        new_scale, new_bias = scale.astype(np.float64) * per_channel, bias.astype(np.float64) * per_channel
+        new_scale, new_bias = scale.astype(np.float64) * values, bias.astype(np.float64) * values
     else:
-        new_scale, new_bias = scale.astype(np.float64), bias.astype(np.float64) + per_channel
+        new_scale, new_bias = scale.astype(np.float64), bias.astype(np.float64) + values
     tag = op_type.lower()
     bn.inputs = [bn.inputs[0],
                  names.constant(f"{bn.inputs[1].name}_{tag}", new_scale.astype(scale.dtype)),

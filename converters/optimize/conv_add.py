@@ -4,7 +4,7 @@ changes the Conv's output shape nor differs within a channel), have the weights'
 and the Conv's output must be read by the Add alone.
 
 `fold_after_conv` and `channel_operands` are shared with conv_mul.py (the same fold for a
-per-channel Mul).
+per-channel Mul), `per_channel` with batchnorm.py's fold of such constants into a BN.
 """
 
 from __future__ import annotations
@@ -58,16 +58,23 @@ def channel_operands(conv: Node, c: np.ndarray | None, fed: set) -> tuple[np.nda
     """(W, B or None) of the Conv when `c` is a per-channel constant for it (shape (C, 1, ...,
     1) or scalar, the weights' dtype) and its weights and bias are constants; else None."""
     w = rewrite.constant_data(conv.inputs[1] if len(conv.inputs) > 1 else None, fed)
-    if c is None or w is None or c.dtype != w.dtype or c.ndim > w.ndim:
-        return None
-    shape = (1,) * (w.ndim - c.ndim) + c.shape
-    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, w.shape[0]):
+    if c is None or w is None or c.dtype != w.dtype or not per_channel(c, w.ndim, w.shape[0]):
         return None
     b_value = conv.inputs[2] if len(conv.inputs) > 2 else None
     b = rewrite.constant_data(b_value, fed)
     if b_value is not None and b is None:
         return None
     return w, b
+
+
+def per_channel(c: np.ndarray, rank: int, channels: int) -> bool:
+    """Whether `c` broadcasts against an (N, C, ...) tensor of `rank` dims with C = `channels`
+    as one value per channel or one in all (shape (C, 1, ..., 1), (1, C, 1, ...), a scalar),
+    so that the result keeps the tensor's shape and is constant within each channel."""
+    if rank < 2 or c.ndim > rank:
+        return False
+    shape = (1,) * (rank - c.ndim) + c.shape
+    return all(d == 1 for i, d in enumerate(shape) if i != 1) and shape[1] in (1, channels)
 
 
 def _add_bias(conv: Node, c: np.ndarray | None, fed: set, names: rewrite.Names) -> bool:
