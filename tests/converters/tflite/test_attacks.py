@@ -22,7 +22,7 @@ import edgerun.converters.tflite.ops.custom  # noqa: F401
 import edgerun.converters.tflite.ops.elementwise  # noqa: F401
 import edgerun.converters.tflite.sparsity  # noqa: F401
 from edgerun import Interpreter
-from edgerun.converters.tflite import from_tflite, read_tflite
+from edgerun.converters.tflite import from_tflite, read_tflite, reader
 from edgerun.converters.tflite.convert import MAX_NESTING
 from edgerun.converters.tflite.flex import read_flex
 from edgerun.converters.tflite.reader import TFLiteOperator, TFLiteSubGraph, TFLiteTensor, _check_dataflow
@@ -101,7 +101,7 @@ def test_a_subgraph_table_shared_by_many_subgraph_entries_counts_each_time():
     b.graphs.extend([b] * 3000)
     data = b.build()
     assert len(data) < 30_000
-    refused(lambda: read_tflite(data), ModelError, "decodes to more than", seconds=1.0, peak=8 << 20)
+    refused(lambda: read_tflite(data), ModelError, "decodes to more than", seconds=4.0, peak=8 << 20)
 
 
 def test_an_operator_table_shared_by_many_operator_entries_counts_each_time():
@@ -111,7 +111,7 @@ def test_an_operator_table_shared_by_many_operator_entries_counts_each_time():
     b.op("RESHAPE", [x, x], [])
     b.ops.extend([b.ops[-1]] * 20000)
     b.output(y)
-    refused(lambda: read_tflite(b.build()), ModelError, "decodes to more than", seconds=1.0)
+    refused(lambda: read_tflite(b.build()), ModelError, "decodes to more than", seconds=4.0)
 
 
 def test_a_tensor_table_shared_by_many_entries_counts_each_time():
@@ -119,7 +119,7 @@ def test_a_tensor_table_shared_by_many_entries_counts_each_time():
     b = SharedBuilder()
     b.tensor("w", (80000,), "INT4", data=bytes(40000))
     b.tensors.extend([b.tensors[0]] * 5000)
-    refused(lambda: read_tflite(b.build()), ModelError, "decodes to more than", seconds=1.0, peak=16 << 20)
+    refused(lambda: read_tflite(b.build()), ModelError, "decodes to more than", seconds=4.0, peak=16 << 20)
 
 
 def _overlapping_vectors(count: int) -> bytes:
@@ -183,15 +183,18 @@ def test_tensors_sharing_an_int4_buffer_unpack_it_once():
     assert peak < 16 << 20, (took, peak)
 
 
-def test_tensors_sharing_a_string_buffer_decode_it_once():
+def test_tensors_sharing_a_string_buffer_decode_it_once(monkeypatch):
     """1,000 tensors reading one buffer of 8,000 strings decoded 8 million strings (4.7 s)."""
     count = 8000
     header = np.array([count] + [4 * (count + 2)] * (count + 1), np.int32).tobytes()
     data = _shared_buffer_model("STRING", header, (count,), 1000)
-    model, took, _ = measured(lambda: read_tflite(data), trace=False)
+    decoded = []
+    real = reader._decode_strings
+    monkeypatch.setattr(reader, "_decode_strings", lambda *a: decoded.append(1) or real(*a))
+    model = read_tflite(data)
     tensors = model.subgraphs[0].tensors
     assert all(t.data is tensors[0].data for t in tensors) and tensors[0].data[0] == ""
-    assert took < 1.5, took
+    assert len(decoded) == 1  # (counted, not timed: CI's loaded machine runs 2-3x slower)
 
 
 def test_a_string_buffer_must_hold_as_many_strings_as_the_shape():
