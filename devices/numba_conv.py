@@ -61,8 +61,10 @@ from edgerun.devices.numba_microkernel import (
     BIAS_PER_ROW,
     BY_STRIDE,
     TILE_COLUMNS,
+    TILE_ROWS,
     gemm_tiles,
     pack_panels,
+    pack_rows,
     tile_tasks,
     tiles_in_range,
 )
@@ -265,24 +267,24 @@ def conv_blocks(x, w, out, bias, residual, code, consts, kh, kw, sh, sw, dh, dw,
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def conv_blocks_tiled(x, w, out, bias, residual, code, consts, kh, kw, sh, sw, dh, dw, ph, pw, ow, block,
+def conv_blocks_tiled(x, w_rows, k, out, bias, residual, code, consts, kh, kw, sh, sw, dh, dw, ph, pw, ow, block,
                       cols, b_rows):  # pragma: no cover - compiled
     """conv_blocks for float32 with our own tiles (devices.numba_microkernel) for the product
-    and its epilogue: the same operands and promise, bias of size 0 none, residual of size 0
-    none; b_rows empty (devices.numba_microkernel.BY_STRIDE); needs no `single_threaded`."""
+    and its epilogue: the same operands and promise, but the weights (M, k = C*kh*kw) packed
+    by pack_rows (`w_rows`); bias of size 0 none, residual of size 0 none; b_rows empty
+    (devices.numba_microkernel.BY_STRIDE); needs no `single_threaded`."""
     n_, m_, p = out.shape
-    k = w.shape[1]
     blocks = (p + block - 1) // block
-    flat_w, flat_out, flat_residual = w.reshape(w.size), out.reshape(out.size), residual.reshape(residual.size)
+    flat_out, flat_residual = out.reshape(out.size), residual.reshape(residual.size)
     bias_mode = BIAS_PER_ROW if bias.size > 0 else BIAS_NONE
     for task in prange(n_ * blocks):
         n, q0 = task // blocks, (task % blocks) * block
         q1 = min(p, q0 + block)
         mine = cols[numba.get_thread_id()]
         _gather_block(x, n, mine, q0, q1, kh, kw, sh, sw, dh, dw, ph, pw, ow)
-        tiles_in_range(flat_w, 0, k, 1, 0, m_, k, mine.reshape(mine.size), 0, TILE_COLUMNS, block, b_rows, 0,
-                       (q1 - q0 + TILE_COLUMNS - 1) // TILE_COLUMNS, q1 - q0, flat_out, n * m_ * p + q0, p, bias,
-                       bias_mode, flat_residual, n * m_ * p + q0, p, code, consts, False, False, flat_out[:0])
+        tiles_in_range(w_rows, 0, 1, TILE_ROWS, k * TILE_ROWS, 0, m_, k, mine.reshape(mine.size), 0, TILE_COLUMNS,
+                       block, b_rows, 0, (q1 - q0 + TILE_COLUMNS - 1) // TILE_COLUMNS, q1 - q0, flat_out,
+                       n * m_ * p + q0, p, bias, bias_mode, flat_residual, n * m_ * p + q0, p, code, consts, False)
 
 
 COLUMN_BLOCK_BYTES = 1 << 22  # the most a conv_blocks task's columns may take
@@ -451,12 +453,18 @@ class NumbaConv:
         p: ConvParams = self.params
         self.tiled = (getattr(self, "pooled", False) and p.group == 1
                       and x.dtype == np.float32 and w.dtype == np.float32)
-        self.w_panels = None
+        self.w_panels = self.w_rows = None
         if not self.tiled or weights is None:
             return
         columns = self.wide[2] if self.run == self._run_wide else p.out_size
+        matrix = np.asarray(weights).reshape(w.shape[0], -1)
         if p.pointwise or (self.run in (self._run_gemm, self._run_wide) and columns < w.shape[0]):
-            self.w_panels = pack_panels(np.asarray(weights).reshape(w.shape[0], -1).T)
+            self.w_panels = pack_panels(matrix.T)
+        # the weights as A (every product into NCHW but the stored-transposed one): in row
+        # tiles, so the micro-kernel's loop reads them through one pointer (eight strided rows
+        # took eight registers, and the loop spilled its addresses to the stack)
+        if p.pointwise or self.w_panels is None:
+            self.w_rows = pack_rows(matrix)
 
     def _prepare_gather_1d(self, x: TensorSpec) -> None:
         """A small 1-D Conv in a few numpy calls: X into a zero-bordered buffer, one gather of
@@ -619,9 +627,17 @@ class NumbaConv:
         # sweeps a cache-sized chunk of X's columns (rows_outer: tiles_in_range), writing a few
         # output planes at a time (96 planes at once, panel by panel, ran MobileNetV2's 112x112
         # expansion 1.7x slower than onnxruntime at batch 8)
-        return (w.reshape(-1), c, 1, 0, m, c, flat_x, TILE_COLUMNS, pixels, BY_STRIDE, c * pixels, pixels, flat_out,
+        a, a_row, a_k, a_tile = self._weights_as_a(w, c)
+        return (a, a_row, a_k, 0, m, c, flat_x, TILE_COLUMNS, pixels, BY_STRIDE, c * pixels, pixels, flat_out,
                 pixels, m * pixels, n, bias, BIAS_PER_ROW if bias.size else BIAS_NONE, flat_residual, pixels,
-                m * pixels, *code, *tile_tasks(n, m, pixels, self.gemm_threads), True, False)
+                m * pixels, *code, *tile_tasks(n, m, pixels, self.gemm_threads), True, False, a_tile)
+
+    def _weights_as_a(self, w: np.ndarray, k: int) -> tuple:
+        """(a, a_row, a_k, a_tile) for gemm_tiles reading the weights (M, k) as A: the row
+        tiles packed at prepare, or (weights that are not constant) w where it lies."""
+        if self.w_rows is not None:
+            return self.w_rows, 1, TILE_ROWS, k * TILE_ROWS
+        return np.ascontiguousarray(w).reshape(-1), k, 1, 0
 
     def _run_wide(self, inputs, outputs):
         p: ConvParams = self.params
@@ -641,10 +657,11 @@ class NumbaConv:
             if self.tiled and self.w_panels is None:  # an implicit GEMM: B's rows are the padded planes, shifted
                 pad_planes(x[part], padded, ph, pw, wp)
                 use_threads(self.gemm_threads)  # (self.threads counts the copies' work: 1 thread at 14 x 14)
-                gemm_tiles(weights.reshape(-1), rows, 1, 0, m, rows, padded.reshape(-1), TILE_COLUMNS, 0,
+                a, a_row, a_k, a_tile = self._weights_as_a(weights, rows)
+                gemm_tiles(a, a_row, a_k, 0, m, rows, padded.reshape(-1), TILE_COLUMNS, 0,
                            self.wide_rows, c * hp * wp, span, wide.reshape(-1), span, m * span, size,
                            _NO_BIAS["f"], BIAS_NONE, _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1],
-                           *tile_tasks(size, m, span, self.gemm_threads), False, False)
+                           *tile_tasks(size, m, span, self.gemm_threads), False, False, a_tile)
                 use_threads(self.threads)
                 epilogue_wide(wide, out[part], wp, bias, *self.code)
                 continue
@@ -668,8 +685,9 @@ class NumbaConv:
         kh, kw, sh, sw, dh, dw, ph, pw = self.geometry
         cols = scratch("numba.conv.blocks", (numba.config.NUMBA_NUM_THREADS, rows, self.block), x.dtype)
         use_threads(self.gemm_threads)
-        if self.tiled:
-            conv_blocks_tiled(x, np.ascontiguousarray(w.reshape(m, rows)), result,
+        if self.tiled:  # (weights that are not constant: packed here, run by run)
+            w_rows = self.w_rows if self.w_rows is not None else pack_rows(w.reshape(m, rows))
+            conv_blocks_tiled(x, w_rows, rows, result,
                               np.ascontiguousarray(self._bias(inputs)), self._residual(inputs, result.shape),
                               *self.code, kh, kw, sh, sw, dh, dw, ph, pw, p.window.out_shape[1], self.block, cols,
                               BY_STRIDE)
@@ -732,12 +750,13 @@ class NumbaConv:
                            TILE_COLUMNS, BY_STRIDE, 0, m, result.reshape(-1), columns, m * columns, n, bias,
                            BIAS_PER_COLUMN if bias.size else BIAS_NONE, residual.reshape(-1), columns, m * columns,
                            *code, *tile_tasks(n, columns, m, self.gemm_threads), False, True)
-            else:  # result (m x columns) = W @ cols, both read where they lie
+            else:  # result (m x columns) = W @ cols, the columns read where they lie
                 rows_outer = k * columns * 4 <= ROWS_OUTER_MAX_B_BYTES and m > columns
-                gemm_tiles(np.ascontiguousarray(weights).reshape(-1), k, 1, 0, m, k, cols.reshape(-1), TILE_COLUMNS,
-                           columns, BY_STRIDE, k * columns, columns, result.reshape(-1), columns, m * columns, n,
-                           bias, BIAS_PER_ROW if bias.size else BIAS_NONE, residual.reshape(-1), columns,
-                           m * columns, *code, *tile_tasks(n, m, columns, self.gemm_threads), rows_outer, False)
+                a, a_row, a_k, a_tile = self._weights_as_a(weights, k)
+                gemm_tiles(a, a_row, a_k, 0, m, k, cols.reshape(-1), TILE_COLUMNS, columns, BY_STRIDE, k * columns,
+                           columns, result.reshape(-1), columns, m * columns, n, bias,
+                           BIAS_PER_ROW if bias.size else BIAS_NONE, residual.reshape(-1), columns, m * columns, *code,
+                           *tile_tasks(n, m, columns, self.gemm_threads), rows_outer, False, a_tile)
             return applied
         with single_threaded:
             gemm_epilogue(np.ascontiguousarray(weights), cols, result, bias, residual, *code, *self.gemm_blocks)

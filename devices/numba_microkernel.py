@@ -14,7 +14,10 @@ High-Performance Matrix Multiplication"); LLVM chooses the instructions.
 
 Operands by strides, so no layout needs a copy:
 - A element (i, k) at a[a_off + i*a_row + k*a_k]: a channels-last activation (pixels by
-  channels: a_row = C, a_k = 1), or a weight matrix (output channels by inputs).
+  channels: a_row = C, a_k = 1); or constant weights packed once at prepare into row tiles
+  (`pack_rows`: k-major, TILE_ROWS values per k), which the k loop reads through one pointer
+  (eight strided rows kept eight addresses live, and the loop spilled them to the stack:
+  VGG-19's 3x3 Convs ran at 88 GFLOP/s a core, 103 packed; onnxruntime 110-114).
 - B row k at b[b_off + k*b_row], TILE_COLUMNS contiguous values: weights packed once at prepare
   into panels (`pack_panels`: b_row = TILE_COLUMNS), or an NCHW activation / im2col buffer read
   in place (b_row = pixels); or at b[b_off + b_rows[k]] by a table of row starts: a stride-1
@@ -137,7 +140,9 @@ class _Emitter:
 
 def _emit_k_loop(em: _Emitter, accs, a_rows, a_k, b_base, b_row, b_table, depth, masks):
     """accs[i][j] += A[i, k] * B[k, j-th vector] for k < depth (allocas, promoted to registers);
-    B's row k at b_base + k*b_row, or at b_base + b_table[k] when b_table is a pointer."""
+    B's row k at b_base + k*b_row, or at b_base + b_table[k] when b_table is a pointer; A's
+    row i at a_rows[i] + k*a_k (a packed A: one pointer plus constants, a_k constant, so the
+    loop keeps one A address in a register, not eight that spill)."""
     builder = em.b
     with cgutils.for_range(builder, depth) as loop:
         k = loop.index
@@ -153,8 +158,8 @@ def _emit_k_loop(em: _Emitter, accs, a_rows, a_k, b_base, b_row, b_table, depth,
                               accs[i][j])
 
 
-_ARGUMENTS = ("a", "a_off", "a_row", "a_k", "b", "b_off", "b_row", "b_rows", "c", "c_off", "c_row", "depth", "rows",
-              "cols", "bias", "bias_off", "bias_mode", "residual", "r_off", "r_row", "clip", "lo", "hi")
+_ARGUMENTS = ("a", "a_off", "a_row", "a_k", "a_packed", "b", "b_off", "b_row", "b_rows", "c", "c_off", "c_row", "depth",
+              "rows", "cols", "bias", "bias_off", "bias_mode", "residual", "r_off", "r_row", "clip", "lo", "hi")
 _FLOAT_ARRAYS = ("a", "b", "c", "bias", "residual")
 _INTEGERS = ("a_off", "a_row", "a_k", "b_off", "b_row", "c_off", "c_row", "depth", "rows", "cols", "bias_off",
              "bias_mode", "r_off", "r_row")
@@ -165,7 +170,7 @@ def _vector(ty, dtype) -> bool:
 
 
 @intrinsic
-def tile(typingctx, a, a_off, a_row, a_k, b, b_off, b_row, b_rows, c, c_off, c_row, depth, rows, cols,
+def tile(typingctx, a, a_off, a_row, a_k, a_packed, b, b_off, b_row, b_rows, c, c_off, c_row, depth, rows, cols,
          bias, bias_off, bias_mode, residual, r_off, r_row, clip, lo, hi):  # pragma: no cover - compiled
     """C[i, j] = clip(sum_k A[i, k] B[k, j] + bias + residual[i, j]) for i < rows (<= TILE_ROWS),
     j < cols (<= TILE_COLUMNS), depth >= 0; a, b, c, bias, residual 1-D float32 arrays, b_rows
@@ -174,13 +179,15 @@ def tile(typingctx, a, a_off, a_row, a_k, b, b_off, b_row, b_rows, c, c_off, c_r
     + j], BIAS_PER_ROW bias[bias_off + i]; the residual (element (i, j) at residual[r_off +
     i*r_row + j]) is added when residual.size > 0, before the clip. No bounds checks: the
     caller's indices are in range (every row i < rows and column j < cols of A, B, C and the
-    residual)."""
-    given = dict(zip(_ARGUMENTS, (a, a_off, a_row, a_k, b, b_off, b_row, b_rows, c, c_off, c_row, depth, rows, cols,
-                                  bias, bias_off, bias_mode, residual, r_off, r_row, clip, lo, hi), strict=True))
+    residual). `a_packed` (a boolean) says A is one row tile packed by `pack_rows` (a_row 1,
+    a_k TILE_ROWS): every row i < TILE_ROWS may be read (rows past `rows` are zeros)."""
+    given = dict(zip(_ARGUMENTS, (a, a_off, a_row, a_k, a_packed, b, b_off, b_row, b_rows, c, c_off, c_row, depth, rows,
+                                  cols, bias, bias_off, bias_mode, residual, r_off, r_row, clip, lo, hi), strict=True))
     if (not all(_vector(given[name], types.float32) for name in _FLOAT_ARRAYS)
             or not _vector(b_rows, types.int64)
             or not all(isinstance(given[name], types.Integer) for name in _INTEGERS)
-            or not isinstance(clip, types.Boolean) or lo != types.float32 or hi != types.float32):
+            or not isinstance(clip, types.Boolean) or not isinstance(a_packed, types.Boolean)
+            or lo != types.float32 or hi != types.float32):
         return None
     sig = types.void(*given.values())
 
@@ -219,14 +226,23 @@ def tile(typingctx, a, a_off, a_row, a_k, b, b_off, b_row, b_rows, c, c_off, c_r
                 value = em.splat(builder.load(em.at(data["bias"], builder.add(v["bias_off"], r))))
                 for j in range(TILE_VECTORS):
                     builder.store(value, accs[i][j])
+        a_tile = em.at(data["a"], v["a_off"])
+        packed_rows = [em.at(a_tile, i64(i)) for i in range(TILE_ROWS)]
+        # rows next to each other (a packed A, or a whole tile of a k-major one): one pointer
+        packed = context.cast(builder, v["a_packed"], t["a_packed"], types.boolean)
+        whole_tile = builder.icmp_signed("==", v["rows"], i64(TILE_ROWS))
+        adjacent = builder.or_(packed, builder.and_(whole_tile, builder.icmp_signed("==", v["a_row"], i64(1))))
         with builder.if_else(full) as (whole, partial):
             for block, loop_masks in ((whole, None), (partial, masks)):
-                with block, builder.if_else(has_table) as (by_table, by_stride):
-                    with by_table:
-                        _emit_k_loop(em, accs, a_rows, v["a_k"], b_base, v["b_row"], data["b_rows"], v["depth"],
-                                     loop_masks)
-                    with by_stride:
-                        _emit_k_loop(em, accs, a_rows, v["a_k"], b_base, v["b_row"], None, v["depth"], loop_masks)
+                with block, builder.if_else(adjacent) as (by_one, by_rows):
+                    for a_block, rows_at in ((by_one, packed_rows), (by_rows, a_rows)):
+                        with a_block, builder.if_else(has_table) as (by_table, by_stride):
+                            with by_table:
+                                _emit_k_loop(em, accs, rows_at, v["a_k"], b_base, v["b_row"], data["b_rows"],
+                                             v["depth"], loop_masks)
+                            with by_stride:
+                                _emit_k_loop(em, accs, rows_at, v["a_k"], b_base, v["b_row"], None, v["depth"],
+                                             loop_masks)
         lo_vec, hi_vec = em.splat(v["lo"]), em.splat(v["hi"])
         clip_flag = context.cast(builder, v["clip"], t["clip"], types.boolean)
         for i in range(TILE_ROWS):
@@ -265,10 +281,20 @@ def pack_panels(b: np.ndarray) -> np.ndarray:
     return packed.reshape(-1)
 
 
+def pack_rows(a: np.ndarray) -> np.ndarray:
+    """A (M, K) as row tiles (ceil(M / TILE_ROWS), K, TILE_ROWS), the last zero-padded,
+    flattened: the layout `tile` reads as a packed A (gemm_tiles' a_tile = K * TILE_ROWS)."""
+    m, k = a.shape
+    tiles = -(-m // TILE_ROWS)
+    packed = np.zeros((tiles * TILE_ROWS, k), np.float32)
+    packed[:m] = a
+    return np.ascontiguousarray(packed.reshape(tiles, TILE_ROWS, k).transpose(0, 2, 1)).reshape(-1)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_image, n, c, c_row, c_image, images,
                bias, bias_mode, residual, r_row, r_image, code, consts, row_tasks, column_tasks,
-               rows_outer, transposed):  # pragma: no cover - compiled
+               rows_outer, transposed, a_tile=0):  # pragma: no cover - compiled
     """For each image g < images: C_g (m x n) = act(A_g (m x depth) @ B_g (depth x n) + bias +
     residual_g), every operand a flat float32 array read by strides as `tile` says, image g's
     at g * x_image; B's column panel p (TILE_COLUMNS columns) starts at p * b_panel (packed
@@ -281,7 +307,8 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
     any other over the tile's rows just after. Parallel over images x row_tasks x column_tasks
     blocks; a block walks its panels with its rows TILE_ROWS at a time under each (the panel
     stays in cache), or its rows with every panel under each (rows_outer: for an A much bigger
-    than B, the weights as A)."""
+    than B, the weights as A). `a_tile` > 0: A is packed by `pack_rows` (a_row = 1, a_k =
+    TILE_ROWS), its row tile t at a_image * g + t * a_tile."""
     panels = (n + TILE_COLUMNS - 1) // TILE_COLUMNS
     row_step = ((m + row_tasks - 1) // row_tasks + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS
     panel_step = (panels + column_tasks - 1) // column_tasks
@@ -290,50 +317,46 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
         g, block = task // blocks, task % blocks
         r0 = (block // column_tasks) * row_step
         p0 = (block % column_tasks) * panel_step
-        scratch = np.empty(TILE_ROWS * TILE_COLUMNS if transposed else 0, np.float32)
-        tiles_in_range(a, g * a_image, a_row, a_k, r0, min(m, r0 + row_step), depth, b, g * b_image, b_panel, b_row,
-                       b_rows, p0, min(panels, p0 + panel_step), n, c, g * c_image, c_row, bias, bias_mode,
-                       residual, g * r_image, r_row, code, consts, rows_outer, transposed, scratch)
+        r1, p1 = min(m, r0 + row_step), min(panels, p0 + panel_step)
+        if not transposed:
+            tiles_in_range(a, g * a_image, a_row, a_k, a_tile, r0, r1, depth, b, g * b_image, b_panel, b_row, b_rows,
+                           p0, p1, n, c, g * c_image, c_row, bias, bias_mode, residual, g * r_image, r_row, code,
+                           consts, rows_outer)
+            continue
+        # the block's C (rows x columns) in scratch by the same loops (each depth block's
+        # share of B in cache across the row tiles: one B panel per row tile, all depths
+        # at once, streamed the weights from L3 seven times at 7 x 7), then stored
+        # transposed with the residual and the activation
+        n0, n1 = p0 * TILE_COLUMNS, min(n, p1 * TILE_COLUMNS)
+        width = max(0, p1 - p0) * TILE_COLUMNS
+        scratch = np.empty(max(0, r1 - r0) * width, np.float32)
+        tiles_in_range(a, g * a_image, a_row, a_k, a_tile, r0, r1, depth, b, g * b_image, b_panel, b_row, b_rows, p0,
+                       p1, n, scratch, -(r0 * width + n0), width, bias, bias_mode, residual[:0], 0, 0, NONE, consts,
+                       rows_outer)
+        _store_transposed(scratch, width, max(0, r1 - r0), max(0, n1 - n0), c, g * c_image + n0 * c_row + r0, c_row,
+                          residual, g * r_image + n0 * r_row + r0, r_row, code, consts)
 
 
 @njit(inline="always")
-def tiles_in_range(a, a_off, a_row, a_k, r0, r1, depth, b, b_off, b_panel, b_row, b_rows, p0, p1, n, c, c_off, c_row,
-                   bias, bias_mode, residual, r_off, r_row, code, consts, rows_outer, transposed,
-                   scratch):  # pragma: no cover - compiled
+def tiles_in_range(a, a_off, a_row, a_k, a_tile, r0, r1, depth, b, b_off, b_panel, b_row, b_rows, p0, p1, n, c, c_off,
+                   c_row, bias, bias_mode, residual, r_off, r_row, code, consts,
+                   rows_outer):  # pragma: no cover - compiled
     """Rows [r0, r1) x column panels [p0, p1) of one product (gemm_tiles' operands, offsets
-    of its image already added), on the calling thread; `scratch` holds TILE_ROWS x
-    TILE_COLUMNS floats when `transposed`. The depth is cut into near-equal blocks of at most
-    DEPTH_BLOCK: each block's sums start afresh and are added to C (a two-level sum, as
-    BLAS's blocking makes it: a single running sum over thousands of products lost up to 4x
-    more to rounding), and the block's rows of A and B stay in cache across the tiles."""
+    of its image already added), on the calling thread. The depth is cut into near-equal
+    blocks of at most DEPTH_BLOCK: each block's sums start afresh and are added to C (a
+    two-level sum, as BLAS's blocking makes it: a single running sum over thousands of
+    products lost up to 4x more to rounding), and the block's rows of A and B stay in cache
+    across the tiles."""
     tile_count = (r1 - r0 + TILE_ROWS - 1) // TILE_ROWS if r1 > r0 else 0
     panel_count = max(0, p1 - p0)
     depth_blocks = max(1, (depth + DEPTH_BLOCK - 1) // DEPTH_BLOCK)
     block = (depth + depth_blocks - 1) // depth_blocks
-    for step in range(panel_count * tile_count * (depth_blocks if transposed else 1)):
-        if transposed:  # each tile's depth blocks in turn, summed in scratch
-            step, k0 = step // depth_blocks, (step % depth_blocks) * block
-        r, p = _tile_origin(step, r0, p0, tile_count, panel_count, rows_outer)
-        n0 = p * TILE_COLUMNS
-        rows, cols = min(TILE_ROWS, r1 - r), min(TILE_COLUMNS, n - n0)
-        bias_at = n0 if bias_mode == BIAS_PER_COLUMN else r
-        if transposed:
-            kd = min(block, depth - k0)
-            first, last = k0 == 0, k0 + kd >= depth
-            tile(a, a_off + r * a_row + k0 * a_k, a_row, a_k, b, b_off + p * b_panel + k0 * b_row, b_row,
-                 b_rows[k0 if b_rows.size else 0 :], scratch, 0, TILE_COLUMNS, kd, rows, cols, bias, bias_at,
-                 bias_mode if first else BIAS_NONE, scratch[: 0 if first else scratch.size], 0, TILE_COLUMNS, False,
-                 consts[0], consts[1])
-            if last:
-                _store_transposed(scratch, rows, cols, c, c_off + n0 * c_row + r, c_row, residual,
-                                  r_off + n0 * r_row + r, r_row, code, consts)
-    if transposed:
-        return
     # (rows_outer: the panels in chunks whose share of B stays in L2 while each row tile sweeps
     # them, so C is written a few rows at a time, not into every row at once)
     # (a depth of 0 is one block of none: the bias, residual and activation alone)
     chunk = max(1, PANEL_CHUNK_BYTES // (max(1, block) * TILE_COLUMNS * 4)) if rows_outer else max(1, panel_count)
     chunks = (panel_count + chunk - 1) // chunk
+    packed = a_tile > 0
     for k0_chunk in range(depth_blocks * chunks):
         k0, c0 = (k0_chunk // chunks) * block, (k0_chunk % chunks) * chunk
         kd, in_chunk = min(block, depth - k0), min(chunk, panel_count - c0)
@@ -343,15 +366,19 @@ def tiles_in_range(a, a_off, a_row, a_k, r0, r1, depth, b, b_off, b_panel, b_row
             n0 = p * TILE_COLUMNS
             rows, cols = min(TILE_ROWS, r1 - r), min(TILE_COLUMNS, n - n0)
             c_at = c_off + r * c_row + n0
-            a_at, b_at = a_off + r * a_row + k0 * a_k, b_off + p * b_panel + k0 * b_row
+            b_at = b_off + p * b_panel + k0 * b_row
+            if packed:  # (r is a tile's first row: r0 and the steps are whole tiles)
+                a_at = a_off + (r // TILE_ROWS) * a_tile + k0 * TILE_ROWS
+            else:
+                a_at = a_off + r * a_row + k0 * a_k
             table = b_rows[k0 if b_rows.size else 0 :]
             if first:  # the bias, the residual
-                tile(a, a_at, a_row, a_k, b, b_at, b_row, table, c, c_at, c_row, kd, rows, cols, bias,
+                tile(a, a_at, a_row, a_k, packed, b, b_at, b_row, table, c, c_at, c_row, kd, rows, cols, bias,
                      n0 if bias_mode == BIAS_PER_COLUMN else r, bias_mode, residual, r_off + r * r_row + n0, r_row,
                      last and code == CLIP, consts[0], consts[1])
             else:  # C so far as the residual
-                tile(a, a_at, a_row, a_k, b, b_at, b_row, table, c, c_at, c_row, kd, rows, cols, bias, 0, BIAS_NONE,
-                     c, c_at, c_row, last and code == CLIP, consts[0], consts[1])
+                tile(a, a_at, a_row, a_k, packed, b, b_at, b_row, table, c, c_at, c_row, kd, rows, cols, bias, 0,
+                     BIAS_NONE, c, c_at, c_row, last and code == CLIP, consts[0], consts[1])
             if last and code != CLIP and code != NONE:
                 for i in range(rows):
                     start = c_at + i * c_row
@@ -368,16 +395,16 @@ def _tile_origin(step, r0, p0, tile_count, panel_count, rows_outer):  # pragma: 
 
 
 @njit(inline="always")
-def _store_transposed(scratch, rows, cols, c, c_off, c_row, residual, r_off, r_row, code,
+def _store_transposed(scratch, width, rows, cols, c, c_off, c_row, residual, r_off, r_row, code,
                       consts):  # pragma: no cover - compiled
-    """c[c_off + j*c_row + i] = act(scratch[i, j] + residual[r_off + j*r_row + i]) for the
-    tile's rows i and columns j (scratch: TILE_ROWS x TILE_COLUMNS; residual of size 0: none)."""
+    """c[c_off + j*c_row + i] = act(scratch[i*width + j] + residual[r_off + j*r_row + i]) for
+    rows i < rows and columns j < cols (residual of size 0: none)."""
     has_residual = residual.size > 0
     for j in range(cols):
         start = c_off + j * c_row
         segment = c[start : start + rows]
         for i in range(rows):
-            segment[i] = scratch[i * TILE_COLUMNS + j]
+            segment[i] = scratch[i * width + j]
         if has_residual:
             extra = r_off + j * r_row
             for i in range(rows):

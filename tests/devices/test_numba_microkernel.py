@@ -14,6 +14,8 @@ import textwrap
 
 import numba
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 
 import edgerun.devices.numba_conv as numba_conv
@@ -29,6 +31,7 @@ from edgerun.devices.numba_microkernel import (
     VECTOR_LANES,
     gemm_tiles,
     pack_panels,
+    pack_rows,
     tile_tasks,
 )
 from edgerun.runtime import Interpreter
@@ -55,12 +58,16 @@ def oracle(a, b, bias, bias_mode, residual, activation):
 
 
 def run_tiles(a, b, *, bias=EMPTY, bias_mode=BIAS_NONE, residual=None, activation=None, b_mode="stride",
-              transposed=False, tasks=(1, 1), rows_outer=False, a_transposed=False):
-    """gemm_tiles on a (G, m, k) and b (G, k, n) with B read as `b_mode` says; returns C (G, m, n)
-    (read back from C^T where `transposed`)."""
+              transposed=False, tasks=(1, 1), rows_outer=False, a_transposed=False, a_packed=False):
+    """gemm_tiles on a (G, m, k) and b (G, k, n) with B read as `b_mode` says, A packed into
+    row tiles where `a_packed`; returns C (G, m, n) (read back from C^T where `transposed`)."""
     images, m, k = a.shape
     n = b.shape[2]
-    if a_transposed:  # A stored (k, m) per image: element (i, kk) at kk*m + i
+    a_tile, a_image = 0, m * k
+    if a_packed:  # each image's A in row tiles, zero-padded; a_row and a_k unused (NaN-free)
+        a_flat = np.concatenate([pack_rows(a[g]) for g in range(images)])
+        a_row, a_k, a_tile, a_image = 1, TILE_ROWS, k * TILE_ROWS, a_flat.size // images
+    elif a_transposed:  # A stored (k, m) per image: element (i, kk) at kk*m + i
         a_flat, a_row, a_k = np.ascontiguousarray(a.transpose(0, 2, 1)).reshape(-1), 1, m
     else:
         a_flat, a_row, a_k = np.ascontiguousarray(a).reshape(-1), k, 1
@@ -87,9 +94,9 @@ def run_tiles(a, b, *, bias=EMPTY, bias_mode=BIAS_NONE, residual=None, activatio
         r_flat, r_row = np.ascontiguousarray(stored).reshape(-1), c_row
     code, consts, leftover = activation_code(activation, np.float32)
     assert leftover is None
-    gemm_tiles(a_flat, a_row, a_k, 0 if a_flat.size == m * k else m * k, m, k, b_flat, b_panel, b_row, table,
+    gemm_tiles(a_flat, a_row, a_k, 0 if a_flat.size == a_image else a_image, m, k, b_flat, b_panel, b_row, table,
                b_image, n, c.reshape(-1), c_row, m * n, images, bias, bias_mode, r_flat, r_row, m * n, code, consts,
-               *tasks, rows_outer, transposed)
+               *tasks, rows_outer, transposed, a_tile)
     return c.transpose(0, 2, 1) if transposed else c
 
 
@@ -106,12 +113,13 @@ SIZES = [  # m, k, n: whole tiles, edge tiles both ways, one row/column, n below
 @pytest.mark.parametrize("m,k,n", SIZES)
 @pytest.mark.parametrize("b_mode", ["packed", "stride", "table"])
 @pytest.mark.parametrize("tasks,rows_outer", [((1, 1), False), ((2, 1), False), ((1, 2), True), ((3, 2), True)])
-def test_products(m, k, n, b_mode, tasks, rows_outer):
+@pytest.mark.parametrize("a_packed", [False, True])
+def test_products(m, k, n, b_mode, tasks, rows_outer, a_packed):
     rng = np.random.default_rng(m * 1000 + k * 10 + n)
     a = rng.standard_normal((1, m, k)).astype(np.float32)
     b = rng.standard_normal((1, k, n)).astype(np.float32)
     numba.set_num_threads(2)
-    got = run_tiles(a, b, b_mode=b_mode, tasks=tasks, rows_outer=rows_outer)
+    got = run_tiles(a, b, b_mode=b_mode, tasks=tasks, rows_outer=rows_outer, a_packed=a_packed)
     np.testing.assert_allclose(got, oracle(a, b, EMPTY, BIAS_NONE, None, None), rtol=1e-4, atol=1e-4)
 
 
@@ -119,7 +127,8 @@ def test_products(m, k, n, b_mode, tasks, rows_outer):
 @pytest.mark.parametrize("bias_mode", [BIAS_NONE, BIAS_PER_COLUMN, BIAS_PER_ROW])
 @pytest.mark.parametrize("activation", [None, ("Relu", ()), ("Clip", (-0.5, 0.7)), ("LeakyRelu", (0.1,)),
                                         ("HardSigmoid", (0.2, 0.5)), ("HardSwish", ()), ("Swish", ())])
-def test_epilogue(transposed, bias_mode, activation):
+@pytest.mark.parametrize("a_packed", [False, True])
+def test_epilogue(transposed, bias_mode, activation, a_packed):
     m, k, n = TILE_ROWS + 3, 19, TILE_COLUMNS + 5
     rng = np.random.default_rng(bias_mode * 7 + transposed)
     a = rng.standard_normal((2, m, k)).astype(np.float32)
@@ -127,7 +136,7 @@ def test_epilogue(transposed, bias_mode, activation):
     bias = rng.standard_normal(n if bias_mode == BIAS_PER_COLUMN else m).astype(np.float32)
     residual = rng.standard_normal((2, m, n)).astype(np.float32)
     got = run_tiles(a, b, bias=bias if bias_mode else EMPTY, bias_mode=bias_mode, residual=residual,
-                    activation=activation, transposed=transposed, tasks=(2, 1))
+                    activation=activation, transposed=transposed, tasks=(2, 1), a_packed=a_packed)
     want = oracle(a, b, bias, bias_mode, residual, activation)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
@@ -157,6 +166,14 @@ def test_nan_and_inf_propagate_through_the_clip(transposed):
     finite = np.isfinite(want)
     np.testing.assert_array_equal(got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)])
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_row_packing_pads_the_last_tile_with_zeros():
+    a = np.arange((TILE_ROWS + 2) * 3, dtype=np.float32).reshape(TILE_ROWS + 2, 3)
+    packed = pack_rows(a).reshape(2, 3, TILE_ROWS)  # (tile, k, row in tile)
+    np.testing.assert_array_equal(packed[0], a[:TILE_ROWS].T)
+    np.testing.assert_array_equal(packed[1, :, :2], a[TILE_ROWS:].T)
+    assert not packed[1, :, 2:].any()
 
 
 def test_packing_pads_the_last_panel_with_zeros():
@@ -251,6 +268,25 @@ def test_convolutions_with_and_without_the_tiles(monkeypatch, x_shape, w_shape, 
     np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
     assert kernel.tiled is tiled
     assert kernel.run.__name__ == path
+    # the weights as A are packed into row tiles once (all but the product stored transposed;
+    # a pointwise Conv keeps both packings: its layouts are chosen after prepare)
+    assert not tiled or (kernel.w_rows is not None) is (kernel.w_panels is None or kernel.params.pointwise)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs,path", CONVS)
+def test_weights_given_at_run_time_are_read_where_they_lie(x_shape, w_shape, attrs, path):
+    """Weights that are a graph input (no constant to pack at prepare), two runs with
+    different weights: each run's own weights are used."""
+    model, feeds = conv_model(x_shape, w_shape, activation="Relu", **attrs)
+    weights = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w"))
+    model.graph.initializer.remove(next(i for i in model.graph.initializer if i.name == "w"))
+    model.graph.input.append(onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, w_shape))
+    it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+    (kernel,) = [step[0].__self__ for step in it._plans["serving_default"].prepared.steps]
+    assert kernel.tiled and kernel.w_rows is None and kernel.w_panels is None and kernel.run.__name__ == path
+    for scale in (1.0, -0.5):
+        feeds = dict(feeds, w=(weights * scale).astype(np.float32))
+        np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("w_shape,attrs", [((12, 8, 1, 1), {}), ((12, 8, 3, 3), dict(pads=[1, 1, 1, 1]))])
