@@ -263,7 +263,12 @@ def test_conv_blocks_keep_their_columns_small(monkeypatch):
     ((1, 2, 12, 111), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 2, 0, 1]), 1, "_run_window"),
     ((1, 2, 10, 11), dict(kernel_shape=[3, 2], strides=[1, 3], dilations=[2, 1], pads=[2, 0, 1, 1]), 1,
      "_run_window"),
-    ((1, 2, 6, 6), dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"), 1, "_run_window"),
+    ((1, 2, 6, 6), dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"), 1, "_run_same"),
+    # stride 1 keeping the plane's size: whole flat planes (Inception's 3x3 pools)
+    ((2, 5, 7, 7), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_same"),
+    ((1, 3, 3, 4), dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), 1, "_run_same"),     # window beyond the plane
+    ((1, 3, 6, 9), dict(kernel_shape=[3, 4], pads=[2, 0, 0, 3]), 1, "_run_same"),     # lopsided pads
+    ((1, 2, 6, 6), dict(kernel_shape=[2, 2], auto_pad="SAME_LOWER"), 1, "_run_same"),
     ((1, 2, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2]), 2, "run"),               # Indices wanted
     ((1, 2, 9), dict(kernel_shape=[3], strides=[2]), 1, "run"),                        # 1-D: reference
 ])
@@ -278,7 +283,8 @@ def test_max_pool(shape, attrs, outputs, fast):
 
 
 @pytest.mark.parametrize("attrs", [dict(kernel_shape=[2, 2], strides=[2, 2]),
-                                   dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])])
+                                   dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                                   dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])])
 def test_max_pool_propagates_nan_from_any_position(attrs):
     node = helper.make_node("MaxPool", ["x"], ["y"], **attrs)
     model = make_model([node], [helper.make_tensor_value_info("x", F32, (1, 4, 2, 2))],
@@ -306,14 +312,17 @@ def test_max_pool_stride_2_keeps_nan_where_the_reference_does(pads):
 
 
 @pytest.mark.parametrize("shape,attrs,fast", [
-    ((1, 8, 14, 14), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_window"),        # Inception v2
-    ((1, 8, 14, 14), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1), "_run_window"),
+    ((1, 8, 14, 14), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_same"),          # Inception v2
+    ((1, 8, 14, 14), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1), "_run_same"),
+    ((2, 3, 3, 4), dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), "_run_same"),             # window beyond the plane
+    ((1, 3, 6, 9), dict(kernel_shape=[3, 4], pads=[2, 0, 0, 3], count_include_pad=1), "_run_same"),
+    ((1, 3, 6, 9), dict(kernel_shape=[1, 1]), "_run_same"),
     ((2, 3, 11, 17), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1), "_run_window"),
     ((2, 3, 11, 17), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 2, 1], ceil_mode=1,
                           count_include_pad=1), "_run_window"),
     ((1, 2, 10, 11), dict(kernel_shape=[3, 2], strides=[1, 3], dilations=[2, 1], pads=[2, 0, 1, 1]), "_run_window"),
     ((1, 4, 7, 7), dict(kernel_shape=[7, 7]), "_run_window"),                             # global-sized window
-    ((1, 2, 5, 6), dict(kernel_shape=[2, 3], auto_pad="SAME_UPPER"), "_run_window"),
+    ((1, 2, 5, 6), dict(kernel_shape=[2, 3], auto_pad="SAME_UPPER"), "_run_same"),
     ((1, 2, 5, 6), dict(kernel_shape=[2, 3], strides=[2, 1], auto_pad="SAME_LOWER", count_include_pad=1),
      "_run_window"),
     ((1, 2, 9), dict(kernel_shape=[3], strides=[2]), "run"),                               # 1-D: reference
@@ -326,10 +335,11 @@ def test_average_pool(shape, attrs, fast):
     assert run_both(model, {"x": x}) == [fast]
 
 
-def test_average_pool_float64_and_nan_inf_match_the_reference():
+@pytest.mark.parametrize("attrs,path", [(dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), "_run_window"),
+                                        (dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_same")])
+def test_average_pool_float64_and_nan_inf_match_the_reference(attrs, path):
     """float64 against the reference kernel to 1e-12 (onnxruntime has no float64 AveragePool);
     a NaN or an infinity reaches exactly the windows that read it."""
-    attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     node = helper.make_node("AveragePool", ["x"], ["y"], **attrs)
     for dtype, elem in ((np.float64, TensorProto.DOUBLE), (np.float32, F32)):
         model = make_model([node], [helper.make_tensor_value_info("x", elem, (1, 3, 9, 10))],
@@ -339,9 +349,27 @@ def test_average_pool_float64_and_nan_inf_match_the_reference():
         it = Interpreter(from_onnx(model), device="numba")
         got = it.run({"x": x})["y"]
         want = Interpreter(from_onnx(model), device="cpu").run({"x": x})["y"]
-        assert [s[0].__name__ for s in it._plans["serving_default"].prepared.steps] == ["_run_window"]
+        assert [s[0].__name__ for s in it._plans["serving_default"].prepared.steps] == [path]
         assert got.dtype == dtype and np.isnan(want).any() and np.isinf(want).any()
         np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype,elem", [(np.float32, F32), (np.float64, TensorProto.DOUBLE)])
+def test_max_pool_keeping_the_plane_size_matches_the_reference_with_nan_and_inf(dtype, elem):
+    """The flat-plane stride-1 pass: NaN wins every window that reads it, at a row's ends and
+    in the top and bottom rows too; -inf beside padding stays -inf; float64 as float32."""
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model = make_model([node], [helper.make_tensor_value_info("x", elem, (1, 3, 6, 7))],
+                       [helper.make_tensor_value_info("y", elem, None)])
+    x = np.random.default_rng(8).standard_normal((1, 3, 6, 7)).astype(dtype)
+    x[0, 0, 0, 6], x[0, 0, 3, 3], x[0, 1, 5, 0], x[0, 2, 2, 0] = np.nan, np.nan, np.nan, np.inf
+    x[0, 2, 4:, 5:] = -np.inf
+    it = Interpreter(from_onnx(model), device="numba")
+    got = it.run({"x": x})["y"]
+    want = Interpreter(from_onnx(model), device="cpu").run({"x": x})["y"]
+    assert [s[0].__name__ for s in it._plans["serving_default"].prepared.steps] == ["_run_same"]
+    assert got.dtype == dtype and np.isnan(want).sum() == 4 + 9 + 4 and got[0, 2, 5, 6] == -np.inf
+    np.testing.assert_array_equal(got, want)
 
 
 def test_max_pool_of_minus_infinity_beside_padding_is_minus_infinity():
