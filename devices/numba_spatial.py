@@ -158,15 +158,21 @@ def max_pool_2d(x, out, kh, kw, sh, sw, dh, dw, ph, pw):  # pragma: no cover - c
                 for k in range(hi - lo):
                     q = start + k * sw
                     row[lo + k] = _max_nan(_max_nan(column[q], column[q + dw]), column[q + 2 * dw])
-            for z in range(ow):  # the rest, tap by tap
-                if lo <= z < hi:
-                    continue
-                best = -np.inf
-                for j in range(kw):
-                    q = z * sw - pw + j * dw
-                    if 0 <= q < wd:
-                        best = _max_nan(best, column[q])
-                row[z] = best
+            for z in range(lo):  # the rest, tap by tap
+                row[z] = _column_max(column, z * sw - pw, kw, dw, wd)
+            for z in range(hi, ow):
+                row[z] = _column_max(column, z * sw - pw, kw, dw, wd)
+
+
+@njit(inline="always")
+def _column_max(column, left, kw, dw, wd):  # pragma: no cover - compiled
+    """The max of column[left + j*dw] over the taps j inside [0, wd) (-inf if none; NaN wins)."""
+    best = -np.inf
+    for j in range(kw):
+        q = left + j * dw
+        if 0 <= q < wd:
+            best = _max_nan(best, column[q])
+    return best
 
 
 @njit(parallel=True, cache=True, nogil=True)
