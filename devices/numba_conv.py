@@ -446,19 +446,20 @@ class NumbaConv:
         """Whether this Conv's products run on our own micro-kernels (devices.numba_microkernel):
         a float32 one of one group on numba's pool. Constant weights are packed into column
         panels here, once, for a pointwise Conv (its product into a channels-last output reads
-        them so) and for an im2col product with fewer columns than filters (ResNet's deep 3x3
-        layers: the columns as A, the packed weights as B, the result stored transposed; with
-        the weights as A each of the few column panels streamed all of them). Other products
-        into NCHW read the weights and the columns where they lie."""
+        them so) and for a strided im2col product with fewer columns than filters (ResNet's
+        deep stride-2 layers: the columns as A, the packed weights as B, the result stored
+        transposed). Every other product into NCHW reads the weights as A, packed into row
+        tiles, and the columns where they lie: a stride-1 Conv's implicit GEMM too, whatever
+        its columns (single-thread at 14 x 14 it beat im2col + panels by 2-4 %, at 7 x 7 tied,
+        without the im2col buffer)."""
         p: ConvParams = self.params
         self.tiled = (getattr(self, "pooled", False) and p.group == 1
                       and x.dtype == np.float32 and w.dtype == np.float32)
         self.w_panels = self.w_rows = None
         if not self.tiled or weights is None:
             return
-        columns = self.wide[2] if self.run == self._run_wide else p.out_size
         matrix = np.asarray(weights).reshape(w.shape[0], -1)
-        if p.pointwise or (self.run in (self._run_gemm, self._run_wide) and columns < w.shape[0]):
+        if p.pointwise or (self.run == self._run_gemm and p.out_size < w.shape[0]):
             self.w_panels = pack_panels(matrix.T)
         # the weights as A (every product into NCHW but the stored-transposed one): in row
         # tiles, so the micro-kernel's loop reads them through one pointer (eight strided rows
@@ -654,7 +655,7 @@ class NumbaConv:
             size = part.stop - part.start
             padded = scratch("numba.conv.padded", (size, c, hp * wp), x.dtype)
             wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
-            if self.tiled and self.w_panels is None:  # an implicit GEMM: B's rows are the padded planes, shifted
+            if self.tiled:  # an implicit GEMM: B's rows are the padded planes, shifted
                 pad_planes(x[part], padded, ph, pw, wp)
                 use_threads(self.gemm_threads)  # (self.threads counts the copies' work: 1 thread at 14 x 14)
                 a, a_row, a_k, a_tile = self._weights_as_a(weights, rows)
