@@ -184,6 +184,37 @@ def pad_planes(x, padded, ph, pw, wp):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, nogil=True)
+def phase_planes(x, phases, sh, sw, ph, pw, wq):  # pragma: no cover - compiled
+    """phases (N, C*SH*SW, HQ*WQ; any contents)[n, (c*sh + p)*sw + q, u*WQ + v] = x[n, c,
+    u*sh + p - ph, v*sw + q - pw], 0 outside x: each plane's zero-bordered rows and columns
+    split by their remainder modulo the stride, so that a strided Conv's tap (i, j) reads
+    phase (i % sh, j % sw) shifted by (i // sh, j // sw) with unit stride (an implicit GEMM:
+    no im2col copy). Parallel over (n, c, row phase)."""
+    n_, c_, h, wd = x.shape
+    hq = phases.shape[2] // wq
+    for task in prange(n_ * c_ * sh):
+        plane, p = task // sh, task % sh
+        n, c = plane // c_, plane % c_
+        src = x[n, c]
+        for q in range(sw):
+            dst = phases[n, (c * sh + p) * sw + q]
+            v0, v1 = valid_columns(q - pw, sw, wd, wq)
+            for u in range(hq):
+                line = dst[u * wq : (u + 1) * wq]
+                row = u * sh + p - ph
+                if row < 0 or row >= h:
+                    line[:] = 0.0
+                    continue
+                line[:v0] = 0.0
+                line[v1:] = 0.0
+                if v1 > v0:
+                    start = v0 * sw + q - pw
+                    values, part = src[row, start : start + (v1 - v0 - 1) * sw + 1], line[v0:v1]
+                    for k in range(v1 - v0):
+                        part[k] = values[k * sw]
+
+
+@njit(parallel=True, cache=True, nogil=True)
 def im2col_wide(x, cols, kh, kw, dh, dw, ph, pw, wp, padded):  # pragma: no cover - compiled
     """Stride-1 im2col in "wide rows": each plane of x goes into `padded` (N, C, HP*WP; any
     contents) with its zero border, then cols[n, (c*kh + i)*kw + j, q] = padded[n, c, q + i*dh*WP
@@ -456,6 +487,9 @@ class NumbaConv:
         self.tiled = (getattr(self, "pooled", False) and p.group == 1
                       and x.dtype == np.float32 and w.dtype == np.float32)
         self.w_panels = self.w_rows = None
+        if (self.tiled and not p.pointwise and self.run in (self._run_gemm, self._run_blocks)
+                and p.window.dilations == (1, 1)):
+            self._prepare_phases(w, x)
         if not self.tiled or weights is None:
             return
         matrix = np.asarray(weights).reshape(w.shape[0], -1)
@@ -603,6 +637,48 @@ class NumbaConv:
         residual = residual.reshape(shape) if residual.size else residual
         return pointwise_layouts, (np.ascontiguousarray(w.reshape(m, c)), x3, result, self._bias(inputs), residual,
                                    *self.code, self.x_last, self.out_last, *self.pointwise_split)
+
+    def _prepare_phases(self, w: TensorSpec, x: TensorSpec) -> None:
+        """A strided Conv as an implicit GEMM over its input's phase planes (phase_planes):
+        row (c, i, j) of B is phase (i % sh, j % sw) of plane c shifted by (i // sh, j // sw),
+        the columns wide rows of WQ (the phase planes' width) of which the first OW are
+        outputs. Sized so that every row's shifted span stays inside its phase plane."""
+        p: ConvParams = self.params
+        (kh, kw), (sh, sw), (ph, pw) = p.window.kernel, p.window.strides, p.window.pads_begin
+        (h, wd), (oh, ow) = x.shape[2:], p.window.out_shape
+        hq = max(-(-(ph + h) // sh), oh + (kh - 1) // sh)
+        wq = max(-(-(pw + wd) // sw), ow + (kw - 1) // sw)
+        i, j = np.arange(kh)[:, None], np.arange(kw)[None, :]
+        taps = (((i % sh) * sw + j % sw) * (hq * wq) + (i // sh) * wq + j // sw).reshape(-1)
+        self.phases = (sh, sw, hq, wq, (oh - 1) * wq + ow)
+        self.phase_rows = (np.arange(w.shape[1])[:, None] * (sh * sw * hq * wq) + taps[None, :]).reshape(-1)
+        self.phase_rows = self.phase_rows.astype(np.int64)
+        self.run = self._run_phases
+
+    def _run_phases(self, inputs, outputs):
+        p: ConvParams = self.params
+        x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
+        (n, m), c = out.shape[:2], x.shape[1]
+        sh, sw, hq, wq, span = self.phases
+        ph, pw = p.window.pads_begin
+        bias = self._bias_or_zeros(inputs)
+        rows = w.shape[1] * len(p.taps)
+        a, a_row, a_k, a_tile = self._weights_as_a(np.ascontiguousarray(w).reshape(m, rows), rows)
+        for start in range(0, n, p.chunk):  # bounded buffers, as the reference keeps
+            part = slice(start, min(n, start + p.chunk))
+            size = part.stop - part.start
+            planes = scratch("numba.conv.phases", (size, c * sh * sw, hq * wq), x.dtype)
+            wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
+            use_threads(self.im2col_threads)
+            phase_planes(x[part], planes, sh, sw, ph, pw, wq)
+            use_threads(self.gemm_threads)
+            gemm_tiles(a, a_row, a_k, 0, m, rows, planes.reshape(-1), TILE_COLUMNS, 0, self.phase_rows,
+                       c * sh * sw * hq * wq, span, wide.reshape(-1), span, m * span, size, _NO_BIAS["f"], BIAS_NONE,
+                       _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1],
+                       *tile_tasks(size, m, span, self.gemm_threads), False, False, a_tile)
+            use_threads(self.threads)
+            epilogue_wide(wide, out[part], wq, bias, *self.code)
+        finish_activation(out, self.leftover)
 
     def _tile_arguments(self, x, w, out, bias, residual) -> tuple | None:
         """gemm_tiles' arguments for out = act(W @ X + bias + residual) in this Conv's layouts,

@@ -148,9 +148,10 @@ def conv_model(x_shape, w_shape, *, bias=True, activation=None, dtype=np.float32
     return model, {"x": rng.standard_normal(x_shape).astype(dtype)}
 
 
-# the strided one-group Convs whose positions outnumber their filters run block by block on the pool
-BLOCKS = {((2, 3, 17, 13), (5, 3, 3, 2)): "_run_blocks", ((1, 3, 9, 9), (6, 3, 4, 4)): "_run_blocks",
-          ((1, 3, 9, 9), (4, 3, 3, 3)): "_run_blocks"}
+# the strided, undilated one-group float32 Convs run on the pool as implicit GEMMs over the
+# input's phase planes (im2col on numpy's matmul)
+BLOCKS = {((2, 3, 17, 13), (5, 3, 3, 2)): "_run_phases", ((1, 3, 9, 9), (6, 3, 4, 4)): "_run_phases",
+          ((1, 3, 9, 9), (4, 3, 3, 3)): "_run_phases"}
 
 
 @pytest.mark.parametrize("x_shape,w_shape,kwargs,path", [
@@ -177,6 +178,7 @@ BLOCKS = {((2, 3, 17, 13), (5, 3, 3, 2)): "_run_blocks", ((1, 3, 9, 9), (6, 3, 4
     ((1, 1, 640), (258, 1, 256), dict(strides=[128], bias=False), "_run_gather_1d"),  # an STFT as a Conv
     ((1, 6, 9), (6, 1, 3), dict(group=6, auto_pad="SAME_UPPER", activation="LeakyRelu"), "_run_gather_1d"),
     ((2, 64, 300), (32, 64, 5), dict(pads=[2, 2], activation="Relu"), "_run_lifted"),
+    ((2, 64, 3000), (64, 64, 5), dict(strides=[2], pads=[2, 1], activation="Relu"), "_run_lifted"),  # strided
     ((1, 64, 4000), (64, 1, 3), dict(group=64, strides=[2], pads=[1, 1]), "_run_lifted"),  # depthwise
     ((1, 1, 20, 20), (16, 1, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_wide"),  # one channel, 16 filters: not depthwise
 ])
@@ -195,8 +197,9 @@ def test_conv(monkeypatch, x_shape, w_shape, kwargs, path, pooled):
     assert steps[0] == path
 
 
-def test_conv_propagates_nan_like_the_reference():
-    model, feeds = conv_model((1, 2, 6, 6), (3, 2, 3, 3), pads=[1, 1, 1, 1], activation="Relu")
+@pytest.mark.parametrize("strides", [[1, 1], [2, 2]])
+def test_conv_propagates_nan_like_the_reference(strides):
+    model, feeds = conv_model((1, 2, 6, 6), (3, 2, 3, 3), pads=[1, 1, 1, 1], strides=strides, activation="Relu")
     feeds["x"][0, 1, 2, 3] = np.nan
     want = Interpreter(from_onnx(model), device="cpu").run(feeds)["y"]
     got = Interpreter(from_onnx(model), device="numba").run(feeds)["y"]
@@ -238,11 +241,12 @@ def test_conv_gathers_columns_a_few_samples_at_a_time(monkeypatch):
 
 def test_conv_blocks_keep_their_columns_small(monkeypatch):
     """On numba's pool, each thread's im2col columns hold one block of output positions; the
-    blocks (32 positions of 576 rows here) do not divide the 400 positions of an image."""
+    blocks (32 positions of 576 rows here) do not divide the 400 positions of an image. (A
+    dilated strided Conv: undilated ones run over phase planes, _run_phases.)"""
     from edgerun.runtime.kernels import spatial
 
     monkeypatch.setattr(numba_conv, "COLUMN_BLOCK_BYTES", 100_000)
-    model, feeds = conv_model((5, 64, 40, 40), (6, 64, 3, 3), pads=[1, 1, 1, 1], strides=[2, 2])
+    model, feeds = conv_model((5, 64, 40, 40), (6, 64, 3, 3), pads=[2, 2, 2, 2], strides=[2, 2], dilations=[2, 2])
     spatial._local.__dict__.setdefault("pool", {}).pop("numba.conv.blocks", None)
     assert run_both(model, feeds, atol=1e-3)[0] == "_run_blocks"
     per_thread = spatial._local.pool["numba.conv.blocks"].nbytes / numba.config.NUMBA_NUM_THREADS

@@ -241,12 +241,18 @@ def test_narrower_vectors_in_a_fresh_process(tmp_path, switched_off, lanes, rows
     assert done.stdout.strip().endswith("ok")
 
 
-CONVS = [  # x shape, w shape, attributes, the path
+CONVS = [  # x shape, w shape, attributes, the path on the tiles (and on OpenBLAS where it differs)
     ((1, 24, 9, 11), (40, 24, 1, 1), {}, "_run_gemm"),                                       # pointwise NCHW
     ((2, 16, 12, 12), (33, 16, 3, 3), dict(pads=[1, 0, 2, 1]), "_run_wide"),                 # implicit GEMM
     ((1, 5, 20, 20), (7, 5, 3, 3), dict(dilations=[2, 3], pads=[2, 1, 0, 3]), "_run_wide"),
-    ((1, 3, 33, 31), (37, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1]), "_run_blocks"),
-    ((1, 40, 9, 9), (70, 40, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1]), "_run_gemm"),   # im2col
+    # strided: an implicit GEMM over the phase planes on the tiles, im2col on OpenBLAS
+    ((1, 3, 33, 31), (37, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1]), "_run_phases/_run_blocks"),
+    ((1, 40, 9, 9), (70, 40, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1]), "_run_phases/_run_gemm"),
+    ((2, 3, 23, 29), (16, 3, 7, 5), dict(strides=[3, 2], pads=[3, 0, 1, 2]), "_run_phases/_run_blocks"),
+    ((1, 4, 10, 10), (8, 4, 3, 3), dict(strides=[3, 3], pads=[4, 0, 2, 5]), "_run_phases/_run_blocks"),  # wide pads
+    # strided and dilated: im2col on both (phases are for undilated windows)
+    ((1, 3, 33, 31), (37, 3, 3, 3), dict(strides=[2, 2], dilations=[2, 2], pads=[2, 2, 2, 2]), "_run_blocks"),
+    ((1, 40, 13, 13), (70, 40, 3, 3), dict(strides=[2, 2], dilations=[2, 2], pads=[2, 2, 2, 2]), "_run_gemm"),
 ]
 
 
@@ -254,12 +260,10 @@ CONVS = [  # x shape, w shape, attributes, the path
 @pytest.mark.parametrize("tiled", [True, False])
 @pytest.mark.parametrize("activation", ["Relu", "HardSwish"])
 def test_convolutions_with_and_without_the_tiles(monkeypatch, x_shape, w_shape, attrs, path, tiled, activation):
-    if not tiled:
-        prepare = numba_conv.NumbaConv._prepare_tiles
-
+    path = path.split("/")[0 if tiled else -1]
+    if not tiled:  # _prepare_tiles as it is where the tiles do not apply (float64, no pool)
         def untiled(self, *args):
-            prepare(self, *args)
-            self.tiled = False
+            self.tiled, self.w_panels, self.w_rows = False, None, None
 
         monkeypatch.setattr(numba_conv.NumbaConv, "_prepare_tiles", untiled)
     model, feeds = conv_model(x_shape, w_shape, activation=activation, **attrs)
@@ -270,11 +274,12 @@ def test_convolutions_with_and_without_the_tiles(monkeypatch, x_shape, w_shape, 
     assert kernel.run.__name__ == path
     # the weights as A are packed into row tiles once (all but the product stored transposed;
     # a pointwise Conv keeps both packings: its layouts are chosen after prepare)
-    assert not tiled or (kernel.w_rows is not None) is (kernel.w_panels is None or kernel.params.pointwise)
+    assert (kernel.w_rows is not None) is (tiled and (kernel.w_panels is None or kernel.params.pointwise))
 
 
 @pytest.mark.parametrize("x_shape,w_shape,attrs,path", CONVS)
 def test_weights_given_at_run_time_are_read_where_they_lie(x_shape, w_shape, attrs, path):
+    path = path.split("/")[0]
     """Weights that are a graph input (no constant to pack at prepare), two runs with
     different weights: each run's own weights are used."""
     model, feeds = conv_model(x_shape, w_shape, activation="Relu", **attrs)
@@ -284,7 +289,7 @@ def test_weights_given_at_run_time_are_read_where_they_lie(x_shape, w_shape, att
     it = Interpreter(from_onnx(model), device="numba", num_threads=2)
     (kernel,) = [step[0].__self__ for step in it._plans["serving_default"].prepared.steps]
     assert kernel.tiled and kernel.w_rows is None and kernel.w_panels is None and kernel.run.__name__ == path
-    for scale in (1.0, -0.5):
+    for scale in (1.0, -0.5):  # (the same weights object is not reused: a fresh array each run)
         feeds = dict(feeds, w=(weights * scale).astype(np.float32))
         np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
 
