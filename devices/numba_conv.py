@@ -347,6 +347,13 @@ def epilogue_wide(wide, out, wp, bias, code, consts):  # pragma: no cover - comp
             activate_row(row, code, consts)
 
 
+# strided Convs over phase planes (_run_phases) where the wide rows fill this much of the
+# tiles' columns and the product is this deep; else im2col. Measured at 2 threads against
+# im2col: 28 x 28 outputs and up (94 % useful) and ResNet's 7x7 first layer (depth 147) gain
+# (1.56 -> 1.0x onnxruntime), 14 x 14 (87.5 %) and 7 x 7 (77 %) outputs lose 15-25 %, and a
+# three-channel 3x3 first layer (depth 27) is a toss-up either way
+PHASES_MIN_USEFUL = 0.9
+PHASES_MIN_DEPTH = 64
 NUMPY_EPILOGUE_MAX = 4096  # outputs this small take numpy's bias add and activation (_run_gather_1d)
 GATHER_MAX_COLUMNS = 1 << 16  # a 1-D Conv whose im2col is this small runs as numpy calls (_run_gather_1d)
 DEPTHWISE_MAX_MULTIPLIER = 4  # beyond it (one channel into 258 filters: an STFT) a GEMM wins
@@ -488,7 +495,7 @@ class NumbaConv:
                       and x.dtype == np.float32 and w.dtype == np.float32)
         self.w_panels = self.w_rows = None
         if (self.tiled and not p.pointwise and self.run in (self._run_gemm, self._run_blocks)
-                and p.window.dilations == (1, 1)):
+                and p.window.dilations == (1, 1) and w.shape[1] * len(p.taps) >= PHASES_MIN_DEPTH):
             self._prepare_phases(w, x)
         if not self.tiled or weights is None:
             return
@@ -650,7 +657,10 @@ class NumbaConv:
         wq = max(-(-(pw + wd) // sw), ow + (kw - 1) // sw)
         i, j = np.arange(kh)[:, None], np.arange(kw)[None, :]
         taps = (((i % sh) * sw + j % sw) * (hq * wq) + (i // sh) * wq + j // sw).reshape(-1)
-        self.phases = (sh, sw, hq, wq, (oh - 1) * wq + ow)
+        span = (oh - 1) * wq + ow
+        if oh * ow < PHASES_MIN_USEFUL * (-(-span // TILE_COLUMNS) * TILE_COLUMNS):
+            return  # (most of a small output's tile columns would be its wide rows' padding)
+        self.phases = (sh, sw, hq, wq, span)
         self.phase_rows = (np.arange(w.shape[1])[:, None] * (sh * sw * hq * wq) + taps[None, :]).reshape(-1)
         self.phase_rows = self.phase_rows.astype(np.int64)
         self.run = self._run_phases

@@ -188,6 +188,8 @@ def test_conv(monkeypatch, x_shape, w_shape, kwargs, path, pooled):
     one-group im2col convolutions then run block by block) and on numpy's matmul."""
     if pooled:
         path = BLOCKS.get((x_shape, w_shape), path)
+        monkeypatch.setattr(numba_conv, "PHASES_MIN_USEFUL", 0.0)  # (small Convs: phases too)
+        monkeypatch.setattr(numba_conv, "PHASES_MIN_DEPTH", 0)
     else:
         monkeypatch.setattr(numba_conv, "gemm_in_pool", lambda: False)
     model, feeds = conv_model(x_shape, w_shape, **kwargs)
@@ -197,12 +199,16 @@ def test_conv(monkeypatch, x_shape, w_shape, kwargs, path, pooled):
     assert steps[0] == path
 
 
-@pytest.mark.parametrize("strides", [[1, 1], [2, 2]])
-def test_conv_propagates_nan_like_the_reference(strides):
+@pytest.mark.parametrize("strides,path", [([1, 1], "_run_wide"), ([2, 2], "_run_phases")])
+def test_conv_propagates_nan_like_the_reference(monkeypatch, strides, path):
+    monkeypatch.setattr(numba_conv, "PHASES_MIN_USEFUL", 0.0)  # (a small Conv over phases too)
+    monkeypatch.setattr(numba_conv, "PHASES_MIN_DEPTH", 0)
     model, feeds = conv_model((1, 2, 6, 6), (3, 2, 3, 3), pads=[1, 1, 1, 1], strides=strides, activation="Relu")
     feeds["x"][0, 1, 2, 3] = np.nan
     want = Interpreter(from_onnx(model), device="cpu").run(feeds)["y"]
-    got = Interpreter(from_onnx(model), device="numba").run(feeds)["y"]
+    it = Interpreter(from_onnx(model), device="numba")
+    got = it.run(feeds)["y"]
+    assert it._plans["serving_default"].prepared.steps[0][0].__name__ == path
     assert np.isnan(want).any()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # NaN where the reference has NaN
 

@@ -241,6 +241,28 @@ def test_narrower_vectors_in_a_fresh_process(tmp_path, switched_off, lanes, rows
     assert done.stdout.strip().endswith("ok")
 
 
+def every_strided_conv_over_phases(monkeypatch) -> None:
+    """Small test Convs take the phase planes too (their outputs' wide rows are mostly padding:
+    the real rule keeps such Convs on im2col; test_strided_convs_choose_phases_by_their_shape)."""
+    monkeypatch.setattr(numba_conv, "PHASES_MIN_USEFUL", 0.0)
+    monkeypatch.setattr(numba_conv, "PHASES_MIN_DEPTH", 0)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,path", [
+    ((1, 64, 56, 56), (128, 64, 3, 3), "_run_phases"),   # 28 x 28 outputs: 94 % of the tile columns used
+    ((1, 3, 64, 64), (16, 3, 7, 7), "_run_phases"),      # a 7x7 first layer: depth 147
+    ((1, 3, 64, 64), (16, 3, 3, 3), "_run_blocks"),      # depth 27: im2col block by block
+    ((1, 256, 14, 14), (512, 256, 3, 3), "_run_gemm"),   # 7 x 7 outputs: 77 % used; im2col, stored transposed
+])
+def test_strided_convs_choose_phases_by_their_shape(x_shape, w_shape, path):
+    k = w_shape[2]
+    model, feeds = conv_model(x_shape, w_shape, activation="Relu", strides=[2, 2], pads=[k // 2] * 4)
+    it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+    (kernel,) = [step[0].__self__ for step in it._plans["serving_default"].prepared.steps]
+    np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
+    assert kernel.run.__name__ == path
+
+
 CONVS = [  # x shape, w shape, attributes, the path on the tiles (and on OpenBLAS where it differs)
     ((1, 24, 9, 11), (40, 24, 1, 1), {}, "_run_gemm"),                                       # pointwise NCHW
     ((2, 16, 12, 12), (33, 16, 3, 3), dict(pads=[1, 0, 2, 1]), "_run_wide"),                 # implicit GEMM
@@ -261,6 +283,7 @@ CONVS = [  # x shape, w shape, attributes, the path on the tiles (and on OpenBLA
 @pytest.mark.parametrize("activation", ["Relu", "HardSwish"])
 def test_convolutions_with_and_without_the_tiles(monkeypatch, x_shape, w_shape, attrs, path, tiled, activation):
     path = path.split("/")[0 if tiled else -1]
+    every_strided_conv_over_phases(monkeypatch)
     if not tiled:  # _prepare_tiles as it is where the tiles do not apply (float64, no pool)
         def untiled(self, *args):
             self.tiled, self.w_panels, self.w_rows = False, None, None
@@ -278,8 +301,9 @@ def test_convolutions_with_and_without_the_tiles(monkeypatch, x_shape, w_shape, 
 
 
 @pytest.mark.parametrize("x_shape,w_shape,attrs,path", CONVS)
-def test_weights_given_at_run_time_are_read_where_they_lie(x_shape, w_shape, attrs, path):
+def test_weights_given_at_run_time_are_read_where_they_lie(monkeypatch, x_shape, w_shape, attrs, path):
     path = path.split("/")[0]
+    every_strided_conv_over_phases(monkeypatch)
     """Weights that are a graph input (no constant to pack at prepare), two runs with
     different weights: each run's own weights are used."""
     model, feeds = conv_model(x_shape, w_shape, activation="Relu", **attrs)
