@@ -18,10 +18,13 @@ fused activation; see devices.numba_epilogue) in the same kernel:
   im2col of the whole image, BLAS products (one call per group), the compiled epilogue.
 
 float32 with one group runs its products on our own register-tiled GEMM instead of OpenBLAS
-(devices.numba_microkernel), the epilogue inside the tile: pointwise ones with their weights
-packed once at prepare (channels-last on either side) or in place (NCHW), stride-1 ones as an
-implicit GEMM over the zero-bordered input (no im2col buffer), strided ones in `conv_blocks`'s
-blocks and the whole-image im2col's product.
+(devices.numba_microkernel), the epilogue inside the tile, the weights packed once at prepare:
+pointwise ones straight on the activation (channels-last on either side, or NCHW), stride-1
+ones as an implicit GEMM over the zero-bordered input (no im2col buffer), strided ones as an
+implicit GEMM over the input's phase planes (`phase_planes`: rows and columns split by their
+remainder modulo the stride, so every tap reads one plane with unit stride) where the output
+is big enough to fill the tiles (PHASES_MIN_USEFUL), else in `conv_blocks`'s blocks or the
+whole-image im2col's product.
 
 Earns its place in benchmarks/bench_cnn_models.py (MobileNet/ShuffleNet/EfficientNet).
 """
