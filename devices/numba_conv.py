@@ -498,7 +498,10 @@ class NumbaConv:
                       and x.dtype == np.float32 and w.dtype == np.float32)
         self.w_panels = self.w_rows = None
         if (self.tiled and not p.pointwise and self.run in (self._run_gemm, self._run_blocks)
-                and p.window.dilations == (1, 1) and w.shape[1] * len(p.taps) >= PHASES_MIN_DEPTH):
+                and p.window.dilations == (1, 1) and w.shape[1] * len(p.taps) >= PHASES_MIN_DEPTH
+                and all(k >= s for k, s in zip(p.window.kernel, p.window.strides, strict=True))):
+            # (a window narrower than its stride, as ResNet-50's 1x1 stride-2 shortcuts, would
+            # copy whole phase planes it never reads: im2col takes only what it needs)
             self._prepare_phases(w, x)
         if not self.tiled or weights is None:
             return

@@ -141,8 +141,8 @@ class _Emitter:
 def _emit_k_loop(em: _Emitter, accs, a_rows, a_k, b_base, b_row, b_table, depth, masks):
     """accs[i][j] += A[i, k] * B[k, j-th vector] for k < depth (allocas, promoted to registers);
     B's row k at b_base + k*b_row, or at b_base + b_table[k] when b_table is a pointer; A's
-    row i at a_rows[i] + k*a_k (a packed A: one pointer plus constants, a_k constant, so the
-    loop keeps one A address in a register, not eight that spill)."""
+    row i at a_rows[i] + k*a_k (rows next to each other: one pointer plus constant offsets,
+    so the loop keeps one A address in a register, not eight that spill)."""
     builder = em.b
     with cgutils.for_range(builder, depth) as loop:
         k = loop.index

@@ -133,8 +133,8 @@ def max_pool_2d(x, out, kh, kw, sh, sw, dh, dw, ph, pw):  # pragma: no cover - c
             # where all of a 3-wide window's columns lie inside x: one pass of three reads
             z0, z1 = valid_columns(-pw, sw, wd, ow)
             inner0, inner1 = valid_columns(2 * dw - pw, sw, wd, ow)
-            lo, hi = (max(z0, inner0), min(z1, inner1)) if kw == 3 else (0, 0)
-            hi = max(lo, hi)
+            lo, hi = (min(ow, max(z0, inner0)), min(z1, inner1)) if kw == 3 else (0, 0)
+            hi = max(lo, hi)  # ([lo, hi) inside [0, ow): the tap-by-tap loops below write [0, lo) and [hi, ow))
             if hi > lo and sw == 2 and dw == 1:
                 # stride 2: the row's even and odd columns apart first (one vectorized pass), so
                 # that the window's three columns are three unit-stride reads
@@ -402,6 +402,9 @@ class NumbaMaxPool:
         max_pool_2d(np.ascontiguousarray(inputs[0]), outputs[0], *self.geometry)
 
     def _run_same(self, inputs, outputs):
+        if not outputs[0].flags.c_contiguous:  # (its flat planes need a contiguous output)
+            self._run_window(inputs, outputs)
+            return
         kh, kw, _, _, _, _, ph, pw = self.geometry
         use_threads(self.threads)
         max_pool_same(np.ascontiguousarray(inputs[0]), outputs[0], kh, kw, ph, pw)
@@ -438,6 +441,9 @@ class NumbaAveragePool:
         average_pool_2d(np.ascontiguousarray(inputs[0]), outputs[0], self.inverse, *self.geometry)
 
     def _run_same(self, inputs, outputs):
+        if not outputs[0].flags.c_contiguous:  # (its flat planes need a contiguous output)
+            self._run_window(inputs, outputs)
+            return
         kh, kw, _, _, _, _, ph, pw = self.geometry
         use_threads(self.threads)
         average_pool_same(np.ascontiguousarray(inputs[0]), outputs[0], self.inverse, kh, kw, ph, pw)

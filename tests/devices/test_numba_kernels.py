@@ -279,6 +279,9 @@ def test_conv_blocks_keep_their_columns_small(monkeypatch):
     ((1, 3, 3, 4), dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), 1, "_run_same"),     # window beyond the plane
     ((1, 3, 6, 9), dict(kernel_shape=[3, 4], pads=[2, 0, 0, 3]), 1, "_run_same"),     # lopsided pads
     ((1, 2, 6, 6), dict(kernel_shape=[2, 2], auto_pad="SAME_LOWER"), 1, "_run_same"),
+    # a one-column output whose 3-wide window's inside starts past it: nothing written past the row
+    ((1, 3, 5, 1), dict(kernel_shape=[3, 3], pads=[0, 2, 0, 0]), 1, "_run_window"),
+    ((1, 3, 5, 3), dict(kernel_shape=[3, 3], dilations=[1, 2], pads=[0, 2, 0, 0]), 1, "_run_window"),
     ((1, 2, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2]), 2, "run"),               # Indices wanted
     ((1, 2, 9), dict(kernel_shape=[3], strides=[2]), 1, "run"),                        # 1-D: reference
 ])
@@ -394,3 +397,21 @@ def test_max_pool_of_minus_infinity_beside_padding_is_minus_infinity():
     got = Interpreter(from_onnx(model), device="numba").run({"x": x})["y"]
     np.testing.assert_array_equal(got, want)
     assert got[0, 0, 0, 0] == -np.inf
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pools_keeping_the_plane_size_fill_a_strided_output(op):
+    """A caller's strided output view (the planner never makes one): the flat-plane passes need
+    a contiguous output, so such a call takes the row-by-row pass and still fills every value."""
+    node = helper.make_node(op, ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model = make_model([node], [helper.make_tensor_value_info("x", F32, (1, 3, 5, 5))],
+                       [helper.make_tensor_value_info("y", F32, None)])
+    x = np.random.default_rng(9).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    want = ort_run(model, {"x": x})["y"]
+    it = Interpreter(from_onnx(model), device="numba")
+    (run, _ins, _outs, _node), = it._plans["serving_default"].prepared.steps
+    assert run.__name__ == "_run_same"
+    wide = np.full((1, 3, 5, 10), -7.0, np.float32)
+    run([x], [wide[..., ::2]])
+    np.testing.assert_allclose(wide[..., ::2], want, rtol=1e-5, atol=1e-6)
+    assert (wide[..., 1::2] == -7).all()

@@ -253,10 +253,12 @@ def every_strided_conv_over_phases(monkeypatch) -> None:
     ((1, 3, 64, 64), (16, 3, 7, 7), "_run_phases"),      # a 7x7 first layer: depth 147
     ((1, 3, 64, 64), (16, 3, 3, 3), "_run_blocks"),      # depth 27: im2col block by block
     ((1, 256, 14, 14), (512, 256, 3, 3), "_run_gemm"),   # 7 x 7 outputs: 77 % used; im2col, stored transposed
+    ((1, 256, 56, 56), (128, 256, 1, 1), "_run_blocks"),  # a 1x1 stride-2 shortcut reads a quarter: im2col
 ])
 def test_strided_convs_choose_phases_by_their_shape(x_shape, w_shape, path):
     k = w_shape[2]
     model, feeds = conv_model(x_shape, w_shape, activation="Relu", strides=[2, 2], pads=[k // 2] * 4)
+    assert x_shape[1] * k * k >= 27  # (the 3-channel 3x3 one is under PHASES_MIN_DEPTH)
     it = Interpreter(from_onnx(model), device="numba", num_threads=2)
     (kernel,) = [step[0].__self__ for step in it._plans["serving_default"].prepared.steps]
     np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
@@ -302,10 +304,10 @@ def test_convolutions_with_and_without_the_tiles(monkeypatch, x_shape, w_shape, 
 
 @pytest.mark.parametrize("x_shape,w_shape,attrs,path", CONVS)
 def test_weights_given_at_run_time_are_read_where_they_lie(monkeypatch, x_shape, w_shape, attrs, path):
-    path = path.split("/")[0]
-    every_strided_conv_over_phases(monkeypatch)
     """Weights that are a graph input (no constant to pack at prepare), two runs with
     different weights: each run's own weights are used."""
+    path = path.split("/")[0]
+    every_strided_conv_over_phases(monkeypatch)
     model, feeds = conv_model(x_shape, w_shape, activation="Relu", **attrs)
     weights = onnx.numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w"))
     model.graph.initializer.remove(next(i for i in model.graph.initializer if i.name == "w"))
@@ -381,7 +383,8 @@ def test_a_generic_cpu_gets_the_generic_vector_width(tmp_path):
 
 @pytest.mark.parametrize("b_mode", ["stride", "table", "packed"])
 @pytest.mark.parametrize("transposed,rows_outer", [(False, False), (False, True), (True, False)])
-def test_a_long_depth_is_summed_in_blocks(b_mode, transposed, rows_outer):
+@pytest.mark.parametrize("a_packed", [False, True])
+def test_a_long_depth_is_summed_in_blocks(b_mode, transposed, rows_outer, a_packed):
     """601 products per sum: three depth blocks, the later ones added to C (or to the scratch
     tile, transposed), the bias and residual once, the clip after the last."""
     rng = np.random.default_rng(601)
@@ -390,6 +393,6 @@ def test_a_long_depth_is_summed_in_blocks(b_mode, transposed, rows_outer):
     bias = rng.standard_normal(45).astype(np.float32)
     residual = rng.standard_normal((1, 13, 45)).astype(np.float32)
     got = run_tiles(a, b, bias=bias, bias_mode=BIAS_PER_COLUMN, residual=residual, activation=("Relu", ()),
-                    b_mode=b_mode, transposed=transposed, rows_outer=rows_outer, tasks=(2, 1))
+                    b_mode=b_mode, transposed=transposed, rows_outer=rows_outer, tasks=(2, 1), a_packed=a_packed)
     want = oracle(a, b, bias, BIAS_PER_COLUMN, residual, ("Relu", ()))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
