@@ -63,11 +63,14 @@ from edgerun.devices.numba_microkernel import (
     BIAS_PER_COLUMN,
     BIAS_PER_ROW,
     BY_STRIDE,
+    SHORT_ROWS,
     TILE_COLUMNS,
     TILE_ROWS,
     gemm_tiles,
     pack_panels,
     pack_rows,
+    pixels_as_rows,
+    row_height,
     tile_tasks,
     tiles_in_range,
 )
@@ -412,7 +415,8 @@ class NumbaConv:
         self.zeros = np.zeros(w.shape[0], x.dtype)  # the bias when there is none (_bias_or_zeros)
         depthwise = depthwise_shape(x, w, p)
         self.run = self._run_depthwise if depthwise else self._run_gemm
-        if not depthwise and not p.pointwise and p.window.strides == (1, 1):
+        if (not depthwise and not p.pointwise and p.window.strides == (1, 1)
+                and not self._short_pixel_rows(x, w, values)):
             kh, kw, _, _, dh, dw, ph, pw = geometry
             (h, wd), (oh, ow) = x.shape[2:], p.window.out_shape
             wp = max(pw + wd, ow - 1 + (kw - 1) * dw + 1)
@@ -435,6 +439,16 @@ class NumbaConv:
             if channels_last(window.kernel, window.strides, window.dilations, window.out_shape):
                 self.run = self._run_depthwise_channels_last
         return specs
+
+    def _short_pixel_rows(self, x: TensorSpec, w: TensorSpec, values: list) -> bool:
+        """Whether a stride-1 Conv's product runs best as im2col's pixels (rows, in short tiles)
+        times its packed weights, stored transposed: where the pixels come in sevens (7 x 7
+        outputs) and are fewer than the filters. As an implicit GEMM over wide rows, 49
+        outputs took 64 tile columns (ResNet's 512-filter 3x3 Convs at 7 x 7)."""
+        p: ConvParams = self.params
+        return (p.group == 1 and x.dtype == np.float32 and w.dtype == np.float32
+                and values[1] is not None and gemm_in_pool() and p.out_size < w.shape[0]
+                and row_height(p.out_size) == SHORT_ROWS)
 
     def channels_last(self) -> ChannelsLastOffer | None:
         """What this prepared Conv can do inside a channels-last region (runtime.layout): a
@@ -711,11 +725,21 @@ class NumbaConv:
         c, pixels = x.shape[1], self.params.out_size
         code = self.code if self.leftover is None else (NONE, self.code[1])
         flat_x, flat_out, flat_residual = x.reshape(-1), out.reshape(-1), residual.reshape(-1)
-        if self.out_last:  # out (pixels x m) = X (pixels x c) @ W^T, per image
+        height = row_height(pixels)
+        if self.out_last or (self.w_panels is not None and m <= c and pixels_as_rows(pixels)):
+            # out (pixels x m) = X (pixels x c) @ W^T, per image, into a channels-last output
+            # or stored transposed into NCHW where the pixels fill row tiles clearly better
+            # than column panels (7 x 7: 49 rows in 7 short tiles, as columns 49 of 64; 14 x 14:
+            # 196 of 200, of 224) and the product is at least as deep as it has filters (the
+            # transposed store costs per output: 960->160 at 7 x 7 0.80 -> 0.70x onnxruntime's
+            # time, 2048->512 1.15 -> 0.91, 1024->256 at 14 x 14 0.76-0.95 -> 0.67; 512->2048
+            # and 160->960 lost 5-8 %)
             a_row, a_k = (c, 1) if self.x_last else (1, pixels)
+            c_row = m if self.out_last else pixels
             return (flat_x, a_row, a_k, c * pixels, pixels, c, self.w_panels, c * TILE_COLUMNS, TILE_COLUMNS,
-                    BY_STRIDE, 0, m, flat_out, m, pixels * m, n, bias, BIAS_PER_COLUMN if bias.size else BIAS_NONE,
-                    flat_residual, m, pixels * m, *code, *tile_tasks(n, pixels, m, self.gemm_threads), False, False)
+                    BY_STRIDE, 0, m, flat_out, c_row, pixels * m, n, bias, BIAS_PER_COLUMN if bias.size else BIAS_NONE,
+                    flat_residual, c_row, pixels * m, *code, *tile_tasks(n, pixels, m, self.gemm_threads, height),
+                    False, not self.out_last, 0, height)
         # out (m x pixels) = W (m x c) @ X (c x pixels), per image: each block of weight rows
         # sweeps a cache-sized chunk of X's columns (rows_outer: tiles_in_range), writing a few
         # output planes at a time (96 planes at once, panel by panel, ran MobileNetV2's 112x112
@@ -723,7 +747,7 @@ class NumbaConv:
         a, a_row, a_k, a_tile = self._weights_as_a(w, c)
         return (a, a_row, a_k, 0, m, c, flat_x, TILE_COLUMNS, pixels, BY_STRIDE, c * pixels, pixels, flat_out,
                 pixels, m * pixels, n, bias, BIAS_PER_ROW if bias.size else BIAS_NONE, flat_residual, pixels,
-                m * pixels, *code, *tile_tasks(n, m, pixels, self.gemm_threads), True, False, a_tile)
+                m * pixels, *code, *tile_tasks(n, m, pixels, self.gemm_threads), True, False, a_tile, TILE_ROWS)
 
     def _weights_as_a(self, w: np.ndarray, k: int) -> tuple:
         """(a, a_row, a_k, a_tile) for gemm_tiles reading the weights (M, k) as A: the row
@@ -839,10 +863,11 @@ class NumbaConv:
             m = weights.shape[1]
             bias = np.ascontiguousarray(bias)
             if self.w_panels is not None:  # result^T (columns x m) = cols^T @ W^T, stored transposed
+                height = row_height(columns)
                 gemm_tiles(cols.reshape(-1), 1, columns, k * columns, columns, k, self.w_panels, k * TILE_COLUMNS,
                            TILE_COLUMNS, BY_STRIDE, 0, m, result.reshape(-1), columns, m * columns, n, bias,
                            BIAS_PER_COLUMN if bias.size else BIAS_NONE, residual.reshape(-1), columns, m * columns,
-                           *code, *tile_tasks(n, columns, m, self.gemm_threads), False, True)
+                           *code, *tile_tasks(n, columns, m, self.gemm_threads, height), False, True, 0, height)
             else:  # result (m x columns) = W @ cols, the columns read where they lie
                 rows_outer = k * columns * 4 <= ROWS_OUTER_MAX_B_BYTES and m > columns
                 a, a_row, a_k, a_tile = self._weights_as_a(weights, k)

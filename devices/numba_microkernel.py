@@ -72,6 +72,11 @@ VECTOR_LANES = _lanes()
 # accumulators: rows x 2 vectors, well inside the register file (32 vector registers with
 # AVX-512 and NEON, 16 with AVX2: 6 x 2 leaves room for the two B vectors and a broadcast)
 TILE_ROWS = 6 if VECTOR_LANES == 8 else 8
+# a shorter row tile where rows come in sevens (the pixels of 7 x 7, 14 x 14, 28 x 28 ... planes
+# as a product's rows: 49 in 7 tiles of 7, not 7 of 8 with 7 rows computed for nothing); 0 where
+# the register file has no room to spare for it (AVX2's 6 rows)
+SHORT_ROWS = TILE_ROWS - 1 if TILE_ROWS == 8 else 0
+SHORT_ROW_COST = 1.08  # a short tile's time per row against a whole one's (row_height)
 TILE_VECTORS = 2
 TILE_COLUMNS = TILE_VECTORS * VECTOR_LANES
 BIAS_NONE, BIAS_PER_COLUMN, BIAS_PER_ROW = 0, 1, 2
@@ -230,19 +235,29 @@ def tile(typingctx, a, a_off, a_row, a_k, a_packed, b, b_off, b_row, b_rows, c, 
         packed_rows = [em.at(a_tile, i64(i)) for i in range(TILE_ROWS)]
         # rows next to each other (a packed A, or a whole tile of a k-major one): one pointer
         packed = context.cast(builder, v["a_packed"], t["a_packed"], types.boolean)
-        whole_tile = builder.icmp_signed("==", v["rows"], i64(TILE_ROWS))
+        short = builder.icmp_signed("==", v["rows"], i64(SHORT_ROWS))
+        whole_tile = builder.or_(builder.icmp_signed("==", v["rows"], i64(TILE_ROWS)), short)
         adjacent = builder.or_(packed, builder.and_(whole_tile, builder.icmp_signed("==", v["a_row"], i64(1))))
-        with builder.if_else(full) as (whole, partial):
-            for block, loop_masks in ((whole, None), (partial, masks)):
-                with block, builder.if_else(adjacent) as (by_one, by_rows):
-                    for a_block, rows_at in ((by_one, packed_rows), (by_rows, a_rows)):
-                        with a_block, builder.if_else(has_table) as (by_table, by_stride):
-                            with by_table:
-                                _emit_k_loop(em, accs, rows_at, v["a_k"], b_base, v["b_row"], data["b_rows"],
-                                             v["depth"], loop_masks)
-                            with by_stride:
-                                _emit_k_loop(em, accs, rows_at, v["a_k"], b_base, v["b_row"], None, v["depth"],
-                                             loop_masks)
+
+        def k_loops(height):  # the products of `height` rows (the rest are never stored)
+            with builder.if_else(full) as (whole, partial):
+                for block, loop_masks in ((whole, None), (partial, masks)):
+                    with block, builder.if_else(adjacent) as (by_one, by_rows):
+                        for a_block, rows_at in ((by_one, packed_rows), (by_rows, a_rows)):
+                            with a_block, builder.if_else(has_table) as (by_table, by_stride):
+                                for table_block, table in ((by_table, data["b_rows"]), (by_stride, None)):
+                                    with table_block:
+                                        _emit_k_loop(em, accs[:height], rows_at[:height], v["a_k"], b_base,
+                                                     v["b_row"], table, v["depth"], loop_masks)
+
+        if SHORT_ROWS:
+            with builder.if_else(short) as (short_tile, other):
+                with short_tile:
+                    k_loops(SHORT_ROWS)
+                with other:
+                    k_loops(TILE_ROWS)
+        else:
+            k_loops(TILE_ROWS)
         lo_vec, hi_vec = em.splat(v["lo"]), em.splat(v["hi"])
         clip_flag = context.cast(builder, v["clip"], t["clip"], types.boolean)
         for i in range(TILE_ROWS):
@@ -294,7 +309,7 @@ def pack_rows(a: np.ndarray) -> np.ndarray:
 @njit(parallel=True, cache=True, nogil=True)
 def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_image, n, c, c_row, c_image, images,
                bias, bias_mode, residual, r_row, r_image, code, consts, row_tasks, column_tasks,
-               rows_outer, transposed, a_tile=0):  # pragma: no cover - compiled
+               rows_outer, transposed, a_tile=0, height=TILE_ROWS):  # pragma: no cover - compiled
     """For each image g < images: C_g (m x n) = act(A_g (m x depth) @ B_g (depth x n) + bias +
     residual_g), every operand a flat float32 array read by strides as `tile` says, image g's
     at g * x_image; B's column panel p (TILE_COLUMNS columns) starts at p * b_panel (packed
@@ -308,9 +323,10 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
     blocks; a block walks its panels with its rows TILE_ROWS at a time under each (the panel
     stays in cache), or its rows with every panel under each (rows_outer: for an A much bigger
     than B, the weights as A). `a_tile` > 0: A is packed by `pack_rows` (a_row = 1, a_k =
-    TILE_ROWS), its row tile t at a_image * g + t * a_tile."""
+    TILE_ROWS), its row tile t at a_image * g + t * a_tile. `height`: the rows of a tile,
+    TILE_ROWS or (an A not packed) SHORT_ROWS where m comes in sevens (`row_height`)."""
     panels = (n + TILE_COLUMNS - 1) // TILE_COLUMNS
-    row_step = ((m + row_tasks - 1) // row_tasks + TILE_ROWS - 1) // TILE_ROWS * TILE_ROWS
+    row_step = ((m + row_tasks - 1) // row_tasks + height - 1) // height * height
     panel_step = (panels + column_tasks - 1) // column_tasks
     blocks = row_tasks * column_tasks
     for task in prange(images * blocks):
@@ -321,7 +337,7 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
         if not transposed:
             tiles_in_range(a, g * a_image, a_row, a_k, a_tile, r0, r1, depth, b, g * b_image, b_panel, b_row, b_rows,
                            p0, p1, n, c, g * c_image, c_row, bias, bias_mode, residual, g * r_image, r_row, code,
-                           consts, rows_outer)
+                           consts, rows_outer, height)
             continue
         # the block's C (rows x columns) in scratch by the same loops (each depth block's
         # share of B in cache across the row tiles: one B panel per row tile, all depths
@@ -332,7 +348,7 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
         scratch = np.empty(max(0, r1 - r0) * width, np.float32)
         tiles_in_range(a, g * a_image, a_row, a_k, a_tile, r0, r1, depth, b, g * b_image, b_panel, b_row, b_rows, p0,
                        p1, n, scratch, -(r0 * width + n0), width, bias, bias_mode, residual[:0], 0, 0, NONE, consts,
-                       rows_outer)
+                       rows_outer, height)
         _store_transposed(scratch, width, max(0, r1 - r0), max(0, n1 - n0), c, g * c_image + n0 * c_row + r0, c_row,
                           residual, g * r_image + n0 * r_row + r0, r_row, code, consts)
 
@@ -340,14 +356,14 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
 @njit(inline="always")
 def tiles_in_range(a, a_off, a_row, a_k, a_tile, r0, r1, depth, b, b_off, b_panel, b_row, b_rows, p0, p1, n, c, c_off,
                    c_row, bias, bias_mode, residual, r_off, r_row, code, consts,
-                   rows_outer):  # pragma: no cover - compiled
+                   rows_outer, height=TILE_ROWS):  # pragma: no cover - compiled
     """Rows [r0, r1) x column panels [p0, p1) of one product (gemm_tiles' operands, offsets
     of its image already added), on the calling thread. The depth is cut into near-equal
     blocks of at most DEPTH_BLOCK: each block's sums start afresh and are added to C (a
     two-level sum, as BLAS's blocking makes it: a single running sum over thousands of
     products lost up to 4x more to rounding), and the block's rows of A and B stay in cache
     across the tiles."""
-    tile_count = (r1 - r0 + TILE_ROWS - 1) // TILE_ROWS if r1 > r0 else 0
+    tile_count = (r1 - r0 + height - 1) // height if r1 > r0 else 0
     panel_count = max(0, p1 - p0)
     depth_blocks = max(1, (depth + DEPTH_BLOCK - 1) // DEPTH_BLOCK)
     block = (depth + depth_blocks - 1) // depth_blocks
@@ -362,9 +378,9 @@ def tiles_in_range(a, a_off, a_row, a_k, a_tile, r0, r1, depth, b, b_off, b_pane
         kd, in_chunk = min(block, depth - k0), min(chunk, panel_count - c0)
         first, last = k0 == 0, k0 + kd >= depth
         for step in range(in_chunk * tile_count):
-            r, p = _tile_origin(step, r0, p0 + c0, tile_count, in_chunk, rows_outer)
+            r, p = _tile_origin(step, r0, p0 + c0, tile_count, in_chunk, rows_outer, height)
             n0 = p * TILE_COLUMNS
-            rows, cols = min(TILE_ROWS, r1 - r), min(TILE_COLUMNS, n - n0)
+            rows, cols = min(height, r1 - r), min(TILE_COLUMNS, n - n0)
             c_at = c_off + r * c_row + n0
             b_at = b_off + p * b_panel + k0 * b_row
             if packed:  # (r is a tile's first row: r0 and the steps are whole tiles)
@@ -386,12 +402,12 @@ def tiles_in_range(a, a_off, a_row, a_k, a_tile, r0, r1, depth, b, b_off, b_pane
 
 
 @njit(inline="always")
-def _tile_origin(step, r0, p0, tile_count, panel_count, rows_outer):  # pragma: no cover - compiled
-    """(first row, panel) of a block's step-th tile: panel by panel with the row tiles inside,
-    or (rows_outer) row tile by row tile with the panels inside."""
+def _tile_origin(step, r0, p0, tile_count, panel_count, rows_outer, height):  # pragma: no cover - compiled
+    """(first row, panel) of a block's step-th tile (`height` rows): panel by panel with the
+    row tiles inside, or (rows_outer) row tile by row tile with the panels inside."""
     if rows_outer:
-        return r0 + (step // panel_count) * TILE_ROWS, p0 + step % panel_count
-    return r0 + (step % tile_count) * TILE_ROWS, p0 + step // tile_count
+        return r0 + (step // panel_count) * height, p0 + step % panel_count
+    return r0 + (step % tile_count) * height, p0 + step // tile_count
 
 
 @njit(inline="always")
@@ -412,7 +428,27 @@ def _store_transposed(scratch, width, rows, cols, c, c_off, c_row, residual, r_o
         activate_row(segment, code, consts)
 
 
-def tile_tasks(images: int, m: int, n: int, threads: int) -> tuple[int, int]:
+def row_height(rows: int) -> int:
+    """The tile height for a product of `rows` rows that A gives unpacked: SHORT_ROWS where
+    tiles of seven waste clearly fewer rows than tiles of TILE_ROWS (49 rows: 7 tiles of 7,
+    not 56 rows in tiles of 8), else TILE_ROWS. A short tile does 7/8 of a tile's products
+    at 1.05-1.09x its time per product (single thread, AVX-512), hence the margin."""
+    if not SHORT_ROWS or rows <= 0:
+        return TILE_ROWS
+    short = -(-rows // SHORT_ROWS) * SHORT_ROWS * SHORT_ROW_COST
+    return SHORT_ROWS if short < -(-rows // TILE_ROWS) * TILE_ROWS else TILE_ROWS
+
+
+def pixels_as_rows(pixels: int) -> bool:
+    """Whether `pixels` outputs fill row tiles (of row_height) clearly better than column
+    panels: 49 fill 7 short tiles, not 49 of 64 columns; 196 fill 196 of 200 rows, of 224
+    columns; 784 fill both."""
+    height = row_height(pixels)
+    rows = -(-pixels // height) * height * (SHORT_ROW_COST if height == SHORT_ROWS else 1.0)
+    return pixels > 0 and rows * 1.05 < -(-pixels // TILE_COLUMNS) * TILE_COLUMNS
+
+
+def tile_tasks(images: int, m: int, n: int, threads: int, height: int = TILE_ROWS) -> tuple[int, int]:
     """(row_tasks, column_tasks) for gemm_tiles: one block per image when the images keep the
     threads busy, else `threads` blocks per image cut so that each thread reads its own part
     of the bigger operand (A is m x depth, B depth x n: the longer of m and n) and all of the
@@ -421,8 +457,8 @@ def tile_tasks(images: int, m: int, n: int, threads: int) -> tuple[int, int]:
     divide evenly: 7 panels of a 14 x 14 Conv's 222 columns ran 4 against 3), that one."""
     if threads <= 1 or images % threads == 0:
         return 1, 1
-    row_tiles, panels = -(-m // TILE_ROWS), -(-n // TILE_COLUMNS)
-    busiest_rows = min(m, -(-row_tiles // threads) * TILE_ROWS) / m  # the busiest thread's share
+    row_tiles, panels = -(-m // height), -(-n // TILE_COLUMNS)
+    busiest_rows = min(m, -(-row_tiles // threads) * height) / m  # the busiest thread's share
     busiest_columns = min(n, -(-panels // threads) * TILE_COLUMNS) / n
     if row_tiles >= threads and panels >= threads and abs(busiest_rows - busiest_columns) > 0.05:
         return (threads, 1) if busiest_rows < busiest_columns else (1, threads)

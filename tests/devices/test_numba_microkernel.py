@@ -26,12 +26,15 @@ from edgerun.devices.numba_microkernel import (
     BIAS_PER_COLUMN,
     BIAS_PER_ROW,
     BY_STRIDE,
+    SHORT_ROWS,
     TILE_COLUMNS,
     TILE_ROWS,
     VECTOR_LANES,
     gemm_tiles,
     pack_panels,
     pack_rows,
+    pixels_as_rows,
+    row_height,
     tile_tasks,
 )
 from edgerun.runtime import Interpreter
@@ -58,9 +61,11 @@ def oracle(a, b, bias, bias_mode, residual, activation):
 
 
 def run_tiles(a, b, *, bias=EMPTY, bias_mode=BIAS_NONE, residual=None, activation=None, b_mode="stride",
-              transposed=False, tasks=(1, 1), rows_outer=False, a_transposed=False, a_packed=False):
+              transposed=False, tasks=(1, 1), rows_outer=False, a_transposed=False, a_packed=False,
+              height=TILE_ROWS):
     """gemm_tiles on a (G, m, k) and b (G, k, n) with B read as `b_mode` says, A packed into
-    row tiles where `a_packed`; returns C (G, m, n) (read back from C^T where `transposed`)."""
+    row tiles where `a_packed`, rows `height` to a tile; returns C (G, m, n) (read back from
+    C^T where `transposed`)."""
     images, m, k = a.shape
     n = b.shape[2]
     a_tile, a_image = 0, m * k
@@ -96,7 +101,7 @@ def run_tiles(a, b, *, bias=EMPTY, bias_mode=BIAS_NONE, residual=None, activatio
     assert leftover is None
     gemm_tiles(a_flat, a_row, a_k, 0 if a_flat.size == a_image else a_image, m, k, b_flat, b_panel, b_row, table,
                b_image, n, c.reshape(-1), c_row, m * n, images, bias, bias_mode, r_flat, r_row, m * n, code, consts,
-               *tasks, rows_outer, transposed, a_tile)
+               *tasks, rows_outer, transposed, a_tile, height)
     return c.transpose(0, 2, 1) if transposed else c
 
 
@@ -184,6 +189,48 @@ def test_packing_pads_the_last_panel_with_zeros():
     assert not packed[1, :, 2:].any()
 
 
+# short tiles where this CPU has them (AVX2 has none; the 4-lane build in a fresh process below
+# runs them on every host)
+SHORT = SHORT_ROWS or TILE_ROWS
+
+
+@pytest.mark.parametrize("m", [SHORT, 2 * SHORT - 1, 49, 50, 3])
+@pytest.mark.parametrize("b_mode", ["packed", "stride", "table"])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("tasks,rows_outer", [((1, 1), False), ((2, 1), False), ((1, 2), True), ((3, 2), False)])
+def test_rows_in_short_tiles(m, b_mode, transposed, tasks, rows_outer):
+    """A product whose rows (pixels read where they lie, k-major as im2col leaves them) run
+    SHORT_ROWS to a tile, partial tiles and every task split included, with the bias, the
+    residual, a clip and a depth cut into blocks."""
+    rng = np.random.default_rng(m * 7 + len(b_mode))
+    k, n = 300, TILE_COLUMNS + 5
+    a = rng.standard_normal((1, m, k)).astype(np.float32)
+    b = rng.standard_normal((1, k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    residual = rng.standard_normal((1, m, n)).astype(np.float32)
+    activation = ("Clip", (-1.0, 2.5))
+    numba.set_num_threads(2)
+    got = run_tiles(a, b, bias=bias, bias_mode=BIAS_PER_COLUMN, residual=residual, activation=activation,
+                    b_mode=b_mode, transposed=transposed, tasks=tasks, rows_outer=rows_outer, a_transposed=True,
+                    height=SHORT)
+    want = oracle(a, b, bias, BIAS_PER_COLUMN, residual, activation)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows,height,as_rows", [
+    (49, 7, True),     # 7 x 7 pixels: 7 short tiles; as columns 49 of 64
+    (28, 7, True),
+    (196, 8, True),    # 14 x 14: 196 of 200 rows (tiles of 7: 196 at 8 % more a row), of 224 columns
+    (98, 8, True),     # 13 tiles of 8 (104 rows) beat 14 of 7 at 8 % more a row
+    (784, 8, False),   # 28 x 28: 784 of 784 rows, of 800 columns: not clearly better
+    (3136, 8, False),
+])
+def test_short_tiles_where_rows_come_in_sevens(rows, height, as_rows):
+    assert row_height(rows) == (height if SHORT_ROWS else TILE_ROWS)
+    if SHORT_ROWS:
+        assert pixels_as_rows(rows) is as_rows
+
+
 @pytest.mark.parametrize("images,m,n,threads,want", [
     (2, 64, 3136, 2, (1, 1)),          # images enough for the threads
     (1, 64, 3136, 2, (1, 2)),          # B is the bigger operand: cut its columns
@@ -198,6 +245,14 @@ def test_packing_pads_the_last_panel_with_zeros():
 ])
 def test_task_split(images, m, n, threads, want):
     assert tile_tasks(images, m, n, threads) == want
+
+
+def test_task_split_counts_short_tiles():
+    # 49 rows: 7 short tiles split 4 : 3 (busiest 28 of 49 rows) against 3 panels' 2 : 1
+    # (64 of 96 columns): the rows are cut
+    assert tile_tasks(1, 49, 3 * TILE_COLUMNS, 2, 7) == (2, 1)
+    # in tiles of 8 the same rows split 32 : 17 (65 %), no clear gain: the longer side is cut
+    assert tile_tasks(1, 49, 3 * TILE_COLUMNS, 2, 8) == (1, 2)
 
 
 @pytest.mark.parametrize("switched_off,lanes,rows", [(("avx512",), 8, 6), (("avx512", "avx"), 4, 8)])
@@ -220,7 +275,7 @@ def test_narrower_vectors_in_a_fresh_process(tmp_path, switched_off, lanes, rows
         binding.get_host_cpu_features = reduced
         import numpy as np
         from edgerun.devices import numba_microkernel as mk
-        assert (mk.VECTOR_LANES, mk.TILE_ROWS) == ({lanes}, {rows})
+        assert (mk.VECTOR_LANES, mk.TILE_ROWS, mk.SHORT_ROWS) == ({lanes}, {rows}, {rows - 1 if rows == 8 else 0})
         from tests.devices.test_numba_microkernel import run_tiles, oracle, EMPTY
         rng = np.random.default_rng(0)
         for m, k, n, mode, transposed in [(13, 21, 37, "packed", False), (7, 5, 3, "stride", True),
@@ -232,6 +287,14 @@ def test_narrower_vectors_in_a_fresh_process(tmp_path, switched_off, lanes, rows
                             b_mode=mode, transposed=transposed, tasks=(2, 1))
             want = oracle(a, b, bias, mk.BIAS_PER_COLUMN, None, ("Relu", ()))
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        if mk.SHORT_ROWS:  # rows in short tiles, stored both ways
+            for m, transposed in [(49, True), (13, False)]:
+                a = rng.standard_normal((1, m, 40)).astype(np.float32)
+                b = rng.standard_normal((1, 40, 11)).astype(np.float32)
+                got = run_tiles(a, b, transposed=transposed, a_transposed=True, tasks=(2, 1),
+                                height=mk.SHORT_ROWS)
+                want = oracle(a, b, EMPTY, mk.BIAS_NONE, None, None)
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
         print("ok")
     """)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
@@ -396,3 +459,58 @@ def test_a_long_depth_is_summed_in_blocks(b_mode, transposed, rows_outer, a_pack
                     b_mode=b_mode, transposed=transposed, rows_outer=rows_outer, tasks=(2, 1), a_packed=a_packed)
     want = oracle(a, b, bias, BIAS_PER_COLUMN, residual, ("Relu", ()))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+SHORT_PATH = "_run_gemm" if SHORT_ROWS else "_run_wide"
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs,path,as_rows", [
+    # a 3x3 Conv at 7 x 7 with more filters than outputs: im2col's 49 pixels as rows in short
+    # tiles, the packed weights as B, stored transposed (as wide rows: 49 of 64 columns)
+    ((1, 16, 7, 7), (64, 16, 3, 3), dict(pads=[1, 1, 1, 1]), SHORT_PATH, None),
+    ((2, 8, 7, 7), (72, 8, 3, 3), dict(pads=[1, 1, 1, 1]), SHORT_PATH, None),
+    # NCHW pointwise at no more filters than channels: pixels as rows, stored transposed
+    ((2, 48, 7, 7), (40, 48, 1, 1), {}, "_run_gemm", True),
+    ((1, 48, 14, 14), (40, 48, 1, 1), {}, "_run_gemm", True),
+    ((1, 24, 7, 7), (40, 24, 1, 1), {}, "_run_gemm", False),   # more filters: the weights as rows
+    ((1, 48, 28, 28), (40, 48, 1, 1), {}, "_run_gemm", False),  # 784 pixels fill the columns too
+])
+def test_pixels_as_rows_at_small_planes(x_shape, w_shape, attrs, path, as_rows):
+    model, feeds = conv_model(x_shape, w_shape, activation="Relu", **attrs)
+    it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+    (kernel,) = [step[0].__self__ for step in it._plans["serving_default"].prepared.steps]
+    np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
+    assert kernel.tiled and kernel.run.__name__ == path
+    if path == "_run_gemm" and not kernel.params.pointwise:
+        assert kernel.w_panels is not None  # (B: the weights packed in panels)
+    if as_rows is not None and TILE_ROWS == 8:
+        (_run, ins, outs, _node), = it._plans["serving_default"].prepared.steps
+        kernel_function, arguments = kernel._pointwise_arguments(ins, outs)
+        assert kernel_function is gemm_tiles and arguments[-3] is as_rows  # (transposed)
+
+
+def test_a_residual_added_to_pixels_as_rows():
+    """Conv + Add + Relu (one FusedConv) at 7 x 7, pointwise, stored transposed: the residual
+    is read the same way round."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((40, 48, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    nodes = [onnx.helper.make_node("Conv", ["x", "w", "b"], ["c"]), onnx.helper.make_node("Add", ["c", "z"], ["s"]),
+             onnx.helper.make_node("Relu", ["s"], ["y"])]
+    graph = onnx.helper.make_graph(
+        nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, (2, 48, 7, 7)),
+                     onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, (2, 40, 7, 7))],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = {"x": rng.standard_normal((2, 48, 7, 7)).astype(np.float32),
+             "z": rng.standard_normal((2, 40, 7, 7)).astype(np.float32)}
+    it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+    steps = it._plans["serving_default"].prepared.steps
+    assert [step[3].op_type for step in steps] == ["FusedConv"]
+    np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
+    if TILE_ROWS == 8:
+        (_run, ins, outs, _node), = steps
+        kernel_function, arguments = steps[0][0].__self__._pointwise_arguments(ins, outs)
+        assert kernel_function is gemm_tiles and arguments[-3] is True
