@@ -16,6 +16,18 @@ import numpy as np
 from numba import njit, prange
 from numba.core.registry import cpu_target
 
+from edgerun.devices.numba_blas import gemm_in_pool
+from edgerun.devices.numba_epilogue import activation_code
+from edgerun.devices.numba_microkernel import (
+    BIAS_NONE,
+    BIAS_PER_COLUMN,
+    BY_STRIDE,
+    TILE_COLUMNS,
+    gemm_tiles,
+    pack_panels,
+    row_height,
+    tile_tasks,
+)
 from edgerun.devices.numba_threads import thread_count, use_threads
 from edgerun.runtime.kernels.base import TensorSpec
 from edgerun.runtime.kernels.fused import apply_activation
@@ -139,7 +151,43 @@ class NumbaGemm:
             self.alpha_s, self.zero = a.dtype.type(p.alpha), a.dtype.type(0)
             self.threads = thread_count(getattr(self.context, "num_threads", None), m * n * k)
             self.run = self._run_few_rows
+        elif (a.dtype == np.float32 and b is not None and np.asarray(b).dtype == np.float32 and c_known
+              and m * n * k > SMALL_GEMM_MACS and gemm_in_pool()):
+            self._prepare_tiles(m, k, n, np.asarray(b))
         return specs
+
+    def _prepare_tiles(self, m: int, k: int, n: int, b: np.ndarray) -> None:
+        """A batch of rows (a classifier at batch 8) on our own tiles (devices.numba_microkernel):
+        alpha * op(B) packed into column panels once, A's rows read where they lie, C as a
+        bias per column where it is one (else added as a residual), a clip in the tile (numpy's
+        matmul plus the bias ran MobileNetV2's 8 x 1280 x 1000 classifier 2.9x onnxruntime)."""
+        p: GemmParams = self.params
+        self.panels = pack_panels((p.alpha * (b.T if p.trans_b else b)).astype(np.float32))
+        c = np.asarray(p.c_term if p.use_c else np.zeros(0, np.float32), np.float32)
+        self.tile_bias, self.bias_mode, self.tile_residual = np.zeros(0, np.float32), BIAS_NONE, np.zeros(0, np.float32)
+        if c.size and (c.ndim < 2 or c.shape[0] == 1) and (c.ndim == 0 or c.shape[-1] in (1, n)):
+            self.tile_bias, self.bias_mode = np.ascontiguousarray(np.broadcast_to(c.reshape(-1), (n,))), BIAS_PER_COLUMN
+        elif c.size:
+            self.tile_residual = np.ascontiguousarray(np.broadcast_to(c, (m, n))).reshape(-1)
+        *self.code, self.leftover = activation_code(p.activation, np.float32)
+        self.threads = thread_count(getattr(self.context, "num_threads", None), m * n * k)
+        self.height = row_height(m)
+        self.tasks = tile_tasks(1, m, n, self.threads, self.height)
+        self.run = self._run_tiles
+
+    def _run_tiles(self, inputs, outputs):
+        p: GemmParams = self.params
+        a, out = np.ascontiguousarray(inputs[0].T if p.trans_a else inputs[0]), outputs[0]
+        if not out.flags.c_contiguous:  # (a caller's strided view: the reference kernel)
+            type(self).run(self, inputs, outputs)
+            return
+        (m, k), n = a.shape, out.shape[1]
+        use_threads(self.threads)
+        gemm_tiles(a.reshape(-1), k, 1, 0, m, k, self.panels, k * TILE_COLUMNS, TILE_COLUMNS, BY_STRIDE, 0, n,
+                   out.reshape(-1), n, 0, 1, self.tile_bias, self.bias_mode, self.tile_residual, n, 0, *self.code,
+                   *self.tasks, False, False, 0, self.height)
+        if self.leftover is not None:  # (Sigmoid, Tanh, a PRelu's slopes broadcast as numpy does)
+            apply_activation(out, self.leftover)
 
     def _run_few_rows(self, inputs, outputs):
         p: GemmParams = self.params

@@ -76,6 +76,45 @@ def test_few_row_gemm_streams_b_once(kwargs):
     assert run_both(*gemm_model(**kwargs), atol=1e-4) == ["_run_few_rows"]
 
 
+@pytest.mark.parametrize("kwargs", [
+    dict(m=8, k=1280, n=1000, trans_b=1, c_shape=(1000,)),            # a batch-8 classifier
+    dict(m=49, k=96, n=70, c_shape=(1, 70)),                          # rows in short tiles, a partial panel
+    dict(m=13, k=300, n=250, trans_b=1, alpha=0.5, beta=2.0, c_shape=(13, 250)),  # C as a residual
+    dict(m=9, k=129, n=517, trans_a=1, c_shape=(9, 1)),               # C per row: a residual too
+    dict(m=6, k=257, n=130, trans_a=1, trans_b=1, c_shape=()),
+    dict(m=16, k=700, n=90, beta=0.0, c_shape=(90,)),
+    dict(m=5, k=400, n=300),
+    dict(m=8, k=600, n=33, c_shape=(1,)),                            # one value for every column
+])
+def test_gemm_of_many_rows_on_the_tiles(kwargs):
+    """More rows than the few-row pass takes, over a constant float32 B: our own tiles, alpha
+    folded into the packed B, C as a bias per column or a residual."""
+    assert run_both(*gemm_model(**kwargs), atol=1e-4) == ["_run_tiles"]
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Sigmoid", "LeakyRelu"])
+def test_gemm_on_the_tiles_with_a_fused_activation(activation):
+    """Gemm + activation fused into one step: a clip inside the tile, the others after."""
+    model, feeds = gemm_model(8, 300, 70, trans_b=1, c_shape=(70,))
+    model.graph.node[0].output[0] = "g"
+    model.graph.node.append(helper.make_node(activation, ["g"], ["y"]))
+    it = Interpreter(from_onnx(model), device="numba")
+    np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-5, atol=1e-4)
+    steps = it._plans["serving_default"].prepared.steps
+    assert [step[0].__name__ for step in steps] == ["_run_tiles"]
+
+
+def test_gemm_on_the_tiles_into_a_strided_output():
+    """A caller's strided output view takes the reference kernel and fills every value."""
+    model, feeds = gemm_model(8, 300, 70, trans_b=1, c_shape=(70,))
+    it = Interpreter(from_onnx(model), device="numba")
+    (run, ins, _outs, _node), = it._plans["serving_default"].prepared.steps
+    wide = np.full((8, 140), -1.0, np.float32)
+    run([feeds["a"], *ins[1:]], [wide[:, ::2]])
+    np.testing.assert_allclose(wide[:, ::2], ort_run(model, feeds)["y"], rtol=1e-5, atol=1e-4)
+    assert (wide[:, 1::2] == -1).all()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_b", [True, False])
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -101,9 +140,9 @@ def test_few_row_gemm_kernel_against_float64(dtype, trans_b, threads):
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(m=64, k=256, n=256, c_shape=(256,)),   # too big: BLAS
-    dict(m=8, k=256, n=256, c_shape=(256,)),    # eight rows: BLAS's blocked product
-    dict(m=2, k=3, n=4, const_b=False),          # B is not a constant
+    dict(m=64, k=256, n=256, c_shape=(256,), const_b=False),   # B is not a constant: BLAS
+    dict(m=8, k=256, n=256, c_shape=(256,), const_b=False),
+    dict(m=2, k=3, n=4, const_b=False),
 ])
 def test_gemm_falls_back_to_the_reference(kwargs):
     # k = 256 float32 products summed in BLAS's order, not onnxruntime's: ~1e-5 apart
