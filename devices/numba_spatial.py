@@ -27,18 +27,21 @@ def _max_nan(a, b):  # pragma: no cover - compiled
     return a if (a > b or a != a) else b
 
 
-@njit(cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True)
 def max_pool_2x2(x, out):  # pragma: no cover - compiled
-    """MaxPool with a 2x2 window and stride 2 over windows that lie inside x."""
+    """MaxPool with a 2x2 window and stride 2 over windows that lie inside x; parallel over
+    the planes (one serial pass ran VGG's 64 x 224 x 224 pool at 4x onnxruntime's time)."""
     n_, c_ = x.shape[0], x.shape[1]
     oh, ow = out.shape[2], out.shape[3]
-    for n in range(n_):
-        for c in range(c_):
-            for y in range(oh):
-                for z in range(ow):
-                    top = _max_nan(x[n, c, 2 * y, 2 * z], x[n, c, 2 * y, 2 * z + 1])
-                    bottom = _max_nan(x[n, c, 2 * y + 1, 2 * z], x[n, c, 2 * y + 1, 2 * z + 1])
-                    out[n, c, y, z] = _max_nan(top, bottom)
+    for plane in prange(n_ * c_):
+        n, c = plane // c_, plane % c_
+        src, dst = x[n, c], out[n, c]
+        for y in range(oh):
+            upper, lower, row = src[2 * y], src[2 * y + 1], dst[y]
+            for z in range(ow):
+                top = _max_nan(upper[2 * z], upper[2 * z + 1])
+                bottom = _max_nan(lower[2 * z], lower[2 * z + 1])
+                row[z] = _max_nan(top, bottom)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -378,7 +381,7 @@ def _taps_inside(size, outs, k, stride, dilation, pad):  # pragma: no cover - co
 @accelerate("MaxPool", BACKEND)
 class NumbaMaxPool:
     """Float 2-D MaxPool without the Indices output: the 2x2, stride-2 window of classic CNNs
-    in one serial pass, any other window (strides, dilations, pads, ceil_mode) in a compiled
+    in one pass per plane, any other window (strides, dilations, pads, ceil_mode) in a compiled
     pass parallel over the planes. Other ranks stay on the reference's np.maximum per tap."""
 
     def prepare(self, inputs, values):
@@ -386,15 +389,16 @@ class NumbaMaxPool:
         w = self.params.window  # PoolParams
         if inputs[0].dtype not in _FLOATS or self.num_outputs != 1 or len(w.kernel) != 2 or specs[0].size == 0:
             return specs
+        self.threads = thread_count(getattr(self.context, "num_threads", None), specs[0].size * prod(w.kernel))
         if w.kernel == (2, 2) and w.strides == (2, 2) and w.dilations == (1, 1) and not w.needs_padding:
             self.run = self._run_2x2
             return specs
         self.geometry = (*w.kernel, *w.strides, *w.dilations, *w.pads_begin)
-        self.threads = thread_count(getattr(self.context, "num_threads", None), specs[0].size * prod(w.kernel))
         self.run = self._run_same if same_window(w, inputs[0].shape, specs[0].shape) else self._run_window
         return specs
 
     def _run_2x2(self, inputs, outputs):
+        use_threads(self.threads)
         max_pool_2x2(np.ascontiguousarray(inputs[0]), outputs[0])
 
     def _run_window(self, inputs, outputs):

@@ -302,6 +302,7 @@ def test_conv_blocks_keep_their_columns_small(monkeypatch):
 @pytest.mark.parametrize("shape,attrs,outputs,fast", [
     ((2, 3, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2]), 1, "_run_2x2"),
     ((1, 4, 7, 9), dict(kernel_shape=[2, 2], strides=[2, 2]), 1, "_run_2x2"),              # odd sizes: floor
+    ((3, 33, 20, 18), dict(kernel_shape=[2, 2], strides=[2, 2]), 1, "_run_2x2"),           # planes on two threads
     ((1, 4, 7, 9), dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), 1, "_run_window"),  # overhang
     ((1, 2, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1]), 1, "_run_window"),
     ((1, 2, 9, 9), dict(kernel_shape=[3, 3], strides=[2, 2]), 1, "_run_window"),
