@@ -514,3 +514,35 @@ def test_a_residual_added_to_pixels_as_rows():
         (_run, ins, outs, _node), = steps
         kernel_function, arguments = steps[0][0].__self__._pointwise_arguments(ins, outs)
         assert kernel_function is gemm_tiles and arguments[-3] is True
+
+
+@pytest.mark.parametrize("channels,filters,out_height,padded_height,wp,reach,want", [
+    (64, 64, 224, 226, 226, 2, (32, 34)),    # VGG's 64 x 224 x 224: 7 bands of 32 rows
+    (128, 128, 112, 114, 114, 2, (28, 30)),  # 4 bands of 28
+    (64, 64, 56, 58, 58, 2, (56, 58)),       # ResNet's 56 x 56: one band, the whole plane
+    (3, 64, 10, 12, 12, 2, (10, 12)),
+])
+def test_wide_bands_fit_their_buffers(channels, filters, out_height, padded_height, wp, reach, want):
+    got = numba_conv.wide_band(channels, filters, out_height, padded_height, wp, reach)
+    assert got == want
+    rows, height = got
+    assert 4 * wp * max(channels, filters) * height <= numba_conv.BAND_BYTES or rows == out_height
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((2, 5, 13, 11), (7, 5, 3, 3), dict(pads=[1, 0, 2, 1])),
+    ((1, 4, 20, 9), (33, 4, 3, 3), dict(dilations=[2, 1], pads=[2, 1, 1, 1])),
+    ((1, 3, 17, 17), (16, 3, 5, 5), dict(pads=[2, 2, 2, 2])),
+])
+@pytest.mark.parametrize("band_bytes", [1, 2500])
+def test_a_stride_one_conv_in_bands_of_rows(monkeypatch, x_shape, w_shape, attrs, band_bytes):
+    """Bands of one output row, and of a few rows with a shorter last one (BAND_BYTES made
+    small for test sizes): every row written once, against onnxruntime."""
+    monkeypatch.setattr(numba_conv, "BAND_BYTES", band_bytes)
+    model, feeds = conv_model(x_shape, w_shape, activation="Relu", **attrs)
+    it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+    (kernel,) = [step[0].__self__ for step in it._plans["serving_default"].prepared.steps]
+    assert kernel.run.__name__ == "_run_wide" and kernel.tiled
+    out_height = it.run(feeds)["y"].shape[2]
+    assert kernel.band[0] < out_height and (band_bytes > 1 or kernel.band[0] == 1)
+    np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
