@@ -456,3 +456,40 @@ def test_pools_keeping_the_plane_size_fill_a_strided_output(op):
     run([x], [wide[..., ::2]])
     np.testing.assert_allclose(wide[..., ::2], want, rtol=1e-5, atol=1e-6)
     assert (wide[..., 1::2] == -7).all()
+
+
+@pytest.mark.parametrize("x_shape,kernel,strides,dilations,pads", [
+    ((2, 3, 9, 11), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+    ((1, 4, 14, 14), (3, 3), (2, 2), (1, 1), (1, 1, 1, 1)),
+    ((1, 2, 13, 10), (3, 2), (2, 3), (2, 1), (2, 0, 1, 2)),     # lopsided pads, dilation, unequal strides
+    ((1, 5, 7, 7), (5, 5), (1, 1), (1, 1), (0, 0, 0, 0)),      # no border at all
+    ((1, 1, 4, 4), (3, 3), (3, 3), (1, 1), (4, 0, 2, 5)),      # pads wider than the window
+])
+def test_im2col_by_gathering_from_bordered_planes(x_shape, kernel, strides, dilations, pads):
+    """pad_planes + gather_columns with the tables a Conv works out at prepare, against im2col
+    written out in numpy: every (channel, tap) row and output column, zeros outside."""
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    top, left, bottom, right = pads[0], pads[1], pads[2], pads[3]
+    n, c, h, w = x_shape
+    oh = (h + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + left + right - (kw - 1) * dw - 1) // sw + 1
+    wide = np.zeros((n, c, h + top + bottom + sh * kh * dh, w + left + right + sw * kw * dw), np.float32)
+    wide[:, :, top : top + h, left : left + w] = x
+    want = np.stack([wide[:, :, i * dh : i * dh + oh * sh : sh, j * dw : j * dw + ow * sw : sw]
+                     for i in range(kh) for j in range(kw)], axis=2).reshape(n, c * kh * kw, oh * ow)
+    conv = numba_conv.NumbaConv.__new__(numba_conv.NumbaConv)
+    conv.geometry = (kh, kw, sh, sw, dh, dw, top, left)
+
+    class Window:
+        out_shape = (oh, ow)
+
+    class Params:
+        window = Window()
+
+    conv.params = Params()
+    conv._prepare_gather(x)  # (it reads the shape only)
+    got = np.full((n, c * kh * kw, oh * ow), np.nan, np.float32)
+    conv._im2col(x, got)
+    np.testing.assert_array_equal(got, want)
