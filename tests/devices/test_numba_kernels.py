@@ -208,6 +208,7 @@ BLOCKS = {((2, 3, 17, 13), (5, 3, 3, 2)): "_run_blocks", ((1, 3, 9, 9), (6, 3, 4
     ((2, 6, 9, 9), (6, 1, 3, 3), dict(group=6, pads=[1, 1, 1, 1], activation="Relu"), "_run_depthwise_channels_last"),
     ((1, 4, 11, 11), (8, 1, 3, 3), dict(group=4, strides=[2, 2], dilations=[1, 2]), "_run_depthwise"),  # multiplier 2
     ((1, 6, 8, 8), (12, 2, 3, 3), dict(group=3, bias=False, pads=[1, 1, 1, 1]), "_run_wide"),
+    ((2, 6, 11, 11), (12, 3, 3, 3), dict(group=2, strides=[2, 2], pads=[1, 0, 1, 2]), "_run_gemm"),  # grouped im2col
     ((1, 3, 8, 8), (4, 3, 1, 1), {}, "_run_gemm"),          # pointwise: no im2col
     ((1, 3, 9, 9), (4, 3, 3, 3), dict(strides=[2, 1], pads=[1, 1, 1, 1]), "_run_gemm"),  # strided: im2col
     # 1-D: small ones gather their columns with numpy, big ones run as 2-D of height 1
