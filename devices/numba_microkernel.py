@@ -439,13 +439,14 @@ def row_height(rows: int) -> int:
     return SHORT_ROWS if short < -(-rows // TILE_ROWS) * TILE_ROWS else TILE_ROWS
 
 
-def pixels_as_rows(pixels: int) -> bool:
-    """Whether `pixels` outputs fill row tiles (of row_height) clearly better than column
-    panels: 49 fill 7 short tiles, not 49 of 64 columns; 196 fill 196 of 200 rows, of 224
-    columns; 784 fill both."""
+def pixels_as_rows(pixels: int, columns: int | None = None, margin: float = 1.05) -> bool:
+    """Whether `pixels` outputs fill row tiles (of row_height) `margin` times better than
+    `columns` (default: the pixels themselves) fill column panels: 49 fill 7 short tiles, not
+    49 of 64 columns; 196 fill 196 of 200 rows, of 224 columns; 784 fill both."""
     height = row_height(pixels)
     rows = -(-pixels // height) * height * (SHORT_ROW_COST if height == SHORT_ROWS else 1.0)
-    return pixels > 0 and rows * 1.05 < -(-pixels // TILE_COLUMNS) * TILE_COLUMNS
+    columns = pixels if columns is None else columns
+    return pixels > 0 and rows * margin < -(-columns // TILE_COLUMNS) * TILE_COLUMNS
 
 
 def tile_tasks(images: int, m: int, n: int, threads: int, height: int = TILE_ROWS) -> tuple[int, int]:

@@ -231,6 +231,14 @@ def test_short_tiles_where_rows_come_in_sevens(rows, height, as_rows):
         assert pixels_as_rows(rows) is as_rows
 
 
+@pytest.mark.parametrize("side,as_rows", [(7, True), (13, True), (14, False), (28, False), (56, False)])
+def test_pixel_rows_against_wide_rows(side, as_rows):
+    """A 3x3 Conv's pixels as rows against its wide rows (two padding columns a row) as
+    columns, at the margin the Conv asks for: 13 x 13 fills 169 of 176 rows, of 224 columns."""
+    if TILE_ROWS == 8 and TILE_COLUMNS == 32:
+        assert pixels_as_rows(side * side, (side - 1) * (side + 2) + side, numba_conv.PIXEL_ROWS_MARGIN) is as_rows
+
+
 @pytest.mark.parametrize("images,m,n,threads,want", [
     (2, 64, 3136, 2, (1, 1)),          # images enough for the threads
     (1, 64, 3136, 2, (1, 2)),          # B is the bigger operand: cut its columns
@@ -461,14 +469,14 @@ def test_a_long_depth_is_summed_in_blocks(b_mode, transposed, rows_outer, a_pack
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-SHORT_PATH = "_run_gemm" if SHORT_ROWS else "_run_wide"
-
-
 @pytest.mark.parametrize("x_shape,w_shape,attrs,path,as_rows", [
     # a 3x3 Conv at 7 x 7 with more filters than outputs: im2col's 49 pixels as rows in short
     # tiles, the packed weights as B, stored transposed (as wide rows: 49 of 64 columns)
-    ((1, 16, 7, 7), (64, 16, 3, 3), dict(pads=[1, 1, 1, 1]), SHORT_PATH, None),
-    ((2, 8, 7, 7), (72, 8, 3, 3), dict(pads=[1, 1, 1, 1]), SHORT_PATH, None),
+    ((1, 16, 7, 7), (64, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_gemm", None),
+    ((2, 8, 7, 7), (72, 8, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_gemm", None),
+    ((1, 16, 13, 13), (192, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_gemm", None),  # 169 of 176 rows, of 224
+    ((1, 16, 14, 14), (224, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_wide", None),  # 98 % against 87.5 %: wide
+    ((1, 16, 7, 7), (40, 16, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_wide", None),     # fewer filters than pixels
     # NCHW pointwise at no more filters than channels: pixels as rows, stored transposed
     ((2, 48, 7, 7), (40, 48, 1, 1), {}, "_run_gemm", True),
     ((1, 48, 14, 14), (40, 48, 1, 1), {}, "_run_gemm", True),
