@@ -126,6 +126,19 @@ def softmax_rows(x, out):  # pragma: no cover - compiled
             out[i, j] *= scale
 
 
+def _alpha_folds(alpha: float, b: np.ndarray) -> bool:
+    """Whether alpha * B, rounded to float32 once, stands for B in alpha * (A @ B): alpha is 1,
+    or every nonzero finite value of B scaled stays a normal finite float32 (a huge alpha
+    would turn B into inf and the products into NaN where onnxruntime gives inf; a tiny one
+    would flush B's values to zero)."""
+    if alpha == 1.0:
+        return True
+    values = np.abs(b[np.isfinite(b) & (b != 0)].astype(np.float64)) * abs(float(alpha))
+    info = np.finfo(np.float32)
+    return bool(np.isfinite(alpha) and alpha != 0 and (values.size == 0 or (values.max() <= info.max
+                                                                            and values.min() >= info.tiny)))
+
+
 @accelerate("Gemm", BACKEND)
 class NumbaGemm:
     """Small float Gemm with constant B (and C): one compiled loop instead of
@@ -152,7 +165,7 @@ class NumbaGemm:
             self.threads = thread_count(getattr(self.context, "num_threads", None), m * n * k)
             self.run = self._run_few_rows
         elif (a.dtype == np.float32 and b is not None and np.asarray(b).dtype == np.float32 and c_known
-              and m * n * k > SMALL_GEMM_MACS and gemm_in_pool()):
+              and m * n * k > SMALL_GEMM_MACS and gemm_in_pool() and _alpha_folds(p.alpha, np.asarray(b))):
             self._prepare_tiles(m, k, n, np.asarray(b))
         return specs
 

@@ -324,8 +324,11 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
     stays in cache), or its rows with every panel under each (rows_outer: for an A much bigger
     than B, the weights as A). `a_tile` > 0: A is packed by `pack_rows` (a_row = 1, a_k =
     TILE_ROWS), its row tile t at a_image * g + t * a_tile. `height`: the rows of a tile,
-    TILE_ROWS or (an A not packed) SHORT_ROWS where m comes in sevens (`row_height`)."""
+    TILE_ROWS or (an A not packed: a packed one always takes TILE_ROWS) SHORT_ROWS where m
+    comes in sevens (`row_height`)."""
     panels = (n + TILE_COLUMNS - 1) // TILE_COLUMNS
+    if a_tile > 0:  # (a packed A comes in tiles of TILE_ROWS: tiles_in_range finds them so)
+        height = TILE_ROWS
     row_step = ((m + row_tasks - 1) // row_tasks + height - 1) // height * height
     panel_step = (panels + column_tasks - 1) // column_tasks
     blocks = row_tasks * column_tasks

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 from onnx import TensorProto, helper
 
@@ -102,6 +104,27 @@ def test_gemm_on_the_tiles_with_a_fused_activation(activation):
     np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-5, atol=1e-4)
     steps = it._plans["serving_default"].prepared.steps
     assert [step[0].__name__ for step in steps] == ["_run_tiles"]
+
+
+@pytest.mark.parametrize("alpha,path", [
+    (1e37, "run"),            # alpha * B would overflow float32: not folded, the reference scales the sums
+    (float("inf"), "run"),
+    (-1e-38, "run"),          # alpha * B would flush to subnormals: not folded
+    (0.25, "_run_tiles"),
+])
+def test_gemm_folds_alpha_only_where_it_stays_finite(alpha, path):
+    """alpha * (A @ B) as onnxruntime computes it: a huge alpha gives inf (not NaN from an
+    inf-scaled B), a tiny one keeps the sums' precision."""
+    model, feeds = gemm_model(8, 256, 40, trans_b=1, alpha=alpha, c_shape=(40,))
+    b = next(i for i in model.graph.initializer if i.name == "b")
+    weights = onnx.numpy_helper.to_array(b) * 100
+    b.CopyFrom(onnx.numpy_helper.from_array(weights.astype(np.float32), "b"))
+    feeds["a"] = feeds["a"] * np.float32(1e-4)
+    it = Interpreter(from_onnx(model), device="numba")
+    with np.errstate(over="ignore", invalid="ignore"):
+        ours, want = it.run(feeds)["y"], ort_run(model, feeds)["y"]
+    np.testing.assert_allclose(ours, want, rtol=1e-4, atol=1e-30)
+    assert [step[0].__name__ for step in it._plans["serving_default"].prepared.steps] == [path]
 
 
 def test_gemm_on_the_tiles_into_a_strided_output():
