@@ -24,6 +24,9 @@ from edgerun.serving.config import WORK_BUDGET, ModelSettings, check_against
 from edgerun.serving.errors import ServingError, invalid
 from edgerun.serving.stats import ModelStats
 
+WARM_MANY_ROWS = 64  # the batch a cheap model is also warmed up at (ServedModel.load)
+WARM_MANY_ROWS_MAX_S = 0.02  # "cheap": its batch of one ran in at most this long
+
 log = logging.getLogger("edgerun.serving")
 SIGNATURE = "serving_default"
 _CLOSING: set[asyncio.Task] = set()  # versions draining their batcher before the pool stops
@@ -57,8 +60,10 @@ class ServedModel:
     @classmethod
     def load(cls, settings: ModelSettings, version: int, path: Path, device: str = "auto") -> ServedModel:
         """Read, verify and warm up `path` (zero-filled runs per instance at batch 2, where the work
-        budget allows it, then 1), on the config's device (`settings.device`) or else `device`
-        (the server's --device; runtime.Interpreter's device names).
+        budget allows it, then 1 twice, then WARM_MANY_ROWS where the second batch of one ran in
+        at most WARM_MANY_ROWS_MAX_S and the budget allows it; the batches of more than one also
+        read-only), on the config's device (`settings.device`) or else `device` (the server's
+        --device; runtime.Interpreter's device names).
 
         The bytes are read into memory, so later changes to the file cannot disturb this version.
         Raises EdgerunError (bad model, no serving_default signature, a sequence (of tensors or maps)
@@ -83,14 +88,26 @@ class ServedModel:
                                        f"are not supported over KServe v2 ({only})")
         config = check_against(settings, signature.inputs, signature.outputs)
         for it in interpreters:  # batch 2 then 1: compiles kernels and plans before traffic
-            for rows in (2, 1):
+            took = None
+            for rows in (2, 1, 1, WARM_MANY_ROWS):  # (the second batch of one times it, compiled)
+                if rows == WARM_MANY_ROWS and (took is None or took > WARM_MANY_ROWS_MAX_S):
+                    break  # (a cheap model only: a batch of many rows takes other compiled paths,
+                    # numba's Gemm on its tiles among them, whose first compile held the event
+                    # loop for 17 s on a request of 400 rows; a big model's batch of 2 has them)
                 warm = {name: np.zeros([rows if d < 0 else d for d in info.shape], info.dtype)
                         for name, info in signature.inputs.items() if not info.has_default}
+                start = time.perf_counter()
                 try:
                     it.run(warm, signature=SIGNATURE)
                 except WorkBudgetError:
                     if rows == 1:
                         raise
+                    continue
+                took = time.perf_counter() - start
+                if rows != 1:  # read-only too, as gRPC's raw inputs arrive (numba compiles those apart)
+                    for value in warm.values():
+                        value.flags.writeable = False
+                    it.run(warm, signature=SIGNATURE)
         return cls(settings, version, interpreters, config)
 
     async def execute(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:

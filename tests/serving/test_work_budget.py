@@ -86,3 +86,23 @@ def test_a_model_over_the_budget_is_refused_at_load(budget_server) -> None:
     reason = index["mutated"]["reason"]
     assert "WorkBudgetError" in reason and "node 'conv1' (Conv" in reason and "work_budget_macs" in reason
     assert index["mlp"]["state"] == "READY" and not client.is_model_ready("mutated")
+
+
+def test_a_cheap_model_is_warmed_for_big_read_only_batches(main_repo) -> None:
+    """Loading compiles what a big batch of read-only inputs (gRPC's raw contents) runs: the
+    first such request compiles nothing more (numba's Gemm on its tiles, compiled on a first
+    400-row request, held the event loop for 17 s on a cold cache)."""
+    from edgerun.devices import numba_microkernel
+    from edgerun.serving.config import read_settings
+    from edgerun.serving.model import ServedModel
+
+    folder = main_repo / "mlp"
+    model = ServedModel.load(read_settings(folder), 1, folder / "1" / "model.erm")
+    compiled = len(numba_microkernel.gemm_tiles.signatures)
+    assert compiled >= 1  # (the 64-row warm-up ran the many-rows Gemm)
+    (it,) = model.interpreters
+    name, info = next(iter(it.signatures["serving_default"].inputs.items()))
+    x = np.zeros((400, info.shape[1]), info.dtype)
+    x.flags.writeable = False
+    it.run({name: x})
+    assert len(numba_microkernel.gemm_tiles.signatures) == compiled
