@@ -334,6 +334,23 @@ def epilogue_wide(wide, out, wp, bias, code, consts, y0=0, rows=-1):  # pragma: 
             activate_row(row, code, consts)
 
 
+def bordered_planes(geometry: tuple[int, ...], in_shape: tuple[int, ...],
+                    out_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(HP, WP): the height and width of a plane with the zero border a window `geometry` (kh,
+    kw, sh, sw, dh, dw, ph, pw) needs to make `out_shape` from `in_shape` (H, W) reading inside."""
+    kh, kw, sh, sw, dh, dw, ph, pw = geometry
+    (h, wd), (oh, ow) = in_shape, out_shape
+    return max(ph + h, (oh - 1) * sh + (kh - 1) * dh + 1), max(pw + wd, (ow - 1) * sw + (kw - 1) * dw + 1)
+
+
+def tap_starts(geometry: tuple[int, ...], channels: int, plane: int, wp: int) -> np.ndarray:
+    """Where row (c, i, j) of an im2col starts in zero-bordered planes `plane` values apart,
+    WP wide: c*plane + i*dh*WP + j*dw (int64)."""
+    kh, kw, _, _, dh, dw, _, _ = geometry
+    taps = (np.arange(kh)[:, None] * dh * wp + np.arange(kw)[None, :] * dw).reshape(-1)
+    return (np.arange(channels)[:, None] * plane + taps[None, :]).reshape(-1).astype(np.int64)
+
+
 PIXEL_ROWS_MARGIN = 1.15  # how much better pixels must fill row tiles than wide rows fill panels
 BAND_BYTES = 2 << 20  # the most a band's zero-bordered input or wide product may take (wide_band)
 
@@ -419,22 +436,20 @@ class NumbaConv:
         self.run = self._run_depthwise if depthwise else self._run_gemm
         if (not depthwise and not p.pointwise and p.window.strides == (1, 1)
                 and not self._pixel_rows(x, w, values)):
-            kh, kw, _, _, dh, dw, ph, pw = geometry
-            (h, wd), (oh, ow) = x.shape[2:], p.window.out_shape
-            wp = max(pw + wd, ow - 1 + (kw - 1) * dw + 1)
-            hp = max(ph + h, oh - 1 + (kh - 1) * dh + 1)
+            kh, _, _, _, dh, _, _, _ = geometry
+            hp, wp = bordered_planes(geometry, x.shape[2:], p.window.out_shape)
+            oh, ow = p.window.out_shape
             self.wide = (hp, wp, (oh - 1) * wp + ow)
             self.band = wide_band(x.shape[1], w.shape[0], oh, hp, wp, (kh - 1) * dh)
             # (an implicit GEMM's row starts: row (c, i, j) is plane c shifted by the tap)
-            taps = (np.arange(kh)[:, None] * dh * wp + np.arange(kw)[None, :] * dw).reshape(-1)
-            band_plane = self.band[1] * wp
-            self.wide_rows = (np.arange(w.shape[1])[:, None] * band_plane + taps[None, :]).reshape(-1).astype(np.int64)
+            self.wide_rows = tap_starts(geometry, w.shape[1], self.band[1] * wp, wp)
             self.run = self._run_wide
         if not depthwise:
-            self._prepare_gather(x)
             self._prepare_pooled_gemm(w, specs[0])
         weights = values[1]
         self._prepare_tiles(w, x, None if depthwise else weights)
+        if not depthwise and not p.pointwise and self.run in (self._run_gemm, self._run_blocks):
+            self._prepare_gather(x)  # (_run_blocks falls back to _run_gemm for a strided output)
         window = p.window
         self.x_last = self.out_last = False  # runtime.layout may set them (use_channels_last)
         self.bound = None
@@ -448,14 +463,11 @@ class NumbaConv:
     def _prepare_gather(self, x: TensorSpec) -> None:
         """The zero-bordered planes' size and gather_columns' tables for this Conv's im2col:
         row (c, i, j) starts at c*HP*WP + i*dh*WP + j*dw, output (y, z) at y*sh*WP + z*sw."""
-        kh, kw, sh, sw, dh, dw, ph, pw = self.geometry
-        (h, wd), (oh, ow) = x.shape[2:], self.params.window.out_shape
-        wp = max(pw + wd, (ow - 1) * sw + (kw - 1) * dw + 1)
-        hp = max(ph + h, (oh - 1) * sh + (kh - 1) * dh + 1)
-        taps = (np.arange(kh)[:, None] * dh * wp + np.arange(kw)[None, :] * dw).reshape(-1)
-        starts = (np.arange(x.shape[1])[:, None] * (hp * wp) + taps[None, :]).reshape(-1)
+        _, _, sh, sw, _, _, _, _ = self.geometry
+        oh, ow = self.params.window.out_shape
+        hp, wp = bordered_planes(self.geometry, x.shape[2:], (oh, ow))
         offsets = (np.arange(oh)[:, None] * sh * wp + np.arange(ow)[None, :] * sw).reshape(-1)
-        self.gather = (hp, wp, starts.astype(np.int64), offsets.astype(np.int64))
+        self.gather = (hp, wp, tap_starts(self.geometry, x.shape[1], hp * wp, wp), offsets.astype(np.int64))
 
     def _pixel_rows(self, x: TensorSpec, w: TensorSpec, values: list) -> bool:
         """Whether a stride-1 Conv's product runs best as im2col's pixels (rows) times its
@@ -465,9 +477,8 @@ class NumbaConv:
         of 176 rows against 169 of 224 columns, 1.24-1.41 -> 1.09; at 14 x 14, 98 % against
         87.5 %, a toss-up: the wide rows stay)."""
         p: ConvParams = self.params
-        kw, dw = p.window.kernel[1], p.window.dilations[1]
-        (oh, ow), pw = p.window.out_shape, p.window.pads_begin[1]
-        wp = max(pw + x.shape[3], ow - 1 + (kw - 1) * dw + 1)
+        oh, ow = p.window.out_shape
+        _, wp = bordered_planes(self.geometry, x.shape[2:], (oh, ow))
         return (p.group == 1 and x.dtype == np.float32 and w.dtype == np.float32
                 and values[1] is not None and gemm_in_pool() and p.out_size < w.shape[0]
                 and pixels_as_rows(p.out_size, (oh - 1) * wp + ow, PIXEL_ROWS_MARGIN))
