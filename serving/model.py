@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerun.runtime.backends import AUTO, select_backend
-from edgerun.runtime.errors import EdgerunError, ErrorCode, InputError, WorkBudgetError
+from edgerun.runtime.errors import EdgerunError, ErrorCode, InputError, MemoryBudgetError, WorkBudgetError
 from edgerun.runtime.interpreter import Interpreter
 from edgerun.serving import metrics
 from edgerun.serving.batcher import Batcher
@@ -101,6 +101,10 @@ class ServedModel:
                     it.run(warm, signature=SIGNATURE)
                 except WorkBudgetError:
                     if rows == 1:
+                        raise
+                    continue
+                except MemoryBudgetError:  # (the extra batch of many rows only: a budget may not hold it)
+                    if rows != WARM_MANY_ROWS:
                         raise
                     continue
                 took = time.perf_counter() - start

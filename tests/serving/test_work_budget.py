@@ -106,3 +106,26 @@ def test_a_cheap_model_is_warmed_for_big_read_only_batches(main_repo) -> None:
     x.flags.writeable = False
     it.run({name: x})
     assert len(numba_microkernel.gemm_tiles.signatures) == compiled
+
+
+def test_a_batch_of_many_rows_over_the_memory_budget_does_not_fail_the_load(main_repo, monkeypatch) -> None:
+    """The extra warm-up batch is a courtesy: a memory budget that cannot hold it (a device
+    profile's) leaves the model loaded; a batch of 2 over it still fails the load, as before."""
+    from edgerun.runtime.errors import MemoryBudgetError
+    from edgerun.serving import model as served
+    from edgerun.serving.config import read_settings
+
+    real_run = Interpreter.run
+
+    def run(self, feeds, *args, limit=served.WARM_MANY_ROWS, **kwargs):
+        if max(v.shape[0] for v in feeds.values()) >= limit:
+            raise MemoryBudgetError("over the memory budget")
+        return real_run(self, feeds, *args, **kwargs)
+
+    folder = main_repo / "mlp"
+    monkeypatch.setattr(Interpreter, "run", run)
+    loaded = served.ServedModel.load(read_settings(folder), 1, folder / "1" / "model.erm")
+    assert len(loaded.interpreters) == 1
+    monkeypatch.setattr(Interpreter, "run", lambda self, feeds, *a, **k: run(self, feeds, *a, limit=2, **k))
+    with pytest.raises(MemoryBudgetError):
+        served.ServedModel.load(read_settings(folder), 1, folder / "1" / "model.erm")
