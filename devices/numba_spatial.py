@@ -234,127 +234,99 @@ def average_pool_2d(x, out, inverse, kh, kw, sh, sw, dh, dw, ph, pw):  # pragma:
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def average_pool_same(x, out, inverse, kh, kw, ph, pw):  # pragma: no cover - compiled
+def average_pool_same(x, out, scale, column_ok, row_ok, kh, kw, ph, pw, group):  # pragma: no cover - compiled
     """average_pool_2d for a stride-1, undilated window whose output has x's own height and
-    width ("same" padding: ph before, kh - 1 - ph after; pw, kw - 1 - pw), by whole planes:
-    each plane flattened, the window's row sums over the flat plane in kw unit-stride passes
-    (the few outputs whose window crosses a row end recomputed from their row), then its
-    column sums in kh passes over those (the first and last rows recomputed), times inverse,
-    all in float64. Per row of a 7 x 7 or 14 x 14 plane the row-by-row pass spent more in
-    loop set-up than in sums (1024 x 7 x 7: 3.5x onnxruntime)."""
+    width ("same" padding: ph before, kh - 1 - ph after; pw, kw - 1 - pw), `group` whole planes
+    at a time as one flat run (parallel over the groups): the window's row sums in kw shifted
+    unit-stride passes, each tap added only where `column_ok[tap]` says it lands inside its
+    row, then the column sums in kh passes over those (`row_ok`), times `scale`, in float64.
+    column_ok (kw, group*h*w), row_ok (kh, group*h*w) and scale (group*h*w) are one plane's
+    answers repeated `group` times (same_window_tables). Plane by plane, 7 x 7 and 14 x 14
+    planes spent more in loop set-up than in sums; row by row 1024 x 7 x 7 took 3.5x
+    onnxruntime's time."""
     n_, c_, h, w = x.shape
-    hw = h * w
-    right, below = kw - 1 - pw, kh - 1 - ph
-    planes = x.reshape(n_ * c_, hw)
-    results = out.reshape(n_ * c_, hw)
-    scale = inverse.reshape(hw)
-    for plane in prange(n_ * c_):
-        src, dst = planes[plane], results[plane]
-        across = np.zeros(hw, np.float64)  # the window's sum along its row, per position
+    size = n_ * c_ * h * w
+    length = group * h * w
+    flat, results = x.reshape(size), out.reshape(size)
+    for g in prange((size + length - 1) // length):
+        lo = g * length
+        count = min(size, lo + length) - lo
+        src, dst = flat[lo : lo + count], results[lo : lo + count]
+        across = np.empty(count, np.float64)
+        for f in range(count):  # the window's own column: tap pw, always inside
+            across[f] = src[f]
         for j in range(kw):
-            _add_shifted(across, src, j - pw)
-        for y in range(h):  # positions whose window crosses the row's ends: their own row only
-            row = src[y * w : (y + 1) * w]
-            for z in range(min(pw, w)):
-                across[y * w + z] = _row_window(row, z, pw, kw, w)
-            for z in range(max(pw, w - right), w):
-                across[y * w + z] = _row_window(row, z, pw, kw, w)
-        down = np.zeros(hw, np.float64)
+            if j != pw:
+                _add_where(across, src, j - pw, column_ok[j])
+        down = across.copy()
         for i in range(kh):
-            _add_shifted(down, across, (i - ph) * w)
-        for y in range(h):  # rows whose window crosses the top or bottom: their own rows only
-            if y >= ph and y < h - below:
-                continue
-            line = down[y * w : (y + 1) * w]
-            line[:] = 0.0
-            for i in range(max(0, ph - y), min(kh, h - y + ph)):
-                above = across[(y - ph + i) * w : (y - ph + i + 1) * w]
-                for z in range(w):
-                    line[z] += above[z]
-        for f in range(hw):
+            if i != ph:
+                _add_where(down, across, (i - ph) * w, row_ok[i])
+        for f in range(count):
             dst[f] = down[f] * scale[f]
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def max_pool_same(x, out, kh, kw, ph, pw):  # pragma: no cover - compiled
-    """max_pool_2d for a stride-1, undilated window whose output has x's own height and width
-    (as average_pool_same: row maxima over each flat plane in unit-stride passes, the outputs
-    whose window crosses a row end or the top or bottom recomputed from their own rows); NaN
-    wins, as np.maximum. Inception's 3x3 stride-1 pools at 28 x 28 down to 7 x 7."""
+def max_pool_flat(x, out, column_ok, row_ok, picks, kh, kw, ph, pw, group):  # pragma: no cover - compiled
+    """MaxPool with an undilated window whose pads before it are smaller than it, by flat
+    runs of `group` planes as average_pool_same (each tap taken only where it lands inside
+    the plane: padding never wins; NaN wins, as np.maximum): the stride-1 maxima at every
+    input position, then, where `picks` is not empty, out's planes gathered from them
+    (picks: the flat positions in a plane of the strided windows' first taps past the pads,
+    each inside the plane; empty: out is the stride-1 result itself). Inception's 3x3
+    stride-1 pools at 28 x 28 down to 7 x 7, and its 3x3 stride-2 ones into 28 x 28 down to
+    7 x 7 (row by row, those took 2-4x onnxruntime's time)."""
     n_, c_, h, w = x.shape
-    hw = h * w
-    right, below = kw - 1 - pw, kh - 1 - ph
-    planes = x.reshape(n_ * c_, hw)
-    results = out.reshape(n_ * c_, hw)
-    for plane in prange(n_ * c_):
-        src, dst = planes[plane], results[plane]
+    planes, plane = n_ * c_, h * w
+    outs = out.shape[2] * out.shape[3]
+    flat, results = x.reshape(planes * plane), out.reshape(planes * outs)
+    for g in prange((planes + group - 1) // group):
+        p0 = g * group
+        p1 = min(planes, p0 + group)
+        src = flat[p0 * plane : p1 * plane]
         across = src.copy()  # (the window's own column: tap pw, always inside)
         for j in range(kw):
             if j != pw:
-                _max_shifted(across, src, j - pw)
-        for y in range(h):
-            row = src[y * w : (y + 1) * w]
-            for z in range(min(pw, w)):
-                across[y * w + z] = _row_max(row, z, pw, kw, w)
-            for z in range(max(pw, w - right), w):
-                across[y * w + z] = _row_max(row, z, pw, kw, w)
-        dst[:] = across
+                _max_where(across, src, j - pw, column_ok[j])
+        full = results[p0 * plane : p1 * plane] if picks.size == 0 else np.empty(across.size, across.dtype)
+        full[:] = across
         for i in range(kh):
             if i != ph:
-                _max_shifted(dst, across, (i - ph) * w)
-        for y in range(h):
-            if y >= ph and y < h - below:
-                continue
-            line = dst[y * w : (y + 1) * w]
-            line[:] = across[y * w : (y + 1) * w]
-            for i in range(max(0, ph - y), min(kh, h - y + ph)):
-                above = across[(y - ph + i) * w : (y - ph + i + 1) * w]
-                for z in range(w):
-                    line[z] = _max_nan(line[z], above[z])
+                _max_where(full, across, (i - ph) * w, row_ok[i])
+        if picks.size == 0:
+            continue
+        for p in range(p1 - p0):
+            dst, base = results[(p0 + p) * outs : (p0 + p + 1) * outs], p * plane
+            for t in range(outs):
+                dst[t] = full[base + picks[t]]
 
 
 @njit(inline="always")
-def _max_shifted(best, values, shift):  # pragma: no cover - compiled
-    """best[f] = max(best[f], values[f + shift]) (NaN wins) wherever f + shift is inside."""
+def _max_where(best, values, shift, ok):  # pragma: no cover - compiled
+    """best[f] = max(best[f], values[f + shift]) (NaN wins) where ok[f] (f + shift then lies
+    inside: the callers' tables never let a tap cross the run's ends). One unit-stride pass
+    of selects over slices, so it vectorizes."""
     size = best.size
     lo, hi = max(0, -shift), min(size, size - shift)
     if hi <= lo:
         return
-    part, source = best[lo:hi], values[lo + shift : hi + shift]
+    part, source, inside = best[lo:hi], values[lo + shift : hi + shift], ok[lo:hi]
     for f in range(hi - lo):
-        part[f] = _max_nan(part[f], source[f])
+        current = part[f]
+        part[f] = _max_nan(current, source[f]) if inside[f] else current
 
 
 @njit(inline="always")
-def _row_max(row, z, pw, kw, w):  # pragma: no cover - compiled
-    """The max of row[z - pw + j] over the window's taps j inside the row (NaN wins); the
-    tap j = pw (z itself) is always inside."""
-    best = row[z]
-    for j in range(max(0, pw - z), min(kw, w - z + pw)):
-        best = _max_nan(best, row[z - pw + j])
-    return best
-
-
-@njit(inline="always")
-def _add_shifted(total, values, shift):  # pragma: no cover - compiled
-    """total[f] += values[f + shift] wherever f + shift is inside values (one unit-stride pass
-    over slices: no negative-index wraparound in the loop, so it vectorizes)."""
+def _add_where(total, values, shift, ok):  # pragma: no cover - compiled
+    """total[f] += values[f + shift] where ok[f] (as _max_where; a value outside the window,
+    NaN or infinite, is never read into the sum)."""
     size = total.size
     lo, hi = max(0, -shift), min(size, size - shift)
     if hi <= lo:
         return
-    part, source = total[lo:hi], values[lo + shift : hi + shift]
+    part, source, inside = total[lo:hi], values[lo + shift : hi + shift], ok[lo:hi]
     for f in range(hi - lo):
-        part[f] += source[f]
-
-
-@njit(inline="always")
-def _row_window(row, z, pw, kw, w):  # pragma: no cover - compiled
-    """The sum of row[z - pw + j] over the window's taps j inside the row, in float64."""
-    total = 0.0
-    for j in range(max(0, pw - z), min(kw, w - z + pw)):
-        total += row[z - pw + j]
-    return total
+        part[f] += source[f] if inside[f] else 0.0
 
 
 @njit(inline="always")
@@ -381,8 +353,10 @@ def _taps_inside(size, outs, k, stride, dilation, pad):  # pragma: no cover - co
 @accelerate("MaxPool", BACKEND)
 class NumbaMaxPool:
     """Float 2-D MaxPool without the Indices output: the 2x2, stride-2 window of classic CNNs
-    in one pass per plane, any other window (strides, dilations, pads, ceil_mode) in a compiled
-    pass parallel over the planes. Other ranks stay on the reference's np.maximum per tap."""
+    in one pass per plane; windows that keep the plane's size, and strided ones over small
+    planes, by flat runs of whole planes (max_pool_flat); any other window (strides,
+    dilations, pads, ceil_mode) row by row in a compiled pass parallel over the planes.
+    Other ranks stay on the reference's np.maximum per tap."""
 
     def prepare(self, inputs, values):
         specs = super().prepare(inputs, values)
@@ -394,7 +368,12 @@ class NumbaMaxPool:
             self.run = self._run_2x2
             return specs
         self.geometry = (*w.kernel, *w.strides, *w.dilations, *w.pads_begin)
-        self.run = self._run_same if same_window(w, inputs[0].shape, specs[0].shape) else self._run_window
+        self.run = self._run_window
+        picks = flat_picks(w, inputs[0].shape, specs[0].shape)
+        if picks is not None:
+            self.group = same_window_group(inputs[0].shape, self.threads)
+            self.tables = (*same_window_tables(inputs[0].shape[2:], w, self.group, None)[1:], picks)
+            self.run = self._run_flat
         return specs
 
     def _run_2x2(self, inputs, outputs):
@@ -405,21 +384,63 @@ class NumbaMaxPool:
         use_threads(self.threads)
         max_pool_2d(np.ascontiguousarray(inputs[0]), outputs[0], *self.geometry)
 
-    def _run_same(self, inputs, outputs):
+    def _run_flat(self, inputs, outputs):
         if not outputs[0].flags.c_contiguous:  # (its flat planes need a contiguous output)
             self._run_window(inputs, outputs)
             return
         kh, kw, _, _, _, _, ph, pw = self.geometry
         use_threads(self.threads)
-        max_pool_same(np.ascontiguousarray(inputs[0]), outputs[0], kh, kw, ph, pw)
+        max_pool_flat(np.ascontiguousarray(inputs[0]), outputs[0], *self.tables, kh, kw, ph, pw, self.group)
+
+
+FLAT_STRIDED_PLANE = 32 * 32  # the biggest plane a strided MaxPool takes by flat runs (flat_picks)
+
+
+def flat_picks(w, x_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray | None:
+    """max_pool_flat's `picks` for a 2-D MaxPool it can run: empty for a same window (stride
+    1, the plane's own size); for a strided undilated window over a plane of at most
+    FLAT_STRIDED_PLANE values whose every output's first tap past the pads lies inside x
+    (out[y, z] is then the stride-1 maximum at (y*sh, z*sw)), those positions; else None."""
+    if same_window(w, x_shape, out_shape):
+        return np.zeros(0, np.int64)
+    (h, wd), (oh, ow), (sh, sw) = x_shape[2:], out_shape[2:], w.strides
+    if (w.dilations != (1, 1) or w.pads_begin[0] >= w.kernel[0] or w.pads_begin[1] >= w.kernel[1]
+            or h * wd > FLAT_STRIDED_PLANE or (oh - 1) * sh >= h or (ow - 1) * sw >= wd):
+        return None
+    return (np.arange(oh)[:, None] * sh * wd + np.arange(ow)[None, :] * sw).reshape(-1).astype(np.int64)
 
 
 def same_window(w, x_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
     """Whether a 2-D pool's window is stride 1, undilated, and keeps the plane's size with
     its pads (so each output's window holds the input at its own position): the flat-plane
-    passes (average_pool_same, max_pool_same)."""
+    passes (average_pool_same, max_pool_flat)."""
     return (w.strides == (1, 1) and w.dilations == (1, 1) and tuple(out_shape[2:]) == tuple(x_shape[2:])
             and w.pads_begin[0] < w.kernel[0] and w.pads_begin[1] < w.kernel[1])
+
+
+SAME_WINDOW_RUN = 4096  # the values one flat run of whole planes holds, at most (same_window_group)
+
+
+def same_window_group(x_shape: tuple[int, ...], threads: int) -> int:
+    """The planes in one flat run of the same-window passes: as many as fit SAME_WINDOW_RUN
+    values (at least one), and no more than leave each thread a run."""
+    planes, plane = prod(x_shape[:2]), prod(x_shape[2:])
+    return max(1, min(SAME_WINDOW_RUN // max(1, plane), -(-planes // max(1, threads))))
+
+
+def same_window_tables(plane: tuple[int, ...], w, group: int, inverse: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """(scale, column_ok, row_ok) for average_pool_same / max_pool_flat over runs of `group`
+    planes of `plane` (h, w): column_ok[j, f] whether tap column j of position f's window lies
+    inside its row, row_ok[i, f] whether tap row i lies inside its plane, scale (a float64
+    copy of `inverse`, the reciprocal divisors; empty without it), each one plane's answer
+    repeated `group` times."""
+    h, wd = plane
+    (kh, kw), (ph, pw) = w.kernel, w.pads_begin
+    y, z = np.divmod(np.arange(h * wd), wd)
+    column_ok = np.stack([(z + j - pw >= 0) & (z + j - pw < wd) for j in range(kw)])
+    row_ok = np.stack([(y + i - ph >= 0) & (y + i - ph < h) for i in range(kh)])
+    scale = np.zeros(0) if inverse is None else np.tile(inverse.reshape(-1).astype(np.float64), group)
+    return scale, np.tile(column_ok, group), np.tile(row_ok, group)
 
 
 @accelerate("AveragePool", BACKEND)
@@ -437,7 +458,11 @@ class NumbaAveragePool:
         self.geometry = (*w.kernel, *w.strides, *w.dilations, *w.pads_begin)
         self.threads = thread_count(getattr(self.context, "num_threads", None), specs[0].size * prod(w.kernel))
         self.inverse = 1.0 / self.divisor.astype(np.float64)
-        self.run = self._run_same if same_window(w, inputs[0].shape, specs[0].shape) else self._run_window
+        self.run = self._run_window
+        if same_window(w, inputs[0].shape, specs[0].shape):
+            self.group = same_window_group(inputs[0].shape, self.threads)
+            self.tables = same_window_tables(inputs[0].shape[2:], w, self.group, self.inverse)
+            self.run = self._run_same
         return specs
 
     def _run_window(self, inputs, outputs):
@@ -450,7 +475,7 @@ class NumbaAveragePool:
             return
         kh, kw, _, _, _, _, ph, pw = self.geometry
         use_threads(self.threads)
-        average_pool_same(np.ascontiguousarray(inputs[0]), outputs[0], self.inverse, kh, kw, ph, pw)
+        average_pool_same(np.ascontiguousarray(inputs[0]), outputs[0], *self.tables, kh, kw, ph, pw, self.group)
 
 
 @accelerate("GlobalAveragePool", BACKEND)

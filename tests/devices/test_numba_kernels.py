@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import edgerun.devices.numba_conv as numba_conv
+import edgerun.devices.numba_spatial as numba_spatial
 from edgerun.converters import from_onnx
 from edgerun.runtime import Interpreter
 from tests.onnx_models import make_mlp, make_model, ort_run
@@ -323,34 +324,47 @@ def test_conv_blocks_keep_their_columns_small(monkeypatch):
     assert per_thread == 576 * 32 * 4
 
 
+@pytest.mark.parametrize("flat", [True, False])
 @pytest.mark.parametrize("shape,attrs,outputs,fast", [
     ((2, 3, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2]), 1, "_run_2x2"),
     ((1, 4, 7, 9), dict(kernel_shape=[2, 2], strides=[2, 2]), 1, "_run_2x2"),              # odd sizes: floor
     ((3, 33, 20, 18), dict(kernel_shape=[2, 2], strides=[2, 2]), 1, "_run_2x2"),           # planes on two threads
-    ((1, 4, 7, 9), dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), 1, "_run_window"),  # overhang
-    ((1, 2, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1]), 1, "_run_window"),
-    ((1, 2, 9, 9), dict(kernel_shape=[3, 3], strides=[2, 2]), 1, "_run_window"),
-    ((2, 64, 28, 28), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), 1, "_run_window"),  # ResNet
-    ((1, 3, 13, 13), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), 1, "_run_window"),  # squeezenet
+    ((1, 4, 7, 9), dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), 1, "_run_flat*"),  # overhang
+    ((1, 2, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1]), 1, "_run_window"),  # end pads
+    ((1, 2, 9, 9), dict(kernel_shape=[3, 3], strides=[2, 2]), 1, "_run_flat*"),
+    ((2, 64, 28, 28), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), 1, "_run_flat*"),  # ResNet
+    ((1, 3, 13, 13), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), 1, "_run_flat*"),  # squeezenet
+    ((2, 5, 56, 56), dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), 1, "_run_window"),  # a big plane
     # 3x3 stride 2 over the row's even and odd columns: window starts on either parity, odd widths
     ((1, 2, 15, 16), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 2, 1, 2]), 1, "_run_window"),
-    ((2, 3, 11, 17), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1), 1, "_run_window"),
+    ((1, 2, 15, 17), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 2, 1, 1]), 1, "_run_flat*"),
+    ((2, 3, 11, 17), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1), 1, "_run_flat*"),
     ((1, 2, 12, 111), dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 2, 0, 1]), 1, "_run_window"),
     ((1, 2, 10, 11), dict(kernel_shape=[3, 2], strides=[1, 3], dilations=[2, 1], pads=[2, 0, 1, 1]), 1,
      "_run_window"),
-    ((1, 2, 6, 6), dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"), 1, "_run_same"),
+    # a last window starting in the padding after the plane: row by row
+    ((1, 2, 6, 6), dict(kernel_shape=[3, 3], strides=[3, 3], pads=[1, 1, 2, 2], ceil_mode=1), 1, "_run_window"),
+    ((1, 2, 6, 6), dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER"), 1, "_run_flat"),
     # stride 1 keeping the plane's size: whole flat planes (Inception's 3x3 pools)
-    ((2, 5, 7, 7), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_same"),
-    ((1, 3, 3, 4), dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), 1, "_run_same"),     # window beyond the plane
-    ((1, 3, 6, 9), dict(kernel_shape=[3, 4], pads=[2, 0, 0, 3]), 1, "_run_same"),     # lopsided pads
-    ((1, 2, 6, 6), dict(kernel_shape=[2, 2], auto_pad="SAME_LOWER"), 1, "_run_same"),
+    ((2, 5, 7, 7), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_flat"),
+    ((1, 3, 3, 4), dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), 1, "_run_flat"),     # window beyond the plane
+    ((1, 3, 6, 9), dict(kernel_shape=[3, 4], pads=[2, 0, 0, 3]), 1, "_run_flat"),     # lopsided pads
+    ((1, 2, 6, 6), dict(kernel_shape=[2, 2], auto_pad="SAME_LOWER"), 1, "_run_flat"),
+    ((2, 37, 7, 7), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_flat"),    # runs of planes, a short last
+    ((1, 3, 40, 40), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_flat"),   # a plane over one run
     # a one-column output whose 3-wide window's inside starts past it: nothing written past the row
-    ((1, 3, 5, 1), dict(kernel_shape=[3, 3], pads=[0, 2, 0, 0]), 1, "_run_window"),
+    ((1, 3, 5, 1), dict(kernel_shape=[3, 3], pads=[0, 2, 0, 0]), 1, "_run_flat*"),
     ((1, 3, 5, 3), dict(kernel_shape=[3, 3], dilations=[1, 2], pads=[0, 2, 0, 0]), 1, "_run_window"),
     ((1, 2, 8, 8), dict(kernel_shape=[2, 2], strides=[2, 2]), 2, "run"),               # Indices wanted
     ((1, 2, 9), dict(kernel_shape=[3], strides=[2]), 1, "run"),                        # 1-D: reference
 ])
-def test_max_pool(shape, attrs, outputs, fast):
+def test_max_pool(monkeypatch, shape, attrs, outputs, fast, flat):
+    """Each path against onnxruntime. "_run_flat*": a window that is not the plane's own size
+    over a small plane, by flat runs; without them (flat=False), row by row as over bigger
+    planes."""
+    if not flat:
+        monkeypatch.setattr(numba_spatial, "FLAT_STRIDED_PLANE", 0)
+    fast = fast.rstrip("*") if flat or not fast.endswith("*") else "_run_window"
     names = ["y", "i"][:outputs]
     node = helper.make_node("MaxPool", ["x"], names, **attrs)
     outs = [helper.make_tensor_value_info("y", F32, None),
@@ -375,16 +389,22 @@ def test_max_pool_propagates_nan_from_any_position(attrs):
     assert np.isnan(want).all() and np.isnan(got).all()
 
 
+@pytest.mark.parametrize("flat", [True, False])
 @pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 2]])
-def test_max_pool_stride_2_keeps_nan_where_the_reference_does(pads):
-    """NaN anywhere in a wide row wins every window that reads it, through the even/odd split."""
+def test_max_pool_stride_2_keeps_nan_where_the_reference_does(monkeypatch, pads, flat):
+    """NaN anywhere in a wide row wins every window that reads it, by flat runs and row by row
+    through the even/odd split."""
+    monkeypatch.setattr(numba_spatial, "FLAT_STRIDED_PLANE", numba_spatial.FLAT_STRIDED_PLANE if flat else 0)
     node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=pads)
     model = make_model([node], [helper.make_tensor_value_info("x", F32, (1, 3, 9, 23))],
                        [helper.make_tensor_value_info("y", F32, None)])
     x = np.random.default_rng(5).standard_normal((1, 3, 9, 23)).astype(np.float32)
     x[0, 0, 4, 7], x[0, 1, 0, 0], x[0, 2, 8, 22], x[0, 2, 3, 12] = np.nan, np.nan, np.nan, np.inf
     want = Interpreter(from_onnx(model), device="cpu").run({"x": x})["y"]
-    got = Interpreter(from_onnx(model), device="numba").run({"x": x})["y"]
+    it = Interpreter(from_onnx(model), device="numba")
+    got = it.run({"x": x})["y"]
+    path = "_run_flat" if flat else "_run_window"
+    assert [s[0].__name__ for s in it._plans["serving_default"].prepared.steps] == [path]
     assert np.isnan(want).any()
     np.testing.assert_array_equal(got, want)
 
@@ -392,6 +412,8 @@ def test_max_pool_stride_2_keeps_nan_where_the_reference_does(pads):
 @pytest.mark.parametrize("shape,attrs,fast", [
     ((1, 8, 14, 14), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_same"),          # Inception v2
     ((1, 8, 14, 14), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1), "_run_same"),
+    ((2, 37, 7, 7), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_same"),           # runs of planes, a short last
+    ((1, 3, 40, 40), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_same"),          # a plane over one run
     ((2, 3, 3, 4), dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), "_run_same"),             # window beyond the plane
     ((1, 3, 6, 9), dict(kernel_shape=[3, 4], pads=[2, 0, 0, 3], count_include_pad=1), "_run_same"),
     ((1, 3, 6, 9), dict(kernel_shape=[1, 1]), "_run_same"),
@@ -445,7 +467,7 @@ def test_max_pool_keeping_the_plane_size_matches_the_reference_with_nan_and_inf(
     it = Interpreter(from_onnx(model), device="numba")
     got = it.run({"x": x})["y"]
     want = Interpreter(from_onnx(model), device="cpu").run({"x": x})["y"]
-    assert [s[0].__name__ for s in it._plans["serving_default"].prepared.steps] == ["_run_same"]
+    assert [s[0].__name__ for s in it._plans["serving_default"].prepared.steps] == ["_run_flat"]
     assert got.dtype == dtype and np.isnan(want).sum() == 4 + 9 + 4 and got[0, 2, 5, 6] == -np.inf
     np.testing.assert_array_equal(got, want)
 
@@ -475,7 +497,7 @@ def test_pools_keeping_the_plane_size_fill_a_strided_output(op):
     want = ort_run(model, {"x": x})["y"]
     it = Interpreter(from_onnx(model), device="numba")
     (run, _ins, _outs, _node), = it._plans["serving_default"].prepared.steps
-    assert run.__name__ == "_run_same"
+    assert run.__name__ == {"MaxPool": "_run_flat", "AveragePool": "_run_same"}[op]
     wide = np.full((1, 3, 5, 10), -7.0, np.float32)
     run([x], [wide[..., ::2]])
     np.testing.assert_allclose(wide[..., ::2], want, rtol=1e-5, atol=1e-6)
