@@ -299,7 +299,8 @@ def conv_blocks_tiled(x, w_rows, k, out, bias, residual, code, consts, kh, kw, s
         _gather_block(x, n, mine, q0, q1, kh, kw, sh, sw, dh, dw, ph, pw, ow)
         tiles_in_range(w_rows, 0, 1, TILE_ROWS, k * TILE_ROWS, 0, m_, k, mine.reshape(mine.size), 0, TILE_COLUMNS,
                        block, b_rows, 0, (q1 - q0 + TILE_COLUMNS - 1) // TILE_COLUMNS, q1 - q0, flat_out,
-                       n * m_ * p + q0, p, bias, bias_mode, flat_residual, n * m_ * p + q0, p, code, consts, False)
+                       n * m_ * p + q0, p, bias, bias_mode, flat_residual, n * m_ * p + q0, p, code, consts, False,
+                       TILE_ROWS)
 
 
 COLUMN_BLOCK_BYTES = 1 << 22  # the most a conv_blocks task's columns may take
@@ -317,7 +318,7 @@ def conv_block_size(rows: int, positions: int, images: int, threads: int, itemsi
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def epilogue_wide(wide, out, wp, bias, code, consts, y0=0, rows=-1):  # pragma: no cover - compiled
+def epilogue_wide(wide, out, wp, bias, code, consts, y0, rows):  # pragma: no cover - compiled
     """out[n, m, y0 + y, z] = act(wide[n, m, y*WP + z] + bias[m]) for y < rows (-1: to the
     last row): the valid columns of a wide-row product, with the bias (zeros for none) and
     the fused activation. Parallel over planes. (A band's rows by y0 and rows, not a slice
@@ -738,9 +739,9 @@ class NumbaConv:
             gemm_tiles(a, a_row, a_k, 0, m, rows, planes.reshape(-1), TILE_COLUMNS, 0, self.phase_rows,
                        c * sh * sw * hq * wq, span, wide.reshape(-1), span, m * span, size, _NO_BIAS["f"], BIAS_NONE,
                        _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1],
-                       *tile_tasks(size, m, span, self.gemm_threads), False, False, a_tile)
+                       *tile_tasks(size, m, span, self.gemm_threads), False, False, a_tile, TILE_ROWS)
             use_threads(self.threads)
-            epilogue_wide(wide, out[part], wq, bias, *self.code)
+            epilogue_wide(wide, out[part], wq, bias, *self.code, 0, -1)
         finish_activation(out, self.leftover)
 
     def _tile_arguments(self, x, w, out, bias, residual) -> tuple | None:
@@ -812,7 +813,7 @@ class NumbaConv:
             im2col_wide(x[part], cols, kh, kw, dh, dw, ph, pw, wp, padded)
             self._product(weights, cols.reshape(size, g, rows, span), wide)
             use_threads(self.threads)
-            epilogue_wide(wide, out[part], wp, bias, *self.code)
+            epilogue_wide(wide, out[part], wp, bias, *self.code, 0, -1)
         finish_activation(out, self.leftover)
 
     def _wide_bands(self, x: np.ndarray, weights: np.ndarray, out: np.ndarray, bias: np.ndarray) -> None:
@@ -836,7 +837,7 @@ class NumbaConv:
             gemm_tiles(a, a_row, a_k, 0, m, depth, padded.reshape(-1), TILE_COLUMNS, 0, self.wide_rows,
                        c * band_height * wp, span, wide.reshape(-1), span, m * span, size, _NO_BIAS["f"], BIAS_NONE,
                        _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1],
-                       *tile_tasks(size, m, span, self.gemm_threads), False, False, a_tile)
+                       *tile_tasks(size, m, span, self.gemm_threads), False, False, a_tile, TILE_ROWS)
             use_threads(self.threads)
             epilogue_wide(wide, out, wp, bias, *self.code, y0, y1 - y0)
 
@@ -932,7 +933,7 @@ class NumbaConv:
                 gemm_tiles(a, a_row, a_k, 0, m, k, cols.reshape(-1), TILE_COLUMNS, columns, BY_STRIDE, k * columns,
                            columns, result.reshape(-1), columns, m * columns, n, bias,
                            BIAS_PER_ROW if bias.size else BIAS_NONE, residual.reshape(-1), columns, m * columns, *code,
-                           *tile_tasks(n, m, columns, self.gemm_threads), rows_outer, False, a_tile)
+                           *tile_tasks(n, m, columns, self.gemm_threads), rows_outer, False, a_tile, TILE_ROWS)
             return applied
         with single_threaded:
             gemm_epilogue(np.ascontiguousarray(weights), cols, result, bias, residual, *code, *self.gemm_blocks)

@@ -34,7 +34,7 @@ Operands by strides, so no layout needs a copy:
     gemm_tiles(x.reshape(-1), c, 1, c * pixels, pixels, c, w_panels, c * TILE_COLUMNS, TILE_COLUMNS,
                BY_STRIDE, 0, m, out.reshape(-1), m, pixels * m, images, bias, BIAS_PER_COLUMN,
                residual.reshape(-1), m, pixels * m, *activation_code(("Clip", (0, 6)), np.float32)[:2],
-               *tile_tasks(images, pixels, m, threads), False, False)
+               *tile_tasks(images, pixels, m, threads), False, False, 0, TILE_ROWS)
 
 Measured on MobileNetV2's 1x1 products (2 threads, AVX-512): 0.77x OpenBLAS's time over the 13
 distinct shapes, 0.60-0.66x on the 7x7 ones; ResNet18's 3x3 stride-1 Convs as implicit GEMMs
@@ -309,7 +309,7 @@ def pack_rows(a: np.ndarray) -> np.ndarray:
 @njit(parallel=True, cache=True, nogil=True)
 def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_image, n, c, c_row, c_image, images,
                bias, bias_mode, residual, r_row, r_image, code, consts, row_tasks, column_tasks,
-               rows_outer, transposed, a_tile=0, height=TILE_ROWS):  # pragma: no cover - compiled
+               rows_outer, transposed, a_tile, height):  # pragma: no cover - compiled
     """For each image g < images: C_g (m x n) = act(A_g (m x depth) @ B_g (depth x n) + bias +
     residual_g), every operand a flat float32 array read by strides as `tile` says, image g's
     at g * x_image; B's column panel p (TILE_COLUMNS columns) starts at p * b_panel (packed
@@ -325,7 +325,9 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
     than B, the weights as A). `a_tile` > 0: A is packed by `pack_rows` (a_row = 1, a_k =
     TILE_ROWS), its row tile t at a_image * g + t * a_tile. `height`: the rows of a tile,
     TILE_ROWS or (an A not packed: a packed one always takes TILE_ROWS) SHORT_ROWS where m
-    comes in sevens (`row_height`)."""
+    comes in sevens (`row_height`). No argument has a default: numba compiles a parallel
+    function called with an omitted default argument into a loop that ran 4x slower and on
+    one thread (epilogue_wide's y0 and rows did so to every implicit-GEMM Conv)."""
     panels = (n + TILE_COLUMNS - 1) // TILE_COLUMNS
     if a_tile > 0:  # (a packed A comes in tiles of TILE_ROWS: tiles_in_range finds them so)
         height = TILE_ROWS
@@ -359,7 +361,7 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
 @njit(inline="always")
 def tiles_in_range(a, a_off, a_row, a_k, a_tile, r0, r1, depth, b, b_off, b_panel, b_row, b_rows, p0, p1, n, c, c_off,
                    c_row, bias, bias_mode, residual, r_off, r_row, code, consts,
-                   rows_outer, height=TILE_ROWS):  # pragma: no cover - compiled
+                   rows_outer, height):  # pragma: no cover - compiled
     """Rows [r0, r1) x column panels [p0, p1) of one product (gemm_tiles' operands, offsets
     of its image already added), on the calling thread. The depth is cut into near-equal
     blocks of at most DEPTH_BLOCK: each block's sums start afresh and are added to C (a

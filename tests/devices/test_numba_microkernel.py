@@ -560,3 +560,29 @@ def test_a_stride_one_conv_in_bands_of_rows(monkeypatch, x_shape, w_shape, attrs
     out_height = it.run(feeds)["y"].shape[2]
     assert kernel.band[0] < out_height and (band_bytes > 1 or kernel.band[0] == 1)
     np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
+
+
+def test_no_compiled_function_of_the_backend_has_default_arguments():
+    """numba compiles a parallel function called with an omitted default argument into a loop
+    that ran 4x slower and on one thread (epilogue_wide's band rows did so to every implicit-GEMM
+    Conv): every compiled function of the backend takes all its arguments from its callers."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import edgerun.devices as devices
+    from numba.core.registry import CPUDispatcher
+
+    checked, with_defaults = 0, []
+    for info in pkgutil.iter_modules(devices.__path__):
+        if not info.name.startswith("numba_"):
+            continue
+        module = importlib.import_module(f"edgerun.devices.{info.name}")
+        for name, value in vars(module).items():
+            if isinstance(value, CPUDispatcher) and value.py_func.__module__ == module.__name__:
+                checked += 1
+                defaults = [p.name for p in inspect.signature(value.py_func).parameters.values()
+                            if p.default is not inspect.Parameter.empty]
+                if defaults:
+                    with_defaults.append((info.name, name, defaults))
+    assert checked > 30 and with_defaults == []
