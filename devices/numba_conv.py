@@ -51,6 +51,7 @@ from edgerun.devices.numba_depthwise import (
     depthwise_channels_last,
 )
 from edgerun.devices.numba_epilogue import (
+    CLIP,
     NONE,
     activate_row,
     activation_code,
@@ -63,6 +64,7 @@ from edgerun.devices.numba_microkernel import (
     BIAS_PER_COLUMN,
     BIAS_PER_ROW,
     BY_STRIDE,
+    NO_MAP,
     TILE_COLUMNS,
     TILE_ROWS,
     gemm_tiles,
@@ -300,7 +302,7 @@ def conv_blocks_tiled(x, w_rows, k, out, bias, residual, code, consts, kh, kw, s
         tiles_in_range(w_rows, 0, 1, TILE_ROWS, k * TILE_ROWS, 0, m_, k, mine.reshape(mine.size), 0, TILE_COLUMNS,
                        block, b_rows, 0, (q1 - q0 + TILE_COLUMNS - 1) // TILE_COLUMNS, q1 - q0, flat_out,
                        n * m_ * p + q0, p, bias, bias_mode, flat_residual, n * m_ * p + q0, p, code, consts, False,
-                       TILE_ROWS)
+                       TILE_ROWS, NO_MAP)
 
 
 COLUMN_BLOCK_BYTES = 1 << 22  # the most a conv_blocks task's columns may take
@@ -333,6 +335,14 @@ def epilogue_wide(wide, out, wp, bias, code, consts, y0, rows):  # pragma: no co
             for z in range(ow):
                 row[z] = src[z] + b
             activate_row(row, code, consts)
+
+
+def wide_columns(span: int, wp: int, ow: int) -> np.ndarray:
+    """gemm_tiles' c_map for a wide-row product of `span` columns (rows of `wp`, of which the
+    first `ow` are outputs) stored straight into an output plane's rows of `ow`: column j at
+    (j // wp) * ow + j % wp, -1 for the padding columns."""
+    row, column = np.divmod(np.arange(span, dtype=np.int64), wp)
+    return np.where(column < ow, row * ow + column, -1).astype(np.int64)
 
 
 def bordered_planes(geometry: tuple[int, ...], in_shape: tuple[int, ...],
@@ -379,6 +389,7 @@ def wide_band(channels: int, filters: int, out_height: int, padded_height: int, 
 # (1.56 -> 1.0x onnxruntime), 14 x 14 (87.5 %) and 7 x 7 (77 %) outputs lose 15-25 %, and a
 # three-channel 3x3 first layer (depth 27) is a toss-up either way
 PHASES_MIN_USEFUL = 0.9
+MAP_WIDE = True
 PHASES_MIN_DEPTH = 64
 NUMPY_EPILOGUE_MAX = 4096  # outputs this small take numpy's bias add and activation (_run_gather_1d)
 GATHER_MAX_COLUMNS = 1 << 16  # a 1-D Conv whose im2col is this small runs as numpy calls (_run_gather_1d)
@@ -444,6 +455,7 @@ class NumbaConv:
             self.band = wide_band(x.shape[1], w.shape[0], oh, hp, wp, (kh - 1) * dh)
             # (an implicit GEMM's row starts: row (c, i, j) is plane c shifted by the tap)
             self.wide_rows = tap_starts(geometry, w.shape[1], self.band[1] * wp, wp)
+            self.wide_map = wide_columns((self.band[0] - 1) * wp + ow, wp, ow)
             self.run = self._run_wide
         if not depthwise:
             self._prepare_pooled_gemm(w, specs[0])
@@ -715,6 +727,7 @@ class NumbaConv:
         if oh * ow < PHASES_MIN_USEFUL * (-(-span // TILE_COLUMNS) * TILE_COLUMNS):
             return  # (most of a small output's tile columns would be its wide rows' padding)
         self.phases = (sh, sw, hq, wq, span)
+        self.phase_map = wide_columns(span, wq, ow)
         self.phase_rows = (np.arange(w.shape[1])[:, None] * (sh * sw * hq * wq) + taps[None, :]).reshape(-1)
         self.phase_rows = self.phase_rows.astype(np.int64)
         self.run = self._run_phases
@@ -728,18 +741,27 @@ class NumbaConv:
         bias = self._bias_or_zeros(inputs)
         rows = w.shape[1] * len(p.taps)
         a, a_row, a_k, a_tile = self._weights_as_a(np.ascontiguousarray(w).reshape(m, rows), rows)
+        oh, ow = out.shape[2:]
+        mapped = MAP_WIDE and self.code[0] in (NONE, CLIP) and out.flags.c_contiguous
         for start in range(0, n, p.chunk):  # bounded buffers, as the reference keeps
             part = slice(start, min(n, start + p.chunk))
             size = part.stop - part.start
             planes = scratch("numba.conv.phases", (size, c * sh * sw, hq * wq), x.dtype)
-            wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
             use_threads(self.im2col_threads)
             phase_planes(x[part], planes, sh, sw, ph, pw, wq)
             use_threads(self.gemm_threads)
+            tasks = tile_tasks(size, m, span, self.gemm_threads)
+            if mapped:  # the tiles write out's rows, bias and clip in place
+                gemm_tiles(a, a_row, a_k, 0, m, rows, planes.reshape(-1), TILE_COLUMNS, 0, self.phase_rows,
+                           c * sh * sw * hq * wq, span, out[part].reshape(-1), oh * ow, m * oh * ow, size, bias,
+                           BIAS_PER_ROW, _NO_RESIDUAL["f"].reshape(-1), 0, 0, *self.code, *tasks, False, False,
+                           a_tile, TILE_ROWS, self.phase_map)
+                continue
+            wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
             gemm_tiles(a, a_row, a_k, 0, m, rows, planes.reshape(-1), TILE_COLUMNS, 0, self.phase_rows,
                        c * sh * sw * hq * wq, span, wide.reshape(-1), span, m * span, size, _NO_BIAS["f"], BIAS_NONE,
-                       _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1],
-                       *tile_tasks(size, m, span, self.gemm_threads), False, False, a_tile, TILE_ROWS)
+                       _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1], *tasks, False, False, a_tile,
+                       TILE_ROWS, NO_MAP)
             use_threads(self.threads)
             epilogue_wide(wide, out[part], wq, bias, *self.code, 0, -1)
         finish_activation(out, self.leftover)
@@ -773,7 +795,7 @@ class NumbaConv:
             return (flat_x, a_row, a_k, c * pixels, pixels, c, self.w_panels, c * TILE_COLUMNS, TILE_COLUMNS,
                     BY_STRIDE, 0, m, flat_out, c_row, pixels * m, n, bias, BIAS_PER_COLUMN if bias.size else BIAS_NONE,
                     flat_residual, c_row, pixels * m, *code, *tile_tasks(n, pixels, m, self.gemm_threads, height),
-                    False, not self.out_last, 0, height)
+                    False, not self.out_last, 0, height, NO_MAP)
         # out (m x pixels) = W (m x c) @ X (c x pixels), per image: each block of weight rows
         # sweeps a cache-sized chunk of X's columns (rows_outer: tiles_in_range), writing a few
         # output planes at a time (96 planes at once, panel by panel, ran MobileNetV2's 112x112
@@ -781,7 +803,8 @@ class NumbaConv:
         a, a_row, a_k, a_tile = self._weights_as_a(w, c)
         return (a, a_row, a_k, 0, m, c, flat_x, TILE_COLUMNS, pixels, BY_STRIDE, c * pixels, pixels, flat_out,
                 pixels, m * pixels, n, bias, BIAS_PER_ROW if bias.size else BIAS_NONE, flat_residual, pixels,
-                m * pixels, *code, *tile_tasks(n, m, pixels, self.gemm_threads), True, False, a_tile, TILE_ROWS)
+                m * pixels, *code, *tile_tasks(n, m, pixels, self.gemm_threads), True, False, a_tile, TILE_ROWS,
+                NO_MAP)
 
     def _weights_as_a(self, w: np.ndarray, k: int) -> tuple:
         """(a, a_row, a_k, a_tile) for gemm_tiles reading the weights (M, k) as A: the row
@@ -826,18 +849,26 @@ class NumbaConv:
         oh, ow = out.shape[2:]
         depth = weights.shape[-1]
         a, a_row, a_k, a_tile = self._weights_as_a(weights, depth)
+        mapped = MAP_WIDE and self.code[0] in (NONE, CLIP) and out.flags.c_contiguous
         for y0 in range(0, oh, band):
             y1 = min(oh, y0 + band)
             span = (y1 - y0 - 1) * wp + ow
             padded = scratch("numba.conv.padded", (size, c, band_height * wp), x.dtype)
-            wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
             use_threads(self.threads)
             pad_planes(x, padded, ph - y0, pw, wp)  # (input rows y0 - ph on)
             use_threads(self.gemm_threads)  # (self.threads counts the copies' work: 1 thread at 14 x 14)
+            tasks = tile_tasks(size, m, span, self.gemm_threads)
+            if mapped:  # the tiles write the band's rows of out, bias and clip in place
+                gemm_tiles(a, a_row, a_k, 0, m, depth, padded.reshape(-1), TILE_COLUMNS, 0, self.wide_rows,
+                           c * band_height * wp, span, out.reshape(-1)[y0 * ow :], oh * ow, m * oh * ow, size, bias,
+                           BIAS_PER_ROW, _NO_RESIDUAL["f"].reshape(-1), 0, 0, *self.code, *tasks, False, False,
+                           a_tile, TILE_ROWS, self.wide_map)
+                continue
+            wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
             gemm_tiles(a, a_row, a_k, 0, m, depth, padded.reshape(-1), TILE_COLUMNS, 0, self.wide_rows,
                        c * band_height * wp, span, wide.reshape(-1), span, m * span, size, _NO_BIAS["f"], BIAS_NONE,
-                       _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1],
-                       *tile_tasks(size, m, span, self.gemm_threads), False, False, a_tile, TILE_ROWS)
+                       _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1], *tasks, False, False, a_tile,
+                       TILE_ROWS, NO_MAP)
             use_threads(self.threads)
             epilogue_wide(wide, out, wp, bias, *self.code, y0, y1 - y0)
 
@@ -926,14 +957,14 @@ class NumbaConv:
                 gemm_tiles(cols.reshape(-1), 1, columns, k * columns, columns, k, self.w_panels, k * TILE_COLUMNS,
                            TILE_COLUMNS, BY_STRIDE, 0, m, result.reshape(-1), columns, m * columns, n, bias,
                            BIAS_PER_COLUMN if bias.size else BIAS_NONE, residual.reshape(-1), columns, m * columns,
-                           *code, *tile_tasks(n, columns, m, self.gemm_threads, height), False, True, 0, height)
+                           *code, *tile_tasks(n, columns, m, self.gemm_threads, height), False, True, 0, height, NO_MAP)
             else:  # result (m x columns) = W @ cols, the columns read where they lie
                 rows_outer = k * columns * 4 <= ROWS_OUTER_MAX_B_BYTES and m > columns
                 a, a_row, a_k, a_tile = self._weights_as_a(weights, k)
                 gemm_tiles(a, a_row, a_k, 0, m, k, cols.reshape(-1), TILE_COLUMNS, columns, BY_STRIDE, k * columns,
                            columns, result.reshape(-1), columns, m * columns, n, bias,
                            BIAS_PER_ROW if bias.size else BIAS_NONE, residual.reshape(-1), columns, m * columns, *code,
-                           *tile_tasks(n, m, columns, self.gemm_threads), rows_outer, False, a_tile, TILE_ROWS)
+                           *tile_tasks(n, m, columns, self.gemm_threads), rows_outer, False, a_tile, TILE_ROWS, NO_MAP)
             return applied
         with single_threaded:
             gemm_epilogue(np.ascontiguousarray(weights), cols, result, bias, residual, *code, *self.gemm_blocks)

@@ -22,6 +22,7 @@ from edgerun.devices.numba_microkernel import (
     BIAS_NONE,
     BIAS_PER_COLUMN,
     BY_STRIDE,
+    NO_MAP,
     TILE_COLUMNS,
     gemm_tiles,
     pack_panels,
@@ -198,7 +199,7 @@ class NumbaGemm:
         use_threads(self.threads)
         gemm_tiles(a.reshape(-1), k, 1, 0, m, k, self.panels, k * TILE_COLUMNS, TILE_COLUMNS, BY_STRIDE, 0, n,
                    out.reshape(-1), n, 0, 1, self.tile_bias, self.bias_mode, self.tile_residual, n, 0, *self.code,
-                   *self.tasks, False, False, 0, self.height)
+                   *self.tasks, False, False, 0, self.height, NO_MAP)
         if self.leftover is not None:  # (Sigmoid, Tanh, a PRelu's slopes broadcast as numpy does)
             apply_activation(out, self.leftover)
 

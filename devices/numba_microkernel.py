@@ -34,7 +34,7 @@ Operands by strides, so no layout needs a copy:
     gemm_tiles(x.reshape(-1), c, 1, c * pixels, pixels, c, w_panels, c * TILE_COLUMNS, TILE_COLUMNS,
                BY_STRIDE, 0, m, out.reshape(-1), m, pixels * m, images, bias, BIAS_PER_COLUMN,
                residual.reshape(-1), m, pixels * m, *activation_code(("Clip", (0, 6)), np.float32)[:2],
-               *tile_tasks(images, pixels, m, threads), False, False, 0, TILE_ROWS)
+               *tile_tasks(images, pixels, m, threads), False, False, 0, TILE_ROWS, NO_MAP)
 
 Measured on MobileNetV2's 1x1 products (2 threads, AVX-512): 0.77x OpenBLAS's time over the 13
 distinct shapes, 0.60-0.66x on the 7x7 ones; ResNet18's 3x3 stride-1 Convs as implicit GEMMs
@@ -83,6 +83,7 @@ BIAS_NONE, BIAS_PER_COLUMN, BIAS_PER_ROW = 0, 1, 2
 DEPTH_BLOCK = 256  # the most products one running sum of a tile takes (tiles_in_range)
 PANEL_CHUNK_BYTES = 128 * 1024  # B's part one row tile sweeps at a time (tiles_in_range, rows_outer)
 BY_STRIDE = np.zeros(0, np.int64)  # b_rows for B read by its row stride
+NO_MAP = np.zeros(0, np.int64)  # c_map for C's columns where they lie
 
 _F32, _I1, _I32, _I64 = ir.FloatType(), ir.IntType(1), ir.IntType(32), ir.IntType(64)
 _VEC = ir.VectorType(_F32, VECTOR_LANES)
@@ -163,11 +164,41 @@ def _emit_k_loop(em: _Emitter, accs, a_rows, a_k, b_base, b_row, b_table, depth,
                               accs[i][j])
 
 
-_ARGUMENTS = ("a", "a_off", "a_row", "a_k", "a_packed", "b", "b_off", "b_row", "b_rows", "c", "c_off", "c_row", "depth",
-              "rows", "cols", "bias", "bias_off", "bias_mode", "residual", "r_off", "r_row", "clip", "lo", "hi")
+_ARGUMENTS = ("a", "a_off", "a_row", "a_k", "a_packed", "b", "b_off", "b_row", "b_rows", "c", "c_off", "c_row",
+              "c_map", "map_off", "depth", "rows", "cols", "bias", "bias_off", "bias_mode", "residual", "r_off",
+              "r_row", "clip", "lo", "hi")
 _FLOAT_ARRAYS = ("a", "b", "c", "bias", "residual")
-_INTEGERS = ("a_off", "a_row", "a_k", "b_off", "b_row", "c_off", "c_row", "depth", "rows", "cols", "bias_off",
-             "bias_mode", "r_off", "r_row")
+_INTEGERS = ("a_off", "a_row", "a_k", "b_off", "b_row", "c_off", "c_row", "map_off", "depth", "rows", "cols",
+             "bias_off", "bias_mode", "r_off", "r_row")
+
+
+def _emit_mapped(em: _Emitter, offsets, valid, each_run) -> None:
+    """Calls each_run(start, mask) once per run of lanes that `offsets` (a vector of i64 column
+    offsets, one per lane) place next to each other: lane l of a run at start + l. `valid`
+    (lanes): those with a place. A vector of a wide-row product's columns spans at most a few
+    output rows, so a few runs: the first remaining lane's offset minus its lane gives a run's
+    start, the lanes that agree with it are the run, until none remain."""
+    builder = em.b
+    lane_bits = ir.IntType(VECTOR_LANES)
+    cttz = _function(builder, f"llvm.cttz.i{VECTOR_LANES}", lane_bits, [lane_bits, _I1])
+    starts = builder.sub(offsets, em.lane_index)
+    remaining = cgutils.alloca_once_value(builder, builder.bitcast(valid, lane_bits))
+    header = builder.append_basic_block("mapped.header")
+    body = builder.append_basic_block("mapped.body")
+    done = builder.append_basic_block("mapped.done")
+    builder.branch(header)
+    builder.position_at_end(header)
+    left = builder.load(remaining)
+    builder.cbranch(builder.icmp_unsigned("!=", left, ir.Constant(lane_bits, 0)), body, done)
+    builder.position_at_end(body)
+    first = builder.call(cttz, [left, ir.Constant(_I1, 1)])
+    start = builder.extract_element(starts, first)
+    run = builder.and_(builder.icmp_signed("==", starts, em.splat(start, starts.type)),
+                       builder.bitcast(left, _MASK))
+    each_run(start, run)
+    builder.store(builder.and_(left, builder.not_(builder.bitcast(run, lane_bits))), remaining)
+    builder.branch(header)
+    builder.position_at_end(done)
 
 
 def _vector(ty, dtype) -> bool:
@@ -175,8 +206,8 @@ def _vector(ty, dtype) -> bool:
 
 
 @intrinsic
-def tile(typingctx, a, a_off, a_row, a_k, a_packed, b, b_off, b_row, b_rows, c, c_off, c_row, depth, rows, cols,
-         bias, bias_off, bias_mode, residual, r_off, r_row, clip, lo, hi):  # pragma: no cover - compiled
+def tile(typingctx, a, a_off, a_row, a_k, a_packed, b, b_off, b_row, b_rows, c, c_off, c_row, c_map, map_off, depth,
+         rows, cols, bias, bias_off, bias_mode, residual, r_off, r_row, clip, lo, hi):  # pragma: no cover - compiled
     """C[i, j] = clip(sum_k A[i, k] B[k, j] + bias + residual[i, j]) for i < rows (<= TILE_ROWS),
     j < cols (<= TILE_COLUMNS), depth >= 0; a, b, c, bias, residual 1-D float32 arrays, b_rows
     a 1-D int64 array (empty: B by its row stride), the rest integers but clip (a boolean:
@@ -185,11 +216,16 @@ def tile(typingctx, a, a_off, a_row, a_k, a_packed, b, b_off, b_row, b_rows, c, 
     i*r_row + j]) is added when residual.size > 0, before the clip. No bounds checks: the
     caller's indices are in range (every row i < rows and column j < cols of A, B, C and the
     residual). `a_packed` (a boolean) says A is one row tile packed by `pack_rows` (a_row 1,
-    a_k TILE_ROWS): every row i < TILE_ROWS may be read (rows past `rows` are zeros)."""
-    given = dict(zip(_ARGUMENTS, (a, a_off, a_row, a_k, a_packed, b, b_off, b_row, b_rows, c, c_off, c_row, depth, rows,
-                                  cols, bias, bias_off, bias_mode, residual, r_off, r_row, clip, lo, hi), strict=True))
+    a_k TILE_ROWS): every row i < TILE_ROWS may be read (rows past `rows` are zeros). `c_map`
+    (a 1-D int64 array; empty: none) places the columns instead: element (i, j) of C at
+    c[c_off + i*c_row + c_map[map_off + j]], of the residual at residual[r_off + i*r_row +
+    c_map[map_off + j]], nothing stored where c_map says -1 (a wide-row product's columns
+    straight into the output's rows, its padding columns dropped)."""
+    given = dict(zip(_ARGUMENTS, (a, a_off, a_row, a_k, a_packed, b, b_off, b_row, b_rows, c, c_off, c_row, c_map,
+                                  map_off, depth, rows, cols, bias, bias_off, bias_mode, residual, r_off, r_row, clip,
+                                  lo, hi), strict=True))
     if (not all(_vector(given[name], types.float32) for name in _FLOAT_ARRAYS)
-            or not _vector(b_rows, types.int64)
+            or not _vector(b_rows, types.int64) or not _vector(c_map, types.int64)
             or not all(isinstance(given[name], types.Integer) for name in _INTEGERS)
             or not isinstance(clip, types.Boolean) or not isinstance(a_packed, types.Boolean)
             or lo != types.float32 or hi != types.float32):
@@ -203,7 +239,7 @@ def tile(typingctx, a, a_off, a_row, a_k, a_packed, b, b_off, b_row, b_rows, c, 
         for name in _INTEGERS:
             v[name] = context.cast(builder, v[name], t[name], types.int64)
         arrays = {name: context.make_array(t[name])(context, builder, v[name])
-                  for name in (*_FLOAT_ARRAYS, "b_rows")}
+                  for name in (*_FLOAT_ARRAYS, "b_rows", "c_map")}
         data = {name: array.data for name, array in arrays.items()}
         has_table = builder.icmp_signed(">", arrays["b_rows"].nitems, ir.Constant(_I64, 0))
         has_residual = builder.icmp_signed(">", arrays["residual"].nitems, ir.Constant(_I64, 0))
@@ -260,28 +296,81 @@ def tile(typingctx, a, a_off, a_row, a_k, a_packed, b, b_off, b_row, b_rows, c, 
             k_loops(TILE_ROWS)
         lo_vec, hi_vec = em.splat(v["lo"]), em.splat(v["hi"])
         clip_flag = context.cast(builder, v["clip"], t["clip"], types.boolean)
-        for i in range(TILE_ROWS):
-            with builder.if_then(builder.icmp_signed("<", i64(i), v["rows"])):
-                c_start = builder.add(v["c_off"], builder.mul(i64(i), v["c_row"]))
-                r_start = builder.add(v["r_off"], builder.mul(i64(i), v["r_row"]))
-                for j in range(TILE_VECTORS):
-                    column = i64(j * VECTOR_LANES)
-                    with builder.if_else(full) as (whole, partial):
-                        for block, mask in ((whole, None), (partial, masks[j])):
-                            with block:
-                                value = builder.load(accs[i][j])
-                                with builder.if_then(has_residual):
-                                    extra = em.load(data["residual"], builder.add(r_start, column), mask)
-                                    builder.store(builder.fadd(value, extra), accs[i][j])
-                                value = builder.load(accs[i][j])
-                                # as activate_row: v < lo -> lo, else v > hi -> hi, else v (NaN: v)
-                                clipped = builder.select(builder.fcmp_ordered(">", value, hi_vec), hi_vec, value)
-                                clipped = builder.select(builder.fcmp_ordered("<", value, lo_vec), lo_vec, clipped)
-                                value = builder.select(clip_flag, clipped, value)
-                                em.store(value, data["c"], builder.add(c_start, column), mask)
+
+        def clipped(value):  # as activate_row: v < lo -> lo, else v > hi -> hi, else v (NaN: v)
+            bounded = builder.select(builder.fcmp_ordered(">", value, hi_vec), hi_vec, value)
+            bounded = builder.select(builder.fcmp_ordered("<", value, lo_vec), lo_vec, bounded)
+            return builder.select(clip_flag, bounded, value)
+
+        has_map = builder.icmp_signed(">", arrays["c_map"].nitems, i64(0))
+        with builder.if_else(has_map) as (mapped, by_columns):
+            with mapped:
+                _emit_mapped_stores(em, v, data, accs, masks, has_residual, clipped)
+            with by_columns:
+                _emit_stores(em, v, data, accs, masks, full, has_residual, clipped)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def _emit_mapped_stores(em: _Emitter, v, data, accs, masks, has_residual, clipped) -> None:
+    """The tile's rows into C (and the residual read) by c_map's places, run by run."""
+    builder = em.b
+    i64 = lambda n: ir.Constant(_I64, n)  # noqa: E731
+    minus_one = em.splat(i64(-1), ir.VectorType(_I64, VECTOR_LANES))
+    row_starts = [(builder.add(v["c_off"], builder.mul(i64(i), v["c_row"])),
+                   builder.add(v["r_off"], builder.mul(i64(i), v["r_row"]))) for i in range(TILE_ROWS)]
+    for j in range(TILE_VECTORS):
+        at = builder.bitcast(em.at(data["c_map"], builder.add(v["map_off"], i64(j * VECTOR_LANES))),
+                             ir.VectorType(_I64, VECTOR_LANES).as_pointer())
+        masked_load = _function(builder, f"llvm.masked.load.v{VECTOR_LANES}i64.{_i64_pointer_mangling()}",
+                                ir.VectorType(_I64, VECTOR_LANES),
+                                [ir.VectorType(_I64, VECTOR_LANES).as_pointer(), _I32, _MASK,
+                                 ir.VectorType(_I64, VECTOR_LANES)])
+        offsets = builder.call(masked_load, [at, ir.Constant(_I32, 8), masks[j], minus_one])
+        valid = builder.and_(masks[j], builder.icmp_signed(">=", offsets, em.splat(i64(0), offsets.type)))
+        with builder.if_then(has_residual):
+            def add_residual(start, run, j=j):
+                for i in range(TILE_ROWS):
+                    with builder.if_then(builder.icmp_signed("<", i64(i), v["rows"])):
+                        extra = em.load(data["residual"], builder.add(row_starts[i][1], start), run)
+                        builder.store(builder.fadd(builder.load(accs[i][j]), extra), accs[i][j])
+            _emit_mapped(em, offsets, valid, add_residual)
+        for i in range(TILE_ROWS):
+            builder.store(clipped(builder.load(accs[i][j])), accs[i][j])
+
+        def store(start, run, j=j):
+            for i in range(TILE_ROWS):
+                with builder.if_then(builder.icmp_signed("<", i64(i), v["rows"])):
+                    em.store(builder.load(accs[i][j]), data["c"], builder.add(row_starts[i][0], start), run)
+        _emit_mapped(em, offsets, valid, store)
+
+
+def _i64_pointer_mangling() -> str:
+    vector = ir.VectorType(_I64, VECTOR_LANES)
+    return "p0" if str(vector.as_pointer()) == "ptr" else f"p0v{VECTOR_LANES}i64"
+
+
+def _emit_stores(em: _Emitter, v, data, accs, masks, full, has_residual, clipped) -> None:
+    """The tile's rows into C (and the residual read) by columns: whole vectors, or masked
+    ones at C's last columns."""
+    builder = em.b
+    i64 = lambda n: ir.Constant(_I64, n)  # noqa: E731
+    for i in range(TILE_ROWS):
+        with builder.if_then(builder.icmp_signed("<", i64(i), v["rows"])):
+            c_start = builder.add(v["c_off"], builder.mul(i64(i), v["c_row"]))
+            r_start = builder.add(v["r_off"], builder.mul(i64(i), v["r_row"]))
+            for j in range(TILE_VECTORS):
+                column = i64(j * VECTOR_LANES)
+                with builder.if_else(full) as (whole, partial):
+                    for block, mask in ((whole, None), (partial, masks[j])):
+                        with block:
+                            value = builder.load(accs[i][j])
+                            with builder.if_then(has_residual):
+                                extra = em.load(data["residual"], builder.add(r_start, column), mask)
+                                builder.store(builder.fadd(value, extra), accs[i][j])
+                            value = clipped(builder.load(accs[i][j]))
+                            em.store(value, data["c"], builder.add(c_start, column), mask)
 
 
 def pack_panels(b: np.ndarray) -> np.ndarray:
@@ -309,7 +398,7 @@ def pack_rows(a: np.ndarray) -> np.ndarray:
 @njit(parallel=True, cache=True, nogil=True)
 def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_image, n, c, c_row, c_image, images,
                bias, bias_mode, residual, r_row, r_image, code, consts, row_tasks, column_tasks,
-               rows_outer, transposed, a_tile, height):  # pragma: no cover - compiled
+               rows_outer, transposed, a_tile, height, c_map):  # pragma: no cover - compiled
     """For each image g < images: C_g (m x n) = act(A_g (m x depth) @ B_g (depth x n) + bias +
     residual_g), every operand a flat float32 array read by strides as `tile` says, image g's
     at g * x_image; B's column panel p (TILE_COLUMNS columns) starts at p * b_panel (packed
@@ -325,9 +414,11 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
     than B, the weights as A). `a_tile` > 0: A is packed by `pack_rows` (a_row = 1, a_k =
     TILE_ROWS), its row tile t at a_image * g + t * a_tile. `height`: the rows of a tile,
     TILE_ROWS or (an A not packed: a packed one always takes TILE_ROWS) SHORT_ROWS where m
-    comes in sevens (`row_height`). No argument has a default: numba compiles a parallel
-    function called with an omitted default argument into a loop that ran 4x slower and on
-    one thread (epilogue_wide's y0 and rows did so to every implicit-GEMM Conv)."""
+    comes in sevens (`row_height`). `c_map` (int64; empty: none) places C's columns as `tile`
+    says (not with `transposed`, nor an activation other than a clip). No argument has a
+    default: numba compiles a parallel function called with an omitted default argument into
+    a loop that ran 4x slower and on one thread (epilogue_wide's y0 and rows did so to every
+    implicit-GEMM Conv)."""
     panels = (n + TILE_COLUMNS - 1) // TILE_COLUMNS
     if a_tile > 0:  # (a packed A comes in tiles of TILE_ROWS: tiles_in_range finds them so)
         height = TILE_ROWS
@@ -342,7 +433,7 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
         if not transposed:
             tiles_in_range(a, g * a_image, a_row, a_k, a_tile, r0, r1, depth, b, g * b_image, b_panel, b_row, b_rows,
                            p0, p1, n, c, g * c_image, c_row, bias, bias_mode, residual, g * r_image, r_row, code,
-                           consts, rows_outer, height)
+                           consts, rows_outer, height, c_map)
             continue
         # the block's C (rows x columns) in scratch by the same loops (each depth block's
         # share of B in cache across the row tiles: one B panel per row tile, all depths
@@ -353,7 +444,7 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
         scratch = np.empty(max(0, r1 - r0) * width, np.float32)
         tiles_in_range(a, g * a_image, a_row, a_k, a_tile, r0, r1, depth, b, g * b_image, b_panel, b_row, b_rows, p0,
                        p1, n, scratch, -(r0 * width + n0), width, bias, bias_mode, residual[:0], 0, 0, NONE, consts,
-                       rows_outer, height)
+                       rows_outer, height, c_map[:0])
         _store_transposed(scratch, width, max(0, r1 - r0), max(0, n1 - n0), c, g * c_image + n0 * c_row + r0, c_row,
                           residual, g * r_image + n0 * r_row + r0, r_row, code, consts)
 
@@ -361,7 +452,7 @@ def gemm_tiles(a, a_row, a_k, a_image, m, depth, b, b_panel, b_row, b_rows, b_im
 @njit(inline="always")
 def tiles_in_range(a, a_off, a_row, a_k, a_tile, r0, r1, depth, b, b_off, b_panel, b_row, b_rows, p0, p1, n, c, c_off,
                    c_row, bias, bias_mode, residual, r_off, r_row, code, consts,
-                   rows_outer, height):  # pragma: no cover - compiled
+                   rows_outer, height, c_map):  # pragma: no cover - compiled
     """Rows [r0, r1) x column panels [p0, p1) of one product (gemm_tiles' operands, offsets
     of its image already added), on the calling thread. The depth is cut into near-equal
     blocks of at most DEPTH_BLOCK: each block's sums start afresh and are added to C (a
@@ -378,6 +469,7 @@ def tiles_in_range(a, a_off, a_row, a_k, a_tile, r0, r1, depth, b, b_off, b_pane
     chunk = max(1, PANEL_CHUNK_BYTES // (max(1, block) * TILE_COLUMNS * 4)) if rows_outer else max(1, panel_count)
     chunks = (panel_count + chunk - 1) // chunk
     packed = a_tile > 0
+    mapped = c_map.size > 0  # (C's columns placed by c_map: a tile's start is its row's)
     for k0_chunk in range(depth_blocks * chunks):
         k0, c0 = (k0_chunk // chunks) * block, (k0_chunk % chunks) * chunk
         kd, in_chunk = min(block, depth - k0), min(chunk, panel_count - c0)
@@ -386,7 +478,8 @@ def tiles_in_range(a, a_off, a_row, a_k, a_tile, r0, r1, depth, b, b_off, b_pane
             r, p = _tile_origin(step, r0, p0 + c0, tile_count, in_chunk, rows_outer, height)
             n0 = p * TILE_COLUMNS
             rows, cols = min(height, r1 - r), min(TILE_COLUMNS, n - n0)
-            c_at = c_off + r * c_row + n0
+            column = 0 if mapped else n0
+            c_at = c_off + r * c_row + column
             b_at = b_off + p * b_panel + k0 * b_row
             if packed:  # (r is a tile's first row: r0 and the steps are whole tiles)
                 a_at = a_off + (r // TILE_ROWS) * a_tile + k0 * TILE_ROWS
@@ -394,12 +487,12 @@ def tiles_in_range(a, a_off, a_row, a_k, a_tile, r0, r1, depth, b, b_off, b_pane
                 a_at = a_off + r * a_row + k0 * a_k
             table = b_rows[k0 if b_rows.size else 0 :]
             if first:  # the bias, the residual
-                tile(a, a_at, a_row, a_k, packed, b, b_at, b_row, table, c, c_at, c_row, kd, rows, cols, bias,
-                     n0 if bias_mode == BIAS_PER_COLUMN else r, bias_mode, residual, r_off + r * r_row + n0, r_row,
-                     last and code == CLIP, consts[0], consts[1])
+                tile(a, a_at, a_row, a_k, packed, b, b_at, b_row, table, c, c_at, c_row, c_map, n0, kd, rows, cols,
+                     bias, n0 if bias_mode == BIAS_PER_COLUMN else r, bias_mode, residual, r_off + r * r_row + column,
+                     r_row, last and code == CLIP, consts[0], consts[1])
             else:  # C so far as the residual
-                tile(a, a_at, a_row, a_k, packed, b, b_at, b_row, table, c, c_at, c_row, kd, rows, cols, bias, 0,
-                     BIAS_NONE, c, c_at, c_row, last and code == CLIP, consts[0], consts[1])
+                tile(a, a_at, a_row, a_k, packed, b, b_at, b_row, table, c, c_at, c_row, c_map, n0, kd, rows, cols,
+                     bias, 0, BIAS_NONE, c, c_at, c_row, last and code == CLIP, consts[0], consts[1])
             if last and code != CLIP and code != NONE:
                 for i in range(rows):
                     start = c_at + i * c_row

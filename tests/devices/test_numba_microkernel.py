@@ -19,6 +19,7 @@ import onnx.numpy_helper
 import pytest
 
 import edgerun.devices.numba_conv as numba_conv
+import edgerun.devices.numba_microkernel as numba_microkernel
 from edgerun.converters import from_onnx
 from edgerun.devices.numba_epilogue import activation_code
 from edgerun.devices.numba_microkernel import (
@@ -26,6 +27,7 @@ from edgerun.devices.numba_microkernel import (
     BIAS_PER_COLUMN,
     BIAS_PER_ROW,
     BY_STRIDE,
+    NO_MAP,
     SHORT_ROWS,
     TILE_COLUMNS,
     TILE_ROWS,
@@ -101,7 +103,7 @@ def run_tiles(a, b, *, bias=EMPTY, bias_mode=BIAS_NONE, residual=None, activatio
     assert leftover is None
     gemm_tiles(a_flat, a_row, a_k, 0 if a_flat.size == a_image else a_image, m, k, b_flat, b_panel, b_row, table,
                b_image, n, c.reshape(-1), c_row, m * n, images, bias, bias_mode, r_flat, r_row, m * n, code, consts,
-               *tasks, rows_outer, transposed, a_tile, height)
+               *tasks, rows_outer, transposed, a_tile, height, NO_MAP)
     return c.transpose(0, 2, 1) if transposed else c
 
 
@@ -500,7 +502,7 @@ def test_pixels_as_rows_at_small_planes(x_shape, w_shape, attrs, path, as_rows):
     if as_rows is not None:
         (_run, ins, outs, _node), = it._plans["serving_default"].prepared.steps
         kernel_function, arguments = kernel._pointwise_arguments(ins, outs)
-        assert kernel_function is gemm_tiles and arguments[-3] is as_rows  # (transposed)
+        assert kernel_function is gemm_tiles and arguments[-4] is as_rows  # (transposed)
 
 
 def test_a_residual_added_to_pixels_as_rows():
@@ -527,7 +529,7 @@ def test_a_residual_added_to_pixels_as_rows():
     if TILE_ROWS == 8:
         (_run, ins, outs, _node), = steps
         kernel_function, arguments = steps[0][0].__self__._pointwise_arguments(ins, outs)
-        assert kernel_function is gemm_tiles and arguments[-3] is True
+        assert kernel_function is gemm_tiles and arguments[-4] is True
 
 
 @pytest.mark.parametrize("channels,filters,out_height,padded_height,wp,reach,want", [
@@ -570,8 +572,9 @@ def test_no_compiled_function_of_the_backend_has_default_arguments():
     import inspect
     import pkgutil
 
-    import edgerun.devices as devices
     from numba.core.registry import CPUDispatcher
+
+    import edgerun.devices as devices
 
     checked, with_defaults = 0, []
     for info in pkgutil.iter_modules(devices.__path__):
@@ -586,3 +589,68 @@ def test_no_compiled_function_of_the_backend_has_default_arguments():
                 if defaults:
                     with_defaults.append((info.name, name, defaults))
     assert checked > 30 and with_defaults == []
+
+
+@pytest.mark.parametrize("wp,ow,out_rows", [(57, 55, 3), (16, 14, 5), (9, 7, 7), (6, 4, 9), (3, 1, 20), (40, 40, 2)])
+@pytest.mark.parametrize("k", [7, numba_microkernel.DEPTH_BLOCK + 37])  # one depth block, two
+@pytest.mark.parametrize("residual,activation", [(False, None), (True, ("Relu", ())), (False, ("Clip", (-0.5, 0.7)))])
+@pytest.mark.parametrize("tasks", [(1, 1), (2, 1), (1, 2)])
+@pytest.mark.parametrize("a_packed", [False, True])
+def test_products_placed_by_a_column_map(wp, ow, out_rows, k, residual, activation, tasks, a_packed):
+    """A wide-row product straight into output rows (c_map from wide_columns): each output
+    the float64 product of its own column with the row's bias, residual and clip, the padding
+    columns (NaN in B) never stored, nothing written outside the outputs, and the same map
+    reading the residual and C itself across depth blocks; vectors that span up to six rows."""
+    rng = np.random.default_rng(wp * 100 + ow + k)
+    images, m = 2, 2 * TILE_ROWS + 3
+    span, plane = (out_rows - 1) * wp + ow, out_rows * ow
+    a = rng.standard_normal((images, m, k)).astype(np.float32)
+    b = rng.standard_normal((images, k, span)).astype(np.float32)
+    padding = (np.arange(span) % wp) >= ow
+    b[:, :, padding] = np.nan
+    bias = rng.standard_normal(m).astype(np.float32)
+    extra = rng.standard_normal((images, m, plane)).astype(np.float32) if residual else None
+    if a_packed:
+        a_flat = np.concatenate([pack_rows(a[g]) for g in range(images)])
+        a_row, a_k, a_tile, a_image = 1, TILE_ROWS, k * TILE_ROWS, a_flat.size // images
+    else:
+        a_flat, a_row, a_k, a_tile, a_image = a.reshape(-1), k, 1, 0, m * k
+    guard = 3 * TILE_COLUMNS
+    c = np.full(images * m * plane + 2 * guard, np.nan, np.float32)
+    code, consts, _ = activation_code(activation, np.float32)
+    numba.set_num_threads(2)
+    gemm_tiles(a_flat, a_row, a_k, a_image, m, k, b.reshape(-1), TILE_COLUMNS, span, BY_STRIDE, k * span, span,
+               c[guard:], plane, m * plane, images, bias, BIAS_PER_ROW,
+               EMPTY if extra is None else extra.reshape(-1), plane, m * plane, code, consts, *tasks, False, False,
+               a_tile, TILE_ROWS, numba_conv.wide_columns(span, wp, ow))
+    full = np.matmul(a.astype(np.float64), np.where(np.isnan(b), 0.0, b).astype(np.float64))
+    want = full[:, :, ~padding] + bias[None, :, None]
+    if extra is not None:
+        want += extra
+    if activation is not None:
+        apply_activation(want, activation)
+    got = c[guard : guard + images * m * plane].reshape(images, m, plane)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert np.isnan(c[:guard]).all() and np.isnan(c[-guard:]).all()
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs,path", [
+    ((2, 5, 13, 11), (7, 5, 3, 3), dict(pads=[1, 0, 2, 1]), "_run_wide"),
+    ((1, 3, 4, 4), (9, 3, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_wide"),                 # rows of 4 in 6
+    ((1, 4, 20, 9), (33, 4, 3, 3), dict(dilations=[2, 1], pads=[2, 1, 1, 1]), "_run_wide"),
+    ((2, 16, 62, 62), (24, 16, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1]), "_run_phases"),
+    ((1, 3, 64, 64), (16, 3, 7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3]), "_run_phases"),
+])
+@pytest.mark.parametrize("activation", [None, "Relu", "HardSwish"])
+@pytest.mark.parametrize("mapped", [True, False])
+def test_implicit_gemms_write_their_outputs_in_place(monkeypatch, x_shape, w_shape, attrs, path, activation, mapped):
+    """Tiles that write the output's rows themselves (bias and a clip inside them: MAP_WIDE,
+    an activation of none or a clip) and through the wide-row buffer and its epilogue (any
+    other activation, or MAP_WIDE off), against onnxruntime; a band of rows at a time too."""
+    monkeypatch.setattr(numba_conv, "MAP_WIDE", mapped)
+    monkeypatch.setattr(numba_conv, "BAND_BYTES", 2500)
+    model, feeds = conv_model(x_shape, w_shape, activation=activation, **attrs)
+    it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+    (kernel,) = [step[0].__self__ for step in it._plans["serving_default"].prepared.steps]
+    assert kernel.run.__name__ == path and kernel.tiled
+    np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
