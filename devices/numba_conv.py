@@ -733,6 +733,11 @@ class NumbaConv:
         self.run = self._run_phases
 
     def _run_phases(self, inputs, outputs):
+        self._phases(inputs, outputs, self.code, self.leftover, None)
+
+    def _phases(self, inputs, outputs, code: tuple, leftover, residual: np.ndarray | None) -> None:
+        """_run_phases with this activation (code, leftover); `residual` (out's shape; only with
+        no activation or a clip, into a contiguous output) added in the tiles."""
         p: ConvParams = self.params
         x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
         (n, m), c = out.shape[:2], x.shape[1]
@@ -742,7 +747,7 @@ class NumbaConv:
         rows = w.shape[1] * len(p.taps)
         a, a_row, a_k, a_tile = self._weights_as_a(np.ascontiguousarray(w).reshape(m, rows), rows)
         oh, ow = out.shape[2:]
-        mapped = MAP_WIDE and self.code[0] in (NONE, CLIP) and out.flags.c_contiguous
+        mapped = MAP_WIDE and code[0] in (NONE, CLIP) and out.flags.c_contiguous
         for start in range(0, n, p.chunk):  # bounded buffers, as the reference keeps
             part = slice(start, min(n, start + p.chunk))
             size = part.stop - part.start
@@ -751,20 +756,20 @@ class NumbaConv:
             phase_planes(x[part], planes, sh, sw, ph, pw, wq)
             use_threads(self.gemm_threads)
             tasks = tile_tasks(size, m, span, self.gemm_threads)
-            if mapped:  # the tiles write out's rows, bias and clip in place
+            if mapped:  # the tiles write out's rows, bias, residual and clip in place
                 gemm_tiles(a, a_row, a_k, 0, m, rows, planes.reshape(-1), TILE_COLUMNS, 0, self.phase_rows,
                            c * sh * sw * hq * wq, span, out[part].reshape(-1), oh * ow, m * oh * ow, size, bias,
-                           BIAS_PER_ROW, _NO_RESIDUAL["f"].reshape(-1), 0, 0, *self.code, *tasks, False, False,
-                           a_tile, TILE_ROWS, self.phase_map)
+                           BIAS_PER_ROW, _flat_residual(residual, part), oh * ow, m * oh * ow, *code, *tasks, False,
+                           False, a_tile, TILE_ROWS, self.phase_map)
                 continue
             wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
             gemm_tiles(a, a_row, a_k, 0, m, rows, planes.reshape(-1), TILE_COLUMNS, 0, self.phase_rows,
                        c * sh * sw * hq * wq, span, wide.reshape(-1), span, m * span, size, _NO_BIAS["f"], BIAS_NONE,
-                       _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1], *tasks, False, False, a_tile,
+                       _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, code[1], *tasks, False, False, a_tile,
                        TILE_ROWS, NO_MAP)
             use_threads(self.threads)
-            epilogue_wide(wide, out[part], wq, bias, *self.code, 0, -1)
-        finish_activation(out, self.leftover)
+            epilogue_wide(wide, out[part], wq, bias, *code, 0, -1)
+        finish_activation(out, leftover)
 
     def _tile_arguments(self, x, w, out, bias, residual) -> tuple | None:
         """gemm_tiles' arguments for out = act(W @ X + bias + residual) in this Conv's layouts,
@@ -814,6 +819,11 @@ class NumbaConv:
         return np.ascontiguousarray(w).reshape(-1), k, 1, 0
 
     def _run_wide(self, inputs, outputs):
+        self._wide(inputs, outputs, self.code, self.leftover, None)
+
+    def _wide(self, inputs, outputs, code: tuple, leftover, residual: np.ndarray | None) -> None:
+        """_run_wide with this activation (code, leftover); `residual` as _phases' (on the
+        tiles only)."""
         p: ConvParams = self.params
         x, w, out = np.ascontiguousarray(inputs[0]), inputs[1], outputs[0]
         (n, m), c, g = out.shape[:2], x.shape[1], p.group
@@ -827,7 +837,7 @@ class NumbaConv:
             part = slice(start, min(n, start + p.chunk))
             size = part.stop - part.start
             if self.tiled:  # an implicit GEMM: B's rows are the padded planes, shifted
-                self._wide_bands(x[part], weights, out[part], bias)
+                self._wide_bands(x[part], weights, out[part], bias, code, None if residual is None else residual[part])
                 continue
             padded = scratch("numba.conv.padded", (size, c, hp * wp), x.dtype)
             wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
@@ -836,12 +846,14 @@ class NumbaConv:
             im2col_wide(x[part], cols, kh, kw, dh, dw, ph, pw, wp, padded)
             self._product(weights, cols.reshape(size, g, rows, span), wide)
             use_threads(self.threads)
-            epilogue_wide(wide, out[part], wp, bias, *self.code, 0, -1)
-        finish_activation(out, self.leftover)
+            epilogue_wide(wide, out[part], wp, bias, *code, 0, -1)
+        finish_activation(out, leftover)
 
-    def _wide_bands(self, x: np.ndarray, weights: np.ndarray, out: np.ndarray, bias: np.ndarray) -> None:
+    def _wide_bands(self, x: np.ndarray, weights: np.ndarray, out: np.ndarray, bias: np.ndarray, code: tuple,
+                    residual: np.ndarray | None) -> None:
         """The tiled stride-1 Conv of these images, band of output rows by band (wide_band):
-        each band's zero-bordered input rows, its implicit GEMM on the tiles, its epilogue."""
+        each band's zero-bordered input rows, its implicit GEMM on the tiles, its epilogue (in
+        the tiles where the activation is none or a clip: with `residual` then)."""
         (size, c), m = x.shape[:2], out.shape[1]
         _, _, _, _, _, _, ph, pw = self.geometry
         _, wp, _ = self.wide
@@ -849,7 +861,8 @@ class NumbaConv:
         oh, ow = out.shape[2:]
         depth = weights.shape[-1]
         a, a_row, a_k, a_tile = self._weights_as_a(weights, depth)
-        mapped = MAP_WIDE and self.code[0] in (NONE, CLIP) and out.flags.c_contiguous
+        mapped = MAP_WIDE and code[0] in (NONE, CLIP) and out.flags.c_contiguous
+        extra = _flat_residual(residual, slice(None))
         for y0 in range(0, oh, band):
             y1 = min(oh, y0 + band)
             span = (y1 - y0 - 1) * wp + ow
@@ -858,19 +871,19 @@ class NumbaConv:
             pad_planes(x, padded, ph - y0, pw, wp)  # (input rows y0 - ph on)
             use_threads(self.gemm_threads)  # (self.threads counts the copies' work: 1 thread at 14 x 14)
             tasks = tile_tasks(size, m, span, self.gemm_threads)
-            if mapped:  # the tiles write the band's rows of out, bias and clip in place
+            if mapped:  # the tiles write the band's rows of out, bias, residual and clip in place
                 gemm_tiles(a, a_row, a_k, 0, m, depth, padded.reshape(-1), TILE_COLUMNS, 0, self.wide_rows,
                            c * band_height * wp, span, out.reshape(-1)[y0 * ow :], oh * ow, m * oh * ow, size, bias,
-                           BIAS_PER_ROW, _NO_RESIDUAL["f"].reshape(-1), 0, 0, *self.code, *tasks, False, False,
-                           a_tile, TILE_ROWS, self.wide_map)
+                           BIAS_PER_ROW, extra[y0 * ow :] if extra.size else extra, oh * ow, m * oh * ow, *code,
+                           *tasks, False, False, a_tile, TILE_ROWS, self.wide_map)
                 continue
             wide = scratch("numba.conv.wide", (size, m, span), x.dtype)
             gemm_tiles(a, a_row, a_k, 0, m, depth, padded.reshape(-1), TILE_COLUMNS, 0, self.wide_rows,
                        c * band_height * wp, span, wide.reshape(-1), span, m * span, size, _NO_BIAS["f"], BIAS_NONE,
-                       _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, self.code[1], *tasks, False, False, a_tile,
+                       _NO_RESIDUAL["f"].reshape(-1), 0, 0, NONE, code[1], *tasks, False, False, a_tile,
                        TILE_ROWS, NO_MAP)
             use_threads(self.threads)
-            epilogue_wide(wide, out, wp, bias, *self.code, y0, y1 - y0)
+            epilogue_wide(wide, out, wp, bias, *code, y0, y1 - y0)
 
     def _run_blocks(self, inputs, outputs):
         p: ConvParams = self.params
@@ -975,6 +988,13 @@ class NumbaConv:
         return _NO_RESIDUAL[inputs[0].dtype.char]
 
 
+def _flat_residual(residual: np.ndarray | None, part: slice) -> np.ndarray:
+    """gemm_tiles' residual: these images of `residual` flattened (contiguous), or none."""
+    if residual is None:
+        return _NO_RESIDUAL["f"].reshape(-1)
+    return np.ascontiguousarray(residual[part]).reshape(-1)
+
+
 def _with_unit_height(shape: tuple[int, ...]) -> tuple[int, ...]:
     """(N, C, L) -> (N, C, 1, L): a 1-D tensor as a 2-D one of height 1."""
     return (*shape[:2], 1, *shape[2:])
@@ -987,7 +1007,8 @@ _NO_RESIDUAL = {dt.char: np.zeros((0, 0, 0), dt) for dt in _FLOATS}
 @accelerate("FusedConv", BACKEND, domain="edgerun")
 class NumbaFusedConv(NumbaConv):
     """edgerun:FusedConv (Conv + residual Z + activation) on the Conv's fast paths. Through BLAS
-    (pointwise, strided) Z joins the one epilogue pass; after the other paths (run without their
+    (pointwise, strided) Z joins the one epilogue pass; an implicit GEMM on the tiles with no
+    activation or a clip adds Z in its tiles; after the other paths (run without their
     activation) one more compiled pass adds Z and applies it. A Z that only broadcasts to the
     output takes the reference path."""
 
@@ -1004,6 +1025,10 @@ class NumbaFusedConv(NumbaConv):
             *_, consts = self.code
             self.code, self.leftover = (NONE, consts), None
             self.conv_run, self.run = self.run, self._run_then_add
+            # an implicit GEMM on the tiles adds Z and clips in them (_phases, _wide: mapped)
+            implicit = {NumbaConv._run_phases: self._phases, NumbaConv._run_wide: self._wide}
+            in_tiles = self.tiled and self.code_after[0] in (NONE, CLIP)
+            self.implicit = implicit.get(self.conv_run.__func__) if in_tiles else None
         return specs
 
     def _residual(self, inputs: list, shape: tuple[int, ...]) -> np.ndarray:
@@ -1020,8 +1045,11 @@ class NumbaFusedConv(NumbaConv):
         return ChannelsLastOffer(frozenset({0, 3}), True, frozenset({3}))
 
     def _run_then_add(self, inputs, outputs):
-        self.conv_run(inputs, outputs)
         out = outputs[0]
+        if self.implicit is not None and MAP_WIDE and out.flags.c_contiguous:
+            self.implicit(inputs, outputs, self.code_after, self.leftover_after, inputs[3])
+            return
+        self.conv_run(inputs, outputs)
         shape = (out.shape[0], out.shape[1], out.size // max(1, out.shape[0] * out.shape[1]))
         epilogue(out.reshape(shape), _NO_BIAS[out.dtype.char], self._residual(inputs, shape), *self.code_after)
         finish_activation(out, self.leftover_after)

@@ -654,3 +654,43 @@ def test_implicit_gemms_write_their_outputs_in_place(monkeypatch, x_shape, w_sha
     (kernel,) = [step[0].__self__ for step in it._plans["serving_default"].prepared.steps]
     assert kernel.run.__name__ == path and kernel.tiled
     np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs,path", [
+    ((2, 5, 13, 11), (7, 5, 3, 3), dict(pads=[1, 1, 1, 1]), "_run_wide"),
+    ((1, 16, 62, 62), (24, 16, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1]), "_run_phases"),
+])
+@pytest.mark.parametrize("activation", [None, "Relu", "HardSwish"])
+@pytest.mark.parametrize("mapped", [True, False])
+def test_a_residual_added_in_the_tiles_of_an_implicit_gemm(monkeypatch, x_shape, w_shape, attrs, path, activation,
+                                                          mapped):
+    """Conv + Add [+ activation] (one FusedConv) on the wide-row and phase-plane paths: Z added
+    in the tiles (none or a clip, MAP_WIDE), or by the pass after them, in bands of rows too;
+    against onnxruntime."""
+    monkeypatch.setattr(numba_conv, "MAP_WIDE", mapped)
+    monkeypatch.setattr(numba_conv, "BAND_BYTES", 2500)
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    nodes = [onnx.helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs),
+             onnx.helper.make_node("Add", ["c", "z"], ["s" if activation else "y"])]
+    if activation:
+        nodes.append(onnx.helper.make_node(activation, ["s"], ["y"]))
+    model, feeds = conv_model(x_shape, w_shape, **attrs)
+    out_shape = ort_run(model, feeds)["y"].shape
+    graph = onnx.helper.make_graph(
+        nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_shape),
+                     onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, out_shape)],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = {"x": rng.standard_normal(x_shape).astype(np.float32),
+             "z": rng.standard_normal(out_shape).astype(np.float32)}
+    it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+    steps = it._plans["serving_default"].prepared.steps
+    assert [step[3].op_type for step in steps] == ["FusedConv"]
+    kernel = steps[0][0].__self__
+    assert kernel.conv_run.__name__ == path
+    assert (kernel.implicit is not None) == (activation != "HardSwish")
+    np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
