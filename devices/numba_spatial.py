@@ -253,15 +253,22 @@ def average_pool_same(x, out, scale, column_ok, row_ok, kh, kw, ph, pw, group): 
         count = min(size, lo + length) - lo
         src, dst = flat[lo : lo + count], results[lo : lo + count]
         across = np.empty(count, np.float64)
-        for f in range(count):  # the window's own column: tap pw, always inside
-            across[f] = src[f]
-        for j in range(kw):
-            if j != pw:
-                _add_where(across, src, j - pw, column_ok[j])
-        down = across.copy()
-        for i in range(kh):
-            if i != ph:
-                _add_where(down, across, (i - ph) * w, row_ok[i])
+        if kw == 3 and pw == 1:  # a centred 3-wide window: one pass
+            _add3_where(across, src, column_ok[0], column_ok[2], 1)
+        else:
+            for f in range(count):  # the window's own column: tap pw, always inside
+                across[f] = src[f]
+            for j in range(kw):
+                if j != pw:
+                    _add_where(across, src, j - pw, column_ok[j])
+        down = np.empty(count, np.float64)
+        if kh == 3 and ph == 1:
+            _add3_where(down, across, row_ok[0], row_ok[2], w)
+        else:
+            down[:] = across
+            for i in range(kh):
+                if i != ph:
+                    _add_where(down, across, (i - ph) * w, row_ok[i])
         for f in range(count):
             dst[f] = down[f] * scale[f]
 
@@ -284,15 +291,22 @@ def max_pool_flat(x, out, column_ok, row_ok, picks, kh, kw, ph, pw, group):  # p
         p0 = g * group
         p1 = min(planes, p0 + group)
         src = flat[p0 * plane : p1 * plane]
-        across = src.copy()  # (the window's own column: tap pw, always inside)
-        for j in range(kw):
-            if j != pw:
-                _max_where(across, src, j - pw, column_ok[j])
+        across = np.empty(src.size, src.dtype)
+        if kw == 3 and pw == 1:  # a centred 3-wide window: one pass
+            _max3_where(across, src, column_ok[0], column_ok[2], 1)
+        else:
+            across[:] = src  # (the window's own column: tap pw, always inside)
+            for j in range(kw):
+                if j != pw:
+                    _max_where(across, src, j - pw, column_ok[j])
         full = results[p0 * plane : p1 * plane] if picks.size == 0 else np.empty(across.size, across.dtype)
-        full[:] = across
-        for i in range(kh):
-            if i != ph:
-                _max_where(full, across, (i - ph) * w, row_ok[i])
+        if kh == 3 and ph == 1:
+            _max3_where(full, across, row_ok[0], row_ok[2], w)
+        else:
+            full[:] = across
+            for i in range(kh):
+                if i != ph:
+                    _max_where(full, across, (i - ph) * w, row_ok[i])
         if picks.size == 0:
             continue
         for p in range(p1 - p0):
@@ -314,6 +328,49 @@ def _max_where(best, values, shift, ok):  # pragma: no cover - compiled
     for f in range(hi - lo):
         current = part[f]
         part[f] = _max_nan(current, source[f]) if inside[f] else current
+
+
+@njit(inline="always")
+def _max3_where(best, values, before, after, step):  # pragma: no cover - compiled
+    """best[f] = the max (NaN wins) of values[f], values[f - step] where before[f] and
+    values[f + step] where after[f], in one pass (a centred 3-tap window: its middle tap is
+    always inside; the tables never let an end tap cross the run's ends, and the loop never
+    reads past them). The middle by unit-stride slices, so it vectorizes (indexing values[f -
+    step] kept a negative-index check in the loop: 12x slower)."""
+    size = best.size
+    lo, hi = min(step, size), max(min(step, size), size - step)
+    for f in range(lo):
+        v = values[f]
+        best[f] = _max_nan(v, values[f + step]) if f + step < size and after[f] else v
+    middle, left, right = values[lo:hi], values[lo - step : hi - step], values[lo + step : hi + step]
+    take_left, take_right, part = before[lo:hi], after[lo:hi], best[lo:hi]
+    for f in range(hi - lo):
+        v = middle[f]
+        v = _max_nan(v, left[f]) if take_left[f] else v
+        part[f] = _max_nan(v, right[f]) if take_right[f] else v
+    for f in range(hi, size):
+        v = values[f]
+        best[f] = _max_nan(v, values[f - step]) if f >= step and before[f] else v
+
+
+@njit(inline="always")
+def _add3_where(total, values, before, after, step):  # pragma: no cover - compiled
+    """total[f] = values[f] + values[f - step] where before[f] + values[f + step] where
+    after[f] in float64, in one pass (as _max3_where)."""
+    size = total.size
+    lo, hi = min(step, size), max(min(step, size), size - step)
+    for f in range(lo):
+        v = np.float64(values[f])
+        total[f] = v + values[f + step] if f + step < size and after[f] else v
+    middle, left, right = values[lo:hi], values[lo - step : hi - step], values[lo + step : hi + step]
+    take_left, take_right, part = before[lo:hi], after[lo:hi], total[lo:hi]
+    for f in range(hi - lo):
+        v = np.float64(middle[f])
+        v = v + left[f] if take_left[f] else v
+        part[f] = v + right[f] if take_right[f] else v
+    for f in range(hi, size):
+        v = np.float64(values[f])
+        total[f] = v + values[f - step] if f >= step and before[f] else v
 
 
 @njit(inline="always")
