@@ -352,6 +352,10 @@ def test_conv_blocks_keep_their_columns_small(monkeypatch):
     ((1, 2, 6, 6), dict(kernel_shape=[2, 2], auto_pad="SAME_LOWER"), 1, "_run_flat"),
     ((2, 37, 7, 7), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_flat"),    # runs of planes, a short last
     ((1, 3, 40, 40), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_flat"),   # a plane over one run
+    ((2, 3, 1, 1), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_flat"),     # centred 3-tap passes at
+    ((1, 3, 1, 5), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_flat"),     # planes of one row or
+    ((1, 3, 5, 1), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_flat"),     # column, and of two
+    ((3, 3, 2, 2), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), 1, "_run_flat"),
     # a one-column output whose 3-wide window's inside starts past it: nothing written past the row
     ((1, 3, 5, 1), dict(kernel_shape=[3, 3], pads=[0, 2, 0, 0]), 1, "_run_flat*"),
     ((1, 3, 5, 3), dict(kernel_shape=[3, 3], dilations=[1, 2], pads=[0, 2, 0, 0]), 1, "_run_window"),
@@ -414,6 +418,10 @@ def test_max_pool_stride_2_keeps_nan_where_the_reference_does(monkeypatch, pads,
     ((1, 8, 14, 14), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1), "_run_same"),
     ((2, 37, 7, 7), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_same"),           # runs of planes, a short last
     ((1, 3, 40, 40), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_same"),          # a plane over one run
+    ((2, 3, 1, 1), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_same"),            # one-row, one-column
+    ((1, 3, 1, 5), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_same"),            # and two-by-two planes
+    ((1, 3, 5, 1), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1), "_run_same"),
+    ((3, 3, 2, 2), dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), "_run_same"),
     ((2, 3, 3, 4), dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]), "_run_same"),             # window beyond the plane
     ((1, 3, 6, 9), dict(kernel_shape=[3, 4], pads=[2, 0, 0, 3], count_include_pad=1), "_run_same"),
     ((1, 3, 6, 9), dict(kernel_shape=[1, 1]), "_run_same"),
