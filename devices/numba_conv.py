@@ -1051,7 +1051,12 @@ class NumbaFusedConv(NumbaConv):
 
     def _run_then_add(self, inputs, outputs):
         out = outputs[0]
-        if self.implicit is not None and MAP_WIDE and out.flags.c_contiguous:
+        if not out.flags.c_contiguous:  # (a caller's strided view: its planes reshaped would be
+            result = np.empty(out.shape, out.dtype)  # a copy, Z added to that; the planner makes none)
+            self._run_then_add(inputs, [result])
+            out[...] = result
+            return
+        if self.implicit is not None and MAP_WIDE:
             self.implicit(inputs, outputs, self.code_after, self.leftover_after, inputs[3])
             return
         self.conv_run(inputs, outputs)

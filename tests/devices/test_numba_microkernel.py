@@ -695,3 +695,40 @@ def test_a_residual_added_in_the_tiles_of_an_implicit_gemm(monkeypatch, x_shape,
     assert kernel.conv_run.__name__ == path
     assert (kernel.implicit is not None) == (activation != "HardSwish")
     np.testing.assert_allclose(it.run(feeds)["y"], ort_run(model, feeds)["y"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("strides", [[1, 1], [2, 2]])
+@pytest.mark.parametrize("activation", [None, "Relu", "HardSwish"])
+def test_a_residual_conv_fills_a_strided_output_view(monkeypatch, strides, activation):
+    """A caller's strided output view (the planner never makes one) for Conv + Add [+
+    activation]: Z and the activation reach the view itself, not a reshaped copy."""
+    monkeypatch.setattr(numba_conv, "PHASES_MIN_USEFUL", 0.0)
+    monkeypatch.setattr(numba_conv, "PHASES_MIN_DEPTH", 0)
+    rng = np.random.default_rng(5)
+    n, c, m, h, w = 2, 5, 9, 13, 11
+    oh, ow = (h - 1) // strides[0] + 1, (w - 1) // strides[1] + 1
+    weights = rng.standard_normal((m, c, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(m).astype(np.float32)
+    nodes = [onnx.helper.make_node("Conv", ["x", "w", "b"], ["c"], strides=strides, pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("Add", ["c", "z"], ["s" if activation else "y"])]
+    if activation:
+        nodes.append(onnx.helper.make_node(activation, ["s"], ["y"]))
+    graph = onnx.helper.make_graph(
+        nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, (n, c, h, w)),
+                     onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, (n, m, oh, ow))],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(weights, "w"), onnx.numpy_helper.from_array(bias, "b")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = {"x": rng.standard_normal((n, c, h, w)).astype(np.float32),
+             "z": rng.standard_normal((n, m, oh, ow)).astype(np.float32)}
+    it = Interpreter(from_onnx(model), device="numba", num_threads=2)
+    (run, _ins, _outs, node), = it._plans["serving_default"].prepared.steps
+    assert node.op_type == "FusedConv" and run.__name__ == "_run_then_add"
+    want = ort_run(model, feeds)["y"]
+    for wide, view in ((np.full((n, m, oh, ow + 4), np.nan, np.float32), lambda b: b[..., 2 : ow + 2]),
+                       (np.full((n, m, ow, oh), np.nan, np.float32), lambda b: b.transpose(0, 1, 3, 2))):
+        out = view(wide)
+        run([feeds["x"], weights, bias, feeds["z"]], [out])
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+        assert np.isnan(wide).sum() == wide.size - out.size  # nothing written beside the view
