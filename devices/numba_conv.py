@@ -389,8 +389,11 @@ def wide_band(channels: int, filters: int, out_height: int, padded_height: int, 
 # (1.56 -> 1.0x onnxruntime), 14 x 14 (87.5 %) and 7 x 7 (77 %) outputs lose 15-25 %, and a
 # three-channel 3x3 first layer (depth 27) is a toss-up either way
 PHASES_MIN_USEFUL = 0.9
-MAP_WIDE = True
 PHASES_MIN_DEPTH = 64
+# implicit GEMMs (wide rows, phase planes) with no activation or a clip store the output's rows
+# from the tiles by a column map (wide_columns), bias, residual and clip in them; off (tests):
+# through the wide buffer and epilogue_wide, as other activations always go
+MAP_WIDE = True
 NUMPY_EPILOGUE_MAX = 4096  # outputs this small take numpy's bias add and activation (_run_gather_1d)
 GATHER_MAX_COLUMNS = 1 << 16  # a 1-D Conv whose im2col is this small runs as numpy calls (_run_gather_1d)
 DEPTHWISE_MAX_MULTIPLIER = 4  # beyond it (one channel into 258 filters: an STFT) a GEMM wins
