@@ -95,8 +95,10 @@ def _function(builder, name: str, ret: ir.Type, args: list[ir.Type]):
     return fn if fn is not None else ir.Function(builder.module, ir.FunctionType(ret, args), name=name)
 
 
-def _pointer_mangling() -> str:
-    return "p0" if str(_VEC.as_pointer()) == "ptr" else f"p0v{VECTOR_LANES}f32"
+def _pointer_mangling(vector: ir.VectorType, element: str) -> str:
+    """The pointer part of an intrinsic's name for a pointer to `vector` (`element`: its
+    element's letters, f32 or i64): opaque pointers ("p0") or typed ones."""
+    return "p0" if str(vector.as_pointer()) == "ptr" else f"p0v{VECTOR_LANES}{element}"
 
 
 class _Emitter:
@@ -106,11 +108,15 @@ class _Emitter:
         self.b = builder
         vec = f"v{VECTOR_LANES}f32"
         self.fmuladd = _function(builder, f"llvm.fmuladd.{vec}", _VEC, [_VEC, _VEC, _VEC])
-        mangle = _pointer_mangling()
+        mangle = _pointer_mangling(_VEC, "f32")
         self.masked_load = _function(builder, f"llvm.masked.load.{vec}.{mangle}", _VEC,
                                      [_VEC.as_pointer(), _I32, _MASK, _VEC])
         self.masked_store = _function(builder, f"llvm.masked.store.{vec}.{mangle}", ir.VoidType(),
                                       [_VEC, _VEC.as_pointer(), _I32, _MASK])
+        offsets = ir.VectorType(_I64, VECTOR_LANES)  # (a column map's places: _emit_mapped_stores)
+        self.masked_load_offsets = _function(
+            builder, f"llvm.masked.load.v{VECTOR_LANES}i64.{_pointer_mangling(offsets, 'i64')}", offsets,
+            [offsets.as_pointer(), _I32, _MASK, offsets])
         self.zero = ir.Constant(_VEC, [0.0] * VECTOR_LANES)
         self.lane_index = ir.Constant(ir.VectorType(_I64, VECTOR_LANES), list(range(VECTOR_LANES)))
 
@@ -323,11 +329,7 @@ def _emit_mapped_stores(em: _Emitter, v, data, accs, masks, has_residual, clippe
     for j in range(TILE_VECTORS):
         at = builder.bitcast(em.at(data["c_map"], builder.add(v["map_off"], i64(j * VECTOR_LANES))),
                              ir.VectorType(_I64, VECTOR_LANES).as_pointer())
-        masked_load = _function(builder, f"llvm.masked.load.v{VECTOR_LANES}i64.{_i64_pointer_mangling()}",
-                                ir.VectorType(_I64, VECTOR_LANES),
-                                [ir.VectorType(_I64, VECTOR_LANES).as_pointer(), _I32, _MASK,
-                                 ir.VectorType(_I64, VECTOR_LANES)])
-        offsets = builder.call(masked_load, [at, ir.Constant(_I32, 8), masks[j], minus_one])
+        offsets = builder.call(em.masked_load_offsets, [at, ir.Constant(_I32, 8), masks[j], minus_one])
         valid = builder.and_(masks[j], builder.icmp_signed(">=", offsets, em.splat(i64(0), offsets.type)))
         with builder.if_then(has_residual):
             def add_residual(start, run, j=j):
@@ -344,11 +346,6 @@ def _emit_mapped_stores(em: _Emitter, v, data, accs, masks, has_residual, clippe
                 with builder.if_then(builder.icmp_signed("<", i64(i), v["rows"])):
                     em.store(builder.load(accs[i][j]), data["c"], builder.add(row_starts[i][0], start), run)
         _emit_mapped(em, offsets, valid, store)
-
-
-def _i64_pointer_mangling() -> str:
-    vector = ir.VectorType(_I64, VECTOR_LANES)
-    return "p0" if str(vector.as_pointer()) == "ptr" else f"p0v{VECTOR_LANES}i64"
 
 
 def _emit_stores(em: _Emitter, v, data, accs, masks, full, has_residual, clipped) -> None:
