@@ -391,6 +391,12 @@ def wide_band(channels: int, filters: int, out_height: int, padded_height: int, 
 # three-channel 3x3 first layer (depth 27) is a toss-up either way
 PHASES_MIN_USEFUL = 0.9
 PHASES_MIN_DEPTH = 64
+# a shallower one (a first layer: 3 channels x 3x3) of one image into at most this many filters
+# takes the phase planes too: 3->16 3x3 stride 2 at 224 x 224 207-220 -> 139-179 us (2 threads,
+# same process; MobileNetV3-Small 1.5 % faster); 3->24 235-250 -> 201-237 and 3->32 277-294 ->
+# 228-278 alone, but their models (ShuffleNetV2, MobileNetV2, EfficientNet-B0) no faster; 48
+# filters lost 30 %, two or eight images gained nothing or lost (im2col's blocks then)
+PHASES_FEW_FILTERS = 16
 # implicit GEMMs (wide rows, phase planes) with no activation or a clip store the output's rows
 # from the tiles by a column map (wide_columns), bias, residual and clip in them; off (tests):
 # through the wide buffer and epilogue_wide, as other activations always go
@@ -567,13 +573,14 @@ class NumbaConv:
         self.tiled = (getattr(self, "pooled", False) and p.group == 1
                       and x.dtype == np.float32 and w.dtype == np.float32)
         self.w_panels = self.w_rows = None
+        deep = w.shape[1] * len(p.taps) >= PHASES_MIN_DEPTH
         if (self.tiled and not p.pointwise and self.run in (self._run_gemm, self._run_blocks)
-                and p.window.dilations == (1, 1) and w.shape[1] * len(p.taps) >= PHASES_MIN_DEPTH
+                and p.window.dilations == (1, 1) and (deep or (w.shape[0] <= PHASES_FEW_FILTERS and x.shape[0] == 1))
                 and all(k >= s for k, s in zip(p.window.kernel, p.window.strides, strict=True))):
             # (a window narrower than its stride, as ResNet-50's 1x1 stride-2 shortcuts, would
             # copy whole phase planes it never reads: im2col takes only what it needs)
             self._prepare_phases(w, x)
-            if self.run == self._run_blocks:
+            if self.run == self._run_blocks and deep:
                 # a small output the phase planes would fill badly: one product, not a few
                 # narrow blocks (Inception v2's 96->96 3x3 stride 2 into 14 x 14: 1.6 -> 1.1x
                 # onnxruntime's time, a 128->96 one 2.15 -> 1.36)

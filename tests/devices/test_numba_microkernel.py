@@ -325,12 +325,15 @@ def every_strided_conv_over_phases(monkeypatch) -> None:
 @pytest.mark.parametrize("x_shape,w_shape,path", [
     ((1, 64, 56, 56), (128, 64, 3, 3), "_run_phases"),   # 28 x 28 outputs: 94 % of the tile columns used
     ((1, 3, 64, 64), (16, 3, 7, 7), "_run_phases"),      # a 7x7 first layer: depth 147
-    ((1, 3, 64, 64), (16, 3, 3, 3), "_run_blocks"),      # depth 27: im2col block by block
+    ((1, 3, 64, 64), (16, 3, 3, 3), "_run_phases"),      # depth 27, one image, 16 filters: phases still
+    ((1, 3, 64, 64), (48, 3, 3, 3), "_run_blocks"),      # depth 27, 48 filters: im2col block by block
+    ((2, 3, 64, 64), (16, 3, 3, 3), "_run_blocks"),      # depth 27, two images: im2col block by block
     ((1, 256, 14, 14), (512, 256, 3, 3), "_run_gemm"),   # 7 x 7 outputs: 77 % used; im2col, stored transposed
     ((1, 96, 28, 28), (96, 96, 3, 3), "_run_gemm"),      # 14 x 14: 87.5 %; one product, not narrow blocks
     ((1, 256, 56, 56), (128, 256, 1, 1), "_run_blocks"),  # a 1x1 stride-2 shortcut reads a quarter: im2col
 ])
 def test_strided_convs_choose_phases_by_their_shape(x_shape, w_shape, path):
+    """Against onnxruntime, and the path the rules choose (PHASES_MIN_DEPTH, PHASES_FEW_FILTERS)."""
     k = w_shape[2]
     model, feeds = conv_model(x_shape, w_shape, activation="Relu", strides=[2, 2], pads=[k // 2] * 4)
     assert x_shape[1] * k * k >= 27  # (the 3-channel 3x3 one is under PHASES_MIN_DEPTH)
