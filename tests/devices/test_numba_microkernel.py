@@ -203,9 +203,10 @@ SHORT = SHORT_ROWS or TILE_ROWS
 def test_rows_in_short_tiles(m, b_mode, transposed, tasks, rows_outer):
     """A product whose rows (pixels read where they lie, k-major as im2col leaves them) run
     SHORT_ROWS to a tile, partial tiles and every task split included, with the bias, the
-    residual, a clip and a depth cut into blocks."""
+    residual, a clip and a depth cut into two blocks."""
     rng = np.random.default_rng(m * 7 + len(b_mode))
-    k, n = 300, TILE_COLUMNS + 5
+    k, n = numba_microkernel.DEPTH_BLOCK + 44, TILE_COLUMNS + 5
+    assert k > numba_microkernel.DEPTH_BLOCK
     a = rng.standard_normal((1, m, k)).astype(np.float32)
     b = rng.standard_normal((1, k, n)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
@@ -463,11 +464,12 @@ def test_a_generic_cpu_gets_the_generic_vector_width(tmp_path):
 @pytest.mark.parametrize("transposed,rows_outer", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("a_packed", [False, True])
 def test_a_long_depth_is_summed_in_blocks(b_mode, transposed, rows_outer, a_packed):
-    """601 products per sum: three depth blocks, the later ones added to C (or to the scratch
-    tile, transposed), the bias and residual once, the clip after the last."""
+    """2 * DEPTH_BLOCK + 41 products per sum: three depth blocks, the later ones added to C (or
+    to the scratch tile, transposed), the bias and residual once, the clip after the last."""
     rng = np.random.default_rng(601)
-    a = rng.standard_normal((1, 13, 601)).astype(np.float32)
-    b = rng.standard_normal((1, 601, 45)).astype(np.float32)
+    depth = 2 * numba_microkernel.DEPTH_BLOCK + 41
+    a = rng.standard_normal((1, 13, depth)).astype(np.float32)
+    b = rng.standard_normal((1, depth, 45)).astype(np.float32)
     bias = rng.standard_normal(45).astype(np.float32)
     residual = rng.standard_normal((1, 13, 45)).astype(np.float32)
     got = run_tiles(a, b, bias=bias, bias_mode=BIAS_PER_COLUMN, residual=residual, activation=("Relu", ()),
