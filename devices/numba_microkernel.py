@@ -82,9 +82,12 @@ TILE_COLUMNS = TILE_VECTORS * VECTOR_LANES
 BIAS_NONE, BIAS_PER_COLUMN, BIAS_PER_ROW = 0, 1, 2
 # the most products one running sum of a tile takes (tiles_in_range). Each block after the first
 # reads C back (through the column map on the implicit GEMMs): 256 cut a 3x3 Conv of 64 channels
-# into 3 blocks, 640 keeps it whole and ResNet's 3x3 Convs 3-5 % faster at one thread (64 x 56 x 56
-# 2283 -> 2152-2188 us, 128 x 28 x 28 2391 -> 2301, 256 x 14 x 14 2483 -> 2414)
-DEPTH_BLOCK = 640
+# into 3 blocks, 384 into 2, and ResNet's 3x3 Convs ran 2-5 % faster at one thread (64 x 56 x 56
+# 2282-2334 -> 2230-2238 us, 128 x 28 x 28 2381-2453 -> 2335-2341, 256 x 14 x 14 2443-2494 ->
+# 2418-2441). 512 and 640 (one block for 64 channels, 3-5 %) summed too long: the PP-OCRv4
+# recognizer's softmax at 48 x 320 moved 2.3e-5, past its onnxruntime-derived tolerance (2.0e-5;
+# 5.3e-6 at 384)
+DEPTH_BLOCK = 384
 PANEL_CHUNK_BYTES = 128 * 1024  # B's part one row tile sweeps at a time (tiles_in_range, rows_outer)
 # where the k loop prefetches B's row k (floats past the tile's columns, a 64-byte line each):
 # two panels on, the share of the row a later tile of the same rows reads. B read in place
