@@ -108,10 +108,10 @@ def _function(builder, name: str, ret: ir.Type, args: list[ir.Type]):
     return fn if fn is not None else ir.Function(builder.module, ir.FunctionType(ret, args), name=name)
 
 
-def _pointer_mangling(vector: ir.VectorType, element: str) -> str:
-    """The pointer part of an intrinsic's name for a pointer to `vector` (`element`: its
-    element's letters, f32 or i64): opaque pointers ("p0") or typed ones."""
-    return "p0" if str(vector.as_pointer()) == "ptr" else f"p0v{VECTOR_LANES}{element}"
+def _pointer_mangling(pointee: ir.Type, letters: str) -> str:
+    """The pointer part of an intrinsic's name for a pointer to `pointee` (`letters`: the
+    type's own part of the name, v16f32, v16i64, i8): opaque pointers ("p0") or typed ones."""
+    return "p0" if str(pointee.as_pointer()) == "ptr" else f"p0{letters}"
 
 
 class _Emitter:
@@ -121,19 +121,19 @@ class _Emitter:
         self.b = builder
         vec = f"v{VECTOR_LANES}f32"
         self.fmuladd = _function(builder, f"llvm.fmuladd.{vec}", _VEC, [_VEC, _VEC, _VEC])
-        mangle = _pointer_mangling(_VEC, "f32")
+        mangle = _pointer_mangling(_VEC, vec)
         self.masked_load = _function(builder, f"llvm.masked.load.{vec}.{mangle}", _VEC,
                                      [_VEC.as_pointer(), _I32, _MASK, _VEC])
         self.masked_store = _function(builder, f"llvm.masked.store.{vec}.{mangle}", ir.VoidType(),
                                       [_VEC, _VEC.as_pointer(), _I32, _MASK])
         offsets = ir.VectorType(_I64, VECTOR_LANES)  # (a column map's places: _emit_mapped_stores)
-        self.masked_load_offsets = _function(
-            builder, f"llvm.masked.load.v{VECTOR_LANES}i64.{_pointer_mangling(offsets, 'i64')}", offsets,
-            [offsets.as_pointer(), _I32, _MASK, offsets])
-        byte_pointer = ir.IntType(8).as_pointer()
-        self.byte_pointer = byte_pointer
-        self.prefetch = _function(builder, "llvm.prefetch.p0" if str(byte_pointer) == "ptr" else "llvm.prefetch.p0i8",
-                                  ir.VoidType(), [byte_pointer, _I32, _I32, _I32])
+        lanes = f"v{VECTOR_LANES}i64"
+        self.masked_load_offsets = _function(builder, f"llvm.masked.load.{lanes}.{_pointer_mangling(offsets, lanes)}",
+                                             offsets, [offsets.as_pointer(), _I32, _MASK, offsets])
+        byte = ir.IntType(8)
+        self.byte_pointer = byte.as_pointer()
+        self.prefetch = _function(builder, f"llvm.prefetch.{_pointer_mangling(byte, 'i8')}", ir.VoidType(),
+                                  [self.byte_pointer, _I32, _I32, _I32])
         self.zero = ir.Constant(_VEC, [0.0] * VECTOR_LANES)
         self.lane_index = ir.Constant(ir.VectorType(_I64, VECTOR_LANES), list(range(VECTOR_LANES)))
 
